@@ -1,0 +1,15 @@
+from setuptools import setup
+
+setup(
+    name="spchat",
+    version="0.1.0",
+    description="Encrypted, self-hosted chat room on Twisted",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    # twisted.plugins is listed so the plugin module is installed next to
+    # Twisted's own; there is deliberately no twisted/__init__.py here.
+    packages=["spchat", "spchat.server", "spchat.client", "twisted.plugins"],
+    install_requires=["Twisted>=23.10", "cryptography>=42", "python-dotenv>=1.0"],
+    extras_require={"test": ["pytest", "pytest-twisted", "hypothesis"]},
+)
