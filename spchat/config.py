@@ -1,0 +1,333 @@
+"""Every spchat setting, where it comes from, and how it is checked.
+
+One table, ``SETTINGS``, describes each setting once: its ``Config`` field,
+its environment name, its twistd option (if any), its default, its parser and
+a one-line meaning.  The ``Config`` defaults, the twistd option list
+(``options_table()``) and ``.env.example`` (``env_example_text()``) are all
+derived from it, so they cannot drift apart.
+
+Sources, highest precedence first::
+
+    command-line option > process environment > .env file > default
+
+An empty value (``CHAT_TCP_PORT=``) in the environment or in ``.env`` counts
+as unset, so the next source down applies.  An option given explicitly on the
+command line is always checked, even when empty.
+
+The ``.env`` file is read with python-dotenv's ``dotenv_values`` and never
+copied into ``os.environ``.  Nothing else in spchat reads ``os.environ`` for
+settings.
+
+Regenerate ``.env.example`` with ``python -m spchat.config > .env.example``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple
+
+import dotenv
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "OBSOLETE_ENV",
+    "SETTINGS",
+    "Setting",
+    "client_config_dir",
+    "env_example_text",
+    "load_config",
+    "options_table",
+]
+
+# Longest chat text: one Noise transport message is at most 65535 bytes
+# (including its 16-byte tag), and the message envelope needs room too.
+MAX_MESSAGE_BYTES_LIMIT = 60000
+
+OBSOLETE_ENV = ("CHAT_SECRET_KEY", "CHAT_IV")
+OBSOLETE_REASON = "encryption keys are now negotiated per session (Noise handshake)"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value, or the .env file cannot be read.
+
+    ``str(error)`` is one line naming the setting (as the user wrote it:
+    option or environment name) and the offending value.
+    """
+
+    def __init__(self, message: str, name: str | None = None, value: str | None = None):
+        super().__init__(message)
+        self.name = name
+        self.value = value
+
+
+# ---------------------------------------------------------------- parsers
+# Each parser takes the raw text and returns the typed value, or raises
+# ValueError whose message is the reason (load_config adds name and value).
+
+_INT_RE = re.compile(r"[+-]?[0-9]+")
+_FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _int(text: str) -> int:
+    text = text.strip()
+    if not _INT_RE.fullmatch(text):  # also refuses "5.5", "1_000", "٥"
+        raise ValueError("not an integer")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    port = _int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError("port must be 1-65535, or 0 for any free port")
+    return port
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _int(text)
+        if high is None and value < low:
+            raise ValueError(f"must be at least {low}")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"must be {low}-{high}")
+        return value
+
+    return parse
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        stripped = text.strip()
+        if not _FLOAT_RE.fullmatch(stripped):
+            try:
+                float(stripped)
+            except ValueError:
+                raise ValueError("not a number of seconds") from None
+            raise ValueError("must be a finite number of seconds")  # nan, inf
+        value = float(stripped)
+        if not math.isfinite(value):  # e.g. 1e999
+            raise ValueError("must be a finite number of seconds")
+        if allow_zero and value < 0:
+            raise ValueError("must be 0 or more seconds")
+        if not allow_zero and value <= 0:
+            raise ValueError("must be more than 0 seconds")
+        return value
+
+    return parse
+
+
+def _host(text: str) -> str:
+    if not text.strip():
+        raise ValueError("host must not be empty")
+    if any(c.isspace() for c in text):
+        raise ValueError("host must not contain whitespace")
+    return text
+
+
+def _path(text: str) -> Path:
+    if not text:
+        raise ValueError("path must not be empty")
+    if "\0" in text:
+        raise ValueError("path must not contain a NUL character")
+    # "~" is expanded (a .env file has no shell to do it); otherwise not
+    # resolved: relative stays relative to the working directory.
+    return Path(text).expanduser()
+
+
+# ------------------------------------------------------------------ table
+
+
+class Setting(NamedTuple):
+    field: str  # Config attribute
+    env: str  # environment / .env name
+    option: str | None  # twistd long option, or None if the server has none
+    default: str  # as written in .env.example; parsed for the Config default
+    parse: Callable[[str], Any]
+    help: str  # one line: what the setting means
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server_host", "CHAT_SERVER_HOST", "host", "0.0.0.0", _host,
+            "Address the server listens on (0.0.0.0 = every IPv4 interface)."),
+    Setting("client_host", "CHAT_CLIENT_HOST", None, "127.0.0.1", _host,
+            "Server address clients connect to by default (client --host overrides)."),
+    Setting("tcp_port", "CHAT_TCP_PORT", "tcp-port", "5000", _port,
+            "TCP chat port, 1-65535 (0 lets the server pick any free port)."),
+    Setting("udp_port", "CHAT_UDP_PORT", "udp-port", "5001", _port,
+            "UDP presence beacon port, 1-65535 (reserved, not used yet)."),
+    Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=False),
+            "Seconds of inactivity before a session is considered idle (more than 0)."),
+    Setting("reconnect_delay", "CHAT_RECONNECT_DELAY", None, "3", _seconds(allow_zero=True),
+            "Seconds a client waits before its first reconnect attempt (0 or more)."),
+    Setting("max_retries", "CHAT_MAX_RETRIES", None, "3", _int_range(0),
+            "How many times a client tries to reconnect (0 or more)."),
+    Setting("data_dir", "CHAT_DATA_DIR", "data-dir", "./spchat-data", _path,
+            "Server data directory (server key); relative to the working directory."),
+    Setting("max_message_bytes", "CHAT_MAX_MESSAGE_BYTES", "max-message-bytes", "8192",
+            _int_range(1, MAX_MESSAGE_BYTES_LIMIT),
+            f"Longest chat message text in UTF-8 bytes, 1-{MAX_MESSAGE_BYTES_LIMIT}."),
+    Setting("handshake_timeout", "CHAT_HANDSHAKE_TIMEOUT", "handshake-timeout", "10",
+            _seconds(allow_zero=False),
+            "Seconds a new connection has to finish the encrypted handshake and log in."),
+    Setting("max_connections_per_ip", "CHAT_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip",
+            "16", _int_range(1),
+            "Concurrent TCP connections allowed from one IP address (1 or more)."),
+)
+
+_BY_FIELD = {s.field: s for s in SETTINGS}
+_BY_OPTION = {s.option: s for s in SETTINGS if s.option is not None}
+_KNOWN_ENV = {s.env for s in SETTINGS} | set(OBSOLETE_ENV)
+
+
+def _default(field: str) -> Any:
+    setting = _BY_FIELD[field]
+    return setting.parse(setting.default)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every spchat setting; see ``SETTINGS`` for meanings and sources."""
+
+    server_host: str = _default("server_host")
+    client_host: str = _default("client_host")
+    tcp_port: int = _default("tcp_port")
+    udp_port: int = _default("udp_port")
+    idle_timeout: float = _default("idle_timeout")
+    reconnect_delay: float = _default("reconnect_delay")
+    max_retries: int = _default("max_retries")
+    data_dir: Path = _default("data_dir")
+    max_message_bytes: int = _default("max_message_bytes")
+    handshake_timeout: float = _default("handshake_timeout")
+    max_connections_per_ip: int = _default("max_connections_per_ip")
+
+
+if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover
+    raise RuntimeError("spchat.config: Config fields and SETTINGS are out of step")
+
+
+# ---------------------------------------------------------------- loading
+
+
+def options_table() -> list[list]:
+    """``optParameters`` rows for twistd: ``[long, None, None, help]``.
+
+    The default is None so that "not given" can be told apart from a value;
+    the real default and the environment name are shown in the help text.
+    """
+    return [
+        [s.option, None, None, f"{s.help} [env {s.env}, default {s.default}]"]
+        for s in SETTINGS
+        if s.option is not None
+    ]
+
+
+def _read_dotenv(path: str | os.PathLike) -> dict[str, str | None]:
+    try:
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise IsADirectoryError("not a regular file")
+        return dotenv.dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(f"cannot read .env file {os.fspath(path)!r}: {reason}") from None
+
+
+def _set(value: str | None) -> bool:
+    return value is not None and value != ""
+
+
+def load_config(
+    options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    dotenv_path: str | os.PathLike | None = ".env",
+) -> tuple[Config, list[str]]:
+    """Build the Config from options, environment, .env file and defaults.
+
+    ``options`` maps twistd long option names (``"tcp-port"``) to the given
+    string, or None when not given; names that are not settings are ignored.
+    ``environ`` defaults to ``os.environ``.  ``dotenv_path`` None skips the
+    .env file; a missing file is fine, an unreadable one is a ConfigError.
+
+    Returns the Config and a list of one-line warnings for the caller to show.
+    Raises ConfigError (one line, naming the setting and value) on bad input.
+    """
+    options = {} if options is None else options
+    environ = os.environ if environ is None else environ
+    file_values = {} if dotenv_path is None else _read_dotenv(dotenv_path)
+    dotenv_label = None if dotenv_path is None else os.fspath(dotenv_path)
+
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        given = options.get(s.option) if s.option is not None else None
+        if given is not None:
+            raw, shown, where = str(given), f"--{s.option}", ""
+        elif _set(environ.get(s.env)):
+            raw, shown, where = environ[s.env], s.env, ""
+        elif _set(file_values.get(s.env)):
+            raw, shown, where = file_values[s.env], s.env, f" (in {dotenv_label})"
+        else:
+            continue
+        try:
+            values[s.field] = s.parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"invalid {shown}={raw!r}{where}: {e}", shown, raw) from None
+
+    warnings = []
+    for name in OBSOLETE_ENV:
+        places = []
+        if _set(environ.get(name)):
+            places.append("the environment")
+        if _set(file_values.get(name)):
+            places.append(dotenv_label)
+        if places:
+            warnings.append(
+                f"{name} is ignored: {OBSOLETE_REASON}; remove it from {' and '.join(places)}"
+            )
+    for name in file_values:
+        if name.startswith("CHAT_") and name not in _KNOWN_ENV:
+            warnings.append(f"{name} in {dotenv_label} is not an spchat setting (misspelt?)")
+
+    return Config(**values), warnings
+
+
+def client_config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the client keeps its own files (pinned server keys).
+
+    ``$SPCHAT_CONFIG_DIR`` if set, else ``$XDG_CONFIG_HOME/spchat``, else
+    ``~/.config/spchat`` (``%APPDATA%\\spchat`` on Windows).
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("SPCHAT_CONFIG_DIR"):
+        return Path(environ["SPCHAT_CONFIG_DIR"]).expanduser()
+    if sys.platform == "win32" and environ.get("APPDATA"):
+        return Path(environ["APPDATA"]) / "spchat"
+    base = environ.get("XDG_CONFIG_HOME")
+    if base and os.path.isabs(base):  # the XDG spec says to ignore relative ones
+        return Path(base) / "spchat"
+    return Path.home() / ".config" / "spchat"
+
+
+def env_example_text() -> str:
+    """The content of ``.env.example``, generated from ``SETTINGS``."""
+    lines = [
+        "# spchat settings. Copy this file to .env in the directory the server",
+        "# (or client) is started from, and change what you need.",
+        "# Precedence: command-line option > environment > .env > default.",
+        "# An empty value (NAME=) counts as unset: the next source or the default applies.",
+        "",
+    ]
+    for s in SETTINGS:
+        lines += [f"# {s.help}", f"{s.env}={s.default}", ""]
+    lines += [
+        "# Obsolete: CHAT_SECRET_KEY and CHAT_IV are ignored (with a warning);",
+        "# encryption keys are now negotiated per session by the Noise handshake.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(env_example_text())
