@@ -1,0 +1,292 @@
+"""The chat message schema: typed messages <-> bytes, with validation.
+
+Pure: no I/O.  Every Noise transport message carries exactly one message,
+encoded as a compact JSON object whose ``"t"`` member names its type.  JSON
+because it is in the standard library, every language can speak it, a
+captured plaintext is readable while debugging, and the validation below is
+what makes it safe, not the format.
+
+Each message type is a frozen dataclass registered in ``MESSAGES`` with a
+schema (field -> rule).  ``decode`` checks every field's type and size and
+raises ``WireError`` with a plain-words reason; it never raises anything else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, ClassVar
+
+# A chat text may be long, but its envelope must still fit one Noise message
+# (65535 bytes minus the 16-byte tag).  The configurable, smaller limit
+# (CHAT_MAX_MESSAGE_BYTES) is enforced by the chat core with its own error.
+MAX_TEXT_BYTES = 60000
+MAX_NAME_CHARS = 64  # the core applies the real name rules (1-32 characters)
+MAX_ID_CHARS = 64
+MAX_REASON_CHARS = 500
+MAX_INT = 2**53  # exactly representable in every JSON implementation
+
+
+class WireError(ValueError):
+    """A message that is not valid spchat wire format."""
+
+
+# --- field rules -------------------------------------------------------------
+# A rule takes the decoded JSON value and returns the field value or raises
+# WireError; the field name is added by the caller.
+
+
+def _string(max_chars: int, *, optional: bool = False, max_bytes: int | None = None):
+    def rule(value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str):
+            raise WireError("must be a string")
+        if len(value) > max_chars:
+            raise WireError(f"longer than {max_chars} characters")
+        try:
+            encoded = value.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from a \ud800 escape
+            raise WireError("is not valid Unicode") from None
+        if max_bytes is not None and len(encoded) > max_bytes:
+            raise WireError(f"longer than {max_bytes} bytes")
+        return value
+
+    return rule
+
+
+def _integer(value: Any) -> int:
+    # bool is an int subclass in Python; true/false are not sequence numbers.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireError("must be an integer")
+    if not 0 <= value <= MAX_INT:
+        raise WireError("out of range")
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise WireError("must be a list")
+    if len(value) > 100000:
+        raise WireError("too many entries")
+    check = _string(MAX_NAME_CHARS)
+    return tuple(check(item) for item in value)
+
+
+_TEXT = _string(MAX_TEXT_BYTES, max_bytes=MAX_TEXT_BYTES)
+_NAME = _string(MAX_NAME_CHARS)
+_ID = _string(MAX_ID_CHARS)
+_OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True)
+_REASON = _string(MAX_REASON_CHARS)
+
+
+# --- message types -----------------------------------------------------------
+
+MESSAGES: dict[str, type[Message]] = {}
+
+
+class Message:
+    """Base of all wire messages; subclasses are frozen dataclasses."""
+
+    TYPE: ClassVar[str]
+    SCHEMA: ClassVar[dict[str, Callable[[Any], Any]]]
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+
+def message(type_name: str, defaults: dict[str, Any] | None = None, **schema):
+    """Register a frozen dataclass as the message type ``type_name``."""
+
+    def register(cls):
+        cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        cls.TYPE = type_name
+        cls.SCHEMA = schema
+        cls.DEFAULTS = defaults or {}
+        MESSAGES[type_name] = cls
+        return cls
+
+    return register
+
+
+# Handshake payloads (inside the Noise handshake messages).
+
+
+@message("hello", agent=_string(100))
+class Hello(Message):
+    """Client -> server, in the first handshake message (not yet encrypted)."""
+
+    agent: str
+
+
+@message("server_hello", agent=_string(100), max_message_bytes=_integer)
+class ServerHello(Message):
+    """Server -> client, in the second handshake message (encrypted)."""
+
+    agent: str
+    max_message_bytes: int
+
+
+# Client -> server.
+
+
+@message("login", name=_NAME)
+class Login(Message):
+    name: str
+
+
+@message("say", {"room": "lobby"}, room=_NAME, text=_TEXT, cid=_ID)
+class Say(Message):
+    """A room message; ``cid`` is the client's id for it, echoed as the ack."""
+
+    text: str
+    cid: str
+    room: str = "lobby"
+
+
+@message("direct", to=_NAME, text=_TEXT, cid=_ID)
+class Direct(Message):
+    to: str
+    text: str
+    cid: str
+
+
+@message("who")
+class Who(Message):
+    pass
+
+
+@message("logout")
+class Logout(Message):
+    pass
+
+
+# Server -> client.
+
+
+@message("welcome", name=_NAME, session=_ID, room=_NAME, server_time=_integer)
+class Welcome(Message):
+    """Login accepted; ``name`` is the display form the server will use."""
+
+    name: str
+    session: str
+    room: str
+    server_time: int
+
+
+@message("members", room=_NAME, names=_names)
+class Members(Message):
+    room: str
+    names: tuple[str, ...]
+
+
+@message(
+    "message",
+    {"cid": None},
+    seq=_integer,
+    ts=_integer,
+    room=_NAME,
+    sender=_NAME,
+    text=_TEXT,
+    cid=_OPTIONAL_ID,
+)
+class RoomMessage(Message):
+    """A room message as stored and delivered; ``ts`` is UTC milliseconds.
+
+    The sender's own copy carries its ``cid``: that is the acknowledgement.
+    """
+
+    seq: int
+    ts: int
+    room: str
+    sender: str
+    text: str
+    cid: str | None = None
+
+
+@message(
+    "direct_message",
+    {"cid": None},
+    seq=_integer,
+    ts=_integer,
+    sender=_NAME,
+    to=_NAME,
+    text=_TEXT,
+    cid=_OPTIONAL_ID,
+)
+class DirectMessage(Message):
+    seq: int
+    ts: int
+    sender: str
+    to: str
+    text: str
+    cid: str | None = None
+
+
+@message("notice", room=_NAME, ts=_integer, kind=_string(32), text=_REASON)
+class Notice(Message):
+    """Something that happened in a room: join, leave, ..."""
+
+    room: str
+    ts: int
+    kind: str
+    text: str
+
+
+@message("error", {"cid": None}, code=_string(32), text=_REASON, cid=_OPTIONAL_ID)
+class Error(Message):
+    """A request was refused; the connection stays usable.
+
+    ``cid`` names the refused message when there was one.
+    """
+
+    code: str
+    text: str
+    cid: str | None = None
+
+
+@message("bye", code=_string(32), text=_REASON)
+class Bye(Message):
+    """The server is closing this connection, and says why."""
+
+    code: str
+    text: str
+
+
+# --- codec -------------------------------------------------------------------
+
+
+def encode(msg: Message) -> bytes:
+    """Serialise a message; the output always decodes back to an equal one."""
+    body = {"t": msg.TYPE}
+    for name in msg.SCHEMA:
+        value = getattr(msg, name)
+        if isinstance(value, tuple):
+            value = list(value)
+        body[name] = value
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one message; raise WireError saying what is wrong."""
+    try:
+        body = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise WireError("not a JSON message") from None
+    if not isinstance(body, dict):
+        raise WireError("a message must be a JSON object")
+    type_name = body.get("t")
+    cls = MESSAGES.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise WireError(f"unknown message type {str(type_name)[:32]!r}")
+    fields = {}
+    for name, rule in cls.SCHEMA.items():
+        if name in body:
+            try:
+                fields[name] = rule(body[name])
+            except WireError as e:
+                raise WireError(f"{type_name}.{name} {e}") from None
+        elif name in cls.DEFAULTS:
+            fields[name] = cls.DEFAULTS[name]
+        else:
+            raise WireError(f"{type_name}.{name} is missing")
+    # Unknown members are ignored so a newer peer can add optional fields.
+    return cls(**fields)

@@ -1,0 +1,108 @@
+"""The wire schema: round trips, and every kind of bad input is a WireError."""
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from spchat import wire
+
+SAMPLES = [
+    wire.Hello("spchat-client/0.1.0"),
+    wire.ServerHello("spchat-server/0.1.0", 8192),
+    wire.Login("Zoë"),
+    wire.Say("hello\nworld", "c1"),
+    wire.Say("elsewhere", "c2", room="other"),
+    wire.Direct("bob", "psst", "c3"),
+    wire.Who(),
+    wire.Logout(),
+    wire.Welcome("alice", "s1", "lobby", 1_700_000_000_000),
+    wire.Members("lobby", ("alice", "bob")),
+    wire.RoomMessage(7, 1_700_000_000_123, "lobby", "alice", "hi", "c1"),
+    wire.RoomMessage(8, 1_700_000_000_124, "lobby", "bob", "hi", None),
+    wire.DirectMessage(9, 1, "alice", "bob", "psst"),
+    wire.Notice("lobby", 1, "join", "bob joined"),
+    wire.Error("too_long", "too long", "c1"),
+    wire.Bye("logout", "logged out"),
+]
+
+
+@pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: m.TYPE)
+def test_round_trip(msg):
+    assert wire.decode(wire.encode(msg)) == msg
+
+
+def test_every_type_has_a_sample():
+    assert {m.TYPE for m in SAMPLES} == set(wire.MESSAGES)
+
+
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        (b"", "not a JSON"),
+        (b"\xff\xfe", "not a JSON"),
+        (b"[1]", "JSON object"),
+        (b'{"text": "no type"}', "unknown message type"),
+        (b'{"t": "shout"}', "unknown message type 'shout'"),
+        (b'{"t": "login"}', "login.name is missing"),
+        (b'{"t": "login", "name": 5}', "login.name must be a string"),
+        (b'{"t": "say", "text": "x", "cid": ["a"]}', "say.cid must be a string"),
+        (b'{"t": "say", "text": "\\ud800", "cid": "1"}', "not valid Unicode"),
+        (b'{"t": "welcome", "name": "a", "session": "s", "room": "r", "server_time": true}',
+         "must be an integer"),
+        (b'{"t": "welcome", "name": "a", "session": "s", "room": "r", "server_time": -1}',
+         "out of range"),
+        (b'{"t": "members", "room": "r", "names": "ab"}', "must be a list"),
+        (b'{"t": "login", "name": "' + b"x" * 65 + b'"}', "longer than 64"),
+        (b"[" * 100000, "not a JSON"),
+    ],
+)
+def test_bad_input_says_what_is_wrong(data, says):
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode(data)
+    assert says in str(caught.value)
+
+
+def test_text_limit_is_in_utf8_bytes():
+    ok = json.dumps({"t": "say", "text": "é" * 30000, "cid": "1"}).encode()
+    assert wire.decode(ok).text == "é" * 30000
+    too_long = json.dumps({"t": "say", "text": "é" * 30001, "cid": "1"}).encode()
+    with pytest.raises(wire.WireError, match="longer than 60000 bytes"):
+        wire.decode(too_long)
+
+
+def test_unknown_members_are_ignored_for_forward_compatibility():
+    assert wire.decode(b'{"t": "who", "future": 1}') == wire.Who()
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise_anything_but_wire_error(data):
+    try:
+        wire.decode(data)
+    except wire.WireError:
+        pass
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(wire.MESSAGES)), st.dictionaries(
+    st.sampled_from(["name", "text", "cid", "room", "to", "seq", "ts", "names", "code",
+                     "session", "server_time", "agent", "kind", "sender",
+                     "max_message_bytes"]),
+    json_values,
+))
+def test_random_fields_of_real_types_never_raise_anything_but_wire_error(type_name, fields):
+    data = json.dumps({"t": type_name, **fields}).encode()
+    try:
+        msg = wire.decode(data)
+    except wire.WireError:
+        return
+    # Whatever was accepted must encode again without error.
+    assert wire.decode(wire.encode(msg)) == msg
