@@ -1,0 +1,193 @@
+"""Chat rules of the sans-IO core, with a recording connection and a fake clock."""
+
+import pytest
+
+from spchat import wire
+from spchat.server.core import ChatCore, normalise_name, Refused
+
+
+class Recorder:
+    """Stands where a network connection would: records what the core does."""
+
+    def __init__(self):
+        self.sent = []
+        self.closed = None
+
+    def send(self, message):
+        self.sent.append(message)
+
+    def close(self, code, text):
+        self.closed = (code, text)
+
+    def of(self, kind):
+        return [m for m in self.sent if isinstance(m, kind)]
+
+    def clear(self):
+        self.sent.clear()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def core():
+    return ChatCore(Clock(), max_message_bytes=100)
+
+
+def login(core, name):
+    conn = Recorder()
+    session = core.connect(conn, "127.0.0.1:1")
+    core.receive(session, wire.Login(name))
+    return session, conn
+
+
+def test_login_welcomes_and_announces(core):
+    alice, a = login(core, "Alice")
+    (welcome,) = a.of(wire.Welcome)
+    assert welcome.name == "Alice" and welcome.room == "lobby"
+    assert welcome.server_time == 1_700_000_000_000
+    bob, b = login(core, "bob")
+    assert [n.text for n in a.of(wire.Notice)] == ["Alice joined", "bob joined"]
+    assert a.of(wire.Members)[-1].names == ("Alice", "bob")
+    assert b.of(wire.Members)[-1].names == ("Alice", "bob")
+
+
+def test_say_stamps_and_delivers_to_everyone_with_ack_for_sender(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.clock.now += 1.5
+    core.receive(alice, wire.Say("hello", "c1"))
+    core.receive(bob, wire.Say("hi", "c9"))
+    a_msgs, b_msgs = a.of(wire.RoomMessage), b.of(wire.RoomMessage)
+    assert [(m.seq, m.sender, m.text) for m in a_msgs] == [(1, "alice", "hello"), (2, "bob", "hi")]
+    assert [(m.seq, m.text) for m in b_msgs] == [(1, "hello"), (2, "hi")]
+    assert a_msgs[0].ts == 1_700_000_001_500
+    # Only the sender's own copy carries its cid: that is the acknowledgement.
+    assert a_msgs[0].cid == "c1" and b_msgs[0].cid is None
+    assert b_msgs[1].cid == "c9" and a_msgs[1].cid is None
+
+
+def test_taken_name_is_refused_case_and_width_insensitively(core):
+    login(core, "Alice")
+    for other in ["alice", "ALICE", "Ａｌｉｃｅ"]:  # the last is fullwidth
+        session, conn = login(core, other)
+        (error,) = conn.of(wire.Error)
+        assert error.code == "name_taken" and "taken" in error.text
+        assert not session.logged_in
+
+
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("", "1 to 32"),
+        ("x" * 33, "1 to 32"),
+        ("two words", "' '"),
+        ("semi;colon", "';'"),
+        ("tab\t", "'\\t'"),
+        ("esc\x1b[31m", "'\\x1b'"),
+        ("zero\u200bwidth", "'\\u200b'"),
+    ],
+)
+def test_invalid_names_are_refused_with_the_rule(core, name, why):
+    session, conn = login(core, name)
+    (error,) = conn.of(wire.Error)
+    assert error.code == "name_invalid" and why in error.text
+    assert not session.logged_in and not core.rooms["lobby"]
+
+
+def test_name_rules_keep_display_form():
+    assert normalise_name("Zoë.B-2_") == ("Zoë.B-2_", "zoë.b-2_")
+    assert normalise_name("ﬁne") == ("fine", "fine")  # ligature folded by NFKC
+    with pytest.raises(Refused):
+        normalise_name("a/b")
+
+
+def test_message_limits(core):
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Say("é" * 50, "ok"))  # exactly 100 bytes
+    core.receive(alice, wire.Say("é" * 50 + "x", "long"))
+    core.receive(alice, wire.Say("   ", "blank"))
+    core.receive(alice, wire.Say("bell\x07", "ctl"))
+    assert [m.cid for m in a.of(wire.RoomMessage)] == ["ok"]
+    errors = {e.cid: e for e in a.of(wire.Error)}
+    assert errors["long"].code == "too_long"
+    assert "101 bytes" in errors["long"].text and "100 bytes" in errors["long"].text
+    assert errors["blank"].code == "empty"
+    assert errors["ctl"].code == "bad_text"
+
+
+def test_messages_before_login_are_refused(core):
+    conn = Recorder()
+    session = core.connect(conn, "x")
+    core.receive(session, wire.Say("hi", "c"))
+    assert conn.of(wire.Error)[0].code == "not_logged_in"
+    assert not conn.of(wire.RoomMessage)
+
+
+def test_second_login_is_refused(core):
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Login("other"))
+    assert a.of(wire.Error)[0].code == "already_logged_in"
+    assert "other" not in core.by_key
+
+
+def test_server_only_messages_from_a_client_are_refused(core):
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Notice("lobby", 1, "join", "fake"))
+    assert a.of(wire.Error)[0].code == "unexpected"
+
+
+def test_direct_message_reaches_only_the_target(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    core.receive(alice, wire.Direct("BOB", "psst", "d1"))
+    (to_bob,) = b.of(wire.DirectMessage)
+    (ack,) = a.of(wire.DirectMessage)
+    assert (to_bob.sender, to_bob.to, to_bob.text, to_bob.cid) == ("alice", "bob", "psst", None)
+    assert ack.cid == "d1" and ack.seq == to_bob.seq
+    assert not c.of(wire.DirectMessage)
+    core.receive(alice, wire.Direct("nobody", "?", "d2"))
+    assert a.of(wire.Error)[-1].code == "unknown_user"
+    core.receive(alice, wire.Direct("alice", "note to self", "d3"))
+    assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1", "d3"]
+
+
+def test_sequence_is_shared_by_room_and_direct_messages(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.receive(alice, wire.Say("one", "1"))
+    core.receive(alice, wire.Direct("bob", "two", "2"))
+    core.receive(bob, wire.Say("three", "3"))
+    seqs = [m.seq for m in b.sent if isinstance(m, (wire.RoomMessage, wire.DirectMessage))]
+    assert seqs == [1, 2, 3]
+
+
+def test_who_and_leave(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    a.clear()
+    core.receive(alice, wire.Who())
+    assert a.of(wire.Members) == [wire.Members("lobby", ("alice", "bob"))]
+    core.disconnected(bob)
+    assert a.of(wire.Notice)[-1].text == "bob left"
+    assert a.of(wire.Members)[-1].names == ("alice",)
+    # The name is free again.
+    again, conn = login(core, "bob")
+    assert again.logged_in
+
+
+def test_logout_closes_and_announces(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.receive(bob, wire.Logout())
+    assert b.closed == ("logout", "logged out")
+    assert a.of(wire.Notice)[-1].kind == "leave"
+    core.disconnected(bob)  # the connection then goes: nothing happens twice
+    assert [n.kind for n in a.of(wire.Notice)].count("leave") == 1
+    assert "bob" not in core.by_key
