@@ -1,0 +1,168 @@
+"""The encrypted channel: Int32 frames, one Noise message each.
+
+A thin Twisted adapter shared by the server and the client.  It runs the Noise
+handshake, then turns frames into validated ``wire`` messages and back.  The
+rules for closing are the security design's:
+
+* garbage before or during the handshake, an oversized length prefix, or a
+  frame that fails authentication (altered, replayed, reordered) closes the
+  connection at once;
+* a well-encrypted but malformed message is the peer's bug, not an attack:
+  the subclass answers it and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import error as net_error
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+
+from spchat import noise, wire
+
+# After loseConnection() a peer that never reads would keep us waiting for the
+# send buffer to drain forever; abort if it has not happened by then.
+CLOSE_GRACE_SECONDS = 5.0
+
+
+class ChannelError(Exception):
+    """The peer broke the channel's rules; the connection must close."""
+
+
+class NoiseChannel(Int32StringReceiver):
+    """Base protocol: subclasses set ``initiator`` and fill in the hooks."""
+
+    MAX_LENGTH = noise.MAX_MESSAGE_LEN
+    initiator = False
+    log = Logger()
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._handshake: noise.HandshakeState | None = None
+        self._send_cipher = None
+        self._recv_cipher = None
+        # Int32StringReceiver keeps delivering frames it has already buffered
+        # after loseConnection(); this flag makes them go nowhere.
+        self.closing = False
+        self._abort_call = None
+        self.peer = "?"
+
+    # --- hooks for subclasses ----------------------------------------------
+
+    def make_handshake(self) -> noise.HandshakeState:
+        raise NotImplementedError
+
+    def handshake_payload(self) -> wire.Message:
+        """The payload this side puts in its handshake message."""
+        raise NotImplementedError
+
+    def handshake_payload_received(self, msg: wire.Message) -> None:
+        """The peer's handshake payload; raise ChannelError to refuse."""
+
+    def channel_open(self) -> None:
+        """The handshake is complete; messages may flow."""
+
+    def message_received(self, msg: wire.Message) -> None:
+        raise NotImplementedError
+
+    def malformed_message(self, problem: str) -> None:
+        """An authentic frame whose content is not a valid message."""
+
+    def channel_failed(self, reason: str) -> None:
+        """The channel is being closed because the peer broke its rules."""
+        self.log.info("{peer}: closed: {reason}", peer=self.peer, reason=reason)
+
+    # --- Twisted side ------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._send_cipher is not None and not self.closing
+
+    def connectionMade(self):
+        peer = self.transport.getPeer()
+        self.peer = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', '?')}"
+        self._handshake = self.make_handshake()
+        if self.initiator:
+            self._write_handshake()
+
+    def connectionLost(self, reason=net_error.ConnectionDone):
+        self.closing = True
+        if self._abort_call is not None and self._abort_call.active():
+            self._abort_call.cancel()
+        self._abort_call = None
+
+    def stringReceived(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        if self._recv_cipher is None:
+            self._handshake_frame(frame)
+            return
+        try:
+            plaintext = self._recv_cipher.decrypt_with_ad(b"", frame)
+        except noise.NoiseError:
+            self.fail("a frame failed authentication (altered, replayed or reordered)")
+            return
+        try:
+            msg = wire.decode(plaintext)
+        except wire.WireError as e:
+            self.malformed_message(str(e))
+            return
+        self.message_received(msg)
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.fail(f"frame of {length} bytes exceeds the limit of {self.MAX_LENGTH}")
+
+    # --- handshake ---------------------------------------------------------
+
+    def _handshake_frame(self, frame: bytes) -> None:
+        try:
+            payload = self._handshake.read_message(frame)
+            self.handshake_payload_received(wire.decode(payload))
+            if not self._handshake.complete:
+                self._write_handshake()
+        except (noise.NoiseError, wire.WireError) as e:
+            self.fail(f"handshake failed: {e}")
+            return
+        except ChannelError as e:
+            self.fail(str(e))
+            return
+        self._check_complete()
+
+    def _write_handshake(self) -> None:
+        payload = wire.encode(self.handshake_payload())
+        self.sendString(self._handshake.write_message(payload))
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if self._handshake.complete and self._send_cipher is None:
+            self._send_cipher, self._recv_cipher = self._handshake.split()
+            self.channel_open()
+
+    # --- sending and closing -----------------------------------------------
+
+    def send_message(self, msg: wire.Message) -> None:
+        if not self.is_open:
+            return
+        self.sendString(self._send_cipher.encrypt_with_ad(b"", wire.encode(msg)))
+
+    def hang_up(self) -> None:
+        """Close after what is already written has been sent."""
+        if self.closing:
+            return
+        self.closing = True
+        self.transport.loseConnection()
+        self._abort_call = self.clock.callLater(
+            CLOSE_GRACE_SECONDS, self.transport.abortConnection
+        )
+
+    def fail(self, reason: str) -> None:
+        """The peer broke the rules: drop the connection now."""
+        if self.closing:
+            return
+        self.channel_failed(reason)
+        if self._send_cipher is None:
+            self.closing = True
+            self.transport.abortConnection()
+            return
+        # Our sending direction is still intact: tell the peer why, then go.
+        self.send_message(wire.Bye("protocol_error", reason))
+        self.hang_up()

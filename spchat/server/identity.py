@@ -1,0 +1,70 @@
+"""The server's static X25519 key: created once, kept private, reused.
+
+Clients pin its fingerprint, so losing or replacing this file makes every
+client refuse the server until its users reset their pin.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from spchat import noise
+
+KEY_FILE = "server_key"
+
+
+class IdentityError(Exception):
+    """The key file cannot be used; the message names the file."""
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise IdentityError(f"cannot create data directory {data_dir}: {e.strerror}") from None
+    if not data_dir.is_dir():
+        raise IdentityError(f"data directory {data_dir} is not a directory")
+
+
+def load_or_create_server_key(data_dir: Path) -> bytes:
+    """Return the raw private key, creating it (mode 0600) on first start."""
+    prepare_data_dir(data_dir)
+    path = data_dir / KEY_FILE
+    try:
+        # O_EXCL: never overwrite a key that appeared meanwhile.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_key(path)
+    except OSError as e:
+        raise IdentityError(f"cannot create server key {path}: {e.strerror}") from None
+    private, _ = noise.generate_keypair()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise IdentityError(f"cannot write server key {path}: {e.strerror}") from None
+    return private
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as e:
+        raise IdentityError(f"cannot read server key {path}: {e.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise IdentityError(
+            f"server key {path} is readable by other users; run: chmod 600 {path}"
+        )
+    if len(data) != 32:
+        raise IdentityError(
+            f"server key {path} is damaged ({len(data)} bytes, expected 32); "
+            "restore it from a backup, or delete it to make a new key "
+            "(every client will then have to reset its pin)"
+        )
+    return data
