@@ -1,0 +1,87 @@
+"""``python -m spchat.client``: the chat clients' command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spchat import config
+
+
+def parse_args(argv, cfg: config.Config):
+    parser = argparse.ArgumentParser(
+        prog="python -m spchat.client", description="Chat on an spchat server."
+    )
+    parser.add_argument("--cli", action="store_true", help="line mode for terminals and scripts")
+    parser.add_argument(
+        "--host", default=cfg.client_host, help=f"server address (default {cfg.client_host})"
+    )
+    parser.add_argument(
+        "--port", type=int, default=cfg.tcp_port, help=f"server TCP port (default {cfg.tcp_port})"
+    )
+    parser.add_argument("--name", help="the name to chat under")
+    parser.add_argument("--password", help="account password (accounts arrive in a later version)")
+    parser.add_argument(
+        "--forget-server",
+        metavar="HOST:PORT",
+        help="forget the pinned key of a server whose key was really replaced",
+    )
+    args = parser.parse_args(argv)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: port must be 1-65535")
+    return parser, args
+
+
+def forget_server(pins, where: str) -> int:
+    host, sep, port = where.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        sys.stderr.write(f"spchat: --forget-server needs HOST:PORT, not {where!r}\n")
+        return 2
+    if pins.forget(host, int(port)):
+        print(f"forgot the pinned key of {host}:{port}")
+    else:
+        print(f"no key was pinned for {host}:{port}")
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        cfg, warnings = config.load_config()
+    except config.ConfigError as e:
+        sys.stderr.write(f"spchat: error: {e}\n")
+        return 2
+    for warning in warnings:
+        sys.stderr.write(f"spchat: warning: {warning}\n")
+    parser, args = parse_args(sys.argv[1:] if argv is None else argv, cfg)
+
+    from spchat.client.pins import PinStore
+
+    pins = PinStore(config.client_config_dir())
+    if args.forget_server:
+        return forget_server(pins, args.forget_server)
+    if not args.cli:
+        parser.error("the desktop client is not available yet; use --cli for line mode")
+    if not args.name:
+        parser.error("--name is required")
+    if args.password:
+        sys.stderr.write("spchat: warning: --password ignored: this server version has no accounts\n")
+
+    from twisted.internet import task
+
+    from spchat.client.cli import LineModeClient
+    from spchat.client.session import ChatClient
+
+    def run(reactor):
+        client = ChatClient(reactor, args.host, args.port, args.name, pins)
+        return LineModeClient(reactor, client).run()
+
+    def finished(status):
+        if status:
+            raise SystemExit(status)  # react() exits with this status
+
+    task.react(lambda reactor: run(reactor).addCallback(finished))
+    return 0  # not reached: react() exits the process
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Trust on first use: remember each server's key fingerprint.
+
+Like SSH's ``accept-new``: the first key seen for a host:port is recorded in
+``known_servers`` in the client's config dir; a different key later is refused
+with both fingerprints and the way to reset the pin.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+PIN_FILE = "known_servers"
+
+
+class PinMismatch(Exception):
+    """The server presented a key other than the pinned one."""
+
+
+class PinStore:
+    def __init__(self, config_dir: Path):
+        self.config_dir = Path(config_dir)
+        self.path = self.config_dir / PIN_FILE
+
+    def _load(self) -> dict[str, str]:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        pins = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and not line.startswith("#"):
+                pins[parts[0]] = parts[1]
+        return pins
+
+    def _save(self, pins: dict[str, str]) -> None:
+        self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lines = "".join(f"{where} {fp}\n" for where, fp in sorted(pins.items()))
+        # Write a temporary file and rename it, so a crash never leaves a
+        # half-written pin file that would trust nothing (or anything).
+        fd, tmp = tempfile.mkstemp(dir=self.config_dir, prefix=".known_servers.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(lines)
+            os.replace(tmp, self.path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    def check(self, host: str, port: int, fingerprint: str) -> bool:
+        """Accept a known or new key; return True if it was just pinned."""
+        where = f"{host}:{port}"
+        pins = self._load()
+        pinned = pins.get(where)
+        if pinned == fingerprint:
+            return False
+        if pinned is not None:
+            raise PinMismatch(
+                f"the server key of {where} has CHANGED: pinned {pinned}, "
+                f"presented {fingerprint}. This may be an attack. If the server's "
+                f"key was really replaced, reset the pin with: "
+                f"python -m spchat.client --forget-server {where} "
+                f"(pins are in {self.path})"
+            )
+        pins[where] = fingerprint
+        self._save(pins)
+        return True
+
+    def forget(self, host: str, port: int) -> bool:
+        pins = self._load()
+        if pins.pop(f"{host}:{port}", None) is None:
+            return False
+        self._save(pins)
+        return True

@@ -1,0 +1,152 @@
+"""Real clients and a real server over 127.0.0.1 sockets."""
+
+import socket
+import struct
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+from spchat import noise, wire
+from spchat.client.session import ClientError
+
+from conftest import connect_client, wait_until
+
+
+def room_messages(client):
+    return client.rec.of(wire.RoomMessage)
+
+
+@pytest_twisted.inlineCallbacks
+def test_three_clients_see_every_message_in_the_same_order(chat_server, pins):
+    clients = []
+    for name in ("alice", "bob", "carol"):
+        clients.append((yield connect_client(chat_server, pins, name)))
+    assert pins.path.read_text().split() == [
+        f"127.0.0.1:{chat_server.address.port}", chat_server.fingerprint
+    ]
+    sent = {}
+    for round_ in range(3):
+        for client in clients:
+            text = f"{client.name} says {round_}"
+            sent[client.say(text)] = (client.name, text)
+    yield wait_until(lambda: all(len(room_messages(c)) == 9 for c in clients))
+
+    orders = [[(m.seq, m.sender, m.text) for m in room_messages(c)] for c in clients]
+    assert orders[0] == orders[1] == orders[2]
+    seqs = [seq for seq, _, _ in orders[0]]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 9
+    for client in clients:
+        for m in room_messages(client):
+            assert m.ts > 1_600_000_000_000  # a server timestamp in UTC ms
+            if m.sender == client.name:
+                assert sent[m.cid] == (m.sender, m.text)  # own copy = the ack
+            else:
+                assert m.cid is None
+        assert client.pending == {}
+    assert clients[0].rec.of(wire.Members)[-1].names == ("alice", "bob", "carol")
+    for client in clients:
+        yield client.logout()
+    assert chat_server.core.sessions == set()
+
+
+class RawPeer(Protocol):
+    """A plain TCP connection that sends whatever the test tells it to."""
+
+    def connectionMade(self):
+        self.received = b""
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason):
+        self.lost.callback(None)
+
+
+@pytest_twisted.inlineCallbacks
+def test_hostile_connections_are_cut_while_others_keep_chatting(chat_server, pins):
+    alice = yield connect_client(chat_server, pins, "alice")
+    bob = yield connect_client(chat_server, pins, "bob")
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", chat_server.address.port)
+
+    hostile = [
+        b"\x00\x00\x00\x10" + b"random garbage!!",  # not a handshake message
+        struct.pack(">I", 1 << 30),  # a length prefix far above the limit
+        b"\xff" * 64,
+    ]
+    for payload in hostile:
+        peer = yield connectProtocol(endpoint, RawPeer())
+        peer.transport.write(payload)
+        yield peer.lost  # the server hung up on it
+        assert peer.received == b""  # and never said anything to it
+
+    # An authenticated client whose next frame is altered, then one replayed.
+    mallory = yield connect_client(chat_server, pins, "mallory")
+    cipher = mallory.proto._send_cipher
+    frame = cipher.encrypt_with_ad(b"", wire.encode(wire.Say("x", "m1")))
+    mallory.proto.sendString(frame[:-1] + bytes([frame[-1] ^ 0x80]))
+    yield wait_until(lambda: mallory.rec.disconnects)
+    assert "failed authentication" in mallory.rec.disconnects[0]
+
+    trudy = yield connect_client(chat_server, pins, "trudy")
+    frame = trudy.proto._send_cipher.encrypt_with_ad(b"", wire.encode(wire.Say("once", "t1")))
+    trudy.proto.sendString(frame)
+    trudy.proto.sendString(frame)
+    yield wait_until(lambda: trudy.rec.disconnects)
+    assert "failed authentication" in trudy.rec.disconnects[0]
+
+    alice.say("still here?")
+    bob.say("yes")
+    yield wait_until(lambda: len(room_messages(alice)) >= 3)
+    texts = [m.text for m in room_messages(alice)]
+    assert texts == ["once", "still here?", "yes"]  # trudy's first copy was genuine
+    assert {"alice", "bob"} == {s.name for s in chat_server.core.sessions}
+    yield alice.logout()
+    yield bob.logout()
+
+
+@pytest_twisted.inlineCallbacks
+def test_changed_server_key_is_refused_with_both_fingerprints(chat_server, pins):
+    alice = yield connect_client(chat_server, pins, "alice")
+    port = chat_server.address.port
+    # The pin says another key: as if the server had been replaced.
+    _, other_public = noise.generate_keypair()
+    old = noise.fingerprint(other_public)
+    pins.forget("127.0.0.1", port)
+    pins.check("127.0.0.1", port, old)
+    with pytest.raises(ClientError) as refused:
+        yield connect_client(chat_server, pins, "bob")
+    text = str(refused.value)
+    assert "CHANGED" in text and old in text and chat_server.fingerprint in text
+    assert f"--forget-server 127.0.0.1:{port}" in text
+    assert "bob" not in chat_server.core.by_key
+    alice.say("unaffected")
+    yield wait_until(lambda: room_messages(alice))
+    yield alice.logout()
+
+
+@pytest_twisted.inlineCallbacks
+def test_taken_and_invalid_names_are_refused_over_the_network(chat_server, pins):
+    alice = yield connect_client(chat_server, pins, "Alice")
+    for name, says in [("ALICE", "is taken"), ("no spaces", "may contain only"), ("", "1 to 32")]:
+        with pytest.raises(ClientError) as refused:
+            yield connect_client(chat_server, pins, name)
+        assert "login refused" in str(refused.value) and says in str(refused.value)
+    yield alice.logout()
+
+
+@pytest_twisted.inlineCallbacks
+def test_unreachable_server_is_a_clear_error(pins):
+    with socket.socket() as s:  # find a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    class Nowhere:
+        address = type("A", (), {"port": port})
+
+    with pytest.raises(ClientError) as refused:
+        yield connect_client(Nowhere, pins, "alice")
+    assert f"cannot reach the server at 127.0.0.1:{port}" in str(refused.value)
