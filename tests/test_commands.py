@@ -1,0 +1,191 @@
+"""The commands a user types: `twistd -n spchat` and the line-mode client."""
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ServerProcess, subprocess_env, twistd_command
+
+LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+def client_command(port, name, *extra):
+    return [sys.executable, "-m", "spchat.client", "--cli", "--host", "127.0.0.1",
+            "--port", str(port), "--name", name, *extra]
+
+
+def start_client(tmp_path, port, name, **env):
+    return subprocess.Popen(
+        client_command(port, name),
+        cwd=tmp_path,
+        env=subprocess_env(tmp_path, **env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_until(proc, pattern, timeout=20):
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.search(pattern, line):
+            return lines
+    raise AssertionError(f"no line matching {pattern!r} in {lines!r}")
+
+
+@pytest.fixture
+def server(tmp_path):
+    proc = ServerProcess(tmp_path)
+    yield proc
+    proc.stop()
+
+
+def test_line_mode_clients_chat_through_twistd(tmp_path, server):
+    bob = start_client(tmp_path, server.port, "bob", TZ="XYZ-05:45")
+    read_until(bob, r"\* logged in as bob")
+    alice = subprocess.run(
+        client_command(server.port, "alice"),
+        input="hello from alice\n/msg bob psst\n/who\n//slash\n",
+        cwd=tmp_path, env=subprocess_env(tmp_path),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert alice.returncode == 0, alice.stderr
+    out = alice.stdout.splitlines()
+    assert all(LINE.match(line) for line in out), out
+    assert any(line.endswith("] alice: hello from alice") for line in out)
+    assert any(line.endswith("] alice -> bob: psst") for line in out)
+    assert any(line.endswith("] * in lobby: alice, bob") for line in out)
+    assert any(line.endswith("] alice: /slash") for line in out)
+    bob_out, bob_err = bob.communicate(input="", timeout=60)
+    assert bob.returncode == 0, bob_err
+    bob_lines = bob_out.splitlines()
+    assert any(line.endswith("] * alice joined") for line in bob_lines)
+    assert any(line.endswith("] alice: hello from alice") for line in bob_lines)
+    assert any(line.endswith("] alice -> bob: psst") for line in bob_lines)
+    assert any(line.endswith("] * alice left") for line in bob_lines)
+    # Bob runs 5:45 ahead of UTC: the server's UTC stamp is shown in his time.
+    shown = next(line for line in bob_lines if "hello from alice" in line)
+    hh, mm, ss = map(int, shown[1:9].split(":"))
+    there = time.gmtime(time.time() + 5.75 * 3600)
+    delta = abs(hh * 3600 + mm * 60 + ss - (there.tm_hour * 3600 + there.tm_min * 60 + there.tm_sec))
+    assert min(delta, 86400 - delta) < 120, shown
+
+
+def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
+    bob = start_client(tmp_path, server.port, "bob")
+    read_until(bob, r"\* logged in as bob")
+    taken = subprocess.run(
+        client_command(server.port, "BOB"), input="hi\n",
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert taken.returncode != 0
+    assert taken.stderr.strip().splitlines() == ["spchat: login refused: the name 'BOB' is taken"]
+    errors = subprocess.run(
+        client_command(server.port, "carol"),
+        input="x" * 9000 + "\n/msg nobody hi\n/bogus\n",
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert errors.returncode == 0, errors.stderr
+    assert "the limit is 8192 bytes" in errors.stdout
+    assert "nobody called 'nobody' is here" in errors.stdout
+    assert "unknown command /bogus" in errors.stdout
+    bob.communicate(input="", timeout=60)
+
+
+def test_unreachable_server_and_changed_key_are_one_line_errors(tmp_path, server):
+    first = subprocess.run(
+        client_command(server.port, "dave"), input="",
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert first.returncode == 0, first.stderr
+    assert f"key {server.fingerprint} pinned" in first.stdout
+    # Same address, new server with a new key (a fresh data dir).
+    server.stop()
+    (tmp_path / "other").mkdir()
+    impostor = None
+    for _ in range(20):  # the old port may linger briefly
+        try:
+            impostor = ServerProcess(tmp_path / "other", "--tcp-port", str(server.port),
+                                     env=subprocess_env(tmp_path))
+            break
+        except AssertionError:
+            time.sleep(0.5)
+    assert impostor is not None
+    try:
+        refused = subprocess.run(
+            client_command(server.port, "dave"), input="hi\n",
+            cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True,
+            timeout=60,
+        )
+    finally:
+        impostor.stop()
+    assert refused.returncode != 0
+    (line,) = refused.stderr.strip().splitlines()
+    assert server.fingerprint in line and impostor.fingerprint in line
+    assert "--forget-server" in line and "Traceback" not in refused.stderr
+    gone = subprocess.run(
+        client_command(server.port, "dave"), input="",
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert gone.returncode != 0
+    (line,) = gone.stderr.strip().splitlines()
+    assert "cannot reach the server" in line
+
+
+def test_server_start_prints_address_and_fingerprint_and_keeps_its_key(tmp_path):
+    first = ServerProcess(tmp_path)
+    first.stop()
+    key = tmp_path / "data" / "server_key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    again = ServerProcess(tmp_path)
+    assert again.fingerprint == first.fingerprint
+    again.stop()
+
+
+@pytest.mark.parametrize(
+    "args, env, says",
+    [
+        (["--tcp-port", "abc"], {}, "--tcp-port='abc'"),
+        (["--tcp-port", "70000"], {}, "--tcp-port='70000'"),
+        ([], {"CHAT_TCP_PORT": "70000"}, "CHAT_TCP_PORT='70000'"),
+        ([], {"CHAT_IDLE_TIMEOUT": "-5"}, "CHAT_IDLE_TIMEOUT='-5'"),
+    ],
+)
+def test_invalid_setting_stops_startup_with_one_line(tmp_path, args, env, says):
+    result = subprocess.run(
+        twistd_command() + ["-n", "--pidfile=", "spchat", "--data-dir", str(tmp_path / "d"),
+                            *args],
+        cwd=tmp_path, env=subprocess_env(tmp_path, **env),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_obsolete_secret_settings_warn(tmp_path):
+    proc = ServerProcess(tmp_path, env=subprocess_env(tmp_path, CHAT_SECRET_KEY="x", CHAT_IV="y"))
+    proc.stop()
+    log = "".join(proc.log)
+    assert "CHAT_SECRET_KEY is ignored" in log and "CHAT_IV is ignored" in log
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path, server):
+    result = subprocess.run(
+        twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
+                            "--tcp-port", str(server.port), "--data-dir", str(tmp_path / "d2")],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert f"cannot listen on TCP 127.0.0.1:{server.port}" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
