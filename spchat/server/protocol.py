@@ -64,6 +64,7 @@ class ChatServerProtocol(NoiseChannel):
             if self._login_deadline.active():
                 self._login_deadline.cancel()
             self._login_deadline = None
+            self.log.info("{peer}: logged in as {name}", peer=self.peer, name=self.session.name)
 
     def malformed_message(self, problem):
         self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=problem)
@@ -76,6 +77,8 @@ class ChatServerProtocol(NoiseChannel):
         self._login_deadline = None
         self.factory.connection_lost(self)
         if self.session is not None:
+            if self.session.logged_in:
+                self.log.info("{peer}: {name} disconnected", peer=self.peer, name=self.session.name)
             self.factory.core.disconnected(self.session)
 
     def _login_timed_out(self):
@@ -96,6 +99,7 @@ class ChatServerFactory(protocol.Factory):
     """Builds one protocol per connection and caps connections per IP."""
 
     log = Logger()
+    noisy = False  # no "Starting factory" lines in the server log
 
     def __init__(
         self,
