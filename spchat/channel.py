@@ -142,7 +142,16 @@ class NoiseChannel(Int32StringReceiver):
     def send_message(self, msg: wire.Message) -> None:
         if not self.is_open:
             return
-        self.sendString(self._send_cipher.encrypt_with_ad(b"", wire.encode(msg)))
+        plaintext = wire.encode(msg)
+        if len(plaintext) > noise.MAX_PAYLOAD_LEN:
+            # Limits elsewhere keep chat messages below this; anything that
+            # still grows past it is a server bug, not a reason to crash.
+            self.log.error(
+                "{peer}: not sent: {type} message of {size} bytes exceeds one Noise message",
+                peer=self.peer, type=msg.TYPE, size=len(plaintext),
+            )
+            return
+        self.sendString(self._send_cipher.encrypt_with_ad(b"", plaintext))
 
     def hang_up(self) -> None:
         """Close after what is already written has been sent."""

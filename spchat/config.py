@@ -46,8 +46,9 @@ __all__ = [
 ]
 
 # Longest chat text: one Noise transport message is at most 65535 bytes
-# (including its 16-byte tag), and the message envelope needs room too.
-MAX_MESSAGE_BYTES_LIMIT = 60000
+# (including its 16-byte tag), JSON may double a text (every '"', '\\' or
+# newline becomes two bytes) and the message envelope needs room too.
+MAX_MESSAGE_BYTES_LIMIT = 32000
 
 OBSOLETE_ENV = ("CHAT_SECRET_KEY", "CHAT_IV")
 OBSOLETE_REASON = "encryption keys are now negotiated per session (Noise handshake)"

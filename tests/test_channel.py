@@ -12,7 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from spchat import noise, wire
+from spchat import config, noise, wire
 from spchat.client.protocol import ChatClientProtocol
 from spchat.server.core import ChatCore
 from spchat.server.protocol import ChatServerFactory
@@ -243,3 +243,18 @@ def test_connections_per_ip_are_capped(factory, clock):
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 40010)) is not None
     links[0].server.connectionLost(None)
     assert factory.buildProtocol(same_ip) is not None  # a slot is free again
+
+
+def test_longest_allowed_message_fits_even_when_json_doubles_it(clock):
+    key, _ = noise.generate_keypair()
+    limit = config.MAX_MESSAGE_BYTES_LIMIT  # the largest CHAT_MAX_MESSAGE_BYTES allowed
+    core = ChatCore(clock.seconds, max_message_bytes=limit)
+    factory = ChatServerFactory(core, key, clock)
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    worst = ('"\\\n' * limit)[:limit]  # every character escaped in JSON
+    assert len(worst.encode()) == limit
+    link.listener.proto.send_message(wire.Say(worst, "c1"))
+    link.pump()
+    (echo,) = link.listener.of(wire.RoomMessage)
+    assert echo.text == worst and echo.cid == "c1"
