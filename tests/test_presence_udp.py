@@ -1,0 +1,462 @@
+"""The presence beacon over real UDP sockets on 127.0.0.1, and its timers."""
+
+import os
+import socket
+import time
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from spchat import beacon
+from spchat.client.presence import PresenceClient
+from spchat.server.presence import PresenceServer
+
+from conftest import wait_until
+
+ROOM = [("alice", "online"), ("bob", "idle"), ("carol", "reconnecting")]
+
+
+# --- test doubles -------------------------------------------------------------
+
+
+class Peer:
+    def __init__(self, name):
+        self.name = name
+        self.keys = beacon.derive_keys(os.urandom(32))
+        self.window = beacon.ReplayWindow()
+        self.endpoint = None
+        self.send_counter = 0
+
+
+class Directory:
+    """What the chat core offers the presence server."""
+
+    def __init__(self, room=ROOM):
+        self.room = list(room)
+        self.peers = {}
+
+    def add(self, name):
+        peer = Peer(name)
+        self.peers[peer.keys.key_id] = peer
+        return peer
+
+    def beacon_peer(self, key_id):
+        return self.peers.get(key_id)
+
+    def beacon_peers(self):
+        return list(self.peers.values())
+
+    def presence_snapshot(self):
+        return list(self.room)
+
+
+class Sink(DatagramProtocol):
+    """A socket that records what it receives (an attacker, a NAT's new port)."""
+
+    def __init__(self):
+        self.datagrams = []
+
+    @property
+    def received_bytes(self):
+        return sum(len(d) for d, _ in self.datagrams)
+
+    def datagramReceived(self, data, addr):
+        self.datagrams.append((data, addr))
+
+    def send(self, data, addr):
+        self.transport.write(data, addr)
+
+
+class Relay(DatagramProtocol):
+    """Forwards between one client and the server, keeping what the client sent."""
+
+    def __init__(self, server):
+        self.server = server
+        self.client = None
+        self.captured = []
+
+    def datagramReceived(self, data, addr):
+        if addr == self.server:
+            if self.client is not None:
+                self.transport.write(data, self.client)
+        else:
+            self.client = addr
+            self.captured.append(data)
+            self.transport.write(data, self.server)
+
+
+class FakeUDPTransport:
+    def __init__(self):
+        self.written = []
+
+    def write(self, data, addr=None):
+        self.written.append((data, addr))
+
+    def connect(self, host, port):
+        self.connected = (host, port)
+
+
+class Net:
+    """Every port a test opens, closed at the end."""
+
+    def __init__(self):
+        self.ports = []
+
+    def listen(self, proto):
+        port = reactor.listenUDP(0, proto, interface="127.0.0.1")
+        self.ports.append(port)
+        return port
+
+    @staticmethod
+    def addr(port):
+        return ("127.0.0.1", port.getHost().port)
+
+    def serve(self, directory, interval):
+        server = PresenceServer(directory, reactor, interval=interval)
+        return server, self.addr(self.listen(server))
+
+    def client(self, peer, server_addr, interval=0.1):
+        rec = {"snapshots": [], "silences": 0}
+
+        def silent():
+            rec["silences"] += 1
+
+        client = PresenceClient(peer.keys, server_addr, reactor, interval,
+                                rec["snapshots"].append, silent)
+        client.rec = rec
+        client.port = self.listen(client)
+        return client
+
+
+@pytest_twisted.async_yield_fixture
+async def net():
+    n = Net()
+    yield n
+    await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in n.ports])
+
+
+def pause(seconds):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+def flip_last(data):
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+def open_snapshot(peer, datagram):
+    counter, plaintext = peer.keys.s2c_cipher.open(datagram)
+    return counter, beacon.decode_snapshot(plaintext)
+
+
+# --- real sockets -------------------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_proves_its_endpoint_and_receives_snapshots(net):
+    directory = Directory()
+    alice = directory.add("alice")
+    server, server_addr = net.serve(directory, interval=0.05)
+    client = net.client(alice, server_addr, interval=0.05)
+    got = client.rec["snapshots"]
+
+    yield wait_until(lambda: len(got) >= 3)
+    assert got[0] == tuple(ROOM)
+    assert alice.endpoint == Net.addr(client.port)
+    assert server.accepted >= 1 and not server.dropped
+    assert client.server_interval == 0.05 and not client.dropped
+
+    directory.room[1] = ("bob", "online")
+    directory.room.append(("dave", "idle"))
+    yield wait_until(lambda: got[-1] == (*ROOM[:1], ("bob", "online"), ROOM[2], ("dave", "idle")))
+    assert client.rec["silences"] == 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_changed_is_delivered_at_once_and_coalesced(net):
+    directory = Directory()
+    alice = directory.add("alice")
+    server, server_addr = net.serve(directory, interval=60)  # the loop never fires here
+    client = net.client(alice, server_addr, interval=60)
+    got = client.rec["snapshots"]
+    yield wait_until(lambda: len(got) == 1)
+
+    directory.room.pop()
+    started = time.monotonic()
+    for _ in range(3):
+        server.changed()
+    yield wait_until(lambda: len(got) == 2)
+    assert time.monotonic() - started < 1.0
+    assert got[1] == tuple(ROOM[:2])
+    yield pause(0.2)
+    assert len(got) == 2 and server.sent == 2 == alice.send_counter
+
+
+@pytest_twisted.inlineCallbacks
+def test_snapshots_go_only_to_proven_endpoints(net):
+    directory = Directory()
+    alice, bob = directory.add("alice"), directory.add("bob")
+    server, server_addr = net.serve(directory, interval=0.02)
+    client = net.client(alice, server_addr)
+    yield wait_until(lambda: len(client.rec["snapshots"]) >= 5)
+    server.changed()
+    yield pause(0.05)
+    assert bob.endpoint is None and bob.send_counter == 0
+    assert server.sent == alice.send_counter >= 5
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_replayed_hello_from_another_port_gets_nothing(net):
+    directory = Directory()
+    alice = directory.add("alice")
+    server, server_addr = net.serve(directory, interval=0.02)
+    relay = Relay(server_addr)
+    relay_addr = Net.addr(net.listen(relay))
+    client = net.client(alice, relay_addr)
+    yield wait_until(lambda: client.rec["snapshots"])
+    hello = relay.captured[0]
+    assert beacon.open_datagram(alice.keys.c2s, hello) == (0, beacon.HELLO)
+
+    attacker = Sink()
+    net.listen(attacker)
+    for _ in range(3):
+        attacker.send(hello, server_addr)
+    yield wait_until(lambda: server.dropped["replayed"] == 3)
+    yield pause(0.1)  # several beacon periods
+    assert attacker.received_bytes == 0
+    assert alice.endpoint == relay_addr
+    assert len(client.rec["snapshots"]) >= 3  # the real client is still served
+
+
+@pytest_twisted.inlineCallbacks
+def test_bad_and_unproven_datagrams_get_no_answer_and_are_counted(net):
+    directory = Directory()
+    alice, carol = directory.add("alice"), directory.add("carol")
+    server, server_addr = net.serve(directory, interval=0.02)
+    client = net.client(alice, server_addr)  # keeps the broadcast busy
+    yield wait_until(lambda: client.rec["snapshots"])
+
+    attacker = Sink()
+    net.listen(attacker)
+    stranger = beacon.derive_keys(os.urandom(32))
+    bad = {
+        "truncated": [b"", b"x", carol.keys.key_id, os.urandom(31)],
+        "unknown": [os.urandom(40), stranger.c2s_cipher.seal(stranger.key_id, 0, beacon.HELLO)],
+        "forged": [
+            carol.keys.key_id + os.urandom(40),
+            carol.keys.s2c_cipher.seal(carol.keys.key_id, 0, beacon.HELLO),  # wrong direction
+            beacon.seal(stranger.c2s, carol.keys.key_id, 0, beacon.HELLO),  # wrong key
+            flip_last(carol.keys.c2s_cipher.seal(carol.keys.key_id, 0, beacon.HELLO)),
+        ],
+        # authentic, but not a hello: counted, never answered
+        "garbage": [carol.keys.c2s_cipher.seal(carol.keys.key_id, 1, b"S\x00\xc8\x00\x01")],
+    }
+    for datagrams in bad.values():
+        for d in datagrams:
+            attacker.send(d, server_addr)
+    expected = {reason: len(ds) for reason, ds in bad.items()}
+    yield wait_until(lambda: dict(server.dropped) == expected)
+    yield pause(0.1)
+    assert attacker.received_bytes == 0
+    assert carol.endpoint is None and carol.send_counter == 0
+    assert server.accepted >= 1  # alice's hellos only
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_newer_hello_from_a_new_address_moves_the_endpoint(net):
+    """NAT rebinding: the client's next hello comes from another port."""
+    directory = Directory()
+    alice = directory.add("alice")
+    server, server_addr = net.serve(directory, interval=60)
+    client = net.client(alice, server_addr, interval=60)
+    yield wait_until(lambda: client.rec["snapshots"])
+
+    rebound, late = Sink(), Sink()
+    rebound_addr = Net.addr(net.listen(rebound))
+    net.listen(late)
+    cipher, key_id = alice.keys.c2s_cipher, alice.keys.key_id
+    rebound.send(cipher.seal(key_id, 100, beacon.HELLO), server_addr)
+    yield wait_until(lambda: rebound.datagrams)
+    assert alice.endpoint == rebound_addr
+    assert open_snapshot(alice, rebound.datagrams[0][0]) == (1, (60.0, tuple(ROOM)))
+
+    # An older hello that UDP delivered late is authentic and fresh, but it
+    # must not move the endpoint back, and it is not answered.
+    late.send(cipher.seal(key_id, 90, beacon.HELLO), server_addr)
+    yield wait_until(lambda: server.accepted == 3)
+    server.changed()
+    yield wait_until(lambda: len(rebound.datagrams) == 2)
+    assert alice.endpoint == rebound_addr and late.received_bytes == 0
+    assert len(client.rec["snapshots"]) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_large_room_arrives_in_parts_and_is_put_back_together(net):
+    room = [(f"member{i:04d}", beacon.STATES[i % 3]) for i in range(600)]
+    directory = Directory(room)
+    alice = directory.add("alice")
+    server, server_addr = net.serve(directory, interval=60)
+    client = net.client(alice, server_addr, interval=60)
+    yield wait_until(lambda: client.rec["snapshots"])
+    assert client.rec["snapshots"] == [tuple(room)]
+    assert alice.send_counter == len(beacon.encode_snapshot_parts(60, room)) > 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_closed_server_port_does_not_kill_the_client(net):
+    """ICMP port unreachable must not stop the hellos or the watchdog.
+
+    (On a connected UDP socket the epoll reactor would close the port.)
+    """
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    closed = s.getsockname()
+    s.close()
+    client = net.client(Directory().add("alice"), closed, interval=0.02)
+    yield wait_until(lambda: client.hellos >= 4 and client.rec["silences"] >= 2)
+    assert client.port.connected and not client.dropped
+    client.connectionRefused()  # should a reactor report it anyway
+    assert client.refused == 1
+
+
+# --- timers, on a task.Clock --------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_watchdog_reports_silence_every_three_intervals(net):
+    clock = task.Clock()
+    alice = Directory().add("alice")
+    silent_server = Sink()
+    server_addr = Net.addr(net.listen(silent_server))
+    snapshots, silences = [], []
+    client = PresenceClient(alice.keys, server_addr, clock, 1.0, snapshots.append,
+                            lambda: silences.append(clock.seconds()))
+    net.listen(client)
+
+    clock.advance(2.9)
+    assert silences == []
+    clock.advance(0.1)
+    assert silences == [3.0]
+    clock.advance(3.0)
+    assert silences == [3.0, 6.0]
+
+    # A valid beacon resets the watchdog.
+    datagram = alice.keys.s2c_cipher.seal(alice.keys.key_id, 0, beacon.encode_snapshot(1.0, ROOM))
+    client.datagramReceived(datagram, server_addr)
+    assert snapshots == [tuple(ROOM)]
+    clock.advance(2.9)
+    assert silences == [3.0, 6.0]
+    clock.advance(0.1)
+    assert silences == [3.0, 6.0, 9.0]
+
+    # Meanwhile a hello went out at start and every three intervals.
+    yield wait_until(lambda: len(silent_server.datagrams) == 4)
+    hellos = [beacon.open_datagram(alice.keys.c2s, d) for d, _ in silent_server.datagrams]
+    assert hellos == [(c, beacon.HELLO) for c in range(4)]
+
+    client.stop()
+    clock.advance(100)
+    assert len(silences) == 3 and not clock.getDelayedCalls()
+
+
+def test_client_drops_what_is_not_a_fresh_authentic_beacon():
+    clock = task.Clock()
+    alice = Directory().add("alice")
+    got = []
+    client = PresenceClient(alice.keys, ("127.0.0.1", 9), clock, 1.0, got.append, lambda: None)
+    client.makeConnection(FakeUDPTransport())
+    seal = alice.keys.s2c_cipher.seal
+    key_id = alice.keys.key_id
+    good = seal(key_id, 5, beacon.encode_snapshot(1.0, ROOM))
+    for d in [
+        b"short",
+        os.urandom(40),
+        key_id + os.urandom(40),
+        alice.keys.c2s_cipher.seal(key_id, 0, beacon.HELLO),  # our own hello reflected
+        good,
+        good,  # replayed
+        seal(key_id, 4, beacon.encode_snapshot(1.0, [])),  # older than what was shown
+        seal(key_id, 6, b"nonsense"),
+    ]:
+        client.datagramReceived(d, ("127.0.0.1", 9))
+    assert got == [tuple(ROOM)]
+    assert dict(client.dropped) == {
+        "truncated": 1, "unknown": 1, "forged": 2, "replayed": 1, "stale": 1, "garbage": 1,
+    }
+    client.stop()
+
+
+def test_server_coalesces_changes_and_broadcasts_on_its_clock():
+    clock = task.Clock()
+    directory = Directory()
+    alice, bob = directory.add("alice"), directory.add("bob")
+    alice.endpoint = ("127.0.0.1", 4000)
+    server = PresenceServer(directory, clock, interval=2.0)
+    transport = FakeUDPTransport()
+    server.makeConnection(transport)
+
+    for _ in range(5):
+        server.changed()
+    assert transport.written == []
+    clock.advance(0)
+    assert len(transport.written) == 1 and transport.written[0][1] == ("127.0.0.1", 4000)
+    clock.advance(2.0)
+    clock.advance(2.0)
+    assert [open_snapshot(alice, d)[0] for d, _ in transport.written] == [0, 1, 2]
+    assert bob.send_counter == 0
+
+    server.changed()
+    server.doStop()  # the port closed: the loop and the pending send are cancelled
+    assert not clock.getDelayedCalls()
+    clock.advance(10)
+    server.changed()
+    clock.advance(0)
+    assert len(transport.written) == 3
+
+
+def test_server_survives_a_failing_directory_and_logs_drops_sparingly():
+    clock = task.Clock()
+    events = []
+
+    class Broken(Directory):
+        def beacon_peer(self, key_id):
+            raise RuntimeError("boom")
+
+        def presence_snapshot(self):
+            raise RuntimeError("boom")
+
+    directory = Broken()
+    directory.add("alice").endpoint = ("127.0.0.1", 4000)
+    server = PresenceServer(directory, clock, interval=1.0)
+    server.log = Logger(observer=events.append)
+    server.makeConnection(FakeUDPTransport())
+    server.datagramReceived(os.urandom(40), ("127.0.0.1", 5))
+    assert server.dropped["error"] == 1
+    for _ in range(3):
+        clock.advance(1.0)  # the loop survives every failure...
+    assert server._loop.running
+    # ...and a persistent bug is logged once a minute, not once a beacon
+    assert [e["log_format"] for e in events] == [
+        "presence datagram from {addr} failed", "presence broadcast failed"]
+
+    def drop_lines():
+        return [e for e in events if "dropped" in e["log_format"]]
+
+    for _ in range(100):
+        server.datagramReceived(b"x", ("127.0.0.1", 5))
+    clock.advance(59)
+    server.datagramReceived(b"x", ("127.0.0.1", 5))
+    assert len(drop_lines()) == 1
+    clock.advance(1)
+    server.datagramReceived(b"x", ("127.0.0.1", 5))
+    assert [e["total"] for e in drop_lines()] == [1, 102]
+    assert server.dropped["truncated"] == 102
+    server.doStop()
+
+
+@pytest.mark.parametrize("interval", [0, 1000])
+def test_server_refuses_an_interval_a_snapshot_cannot_carry(interval):
+    with pytest.raises(ValueError):
+        PresenceServer(Directory(), task.Clock(), interval=interval)
