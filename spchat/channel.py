@@ -45,6 +45,7 @@ class NoiseChannel(Int32StringReceiver):
         self.closing = False
         self._abort_call = None
         self.peer = "?"
+        self.handshake_hash: bytes | None = None
 
     # --- hooks for subclasses ----------------------------------------------
 
@@ -66,6 +67,12 @@ class NoiseChannel(Int32StringReceiver):
 
     def malformed_message(self, problem: str) -> None:
         """An authentic frame whose content is not a valid message."""
+
+    def frame_received(self, size: int) -> None:
+        """An encrypted frame of ``size`` bytes (with its prefix) arrived."""
+
+    def frame_sent(self, size: int) -> None:
+        """An encrypted frame of ``size`` bytes (with its prefix) was written."""
 
     def channel_failed(self, reason: str) -> None:
         """The channel is being closed because the peer broke its rules."""
@@ -96,6 +103,7 @@ class NoiseChannel(Int32StringReceiver):
         if self._recv_cipher is None:
             self._handshake_frame(frame)
             return
+        self.frame_received(len(frame) + 4)
         try:
             plaintext = self._recv_cipher.decrypt_with_ad(b"", frame)
         except noise.NoiseError:
@@ -133,8 +141,12 @@ class NoiseChannel(Int32StringReceiver):
         self._check_complete()
 
     def _check_complete(self) -> None:
-        if self._handshake.complete and self._send_cipher is None:
+        if self._handshake is not None and self._handshake.complete:
             self._send_cipher, self._recv_cipher = self._handshake.split()
+            # Both ends know it and nobody else does: the presence beacon
+            # derives its keys from it.
+            self.handshake_hash = self._handshake.handshake_hash
+            self._handshake = None
             self.channel_open()
 
     # --- sending and closing -----------------------------------------------
@@ -151,7 +163,9 @@ class NoiseChannel(Int32StringReceiver):
                 peer=self.peer, type=msg.TYPE, size=len(plaintext),
             )
             return
-        self.sendString(self._send_cipher.encrypt_with_ad(b"", plaintext))
+        frame = self._send_cipher.encrypt_with_ad(b"", plaintext)
+        self.sendString(frame)
+        self.frame_sent(len(frame) + 4)
 
     def hang_up(self) -> None:
         """Close after what is already written has been sent."""

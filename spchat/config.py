@@ -160,9 +160,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("tcp_port", "CHAT_TCP_PORT", "tcp-port", "5000", _port,
             "TCP chat port, 1-65535 (0 lets the server pick any free port)."),
     Setting("udp_port", "CHAT_UDP_PORT", "udp-port", "5001", _port,
-            "UDP presence beacon port, 1-65535 (reserved, not used yet)."),
-    Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=False),
-            "Seconds of inactivity before a session is considered idle (more than 0)."),
+            "UDP presence beacon port, 1-65535 (0 lets the server pick any free port)."),
+    Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=True),
+            "Seconds without user activity before the server disconnects a session (0 = never)."),
     Setting("reconnect_delay", "CHAT_RECONNECT_DELAY", None, "3", _seconds(allow_zero=True),
             "Seconds a client waits before its first reconnect attempt (0 or more)."),
     Setting("max_retries", "CHAT_MAX_RETRIES", None, "3", _int_range(0),
@@ -176,8 +176,24 @@ SETTINGS: tuple[Setting, ...] = (
             _seconds(allow_zero=False),
             "Seconds a new connection has to finish the encrypted handshake and log in."),
     Setting("max_connections_per_ip", "CHAT_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip",
-            "16", _int_range(1),
+            "20", _int_range(1),
             "Concurrent TCP connections allowed from one IP address (1 or more)."),
+    Setting("resume_grace", "CHAT_RESUME_GRACE", "resume-grace", "30", _seconds(allow_zero=True),
+            "Seconds a dropped session waits for its client to reconnect before it goes offline."),
+    Setting("presence_interval", "CHAT_PRESENCE_INTERVAL", "presence-interval", "2",
+            _seconds(allow_zero=False),
+            "Seconds between UDP presence beacons to each client (more than 0)."),
+    Setting("idle_after", "CHAT_IDLE_AFTER", "idle-after", "30", _seconds(allow_zero=False),
+            "Seconds without user activity before a member is shown as idle."),
+    Setting("flood_burst", "CHAT_FLOOD_BURST", "flood-burst", "10", _int_range(1),
+            "Messages a session may send at once before flood control delays it."),
+    Setting("flood_rate", "CHAT_FLOOD_RATE", "flood-rate", "5", _seconds(allow_zero=False),
+            "Messages per second a session may send on average (more than 0)."),
+    Setting("flood_queue", "CHAT_FLOOD_QUEUE", "flood-queue", "20", _int_range(1),
+            "Delayed messages a session may have waiting before it is disconnected for flooding."),
+    Setting("send_buffer_bytes", "CHAT_SEND_BUFFER_BYTES", "send-buffer-bytes", "1048576",
+            _int_range(65536),
+            "Unsent bytes a connection may pile up (a client that does not read) before it is cut."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -205,6 +221,13 @@ class Config:
     max_message_bytes: int = _default("max_message_bytes")
     handshake_timeout: float = _default("handshake_timeout")
     max_connections_per_ip: int = _default("max_connections_per_ip")
+    resume_grace: float = _default("resume_grace")
+    presence_interval: float = _default("presence_interval")
+    idle_after: float = _default("idle_after")
+    flood_burst: int = _default("flood_burst")
+    flood_rate: float = _default("flood_rate")
+    flood_queue: int = _default("flood_queue")
+    send_buffer_bytes: int = _default("send_buffer_bytes")
 
 
 if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from twisted.application import service
+from twisted.internet import defer, task
 from twisted.internet import error as net_error
 from twisted.logger import Logger
 from twisted.python import usage
 
 import spchat
 from spchat import config, noise
-from spchat.server.core import ChatCore
+from spchat.server.core import ChatCore, Limits
+from spchat.server.presence import PresenceServer
 from spchat.server.identity import IdentityError, load_or_create_server_key
 from spchat.server.protocol import ChatServerFactory
 
@@ -34,6 +37,10 @@ def stop(message: str, status: int = 2) -> None:
     raise SystemExit(status)
 
 
+# Idle sessions are found, and idle presence published, this often.
+SWEEP_SECONDS = 1.0
+
+
 class ChatService(service.Service):
     """Listens for chat connections; binds before the reactor runs."""
 
@@ -46,44 +53,84 @@ class ChatService(service.Service):
         self.reactor = reactor
         self.server_key = load_or_create_server_key(cfg.data_dir)
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
-        self.core = ChatCore(clock=reactor.seconds, max_message_bytes=cfg.max_message_bytes)
+        self.core = ChatCore(reactor, core_limits(cfg))
         self.factory = ChatServerFactory(
             self.core,
             self.server_key,
             reactor,
             handshake_timeout=cfg.handshake_timeout,
             max_connections_per_ip=cfg.max_connections_per_ip,
+            send_buffer_bytes=cfg.send_buffer_bytes,
         )
-        self.port = None
+        self.presence = PresenceServer(self.core, reactor, cfg.presence_interval)
+        self.core.presence_listeners.append(self.presence.changed)
+        self.sweeper = task.LoopingCall(self.core.sweep)
+        self.sweeper.clock = reactor
+        self.port = self.udp_port = None
 
     def listen(self):
-        """Bind the TCP port; raise CannotListenError if it is taken."""
+        """Bind the TCP and UDP ports; raise CannotListenError if one is taken."""
         self.port = self.reactor.listenTCP(
             self.cfg.tcp_port, self.factory, interface=self.cfg.server_host
         )
+        try:
+            self.udp_port = self.reactor.listenUDP(
+                self.cfg.udp_port, self.presence, interface=self.cfg.server_host
+            )
+        except net_error.CannotListenError:
+            self.port.stopListening()
+            raise
         address = self.port.getHost()
+        udp = self.udp_port.getHost().port
+        # Clients learn the beacon's port at login (it may have been 0: any).
+        self.core.limits = dataclasses.replace(self.core.limits, udp_port=udp)
         self.log.info(
-            "spchat {version} listening on TCP {host}:{port}; "
+            "spchat {version} listening on TCP {host}:{port} (presence on UDP {udp}); "
             "server key fingerprint {fingerprint}",
             version=spchat.__version__,
             host=address.host,
             port=address.port,
+            udp=udp,
             fingerprint=self.fingerprint,
         )
         return address
+
+    def startService(self):
+        super().startService()
+        self.sweeper.start(SWEEP_SECONDS, now=False)
 
     def privilegedStartService(self):
         super().privilegedStartService()
         try:
             self.listen()
         except net_error.CannotListenError as e:
-            stop(f"cannot listen on TCP {e.interface or '*'}:{e.port}: {e.socketError}", 1)
+            stop(f"cannot listen on {e.interface or '*'} port {e.port}: {e.socketError}", 1)
 
     def stopService(self):
         super().stopService()
+        if self.sweeper.running:
+            self.sweeper.stop()
+        waits = []
+        if self.udp_port is not None:
+            waits.append(defer.maybeDeferred(self.udp_port.stopListening))
+            self.udp_port = None
         if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
+            waits.append(defer.maybeDeferred(self.port.stopListening))
+            self.port = None
+        return defer.gatherResults(waits)
+
+
+def core_limits(cfg: config.Config) -> Limits:
+    return Limits(
+        max_message_bytes=cfg.max_message_bytes,
+        resume_grace=cfg.resume_grace,
+        idle_timeout=cfg.idle_timeout,
+        idle_after=cfg.idle_after,
+        flood_burst=cfg.flood_burst,
+        flood_rate=cfg.flood_rate,
+        flood_queue=cfg.flood_queue,
+        presence_interval=cfg.presence_interval,
+    )
 
 
 def makeService(options) -> service.MultiService:

@@ -64,13 +64,30 @@ def _integer(value: Any) -> int:
     return value
 
 
-def _names(value: Any) -> tuple[str, ...]:
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise WireError("must be true or false")
+    return value
+
+
+PRESENCE_STATES = ("online", "idle", "reconnecting")
+
+
+def _members(value: Any) -> tuple[tuple[str, str], ...]:
+    """A member list: [[name, state], ...]."""
     if not isinstance(value, list):
         raise WireError("must be a list")
     if len(value) > 100000:
         raise WireError("too many entries")
     check = _string(MAX_NAME_CHARS)
-    return tuple(check(item) for item in value)
+    members = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise WireError("entries must be [name, state]")
+        if item[1] not in PRESENCE_STATES:
+            raise WireError(f"state must be one of {', '.join(PRESENCE_STATES)}")
+        members.append((check(item[0]), item[1]))
+    return tuple(members)
 
 
 _TEXT = _string(MAX_TEXT_BYTES, max_bytes=MAX_TEXT_BYTES)
@@ -133,6 +150,26 @@ class Login(Message):
     name: str
 
 
+@message("resume", session=_ID, token=_ID, last_seq=_integer)
+class Resume(Message):
+    """Take back a session after a dropped connection.
+
+    ``last_seq`` is the highest sequence number the client has seen; the
+    server replays everything after it that the user may see.
+    """
+
+    session: str
+    token: str
+    last_seq: int
+
+
+@message("catchup", after=_integer)
+class Catchup(Message):
+    """Ask for every message after ``after`` (after logging in anew)."""
+
+    after: int
+
+
 @message("say", {"room": "lobby"}, room=_NAME, text=_TEXT, cid=_ID)
 class Say(Message):
     """A room message; ``cid`` is the client's id for it, echoed as the ack."""
@@ -151,7 +188,12 @@ class Direct(Message):
 
 @message("who")
 class Who(Message):
-    pass
+    """The user asks who is here; answered with ``members``."""
+
+
+@message("presence")
+class PresenceRequest(Message):
+    """The client asks for presence by itself (its UDP beacons stopped)."""
 
 
 @message("logout")
@@ -162,20 +204,53 @@ class Logout(Message):
 # Server -> client.
 
 
-@message("welcome", name=_NAME, session=_ID, room=_NAME, server_time=_integer)
+@message(
+    "welcome",
+    {"resumed": False},
+    name=_NAME,
+    session=_ID,
+    token=_ID,
+    room=_NAME,
+    server_time=_integer,
+    last_seq=_integer,
+    udp_port=_integer,
+    presence_ms=_integer,
+    max_in_flight=_integer,
+    resumed=_boolean,
+)
 class Welcome(Message):
-    """Login accepted; ``name`` is the display form the server will use."""
+    """Login (or resume) accepted.
+
+    ``name`` is the display form the server will use; ``session`` and
+    ``token`` resume the session after a dropped connection; ``last_seq`` is the newest sequence number now;
+    ``udp_port`` is the presence beacon's port (0: none), which sends every
+    ``presence_ms`` milliseconds; a client keeps at
+    most ``max_in_flight`` messages unacknowledged, so flood control delays
+    it instead of cutting it off.
+    """
 
     name: str
     session: str
+    token: str
     room: str
     server_time: int
+    last_seq: int
+    udp_port: int
+    presence_ms: int
+    max_in_flight: int
+    resumed: bool = False
 
 
-@message("members", room=_NAME, names=_names)
+@message("members", room=_NAME, members=_members)
 class Members(Message):
+    """Who is in a room, each with a presence state."""
+
     room: str
-    names: tuple[str, ...]
+    members: tuple[tuple[str, str], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.members)
 
 
 @message(
@@ -245,10 +320,17 @@ class Error(Message):
 
 @message("bye", code=_string(32), text=_REASON)
 class Bye(Message):
-    """The server is closing this connection, and says why."""
+    """The server is closing this connection, and says why.
+
+    After a bye whose code is in ``NO_RECONNECT_CODES`` the client must not
+    reconnect by itself: a kick that auto-reconnect undoes is no kick.
+    """
 
     code: str
     text: str
+
+
+NO_RECONNECT_CODES = frozenset({"logout", "kicked", "idle", "flood", "replaced", "banned"})
 
 
 # --- codec -------------------------------------------------------------------
@@ -260,7 +342,7 @@ def encode(msg: Message) -> bytes:
     for name in msg.SCHEMA:
         value = getattr(msg, name)
         if isinstance(value, tuple):
-            value = list(value)
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
         body[name] = value
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

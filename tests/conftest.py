@@ -20,21 +20,39 @@ REPO = Path(__file__).resolve().parents[1]
 
 def server_config(data_dir, **options):
     """A configuration for a test server on a free loopback port."""
-    given = {"host": "127.0.0.1", "tcp-port": "0", "data-dir": str(data_dir)}
+    given = {"host": "127.0.0.1", "tcp-port": "0", "udp-port": "0", "data-dir": str(data_dir)}
     given.update(options)
     cfg, _ = config.load_config(options=given, environ={}, dotenv_path=data_dir / "no.env")
     return cfg
 
 
+# Clients made by connect_client, closed after each test so that no retry
+# timer outlives it.
+OPEN_CLIENTS = []
+
+
+def start_service(cfg):
+    """A ChatService listening in this process, on the test reactor."""
+    service = ChatService(cfg, reactor)
+    service.address = service.listen()
+    return service
+
+
+def stop_services(*services):
+    """Close the test's clients, then the servers and every connection left."""
+    while OPEN_CLIENTS:
+        OPEN_CLIENTS.pop().logout()
+    for service in services:
+        service.stopService()
+        for link in list(service.core.links):
+            link.conn.transport.abortConnection()
+
+
 @pytest.fixture
 def chat_server(tmp_path):
-    """A ChatService listening in this process, on the test reactor."""
-    service = ChatService(server_config(tmp_path / "data"), reactor)
-    service.address = service.listen()
+    service = start_service(server_config(tmp_path / "data"))
     yield service
-    service.port.stopListening()
-    for proto in list(service.core.sessions):
-        proto.conn.transport.abortConnection()
+    stop_services(service)
 
 
 @pytest.fixture
@@ -57,30 +75,38 @@ def wait_until(predicate, timeout=10.0, interval=0.01):
 
 
 class Recorder:
-    """Event sink for a ChatClient."""
+    """Event and status sink for a ChatClient."""
 
     def __init__(self):
         self.events = []
-        self.disconnects = []
+        self.statuses = []
 
     def of(self, kind):
         return [e for e in self.events if isinstance(e, kind)]
 
+    @property
+    def disconnects(self):
+        """Why the connection went, each time it went."""
+        return [s.reason for s in self.statuses if s.state in ("reconnecting", "offline")]
+
 
 @defer.inlineCallbacks
-def connect_client(server, pins, name):
+def connect_client(server, pins, name, port=None, **options):
     rec = Recorder()
+    options.setdefault("reconnect_delay", 0.05)
     client = ChatClient(
         reactor,
         "127.0.0.1",
-        server.address.port,
+        port or server.address.port,
         name,
         pins,
         on_event=rec.events.append,
-        on_disconnect=rec.disconnects.append,
+        on_status=rec.statuses.append,
+        **options,
     )
-    yield client.connect()
     client.rec = rec
+    OPEN_CLIENTS.append(client)
+    yield client.connect()
     return client
 
 
@@ -107,7 +133,8 @@ class ServerProcess:
     def __init__(self, tmp_path, *args, env=None):
         self.proc = subprocess.Popen(
             twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
-                                "--tcp-port", "0", "--data-dir", str(tmp_path / "data"), *args],
+                                "--tcp-port", "0", "--udp-port", "0",
+                                "--data-dir", str(tmp_path / "data"), *args],
             cwd=tmp_path,
             env=env or subprocess_env(tmp_path),
             stdout=subprocess.PIPE,
@@ -121,9 +148,12 @@ class ServerProcess:
             if not line:
                 break
             self.log.append(line)
-            found = re.search(r"listening on TCP [\d.]+:(\d+); server key fingerprint (\S+)", line)
+            found = re.search(
+                r"listening on TCP [\d.]+:(\d+) \(presence on UDP (\d+)\); "
+                r"server key fingerprint (\S+)", line)
             if found:
-                self.port, self.fingerprint = int(found.group(1)), found.group(2)
+                self.port, self.udp_port = int(found.group(1)), int(found.group(2))
+                self.fingerprint = found.group(3)
                 return
         self.proc.kill()
         raise AssertionError("server did not start:\n" + "".join(self.log))

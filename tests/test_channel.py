@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 
 from spchat import config, noise, wire
 from spchat.client.protocol import ChatClientProtocol
-from spchat.server.core import ChatCore
+from spchat.server.core import ChatCore, Limits
 from spchat.server.protocol import ChatServerFactory
 
 
@@ -99,7 +99,7 @@ def clock():
 @pytest.fixture
 def factory(clock):
     key, _ = noise.generate_keypair()
-    core = ChatCore(clock.seconds, max_message_bytes=8192)
+    core = ChatCore(clock, Limits(max_message_bytes=8192))
     return ChatServerFactory(core, key, clock, handshake_timeout=10, max_connections_per_ip=4)
 
 
@@ -130,7 +130,7 @@ def test_garbage_before_the_handshake_closes_at_once(factory, clock):
     link.c_tr.clear()  # drop the genuine first handshake message
     link.to_server(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"\0" * 40)
     assert link.server_closed and link.s_tr.disconnected
-    assert not factory.core.sessions
+    assert not factory.core.links
 
 
 def test_altered_ciphertext_closes_with_the_reason(factory, clock):
@@ -248,7 +248,7 @@ def test_connections_per_ip_are_capped(factory, clock):
 def test_longest_allowed_message_fits_even_when_json_doubles_it(clock):
     key, _ = noise.generate_keypair()
     limit = config.MAX_MESSAGE_BYTES_LIMIT  # the largest CHAT_MAX_MESSAGE_BYTES allowed
-    core = ChatCore(clock.seconds, max_message_bytes=limit)
+    core = ChatCore(clock, Limits(max_message_bytes=limit))
     factory = ChatServerFactory(core, key, clock)
     link = Link(factory, clock, name="alice")
     link.pump()

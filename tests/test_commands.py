@@ -63,7 +63,7 @@ def test_line_mode_clients_chat_through_twistd(tmp_path, server):
     assert all(LINE.match(line) for line in out), out
     assert any(line.endswith("] alice: hello from alice") for line in out)
     assert any(line.endswith("] alice -> bob: psst") for line in out)
-    assert any(line.endswith("] * in lobby: alice, bob") for line in out)
+    assert any(line.endswith("] * in lobby: alice (online), bob (online)") for line in out)
     assert any(line.endswith("] alice: /slash") for line in out)
     bob_out, bob_err = bob.communicate(input="", timeout=60)
     assert bob.returncode == 0, bob_err
@@ -183,9 +183,10 @@ def test_obsolete_secret_settings_warn(tmp_path):
 def test_port_in_use_is_a_one_line_error(tmp_path, server):
     result = subprocess.run(
         twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
-                            "--tcp-port", str(server.port), "--data-dir", str(tmp_path / "d2")],
+                            "--tcp-port", str(server.port), "--udp-port", "0",
+                            "--data-dir", str(tmp_path / "d2")],
         cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0
-    assert f"cannot listen on TCP 127.0.0.1:{server.port}" in result.stderr
+    assert f"cannot listen on 127.0.0.1 port {server.port}" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr

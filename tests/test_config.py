@@ -48,7 +48,10 @@ def test_defaults(tmp_path):
     assert not cfg.data_dir.is_absolute()
     assert cfg.max_message_bytes == 8192
     assert cfg.handshake_timeout == 10.0
-    assert cfg.max_connections_per_ip == 16
+    assert cfg.max_connections_per_ip == 20
+    assert cfg.resume_grace == 30.0 and cfg.presence_interval == 2.0 and cfg.idle_after == 30.0
+    assert (cfg.flood_burst, cfg.flood_rate, cfg.flood_queue) == (10, 5.0, 20)
+    assert cfg.send_buffer_bytes == 1 << 20
 
 
 def test_config_is_frozen():
@@ -230,8 +233,12 @@ BAD_VALUES = [
     ("CHAT_TCP_PORT", "tcp-port", "1_000", "not an integer"),
     ("CHAT_UDP_PORT", "udp-port", "abc", "not an integer"),
     ("CHAT_UDP_PORT", "udp-port", "99999", "port must be"),
-    ("CHAT_IDLE_TIMEOUT", "idle-timeout", "-1", "more than 0"),
-    ("CHAT_IDLE_TIMEOUT", "idle-timeout", "0", "more than 0"),
+    ("CHAT_IDLE_TIMEOUT", "idle-timeout", "-1", "0 or more"),
+    ("CHAT_PRESENCE_INTERVAL", "presence-interval", "0", "more than 0"),
+    ("CHAT_FLOOD_RATE", "flood-rate", "-2", "more than 0"),
+    ("CHAT_FLOOD_BURST", "flood-burst", "0", "at least 1"),
+    ("CHAT_SEND_BUFFER_BYTES", "send-buffer-bytes", "1000", "at least 65536"),
+    ("CHAT_RESUME_GRACE", "resume-grace", "-1", "0 or more"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "soon", "not a number"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "nan", "finite"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "inf", "finite"),
@@ -374,6 +381,8 @@ def test_options_table_rows():
     assert [row[0] for row in rows] == [
         "host", "tcp-port", "udp-port", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
+        "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
+        "flood-queue", "send-buffer-bytes",
     ]
     for row in rows:
         long, short, default, help_text = row

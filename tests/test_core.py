@@ -1,9 +1,10 @@
 """Chat rules of the sans-IO core, with a recording connection and a fake clock."""
 
 import pytest
+from twisted.internet.task import Clock
 
 from spchat import wire
-from spchat.server.core import ChatCore, normalise_name, Refused
+from spchat.server.core import ChatCore, Limits, Refused, State, normalise_name
 
 
 class Recorder:
@@ -26,24 +27,23 @@ class Recorder:
         self.sent.clear()
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1_700_000_000.0
-
-    def __call__(self):
-        return self.now
+@pytest.fixture
+def clock():
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return clock
 
 
 @pytest.fixture
-def core():
-    return ChatCore(Clock(), max_message_bytes=100)
+def core(clock):
+    return ChatCore(clock, Limits(max_message_bytes=100))
 
 
 def login(core, name):
     conn = Recorder()
-    session = core.connect(conn, "127.0.0.1:1")
-    core.receive(session, wire.Login(name))
-    return session, conn
+    link = core.open_link(conn, "127.0.0.1:1")
+    core.receive(link, wire.Login(name))
+    return link, conn
 
 
 def test_login_welcomes_and_announces(core):
@@ -60,7 +60,7 @@ def test_login_welcomes_and_announces(core):
 def test_say_stamps_and_delivers_to_everyone_with_ack_for_sender(core):
     alice, a = login(core, "alice")
     bob, b = login(core, "bob")
-    core.clock.now += 1.5
+    core.clock.advance(1.5)
     core.receive(alice, wire.Say("hello", "c1"))
     core.receive(bob, wire.Say("hi", "c9"))
     a_msgs, b_msgs = a.of(wire.RoomMessage), b.of(wire.RoomMessage)
@@ -78,7 +78,7 @@ def test_taken_name_is_refused_case_and_width_insensitively(core):
         session, conn = login(core, other)
         (error,) = conn.of(wire.Error)
         assert error.code == "name_taken" and "taken" in error.text
-        assert not session.logged_in
+        assert session.session is None
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_invalid_names_are_refused_with_the_rule(core, name, why):
     session, conn = login(core, name)
     (error,) = conn.of(wire.Error)
     assert error.code == "name_invalid" and why in error.text
-    assert not session.logged_in and not core.rooms["lobby"]
+    assert session.session is None and not core.rooms["lobby"]
 
 
 def test_name_rules_keep_display_form():
@@ -123,8 +123,8 @@ def test_message_limits(core):
 
 def test_messages_before_login_are_refused(core):
     conn = Recorder()
-    session = core.connect(conn, "x")
-    core.receive(session, wire.Say("hi", "c"))
+    link = core.open_link(conn, "x")
+    core.receive(link, wire.Say("hi", "c"))
     assert conn.of(wire.Error)[0].code == "not_logged_in"
     assert not conn.of(wire.RoomMessage)
 
@@ -173,13 +173,16 @@ def test_who_and_leave(core):
     bob, b = login(core, "bob")
     a.clear()
     core.receive(alice, wire.Who())
-    assert a.of(wire.Members) == [wire.Members("lobby", ("alice", "bob"))]
-    core.disconnected(bob)
-    assert a.of(wire.Notice)[-1].text == "bob left"
+    assert a.of(wire.Members) == [
+        wire.Members("lobby", (("alice", "online"), ("bob", "online")))
+    ]
+    core.link_lost(bob)
+    core.clock.advance(30)  # the resume grace
+    assert a.of(wire.Notice)[-1].text == "bob left (connection lost)"
     assert a.of(wire.Members)[-1].names == ("alice",)
     # The name is free again.
     again, conn = login(core, "bob")
-    assert again.logged_in
+    assert again.session is not None
 
 
 def test_logout_closes_and_announces(core):
@@ -188,6 +191,6 @@ def test_logout_closes_and_announces(core):
     core.receive(bob, wire.Logout())
     assert b.closed == ("logout", "logged out")
     assert a.of(wire.Notice)[-1].kind == "leave"
-    core.disconnected(bob)  # the connection then goes: nothing happens twice
+    core.link_lost(bob)  # the connection then goes: nothing happens twice
     assert [n.kind for n in a.of(wire.Notice)].count("leave") == 1
     assert "bob" not in core.by_key

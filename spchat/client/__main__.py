@@ -72,7 +72,10 @@ def main(argv=None) -> int:
     from spchat.client.session import ChatClient
 
     def run(reactor):
-        client = ChatClient(reactor, args.host, args.port, args.name, pins)
+        client = ChatClient(
+            reactor, args.host, args.port, args.name, pins,
+            reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
+        )
         return LineModeClient(reactor, client).run()
 
     def finished(status):

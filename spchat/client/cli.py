@@ -15,10 +15,13 @@ from twisted.internet import defer, stdio
 from twisted.protocols.basic import LineReceiver
 
 from spchat import wire
-from spchat.client.session import ChatClient, ClientError
+from spchat.client.session import ChatClient, ClientError, Status
 
 ACK_WAIT_SECONDS = 10.0
-HELP = "commands: /msg NAME TEXT, /who, /quit, /help; //text says a line starting with /"
+HELP = (
+    "commands: /msg NAME TEXT, /who, /reconnect, /quit, /help; "
+    "//text says a line starting with /"
+)
 
 
 def clock_text(ts_ms: int | None = None) -> str:
@@ -70,8 +73,9 @@ class LineModeClient:
         self.done: defer.Deferred = defer.Deferred()
         self._show_members = False
         self._finishing = False
+        self._logged_in = False
         client.on_event = self.event
-        client.on_disconnect = self.disconnected
+        client.on_status = self.status_changed
 
     def print(self, text: str) -> None:
         self.out.write(text + "\n")
@@ -101,6 +105,7 @@ class LineModeClient:
                 f"new server {self.client.host}:{self.client.port}, "
                 f"key {self.client.server_fingerprint} pinned"
             )
+        self._logged_in = True
         self.notice(f"logged in as {welcome.name} in {welcome.room}")
         stdio.StandardIO(_Lines(self), reactor=self.reactor)
         return (yield self.done)
@@ -111,16 +116,32 @@ class LineModeClient:
         if isinstance(msg, wire.Members):
             if self._show_members:
                 self._show_members = False
-                self.notice(f"in {msg.room}: {', '.join(msg.names)}")
+                listing = ", ".join(f"{name} ({state})" for name, state in msg.members)
+                self.notice(f"in {msg.room}: {listing}")
             return
         line = render(msg)
         if line is not None:
             self.print(line)
 
-    def disconnected(self, reason: str) -> None:
-        # While finishing, end_of_input decides the exit status.
-        if not self._finishing:
-            self.fatal(f"disconnected: {reason}")
+    def status_changed(self, status: Status) -> None:
+        # Before the first welcome, run() reports failures; while finishing,
+        # end_of_input decides the exit status.
+        if not self._logged_in or self._finishing:
+            return
+        if status.state == "reconnecting":
+            self.notice(
+                f"reconnecting (attempt {status.attempt} of {status.attempts}) "
+                f"in {status.retry_in:g} s: {status.reason}"
+            )
+        elif status.state == "connected" and status.resumed:
+            self.notice("reconnected")
+        elif status.state == "offline":
+            if status.recovery == "never":
+                self.fatal(f"disconnected: {status.reason}")
+            elif status.recovery == "on_activity":
+                self.notice(f"{status.reason}; type a message to reconnect")
+            else:
+                self.notice(f"{status.reason}; type /reconnect to try again")
 
     # --- user input --------------------------------------------------------
 
@@ -145,6 +166,8 @@ class LineModeClient:
         elif word == "/who":
             self._show_members = True
             self.client.who()
+        elif word == "/reconnect":
+            self.client.reconnect()
         elif word == "/quit":
             self.end_of_input()
         elif word == "/help":
@@ -159,7 +182,7 @@ class LineModeClient:
         self._finishing = True
         all_acked = yield self.client.wait_acked(ACK_WAIT_SECONDS)
         if not all_acked:
-            lost = len(self.client.pending)
+            lost = len(self.client.outbox)
             self.err.write(
                 f"spchat: {lost} message(s) not acknowledged by the server\n"
             )

@@ -1,30 +1,66 @@
-"""Client session: connect, log in, send with client ids, track acknowledgements.
+"""Client session: connect, log in, survive dropped connections, lose nothing.
 
-Used by the line-mode client now and by the desktop client later; it knows
-nothing of terminals or windows.  Every message this side sends carries a
-client message id (cid); it stays in ``pending`` until the server echoes it
-back with a sequence number (the acknowledgement) or refuses it.
+Used by the line-mode client and the desktop client; it knows nothing of
+terminals or windows.
+
+* Every message this side sends carries a client message id (cid) and stays
+  in the outbox until the server echoes it back with a sequence number (the
+  acknowledgement) or refuses it.  At most ``max_in_flight`` (from the
+  server) are unacknowledged at a time, so flood control delays a fast
+  sender instead of cutting it off.
+* The client remembers the highest sequence number it has seen.  After an
+  unexpected drop it reconnects by itself (first after ``reconnect_delay``,
+  then with doubling delays, ``max_retries`` attempts), resumes its session
+  with the token from the last welcome, gets everything it missed replayed,
+  and sends its outbox again; the server de-duplicates by cid, and this side
+  drops any sequence number it has already seen, so each message shows once.
+* If the session has expired it logs in again and asks for what came after
+  its last sequence number.
+* After a kick, an idle disconnect, flooding or a logout it does not come
+  back by itself.
 """
 
 from __future__ import annotations
 
 import itertools
 import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
 
-from spchat import wire
-from spchat.client.pins import PinStore
+from spchat import beacon, wire
+from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.protocol import ChatClientProtocol
+
+MAX_RETRY_DELAY = 30.0
 
 
 class ClientError(Exception):
     """Something the user must be told in one line; the session cannot go on."""
 
 
+@dataclass(frozen=True)
+class Status:
+    """What the connection is doing, for the status line of a client."""
+
+    state: str  # "connecting", "connected", "reconnecting" or "offline"
+    attempt: int = 0  # reconnecting: this is attempt ``attempt`` of ``attempts``
+    attempts: int = 0
+    retry_in: float = 0.0  # reconnecting: seconds until this attempt starts
+    reason: str = ""  # reconnecting, offline: what happened
+    resumed: bool = False  # connected: back after a drop
+    # offline: "manual" (the user may reconnect), "on_activity" (idle: the
+    # next message reconnects), or "never" (kicked, name lost, key changed).
+    recovery: str = "manual"
+
+
 class ChatClient:
+    log = Logger()
+
     def __init__(
         self,
         reactor,
@@ -33,124 +69,306 @@ class ChatClient:
         name: str,
         pins: PinStore,
         on_event: Callable[[wire.Message], None] = lambda msg: None,
-        on_disconnect: Callable[[str], None] = lambda reason: None,
+        on_status: Callable[[Status], None] = lambda status: None,
+        reconnect_delay: float = 3.0,
+        max_retries: int = 3,
         connect_timeout: float = 10.0,
+        presence: bool = True,
     ):
         self.reactor = reactor
         self.host, self.port, self.requested_name = host, port, name
         self.pins = pins
         self.on_event = on_event
-        self.on_disconnect = on_disconnect
+        self.on_status = on_status
+        self.reconnect_delay = reconnect_delay
+        self.max_retries = max_retries
         self.connect_timeout = connect_timeout
+        self.use_presence = presence
+        self.status = Status("connecting")
         self.name: str | None = None  # display form, from the welcome
         self.server_fingerprint: str | None = None
         self.newly_pinned = False
-        self.pending: dict[str, wire.Message] = {}
+        self.last_seq = 0
+        self.members: tuple[tuple[str, str], ...] = ()
+        self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
-        self._welcome: defer.Deferred | None = None
-        self._closed = defer.Deferred()
-        self._ack_waiters: list[defer.Deferred] = []
-        self._bye: wire.Bye | None = None
-        self._login_error: wire.Error | None = None
+        self.presence = None
+        self._welcome: wire.Welcome | None = None  # the latest
+        self._in_flight: set[str] = set()  # cids sent on this connection
+        self._first: defer.Deferred | None = None
+        self._closed: defer.Deferred | None = None
+        self._attempt = 0
+        self._retry_call = None
         self._logout_timer = None
+        self._bye: wire.Bye | None = None
+        self._leaving = False  # a logout was asked for
+        self._fatal: str | None = None  # a reason never to retry
+        self._udp = None
+        self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
         self._cids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
 
     # --- connecting --------------------------------------------------------
 
     def connect(self) -> defer.Deferred:
-        """Connect and log in; fires with the Welcome or fails with ClientError."""
-        self._welcome = defer.Deferred()
+        """First connection: fires with the Welcome or fails with ClientError.
+
+        No retries here: a server that cannot be reached at start is an
+        error the user should see at once.
+        """
+        self._first = defer.Deferred()
+        self._set_status(Status("connecting"))
+        self._dial()
+        return self._first
+
+    def reconnect(self) -> None:
+        """The user asks to reconnect now (after giving up, or when idle)."""
+        if self.status.state in ("connected", "connecting") or self._leaving:
+            return
+        if self.status.state == "offline" and self.status.recovery == "never":
+            return
+        self._cancel_retry()
+        self._attempt = 0
+        self._set_status(Status("connecting"))
+        self._dial()
+
+    def _dial(self) -> None:
         endpoint = HostnameEndpoint(
             self.reactor, self.host, self.port, timeout=self.connect_timeout
         )
         proto = ChatClientProtocol(self.reactor, self._verify_server, self)
         connecting = connectProtocol(endpoint, proto)
-        connecting.addErrback(self._connect_failed)
-        return self._welcome
+        connecting.addErrback(self._dial_failed)
 
-    def _connect_failed(self, failure):
+    def _dial_failed(self, failure) -> None:
         reason = failure.getErrorMessage() or failure.type.__name__
-        self._fail_login(f"cannot reach the server at {self.host}:{self.port}: {reason}")
-
-    def _fail_login(self, text: str) -> None:
-        if self._welcome is not None and not self._welcome.called:
-            self._welcome.errback(ClientError(text))
+        self._connection_failed(f"cannot reach the server at {self.host}:{self.port}: {reason}")
 
     def _verify_server(self, fingerprint: str) -> None:
         self.server_fingerprint = fingerprint
-        self.newly_pinned = self.pins.check(self.host, self.port, fingerprint)
+        try:
+            self.newly_pinned = self.pins.check(self.host, self.port, fingerprint)
+        except PinMismatch as e:
+            # Never retried: another key is not a network hiccup.
+            self._fatal = str(e)
+            raise
 
     # --- listener interface of ChatClientProtocol --------------------------
 
     def channel_open(self, proto: ChatClientProtocol) -> None:
         self.proto = proto
-        proto.send_message(wire.Login(self.requested_name))
+        self._bye = None
+        if self._welcome is not None:
+            w = self._welcome
+            proto.send_message(wire.Resume(w.session, w.token, self.last_seq))
+        else:
+            proto.send_message(wire.Login(self.requested_name))
 
     def message_received(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Welcome):
-            self.name = msg.name
-            if not self._welcome.called:
-                self._welcome.callback(msg)
-        elif isinstance(msg, wire.Error) and self.name is None:
-            self._login_error = msg
-            self._fail_login(f"login refused: {msg.text}")
-            self.proto.hang_up()
+            self._welcomed(msg)
             return
-        elif isinstance(msg, (wire.RoomMessage, wire.DirectMessage, wire.Error)):
-            if msg.cid is not None and self.pending.pop(msg.cid, None) is not None:
-                self._check_acks()
+        if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
+            self._acknowledged(msg.cid)
+            if msg.seq <= self.last_seq:
+                return  # already shown: replayed, or acknowledged twice
+            self.last_seq = msg.seq
+        elif isinstance(msg, wire.Error):
+            if self.status.state != "connected":
+                self._refused(msg)
+                return
+            self._acknowledged(msg.cid)  # refused: it will not be sent again
+        elif isinstance(msg, wire.Members):
+            self.members = msg.members
         elif isinstance(msg, wire.Bye):
             self._bye = msg
         self.on_event(msg)
 
     def connection_lost(self, failure: str | None) -> None:
-        if self._bye is not None:
-            reason = self._bye.text
-        else:
-            reason = failure or "the server closed the connection"
         self.proto = None
+        self._in_flight.clear()
+        self._stop_presence()
         if self._logout_timer is not None and self._logout_timer.active():
             self._logout_timer.cancel()
-        if self._welcome is not None and not self._welcome.called:
-            self._fail_login(f"connection to {self.host}:{self.port} failed: {reason}")
-        elif self._login_error is None:
-            self.on_disconnect(reason)
+        self._logout_timer = None
+        bye = self._bye
+        if self._leaving:
+            self._set_status(Status("offline", reason="logged out", recovery="never"))
+        elif bye is not None and bye.code in wire.NO_RECONNECT_CODES:
+            recovery = "on_activity" if bye.code == "idle" else "never"
+            self._set_status(Status("offline", reason=bye.text, recovery=recovery))
+        elif self._fatal is not None:
+            self._give_up(self._fatal, "never")
+        elif self.status.state == "offline":
+            pass  # already decided (refused login)
+        else:
+            reason = bye.text if bye is not None else (failure or "connection lost")
+            self._connection_failed(reason)
         self._check_acks()
-        if not self._closed.called:
-            self._closed.callback(reason)
+        if self._closed is not None and not self._closed.called:
+            self._closed.callback(None)
+
+    # --- what happens after a connection or an attempt fails ----------------
+
+    def _connection_failed(self, reason: str) -> None:
+        if self._first is not None and not self._first.called:
+            # Still the very first connection: fail it, no retries.
+            self._give_up(reason, "never")
+            return
+        if self.status.state == "offline":
+            return
+        self._attempt += 1
+        if self._attempt > self.max_retries:
+            self._give_up(
+                f"could not reconnect after {self.max_retries} attempts: {reason}", "manual"
+            )
+            return
+        delay = min(MAX_RETRY_DELAY, self.reconnect_delay * 2 ** (self._attempt - 1))
+        self._set_status(Status(
+            "reconnecting", self._attempt, self.max_retries, delay, reason
+        ))
+        self._retry_call = self.reactor.callLater(delay, self._retry)
+
+    def _retry(self) -> None:
+        self._retry_call = None
+        self._dial()
+
+    def _cancel_retry(self) -> None:
+        if self._retry_call is not None and self._retry_call.active():
+            self._retry_call.cancel()
+        self._retry_call = None
+
+    def _give_up(self, reason: str, recovery: str) -> None:
+        self._set_status(Status("offline", reason=reason, recovery=recovery))
+        if self._first is not None and not self._first.called:
+            self._first.errback(ClientError(reason))
+        self._check_acks()
+
+    def _refused(self, error: wire.Error) -> None:
+        """An error before the welcome: the login or resume was refused."""
+        if error.code == "resume_failed" and self.proto is not None:
+            # The session expired while we were away: log in anew, then ask
+            # for what we missed (below, in _welcomed).
+            self._welcome = None
+            self.proto.send_message(wire.Login(self.requested_name))
+            return
+        text = f"login refused: {error.text}"
+        if self._first is None or self._first.called:
+            text = f"could not log in again: {error.text}"
+        self._give_up(text, "never")
+        if self.proto is not None:
+            self.proto.hang_up()
+
+    def _welcomed(self, welcome: wire.Welcome) -> None:
+        fresh_after_drop = not welcome.resumed and self.name is not None
+        self._welcome = welcome
+        self.name = welcome.name
+        self._attempt = 0
+        self._in_flight.clear()
+        if fresh_after_drop and self.last_seq:
+            self.proto.send_message(wire.Catchup(self.last_seq))
+        first = self._first is not None and not self._first.called
+        self._set_status(Status("connected", resumed=not first))
+        self._start_presence(welcome)
+        if first:
+            self._first.callback(welcome)
+        self._pump()
+
+    def _set_status(self, status: Status) -> None:
+        self.status = status
+        self.on_status(status)
+
+    # --- presence beacon ---------------------------------------------------
+
+    def _start_presence(self, welcome: wire.Welcome) -> None:
+        if not (self.use_presence and welcome.udp_port and self.proto is not None):
+            return
+        from spchat.client.presence import PresenceClient
+
+        server_ip = self.proto.transport.getPeer().host
+        self.presence = PresenceClient(
+            beacon.derive_keys(self.proto.handshake_hash),
+            (server_ip, welcome.udp_port),
+            self.reactor,
+            welcome.presence_ms / 1000,
+            on_snapshot=self._presence_snapshot,
+            on_silence=self._presence_silent,
+        )
+        try:
+            self._udp = self.reactor.listenUDP(0, self.presence)
+        except OSError as e:  # no UDP here: TCP still answers presence requests
+            self.log.warn("no presence beacon: {error}", error=e)
+            self.presence = None
+
+    def _stop_presence(self) -> None:
+        if self.presence is not None:
+            self.presence.stop()
+            self._udp.stopListening()
+            self.presence = None
+
+    def _presence_snapshot(self, members) -> None:
+        self.members = tuple(members)
+        self.on_event(wire.Members("lobby", self.members))
+
+    def _presence_silent(self) -> None:
+        # UDP blocked or lost: ask over TCP, which always gets through.
+        if self.connected:
+            self.proto.send_message(wire.PresenceRequest())
 
     # --- sending -----------------------------------------------------------
 
     @property
     def connected(self) -> bool:
-        return self.proto is not None and self.proto.is_open
+        return self.proto is not None and self.proto.is_open and self.status.state == "connected"
 
-    def _send_tracked(self, msg: wire.Message) -> str:
-        self.pending[msg.cid] = msg
-        if self.connected:
-            self.proto.send_message(msg)
+    def _pump(self) -> None:
+        """Send what the outbox holds, keeping the in-flight window."""
+        if not self.connected:
+            return
+        window = self._welcome.max_in_flight
+        for cid, msg in self.outbox.items():
+            if len(self._in_flight) >= window:
+                break
+            if cid not in self._in_flight:
+                self._in_flight.add(cid)
+                self.proto.send_message(msg)
+
+    def _acknowledged(self, cid: str | None) -> None:
+        if cid is not None and self.outbox.pop(cid, None) is not None:
+            self._in_flight.discard(cid)
+            self._pump()
+            self._check_acks()
+
+    def _queue(self, msg: wire.Message) -> str:
+        self.outbox[msg.cid] = msg
+        if self.status.state == "offline" and self.status.recovery == "on_activity":
+            self.reconnect()
+        self._pump()
         return msg.cid
 
     def say(self, text: str, room: str = "lobby") -> str:
-        return self._send_tracked(wire.Say(text, next(self._cids), room))
+        return self._queue(wire.Say(text, next(self._cids), room))
 
     def direct(self, to: str, text: str) -> str:
-        return self._send_tracked(wire.Direct(to, text, next(self._cids)))
+        return self._queue(wire.Direct(to, text, next(self._cids)))
 
     def who(self) -> None:
         if self.connected:
             self.proto.send_message(wire.Who())
 
     def wait_acked(self, timeout: float) -> defer.Deferred:
-        """Fire with True once nothing is pending, or False after ``timeout``."""
-        if not self.pending or not self.connected:
-            return defer.succeed(not self.pending)
+        """Fire with True once the outbox is empty, or False after ``timeout``
+        or as soon as the client has given up reconnecting."""
+        if not self.outbox or self._hopeless():
+            return defer.succeed(not self.outbox)
         d = defer.Deferred()
         self._ack_waiters.append(d)
         timer = self.reactor.callLater(timeout, self._ack_timeout, d)
         d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         return d
+
+    def _hopeless(self) -> bool:
+        return self.status.state == "offline"
 
     def _ack_timeout(self, d: defer.Deferred) -> None:
         if d in self._ack_waiters:
@@ -158,16 +376,21 @@ class ChatClient:
             d.callback(False)
 
     def _check_acks(self) -> None:
-        if self.pending and self.connected:
+        if self.outbox and not self._hopeless():
             return
         waiters, self._ack_waiters = self._ack_waiters, []
         for d in waiters:
-            d.callback(not self.pending)
+            d.callback(not self.outbox)
 
     def logout(self) -> defer.Deferred:
         """Log out; fires when the connection has closed."""
+        self._leaving = True
+        self._cancel_retry()
         if self.proto is None:
+            if self.status.state != "offline":
+                self._set_status(Status("offline", reason="logged out", recovery="never"))
             return defer.succeed(None)
+        self._closed = defer.Deferred()
         if self.connected:
             self.proto.send_message(wire.Logout())
             # The server answers with bye and closes; hang up ourselves if not.

@@ -1,20 +1,31 @@
 """The chat core: sessions, names, the room, fan-out, sequence and time.
 
 Sans-IO: it never imports the reactor and never touches a socket.  It gets a
-clock (a callable returning seconds since the epoch) and talks to each
-connection through two methods, ``send(message)`` and ``close(code, text)``,
-so every rule of the chat is a plain unit test.
+clock (anything with ``seconds()`` and ``callLater()``: the reactor, or
+``task.Clock`` in tests) and talks to each connection through two methods,
+``send(message)`` and ``close(code, text)``, so every rule of the chat is a
+plain unit test.
+
+A *link* is one network connection; a *session* is one logged-in user and
+outlives its links: when a connection drops without a logout the session
+waits ``resume_grace`` seconds (state ``reconnecting``) for its client to
+come back with the resume token, and replays what it missed.
 """
 
 from __future__ import annotations
 
+import enum
+import hmac
 import itertools
 import secrets
 import unicodedata
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from spchat import wire
+from spchat.beacon import BeaconKeys, ReplayWindow
+from spchat.server.history import MemoryHistory, Record
 
 LOBBY = "lobby"
 NAME_MAX_CHARS = 32
@@ -23,6 +34,11 @@ NAME_PUNCTUATION = frozenset("_-.")
 # Text may span lines, but other control characters (terminal escapes above
 # all) would let one user rewrite another user's screen.
 TEXT_ALLOWED_CONTROLS = frozenset("\n\t")
+# What a user does (as opposed to what the client does by itself) counts as
+# activity for idle detection.
+USER_ACTIONS = (wire.Say, wire.Direct, wire.Who)
+# Requests that cost the server work count against the flood limit.
+FLOOD_LIMITED = USER_ACTIONS + (wire.PresenceRequest, wire.Catchup)
 
 
 class Connection(Protocol):
@@ -33,6 +49,20 @@ class Connection(Protocol):
     def close(self, code: str, text: str) -> None: ...
 
 
+class State(enum.Enum):
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"
+
+
+# The session lifecycle: the only transitions there are.
+TRANSITIONS = {
+    State.CONNECTED: {State.RECONNECTING, State.OFFLINE},
+    State.RECONNECTING: {State.CONNECTED, State.OFFLINE},
+    State.OFFLINE: set(),
+}
+
+
 class Refused(Exception):
     """A request the core will not carry out; becomes a wire ``error``."""
 
@@ -40,6 +70,28 @@ class Refused(Exception):
         super().__init__(text)
         self.code = code
         self.text = text
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The core's share of the configuration."""
+
+    max_message_bytes: int = 8192
+    resume_grace: float = 30.0
+    idle_timeout: float = 60.0  # 0: never disconnect idle sessions
+    idle_after: float = 30.0  # shown as idle after this long without activity
+    flood_burst: int = 10
+    flood_rate: float = 5.0
+    flood_queue: int = 20
+    history_in_memory: int = 10000
+    udp_port: int = 0  # told to clients; 0: no presence beacon
+    presence_interval: float = 2.0  # told to clients, for their beacon watchdog
+
+    @property
+    def max_in_flight(self) -> int:
+        # A client that never has more unacknowledged messages than fit the
+        # flood queue is delayed by flood control, never cut off by it.
+        return max(1, self.flood_queue // 2)
 
 
 def normalise_name(name: str) -> tuple[str, str]:
@@ -76,108 +128,384 @@ def check_text(text: str, max_bytes: int) -> None:
             raise Refused("bad_text", "the message contains control characters")
 
 
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: int, now: float):
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = float(burst), now
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self._refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next token."""
+        self._refill(now)
+        return max(0.0, (1 - self.tokens) / self.rate)
+
+
 @dataclass(eq=False)
-class Session:
-    """One client connection and, once logged in, its user."""
+class Link:
+    """One network connection, before and after login."""
 
     conn: Connection
     address: str
-    id: str
-    connected_at: float
-    name: str | None = None  # display form, set at login
-    key: str | None = None  # comparison form
-    last_activity: float = 0.0
-    messages_sent: int = 0
-    rooms: set[str] = field(default_factory=set)
+    opened_at: float
+    beacon_keys: BeaconKeys | None = None
+    session: Session | None = None
 
-    @property
-    def logged_in(self) -> bool:
-        return self.key is not None
+
+@dataclass(eq=False)
+class Session:
+    """One logged-in user, across reconnects, until it goes offline."""
+
+    id: str
+    token: str
+    name: str  # display form
+    key: str  # comparison form
+    address: str
+    first_connected_at: float
+    state_since: float
+    last_activity: float
+    bucket: TokenBucket
+    state: State = State.CONNECTED
+    link: Link | None = None
+    offline_reason: str = ""
+    messages_sent: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    rooms: set[str] = field(default_factory=set)
+    backlog: deque = field(default_factory=deque)  # flood-delayed messages
+    drain_call: object = None
+    grace_call: object = None
+    # Presence beacon peer (see spchat.server.presence): keys of the current
+    # link, its replay window, the proven UDP endpoint, our datagram counter.
+    keys: BeaconKeys | None = None
+    window: ReplayWindow | None = None
+    endpoint: tuple[str, int] | None = None
+    send_counter: int = 0
 
 
 class ChatCore:
     """All chat rules; the network adapters only parse and forward."""
 
-    def __init__(self, clock: Callable[[], float], max_message_bytes: int = 8192):
+    def __init__(self, clock, limits: Limits | None = None):
         self.clock = clock
-        self.max_message_bytes = max_message_bytes
-        self.sessions: set[Session] = set()
+        self.limits = limits or Limits()
+        self.links: set[Link] = set()
+        self.sessions: dict[str, Session] = {}  # by id; every session not offline
         self.by_key: dict[str, Session] = {}
         self.rooms: dict[str, dict[str, Session]] = {LOBBY: {}}
+        self.history = MemoryHistory(self.limits.history_in_memory)
+        # (sender key, cid) -> record: a re-sent message is acknowledged again,
+        # never stored twice.
+        self.by_cid: dict[tuple[str, str], Record] = {}
         # One sequence for every stored message (room and direct), so a client
-        # can later ask for "everything after N" in a single number.
-        self._seq = itertools.count(1)
+        # can ask for "everything after N" in a single number.
+        self._seq = itertools.count(self.history.last_seq + 1)
+        self.presence_listeners: list[Callable[[], None]] = []
+        self._last_presence: tuple = ()
         self._handlers = {
             wire.Login: self._login,
+            wire.Resume: self._resume,
             wire.Say: self._say,
             wire.Direct: self._direct,
             wire.Who: self._who,
+            wire.PresenceRequest: self._who,
+            wire.Catchup: self._catchup,
             wire.Logout: self._logout,
         }
 
+    def now(self) -> float:
+        return self.clock.seconds()
+
     def now_ms(self) -> int:
-        return int(self.clock() * 1000)
+        return int(self.clock.seconds() * 1000)
 
     # --- connection lifecycle, called by the protocol ------------------------
 
-    def connect(self, conn: Connection, address: str) -> Session:
-        now = self.clock()
-        session = Session(
-            conn, address, secrets.token_urlsafe(12), connected_at=now, last_activity=now
-        )
-        self.sessions.add(session)
-        return session
+    def open_link(
+        self, conn: Connection, address: str, beacon_keys: BeaconKeys | None = None
+    ) -> Link:
+        link = Link(conn, address, self.now(), beacon_keys)
+        self.links.add(link)
+        return link
 
-    def receive(self, session: Session, msg: wire.Message) -> None:
-        """Handle one message from a session; refusals go back as errors."""
-        session.last_activity = self.clock()
+    def receive(self, link: Link, msg: wire.Message) -> None:
+        """Handle one message from a connection; refusals go back as errors."""
         handler = self._handlers.get(type(msg))
+        session = link.session
         try:
             if handler is None:
                 raise Refused("unexpected", f"a client may not send '{msg.TYPE}'")
-            if not session.logged_in and handler != self._login:
-                raise Refused("not_logged_in", "log in first")
-            handler(session, msg)
+            if session is None:
+                if not isinstance(msg, (wire.Login, wire.Resume)):
+                    raise Refused("not_logged_in", "log in first")
+                handler(link, msg)
+                return
+            if isinstance(msg, (wire.Login, wire.Resume)):
+                raise Refused("already_logged_in", f"already logged in as {session.name}")
+            if isinstance(msg, USER_ACTIONS):
+                session.last_activity = self.now()
+            if isinstance(msg, FLOOD_LIMITED) and not self._admit(session, msg):
+                return
+            self._handle(session, msg)
         except Refused as refusal:
-            session.conn.send(
-                wire.Error(refusal.code, refusal.text, getattr(msg, "cid", None))
+            link.conn.send(wire.Error(refusal.code, refusal.text, getattr(msg, "cid", None)))
+
+    def _handle(self, session: Session, msg: wire.Message) -> None:
+        try:
+            self._handlers[type(msg)](session, msg)
+        except Refused as refusal:
+            self._send(session, wire.Error(refusal.code, refusal.text, getattr(msg, "cid", None)))
+
+    def link_lost(self, link: Link) -> None:
+        """The connection is gone, for whatever reason."""
+        self.links.discard(link)
+        session = link.session
+        link.session = None
+        if session is None or session.link is not link:
+            return
+        session.link = None
+        session.endpoint = None
+        if self.limits.resume_grace > 0:
+            self._set_state(session, State.RECONNECTING)
+            session.grace_call = self.clock.callLater(
+                self.limits.resume_grace, self._grace_expired, session
+            )
+            self._presence_changed()
+        else:
+            self._go_offline(session, "connection lost", f"{session.name} left (connection lost)")
+
+    def traffic(self, link: Link, received: int = 0, sent: int = 0) -> None:
+        session = link.session
+        if session is not None:
+            session.bytes_in += received
+            session.bytes_out += sent
+
+    # --- the lifecycle ------------------------------------------------------
+
+    def _set_state(self, session: Session, state: State) -> None:
+        if state not in TRANSITIONS[session.state]:
+            raise RuntimeError(f"session {session.id}: {session.state} -> {state} is not allowed")
+        session.state = state
+        session.state_since = self.now()
+
+    def _attach(self, session: Session, link: Link) -> None:
+        link.session = session
+        session.link = link
+        session.address = link.address
+        # Each connection has its own handshake, so its own beacon keys.
+        session.keys = link.beacon_keys
+        session.window = ReplayWindow() if link.beacon_keys else None
+        session.endpoint = None
+        session.send_counter = 0
+
+    def _detach(self, session: Session) -> Link | None:
+        link, session.link = session.link, None
+        if link is not None:
+            link.session = None
+        session.endpoint = None
+        return link
+
+    def _grace_expired(self, session: Session) -> None:
+        session.grace_call = None
+        if session.state is State.RECONNECTING:
+            self._go_offline(
+                session, "did not reconnect", f"{session.name} left (connection lost)"
             )
 
-    def disconnected(self, session: Session) -> None:
-        """The connection is gone, for whatever reason."""
-        if session not in self.sessions:
+    def _go_offline(self, session: Session, reason: str, notice: str) -> None:
+        self._set_state(session, State.OFFLINE)
+        session.offline_reason = reason
+        for call in (session.grace_call, session.drain_call):
+            if call is not None and call.active():
+                call.cancel()
+        session.grace_call = session.drain_call = None
+        session.backlog.clear()
+        self._detach(session)
+        del self.sessions[session.id]
+        del self.by_key[session.key]
+        for room in sorted(session.rooms):
+            self._leave(session, room, notice)
+
+    def _end(self, session: Session, code: str, text: str, reason: str, notice: str) -> None:
+        """Tell the client why, close its connection and take the session offline."""
+        link = session.link
+        self._go_offline(session, reason, notice)
+        if link is not None:
+            link.conn.close(code, text)
+
+    def kick(self, name: str, reason: str) -> bool:
+        """Take a user offline at once; the client is told and stays away."""
+        try:
+            _, key = normalise_name(name)
+        except Refused:
+            return False
+        session = self.by_key.get(key)
+        if session is None:
+            return False
+        self._end(
+            session, "kicked", f"you were kicked: {reason}",
+            f"kicked: {reason}", f"{session.name} was kicked ({reason})",
+        )
+        return True
+
+    def sweep(self) -> None:
+        """Periodic: disconnect idle sessions, publish idle presence changes."""
+        timeout = self.limits.idle_timeout
+        if timeout > 0:
+            now = self.now()
+            for session in list(self.sessions.values()):
+                if session.state is State.CONNECTED and now - session.last_activity >= timeout:
+                    self._end(
+                        session, "idle",
+                        f"disconnected after {timeout:g} s without activity",
+                        "idle", f"{session.name} left (idle)",
+                    )
+        self._presence_changed()
+
+    # --- flood control --------------------------------------------------------
+
+    def _admit(self, session: Session, msg: wire.Message) -> bool:
+        """True to handle ``msg`` now; otherwise it waits or the session ends."""
+        if not session.backlog and session.bucket.take(self.now()):
+            return True
+        if len(session.backlog) >= self.limits.flood_queue:
+            self._send(session, wire.Error(
+                "flood", "too many messages too fast", getattr(msg, "cid", None)
+            ))
+            self._end(
+                session, "flood", "disconnected for sending too many messages too fast",
+                "flood", f"{session.name} left (flooding)",
+            )
+            return False
+        session.backlog.append(msg)
+        if session.drain_call is None:
+            session.drain_call = self.clock.callLater(
+                session.bucket.wait(self.now()), self._drain, session
+            )
+        return False
+
+    def _drain(self, session: Session) -> None:
+        session.drain_call = None
+        if session.state is State.OFFLINE:
             return
-        self.sessions.discard(session)
-        if session.logged_in:
-            del self.by_key[session.key]
-            for room in sorted(session.rooms):
-                self._leave(session, room, f"{session.name} left")
+        while session.backlog and session.bucket.take(self.now()):
+            self._handle(session, session.backlog.popleft())
+            if session.state is State.OFFLINE:
+                return
+        if session.backlog:
+            session.drain_call = self.clock.callLater(
+                session.bucket.wait(self.now()), self._drain, session
+            )
 
-    # --- handlers ------------------------------------------------------------
+    # --- handlers -------------------------------------------------------------
 
-    def _login(self, session: Session, msg: wire.Login) -> None:
-        if session.logged_in:
-            raise Refused("already_logged_in", f"already logged in as {session.name}")
+    def _send(self, session: Session, message: wire.Message) -> None:
+        if session.link is not None:
+            session.link.conn.send(message)
+
+    def _welcome(self, session: Session, resumed: bool) -> wire.Welcome:
+        return wire.Welcome(
+            session.name, session.id, session.token, LOBBY, self.now_ms(),
+            self.history.last_seq, self.limits.udp_port,
+            int(self.limits.presence_interval * 1000), self.limits.max_in_flight, resumed,
+        )
+
+    def _login(self, link: Link, msg: wire.Login) -> None:
         display, key = normalise_name(msg.name)
         if key in self.by_key:
             raise Refused("name_taken", f"the name {display!r} is taken")
-        session.name, session.key = display, key
+        now = self.now()
+        session = Session(
+            id=secrets.token_urlsafe(12),
+            token=secrets.token_urlsafe(24),
+            name=display,
+            key=key,
+            address=link.address,
+            first_connected_at=now,
+            state_since=now,
+            last_activity=now,
+            bucket=TokenBucket(self.limits.flood_rate, self.limits.flood_burst, now),
+        )
+        self._attach(session, link)
+        self.sessions[session.id] = session
         self.by_key[key] = session
-        session.conn.send(wire.Welcome(display, session.id, LOBBY, self.now_ms()))
+        self._send(session, self._welcome(session, resumed=False))
         self._join(session, LOBBY)
+
+    def _resume(self, link: Link, msg: wire.Resume) -> None:
+        session = self.sessions.get(msg.session)
+        # compare_digest: the time taken says nothing about the token.
+        if session is None or not hmac.compare_digest(session.token, msg.token):
+            raise Refused("resume_failed", "that session has ended; log in again")
+        old = self._detach(session)
+        if old is not None:  # the client saw the drop before we did
+            old.conn.close("replaced", "this session continues on a newer connection")
+        if session.grace_call is not None and session.grace_call.active():
+            session.grace_call.cancel()
+        session.grace_call = None
+        # The token stays the same for the whole session: a new one could be
+        # lost with the connection that carried it.
+        self._attach(session, link)
+        if session.state is State.RECONNECTING:
+            self._set_state(session, State.CONNECTED)
+        self._send(session, self._welcome(session, resumed=True))
+        self._replay(session, msg.last_seq)
+        for room in sorted(session.rooms):
+            self._send(session, self._members(room))
+        self._presence_changed()
+
+    def _replay(self, session: Session, after: int) -> None:
+        missing = self.history.first_seq - after - 1
+        if missing > 0:
+            self._send(session, wire.Notice(
+                LOBBY, self.now_ms(), "gap",
+                f"{missing} older messages are no longer available",
+            ))
+        for record in self.history.after(after):
+            if record.visible_to(session.key, session.rooms):
+                self._send(session, record.for_recipient(session.key))
+
+    def _store(self, record: Record) -> None:
+        dropped = self.history.append(record)
+        self.by_cid[(record.sender_key, record.cid)] = record
+        if dropped is not None:
+            self.by_cid.pop((dropped.sender_key, dropped.cid), None)
+
+    def _already_stored(self, session: Session, cid: str) -> bool:
+        """A message re-sent after a reconnect: acknowledge it again, once."""
+        record = self.by_cid.get((session.key, cid))
+        if record is None:
+            return False
+        self._send(session, record.for_recipient(session.key))
+        return True
 
     def _say(self, session: Session, msg: wire.Say) -> None:
         members = self.rooms.get(msg.room)
         if members is None or session.key not in members:
             raise Refused("not_in_room", f"you are not in the room {msg.room!r}")
-        check_text(msg.text, self.max_message_bytes)
+        check_text(msg.text, self.limits.max_message_bytes)
+        if self._already_stored(session, msg.cid):
+            return
         session.messages_sent += 1
-        seq, ts = next(self._seq), self.now_ms()
+        record = Record(
+            next(self._seq), self.now_ms(), session.name, session.key, msg.text, msg.cid,
+            room=msg.room,
+        )
+        self._store(record)
         for member in members.values():
-            cid = msg.cid if member is session else None
-            member.conn.send(
-                wire.RoomMessage(seq, ts, msg.room, session.name, msg.text, cid)
-            )
+            if member.link is not None:
+                member.link.conn.send(record.for_recipient(member.key))
 
     def _direct(self, session: Session, msg: wire.Direct) -> None:
         try:
@@ -187,44 +515,77 @@ class ChatCore:
         target = self.by_key.get(key)
         if target is None:
             raise Refused("unknown_user", f"nobody called {msg.to!r} is here")
-        check_text(msg.text, self.max_message_bytes)
+        check_text(msg.text, self.limits.max_message_bytes)
+        if self._already_stored(session, msg.cid):
+            return
         session.messages_sent += 1
-        seq, ts = next(self._seq), self.now_ms()
-        if target is not session:
-            target.conn.send(
-                wire.DirectMessage(seq, ts, session.name, target.name, msg.text)
-            )
-        # The sender's copy, with its cid, is the acknowledgement.
-        session.conn.send(
-            wire.DirectMessage(seq, ts, session.name, target.name, msg.text, msg.cid)
+        record = Record(
+            next(self._seq), self.now_ms(), session.name, session.key, msg.text, msg.cid,
+            to=target.name, to_key=target.key,
         )
+        self._store(record)
+        if target is not session:
+            self._send(target, record.for_recipient(target.key))
+        # The sender's copy, with its cid, is the acknowledgement.
+        self._send(session, record.for_recipient(session.key))
 
     def _who(self, session: Session, msg: wire.Who) -> None:
         for room in sorted(session.rooms):
-            session.conn.send(self._members(room))
+            self._send(session, self._members(room))
+
+    def _catchup(self, session: Session, msg: wire.Catchup) -> None:
+        self._replay(session, msg.after)
 
     def _logout(self, session: Session, msg: wire.Logout) -> None:
-        session.conn.close("logout", "logged out")
-        self.disconnected(session)
+        self._end(session, "logout", "logged out", "logout", f"{session.name} left")
 
-    # --- rooms ---------------------------------------------------------------
+    # --- rooms and presence ---------------------------------------------------
+
+    def presence_state(self, session: Session) -> str:
+        if session.state is State.RECONNECTING:
+            return "reconnecting"
+        if self.now() - session.last_activity >= self.limits.idle_after:
+            return "idle"
+        return "online"
+
+    def presence_snapshot(self, room: str = LOBBY) -> tuple[tuple[str, str], ...]:
+        sessions = sorted(self.rooms[room].values(), key=lambda s: s.name.casefold())
+        return tuple((s.name, self.presence_state(s)) for s in sessions)
+
+    def _presence_changed(self) -> None:
+        snapshot = self.presence_snapshot()
+        if snapshot != self._last_presence:
+            self._last_presence = snapshot
+            for listener in self.presence_listeners:
+                listener()
+
+    def beacon_peer(self, key_id: bytes) -> Session | None:
+        # Linear, but only for hellos (a few per client per minute).
+        for session in self.sessions.values():
+            if session.keys is not None and session.keys.key_id == key_id:
+                return session
+        return None
+
+    def beacon_peers(self):
+        return [s for s in self.sessions.values() if s.endpoint is not None]
 
     def _members(self, room: str) -> wire.Members:
-        names = sorted((s.name for s in self.rooms[room].values()), key=str.casefold)
-        return wire.Members(room, tuple(names))
+        return wire.Members(room, self.presence_snapshot(room))
 
     def _broadcast(self, room: str, message: wire.Message) -> None:
         for member in self.rooms[room].values():
-            member.conn.send(message)
+            self._send(member, message)
 
     def _join(self, session: Session, room: str) -> None:
         self.rooms[room][session.key] = session
         session.rooms.add(room)
         self._broadcast(room, wire.Notice(room, self.now_ms(), "join", f"{session.name} joined"))
         self._broadcast(room, self._members(room))
+        self._presence_changed()
 
     def _leave(self, session: Session, room: str, text: str) -> None:
         self.rooms[room].pop(session.key, None)
         session.rooms.discard(room)
         self._broadcast(room, wire.Notice(room, self.now_ms(), "leave", text))
         self._broadcast(room, self._members(room))
+        self._presence_changed()

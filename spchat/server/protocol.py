@@ -8,27 +8,38 @@ from __future__ import annotations
 from collections import Counter
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 import spchat
-from spchat import noise, wire
+from spchat import beacon, noise, wire
 from spchat.channel import ChannelError, NoiseChannel
 from spchat.server.core import ChatCore
 
 AGENT = f"spchat-server/{spchat.__version__}"
 
 
+@implementer(IPushProducer)
 class ChatServerProtocol(NoiseChannel):
-    """One client connection; implements the core's ``Connection``."""
+    """One client connection; implements the core's ``Connection``.
+
+    It registers itself as the producer of its own transport, so the transport
+    tells it when the peer stops reading (send buffer full): from then on it
+    counts what piles up, and cuts the connection past ``send_buffer_bytes``.
+    """
 
     initiator = False
     log = Logger()
 
-    def __init__(self, factory: ChatServerFactory):
+    def __init__(self, factory: ChatServerFactory, ip: str):
         super().__init__(factory.clock)
         self.factory = factory
-        self.session = None
+        self.ip = ip
+        self.link = None
         self._login_deadline = None
+        self._paused = False
+        self._unsent = 0
 
     # --- channel hooks -----------------------------------------------------
 
@@ -41,7 +52,7 @@ class ChatServerProtocol(NoiseChannel):
         )
 
     def handshake_payload(self):
-        return wire.ServerHello(AGENT, self.factory.core.max_message_bytes)
+        return wire.ServerHello(AGENT, self.factory.core.limits.max_message_bytes)
 
     def handshake_payload_received(self, msg):
         if not isinstance(msg, wire.Hello):
@@ -49,6 +60,7 @@ class ChatServerProtocol(NoiseChannel):
 
     def connectionMade(self):
         super().connectionMade()
+        self.transport.registerProducer(self, True)
         # Handshake and login must both finish within the timeout, so a
         # connection cannot sit half-open holding a slot.
         self._login_deadline = self.clock.callLater(
@@ -56,19 +68,37 @@ class ChatServerProtocol(NoiseChannel):
         )
 
     def channel_open(self):
-        self.session = self.factory.core.connect(self, self.peer)
+        keys = beacon.derive_keys(self.handshake_hash)
+        self.link = self.factory.core.open_link(self, self.peer, keys)
 
     def message_received(self, msg):
-        self.factory.core.receive(self.session, msg)
-        if self.session.logged_in and self._login_deadline is not None:
+        self.factory.core.receive(self.link, msg)
+        if self._login_deadline is not None and self.link.session is not None:
             if self._login_deadline.active():
                 self._login_deadline.cancel()
             self._login_deadline = None
-            self.log.info("{peer}: logged in as {name}", peer=self.peer, name=self.session.name)
+            self.log.info(
+                "{peer}: {what} as {name}",
+                peer=self.peer,
+                what="resumed" if isinstance(msg, wire.Resume) else "logged in",
+                name=self.link.session.name,
+            )
 
     def malformed_message(self, problem):
         self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=problem)
         self.send_message(wire.Error("malformed", f"malformed message: {problem}"))
+
+    def frame_received(self, size):
+        if self.link is not None:
+            self.factory.core.traffic(self.link, received=size)
+
+    def frame_sent(self, size):
+        if self.link is not None:
+            self.factory.core.traffic(self.link, sent=size)
+        if self._paused:
+            self._unsent += size
+            if self._unsent > self.factory.send_buffer_bytes:
+                self._too_slow()
 
     def connectionLost(self, reason=None):
         super().connectionLost(reason)
@@ -76,14 +106,37 @@ class ChatServerProtocol(NoiseChannel):
             self._login_deadline.cancel()
         self._login_deadline = None
         self.factory.connection_lost(self)
-        if self.session is not None:
-            if self.session.logged_in:
-                self.log.info("{peer}: {name} disconnected", peer=self.peer, name=self.session.name)
-            self.factory.core.disconnected(self.session)
+        if self.link is not None:
+            session = self.link.session
+            if session is not None:
+                self.log.info("{peer}: {name} disconnected", peer=self.peer, name=session.name)
+            self.factory.core.link_lost(self.link)
 
     def _login_timed_out(self):
         self._login_deadline = None
         self.fail(f"no login within {self.factory.handshake_timeout:g} s")
+
+    def _too_slow(self):
+        limit = self.factory.send_buffer_bytes
+        self.log.info(
+            "{peer}: closed: more than {limit} bytes unsent (the client does not read)",
+            peer=self.peer, limit=limit,
+        )
+        # It does not read, so a polite close would wait for nothing.
+        self.closing = True
+        self.transport.abortConnection()
+
+    # --- IPushProducer: the transport's view of our peer --------------------
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        self._unsent = 0
+
+    def stopProducing(self):
+        pass
 
     # --- the core's Connection interface -----------------------------------
 
@@ -107,13 +160,15 @@ class ChatServerFactory(protocol.Factory):
         server_key: bytes,
         clock,
         handshake_timeout: float = 10.0,
-        max_connections_per_ip: int = 16,
+        max_connections_per_ip: int = 20,
+        send_buffer_bytes: int = 1 << 20,
     ):
         self.core = core
         self.server_key = server_key
         self.clock = clock
         self.handshake_timeout = handshake_timeout
         self.max_connections_per_ip = max_connections_per_ip
+        self.send_buffer_bytes = send_buffer_bytes
         # Our own count: twisted.protocols.policies.LimitConnectionsByPeer
         # does not work for IPv4 addresses.
         self.per_ip: Counter[str] = Counter()
@@ -128,9 +183,7 @@ class ChatServerFactory(protocol.Factory):
             )
             return None  # Twisted closes the connection at once
         self.per_ip[host] += 1
-        proto = ChatServerProtocol(self)
-        proto.ip = host
-        return proto
+        return ChatServerProtocol(self, host)
 
     def connection_lost(self, proto: ChatServerProtocol) -> None:
         self.per_ip[proto.ip] -= 1

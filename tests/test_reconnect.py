@@ -1,0 +1,140 @@
+"""Nothing lost, nothing twice: real clients reconnect through a proxy that
+keeps cutting their connections, often in the middle of a frame."""
+
+import random
+
+import pytest
+import pytest_twisted
+from twisted.internet import protocol, reactor
+
+from spchat import wire
+
+from conftest import connect_client, server_config, start_service, stop_services, wait_until
+
+
+class Pipe(protocol.Protocol):
+    """One side of a proxied connection."""
+
+    def __init__(self, proxy, budget):
+        self.proxy = proxy
+        self.budget = budget  # bytes this side may still pass on
+        self.other = None
+        self.pending = []
+
+    def connectionMade(self):
+        self.proxy.pipes.add(self)
+
+    def dataReceived(self, data):
+        if self.other is None or self.other.transport is None:
+            self.pending.append(data)
+            return
+        self.forward(data)
+
+    def forward(self, data):
+        if len(data) < self.budget:
+            self.budget -= len(data)
+            self.other.transport.write(data)
+            return
+        # Out of budget: deliver a prefix (mid-frame, most likely), as a
+        # network that dies does, then cut both sides.
+        self.other.transport.write(data[: self.budget])
+        self.other.transport.loseConnection()  # after the prefix is flushed
+        self.transport.abortConnection()
+        self.proxy.cuts += 1
+
+    def connectionLost(self, reason):
+        self.proxy.pipes.discard(self)
+        if self.other is not None and self.other.transport is not None:
+            self.other.transport.loseConnection()
+
+
+class CuttingProxy(protocol.Factory):
+    """Forwards to the server; each connection dies after a random number of
+    bytes in either direction."""
+
+    def __init__(self, target_port, seed, low=400, high=6000):
+        self.target_port = target_port
+        self.random = random.Random(seed)
+        self.low, self.high = low, high
+        self.cuts = 0
+        self.pipes = set()
+
+    def budget(self):
+        return self.random.randint(self.low, self.high)
+
+    def buildProtocol(self, addr):
+        client_side = Pipe(self, self.budget())
+        server_side = Pipe(self, self.budget())
+        client_side.other, server_side.other = server_side, client_side
+        connector = protocol.ClientCreator(reactor, lambda: server_side)
+        d = connector.connectTCP("127.0.0.1", self.target_port)
+
+        def connected(_):
+            for data in client_side.pending:
+                client_side.forward(data)
+            client_side.pending.clear()
+
+        d.addCallbacks(connected, lambda f: client_side.transport.abortConnection())
+        return client_side
+
+
+@pytest.fixture
+def fast_server(tmp_path):
+    # Flood control off the table: this test is about the network.
+    service = start_service(server_config(
+        tmp_path / "data", **{"flood-burst": "10000", "flood-rate": "100000", "flood-queue": "10000"}
+    ))
+    yield service
+    stop_services(service)
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_message_arrives_exactly_once_through_a_cutting_proxy(fast_server, pins):
+    proxy = CuttingProxy(fast_server.address.port, seed=20261124)
+    listening = reactor.listenTCP(0, proxy, interface="127.0.0.1")
+    port = listening.getHost().port
+    try:
+        names = ("alice", "bob", "carol")
+        clients = []
+        for name in names:
+            client = yield connect_client(
+                fast_server, pins, name, port=port, reconnect_delay=0.01, max_retries=10_000,
+                presence=False,
+            )
+            clients.append(client)
+        for i in range(200):
+            for client in clients:
+                client.say(f"{client.name} {i}")
+
+        def done():
+            return all(
+                not c.outbox and len(c.rec.of(wire.RoomMessage)) >= 600 for c in clients
+            )
+
+        try:
+            yield wait_until(done, timeout=60)
+        except AssertionError:
+            raise AssertionError("; ".join(
+                f"{c.name}: {c.status} outbox={len(c.outbox)} "
+                f"got={len(c.rec.of(wire.RoomMessage))} last_seq={c.last_seq}"
+                for c in clients) + f"; cuts={proxy.cuts} errors={[e for c in clients for e in c.rec.of(wire.Error)][:5]}")
+    finally:
+        yield listening.stopListening()
+        for pipe in list(proxy.pipes):
+            pipe.transport.abortConnection()
+
+    expected = {f"{n} {i}" for n in names for i in range(200)}
+    for client in clients:
+        received = client.rec.of(wire.RoomMessage)
+        texts = [m.text for m in received]
+        assert len(texts) == 600 and set(texts) == expected  # all, and each once
+        seqs = [m.seq for m in received]
+        assert seqs == sorted(seqs)  # in server order
+        # Each client's own messages in the order it typed them.
+        own = [int(t.split()[1]) for t in texts if t.startswith(client.name + " ")]
+        assert own == list(range(200))
+        assert any(s.state == "reconnecting" for s in client.rec.statuses)
+    # The server stored each message once, whatever was re-sent.
+    stored = [r.text for r in fast_server.core.history.after(0)]
+    assert sorted(stored) == sorted(expected)
+    assert proxy.cuts >= 20, proxy.cuts

@@ -1,0 +1,168 @@
+"""Kick, idle timeout, flood control, per-IP cap and slow readers over real
+loopback sockets: each acts on one client while the others keep receiving."""
+
+import pytest
+import pytest_twisted
+from twisted.internet import protocol, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+from spchat import wire
+from spchat.client.protocol import ChatClientProtocol
+
+from conftest import connect_client, server_config, start_service, stop_services, wait_until
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    services = []
+
+    def make(**options):
+        services.append(start_service(server_config(tmp_path / f"data{len(services)}", **options)))
+        return services[-1]
+
+    yield make
+    stop_services(*services)
+
+
+def sleep(seconds):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+def texts(client):
+    return [m.text for m in client.rec.of(wire.RoomMessage)]
+
+
+@pytest_twisted.inlineCallbacks
+def test_kicked_client_shows_the_reason_and_stays_away(make_server, pins):
+    server = make_server()
+    alice = yield connect_client(server, pins, "alice")
+    bob = yield connect_client(server, pins, "bob")
+    assert server.core.kick("bob", "spamming links")
+    yield wait_until(lambda: bob.status.state == "offline")
+    assert bob.status.reason == "you were kicked: spamming links"
+    assert bob.status.recovery == "never"
+    yield sleep(0.3)  # many times the reconnect delay: nothing comes back
+    assert "bob" not in server.core.by_key
+    bob.reconnect()  # not even by hand
+    yield sleep(0.1)
+    assert "bob" not in server.core.by_key
+    yield wait_until(lambda: any(n.text == "bob was kicked (spamming links)"
+                                 for n in alice.rec.of(wire.Notice)))
+    alice.say("peace at last")
+    yield wait_until(lambda: "peace at last" in texts(alice))
+
+
+@pytest_twisted.inlineCallbacks
+def test_idle_client_is_told_and_comes_back_when_the_user_acts(make_server, pins):
+    server = make_server(**{"idle-timeout": "0.3"})
+    alice = yield connect_client(server, pins, "alice")
+    bob = yield connect_client(server, pins, "bob")
+    for _ in range(4):  # bob keeps talking, alice says nothing
+        bob.say("busy")
+        yield sleep(0.1)
+    server.core.sweep()
+    yield wait_until(lambda: alice.status.state == "offline")
+    assert alice.status.reason == "disconnected after 0.3 s without activity"
+    assert alice.status.recovery == "on_activity"
+    assert bob.status.state == "connected"
+    yield sleep(0.3)
+    assert "alice" not in server.core.by_key  # no auto-reconnect
+    alice.say("I'm back")  # the user acts: reconnect, then send
+    yield wait_until(lambda: "I'm back" in texts(bob))
+    assert alice.status.state == "connected" and not alice.outbox
+
+
+@pytest_twisted.inlineCallbacks
+def test_flooding_client_is_cut_while_others_keep_receiving(make_server, pins):
+    server = make_server(**{"flood-burst": "5", "flood-rate": "5", "flood-queue": "10"})
+    alice = yield connect_client(server, pins, "alice")
+    mallory = yield connect_client(server, pins, "mallory")
+    # A client that ignores the window it was given.
+    for i in range(40):
+        mallory.proto.send_message(wire.Say(f"spam {i}", f"m{i}"))
+    yield wait_until(lambda: mallory.status.state == "offline")
+    assert mallory.status.reason == "disconnected for sending too many messages too fast"
+    assert "flood" in [e.code for e in mallory.rec.of(wire.Error)]
+    alice.say("still fine")
+    yield wait_until(lambda: "still fine" in texts(alice))
+    assert len([t for t in texts(alice) if t.startswith("spam")]) == 5  # only the burst
+
+
+@pytest_twisted.inlineCallbacks
+def test_well_behaved_fast_sender_is_delayed_not_cut(make_server, pins):
+    server = make_server(**{"flood-burst": "5", "flood-rate": "50", "flood-queue": "10"})
+    alice = yield connect_client(server, pins, "alice")
+    for i in range(60):
+        alice.say(f"line {i}")  # the client keeps to its window by itself
+    yield wait_until(lambda: len(texts(alice)) == 60, timeout=20)
+    assert alice.status.state == "connected" and not alice.outbox
+
+
+class Silent(protocol.Protocol):
+    def connectionLost(self, reason):
+        self.gone = True
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_per_ip_are_capped(make_server, pins):
+    server = make_server(**{"max-connections-per-ip": "3"})
+    alice = yield connect_client(server, pins, "alice")
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+    held = []
+    for _ in range(2):
+        held.append((yield connectProtocol(endpoint, Silent())))
+    refused = yield connectProtocol(endpoint, Silent())
+    yield wait_until(lambda: getattr(refused, "gone", False))
+    assert not any(getattr(p, "gone", False) for p in held)
+    # Another address is not affected.
+    other = TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port, bindAddress=("127.0.0.2", 0))
+    accepted = yield connectProtocol(other, Silent())
+    yield sleep(0.1)
+    assert not getattr(accepted, "gone", False)
+    alice.say("hello")
+    yield wait_until(lambda: "hello" in texts(alice))
+    for p in held + [accepted]:
+        p.transport.loseConnection()
+
+
+class NeverReads:
+    """A logged-in client whose socket is never read again."""
+
+    def channel_open(self, proto):
+        proto.send_message(wire.Login("sleepy"))
+
+    def message_received(self, msg):
+        if isinstance(msg, wire.Welcome):
+            self.proto.transport.pauseProducing()  # stop reading: the kernel buffers fill
+
+    def connection_lost(self, reason):
+        pass
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_does_not_read_is_cut_and_the_others_are_not(make_server, pins):
+    server = make_server(**{
+        "send-buffer-bytes": "65536", "flood-burst": "10000", "flood-rate": "100000",
+        "flood-queue": "10000", "max-message-bytes": "8000",
+    })
+    alice = yield connect_client(server, pins, "alice")
+    bob = yield connect_client(server, pins, "bob")
+    sleepy = NeverReads()
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port)
+    sleepy.proto = yield connectProtocol(
+        endpoint, ChatClientProtocol(reactor, lambda fp: None, sleepy)
+    )
+    yield wait_until(lambda: "sleepy" in server.core.by_key)
+    session = server.core.by_key["sleepy"]
+    big = "x" * 7900
+    sent = 0
+    # Until the server gives up on sleepy (the kernel buffers take a few MB).
+    while session.link is not None and sent < 3000:
+        for _ in range(50):
+            alice.say(f"{sent} {big}")
+            sent += 1
+        yield sleep(0.01)
+    assert session.state.value == "reconnecting"  # cut by the server, may resume
+    yield wait_until(lambda: not alice.outbox and len(texts(bob)) == sent, timeout=30)
+    assert [int(t.split()[0]) for t in texts(bob)] == list(range(sent))
+    sleepy.proto.transport.abortConnection()

@@ -1,0 +1,275 @@
+"""Sessions across dropped connections, in the core, with task.Clock for time:
+lifecycle, resume and replay, de-duplication, idle sweeps, flood control, kick."""
+
+import pytest
+from twisted.internet.task import Clock
+
+from spchat import wire
+from spchat.server.core import ChatCore, Limits, State
+
+from test_core import Recorder
+
+T0 = 1_700_000_000
+
+
+@pytest.fixture
+def clock():
+    clock = Clock()
+    clock.advance(T0)
+    return clock
+
+
+def make_core(clock, **limits):
+    return ChatCore(clock, Limits(**limits))
+
+
+@pytest.fixture
+def core(clock):
+    return make_core(clock)
+
+
+def login(core, name):
+    conn = Recorder()
+    link = core.open_link(conn, "127.0.0.1:1")
+    core.receive(link, wire.Login(name))
+    return link, conn
+
+
+def resume(core, welcome, last_seq):
+    conn = Recorder()
+    link = core.open_link(conn, "127.0.0.1:2")
+    core.receive(link, wire.Resume(welcome.session, welcome.token, last_seq))
+    return link, conn
+
+
+def vars_of(msg):
+    return {name: getattr(msg, name) for name in msg.SCHEMA}
+
+
+def texts(conn):
+    return [m.text for m in conn.sent if isinstance(m, (wire.RoomMessage, wire.DirectMessage))]
+
+
+def test_lifecycle_states_and_times(core, clock):
+    alice, a = login(core, "alice")
+    session = alice.session
+    assert (session.state, session.first_connected_at, session.state_since) == (
+        State.CONNECTED, T0, T0)
+    clock.advance(5)
+    core.link_lost(alice)
+    assert (session.state, session.state_since) == (State.RECONNECTING, T0 + 5)
+    clock.advance(7)
+    again, _ = resume(core, a.of(wire.Welcome)[0], 0)
+    assert (session.state, session.state_since) == (State.CONNECTED, T0 + 12)
+    assert session.first_connected_at == T0
+    clock.advance(1)
+    core.link_lost(again)
+    clock.advance(29.9)
+    assert session.state is State.RECONNECTING
+    clock.advance(0.1)  # the grace (30 s) is over
+    assert (session.state, session.state_since) == (State.OFFLINE, T0 + 43)
+    assert session.offline_reason == "did not reconnect"
+    assert "alice" not in core.by_key and not core.rooms["lobby"]
+
+
+def test_reconnecting_member_stays_in_the_room_until_the_grace_ends(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.link_lost(bob)
+    assert core.presence_snapshot() == (("alice", "online"), ("bob", "reconnecting"))
+    assert not [n for n in a.of(wire.Notice) if n.kind == "leave"]
+    clock.advance(30)
+    assert a.of(wire.Notice)[-1].text == "bob left (connection lost)"
+    assert core.presence_snapshot() == (("alice", "idle"),)  # 30 s without a word
+
+
+def test_resume_replays_what_was_missed_in_order(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.receive(alice, wire.Say("one", "a1"))
+    welcome = b.of(wire.Welcome)[0]
+    seen = b.of(wire.RoomMessage)[-1].seq
+    core.link_lost(bob)
+    core.receive(alice, wire.Say("two", "a2"))
+    core.receive(alice, wire.Direct("bob", "three", "a3"))
+    core.receive(alice, wire.Say("four", "a4"))
+    bob2, b2 = resume(core, welcome, seen)
+    (again,) = b2.of(wire.Welcome)
+    assert again.resumed and again.session == welcome.session
+    assert again.token == welcome.token  # may be needed again if this link drops too
+    assert texts(b2) == ["two", "three", "four"]
+    seqs = [m.seq for m in b2.sent if hasattr(m, "seq")]
+    assert seqs == sorted(seqs)
+    assert b2.of(wire.Members)[-1].members == (("alice", "online"), ("bob", "online"))
+    # A wrong token resumes nothing.
+    forged = wire.Welcome(**{**vars_of(welcome), "token": "x" * len(welcome.token)})
+    _, thief = resume(core, forged, 0)
+    assert thief.of(wire.Error)[0].code == "resume_failed"
+    assert bob2.session.link is bob2  # and takes nothing over
+
+
+def test_replay_includes_the_senders_own_acknowledgements(core):
+    alice, a = login(core, "alice")
+    welcome = a.of(wire.Welcome)[0]
+    core.receive(alice, wire.Say("sent just before the drop", "c1"))
+    core.link_lost(alice)
+    _, a2 = resume(core, welcome, 0)
+    (replayed,) = a2.of(wire.RoomMessage)
+    assert replayed.cid == "c1"  # the ack that was lost with the connection
+
+
+def test_resent_message_is_stored_once_and_acknowledged_again(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    welcome = a.of(wire.Welcome)[0]
+    core.receive(alice, wire.Say("hello", "c1"))
+    core.link_lost(alice)
+    alice2, a2 = resume(core, welcome, 0)
+    core.receive(alice2, wire.Say("hello", "c1"))  # the outbox, sent again
+    core.receive(alice2, wire.Direct("bob", "psst", "c2"))
+    core.receive(alice2, wire.Direct("bob", "psst", "c2"))
+    assert texts(b) == ["hello", "psst"]
+    acks = [(m.seq, m.cid) for m in a2.sent if getattr(m, "cid", None)]
+    assert acks == [(1, "c1"), (1, "c1"), (2, "c2"), (2, "c2")]
+    assert core.history.last_seq == 2
+
+
+def test_takeover_when_the_client_notices_the_drop_first(core):
+    alice, a = login(core, "alice")
+    welcome = a.of(wire.Welcome)[0]
+    # No link_lost: the server still thinks the old connection is up.
+    alice2, a2 = resume(core, welcome, 0)
+    assert a.closed[0] == "replaced"
+    assert alice2.session.state is State.CONNECTED
+    core.link_lost(alice)  # the old connection finally goes: nothing changes
+    assert alice2.session.state is State.CONNECTED
+
+
+def test_expired_session_logs_in_again_and_catches_up(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.receive(alice, wire.Say("before", "a1"))
+    seen = b.of(wire.RoomMessage)[-1].seq
+    welcome = b.of(wire.Welcome)[0]
+    core.link_lost(bob)
+    core.receive(alice, wire.Say("during", "a2"))
+    core.receive(alice, wire.Direct("bob", "for bob", "a3"))
+    clock.advance(31)
+    core.receive(alice, wire.Say("after", "a4"))
+    _, refused = resume(core, welcome, seen)
+    assert refused.of(wire.Error)[0].code == "resume_failed"
+    bob2, b2 = login(core, "bob")
+    core.receive(bob2, wire.Catchup(seen))
+    assert texts(b2) == ["during", "for bob", "after"]
+
+
+def test_history_beyond_memory_is_reported_as_a_gap(clock):
+    core = make_core(clock, history_in_memory=3, flood_burst=100)
+    alice, a = login(core, "alice")
+    for i in range(6):
+        core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
+    core.receive(alice, wire.Catchup(0))
+    gap = [n for n in a.of(wire.Notice) if n.kind == "gap"]
+    assert gap and "3 older messages" in gap[0].text
+    assert texts(a)[-3:] == ["m3", "m4", "m5"]
+
+
+def test_zero_grace_goes_offline_at_once(clock):
+    core = make_core(clock, resume_grace=0)
+    alice, a = login(core, "alice")
+    session = alice.session
+    core.link_lost(alice)
+    assert session.state is State.OFFLINE
+
+
+def test_idle_sweep_disconnects_only_idle_sessions_with_a_reason(clock):
+    core = make_core(clock, idle_timeout=60, idle_after=30)
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    clock.advance(31)
+    core.sweep()
+    assert core.presence_snapshot() == (("alice", "idle"), ("bob", "idle"))
+    core.receive(bob, wire.Say("still here", "b1"))
+    assert core.presence_snapshot() == (("alice", "idle"), ("bob", "online"))
+    clock.advance(29)
+    core.sweep()
+    assert a.closed == ("idle", "disconnected after 60 s without activity")
+    assert b.closed is None
+    assert b.of(wire.Notice)[-1].text == "alice left (idle)"
+    assert alice.session is None and "alice" not in core.by_key
+
+
+def test_idle_timeout_zero_never_disconnects(clock):
+    core = make_core(clock, idle_timeout=0)
+    alice, a = login(core, "alice")
+    clock.advance(10_000)
+    core.sweep()
+    assert a.closed is None
+
+
+def test_presence_listeners_hear_every_change_once(clock):
+    core = make_core(clock, idle_after=1000)
+    changes = []
+    core.presence_listeners.append(lambda: changes.append(core.presence_snapshot()))
+    alice, _ = login(core, "alice")
+    bob, _ = login(core, "bob")
+    core.sweep()  # nothing changed: no call
+    core.link_lost(bob)
+    clock.advance(31)
+    assert changes == [
+        (("alice", "online"),),
+        (("alice", "online"), ("bob", "online")),
+        (("alice", "online"), ("bob", "reconnecting")),
+        (("alice", "online"),),
+    ]
+
+
+def test_flood_is_delayed_then_cut(clock):
+    core = make_core(clock, flood_burst=3, flood_rate=2, flood_queue=4)
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    for i in range(7):
+        core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
+    assert texts(b) == ["m0", "m1", "m2"]  # the burst; four wait
+    clock.advance(0.5)
+    assert texts(b) == ["m0", "m1", "m2", "m3"]  # one token per 0.5 s
+    clock.advance(1.5)
+    assert texts(b) == [f"m{i}" for i in range(7)]  # nothing lost, only late
+    assert a.closed is None
+    for i in range(7, 15):  # keeps flooding: over the queue
+        core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
+    assert "flood" in [e.code for e in a.of(wire.Error)]
+    assert a.closed[0] == "flood"
+    assert b.of(wire.Notice)[-1].text == "alice left (flooding)"
+    # Bob was never held up.
+    core.receive(bob, wire.Say("fine", "b1"))
+    assert texts(b)[-1] == "fine"
+
+
+def test_welcome_window_fits_the_flood_queue(clock):
+    core = make_core(clock, flood_queue=20)
+    _, a = login(core, "alice")
+    assert a.of(wire.Welcome)[0].max_in_flight == 10
+
+
+def test_kick_takes_the_session_offline_at_once(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    session = alice.session
+    assert core.kick("ALICE", "spamming")
+    assert a.closed == ("kicked", "you were kicked: spamming")
+    assert session.state is State.OFFLINE and session.offline_reason == "kicked: spamming"
+    assert b.of(wire.Notice)[-1].text == "alice was kicked (spamming)"
+    # The token is worthless now: no way back by auto-reconnect.
+    _, again = resume(core, a.of(wire.Welcome)[0], 0)
+    assert again.of(wire.Error)[0].code == "resume_failed"
+    assert not core.kick("nobody", "x")
+
+
+def test_counters(core):
+    alice, a = login(core, "alice")
+    core.traffic(alice, received=100, sent=250)
+    core.receive(alice, wire.Say("x", "1"))
+    core.receive(alice, wire.Direct("alice", "y", "2"))
+    s = alice.session
+    assert (s.messages_sent, s.bytes_in, s.bytes_out) == (2, 100, 250)
