@@ -65,7 +65,7 @@ class NoiseChannel(Int32StringReceiver):
     def message_received(self, msg: wire.Message) -> None:
         raise NotImplementedError
 
-    def malformed_message(self, problem: str) -> None:
+    def malformed_message(self, problem: str, plaintext: bytes) -> None:
         """An authentic frame whose content is not a valid message."""
 
     def frame_received(self, size: int) -> None:
@@ -112,7 +112,7 @@ class NoiseChannel(Int32StringReceiver):
         try:
             msg = wire.decode(plaintext)
         except wire.WireError as e:
-            self.malformed_message(str(e))
+            self.malformed_message(str(e), plaintext)
             return
         self.message_received(msg)
 

@@ -31,6 +31,12 @@ class WireError(ValueError):
     """A message that is not valid spchat wire format."""
 
 
+def clip(text: str, limit: int = 500) -> str:
+    """``text`` cut to ``limit`` characters, marked if it was cut: for reasons
+    and notices that quote what someone typed."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 # --- field rules -------------------------------------------------------------
 # A rule takes the decoded JSON value and returns the field value or raises
 # WireError; the field name is added by the caller.

@@ -168,9 +168,14 @@ def test_reordered_frames_close(factory, clock):
     assert link.server_closed
 
 
-def test_frames_buffered_after_close_are_ignored(factory, clock):
+def test_frames_buffered_after_close_are_ignored(factory, clock, monkeypatch):
     link = Link(factory, clock, name="alice")
     link.pump()
+    reached_core = []
+    receive = factory.core.receive
+    monkeypatch.setattr(
+        factory.core, "receive", lambda l, m: (reached_core.append(m), receive(l, m))
+    )
     proto = link.listener.proto
     frames = link.client_frames(
         lambda: (proto.send_message(wire.Logout()), proto.send_message(wire.Say("late", "c2")))
@@ -178,8 +183,44 @@ def test_frames_buffered_after_close_are_ignored(factory, clock):
     # Both frames arrive in one read: the second must not reach the core.
     link.server.dataReceived(b"".join(struct.pack(">I", len(f)) + f for f in frames))
     assert link.server_closed
+    assert reached_core == [wire.Logout()]
+
+
+def test_a_peer_that_never_reads_is_aborted_after_a_polite_close(factory, clock):
+    link = Link(factory, clock, name="alice")
     link.pump()
-    assert not link.listener.of(wire.RoomMessage)
+    link.listener.proto.send_message(wire.Logout())
+    link.pump()
+    assert link.s_tr.disconnecting and not link.s_tr.disconnected  # polite: flush first
+    clock.advance(5)  # the peer never drained its buffer
+    assert link.s_tr.disconnected
+    link.server.connectionLost(None)
+    assert clock.getDelayedCalls() == []  # no timer outlives the connection
+
+
+def test_closing_leaves_no_timers_behind(factory, clock):
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    link.server.connectionLost(None)
+    # Only the session's resume grace is left (no login or close timers).
+    (grace,) = clock.getDelayedCalls()
+    assert grace.getTime() == clock.seconds() + 30
+    clock.advance(30)  # the session goes offline
+    assert not factory.core.sessions and clock.getDelayedCalls() == []
+
+
+def test_malformed_messages_name_their_cid_and_too_many_close(factory, clock):
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    cipher = link.client._send_cipher
+    link.client.sendString(cipher.encrypt_with_ad(b"", b'{"t": "say", "text": 5, "cid": "c7"}'))
+    link.pump()
+    assert link.listener.of(wire.Error)[-1].cid == "c7"
+    for _ in range(10):
+        link.client.sendString(cipher.encrypt_with_ad(b"", b"junk"))
+    link.pump()
+    assert link.server_closed
+    assert "more than 10 malformed" in link.listener.of(wire.Bye)[-1].text
 
 
 def test_malformed_message_gets_an_error_and_the_connection_stays(factory, clock):
@@ -240,6 +281,8 @@ def test_connections_per_ip_are_capped(factory, clock):
     links = [Link(factory, clock, name=f"u{i}", port=40000 + i) for i in range(4)]
     same_ip = IPv4Address("TCP", "127.0.0.1", 40010)
     assert factory.buildProtocol(same_ip) is None  # Twisted drops it at once
+    assert factory.buildProtocol(same_ip) is None
+    assert factory.refused["127.0.0.1"] == 2
     assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.2", 40010)) is not None
     links[0].server.connectionLost(None)
     assert factory.buildProtocol(same_ip) is not None  # a slot is free again

@@ -94,7 +94,9 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
         input="x" * 9000 + "\n/msg nobody hi\n/bogus\n",
         cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
     )
-    assert errors.returncode == 0, errors.stderr
+    # Refused messages are reported, and the exit status tells a script.
+    assert errors.returncode == 1
+    assert errors.stderr == "spchat: 2 message(s) refused by the server\n"
     assert "the limit is 8192 bytes" in errors.stdout
     assert "nobody called 'nobody' is here" in errors.stdout
     assert "unknown command /bogus" in errors.stdout
@@ -190,3 +192,70 @@ def test_port_in_use_is_a_one_line_error(tmp_path, server):
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1 port {server.port}" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_slow_reader_of_the_output_loses_nothing(tmp_path, server):
+    reader = start_client(tmp_path, server.port, "reader")
+    read_until(reader, r"\* logged in as reader")
+    lines = [f"{i:03d} " + "y" * 3000 for i in range(60)]  # ~180 KB: fills a pipe
+    sender = subprocess.run(
+        client_command(server.port, "sender"), input="\n".join(lines) + "\n",
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert sender.returncode == 0, sender.stderr
+    time.sleep(1)  # the reader's output pipe has been full all this while
+    out, err = reader.communicate(input="", timeout=60)
+    assert reader.returncode == 0, err
+    got = [line.split(": ", 1)[1] for line in out.splitlines() if "] sender: " in line]
+    assert got == lines
+
+
+def test_over_long_and_unterminated_lines(tmp_path, server):
+    text = "A" * (1 << 20) + "TAIL\nafter\n" + "B" * (2 << 20) + "\nlast without newline"
+    result = subprocess.run(
+        client_command(server.port, "dora"), input=text,
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    said = [line.split("] dora: ", 1)[1] for line in result.stdout.splitlines()
+            if "] dora: " in line]
+    assert said == ["after", "last without newline"]
+    assert result.stdout.count("it was not sent") + result.stdout.count("; not sent") == 2
+    assert result.returncode == 1
+    assert result.stderr == "spchat: 2 message(s) refused by the server\n"
+
+
+def test_closed_output_ends_the_client_quietly(tmp_path, server):
+    command = " ".join(f"'{part}'" for part in client_command(server.port, "eve"))
+    result = subprocess.run(
+        f"(printf 'a\\nb\\nc\\n'; sleep 1) | {command} | head -1",
+        shell=True, cwd=tmp_path, env=subprocess_env(tmp_path),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert len(result.stdout.splitlines()) == 1
+    assert "Traceback" not in result.stderr and "Unhandled" not in result.stderr
+    assert result.stderr == ""
+
+
+def test_line_mode_reconnects_after_a_server_restart(tmp_path, server):
+    env = subprocess_env(tmp_path, CHAT_RECONNECT_DELAY="0.3", CHAT_MAX_RETRIES="20")
+    frank = subprocess.Popen(
+        client_command(server.port, "frank"), cwd=tmp_path, env=env,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    read_until(frank, r"\* logged in as frank")
+    frank.stdin.write("before\n")
+    frank.stdin.flush()
+    read_until(frank, r"\] frank: before")
+    server.proc.kill()  # kill -9: no goodbye
+    server.proc.wait()
+    read_until(frank, r"\* reconnecting \(attempt 1 of 20\)")
+    frank.stdin.write("typed while away\n")
+    frank.stdin.flush()
+    restarted = ServerProcess(tmp_path, "--tcp-port", str(server.port))
+    try:
+        lines = read_until(frank, r"\] frank: typed while away")
+        assert any("* reconnected" in line for line in lines)
+        out, err = frank.communicate(input="", timeout=60)
+        assert frank.returncode == 0, err
+    finally:
+        restarted.stop()

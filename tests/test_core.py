@@ -1,6 +1,7 @@
 """Chat rules of the sans-IO core, with a recording connection and a fake clock."""
 
 import pytest
+from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
 
 from spchat import wire
@@ -15,7 +16,9 @@ class Recorder:
         self.closed = None
 
     def send(self, message):
-        self.sent.append(message)
+        # Through the codec, as on the network: whatever the core sends must
+        # be valid wire format (a too-long error text would not be).
+        self.sent.append(wire.decode(wire.encode(message)))
 
     def close(self, code, text):
         self.closed = (code, text)
@@ -194,3 +197,22 @@ def test_logout_closes_and_announces(core):
     core.link_lost(bob)  # the connection then goes: nothing happens twice
     assert [n.kind for n in a.of(wire.Notice)].count("leave") == 1
     assert "bob" not in core.by_key
+
+
+def test_invisible_formatting_characters_are_refused(core):
+    alice, a = login(core, "alice")
+    for i, text in enumerate(["abc\u202edcba", "line\u2028break", "iso\u2066late"]):
+        core.receive(alice, wire.Say(text, f"c{i}"))
+    assert [e.code for e in a.of(wire.Error)] == ["bad_text"] * 3
+    core.receive(alice, wire.Say("emoji 👩\u200d💻 and accents é", "ok"))  # ZWJ is fine
+    assert a.of(wire.RoomMessage)[-1].cid == "ok"
+
+
+@given(st.text(max_size=64))
+def test_refusals_quoting_user_input_are_always_valid_wire(to):
+    core = ChatCore(Clock(), Limits())
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Direct(to, "hi", "c1"))
+    core.receive(alice, wire.Say("hi", "c2", room=to or "x"))
+    core.receive(alice, wire.Login(to))
+    assert len(a.of(wire.Error)) >= 2  # and every one survived the codec

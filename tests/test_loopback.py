@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 
 from spchat import noise, wire
 from spchat.client.session import ClientError
@@ -80,7 +80,7 @@ def test_hostile_connections_are_cut_while_others_keep_chatting(chat_server, pin
     for payload in hostile:
         peer = yield connectProtocol(endpoint, RawPeer())
         peer.transport.write(payload)
-        yield peer.lost  # the server hung up on it
+        yield wait_until(lambda: peer.lost.called, timeout=5)  # the server hung up on it
         assert peer.received == b""  # and never said anything to it
 
     # An authenticated client whose next frame is altered, then one replayed.
@@ -151,3 +151,72 @@ def test_unreachable_server_is_a_clear_error(pins):
     with pytest.raises(ClientError) as refused:
         yield connect_client(Nowhere, pins, "alice")
     assert f"cannot reach the server at 127.0.0.1:{port}" in str(refused.value)
+
+
+class Mute(Protocol):
+    """Accepts a connection and never says a word (a stopped server)."""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_that_never_answers_is_a_clear_error(pins):
+    factory = Factory.forProtocol(Mute)
+    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    port = listening.getHost().port
+
+    class Silent:
+        address = type("A", (), {"port": port})
+
+    try:
+        with pytest.raises(ClientError) as refused:
+            yield connect_client(Silent, pins, "alice", connect_timeout=0.3)
+        assert "no answer from the server within 0.3 s" in str(refused.value)
+    finally:
+        yield listening.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_presence_beacons_carry_members_and_states(tmp_path, pins):
+    from conftest import server_config, start_service, stop_services
+
+    server = start_service(server_config(tmp_path / "data", **{"presence-interval": "0.2"}))
+    try:
+        alice = yield connect_client(server, pins, "alice")
+        bob = yield connect_client(server, pins, "bob")
+        both = (("alice", "online"), ("bob", "online"))
+        yield wait_until(lambda: alice.presence is not None and alice.presence.members == both)
+        bob.max_retries = 0  # bob stays away
+        bob.proto.transport.abortConnection()  # bob's network goes away
+        yield wait_until(
+            lambda: alice.presence.members == (("alice", "online"), ("bob", "reconnecting"))
+        )
+        assert server.presence.accepted >= 2 and not server.presence.dropped
+    finally:
+        stop_services(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_whose_udp_is_blocked_gets_presence_over_tcp(tmp_path, pins):
+    import dataclasses
+    import socket as socket_module
+
+    from conftest import server_config, start_service, stop_services
+
+    server = start_service(server_config(tmp_path / "data", **{"presence-interval": "0.1"}))
+    with socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM) as hole:
+        hole.bind(("127.0.0.1", 0))  # datagrams sent here go nowhere
+        server.core.limits = dataclasses.replace(
+            server.core.limits, udp_port=hole.getsockname()[1]
+        )
+        try:
+            alice = yield connect_client(server, pins, "alice")
+            bob = yield connect_client(server, pins, "bob")
+            yield wait_until(lambda: len(alice.members) == 2)  # bob's join, over TCP
+            before = len(alice.rec.of(wire.Members))
+            # No beacon comes; after three intervals alice asks over TCP.
+            yield wait_until(lambda: len(alice.rec.of(wire.Members)) > before, timeout=5)
+            assert alice.presence.snapshots == 0 and alice.presence.silences >= 1
+            assert alice.members == (("alice", "online"), ("bob", "online"))
+            # Asking by itself is not activity: alice can still go idle.
+            assert server.core.by_key["alice"].last_activity < server.core.now() - 0.2
+        finally:
+            stop_services(server)

@@ -1,9 +1,13 @@
 """Line-mode client: standard input in, one line per event out.
 
 Works with a terminal or a pipe.  Plain lines are said in the room; commands
-are ``/msg NAME TEXT``, ``/who``, ``/quit`` and ``/help``.  At the end of
-input it waits (bounded) for the server to acknowledge what was sent, logs
-out and exits 0.
+are ``/msg NAME TEXT``, ``/who``, ``/reconnect``, ``/quit`` and ``/help``.
+At the end of input it waits (bounded) for the server to acknowledge what was
+sent, logs out and exits 0; 1 if anything was refused or not acknowledged.
+
+Output goes through the standard-I/O transport, never ``sys.stdout``: Twisted
+makes the descriptor non-blocking, and a plain write to a full pipe would
+drop lines without a word.
 """
 
 from __future__ import annotations
@@ -11,17 +15,26 @@ from __future__ import annotations
 import sys
 import time
 
-from twisted.internet import defer, stdio
-from twisted.protocols.basic import LineReceiver
+from twisted.internet import defer, interfaces, stdio
+from twisted.internet.protocol import Protocol
+from zope.interface import implementer
 
 from spchat import wire
 from spchat.client.session import ChatClient, ClientError, Status
 
+# At the end of input, how long to wait for an acknowledgement that does
+# not come before giving up.
 ACK_WAIT_SECONDS = 10.0
+# Output still queued for a reader that does not read is given up after this.
+FLUSH_WAIT_SECONDS = 10.0
+MAX_LINE_BYTES = 1 << 20
 HELP = (
     "commands: /msg NAME TEXT, /who, /reconnect, /quit, /help; "
     "//text says a line starting with /"
 )
+# Continuation lines of a multi-line message are marked, so no user can
+# print a line that looks like it came from someone else or the server.
+CONTINUATION = "\n           | "
 
 
 def clock_text(ts_ms: int | None = None) -> str:
@@ -33,53 +46,85 @@ def clock_text(ts_ms: int | None = None) -> str:
 def render(msg: wire.Message) -> str | None:
     """The line printed for an event, or None for events shown otherwise."""
     if isinstance(msg, wire.RoomMessage):
-        return f"[{clock_text(msg.ts)}] {msg.sender}: {msg.text}"
-    if isinstance(msg, wire.DirectMessage):
-        return f"[{clock_text(msg.ts)}] {msg.sender} -> {msg.to}: {msg.text}"
-    if isinstance(msg, wire.Notice):
-        return f"[{clock_text(msg.ts)}] * {msg.text}"
-    if isinstance(msg, wire.Error):
-        return f"[{clock_text()}] * error: {msg.text}"
-    if isinstance(msg, wire.Bye):
-        return f"[{clock_text()}] * server: {msg.text}"
-    return None
+        line = f"[{clock_text(msg.ts)}] {msg.sender}: {msg.text}"
+    elif isinstance(msg, wire.DirectMessage):
+        line = f"[{clock_text(msg.ts)}] {msg.sender} -> {msg.to}: {msg.text}"
+    elif isinstance(msg, wire.Notice):
+        line = f"[{clock_text(msg.ts)}] * {msg.text}"
+    elif isinstance(msg, wire.Error):
+        line = f"[{clock_text()}] * error: {msg.text}"
+    elif isinstance(msg, wire.Bye):
+        line = f"[{clock_text()}] * server: {msg.text}"
+    else:
+        return None
+    return line.replace("\n", CONTINUATION)
 
 
-class _Lines(LineReceiver):
-    delimiter = b"\n"
-    MAX_LENGTH = 1 << 20  # a line far beyond any message limit gets an error
+@implementer(interfaces.IHalfCloseableProtocol)
+class _Terminal(Protocol):
+    """Standard input split into lines; standard output as a transport."""
 
     def __init__(self, cli: LineModeClient):
         self.cli = cli
+        self.buffer = b""
+        self.discarding = False  # inside a line that was too long
+        self.closed = defer.Deferred()
 
-    def lineReceived(self, line: bytes) -> None:
+    def dataReceived(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            line, newline, rest = self.buffer.partition(b"\n")
+            if not newline:
+                break
+            self.buffer = rest
+            if self.discarding:
+                self.discarding = False  # the long line ends here
+            else:
+                self._line(line)
+        if len(self.buffer) > MAX_LINE_BYTES:
+            if not self.discarding:
+                self.cli.line_too_long()
+            self.discarding = True
+            self.buffer = b""
+
+    def _line(self, line: bytes) -> None:
         self.cli.line(line.rstrip(b"\r").decode("utf-8", errors="replace"))
 
-    def lineLengthExceeded(self, line):
-        self.cli.notice("error: that line is too long; it was not sent")
-        # Skip the rest of the over-long line.
-        self.clearLineBuffer()
-
-    def connectionLost(self, reason=None):
+    def readConnectionLost(self) -> None:
+        if self.buffer and not self.discarding:
+            self._line(self.buffer)  # the last line had no newline
+        self.buffer = b""
         self.cli.end_of_input()
+
+    def writeConnectionLost(self) -> None:
+        # Whoever read our output has gone (`| head`): nobody to talk to.
+        self.cli.output_gone()
+
+    def connectionLost(self, reason=None) -> None:
+        if not self.closed.called:
+            self.closed.callback(None)
 
 
 class LineModeClient:
-    def __init__(self, reactor, client: ChatClient, out=None, err=None):
+    def __init__(self, reactor, client: ChatClient, err=None, stdin: int = 0, stdout: int = 1):
         self.reactor = reactor
         self.client = client
-        self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.done: defer.Deferred = defer.Deferred()
+        self.refused = 0
+        self._fds = (stdin, stdout)
+        self._terminal: _Terminal | None = None
         self._show_members = False
         self._finishing = False
         self._logged_in = False
+        self._output_gone = False
+        self._login = defer.Deferred()  # fires True once logged in, False if not
         client.on_event = self.event
         client.on_status = self.status_changed
 
     def print(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
+        if self._terminal is not None and not self._output_gone:
+            self._terminal.transport.write(text.encode("utf-8", errors="replace") + b"\n")
 
     def notice(self, text: str) -> None:
         self.print(f"[{clock_text()}] * {text}")
@@ -89,16 +134,33 @@ class LineModeClient:
         self.err.flush()
         self._finish(1)
 
-    def _finish(self, status: int) -> None:
-        if not self.done.called:
-            self.done.callback(status)
+    @defer.inlineCallbacks
+    def _finish(self, status: int):
+        if self.done.called or getattr(self, "_status", None) is not None:
+            return
+        self._status = status
+        if self._terminal is not None:
+            # Let queued output reach the reader, but not wait forever.
+            self._terminal.transport.loseConnection()
+            timer = self.reactor.callLater(
+                FLUSH_WAIT_SECONDS, self._terminal.closed.callback, None
+            )
+            yield self._terminal.closed
+            if timer.active():
+                timer.cancel()
+        self.done.callback(status)
 
     @defer.inlineCallbacks
     def run(self):
+        # Read from the start: lines typed before the login completes wait
+        # in the outbox and go out right after it.
+        self._terminal = _Terminal(self)
+        stdio.StandardIO(self._terminal, *self._fds, reactor=self.reactor)
         try:
             welcome = yield self.client.connect()
         except ClientError as e:
             self.fatal(str(e))
+            self._login.callback(False)
             return (yield self.done)
         if self.client.newly_pinned:
             self.notice(
@@ -107,7 +169,7 @@ class LineModeClient:
             )
         self._logged_in = True
         self.notice(f"logged in as {welcome.name} in {welcome.room}")
-        stdio.StandardIO(_Lines(self), reactor=self.reactor)
+        self._login.callback(True)
         return (yield self.done)
 
     # --- events from the server --------------------------------------------
@@ -119,6 +181,8 @@ class LineModeClient:
                 listing = ", ".join(f"{name} ({state})" for name, state in msg.members)
                 self.notice(f"in {msg.room}: {listing}")
             return
+        if isinstance(msg, wire.Error) and msg.cid is not None:
+            self.refused += 1
         line = render(msg)
         if line is not None:
             self.print(line)
@@ -148,12 +212,16 @@ class LineModeClient:
     def line(self, text: str) -> None:
         if self._finishing or not text.strip():
             return
-        if text.startswith("//"):
-            self.client.say(text[1:])
-        elif text.startswith("/"):
-            self.command(text)
-        else:
-            self.client.say(text)
+        try:
+            if text.startswith("//"):
+                self.client.say(text[1:])
+            elif text.startswith("/"):
+                self.command(text)
+            else:
+                self.client.say(text)
+        except ValueError as e:  # refused before sending: too long
+            self.refused += 1
+            self.notice(f"error: {e}")
 
     def command(self, text: str) -> None:
         word, _, rest = text.partition(" ")
@@ -175,19 +243,34 @@ class LineModeClient:
         else:
             self.notice(f"unknown command {word}; {HELP}")
 
+    def line_too_long(self) -> None:
+        self.refused += 1
+        self.notice(f"error: that line is over {MAX_LINE_BYTES} bytes; it was not sent")
+
+    def output_gone(self) -> None:
+        self._output_gone = True
+        self.end_of_input()
+
     @defer.inlineCallbacks
     def end_of_input(self):
         if self._finishing or self.done.called:
             return
         self._finishing = True
-        all_acked = yield self.client.wait_acked(ACK_WAIT_SECONDS)
-        if not all_acked:
-            lost = len(self.client.outbox)
-            self.err.write(
-                f"spchat: {lost} message(s) not acknowledged by the server\n"
-            )
-            yield self.client.logout()
-            self._finish(1)
-            return
+        if not (yield self._login):
+            return  # the login failed: already reported
+        # Flood control may pace a long paste: keep waiting while
+        # acknowledgements come in, give up after a quiet spell.
+        while True:
+            before = len(self.client.outbox)
+            all_acked = yield self.client.wait_acked(ACK_WAIT_SECONDS)
+            if all_acked or len(self.client.outbox) >= before:
+                break
         yield self.client.logout()
-        self._finish(0)
+        problems = []
+        if not all_acked:
+            problems.append(f"{len(self.client.outbox)} message(s) not acknowledged by the server")
+        if self.refused:
+            problems.append(f"{self.refused} message(s) refused by the server")
+        for problem in problems:
+            self.err.write(f"spchat: {problem}\n")
+        self._finish(1 if problems else 0)

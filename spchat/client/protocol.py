@@ -55,7 +55,7 @@ class ChatClientProtocol(NoiseChannel):
     def message_received(self, msg):
         self.listener.message_received(msg)
 
-    def malformed_message(self, problem):
+    def malformed_message(self, problem, plaintext):
         self.log.warn("server sent a malformed message: {problem}", problem=problem)
 
     def channel_failed(self, reason):

@@ -89,6 +89,7 @@ class ChatClient:
         self.server_fingerprint: str | None = None
         self.newly_pinned = False
         self.last_seq = 0
+        self.max_message_bytes: int | None = None  # the server's, once known
         self.members: tuple[tuple[str, str], ...] = ()
         self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
@@ -103,6 +104,7 @@ class ChatClient:
         self._bye: wire.Bye | None = None
         self._leaving = False  # a logout was asked for
         self._fatal: str | None = None  # a reason never to retry
+        self._answer_timer = None
         self._udp = None
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
@@ -138,7 +140,24 @@ class ChatClient:
         )
         proto = ChatClientProtocol(self.reactor, self._verify_server, self)
         connecting = connectProtocol(endpoint, proto)
-        connecting.addErrback(self._dial_failed)
+        connecting.addCallbacks(self._dialled, self._dial_failed)
+
+    def _dialled(self, proto: ChatClientProtocol) -> None:
+        # TCP is up; a server that then says nothing (stopped, or not spchat
+        # at all) must not keep us waiting forever.
+        self._answer_timer = self.reactor.callLater(
+            self.connect_timeout, self._no_answer, proto
+        )
+
+    def _no_answer(self, proto: ChatClientProtocol) -> None:
+        self._answer_timer = None
+        proto.failure = f"no answer from the server within {self.connect_timeout:g} s"
+        proto.transport.abortConnection()
+
+    def _stop_answer_timer(self) -> None:
+        if self._answer_timer is not None and self._answer_timer.active():
+            self._answer_timer.cancel()
+        self._answer_timer = None
 
     def _dial_failed(self, failure) -> None:
         reason = failure.getErrorMessage() or failure.type.__name__
@@ -158,6 +177,7 @@ class ChatClient:
     def channel_open(self, proto: ChatClientProtocol) -> None:
         self.proto = proto
         self._bye = None
+        self.max_message_bytes = proto.server_hello.max_message_bytes
         if self._welcome is not None:
             w = self._welcome
             proto.send_message(wire.Resume(w.session, w.token, self.last_seq))
@@ -185,6 +205,7 @@ class ChatClient:
         self.on_event(msg)
 
     def connection_lost(self, failure: str | None) -> None:
+        self._stop_answer_timer()
         self.proto = None
         self._in_flight.clear()
         self._stop_presence()
@@ -260,12 +281,18 @@ class ChatClient:
             self.proto.hang_up()
 
     def _welcomed(self, welcome: wire.Welcome) -> None:
+        self._stop_answer_timer()
         fresh_after_drop = not welcome.resumed and self.name is not None
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
         self._in_flight.clear()
-        if fresh_after_drop and self.last_seq:
+        if welcome.last_seq < self.last_seq:
+            # The server's sequence went back: its history was lost (a
+            # restart without a store). Count from where it is now, or every
+            # new message would look like one already seen.
+            self.last_seq = welcome.last_seq
+        elif fresh_after_drop and self.last_seq:
             self.proto.send_message(wire.Catchup(self.last_seq))
         first = self._first is not None and not self._first.called
         self._set_status(Status("connected", resumed=not first))
@@ -340,6 +367,12 @@ class ChatClient:
             self._check_acks()
 
     def _queue(self, msg: wire.Message) -> str:
+        size = len(msg.text.encode("utf-8", errors="surrogatepass"))
+        limit = self.max_message_bytes
+        if limit is not None and size > limit:
+            raise ValueError(
+                f"the message is {size} bytes; the limit is {limit} bytes (UTF-8); not sent"
+            )
         self.outbox[msg.cid] = msg
         if self.status.state == "offline" and self.status.recovery == "on_activity":
             self.reconnect()
@@ -347,6 +380,7 @@ class ChatClient:
         return msg.cid
 
     def say(self, text: str, room: str = "lobby") -> str:
+        """Queue a room message; raise ValueError if it is over the limit."""
         return self._queue(wire.Say(text, next(self._cids), room))
 
     def direct(self, to: str, text: str) -> str:

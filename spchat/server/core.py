@@ -34,6 +34,12 @@ NAME_PUNCTUATION = frozenset("_-.")
 # Text may span lines, but other control characters (terminal escapes above
 # all) would let one user rewrite another user's screen.
 TEXT_ALLOWED_CONTROLS = frozenset("\n\t")
+# Bidirectional overrides and isolates reorder what follows them on screen
+# (text that reads differently than it is); line and paragraph separators
+# break lines where a client does not expect it.
+TEXT_FORBIDDEN = frozenset(
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
+)
 # What a user does (as opposed to what the client does by itself) counts as
 # activity for idle detection.
 USER_ACTIONS = (wire.Say, wire.Direct, wire.Who)
@@ -69,7 +75,12 @@ class Refused(Exception):
     def __init__(self, code: str, text: str):
         super().__init__(text)
         self.code = code
-        self.text = text
+        self.text = wire.clip(text, wire.MAX_REASON_CHARS)
+
+
+def quoted(user_text: str) -> str:
+    """What a user typed, quoted for an error message: short and printable."""
+    return repr(wire.clip(user_text, 40))[:120]
 
 
 @dataclass(frozen=True)
@@ -126,6 +137,10 @@ def check_text(text: str, max_bytes: int) -> None:
     for ch in text:
         if unicodedata.category(ch) == "Cc" and ch not in TEXT_ALLOWED_CONTROLS:
             raise Refused("bad_text", "the message contains control characters")
+        if ch in TEXT_FORBIDDEN:
+            raise Refused(
+                "bad_text", f"the message contains the invisible formatting character {ch!r}"
+            )
 
 
 class TokenBucket:
@@ -353,6 +368,7 @@ class ChatCore:
         session = self.by_key.get(key)
         if session is None:
             return False
+        reason = wire.clip(reason, 200)
         self._end(
             session, "kicked", f"you were kicked: {reason}",
             f"kicked: {reason}", f"{session.name} was kicked ({reason})",
@@ -493,7 +509,7 @@ class ChatCore:
     def _say(self, session: Session, msg: wire.Say) -> None:
         members = self.rooms.get(msg.room)
         if members is None or session.key not in members:
-            raise Refused("not_in_room", f"you are not in the room {msg.room!r}")
+            raise Refused("not_in_room", f"you are not in the room {quoted(msg.room)}")
         check_text(msg.text, self.limits.max_message_bytes)
         if self._already_stored(session, msg.cid):
             return
@@ -514,7 +530,7 @@ class ChatCore:
             key = None
         target = self.by_key.get(key)
         if target is None:
-            raise Refused("unknown_user", f"nobody called {msg.to!r} is here")
+            raise Refused("unknown_user", f"nobody called {quoted(msg.to)} is here")
         check_text(msg.text, self.limits.max_message_bytes)
         if self._already_stored(session, msg.cid):
             return

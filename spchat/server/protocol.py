@@ -5,6 +5,7 @@ Thin on purpose: every chat rule is in ``spchat.server.core``.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 from twisted.internet import protocol
@@ -18,6 +19,18 @@ from spchat.channel import ChannelError, NoiseChannel
 from spchat.server.core import ChatCore
 
 AGENT = f"spchat-server/{spchat.__version__}"
+# A client that keeps sending what cannot be parsed is broken or hostile.
+MAX_MALFORMED = 10
+# At most one log line per minute per address for refused connections.
+REFUSAL_LOG_SECONDS = 60.0
+
+
+def readable_cid(plaintext: bytes) -> str | None:
+    try:
+        cid = json.loads(plaintext).get("cid")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return cid if isinstance(cid, str) and 0 < len(cid) <= wire.MAX_ID_CHARS else None
 
 
 @implementer(IPushProducer)
@@ -40,6 +53,7 @@ class ChatServerProtocol(NoiseChannel):
         self._login_deadline = None
         self._paused = False
         self._unsent = 0
+        self._malformed = 0
 
     # --- channel hooks -----------------------------------------------------
 
@@ -60,6 +74,9 @@ class ChatServerProtocol(NoiseChannel):
 
     def connectionMade(self):
         super().connectionMade()
+        # A peer that vanishes without a word is found by TCP keepalive.
+        if hasattr(self.transport, "setTcpKeepAlive"):
+            self.transport.setTcpKeepAlive(True)
         self.transport.registerProducer(self, True)
         # Handshake and login must both finish within the timeout, so a
         # connection cannot sit half-open holding a slot.
@@ -84,9 +101,17 @@ class ChatServerProtocol(NoiseChannel):
                 name=self.link.session.name,
             )
 
-    def malformed_message(self, problem):
+    def malformed_message(self, problem, plaintext):
+        self._malformed += 1
+        if self._malformed > MAX_MALFORMED:
+            self.fail(f"more than {MAX_MALFORMED} malformed messages")
+            return
         self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=problem)
-        self.send_message(wire.Error("malformed", f"malformed message: {problem}"))
+        # Name the message if it had a readable cid, so the client can stop
+        # waiting for its acknowledgement.
+        self.send_message(wire.Error(
+            "malformed", wire.clip(f"malformed message: {problem}"), readable_cid(plaintext)
+        ))
 
     def frame_received(self, size):
         if self.link is not None:
@@ -134,6 +159,7 @@ class ChatServerProtocol(NoiseChannel):
     def resumeProducing(self):
         self._paused = False
         self._unsent = 0
+        self._malformed = 0
 
     def stopProducing(self):
         pass
@@ -172,15 +198,21 @@ class ChatServerFactory(protocol.Factory):
         # Our own count: twisted.protocols.policies.LimitConnectionsByPeer
         # does not work for IPv4 addresses.
         self.per_ip: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self._refusal_logged: dict[str, float] = {}
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
         if self.per_ip[host] >= self.max_connections_per_ip:
-            self.log.info(
-                "{host}: refused: more than {limit} connections from this address",
-                host=host,
-                limit=self.max_connections_per_ip,
-            )
+            self.refused[host] += 1
+            now = self.clock.seconds()
+            if now - self._refusal_logged.get(host, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+                self._refusal_logged[host] = now
+                self.log.info(
+                    "{host}: refused: more than {limit} connections from this address "
+                    "({count} refused so far)",
+                    host=host, limit=self.max_connections_per_ip, count=self.refused[host],
+                )
             return None  # Twisted closes the connection at once
         self.per_ip[host] += 1
         return ChatServerProtocol(self, host)
