@@ -33,6 +33,7 @@ from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
 
 from spchat import beacon, wire
+from spchat.config import MAX_MESSAGE_BYTES_LIMIT
 from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.protocol import ChatClientProtocol
 
@@ -178,6 +179,12 @@ class ChatClient:
         self.proto = proto
         self._bye = None
         self.max_message_bytes = proto.server_hello.max_message_bytes
+        # Typed before the limit was known: refuse here what the server would.
+        for cid, msg in list(self.outbox.items()):
+            problem = self._too_long(msg.text)
+            if problem:
+                del self.outbox[cid]
+                self.on_event(wire.Error("too_long", problem, cid))
         if self._welcome is not None:
             w = self._welcome
             proto.send_message(wire.Resume(w.session, w.token, self.last_seq))
@@ -366,13 +373,18 @@ class ChatClient:
             self._pump()
             self._check_acks()
 
+    def _too_long(self, text: str) -> str | None:
+        size = len(text.encode("utf-8", errors="surrogatepass"))
+        # Before the server has said its limit, the largest any server allows.
+        limit = self.max_message_bytes or MAX_MESSAGE_BYTES_LIMIT
+        if size > limit:
+            return f"the message is {size} bytes; the limit is {limit} bytes (UTF-8); not sent"
+        return None
+
     def _queue(self, msg: wire.Message) -> str:
-        size = len(msg.text.encode("utf-8", errors="surrogatepass"))
-        limit = self.max_message_bytes
-        if limit is not None and size > limit:
-            raise ValueError(
-                f"the message is {size} bytes; the limit is {limit} bytes (UTF-8); not sent"
-            )
+        problem = self._too_long(msg.text)
+        if problem:
+            raise ValueError(problem)
         self.outbox[msg.cid] = msg
         if self.status.state == "offline" and self.status.recovery == "on_activity":
             self.reconnect()
