@@ -18,15 +18,24 @@ a key, so a nonce is never reused; the receiver checks the counter against a
 :class:`ReplayWindow` *after* the tag verified, so forged datagrams cannot
 move the window.
 
-Plaintexts.  The client's hello is the single byte ``b"H"``: it is all an
-unproven address ever sends, and the server never answers a datagram that did
-not authenticate.  The server's snapshot (see :func:`encode_snapshot_parts`)
-is a small binary format; at most :data:`MAX_PLAINTEXT` bytes, so a datagram is
-at most 1232 bytes and fits the IPv6 minimum MTU with room for the headers.
+Plaintexts.  The client's hello is ``b"H"`` and 16 bytes: zeros in a plain
+hello, the cookie in a hello that echoes one.  Return routability (as QUIC's
+address validation or WireGuard's cookies): the server answers an authentic
+hello from an address that is not the session's proven endpoint only with a
+cookie (``b"C"`` and 16 bytes, see :class:`CookieMaker`; hello and cookie are
+both 49-byte datagrams), and makes an address the endpoint only when a hello
+from it echoes a valid cookie for it, so a key holder who forges a victim's
+source address makes the server send the victim no more than it sent.  A
+datagram that did not authenticate is never answered.  The server's snapshot
+(see :func:`encode_snapshot_parts`) is a small binary format; at most
+:data:`MAX_PLAINTEXT` bytes, so a datagram is at most 1232 bytes and fits the
+IPv6 minimum MTU with room for the headers.
 """
 
 from __future__ import annotations
 
+import hmac
+import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -39,6 +48,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = [
+    "COOKIE_BUCKET_SECONDS",
+    "COOKIE_LEN",
     "HEADER_LEN",
     "HELLO",
     "KEY_ID_LEN",
@@ -51,16 +62,22 @@ __all__ = [
     "BeaconCipher",
     "BeaconError",
     "BeaconKeys",
+    "CookieMaker",
     "ReplayWindow",
     "SnapshotAssembler",
     "SnapshotPart",
     "check_interval",
+    "cookie_hello",
+    "cookie_reply",
     "decode_snapshot",
     "decode_snapshot_part",
     "derive_keys",
     "encode_snapshot",
     "encode_snapshot_parts",
+    "is_cookie_reply",
     "open_datagram",
+    "parse_cookie_reply",
+    "parse_hello",
     "peek_key_id",
     "seal",
 ]
@@ -73,7 +90,14 @@ TAG_LEN = 16
 MIN_DATAGRAM = HEADER_LEN + TAG_LEN
 MAX_COUNTER = 2**64 - 1
 
-HELLO = b"H"
+COOKIE_LEN = 16
+COOKIE_BUCKET_SECONDS = 60.0
+_HELLO = b"H"
+_COOKIE = b"C"
+# A plain hello carries zeros where a cookie hello carries the cookie, so both
+# are as large as the cookie reply: the server never sends an unproven address
+# more bytes than it received from it.
+HELLO = _HELLO + bytes(COOKIE_LEN)
 
 STATES = ("online", "idle", "reconnecting")
 _STATE_CODE = {state: code for code, state in enumerate(STATES)}
@@ -92,8 +116,9 @@ _nonce = struct.Struct(">4xQ").pack
 class BeaconError(Exception):
     """A datagram or payload was refused; ``reason`` is a short fixed word.
 
-    ``truncated``, ``forged`` and ``garbage`` come from this module;
-    the adapters add their own (``unknown``, ``replayed``, ``stale``).
+    ``truncated``, ``forged`` and ``garbage`` come from this module; the
+    adapters add their own (``unknown``, ``replayed``, ``stale``,
+    ``bad_cookie``, ``rate_limited``).
     """
 
     def __init__(self, reason: str, detail: str | None = None):
@@ -236,6 +261,109 @@ class ReplayWindow:
             return False
         self._seen |= bit
         return True
+
+
+# --- hellos and cookies -----------------------------------------------------
+
+
+def cookie_hello(cookie: bytes | None = None) -> bytes:
+    """A hello's plaintext: plain (``cookie`` None) or echoing a cookie."""
+    if cookie is None:
+        return HELLO
+    if len(cookie) != COOKIE_LEN:
+        raise ValueError(f"a cookie is {COOKIE_LEN} bytes")
+    return _HELLO + bytes(cookie)
+
+
+def parse_hello(plaintext: bytes) -> bytes | None:
+    """The cookie a hello echoes, None for a plain hello; BeaconError ``garbage``."""
+    if len(plaintext) != len(HELLO) or plaintext[:1] != _HELLO:
+        raise BeaconError("garbage", "not a hello")
+    if plaintext == HELLO:
+        return None
+    return bytes(plaintext[1:])
+
+
+def cookie_reply(cookie: bytes) -> bytes:
+    """The plaintext of the server's cookie datagram."""
+    if len(cookie) != COOKIE_LEN:
+        raise ValueError(f"a cookie is {COOKIE_LEN} bytes")
+    return _COOKIE + bytes(cookie)
+
+
+def parse_cookie_reply(plaintext: bytes) -> bytes:
+    """The cookie in a cookie datagram's plaintext; BeaconError ``garbage``."""
+    if len(plaintext) != 1 + COOKIE_LEN or plaintext[:1] != _COOKIE:
+        raise BeaconError("garbage", "not a cookie")
+    return bytes(plaintext[1:])
+
+
+def is_cookie_reply(plaintext: bytes) -> bool:
+    """True if a server plaintext is meant as a cookie (rather than a snapshot)."""
+    return plaintext[:1] == _COOKIE
+
+
+def _pack_address(addr) -> bytes:
+    host, port = addr[0], addr[1]
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            raw = socket.inet_pton(family, host)
+            break
+        except (OSError, ValueError, TypeError):
+            continue
+    else:
+        # Not a plain IP literal (an IPv6 scope, say): its text names it.
+        raw = str(host).encode("utf-8")
+    if len(raw) > 255:
+        raise ValueError("address too long")
+    return bytes((len(raw),)) + raw + struct.pack(">H", port)
+
+
+class CookieMaker:
+    """Stateless return-routability cookies for one server.
+
+    A cookie is the first 16 bytes of HMAC-SHA256(secret, key_id || packed
+    address || time bucket), the bucket changing every
+    :data:`COOKIE_BUCKET_SECONDS`.  Only the server knows ``secret`` (32
+    random bytes made when it starts), so only a client that receives what
+    the server sends to an address can echo a valid cookie for it; one is
+    valid for the current and the previous bucket (60 to 120 s).
+    """
+
+    __slots__ = ("_secret", "bucket_seconds")
+
+    def __init__(self, secret: bytes, bucket_seconds: float = COOKIE_BUCKET_SECONDS):
+        if len(secret) < 32:
+            raise ValueError("a cookie secret is at least 32 bytes")
+        if bucket_seconds <= 0:
+            raise ValueError("the cookie time bucket must be positive")
+        self._secret = bytes(secret)
+        self.bucket_seconds = bucket_seconds
+
+    def __repr__(self):
+        return f"CookieMaker(bucket_seconds={self.bucket_seconds})"
+
+    def _cookie(self, key_id: bytes, addr, bucket: int) -> bytes:
+        message = bytes(key_id) + _pack_address(addr) + struct.pack(">q", bucket)
+        return hmac.digest(self._secret, message, "sha256")[:COOKIE_LEN]
+
+    def _bucket(self, now: float) -> int:
+        return int(now // self.bucket_seconds)
+
+    def make(self, key_id: bytes, addr, now: float) -> bytes:
+        """The cookie for ``addr`` in session ``key_id`` at time ``now``."""
+        return self._cookie(key_id, addr, self._bucket(now))
+
+    def check(self, key_id: bytes, addr, cookie: bytes, now: float) -> bool:
+        """True if ``cookie`` was made for ``addr`` and ``key_id`` in this bucket or the last."""
+        if len(cookie) != COOKIE_LEN:
+            return False
+        bucket = self._bucket(now)
+        ok = False
+        for b in (bucket, bucket - 1):
+            # Both compared, in constant time, whichever matches.
+            ok |= hmac.compare_digest(self._cookie(key_id, addr, b), cookie)
+        return ok
 
 
 # --- snapshots --------------------------------------------------------------

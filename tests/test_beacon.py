@@ -61,7 +61,7 @@ def test_a_short_handshake_hash_is_refused():
 def test_seal_and_open_round_trip(keys):
     d = beacon.seal(keys.c2s, keys.key_id, 7, beacon.HELLO)
     assert d[:8] == keys.key_id and d[8:16] == struct.pack(">Q", 7)
-    assert len(d) == 8 + 8 + 1 + 16
+    assert len(d) == 8 + 8 + 17 + 16 == 49
     assert beacon.open_datagram(keys.c2s, d) == (7, beacon.HELLO)
     assert beacon.peek_key_id(d) == keys.key_id
 
@@ -125,6 +125,69 @@ def test_seal_refuses_bad_arguments(keys):
         beacon.seal(keys.c2s, b"short", 0, b"")
     with pytest.raises(ValueError):
         beacon.BeaconCipher(b"k" * 16)
+
+
+# --- hellos and cookies -----------------------------------------------------
+
+
+def test_a_cookie_reply_is_never_larger_than_a_hello(keys):
+    cookie = os.urandom(beacon.COOKIE_LEN)
+    hello = keys.c2s_cipher.seal(keys.key_id, 0, beacon.HELLO)
+    echo = keys.c2s_cipher.seal(keys.key_id, 1, beacon.cookie_hello(cookie))
+    reply = keys.s2c_cipher.seal(keys.key_id, 0, beacon.cookie_reply(cookie))
+    assert len(reply) <= len(hello) == len(echo) == 49
+    assert beacon.HELLO == b"H" + bytes(16) == beacon.cookie_hello()
+
+
+def test_hellos_and_cookie_replies_parse():
+    cookie = os.urandom(beacon.COOKIE_LEN)
+    assert beacon.parse_hello(beacon.HELLO) is None
+    assert beacon.parse_hello(beacon.cookie_hello(cookie)) == cookie
+    assert beacon.parse_cookie_reply(beacon.cookie_reply(cookie)) == cookie
+    assert beacon.is_cookie_reply(beacon.cookie_reply(cookie))
+    assert not beacon.is_cookie_reply(beacon.encode_snapshot(2.0, []))
+    for bad in [b"", b"H", b"H" + bytes(15), b"H" + bytes(17), b"C" + cookie, b"S" + cookie]:
+        with pytest.raises(BeaconError, match="garbage"):
+            beacon.parse_hello(bad)
+    for bad in [b"", b"C", b"C" + cookie[:15], b"C" + cookie + b"x", b"H" + cookie]:
+        with pytest.raises(BeaconError, match="garbage"):
+            beacon.parse_cookie_reply(bad)
+    for bad in [b"", cookie[:15], cookie + b"x"]:
+        with pytest.raises(ValueError):
+            beacon.cookie_hello(bad)
+        with pytest.raises(ValueError):
+            beacon.cookie_reply(bad)
+
+
+def test_a_cookie_is_bound_to_secret_session_address_and_time(keys):
+    jar = beacon.CookieMaker(os.urandom(32))
+    addr = ("192.0.2.7", 5001)
+    now = 6000.0  # the start of a 60 s bucket
+    cookie = jar.make(keys.key_id, addr, now)
+    assert len(cookie) == beacon.COOKIE_LEN
+    assert jar.make(keys.key_id, addr, now + 59.9) == cookie  # stateless
+    assert jar.check(keys.key_id, addr, cookie, now)
+    assert jar.check(keys.key_id, addr, cookie, now + 119.9)  # the previous bucket
+    assert not jar.check(keys.key_id, addr, cookie, now + 120)  # expired
+    assert not jar.check(keys.key_id, addr, cookie, now - 0.1)  # not yet made
+    other = beacon.derive_keys(os.urandom(32))
+    for key_id, where in [
+        (other.key_id, addr),  # another session
+        (keys.key_id, ("192.0.2.7", 5002)),  # another port
+        (keys.key_id, ("192.0.2.8", 5001)),  # another host
+        (keys.key_id, ("::ffff:192.0.2.7", 5001)),
+    ]:
+        assert not jar.check(key_id, where, cookie, now)
+    assert not beacon.CookieMaker(os.urandom(32)).check(keys.key_id, addr, cookie, now)
+    assert not jar.check(keys.key_id, addr, cookie[:15], now)
+    assert not jar.check(keys.key_id, addr, bytes(16), now)
+    v6 = ("2001:db8::1", 5001)
+    assert jar.check(keys.key_id, v6, jar.make(keys.key_id, v6, now), now)
+    scoped = ("fe80::1%eth0", 5001)  # not an IP literal: packed as text
+    assert jar.check(keys.key_id, scoped, jar.make(keys.key_id, scoped, now), now)
+    assert "secret" not in repr(jar)
+    with pytest.raises(ValueError):
+        beacon.CookieMaker(b"short")
 
 
 # --- replay window ----------------------------------------------------------

@@ -114,8 +114,8 @@ class Net:
     def addr(port):
         return ("127.0.0.1", port.getHost().port)
 
-    def serve(self, directory, interval):
-        server = PresenceServer(directory, reactor, interval=interval)
+    def serve(self, directory, interval, **kw):
+        server = PresenceServer(directory, reactor, interval=interval, **kw)
         return server, self.addr(self.listen(server))
 
     def client(self, peer, server_addr, interval=0.1):
@@ -151,6 +151,15 @@ def open_snapshot(peer, datagram):
     return counter, beacon.decode_snapshot(plaintext)
 
 
+def open_cookie(peer, datagram):
+    counter, plaintext = peer.keys.s2c_cipher.open(datagram)
+    return counter, beacon.parse_cookie_reply(plaintext)
+
+
+def hello(peer, counter, cookie=None):
+    return peer.keys.c2s_cipher.seal(peer.keys.key_id, counter, beacon.cookie_hello(cookie))
+
+
 # --- real sockets -------------------------------------------------------------
 
 
@@ -165,7 +174,10 @@ def test_client_proves_its_endpoint_and_receives_snapshots(net):
     yield wait_until(lambda: len(got) >= 3)
     assert got[0] == tuple(ROOM)
     assert alice.endpoint == Net.addr(client.port)
-    assert server.accepted >= 1 and not server.dropped
+    # hello, cookie, the hello echoing it, then snapshots; later hellos are
+    # keepalives from the proven endpoint and need no cookie.
+    assert client.cookies == 1 == server.cookies_sent
+    assert server.accepted >= 2 and not server.dropped
     assert client.server_interval == 0.05 and not client.dropped
 
     directory.room[1] = ("bob", "online")
@@ -191,7 +203,9 @@ def test_changed_is_delivered_at_once_and_coalesced(net):
     assert time.monotonic() - started < 1.0
     assert got[1] == tuple(ROOM[:2])
     yield pause(0.2)
-    assert len(got) == 2 and server.sent == 2 == alice.send_counter
+    # one cookie, the first snapshot, the coalesced one
+    assert len(got) == 2 and server.sent == 3 == alice.send_counter
+    assert server.cookies_sent == 1 and client.hellos == 2
 
 
 @pytest_twisted.inlineCallbacks
@@ -265,31 +279,157 @@ def test_bad_and_unproven_datagrams_get_no_answer_and_are_counted(net):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_newer_hello_from_a_new_address_moves_the_endpoint(net):
+def test_a_newer_hello_from_a_new_address_moves_the_endpoint_once_it_echoes_the_cookie(net):
     """NAT rebinding: the client's next hello comes from another port."""
     directory = Directory()
     alice = directory.add("alice")
-    server, server_addr = net.serve(directory, interval=60)
+    # No rate limit here: the rebinding follows the first proof within a second.
+    server, server_addr = net.serve(directory, interval=60, cookie_every=0)
     client = net.client(alice, server_addr, interval=60)
     yield wait_until(lambda: client.rec["snapshots"])
+    client_addr = Net.addr(client.port)
+    assert alice.send_counter == 2  # the cookie, the first snapshot
 
     rebound, late = Sink(), Sink()
     rebound_addr = Net.addr(net.listen(rebound))
     net.listen(late)
-    cipher, key_id = alice.keys.c2s_cipher, alice.keys.key_id
-    rebound.send(cipher.seal(key_id, 100, beacon.HELLO), server_addr)
+    rebound.send(hello(alice, 100), server_addr)
     yield wait_until(lambda: rebound.datagrams)
+    counter, cookie = open_cookie(alice, rebound.datagrams[0][0])
+    assert counter == 2 and alice.endpoint == client_addr  # not moved yet
+
+    rebound.send(hello(alice, 101, cookie), server_addr)
+    yield wait_until(lambda: len(rebound.datagrams) == 2)
     assert alice.endpoint == rebound_addr
-    assert open_snapshot(alice, rebound.datagrams[0][0]) == (1, (60.0, tuple(ROOM)))
+    assert open_snapshot(alice, rebound.datagrams[1][0]) == (3, (60.0, tuple(ROOM)))
 
     # An older hello that UDP delivered late is authentic and fresh, but it
-    # must not move the endpoint back, and it is not answered.
-    late.send(cipher.seal(key_id, 90, beacon.HELLO), server_addr)
-    yield wait_until(lambda: server.accepted == 3)
+    # must not move the endpoint back, and it is not answered.  Nor is a
+    # cookie made for another address.
+    late.send(hello(alice, 90), server_addr)
+    late.send(hello(alice, 102, cookie), server_addr)
+    yield wait_until(lambda: server.accepted == 5 and server.dropped["bad_cookie"] == 1)
     server.changed()
-    yield wait_until(lambda: len(rebound.datagrams) == 2)
+    yield wait_until(lambda: len(rebound.datagrams) == 3)
     assert alice.endpoint == rebound_addr and late.received_bytes == 0
     assert len(client.rec["snapshots"]) == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_moved_to_a_new_socket_proves_it_and_is_served_there(net):
+    """NAT rebinding with the real client: a new port, a new cookie, snapshots."""
+    directory = Directory()
+    alice = directory.add("alice")
+    server, server_addr = net.serve(directory, interval=0.05)  # the default rate limit
+    client = net.client(alice, server_addr, interval=0.05)
+    got = client.rec["snapshots"]
+    yield wait_until(lambda: len(got) >= 2)
+    old_addr = Net.addr(client.port)
+    assert alice.endpoint == old_addr
+
+    yield client.port.stopListening()
+    moved = net.listen(client)  # the same client, hellos continue from a new port
+    new_addr = Net.addr(moved)
+    assert new_addr != old_addr
+    before = len(got)
+    # The first hello from there may find the cookie rate limit (one a second
+    # per peer) still closed; a later periodic hello gets the cookie.
+    yield wait_until(lambda: len(got) >= before + 3)
+    assert alice.endpoint == new_addr
+    assert client.cookies == 2 == server.cookies_sent
+    assert server.dropped.keys() <= {"rate_limited"} and not client.dropped
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_forged_source_gets_one_cookie_no_larger_than_the_hello_and_never_a_snapshot(net):
+    """A key holder sends authentic hellos with a victim's source address."""
+    directory = Directory()
+    alice = directory.add("alice")
+    # No rate limit: one hello, one cookie, whatever else the peer asked for.
+    server, server_addr = net.serve(directory, interval=0.02, cookie_every=0)
+    client = net.client(alice, server_addr)  # the proven endpoint, kept busy
+    yield wait_until(lambda: client.rec["snapshots"])
+    client_addr = Net.addr(client.port)
+
+    # The victim's socket stands for the forged source: the hello arrives
+    # from it, and it never echoes what it receives.
+    victim = Sink()
+    net.listen(victim)
+    forged = hello(alice, 1000)
+    victim.send(forged, server_addr)
+    yield wait_until(lambda: victim.datagrams)
+    yield pause(0.2)  # ten beacon periods
+    assert len(victim.datagrams) == 1
+    cookie_datagram = victim.datagrams[0][0]
+    assert len(cookie_datagram) <= len(forged)
+    open_cookie(alice, cookie_datagram)  # a cookie, not a snapshot
+    assert alice.endpoint == client_addr
+    assert server.cookies_sent == 2  # the client's and the victim's
+    assert len(client.rec["snapshots"]) >= 5  # the real client is still served
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unproven_address_never_receives_more_than_it_sent(net):
+    directory = Directory()
+    carol = directory.add("carol")
+    server, server_addr = net.serve(directory, interval=0.02)
+    victim = Sink()
+    net.listen(victim)
+    sent = 0
+    counter = 0
+    # A stream of authentic hellos, some echoing wrong cookies, for 1.5 s:
+    # the rate limit lets two cookies through.
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:
+        for cookie in (None, os.urandom(16)):
+            d = hello(carol, counter, cookie)
+            counter += 1
+            victim.send(d, server_addr)
+            sent += len(d)
+        yield pause(0.05)
+        assert victim.received_bytes <= sent
+    yield pause(0.1)
+    assert victim.received_bytes <= sent
+    assert len(victim.datagrams) == 2 == server.cookies_sent
+    assert {len(d) for d, _ in victim.datagrams} == {len(beacon.HELLO) + 32}
+    for d, _ in victim.datagrams:
+        open_cookie(carol, d)
+    assert carol.endpoint is None
+    assert server.dropped["bad_cookie"] == counter // 2
+    assert server.dropped["rate_limited"] == counter // 2 - 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_wrong_cookie_is_dropped_counted_and_not_answered(net):
+    directory = Directory()
+    alice, bob = directory.add("alice"), directory.add("bob")
+    server, server_addr = net.serve(directory, interval=0.02, cookie_every=0)
+    a, b = Sink(), Sink()
+    a_addr = Net.addr(net.listen(a))
+    net.listen(b)
+    a.send(hello(alice, 0), server_addr)
+    b.send(hello(bob, 0), server_addr)
+    yield wait_until(lambda: a.datagrams and b.datagrams)
+    _, cookie = open_cookie(alice, a.datagrams[0][0])
+    _, bobs = open_cookie(bob, b.datagrams[0][0])
+    wrong = [
+        hello(alice, 1, flip_last(cookie)),
+        hello(alice, 2, os.urandom(16)),
+        hello(alice, 3, bobs),  # another session's cookie
+    ]
+    for d in wrong:
+        a.send(d, server_addr)
+    b.send(hello(alice, 4, cookie), server_addr)  # echoed from another address
+    yield wait_until(lambda: server.dropped["bad_cookie"] == 4)
+    yield pause(0.1)
+    assert len(a.datagrams) == len(b.datagrams) == 1
+    assert alice.endpoint is None is bob.endpoint
+    assert server.accepted == 2
+
+    a.send(hello(alice, 5, cookie), server_addr)  # the right one still works
+    yield wait_until(lambda: len(a.datagrams) >= 3)
+    assert alice.endpoint == a_addr
+    assert open_snapshot(alice, a.datagrams[1][0])[1] == (0.02, tuple(ROOM))
 
 
 @pytest_twisted.inlineCallbacks
@@ -301,7 +441,7 @@ def test_a_large_room_arrives_in_parts_and_is_put_back_together(net):
     client = net.client(alice, server_addr, interval=60)
     yield wait_until(lambda: client.rec["snapshots"])
     assert client.rec["snapshots"] == [tuple(room)]
-    assert alice.send_counter == len(beacon.encode_snapshot_parts(60, room)) > 1
+    assert alice.send_counter == 1 + len(beacon.encode_snapshot_parts(60, room)) > 2
 
 
 @pytest_twisted.inlineCallbacks
@@ -460,3 +600,74 @@ def test_server_survives_a_failing_directory_and_logs_drops_sparingly():
 def test_server_refuses_an_interval_a_snapshot_cannot_carry(interval):
     with pytest.raises(ValueError):
         PresenceServer(Directory(), task.Clock(), interval=interval)
+
+
+def test_the_cookie_exchange_on_a_clock():
+    clock = task.Clock()
+    clock.advance(1000)
+    directory = Directory()
+    alice = directory.add("alice")
+    server = PresenceServer(directory, clock, interval=60)
+    transport = FakeUDPTransport()
+    server.makeConnection(transport)
+    here, there = ("127.0.0.1", 4000), ("127.0.0.1", 4001)
+
+    first = hello(alice, 0)
+    server.datagramReceived(first, here)
+    [(reply, to)] = transport.written
+    assert to == here and len(reply) == len(first) == 49
+    _, cookie = open_cookie(alice, reply)
+    assert alice.endpoint is None
+
+    # The cookie lives for this 60 s bucket and the next.
+    clock.advance(121)
+    server.datagramReceived(hello(alice, 1, cookie), here)
+    assert server.dropped == {"bad_cookie": 1} and len(transport.written) == 1
+    server.datagramReceived(hello(alice, 2), here)
+    _, cookie = open_cookie(alice, transport.written[1][0])
+    clock.advance(60)
+    server.datagramReceived(hello(alice, 3, cookie), here)
+    assert alice.endpoint == here
+    assert open_snapshot(alice, transport.written[2][0]) == (2, (60.0, tuple(ROOM)))
+
+    # A keepalive from the proven endpoint triggers nothing, a hello from
+    # elsewhere only a cookie, and the endpoint stays until that is echoed.
+    server.datagramReceived(hello(alice, 4), here)
+    assert len(transport.written) == 3
+    clock.advance(1)
+    server.datagramReceived(hello(alice, 5), there)
+    assert transport.written[3][1] == there and alice.endpoint == here
+    _, cookie = open_cookie(alice, transport.written[3][0])
+    server.datagramReceived(hello(alice, 6, cookie), there)
+    assert alice.endpoint == there and transport.written[4][1] == there
+    assert server.accepted == 6 and server.cookies_sent == 3
+    server.doStop()
+
+
+def test_cookie_replies_are_rate_limited_per_peer():
+    clock = task.Clock()
+    directory = Directory()
+    alice, bob = directory.add("alice"), directory.add("bob")
+    server = PresenceServer(directory, clock, interval=0.5)
+    transport = FakeUDPTransport()
+    server.makeConnection(transport)
+    victim = ("127.0.0.1", 4000)
+
+    def cookies_to(peer):
+        return sum(1 for d, _ in transport.written if d[:8] == peer.keys.key_id)
+
+    counter = 0
+    for _ in range(30):  # a hello every 0.1 s for 3 s
+        server.datagramReceived(hello(alice, counter), victim)
+        counter += 1
+        clock.advance(0.1)
+    # cookies at 0.0, 1.0, 2.0 (floating point may put them a step later)
+    assert cookies_to(alice) == 3 == server.cookies_sent
+    assert server.dropped["rate_limited"] == 27
+    server.datagramReceived(hello(bob, 0), victim)  # another peer has its own limit
+    assert cookies_to(bob) == 1
+    assert all(len(d) == 49 for d, _ in transport.written)
+    # The table of recent replies does not grow without bound.
+    clock.advance(2)
+    assert server._cookie_times == {}
+    server.doStop()

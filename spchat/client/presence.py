@@ -2,12 +2,15 @@
 
 After login the client session derives the beacon keys from the Noise
 handshake hash and starts a :class:`PresenceClient` on a UDP port of its own.
-It proves its endpoint with an authenticated hello, repeated every three
-intervals (to keep NAT bindings open and to recover from a lost hello), and
-hands every complete, fresh snapshot to ``on_snapshot``.  When no snapshot
-has arrived for three intervals (UDP blocked or the server gone) it calls
-``on_silence`` once, and again after each further three silent intervals, so
-the session can ask for presence over TCP instead.
+It sends an authenticated hello, repeated every three intervals (to keep NAT
+bindings open and to recover from a lost hello).  The server answers a hello
+from an address it has not proven yet (the first one, or a new one after a
+NAT rebinding) only with a cookie; the client proves that it receives there
+by echoing the cookie at once in a hello of the same size, and only then do
+snapshots come.  It hands every complete, fresh snapshot to ``on_snapshot``.
+When no snapshot has arrived for three intervals (UDP blocked or the server
+gone) it calls ``on_silence`` once, and again after each further three silent
+intervals, so the session can ask for presence over TCP instead.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class PresenceClient(DatagramProtocol):
         self.server_interval: float | None = None  # as the last snapshot said
         self.members: tuple[tuple[str, str], ...] | None = None
         self.snapshots = 0  # complete snapshots delivered
-        self.hellos = 0
+        self.hellos = 0  # hellos sent, cookie echoes included
+        self.cookies = 0  # authentic, fresh cookies received (and echoed)
         self.silences = 0
         self.refused = 0  # ICMP port unreachable reports
         self.dropped: Counter[str] = Counter()
@@ -106,13 +110,15 @@ class PresenceClient(DatagramProtocol):
 
     # --- hello -------------------------------------------------------------
 
-    def send_hello(self) -> None:
+    def send_hello(self, cookie: bytes | None = None) -> None:
+        """A plain hello, or one echoing the server's ``cookie``."""
         transport = self.transport
         if transport is None:
             return
+        plaintext = beacon.cookie_hello(cookie)
         counter = self.counter
         self.counter = counter + 1  # never reused, even if the write fails
-        datagram = self.keys.c2s_cipher.seal(self.keys.key_id, counter, beacon.HELLO)
+        datagram = self.keys.c2s_cipher.seal(self.keys.key_id, counter, plaintext)
         try:
             transport.write(datagram, self.server)
         except Exception as e:
@@ -136,6 +142,18 @@ class PresenceClient(DatagramProtocol):
             return
         if not self.window.accept(counter):
             self.dropped["replayed"] += 1
+            return
+        if beacon.is_cookie_reply(plaintext):
+            try:
+                cookie = beacon.parse_cookie_reply(plaintext)
+            except beacon.BeaconError as e:
+                self.dropped[e.reason] += 1
+                return
+            # The server will not beacon this address until it sees the
+            # cookie come back from it.  Periodic hellos stay plain: a lost
+            # echo is recovered by the next hello's fresh cookie.
+            self.cookies += 1
+            self.send_hello(cookie)
             return
         try:
             complete = self.assembler.feed(counter, plaintext)

@@ -2,12 +2,19 @@
 
 Thin on purpose: datagram formats and checks live in ``spchat.beacon``.
 
-A client proves its UDP endpoint with an authenticated hello; from then on
-the server sends that endpoint an encrypted snapshot of the room every
-``interval`` seconds and at once when the chat core reports a change.  A
-datagram that does not authenticate gets no answer of any size (no
-reflection, no amplification, no oracle); it is counted in ``dropped`` by
-reason and logged at most once a minute per reason.
+A client proves its UDP endpoint by return routability: an authenticated
+hello from an address that is not the session's endpoint gets only a cookie
+datagram no larger than the hello (at most one a second per session), and a
+hello that echoes a valid cookie for its source address makes that address
+the endpoint, so a key holder who forges another's source address cannot make
+the server send it more than it sent.  From then on the server sends that
+endpoint an encrypted snapshot of the room every ``interval`` seconds and at
+once when the chat core reports a change; plain hellos from the endpoint
+itself are keepalives and answered by nothing.  A datagram that does not
+authenticate, or echoes a wrong or expired cookie, gets no answer of any size
+(no reflection, no amplification, no oracle); it is counted in ``dropped`` by
+reason (as is a hello whose cookie the rate limit withholds, ``rate_limited``)
+and logged at most once a minute per reason.
 
 The directory (the chat core's side) is any object with::
 
@@ -22,6 +29,7 @@ next counter under its ``s2c`` key; only this class advances it).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 from twisted.internet import task
@@ -32,20 +40,30 @@ from spchat import beacon
 
 # At most one log line per drop reason in this many seconds.
 LOG_EVERY_SECONDS = 60.0
+# At most one cookie reply per session in this many seconds.
+COOKIE_EVERY_SECONDS = 1.0
 
 
 class PresenceServer(DatagramProtocol):
     log = Logger()
     noisy = False
 
-    def __init__(self, directory, clock, interval: float = 2.0):
+    def __init__(self, directory, clock, interval: float = 2.0,
+                 cookie_every: float = COOKIE_EVERY_SECONDS):
+        """``cookie_every``: the least time between two cookie replies to one peer."""
         beacon.check_interval(interval)
+        self.cookie_every = cookie_every
         self.directory = directory
         self.clock = clock
         self.interval = interval
         self.dropped: Counter[str] = Counter()
-        self.accepted = 0  # authentic, fresh hellos
-        self.sent = 0  # datagrams written
+        self.accepted = 0  # authentic, fresh hellos (with a valid cookie if any)
+        self.sent = 0  # datagrams written, cookies included
+        self.cookies_sent = 0
+        # 32 random bytes per server: cookies are stateless, short-lived, and
+        # none made before a restart is valid after it.
+        self.cookies = beacon.CookieMaker(os.urandom(32))
+        self._cookie_times: dict[bytes, float] = {}  # key id -> last cookie reply
         self.send_errors = 0
         self._loop: task.LoopingCall | None = None
         self._pending = None  # the coalesced send after changed()
@@ -97,18 +115,63 @@ class PresenceServer(DatagramProtocol):
         if not window.accept(counter):
             self._drop("replayed", addr)
             return
-        if plaintext != beacon.HELLO:
-            self._drop("garbage", addr)
+        try:
+            cookie = beacon.parse_hello(plaintext)
+        except beacon.BeaconError as e:
+            self._drop(e.reason, addr)
+            return
+        if cookie is not None and not self.cookies.check(
+            peer.keys.key_id, addr, cookie, self.clock.seconds()
+        ):
+            # Wrong, expired, or made for another address: never answered.
+            self._drop("bad_cookie", addr)
             return
         self.accepted += 1
         if not newest:
             # Authentic but overtaken by a later hello (UDP reordering): it
-            # must not move the endpoint back to where the client was.
+            # must not move the endpoint back to where the client was, and it
+            # is not answered.
             return
-        # A first hello proves the endpoint; a newer one from elsewhere moves
-        # it (the client's NAT gave it a new address).
+        if addr == peer.endpoint:
+            return  # a keepalive from the proven endpoint
+        if cookie is None:
+            # A new address (first hello, or the client's NAT gave it a new
+            # one, or a forged source): it must prove it receives what we
+            # send there before it gets any snapshot.
+            self._send_cookie(peer, addr, len(data))
+            return
+        # The cookie came back from addr: the endpoint moves there.
         peer.endpoint = addr
         self._send(self._snapshot(), (peer,))
+
+    def _send_cookie(self, peer, addr, received: int) -> None:
+        """A cookie for ``addr``: at most one per peer a second, never larger than the hello."""
+        key_id = peer.keys.key_id
+        now = self.clock.seconds()
+        last = self._cookie_times.get(key_id)
+        if last is not None and 0 <= now - last < self.cookie_every:
+            self._drop("rate_limited", addr)
+            return
+        transport = self.transport
+        if transport is None:
+            return
+        plaintext = beacon.cookie_reply(self.cookies.make(key_id, addr, now))
+        if beacon.MIN_DATAGRAM + len(plaintext) > received:
+            return  # never for a valid hello (both are 49 bytes); the rule comes first
+        self._cookie_times[key_id] = now
+        counter = peer.send_counter
+        peer.send_counter = counter + 1
+        datagram = peer.keys.s2c_cipher.seal(key_id, counter, plaintext)
+        try:
+            transport.write(datagram, addr)
+        except Exception as e:
+            self.send_errors += 1
+            self._rate_limited_log(
+                "send-error", "presence: send to {addr} failed: {error}", addr=addr, error=e,
+            )
+            return
+        self.sent += 1
+        self.cookies_sent += 1
 
     def _drop(self, reason: str, addr) -> None:
         self.dropped[reason] += 1
@@ -144,6 +207,7 @@ class PresenceServer(DatagramProtocol):
     def broadcast(self) -> None:
         """The current snapshot to every peer that proved an endpoint."""
         try:
+            self._forget_cookie_times()
             peers = [p for p in self.directory.beacon_peers() if p.endpoint is not None]
             if peers:
                 self._send(self._snapshot(), peers)
@@ -151,6 +215,15 @@ class PresenceServer(DatagramProtocol):
             # Raising here would stop the LoopingCall for good.
             if self._may_log("broadcast-error"):
                 self.log.failure("presence broadcast failed")
+
+    def _forget_cookie_times(self) -> None:
+        # Only the last second matters, so the table holds at most the peers
+        # that asked for a cookie in the last second or so.
+        now = self.clock.seconds()
+        stale = [k for k, t in self._cookie_times.items()
+                 if not 0 <= now - t < self.cookie_every]
+        for key_id in stale:
+            del self._cookie_times[key_id]
 
     def _snapshot(self) -> list[bytes]:
         # Encoded once, encrypted per peer.
