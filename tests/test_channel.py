@@ -301,3 +301,27 @@ def test_longest_allowed_message_fits_even_when_json_doubles_it(clock):
     link.pump()
     (echo,) = link.listener.of(wire.RoomMessage)
     assert echo.text == worst and echo.cid == "c1"
+
+
+def test_slow_reader_is_cut_only_if_its_buffer_stays_full(clock):
+    key, _ = noise.generate_keypair()
+    factory = ChatServerFactory(ChatCore(clock, Limits()), key, clock, send_buffer_bytes=65536)
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    server = link.server
+    big = wire.Notice("lobby", 0, "join", "x" * 400)
+    # A burst the client is reading: the buffer fills, then drains.
+    server.pauseProducing()
+    for _ in range(300):  # ~130 KB
+        server.send(big)
+    clock.advance(1)
+    server.resumeProducing()
+    assert not link.server_closed
+    # A client that stops reading: past the cap, and full for 2 s.
+    server.pauseProducing()
+    clock.advance(1)
+    server.pauseProducing()  # said again on every write: the first one counts
+    clock.advance(1)
+    for _ in range(300):
+        server.send(big)
+    assert link.server_closed and link.s_tr.disconnected

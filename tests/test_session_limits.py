@@ -1,6 +1,8 @@
 """Kick, idle timeout, flood control, per-IP cap and slow readers over real
 loopback sockets: each acts on one client while the others keep receiving."""
 
+import time
+
 import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor, task
@@ -156,13 +158,18 @@ def test_a_client_that_does_not_read_is_cut_and_the_others_are_not(make_server, 
     session = server.core.by_key["sleepy"]
     big = "x" * 7900
     sent = 0
-    # Until the server gives up on sleepy (the kernel buffers take a few MB).
-    while session.link is not None and sent < 3000:
-        for _ in range(50):
+    # Until the server gives up on sleepy: the kernel buffers take a few MB,
+    # then its buffer must stay undrained for SLOW_READER_SECONDS.
+    deadline = time.monotonic() + 20
+    while session.link is not None and time.monotonic() < deadline:
+        for _ in range(20):
             alice.say(f"{sent} {big}")
             sent += 1
-        yield sleep(0.01)
+        yield sleep(0.02)
     assert session.state.value == "reconnecting"  # cut by the server, may resume
-    yield wait_until(lambda: not alice.outbox and len(texts(bob)) == sent, timeout=30)
+    try:
+        yield wait_until(lambda: not alice.outbox and len(texts(bob)) == sent, timeout=30)
+    except AssertionError:
+        raise AssertionError(f"sent {sent}, bob has {len(texts(bob))}, outbox {len(alice.outbox)}, {alice.status}")
     assert [int(t.split()[0]) for t in texts(bob)] == list(range(sent))
     sleepy.proto.transport.abortConnection()

@@ -21,6 +21,9 @@ from spchat.server.core import ChatCore
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
 MAX_MALFORMED = 10
+# A connection is cut for not reading only if it has not drained its
+# buffer for this long, as well as having too much unsent.
+SLOW_READER_SECONDS = 2.0
 # At most one log line per minute per address for refused connections.
 REFUSAL_LOG_SECONDS = 60.0
 
@@ -39,7 +42,8 @@ class ChatServerProtocol(NoiseChannel):
 
     It registers itself as the producer of its own transport, so the transport
     tells it when the peer stops reading (send buffer full): from then on it
-    counts what piles up, and cuts the connection past ``send_buffer_bytes``.
+    counts what piles up, and cuts the connection past ``send_buffer_bytes``
+    if the buffer has not drained for ``SLOW_READER_SECONDS``.
     """
 
     initiator = False
@@ -52,6 +56,7 @@ class ChatServerProtocol(NoiseChannel):
         self.link = None
         self._login_deadline = None
         self._paused = False
+        self._paused_since = 0.0
         self._unsent = 0
         self._malformed = 0
 
@@ -122,7 +127,13 @@ class ChatServerProtocol(NoiseChannel):
             self.factory.core.traffic(self.link, sent=size)
         if self._paused:
             self._unsent += size
-            if self._unsent > self.factory.send_buffer_bytes:
+            # A burst (history, a replay) may briefly pile up more than the
+            # cap for a client that is reading it; one that has not taken a
+            # byte for a while is not reading at all.
+            if (
+                self._unsent > self.factory.send_buffer_bytes
+                and self.clock.seconds() - self._paused_since >= SLOW_READER_SECONDS
+            ):
                 self._too_slow()
 
     def connectionLost(self, reason=None):
@@ -154,12 +165,14 @@ class ChatServerProtocol(NoiseChannel):
     # --- IPushProducer: the transport's view of our peer --------------------
 
     def pauseProducing(self):
-        self._paused = True
+        # The transport says this on every write while its buffer is full.
+        if not self._paused:
+            self._paused = True
+            self._paused_since = self.clock.seconds()
 
     def resumeProducing(self):
         self._paused = False
         self._unsent = 0
-        self._malformed = 0
 
     def stopProducing(self):
         pass
