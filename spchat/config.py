@@ -122,6 +122,16 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
     return parse
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+    return parse
+
+
 def _host(text: str) -> str:
     if not text.strip():
         raise ValueError("host must not be empty")
@@ -194,6 +204,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("send_buffer_bytes", "CHAT_SEND_BUFFER_BYTES", "send-buffer-bytes", "1048576",
             _int_range(65536),
             "Unsent bytes a connection may pile up (a client that does not read) before it is cut."),
+    Setting("history_on_join", "CHAT_HISTORY_ON_JOIN", "history-on-join", "50", _int_range(0, 200),
+            "Messages of history a client receives when it logs in (0-200)."),
+    Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
+            "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
+    Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
+            _choice("thread", "inline"),
+            "How messages are saved: a writer thread, or short transactions inline."),
+    Setting("store_sync", "CHAT_STORE_SYNC", "store-sync", "full", _choice("full", "normal"),
+            "full: a saved message survives a power cut; normal: it survives a crash."),
+    Setting("login_failures", "CHAT_LOGIN_FAILURES", "login-failures", "5", _int_range(1),
+            "Failed logins per minute, per name and per address, before a wait is imposed."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -228,6 +249,11 @@ class Config:
     flood_rate: float = _default("flood_rate")
     flood_queue: int = _default("flood_queue")
     send_buffer_bytes: int = _default("send_buffer_bytes")
+    history_on_join: int = _default("history_on_join")
+    history_days: float = _default("history_days")
+    store_writer: str = _default("store_writer")
+    store_sync: str = _default("store_sync")
+    login_failures: int = _default("login_failures")
 
 
 if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover

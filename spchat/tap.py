@@ -13,8 +13,11 @@ from twisted.python import usage
 
 import spchat
 from spchat import config, noise
+from spchat.server.accounts import LoginThrottle, PasswordWorker
+from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
 from spchat.server.presence import PresenceServer
+from spchat.server.store import Store, StoreError
 from spchat.server.identity import IdentityError, load_or_create_server_key
 from spchat.server.protocol import ChatServerFactory
 
@@ -39,6 +42,8 @@ def stop(message: str, status: int = 2) -> None:
 
 # Idle sessions are found, and idle presence published, this often.
 SWEEP_SECONDS = 1.0
+# Old messages are deleted this often when CHAT_HISTORY_DAYS is set.
+PRUNE_SECONDS = 3600.0
 
 
 class ChatService(service.Service):
@@ -53,7 +58,19 @@ class ChatService(service.Service):
         self.reactor = reactor
         self.server_key = load_or_create_server_key(cfg.data_dir)
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
-        self.core = ChatCore(reactor, core_limits(cfg))
+        self.store = Store.in_dir(cfg.data_dir, cfg.store_sync)
+        self.passwords = PasswordWorker(reactor)
+        self.core = ChatCore(
+            reactor,
+            core_limits(cfg),
+            history=self.store,
+            registry=self.store,
+            passwords=self.passwords,
+            throttle=LoginThrottle(reactor, limit=cfg.login_failures, window=60.0),
+        )
+        self.core.committer = GroupCommitter(
+            self.store, reactor, self.core.published, cfg.store_writer
+        )
         self.factory = ChatServerFactory(
             self.core,
             self.server_key,
@@ -66,6 +83,8 @@ class ChatService(service.Service):
         self.core.presence_listeners.append(self.presence.changed)
         self.sweeper = task.LoopingCall(self.core.sweep)
         self.sweeper.clock = reactor
+        self.pruner = task.LoopingCall(self.prune)
+        self.pruner.clock = reactor
         self.port = self.udp_port = None
 
     def listen(self):
@@ -97,7 +116,18 @@ class ChatService(service.Service):
 
     def startService(self):
         super().startService()
+        self.core.committer.start()
+        self.passwords.start()
         self.sweeper.start(SWEEP_SECONDS, now=False)
+        if self.cfg.history_days > 0:
+            self.pruner.start(PRUNE_SECONDS, now=True)
+
+    def prune(self):
+        cutoff = self.core.now_ms() - int(self.cfg.history_days * 86400 * 1000)
+        removed = self.store.prune(cutoff)
+        if removed:
+            self.log.info("deleted {count} messages older than {days:g} days",
+                          count=removed, days=self.cfg.history_days)
 
     def privilegedStartService(self):
         super().privilegedStartService()
@@ -108,8 +138,11 @@ class ChatService(service.Service):
 
     def stopService(self):
         super().stopService()
-        if self.sweeper.running:
-            self.sweeper.stop()
+        for loop in (self.sweeper, self.pruner):
+            if loop.running:
+                loop.stop()
+        self.core.committer.stop()  # everything accepted is saved
+        self.passwords.stop()
         waits = []
         if self.udp_port is not None:
             waits.append(defer.maybeDeferred(self.udp_port.stopListening))
@@ -130,6 +163,7 @@ def core_limits(cfg: config.Config) -> Limits:
         flood_rate=cfg.flood_rate,
         flood_queue=cfg.flood_queue,
         presence_interval=cfg.presence_interval,
+        history_on_join=cfg.history_on_join,
     )
 
 
@@ -143,6 +177,6 @@ def makeService(options) -> service.MultiService:
     top = service.MultiService()
     try:
         ChatService(cfg).setServiceParent(top)
-    except IdentityError as e:
+    except (IdentityError, StoreError) as e:
         stop(str(e))
     return top

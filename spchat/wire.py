@@ -96,7 +96,12 @@ def _members(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(members)
 
 
+def _optional_integer(value: Any) -> int | None:
+    return None if value is None else _integer(value)
+
+
 _TEXT = _string(MAX_TEXT_BYTES, max_bytes=MAX_TEXT_BYTES)
+_PASSWORD = _string(1024, optional=True)
 _NAME = _string(MAX_NAME_CHARS)
 _ID = _string(MAX_ID_CHARS)
 _OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True)
@@ -151,9 +156,48 @@ class ServerHello(Message):
 # Client -> server.
 
 
-@message("login", name=_NAME)
+@message(
+    "login",
+    {"password": None, "register": False, "after": None},
+    name=_NAME,
+    password=_PASSWORD,
+    register=_boolean,
+    after=_optional_integer,
+)
 class Login(Message):
+    """Log in as ``name``: a guest (no password), a registered user, or
+    ``register`` the name with ``password`` now.
+
+    ``after``: the client has seen everything up to this sequence number
+    (it was here before); the server sends what came after it instead of
+    the usual history on join.
+    """
+
     name: str
+    password: str | None = None
+    register: bool = False
+    after: int | None = None
+
+
+@message("register", password=_string(1024))
+class Register(Message):
+    """Register the name this guest is using, with a password."""
+
+    password: str
+
+
+@message("change_password", old=_string(1024), new=_string(1024))
+class ChangePassword(Message):
+    old: str
+    new: str
+
+
+@message("history", before=_integer, limit=_integer)
+class HistoryRequest(Message):
+    """Up to ``limit`` (at most 200) messages older than ``before``."""
+
+    before: int
+    limit: int
 
 
 @message("resume", session=_ID, token=_ID, last_seq=_integer)
@@ -261,18 +305,20 @@ class Members(Message):
 
 @message(
     "message",
-    {"cid": None},
+    {"cid": None, "history": False},
     seq=_integer,
     ts=_integer,
     room=_NAME,
     sender=_NAME,
     text=_TEXT,
     cid=_OPTIONAL_ID,
+    history=_boolean,
 )
 class RoomMessage(Message):
     """A room message as stored and delivered; ``ts`` is UTC milliseconds.
 
     The sender's own copy carries its ``cid``: that is the acknowledgement.
+    ``history``: sent as history (on join, or asked for), not as it happened.
     """
 
     seq: int
@@ -281,17 +327,19 @@ class RoomMessage(Message):
     sender: str
     text: str
     cid: str | None = None
+    history: bool = False
 
 
 @message(
     "direct_message",
-    {"cid": None},
+    {"cid": None, "history": False},
     seq=_integer,
     ts=_integer,
     sender=_NAME,
     to=_NAME,
     text=_TEXT,
     cid=_OPTIONAL_ID,
+    history=_boolean,
 )
 class DirectMessage(Message):
     seq: int
@@ -300,6 +348,15 @@ class DirectMessage(Message):
     to: str
     text: str
     cid: str | None = None
+    history: bool = False
+
+
+@message("history_end", oldest=_integer, more=_boolean)
+class HistoryEnd(Message):
+    """The end of a page of history; ``oldest`` is the next ``before``."""
+
+    oldest: int
+    more: bool
 
 
 @message("notice", room=_NAME, ts=_integer, kind=_string(32), text=_REASON)

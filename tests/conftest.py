@@ -35,6 +35,7 @@ def start_service(cfg):
     """A ChatService listening in this process, on the test reactor."""
     service = ChatService(cfg, reactor)
     service.address = service.listen()
+    service.startService()
     return service
 
 

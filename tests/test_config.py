@@ -52,6 +52,8 @@ def test_defaults(tmp_path):
     assert cfg.resume_grace == 30.0 and cfg.presence_interval == 2.0 and cfg.idle_after == 30.0
     assert (cfg.flood_burst, cfg.flood_rate, cfg.flood_queue) == (10, 5.0, 20)
     assert cfg.send_buffer_bytes == 1 << 20
+    assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
+    assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
 
 
 def test_config_is_frozen():
@@ -239,6 +241,9 @@ BAD_VALUES = [
     ("CHAT_FLOOD_BURST", "flood-burst", "0", "at least 1"),
     ("CHAT_SEND_BUFFER_BYTES", "send-buffer-bytes", "1000", "at least 65536"),
     ("CHAT_RESUME_GRACE", "resume-grace", "-1", "0 or more"),
+    ("CHAT_STORE_WRITER", "store-writer", "fork", "one of thread, inline"),
+    ("CHAT_STORE_SYNC", "store-sync", "off", "one of full, normal"),
+    ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "soon", "not a number"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "nan", "finite"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "inf", "finite"),
@@ -382,7 +387,8 @@ def test_options_table_rows():
         "host", "tcp-port", "udp-port", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "send-buffer-bytes",
+        "flood-queue", "send-buffer-bytes", "history-on-join", "history-days",
+        "store-writer", "store-sync", "login-failures",
     ]
     for row in rows:
         long, short, default, help_text = row

@@ -158,9 +158,11 @@ def test_expired_session_logs_in_again_and_catches_up(core, clock):
     core.receive(alice, wire.Say("after", "a4"))
     _, refused = resume(core, welcome, seen)
     assert refused.of(wire.Error)[0].code == "resume_failed"
-    bob2, b2 = login(core, "bob")
-    core.receive(bob2, wire.Catchup(seen))
-    assert texts(b2) == ["during", "for bob", "after"]
+    conn = Recorder()
+    bob2 = core.open_link(conn, "127.0.0.1:3")
+    core.receive(bob2, wire.Login("bob", after=seen))  # "I have seen up to here"
+    assert texts(conn) == ["during", "for bob", "after"]
+    assert not any(m.history for m in conn.of(wire.RoomMessage))
 
 
 def test_history_beyond_memory_is_reported_as_a_gap(clock):

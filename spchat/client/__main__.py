@@ -20,7 +20,10 @@ def parse_args(argv, cfg: config.Config):
         "--port", type=int, default=cfg.tcp_port, help=f"server TCP port (default {cfg.tcp_port})"
     )
     parser.add_argument("--name", help="the name to chat under")
-    parser.add_argument("--password", help="account password (accounts arrive in a later version)")
+    parser.add_argument("--password", help="password of a registered name")
+    parser.add_argument(
+        "--register", action="store_true", help="register the name with --password now"
+    )
     parser.add_argument(
         "--forget-server",
         metavar="HOST:PORT",
@@ -63,8 +66,8 @@ def main(argv=None) -> int:
         parser.error("the desktop client is not available yet; use --cli for line mode")
     if not args.name:
         parser.error("--name is required")
-    if args.password:
-        sys.stderr.write("spchat: warning: --password ignored: this server version has no accounts\n")
+    if args.register and not args.password:
+        parser.error("--register needs --password")
 
     from twisted.internet import task
 
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
         client = ChatClient(
             reactor, args.host, args.port, args.name, pins,
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
+            password=args.password, register=args.register,
         )
         return LineModeClient(reactor, client).run()
 

@@ -29,8 +29,8 @@ ACK_WAIT_SECONDS = 10.0
 FLUSH_WAIT_SECONDS = 10.0
 MAX_LINE_BYTES = 1 << 20
 HELP = (
-    "commands: /msg NAME TEXT, /who, /reconnect, /quit, /help; "
-    "//text says a line starting with /"
+    "commands: /msg NAME TEXT, /who, /history, /register PASSWORD, "
+    "/password OLD NEW, /reconnect, /quit, /help; //text says a line starting with /"
 )
 # Continuation lines of a multi-line message are marked, so no user can
 # print a line that looks like it came from someone else or the server.
@@ -45,10 +45,10 @@ def clock_text(ts_ms: int | None = None) -> str:
 
 def render(msg: wire.Message) -> str | None:
     """The line printed for an event, or None for events shown otherwise."""
-    if isinstance(msg, wire.RoomMessage):
-        line = f"[{clock_text(msg.ts)}] {msg.sender}: {msg.text}"
-    elif isinstance(msg, wire.DirectMessage):
-        line = f"[{clock_text(msg.ts)}] {msg.sender} -> {msg.to}: {msg.text}"
+    if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
+        mark = "(history) " if msg.history else ""
+        who = msg.sender if isinstance(msg, wire.RoomMessage) else f"{msg.sender} -> {msg.to}"
+        line = f"[{clock_text(msg.ts)}] {mark}{who}: {msg.text}"
     elif isinstance(msg, wire.Notice):
         line = f"[{clock_text(msg.ts)}] * {msg.text}"
     elif isinstance(msg, wire.Error):
@@ -115,6 +115,7 @@ class LineModeClient:
         self._fds = (stdin, stdout)
         self._terminal: _Terminal | None = None
         self._show_members = False
+        self._show_history_end = False
         self._finishing = False
         self._logged_in = False
         self._output_gone = False
@@ -181,6 +182,11 @@ class LineModeClient:
                 listing = ", ".join(f"{name} ({state})" for name, state in msg.members)
                 self.notice(f"in {msg.room}: {listing}")
             return
+        if isinstance(msg, wire.HistoryEnd):
+            if not msg.more and self._show_history_end:
+                self.notice("no older messages")
+            self._show_history_end = False
+            return
         if isinstance(msg, wire.Error) and msg.cid is not None:
             self.refused += 1
         line = render(msg)
@@ -234,6 +240,20 @@ class LineModeClient:
         elif word == "/who":
             self._show_members = True
             self.client.who()
+        elif word == "/history":
+            self._show_history_end = True
+            self.client.history_page()
+        elif word == "/register":
+            if not rest.strip():
+                self.notice("usage: /register PASSWORD")
+            else:
+                self.client.register(rest.strip())
+        elif word == "/password":
+            old, _, new = rest.strip().partition(" ")
+            if not old or not new.strip():
+                self.notice("usage: /password OLD NEW")
+            else:
+                self.client.change_password(old, new.strip())
         elif word == "/reconnect":
             self.client.reconnect()
         elif word == "/quit":

@@ -75,6 +75,8 @@ class ChatClient:
         max_retries: int = 3,
         connect_timeout: float = 10.0,
         presence: bool = True,
+        password: str | None = None,
+        register: bool = False,
     ):
         self.reactor = reactor
         self.host, self.port, self.requested_name = host, port, name
@@ -85,6 +87,9 @@ class ChatClient:
         self.max_retries = max_retries
         self.connect_timeout = connect_timeout
         self.use_presence = presence
+        self.password = password
+        self.register_on_login = register
+        self.oldest_history: int | None = None  # where /history goes on from
         self.status = Status("connecting")
         self.name: str | None = None  # display form, from the welcome
         self.server_fingerprint: str | None = None
@@ -189,7 +194,12 @@ class ChatClient:
             w = self._welcome
             proto.send_message(wire.Resume(w.session, w.token, self.last_seq))
         else:
-            proto.send_message(wire.Login(self.requested_name))
+            self._send_login(proto, after=None)
+
+    def _send_login(self, proto: ChatClientProtocol, after: int | None) -> None:
+        # Register only the first time; later logins use the password.
+        register = self.register_on_login and self.name is None
+        proto.send_message(wire.Login(self.requested_name, self.password, register, after))
 
     def message_received(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Welcome):
@@ -197,9 +207,14 @@ class ChatClient:
             return
         if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._acknowledged(msg.cid)
-            if msg.seq <= self.last_seq:
+            if msg.history:
+                pass  # asked for (or on join): shown as history, whatever its age
+            elif msg.seq <= self.last_seq:
                 return  # already shown: replayed, or acknowledged twice
-            self.last_seq = msg.seq
+            else:
+                self.last_seq = msg.seq
+        elif isinstance(msg, wire.HistoryEnd):
+            self.oldest_history = msg.oldest
         elif isinstance(msg, wire.Error):
             if self.status.state != "connected":
                 self._refused(msg)
@@ -275,10 +290,10 @@ class ChatClient:
     def _refused(self, error: wire.Error) -> None:
         """An error before the welcome: the login or resume was refused."""
         if error.code == "resume_failed" and self.proto is not None:
-            # The session expired while we were away: log in anew, then ask
-            # for what we missed (below, in _welcomed).
+            # The session expired while we were away: log in anew, asking
+            # for everything after what we saw.
             self._welcome = None
-            self.proto.send_message(wire.Login(self.requested_name))
+            self._send_login(self.proto, after=self.last_seq)
             return
         text = f"login refused: {error.text}"
         if self._first is None or self._first.called:
@@ -289,18 +304,16 @@ class ChatClient:
 
     def _welcomed(self, welcome: wire.Welcome) -> None:
         self._stop_answer_timer()
-        fresh_after_drop = not welcome.resumed and self.name is not None
+        first_login = self.name is None
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
         self._in_flight.clear()
-        if welcome.last_seq < self.last_seq:
-            # The server's sequence went back: its history was lost (a
-            # restart without a store). Count from where it is now, or every
-            # new message would look like one already seen.
+        if first_login or welcome.last_seq < self.last_seq:
+            # New here: what came before is history, not news. Or the
+            # server's sequence went back (its data was lost): count from
+            # where it is now, or every new message would look seen.
             self.last_seq = welcome.last_seq
-        elif fresh_after_drop and self.last_seq:
-            self.proto.send_message(wire.Catchup(self.last_seq))
         first = self._first is not None and not self._first.called
         self._set_status(Status("connected", resumed=not first))
         self._start_presence(welcome)
@@ -401,6 +414,22 @@ class ChatClient:
     def who(self) -> None:
         if self.connected:
             self.proto.send_message(wire.Who())
+
+    def history_page(self, limit: int = 50) -> None:
+        """Ask for the page of history before the oldest shown so far."""
+        if self.connected:
+            before = self.oldest_history or self.last_seq + 1
+            self.proto.send_message(wire.HistoryRequest(before, limit))
+
+    def register(self, password: str) -> None:
+        if self.connected:
+            self.password = password  # for logging in again after a drop
+            self.proto.send_message(wire.Register(password))
+
+    def change_password(self, old: str, new: str) -> None:
+        if self.connected:
+            self.password = new
+            self.proto.send_message(wire.ChangePassword(old, new))
 
     def wait_acked(self, timeout: float) -> defer.Deferred:
         """Fire with True once the outbox is empty, or False after ``timeout``

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import hmac
 import itertools
+import math
 import secrets
 import unicodedata
 from collections import deque
@@ -25,7 +26,8 @@ from typing import Callable, Protocol
 
 from spchat import wire
 from spchat.beacon import BeaconKeys, ReplayWindow
-from spchat.server.history import MemoryHistory, Record
+from spchat.server.accounts import normalise_password
+from spchat.server.history import ImmediateCommitter, MemoryHistory, Record
 
 LOBBY = "lobby"
 NAME_MAX_CHARS = 32
@@ -69,6 +71,16 @@ TRANSITIONS = {
 }
 
 
+HISTORY_PAGE_MAX = 200
+
+
+def ban_text(reason: str, until: float | None, now: float) -> str:
+    if until is None:
+        return f"you are banned: {reason}"
+    minutes = math.ceil((until - now) / 60)
+    return f"you are banned for another {minutes} minute{'s' * (minutes != 1)}: {reason}"
+
+
 class Refused(Exception):
     """A request the core will not carry out; becomes a wire ``error``."""
 
@@ -94,7 +106,8 @@ class Limits:
     flood_burst: int = 10
     flood_rate: float = 5.0
     flood_queue: int = 20
-    history_in_memory: int = 10000
+    history_in_memory: int = 10000  # without a store
+    history_on_join: int = 50
     udp_port: int = 0  # told to clients; 0: no presence beacon
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
 
@@ -212,17 +225,38 @@ class Session:
 class ChatCore:
     """All chat rules; the network adapters only parse and forward."""
 
-    def __init__(self, clock, limits: Limits | None = None):
+    def __init__(
+        self,
+        clock,
+        limits: Limits | None = None,
+        history=None,
+        registry=None,
+        passwords=None,
+        throttle=None,
+    ):
+        """``history``: where messages are read back (the store, or memory);
+        ``registry``: accounts and bans (the store; None: no accounts);
+        ``passwords``: hashes off the reactor thread; ``throttle``: failed
+        logins.  ``committer`` (set after construction when there is a store)
+        saves messages and calls ``published`` once they are on disk."""
         self.clock = clock
         self.limits = limits or Limits()
         self.links: set[Link] = set()
         self.sessions: dict[str, Session] = {}  # by id; every session not offline
         self.by_key: dict[str, Session] = {}
         self.rooms: dict[str, dict[str, Session]] = {LOBBY: {}}
-        self.history = MemoryHistory(self.limits.history_in_memory)
-        # (sender key, cid) -> record: a re-sent message is acknowledged again,
-        # never stored twice.
-        self.by_cid: dict[tuple[str, str], Record] = {}
+        if history is None:
+            history = MemoryHistory(self.limits.history_in_memory)
+            self.committer = ImmediateCommitter(history, self.published)
+        self.history = history
+        self.registry = registry
+        self.passwords = passwords
+        self.throttle = throttle
+        # Accepted but not yet on disk, by (sender key, cid): a copy re-sent
+        # meanwhile is not a new message.
+        self._unsaved: dict[tuple[str, str], Record] = {}
+        # Names with a password check or hash in progress.
+        self._claims: set[str] = set()
         # One sequence for every stored message (room and direct), so a client
         # can ask for "everything after N" in a single number.
         self._seq = itertools.count(self.history.last_seq + 1)
@@ -236,6 +270,9 @@ class ChatCore:
             wire.Who: self._who,
             wire.PresenceRequest: self._who,
             wire.Catchup: self._catchup,
+            wire.HistoryRequest: self._history,
+            wire.Register: self._register,
+            wire.ChangePassword: self._change_password,
             wire.Logout: self._logout,
         }
 
@@ -439,8 +476,80 @@ class ChatCore:
 
     def _login(self, link: Link, msg: wire.Login) -> None:
         display, key = normalise_name(msg.name)
+        self._check_ban(key)
+        ip = link.address.rpartition(":")[0]
+        wait = self.throttle.retry_after(key, ip) if self.throttle else None
+        if wait:
+            raise Refused("throttled", f"too many failed logins; try again in {math.ceil(wait)} s")
+        if key in self._claims:
+            raise Refused("name_taken", f"someone is logging in as {display!r} right now")
+        account = self.registry.account(key) if self.registry is not None else None
+        if msg.register:
+            self._need_accounts()
+            if account is not None:
+                raise Refused(
+                    "name_registered",
+                    f"the name {display!r} is already registered; log in with its password",
+                )
+            self._check_free(display, key)
+            self._check_password(msg.password)
+            self._claimed(key, self.passwords.hash(msg.password), self._registered_login,
+                          link, display, key, msg.after)
+        elif account is not None:
+            if msg.password is None:
+                raise Refused(
+                    "password_required",
+                    f"the name {display!r} is registered; log in with its password",
+                )
+            self._claimed(key, self.passwords.verify(msg.password, account[1]),
+                          self._verified_login, link, display, key, ip, msg.after)
+        elif msg.password is not None:
+            # The same words as a wrong password: no hint which names exist.
+            raise Refused("login_failed", "wrong name or password")
+        else:
+            self._check_free(display, key)
+            self._start_session(link, display, key, msg.after)
+
+    def _check_free(self, display: str, key: str) -> None:
         if key in self.by_key:
             raise Refused("name_taken", f"the name {display!r} is taken")
+
+    def _claimed(self, key, deferred, then, link, *args) -> None:
+        """Run ``then(result, link, *args)`` when the password work is done."""
+        self._claims.add(key)
+
+        def done(result):
+            self._claims.discard(key)
+            if link not in self.links:
+                return  # gone while we hashed
+            try:
+                then(result, link, *args)
+            except Refused as refusal:
+                link.conn.send(wire.Error(refusal.code, refusal.text))
+
+        deferred.addCallback(done)
+        deferred.addErrback(lambda failure: (self._claims.discard(key), failure)[1])
+
+    def _registered_login(self, encoded, link, display, key, after) -> None:
+        self._check_free(display, key)
+        self.registry.set_account(key, display, encoded, self.now_ms())
+        self._start_session(link, display, key, after)
+        self._account_notice(self.by_key[key], f"the name {display} is now registered to you")
+
+    def _verified_login(self, ok, link, display, key, ip, after) -> None:
+        if not ok:
+            self.throttle and self.throttle.failed(key, ip)
+            raise Refused("login_failed", "wrong name or password")
+        self.throttle and self.throttle.succeeded(key, ip)
+        old = self.by_key.get(key)
+        if old is not None:
+            # The owner of the name, proven by its password, wins over a
+            # session left behind (a crashed client, another device).
+            self._end(old, "replaced", "you logged in from somewhere else",
+                      "logged in elsewhere", f"{old.name} left")
+        self._start_session(link, display, key, after)
+
+    def _start_session(self, link: Link, display: str, key: str, after: int | None) -> None:
         now = self.now()
         session = Session(
             id=secrets.token_urlsafe(12),
@@ -458,6 +567,10 @@ class ChatCore:
         self.by_key[key] = session
         self._send(session, self._welcome(session, resumed=False))
         self._join(session, LOBBY)
+        if after is not None:
+            self._replay(session, after)  # it was here before: what it missed
+        else:
+            self._send_history(session, self.history.last_seq + 1, self.limits.history_on_join)
 
     def _resume(self, link: Link, msg: wire.Resume) -> None:
         session = self.sessions.get(msg.session)
@@ -492,15 +605,36 @@ class ChatCore:
             if record.visible_to(session.key, session.rooms):
                 self._send(session, record.for_recipient(session.key))
 
+    def _send_history(self, session: Session, before: int, limit: int) -> None:
+        records = self.history.before(before, limit, session.key, session.rooms)
+        for record in records:
+            self._send(session, record.for_recipient(session.key, history=True))
+        oldest = records[0].seq if records else before
+        self._send(session, wire.HistoryEnd(oldest, len(records) == limit and oldest > 1))
+
     def _store(self, record: Record) -> None:
-        dropped = self.history.append(record)
-        self.by_cid[(record.sender_key, record.cid)] = record
-        if dropped is not None:
-            self.by_cid.pop((dropped.sender_key, dropped.cid), None)
+        self._unsaved[(record.sender_key, record.cid)] = record
+        self.committer.add(record)
+
+    def published(self, records: list[Record]) -> None:
+        """Records are saved: now they go out, and the senders' copies ack them."""
+        for record in records:
+            self._unsaved.pop((record.sender_key, record.cid), None)
+            if record.room is not None:
+                for member in self.rooms.get(record.room, {}).values():
+                    if member.link is not None:
+                        member.link.conn.send(record.for_recipient(member.key))
+                continue
+            for key in {record.to_key, record.sender_key}:
+                session = self.by_key.get(key)
+                if session is not None:
+                    self._send(session, record.for_recipient(key))
 
     def _already_stored(self, session: Session, cid: str) -> bool:
         """A message re-sent after a reconnect: acknowledge it again, once."""
-        record = self.by_cid.get((session.key, cid))
+        if (session.key, cid) in self._unsaved:
+            return True  # its acknowledgement follows when it is saved
+        record = self.history.find_cid(session.key, cid)
         if record is None:
             return False
         self._send(session, record.for_recipient(session.key))
@@ -519,9 +653,6 @@ class ChatCore:
             room=msg.room,
         )
         self._store(record)
-        for member in members.values():
-            if member.link is not None:
-                member.link.conn.send(record.for_recipient(member.key))
 
     def _direct(self, session: Session, msg: wire.Direct) -> None:
         try:
@@ -540,10 +671,6 @@ class ChatCore:
             to=target.name, to_key=target.key,
         )
         self._store(record)
-        if target is not session:
-            self._send(target, record.for_recipient(target.key))
-        # The sender's copy, with its cid, is the acknowledgement.
-        self._send(session, record.for_recipient(session.key))
 
     def _who(self, session: Session, msg: wire.Who) -> None:
         for room in sorted(session.rooms):
@@ -551,6 +678,105 @@ class ChatCore:
 
     def _catchup(self, session: Session, msg: wire.Catchup) -> None:
         self._replay(session, msg.after)
+
+    def _history(self, session: Session, msg: wire.HistoryRequest) -> None:
+        self._send_history(session, msg.before, max(1, min(msg.limit, HISTORY_PAGE_MAX)))
+
+    # --- accounts and bans ----------------------------------------------------
+
+    def _need_accounts(self) -> None:
+        if self.registry is None or self.passwords is None:
+            raise Refused("no_accounts", "this server does not keep accounts")
+
+    @staticmethod
+    def _check_password(password: str | None) -> None:
+        try:
+            normalise_password(password or "")
+        except ValueError as e:
+            raise Refused("bad_password", str(e)) from None
+
+    def _account_notice(self, session: Session, text: str) -> None:
+        self._send(session, wire.Notice(LOBBY, self.now_ms(), "account", text))
+
+    def _register(self, session: Session, msg: wire.Register) -> None:
+        self._need_accounts()
+        if self.registry.account(session.key) is not None:
+            raise Refused("name_registered", f"the name {session.name!r} is already registered")
+        self._check_password(msg.password)
+        if session.key in self._claims:
+            raise Refused("busy", "a password change is already in progress")
+        link = session.link
+
+        def save(encoded, link):
+            self.registry.set_account(session.key, session.name, encoded, self.now_ms())
+            self._account_notice(
+                session, f"the name {session.name} is now registered to you; "
+                "log in with its password from now on",
+            )
+
+        self._claimed(session.key, self.passwords.hash(msg.password), save, link)
+
+    def _change_password(self, session: Session, msg: wire.ChangePassword) -> None:
+        self._need_accounts()
+        account = self.registry.account(session.key)
+        if account is None:
+            raise Refused("not_registered", "this name is not registered; use /register")
+        self._check_password(msg.new)
+        if session.key in self._claims:
+            raise Refused("busy", "a password change is already in progress")
+        ip = session.address.rpartition(":")[0]
+
+        def verified(ok, link):
+            if not ok:
+                self.throttle and self.throttle.failed(session.key, ip)
+                raise Refused("login_failed", "wrong password")
+            self._claimed(session.key, self.passwords.hash(msg.new), saved, link)
+
+        def saved(encoded, link):
+            self.registry.set_account(session.key, session.name, encoded, self.now_ms())
+            self._account_notice(session, "your password is changed")
+
+        self._claimed(
+            session.key, self.passwords.verify(msg.old, account[1]), verified, session.link
+        )
+
+    def _check_ban(self, key: str) -> None:
+        if self.registry is None:
+            return
+        ban = self.registry.ban(key)
+        if ban is None:
+            return
+        _, until, reason = ban
+        if until is not None and until <= self.now():
+            self.registry.delete_ban(key)  # served its time
+            return
+        raise Refused("banned", ban_text(reason, until, self.now()))
+
+    def ban(self, name: str, minutes: float | None, reason: str) -> bool:
+        """Ban a name (for ``minutes``, or for ever); a user online goes at once."""
+        if self.registry is None:
+            return False
+        try:
+            display, key = normalise_name(name)
+        except Refused:
+            return False
+        reason = wire.clip(reason, 200)
+        until = None if minutes is None else self.now() + minutes * 60
+        self.registry.set_ban(key, display, until, reason, self.now_ms())
+        session = self.by_key.get(key)
+        if session is not None:
+            self._end(
+                session, "banned", ban_text(reason, until, self.now()),
+                f"banned: {reason}", f"{session.name} was banned ({reason})",
+            )
+        return True
+
+    def unban(self, name: str) -> bool:
+        try:
+            _, key = normalise_name(name)
+        except Refused:
+            return False
+        return self.registry is not None and self.registry.delete_ban(key)
 
     def _logout(self, session: Session, msg: wire.Logout) -> None:
         self._end(session, "logout", "logged out", "logout", f"{session.name} left")

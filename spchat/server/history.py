@@ -33,29 +33,48 @@ class Record:
             return self.room in rooms
         return key in (self.sender_key, self.to_key)
 
-    def for_recipient(self, key: str) -> wire.Message:
+    def for_recipient(self, key: str, history: bool = False) -> wire.Message:
         """The wire message for one recipient; only the sender's copy has the cid."""
         cid = self.cid if key == self.sender_key else None
         if self.room is not None:
-            return wire.RoomMessage(self.seq, self.ts, self.room, self.sender, self.text, cid)
-        return wire.DirectMessage(self.seq, self.ts, self.sender, self.to, self.text, cid)
+            return wire.RoomMessage(
+                self.seq, self.ts, self.room, self.sender, self.text, cid, history
+            )
+        return wire.DirectMessage(
+            self.seq, self.ts, self.sender, self.to, self.text, cid, history
+        )
 
 
 class MemoryHistory:
-    """The newest ``limit`` records, in sequence order."""
+    """The newest ``limit`` records, in sequence order: the history of a
+    server without a store (and of the core's unit tests).  Offers the same
+    reading methods as ``spchat.server.store.Store``."""
 
     def __init__(self, limit: int = 10000):
         self.limit = limit
         self._records: deque[Record] = deque()
+        self._by_cid: dict[tuple[str, str], Record] = {}
         self.last_seq = 0
 
-    def append(self, record: Record) -> Record | None:
-        """Store a record; return the one that fell out, if any."""
+    def append(self, record: Record) -> None:
         self._records.append(record)
+        self._by_cid[(record.sender_key, record.cid)] = record
         self.last_seq = record.seq
         if len(self._records) > self.limit:
-            return self._records.popleft()
-        return None
+            old = self._records.popleft()
+            self._by_cid.pop((old.sender_key, old.cid), None)
+
+    def find_cid(self, sender_key: str, cid: str) -> Record | None:
+        return self._by_cid.get((sender_key, cid))
+
+    def before(self, seq: int, limit: int, key: str, rooms: set[str]) -> list[Record]:
+        found = []
+        for record in reversed(self._records):
+            if len(found) >= limit:
+                break
+            if record.seq < seq and record.visible_to(key, rooms):
+                found.append(record)
+        return found[::-1]
 
     @property
     def first_seq(self) -> int:
@@ -69,3 +88,21 @@ class MemoryHistory:
         # Sequence numbers are consecutive, so the position is arithmetic.
         start = max(0, seq + 1 - self._records[0].seq)
         return (self._records[i] for i in range(start, len(self._records)))
+
+
+class ImmediateCommitter:
+    """Commits at once, in memory: for a server without a store."""
+
+    def __init__(self, history: MemoryHistory, on_committed):
+        self.history = history
+        self.on_committed = on_committed
+
+    def add(self, record: Record) -> None:
+        self.history.append(record)
+        self.on_committed([record])
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
