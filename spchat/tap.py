@@ -143,6 +143,7 @@ class ChatService(service.Service):
                 loop.stop()
         self.core.committer.stop()  # everything accepted is saved
         self.passwords.stop()
+        self.store.close()
         waits = []
         if self.udp_port is not None:
             waits.append(defer.maybeDeferred(self.udp_port.stopListening))

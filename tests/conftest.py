@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -155,12 +156,18 @@ class ServerProcess:
             if found:
                 self.port, self.udp_port = int(found.group(1)), int(found.group(2))
                 self.fingerprint = found.group(3)
+                # Keep reading its log, or a full pipe would stall the server.
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
         self.proc.kill()
         raise AssertionError("server did not start:\n" + "".join(self.log))
 
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.log.append(line)
+
     def stop(self):
         self.proc.terminate()
-        out, _ = self.proc.communicate(timeout=20)
-        self.log.append(out)
+        self.proc.wait(timeout=20)
+        time.sleep(0.1)  # the drain thread reads the last lines
         return self.proc.returncode

@@ -9,6 +9,7 @@ the file.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Iterable
 from spchat.server.history import Record
 
 DB_FILE = "spchat.db"
+LOCK_FILE = "spchat.lock"
 
 # Each entry upgrades the schema from its index to index + 1.
 MIGRATIONS = [
@@ -108,6 +110,24 @@ def _migrate(conn: sqlite3.Connection) -> None:
             raise
 
 
+def _lock_dir(data_dir: Path) -> int:
+    """One server per data directory: two would hand out the same numbers."""
+    path = data_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as e:
+        raise StoreError(f"cannot open the lock file {path}: {e.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(
+            f"the data directory {data_dir} is in use by another spchat server "
+            f"(it holds {path})"
+        ) from None
+    return fd
+
+
 class Store:
     """History, accounts and bans on one SQLite file.
 
@@ -118,7 +138,12 @@ class Store:
     def __init__(self, path: Path, sync: str = "full"):
         self.path = path
         self.sync = sync
-        self.conn = connect(path, sync)
+        self._lock = _lock_dir(path.parent)
+        try:
+            self.conn = connect(path, sync)
+        except StoreError:
+            os.close(self._lock)
+            raise
         # Fail now, with the file's name, if the content is damaged.
         try:
             if self.conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
@@ -126,6 +151,7 @@ class Store:
             row = self.conn.execute("SELECT max(seq), min(seq) FROM messages").fetchone()
         except sqlite3.DatabaseError as e:
             self.conn.close()
+            os.close(self._lock)
             raise StoreError(f"cannot use the database {path}: {_explain(e)}") from None
         self.last_seq = row[0] or 0
         self._first_seq = row[1] or 1
@@ -136,6 +162,9 @@ class Store:
 
     def close(self) -> None:
         self.conn.close()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     # --- messages (the History interface) ------------------------------------
 

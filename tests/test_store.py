@@ -1,0 +1,116 @@
+"""The SQLite store: file, schema, damage, and what it keeps across restarts."""
+
+import os
+import sqlite3
+import subprocess
+
+import pytest
+
+from spchat.server.history import Record
+from spchat.server.store import DB_FILE, SCHEMA_VERSION, Store, StoreError
+
+from conftest import subprocess_env, twistd_command
+
+
+def record(seq, text="hi", cid=None, room="lobby", sender="alice", to=None):
+    return Record(seq, 1000 * seq, sender, sender.lower(), text, cid or f"c{seq}", room=room,
+                  to=to, to_key=to.lower() if to else None)
+
+
+def test_new_database_is_private_and_versioned(tmp_path):
+    store = Store.in_dir(tmp_path)
+    path = tmp_path / DB_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+
+
+def test_messages_round_trip_and_survive_reopening(tmp_path):
+    store = Store.in_dir(tmp_path)
+    batch = [record(1), record(2, to="Bob", room=None), record(3, "third")]
+    store.insert(store.conn, batch)
+    store.committed(batch)
+    store.close()
+    again = Store.in_dir(tmp_path)
+    assert again.last_seq == 3
+    assert list(again.after(1)) == batch[1:]
+    assert again.find_cid("alice", "c2") == batch[1]
+    # Alice sees all three; Carol only the room messages.
+    assert again.before(4, 10, "alice", {"lobby"}) == batch
+    assert again.before(4, 10, "carol", {"lobby"}) == [batch[0], batch[2]]
+    assert again.before(3, 1, "alice", {"lobby"}) == [batch[1]]
+    again.close()
+
+
+def test_the_same_message_cannot_be_stored_twice(tmp_path):
+    store = Store.in_dir(tmp_path)
+    store.insert(store.conn, [record(1, cid="x")])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(store.conn, [record(2, cid="x")])
+    assert store.conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+    store.close()
+
+
+def test_accounts_and_bans_are_kept(tmp_path):
+    store = Store.in_dir(tmp_path)
+    store.set_account("zoe", "Zoe", "$argon2id$...", 1)
+    store.set_ban("mal", "Mal", 1234.5, "spam", 1)
+    store.close()
+    again = Store.in_dir(tmp_path)
+    assert again.account("zoe") == ("Zoe", "$argon2id$...")
+    assert again.ban("mal") == ("Mal", 1234.5, "spam")
+    assert again.delete_ban("mal") and again.ban("mal") is None
+    again.close()
+
+
+def test_one_server_per_data_directory(tmp_path):
+    first = Store.in_dir(tmp_path)
+    with pytest.raises(StoreError, match="in use by another spchat server"):
+        Store.in_dir(tmp_path)
+    first.close()
+    Store.in_dir(tmp_path).close()  # free again
+
+
+def test_damaged_database_is_a_one_line_error(tmp_path):
+    (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError) as caught:
+        Store.in_dir(tmp_path)
+    assert str(tmp_path / DB_FILE) in str(caught.value)
+    assert "damaged" in str(caught.value)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    Store.in_dir(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this spchat"):
+        Store.in_dir(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "unreadable"])
+def test_server_start_with_a_bad_database_is_one_line(tmp_path, damage):
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / DB_FILE
+    db.write_bytes(b"\x00garbage" * 500)
+    if damage == "unreadable":
+        db.write_bytes(b"")
+        os.chmod(data, 0o500)  # cannot create the WAL next to it
+        if os.geteuid() == 0:
+            os.chmod(data, 0o700)
+            db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # root reads anything
+    try:
+        result = subprocess.run(
+            twistd_command() + ["-n", "--pidfile=", "spchat", "--data-dir", str(data),
+                                "--tcp-port", "0", "--udp-port", "0"],
+            cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True,
+            timeout=60,
+        )
+    finally:
+        os.chmod(data, 0o700)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(db) in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
