@@ -259,3 +259,37 @@ def test_line_mode_reconnects_after_a_server_restart(tmp_path, server):
         assert frank.returncode == 0, err
     finally:
         restarted.stop()
+
+
+def test_line_mode_shows_history_and_pages_back(tmp_path, server):
+    env = subprocess_env(tmp_path)
+    first = subprocess.run(client_command(server.port, "alice"), input="one\ntwo\n",
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    later = subprocess.run(client_command(server.port, "carol"), input="/history\n",
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert later.returncode == 0, later.stderr
+    lines = later.stdout.splitlines()
+    assert [line[11:] for line in lines if "(history)" in line] == [
+        "(history) alice: one", "(history) alice: two"]
+    assert lines[-2].endswith("* no older messages")
+
+
+def test_line_mode_register_then_password_login(tmp_path, server):
+    env = subprocess_env(tmp_path)
+    reg = subprocess.run(client_command(server.port, "rita", "--password", "s3cret pass",
+                                        "--register"),
+                         input="", cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert reg.returncode == 0, reg.stderr
+    assert "the name rita is now registered to you" in reg.stdout
+    guest = subprocess.run(client_command(server.port, "rita"), input="",
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert guest.returncode != 0
+    assert guest.stderr.strip() == (
+        "spchat: login refused: the name 'rita' is registered; log in with its password")
+    back = subprocess.run(client_command(server.port, "rita", "--password", "s3cret pass"),
+                          input="hello again\n", cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert back.returncode == 0, back.stderr
+    assert "] rita: hello again" in back.stdout

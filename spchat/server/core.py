@@ -478,7 +478,7 @@ class ChatCore:
         display, key = normalise_name(msg.name)
         self._check_ban(key)
         ip = link.address.rpartition(":")[0]
-        wait = self.throttle.retry_after(key, ip) if self.throttle else None
+        wait = self.throttle.retry_after(key, ip) if self.throttle is not None else None
         if wait:
             raise Refused("throttled", f"too many failed logins; try again in {math.ceil(wait)} s")
         if key in self._claims:
@@ -501,8 +501,9 @@ class ChatCore:
                     "password_required",
                     f"the name {display!r} is registered; log in with its password",
                 )
+            # Shown as registered, whatever case or width it was typed in.
             self._claimed(key, self.passwords.verify(msg.password, account[1]),
-                          self._verified_login, link, display, key, ip, msg.after)
+                          self._verified_login, link, account[0], key, ip, msg.after)
         elif msg.password is not None:
             # The same words as a wrong password: no hint which names exist.
             raise Refused("login_failed", "wrong name or password")
@@ -538,9 +539,11 @@ class ChatCore:
 
     def _verified_login(self, ok, link, display, key, ip, after) -> None:
         if not ok:
-            self.throttle and self.throttle.failed(key, ip)
+            if self.throttle is not None:
+                self.throttle.failed(key, ip)
             raise Refused("login_failed", "wrong name or password")
-        self.throttle and self.throttle.succeeded(key, ip)
+        if self.throttle is not None:
+            self.throttle.succeeded(key, ip)
         old = self.by_key.get(key)
         if old is not None:
             # The owner of the name, proven by its password, wins over a
@@ -728,7 +731,8 @@ class ChatCore:
 
         def verified(ok, link):
             if not ok:
-                self.throttle and self.throttle.failed(session.key, ip)
+                if self.throttle is not None:
+                    self.throttle.failed(session.key, ip)
                 raise Refused("login_failed", "wrong password")
             self._claimed(session.key, self.passwords.hash(msg.new), saved, link)
 

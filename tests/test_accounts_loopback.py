@@ -1,0 +1,149 @@
+"""Accounts, bans and history over real sockets, across server restarts
+(the same data directory, a new server process state)."""
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from spchat import wire
+from spchat.client.session import ClientError
+
+from conftest import connect_client, server_config, start_service, stop_services, wait_until
+
+
+@pytest.fixture
+def restartable(tmp_path):
+    """Start, stop and start again a server on one data directory."""
+    running = []
+
+    def start():
+        while running:
+            stop_services(running.pop())
+        running.append(start_service(server_config(tmp_path / "data")))
+        return running[-1]
+
+    yield start
+    while running:
+        stop_services(running.pop())
+
+
+def notices(client, kind):
+    return [n.text for n in client.rec.of(wire.Notice) if n.kind == kind]
+
+
+@pytest_twisted.inlineCallbacks
+def test_registered_name_survives_a_restart_and_needs_its_password(restartable, pins):
+    server = restartable()
+    zoe = yield connect_client(server, pins, "Zoe", password="correct horse", register=True)
+    yield wait_until(lambda: notices(zoe, "account"))
+    assert "registered to you" in notices(zoe, "account")[0]
+    yield zoe.logout()
+
+    server = restartable()
+    with pytest.raises(ClientError, match="is registered; log in with its password"):
+        yield connect_client(server, pins, "zoe")  # a guest may not take it
+    with pytest.raises(ClientError, match="wrong name or password"):
+        yield connect_client(server, pins, "zoe", password="wrong horse")
+    zoe = yield connect_client(server, pins, "ZOE", password="correct horse")
+    assert zoe.name == "Zoe"
+    # A password for a name nobody registered: the same generic words.
+    with pytest.raises(ClientError, match="wrong name or password"):
+        yield connect_client(server, pins, "nobody", password="whatever123")
+
+
+@pytest_twisted.inlineCallbacks
+def test_failed_logins_are_throttled(restartable, pins):
+    server = restartable()
+    owner = yield connect_client(server, pins, "owner", password="owner password", register=True)
+    yield wait_until(lambda: notices(owner, "account"))
+    yield owner.logout()
+    for _ in range(5):
+        with pytest.raises(ClientError, match="wrong name or password"):
+            yield connect_client(server, pins, "owner", password="guess guess")
+    with pytest.raises(ClientError, match=r"try again in \d+ s"):
+        yield connect_client(server, pins, "owner", password="owner password")
+
+
+@pytest_twisted.inlineCallbacks
+def test_register_while_logged_in_and_change_password(restartable, pins):
+    server = restartable()
+    ann = yield connect_client(server, pins, "ann")
+    ann.register("first password")
+    yield wait_until(lambda: notices(ann, "account"))
+    ann.change_password("first password", "second password")
+    yield wait_until(lambda: len(notices(ann, "account")) == 2)
+    assert notices(ann, "account")[1] == "your password is changed"
+    yield ann.logout()
+    with pytest.raises(ClientError, match="wrong name or password"):
+        yield connect_client(server, pins, "ann", password="first password")
+    again = yield connect_client(server, pins, "ann", password="second password")
+    assert again.status.state == "connected"
+
+
+@pytest_twisted.inlineCallbacks
+def test_bans_last_across_restarts_and_expire(restartable, pins):
+    server = restartable()
+    mal = yield connect_client(server, pins, "mal")
+    assert server.core.ban("mal", None, "spam")
+    yield wait_until(lambda: mal.status.state == "offline")
+    assert mal.status.reason == "you are banned: spam" and mal.status.recovery == "never"
+    assert server.core.ban("tim", 10, "rude")
+
+    server = restartable()
+    with pytest.raises(ClientError, match="you are banned: spam"):
+        yield connect_client(server, pins, "MAL")
+    with pytest.raises(ClientError, match="banned for another 10 minutes: rude"):
+        yield connect_client(server, pins, "tim")
+    server.core.clock = FakeLater(server.core.clock, 601)  # ten minutes on
+    tim = yield connect_client(server, pins, "tim")
+    assert tim.status.state == "connected"
+    assert server.store.ban("tim") is None  # the served ban is gone
+    assert server.core.unban("mal")
+    mal = yield connect_client(server, pins, "mal")
+    assert mal.status.state == "connected"
+
+
+class FakeLater:
+    """The reactor's clock, ``offset`` seconds in the future."""
+
+    def __init__(self, clock, offset):
+        self.clock, self.offset = clock, offset
+
+    def seconds(self):
+        return self.clock.seconds() + self.offset
+
+    def callLater(self, *args, **kwargs):
+        return self.clock.callLater(*args, **kwargs)
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_on_join_and_paging_back_to_the_first_message(tmp_path, pins):
+    server = start_service(server_config(tmp_path / "data", **{
+        "history-on-join": "20", "flood-burst": "1000", "flood-queue": "1000"}))
+    try:
+        alice = yield connect_client(server, pins, "alice")
+        for i in range(1, 121):
+            alice.say(f"m{i}")
+        yield wait_until(lambda: not alice.outbox)
+        bob = yield connect_client(server, pins, "bob")
+        yield wait_until(lambda: bob.rec.of(wire.HistoryEnd))
+
+        def history():
+            return [m.text for m in bob.rec.of(wire.RoomMessage) if m.history]
+
+        assert history() == [f"m{i}" for i in range(101, 121)]  # the last 20
+        pages = 1
+        while bob.rec.of(wire.HistoryEnd)[-1].more:
+            count = len(bob.rec.of(wire.HistoryEnd))
+            bob.history_page(limit=50)
+            yield wait_until(lambda: len(bob.rec.of(wire.HistoryEnd)) > count)
+            pages += 1
+        # Pages arrive newest first, each page oldest first.
+        got = sorted(history(), key=lambda t: int(t[1:]))
+        assert got == [f"m{i}" for i in range(1, 121)] and len(history()) == 120
+        assert pages == 3  # 20 on join, then 50 and the last 50
+        alice.say("live")
+        yield wait_until(lambda: any(m.text == "live" and not m.history
+                                     for m in bob.rec.of(wire.RoomMessage)))
+    finally:
+        stop_services(server)
