@@ -27,8 +27,10 @@ from spchat.client.session import ChatClient
 def start_server(data_dir: Path):
     proc = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0",
-         "--data-dir", str(data_dir)],
+         "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
+         "--data-dir", str(data_dir),
+         # Flood control would pace one fast sender to 5 messages a second.
+         "--flood-burst", "1000000", "--flood-rate", "1000000", "--flood-queue", "20000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     for line in proc.stdout:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -102,6 +102,7 @@ class ChatClient:
         self.presence = None
         self._welcome: wire.Welcome | None = None  # the latest
         self._in_flight: set[str] = set()  # cids sent on this connection
+        self._to_send: deque[str] = deque()  # outbox cids not yet sent on it
         self._first: defer.Deferred | None = None
         self._closed: defer.Deferred | None = None
         self._attempt = 0
@@ -308,7 +309,9 @@ class ChatClient:
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
+        # A new connection: everything unacknowledged goes (again), in order.
         self._in_flight.clear()
+        self._to_send = deque(self.outbox)
         if first_login or welcome.last_seq < self.last_seq:
             # New here: what came before is history, not news. Or the
             # server's sequence went back (its data was lost): count from
@@ -373,10 +376,10 @@ class ChatClient:
         if not self.connected:
             return
         window = self._welcome.max_in_flight
-        for cid, msg in self.outbox.items():
-            if len(self._in_flight) >= window:
-                break
-            if cid not in self._in_flight:
+        while self._to_send and len(self._in_flight) < window:
+            cid = self._to_send.popleft()
+            msg = self.outbox.get(cid)
+            if msg is not None:  # not refused meanwhile
                 self._in_flight.add(cid)
                 self.proto.send_message(msg)
 
@@ -399,6 +402,7 @@ class ChatClient:
         if problem:
             raise ValueError(problem)
         self.outbox[msg.cid] = msg
+        self._to_send.append(msg.cid)
         if self.status.state == "offline" and self.status.recovery == "on_activity":
             self.reconnect()
         self._pump()
