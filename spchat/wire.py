@@ -213,13 +213,6 @@ class Resume(Message):
     last_seq: int
 
 
-@message("catchup", after=_integer)
-class Catchup(Message):
-    """Ask for every message after ``after`` (after logging in anew)."""
-
-    after: int
-
-
 @message("say", {"room": "lobby"}, room=_NAME, text=_TEXT, cid=_ID)
 class Say(Message):
     """A room message; ``cid`` is the client's id for it, echoed as the ack."""

@@ -114,3 +114,31 @@ def test_server_start_with_a_bad_database_is_one_line(tmp_path, damage):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(db) in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_old_messages_are_pruned_and_the_rest_kept(tmp_path):
+    store = Store.in_dir(tmp_path)
+    batch = [record(seq) for seq in range(1, 11)]  # ts = 1000 * seq
+    store.insert(store.conn, batch)
+    store.committed(batch)
+    assert store.prune(older_than_ms=5000) == 4
+    assert [r.seq for r in store.after(0)] == list(range(5, 11))
+    assert store.first_seq == 5 and store.last_seq == 10
+    store.close()
+
+
+def test_server_prunes_by_history_days(tmp_path):
+    from conftest import server_config, start_service, stop_services
+
+    service = start_service(server_config(tmp_path / "data", **{"history-days": "1"}))
+    try:
+        now_ms = service.core.now_ms()
+        old = Record(1, now_ms - 2 * 86400_000, "alice", "alice", "old", "c1", room="lobby")
+        new = Record(2, now_ms, "alice", "alice", "new", "c2", room="lobby")
+        service.store.insert(service.store.conn, [old, new])
+        service.store.committed([old, new])
+        service.prune()
+        assert [r.text for r in service.store.after(0)] == ["new"]
+        assert service.pruner.running  # and it runs hourly
+    finally:
+        stop_services(service)

@@ -115,7 +115,8 @@ class ChatClient:
         self._udp = None
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
-        self._cids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
+        # 64 random bits: the server de-duplicates by (name, cid) for ever.
+        self._cids = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count(1))
 
     # --- connecting --------------------------------------------------------
 

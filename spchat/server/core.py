@@ -46,7 +46,7 @@ TEXT_FORBIDDEN = frozenset(
 # activity for idle detection.
 USER_ACTIONS = (wire.Say, wire.Direct, wire.Who)
 # Requests that cost the server work count against the flood limit.
-FLOOD_LIMITED = USER_ACTIONS + (wire.PresenceRequest, wire.Catchup)
+FLOOD_LIMITED = USER_ACTIONS + (wire.PresenceRequest, wire.HistoryRequest)
 
 
 class Connection(Protocol):
@@ -269,7 +269,6 @@ class ChatCore:
             wire.Direct: self._direct,
             wire.Who: self._who,
             wire.PresenceRequest: self._who,
-            wire.Catchup: self._catchup,
             wire.HistoryRequest: self._history,
             wire.Register: self._register,
             wire.ChangePassword: self._change_password,
@@ -528,8 +527,13 @@ class ChatCore:
             except Refused as refusal:
                 link.conn.send(wire.Error(refusal.code, refusal.text))
 
-        deferred.addCallback(done)
-        deferred.addErrback(lambda failure: (self._claims.discard(key), failure)[1])
+        def failed(failure):
+            # The password workers are stopping (shutdown): say so, no traceback.
+            self._claims.discard(key)
+            if link in self.links:
+                link.conn.send(wire.Error("unavailable", "the server is busy; try again"))
+
+        deferred.addCallbacks(done, failed)
 
     def _registered_login(self, encoded, link, display, key, after) -> None:
         self._check_free(display, key)
@@ -678,9 +682,6 @@ class ChatCore:
     def _who(self, session: Session, msg: wire.Who) -> None:
         for room in sorted(session.rooms):
             self._send(session, self._members(room))
-
-    def _catchup(self, session: Session, msg: wire.Catchup) -> None:
-        self._replay(session, msg.after)
 
     def _history(self, session: Session, msg: wire.HistoryRequest) -> None:
         self._send_history(session, msg.before, max(1, min(msg.limit, HISTORY_PAGE_MAX)))
