@@ -51,7 +51,7 @@ class HandshakeTimer:
     def message_received(self, msg):
         pass
 
-    def connection_lost(self, reason):
+    def connection_lost(self, reason, proto=None):
         if not self.done.called:
             self.done.errback(RuntimeError(reason))
 

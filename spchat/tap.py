@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import sys
 
 from twisted.application import service
@@ -124,7 +125,11 @@ class ChatService(service.Service):
 
     def prune(self):
         cutoff = self.core.now_ms() - int(self.cfg.history_days * 86400 * 1000)
-        removed = self.store.prune(cutoff)
+        try:
+            removed = self.store.prune(cutoff)
+        except sqlite3.Error as e:  # busy now: next hour, then
+            self.log.warn("could not delete old messages: {error}", error=e)
+            return
         if removed:
             self.log.info("deleted {count} messages older than {days:g} days",
                           count=removed, days=self.cfg.history_days)

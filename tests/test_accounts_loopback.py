@@ -147,3 +147,66 @@ def test_history_on_join_and_paging_back_to_the_first_message(tmp_path, pins):
                                      for m in bob.rec.of(wire.RoomMessage)))
     finally:
         stop_services(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_password_login_is_not_cut_by_the_login_deadline(tmp_path, pins):
+    from twisted.internet import task
+
+    server = start_service(server_config(tmp_path / "data", **{"handshake-timeout": "0.5"}))
+    try:
+        ann = yield connect_client(server, pins, "ann", password="long password", register=True)
+        yield ann.logout()
+        ann = yield connect_client(server, pins, "ann", password="long password")
+        yield task.deferLater(reactor, 1.0, lambda: None)  # silent past the deadline
+        assert ann.status.state == "connected" and "ann" in server.core.by_key
+    finally:
+        stop_services(server)
+
+
+class LoginSpammer:
+    def __init__(self):
+        self.received = []
+
+    def channel_open(self, proto):
+        for i in range(5):  # five logins on one connection, before any answer
+            proto.send_message(wire.Login(f"spam{i}", "password123", True))
+
+    def message_received(self, msg):
+        self.received.append(msg)
+
+    def connection_lost(self, reason, proto=None):
+        pass
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_connection_runs_one_login_at_a_time(restartable, pins):
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from spchat.client.protocol import ChatClientProtocol
+
+    server = restartable()
+    spammer = LoginSpammer()
+    proto = yield connectProtocol(
+        TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port),
+        ChatClientProtocol(reactor, lambda fp: None, spammer),
+    )
+    yield wait_until(lambda: any(isinstance(m, wire.Welcome) for m in spammer.received))
+    welcomes = [m for m in spammer.received if isinstance(m, wire.Welcome)]
+    busy = [m for m in spammer.received if isinstance(m, wire.Error) and m.code == "busy"]
+    assert [w.name for w in welcomes] == ["spam0"] and len(busy) == 4
+    assert [key for key, *_ in server.store.conn.execute("SELECT key FROM accounts")] == ["spam0"]
+    proto.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_registration_does_not_change_the_password_used_later(restartable, pins):
+    server = restartable()
+    guest = yield connect_client(server, pins, "guest")
+    guest.register("short")
+    yield wait_until(lambda: guest.rec.of(wire.Error))
+    assert guest.rec.of(wire.Error)[0].code == "bad_password"
+    assert guest.password is None
+    guest.register("long enough now")
+    yield wait_until(lambda: notices(guest, "account"))
+    assert guest.password == "long enough now"

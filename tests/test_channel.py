@@ -35,7 +35,7 @@ class Listener:
     def message_received(self, msg):
         self.received.append(msg)
 
-    def connection_lost(self, reason):
+    def connection_lost(self, reason, proto=None):
         self.lost = reason or "closed"
 
     def of(self, kind):

@@ -23,6 +23,9 @@ class Recorder:
     def close(self, code, text):
         self.closed = (code, text)
 
+    def started(self, session, resumed):
+        self.session = session
+
     def of(self, kind):
         return [m for m in self.sent if isinstance(m, kind)]
 

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 
@@ -220,3 +220,18 @@ def test_a_client_whose_udp_is_blocked_gets_presence_over_tcp(tmp_path, pins):
             assert server.core.by_key["alice"].last_activity < server.core.now() - 0.2
         finally:
             stop_services(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_reconnect_by_hand_during_an_automatic_attempt_does_not_dial_twice(chat_server, pins):
+    alice = yield connect_client(chat_server, pins, "alice", reconnect_delay=0.2)
+    alice.proto.transport.abortConnection()
+    yield wait_until(lambda: alice.status.state == "reconnecting")
+    alice.reconnect()  # the user is impatient
+    alice.reconnect()
+    yield wait_until(lambda: alice.status.state == "connected")
+    yield task.deferLater(reactor, 0.5, lambda: None)  # the automatic retry was due meanwhile
+    assert alice.status.state == "connected"
+    assert len(chat_server.core.links) == 1
+    alice.say("still one of me")
+    yield wait_until(lambda: room_messages(alice))

@@ -137,7 +137,7 @@ class NeverReads:
         if isinstance(msg, wire.Welcome):
             self.proto.transport.pauseProducing()  # stop reading: the kernel buffers fill
 
-    def connection_lost(self, reason):
+    def connection_lost(self, reason, proto=None):
         pass
 
 

@@ -262,9 +262,10 @@ def test_kick_takes_the_session_offline_at_once(core, clock):
     assert a.closed == ("kicked", "you were kicked: spamming")
     assert session.state is State.OFFLINE and session.offline_reason == "kicked: spamming"
     assert b.of(wire.Notice)[-1].text == "alice was kicked (spamming)"
-    # The token is worthless now: no way back by auto-reconnect.
-    _, again = resume(core, a.of(wire.Welcome)[0], 0)
-    assert again.of(wire.Error)[0].code == "resume_failed"
+    # No way back by auto-reconnect: the resume is told about the kick again.
+    link, again = resume(core, a.of(wire.Welcome)[0], 0)
+    assert again.closed == ("kicked", "you were kicked: spamming")
+    assert link.session is None and "alice" not in core.by_key
     assert not core.kick("nobody", "x")
 
 
@@ -275,3 +276,50 @@ def test_counters(core):
     core.receive(alice, wire.Direct("alice", "y", "2"))
     s = alice.session
     assert (s.messages_sent, s.bytes_in, s.bytes_out) == (2, 100, 250)
+
+
+def test_kick_while_reconnecting_is_not_undone_by_the_resume(core):
+    bob, b = login(core, "bob")
+    welcome = b.of(wire.Welcome)[0]
+    core.link_lost(bob)
+    assert core.kick("bob", "rude")
+    link, again = resume(core, welcome, 0)
+    assert again.closed == ("kicked", "you were kicked: rude")
+    assert "bob" not in core.by_key
+
+
+def test_resent_messages_do_not_count_twice_against_flood_control(clock):
+    core = make_core(clock, flood_burst=10, flood_rate=5, flood_queue=15)
+    alice, a = login(core, "alice")
+    welcome = a.of(wire.Welcome)[0]
+    for i in range(20):  # 10 go now, 10 wait
+        core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
+    for _ in range(2):  # two quick drops; each time the client sends the 10 again
+        core.link_lost(alice)
+        alice, a = resume(core, welcome, 0)
+        for i in range(10, 20):
+            core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
+    assert a.closed is None
+    clock.advance(5)
+    assert [m.text for m in a.of(wire.RoomMessage)][-10:] == [f"m{i}" for i in range(10, 20)]
+    assert core.history.last_seq == 20
+
+
+def test_a_strange_token_is_refused_not_crashed_on(core):
+    alice, a = login(core, "alice")
+    welcome = a.of(wire.Welcome)[0]
+    link, conn = resume(core, wire.Welcome(**{**vars_of(welcome), "token": "é" * 10}), 0)
+    assert conn.of(wire.Error)[0].code == "resume_failed"
+
+
+def test_a_direct_message_resent_after_its_recipient_left_is_acknowledged(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    welcome = a.of(wire.Welcome)[0]
+    core.receive(alice, wire.Direct("bob", "psst", "d1"))
+    core.link_lost(alice)
+    core.receive(bob, wire.Logout())
+    alice2, a2 = resume(core, welcome, 0)
+    core.receive(alice2, wire.Direct("bob", "psst", "d1"))  # the outbox again
+    assert not a2.of(wire.Error)
+    assert [m.cid for m in a2.of(wire.DirectMessage)] == ["d1", "d1"]  # replay, then re-ack

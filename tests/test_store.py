@@ -142,3 +142,15 @@ def test_server_prunes_by_history_days(tmp_path):
         assert service.pruner.running  # and it runs hourly
     finally:
         stop_services(service)
+
+
+def test_pruning_everything_keeps_the_sequence_going(tmp_path):
+    store = Store.in_dir(tmp_path)
+    batch = [record(seq) for seq in range(1, 101)]
+    store.insert(store.conn, batch)
+    store.committed(batch)
+    store.prune(older_than_ms=10**12)  # everything is old
+    store.close()
+    again = Store.in_dir(tmp_path)
+    assert again.last_seq == 100  # the next message is 101, never 1 again
+    again.close()

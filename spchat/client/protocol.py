@@ -63,4 +63,4 @@ class ChatClientProtocol(NoiseChannel):
 
     def connectionLost(self, reason=None):
         super().connectionLost(reason)
-        self.listener.connection_lost(self.failure)
+        self.listener.connection_lost(self.failure, self)

@@ -112,6 +112,8 @@ class ChatClient:
         self._leaving = False  # a logout was asked for
         self._fatal: str | None = None  # a reason never to retry
         self._answer_timer = None
+        self._dialing = False  # a connection attempt is under way
+        self._new_password: str | None = None  # sent, not yet confirmed
         self._udp = None
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
@@ -135,6 +137,8 @@ class ChatClient:
         """The user asks to reconnect now (after giving up, or when idle)."""
         if self.status.state in ("connected", "connecting") or self._leaving:
             return
+        if self._dialing or self.proto is not None:
+            return  # an attempt is under way already
         if self.status.state == "offline" and self.status.recovery == "never":
             return
         self._cancel_retry()
@@ -143,6 +147,7 @@ class ChatClient:
         self._dial()
 
     def _dial(self) -> None:
+        self._dialing = True
         endpoint = HostnameEndpoint(
             self.reactor, self.host, self.port, timeout=self.connect_timeout
         )
@@ -168,6 +173,7 @@ class ChatClient:
         self._answer_timer = None
 
     def _dial_failed(self, failure) -> None:
+        self._dialing = False
         reason = failure.getErrorMessage() or failure.type.__name__
         self._connection_failed(f"cannot reach the server at {self.host}:{self.port}: {reason}")
 
@@ -183,6 +189,7 @@ class ChatClient:
     # --- listener interface of ChatClientProtocol --------------------------
 
     def channel_open(self, proto: ChatClientProtocol) -> None:
+        self._dialing = False
         self.proto = proto
         self._bye = None
         self.max_message_bytes = proto.server_hello.max_message_bytes
@@ -196,7 +203,8 @@ class ChatClient:
             w = self._welcome
             proto.send_message(wire.Resume(w.session, w.token, self.last_seq))
         else:
-            self._send_login(proto, after=None)
+            # Been here before (the session ended): only what came since.
+            self._send_login(proto, after=self.last_seq if self.name is not None else None)
 
     def _send_login(self, proto: ChatClientProtocol, after: int | None) -> None:
         # Register only the first time; later logins use the password.
@@ -224,11 +232,18 @@ class ChatClient:
             self._acknowledged(msg.cid)  # refused: it will not be sent again
         elif isinstance(msg, wire.Members):
             self.members = msg.members
+        elif isinstance(msg, wire.Notice) and msg.kind == "account":
+            if self._new_password is not None:
+                # Confirmed: logging in again after a drop needs it now.
+                self.password, self._new_password = self._new_password, None
         elif isinstance(msg, wire.Bye):
             self._bye = msg
         self.on_event(msg)
 
-    def connection_lost(self, failure: str | None) -> None:
+    def connection_lost(self, failure: str | None, proto=None) -> None:
+        if proto is not None and self.proto is not None and proto is not self.proto:
+            return  # an older connection, already replaced
+        self._dialing = False
         self._stop_answer_timer()
         self.proto = None
         self._in_flight.clear()
@@ -240,6 +255,7 @@ class ChatClient:
         if self._leaving:
             self._set_status(Status("offline", reason="logged out", recovery="never"))
         elif bye is not None and bye.code in wire.NO_RECONNECT_CODES:
+            self._welcome = None  # that session is over: a new one next time
             recovery = "on_activity" if bye.code == "idle" else "never"
             self._set_status(Status("offline", reason=bye.text, recovery=recovery))
         elif self._fatal is not None:
@@ -428,12 +444,12 @@ class ChatClient:
 
     def register(self, password: str) -> None:
         if self.connected:
-            self.password = password  # for logging in again after a drop
+            self._new_password = password  # used once the server confirms
             self.proto.send_message(wire.Register(password))
 
     def change_password(self, old: str, new: str) -> None:
         if self.connected:
-            self.password = new
+            self._new_password = new
             self.proto.send_message(wire.ChangePassword(old, new))
 
     def wait_acked(self, timeout: float) -> defer.Deferred:

@@ -18,9 +18,10 @@ import enum
 import hmac
 import itertools
 import math
+import sqlite3
 import secrets
 import unicodedata
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
@@ -46,7 +47,9 @@ TEXT_FORBIDDEN = frozenset(
 # activity for idle detection.
 USER_ACTIONS = (wire.Say, wire.Direct, wire.Who)
 # Requests that cost the server work count against the flood limit.
-FLOOD_LIMITED = USER_ACTIONS + (wire.PresenceRequest, wire.HistoryRequest)
+FLOOD_LIMITED = USER_ACTIONS + (
+    wire.PresenceRequest, wire.HistoryRequest, wire.Register, wire.ChangePassword
+)
 
 
 class Connection(Protocol):
@@ -55,6 +58,9 @@ class Connection(Protocol):
     def send(self, message: wire.Message) -> None: ...
 
     def close(self, code: str, text: str) -> None: ...
+
+    def started(self, session: Session, resumed: bool) -> None:
+        """A session now runs on this connection."""
 
 
 class State(enum.Enum):
@@ -72,6 +78,13 @@ TRANSITIONS = {
 
 
 HISTORY_PAGE_MAX = 200
+# Most messages replayed after a reconnect; older ones are left to /history.
+MAX_REPLAY = 10000
+# Password hashes and checks waiting for a worker, beyond which logins are
+# turned away for a moment.
+MAX_PASSWORD_QUEUE = 64
+# Sessions ended on purpose that are remembered, so a resume learns why.
+MAX_ENDED = 10000
 
 
 def ban_text(reason: str, until: float | None, now: float) -> str:
@@ -189,6 +202,7 @@ class Link:
     opened_at: float
     beacon_keys: BeaconKeys | None = None
     session: Session | None = None
+    login_pending: bool = False  # a password check for this link is running
 
 
 @dataclass(eq=False)
@@ -257,6 +271,8 @@ class ChatCore:
         self._unsaved: dict[tuple[str, str], Record] = {}
         # Names with a password check or hash in progress.
         self._claims: set[str] = set()
+        # Sessions ended on purpose, by id: (token, bye code, bye text).
+        self._ended: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         # One sequence for every stored message (room and direct), so a client
         # can ask for "everything after N" in a single number.
         self._seq = itertools.count(self.history.last_seq + 1)
@@ -300,6 +316,8 @@ class ChatCore:
             if session is None:
                 if not isinstance(msg, (wire.Login, wire.Resume)):
                     raise Refused("not_logged_in", "log in first")
+                if link.login_pending:
+                    raise Refused("busy", "a login is already in progress")
                 handler(link, msg)
                 return
             if isinstance(msg, (wire.Login, wire.Resume)):
@@ -390,6 +408,9 @@ class ChatCore:
 
     def _end(self, session: Session, code: str, text: str, reason: str, notice: str) -> None:
         """Tell the client why, close its connection and take the session offline."""
+        self._ended[session.id] = (session.token, code, text)
+        while len(self._ended) > MAX_ENDED:
+            self._ended.popitem(last=False)
         link = session.link
         self._go_offline(session, reason, notice)
         if link is not None:
@@ -492,8 +513,8 @@ class ChatCore:
                 )
             self._check_free(display, key)
             self._check_password(msg.password)
-            self._claimed(key, self.passwords.hash(msg.password), self._registered_login,
-                          link, display, key, msg.after)
+            self._password_work(key, lambda: self.passwords.hash(msg.password),
+                                self._registered_login, link, display, key, msg.after)
         elif account is not None:
             if msg.password is None:
                 raise Refused(
@@ -501,8 +522,8 @@ class ChatCore:
                     f"the name {display!r} is registered; log in with its password",
                 )
             # Shown as registered, whatever case or width it was typed in.
-            self._claimed(key, self.passwords.verify(msg.password, account[1]),
-                          self._verified_login, link, account[0], key, ip, msg.after)
+            self._password_work(key, lambda: self.passwords.verify(msg.password, account[1]),
+                                self._verified_login, link, account[0], key, ip, msg.after)
         elif msg.password is not None:
             # The same words as a wrong password: no hint which names exist.
             raise Refused("login_failed", "wrong name or password")
@@ -514,26 +535,42 @@ class ChatCore:
         if key in self.by_key:
             raise Refused("name_taken", f"the name {display!r} is taken")
 
-    def _claimed(self, key, deferred, then, link, *args) -> None:
-        """Run ``then(result, link, *args)`` when the password work is done."""
+    def _password_work(self, key, work, then, link, *args, login: bool = True) -> None:
+        """Start ``work()`` (a password hash or check, off the reactor thread)
+        and run ``then(result, link, *args)`` when it is done.
+
+        For a login the link may not try again meanwhile, and ``then`` runs
+        only if the link is still there and still not logged in.
+        """
+        if self.passwords.waiting >= MAX_PASSWORD_QUEUE:
+            raise Refused("busy", "the server is busy; try again in a moment")
         self._claims.add(key)
+        if login:
+            link.login_pending = True
 
         def done(result):
             self._claims.discard(key)
-            if link not in self.links:
-                return  # gone while we hashed
+            link.login_pending = False
+            if login and (link not in self.links or link.session is not None):
+                return  # gone, or logged in otherwise, while we hashed
             try:
                 then(result, link, *args)
             except Refused as refusal:
-                link.conn.send(wire.Error(refusal.code, refusal.text))
+                self._tell(link, wire.Error(refusal.code, refusal.text))
+            except sqlite3.Error as e:  # the store is busy or broken
+                self._tell(link, wire.Error("unavailable", wire.clip(f"the server cannot save: {e}")))
 
         def failed(failure):
             # The password workers are stopping (shutdown): say so, no traceback.
             self._claims.discard(key)
-            if link in self.links:
-                link.conn.send(wire.Error("unavailable", "the server is busy; try again"))
+            link.login_pending = False
+            self._tell(link, wire.Error("unavailable", "the server is busy; try again"))
 
-        deferred.addCallbacks(done, failed)
+        work().addCallbacks(done, failed)
+
+    def _tell(self, link: Link, message: wire.Message) -> None:
+        if link in self.links:
+            link.conn.send(message)
 
     def _registered_login(self, encoded, link, display, key, after) -> None:
         self._check_free(display, key)
@@ -572,6 +609,7 @@ class ChatCore:
         self._attach(session, link)
         self.sessions[session.id] = session
         self.by_key[key] = session
+        link.conn.started(session, resumed=False)
         self._send(session, self._welcome(session, resumed=False))
         self._join(session, LOBBY)
         if after is not None:
@@ -582,7 +620,15 @@ class ChatCore:
     def _resume(self, link: Link, msg: wire.Resume) -> None:
         session = self.sessions.get(msg.session)
         # compare_digest: the time taken says nothing about the token.
-        if session is None or not hmac.compare_digest(session.token, msg.token):
+        if session is None or not hmac.compare_digest(
+            session.token.encode(), msg.token.encode("utf-8", "surrogatepass")
+        ):
+            ended = self._ended.get(msg.session)
+            if ended is not None and ended[0] == msg.token:
+                # Kicked, banned, idle...: the client is told again, so its
+                # automatic reconnect cannot undo it.
+                link.conn.close(*ended[1:])
+                return
             raise Refused("resume_failed", "that session has ended; log in again")
         old = self._detach(session)
         if old is not None:  # the client saw the drop before we did
@@ -590,11 +636,18 @@ class ChatCore:
         if session.grace_call is not None and session.grace_call.active():
             session.grace_call.cancel()
         session.grace_call = None
+        # The client sends again whatever was not acknowledged: what waited
+        # here for flood control would otherwise count twice.
+        session.backlog.clear()
+        if session.drain_call is not None and session.drain_call.active():
+            session.drain_call.cancel()
+        session.drain_call = None
         # The token stays the same for the whole session: a new one could be
         # lost with the connection that carried it.
         self._attach(session, link)
         if session.state is State.RECONNECTING:
             self._set_state(session, State.CONNECTED)
+        link.conn.started(session, resumed=True)
         self._send(session, self._welcome(session, resumed=True))
         self._replay(session, msg.last_seq)
         for room in sorted(session.rooms):
@@ -602,13 +655,15 @@ class ChatCore:
         self._presence_changed()
 
     def _replay(self, session: Session, after: int) -> None:
-        missing = self.history.first_seq - after - 1
-        if missing > 0:
+        # A client gone for long gets at most the newest MAX_REPLAY (older
+        # ones are in /history), not the whole table in one reactor turn.
+        start = max(after, self.history.first_seq - 1, self.history.last_seq - MAX_REPLAY)
+        if start > after:
             self._send(session, wire.Notice(
                 LOBBY, self.now_ms(), "gap",
-                f"{missing} older messages are no longer available",
+                f"{start - after} older messages are not replayed; /history shows what is kept",
             ))
-        for record in self.history.after(after):
+        for record in self.history.after(start):
             if record.visible_to(session.key, session.rooms):
                 self._send(session, record.for_recipient(session.key))
 
@@ -662,6 +717,8 @@ class ChatCore:
         self._store(record)
 
     def _direct(self, session: Session, msg: wire.Direct) -> None:
+        if self._already_stored(session, msg.cid):
+            return  # sent before a drop; the recipient may have left since
         try:
             _, key = normalise_name(msg.to)
         except Refused:
@@ -718,7 +775,9 @@ class ChatCore:
                 "log in with its password from now on",
             )
 
-        self._claimed(session.key, self.passwords.hash(msg.password), save, link)
+        self._password_work(
+            session.key, lambda: self.passwords.hash(msg.password), save, link, login=False
+        )
 
     def _change_password(self, session: Session, msg: wire.ChangePassword) -> None:
         self._need_accounts()
@@ -729,20 +788,26 @@ class ChatCore:
         if session.key in self._claims:
             raise Refused("busy", "a password change is already in progress")
         ip = session.address.rpartition(":")[0]
+        wait = self.throttle.retry_after(session.key, ip) if self.throttle is not None else None
+        if wait:
+            raise Refused("throttled", f"too many wrong passwords; try again in {math.ceil(wait)} s")
 
         def verified(ok, link):
             if not ok:
                 if self.throttle is not None:
                     self.throttle.failed(session.key, ip)
                 raise Refused("login_failed", "wrong password")
-            self._claimed(session.key, self.passwords.hash(msg.new), saved, link)
+            self._password_work(
+                session.key, lambda: self.passwords.hash(msg.new), saved, link, login=False
+            )
 
         def saved(encoded, link):
             self.registry.set_account(session.key, session.name, encoded, self.now_ms())
             self._account_notice(session, "your password is changed")
 
-        self._claimed(
-            session.key, self.passwords.verify(msg.old, account[1]), verified, session.link
+        self._password_work(
+            session.key, lambda: self.passwords.verify(msg.old, account[1]), verified,
+            session.link, login=False,
         )
 
     def _check_ban(self, key: str) -> None:

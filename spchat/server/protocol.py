@@ -94,17 +94,25 @@ class ChatServerProtocol(NoiseChannel):
         self.link = self.factory.core.open_link(self, self.peer, keys)
 
     def message_received(self, msg):
-        self.factory.core.receive(self.link, msg)
-        if self._login_deadline is not None and self.link.session is not None:
-            if self._login_deadline.active():
-                self._login_deadline.cancel()
-            self._login_deadline = None
-            self.log.info(
-                "{peer}: {what} as {name}",
-                peer=self.peer,
-                what="resumed" if isinstance(msg, wire.Resume) else "logged in",
-                name=self.link.session.name,
+        try:
+            self.factory.core.receive(self.link, msg)
+        except Exception as e:  # a bug: one line, an answer, and carry on
+            self.log.error(
+                "{peer}: internal error handling {type}: {error!r}",
+                peer=self.peer, type=msg.TYPE, error=e,
             )
+            self.send_message(wire.Error("internal", "the server could not handle that"))
+
+    def started(self, session, resumed: bool) -> None:
+        """The core attached a session to this connection (maybe after a
+        password check finished)."""
+        if self._login_deadline is not None and self._login_deadline.active():
+            self._login_deadline.cancel()
+        self._login_deadline = None
+        self.log.info(
+            "{peer}: {what} as {name}",
+            peer=self.peer, what="resumed" if resumed else "logged in", name=session.name,
+        )
 
     def malformed_message(self, problem, plaintext):
         self._malformed += 1

@@ -199,7 +199,7 @@ class Store:
             f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq",
             (seq, self.last_seq),
         )
-        return (_record(row) for row in rows.fetchall())
+        return (_record(row) for row in rows)
 
     def before(self, seq: int, limit: int, key: str, rooms: set[str]) -> list[Record]:
         """Up to ``limit`` messages ``key`` may see, older than ``seq``, oldest first."""
@@ -221,7 +221,12 @@ class Store:
         return _record(row) if row else None
 
     def prune(self, older_than_ms: int) -> int:
-        cursor = self.conn.execute("DELETE FROM messages WHERE ts < ?", (older_than_ms,))
+        # The newest message always stays: it carries the sequence on across
+        # a restart, so no number is ever handed out twice.
+        cursor = self.conn.execute(
+            "DELETE FROM messages WHERE ts < ? AND seq < (SELECT max(seq) FROM messages)",
+            (older_than_ms,),
+        )
         return cursor.rowcount
 
     # --- accounts ------------------------------------------------------------
