@@ -293,3 +293,15 @@ def test_line_mode_register_then_password_login(tmp_path, server):
                           text=True, timeout=60)
     assert back.returncode == 0, back.stderr
     assert "] rita: hello again" in back.stdout
+
+
+def test_line_mode_account_commands_typed_early_or_last_are_answered(tmp_path, server):
+    env = subprocess_env(tmp_path)
+    bad = subprocess.run(client_command(server.port, "reg1"), input="/register short\n",
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert "too short" in bad.stdout
+    good = subprocess.run(client_command(server.port, "reg2"), input="/register good password\n",
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0, good.stderr
+    assert "the name reg2 is now registered to you" in good.stdout

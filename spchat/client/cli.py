@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 import time
 
-from twisted.internet import defer, interfaces, stdio
+from twisted.internet import defer, interfaces, stdio, task
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
@@ -187,8 +187,8 @@ class LineModeClient:
                 self.notice("no older messages")
             self._show_history_end = False
             return
-        if isinstance(msg, wire.Error) and msg.cid is not None:
-            self.refused += 1
+        if isinstance(msg, wire.Error):
+            self.refused += 1  # a message or a command the server turned down
         line = render(msg)
         if line is not None:
             self.print(line)
@@ -225,7 +225,7 @@ class LineModeClient:
                 self.command(text)
             else:
                 self.client.say(text)
-        except ValueError as e:  # refused before sending: too long
+        except ValueError as e:  # refused before sending: too long, not connected
             self.refused += 1
             self.notice(f"error: {e}")
 
@@ -278,6 +278,11 @@ class LineModeClient:
         self._finishing = True
         if not (yield self._login):
             return  # the login failed: already reported
+        # A /register or /password at the very end: wait for its answer.
+        for _ in range(int(ACK_WAIT_SECONDS * 10)):
+            if not self.client.account_request_pending:
+                break
+            yield task.deferLater(self.reactor, 0.1, lambda: None)
         # Flood control may pace a long paste: keep waiting while
         # acknowledgements come in, give up after a quiet spell.
         while True:

@@ -38,6 +38,7 @@ from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.protocol import ChatClientProtocol
 
 MAX_RETRY_DELAY = 30.0
+MAX_WAITING_REQUESTS = 20
 
 
 class ClientError(Exception):
@@ -114,6 +115,7 @@ class ChatClient:
         self._answer_timer = None
         self._dialing = False  # a connection attempt is under way
         self._new_password: str | None = None  # sent, not yet confirmed
+        self._requests: list[wire.Message] = []  # commands typed while not in
         self._udp = None
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
@@ -230,6 +232,8 @@ class ChatClient:
                 self._refused(msg)
                 return
             self._acknowledged(msg.cid)  # refused: it will not be sent again
+            if msg.cid is None:
+                self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
             self.members = msg.members
         elif isinstance(msg, wire.Notice) and msg.kind == "account":
@@ -339,6 +343,9 @@ class ChatClient:
         self._start_presence(welcome)
         if first:
             self._first.callback(welcome)
+        requests, self._requests = self._requests, []
+        for request in requests:
+            self.proto.send_message(request)
         self._pump()
 
     def _set_status(self, status: Status) -> None:
@@ -432,25 +439,33 @@ class ChatClient:
     def direct(self, to: str, text: str) -> str:
         return self._queue(wire.Direct(to, text, next(self._cids)))
 
-    def who(self) -> None:
+    def _request(self, msg: wire.Message) -> None:
+        """Send a command now, or as soon as the client is (back) in."""
         if self.connected:
-            self.proto.send_message(wire.Who())
+            self.proto.send_message(msg)
+        elif len(self._requests) < MAX_WAITING_REQUESTS:
+            self._requests.append(msg)
+        else:
+            raise ValueError("not connected; too many commands waiting")
+
+    def who(self) -> None:
+        self._request(wire.Who())
 
     def history_page(self, limit: int = 50) -> None:
         """Ask for the page of history before the oldest shown so far."""
-        if self.connected:
-            before = self.oldest_history or self.last_seq + 1
-            self.proto.send_message(wire.HistoryRequest(before, limit))
+        self._request(wire.HistoryRequest(self.oldest_history or self.last_seq + 1, limit))
 
     def register(self, password: str) -> None:
-        if self.connected:
-            self._new_password = password  # used once the server confirms
-            self.proto.send_message(wire.Register(password))
+        self._request(wire.Register(password))
+        self._new_password = password  # used once the server confirms
 
     def change_password(self, old: str, new: str) -> None:
-        if self.connected:
-            self._new_password = new
-            self.proto.send_message(wire.ChangePassword(old, new))
+        self._request(wire.ChangePassword(old, new))
+        self._new_password = new
+
+    @property
+    def account_request_pending(self) -> bool:
+        return self._new_password is not None
 
     def wait_acked(self, timeout: float) -> defer.Deferred:
         """Fire with True once the outbox is empty, or False after ``timeout``
