@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
 
 from spchat import wire
-from spchat.server.core import ChatCore, Limits, Refused, State, normalise_name
+from spchat.server.core import ChatCore, Limits, Refused, normalise_name
 
 
 class Recorder:

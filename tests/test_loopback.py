@@ -209,7 +209,7 @@ def test_a_client_whose_udp_is_blocked_gets_presence_over_tcp(tmp_path, pins):
         )
         try:
             alice = yield connect_client(server, pins, "alice")
-            bob = yield connect_client(server, pins, "bob")
+            yield connect_client(server, pins, "bob")
             yield wait_until(lambda: len(alice.members) == 2)  # bob's join, over TCP
             before = len(alice.rec.of(wire.Members))
             # No beacon comes; after three intervals alice asks over TCP.

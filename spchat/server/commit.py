@@ -42,7 +42,6 @@ class GroupCommitter:
         self.pending: list[Record] = []
         self.writing = False
         self._flush_call = None
-        self.batches = 0  # groups committed, for measurements
         self.conn = store.conn
         self.pool = None
 
@@ -78,7 +77,6 @@ class GroupCommitter:
 
     def _done(self, batch: list[Record]) -> None:
         self.writing = False
-        self.batches += 1
         self.store.committed(batch)
         self.on_committed(batch)
         if self.pending:
