@@ -19,7 +19,11 @@ from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
 from spchat.server.presence import PresenceServer
 from spchat.server.store import Store, StoreError
-from spchat.server.identity import IdentityError, load_or_create_server_key
+from spchat.server.identity import (
+    IdentityError,
+    load_or_create_admin_token,
+    load_or_create_server_key,
+)
 from spchat.server.protocol import ChatServerFactory
 
 
@@ -68,6 +72,9 @@ class ChatService(service.Service):
             registry=self.store,
             passwords=self.passwords,
             throttle=LoginThrottle(reactor, limit=cfg.login_failures, window=60.0),
+            admin_token=load_or_create_admin_token(cfg.data_dir),
+            audit=lambda line: self.log.info("audit: {line}", line=line),
+            on_shutdown=self.shut_down,
         )
         self.core.committer = GroupCommitter(
             self.store, reactor, self.core.published, cfg.store_writer
@@ -122,6 +129,11 @@ class ChatService(service.Service):
         self.sweeper.start(SWEEP_SECONDS, now=False)
         if self.cfg.history_days > 0:
             self.pruner.start(PRUNE_SECONDS, now=True)
+
+    def shut_down(self):
+        """An administrator asked: let the byes go out, then stop (status 0)."""
+        self.log.info("shutting down at an administrator's request")
+        self.reactor.callLater(0.2, self.reactor.stop)
 
     def prune(self):
         cutoff = self.core.now_ms() - int(self.cfg.history_days * 86400 * 1000)

@@ -244,6 +244,82 @@ class Logout(Message):
     pass
 
 
+@message("admin_login", token=_string(200))
+class AdminLogin(Message):
+    """Make this connection an administrator's (instead of logging in)."""
+
+    token: str
+
+
+ADMIN_OPS = ("list", "kick", "ban", "unban", "broadcast", "disconnect_all", "shutdown")
+
+
+def _admin_op(value: Any) -> str:
+    if value not in ADMIN_OPS:
+        raise WireError(f"must be one of {', '.join(ADMIN_OPS)}")
+    return value
+
+
+def _optional_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1e7:
+        raise WireError("must be a number of minutes")
+    return float(value)
+
+
+@message(
+    "admin",
+    {"name": None, "reason": None, "minutes": None},
+    rid=_ID,
+    op=_admin_op,
+    name=_string(MAX_NAME_CHARS, optional=True),
+    reason=_string(MAX_REASON_CHARS, optional=True),
+    minutes=_optional_number,
+)
+class AdminRequest(Message):
+    """One admin operation; ``reason`` is also the broadcast's text."""
+
+    rid: str
+    op: str
+    name: str | None = None
+    reason: str | None = None
+    minutes: float | None = None
+
+
+# One row of the session table: name, address, state, seconds in that state,
+# connected since (UTC ms), last activity (UTC ms), messages sent, bytes in,
+# bytes out.
+SESSION_FIELDS = (
+    "name", "address", "state", "in_state_s", "connected_since", "last_activity",
+    "messages", "bytes_in", "bytes_out",
+)
+
+
+def _session_rows(value: Any) -> tuple[tuple, ...]:
+    if not isinstance(value, list) or len(value) > 100000:
+        raise WireError("must be a list of rows")
+    rows = []
+    for row in value:
+        if not (isinstance(row, list) and len(row) == len(SESSION_FIELDS)):
+            raise WireError("rows must have the session fields")
+        name, address, state = (_string(100)(v) for v in row[:3])
+        numbers = row[3:]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+            raise WireError("session numbers must be numbers")
+        rows.append((name, address, state, *numbers))
+    return tuple(rows)
+
+
+@message("admin_reply", {"sessions": ()}, rid=_ID, ok=_boolean, text=_REASON,
+         sessions=_session_rows)
+class AdminReply(Message):
+    rid: str
+    ok: bool
+    text: str
+    sessions: tuple = ()
+
+
 # Server -> client.
 
 
@@ -386,7 +462,9 @@ class Bye(Message):
     text: str
 
 
-NO_RECONNECT_CODES = frozenset({"logout", "kicked", "idle", "flood", "replaced", "banned"})
+NO_RECONNECT_CODES = frozenset(
+    {"logout", "kicked", "idle", "flood", "replaced", "banned", "disconnected", "shutdown"}
+)
 
 
 # --- codec -------------------------------------------------------------------

@@ -260,7 +260,7 @@ class ChatClient:
             self._set_status(Status("offline", reason="logged out", recovery="never"))
         elif bye is not None and bye.code in wire.NO_RECONNECT_CODES:
             self._welcome = None  # that session is over: a new one next time
-            recovery = "on_activity" if bye.code == "idle" else "never"
+            recovery = {"idle": "on_activity", "shutdown": "manual"}.get(bye.code, "never")
             self._set_status(Status("offline", reason=bye.text, recovery=recovery))
         elif self._fatal is not None:
             self._give_up(self._fatal, "never")

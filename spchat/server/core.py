@@ -203,6 +203,7 @@ class Link:
     beacon_keys: BeaconKeys | None = None
     session: Session | None = None
     login_pending: bool = False  # a password check for this link is running
+    admin: bool = False  # proved the admin token: takes admin requests only
 
 
 @dataclass(eq=False)
@@ -247,6 +248,9 @@ class ChatCore:
         registry=None,
         passwords=None,
         throttle=None,
+        admin_token: str | None = None,
+        audit: Callable[[str], None] = lambda line: None,
+        on_shutdown: Callable[[], None] = lambda: None,
     ):
         """``history``: where messages are read back (the store, or memory);
         ``registry``: accounts and bans (the store; None: no accounts);
@@ -266,6 +270,9 @@ class ChatCore:
         self.registry = registry
         self.passwords = passwords
         self.throttle = throttle
+        self.admin_token = admin_token
+        self.audit = audit  # one line per admin action and refusal
+        self.on_shutdown = on_shutdown
         # Accepted but not yet on disk, by (sender key, cid): a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
@@ -308,6 +315,9 @@ class ChatCore:
 
     def receive(self, link: Link, msg: wire.Message) -> None:
         """Handle one message from a connection; refusals go back as errors."""
+        if link.admin or isinstance(msg, (wire.AdminLogin, wire.AdminRequest)):
+            self._admin(link, msg)
+            return
         handler = self._handlers.get(type(msg))
         session = link.session
         try:
@@ -742,6 +752,99 @@ class ChatCore:
 
     def _history(self, session: Session, msg: wire.HistoryRequest) -> None:
         self._send_history(session, msg.before, max(1, min(msg.limit, HISTORY_PAGE_MAX)))
+
+    # --- administration -------------------------------------------------------
+
+    def _admin(self, link: Link, msg: wire.Message) -> None:
+        who = link.session.name if link.session is not None else link.address
+        if isinstance(msg, wire.AdminLogin):
+            ok = (
+                link.session is None
+                and self.admin_token is not None
+                and hmac.compare_digest(
+                    msg.token.encode("utf-8", "surrogatepass"), self.admin_token.encode()
+                )
+            )
+            if not ok:
+                self.audit(f"{who}: refused: wrong admin token")
+                link.conn.close("not_admin", "that is not the admin token")
+                return
+            link.admin = True
+            link.conn.started(None, resumed=False)
+            link.conn.send(wire.AdminReply("login", True, "admin"))
+            return
+        if not link.admin:
+            op = getattr(msg, "op", msg.TYPE)
+            self.audit(f"{who}: refused: {op} needs the admin token")
+            link.conn.send(wire.Error(
+                "not_admin", f"{op} is an admin operation; it needs the admin token"
+            ))
+            return
+        if not isinstance(msg, wire.AdminRequest):
+            link.conn.send(wire.Error("unexpected", f"an admin connection may not send {msg.TYPE}"))
+            return
+        try:
+            text, rows = self._admin_op(msg)
+        except Refused as refusal:
+            self.audit(f"admin {link.address}: {msg.op} {msg.name or ''}: {refusal.text}")
+            link.conn.send(wire.AdminReply(msg.rid, False, refusal.text))
+            return
+        if msg.op != "list":
+            self.audit(f"admin {link.address}: {msg.op} {msg.name or ''}: {text}")
+        link.conn.send(wire.AdminReply(msg.rid, True, text, rows))
+        if msg.op == "shutdown":
+            self.on_shutdown()
+
+    def _admin_op(self, msg: wire.AdminRequest) -> tuple[str, tuple]:
+        reason = msg.reason or "no reason given"
+        if msg.op == "list":
+            return f"{len(self.sessions)} sessions", self.session_rows()
+        if msg.op in ("kick", "ban", "unban") and not msg.name:
+            raise Refused("bad_request", f"{msg.op} needs a name")
+        if msg.op == "kick":
+            if not self.kick(msg.name, reason):
+                raise Refused("unknown_user", f"nobody called {quoted(msg.name)} is here")
+            if msg.minutes is not None:
+                self.ban(msg.name, msg.minutes, reason)
+                return f"kicked {msg.name} and banned for {msg.minutes:g} minutes", ()
+            return f"kicked {msg.name}", ()
+        if msg.op == "ban":
+            if not self.ban(msg.name, msg.minutes, reason):
+                raise Refused("bad_request", f"cannot ban {quoted(msg.name)}")
+            how_long = "for ever" if msg.minutes is None else f"for {msg.minutes:g} minutes"
+            return f"banned {msg.name} {how_long}", ()
+        if msg.op == "unban":
+            if not self.unban(msg.name):
+                raise Refused("unknown_user", f"{quoted(msg.name)} is not banned")
+            return f"unbanned {msg.name}", ()
+        if msg.op == "broadcast":
+            if not msg.reason:
+                raise Refused("bad_request", "broadcast needs a text")
+            for room in self.rooms:
+                self._broadcast(room, wire.Notice(
+                    room, self.now_ms(), "broadcast", f"server: {wire.clip(msg.reason, 400)}"
+                ))
+            return f"broadcast to {len(self.sessions)} sessions", ()
+        # disconnect_all, shutdown
+        code, text = (
+            ("shutdown", f"the server is shutting down: {reason}")
+            if msg.op == "shutdown"
+            else ("disconnected", f"the server disconnected everyone: {reason}")
+        )
+        count = len(self.sessions)
+        for session in list(self.sessions.values()):
+            self._end(session, code, text, code, f"{session.name} left ({code})")
+        return f"disconnected {count} sessions", ()
+
+    def session_rows(self) -> tuple[tuple, ...]:
+        """The admin's table: one row per session (see wire.SESSION_FIELDS)."""
+        now = self.now()
+        return tuple(
+            (s.name, s.address, s.state.value, round(now - s.state_since, 3),
+             int(s.first_connected_at * 1000), int(s.last_activity * 1000),
+             s.messages_sent, s.bytes_in, s.bytes_out)
+            for s in sorted(self.sessions.values(), key=lambda s: s.name.casefold())
+        )
 
     # --- accounts and bans ----------------------------------------------------
 

@@ -7,6 +7,7 @@ client refuse the server until its users reset their pin.
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -68,3 +69,32 @@ def _read_key(path: Path) -> bytes:
             "(every client will then have to reset its pin)"
         )
     return data
+
+
+ADMIN_TOKEN_FILE = "admin_token"
+
+
+def load_or_create_admin_token(data_dir: Path) -> str:
+    """The secret that makes a connection an administrator's (mode 0600).
+
+    The admin tools on the same machine read it from the data directory;
+    from elsewhere, copy the file and pass ``--token-file``.
+    """
+    prepare_data_dir(data_dir)
+    path = data_dir / ADMIN_TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        try:
+            token = path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise IdentityError(f"cannot read admin token {path}: {e}") from None
+        if len(token) < 32:
+            raise IdentityError(f"admin token {path} is damaged; delete it to make a new one")
+        return token
+    except OSError as e:
+        raise IdentityError(f"cannot create admin token {path}: {e.strerror}") from None
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(token + "\n")
+    return token

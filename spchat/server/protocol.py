@@ -111,7 +111,8 @@ class ChatServerProtocol(NoiseChannel):
         self._login_deadline = None
         self.log.info(
             "{peer}: {what} as {name}",
-            peer=self.peer, what="resumed" if resumed else "logged in", name=session.name,
+            peer=self.peer, what="resumed" if resumed else "logged in",
+            name=session.name if session is not None else "the administrator",
         )
 
     def malformed_message(self, problem, plaintext):
