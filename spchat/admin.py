@@ -108,11 +108,11 @@ def render(reply: wire.AdminReply, as_json: bool) -> str:
         return json.dumps({"ok": reply.ok, "text": reply.text, "sessions": rows})
     if not reply.sessions:
         return reply.text
-    header = ("NAME", "ADDRESS", "STATE", "FOR", "SINCE", "IDLE", "MSGS", "IN", "OUT")
+    header = ("NAME", "ADDRESS", "STATE", "CLIENT", "FOR", "SINCE", "IDLE", "MSGS", "IN", "OUT")
     now = time.time()
     lines = []
-    for name, address, state, in_state, since, last, msgs, b_in, b_out in reply.sessions:
-        lines.append((name, address, state, f"{in_state:.0f}s",
+    for name, address, state, agent, in_state, since, last, msgs, b_in, b_out in reply.sessions:
+        lines.append((name, address, state, agent, f"{in_state:.0f}s",
                       time.strftime("%H:%M:%S", time.localtime(since / 1000)),
                       f"{max(0, now - last / 1000):.0f}s", str(msgs), str(b_in), str(b_out)))
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]

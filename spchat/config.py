@@ -215,6 +215,9 @@ SETTINGS: tuple[Setting, ...] = (
             "full: a saved message survives a power cut; normal: it survives a crash."),
     Setting("login_failures", "CHAT_LOGIN_FAILURES", "login-failures", "5", _int_range(1),
             "Failed logins per minute, per name and per address, before a wait is imposed."),
+    Setting("offline_retention", "CHAT_OFFLINE_RETENTION", "offline-retention", "600",
+            _seconds(allow_zero=True),
+            "Seconds an offline session stays in the admin tools' list."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -254,6 +257,7 @@ class Config:
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     login_failures: int = _default("login_failures")
+    offline_retention: float = _default("offline_retention")
 
 
 if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover

@@ -182,6 +182,7 @@ def core_limits(cfg: config.Config) -> Limits:
         flood_queue=cfg.flood_queue,
         presence_interval=cfg.presence_interval,
         history_on_join=cfg.history_on_join,
+        offline_retention=cfg.offline_retention,
     )
 
 

@@ -291,8 +291,8 @@ class AdminRequest(Message):
 # connected since (UTC ms), last activity (UTC ms), messages sent, bytes in,
 # bytes out.
 SESSION_FIELDS = (
-    "name", "address", "state", "in_state_s", "connected_since", "last_activity",
-    "messages", "bytes_in", "bytes_out",
+    "name", "address", "state", "client", "in_state_s", "connected_since",
+    "last_activity", "messages", "bytes_in", "bytes_out",
 )
 
 
@@ -303,11 +303,11 @@ def _session_rows(value: Any) -> tuple[tuple, ...]:
     for row in value:
         if not (isinstance(row, list) and len(row) == len(SESSION_FIELDS)):
             raise WireError("rows must have the session fields")
-        name, address, state = (_string(100)(v) for v in row[:3])
-        numbers = row[3:]
+        texts = tuple(_string(100)(v) for v in row[:4])
+        numbers = row[4:]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
             raise WireError("session numbers must be numbers")
-        rows.append((name, address, state, *numbers))
+        rows.append((*texts, *numbers))
     return tuple(rows)
 
 
@@ -318,6 +318,14 @@ class AdminReply(Message):
     ok: bool
     text: str
     sessions: tuple = ()
+
+
+@message("admin_event", sessions=_session_rows)
+class AdminEvent(Message):
+    """Pushed to admin connections when sessions change (at most once a
+    second for counters alone): the whole table, offline ones included."""
+
+    sessions: tuple
 
 
 # Server -> client.

@@ -159,3 +159,24 @@ def test_admin_command_without_a_server_is_an_error(tmp_path):
 
     result = admin_command(Nowhere, tmp_path, "list")
     assert result.returncode == 2 and "cannot reach 127.0.0.1:1" in result.stderr
+
+
+def test_admins_get_the_table_pushed_and_see_who_dropped(admin_core):
+    core = admin_core
+    link, conn = admin(core)
+    alice = core.open_link(Recorder(), "127.0.0.1:2", agent="spchat-client/0.1.0")
+    core.receive(alice, wire.Login("alice"))
+    core.clock.advance(0)  # pushes go out at the end of the reactor turn
+    (event,) = conn.of(wire.AdminEvent)
+    assert [(r[0], r[2], r[3]) for r in event.sessions] == [
+        ("alice", "connected", "spchat-client/0.1.0")]
+    core.link_lost(alice)
+    core.clock.advance(0)
+    assert conn.of(wire.AdminEvent)[-1].sessions[0][2] == "reconnecting"
+    core.clock.advance(30)  # grace over: offline, but still listed
+    core.clock.advance(0)
+    assert conn.of(wire.AdminEvent)[-1].sessions[0][2] == "offline"
+    assert ask(core, link, conn, "list").sessions[0][:3] == ("alice", "127.0.0.1:2", "offline")
+    core.clock.advance(600)  # CHAT_OFFLINE_RETENTION
+    core.sweep()
+    assert ask(core, link, conn, "list").sessions == ()

@@ -388,7 +388,7 @@ def test_options_table_rows():
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
         "flood-queue", "send-buffer-bytes", "history-on-join", "history-days",
-        "store-writer", "store-sync", "login-failures",
+        "store-writer", "store-sync", "login-failures", "offline-retention",
     ]
     for row in rows:
         long, short, default, help_text = row

@@ -121,6 +121,7 @@ class Limits:
     flood_queue: int = 20
     history_in_memory: int = 10000  # without a store
     history_on_join: int = 50
+    offline_retention: float = 600.0  # seconds an offline session stays listed
     udp_port: int = 0  # told to clients; 0: no presence beacon
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
 
@@ -204,6 +205,7 @@ class Link:
     session: Session | None = None
     login_pending: bool = False  # a password check for this link is running
     admin: bool = False  # proved the admin token: takes admin requests only
+    agent: str = "?"  # client name and version
 
 
 @dataclass(eq=False)
@@ -222,6 +224,7 @@ class Session:
     state: State = State.CONNECTED
     link: Link | None = None
     offline_reason: str = ""
+    agent: str = "?"
     messages_sent: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -278,6 +281,9 @@ class ChatCore:
         self._unsaved: dict[tuple[str, str], Record] = {}
         # Names with a password check or hash in progress.
         self._claims: set[str] = set()
+        self.offline: OrderedDict[str, Session] = OrderedDict()  # oldest first
+        self._admin_push = None  # a pending push of the session table
+        self.admin_links: set[Link] = set()
         # Sessions ended on purpose, by id: (token, bye code, bye text).
         self._ended: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         # One sequence for every stored message (room and direct), so a client
@@ -307,9 +313,10 @@ class ChatCore:
     # --- connection lifecycle, called by the protocol ------------------------
 
     def open_link(
-        self, conn: Connection, address: str, beacon_keys: BeaconKeys | None = None
+        self, conn: Connection, address: str, beacon_keys: BeaconKeys | None = None,
+        agent: str = "?",
     ) -> Link:
-        link = Link(conn, address, self.now(), beacon_keys)
+        link = Link(conn, address, self.now(), beacon_keys, agent=agent)
         self.links.add(link)
         return link
 
@@ -349,6 +356,7 @@ class ChatCore:
     def link_lost(self, link: Link) -> None:
         """The connection is gone, for whatever reason."""
         self.links.discard(link)
+        self.admin_links.discard(link)
         session = link.session
         link.session = None
         if session is None or session.link is not link:
@@ -377,11 +385,13 @@ class ChatCore:
             raise RuntimeError(f"session {session.id}: {session.state} -> {state} is not allowed")
         session.state = state
         session.state_since = self.now()
+        self._sessions_changed()
 
     def _attach(self, session: Session, link: Link) -> None:
         link.session = session
         session.link = link
         session.address = link.address
+        session.agent = link.agent
         # Each connection has its own handshake, so its own beacon keys.
         session.keys = link.beacon_keys
         session.window = ReplayWindow() if link.beacon_keys else None
@@ -413,6 +423,8 @@ class ChatCore:
         self._detach(session)
         del self.sessions[session.id]
         del self.by_key[session.key]
+        # Kept a while, so an administrator sees who dropped.
+        self.offline[session.id] = session
         for room in sorted(session.rooms):
             self._leave(session, room, notice)
 
@@ -443,7 +455,15 @@ class ChatCore:
         return True
 
     def sweep(self) -> None:
-        """Periodic: disconnect idle sessions, publish idle presence changes."""
+        """Periodic: disconnect idle sessions, publish idle presence changes,
+        forget old offline sessions, refresh the administrators' table."""
+        now = self.now()
+        while self.offline:
+            oldest = next(iter(self.offline.values()))
+            if now - oldest.state_since < self.limits.offline_retention:
+                break
+            self.offline.popitem(last=False)
+        self._sessions_changed()
         timeout = self.limits.idle_timeout
         if timeout > 0:
             now = self.now()
@@ -619,6 +639,7 @@ class ChatCore:
         self._attach(session, link)
         self.sessions[session.id] = session
         self.by_key[key] = session
+        self._sessions_changed()
         link.conn.started(session, resumed=False)
         self._send(session, self._welcome(session, resumed=False))
         self._join(session, LOBBY)
@@ -770,6 +791,7 @@ class ChatCore:
                 link.conn.close("not_admin", "that is not the admin token")
                 return
             link.admin = True
+            self.admin_links.add(link)
             link.conn.started(None, resumed=False)
             link.conn.send(wire.AdminReply("login", True, "admin"))
             return
@@ -798,7 +820,8 @@ class ChatCore:
     def _admin_op(self, msg: wire.AdminRequest) -> tuple[str, tuple]:
         reason = msg.reason or "no reason given"
         if msg.op == "list":
-            return f"{len(self.sessions)} sessions", self.session_rows()
+            rows = self.session_rows()
+            return f"{len(rows)} sessions", rows
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
@@ -837,14 +860,28 @@ class ChatCore:
         return f"disconnected {count} sessions", ()
 
     def session_rows(self) -> tuple[tuple, ...]:
-        """The admin's table: one row per session (see wire.SESSION_FIELDS)."""
+        """The admin's table: one row per session, offline ones last (see
+        wire.SESSION_FIELDS)."""
         now = self.now()
+        live = sorted(self.sessions.values(), key=lambda s: s.name.casefold())
+        gone = sorted(self.offline.values(), key=lambda s: -s.state_since)
         return tuple(
-            (s.name, s.address, s.state.value, round(now - s.state_since, 3),
+            (s.name, s.address, s.state.value, s.agent, round(now - s.state_since, 3),
              int(s.first_connected_at * 1000), int(s.last_activity * 1000),
              s.messages_sent, s.bytes_in, s.bytes_out)
-            for s in sorted(self.sessions.values(), key=lambda s: s.name.casefold())
+            for s in live + gone
         )
+
+    def _sessions_changed(self) -> None:
+        """Push the table to administrators, once per reactor turn at most."""
+        if self._admin_push is None and self.admin_links:
+            self._admin_push = self.clock.callLater(0, self._push_sessions)
+
+    def _push_sessions(self) -> None:
+        self._admin_push = None
+        event = wire.AdminEvent(self.session_rows())
+        for link in self.admin_links:
+            link.conn.send(event)
 
     # --- accounts and bans ----------------------------------------------------
 

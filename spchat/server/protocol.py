@@ -54,6 +54,7 @@ class ChatServerProtocol(NoiseChannel):
         self.factory = factory
         self.ip = ip
         self.link = None
+        self.agent = "?"  # the client's name and version, from its hello
         self._login_deadline = None
         self._paused = False
         self._paused_since = 0.0
@@ -76,6 +77,7 @@ class ChatServerProtocol(NoiseChannel):
     def handshake_payload_received(self, msg):
         if not isinstance(msg, wire.Hello):
             raise ChannelError(f"handshake failed: expected hello, got {msg.TYPE}")
+        self.agent = msg.agent
 
     def connectionMade(self):
         super().connectionMade()
@@ -91,7 +93,7 @@ class ChatServerProtocol(NoiseChannel):
 
     def channel_open(self):
         keys = beacon.derive_keys(self.handshake_hash)
-        self.link = self.factory.core.open_link(self, self.peer, keys)
+        self.link = self.factory.core.open_link(self, self.peer, keys, self.agent)
 
     def message_received(self, msg):
         try:
