@@ -9,9 +9,6 @@ it can, timed until the server has acknowledged the last one.
 """
 
 import argparse
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,25 +16,10 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+from _server import NO_FLOOD_LIMIT, start_server
 from spchat.client.pins import PinStore
 from spchat.client.protocol import ChatClientProtocol
 from spchat.client.session import ChatClient
-
-
-def start_server(data_dir: Path):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
-         "--data-dir", str(data_dir),
-         # Flood control would pace one fast sender to 5 messages a second.
-         "--flood-burst", "1000000", "--flood-rate", "1000000", "--flood-queue", "20000"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    for line in proc.stdout:
-        found = re.search(r"listening on TCP [\d.]+:(\d+)", line)
-        if found:
-            return proc, int(found.group(1))
-    raise SystemExit("server did not start")
 
 
 class HandshakeTimer:
@@ -89,7 +71,7 @@ def main():
     parser.add_argument("--messages", type=int, default=20000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = start_server(Path(tmp) / "data")
+        proc, port = start_server(Path(tmp) / "data", *NO_FLOOD_LIMIT)
         try:
             task.react(lambda reactor: measure(reactor, port, args.handshakes, args.messages,
                                                Path(tmp) / "client"))

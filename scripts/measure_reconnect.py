@@ -10,10 +10,7 @@ several sizes.
 """
 
 import argparse
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,22 +18,9 @@ from pathlib import Path
 from twisted.internet import defer, task
 
 from spchat import beacon
+from _server import start_server
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
-
-
-def start_server(data_dir: Path):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
-         "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    for line in proc.stdout:
-        found = re.search(r"listening on TCP [\d.]+:(\d+)", line)
-        if found:
-            return proc, int(found.group(1))
-    raise SystemExit("server did not start")
 
 
 @defer.inlineCallbacks

@@ -12,9 +12,6 @@ dir and measures from one client in this process:
 """
 
 import argparse
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,24 +19,10 @@ from pathlib import Path
 from twisted.internet import defer, task
 
 from spchat import wire
+from _server import NO_FLOOD_LIMIT, start_server
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
 
-FAST = ["--flood-burst", "1000000", "--flood-rate", "1000000", "--flood-queue", "20000"]
-
-
-def start_server(data_dir: Path, writer: str, sync: str):
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
-         "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
-         "--data-dir", str(data_dir), "--store-writer", writer, "--store-sync", sync, *FAST],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    for line in proc.stdout:
-        found = re.search(r"listening on TCP [\d.]+:(\d+)", line)
-        if found:
-            return proc, int(found.group(1))
-    raise SystemExit("server did not start")
 
 
 def percentile(values, p):
@@ -92,7 +75,10 @@ def main():
         def go():
             for writer, sync in runs:
                 with tempfile.TemporaryDirectory() as tmp:
-                    proc, port = start_server(Path(tmp) / "data", writer, sync)
+                    proc, port = start_server(
+                        Path(tmp) / "data", "--store-writer", writer, "--store-sync", sync,
+                        *NO_FLOOD_LIMIT,
+                    )
                     try:
                         yield measure(reactor, port, Path(tmp) / "client", f"{writer}/{sync}",
                                       args.messages, args.rate, args.seconds)

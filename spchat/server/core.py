@@ -738,14 +738,8 @@ class ChatCore:
         if members is None or session.key not in members:
             raise Refused("not_in_room", f"you are not in the room {quoted(msg.room)}")
         check_text(msg.text, self.limits.max_message_bytes)
-        if self._already_stored(session, msg.cid):
-            return
-        session.messages_sent += 1
-        record = Record(
-            next(self._seq), self.now_ms(), session.name, session.key, msg.text, msg.cid,
-            room=msg.room,
-        )
-        self._store(record)
+        if not self._already_stored(session, msg.cid):
+            self._accept(session, msg, room=msg.room)
 
     def _direct(self, session: Session, msg: wire.Direct) -> None:
         if self._already_stored(session, msg.cid):
@@ -758,14 +752,15 @@ class ChatCore:
         if target is None:
             raise Refused("unknown_user", f"nobody called {quoted(msg.to)} is here")
         check_text(msg.text, self.limits.max_message_bytes)
-        if self._already_stored(session, msg.cid):
-            return
+        self._accept(session, msg, to=target.name, to_key=target.key)
+
+    def _accept(self, session: Session, msg: wire.Say | wire.Direct, **where) -> None:
+        """Number, stamp and store a new message; it goes out once saved."""
         session.messages_sent += 1
-        record = Record(
+        self._store(Record(
             next(self._seq), self.now_ms(), session.name, session.key, msg.text, msg.cid,
-            to=target.name, to_key=target.key,
-        )
-        self._store(record)
+            **where,
+        ))
 
     def _who(self, session: Session, msg: wire.Who) -> None:
         for room in sorted(session.rooms):
