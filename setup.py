@@ -9,7 +9,7 @@ setup(
     python_requires=">=3.11",
     # twisted.plugins is listed so the plugin module is installed next to
     # Twisted's own; there is deliberately no twisted/__init__.py here.
-    packages=["spchat", "spchat.server", "spchat.client", "twisted.plugins"],
+    packages=["spchat", "spchat.server", "spchat.client", "spchat.monitor", "twisted.plugins"],
     install_requires=["Twisted>=23.10", "cryptography>=42", "python-dotenv>=1.0"],
     extras_require={"test": ["pytest", "pytest-twisted", "hypothesis"]},
 )
