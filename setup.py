@@ -11,5 +11,6 @@ setup(
     # Twisted's own; there is deliberately no twisted/__init__.py here.
     packages=["spchat", "spchat.server", "spchat.client", "spchat.monitor", "twisted.plugins"],
     install_requires=["Twisted>=23.10", "cryptography>=42", "python-dotenv>=1.0"],
-    extras_require={"test": ["pytest", "pytest-twisted", "hypothesis"]},
+    # pillow: the window tests save screenshots of the real Tk windows.
+    extras_require={"test": ["pytest", "pytest-twisted", "hypothesis", "pillow"]},
 )

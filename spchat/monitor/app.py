@@ -1,0 +1,232 @@
+"""The monitor window (Tk) and its connection to the server.
+
+Tk runs inside the Twisted reactor through ``twisted.internet.tksupport``
+(never ``mainloop()``, never a modal dialog: either would stall the reactor).
+All decisions are the presenter's; this module only draws and forwards.
+"""
+
+from __future__ import annotations
+
+import time
+import tkinter as tk
+from tkinter import ttk
+
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
+
+from spchat import wire
+from spchat.client.protocol import ChatClientProtocol
+from spchat.monitor.presenter import MonitorPresenter
+
+RETRY_SECONDS = 2.0
+COLUMNS = (
+    ("name", "Name", 120), ("address", "Address", 150), ("state", "State", 100),
+    ("client", "Client", 150), ("in_state", "For", 80), ("since", "Since", 80),
+    ("idle", "Idle", 70), ("messages", "Msgs", 60), ("bytes_in", "In", 80),
+    ("bytes_out", "Out", 80),
+)
+STATE_COLOURS = {"connected": "#e3f6e3", "reconnecting": "#fff4cc", "offline": "#e6e6e6"}
+
+
+class MonitorConnection:
+    """Stays logged in as admin; feeds pushed tables to the presenter and
+    comes back by itself when the server goes away."""
+
+    log = Logger()
+
+    def __init__(self, reactor, host, port, token, pins, presenter: MonitorPresenter, changed):
+        self.reactor, self.host, self.port, self.token = reactor, host, port, token
+        self.pins, self.presenter, self.changed = pins, presenter, changed
+        self.proto = None
+        self.result = ""  # the last answer to a request, for the status line
+        self._stopped = False
+        self._retry = None
+
+    def start(self):
+        self._stopped = False
+        endpoint = HostnameEndpoint(self.reactor, self.host, self.port, timeout=10)
+        proto = ChatClientProtocol(
+            self.reactor, lambda fp: self.pins.check(self.host, self.port, fp), self
+        )
+        connectProtocol(endpoint, proto).addErrback(
+            lambda f: self._lost(f.getErrorMessage())
+        )
+
+    def stop(self):
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        if self.proto is not None:
+            self.proto.hang_up()
+
+    def send(self, request: wire.AdminRequest) -> None:
+        if self.proto is not None and self.proto.is_open:
+            self.proto.send_message(request)
+
+    # listener interface of ChatClientProtocol
+    def channel_open(self, proto):
+        self.proto = proto
+        proto.send_message(wire.AdminLogin(self.token))
+
+    def message_received(self, msg):
+        if isinstance(msg, wire.AdminReply) and msg.rid == "login":
+            self.presenter.connected()
+            self.send(wire.AdminRequest("list", "list"))
+        elif isinstance(msg, wire.AdminReply):
+            if msg.rid == "list":
+                self.presenter.sessions(msg)
+            else:
+                self.result = msg.text if msg.ok else f"refused: {msg.text}"
+        elif isinstance(msg, wire.AdminEvent):
+            self.presenter.sessions(msg)
+        elif isinstance(msg, (wire.Error, wire.Bye)):
+            self.result = msg.text
+        self.changed()
+
+    def connection_lost(self, reason, proto=None):
+        self.proto = None
+        self._lost(reason or "connection lost")
+
+    def _lost(self, reason):
+        if self._stopped:
+            return
+        self.presenter.disconnected(reason, RETRY_SECONDS)
+        self.changed()
+        if self._retry is None or not self._retry.active():
+            self._retry = self.reactor.callLater(RETRY_SECONDS, self.start)
+
+
+class MonitorWindow:
+    def __init__(self, root: tk.Tk, presenter: MonitorPresenter, send):
+        self.root, self.presenter, self.send = root, presenter, send
+        self.connection = None  # set by the caller, for its status text
+        root.title("spchat monitor")
+        root.minsize(700, 300)
+
+        top = ttk.Frame(root, padding=6)
+        top.pack(fill="x")
+        self.header = ttk.Label(top, font=("TkDefaultFont", 11, "bold"))
+        self.header.pack(side="left")
+        self.chart = tk.Canvas(top, width=180, height=36, background="white",
+                               highlightthickness=1, highlightbackground="#bbb")
+        self.chart.pack(side="right")
+
+        bar = ttk.Frame(root, padding=(6, 0))
+        bar.pack(fill="x")
+        ttk.Label(bar, text="Filter:").pack(side="left")
+        self.filter = ttk.Entry(bar, width=20)
+        self.filter.pack(side="left", padx=(4, 12))
+        self.filter.bind("<KeyRelease>", lambda e: self._filter_changed())
+        ttk.Label(bar, text="Reason / notice:").pack(side="left")
+        self.reason = ttk.Entry(bar, width=30)
+        self.reason.pack(side="left", padx=4)
+        ttk.Label(bar, text="Ban minutes:").pack(side="left")
+        self.minutes = ttk.Entry(bar, width=6)
+        self.minutes.pack(side="left", padx=4)
+
+        self.tree = ttk.Treeview(root, columns=[c for c, _, _ in COLUMNS], show="headings")
+        for column, title, width in COLUMNS:
+            self.tree.heading(column, text=title, command=lambda c=column: self._sort(c))
+            self.tree.column(column, width=width, stretch=column in ("name", "client"))
+        for state, colour in STATE_COLOURS.items():
+            self.tree.tag_configure(state, background=colour)
+        self.tree.pack(fill="both", expand=True, padx=6, pady=6)
+
+        buttons = ttk.Frame(root, padding=(6, 0))
+        buttons.pack(fill="x")
+        self.buttons = {}
+        for action, label in (("kick", "Kick"), ("ban", "Ban"), ("unban", "Unban"),
+                              ("broadcast", "Broadcast"), ("disconnect_all", "Disconnect all"),
+                              ("shutdown", "Shut down")):
+            button = ttk.Button(buttons, text=label, command=lambda a=action: self.ask(a))
+            button.pack(side="left", padx=2)
+            self.buttons[action] = button
+
+        # The confirmation lives in the window: a modal dialog would stall Twisted.
+        self.confirm_bar = ttk.Frame(root, padding=6)
+        self.question = ttk.Label(self.confirm_bar, foreground="#a00000")
+        self.question.pack(side="left")
+        self.yes = ttk.Button(self.confirm_bar, text="Yes", command=self.confirm)
+        self.yes.pack(side="left", padx=4)
+        self.no = ttk.Button(self.confirm_bar, text="No", command=self.cancel)
+        self.no.pack(side="left")
+
+        self.status = ttk.Label(root, padding=6, foreground="#555")
+        self.status.pack(fill="x", side="bottom")
+
+        self.menu = tk.Menu(root, tearoff=False)
+        for action, label in (("kick", "Kick"), ("ban", "Ban"), ("unban", "Unban")):
+            self.menu.add_command(label=label, command=lambda a=action: self.ask(a))
+        self.tree.bind("<Button-3>", self._context_menu)
+        self.refresh()
+
+    # --- drawing ----------------------------------------------------------
+
+    def refresh(self) -> None:
+        selected = self.selected_name()
+        self.tree.delete(*self.tree.get_children())
+        for row in self.presenter.rows():
+            values = (row.name, row.address, row.state, row.client, row.in_state,
+                      time.strftime("%H:%M:%S", time.localtime(row.since)), row.idle,
+                      row.messages, row.bytes_in, row.bytes_out)
+            item = self.tree.insert("", "end", values=values, tags=(row.state,))
+            if row.name == selected:
+                self.tree.selection_set(item)
+        self.header.configure(text=self.presenter.header())
+        result = self.connection.result if self.connection is not None else ""
+        self.status.configure(text=" — ".join(filter(None, [self.presenter.status, result])))
+        self._draw_chart()
+
+    def _draw_chart(self) -> None:
+        rates = self.presenter.rate_series()[-60:]
+        self.chart.delete("all")
+        top = max(rates) or 1.0
+        width, height = 180, 36
+        step = width / max(1, len(rates) - 1)
+        points = [(i * step, height - 2 - (r / top) * (height - 6)) for i, r in enumerate(rates)]
+        if len(points) > 1:
+            self.chart.create_line(*[c for p in points for c in p], fill="#2a6fdb", width=2)
+        self.chart.create_text(4, 4, anchor="nw", text=f"{rates[-1]:.1f}/s", fill="#555")
+
+    # --- user actions -------------------------------------------------------
+
+    def selected_name(self) -> str | None:
+        selection = self.tree.selection()
+        return self.tree.item(selection[0], "values")[0] if selection else None
+
+    def _context_menu(self, event) -> None:
+        item = self.tree.identify_row(event.y)
+        if item:
+            self.tree.selection_set(item)
+            self.menu.tk_popup(event.x_root, event.y_root)
+
+    def _sort(self, column: str) -> None:
+        self.presenter.sort_by(column)
+        self.refresh()
+
+    def _filter_changed(self) -> None:
+        self.presenter.set_filter(self.filter.get())
+        self.refresh()
+
+    def ask(self, action: str) -> None:
+        minutes_text = self.minutes.get().strip()
+        try:
+            minutes = float(minutes_text) if minutes_text else None
+            question = self.presenter.ask(
+                action, self.selected_name(), self.reason.get().strip() or None, minutes
+            )
+        except ValueError as e:
+            self.status.configure(text=str(e))
+            return
+        self.question.configure(text=question)
+        self.confirm_bar.pack(fill="x", before=self.status)
+
+    def confirm(self) -> None:
+        request = self.presenter.confirm()
+        self.confirm_bar.pack_forget()
+        if request is not None:
+            self.send(request)
+
+    def cancel(self) -> None:
+        self.presenter.cancel()
+        self.confirm_bar.pack_forget()
