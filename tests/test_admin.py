@@ -15,7 +15,7 @@ from spchat.server.core import ChatCore, Limits
 from spchat.server.store import Store
 
 from conftest import OPEN_CLIENTS, ServerProcess, connect_client, subprocess_env, wait_until
-from test_core import Recorder
+from test_core import Recorder, login
 
 TOKEN = "t" * 43
 
@@ -31,13 +31,6 @@ def admin_core(tmp_path):
     core.lines, core.shutdowns = lines, shutdowns
     yield core
     store.close()
-
-
-def login(core, name):
-    conn = Recorder()
-    link = core.open_link(conn, "127.0.0.1:1")
-    core.receive(link, wire.Login(name))
-    return link, conn
 
 
 def admin(core):
