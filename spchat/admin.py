@@ -61,13 +61,27 @@ class AdminSession:
             ))
 
 
-def parse_args(argv, cfg):
-    parser = argparse.ArgumentParser(prog="python -m spchat.admin", description=__doc__.split("\n\n")[0])
+def add_server_options(parser: argparse.ArgumentParser, cfg: config.Config) -> None:
+    """Where the server is and where its admin token is (admin and monitor)."""
     parser.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=cfg.tcp_port, help=f"TCP port (default {cfg.tcp_port})")
     parser.add_argument("--data-dir", type=Path, default=cfg.data_dir,
                         help=f"the server's data directory, for its admin token (default {cfg.data_dir})")
     parser.add_argument("--token-file", type=Path, help="the admin token, copied from the server")
+
+
+def read_token(args) -> str:
+    """The admin token named by the options; ValueError with one line if not."""
+    token_file = args.token_file or args.data_dir / ADMIN_TOKEN_FILE
+    try:
+        return token_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the admin token {token_file}: {e}") from None
+
+
+def parse_args(argv, cfg):
+    parser = argparse.ArgumentParser(prog="python -m spchat.admin", description=__doc__.split("\n\n")[0])
+    add_server_options(parser, cfg)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
     # --json may come before or after the command.
     common = argparse.ArgumentParser(add_help=False)
@@ -127,11 +141,10 @@ def main(argv=None) -> int:
         sys.stderr.write(f"spchat.admin: {e}\n")
         return EXIT_UNREACHABLE
     args = parse_args(sys.argv[1:] if argv is None else argv, cfg)
-    token_file = args.token_file or args.data_dir / ADMIN_TOKEN_FILE
     try:
-        token = token_file.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        sys.stderr.write(f"spchat.admin: cannot read the admin token {token_file}: {e}\n")
+        token = read_token(args)
+    except ValueError as e:
+        sys.stderr.write(f"spchat.admin: {e}\n")
         return EXIT_REFUSED
 
     from twisted.internet import defer, task

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from spchat import config
-from spchat.server.identity import ADMIN_TOKEN_FILE
+from spchat.admin import add_server_options, read_token
 
 
 def main(argv=None) -> int:
@@ -18,17 +17,12 @@ def main(argv=None) -> int:
         return 2
     parser = argparse.ArgumentParser(prog="python -m spchat.monitor",
                                      description="Watch and manage a running spchat server.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=cfg.tcp_port)
-    parser.add_argument("--data-dir", type=Path, default=cfg.data_dir,
-                        help="the server's data directory, for its admin token")
-    parser.add_argument("--token-file", type=Path, help="the admin token, copied from the server")
+    add_server_options(parser, cfg)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    token_file = args.token_file or args.data_dir / ADMIN_TOKEN_FILE
     try:
-        token = token_file.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError) as e:
-        sys.stderr.write(f"spchat.monitor: cannot read the admin token {token_file}: {e}\n")
+        token = read_token(args)
+    except ValueError as e:
+        sys.stderr.write(f"spchat.monitor: {e}\n")
         return 1
     try:
         import tkinter as tk
