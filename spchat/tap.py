@@ -158,6 +158,7 @@ class ChatService(service.Service):
         for loop in (self.sweeper, self.pruner):
             if loop.running:
                 loop.stop()
+        self.core.stop_timers()
         self.core.committer.stop()  # everything accepted is saved
         self.passwords.stop()
         self.store.close()

@@ -248,6 +248,22 @@ def test_flood_is_delayed_then_cut(clock):
     assert texts(b)[-1] == "fine"
 
 
+def test_a_stopping_server_runs_no_more_timers(clock):
+    # After stopService the store is closed: a flood drain or grace timer
+    # firing then would crash on it.
+    core = make_core(clock, flood_burst=1, flood_rate=1, flood_queue=10, resume_grace=5)
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    for i in range(3):
+        core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
+    core.link_lost(bob)  # bob's grace period starts
+    assert clock.getDelayedCalls()
+    core.stop_timers()
+    assert [c for c in clock.getDelayedCalls() if c.active()] == []
+    clock.advance(10)
+    assert texts(a) == ["m0"]  # the waiting two were not sent after the stop
+
+
 def test_welcome_window_fits_the_flood_queue(clock):
     core = make_core(clock, flood_queue=20)
     _, a = login(core, "alice")

@@ -412,6 +412,18 @@ class ChatCore:
                 session, "did not reconnect", f"{session.name} left (connection lost)"
             )
 
+    def stop_timers(self) -> None:
+        """The server is stopping: no flood drain or grace timer may fire
+        after the store has closed (a running reactor would still call them)."""
+        for session in self.sessions.values():
+            for call in (session.grace_call, session.drain_call):
+                if call is not None and call.active():
+                    call.cancel()
+            session.grace_call = session.drain_call = None
+        if self._admin_push is not None and self._admin_push.active():
+            self._admin_push.cancel()
+        self._admin_push = None
+
     def _go_offline(self, session: Session, reason: str, notice: str) -> None:
         self._set_state(session, State.OFFLINE)
         session.offline_reason = reason
