@@ -17,6 +17,20 @@ PIN_FILE = "known_servers"
 class PinMismatch(Exception):
     """The server presented a key other than the pinned one."""
 
+    def __init__(self, text: str, where: str = "", pinned: str = "", presented: str = ""):
+        super().__init__(text)
+        self.where, self.pinned, self.presented = where, pinned, presented
+
+
+class UnknownServer(Exception):
+    """A first contact, and the caller wants to ask before trusting it."""
+
+    def __init__(self, host: str, port: int, fingerprint: str):
+        super().__init__(
+            f"{host}:{port} is a server not seen before; its key fingerprint is {fingerprint}"
+        )
+        self.host, self.port, self.fingerprint = host, port, fingerprint
+
 
 class PinStore:
     def __init__(self, config_dir: Path):
@@ -49,8 +63,12 @@ class PinStore:
             os.unlink(tmp)
             raise
 
-    def check(self, host: str, port: int, fingerprint: str) -> bool:
-        """Accept a known or new key; return True if it was just pinned."""
+    def check(self, host: str, port: int, fingerprint: str, accept_new: bool = True) -> bool:
+        """Accept a known or new key; return True if it was just pinned.
+
+        With ``accept_new=False`` a first contact raises UnknownServer
+        instead, so a window can show the fingerprint and ask.
+        """
         where = f"{host}:{port}"
         pins = self._load()
         pinned = pins.get(where)
@@ -62,11 +80,20 @@ class PinStore:
                 f"presented {fingerprint}. This may be an attack. If the server's "
                 f"key was really replaced, reset the pin with: "
                 f"python -m spchat.client --forget-server {where} "
-                f"(pins are in {self.path})"
+                f"(pins are in {self.path})",
+                where, pinned, fingerprint,
             )
+        if not accept_new:
+            raise UnknownServer(host, port, fingerprint)
         pins[where] = fingerprint
         self._save(pins)
         return True
+
+    def trust(self, host: str, port: int, fingerprint: str) -> None:
+        """Pin this key for host:port (the user said yes to it)."""
+        pins = self._load()
+        pins[f"{host}:{port}"] = fingerprint
+        self._save(pins)
 
     def forget(self, host: str, port: int) -> bool:
         pins = self._load()

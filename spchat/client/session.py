@@ -34,7 +34,7 @@ from twisted.logger import Logger
 
 from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
-from spchat.client.pins import PinMismatch, PinStore
+from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
 
 MAX_RETRY_DELAY = 30.0
@@ -78,6 +78,7 @@ class ChatClient:
         presence: bool = True,
         password: str | None = None,
         register: bool = False,
+        accept_new_keys: bool = True,
     ):
         self.reactor = reactor
         self.host, self.port, self.requested_name = host, port, name
@@ -90,6 +91,10 @@ class ChatClient:
         self.use_presence = presence
         self.password = password
         self.register_on_login = register
+        # False: an unknown server key is refused (UnknownServer) so that a
+        # window can ask the user first; the line-mode client pins at once.
+        self.accept_new_keys = accept_new_keys
+        self.trust_problem: Exception | None = None  # UnknownServer or PinMismatch
         self.oldest_history: int | None = None  # where /history goes on from
         self.status = Status("connecting")
         self.name: str | None = None  # display form, from the welcome
@@ -182,8 +187,11 @@ class ChatClient:
     def _verify_server(self, fingerprint: str) -> None:
         self.server_fingerprint = fingerprint
         try:
-            self.newly_pinned = self.pins.check(self.host, self.port, fingerprint)
-        except PinMismatch as e:
+            self.newly_pinned = self.pins.check(
+                self.host, self.port, fingerprint, self.accept_new_keys
+            )
+        except (PinMismatch, UnknownServer) as e:
+            self.trust_problem = e
             # Never retried: another key is not a network hiccup.
             self._fatal = str(e)
             raise
