@@ -15,6 +15,7 @@ def chat(tmp_path):
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
     client.message_received(wire.Welcome("me", "s", "t", ROOM, T, 0, 0, 2000, 10))
     presenter = ChatPresenter(client)
+    client.on_event = presenter.event  # as the desktop controller wires it
     presenter.event(wire.Members(ROOM, (("me", "online"), ("bob", "idle"))))
     return presenter
 
@@ -31,7 +32,8 @@ def test_own_message_is_pending_then_confirmed_in_place(chat):
 
 def test_typed_while_reconnecting_stays_pending(chat):
     chat.status(Status("reconnecting", 2, 5, 6.0, "connection lost"))
-    assert chat.status_text() == "reconnecting (attempt 2 of 5), next try in 6 s"
+    assert chat.status_text() == (
+        "reconnecting (attempt 2 of 5), next try in 6 s — connection lost")
     chat.send("are you there?")
     assert chat.lines()[-1].pending
     chat.status(Status("connected", resumed=True))
@@ -88,6 +90,8 @@ def test_notices_errors_members_and_offline(chat):
     chat.status(Status("offline", reason="you were kicked: spam", recovery="never"))
     assert chat.status_text() == "offline: you were kicked: spam"
     assert not chat.can_reconnect
+    assert chat.member_rows() == []  # not live any more: not shown as if it were
+    assert chat.lines()[-1].notice == "kicked"  # styled as an alert
     chat.status(Status("offline", reason="could not reconnect", recovery="manual"))
     assert chat.can_reconnect
 
@@ -95,3 +99,82 @@ def test_notices_errors_members_and_offline(chat):
 def test_names_keep_their_colour():
     assert name_colour("Alice") == name_colour("alice")
     assert len({name_colour(n) for n in ("a", "b", "c", "d", "e", "f")}) > 1
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_reconnect_countdown_ticks_and_the_button_follows(tmp_path):
+    clock = FakeClock()
+    client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
+    chat = ChatPresenter(client, clock=clock)
+    chat.status(Status("reconnecting", 1, 3, 4.0, "connection lost"))
+    assert "next try in 4 s" in chat.status_text() and chat.can_reconnect
+    clock.now += 1.5
+    assert "next try in 3 s" in chat.status_text()
+    clock.now += 3
+    assert "trying now…" in chat.status_text()
+    chat.status(Status("offline", reason="idle for 30 s", recovery="on_activity"))
+    assert chat.status_text() == "offline: idle for 30 s (sending a message reconnects)"
+    assert chat.can_reconnect
+    chat.status(Status("connected"))
+    assert not chat.can_reconnect
+
+
+def test_older_history_is_asked_once_at_a_time_and_not_past_the_start(chat):
+    sent = []
+    chat.client._request = sent.append  # what would go to the server
+    assert chat.reached_top() is True
+    assert chat.reached_top() is False  # a page is on its way: scrolling more asks nothing
+    assert [type(m).__name__ for m in sent] == ["HistoryRequest"]
+    chat.event(wire.RoomMessage(3, T, ROOM, "bob", "third", history=True))
+    chat.client.message_received(wire.HistoryEnd(3, True))
+    assert chat.reached_top() is True and sent[-1].before == 3
+    chat.client.message_received(wire.HistoryEnd(1, False))  # the very first message was reached
+    assert chat.reached_top() is False
+    chat.send("/history")
+    assert chat.lines()[-1].text == "no older messages" and len(sent) == 2
+
+
+def test_commands_typed_in_the_entry(chat):
+    sent = []
+    chat.client._request = sent.append
+    chat.send("/help")
+    assert chat.lines()[-1].notice == "help" and "/msg NAME TEXT" in chat.lines()[-1].text
+    chat.send("/register s3cret")
+    assert type(sent[-1]).__name__ == "Register" and sent[-1].password == "s3cret"
+    chat.send("/password s3cret n3w")
+    assert type(sent[-1]).__name__ == "ChangePassword"
+    chat.send("/password onlyone")
+    assert chat.lines()[-1].text == "usage: /register PASSWORD, /password OLD NEW"
+    chat.send("/who")
+    assert chat.lines()[-1].text == "in the room: me, bob (idle)"
+    chat.send("/frobnicate")
+    assert chat.lines()[-1].text == "unknown command /frobnicate; /help lists them"
+    chat.send("/reconnect")
+    assert chat.lines()[-1].text == "cannot reconnect now: connected as me"
+    chat.send("//shrug")  # a line that starts with / is said with one /
+    assert (chat.lines()[-1].text, chat.lines()[-1].pending) == ("/shrug", True)
+    assert len(sent) == 2  # nothing else reached the server
+
+
+def test_too_long_is_refused_before_sending(chat):
+    chat.client.max_message_bytes = 10
+    chat.send("x" * 11)
+    line = chat.lines()[-1]
+    assert line.kind == "error" and "limit is 10 bytes" in line.text
+    assert not chat.client.outbox
+
+
+def test_member_rows_mark_me_and_states(chat):
+    chat.event(wire.Members(ROOM, (("bob", "idle"), ("Me", "online"), ("eve", "reconnecting"))))
+    assert chat.member_rows() == [("bob", "idle", False), ("Me", "online", True),
+                                  ("eve", "reconnecting", False)]
+    chat.event(wire.DirectMessage(3, T, "bob", "me", "psst"))
+    chat.event(wire.DirectMessage(4, T, "eve", "me", "hey"))
+    assert chat.unread_total() == 2

@@ -12,6 +12,7 @@ name, as the server spells it).
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -19,6 +20,11 @@ from spchat import wire
 from spchat.client.session import Status
 
 ROOM = "lobby"
+HELP = (
+    "Enter says it in the open conversation. Commands: /msg NAME TEXT, /who, /history, "
+    "/register PASSWORD, /password OLD NEW, /reconnect, /help; //text says a line "
+    "starting with /. Double-click a member to talk to them alone."
+)
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#ff7f0e", "#7f7f7f")
 
@@ -47,16 +53,21 @@ class Line:
     history: bool = False
     seq: int = 0
     cid: str | None = None
+    notice: str = ""  # a notice's kind: join, leave, broadcast, kick, idle, ...
 
 
 class ChatPresenter:
-    def __init__(self, client):
+    def __init__(self, client, clock=time.monotonic):
         self.client = client  # a ChatClient (or anything with its methods)
+        self.clock = clock  # for the countdown to the next reconnect attempt
         self.members: tuple[tuple[str, str], ...] = ()
-        self.state = Status("connecting")
+        self.state = getattr(client, "status", Status("connecting"))
+        self._state_at = clock()
         self.active = ROOM
         self._lines: dict[str, list[Line]] = {ROOM: []}
         self._unread: dict[str, int] = {}
+        self._history_asked = False  # a page is on its way
+        self._more_history = True
 
     # --- from the client --------------------------------------------------
 
@@ -64,16 +75,23 @@ class ChatPresenter:
         if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._message(msg)
         elif isinstance(msg, wire.Notice):
-            self._add(ROOM, Line("notice", local_time(msg.ts), msg.text))
+            self._add(ROOM, Line("notice", local_time(msg.ts), msg.text, notice=msg.kind))
+        elif isinstance(msg, wire.HistoryEnd):
+            self._history_asked = False
+            self._more_history = msg.more
         elif isinstance(msg, wire.Error):
             self._error(msg)
         elif isinstance(msg, wire.Bye):
-            self._add(self.active, Line("notice", local_time(time.time() * 1000), msg.text))
+            self._add(self.active, Line("notice", local_time(time.time() * 1000), msg.text,
+                                        notice=msg.code))
         elif isinstance(msg, wire.Members):
             self.members = msg.members
 
     def status(self, status: Status) -> None:
         self.state = status
+        self._state_at = self.clock()
+        if status.state == "offline":
+            self.members = ()  # no longer live: an empty list says so
 
     def _view_of(self, msg) -> str:
         if isinstance(msg, wire.RoomMessage):
@@ -93,8 +111,10 @@ class ChatPresenter:
                     lines[i] = line  # confirmed: server time, and its place
                     return
         if msg.history:
-            # Older pages arrive after newer lines: keep the view in seq order.
-            at = next((i for i, old in enumerate(lines) if old.seq > msg.seq), len(lines))
+            # History is older than anything live (the join notice too), and
+            # older pages arrive after newer ones: keep it in seq order, first.
+            at = next((i for i, old in enumerate(lines) if not old.history or old.seq > msg.seq),
+                      len(lines))
             lines.insert(at, line)
             return
         self._add(view, line)
@@ -131,12 +151,25 @@ class ChatPresenter:
         if s.state == "connecting":
             return "connecting…"
         if s.state == "reconnecting":
-            return f"reconnecting (attempt {s.attempt} of {s.attempts}), next try in {s.retry_in:g} s"
+            left = math.ceil(s.retry_in - (self.clock() - self._state_at) - 1e-9)
+            when = f"next try in {left:g} s" if left > 0 else "trying now…"
+            return f"reconnecting (attempt {s.attempt} of {s.attempts}), {when} — {s.reason}"
+        if s.recovery == "on_activity":
+            return f"offline: {s.reason} (sending a message reconnects)"
         return f"offline: {s.reason}"
 
     @property
     def can_reconnect(self) -> bool:
-        return self.state.state == "offline" and self.state.recovery != "never"
+        s = self.state
+        return s.state == "reconnecting" or (s.state == "offline" and s.recovery != "never")
+
+    def member_rows(self) -> list[tuple[str, str, bool]]:
+        """(name, state, is me) for the member list, in the server's order."""
+        me = (self.client.name or "").casefold()
+        return [(name, state, name.casefold() == me) for name, state in self.members]
+
+    def unread_total(self) -> int:
+        return sum(self._unread.values())
 
     # --- what the user does ---------------------------------------------------
 
@@ -156,32 +189,80 @@ class ChatPresenter:
         self.active = view
         self._unread.pop(view, None)
 
+    def _say_error(self, text: str) -> None:
+        self._add(self.active, Line("error", local_time(time.time() * 1000), text))
+
+    def _command(self, text: str) -> bool:
+        """Run a /command; False if ``text`` is to be said as it is."""
+        command, _, rest = text.partition(" ")
+        args = rest.split()
+        try:
+            if command == "/help":
+                self._add(self.active, Line("notice", local_time(time.time() * 1000), HELP,
+                                            notice="help"))
+            elif command == "/who":
+                who = ", ".join(f"{n} ({st})" if st != "online" else n for n, st in self.members)
+                self._add(self.active, Line("notice", local_time(time.time() * 1000),
+                                            f"in the room: {who or 'nobody you can see'}",
+                                            notice="who"))
+            elif command == "/history":
+                if not self.reached_top():
+                    self._say_error("no older messages" if not self._more_history
+                                    else "older messages are on their way")
+            elif command == "/register" and len(args) == 1:
+                self.client.register(args[0])
+            elif command == "/password" and len(args) == 2:
+                self.client.change_password(*args)
+            elif command == "/reconnect":
+                if not self.can_reconnect:
+                    self._say_error(f"cannot reconnect now: {self.status_text()}")
+                self.reconnect()
+            elif command in ("/register", "/password"):
+                self._say_error("usage: /register PASSWORD, /password OLD NEW")
+            else:
+                self._say_error(f"unknown command {command}; /help lists them")
+        except ValueError as e:  # too many commands queued while offline
+            self._say_error(str(e))
+        return True
+
     def send(self, text: str) -> None:
-        """Enter in the entry: say it (or ``/msg NAME TEXT``) in the open view."""
+        """Enter in the entry: say it (or run a command) in the open view."""
         text = text.strip("\n")
         if not text.strip():
+            return
+        if text.startswith("//"):
+            text = text[1:]
+        elif text.startswith("/") and not text.startswith("/msg "):
+            self._command(text.strip())
             return
         view = self.active
         if text.startswith("/msg "):
             view, _, text = text[5:].strip().partition(" ")
             if not view or not text.strip():
-                self._add(self.active, Line("error", local_time(time.time() * 1000),
-                                            "usage: /msg NAME TEXT"))
+                self._say_error("usage: /msg NAME TEXT")
                 return
             self.open(view)
             view = self.active
         try:
             cid = self.client.say(text) if view == ROOM else self.client.direct(view, text)
         except ValueError as e:  # too long
-            self._add(view, Line("error", local_time(time.time() * 1000), str(e)))
+            self._say_error(str(e))
             return
         me = self.client.name or "me"
         self._add(view, Line("message", local_time(time.time() * 1000), text, me,
                              name_colour(me), own=True, pending=True, cid=cid))
 
-    def reached_top(self) -> None:
-        """Scrolled to the top of the room: ask for older messages."""
+    def reached_top(self) -> bool:
+        """Scrolled to the top: ask for the older page, once at a time.
+
+        True if a page was asked for (not while one is on its way, or when
+        the server has said there is nothing older).
+        """
+        if self._history_asked or not self._more_history:
+            return False
         self.client.history_page()
+        self._history_asked = True
+        return True
 
     def reconnect(self) -> None:
         self.client.reconnect()
