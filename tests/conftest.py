@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -171,3 +172,51 @@ class ServerProcess:
         self.proc.wait(timeout=20)
         time.sleep(0.1)  # the drain thread reads the last lines
         return self.proc.returncode
+
+
+# --- windows: a real display (Xvfb) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def display():
+    """One X display for every window test: $DISPLAY, or an Xvfb of our own."""
+    if os.environ.get("DISPLAY"):
+        yield os.environ["DISPLAY"]
+        return
+    xvfb = shutil.which("Xvfb")
+    if xvfb is None:
+        if os.environ.get("SPCHAT_CI"):
+            pytest.fail("Xvfb is missing: .ci/run must install it (apt-get install xvfb)")
+        pytest.skip("no display and no Xvfb: install xvfb to run the window tests")
+    number = 90 + os.getpid() % 100
+    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            pytest.fail("Xvfb did not start")
+        time.sleep(0.05)
+    os.environ["DISPLAY"] = f":{number}"
+    yield os.environ["DISPLAY"]
+    del os.environ["DISPLAY"]
+    proc.terminate()
+    proc.wait()
+
+
+def screenshot(window, display, name):
+    """Save a window as a PNG in screenshots/ (git-ignored), to be looked at.
+
+    ``$SPCHAT_SCREENSHOT_DIR`` puts them elsewhere (for the README's pictures).
+    """
+    from PIL import ImageGrab
+
+    window.lift()  # windows may overlap (Xvfb has no window manager)
+    window.update()
+    x, y = window.winfo_rootx(), window.winfo_rooty()
+    image = ImageGrab.grab(
+        bbox=(x, y, x + window.winfo_width(), y + window.winfo_height()), xdisplay=display
+    )
+    folder = Path(os.environ.get("SPCHAT_SCREENSHOT_DIR") or REPO / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    image.save(folder / name)
+    return image

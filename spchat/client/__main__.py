@@ -12,14 +12,15 @@ def parse_args(argv, cfg: config.Config):
     parser = argparse.ArgumentParser(
         prog="python -m spchat.client", description="Chat on an spchat server."
     )
-    parser.add_argument("--cli", action="store_true", help="line mode for terminals and scripts")
     parser.add_argument(
-        "--host", default=cfg.client_host, help=f"server address (default {cfg.client_host})"
+        "--cli", action="store_true",
+        help="line mode for terminals and scripts (default: the desktop window)",
     )
+    parser.add_argument("--host", help=f"server address (default {cfg.client_host})")
+    parser.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
     parser.add_argument(
-        "--port", type=int, default=cfg.tcp_port, help=f"server TCP port (default {cfg.tcp_port})"
+        "--name", help="the name to chat under (the window then connects at once)"
     )
-    parser.add_argument("--name", help="the name to chat under")
     parser.add_argument("--password", help="password of a registered name")
     parser.add_argument(
         "--register", action="store_true", help="register the name with --password now"
@@ -62,12 +63,14 @@ def main(argv=None) -> int:
     pins = PinStore(config.client_config_dir())
     if args.forget_server:
         return forget_server(pins, args.forget_server)
-    if not args.cli:
-        parser.error("the desktop client is not available yet; use --cli for line mode")
-    if not args.name:
-        parser.error("--name is required")
     if args.register and not args.password:
         parser.error("--register needs --password")
+    if not args.cli:
+        return run_desktop(cfg, args)
+    if not args.name:
+        parser.error("--name is required")
+    host = args.host or cfg.client_host
+    port = args.port or cfg.tcp_port
 
     from twisted.internet import task
 
@@ -76,7 +79,7 @@ def main(argv=None) -> int:
 
     def run(reactor):
         client = ChatClient(
-            reactor, args.host, args.port, args.name, pins,
+            reactor, host, port, args.name, pins,
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=args.password, register=args.register,
         )
@@ -88,6 +91,51 @@ def main(argv=None) -> int:
 
     task.react(lambda reactor: run(reactor).addCallback(finished))
     return 0  # not reached: react() exits the process
+
+
+def run_desktop(cfg: config.Config, args) -> int:
+    """The chat window, on the reactor through tksupport; 0 when it is closed."""
+    try:
+        import tkinter as tk
+
+        root = tk.Tk()
+    except Exception as e:  # no display, or no Tk
+        sys.stderr.write(
+            f"spchat: cannot open a window ({e}); use --cli for line mode in a terminal\n"
+        )
+        return 1
+
+    from twisted.internet import defer, reactor, tksupport
+
+    from spchat.client.desktop import DesktopController
+    from spchat.client.tkui import ChatWindow
+
+    controller = DesktopController(reactor, cfg, config.client_config_dir())
+    controller.view = ChatWindow(root, controller)
+    done = []
+
+    def shut_down():
+        """Log out, then uninstall Tk from the reactor, then destroy it (once)."""
+        if done:
+            return defer.succeed(None)
+        done.append(True)
+        root.withdraw()  # gone for the user at once; the logout follows
+
+        def finish(_):
+            tksupport.uninstall()
+            root.destroy()
+
+        return controller.close().addBoth(finish)
+
+    # Closing the window, Ctrl-C and SIGTERM all log out the same way.
+    root.protocol("WM_DELETE_WINDOW", lambda: shut_down().addBoth(lambda _: reactor.stop()))
+    reactor.addSystemEventTrigger("before", "shutdown", shut_down)
+    tksupport.install(root)
+    given = {"host": args.host, "port": args.port, "name": args.name,
+             "password": args.password, "register": args.register}
+    reactor.callWhenRunning(controller.start, given, connect_now=bool(args.name))
+    reactor.run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""The classic demo: one spchat server and three chat windows on this machine.
+
+    python scripts/example.py               # alice, bob and carol
+    python scripts/example.py --names ann ben
+
+Everything lives in a fresh temporary directory (server data, each client's
+pinned key), removed at the end: nothing of yours is touched.  The clients
+trust the demo server's key up front, so the windows open straight into the
+chat.  It ends when every window is closed, or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+READY = re.compile(r"listening on TCP [\d.]+:(\d+) .*server key fingerprint (\S+)")
+
+
+def start_server(data_dir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
+         "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
+         "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    for line in proc.stdout:
+        found = READY.search(line)
+        if found:
+            # Keep reading its log, or a full pipe would stall the server.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
+            return proc, int(found.group(1)), found.group(2)
+    raise SystemExit("example: the server did not start:\n" + proc.stdout.read())
+
+
+def pin(config_dir: Path, port: int, fingerprint: str) -> None:
+    config_dir.mkdir(mode=0o700, parents=True)
+    (config_dir / "known_servers").write_text(f"127.0.0.1:{port} {fingerprint}\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names", nargs="+", default=["alice", "bob", "carol"],
+                        help="one chat window per name (default: alice bob carol)")
+    args = parser.parse_args(argv)
+    if os.name == "posix" and not os.environ.get("DISPLAY"):
+        print("example: no display ($DISPLAY is empty): run it on a desktop, or under "
+              "xvfb-run to try it headless", file=sys.stderr)
+        return 1
+
+    workdir = Path(tempfile.mkdtemp(prefix="spchat-example-"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = {k: v for k, v in env.items() if not k.startswith("CHAT_")}  # a clean server
+    clients: list[subprocess.Popen] = []
+    server = None
+    try:
+        server, port, fingerprint = start_server(workdir / "server-data", env)
+        print(f"example: server on 127.0.0.1:{port}, key {fingerprint}")
+        print(f"example: everything is in {workdir} (removed at the end)")
+        for name in args.names:
+            config_dir = workdir / f"{name}-config"
+            pin(config_dir, port, fingerprint)
+            clients.append(subprocess.Popen(
+                [sys.executable, "-m", "spchat.client", "--host", "127.0.0.1",
+                 "--port", str(port), "--name", name],
+                env={**env, "SPCHAT_CONFIG_DIR": str(config_dir)},
+            ))
+            print(f"example: window for {name} opened")
+        print("example: close the windows (or press Ctrl-C) to end the demo")
+        while any(c.poll() is None for c in clients):
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("\nexample: stopping")
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.send_signal(signal.SIGTERM)  # the windows log out cleanly
+        for client in clients:
+            try:
+                client.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                client.kill()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=20)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("example: done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""The desktop client's flow: connect form -> trust -> chat -> back. No Tk here.
+
+``DesktopController`` owns the ChatClient and its ChatPresenter and tells a
+view (``spchat.client.tkui.ChatWindow``, or anything with the same methods)
+what to show:
+
+* ``show_connect(values, error)``, ``show_busy(text)``: the connect form;
+* ``show_trust(question)``: a first contact (or a changed key), asked in the
+  window, never in a modal dialog (it would stall the reactor);
+* ``show_chat(presenter)`` and ``refresh()``: the chat itself.
+
+Redraws are coalesced: a burst of events (history on join, a replay after a
+reconnect) is drawn once, not once per message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from spchat.client.connect import check_form, load_last, save_last, trust_question
+from spchat.client.pins import PinStore
+from spchat.client.presenter import ChatPresenter
+from spchat.client.session import ChatClient, ClientError
+
+REDRAW_DELAY = 0.03  # seconds: at most ~30 redraws a second
+LOGOUT_WAIT = 3.0  # on close, how long a silent server may delay it
+
+
+class DesktopController:
+    log = Logger()
+
+    def __init__(self, reactor, cfg, config_dir: Path):
+        self.reactor, self.cfg = reactor, cfg
+        self.config_dir = Path(config_dir)
+        self.pins = PinStore(self.config_dir)
+        self.view = None  # set before start()
+        self.client: ChatClient | None = None
+        self.presenter: ChatPresenter | None = None
+        self.form = None
+        self.trust_problem = None
+        self.closed = False
+        self._redraw = None
+        self._ticker = task.LoopingCall(self._tick)  # the reconnect countdown
+        self._ticker.clock = reactor
+
+    # --- the connect form ------------------------------------------------------
+
+    def form_values(self, given: dict | None = None) -> dict:
+        """Defaults from the configuration, then last time's, then the command line."""
+        values = {"host": self.cfg.client_host, "port": str(self.cfg.tcp_port), "name": ""}
+        values.update(load_last(self.config_dir))
+        values.update({k: str(v) for k, v in (given or {}).items() if v is not None})
+        return values
+
+    def start(self, given: dict | None = None, connect_now: bool = False) -> None:
+        values = self.form_values(given)
+        self.view.show_connect(values, "")
+        self._ticker.start(1.0, now=False)
+        if connect_now:
+            self.submit(values["host"], values["port"], values["name"],
+                        (given or {}).get("password") or "", bool((given or {}).get("register")))
+
+    def submit(self, host: str, port: str, name: str, password: str, register: bool) -> None:
+        """The Connect button."""
+        if self.client is not None and self.client.status.state == "connecting":
+            return  # already on its way
+        try:
+            self.form = check_form(host, port, name, password, register)
+        except ValueError as e:
+            self.view.show_connect(None, str(e))
+            return
+        try:
+            save_last(self.config_dir, self.form)
+        except OSError as e:  # a read-only home is no reason not to chat
+            self.log.warn("cannot remember the connect form: {error}", error=e)
+        self._dial()
+
+    def _dial(self) -> None:
+        form, cfg = self.form, self.cfg
+        self.view.show_busy(f"connecting to {form.host}:{form.port}…")
+        client = ChatClient(
+            self.reactor, form.host, form.port, form.name, self.pins,
+            on_event=self._event, on_status=self._status,
+            reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
+            password=form.password, register=form.register, accept_new_keys=False,
+        )
+        self.client = client
+        self.presenter = ChatPresenter(client)
+        client.connect().addCallbacks(self._welcomed, self._not_in, errbackArgs=(client,))
+
+    def _welcomed(self, welcome) -> None:
+        if self.closed:
+            return
+        self.view.show_chat(self.presenter)
+        self._changed()
+
+    def _not_in(self, failure, client) -> None:
+        if self.closed or client is not self.client:
+            return
+        failure.trap(ClientError)
+        self.client = None
+        if client.trust_problem is not None:
+            self.trust_problem = client.trust_problem
+            self.view.show_trust(trust_question(client.trust_problem))
+            return
+        self.view.show_connect(None, str(failure.value))
+
+    # --- trust on first contact -------------------------------------------------
+
+    def trust(self) -> None:
+        """"Trust and connect": pin exactly the key that was shown, dial again."""
+        problem, self.trust_problem = self.trust_problem, None
+        if problem is None or not hasattr(problem, "host"):
+            return  # a changed key is never trusted from here
+        self.pins.trust(problem.host, problem.port, problem.fingerprint)
+        self._dial()
+
+    def back(self) -> None:
+        """Back to the connect form (from the trust panel or after leaving)."""
+        self.trust_problem = None
+        self.view.show_connect(None, "")
+
+    # --- the chat ------------------------------------------------------------------
+
+    def _event(self, msg) -> None:
+        self.presenter.event(msg)
+        self._changed()
+
+    def _status(self, status) -> None:
+        if self.presenter is not None:
+            self.presenter.status(status)
+            self._changed()
+
+    def _changed(self) -> None:
+        """Something to draw: once, shortly, for everything that happens until then."""
+        if self.closed or (self._redraw is not None and self._redraw.active()):
+            return
+        self._redraw = self.reactor.callLater(REDRAW_DELAY, self._draw)
+
+    def _draw(self) -> None:
+        self._redraw = None
+        if not self.closed and self.client is not None and self.client.name is not None:
+            self.view.refresh()
+
+    def _tick(self) -> None:
+        if self.presenter is not None and self.presenter.state.state == "reconnecting":
+            self._changed()
+
+    def send(self, text: str) -> None:
+        self.presenter.send(text)
+        self._changed()
+
+    def open(self, view: str) -> None:
+        self.presenter.open(view)
+        self._changed()
+
+    def reached_top(self) -> None:
+        if self.presenter.reached_top():
+            self._changed()
+
+    def reconnect(self) -> None:
+        self.presenter.reconnect()
+        self._changed()
+
+    def leave(self) -> defer.Deferred:
+        """Log out and go back to the connect form."""
+        d = self._logout()
+        values = self.form_values({"host": self.form.host, "port": self.form.port,
+                                   "name": self.form.name})
+        self.view.show_connect(values, "")
+        return d
+
+    def _logout(self) -> defer.Deferred:
+        client, self.client = self.client, None
+        if client is None or client.status.state == "offline":
+            return defer.succeed(None)
+        d = client.logout()
+        d.addTimeout(LOGOUT_WAIT, self.reactor)
+        d.addErrback(lambda f: self.log.warn("logout: {f}", f=f.getErrorMessage()))
+        return d
+
+    def close(self) -> defer.Deferred:
+        """The window is closing: log out (bounded wait); no more drawing."""
+        if self.closed:
+            return defer.succeed(None)
+        self.closed = True
+        if self._ticker.running:
+            self._ticker.stop()
+        if self._redraw is not None and self._redraw.active():
+            self._redraw.cancel()
+        return self._logout()

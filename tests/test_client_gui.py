@@ -1,0 +1,395 @@
+"""The desktop chat window: real Tk windows under Xvfb, a real server on loopback.
+
+Every test drives the window the way a user does (typing into its entries,
+pressing its buttons) and reads what the window shows; each saves a
+screenshot in screenshots/ to be looked at.
+"""
+
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from conftest import (REPO, connect_client, screenshot, server_config, start_service,
+                      stop_services, subprocess_env, wait_until, ServerProcess)
+from spchat.client.pins import PinStore
+
+STAMP = r"\d\d:\d\d:\d\d"
+
+
+class Desk:
+    """One chat window (a Toplevel of the test's root) and its controller."""
+
+    def __init__(self, root, cfg, config_dir):
+        import tkinter as tk
+
+        from spchat.client.desktop import DesktopController
+        from spchat.client.tkui import ChatWindow
+
+        self.top = tk.Toplevel(root)
+        self.controller = DesktopController(reactor, cfg, config_dir)
+        self.window = ChatWindow(self.top, self.controller)
+        self.controller.view = self.window
+        self.controller.start()
+
+    def fill(self, **values):
+        for key, value in values.items():
+            entry = self.window.fields[key]
+            entry.delete(0, "end")
+            entry.insert(0, str(value))
+
+    def press_connect(self):
+        self.window.connect_button.invoke()
+
+    def panel(self):
+        w = self.window
+        return {w.connect_frame: "connect", w.trust_frame: "trust", w.chat_frame: "chat"}.get(
+            w._panel)
+
+    def say(self, text):
+        entry = self.window.entry
+        entry.focus_force()  # keys go to the focused window, as for a user
+        entry.insert(0, text)
+        self.top.update()
+        entry.event_generate("<Return>")
+
+    def text(self):
+        return self.window.text.get("1.0", "end")
+
+    def status(self):
+        return self.window.status.cget("text")
+
+    def members(self):
+        return list(self.window.members.get(0, "end"))
+
+    def close(self):
+        self.controller.close()
+        self.top.destroy()
+
+
+@pytest.fixture
+def tk_root(display):
+    import tkinter as tk
+
+    from twisted.internet import tksupport
+
+    root = tk.Tk()
+    root.withdraw()  # the chat windows are its Toplevels
+    tksupport.install(root)
+    desks = []
+    yield root, desks
+    for desk in desks:
+        desk.close()
+    tksupport.uninstall()
+    root.destroy()
+
+
+def desk_config(server, **changes):
+    """The client side of the configuration: the server's port as the default."""
+    return dataclasses.replace(server.cfg, tcp_port=server.address.port, reconnect_delay=0.1,
+                               max_retries=50, **changes)
+
+
+@pytest_twisted.inlineCallbacks
+def log_in(tk_root, server, tmp_path, name, trust=True):
+    """A new window: fill the form, connect, trust the new server, wait until in."""
+    root, desks = tk_root
+    desk = Desk(root, desk_config(server), tmp_path / f"{name}-config")
+    desks.append(desk)
+    desk.fill(host="127.0.0.1", port=server.address.port, name=name)
+    desk.press_connect()
+    yield wait_until(lambda: desk.panel() == "trust")
+    # First contact: the window shows the key and asks; nothing is pinned yet.
+    assert desk.window.trust_fingerprint.get() == server.fingerprint
+    assert "not been seen before" in desk.window.trust_text.cget("text")
+    assert not (tmp_path / f"{name}-config" / "known_servers").exists()
+    if trust:
+        desk.window.trust_button.invoke()
+        yield wait_until(lambda: desk.panel() == "chat" and desk.status() == f"connected as {name}")
+    return desk
+
+
+@pytest.fixture
+def server(tmp_path):
+    service = start_service(server_config(tmp_path / "data"))
+    yield service
+    stop_services(service)
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_windows_log_in_and_a_message_arrives_with_its_time(tk_root, server, tmp_path,
+                                                                pins, display):
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    alice.say("hello bob, how are you?")
+    yield wait_until(lambda: "alice: hello bob" in bob.text())
+    assert re.search(rf"^{STAMP}  alice: hello bob, how are you\?$", bob.text(), re.M)
+    # The sender sees it confirmed (no longer "sending…"), marked as its own.
+    yield wait_until(lambda: "alice (you): hello bob, how are you?\n" in alice.text())
+    bob.say("fine, thanks")
+    yield wait_until(lambda: re.search(rf"^{STAMP}  bob: fine, thanks$", alice.text(), re.M))
+    assert "bob joined" in alice.text()
+    assert alice.members() == ["● alice (you)", "● bob"]
+    assert alice.top.title() == "spchat — alice@127.0.0.1:%d" % server.address.port
+    screenshot(bob.top, display, "client-two-windows-bob.png")
+    # A third voice, and a long line that must wrap (the README's picture).
+    carol = yield connect_client(server, pins, "carol")
+    carol.say("morning! who is up for lunch at 12? the new place on the corner does a "
+              "very good soup, and they have a table for six if we book before eleven")
+    yield wait_until(lambda: "carol: morning!" in alice.text())
+    bob.say("count me in")
+    alice.say("me too, I'll book it")
+    yield wait_until(lambda: "alice (you): me too, I'll book it\n" in alice.text()
+                     and "bob: count me in" in alice.text())
+    yield wait_until(lambda: "● carol" in alice.members())
+    screenshot(alice.top, display, "client.png")
+
+
+@pytest_twisted.inlineCallbacks
+def test_member_list_follows_a_third_join_and_direct_messages_get_a_tab(
+        tk_root, server, tmp_path, pins, display):
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    carol = yield connect_client(server, pins, "carol")
+    yield wait_until(lambda: "● carol" in alice.members() and "● carol" in bob.members())
+    yield wait_until(lambda: "carol joined" in bob.text())
+    carol.direct("alice", "psst, alice")
+    # A direct message opens its own tab with an unread count; the room stays clean.
+    yield wait_until(lambda: alice.controller.presenter.conversations()[-1] == ("carol", 1))
+    yield wait_until(lambda: alice.top.title().startswith("(1) "))
+    assert "psst" not in alice.text()
+    tabs = [b.cget("text") for b in alice.window.tab_bar.winfo_children()]
+    assert tabs == ["# lobby", "carol (1)"]
+    # Double-click carol in the member list: her conversation opens.
+    row = alice.members().index("● carol")
+    bbox = alice.window.members.bbox(row)
+    for _ in range(2):  # two clicks in quick succession: Tk makes it a double-click
+        for kind in ("<ButtonPress-1>", "<ButtonRelease-1>"):
+            alice.window.members.event_generate(kind, x=bbox[0] + 5, y=bbox[1] + 2)
+    yield wait_until(lambda: "psst, alice" in alice.text())
+    alice.say("hi carol")
+    yield wait_until(lambda: any(getattr(e, "text", "") == "hi carol" for e in carol.rec.events))
+    assert [b.cget("text") for b in alice.window.tab_bar.winfo_children()] == [
+        "# lobby", "carol"]
+    screenshot(alice.top, display, "client-direct-message.png")
+    alice.window.tab_bar.winfo_children()[0].invoke()
+    yield wait_until(lambda: "carol joined" in alice.text())
+    screenshot(alice.top, display, "client-members.png")
+
+
+@pytest_twisted.inlineCallbacks
+def test_server_gone_shows_reconnecting_and_the_pending_message_arrives_once(
+        tk_root, tmp_path, display):
+    first = start_service(server_config(tmp_path / "data"))
+    port = first.address.port
+    alice = yield log_in(tk_root, first, tmp_path, "alice")
+    bob = yield log_in(tk_root, first, tmp_path, "bob")
+    yield stop_services(first)
+    yield wait_until(lambda: alice.status().startswith("reconnecting (attempt"))
+    assert str(alice.window.reconnect_button.state()) != "('disabled',)"
+    alice.say("typed while the server was away")
+    yield wait_until(lambda: "typed while the server was away  (sending…)" in alice.text())
+    screenshot(alice.top, display, "client-reconnecting.png")
+
+    second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+    try:
+        yield wait_until(lambda: alice.status() == "connected as alice"
+                         and bob.status() == "connected as bob", timeout=20)
+        yield wait_until(lambda: "alice: typed while the server was away" in bob.text())
+        yield wait_until(lambda: "(sending…)" not in alice.text())
+        assert bob.text().count("typed while the server was away") == 1
+        assert alice.text().count("typed while the server was away") == 1
+        screenshot(alice.top, display, "client-reconnected.png")
+    finally:
+        stop_services(second)
+
+
+@pytest_twisted.inlineCallbacks
+def test_kick_shows_the_reason_and_no_reconnect_follows(tk_root, server, tmp_path, display):
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    assert server.core.kick("bob", "spamming the room")
+    yield wait_until(lambda: bob.status() == "offline: you were kicked: spamming the room")
+    assert "you were kicked: spamming the room" in bob.text()
+    assert "disabled" in bob.window.reconnect_button.state()
+    yield wait_until(lambda: "bob was kicked (spamming the room)" in alice.text())
+    # No automatic comeback: a second later bob is still out.
+    yield task.deferLater(reactor, 1.0, lambda: None)
+    assert bob.controller.client.status.state == "offline"
+    assert [row[2] for row in server.core.session_rows() if row[0] == "bob"] in ([], ["offline"])
+    assert alice.members() == ["● alice (you)"]
+    screenshot(bob.top, display, "client-kicked.png")
+    # Leave takes bob back to the form, his name still filled in.
+    bob.window.leave_button.invoke()
+    assert bob.panel() == "connect" and bob.window.fields["name"].get() == "bob"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_changed_server_key_is_refused_with_both_fingerprints(tk_root, server, tmp_path,
+                                                                display):
+    root, desks = tk_root
+    config_dir = tmp_path / "mallory-config"
+    wrong = "SHA256:" + "A" * 43
+    PinStore(config_dir).trust("127.0.0.1", server.address.port, wrong)
+    desk = Desk(root, desk_config(server), config_dir)
+    desks.append(desk)
+    desk.fill(name="mallory")
+    desk.press_connect()
+    yield wait_until(lambda: desk.panel() == "trust")
+    w = desk.window
+    assert "CHANGED" in w.trust_title.cget("text")
+    assert wrong in w.trust_text.cget("text") and server.fingerprint in w.trust_text.cget("text")
+    assert w.trust_button.winfo_manager() == ""  # no way to trust it from here
+    assert "mallory" not in [row[0] for row in server.core.session_rows()]
+    screenshot(desk.top, display, "client-changed-key.png")
+    w.trust_back.invoke()
+    assert desk.panel() == "connect"
+
+
+@pytest_twisted.inlineCallbacks
+def test_form_errors_and_a_wrong_password_are_said_in_the_window(tk_root, server, tmp_path,
+                                                                 pins, display):
+    owner = yield connect_client(server, pins, "dana", password="correct horse",
+                                 register=True)
+    yield owner.logout()
+    root, desks = tk_root
+    desk = Desk(root, desk_config(server), tmp_path / "desk-config")
+    desks.append(desk)
+    desk.fill(port="http", name="dana")
+    desk.press_connect()
+    assert desk.window.connect_message.cget("text") == "the port must be a number, not 'http'"
+    desk.fill(port=server.address.port, name="")
+    desk.press_connect()
+    assert desk.window.connect_message.cget("text") == "enter the name to chat under"
+    desk.fill(port=server.address.port, name="dana", password="wrong horse")
+    desk.press_connect()
+    yield wait_until(lambda: desk.panel() == "trust")
+    desk.window.trust_button.invoke()
+    yield wait_until(lambda: "wrong name or password" in desk.window.connect_message.cget("text"))
+    assert desk.panel() == "connect"
+    screenshot(desk.top, display, "client-wrong-password.png")
+    # The form is remembered for next time, but never the password.
+    saved = (tmp_path / "desk-config" / "desktop.json").read_text()
+    assert '"name": "dana"' in saved and "horse" not in saved
+    desk.fill(password="correct horse")
+    desk.press_connect()
+    yield wait_until(lambda: desk.status() == "connected as dana")
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_desktop_command_connects_and_logs_out_cleanly_on_sigterm(tmp_path, pins, display):
+    server = ServerProcess(tmp_path)
+    try:
+        env = subprocess_env(tmp_path, DISPLAY=display)
+        PinStore(tmp_path / "client-config").trust("127.0.0.1", server.port, server.fingerprint)
+        watcher = yield connect_client(None, PinStore(tmp_path / "watcher"), "watcher",
+                                       port=server.port)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "spchat.client", "--host", "127.0.0.1",
+             "--port", str(server.port), "--name", "zed"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            yield wait_until(lambda: any(getattr(e, "text", "") == "zed joined"
+                                         for e in watcher.rec.events), timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            yield wait_until(lambda: proc.poll() is not None, timeout=15)
+            output = proc.stdout.read()
+            assert proc.returncode == 0, output
+            assert "Traceback" not in output
+            yield wait_until(lambda: any(getattr(e, "text", "") == "zed left"
+                                         for e in watcher.rec.events))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        yield watcher.logout()
+    finally:
+        server.stop()
+
+
+def test_without_a_display_the_command_says_what_to_do(tmp_path):
+    env = subprocess_env(tmp_path)
+    env.pop("DISPLAY", None)
+    result = subprocess.run([sys.executable, "-m", "spchat.client"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot open a window" in result.stderr and "--cli" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_example_runs_a_server_and_three_windows_and_cleans_up(tmp_path, display):
+    env = subprocess_env(tmp_path, DISPLAY=display)
+    proc = subprocess.Popen([sys.executable, "scripts/example.py"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = proc.stdout.readline()
+        found = re.search(r"server on 127\.0\.0\.1:(\d+), key (\S+)", first)
+        assert found, first + proc.stdout.read()
+        port, fingerprint = int(found.group(1)), found.group(2)
+        workdir = re.search(r"everything is in (\S+)", proc.stdout.readline()).group(1)
+        pins = PinStore(tmp_path / "watcher")
+        pins.trust("127.0.0.1", port, fingerprint)
+        watcher = yield connect_client(None, pins, "watcher", port=port)
+        yield wait_until(lambda: {"alice", "bob", "carol"} <= {n for n, _ in watcher.members},
+                         timeout=30)
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        yield wait_until(lambda: proc.poll() is not None, timeout=30)
+        assert proc.returncode == 0
+        assert "example: done" in proc.stdout.read()
+        assert not os.path.exists(workdir)
+        # The windows logged out on the way (not "connection lost").
+        texts = {getattr(e, "text", "") for e in watcher.rec.events}
+        assert {"alice left", "bob left", "carol left"} <= texts
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@pytest_twisted.inlineCallbacks
+def test_history_is_marked_and_scrolling_up_loads_older_pages(tk_root, tmp_path, pins, display):
+    server = start_service(server_config(tmp_path / "data", **{"idle-after": "1", "flood-burst": "1000"}))
+    try:
+        bob = yield connect_client(server, pins, "bob")
+        for n in range(1, 121):
+            bob.say(f"message {n}")
+        assert (yield bob.wait_acked(20))
+        alice = yield log_in(tk_root, server, tmp_path, "alice")
+        yield wait_until(lambda: "bob: message 120\n" in alice.text())
+        bob.say("and this one is new")
+        yield wait_until(lambda: "bob: and this one is new" in alice.text())
+        text = alice.text()
+        # The last 50 came as history, marked off from what is new.
+        assert "bob: message 71\n" in text and "bob: message 70\n" not in text
+        assert text.index("message 120") < text.index("alice joined")
+        assert text.index("message 120") < text.index("— earlier messages above —") < text.index(
+            "and this one is new")
+        t = alice.window.text
+        assert alice.window.text.yview()[1] == 1.0  # it opens at the newest line
+
+        def drag_scrollbar_to_top():  # what Tk does when the user drags the thumb
+            alice.window.scroll.tk.call(alice.window.scroll.cget("command"), "moveto", 0)
+
+        drag_scrollbar_to_top()  # the page before arrives
+        yield wait_until(lambda: "bob: message 21\n" in alice.text())
+        # Where the user was reading is still in sight, not a jump.
+        yield wait_until(lambda: "message 71" in t.get("@0,0 linestart", "@0,0 lineend"))
+        drag_scrollbar_to_top()
+        yield wait_until(lambda: "bob: message 1\n" in alice.text())
+        lines = [l for l in alice.text().splitlines() if "bob: message" in l]
+        assert [int(l.rsplit(" ", 1)[1]) for l in lines] == list(range(1, 121))
+        assert alice.controller.presenter.reached_top() is False  # nothing older
+        # Bob has said nothing for a while: idle, in amber.
+        yield wait_until(lambda: "● bob — idle" in alice.members(), timeout=10)
+        t.see("end")
+        alice.say("hi bob, catching up on what I missed")
+        yield wait_until(lambda: "(sending…)" not in alice.text()
+                         and "catching up" in alice.text())
+        screenshot(alice.top, display, "client-history.png")
+    finally:
+        stop_services(server)
