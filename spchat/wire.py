@@ -96,6 +96,12 @@ def _members(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(members)
 
 
+def _member_state(value: Any) -> str:
+    if value not in (*PRESENCE_STATES, "gone"):
+        raise WireError(f"must be one of {', '.join(PRESENCE_STATES)}, gone")
+    return value
+
+
 def _optional_integer(value: Any) -> int | None:
     return None if value is None else _integer(value)
 
@@ -378,6 +384,17 @@ class Members(Message):
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.members)
+
+
+@message("member", room=_NAME, name=_NAME, state=_member_state)
+class MemberUpdate(Message):
+    """One member joined (their state), or left (``gone``): a room's member
+    list travels whole only to a member who joins or asks, so a join costs
+    the others one small message, not the whole list."""
+
+    room: str
+    name: str
+    state: str
 
 
 @message(

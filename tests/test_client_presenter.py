@@ -178,3 +178,21 @@ def test_member_rows_mark_me_and_states(chat):
     chat.event(wire.DirectMessage(3, T, "bob", "me", "psst"))
     chat.event(wire.DirectMessage(4, T, "eve", "me", "hey"))
     assert chat.unread_total() == 2
+
+
+def test_member_updates_keep_the_list_in_the_servers_order(tmp_path):
+    from spchat.client.session import updated_members
+
+    members = (("alice", "online"), ("Carol", "idle"))
+    members = updated_members(members, "bob", "online")
+    assert members == (("alice", "online"), ("bob", "online"), ("Carol", "idle"))
+    members = updated_members(members, "CAROL", "gone")
+    assert members == (("alice", "online"), ("bob", "online"))
+    assert updated_members(members, "bob", "reconnecting")[1] == ("bob", "reconnecting")
+    # Fed to a client, an update reaches its listeners as the whole new list.
+    got = []
+    client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path), on_event=got.append)
+    client.message_received(wire.Members(ROOM, (("me", "online"),)))
+    client.message_received(wire.MemberUpdate(ROOM, "zed", "online"))
+    assert got[-1] == wire.Members(ROOM, (("me", "online"), ("zed", "online")))
+    assert client.members == got[-1].members

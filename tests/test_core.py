@@ -59,8 +59,10 @@ def test_login_welcomes_and_announces(core):
     assert welcome.server_time == 1_700_000_000_000
     bob, b = login(core, "bob")
     assert [n.text for n in a.of(wire.Notice)] == ["Alice joined", "bob joined"]
-    assert a.of(wire.Members)[-1].names == ("Alice", "bob")
+    # The newcomer gets the whole list; the others only the change.
     assert b.of(wire.Members)[-1].names == ("Alice", "bob")
+    assert a.of(wire.Members)[-1].names == ("Alice",)
+    assert a.of(wire.MemberUpdate) == [wire.MemberUpdate("lobby", "bob", "online")]
 
 
 def test_say_stamps_and_delivers_to_everyone_with_ack_for_sender(core):
@@ -185,7 +187,7 @@ def test_who_and_leave(core):
     core.link_lost(bob)
     core.clock.advance(30)  # the resume grace
     assert a.of(wire.Notice)[-1].text == "bob left (connection lost)"
-    assert a.of(wire.Members)[-1].names == ("alice",)
+    assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "gone")
     # The name is free again.
     again, conn = login(core, "bob")
     assert again.session is not None

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 
 from spchat import beacon
 from spchat.client.presence import PresenceClient
-from spchat.server.presence import PresenceServer
+from spchat.server.presence import CHANGE_GAP_SECONDS, PresenceServer
 
 from conftest import wait_until
 
@@ -309,7 +309,7 @@ def test_a_newer_hello_from_a_new_address_moves_the_endpoint_once_it_echoes_the_
     late.send(hello(alice, 90), server_addr)
     late.send(hello(alice, 102, cookie), server_addr)
     yield wait_until(lambda: server.accepted == 5 and server.dropped["bad_cookie"] == 1)
-    server.changed()
+    server.broadcast()  # the periodic beacon: it goes to the endpoint that proved itself
     yield wait_until(lambda: len(rebound.datagrams) == 3)
     assert alice.endpoint == rebound_addr and late.received_bytes == 0
     assert len(client.rec["snapshots"]) == 1
@@ -554,6 +554,34 @@ def test_server_coalesces_changes_and_broadcasts_on_its_clock():
     server.changed()
     clock.advance(0)
     assert len(transport.written) == 3
+
+
+def test_change_sends_are_spaced_and_only_when_the_snapshot_differs():
+    # A join storm calls changed() for every join: the beacon must not build
+    # and send a snapshot each time.
+    clock = task.Clock()
+    directory = Directory()
+    alice = directory.add("alice")
+    alice.endpoint = ("127.0.0.1", 4000)
+    server = PresenceServer(directory, clock, interval=60.0)
+    transport = FakeUDPTransport()
+    server.makeConnection(transport)
+    server.changed()
+    clock.advance(0)
+    assert len(transport.written) == 1
+    for name in ("dan", "eve", "fay"):
+        directory.room.append((name, "online"))
+        server.changed()
+        clock.advance(0)
+    assert len(transport.written) == 1  # within the gap: held back
+    clock.advance(CHANGE_GAP_SECONDS)
+    assert len(transport.written) == 2  # one snapshot with all three
+    assert len(open_snapshot(alice, transport.written[1][0])[1][1]) == len(ROOM) + 3
+    clock.advance(1)
+    server.changed()  # nothing actually changed
+    clock.advance(0)
+    assert len(transport.written) == 2
+    server.doStop()
 
 
 def test_server_survives_a_failing_directory_and_logs_drops_sparingly():

@@ -34,6 +34,8 @@ SAMPLES = [
     wire.Welcome("alice", "s1", "t2", "lobby", 1_700_000_000_000, 41, 0, 2000, 8, resumed=True),
     wire.PresenceRequest(),
     wire.Members("lobby", (("alice", "online"), ("bob", "reconnecting"))),
+    wire.MemberUpdate("lobby", "carol", "online"),
+    wire.MemberUpdate("lobby", "carol", "gone"),
     wire.RoomMessage(7, 1_700_000_000_123, "lobby", "alice", "hi", "c1"),
     wire.RoomMessage(8, 1_700_000_000_124, "lobby", "bob", "hi", None),
     wire.DirectMessage(9, 1, "alice", "bob", "psst"),

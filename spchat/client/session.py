@@ -41,6 +41,16 @@ MAX_RETRY_DELAY = 30.0
 MAX_WAITING_REQUESTS = 20
 
 
+def updated_members(members, name: str, state: str) -> tuple[tuple[str, str], ...]:
+    """The member list after one change, in the server's order (by folded name)."""
+    key = name.casefold()
+    rest = [m for m in members if m[0].casefold() != key]
+    if state != "gone":
+        rest.append((name, state))
+        rest.sort(key=lambda m: m[0].casefold())
+    return tuple(rest)
+
+
 class ClientError(Exception):
     """Something the user must be told in one line; the session cannot go on."""
 
@@ -243,6 +253,10 @@ class ChatClient:
             if msg.cid is None:
                 self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
+            self.members = msg.members
+        elif isinstance(msg, wire.MemberUpdate):
+            # One change to the list: shown like a whole new list.
+            msg = wire.Members(msg.room, updated_members(self.members, msg.name, msg.state))
             self.members = msg.members
         elif isinstance(msg, wire.Notice) and msg.kind == "account":
             if self._new_password is not None:

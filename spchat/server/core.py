@@ -290,7 +290,6 @@ class ChatCore:
         # can ask for "everything after N" in a single number.
         self._seq = itertools.count(self.history.last_seq + 1)
         self.presence_listeners: list[Callable[[], None]] = []
-        self._last_presence: tuple = ()
         self._handlers = {
             wire.Login: self._login,
             wire.Resume: self._resume,
@@ -1012,11 +1011,11 @@ class ChatCore:
         return tuple((s.name, self.presence_state(s)) for s in sessions)
 
     def _presence_changed(self) -> None:
-        snapshot = self.presence_snapshot()
-        if snapshot != self._last_presence:
-            self._last_presence = snapshot
-            for listener in self.presence_listeners:
-                listener()
+        """Someone joined, left or may have changed state: the listeners
+        (the beacon) coalesce and compare; building a snapshot here on every
+        join would make a join storm quadratic."""
+        for listener in self.presence_listeners:
+            listener()
 
     def beacon_peer(self, key_id: bytes) -> Session | None:
         # Linear, but only for hellos (a few per client per minute).
@@ -1039,12 +1038,16 @@ class ChatCore:
         self.rooms[room][session.key] = session
         session.rooms.add(room)
         self._broadcast(room, wire.Notice(room, self.now_ms(), "join", f"{session.name} joined"))
-        self._broadcast(room, self._members(room))
+        # The whole list to the newcomer only; the others get one line each.
+        # (A whole list to everyone made n joins cost n^2 lists of n names.)
+        update = wire.MemberUpdate(room, session.name, self.presence_state(session))
+        for member in self.rooms[room].values():
+            self._send(member, self._members(room) if member is session else update)
         self._presence_changed()
 
     def _leave(self, session: Session, room: str, text: str) -> None:
         self.rooms[room].pop(session.key, None)
         session.rooms.discard(room)
         self._broadcast(room, wire.Notice(room, self.now_ms(), "leave", text))
-        self._broadcast(room, self._members(room))
+        self._broadcast(room, wire.MemberUpdate(room, session.name, "gone"))
         self._presence_changed()

@@ -42,6 +42,9 @@ from spchat import beacon
 LOG_EVERY_SECONDS = 60.0
 # At most one cookie reply per session in this many seconds.
 COOKIE_EVERY_SECONDS = 1.0
+# Change-triggered snapshots at most this often: a join storm of n members
+# must not build and send n snapshots of n names each.
+CHANGE_GAP_SECONDS = 0.2
 
 
 class PresenceServer(DatagramProtocol):
@@ -67,6 +70,8 @@ class PresenceServer(DatagramProtocol):
         self.send_errors = 0
         self._loop: task.LoopingCall | None = None
         self._pending = None  # the coalesced send after changed()
+        self._last_change_send = None  # when a change last went out
+        self._last_snapshot = None  # what the peers were sent last
         self._last_log: dict[str, float] = {}
 
     # --- Twisted side ------------------------------------------------------
@@ -196,21 +201,34 @@ class PresenceServer(DatagramProtocol):
     # --- sending -----------------------------------------------------------
 
     def changed(self) -> None:
-        """Membership or a state changed: send soon, once per reactor turn."""
-        if self._pending is None or not self._pending.active():
-            self._pending = self.clock.callLater(0, self._flush_changed)
+        """Membership or a state may have changed: send soon (at the end of
+        this reactor turn, or CHANGE_GAP_SECONDS after the last such send),
+        once for all the changes until then, and only if the snapshot differs."""
+        if self._pending is not None and self._pending.active():
+            return
+        now = self.clock.seconds()
+        last = self._last_change_send
+        wait = 0.0 if last is None else max(0.0, last + CHANGE_GAP_SECONDS - now)
+        self._pending = self.clock.callLater(wait, self._flush_changed)
 
     def _flush_changed(self) -> None:
         self._pending = None
-        self.broadcast()
+        self._last_change_send = self.clock.seconds()
+        self.broadcast(only_if_changed=True)
 
-    def broadcast(self) -> None:
-        """The current snapshot to every peer that proved an endpoint."""
+    def broadcast(self, only_if_changed: bool = False) -> None:
+        """The current snapshot to every peer that proved an endpoint (the
+        periodic beacon always; a change only if the snapshot differs)."""
         try:
             self._forget_cookie_times()
             peers = [p for p in self.directory.beacon_peers() if p.endpoint is not None]
-            if peers:
-                self._send(self._snapshot(), peers)
+            if not peers:
+                return
+            snapshot = tuple(self.directory.presence_snapshot())
+            if only_if_changed and snapshot == self._last_snapshot:
+                return
+            self._last_snapshot = snapshot
+            self._send(beacon.encode_snapshot_parts(self.interval, snapshot), peers)
         except Exception:
             # Raising here would stop the LoopingCall for good.
             if self._may_log("broadcast-error"):
@@ -227,7 +245,9 @@ class PresenceServer(DatagramProtocol):
 
     def _snapshot(self) -> list[bytes]:
         # Encoded once, encrypted per peer.
-        return beacon.encode_snapshot_parts(self.interval, self.directory.presence_snapshot())
+        snapshot = tuple(self.directory.presence_snapshot())
+        self._last_snapshot = snapshot
+        return beacon.encode_snapshot_parts(self.interval, snapshot)
 
     def _send(self, parts: list[bytes], peers) -> None:
         transport = self.transport
