@@ -27,20 +27,25 @@ REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(r"listening on TCP [\d.]+:(\d+) .*server key fingerprint (\S+)")
 
 
-def start_server(data_dir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
+def start_server(workdir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
+    # In the temporary directory, so that no ./.env of yours is read, and in
+    # a session of its own, so that Ctrl-C reaches this script only.
     proc = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
          "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
-         "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+         "--data-dir", str(workdir / "server-data")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir,
+        start_new_session=True,
     )
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         found = READY.search(line)
         if found:
             # Keep reading its log, or a full pipe would stall the server.
             threading.Thread(target=proc.stdout.read, daemon=True).start()
             return proc, int(found.group(1)), found.group(2)
-    raise SystemExit("example: the server did not start:\n" + proc.stdout.read())
+    raise SystemExit("example: the server did not start:\n" + "".join(seen[-20:]))
 
 
 def pin(config_dir: Path, port: int, fingerprint: str) -> None:
@@ -53,7 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--names", nargs="+", default=["alice", "bob", "carol"],
                         help="one chat window per name (default: alice bob carol)")
     args = parser.parse_args(argv)
-    if os.name == "posix" and not os.environ.get("DISPLAY"):
+    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
         print("example: no display ($DISPLAY is empty): run it on a desktop, or under "
               "xvfb-run to try it headless", file=sys.stderr)
         return 1
@@ -65,7 +70,7 @@ def main(argv=None) -> int:
     clients: list[subprocess.Popen] = []
     server = None
     try:
-        server, port, fingerprint = start_server(workdir / "server-data", env)
+        server, port, fingerprint = start_server(workdir, env)
         print(f"example: server on 127.0.0.1:{port}, key {fingerprint}")
         print(f"example: everything is in {workdir} (removed at the end)")
         for name in args.names:
@@ -74,7 +79,8 @@ def main(argv=None) -> int:
             clients.append(subprocess.Popen(
                 [sys.executable, "-m", "spchat.client", "--host", "127.0.0.1",
                  "--port", str(port), "--name", name],
-                env={**env, "SPCHAT_CONFIG_DIR": str(config_dir)},
+                env={**env, "SPCHAT_CONFIG_DIR": str(config_dir)}, cwd=workdir,
+                start_new_session=True,
             ))
             print(f"example: window for {name} opened")
         print("example: close the windows (or press Ctrl-C) to end the demo")

@@ -188,14 +188,17 @@ def display():
         if os.environ.get("SPCHAT_CI"):
             pytest.fail("Xvfb is missing: .ci/run must install it (apt-get install xvfb)")
         pytest.skip("no display and no Xvfb: install xvfb to run the window tests")
-    number = 90 + os.getpid() % 100
-    proc = subprocess.Popen([xvfb, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+    # Xvfb picks a free display number itself and tells it on a pipe.
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x800x24",
+                             "-nolisten", "tcp"], pass_fds=(write_end,),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while not os.path.exists(f"/tmp/.X11-unix/X{number}"):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            pytest.fail("Xvfb did not start")
-        time.sleep(0.05)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        number = pipe.readline().strip()
+    if not number.isdigit():
+        proc.kill()
+        pytest.fail("Xvfb did not start")
     os.environ["DISPLAY"] = f":{number}"
     yield os.environ["DISPLAY"]
     del os.environ["DISPLAY"]

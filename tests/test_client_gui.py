@@ -192,7 +192,7 @@ def test_server_gone_shows_reconnecting_and_the_pending_message_arrives_once(
     bob = yield log_in(tk_root, first, tmp_path, "bob")
     yield stop_services(first)
     yield wait_until(lambda: alice.status().startswith("reconnecting (attempt"))
-    assert str(alice.window.reconnect_button.state()) != "('disabled',)"
+    assert "disabled" not in alice.window.reconnect_button.state()
     alice.say("typed while the server was away")
     yield wait_until(lambda: "typed while the server was away  (sending…)" in alice.text())
     screenshot(alice.top, display, "client-reconnecting.png")
@@ -228,6 +228,31 @@ def test_kick_shows_the_reason_and_no_reconnect_follows(tk_root, server, tmp_pat
     # Leave takes bob back to the form, his name still filled in.
     bob.window.leave_button.invoke()
     assert bob.panel() == "connect" and bob.window.fields["name"].get() == "bob"
+
+
+@pytest_twisted.inlineCallbacks
+def test_leave_and_come_back_in_the_same_window(tk_root, tmp_path, display):
+    server = start_service(server_config(tmp_path / "data"))
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    alice.window.leave_button.invoke()
+    assert alice.panel() == "connect" and alice.status() == ""
+    yield wait_until(lambda: "alice left" in bob.text())
+    alice.press_connect()  # the same form again: the key is known now, no question
+    yield wait_until(lambda: alice.panel() == "chat" and alice.status() == "connected as alice")
+    alice.say("back again")
+    yield wait_until(lambda: "alice: back again" in bob.text())
+    # The first session wrote nothing into the second one's window.
+    assert "logged out" not in alice.text()
+    assert alice.text().count("alice joined") == 1
+    # Leave while the server is away and a reconnect dial is under way: that
+    # dial must not log the old session in behind the user's back.
+    yield stop_services(server)
+    yield wait_until(lambda: alice.status().startswith("reconnecting"))
+    alice.window.leave_button.invoke()
+    yield task.deferLater(reactor, 0.5, lambda: None)
+    assert alice.panel() == "connect"
+    assert alice.controller.client is None
 
 
 @pytest_twisted.inlineCallbacks
@@ -349,6 +374,7 @@ def test_the_example_runs_a_server_and_three_windows_and_cleans_up(tmp_path, dis
     finally:
         if proc.poll() is None:
             proc.kill()
+        stop_services()  # the watcher: no redialling a server that is gone
 
 
 @pytest_twisted.inlineCallbacks

@@ -13,10 +13,10 @@ T = 1_700_000_000_000
 @pytest.fixture
 def chat(tmp_path):
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
-    client.message_received(wire.Welcome("me", "s", "t", ROOM, T, 0, 0, 2000, 10))
+    client.message_received(wire.Welcome("me", "s", "t", "lobby", T, 0, 0, 2000, 10))
     presenter = ChatPresenter(client)
     client.on_event = presenter.event  # as the desktop controller wires it
-    presenter.event(wire.Members(ROOM, (("me", "online"), ("bob", "idle"))))
+    presenter.event(wire.Members("lobby", (("me", "online"), ("bob", "idle"))))
     return presenter
 
 
@@ -24,8 +24,8 @@ def test_own_message_is_pending_then_confirmed_in_place(chat):
     chat.send("hello")
     (line,) = chat.lines()
     assert (line.text, line.own, line.pending) == ("hello", True, True)
-    chat.event(wire.RoomMessage(7, T, ROOM, "bob", "hi"))
-    chat.event(wire.RoomMessage(6, T, ROOM, "me", "hello", line.cid))  # the ack
+    chat.event(wire.RoomMessage(7, T, "lobby", "bob", "hi"))
+    chat.event(wire.RoomMessage(6, T, "lobby", "me", "hello", line.cid))  # the ack
     lines = chat.lines()
     assert [(l.text, l.pending, l.seq) for l in lines] == [("hello", False, 6), ("hi", False, 7)]
 
@@ -62,7 +62,7 @@ def test_direct_messages_have_their_own_view_and_unread_counts(chat):
     assert [(l.text, l.pending) for l in chat.lines()] == [
         ("psst", False), ("still there?", False), ("yes", False)]
     chat.open(ROOM)
-    chat.event(wire.RoomMessage(6, T, ROOM, "bob", "in the room"))
+    chat.event(wire.RoomMessage(6, T, "lobby", "bob", "in the room"))
     assert chat.conversations() == [(ROOM, 0), ("bob", 0)]
 
 
@@ -74,16 +74,16 @@ def test_msg_command_opens_the_conversation(chat):
 
 
 def test_history_is_marked_and_kept_in_order(chat):
-    chat.event(wire.RoomMessage(10, T, ROOM, "bob", "new"))
-    chat.event(wire.RoomMessage(2, T, ROOM, "bob", "old", history=True))
-    chat.event(wire.RoomMessage(5, T, ROOM, "bob", "older page", history=True))
+    chat.event(wire.RoomMessage(10, T, "lobby", "bob", "new"))
+    chat.event(wire.RoomMessage(2, T, "lobby", "bob", "old", history=True))
+    chat.event(wire.RoomMessage(5, T, "lobby", "bob", "older page", history=True))
     assert [(l.text, l.history) for l in chat.lines()] == [
         ("old", True), ("older page", True), ("new", False)]
 
 
 def test_notices_errors_members_and_offline(chat):
-    chat.event(wire.Notice(ROOM, T, "join", "carol joined"))
-    chat.event(wire.Members(ROOM, (("carol", "online"), ("me", "online"))))
+    chat.event(wire.Notice("lobby", T, "join", "carol joined"))
+    chat.event(wire.Members("lobby", (("carol", "online"), ("me", "online"))))
     assert chat.members == (("carol", "online"), ("me", "online"))
     assert chat.lines()[-1].kind == "notice"
     chat.event(wire.Bye("kicked", "you were kicked: spam"))
@@ -132,7 +132,7 @@ def test_older_history_is_asked_once_at_a_time_and_not_past_the_start(chat):
     assert chat.reached_top() is True
     assert chat.reached_top() is False  # a page is on its way: scrolling more asks nothing
     assert [type(m).__name__ for m in sent] == ["HistoryRequest"]
-    chat.event(wire.RoomMessage(3, T, ROOM, "bob", "third", history=True))
+    chat.event(wire.RoomMessage(3, T, "lobby", "bob", "third", history=True))
     chat.client.message_received(wire.HistoryEnd(3, True))
     assert chat.reached_top() is True and sent[-1].before == 3
     chat.client.message_received(wire.HistoryEnd(1, False))  # the very first message was reached
@@ -172,7 +172,7 @@ def test_too_long_is_refused_before_sending(chat):
 
 
 def test_member_rows_mark_me_and_states(chat):
-    chat.event(wire.Members(ROOM, (("bob", "idle"), ("Me", "online"), ("eve", "reconnecting"))))
+    chat.event(wire.Members("lobby", (("bob", "idle"), ("Me", "online"), ("eve", "reconnecting"))))
     assert chat.member_rows() == [("bob", "idle", False), ("Me", "online", True),
                                   ("eve", "reconnecting", False)]
     chat.event(wire.DirectMessage(3, T, "bob", "me", "psst"))
@@ -192,7 +192,45 @@ def test_member_updates_keep_the_list_in_the_servers_order(tmp_path):
     # Fed to a client, an update reaches its listeners as the whole new list.
     got = []
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path), on_event=got.append)
-    client.message_received(wire.Members(ROOM, (("me", "online"),)))
-    client.message_received(wire.MemberUpdate(ROOM, "zed", "online"))
-    assert got[-1] == wire.Members(ROOM, (("me", "online"), ("zed", "online")))
+    client.message_received(wire.Members("lobby", (("me", "online"),)))
+    client.message_received(wire.MemberUpdate("lobby", "zed", "online"))
+    assert got[-1] == wire.Members("lobby", (("me", "online"), ("zed", "online")))
     assert client.members == got[-1].members
+
+
+def test_a_user_called_lobby_is_a_person_not_the_room(chat):
+    chat.event(wire.DirectMessage(3, T, "lobby", "me", "psst"))
+    assert [l.text for l in chat.lines(ROOM)] == []
+    assert chat.conversations() == [(ROOM, 0), ("lobby", 1)]
+    chat.open("lobby")
+    chat.send("a private answer")
+    assert list(chat.client.outbox.values())[-1] == wire.Direct(
+        "lobby", "a private answer", chat.lines()[-1].cid)
+
+
+def test_a_dropped_connection_does_not_block_older_history_for_good(chat):
+    sent = []
+    chat.client._request = sent.append
+    assert chat.reached_top()
+    chat.status(Status("reconnecting", 1, 3, 1.0, "connection lost"))  # the page is lost
+    chat.status(Status("connected", resumed=True))
+    assert chat.reached_top() and len(sent) == 2
+
+
+def test_a_direct_message_typed_with_other_capitals_is_confirmed(chat):
+    chat.event(wire.Members("lobby", ()))  # nobody listed: "BOB" stays as typed
+    chat.send("/msg BOB hi")
+    assert chat.active == "BOB" and chat.lines()[-1].pending
+    cid = chat.lines()[-1].cid
+    chat.event(wire.DirectMessage(9, T, "me", "bob", "hi", cid))
+    assert chat.active == "bob"
+    assert [(l.text, l.pending) for l in chat.lines()] == [("hi", False)]
+    assert [v for v, _ in chat.conversations()] == [ROOM, "bob"]
+
+
+def test_after_a_kick_nothing_stays_sending(chat):
+    chat.send("one last word")
+    chat.status(Status("offline", reason="you were kicked: spam", recovery="never"))
+    line = chat.lines()[-1]
+    assert not line.pending and line.kind == "error"
+    assert line.text == "one last word  (not sent: you were kicked: spam)"

@@ -270,6 +270,11 @@ def test_a_stopping_server_runs_no_more_timers(clock):
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
     clock.advance(10)
     assert texts(a) == ["m0"]  # the waiting two were not sent after the stop
+    # Connections closing after the stop, or a last message, start nothing.
+    core.receive(alice, wire.Say("late", "c9"))
+    core.link_lost(alice)
+    assert [c for c in clock.getDelayedCalls() if c.active()] == []
+    assert texts(a) == ["m0"]
 
 
 def test_welcome_window_fits_the_flood_queue(clock):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from spchat import config
@@ -112,29 +113,51 @@ def run_desktop(cfg: config.Config, args) -> int:
 
     controller = DesktopController(reactor, cfg, config.client_config_dir())
     controller.view = ChatWindow(root, controller)
-    done = []
+    finished = []  # the first shutdown's Deferred
 
     def shut_down():
-        """Log out, then uninstall Tk from the reactor, then destroy it (once)."""
-        if done:
-            return defer.succeed(None)
-        done.append(True)
+        """Log out, then uninstall Tk from the reactor, then destroy it.
+
+        Once: a second request (Ctrl-C while closing) waits for the first.
+        """
+        if finished:
+            waiter = defer.Deferred()
+            finished[0].addBoth(lambda result: (waiter.callback(None), result)[1])
+            return waiter
         root.withdraw()  # gone for the user at once; the logout follows
 
         def finish(_):
             tksupport.uninstall()
             root.destroy()
 
-        return controller.close().addBoth(finish)
+        finished.append(controller.close().addBoth(finish))
+        return shut_down()
 
-    # Closing the window, Ctrl-C and SIGTERM all log out the same way.
-    root.protocol("WM_DELETE_WINDOW", lambda: shut_down().addBoth(lambda _: reactor.stop()))
+    # Closing the window, Ctrl-C and SIGTERM all log out the same way, and
+    # a second one while that happens only waits (no "reactor not running").
+    stopping = []
+
+    def stop_once(*_):
+        if not stopping:
+            stopping.append(True)
+            reactor.stop()
+
+    def close_clicked():
+        if not finished:
+            shut_down().addBoth(stop_once)
+
+    def on_signal(signum, frame):
+        reactor.callFromThread(stop_once)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    root.protocol("WM_DELETE_WINDOW", close_clicked)
     reactor.addSystemEventTrigger("before", "shutdown", shut_down)
     tksupport.install(root)
     given = {"host": args.host, "port": args.port, "name": args.name,
              "password": args.password, "register": args.register}
     reactor.callWhenRunning(controller.start, given, connect_now=bool(args.name))
-    reactor.run()
+    reactor.run(installSignalHandlers=False)
     return 0
 
 

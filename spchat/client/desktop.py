@@ -83,16 +83,20 @@ class DesktopController:
         self.view.show_busy(f"connecting to {form.host}:{form.port}…")
         client = ChatClient(
             self.reactor, form.host, form.port, form.name, self.pins,
-            on_event=self._event, on_status=self._status,
+            # Tied to this client: a client left behind (Leave, then Connect
+            # again) must not write into the next one's window.
+            on_event=lambda msg: self._event(client, msg),
+            on_status=lambda status: self._status(client, status),
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=form.password, register=form.register, accept_new_keys=False,
         )
         self.client = client
         self.presenter = ChatPresenter(client)
-        client.connect().addCallbacks(self._welcomed, self._not_in, errbackArgs=(client,))
+        client.connect().addCallbacks(self._welcomed, self._not_in,
+                                      callbackArgs=(client,), errbackArgs=(client,))
 
-    def _welcomed(self, welcome) -> None:
-        if self.closed:
+    def _welcomed(self, welcome, client) -> None:
+        if self.closed or client is not self.client:
             return
         self.view.show_chat(self.presenter)
         self._changed()
@@ -125,12 +129,13 @@ class DesktopController:
 
     # --- the chat ------------------------------------------------------------------
 
-    def _event(self, msg) -> None:
-        self.presenter.event(msg)
-        self._changed()
+    def _event(self, client, msg) -> None:
+        if client is self.client:
+            self.presenter.event(msg)
+            self._changed()
 
-    def _status(self, status) -> None:
-        if self.presenter is not None:
+    def _status(self, client, status) -> None:
+        if client is self.client:
             self.presenter.status(status)
             self._changed()
 
@@ -149,21 +154,26 @@ class DesktopController:
         if self.presenter is not None and self.presenter.state.state == "reconnecting":
             self._changed()
 
+    # What the user does in the chat; nothing once it has been left.
+
     def send(self, text: str) -> None:
-        self.presenter.send(text)
-        self._changed()
+        if self.client is not None:
+            self.presenter.send(text)
+            self._changed()
 
     def open(self, view: str) -> None:
-        self.presenter.open(view)
-        self._changed()
+        if self.client is not None:
+            self.presenter.open(view)
+            self._changed()
 
     def reached_top(self) -> None:
-        if self.presenter.reached_top():
+        if self.client is not None and self.presenter.reached_top():
             self._changed()
 
     def reconnect(self) -> None:
-        self.presenter.reconnect()
-        self._changed()
+        if self.client is not None:
+            self.presenter.reconnect()
+            self._changed()
 
     def leave(self) -> defer.Deferred:
         """Log out and go back to the connect form."""
@@ -174,7 +184,7 @@ class DesktopController:
         return d
 
     def _logout(self) -> defer.Deferred:
-        client, self.client = self.client, None
+        client, self.client, self.presenter = self.client, None, None
         if client is None or client.status.state == "offline":
             return defer.succeed(None)
         d = client.logout()

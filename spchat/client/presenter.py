@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from spchat import wire
 from spchat.client.session import Status
 
-ROOM = "lobby"
+# The room's view: "#" cannot be in a name, so no user (not even one called
+# "lobby") can share a view with the room.
+ROOM = "#lobby"
 HELP = (
     "Enter says it in the open conversation. Commands: /msg NAME TEXT, /who, /history, "
     "/register PASSWORD, /password OLD NEW, /reconnect, /help; //text says a line "
@@ -90,8 +92,21 @@ class ChatPresenter:
     def status(self, status: Status) -> None:
         self.state = status
         self._state_at = self.clock()
+        if status.state != "connected":
+            # A page asked for on a connection that went is not coming.
+            self._history_asked = False
         if status.state == "offline":
             self.members = ()  # no longer live: an empty list says so
+            if status.recovery == "never":
+                self._unsendable(status.reason)
+
+    def _unsendable(self, reason: str) -> None:
+        """The client will not come back by itself: "sending…" would be a lie."""
+        for lines in self._lines.values():
+            for i, old in enumerate(lines):
+                if old.pending:
+                    lines[i] = replace(old, pending=False, kind="error",
+                                       text=f"{old.text}  (not sent: {reason})")
 
     def _view_of(self, msg) -> str:
         if isinstance(msg, wire.RoomMessage):
@@ -104,12 +119,15 @@ class ChatPresenter:
         own = msg.sender == self.client.name
         line = Line("message", local_time(msg.ts), msg.text, msg.sender, name_colour(msg.sender),
                     own, False, msg.history, msg.seq, msg.cid)
-        lines = self._lines.setdefault(view, [])
         if msg.cid is not None:
-            for i, old in enumerate(lines):
-                if old.pending and old.cid == msg.cid:
-                    lines[i] = line  # confirmed: server time, and its place
-                    return
+            for where, pending in list(self._lines.items()):
+                for i, old in enumerate(pending):
+                    if old.pending and old.cid == msg.cid:
+                        pending[i] = line  # confirmed: server time, and its place
+                        if where != view:
+                            self._rename(where, view)  # "/msg BOB" is "bob" here
+                        return
+        lines = self._lines.setdefault(view, [])
         if msg.history:
             # History is older than anything live (the join notice too), and
             # older pages arrive after newer ones: keep it in seq order, first.
@@ -128,6 +146,17 @@ class ChatPresenter:
                                        text=f"{old.text}  (not sent: {text})")
                     return
         self._add(self.active, Line("error", local_time(time.time() * 1000), text))
+
+    def _rename(self, old: str, new: str) -> None:
+        """A conversation opened under another spelling of the name."""
+        lines = self._lines.pop(old)
+        self._lines[new] = sorted(self._lines.get(new, []) + lines,
+                                  key=lambda l: (l.pending, l.seq or float("inf")))
+        unread = self._unread.pop(old, 0) + self._unread.pop(new, 0)
+        if unread:
+            self._unread[new] = unread
+        if self.active == old:
+            self.active = new
 
     def _add(self, view: str, line: Line) -> None:
         self._lines.setdefault(view, []).append(line)
@@ -216,7 +245,8 @@ class ChatPresenter:
             elif command == "/reconnect":
                 if not self.can_reconnect:
                     self._say_error(f"cannot reconnect now: {self.status_text()}")
-                self.reconnect()
+                else:
+                    self.reconnect()
             elif command in ("/register", "/password"):
                 self._say_error("usage: /register PASSWORD, /password OLD NEW")
             else:

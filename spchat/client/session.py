@@ -211,6 +211,10 @@ class ChatClient:
     def channel_open(self, proto: ChatClientProtocol) -> None:
         self._dialing = False
         self.proto = proto
+        if self._leaving:
+            # Logged out while this dial was under way: it must not log in.
+            proto.hang_up()
+            return
         self._bye = None
         self.max_message_bytes = proto.server_hello.max_message_bytes
         # Typed before the limit was known: refuse here what the server would.

@@ -80,8 +80,10 @@ class ChatWindow:
         buttons.pack(anchor="w")
         self.trust_button = ttk.Button(buttons, text="Trust and connect",
                                        command=self.controller.trust)
+        self.trust_button.bind("<Return>", lambda e: self.controller.trust())
         self.trust_button.pack(side="left", padx=(0, 6))
         self.trust_back = ttk.Button(buttons, text="Cancel", command=self.controller.back)
+        self.trust_back.bind("<Return>", lambda e: self.controller.back())
         self.trust_back.pack(side="left")
 
     def _build_chat(self) -> None:
@@ -168,9 +170,11 @@ class ChatWindow:
         self.connect_message.configure(text=error, foreground="#b42318")
         self.connect_button.state(["!disabled"])
         self.master.title("spchat")
+        self.status.configure(text="")  # nothing left from a chat that was left
+        self.presenter = None
         self._show(self.connect_frame)
         empty = next((e for k, e in self.fields.items() if k != "password" and not e.get()), None)
-        (empty or self.connect_button).focus_set()
+        (empty or self.fields["password"]).focus_set()  # Return there connects
 
     def show_busy(self, text: str) -> None:
         self.connect_message.configure(text=text, foreground="#555555")
@@ -193,6 +197,8 @@ class ChatWindow:
             self.trust_back.configure(text="Back")
         self.connect_button.state(["!disabled"])
         self._show(self.trust_frame)
+        # Keys go to this panel now: Return answers it, not the hidden form.
+        (self.trust_button if question.can_trust else self.trust_back).focus_set()
 
     def show_chat(self, presenter) -> None:
         self.presenter = presenter
@@ -285,7 +291,7 @@ class ChatWindow:
             child.destroy()
         self.active_tab.set(active)
         for view, unread in conversations:
-            label = "# " + view if view == ROOM else view
+            label = "# " + view.lstrip("#") if view == ROOM else view
             if unread:
                 label += f" ({unread})"
             ttk.Radiobutton(self.tab_bar, text=label, value=view, variable=self.active_tab,

@@ -290,6 +290,7 @@ class ChatCore:
         # can ask for "everything after N" in a single number.
         self._seq = itertools.count(self.history.last_seq + 1)
         self.presence_listeners: list[Callable[[], None]] = []
+        self.stopped = False  # stop_timers() was called: the server is going down
         self._handlers = {
             wire.Login: self._login,
             wire.Resume: self._resume,
@@ -321,6 +322,8 @@ class ChatCore:
 
     def receive(self, link: Link, msg: wire.Message) -> None:
         """Handle one message from a connection; refusals go back as errors."""
+        if self.stopped:
+            return  # the server is stopping: its store is closed
         if link.admin or isinstance(msg, (wire.AdminLogin, wire.AdminRequest)):
             self._admin(link, msg)
             return
@@ -358,6 +361,8 @@ class ChatCore:
         self.admin_links.discard(link)
         session = link.session
         link.session = None
+        if self.stopped:
+            return  # stopping: no grace timers, no notices
         if session is None or session.link is not link:
             return
         session.link = None
@@ -413,7 +418,9 @@ class ChatCore:
 
     def stop_timers(self) -> None:
         """The server is stopping: no flood drain or grace timer may fire
-        after the store has closed (a running reactor would still call them)."""
+        after the store has closed (a running reactor would still call them),
+        and nothing that still arrives is handled."""
+        self.stopped = True
         for session in self.sessions.values():
             for call in (session.grace_call, session.drain_call):
                 if call is not None and call.active():
