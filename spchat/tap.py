@@ -51,6 +51,9 @@ SWEEP_SECONDS = 1.0
 PRUNE_SECONDS = 3600.0
 
 
+LISTEN_BACKLOG = 1024
+
+
 class ChatService(service.Service):
     """Listens for chat connections; binds before the reactor runs."""
 
@@ -97,8 +100,12 @@ class ChatService(service.Service):
 
     def listen(self):
         """Bind the TCP and UDP ports; raise CannotListenError if one is taken."""
+        # A deep accept queue: after a network blip every client comes back
+        # at once, and Twisted's default of 50 would drop the SYNs beyond it
+        # (each dropped one waits a second or more to retry).
         self.port = self.reactor.listenTCP(
-            self.cfg.tcp_port, self.factory, interface=self.cfg.server_host
+            self.cfg.tcp_port, self.factory, backlog=LISTEN_BACKLOG,
+            interface=self.cfg.server_host,
         )
         try:
             self.udp_port = self.reactor.listenUDP(
