@@ -110,11 +110,17 @@ class NoiseChannel(Int32StringReceiver):
             self.fail("a frame failed authentication (altered, replayed or reordered)")
             return
         try:
-            msg = wire.decode(plaintext)
+            items = wire.decode_frame(plaintext)
         except wire.WireError as e:
             self.malformed_message(str(e), plaintext)
             return
-        self.message_received(msg)
+        for item in items:
+            if self.closing:
+                return  # as for separate frames: nothing after a close
+            if isinstance(item, wire.WireError):
+                self.malformed_message(str(item), plaintext)
+            else:
+                self.message_received(item)
 
     def lengthLimitExceeded(self, length: int) -> None:
         self.fail(f"frame of {length} bytes exceeds the limit of {self.MAX_LENGTH}")

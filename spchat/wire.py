@@ -508,10 +508,50 @@ def encode(msg: Message) -> bytes:
 
 def decode(data: bytes) -> Message:
     """Parse and validate one message; raise WireError saying what is wrong."""
+    return _from_body(_json(data))
+
+
+# Several messages for one recipient, sent in one frame: the server gathers
+# everything for a connection in one reactor turn and encrypts it once.
+BATCH_TYPE = "batch"
+_BATCH_HEAD = b'{"t":"batch","m":['
+_BATCH_TAIL = b"]}"
+BATCH_OVERHEAD = len(_BATCH_HEAD) + len(_BATCH_TAIL)
+
+
+def batch(encoded: list[bytes]) -> bytes:
+    """One frame's plaintext for already encoded messages (each a JSON object)."""
+    if len(encoded) == 1:
+        return encoded[0]
+    return _BATCH_HEAD + b",".join(encoded) + _BATCH_TAIL
+
+
+def decode_frame(data: bytes) -> list[Message | WireError]:
+    """The messages of one frame: one, or a batch of them.  A bad message
+    in a batch is a WireError in its place; the others still count."""
+    body = _json(data)
+    if not (isinstance(body, dict) and body.get("t") == BATCH_TYPE):
+        return [_from_body(body)]
+    items = body.get("m")
+    if not isinstance(items, list):
+        raise WireError("batch.m must be a list")
+    out: list[Message | WireError] = []
+    for item in items:
+        try:
+            out.append(_from_body(item))
+        except WireError as e:
+            out.append(e)
+    return out
+
+
+def _json(data: bytes):
     try:
-        body = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise WireError("not a JSON message") from None
+
+
+def _from_body(body) -> Message:
     if not isinstance(body, dict):
         raise WireError("a message must be a JSON object")
     type_name = body.get("t")

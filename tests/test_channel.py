@@ -47,6 +47,7 @@ class Link:
 
     def __init__(self, factory, clock, name=None, port=40000, verify=lambda fp: None):
         self.listener = Listener(name)
+        self.clock = clock
         self.server = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
         self.client = ChatClientProtocol(clock, verify, self.listener)
         self.s_tr = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", port))
@@ -59,6 +60,7 @@ class Link:
         moved = True
         while moved:
             moved = False
+            self.clock.advance(0)  # the end of the server's reactor turn: it writes
             for src, dst in ((self.c_tr, self.server), (self.s_tr, self.client)):
                 data = src.value()
                 if data:
@@ -324,4 +326,40 @@ def test_slow_reader_is_cut_only_if_its_buffer_stays_full(clock):
     clock.advance(1)
     for _ in range(300):
         server.send(big)
+    clock.advance(0)  # the end of the reactor turn: the writes happen
     assert link.server_closed and link.s_tr.disconnected
+
+
+def frames_in(data):
+    frames = []
+    while data:
+        (n,) = struct.unpack(">I", data[:4])
+        frames.append(data[4:4 + n])
+        data = data[4 + n:]
+    return frames
+
+
+def test_what_one_turn_sends_goes_in_few_frames_and_in_order(factory, clock):
+    from spchat.server.protocol import BATCH_FRAME_BYTES
+
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    link.listener.received.clear()
+    sent = [wire.Notice("lobby", i, "join", f"line {i} " + "y" * 150) for i in range(40)]
+    for msg in sent:
+        link.server.send(msg)
+    assert link.s_tr.value() == b""  # nothing until the end of the turn
+    clock.advance(0)
+    frames = frames_in(link.s_tr.value())
+    # 40 lines of ~200 bytes: a handful of frames, none over the batch size.
+    assert 3 <= len(frames) <= 6
+    assert all(len(f) <= BATCH_FRAME_BYTES + noise.TAG_LEN for f in frames)
+    link.pump()
+    assert link.listener.received == sent
+    # A message longer than a batch still goes, alone.
+    long = wire.RoomMessage(1, 0, "lobby", "bob", "z" * 3000)
+    link.server.send(long)
+    clock.advance(0)
+    assert len(frames_in(link.s_tr.value())) == 1
+    link.pump()
+    assert link.listener.received[-1] == long

@@ -126,3 +126,16 @@ def test_random_fields_of_real_types_never_raise_anything_but_wire_error(type_na
         return
     # Whatever was accepted must encode again without error.
     assert wire.decode(wire.encode(msg)) == msg
+
+
+def test_a_batch_carries_several_messages_and_a_bad_one_spoils_only_itself():
+    one = wire.encode(wire.Notice("lobby", 1, "join", "a joined"))
+    two = wire.encode(wire.MemberUpdate("lobby", "a", "online"))
+    assert wire.batch([one]) == one  # a single message is sent as it is
+    assert wire.decode_frame(wire.batch([one, two])) == [wire.decode(one), wire.decode(two)]
+    bad = b'{"t":"notice","room":"lobby"}'
+    items = wire.decode_frame(wire.batch([one, bad, two]))
+    assert items[0] == wire.decode(one) and items[2] == wire.decode(two)
+    assert isinstance(items[1], wire.WireError) and "notice.ts is missing" in str(items[1])
+    with pytest.raises(wire.WireError, match="batch.m must be a list"):
+        wire.decode_frame(b'{"t":"batch","m":{}}')

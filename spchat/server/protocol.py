@@ -26,6 +26,10 @@ MAX_MALFORMED = 10
 SLOW_READER_SECONDS = 2.0
 # At most one log line per minute per address for refused connections.
 REFUSAL_LOG_SECONDS = 60.0
+# Messages gathered in one reactor turn go out in frames of up to this many
+# bytes: a dozen chat lines share one encryption and one write, and a frame
+# stays small enough to get through before a flaky link drops.
+BATCH_FRAME_BYTES = 2048
 
 
 def readable_cid(plaintext: bytes) -> str | None:
@@ -60,6 +64,9 @@ class ChatServerProtocol(NoiseChannel):
         self._paused_since = 0.0
         self._unsent = 0
         self._malformed = 0
+        # Encoded messages waiting for the end of this reactor turn: then
+        # they go as one encrypted frame (or as few as fit), one write.
+        self._outbox: list[bytes] = []
 
     # --- channel hooks -----------------------------------------------------
 
@@ -81,9 +88,11 @@ class ChatServerProtocol(NoiseChannel):
 
     def connectionMade(self):
         super().connectionMade()
-        # A peer that vanishes without a word is found by TCP keepalive.
+        # A peer that vanishes without a word is found by TCP keepalive; a
+        # chat line must not wait for Nagle (the frames are already whole).
         if hasattr(self.transport, "setTcpKeepAlive"):
             self.transport.setTcpKeepAlive(True)
+            self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         # Handshake and login must both finish within the timeout, so a
         # connection cannot sit half-open holding a slot.
@@ -193,6 +202,51 @@ class ChatServerProtocol(NoiseChannel):
     def send(self, message: wire.Message) -> None:
         self.send_message(message)
 
+    def send_encoded(self, data: bytes) -> None:
+        """An encoded message (the same bytes for every member of a room:
+        encoded once by the core); sent with the rest of this turn's."""
+        if not self.is_open:
+            return
+        if len(data) > noise.MAX_PAYLOAD_LEN:
+            # Limits elsewhere keep chat messages below this; anything that
+            # still grows past it is a server bug, not a reason to crash.
+            self.log.error("{peer}: not sent: a message of {size} bytes exceeds one Noise "
+                           "message", peer=self.peer, size=len(data))
+            return
+        if not self._outbox:
+            self.factory.flush_soon(self)
+        self._outbox.append(data)
+
+    # --- one frame per turn ----------------------------------------------------
+
+    def send_message(self, msg: wire.Message) -> None:
+        # Everything goes through the outbox, so order is kept.
+        self.send_encoded(wire.encode(msg))
+
+    def flush(self) -> None:
+        """Encrypt and write what this turn gathered, in batches of up to
+        BATCH_FRAME_BYTES (a longer message goes alone)."""
+        pending, self._outbox = self._outbox, []
+        if not pending or not self.is_open:
+            return
+        limit = BATCH_FRAME_BYTES - wire.BATCH_OVERHEAD
+        start, size = 0, 0
+        for i, data in enumerate(pending):
+            if i > start and size + len(data) + 1 > limit:
+                self._write_frame(wire.batch(pending[start:i]))
+                start, size = i, 0
+            size += len(data) + 1
+        self._write_frame(wire.batch(pending[start:]))
+
+    def _write_frame(self, plaintext: bytes) -> None:
+        frame = self._send_cipher.encrypt_with_ad(b"", plaintext)
+        self.sendString(frame)
+        self.frame_sent(len(frame) + 4)
+
+    def hang_up(self) -> None:
+        self.flush()  # the goodbye goes before the close
+        super().hang_up()
+
     def close(self, code: str, text: str) -> None:
         self.send_message(wire.Bye(code, text))
         self.hang_up()
@@ -224,6 +278,21 @@ class ChatServerFactory(protocol.Factory):
         self.per_ip: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
         self._refusal_logged: dict[str, float] = {}
+        self._to_flush: list[ChatServerProtocol] = []
+        self._flush_call = None
+
+    def flush_soon(self, proto: ChatServerProtocol) -> None:
+        """At the end of this reactor turn, every connection with something
+        to send writes it, each in as few frames as fit."""
+        self._to_flush.append(proto)
+        if self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        protos, self._to_flush = self._to_flush, []
+        for proto in protos:
+            proto.flush()
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
