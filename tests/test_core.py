@@ -20,6 +20,9 @@ class Recorder:
         # be valid wire format (a too-long error text would not be).
         self.sent.append(wire.decode(wire.encode(message)))
 
+    def send_encoded(self, data):
+        self.sent.append(wire.decode(data))
+
     def close(self, code, text):
         self.closed = (code, text)
 
@@ -221,3 +224,13 @@ def test_refusals_quoting_user_input_are_always_valid_wire(to):
     core.receive(alice, wire.Say("hi", "c2", room=to or "x"))
     core.receive(alice, wire.Login(to))
     assert len(a.of(wire.Error)) >= 2  # and every one survived the codec
+
+
+def test_the_text_check_knows_every_control_character():
+    import sys
+    import unicodedata
+
+    from spchat.server.core import _CONTROLS
+
+    assert set(_CONTROLS) == {chr(c) for c in range(sys.maxunicode + 1)
+                              if unicodedata.category(chr(c)) == "Cc"}

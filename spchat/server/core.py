@@ -18,6 +18,7 @@ import enum
 import hmac
 import itertools
 import math
+import re
 import sqlite3
 import secrets
 import unicodedata
@@ -43,6 +44,11 @@ TEXT_ALLOWED_CONTROLS = frozenset("\n\t")
 TEXT_FORBIDDEN = frozenset(
     "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u2028\u2029"
 )
+# Unicode's control characters (category Cc) are exactly U+0000-001F and
+# U+007F-009F; a test checks that against unicodedata.
+_CONTROLS = "".join(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0)))
+_BAD_TEXT = re.compile("[" + re.escape("".join(
+    sorted(set(_CONTROLS) - TEXT_ALLOWED_CONTROLS | TEXT_FORBIDDEN))) + "]")
 # What a user does (as opposed to what the client does by itself) counts as
 # activity for idle detection.
 USER_ACTIONS = (wire.Say, wire.Direct, wire.Who)
@@ -56,6 +62,9 @@ class Connection(Protocol):
     """What the core needs from a network connection."""
 
     def send(self, message: wire.Message) -> None: ...
+
+    def send_encoded(self, data: bytes) -> None:
+        """A message already encoded (once for every member of a room)."""
 
     def close(self, code: str, text: str) -> None: ...
 
@@ -161,13 +170,15 @@ def check_text(text: str, max_bytes: int) -> None:
             "too_long",
             f"the message is {size} bytes; the limit is {max_bytes} bytes (UTF-8)",
         )
-    for ch in text:
-        if unicodedata.category(ch) == "Cc" and ch not in TEXT_ALLOWED_CONTROLS:
-            raise Refused("bad_text", "the message contains control characters")
-        if ch in TEXT_FORBIDDEN:
-            raise Refused(
-                "bad_text", f"the message contains the invisible formatting character {ch!r}"
-            )
+    found = _BAD_TEXT.search(text)  # one C-speed scan, not a call per character
+    if found is None:
+        return
+    ch = found.group()
+    if ch in TEXT_FORBIDDEN:
+        raise Refused(
+            "bad_text", f"the message contains the invisible formatting character {ch!r}"
+        )
+    raise Refused("bad_text", "the message contains control characters")
 
 
 class TokenBucket:
@@ -732,9 +743,15 @@ class ChatCore:
         for record in records:
             self._unsaved.pop((record.sender_key, record.cid), None)
             if record.room is not None:
+                # Encoded once for everyone; the sender's own copy (the
+                # acknowledgement, with its cid) once more.
+                everyone = wire.encode(record.for_recipient(""))
                 for member in self.rooms.get(record.room, {}).values():
                     if member.link is not None:
-                        member.link.conn.send(record.for_recipient(member.key))
+                        member.link.conn.send_encoded(
+                            wire.encode(record.for_recipient(member.key))
+                            if member.key == record.sender_key else everyone
+                        )
                 continue
             for key in {record.to_key, record.sender_key}:
                 session = self.by_key.get(key)
@@ -1038,8 +1055,10 @@ class ChatCore:
         return wire.Members(room, self.presence_snapshot(room))
 
     def _broadcast(self, room: str, message: wire.Message) -> None:
+        data = wire.encode(message)  # once, however many members
         for member in self.rooms[room].values():
-            self._send(member, message)
+            if member.link is not None:
+                member.link.conn.send_encoded(data)
 
     def _join(self, session: Session, room: str) -> None:
         self.rooms[room][session.key] = session
@@ -1047,9 +1066,12 @@ class ChatCore:
         self._broadcast(room, wire.Notice(room, self.now_ms(), "join", f"{session.name} joined"))
         # The whole list to the newcomer only; the others get one line each.
         # (A whole list to everyone made n joins cost n^2 lists of n names.)
-        update = wire.MemberUpdate(room, session.name, self.presence_state(session))
+        update = wire.encode(wire.MemberUpdate(room, session.name, self.presence_state(session)))
         for member in self.rooms[room].values():
-            self._send(member, self._members(room) if member is session else update)
+            if member is session:
+                self._send(member, self._members(room))
+            elif member.link is not None:
+                member.link.conn.send_encoded(update)
         self._presence_changed()
 
     def _leave(self, session: Session, room: str, text: str) -> None:
