@@ -374,12 +374,17 @@ class Welcome(Message):
     resumed: bool = False
 
 
-@message("members", room=_NAME, members=_members)
+@message("members", {"more": False}, room=_NAME, members=_members, more=_boolean)
 class Members(Message):
-    """Who is in a room, each with a presence state."""
+    """Who is in a room, each with a presence state.
+
+    A long list comes in parts (one Noise message holds a few thousand
+    names): ``more`` says that the next Members message continues this one.
+    """
 
     room: str
     members: tuple[tuple[str, str], ...]
+    more: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -517,6 +522,10 @@ BATCH_TYPE = "batch"
 _BATCH_HEAD = b'{"t":"batch","m":['
 _BATCH_TAIL = b"]}"
 BATCH_OVERHEAD = len(_BATCH_HEAD) + len(_BATCH_TAIL)
+# Frames of up to this many bytes: a dozen chat lines share one encryption
+# and one write, and a frame stays small enough to get through before a
+# flaky link drops.
+BATCH_FRAME_BYTES = 2048
 
 
 def batch(encoded: list[bytes]) -> bytes:
@@ -524,6 +533,21 @@ def batch(encoded: list[bytes]) -> bytes:
     if len(encoded) == 1:
         return encoded[0]
     return _BATCH_HEAD + b",".join(encoded) + _BATCH_TAIL
+
+
+def pack(encoded: list[bytes], frame_bytes: int) -> list[bytes]:
+    """Frames' plaintexts for encoded messages, in order: batches of up to
+    ``frame_bytes`` (a longer message goes alone)."""
+    limit = frame_bytes - BATCH_OVERHEAD
+    frames, start, size = [], 0, 0
+    for i, data in enumerate(encoded):
+        if i > start and size + len(data) + 1 > limit:
+            frames.append(batch(encoded[start:i]))
+            start, size = i, 0
+        size += len(data) + 1
+    if start < len(encoded):
+        frames.append(batch(encoded[start:]))
+    return frames
 
 
 def decode_frame(data: bytes) -> list[Message | WireError]:

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 
 from spchat import config, noise, wire
 from spchat.client.protocol import ChatClientProtocol
-from spchat.server.core import ChatCore, Limits
+from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits
 from spchat.server.protocol import ChatServerFactory
 
 
@@ -203,11 +203,13 @@ def test_a_peer_that_never_reads_is_aborted_after_a_polite_close(factory, clock)
 def test_closing_leaves_no_timers_behind(factory, clock):
     link = Link(factory, clock, name="alice")
     link.pump()
+    clock.advance(ROOM_EVENT_SECONDS)  # "alice joined" has gone out
     link.server.connectionLost(None)
     # Only the session's resume grace is left (no login or close timers).
     (grace,) = clock.getDelayedCalls()
     assert grace.getTime() == clock.seconds() + 30
     clock.advance(30)  # the session goes offline
+    clock.advance(ROOM_EVENT_SECONDS)  # and "alice left" goes out
     assert not factory.core.sessions and clock.getDelayedCalls() == []
 
 

@@ -59,6 +59,8 @@ def test_line_mode_clients_chat_through_twistd(tmp_path, server):
         capture_output=True, text=True, timeout=60,
     )
     assert alice.returncode == 0, alice.stderr
+    # Comings and goings reach the room a moment later: wait for them.
+    bob_seen = read_until(bob, r"\* alice left")
     out = alice.stdout.splitlines()
     assert all(LINE.match(line) for line in out), out
     assert any(line.endswith("] alice: hello from alice") for line in out)
@@ -67,7 +69,7 @@ def test_line_mode_clients_chat_through_twistd(tmp_path, server):
     assert any(line.endswith("] alice: /slash") for line in out)
     bob_out, bob_err = bob.communicate(input="", timeout=60)
     assert bob.returncode == 0, bob_err
-    bob_lines = bob_out.splitlines()
+    bob_lines = [line.rstrip("\n") for line in bob_seen] + bob_out.splitlines()
     assert any(line.endswith("] * alice joined") for line in bob_lines)
     assert any(line.endswith("] alice: hello from alice") for line in bob_lines)
     assert any(line.endswith("] alice -> bob: psst") for line in bob_lines)

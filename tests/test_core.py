@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
 
 from spchat import wire
-from spchat.server.core import ChatCore, Limits, Refused, normalise_name
+from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits, Refused, normalise_name
 
 
 class Recorder:
@@ -23,6 +23,10 @@ class Recorder:
     def send_encoded(self, data):
         self.sent.append(wire.decode(data))
 
+    def send_frames(self, frames):
+        for frame in frames:
+            self.sent.extend(wire.decode_frame(frame))
+
     def close(self, code, text):
         self.closed = (code, text)
 
@@ -34,6 +38,10 @@ class Recorder:
 
     def clear(self):
         self.sent.clear()
+
+
+def settle(core):
+    core.clock.advance(ROOM_EVENT_SECONDS)
 
 
 @pytest.fixture
@@ -61,11 +69,12 @@ def test_login_welcomes_and_announces(core):
     assert welcome.name == "Alice" and welcome.room == "lobby"
     assert welcome.server_time == 1_700_000_000_000
     bob, b = login(core, "bob")
+    settle(core)  # comings and goings go out together, a moment later
     assert [n.text for n in a.of(wire.Notice)] == ["Alice joined", "bob joined"]
     # The newcomer gets the whole list; the others only the change.
     assert b.of(wire.Members)[-1].names == ("Alice", "bob")
     assert a.of(wire.Members)[-1].names == ("Alice",)
-    assert a.of(wire.MemberUpdate) == [wire.MemberUpdate("lobby", "bob", "online")]
+    assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "online")
 
 
 def test_say_stamps_and_delivers_to_everyone_with_ack_for_sender(core):
@@ -189,6 +198,7 @@ def test_who_and_leave(core):
     ]
     core.link_lost(bob)
     core.clock.advance(30)  # the resume grace
+    settle(core)  # comings and goings go out together, a moment later
     assert a.of(wire.Notice)[-1].text == "bob left (connection lost)"
     assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "gone")
     # The name is free again.
@@ -201,6 +211,7 @@ def test_logout_closes_and_announces(core):
     bob, b = login(core, "bob")
     core.receive(bob, wire.Logout())
     assert b.closed == ("logout", "logged out")
+    settle(core)  # comings and goings go out together, a moment later
     assert a.of(wire.Notice)[-1].kind == "leave"
     core.link_lost(bob)  # the connection then goes: nothing happens twice
     assert [n.kind for n in a.of(wire.Notice)].count("leave") == 1
@@ -234,3 +245,40 @@ def test_the_text_check_knows_every_control_character():
 
     assert set(_CONTROLS) == {chr(c) for c in range(sys.maxunicode + 1)
                               if unicodedata.category(chr(c)) == "Cc"}
+
+
+def test_comings_and_goings_go_out_together_and_before_the_next_line(core):
+    alice, a = login(core, "alice")
+    settle(core)
+    a.clear()
+    for name in ("b1", "b2", "b3"):
+        login(core, name)
+    assert a.of(wire.Notice) == []  # held for a moment...
+    settle(core)
+    assert [n.text for n in a.of(wire.Notice)] == ["b1 joined", "b2 joined", "b3 joined"]
+    a.clear()
+    dave, _ = login(core, "dave")
+    core.receive(dave, wire.Say("hi all", "d1"))  # ...but never after what follows them
+    kinds = [type(m).__name__ for m in a.sent]
+    assert kinds.index("Notice") < kinds.index("RoomMessage")
+
+
+def test_a_long_member_list_comes_in_parts_that_each_fit_a_frame(core):
+    from spchat import noise
+    from spchat.client.session import ChatClient
+    from spchat.client.pins import PinStore
+
+    names = [f"member{i:05d}-with-a-long-name" for i in range(1500)]
+    for name in names:
+        login(core, name)
+    newcomer, conn = login(core, "zz-last")
+    parts = conn.of(wire.Members)
+    assert len(parts) > 1 and [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
+    assert all(len(wire.encode(p)) <= noise.MAX_PAYLOAD_LEN for p in parts)
+    # A client puts the parts together and shows the whole list once.
+    shown = []
+    client = ChatClient(None, "127.0.0.1", 1, "zz-last", PinStore("/nonexistent"),
+                        on_event=shown.append)
+    for part in parts:
+        client.message_received(part)
+    assert len(shown) == 1 and len(shown[0].members) == len(names) + 1

@@ -5,11 +5,15 @@ import pytest
 from twisted.internet.task import Clock
 
 from spchat import wire
-from spchat.server.core import ChatCore, Limits, State
+from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits, State
 
 from test_core import Recorder
 
 T0 = 1_700_000_000
+
+
+def settle(core):
+    core.clock.advance(ROOM_EVENT_SECONDS)
 
 
 @pytest.fixture
@@ -79,6 +83,7 @@ def test_reconnecting_member_stays_in_the_room_until_the_grace_ends(core, clock)
     assert core.presence_snapshot() == (("alice", "online"), ("bob", "reconnecting"))
     assert not [n for n in a.of(wire.Notice) if n.kind == "leave"]
     clock.advance(30)
+    settle(core)  # comings and goings go out together, a moment later
     assert a.of(wire.Notice)[-1].text == "bob left (connection lost)"
     assert core.presence_snapshot() == (("alice", "idle"),)  # 30 s without a word
 
@@ -197,6 +202,7 @@ def test_idle_sweep_disconnects_only_idle_sessions_with_a_reason(clock):
     core.sweep()
     assert a.closed == ("idle", "disconnected after 60 s without activity")
     assert b.closed is None
+    settle(core)  # comings and goings go out together, a moment later
     assert b.of(wire.Notice)[-1].text == "alice left (idle)"
     assert alice.session is None and "alice" not in core.by_key
 
@@ -250,6 +256,7 @@ def test_flood_is_delayed_then_cut(clock):
         core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
     assert "flood" in [e.code for e in a.of(wire.Error)]
     assert a.closed[0] == "flood"
+    settle(core)  # comings and goings go out together, a moment later
     assert b.of(wire.Notice)[-1].text == "alice left (flooding)"
     # Bob was never held up.
     core.receive(bob, wire.Say("fine", "b1"))
@@ -290,6 +297,7 @@ def test_kick_takes_the_session_offline_at_once(core, clock):
     assert core.kick("ALICE", "spamming")
     assert a.closed == ("kicked", "you were kicked: spamming")
     assert session.state is State.OFFLINE and session.offline_reason == "kicked: spamming"
+    settle(core)  # comings and goings go out together, a moment later
     assert b.of(wire.Notice)[-1].text == "alice was kicked (spamming)"
     # No way back by auto-reconnect: the resume is told about the kick again.
     link, again = resume(core, a.of(wire.Welcome)[0], 0)

@@ -113,6 +113,7 @@ class ChatClient:
         self.last_seq = 0
         self.max_message_bytes: int | None = None  # the server's, once known
         self.members: tuple[tuple[str, str], ...] = ()
+        self._member_parts: list[tuple[str, str]] = []  # a list still coming
         self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
         self.presence = None
@@ -257,6 +258,13 @@ class ChatClient:
             if msg.cid is None:
                 self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
+            # A long list comes in parts: shown once it is whole.
+            parts = self._member_parts + list(msg.members)
+            if msg.more:
+                self._member_parts = parts
+                return
+            self._member_parts = []
+            msg = wire.Members(msg.room, tuple(parts))
             self.members = msg.members
         elif isinstance(msg, wire.MemberUpdate):
             # One change to the list: shown like a whole new list.

@@ -66,6 +66,9 @@ class Connection(Protocol):
     def send_encoded(self, data: bytes) -> None:
         """A message already encoded (once for every member of a room)."""
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Frames' plaintexts (wire.pack) made once for every member."""
+
     def close(self, code: str, text: str) -> None: ...
 
     def started(self, session: Session, resumed: bool) -> None:
@@ -87,6 +90,13 @@ TRANSITIONS = {
 
 
 HISTORY_PAGE_MAX = 200
+# Join and leave notices and member updates wait this long, then go to the
+# room together in frames made once: a storm of n joins costs each member a
+# few frames instead of n (which made n joins cost n^2 encryptions).
+ROOM_EVENT_SECONDS = 0.1
+# A member list is sent in parts of at most this many bytes (one Noise
+# message is 64 KiB).
+MEMBERS_PART_BYTES = 48_000
 # Most messages replayed after a reconnect; older ones are left to /history.
 MAX_REPLAY = 10000
 # Password hashes and checks waiting for a worker, beyond which logins are
@@ -184,6 +194,8 @@ def check_text(text: str, max_bytes: int) -> None:
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up."""
 
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
     def __init__(self, rate: float, burst: int, now: float):
         self.rate, self.burst = rate, burst
         self.tokens, self.stamp = float(burst), now
@@ -205,7 +217,7 @@ class TokenBucket:
         return max(0.0, (1 - self.tokens) / self.rate)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Link:
     """One network connection, before and after login."""
 
@@ -219,7 +231,7 @@ class Link:
     agent: str = "?"  # client name and version
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     """One logged-in user, across reconnects, until it goes offline."""
 
@@ -302,6 +314,8 @@ class ChatCore:
         self._seq = itertools.count(self.history.last_seq + 1)
         self.presence_listeners: list[Callable[[], None]] = []
         self.stopped = False  # stop_timers() was called: the server is going down
+        self._room_events: dict[str, list[bytes]] = {}  # encoded, waiting for the timer
+        self._room_event_call = None
         self._handlers = {
             wire.Login: self._login,
             wire.Resume: self._resume,
@@ -437,9 +451,10 @@ class ChatCore:
                 if call is not None and call.active():
                     call.cancel()
             session.grace_call = session.drain_call = None
-        if self._admin_push is not None and self._admin_push.active():
-            self._admin_push.cancel()
-        self._admin_push = None
+        for call in (self._admin_push, self._room_event_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._admin_push = self._room_event_call = None
 
     def _go_offline(self, session: Session, reason: str, notice: str) -> None:
         self._set_state(session, State.OFFLINE)
@@ -711,7 +726,7 @@ class ChatCore:
         self._send(session, self._welcome(session, resumed=True))
         self._replay(session, msg.last_seq)
         for room in sorted(session.rooms):
-            self._send(session, self._members(room))
+            self._send_members(session, room)
         self._presence_changed()
 
     def _replay(self, session: Session, after: int) -> None:
@@ -743,6 +758,7 @@ class ChatCore:
         for record in records:
             self._unsaved.pop((record.sender_key, record.cid), None)
             if record.room is not None:
+                self._send_room_events(record.room)  # a join before the line it says
                 # Encoded once for everyone; the sender's own copy (the
                 # acknowledgement, with its cid) once more.
                 everyone = wire.encode(record.for_recipient(""))
@@ -799,7 +815,7 @@ class ChatCore:
 
     def _who(self, session: Session, msg: wire.Who) -> None:
         for room in sorted(session.rooms):
-            self._send(session, self._members(room))
+            self._send_members(session, room)
 
     def _history(self, session: Session, msg: wire.HistoryRequest) -> None:
         self._send_history(session, msg.before, max(1, min(msg.limit, HISTORY_PAGE_MAX)))
@@ -1051,32 +1067,62 @@ class ChatCore:
     def beacon_peers(self):
         return [s for s in self.sessions.values() if s.endpoint is not None]
 
-    def _members(self, room: str) -> wire.Members:
-        return wire.Members(room, self.presence_snapshot(room))
+    def _send_members(self, session: Session, room: str) -> None:
+        """The whole member list, in parts that each fit one Noise message."""
+        part, size, parts = [], 0, []
+        for entry in self.presence_snapshot(room):
+            cost = len(entry[0].encode()) + len(entry[1]) + 8  # ["name","state"],
+            if part and size + cost > MEMBERS_PART_BYTES:
+                parts.append(part)
+                part, size = [], 0
+            part.append(entry)
+            size += cost
+        parts.append(part)
+        for i, members in enumerate(parts):
+            self._send(session, wire.Members(room, tuple(members), more=i < len(parts) - 1))
 
     def _broadcast(self, room: str, message: wire.Message) -> None:
+        self._send_room_events(room)  # what happened before goes first
         data = wire.encode(message)  # once, however many members
         for member in self.rooms[room].values():
             if member.link is not None:
                 member.link.conn.send_encoded(data)
 
+    def _room_event(self, room: str, message: wire.Message) -> None:
+        """A join, a leave, a member update: sent with the others of the next
+        ROOM_EVENT_SECONDS (or before the next chat line in that room)."""
+        self._room_events.setdefault(room, []).append(wire.encode(message))
+        if self._room_event_call is None:
+            self._room_event_call = self.clock.callLater(ROOM_EVENT_SECONDS,
+                                                         self._room_events_due)
+
+    def _room_events_due(self) -> None:
+        self._room_event_call = None
+        for room in list(self._room_events):
+            self._send_room_events(room)
+
+    def _send_room_events(self, room: str) -> None:
+        events = self._room_events.pop(room, None)
+        if events:
+            frames = wire.pack(events, wire.BATCH_FRAME_BYTES)  # made once for everyone
+            for member in self.rooms.get(room, {}).values():
+                if member.link is not None:
+                    member.link.conn.send_frames(frames)
+
     def _join(self, session: Session, room: str) -> None:
         self.rooms[room][session.key] = session
         session.rooms.add(room)
-        self._broadcast(room, wire.Notice(room, self.now_ms(), "join", f"{session.name} joined"))
-        # The whole list to the newcomer only; the others get one line each.
-        # (A whole list to everyone made n joins cost n^2 lists of n names.)
-        update = wire.encode(wire.MemberUpdate(room, session.name, self.presence_state(session)))
-        for member in self.rooms[room].values():
-            if member is session:
-                self._send(member, self._members(room))
-            elif member.link is not None:
-                member.link.conn.send_encoded(update)
+        # The whole list to the newcomer at once; the others hear of it
+        # with the room's other comings and goings.
+        self._send_members(session, room)
+        self._room_event(room, wire.Notice(room, self.now_ms(), "join", f"{session.name} joined"))
+        self._room_event(room, wire.MemberUpdate(room, session.name,
+                                                 self.presence_state(session)))
         self._presence_changed()
 
     def _leave(self, session: Session, room: str, text: str) -> None:
         self.rooms[room].pop(session.key, None)
         session.rooms.discard(room)
-        self._broadcast(room, wire.Notice(room, self.now_ms(), "leave", text))
-        self._broadcast(room, wire.MemberUpdate(room, session.name, "gone"))
+        self._room_event(room, wire.Notice(room, self.now_ms(), "leave", text))
+        self._room_event(room, wire.MemberUpdate(room, session.name, "gone"))
         self._presence_changed()

@@ -26,10 +26,8 @@ MAX_MALFORMED = 10
 SLOW_READER_SECONDS = 2.0
 # At most one log line per minute per address for refused connections.
 REFUSAL_LOG_SECONDS = 60.0
-# Messages gathered in one reactor turn go out in frames of up to this many
-# bytes: a dozen chat lines share one encryption and one write, and a frame
-# stays small enough to get through before a flaky link drops.
-BATCH_FRAME_BYTES = 2048
+# Messages gathered in one reactor turn go out in frames of up to this size.
+BATCH_FRAME_BYTES = wire.BATCH_FRAME_BYTES
 
 
 def readable_cid(plaintext: bytes) -> str | None:
@@ -67,6 +65,7 @@ class ChatServerProtocol(NoiseChannel):
         # Encoded messages waiting for the end of this reactor turn: then
         # they go as one encrypted frame (or as few as fit), one write.
         self._outbox: list[bytes] = []
+        self._frames: list[bytes] = []  # sealed frames; the outbox comes after them
 
     # --- channel hooks -----------------------------------------------------
 
@@ -213,7 +212,7 @@ class ChatServerProtocol(NoiseChannel):
             self.log.error("{peer}: not sent: a message of {size} bytes exceeds one Noise "
                            "message", peer=self.peer, size=len(data))
             return
-        if not self._outbox:
+        if not self._outbox and not self._frames:
             self.factory.flush_soon(self)
         self._outbox.append(data)
 
@@ -223,20 +222,29 @@ class ChatServerProtocol(NoiseChannel):
         # Everything goes through the outbox, so order is kept.
         self.send_encoded(wire.encode(msg))
 
+    def send_frames(self, frames: list[bytes]) -> None:
+        """Frames' plaintexts made once for many connections (a room's
+        events): they go after what is already waiting, as they are."""
+        if not self.is_open or not frames:
+            return
+        self._seal()
+        if not self._frames:
+            self.factory.flush_soon(self)
+        self._frames.extend(frames)
+
+    def _seal(self) -> None:
+        if self._outbox:
+            self._frames.extend(wire.pack(self._outbox, BATCH_FRAME_BYTES))
+            self._outbox = []
+
     def flush(self) -> None:
         """Encrypt and write what this turn gathered, in batches of up to
         BATCH_FRAME_BYTES (a longer message goes alone)."""
-        pending, self._outbox = self._outbox, []
-        if not pending or not self.is_open:
-            return
-        limit = BATCH_FRAME_BYTES - wire.BATCH_OVERHEAD
-        start, size = 0, 0
-        for i, data in enumerate(pending):
-            if i > start and size + len(data) + 1 > limit:
-                self._write_frame(wire.batch(pending[start:i]))
-                start, size = i, 0
-            size += len(data) + 1
-        self._write_frame(wire.batch(pending[start:]))
+        self._seal()
+        frames, self._frames = self._frames, []
+        if self.is_open:
+            for plaintext in frames:
+                self._write_frame(plaintext)
 
     def _write_frame(self, plaintext: bytes) -> None:
         frame = self._send_cipher.encrypt_with_ad(b"", plaintext)
