@@ -9,8 +9,13 @@ setup(
     python_requires=">=3.11",
     # twisted.plugins is listed so the plugin module is installed next to
     # Twisted's own; there is deliberately no twisted/__init__.py here.
-    packages=["spchat", "spchat.server", "spchat.client", "spchat.monitor", "twisted.plugins"],
+    packages=["spchat", "spchat.server", "spchat.client", "spchat.monitor", "spchat.bench",
+              "twisted.plugins"],
     install_requires=["Twisted>=23.10", "cryptography>=42", "python-dotenv>=1.0"],
     # pillow: the window tests save screenshots of the real Tk windows.
-    extras_require={"test": ["pytest", "pytest-twisted", "hypothesis", "pillow"]},
+    # bench: python -m spchat.bench draws its plot with matplotlib.
+    extras_require={
+        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow"],
+        "bench": ["matplotlib"],
+    },
 )
