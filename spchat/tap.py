@@ -166,6 +166,7 @@ class ChatService(service.Service):
             if loop.running:
                 loop.stop()
         self.core.stop_timers()
+        self.factory.flush_now()  # what is queued for each connection goes now
         self.core.committer.stop()  # everything accepted is saved
         self.passwords.stop()
         self.store.close()

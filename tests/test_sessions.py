@@ -360,3 +360,12 @@ def test_a_direct_message_resent_after_its_recipient_left_is_acknowledged(core, 
     core.receive(alice2, wire.Direct("bob", "psst", "d1"))  # the outbox again
     assert not a2.of(wire.Error)
     assert [m.cid for m in a2.of(wire.DirectMessage)] == ["d1", "d1"]  # replay, then re-ack
+
+
+def test_a_stopping_server_still_sends_the_last_comings_and_goings(clock):
+    core = make_core(clock)
+    alice, a = login(core, "alice")
+    bob, _ = login(core, "bob")
+    core.receive(bob, wire.Logout())
+    core.stop_timers()  # before the 0.1 s were up
+    assert a.of(wire.Notice)[-1].text == "bob left"

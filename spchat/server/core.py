@@ -444,7 +444,13 @@ class ChatCore:
     def stop_timers(self) -> None:
         """The server is stopping: no flood drain or grace timer may fire
         after the store has closed (a running reactor would still call them),
-        and nothing that still arrives is handled."""
+        and nothing that still arrives is handled.  Comings and goings still
+        waiting go out first: the last "alice left" is news too."""
+        call, self._room_event_call = self._room_event_call, None
+        if call is not None and call.active():
+            call.cancel()
+        for room in list(self._room_events):
+            self._send_room_events(room)
         self.stopped = True
         for session in self.sessions.values():
             for call in (session.grace_call, session.drain_call):

@@ -324,6 +324,12 @@ class ChatServerFactory(protocol.Factory):
         for proto in protos:
             proto.flush()
 
+    def flush_now(self) -> None:
+        """Write everything queued at once (the server is stopping)."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush()
+
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
         if self.per_ip[host] >= self.max_connections_per_ip:
