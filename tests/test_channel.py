@@ -365,3 +365,27 @@ def test_what_one_turn_sends_goes_in_few_frames_and_in_order(factory, clock):
     assert len(frames_in(link.s_tr.value())) == 1
     link.pump()
     assert link.listener.received[-1] == long
+
+
+def test_a_slow_reader_is_cut_once_and_nothing_more_is_written(clock):
+    from twisted.logger import Logger
+
+    key, _ = noise.generate_keypair()
+    factory = ChatServerFactory(ChatCore(clock, Limits()), key, clock, send_buffer_bytes=4096)
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    server = link.server
+    events = []
+    server.log = Logger(observer=events.append)
+    aborts = []
+    real_abort = link.s_tr.abortConnection
+    link.s_tr.abortConnection = lambda: (aborts.append(1), real_abort())
+    server.pauseProducing()
+    clock.advance(3)
+    before = len(link.s_tr.value())
+    for _ in range(100):
+        server.send(wire.Notice("lobby", 0, "join", "x" * 400))
+    clock.advance(0)
+    lines = [e for e in events if "unsent" in e.get("log_format", "")]
+    assert len(lines) == 1 and len(aborts) == 1
+    assert len(link.s_tr.value()) == before  # the turn's frames were not written

@@ -234,3 +234,14 @@ def test_after_a_kick_nothing_stays_sending(chat):
     line = chat.lines()[-1]
     assert not line.pending and line.kind == "error"
     assert line.text == "one last word  (not sent: you were kicked: spam)"
+
+
+def test_a_member_list_cut_off_with_its_connection_is_not_glued_to_the_next(tmp_path):
+    from twisted.internet.task import Clock
+
+    client = ChatClient(Clock(), "127.0.0.1", 5000, "me", PinStore(tmp_path))
+    client.message_received(wire.Members("lobby", (("old1", "online"), ("old2", "online")),
+                                         more=True))
+    client.connection_lost("connection lost")  # before the last part came
+    client.message_received(wire.Members("lobby", (("me", "online"),)))
+    assert client.members == (("me", "online"),)

@@ -282,3 +282,14 @@ def test_a_long_member_list_comes_in_parts_that_each_fit_a_frame(core):
     for part in parts:
         client.message_received(part)
     assert len(shown) == 1 and len(shown[0].members) == len(names) + 1
+
+
+def test_a_direct_message_does_not_overtake_its_senders_join(core):
+    alice, a = login(core, "alice")
+    settle(core)
+    a.clear()
+    bob, _ = login(core, "bob")
+    core.receive(bob, wire.Direct("alice", "hi, just got here", "c1"))
+    settle(core)
+    kinds = [type(m).__name__ for m in a.sent]
+    assert kinds == ["Notice", "MemberUpdate", "DirectMessage"]

@@ -699,3 +699,33 @@ def test_cookie_replies_are_rate_limited_per_peer():
     clock.advance(2)
     assert server._cookie_times == {}
     server.doStop()
+
+
+def test_a_new_endpoint_meanwhile_does_not_swallow_a_held_back_change():
+    clock = task.Clock()
+    clock.advance(1000)
+    directory = Directory()
+    alice, bob = directory.add("alice"), directory.add("bob")
+    alice.endpoint = ("127.0.0.1", 4000)
+    server = PresenceServer(directory, clock, interval=60.0)
+    transport = FakeUDPTransport()
+    server.makeConnection(transport)
+    server.changed()
+    clock.advance(0)
+
+    def to_alice():
+        return [d for d, to in transport.written if to == alice.endpoint]
+
+    assert len(to_alice()) == 1
+    clock.advance(0.05)
+    directory.room.append(("dan", "online"))  # a real change, held back by the gap
+    server.changed()
+    bob_at = ("127.0.0.1", 4001)  # meanwhile bob proves his endpoint
+    server.datagramReceived(hello(bob, 0), bob_at)
+    _, cookie = open_cookie(bob, transport.written[-1][0])
+    server.datagramReceived(hello(bob, 1, cookie), bob_at)
+    assert bob.endpoint == bob_at
+    clock.advance(CHANGE_GAP_SECONDS)
+    assert len(to_alice()) == 2  # alice hears of dan too
+    assert ("dan", "online") in open_snapshot(alice, to_alice()[-1])[1][1]
+    server.doStop()

@@ -285,6 +285,7 @@ class ChatClient:
         self._stop_answer_timer()
         self.proto = None
         self._in_flight.clear()
+        self._member_parts = []  # a list cut off with the connection: the next comes whole
         self._stop_presence()
         if self._logout_timer is not None and self._logout_timer.active():
             self._logout_timer.cancel()
@@ -364,6 +365,7 @@ class ChatClient:
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
+        self._member_parts = []
         # A new connection: everything unacknowledged goes (again), in order.
         self._in_flight.clear()
         self._to_send = deque(self.outbox)

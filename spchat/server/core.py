@@ -775,6 +775,9 @@ class ChatCore:
                             if member.key == record.sender_key else everyone
                         )
                 continue
+            # A direct line must not overtake its sender's (or anyone's) join.
+            for room in list(self._room_events):
+                self._send_room_events(room)
             for key in {record.to_key, record.sender_key}:
                 session = self.by_key.get(key)
                 if session is not None:

@@ -244,10 +244,9 @@ class PresenceServer(DatagramProtocol):
             del self._cookie_times[key_id]
 
     def _snapshot(self) -> list[bytes]:
-        # Encoded once, encrypted per peer.
-        snapshot = tuple(self.directory.presence_snapshot())
-        self._last_snapshot = snapshot
-        return beacon.encode_snapshot_parts(self.interval, snapshot)
+        # For one peer (a new endpoint): not what every peer was sent, so
+        # _last_snapshot stays as it is, or a change held back would be lost.
+        return beacon.encode_snapshot_parts(self.interval, self.directory.presence_snapshot())
 
     def _send(self, parts: list[bytes], peers) -> None:
         transport = self.transport

@@ -172,6 +172,8 @@ class ChatServerProtocol(NoiseChannel):
         self.fail(f"no login within {self.factory.handshake_timeout:g} s")
 
     def _too_slow(self):
+        if self.closing:
+            return
         limit = self.factory.send_buffer_bytes
         self.log.info(
             "{peer}: closed: more than {limit} bytes unsent (the client does not read)",
@@ -250,6 +252,8 @@ class ChatServerProtocol(NoiseChannel):
             frame = encrypt(b"", plaintext)
             out.append(len(frame).to_bytes(4, "big") + frame)
             self.frame_sent(len(frame) + 4)
+            if not self.is_open:
+                return  # cut as a slow reader: the rest is not written
         self._write(b"".join(out))
 
     def _write(self, data: bytes) -> None:
@@ -262,6 +266,8 @@ class ChatServerProtocol(NoiseChannel):
         sock = getattr(transport, "socket", None)
         if (sock is not None and getattr(transport, "connected", False)
                 and not getattr(transport, "disconnecting", True)
+                and not getattr(transport, "_aborting", True)
+                and not getattr(transport, "TLS", True)  # TLS encrypts inside write()
                 and not getattr(transport, "dataBuffer", b"x")
                 and not getattr(transport, "_tempDataBuffer", [b"x"])):
             try:
@@ -322,7 +328,11 @@ class ChatServerFactory(protocol.Factory):
         self._flush_call = None
         protos, self._to_flush = self._to_flush, []
         for proto in protos:
-            proto.flush()
+            try:
+                proto.flush()
+            except Exception:  # one connection's bug must not stall the others
+                self.log.failure("{peer}: writing failed", peer=proto.peer)
+                proto._outbox, proto._frames = [], []
 
     def flush_now(self) -> None:
         """Write everything queued at once (the server is stopping)."""
