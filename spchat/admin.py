@@ -35,6 +35,7 @@ class AdminSession:
     def __init__(self, reactor, token: str, request: wire.AdminRequest, done):
         self.reactor, self.token, self.request, self.done = reactor, token, request, done
         self.proto = None
+        self.parts = wire.RowCollector()
 
     def channel_open(self, proto):
         self.proto = proto
@@ -44,7 +45,9 @@ class AdminSession:
         if isinstance(msg, wire.AdminReply) and msg.rid == "login":
             self.proto.send_message(self.request)
         elif isinstance(msg, wire.AdminReply) and msg.rid == self.request.rid:
-            self.finish(msg)
+            whole = self.parts.add(msg)  # a long table comes in parts
+            if whole is not None:
+                self.finish(whole)
         elif isinstance(msg, (wire.Error, wire.Bye)):
             self.finish(wire.AdminReply(self.request.rid, False, msg.text))
 

@@ -317,21 +317,59 @@ def _session_rows(value: Any) -> tuple[tuple, ...]:
     return tuple(rows)
 
 
-@message("admin_reply", {"sessions": ()}, rid=_ID, ok=_boolean, text=_REASON,
-         sessions=_session_rows)
+@message("admin_reply", {"sessions": (), "more": False}, rid=_ID, ok=_boolean, text=_REASON,
+         sessions=_session_rows, more=_boolean)
 class AdminReply(Message):
+    """``more``: a long table comes in parts; the next reply with the same
+    ``rid`` continues it."""
+
     rid: str
     ok: bool
     text: str
     sessions: tuple = ()
+    more: bool = False
 
 
-@message("admin_event", sessions=_session_rows)
+@message("admin_event", {"more": False}, sessions=_session_rows, more=_boolean)
 class AdminEvent(Message):
     """Pushed to admin connections when sessions change (at most once a
-    second for counters alone): the whole table, offline ones included."""
+    second for counters alone): the whole table, offline ones included, in
+    parts if it is long (``more``: the next event continues this one)."""
 
     sessions: tuple
+    more: bool = False
+
+
+def row_parts(rows: tuple, max_bytes: int = 48_000) -> list[tuple]:
+    """A session table cut into parts that each fit one Noise message."""
+    parts, part, size = [], [], 0
+    for row in rows:
+        cost = len(json.dumps(row, ensure_ascii=False).encode()) + 1
+        if part and size + cost > max_bytes:
+            parts.append(tuple(part))
+            part, size = [], 0
+        part.append(row)
+        size += cost
+    parts.append(tuple(part))
+    return parts
+
+
+class RowCollector:
+    """Puts a table sent in parts back together: ``add`` returns the whole
+    message once its last part is in, else None."""
+
+    def __init__(self):
+        self._rows: list = []
+
+    def add(self, msg):
+        if msg.more:
+            self._rows.extend(msg.sessions)
+            return None
+        rows, self._rows = self._rows, []
+        return dataclasses.replace(msg, sessions=(*rows, *msg.sessions))
+
+    def reset(self) -> None:
+        self._rows = []
 
 
 # Server -> client.

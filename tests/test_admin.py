@@ -173,3 +173,29 @@ def test_admins_get_the_table_pushed_and_see_who_dropped(admin_core):
     core.clock.advance(600)  # CHAT_OFFLINE_RETENTION
     core.sweep()
     assert ask(core, link, conn, "list").sessions == ()
+
+
+def test_a_long_session_table_comes_in_parts_and_is_put_together(admin_core):
+    from spchat import noise
+
+    core = admin_core
+    names = [f"user{i:04d}-with-a-rather-long-name" for i in range(700)]
+    for name in names:
+        login(core, name)
+    link, conn = admin(core)
+    core.receive(link, wire.AdminRequest("r", "list"))
+    replies = [m for m in conn.of(wire.AdminReply) if m.rid == "r"]
+    assert len(replies) > 1 and [r.more for r in replies][-1] is False
+    assert all(len(wire.encode(r)) <= noise.MAX_PAYLOAD_LEN for r in replies)
+    collector = wire.RowCollector()
+    whole = [w for w in map(collector.add, replies) if w is not None]
+    assert len(whole) == 1 and [row[0] for row in whole[0].sessions] == names
+    # The pushed table too.
+    conn.clear()
+    login(core, "one-more")
+    core.clock.advance(0)
+    events = conn.of(wire.AdminEvent)
+    assert len(events) > 1
+    assert all(len(wire.encode(e)) <= noise.MAX_PAYLOAD_LEN for e in events)
+    whole = [w for w in map(collector.add, events) if w is not None]
+    assert len(whole[-1].sessions) == len(names) + 1

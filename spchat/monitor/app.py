@@ -39,6 +39,8 @@ class MonitorConnection:
         self.pins, self.presenter, self.changed = pins, presenter, changed
         self.proto = None
         self.result = ""  # the last answer to a request, for the status line
+        # Long tables come in parts (one Noise message holds a few hundred rows).
+        self.list_parts, self.event_parts = wire.RowCollector(), wire.RowCollector()
         self._stopped = False
         self._retry = None
 
@@ -66,6 +68,8 @@ class MonitorConnection:
     # listener interface of ChatClientProtocol
     def channel_open(self, proto):
         self.proto = proto
+        self.list_parts.reset()
+        self.event_parts.reset()
         proto.send_message(wire.AdminLogin(self.token))
 
     def message_received(self, msg):
@@ -74,11 +78,17 @@ class MonitorConnection:
             self.send(wire.AdminRequest("list", "list"))
         elif isinstance(msg, wire.AdminReply):
             if msg.rid == "list":
-                self.presenter.sessions(msg)
+                whole = self.list_parts.add(msg)
+                if whole is None:
+                    return  # more of the table is coming
+                self.presenter.sessions(whole)
             else:
                 self.result = msg.text if msg.ok else f"refused: {msg.text}"
         elif isinstance(msg, wire.AdminEvent):
-            self.presenter.sessions(msg)
+            whole = self.event_parts.add(msg)
+            if whole is None:
+                return
+            self.presenter.sessions(whole)
         elif isinstance(msg, (wire.Error, wire.Bye)):
             self.result = msg.text
         self.changed()

@@ -868,7 +868,9 @@ class ChatCore:
             return
         if msg.op != "list":
             self.audit(f"admin {link.address}: {msg.op} {msg.name or ''}: {text}")
-        link.conn.send(wire.AdminReply(msg.rid, True, text, rows))
+        parts = wire.row_parts(rows)
+        for i, part in enumerate(parts):
+            link.conn.send(wire.AdminReply(msg.rid, True, text, part, more=i < len(parts) - 1))
         if msg.op == "shutdown":
             self.on_shutdown()
 
@@ -934,9 +936,11 @@ class ChatCore:
 
     def _push_sessions(self) -> None:
         self._admin_push = None
-        event = wire.AdminEvent(self.session_rows())
-        for link in self.admin_links:
-            link.conn.send(event)
+        parts = wire.row_parts(self.session_rows())
+        for i, part in enumerate(parts):
+            event = wire.AdminEvent(part, more=i < len(parts) - 1)
+            for link in self.admin_links:
+                link.conn.send(event)
 
     # --- accounts and bans ----------------------------------------------------
 
