@@ -42,6 +42,15 @@ class Listener:
         return [m for m in self.received if isinstance(m, kind)]
 
 
+def frames_in(data):
+    frames = []
+    while data:
+        (n,) = struct.unpack(">I", data[:4])
+        frames.append(data[4:4 + n])
+        data = data[4 + n:]
+    return frames
+
+
 class Link:
     """A client and a server protocol joined by two StringTransports."""
 
@@ -78,12 +87,7 @@ class Link:
         action()
         data = self.c_tr.value()
         self.c_tr.clear()
-        frames = []
-        while data:
-            (n,) = struct.unpack(">I", data[:4])
-            frames.append(data[4 : 4 + n])
-            data = data[4 + n :]
-        return frames
+        return frames_in(data)
 
     def to_server(self, frame):
         self.server.dataReceived(struct.pack(">I", len(frame)) + frame)
@@ -331,14 +335,6 @@ def test_slow_reader_is_cut_only_if_its_buffer_stays_full(clock):
     clock.advance(0)  # the end of the reactor turn: the writes happen
     assert link.server_closed and link.s_tr.disconnected
 
-
-def frames_in(data):
-    frames = []
-    while data:
-        (n,) = struct.unpack(">I", data[:4])
-        frames.append(data[4:4 + n])
-        data = data[4 + n:]
-    return frames
 
 
 def test_what_one_turn_sends_goes_in_few_frames_and_in_order(factory, clock):
