@@ -23,7 +23,7 @@ from twisted.internet import defer, task
 
 from spchat.bench import report, scenarios
 from spchat.bench.load import run_room
-from spchat.bench.servers import SERVERS, Unavailable
+from spchat.bench.servers import SERVERS, Unavailable, stop_all
 
 GENERATOR_CORE = 1
 
@@ -64,6 +64,11 @@ def errors_in(results) -> list[str]:
 def bench(reactor, args, workdir: Path):
     plan = scenarios.QUICK if args.quick else scenarios.FULL
     results, skipped, failures = [], {}, []
+    # Interrupted (Ctrl-C, SIGTERM): the reactor stops mid-run; so do its
+    # servers, and no new run starts.
+    interrupted = []
+    reactor.addSystemEventTrigger("before", "shutdown",
+                                  lambda: (interrupted.append(True), stop_all()))
     runs = iter(range(1_000_000))
 
     def starter(kind, **options):
@@ -81,7 +86,7 @@ def bench(reactor, args, workdir: Path):
     servers = [k for k in args.servers if k not in skipped]
     for key in args.scenarios:
         for kind in servers:
-            if key == "e" and kind != "spchat":
+            if key == "e" and kind != "spchat" or interrupted:
                 continue
             print(f"bench: ({key}) {kind}…", file=sys.stderr, flush=True)
             start = starter(kind)
@@ -95,13 +100,16 @@ def bench(reactor, args, workdir: Path):
                 else:
                     got = yield scenarios.storm(reactor, start, plan, workdir / "pins")
             except Exception as e:  # one server failing must not hide the others
-                failures.append(f"({key}) {kind}: {type(e).__name__}: {e}")
+                if isinstance(e, defer.FirstError):  # one client of a batch: say which
+                    e = e.subFailure.value
+                why = "interrupted" if interrupted else f"{type(e).__name__}: {e}"
+                failures.append(f"({key}) {kind}: {why}")
                 continue
             results.extend(got)
             # Saved as it goes: an interrupted run keeps what it measured.
             report.save(results, Path(args.out), args.quick, None, skipped)
     share = None
-    if "spchat" in servers and args.profile:
+    if "spchat" in servers and args.profile and not interrupted:
         print("bench: profiling spchat in (b)…", file=sys.stderr, flush=True)
         profile = workdir / "spchat.prof"
         server = starter("spchat", profile=profile)()

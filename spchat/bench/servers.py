@@ -12,6 +12,7 @@ CPU time (utime + stime) is read from ``/proc/PID/stat`` and peak RSS from
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -25,6 +26,19 @@ from pathlib import Path
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = "0"
 OPERATOR = ("bench", "bench")  # ngIRCd operator name and password, for user mode +F
+
+
+# Servers started and not yet stopped: stopped at exit too, so that a bench
+# interrupted (Ctrl-C, SIGTERM) leaves no server running.
+RUNNING: set = set()
+
+
+def stop_all() -> None:
+    for server in list(RUNNING):
+        server.stop()
+
+
+atexit.register(stop_all)
 
 
 class Unavailable(Exception):
@@ -77,6 +91,7 @@ class ServerUnderTest:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace",
         )
+        RUNNING.add(self)
         # Keep reading its output, or a full pipe would stall the server.
         threading.Thread(target=self._drain, daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -95,6 +110,7 @@ class ServerUnderTest:
             del self.log[:-200]
 
     def stop(self) -> None:
+        RUNNING.discard(self)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
