@@ -99,6 +99,14 @@ class FakeUDPTransport:
         self.connected = (host, port)
 
 
+def serve_on_clock(directory, clock, interval):
+    """A presence server on a fake clock, writing to a FakeUDPTransport."""
+    server = PresenceServer(directory, clock, interval=interval)
+    transport = FakeUDPTransport()
+    server.makeConnection(transport)
+    return server, transport
+
+
 class Net:
     """Every port a test opens, closed at the end."""
 
@@ -533,9 +541,7 @@ def test_server_coalesces_changes_and_broadcasts_on_its_clock():
     directory = Directory()
     alice, bob = directory.add("alice"), directory.add("bob")
     alice.endpoint = ("127.0.0.1", 4000)
-    server = PresenceServer(directory, clock, interval=2.0)
-    transport = FakeUDPTransport()
-    server.makeConnection(transport)
+    server, transport = serve_on_clock(directory, clock, 2.0)
 
     for _ in range(5):
         server.changed()
@@ -563,9 +569,7 @@ def test_change_sends_are_spaced_and_only_when_the_snapshot_differs():
     directory = Directory()
     alice = directory.add("alice")
     alice.endpoint = ("127.0.0.1", 4000)
-    server = PresenceServer(directory, clock, interval=60.0)
-    transport = FakeUDPTransport()
-    server.makeConnection(transport)
+    server, transport = serve_on_clock(directory, clock, 60.0)
     server.changed()
     clock.advance(0)
     assert len(transport.written) == 1
@@ -635,9 +639,7 @@ def test_the_cookie_exchange_on_a_clock():
     clock.advance(1000)
     directory = Directory()
     alice = directory.add("alice")
-    server = PresenceServer(directory, clock, interval=60)
-    transport = FakeUDPTransport()
-    server.makeConnection(transport)
+    server, transport = serve_on_clock(directory, clock, 60)
     here, there = ("127.0.0.1", 4000), ("127.0.0.1", 4001)
 
     first = hello(alice, 0)
@@ -676,9 +678,7 @@ def test_cookie_replies_are_rate_limited_per_peer():
     clock = task.Clock()
     directory = Directory()
     alice, bob = directory.add("alice"), directory.add("bob")
-    server = PresenceServer(directory, clock, interval=0.5)
-    transport = FakeUDPTransport()
-    server.makeConnection(transport)
+    server, transport = serve_on_clock(directory, clock, 0.5)
     victim = ("127.0.0.1", 4000)
 
     def cookies_to(peer):
@@ -707,9 +707,7 @@ def test_a_new_endpoint_meanwhile_does_not_swallow_a_held_back_change():
     directory = Directory()
     alice, bob = directory.add("alice"), directory.add("bob")
     alice.endpoint = ("127.0.0.1", 4000)
-    server = PresenceServer(directory, clock, interval=60.0)
-    transport = FakeUDPTransport()
-    server.makeConnection(transport)
+    server, transport = serve_on_clock(directory, clock, 60.0)
     server.changed()
     clock.advance(0)
 
