@@ -132,6 +132,15 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _yes_no(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError("must be yes or no")
+
+
 def _host(text: str) -> str:
     if not text.strip():
         raise ValueError("host must not be empty")
@@ -218,6 +227,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("offline_retention", "CHAT_OFFLINE_RETENTION", "offline-retention", "600",
             _seconds(allow_zero=True),
             "Seconds an offline session stays in the admin tools' list."),
+    Setting("max_share_bytes", "CHAT_MAX_SHARE_BYTES", "max-share-bytes", "4294967296",
+            _int_range(0, 2**53),
+            "Largest file a user may share, in bytes (0 = file sharing off)."),
+    Setting("relay_port", "CHAT_RELAY_PORT", "relay-port", "5002", _port,
+            "TCP port of the file-sharing relay for peers that cannot connect directly."),
+    Setting("relay_max_bps", "CHAT_RELAY_MAX_BPS", "relay-max-bps", "10485760",
+            _int_range(0, 2**53),
+            "Bytes per second the relay carries for one transfer (0 = no relay)."),
+    Setting("p2p_port", "CHAT_P2P_PORT", None, "0", _port,
+            "TCP port a client takes file-sharing peers on (0 = any free port)."),
+    Setting("p2p_direct", "CHAT_P2P_DIRECT", None, "yes", _yes_no,
+            "yes: peers connect to this client directly; no: only through the relay."),
+    Setting("download_dir", "CHAT_DOWNLOAD_DIR", None, ".", _path,
+            "Where a client saves downloaded files (relative to the working directory)."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -258,6 +281,12 @@ class Config:
     store_sync: str = _default("store_sync")
     login_failures: int = _default("login_failures")
     offline_retention: float = _default("offline_retention")
+    max_share_bytes: int = _default("max_share_bytes")
+    relay_port: int = _default("relay_port")
+    relay_max_bps: int = _default("relay_max_bps")
+    p2p_port: int = _default("p2p_port")
+    p2p_direct: bool = _default("p2p_direct")
+    download_dir: Path = _default("download_dir")
 
 
 if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover

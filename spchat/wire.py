@@ -535,6 +535,150 @@ NO_RECONNECT_CODES = frozenset(
 )
 
 
+# --- file sharing (the server is the tracker; see spchat.p2p) ----------------
+# A manifest travels as its canonical JSON text.  It must fit one Noise
+# message with room to spare, so a sharer picks a piece size that keeps the
+# piece count low (spchat.p2p.manifest.piece_size_for).
+MAX_MANIFEST_BYTES = 48_000
+MAX_FILE_NAME_BYTES = 255
+MAX_PEERS = 40  # a swarm message names at most this many peers
+_FILE_ID = _string(64)
+_FILE_NAME = _string(MAX_FILE_NAME_BYTES, max_bytes=MAX_FILE_NAME_BYTES)
+_MANIFEST = _string(MAX_MANIFEST_BYTES, max_bytes=MAX_MANIFEST_BYTES)
+
+
+def _port(value: Any) -> int:
+    value = _integer(value)
+    if value > 65535:
+        raise WireError("must be a port number (0-65535)")
+    return value
+
+
+def _rows(what: str, rules: tuple, max_rows: int):
+    """A list of fixed-length rows, each field checked by its rule."""
+
+    def rule(value: Any) -> tuple[tuple, ...]:
+        if not isinstance(value, list) or len(value) > max_rows:
+            raise WireError(f"must be a list of at most {max_rows} {what}")
+        rows = []
+        for row in value:
+            if not (isinstance(row, list) and len(row) == len(rules)):
+                raise WireError(f"each of the {what} has {len(rules)} fields")
+            rows.append(tuple(check(v) for check, v in zip(rules, row)))
+        return tuple(rows)
+
+    return rule
+
+
+@message("share", manifest=_MANIFEST, port=_port, cid=_ID)
+class Share(Message):
+    """Offer a file to the room.  ``manifest``: its canonical JSON;
+    ``port``: where this client takes peer connections (0: nowhere, so
+    peers reach it through the server's relay)."""
+
+    manifest: str
+    port: int
+    cid: str
+
+
+@message("unshare", file=_FILE_ID)
+class Unshare(Message):
+    """Stop offering a file (or serving the pieces of it this client has)."""
+
+    file: str
+
+
+@message("files")
+class ListFiles(Message):
+    """Which files are offered in the room; answered with ``file_list``."""
+
+
+@message("fetch", file=_FILE_ID, cid=_ID)
+class Fetch(Message):
+    """Download a file: its id, or the first 6 or more hex digits of it.
+    Answered with ``swarm`` (or an error carrying ``cid``)."""
+
+    file: str
+    cid: str
+
+
+@message("holding", file=_FILE_ID, pieces=_integer, port=_port)
+class Holding(Message):
+    """This client has ``pieces`` pieces of ``file`` to serve, at ``port``
+    (0: through the relay only); a downloader says so as it goes."""
+
+    file: str
+    pieces: int
+    port: int
+
+
+@message("relay", transfer=_ID)
+class RelayRequest(Message):
+    """No direct connection for this transfer: run it through the server."""
+
+    transfer: str
+
+
+# One offered file: id, name, size, sharer, peers holding pieces of it.
+FILE_FIELDS = ("file", "name", "size", "sharer", "holders")
+
+
+@message("offer", room=_NAME, ts=_integer, file=_FILE_ID, name=_FILE_NAME, size=_integer,
+         sharer=_NAME)
+class Offer(Message):
+    """Someone shared a file in the room (also the sharer's confirmation)."""
+
+    room: str
+    ts: int
+    file: str
+    name: str
+    size: int
+    sharer: str
+
+
+@message("file_list", files=_rows("files", (_FILE_ID, _FILE_NAME, _integer, _NAME, _integer),
+                                  10000))
+class FileList(Message):
+    files: tuple
+
+
+@message("swarm", file=_FILE_ID, manifest=_MANIFEST, cid=_ID,
+         peers=_rows("peers", (_NAME, _string(64), _port, _ID, _ID), MAX_PEERS))
+class Swarm(Message):
+    """The answer to ``fetch``: the manifest and whom to ask.  Each peer is
+    [name, host, port, transfer id, key]: connect to host:port (port 0:
+    ask for the relay) and prove the key (64 hex digits, fresh for this
+    pair) in the peer handshake."""
+
+    file: str
+    manifest: str
+    cid: str
+    peers: tuple
+
+
+@message("peer_request", transfer=_ID, key=_ID, file=_FILE_ID, name=_NAME,
+         relay_port=_port)
+class PeerRequest(Message):
+    """To a peer that holds ``file``: ``name`` will connect for it with this
+    transfer id and key, directly, or through the relay at ``relay_port``
+    (not 0) where this peer connects too."""
+
+    transfer: str
+    key: str
+    file: str
+    name: str
+    relay_port: int
+
+
+@message("relay_open", transfer=_ID, port=_port)
+class RelayOpen(Message):
+    """To the downloader: the relay for ``transfer`` is at this port of the
+    server's address."""
+
+    transfer: str
+    port: int
+
+
 # --- codec -------------------------------------------------------------------
 
 

@@ -54,6 +54,8 @@ def test_defaults(tmp_path):
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
+    assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
+    assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, Path("."))
 
 
 def test_config_is_frozen():
@@ -264,6 +266,12 @@ BAD_VALUES = [
     ("CHAT_SERVER_HOST", "host", "local host", "whitespace"),
     ("CHAT_CLIENT_HOST", None, " \t", "must not be empty"),
     ("CHAT_CLIENT_HOST", None, "a\nb", "whitespace"),
+    ("CHAT_MAX_SHARE_BYTES", "max-share-bytes", "-1", "must be 0-"),
+    ("CHAT_RELAY_PORT", "relay-port", "65536", "port must be"),
+    ("CHAT_RELAY_MAX_BPS", "relay-max-bps", "fast", "not an integer"),
+    ("CHAT_P2P_PORT", None, "-5", "port must be"),
+    ("CHAT_P2P_DIRECT", None, "maybe", "yes or no"),
+    ("CHAT_DOWNLOAD_DIR", None, "a\0b", "NUL"),
 ]
 
 
@@ -313,6 +321,9 @@ def test_valid_edge_values(tmp_path):
     assert (cfg.tcp_port, cfg.udp_port) == (65535, 1)
     assert cfg.idle_timeout == 0.001 and cfg.reconnect_delay == 0.0
     assert cfg.max_message_bytes == 1 and cfg.handshake_timeout == 0.25
+    cfg, _ = load(tmp_path, environ={"CHAT_P2P_DIRECT": " No ", "CHAT_MAX_SHARE_BYTES": "0",
+                                     "CHAT_RELAY_MAX_BPS": "0"})
+    assert (cfg.p2p_direct, cfg.max_share_bytes, cfg.relay_max_bps) == (False, 0, 0)
 
 
 def test_unreadable_dotenv_is_an_error_naming_the_file(tmp_path):
@@ -389,6 +400,7 @@ def test_options_table_rows():
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
         "flood-queue", "send-buffer-bytes", "history-on-join", "history-days",
         "store-writer", "store-sync", "login-failures", "offline-retention",
+        "max-share-bytes", "relay-port", "relay-max-bps",
     ]
     for row in rows:
         long, short, default, help_text = row

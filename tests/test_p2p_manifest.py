@@ -7,7 +7,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
-from spchat.p2p.manifest import (MIN_PIECE_SIZE, Manifest, ManifestError, build_manifest,
+from spchat.p2p.manifest import (MIN_PIECE_SIZE, PIECE_SIZE, Manifest, ManifestError, build_manifest,
                                  hash_file, safe_name)
 
 PIECE = MIN_PIECE_SIZE
@@ -114,3 +114,18 @@ def test_hashing_runs_off_the_reactor_thread(shared, monkeypatch):
     monkeypatch.setattr("spchat.p2p.manifest.hashlib.sha256", spy)
     m = yield hash_file(reactor, shared, PIECE)
     assert len(m.pieces) == 4 and seen and not any(seen)
+
+
+def test_big_files_get_bigger_pieces_so_the_manifest_fits_one_message():
+    from spchat import wire
+    from spchat.p2p.manifest import MAX_PIECES, piece_size_for
+
+    assert piece_size_for(0) == PIECE_SIZE
+    assert piece_size_for(64 << 20) == PIECE_SIZE  # 256 pieces
+    assert piece_size_for(200 << 20) == 512 * 1024
+    for size in (1, 128 << 20, (128 << 20) + 1, 4 << 30):
+        piece_size = piece_size_for(size)
+        pieces = -(-size // piece_size)
+        assert pieces <= MAX_PIECES
+        manifest = Manifest("n" * 200, size, piece_size, (b"\xff" * 32,) * pieces)
+        assert len(manifest.canonical()) <= wire.MAX_MANIFEST_BYTES

@@ -42,6 +42,18 @@ SAMPLES = [
     wire.Notice("lobby", 1, "join", "bob joined"),
     wire.Error("too_long", "too long", "c1"),
     wire.Bye("logout", "logged out"),
+    wire.Share('{"name":"a"}', 0, "c9"),
+    wire.Unshare("ab" * 32),
+    wire.ListFiles(),
+    wire.Fetch("abcdef", "c10"),
+    wire.Holding("ab" * 32, 3, 40000),
+    wire.RelayRequest("t" * 32),
+    wire.Offer("lobby", 1, "ab" * 32, "report.pdf", 1234, "alice"),
+    wire.FileList((("ab" * 32, "report.pdf", 1234, "alice", 2),)),
+    wire.Swarm("ab" * 32, '{"name":"a"}', "c10",
+               (("alice", "127.0.0.1", 40000, "t" * 32, "k" * 64),)),
+    wire.PeerRequest("t" * 32, "k" * 64, "ab" * 32, "bob", 0),
+    wire.RelayOpen("t" * 32, 7001),
 ]
 
 
@@ -74,6 +86,10 @@ def test_every_type_has_a_sample():
         (b'{"t": "members", "room": "r", "members": [["a", "away"]]}', "state must be one of"),
         (b'{"t": "login", "name": "' + b"x" * 65 + b'"}', "longer than 64"),
         (b"[" * 100000, "not a JSON"),
+        (b'{"t": "holding", "file": "x", "pieces": 1, "port": 70000}', "port number"),
+        (b'{"t": "file_list", "files": [["x", "n", 1, "a"]]}', "has 5 fields"),
+        (b'{"t": "offer", "room": "lobby", "ts": 1, "file": "x", "name": "' + "é".encode() * 128
+         + b'", "size": 1, "sharer": "a"}', "longer than 255 bytes"),
     ],
 )
 def test_bad_input_says_what_is_wrong(data, says):

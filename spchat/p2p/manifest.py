@@ -23,6 +23,9 @@ MAX_PIECE_SIZE = 16 * 1024 * 1024
 MAX_NAME_BYTES = 255
 MAX_SHARE_BYTES = 4 * 1024 ** 3  # the default of CHAT_MAX_SHARE_BYTES
 FALLBACK_NAME = "download"
+# A manifest travels in one chat message (wire.MAX_MANIFEST_BYTES): a big
+# file gets bigger pieces rather than more hashes.
+MAX_PIECES = 512
 
 
 class ManifestError(ValueError):
@@ -123,10 +126,22 @@ class Manifest:
         return cls(safe_name(name), size, piece_size, tuple(hashes))
 
 
-def build_manifest(path: Path, piece_size: int = PIECE_SIZE, name: str | None = None) -> Manifest:
+def piece_size_for(size: int) -> int:
+    """PIECE_SIZE, doubled until the file has at most MAX_PIECES pieces."""
+    piece_size = PIECE_SIZE
+    while piece_size < MAX_PIECE_SIZE and math.ceil(size / piece_size) > MAX_PIECES:
+        piece_size *= 2
+    return piece_size
+
+
+def build_manifest(path: Path, piece_size: int | None = None,
+                   name: str | None = None) -> Manifest:
     """Hash a file piece by piece (blocking: run it off the reactor thread,
-    see ``hash_file``)."""
+    see ``hash_file``).  The piece size is ``piece_size_for`` the file's
+    size unless given."""
     path = Path(path)
+    if piece_size is None:
+        piece_size = piece_size_for(path.stat().st_size)
     if not MIN_PIECE_SIZE <= piece_size <= MAX_PIECE_SIZE or piece_size & (piece_size - 1):
         raise ValueError(f"piece size {piece_size} is not a power of two from "
                          f"{MIN_PIECE_SIZE} to {MAX_PIECE_SIZE}")
@@ -142,7 +157,7 @@ def build_manifest(path: Path, piece_size: int = PIECE_SIZE, name: str | None = 
                     tuple(pieces))
 
 
-def hash_file(reactor, path: Path, piece_size: int = PIECE_SIZE):
+def hash_file(reactor, path: Path, piece_size: int | None = None):
     """``build_manifest`` in the reactor's thread pool: a Deferred Manifest."""
     from twisted.internet import threads
 
