@@ -316,6 +316,10 @@ class ChatCore:
         self.stopped = False  # stop_timers() was called: the server is going down
         self._room_events: dict[str, list[bytes]] = {}  # encoded, waiting for the timer
         self._room_event_call = None
+        # The file-sharing relay (spchat.server.relay): its port (0: none)
+        # and the transfers it may carry, each until an expiry time.
+        self.relay_port = 0
+        self.relay_tickets: dict[str, float] = {}
         self._handlers = {
             wire.Login: self._login,
             wire.Resume: self._resume,
@@ -406,6 +410,17 @@ class ChatCore:
         if session is not None:
             session.bytes_in += received
             session.bytes_out += sent
+
+    # --- the relay asks ----------------------------------------------------
+
+    def relay_allowed(self, transfer: str) -> bool:
+        """May the relay carry this transfer (opened for it, not expired)?"""
+        expiry = self.relay_tickets.get(transfer)
+        return expiry is not None and self.now() < expiry
+
+    def relay_used(self, transfer: str) -> None:
+        """Both sides are connected through the relay: the ticket is spent."""
+        self.relay_tickets.pop(transfer, None)
 
     # --- the lifecycle ------------------------------------------------------
 
