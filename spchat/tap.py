@@ -192,6 +192,7 @@ def core_limits(cfg: config.Config) -> Limits:
         presence_interval=cfg.presence_interval,
         history_on_join=cfg.history_on_join,
         offline_retention=cfg.offline_retention,
+        max_share_bytes=cfg.max_share_bytes,
     )
 
 

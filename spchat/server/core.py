@@ -28,8 +28,13 @@ from typing import Callable, Protocol
 
 from spchat import wire
 from spchat.beacon import BeaconKeys, ReplayWindow
+from spchat.p2p.manifest import Manifest, ManifestError
 from spchat.server.accounts import normalise_password
 from spchat.server.history import ImmediateCommitter, MemoryHistory, Record
+from spchat.server.tracker import (
+    HEX_DIGITS, MAX_FILES_PER_SESSION, MIN_PREFIX, RELAY_TICKET_SECONDS, SharedFile, Tracker,
+    host_of,
+)
 
 LOBBY = "lobby"
 NAME_MAX_CHARS = 32
@@ -54,7 +59,8 @@ _BAD_TEXT = re.compile("[" + re.escape("".join(
 USER_ACTIONS = (wire.Say, wire.Direct, wire.Who)
 # Requests that cost the server work count against the flood limit.
 FLOOD_LIMITED = USER_ACTIONS + (
-    wire.PresenceRequest, wire.HistoryRequest, wire.Register, wire.ChangePassword
+    wire.PresenceRequest, wire.HistoryRequest, wire.Register, wire.ChangePassword,
+    wire.Share, wire.Fetch, wire.ListFiles,
 )
 
 
@@ -143,6 +149,7 @@ class Limits:
     offline_retention: float = 600.0  # seconds an offline session stays listed
     udp_port: int = 0  # told to clients; 0: no presence beacon
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
+    max_share_bytes: int = 4 * 1024**3  # largest shared file; 0: sharing off
 
     @property
     def max_in_flight(self) -> int:
@@ -320,6 +327,7 @@ class ChatCore:
         # and the transfers it may carry, each until an expiry time.
         self.relay_port = 0
         self.relay_tickets: dict[str, float] = {}
+        self.tracker = Tracker()  # who offers and holds which file
         self._handlers = {
             wire.Login: self._login,
             wire.Resume: self._resume,
@@ -331,6 +339,12 @@ class ChatCore:
             wire.Register: self._register,
             wire.ChangePassword: self._change_password,
             wire.Logout: self._logout,
+            wire.Share: self._share,
+            wire.Unshare: self._unshare,
+            wire.ListFiles: self._list_files,
+            wire.Fetch: self._fetch,
+            wire.Holding: self._holding,
+            wire.RelayRequest: self._relay_request,
         }
 
     def now(self) -> float:
@@ -490,6 +504,7 @@ class ChatCore:
         del self.by_key[session.key]
         # Kept a while, so an administrator sees who dropped.
         self.offline[session.id] = session
+        self.tracker.forget_session(session.id)
         for room in sorted(session.rooms):
             self._leave(session, room, notice)
 
@@ -521,7 +536,8 @@ class ChatCore:
 
     def sweep(self) -> None:
         """Periodic: disconnect idle sessions, publish idle presence changes,
-        forget old offline sessions, refresh the administrators' table."""
+        forget old offline sessions and expired introductions and relay
+        tickets, refresh the administrators' table."""
         now = self.now()
         while self.offline:
             oldest = next(iter(self.offline.values()))
@@ -529,6 +545,10 @@ class ChatCore:
                 break
             self.offline.popitem(last=False)
         self._sessions_changed()
+        self.tracker.expire(now)
+        for transfer, expiry in list(self.relay_tickets.items()):
+            if expiry <= now:
+                del self.relay_tickets[transfer]
         timeout = self.limits.idle_timeout
         if timeout > 0:
             now = self.now()
@@ -843,6 +863,132 @@ class ChatCore:
 
     def _history(self, session: Session, msg: wire.HistoryRequest) -> None:
         self._send_history(session, msg.before, max(1, min(msg.limit, HISTORY_PAGE_MAX)))
+
+    # --- file sharing: the server only keeps track and introduces -------------
+
+    def _need_sharing(self) -> int:
+        limit = self.limits.max_share_bytes
+        if limit <= 0:
+            raise Refused("sharing_off", "file sharing is off on this server")
+        return limit
+
+    def _linked(self, session_id: str) -> bool:
+        """Online now, with a connection to reach it on (not reconnecting)."""
+        session = self.sessions.get(session_id)
+        return session is not None and session.link is not None
+
+    def _may_hold(self, session: Session, file_id: str) -> None:
+        if not self.tracker.may_hold(session.id, file_id):
+            raise Refused("too_many_shares", f"you already share {MAX_FILES_PER_SESSION} "
+                          "files; unshare one first")
+
+    def _share(self, session: Session, msg: wire.Share) -> None:
+        limit = self._need_sharing()
+        data = msg.manifest.encode()
+        try:
+            manifest = Manifest.parse(data, limit)
+        except ManifestError as e:
+            raise self._manifest_refusal(data, e, limit) from None
+        # The file id is the hash of the canonical text: any other spelling
+        # would give one file two ids.
+        if manifest.canonical() != data:
+            raise Refused("bad_manifest", "the manifest is not in canonical form (sorted "
+                          "keys, no spaces, a safe file name)")
+        file_id = manifest.file_id
+        self._may_hold(session, file_id)
+        shared = self.tracker.files.get(file_id)
+        if shared is None:
+            shared = self.tracker.add(file_id, msg.manifest, manifest.name, manifest.size,
+                                      len(manifest.pieces), session.name, LOBBY, self.now_ms())
+            self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
+            self._broadcast(shared.room, shared.offer())
+            return
+        # Offered already (by this user before a reconnect, or by another):
+        # one more source, and the offer again as this sharer's confirmation.
+        self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
+        self._send(session, shared.offer())
+
+    @staticmethod
+    def _manifest_refusal(data: bytes, error: ManifestError, limit: int) -> Refused:
+        try:  # is the size all that is wrong with it?
+            size = Manifest.parse(data, wire.MAX_INT).size
+        except ManifestError:
+            return Refused("bad_manifest", str(error))
+        return Refused("too_big", f"the file is {size} bytes; the limit on this server is "
+                       f"{limit} bytes")
+
+    def _unshare(self, session: Session, msg: wire.Unshare) -> None:
+        # Not held (any more): nothing to do, and nothing worth an error.
+        self.tracker.release(session.id, msg.file.lower())
+
+    def _holding(self, session: Session, msg: wire.Holding) -> None:
+        shared = self.tracker.files.get(msg.file.lower())
+        if shared is None:
+            raise Refused("no_such_file", f"no file {quoted(msg.file)} is offered here")
+        if msg.pieces == 0:
+            self.tracker.release(session.id, shared.file_id)
+            return
+        if msg.pieces > shared.piece_count:
+            raise Refused("bad_request", f"{shared.name} has only {shared.piece_count} pieces")
+        self._may_hold(session, shared.file_id)
+        self.tracker.hold(shared, session.id, msg.port, msg.pieces)
+
+    def _list_files(self, session: Session, msg: wire.ListFiles) -> None:
+        self._send(session, wire.FileList(self.tracker.listing(self._linked)))
+
+    def _find_file(self, ref: str) -> SharedFile:
+        ref = ref.lower()
+        if not set(ref) <= HEX_DIGITS:
+            raise Refused("no_such_file", f"no file {quoted(ref)} is offered here")
+        if len(ref) < MIN_PREFIX:
+            raise Refused("no_such_file", f"give at least {MIN_PREFIX} hex digits of the "
+                          "file's id")
+        found = self.tracker.find(ref)
+        if not found:
+            raise Refused("no_such_file", f"no file {ref} is offered here")
+        if len(found) > 1:
+            raise Refused("ambiguous", f"{ref} matches {len(found)} files; give more of its id")
+        return found[0]
+
+    def _fetch(self, session: Session, msg: wire.Fetch) -> None:
+        self._need_sharing()
+        shared = self._find_file(msg.file)
+        peers = self.tracker.pick(
+            shared, lambda sid: sid != session.id and self._linked(sid)
+        )
+        if not peers:
+            raise Refused("no_peers", f"nobody who has {shared.name} is online now")
+        rows = []
+        for holder_id, holder in peers:
+            transfer = self.tracker.introduce(shared.file_id, session.id, holder_id, self.now())
+            peer = self.sessions[holder_id]
+            # The holder hears of the key before the downloader can use it.
+            self._send(peer, wire.PeerRequest(
+                transfer.id, transfer.key, shared.file_id, session.name, relay_port=0
+            ))
+            rows.append((peer.name, host_of(peer.link.address), holder.port,
+                         transfer.id, transfer.key))
+        self._send(session, wire.Swarm(shared.file_id, shared.manifest, msg.cid, tuple(rows)))
+
+    def _relay_request(self, session: Session, msg: wire.RelayRequest) -> None:
+        transfer = self.tracker.transfer(session.id, msg.transfer, self.now())
+        if transfer is None:
+            raise Refused("no_such_transfer", "no such transfer (it may have expired); "
+                          "fetch the file again")
+        if self.relay_port == 0:
+            raise Refused("no_relay", "this server has no relay: peers must connect directly")
+        if not (self._linked(transfer.holder)
+                and self.tracker.holds(transfer.holder, transfer.file)):
+            raise Refused("no_peers", "the peer of this transfer is not online now")
+        holder = self.sessions[transfer.holder]
+        if not self.relay_allowed(transfer.id):
+            # One call to the relay per live ticket: asking again must not
+            # make the holder dial the relay again and again.
+            self.relay_tickets[transfer.id] = self.now() + RELAY_TICKET_SECONDS
+            self._send(holder, wire.PeerRequest(
+                transfer.id, transfer.key, transfer.file, session.name, self.relay_port
+            ))
+        self._send(session, wire.RelayOpen(transfer.id, self.relay_port))
 
     # --- administration -------------------------------------------------------
 
