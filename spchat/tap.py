@@ -18,6 +18,7 @@ from spchat.server.accounts import LoginThrottle, PasswordWorker
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
 from spchat.server.presence import PresenceServer
+from spchat.server.relay import RelayFactory
 from spchat.server.store import Store, StoreError
 from spchat.server.identity import (
     IdentityError,
@@ -96,10 +97,16 @@ class ChatService(service.Service):
         self.sweeper.clock = reactor
         self.pruner = task.LoopingCall(self.prune)
         self.pruner.clock = reactor
-        self.port = self.udp_port = None
+        # The file-sharing relay, when sharing is on and the relay is not off.
+        self.relay = None
+        if cfg.relay_max_bps > 0 and cfg.max_share_bytes > 0:
+            self.relay = RelayFactory(
+                reactor, self.core.relay_allowed, self.core.relay_used, cfg.relay_max_bps
+            )
+        self.port = self.udp_port = self.relay_port = None
 
     def listen(self):
-        """Bind the TCP and UDP ports; raise CannotListenError if one is taken."""
+        """Bind the TCP, UDP and relay ports; raise CannotListenError if one is taken."""
         # A deep accept queue: after a network blip every client comes back
         # at once, and Twisted's default of 50 would drop the SYNs beyond it
         # (each dropped one waits a second or more to retry).
@@ -114,6 +121,23 @@ class ChatService(service.Service):
         except net_error.CannotListenError:
             self.port.stopListening()
             raise
+        if self.relay is not None:
+            try:
+                self.relay_port = self.reactor.listenTCP(
+                    self.cfg.relay_port, self.relay, backlog=LISTEN_BACKLOG,
+                    interface=self.cfg.server_host,
+                )
+            except net_error.CannotListenError:
+                self.port.stopListening()
+                self.udp_port.stopListening()
+                raise
+            relay = self.relay_port.getHost()
+            # Peers learn the relay's port from the server (it may have been 0: any).
+            self.core.relay_port = relay.port
+            self.log.info(
+                "file-sharing relay on {host}:{port}, at most {bps} bytes/s per transfer",
+                host=relay.host, port=relay.port, bps=self.cfg.relay_max_bps,
+            )
         address = self.port.getHost()
         udp = self.udp_port.getHost().port
         # Clients learn the beacon's port at login (it may have been 0: any).
@@ -171,6 +195,10 @@ class ChatService(service.Service):
         self.passwords.stop()
         self.store.close()
         waits = []
+        if self.relay_port is not None:
+            waits.append(defer.maybeDeferred(self.relay_port.stopListening))
+            self.relay_port = None
+            self.relay.close_all()
         if self.udp_port is not None:
             waits.append(defer.maybeDeferred(self.udp_port.stopListening))
             self.udp_port = None

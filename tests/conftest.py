@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def server_config(data_dir, **options):
-    """A configuration for a test server on a free loopback port."""
-    given = {"host": "127.0.0.1", "tcp-port": "0", "udp-port": "0", "data-dir": str(data_dir)}
+    """A configuration for a test server on free loopback ports."""
+    given = {"host": "127.0.0.1", "tcp-port": "0", "udp-port": "0", "relay-port": "0",
+             "data-dir": str(data_dir)}
     given.update(options)
     cfg, _ = config.load_config(options=given, environ={}, dotenv_path=data_dir / "no.env")
     return cfg
@@ -122,6 +123,7 @@ def subprocess_env(tmp_path, **extra):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env["SPCHAT_CONFIG_DIR"] = str(tmp_path / "client-config")
     env["PYTHONUNBUFFERED"] = "1"
+    env["CHAT_RELAY_PORT"] = "0"  # a server started here takes any free port for its relay
     env.update(extra)
     return env
 

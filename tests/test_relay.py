@@ -11,10 +11,11 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import formatEvent, globalLogPublisher
 
+from spchat import config
 from spchat.server import relay as relay_module
 from spchat.server.relay import RelayFactory
 
-from conftest import wait_until
+from conftest import server_config, start_service, stop_services, wait_until
 
 UNCAPPED = 10**12  # bytes per second: the cap never bites
 
@@ -347,3 +348,41 @@ def test_at_most_max_relays_at_once(make_relay, tickets):
     yield wait_until(lambda: waiting[0].received == 2)
     assert not any(peer.closed for peer in waiting + [serve])
 
+
+# --- the chat server's relay -------------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_chat_server_runs_the_relay_on_its_own_port(tmp_path):
+    service = start_service(server_config(tmp_path / "data"))
+    try:
+        port = service.core.relay_port
+        assert port not in (0, 5002, service.address.port)
+        assert port == service.relay_port.getHost().port
+        assert service.relay.max_bps == config.Config().relay_max_bps
+        service.core.relay_tickets["t-chat"] = service.core.now() + 60
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+        fetch = yield connectProtocol(endpoint, Peer())
+        fetch.transport.write(header("t-chat", "fetch"))
+        serve = yield connectProtocol(endpoint, Peer())
+        serve.transport.write(header("t-chat", "serve") + b"through the server")
+        yield wait_until(lambda: fetch.received == 18)
+        assert fetch.head == b"through the server"
+        assert not service.core.relay_allowed("t-chat")  # the ticket is spent
+    finally:
+        stop_services(service)
+    yield wait_until(lambda: fetch.closed and serve.closed)
+
+
+@pytest.mark.parametrize("settings", [{"CHAT_RELAY_MAX_BPS": "0"}, {"CHAT_MAX_SHARE_BYTES": "0"}])
+def test_no_relay_when_it_or_sharing_is_off(tmp_path, settings):
+    data = tmp_path / "data"
+    cfg, _ = config.load_config(
+        options={"host": "127.0.0.1", "tcp-port": "0", "udp-port": "0", "data-dir": str(data)},
+        environ=settings, dotenv_path=tmp_path / "no.env")
+    service = start_service(cfg)
+    try:
+        assert service.relay is None and service.relay_port is None
+        assert service.core.relay_port == 0
+    finally:
+        stop_services(service)
