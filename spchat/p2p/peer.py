@@ -1,0 +1,299 @@
+"""One encrypted connection between two peers for one transfer.
+
+The server gives both peers the same fresh 32-byte key and a transfer id
+over their encrypted chat channels.  The downloader (initiator) opens with
+the transfer id in clear, so that the holder knows which key to expect, then
+both run Noise ``NNpsk0`` with that key: only the two peers the server
+introduced can complete it, and the transfer id is in the prologue, so a
+changed id fails the handshake.  After it, every Int32 frame is one
+encrypted ``peerwire`` message.
+
+The connection is the same over a direct TCP connection and through the
+server's relay (which only pipes bytes): there the downloader first sends
+the relay's header line, and so does the holder, who already knows the
+transfer.  Who is initiator follows the role, not who dialled.
+"""
+
+from __future__ import annotations
+
+import re
+
+from twisted.internet import defer
+from twisted.internet import error as net_error
+from twisted.internet.protocol import ClientFactory, Factory
+from twisted.protocols.basic import Int32StringReceiver
+
+from spchat import noise
+from spchat.p2p import peerwire
+
+PROTOCOL = "Noise_NNpsk0_25519_AESGCM_SHA256"
+PROLOGUE = b"spchat-p2p/1 "
+TRANSFER_RE = re.compile(rb"[0-9a-f]{32}")
+# The holder waits this long to hear of a transfer from the server (the two
+# messages travel on different connections and may cross).
+INTRODUCTION_WAIT = 5.0
+HANDSHAKE_SECONDS = 10.0
+
+
+def relay_header(transfer: str, side: str) -> bytes:
+    """The line that opens a connection to the relay."""
+    return f"spchat-relay {transfer} {side}\n".encode("ascii")
+
+
+class PeerConnection(Int32StringReceiver):
+    """``handler`` gets ``peer_open(conn)``, ``peer_message(conn, msg)`` and
+    ``peer_closed(conn, reason)``.  The responder learns its key and handler
+    from ``introductions.wait(transfer)`` (a Deferred of (key, handler, name)
+    or None)."""
+
+    MAX_LENGTH = noise.MAX_MESSAGE_LEN
+
+    def __init__(self, clock, initiator: bool, transfer: str, key: bytes | None = None,
+                 handler=None, name: str = "?", introductions=None, preamble: bytes = b"",
+                 path: str = "direct"):
+        self.clock = clock
+        self.initiator = initiator
+        self.transfer = transfer
+        self.key = key
+        self.handler = handler
+        self.name = name  # the peer's chat name
+        self.path = path  # "direct" or "relay"
+        self.introductions = introductions
+        self.preamble = preamble
+        self.manifest = None
+        self._hs: noise.HandshakeState | None = None
+        self._send = self._recv = None
+        self._timer = None
+        self.closing = False
+        self.reason = ""
+        self.opened = defer.Deferred()  # fires once the handshake is done
+
+    # --- set-up ---------------------------------------------------------------
+
+    def connectionMade(self):
+        self._timer = self.clock.callLater(HANDSHAKE_SECONDS, self.fail,
+                                           "no handshake within the time allowed")
+        if self.preamble:
+            self.transport.write(self.preamble)
+        if self.initiator:
+            self.sendString(self.transfer.encode("ascii"))
+            self._start_handshake()
+            self.sendString(self._hs.write_message())
+
+    def _start_handshake(self) -> None:
+        self.manifest = self.handler.manifest
+        self._hs = noise.HandshakeState(
+            PROTOCOL, self.initiator, prologue=PROLOGUE + self.transfer.encode("ascii"),
+            psks=[self.key])
+
+    def stringReceived(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        if self._recv is not None:
+            try:
+                plaintext = self._recv.decrypt_with_ad(b"", frame)
+            except noise.NoiseError:
+                self.fail("a frame failed authentication")
+                return
+            try:
+                msg = peerwire.decode(plaintext, self.manifest)
+            except peerwire.PeerWireError as e:
+                self.fail(str(e))
+                return
+            self.handler.peer_message(self, msg)
+        elif self._hs is None and not self.initiator:
+            self._introduced(frame)
+        else:
+            self._handshake_frame(frame)
+
+    def _introduced(self, frame: bytes) -> None:
+        """The responder's first frame: which transfer this is."""
+        if not TRANSFER_RE.fullmatch(frame) or (
+                self.transfer and frame.decode("ascii") != self.transfer):
+            self.fail("not a transfer this peer knows")
+            return
+        self.transfer = frame.decode("ascii")
+        if self.key is not None:  # through the relay: known already
+            self._start_handshake()
+            return
+        self.transport.pauseProducing()  # the handshake waits for the key
+        self.introductions.wait(self.transfer).addCallback(self._known)
+
+    def _known(self, known) -> None:
+        if self.closing:
+            return
+        if known is None:
+            self.fail("the server did not introduce this peer")
+            return
+        self.key, self.handler, self.name = known
+        self._start_handshake()
+        self.transport.resumeProducing()
+
+    def _handshake_frame(self, frame: bytes) -> None:
+        try:
+            self._hs.read_message(frame)
+            if not self._hs.complete:
+                self.sendString(self._hs.write_message())
+        except noise.NoiseError as e:
+            self.fail(f"handshake failed (wrong key?): {e}")
+            return
+        self._send, self._recv = self._hs.split()
+        self._hs = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        # Back-pressure: while our sends wait (a peer that does not read),
+        # stop reading its requests.
+        self.transport.registerProducer(self, True)
+        self.handler.peer_open(self)
+        self.opened.callback(self)
+
+    # --- producer: pause reading while our own writes are stuck ---------------
+
+    def pauseProducing(self):
+        if not self.closing:
+            self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        if not self.closing:
+            self.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
+
+    # --- sending and closing ----------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self._send is not None and not self.closing
+
+    def send(self, msg) -> None:
+        if self.is_open:
+            plain = peerwire.encode(msg, len(self.manifest.pieces))
+            self.sendString(self._send.encrypt_with_ad(b"", plain))
+
+    def lengthLimitExceeded(self, length: int) -> None:
+        self.fail(f"a frame of {length} bytes is over the limit")
+
+    def fail(self, reason: str) -> None:
+        """Close at once: the peer broke the rules, or is of no use."""
+        if self.closing:
+            return
+        self.reason = reason
+        self.closing = True
+        self.transport.abortConnection()
+
+    def close(self, reason: str) -> None:
+        """Close after what is written has gone."""
+        if self.closing:
+            return
+        self.reason = reason
+        self.closing = True
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason=net_error.ConnectionDone):
+        self.closing = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        if not self.reason:
+            self.reason = "connection closed" if reason.check(net_error.ConnectionDone) \
+                else f"connection lost ({reason.getErrorMessage()})"
+        if not self.opened.called:
+            self.opened.errback(PeerFailed(self.reason))
+        elif self.handler is not None:
+            self.handler.peer_closed(self, self.reason)
+
+
+class PeerFailed(Exception):
+    """The peer connection did not open: refused, timed out, wrong key."""
+
+
+class Introductions:
+    """The holder's table of transfers the server announced: transfer id ->
+    (key, handler, downloader's name), each usable once, for a while."""
+
+    TTL = 120.0
+
+    def __init__(self, clock, wait: float = INTRODUCTION_WAIT):
+        self.clock = clock
+        self.wait_seconds = wait
+        self._known: dict[str, tuple] = {}
+        self._waiting: dict[str, list[defer.Deferred]] = {}
+
+    def add(self, transfer: str, key: bytes, handler, name: str) -> None:
+        self._known[transfer] = (key, handler, name)
+        self.clock.callLater(self.TTL, self._known.pop, transfer, None)
+        for d in self._waiting.pop(transfer, []):
+            if not d.called:
+                d.callback(self._known.pop(transfer, None))
+
+    def take(self, transfer: str):
+        return self._known.pop(transfer, None)
+
+    def wait(self, transfer: str) -> defer.Deferred:
+        """The introduction, now or when it arrives; None after
+        ``wait_seconds`` without it."""
+        known = self.take(transfer)
+        if known is not None:
+            return defer.succeed(known)
+        d = defer.Deferred()
+        waiting = self._waiting.setdefault(transfer, [])
+        waiting.append(d)
+
+        def give_up():
+            if not d.called:
+                waiting.remove(d)
+                d.callback(None)
+
+        self.clock.callLater(self.wait_seconds, give_up)
+        return d
+
+
+class ListenFactory(Factory):
+    """Peers connecting to us: we hold a file they want."""
+
+    def __init__(self, clock, introductions: Introductions):
+        self.clock = clock
+        self.introductions = introductions
+
+    def buildProtocol(self, addr):
+        conn = PeerConnection(self.clock, initiator=False, transfer="",
+                              introductions=self.introductions)
+        conn.opened.addErrback(lambda _: None)  # a failed caller: nothing to tell
+        return conn
+
+
+class DialFactory(ClientFactory):
+    """One outgoing peer connection; ``result`` fires with it once its
+    handshake is done, or fails with PeerFailed."""
+
+    def __init__(self, make, where: str):
+        self.make = make
+        self.where = where
+        self.result = defer.Deferred()
+
+    def buildProtocol(self, addr):
+        conn = self.make()
+        conn.opened.addBoth(self._settle)
+        return conn
+
+    def _settle(self, outcome):
+        if not self.result.called:
+            if isinstance(outcome, PeerConnection):
+                self.result.callback(outcome)
+            else:
+                self.result.errback(outcome)
+        return None
+
+    def clientConnectionFailed(self, connector, reason):
+        if not self.result.called:
+            self.result.errback(PeerFailed(f"cannot connect to {self.where}: "
+                                           f"{reason.getErrorMessage()}"))
+
+
+def dial(reactor, host: str, port: int, make, timeout: float) -> defer.Deferred:
+    """Connect and finish the handshake: a Deferred of the open
+    PeerConnection, failing with PeerFailed.  (A handshake that never ends
+    is cut by the connection's own timer.)"""
+    factory = DialFactory(make, f"{host}:{port}")
+    reactor.connectTCP(host, port, factory, timeout=timeout)
+    return factory.result

@@ -1,0 +1,413 @@
+"""One file's swarm on this peer: serving what we have, fetching what we lack.
+
+Every peer connection of a file reports here (``peer_open``,
+``peer_message``, ``peer_closed``).  Serving: a request for a piece we have
+is answered with its block (an optional upload cap paces the answers); any
+other is rejected.  Fetching (when a ``Download`` is given): the picker says
+which piece to ask each peer for; a piece is asked of one peer, block by
+block, ``PIPELINE`` blocks in flight per peer; a piece that is complete is
+hashed before it is written or announced; a bad one is a strike against the
+one peer that sent it and is asked for again, elsewhere if possible.  A
+peer that sends a block nobody asked for, or does not answer for
+``REQUEST_TIMEOUT`` seconds, is dropped and its pieces go to the others.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from twisted.internet import task
+
+from spchat.p2p import peerwire
+from spchat.p2p.manifest import Manifest
+from spchat.p2p.picker import PiecePicker
+from spchat.p2p.storage import Download, StorageError
+
+BLOCK = peerwire.MAX_BLOCK
+PIPELINE = 16  # blocks asked of one peer at a time (512 KiB)
+REQUEST_TIMEOUT = 15.0
+MAX_STRIKES = 3  # bad pieces before a peer is dropped
+MAX_QUEUED_REQUESTS = 512  # unanswered requests one peer may pile up (upload cap)
+CACHE_BYTES = 32 * 1024 * 1024  # verified pieces kept for serving
+TICK_SECONDS = 1.0
+
+
+class SeedFile:
+    """A whole file on disk, offered to others.  Each piece is hashed again
+    before it is served: a file changed since it was shared must not spread
+    bad data."""
+
+    def __init__(self, path, manifest: Manifest):
+        self.path = path
+        self.manifest = manifest
+        self._fd = os.open(path, os.O_RDONLY)
+        self.have = set(range(len(manifest.pieces)))
+
+    def read_piece(self, index: int) -> bytes | None:
+        offset, length = self.manifest.piece_range(index)
+        data = os.pread(self._fd, length, offset)
+        if not self.manifest.verify(index, data):
+            self.have.discard(index)  # changed on disk: no longer ours to give
+            return None
+        return data
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class PartialFile:
+    """What a download has so far, offered to others (every piece in it was
+    verified before it was written)."""
+
+    def __init__(self, download: Download):
+        self.download = download
+        self.have = download.have
+
+    def read_piece(self, index: int) -> bytes | None:
+        return self.download.read_piece(index) if index in self.have else None
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class PeerState:
+    conn: object
+    have: set = field(default_factory=set)
+    asked: dict = field(default_factory=dict)  # (piece, offset) -> (length, when)
+    cancelled: set = field(default_factory=set)  # asked, then cancelled: may still come
+    todo: dict = field(default_factory=dict)  # piece -> offsets not yet asked (a stack)
+    buffers: dict = field(default_factory=dict)  # piece -> bytearray being filled
+    filled: dict = field(default_factory=dict)  # piece -> bytes received so far
+    queued: int = 0  # its requests waiting for the upload cap
+    strikes: int = 0
+
+
+@dataclass
+class PeerStats:
+    """What one peer (by chat name) did for us, for progress and summaries."""
+
+    path: str = "direct"
+    received: int = 0
+    sent: int = 0
+    bad_pieces: int = 0
+    connected: bool = False
+    dropped: str = ""
+
+
+class Swarm:
+    def __init__(self, clock, manifest: Manifest, source, download: Download | None = None,
+                 upload_bps: int = 0, on_piece=lambda index: None,
+                 on_complete=lambda: None, on_failed=lambda reason: None):
+        self.clock = clock
+        self.manifest = manifest
+        self.source = source
+        self.download = download
+        self.upload_bps = upload_bps
+        self.on_piece = on_piece
+        self.on_complete = on_complete
+        self.on_failed = on_failed
+        self.peers: dict[object, PeerState] = {}
+        self.stats: dict[str, PeerStats] = {}
+        self.banned: set[str] = set()  # names dropped for bad data
+        self.failed: str | None = None
+        self.picker = None
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self._serve_queue: deque = deque()
+        self._tokens = float(upload_bps)
+        self._refill_at = clock.seconds()
+        self._serve_call = None
+        self._ticker = None
+        if download is not None and not download.complete:
+            self.picker = PiecePicker(len(manifest.pieces), download.have)
+            self._ticker = task.LoopingCall(self._tick)
+            self._ticker.clock = clock
+            self._ticker.start(TICK_SECONDS, now=False)
+
+    # --- progress -------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self.picker is None or self.picker.complete
+
+    def bytes_done(self) -> int:
+        have = self.picker.have if self.picker is not None else self.source.have
+        return sum(self.manifest.piece_range(i)[1] for i in have)
+
+    def stats_for(self, conn) -> PeerStats:
+        return self.stats.setdefault(conn.name, PeerStats(path=conn.path))
+
+    def unreachable(self, name: str, path: str, reason: str) -> None:
+        """A peer we could not connect to, for the summary."""
+        stats = self.stats.setdefault(name, PeerStats(path=path))
+        if not stats.connected:
+            stats.path, stats.dropped = path, reason
+
+    # --- the connection's handler interface ------------------------------------
+
+    def peer_open(self, conn) -> None:
+        if conn.name in self.banned:
+            conn.fail("dropped earlier for sending bad data")
+            return
+        self.peers[conn] = PeerState(conn)
+        stats = self.stats_for(conn)
+        stats.connected, stats.path, stats.dropped = True, conn.path, ""
+        conn.send(peerwire.Bitfield(frozenset(self.source.have)))
+
+    def peer_closed(self, conn, reason: str) -> None:
+        peer = self.peers.pop(conn, None)
+        if peer is None:
+            return
+        stats = self.stats_for(conn)
+        stats.connected = False
+        stats.dropped = stats.dropped or reason
+        self._serve_queue = deque(item for item in self._serve_queue if item[0] is not conn)
+        if self.picker is not None:
+            for piece in peer.buffers:
+                self.picker.failed(piece, conn)
+            self.picker.peer_gone(conn)
+            self._fill_all()
+
+    def peer_message(self, conn, msg) -> None:
+        peer = self.peers.get(conn)
+        if peer is None:
+            return
+        if isinstance(msg, peerwire.Block):
+            self._block(peer, msg)
+        elif isinstance(msg, peerwire.Request):
+            self._requested(peer, msg)
+        elif isinstance(msg, peerwire.Have):
+            peer.have.add(msg.piece)
+            if self.picker is not None:
+                self.picker.peer_have(conn, msg.piece)
+                self._fill(peer)
+        elif isinstance(msg, peerwire.Bitfield):
+            peer.have = set(msg.have)
+            if self.picker is not None:
+                self.picker.peer_has(conn, peer.have)
+                self._fill(peer)
+        elif isinstance(msg, peerwire.Reject):
+            self._rejected(peer, msg)
+        elif isinstance(msg, peerwire.Cancel):
+            before = len(self._serve_queue)
+            self._serve_queue = deque(
+                item for item in self._serve_queue
+                if not (item[0] is conn and (item[1].piece, item[1].offset)
+                        == (msg.piece, msg.offset)))
+            peer.queued -= before - len(self._serve_queue)
+        self._close_if_useless(peer)
+
+    # --- serving ------------------------------------------------------------------
+
+    def _requested(self, peer: PeerState, req: peerwire.Request) -> None:
+        if self.upload_bps:
+            if peer.queued >= MAX_QUEUED_REQUESTS:
+                peer.conn.fail("too many requests waiting")
+                return
+            peer.queued += 1
+            self._serve_queue.append((peer.conn, req))
+            self._serve_due()
+        else:
+            self._serve(peer, req)
+
+    def _serve(self, peer: PeerState, req: peerwire.Request) -> None:
+        data = self._piece(req.piece)
+        if data is None:
+            peer.conn.send(peerwire.Reject(req.piece, req.offset, req.length))
+            return
+        block = data[req.offset:req.offset + req.length]
+        peer.conn.send(peerwire.Block(req.piece, req.offset, block))
+        self.stats_for(peer.conn).sent += len(block)
+
+    def _piece(self, index: int) -> bytes | None:
+        data = self._cache.get(index)
+        if data is not None:
+            self._cache.move_to_end(index)
+            return data
+        if index not in self.source.have:
+            return None
+        data = self.source.read_piece(index)
+        if data is not None:
+            self._cache[index] = data
+            self._cache_bytes += len(data)
+            while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
+                self._cache_bytes -= len(self._cache.popitem(last=False)[1])
+        return data
+
+    def _serve_due(self) -> None:
+        """Answer queued requests as the upload cap allows."""
+        self._serve_call = None
+        now = self.clock.seconds()
+        self._tokens = min(float(self.upload_bps),
+                           self._tokens + (now - self._refill_at) * self.upload_bps)
+        self._refill_at = now
+        while self._serve_queue and self._tokens > 0:
+            conn, req = self._serve_queue.popleft()
+            peer = self.peers.get(conn)
+            if peer is None:
+                continue
+            peer.queued -= 1
+            self._tokens -= req.length
+            self._serve(peer, req)
+        if self._serve_queue:
+            wait = max(0.001, -self._tokens / self.upload_bps)
+            self._serve_call = self.clock.callLater(wait, self._serve_due)
+
+    # --- fetching -----------------------------------------------------------------
+
+    def _fill_all(self) -> None:
+        for peer in list(self.peers.values()):
+            self._fill(peer)
+
+    def _fill(self, peer: PeerState) -> None:
+        """Keep PIPELINE blocks asked of this peer."""
+        if self.picker is None or self.failed or peer.conn.closing:
+            return
+        now = self.clock.seconds()
+        while len(peer.asked) < PIPELINE:
+            piece = next((p for p, offsets in peer.todo.items() if offsets), None)
+            if piece is None:
+                piece = self.picker.next_piece(peer.conn)
+                if piece is None:
+                    return
+                _, length = self.manifest.piece_range(piece)
+                peer.todo[piece] = list(range(0, length, BLOCK))[::-1]
+                peer.buffers[piece] = bytearray(length)
+                peer.filled[piece] = 0
+            offset = peer.todo[piece].pop()
+            length = min(BLOCK, self.manifest.piece_range(piece)[1] - offset)
+            peer.asked[(piece, offset)] = (length, now)
+            peer.conn.send(peerwire.Request(piece, offset, length))
+
+    def _block(self, peer: PeerState, block: peerwire.Block) -> None:
+        key = (block.piece, block.offset)
+        asked = peer.asked.pop(key, None)
+        if asked is None:
+            if key in peer.cancelled:  # crossed our cancel: fine
+                peer.cancelled.discard(key)
+                return
+            peer.conn.fail(f"sent a block nobody asked for (piece {block.piece})")
+            return
+        if len(block.data) != asked[0]:
+            peer.conn.fail(f"sent {len(block.data)} bytes for a request of {asked[0]}")
+            return
+        self.stats_for(peer.conn).received += len(block.data)
+        buffer = peer.buffers[block.piece]
+        buffer[block.offset:block.offset + len(block.data)] = block.data
+        peer.filled[block.piece] += len(block.data)
+        if peer.filled[block.piece] == len(buffer):
+            self._piece_in(peer, block.piece)
+        self._fill(peer)
+
+    def _forget(self, peer: PeerState, piece: int, cancel: bool) -> None:
+        """Stop fetching ``piece`` from this peer."""
+        peer.todo.pop(piece, None)
+        peer.buffers.pop(piece, None)
+        peer.filled.pop(piece, None)
+        for key in [k for k in peer.asked if k[0] == piece]:
+            length, _ = peer.asked.pop(key)
+            if cancel:
+                peer.cancelled.add(key)
+                peer.conn.send(peerwire.Cancel(piece, key[1], length))
+
+    def _piece_in(self, peer: PeerState, piece: int) -> None:
+        data = bytes(peer.buffers[piece])
+        self._forget(peer, piece, cancel=False)
+        if not self.manifest.verify(piece, data):
+            self._strike(peer, piece)
+            return
+        try:
+            self.download.write_piece(piece, data)
+        except StorageError as e:
+            self.fail(str(e))
+            return
+        for other in self.picker.done(piece):
+            if other is not peer.conn and other in self.peers:
+                self._forget(self.peers[other], piece, cancel=True)
+        for conn in list(self.peers):
+            conn.send(peerwire.Have(piece))
+        self.on_piece(piece)
+        if self.picker.complete:
+            self._completed()
+        else:
+            self._fill_all()
+
+    def _strike(self, peer: PeerState, piece: int) -> None:
+        peer.strikes += 1
+        stats = self.stats_for(peer.conn)
+        stats.bad_pieces += 1
+        self.picker.failed(piece, peer.conn)
+        if peer.strikes >= MAX_STRIKES:
+            self.banned.add(peer.conn.name)
+            stats.dropped = f"dropped: {peer.strikes} pieces did not match their hashes"
+            peer.conn.fail(stats.dropped)
+        self._fill_all()
+
+    def _rejected(self, peer: PeerState, reject: peerwire.Reject) -> None:
+        if peer.asked.pop((reject.piece, reject.offset), None) is None:
+            return
+        self._forget(peer, reject.piece, cancel=True)
+        # It said it had the piece, but will not give it: ask others.
+        peer.have.discard(reject.piece)
+        self.picker.failed(reject.piece, peer.conn)
+        self.picker.peer_has(peer.conn, peer.have)
+        self._fill_all()
+
+    def _tick(self) -> None:
+        """Drop peers that stopped answering; their pieces go elsewhere."""
+        deadline = self.clock.seconds() - REQUEST_TIMEOUT
+        for peer in list(self.peers.values()):
+            if peer.asked and min(when for _, when in peer.asked.values()) < deadline:
+                peer.conn.fail(f"no answer for {REQUEST_TIMEOUT:g} s")
+
+    def _completed(self) -> None:
+        self._stop_ticker()
+        for peer in list(self.peers.values()):
+            for piece in list(peer.buffers):
+                self._forget(peer, piece, cancel=True)
+        self.on_complete()
+        for peer in list(self.peers.values()):
+            self._close_if_useless(peer)
+
+    def _close_if_useless(self, peer: PeerState) -> None:
+        """Two peers with the whole file have nothing to give each other."""
+        pieces = len(self.manifest.pieces)
+        if self.complete and len(peer.have) == pieces and len(self.source.have) == pieces:
+            peer.conn.close("both have the whole file")
+
+    # --- the end ------------------------------------------------------------------
+
+    def fail(self, reason: str) -> None:
+        """The download cannot go on (the disk is full...): stop it."""
+        if self.failed:
+            return
+        self.failed = reason
+        self._stop_ticker()
+        for conn in list(self.peers):
+            conn.close(reason)
+        self.on_failed(reason)
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        self._ticker = None
+
+    def become_seed(self, source) -> None:
+        """The download is finished and renamed: serve the file from there."""
+        self.source.close()
+        self.source = source
+        self._cache.clear()
+        self._cache_bytes = 0
+
+    def close(self) -> None:
+        self._stop_ticker()
+        if self._serve_call is not None and self._serve_call.active():
+            self._serve_call.cancel()
+        for conn in list(self.peers):
+            conn.close("no longer sharing")
+        self.source.close()

@@ -1,0 +1,247 @@
+"""Peers over real loopback connections, without a server: the peer
+handshake and the swarm's rules (several seeders, bad data, hostile peers)."""
+
+import hashlib
+import os
+import secrets
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from spchat.p2p import peer, peerwire, swarm as swarm_mod
+from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
+from spchat.p2p.storage import Download
+from spchat.p2p.swarm import SeedFile, Swarm
+
+from conftest import wait_until
+
+PIECE = MIN_PIECE_SIZE * 4  # 64 KiB: two blocks a piece
+
+
+class Seeder:
+    """A peer that holds the whole file and takes connections."""
+
+    def __init__(self, path, manifest, source=None, upload_bps=0):
+        self.swarm = Swarm(reactor, manifest, source or SeedFile(path, manifest),
+                           upload_bps=upload_bps)
+        self.intros = peer.Introductions(reactor, wait=0.5)
+        self.port = reactor.listenTCP(0, peer.ListenFactory(reactor, self.intros),
+                                      interface="127.0.0.1")
+
+    def introduce(self, name="downloader"):
+        transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
+        self.intros.add(transfer, key, self.swarm, name)
+        return transfer, key
+
+    def stop(self):
+        self.swarm.close()
+        return self.port.stopListening()
+
+
+class FlippingSeed(SeedFile):
+    """Serves pieces with one byte changed: a broken or hostile peer."""
+
+    def read_piece(self, index):
+        data = bytearray(super().read_piece(index))
+        data[len(data) // 2] ^= 0xFF
+        return bytes(data)
+
+
+@pytest.fixture
+def shared(tmp_path):
+    path = tmp_path / "shared.bin"
+    path.write_bytes(os.urandom(40 * PIECE + 1234))
+    return path, build_manifest(path, PIECE)
+
+
+def connect(downloader: Swarm, seeder: Seeder, name: str, key=None):
+    transfer, real_key = seeder.introduce()
+    return peer.dial(reactor, "127.0.0.1", seeder.port.getHost().port,
+                     lambda: peer.PeerConnection(reactor, True, transfer, key or real_key,
+                                                 downloader, name),
+                     timeout=5)
+
+
+def downloading(tmp_path, manifest):
+    download = Download(tmp_path / "downloads", manifest)
+    done = defer.Deferred()
+    swarm = Swarm(reactor, manifest, swarm_mod.PartialFile(download), download,
+                  on_complete=lambda: done.callback(None))
+    return swarm, download, done
+
+
+@pytest_twisted.inlineCallbacks
+def test_three_seeders_each_give_a_share_and_the_file_is_whole(tmp_path, shared):
+    path, manifest = shared
+    seeders = [Seeder(path, manifest) for _ in range(3)]
+    swarm, download, done = downloading(tmp_path, manifest)
+    try:
+        for i, seeder in enumerate(seeders):
+            yield connect(swarm, seeder, f"seed{i}")
+        yield done
+        saved = download.finish()
+        assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(
+            path.read_bytes()).digest()
+        received = {name: s.received for name, s in swarm.stats.items()}
+        assert sum(received.values()) >= manifest.size
+        assert all(r > 0 for r in received.values()), received
+    finally:
+        swarm.close()
+        for seeder in seeders:
+            yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_peer_with_the_wrong_key_cannot_connect(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    swarm, download, _ = downloading(tmp_path, manifest)
+    try:
+        with pytest.raises(peer.PeerFailed):
+            yield connect(swarm, seeder, "seed", key=b"\x01" * 32)
+        assert not download.have
+        assert not seeder.swarm.peers  # nothing was served
+    finally:
+        swarm.close()
+        yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_peer_the_server_did_not_introduce_is_turned_away(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    swarm, _, _ = downloading(tmp_path, manifest)
+    try:
+        with pytest.raises(peer.PeerFailed):
+            yield peer.dial(reactor, "127.0.0.1", seeder.port.getHost().port,
+                            lambda: peer.PeerConnection(reactor, True, "ab" * 16,
+                                                        b"\x02" * 32, swarm, "x"),
+                            timeout=5)
+    finally:
+        swarm.close()
+        yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_bad_pieces_are_fetched_again_elsewhere_and_the_flipper_is_dropped(tmp_path, shared):
+    path, manifest = shared
+    honest = Seeder(path, manifest)
+    flipper = Seeder(path, manifest, source=FlippingSeed(path, manifest))
+    swarm, download, done = downloading(tmp_path, manifest)
+    try:
+        yield connect(swarm, flipper, "flipper")
+        yield connect(swarm, honest, "honest")
+        yield done
+        saved = download.finish()
+        assert saved.read_bytes() == path.read_bytes()
+        bad = swarm.stats["flipper"]
+        assert bad.bad_pieces == swarm_mod.MAX_STRIKES
+        assert "did not match" in bad.dropped and not bad.connected
+        assert "flipper" in swarm.banned
+        assert swarm.stats["honest"].bad_pieces == 0
+    finally:
+        swarm.close()
+        yield honest.stop()
+        yield flipper.stop()
+
+
+class Hostile(Swarm):
+    """A seeder that answers the bitfield with a block nobody asked for."""
+
+    def peer_open(self, conn):
+        super().peer_open(conn)
+        conn.send(peerwire.Block(0, 100, b"x" * 100))  # no request starts there
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_unsolicited_block_closes_the_connection(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    seeder.swarm = Hostile(reactor, manifest, SeedFile(path, manifest))
+    swarm, download, _ = downloading(tmp_path, manifest)
+    try:
+        yield connect(swarm, seeder, "hostile")
+        yield wait_until(lambda: "hostile" in swarm.stats and not swarm.stats["hostile"].connected)
+        assert "nobody asked for" in swarm.stats["hostile"].dropped
+        assert 0 not in download.have
+    finally:
+        swarm.close()
+        yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_out_of_range_request_closes_the_connection(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    closed = defer.Deferred()
+
+    class Asker:
+        manifest = seeder.swarm.manifest
+
+        def peer_open(self, conn):
+            # Bypass the encoder's checks: piece 0, bytes past its end.
+            conn.sendString(conn._send.encrypt_with_ad(
+                b"", peerwire._RANGE.pack(peerwire.REQUEST, 0, PIECE - 10, 100)))
+
+        def peer_message(self, conn, msg):
+            pass
+
+        def peer_closed(self, conn, reason):
+            closed.callback(reason)
+
+    transfer, key = seeder.introduce()
+    try:
+        yield peer.dial(reactor, "127.0.0.1", seeder.port.getHost().port,
+                        lambda: peer.PeerConnection(reactor, True, transfer, key, Asker(), "a"),
+                        timeout=5)
+        yield closed
+        assert seeder.swarm.stats["downloader"].sent == 0
+    finally:
+        yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_silent_peer_is_dropped_and_its_pieces_go_to_another(tmp_path, shared, monkeypatch):
+    path, manifest = shared
+    monkeypatch.setattr(swarm_mod, "REQUEST_TIMEOUT", 0.5)
+    monkeypatch.setattr(swarm_mod, "TICK_SECONDS", 0.1)
+
+    class Mute(Swarm):
+        def _requested(self, peer_state, req):
+            pass  # never answers
+
+    mute = Seeder(path, manifest)
+    mute.swarm = Mute(reactor, manifest, SeedFile(path, manifest))
+    honest = Seeder(path, manifest)
+    swarm, download, done = downloading(tmp_path, manifest)
+    try:
+        yield connect(swarm, mute, "mute")
+        yield wait_until(lambda: not swarm.stats["mute"].connected, timeout=5)
+        assert "no answer for 0.5 s" in swarm.stats["mute"].dropped
+        assert not swarm.picker._fetching  # its pieces are free for others
+        yield connect(swarm, honest, "honest")
+        yield done
+        assert download.finish().read_bytes() == path.read_bytes()
+    finally:
+        swarm.close()
+        yield mute.stop()
+        yield honest.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_upload_cap_paces_a_seeder(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest, upload_bps=2 * 1024 * 1024)
+    swarm, download, done = downloading(tmp_path, manifest)
+    try:
+        started = reactor.seconds()
+        yield connect(swarm, seeder, "slow")
+        yield done
+        took = reactor.seconds() - started
+        # 2.6 MB at 2 MiB/s, with one second's burst: over half a second.
+        assert took > (manifest.size - 2 * 1024 * 1024) / (2 * 1024 * 1024) * 0.8
+        assert download.finish().read_bytes() == path.read_bytes()
+    finally:
+        swarm.close()
+        yield seeder.stop()
