@@ -14,6 +14,7 @@ def start_server(data_dir: Path, *options: str):
     proc = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
          "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
+         "--relay-port", "0",
          "--data-dir", str(data_dir), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

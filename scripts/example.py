@@ -33,6 +33,7 @@ def start_server(workdir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
          "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
+         "--relay-port", "0",
          "--data-dir", str(workdir / "server-data")],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir,
         start_new_session=True,

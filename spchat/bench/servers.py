@@ -151,7 +151,7 @@ class SpchatServer(ServerUnderTest):
         return [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", *profile, "spchat", "--host", "127.0.0.1",
-            "--tcp-port", str(self.port), "--udp-port", "0",
+            "--tcp-port", str(self.port), "--udp-port", "0", "--relay-port", "0",
             "--data-dir", str(self.workdir / "data"),
             # A load generator is not a flooding user, and many of its
             # clients share one address.
