@@ -241,6 +241,8 @@ SETTINGS: tuple[Setting, ...] = (
             "yes: peers connect to this client directly; no: only through the relay."),
     Setting("download_dir", "CHAT_DOWNLOAD_DIR", None, ".", _path,
             "Where a client saves downloaded files (relative to the working directory)."),
+    Setting("p2p_upload_bps", "CHAT_P2P_UPLOAD_BPS", None, "0", _int_range(0, 2**53),
+            "Bytes per second a client uploads to other peers at most (0 = no limit)."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -287,6 +289,7 @@ class Config:
     p2p_port: int = _default("p2p_port")
     p2p_direct: bool = _default("p2p_direct")
     download_dir: Path = _default("download_dir")
+    p2p_upload_bps: int = _default("p2p_upload_bps")
 
 
 if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover

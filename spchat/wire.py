@@ -679,6 +679,10 @@ class RelayOpen(Message):
     port: int
 
 
+# What the server sends about file sharing (a client's sharing node takes them).
+SHARING_MESSAGES = (Offer, FileList, Swarm, PeerRequest, RelayOpen)
+
+
 # --- codec -------------------------------------------------------------------
 
 

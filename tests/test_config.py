@@ -56,6 +56,7 @@ def test_defaults(tmp_path):
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
     assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, Path("."))
+    assert cfg.p2p_upload_bps == 0
 
 
 def test_config_is_frozen():
@@ -272,6 +273,7 @@ BAD_VALUES = [
     ("CHAT_P2P_PORT", None, "-5", "port must be"),
     ("CHAT_P2P_DIRECT", None, "maybe", "yes or no"),
     ("CHAT_DOWNLOAD_DIR", None, "a\0b", "NUL"),
+    ("CHAT_P2P_UPLOAD_BPS", None, "1e6", "not an integer"),
 ]
 
 

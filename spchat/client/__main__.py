@@ -57,11 +57,15 @@ def main(argv=None) -> int:
         return 2
     for warning in warnings:
         sys.stderr.write(f"spchat: warning: {warning}\n")
-    parser, args = parse_args(sys.argv[1:] if argv is None else argv, cfg)
-
+    argv = sys.argv[1:] if argv is None else argv
     from spchat.client.pins import PinStore
 
     pins = PinStore(config.client_config_dir())
+    if argv and argv[0] in ("share", "get"):
+        from spchat.client import transfer
+
+        return transfer.main(argv, cfg, pins)
+    parser, args = parse_args(argv, cfg)
     if args.forget_server:
         return forget_server(pins, args.forget_server)
     if args.register and not args.password:
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
     host = args.host or cfg.client_host
     port = args.port or cfg.tcp_port
 
-    from twisted.internet import task
+    from twisted.internet import defer, task
 
     from spchat.client.cli import LineModeClient
     from spchat.client.session import ChatClient
@@ -84,7 +88,19 @@ def main(argv=None) -> int:
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=args.password, register=args.register,
         )
-        return LineModeClient(reactor, client).run()
+        from spchat.p2p.node import SharingNode
+
+        sharing = SharingNode(reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
+                              upload_bps=cfg.p2p_upload_bps)
+        try:
+            sharing.start()
+        except Exception as e:  # a taken CHAT_P2P_PORT: chat still works
+            sys.stderr.write(f"spchat: warning: file sharing is off: cannot take peer "
+                             f"connections on port {cfg.p2p_port}: {e}\n")
+            sharing = None
+        cli = LineModeClient(reactor, client, sharing=sharing, download_dir=cfg.download_dir)
+        return cli.run().addBoth(lambda status: (sharing.stop() if sharing else
+                                                 defer.succeed(None)).addBoth(lambda _: status))
 
     def finished(status):
         if status:

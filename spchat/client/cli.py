@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from spchat import wire
 from spchat.client.session import ChatClient, ClientError, Status
+from spchat.p2p.report import file_row_text, offer_text, progress_text, size_text, summary_text
 
 # At the end of input, how long to wait for an acknowledgement that does
 # not come before giving up.
@@ -30,8 +31,11 @@ FLUSH_WAIT_SECONDS = 10.0
 MAX_LINE_BYTES = 1 << 20
 HELP = (
     "commands: /msg NAME TEXT, /who, /history, /register PASSWORD, "
-    "/password OLD NEW, /reconnect, /quit, /help; //text says a line starting with /"
+    "/password OLD NEW, /share PATH, /unshare ID, /files, /get ID [DIR], "
+    "/reconnect, /quit, /help; //text says a line starting with /"
 )
+# A download's progress is printed this often.
+PROGRESS_SECONDS = 2.0
 # Continuation lines of a multi-line message are marked, so no user can
 # print a line that looks like it came from someone else or the server.
 CONTINUATION = "\n           | "
@@ -55,6 +59,11 @@ def render(msg: wire.Message) -> str | None:
         line = f"[{clock_text()}] * error: {msg.text}"
     elif isinstance(msg, wire.Bye):
         line = f"[{clock_text()}] * server: {msg.text}"
+    elif isinstance(msg, wire.Offer):
+        line = f"[{clock_text(msg.ts)}] * {offer_text(msg.sharer, msg.name, msg.size, msg.file)}"
+    elif isinstance(msg, wire.FileList):
+        rows = [file_row_text(row) for row in msg.files] or ["no files are offered"]
+        line = f"[{clock_text()}] * files:\n" + "\n".join(rows)
     else:
         return None
     return line.replace("\n", CONTINUATION)
@@ -106,9 +115,13 @@ class _Terminal(Protocol):
 
 
 class LineModeClient:
-    def __init__(self, reactor, client: ChatClient, err=None, stdin: int = 0, stdout: int = 1):
+    def __init__(self, reactor, client: ChatClient, err=None, stdin: int = 0, stdout: int = 1,
+                 sharing=None, download_dir="."):
         self.reactor = reactor
         self.client = client
+        self.sharing = sharing  # a SharingNode, or None: no file sharing
+        self.download_dir = download_dir
+        self._downloads: list[defer.Deferred] = []
         self.err = err or sys.stderr
         self.done: defer.Deferred = defer.Deferred()
         self.refused = 0
@@ -254,6 +267,8 @@ class LineModeClient:
                 self.notice("usage: /password OLD NEW")
             else:
                 self.client.change_password(old, new.strip())
+        elif word in ("/share", "/unshare", "/files", "/get"):
+            self.sharing_command(word, rest.strip())
         elif word == "/reconnect":
             self.client.reconnect()
         elif word == "/quit":
@@ -262,6 +277,64 @@ class LineModeClient:
             self.notice(HELP)
         else:
             self.notice(f"unknown command {word}; {HELP}")
+
+    # --- file sharing ------------------------------------------------------
+
+    def sharing_command(self, word: str, rest: str) -> None:
+        if self.sharing is None:
+            self.notice("file sharing is not available in this client")
+        elif word == "/files":
+            self.sharing.list_files()
+        elif not rest:
+            self.notice(f"usage: {word} {'PATH' if word == '/share' else 'ID'}"
+                        f"{' [DIR]' if word == '/get' else ''}")
+        elif word == "/share":
+            self._share(rest)
+        elif word == "/unshare":
+            matches = [f for f in self.sharing.seeds if f.startswith(rest.lower())]
+            if len(matches) == 1 and self.sharing.unshare(matches[0]):
+                self.notice(f"no longer sharing {matches[0][:12]}")
+            else:
+                self.notice(f"you are not sharing a file {rest}")
+        else:
+            ref, _, directory = rest.partition(" ")
+            d = self._get(ref, directory.strip() or self.download_dir)
+            self._downloads.append(d)
+
+    @defer.inlineCallbacks
+    def _share(self, path: str):
+        from spchat.p2p.node import SharingError
+
+        try:
+            file_id, manifest = yield self.sharing.share(path)
+        except SharingError as e:
+            self.refused += 1
+            self.notice(f"error: cannot share {path}: {e}")
+            return
+        self.notice(f"sharing {manifest.name} ({size_text(manifest.size)}) as {file_id[:12]}")
+
+    @defer.inlineCallbacks
+    def _get(self, ref: str, directory: str):
+        from spchat.p2p.node import SharingError
+
+        try:
+            fetch = yield self.sharing.fetch(ref, directory)
+        except SharingError as e:
+            self.refused += 1
+            self.notice(f"error: cannot get {ref}: {e}")
+            return
+        ticker = task.LoopingCall(lambda: self.notice(progress_text(fetch.progress())))
+        ticker.clock = self.reactor
+        ticker.start(PROGRESS_SECONDS, now=False)
+        try:
+            yield fetch.result
+        except SharingError as e:
+            self.refused += 1
+            self.notice(f"error: {fetch.manifest.name}: {e}")
+            return
+        finally:
+            ticker.stop()
+        self.notice(summary_text(fetch.summary()))
 
     def line_too_long(self) -> None:
         self.refused += 1
@@ -278,6 +351,10 @@ class LineModeClient:
         self._finishing = True
         if not (yield self._login):
             return  # the login failed: already reported
+        # Downloads started here finish before we leave.
+        if self._downloads:
+            self.notice(f"waiting for {len(self._downloads)} download(s) to finish")
+            yield defer.DeferredList(self._downloads)
         # A /register or /password at the very end: wait for its answer.
         for _ in range(int(ACK_WAIT_SECONDS * 10)):
             if not self.client.account_request_pending:

@@ -133,6 +133,7 @@ class ChatClient:
         self._new_password: str | None = None  # sent, not yet confirmed
         self._requests: list[wire.Message] = []  # commands typed while not in
         self._udp = None
+        self.sharing = None  # a spchat.p2p.node.SharingNode, if files are shared
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
         # 64 random bits: the server de-duplicates by (name, cid) for ever.
@@ -239,7 +240,12 @@ class ChatClient:
     def message_received(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Welcome):
             self._welcomed(msg)
+            if self.sharing is not None:
+                self.sharing.welcomed(msg)
             return
+        if self.sharing is not None and isinstance(msg, (wire.Error, *wire.SHARING_MESSAGES)):
+            if self.sharing.message_received(msg):
+                return  # an answer to the sharing node alone
         if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._acknowledged(msg.cid)
             if msg.history:
@@ -483,6 +489,13 @@ class ChatClient:
             self._requests.append(msg)
         else:
             raise ValueError("not connected; too many commands waiting")
+
+    def request(self, msg: wire.Message) -> None:
+        """Send a request that has no acknowledgement of its own (sharing)."""
+        self._request(msg)
+
+    def next_cid(self) -> str:
+        return next(self._cids)
 
     def who(self) -> None:
         self._request(wire.Who())

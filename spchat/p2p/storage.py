@@ -54,18 +54,20 @@ class Download:
     # --- what is on disk ----------------------------------------------------------
 
     def _recover(self) -> set[int]:
-        """The pieces of an earlier run: from the state if it is for this
-        file and every listed piece still verifies, else by hashing all."""
+        """The pieces of an earlier run: those the state lists, if it is for
+        this file and every one still verifies, plus any unlisted piece that
+        hashes right (written after the last save, before a crash); in doubt,
+        whatever hashes right."""
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
             listed = set(state["have"]) if state.get("file_id") == self.manifest.file_id else None
         except (OSError, ValueError, KeyError, TypeError):
             listed = None
+        pieces = range(len(self.manifest.pieces))
         if listed is not None and all(isinstance(i, int) for i in listed):
-            if all(0 <= i < len(self.manifest.pieces) and self._verifies(i) for i in listed):
-                return listed
-        # In doubt: only what hashes right counts.
-        return {i for i in range(len(self.manifest.pieces)) if self._verifies(i)}
+            if all(0 <= i < len(pieces) and self._verifies(i) for i in listed):
+                return listed | {i for i in pieces if i not in listed and self._verifies(i)}
+        return {i for i in pieces if self._verifies(i)}
 
     def _verifies(self, index: int) -> bool:
         offset, length = self.manifest.piece_range(index)

@@ -1,0 +1,117 @@
+"""``python -m spchat.client share PATH...`` and ``... get ID`` for scripts.
+
+``share`` logs in, offers the files, prints one line per file
+("sharing NAME (SIZE) as ID") and serves them until Ctrl-C or SIGTERM.
+``get`` logs in, downloads one file from every peer that has it, prints its
+progress on stderr and a summary on stdout (``--json``: one JSON object),
+and exits 0, or 1 with one line saying why.  Interrupted, a download keeps
+what it has and resumes when run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from twisted.internet import defer, task
+
+from spchat import config
+from spchat.p2p.report import progress_text, size_text, summary_text
+
+PROGRESS_SECONDS = 1.0
+
+
+def parse_args(argv, cfg: config.Config):
+    parser = argparse.ArgumentParser(
+        prog="python -m spchat.client", description="Share files with, or get them from, "
+        "the peers of an spchat room.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    share = sub.add_parser("share", help="offer files and serve them until stopped")
+    share.add_argument("paths", nargs="+", metavar="PATH")
+    get = sub.add_parser("get", help="download one file and exit")
+    get.add_argument("file", metavar="ID", help="the file's id (6 or more hex digits)")
+    get.add_argument("--dir", help=f"where to save it (default {cfg.download_dir})")
+    get.add_argument("--json", action="store_true", help="print the summary as JSON")
+    for p in (share, get):
+        p.add_argument("--host", help=f"server address (default {cfg.client_host})")
+        p.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
+        p.add_argument("--name", required=True, help="the name to log in with")
+        p.add_argument("--password", help="password of a registered name")
+    args = parser.parse_args(argv)
+    if args.port is not None and not 1 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: port must be 1-65535")
+    return args
+
+
+def main(argv, cfg: config.Config, pins) -> int:
+    args = parse_args(argv, cfg)
+    from spchat.client.session import ChatClient, ClientError
+    from spchat.p2p.node import SharingError, SharingNode
+
+    def err(line: str) -> None:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def out(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    @defer.inlineCallbacks
+    def run(reactor):
+        client = ChatClient(
+            reactor, args.host or cfg.client_host, args.port or cfg.tcp_port, args.name, pins,
+            reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
+            password=args.password)
+        node = SharingNode(reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
+                           upload_bps=cfg.p2p_upload_bps)
+        stopping = []
+
+        def shut_down():
+            # Ctrl-C or SIGTERM: keep a download resumable, say goodbye.
+            stopping.append(True)
+            return node.stop().addBoth(lambda _: client.logout())
+
+        reactor.addSystemEventTrigger("before", "shutdown", shut_down)
+        try:
+            node.start()
+        except Exception as e:  # a taken CHAT_P2P_PORT, say
+            err(f"spchat: cannot take peer connections on port {cfg.p2p_port}: {e}")
+            return 1
+        try:
+            yield client.connect()
+        except ClientError as e:
+            err(f"spchat: {e}")
+            return 1
+        try:
+            if args.command == "share":
+                for path in args.paths:
+                    file_id, manifest = yield node.share(path)
+                    out(f"sharing {manifest.name} ({size_text(manifest.size)}) as {file_id}")
+                yield defer.Deferred()  # serve until stopped
+            fetch = yield node.fetch(args.file, args.dir or cfg.download_dir)
+            ticker = task.LoopingCall(lambda: err(progress_text(fetch.progress())))
+            ticker.clock = reactor
+            ticker.start(PROGRESS_SECONDS, now=False)
+            try:
+                yield fetch.result
+            finally:
+                ticker.stop()
+        except SharingError as e:
+            if not stopping:
+                err(f"spchat: {e}")
+            yield node.stop()
+            yield client.logout()
+            return 1
+        summary = fetch.summary()
+        out(json.dumps(summary) if args.json else summary_text(summary))
+        yield node.stop()
+        yield client.logout()
+        return 0
+
+    def finished(status):
+        if status:
+            raise SystemExit(status)
+
+    task.react(lambda reactor: run(reactor).addCallback(finished))
+    return 0  # not reached

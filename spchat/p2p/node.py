@@ -1,0 +1,377 @@
+"""A client's file sharing: the files it offers, the downloads it runs, and
+its port for peers.
+
+It rides on a logged-in ``ChatClient``: the server (the tracker) hears our
+offers and holdings and introduces peers; the bytes go peer to peer, or
+through the server's relay when no direct connection opens within
+``DIRECT_TIMEOUT`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+
+from spchat import wire
+from spchat.p2p import peer
+from spchat.p2p.manifest import Manifest, ManifestError, hash_file
+from spchat.p2p.storage import Download, StorageError
+from spchat.p2p.swarm import PartialFile, SeedFile, Swarm
+
+DIRECT_TIMEOUT = 3.0  # then the relay
+RELAY_TIMEOUT = 15.0
+HOLDING_EVERY = 2.0  # seconds between "I have N pieces" reports
+SAVE_EVERY = 2.0  # seconds between saves of a download's state
+ASK_AGAIN_AFTER = 3.0  # seconds with no peer before asking the server for others
+GIVE_UP_AFTER = 60.0  # seconds with no peer and no progress: the download fails
+
+
+class SharingError(Exception):
+    """A share or a download that cannot be done; says why in one line."""
+
+
+def _key(text: str) -> bytes | None:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return key if len(key) == 32 else None
+
+
+class Fetch:
+    """One download under way: its swarm, its peers, its progress."""
+
+    def __init__(self, node: SharingNode, answer: wire.Swarm, manifest: Manifest,
+                 download: Download):
+        self.node = node
+        self.manifest = manifest
+        self.file_id = answer.file
+        self.download = download
+        self.started = time.monotonic()
+        self.start_bytes = 0
+        self.result = defer.Deferred()  # fires with the saved file's Path
+        self.path: Path | None = None
+        self._rows = {row[3]: row for row in answer.peers}  # transfer -> row
+        self._last_holding = 0.0
+        self._last_progress = time.monotonic()
+        self._last_asked = time.monotonic()
+        self.swarm = Swarm(node.reactor, manifest, PartialFile(download), download,
+                           upload_bps=node.upload_bps, on_piece=self._piece,
+                           on_complete=self._complete, on_failed=self._failed)
+        self.start_bytes = self.swarm.bytes_done()
+        self._saver = task.LoopingCall(self._save)
+        self._saver.clock = node.reactor
+
+    def start(self) -> None:
+        if self.swarm.complete:
+            self._complete()
+            return
+        self._saver.start(SAVE_EVERY, now=False)
+        for row in self._rows.values():
+            self._connect(row)
+
+    def more_peers(self, answer: wire.Swarm) -> None:
+        """The server's fresh introductions: connect to those not with us."""
+        with_us = {conn.name for conn in self.swarm.peers}
+        for row in answer.peers:
+            if row[0] not in with_us:
+                self._rows[row[3]] = row
+                self._connect(row)
+
+    def _connect(self, row) -> None:
+        name, host, port, transfer, key_text = row
+        key = _key(key_text)
+        if key is None or name in self.swarm.banned:
+            return
+        if port == 0:  # it takes no direct connections
+            self.node.ask_relay(self, transfer)
+            return
+        d = peer.dial(self.node.reactor, host, port,
+                      lambda: peer.PeerConnection(self.node.reactor, True, transfer, key,
+                                                  self.swarm, name, path="direct"),
+                      DIRECT_TIMEOUT)
+        d.addErrback(lambda _: self.node.ask_relay(self, transfer))
+
+    def relay_open(self, transfer: str, port: int) -> None:
+        row = self._rows.get(transfer)
+        if row is None or self.swarm.complete:
+            return
+        name, _, _, _, key_text = row
+        make = lambda: peer.PeerConnection(  # noqa: E731
+            self.node.reactor, True, transfer, _key(key_text), self.swarm, name,
+            preamble=peer.relay_header(transfer, "fetch"), path="relay")
+        d = peer.dial(self.node.reactor, self.node.client.host, port, make, RELAY_TIMEOUT)
+        d.addErrback(lambda f: self.swarm.unreachable(name, "relay", f.getErrorMessage()))
+
+    # --- progress ---------------------------------------------------------------
+
+    def progress(self) -> dict:
+        done = self.swarm.bytes_done()
+        elapsed = max(1e-6, time.monotonic() - self.started)
+        rate = (done - self.start_bytes) / elapsed
+        left = self.manifest.size - done
+        return {
+            "name": self.manifest.name, "file": self.file_id, "done": done,
+            "size": self.manifest.size, "rate": rate,
+            "peers": sum(1 for s in self.swarm.stats.values() if s.connected),
+            "eta": left / rate if rate > 0 else None, "seconds": elapsed,
+        }
+
+    def summary(self) -> dict:
+        report = self.progress()
+        report["path"] = str(self.path) if self.path else None
+        report["fetched"] = sum(s.received for s in self.swarm.stats.values())
+        report["from"] = {
+            name: {"path": s.path, "received": s.received, "bad_pieces": s.bad_pieces,
+                   "dropped": s.dropped}
+            for name, s in sorted(self.swarm.stats.items())
+        }
+        return report
+
+    # --- the swarm tells ------------------------------------------------------------
+
+    def _piece(self, index: int) -> None:
+        now = time.monotonic()
+        if now - self._last_holding >= HOLDING_EVERY:
+            self._last_holding = now
+            self.node.holding(self.file_id, len(self.download.have))
+
+    def _save(self) -> None:
+        """Every SAVE_EVERY seconds: save the state, and look for peers if
+        none is left."""
+        try:
+            self.download.save_state()
+        except OSError as e:
+            self.swarm.fail(f"cannot save the download's state: {e}")
+            return
+        now = time.monotonic()
+        if self.swarm.peers:
+            self._last_progress = now
+            return
+        if now - self._last_progress > GIVE_UP_AFTER:
+            self.swarm.fail(f"no peer could be reached for {GIVE_UP_AFTER:.0f} s "
+                            f"(directly or through the relay); run it again to resume")
+        elif now - self._last_asked >= ASK_AGAIN_AFTER:
+            self._last_asked = now
+            self.node.ask_again(self)
+
+    def _complete(self) -> None:
+        self._stop_saver()
+        try:
+            self.path = self.download.finish()
+        except (StorageError, OSError) as e:
+            self._failed(f"cannot finish {self.manifest.name}: {e}")
+            return
+        self.swarm.become_seed(SeedFile(self.path, self.manifest))
+        self.node.holding(self.file_id, len(self.manifest.pieces))
+        if not self.result.called:
+            self.result.callback(self.path)
+
+    def _failed(self, reason: str) -> None:
+        self._stop_saver()
+        self.download.close()
+        self.node.forget(self.file_id)
+        if not self.result.called:
+            self.result.errback(SharingError(reason))
+
+    def _stop_saver(self) -> None:
+        if self._saver.running:
+            self._saver.stop()
+
+    def stop(self) -> None:
+        """Interrupted: keep what we have, resumable."""
+        self._stop_saver()
+        self.swarm.close()
+        if not self.download.complete:
+            self.download.close()
+        if not self.result.called:
+            self.result.errback(SharingError("interrupted; run it again to resume"))
+
+
+class SharingNode:
+    log = Logger()
+
+    def __init__(self, reactor, client, port: int = 0, direct: bool = True,
+                 upload_bps: int = 0):
+        self.reactor = reactor
+        self.client = client
+        self.requested_port = port
+        self.direct = direct
+        self.upload_bps = upload_bps
+        self.port = 0  # ours for peers; 0: only through the relay
+        self.introductions = peer.Introductions(reactor)
+        self.seeds: dict[str, tuple[Swarm, Manifest]] = {}  # file id -> ours whole
+        self.fetches: dict[str, Fetch] = {}
+        # Requests waiting for the server's answer: cid -> (kind, Deferred, file id).
+        self._waiting: dict[str, tuple[str, defer.Deferred, str]] = {}
+        self._relay_for: dict[str, Fetch] = {}
+        self._listener = None
+        client.sharing = self
+
+    def start(self) -> None:
+        """Take peer connections (unless CHAT_P2P_DIRECT is no)."""
+        if self.direct and self._listener is None:
+            self._listener = self.reactor.listenTCP(
+                self.requested_port, peer.ListenFactory(self.reactor, self.introductions))
+            self.port = self._listener.getHost().port
+
+    def stop(self) -> defer.Deferred:
+        for fetch in list(self.fetches.values()):
+            fetch.stop()
+        for swarm, _ in self.seeds.values():
+            swarm.close()
+        self.fetches.clear()
+        self.seeds.clear()
+        listener, self._listener = self._listener, None
+        return defer.maybeDeferred(listener.stopListening) if listener else defer.succeed(None)
+
+    # --- what the user does ------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def share(self, path) -> defer.Deferred:
+        """Hash a file and offer it: fires with (file id, manifest)."""
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise SharingError(f"{path} is not a file")
+        try:
+            manifest = yield hash_file(self.reactor, path)
+        except OSError as e:
+            raise SharingError(f"cannot read {path}: {e.strerror or e}") from None
+        source = SeedFile(path, manifest)
+        swarm = Swarm(self.reactor, manifest, source, upload_bps=self.upload_bps)
+        self.seeds[manifest.file_id] = (swarm, manifest)
+        try:
+            yield self._ask("share", wire.Share(manifest.canonical().decode("utf-8"),
+                                                self.port, self._cid()), manifest.file_id)
+        except SharingError:
+            self.seeds.pop(manifest.file_id, None)
+            swarm.close()
+            raise
+        return manifest.file_id, manifest
+
+    def unshare(self, file_id: str) -> bool:
+        entry = self.seeds.pop(file_id, None)
+        if entry is None:
+            return False
+        entry[0].close()
+        self.client.request(wire.Unshare(file_id))
+        return True
+
+    def list_files(self) -> None:
+        self.client.request(wire.ListFiles())
+
+    @defer.inlineCallbacks
+    def fetch(self, ref: str, directory) -> defer.Deferred:
+        """Ask the server for a file's swarm and start downloading: fires
+        with the running Fetch (its ``result`` fires with the saved path)."""
+        answer = yield self._ask("fetch", wire.Fetch(ref.strip().lower(), self._cid()), "")
+        if answer.file in self.fetches:
+            raise SharingError(f"{answer.file[:12]} is already being downloaded")
+        try:
+            manifest = Manifest.parse(answer.manifest.encode("utf-8"), 2**53)
+        except ManifestError as e:
+            raise SharingError(f"the server sent a bad manifest: {e}") from None
+        if manifest.file_id != answer.file:
+            raise SharingError("the server's manifest does not match the file id")
+        try:
+            download = yield threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), Download, Path(directory), manifest)
+        except (StorageError, OSError) as e:
+            raise SharingError(f"cannot save into {directory}: {e}") from None
+        fetch = Fetch(self, answer, manifest, download)
+        self.fetches[answer.file] = fetch
+        fetch.start()
+        return fetch
+
+    def ask_again(self, fetch: Fetch) -> None:
+        """Who else has it now?  (Errors, e.g. nobody online, are just waited out.)"""
+        if not self.client.connected:
+            return
+        d = self._ask("again", wire.Fetch(fetch.file_id, self._cid()), fetch.file_id)
+        d.addCallbacks(fetch.more_peers, lambda _: None)
+
+    def forget(self, file_id: str) -> None:
+        self.fetches.pop(file_id, None)
+
+    # --- talking to the server ---------------------------------------------------
+
+    def _cid(self) -> str:
+        return self.client.next_cid()
+
+    def _ask(self, kind: str, msg, file_id: str) -> defer.Deferred:
+        d = defer.Deferred()
+        self._waiting[msg.cid] = (kind, d, file_id)
+        try:
+            self.client.request(msg)
+        except ValueError as e:
+            del self._waiting[msg.cid]
+            raise SharingError(str(e)) from None
+        return d
+
+    def holding(self, file_id: str, pieces: int) -> None:
+        if self.client.connected:
+            self.client.request(wire.Holding(file_id, pieces, self.port))
+
+    def ask_relay(self, fetch: Fetch, transfer: str) -> None:
+        self._relay_for[transfer] = fetch
+        if self.client.connected:
+            self.client.request(wire.RelayRequest(transfer))
+
+    def message_received(self, msg) -> bool:
+        """A sharing message from the server; True if it was only for us
+        (an answer to our request, an introduction), False if the user
+        should see it too (offers, the file list, other errors)."""
+        if isinstance(msg, wire.Error):
+            if msg.cid not in self._waiting:
+                return False
+            self._waiting.pop(msg.cid)[1].errback(SharingError(msg.text))
+        elif isinstance(msg, wire.Offer):
+            # Our share, confirmed (the offer goes to the whole room).
+            waiting = next((cid for cid, (kind, _, file_id) in self._waiting.items()
+                            if kind == "share" and file_id == msg.file), None)
+            if waiting is not None:
+                self._waiting.pop(waiting)[1].callback(msg)
+            return False
+        elif isinstance(msg, wire.Swarm):
+            if msg.cid in self._waiting:
+                self._waiting.pop(msg.cid)[1].callback(msg)
+        elif isinstance(msg, wire.PeerRequest):
+            self._peer_request(msg)
+        elif isinstance(msg, wire.RelayOpen):
+            fetch = self._relay_for.pop(msg.transfer, None)
+            if fetch is not None:
+                fetch.relay_open(msg.transfer, msg.port)
+        else:
+            return False
+        return True
+
+    def _peer_request(self, msg: wire.PeerRequest) -> None:
+        key = _key(msg.key)
+        entry = self.seeds.get(msg.file)
+        swarm = entry[0] if entry else None
+        if swarm is None and msg.file in self.fetches:
+            swarm = self.fetches[msg.file].swarm
+        if key is None or swarm is None:
+            return  # no longer ours to give
+        if msg.relay_port == 0:
+            self.introductions.add(msg.transfer, key, swarm, msg.name)
+            return
+        make = lambda: peer.PeerConnection(  # noqa: E731
+            self.reactor, False, msg.transfer, key, swarm, msg.name,
+            preamble=peer.relay_header(msg.transfer, "serve"), path="relay")
+        peer.dial(self.reactor, self.client.host, msg.relay_port, make,
+                  RELAY_TIMEOUT).addErrback(lambda _: None)
+
+    def welcomed(self, welcome: wire.Welcome) -> None:
+        """Logged in again as a new session: the server forgot our files."""
+        if welcome.resumed:
+            return
+        for swarm, manifest in self.seeds.values():
+            self.client.request(wire.Share(manifest.canonical().decode("utf-8"), self.port,
+                                            self._cid()))
+        for file_id, fetch in self.fetches.items():
+            if fetch.download.have:
+                self.holding(file_id, len(fetch.download.have))

@@ -1,0 +1,220 @@
+"""File sharing end to end: a real server and every peer a separate process
+(``python -m spchat.client share`` / ``get``), on loopback."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, ServerProcess, subprocess_env
+
+MIB = 1024 * 1024
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Peer:
+    """One client process; its stderr lines are collected as they come."""
+
+    def __init__(self, tmp_path, server, args, env=None, script=None):
+        command = [sys.executable, str(script)] if script else [sys.executable, "-m",
+                                                                 "spchat.client"]
+        self.proc = subprocess.Popen(
+            command + args + ["--host", "127.0.0.1", "--port", str(server.port)],
+            cwd=tmp_path, env=subprocess_env(tmp_path, **(env or {})),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.err: list[str] = []
+        self._reader = threading.Thread(target=self._read_err, daemon=True)
+        self._reader.start()
+
+    def _read_err(self):
+        for line in self.proc.stderr:
+            self.err.append(line)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = ServerProcess(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def peers():
+    started = []
+    yield started
+    for p in started:
+        p.stop()
+
+
+def seed(tmp_path, server, peers, path, name, env=None, script=None):
+    """A seeder process sharing ``path``; returns (peer, file id)."""
+    p = Peer(tmp_path, server, ["share", str(path), "--name", name], env, script)
+    peers.append(p)
+    line = p.proc.stdout.readline()
+    found = re.match(r"sharing .* as ([0-9a-f]{64})$", line.strip())
+    assert found, f"{name} did not share: {line!r} {''.join(p.err)}"
+    return p, found.group(1)
+
+
+def get(tmp_path, server, peers, file_id, name, directory, env=None):
+    p = Peer(tmp_path, server, ["get", file_id[:10], "--name", name, "--dir", str(directory),
+                                "--json"], env)
+    peers.append(p)
+    return p
+
+
+def finished(p, timeout=120):
+    out, _ = p.proc.communicate(timeout=timeout)
+    p._reader.join(5)
+    assert p.proc.returncode == 0, "".join(p.err)
+    return json.loads(out)
+
+
+def progress_reaches(p, percent, timeout=60):
+    """Wait until the downloader's progress line says ``percent`` or more."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in list(p.err):
+            found = re.search(r": (\d+)% \(", line)
+            if found and int(found.group(1)) >= percent:
+                return int(found.group(1))
+        time.sleep(0.02)
+    raise AssertionError(f"no progress to {percent}%: {''.join(p.err)}")
+
+
+@pytest.fixture
+def big_file(tmp_path):
+    path = tmp_path / "video.bin"
+    path.write_bytes(os.urandom(64 * MIB))
+    return path
+
+
+def test_three_seeders_each_supply_a_fair_share_of_64_mib(tmp_path, server, peers, big_file):
+    file_id = None
+    for name in ("s1", "s2", "s3"):
+        _, file_id = seed(tmp_path, server, peers, big_file, name)
+    summary = finished(get(tmp_path, server, peers, file_id, "d", tmp_path / "dl"))
+    saved = tmp_path / "dl" / "video.bin"
+    assert summary["path"] == str(saved)
+    assert sha256(saved) == sha256(big_file)
+    for name in ("s1", "s2", "s3"):
+        share = summary["from"][name]["received"] / big_file.stat().st_size
+        assert share >= 0.15, summary["from"]
+        assert summary["from"][name]["path"] == "direct"
+    assert not list((tmp_path / "dl").glob("*.part*"))
+
+
+def test_a_seeder_killed_at_a_quarter_leaves_the_others_to_finish(tmp_path, server, peers,
+                                                                   big_file):
+    slow = {"CHAT_P2P_UPLOAD_BPS": str(3 * MIB)}  # about 7 s in all: time to act
+    seeders = {}
+    for name in ("s1", "s2", "s3"):
+        seeders[name], file_id = seed(tmp_path, server, peers, big_file, name, slow)
+    downloader = get(tmp_path, server, peers, file_id, "d", tmp_path / "dl")
+    reached = progress_reaches(downloader, 25)
+    seeders["s2"].proc.kill()  # SIGKILL: no goodbye
+    summary = finished(downloader)
+    assert 25 <= reached < 90
+    assert sha256(tmp_path / "dl" / "video.bin") == sha256(big_file)
+    assert summary["from"]["s2"]["dropped"]
+    assert summary["from"]["s2"]["received"] < 0.5 * big_file.stat().st_size
+    assert summary["from"]["s1"]["received"] + summary["from"]["s3"]["received"] > 0.5 * (
+        big_file.stat().st_size)
+
+
+def test_a_seeder_that_flips_bytes_is_caught_and_dropped(tmp_path, server, peers):
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(16 * MIB))
+    _, file_id = seed(tmp_path, server, peers, source, "flipper",
+                      script=REPO / "tests" / "p2p_flipper.py")
+    seed(tmp_path, server, peers, source, "honest")
+    summary = finished(get(tmp_path, server, peers, file_id, "d", tmp_path / "dl"))
+    assert sha256(tmp_path / "dl" / "data.bin") == sha256(source)
+    flipper = summary["from"]["flipper"]
+    assert flipper["bad_pieces"] >= 1
+    assert "did not match their hashes" in flipper["dropped"]
+    assert summary["from"]["honest"]["bad_pieces"] == 0
+
+
+def test_a_downloader_killed_halfway_fetches_only_what_was_missing(tmp_path, server, peers):
+    from spchat.p2p.manifest import build_manifest
+
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(32 * MIB))
+    _, file_id = seed(tmp_path, server, peers, source, "s", {"CHAT_P2P_UPLOAD_BPS": str(4 * MIB)})
+    first = get(tmp_path, server, peers, file_id, "d", tmp_path / "dl")
+    progress_reaches(first, 50)
+    first.proc.kill()
+    first.proc.wait()
+    # What the first run left on disk: the pieces that hash right.
+    manifest = build_manifest(source)
+    data = (tmp_path / "dl" / "data.bin.part").read_bytes()
+    kept = 0
+    for i in range(len(manifest.pieces)):
+        offset, length = manifest.piece_range(i)
+        if manifest.verify(i, data[offset:offset + length]):
+            kept += length
+    assert kept >= 0.4 * source.stat().st_size
+    summary = finished(get(tmp_path, server, peers, file_id, "d2", tmp_path / "dl"))
+    assert sha256(tmp_path / "dl" / "data.bin") == sha256(source)
+    assert summary["fetched"] == source.stat().st_size - kept
+
+
+def test_the_relay_carries_a_transfer_when_direct_connections_are_off(tmp_path, server, peers):
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(8 * MIB))
+    _, file_id = seed(tmp_path, server, peers, source, "hidden", {"CHAT_P2P_DIRECT": "no"})
+    summary = finished(get(tmp_path, server, peers, file_id, "d", tmp_path / "dl"))
+    assert sha256(tmp_path / "dl" / "data.bin") == sha256(source)
+    assert summary["from"]["hidden"]["path"] == "relay"
+    assert summary["from"]["hidden"]["received"] == source.stat().st_size
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        relayed = [int(m.group(1)) for line in server.log
+                   for m in [re.search(r"relay \w+: (\d+) bytes to fetch", line)] if m]
+        if relayed:
+            break
+        time.sleep(0.1)
+    assert relayed and relayed[0] >= source.stat().st_size
+
+
+@pytest.mark.parametrize("name, saved_as", [
+    ("...", "download"),
+    ("a\\..\\b.txt", "a_.._b.txt"),
+    ("evil\x1b[31m\u202e.txt", "evil[31m.txt"),
+    ("  spaced out.txt ", "spaced out.txt"),
+])
+def test_hostile_names_stay_inside_the_download_directory(tmp_path, server, peers, name,
+                                                          saved_as):
+    source = tmp_path / "src" / name
+    source.parent.mkdir()
+    source.write_bytes(b"payload " * 1000)
+    _, file_id = seed(tmp_path, server, peers, source, "s")
+    summary = finished(get(tmp_path, server, peers, file_id, "d", tmp_path / "dl"))
+    saved = tmp_path / "dl" / saved_as
+    assert summary["path"] == str(saved)
+    assert saved.read_bytes() == source.read_bytes()
+    assert [p.name for p in (tmp_path / "dl").iterdir()] == [saved_as]
