@@ -218,3 +218,37 @@ def test_hostile_names_stay_inside_the_download_directory(tmp_path, server, peer
     assert summary["path"] == str(saved)
     assert saved.read_bytes() == source.read_bytes()
     assert [p.name for p in (tmp_path / "dl").iterdir()] == [saved_as]
+
+
+def test_line_mode_share_files_and_get(tmp_path, server):
+    source = tmp_path / "notes.txt"
+    source.write_bytes(os.urandom(3 * MIB))
+    env = subprocess_env(tmp_path)
+    command = [sys.executable, "-m", "spchat.client", "--cli", "--host", "127.0.0.1",
+               "--port", str(server.port)]
+    sharer = subprocess.Popen(command + ["--name", "alice"], cwd=tmp_path, env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        sharer.stdin.write(f"/share {source}\n")
+        sharer.stdin.flush()
+        line = ""
+        while "sharing notes.txt" not in line:
+            line = sharer.stdout.readline()
+            assert line, "the sharer ended"
+        short_id = re.search(r"as ([0-9a-f]{12})$", line.strip()).group(1)
+        getter = subprocess.run(
+            command + ["--name", "bob"], cwd=tmp_path, env=env, text=True, timeout=60,
+            input=f"/files\n/get {short_id} {tmp_path / 'dl'}\n/get 0000000\n",
+            capture_output=True)
+        assert getter.returncode == 1  # the unknown id was refused
+        out = getter.stdout
+        assert re.search(rf"{short_id}  notes\.txt \(3\.0 MiB\) from alice, 1 peer online", out)
+        assert "error: cannot get 0000000: no file 0000000 is offered here" in out
+        assert re.search(r"saved .*notes\.txt \(3\.0 MiB in [\d.]+ s, [\d.]+ MiB/s\) "
+                         r"from alice 100% direct", out), out
+        assert (tmp_path / "dl" / "notes.txt").read_bytes() == source.read_bytes()
+    finally:
+        sharer.stdin.close()
+        assert sharer.wait(20) == 0
+    offer_seen = sharer.stdout.read()
+    assert "bob joined" in offer_seen

@@ -245,3 +245,34 @@ def test_the_upload_cap_paces_a_seeder(tmp_path, shared):
     finally:
         swarm.close()
         yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest, upload_bps=1024 * 1024)  # about 2.5 s for the file
+    first, first_download, first_done = downloading(tmp_path / "a", manifest)
+    second, second_download, second_done = downloading(tmp_path / "b", manifest)
+    # The first downloader takes connections too, like every client.
+    intros = peer.Introductions(reactor, wait=0.5)
+    listener = reactor.listenTCP(0, peer.ListenFactory(reactor, intros), interface="127.0.0.1")
+    try:
+        yield connect(first, seeder, "seed")
+        yield wait_until(lambda: len(first_download.have) >= 5, timeout=10)
+        transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
+        intros.add(transfer, key, first, "second")
+        yield peer.dial(reactor, "127.0.0.1", listener.getHost().port,
+                        lambda: peer.PeerConnection(reactor, True, transfer, key, second, "first"),
+                        timeout=5)
+        # Only the first downloader is connected to the second one.
+        yield wait_until(lambda: second.stats["first"].received > 0, timeout=10)
+        assert not first.complete  # it served while still downloading
+        yield first_done
+        yield second_done
+        assert second_download.finish().read_bytes() == path.read_bytes()
+        assert first.stats["second"].sent == manifest.size
+    finally:
+        first.close()
+        second.close()
+        yield listener.stopListening()
+        yield seeder.stop()
