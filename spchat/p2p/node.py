@@ -117,6 +117,8 @@ class Fetch:
             "name": self.manifest.name, "file": self.file_id, "done": done,
             "size": self.manifest.size, "rate": rate,
             "peers": sum(1 for s in self.swarm.stats.values() if s.connected),
+            "relayed": sum(1 for s in self.swarm.stats.values()
+                           if s.connected and s.path == "relay"),
             "eta": left / rate if rate > 0 else None, "seconds": elapsed,
         }
 

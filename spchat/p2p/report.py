@@ -32,9 +32,11 @@ def file_row_text(row) -> str:
 def progress_text(p: dict) -> str:
     percent = 100.0 * p["done"] / p["size"] if p["size"] else 100.0
     eta = "" if p["eta"] is None else f", about {p['eta']:.0f} s left"
+    relayed = p.get("relayed", 0)
+    paths = f" ({relayed} through the relay)" if relayed else ""
     return (f"{p['name']}: {percent:.0f}% ({size_text(p['done'])} of {size_text(p['size'])}) "
             f"at {rate_text(p['rate'])} from {p['peers']} peer{'s' if p['peers'] != 1 else ''}"
-            f"{eta}")
+            f"{paths}{eta}")
 
 
 def summary_text(s: dict) -> str:
