@@ -15,6 +15,7 @@ import sys
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
+from twisted.internet.protocol import Factory
 
 from conftest import (REPO, connect_client, screenshot, server_config, start_service,
                       stop_services, subprocess_env, wait_until, ServerProcess)
@@ -97,10 +98,10 @@ def desk_config(server, **changes):
 
 
 @pytest_twisted.inlineCallbacks
-def log_in(tk_root, server, tmp_path, name, trust=True):
+def log_in(tk_root, server, tmp_path, name, trust=True, **changes):
     """A new window: fill the form, connect, trust the new server, wait until in."""
     root, desks = tk_root
-    desk = Desk(root, desk_config(server), tmp_path / f"{name}-config")
+    desk = Desk(root, desk_config(server, **changes), tmp_path / f"{name}-config")
     desks.append(desk)
     desk.fill(host="127.0.0.1", port=server.address.port, name=name)
     desk.press_connect()
@@ -235,8 +236,16 @@ def test_leave_and_come_back_in_the_same_window(tk_root, tmp_path, display):
     server = start_service(server_config(tmp_path / "data"))
     alice = yield log_in(tk_root, server, tmp_path, "alice")
     bob = yield log_in(tk_root, server, tmp_path, "bob")
+    node = alice.controller.sharing
+    peer_port = node.port
+    assert peer_port
     alice.window.leave_button.invoke()
     assert alice.panel() == "connect" and alice.status() == ""
+    # Sharing stopped with the chat: the port for peers is closed.
+    assert alice.controller.sharing is None and node._listener is None
+    yield task.deferLater(reactor, 0.1, lambda: None)
+    reopened = reactor.listenTCP(peer_port, Factory())
+    yield reopened.stopListening()
     yield wait_until(lambda: "alice left" in bob.text())
     alice.press_connect()  # the same form again: the key is known now, no question
     yield wait_until(lambda: alice.panel() == "chat" and alice.status() == "connected as alice")
@@ -419,3 +428,102 @@ def test_history_is_marked_and_scrolling_up_loads_older_pages(tk_root, tmp_path,
         screenshot(alice.top, display, "client-history.png")
     finally:
         stop_services(server)
+
+
+# --- file sharing: offers with a Download button, progress rows ----------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_offer_has_a_download_button_that_saves_the_file_with_a_progress_bar(
+        tk_root, server, tmp_path, pins, display):
+    from spchat.p2p.node import SharingNode
+
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    bob = yield log_in(tk_root, server, tmp_path, "bob", download_dir=downloads)
+    assert bob.controller.sharing is not None and bob.controller.sharing.port
+    # alice shares from her own client, slowly enough for the bar to be seen.
+    source = tmp_path / "talk.bin"
+    source.write_bytes(os.urandom(1536 * 1024))
+    alice = yield connect_client(server, pins, "alice")
+    node = SharingNode(reactor, alice, upload_bps=512 * 1024)
+    node.start()
+    try:
+        file_id, _ = yield node.share(source)
+        yield wait_until(lambda: bob.window.offer_buttons(file_id))
+        assert re.search(rf"^{STAMP}  ⇩ alice shares talk.bin \(1.5 MiB\)  $", bob.text(), re.M)
+        (button,) = bob.window.offer_buttons(file_id)
+        assert button.cget("text") == "Download" and not button.instate(["disabled"])
+        button.invoke()
+        # A row with a bar and its line; the offer's button is disabled meanwhile.
+        yield wait_until(lambda: bob.window._download_rows)
+        yield wait_until(lambda: any(
+            "talk.bin: " in row[2].cget("text") and "%" in row[2].cget("text")
+            for row in bob.window._download_rows.values()))
+        (button,) = bob.window.offer_buttons(file_id)
+        assert button.instate(["disabled"]) and button.cget("text") == "Downloading…"
+        (frame, bar, label), = bob.window._download_rows.values()
+        assert bob.window.downloads.winfo_manager() == "pack"
+        yield wait_until(lambda: 0 < bar.cget("value") < 1000, timeout=10)
+        screenshot(bob.top, display, "client-download-progress.png")
+        # Done: the file as shared, a "saved" line, and no row left.
+        yield wait_until(lambda: "saved " in bob.text(), timeout=30)
+        saved = downloads / "talk.bin"
+        assert saved.read_bytes() == source.read_bytes()
+        assert re.search(rf"^{STAMP}  \* saved {re.escape(str(saved))} \(1.5 MiB in ", bob.text(),
+                         re.M)
+        yield wait_until(lambda: not bob.window._download_rows)
+        assert not bob.window.downloads.winfo_manager()
+        (button,) = bob.window.offer_buttons(file_id)
+        assert button.instate(["disabled"]) and button.cget("text") == "Saved"
+        screenshot(bob.top, display, "client-download-saved.png")
+    finally:
+        yield node.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_share_files_and_get_typed_in_two_windows(tk_root, server, tmp_path, display):
+    downloads = tmp_path / "bob-downloads"
+    downloads.mkdir()
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob", download_dir=downloads)
+    source = tmp_path / "notes one.txt"
+    source.write_bytes(os.urandom(70_000))
+    alice.say(f"/share {source}")
+    yield wait_until(lambda: "sharing notes one.txt (68.4 KiB) as " in alice.text())
+    file_id = re.search(r"sharing notes one.txt \(68.4 KiB\) as (\w+)", alice.text()).group(1)
+    # Her own offer, marked as hers, has no button; bob's has one.
+    yield wait_until(lambda: "alice shares notes one.txt" in bob.text())
+    assert "⇩ alice (you) shares notes one.txt (68.4 KiB)" in alice.text()
+    assert alice.window._offer_buttons == [] and len(bob.window._offer_buttons) == 1
+    bob.say("/files")
+    yield wait_until(lambda: "offered files:" in bob.text())
+    assert f"{file_id}  notes one.txt (68.4 KiB) from alice, 1 peer online" in bob.text()
+    bob.say(f"/get {file_id[:8]}")
+    yield wait_until(lambda: "saved " in bob.text() or "! " in bob.text(), timeout=30)
+    assert "! " not in bob.text()
+    assert (downloads / "notes one.txt").read_bytes() == source.read_bytes()
+    # The offer's button follows a download started by /get too.
+    yield wait_until(lambda: bob.window._offer_buttons[0][1].cget("text") == "Saved")
+    yield wait_until(lambda: not bob.window._download_rows)
+    bob.say("/get 0123456789ab")
+    yield wait_until(lambda: re.search(rf"^{STAMP}  ! cannot get 0123456789ab: ", bob.text(),
+                                       re.M))
+    assert "error" in bob.window.text.tag_names(bob.window.text.search("! cannot get", "1.0"))
+    screenshot(bob.top, display, "client-share-commands.png")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_taken_peer_port_turns_sharing_off_not_the_chat(tk_root, server, tmp_path, display):
+    taken = reactor.listenTCP(0, Factory(), interface="0.0.0.0")
+    try:
+        desk = yield log_in(tk_root, server, tmp_path, "carol", p2p_port=taken.getHost().port)
+        assert desk.controller.sharing is None
+        assert (f"file sharing is off: cannot take peer connections on port "
+                f"{taken.getHost().port}" in desk.text())
+        desk.say("/files")
+        yield wait_until(lambda: "file sharing is off in this window" in desk.text())
+        desk.say("still chatting")
+        yield wait_until(lambda: "carol (you): still chatting\n" in desk.text())
+    finally:
+        yield taken.stopListening()

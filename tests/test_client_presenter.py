@@ -245,3 +245,159 @@ def test_a_member_list_cut_off_with_its_connection_is_not_glued_to_the_next(tmp_
     client.connection_lost("connection lost")  # before the last part came
     client.message_received(wire.Members("lobby", (("me", "online"),)))
     assert client.members == (("me", "online"),)
+
+
+# --- file sharing: offers, Download, /share /files /get ------------------------
+
+
+class FakeFetch:
+    def __init__(self, file_id, name, size):
+        from twisted.internet import defer
+
+        self.file_id, self.size, self.done = file_id, size, 0
+        self.manifest = type("M", (), {"name": name, "size": size})()
+        self.result = defer.Deferred()
+        self.path = None
+
+    def progress(self):
+        return {"name": self.manifest.name, "file": self.file_id, "done": self.done,
+                "size": self.size, "rate": 1048576.0, "peers": 1, "eta": 2.0, "seconds": 1.0}
+
+    def summary(self):
+        return {**self.progress(), "path": str(self.path), "fetched": self.size,
+                "from": {"alice": {"path": "direct", "received": self.size, "bad_pieces": 0,
+                                   "dropped": ""}}}
+
+
+class FakeSharing:
+    """What the presenter uses of a SharingNode; each request's Deferred kept."""
+
+    def __init__(self):
+        self.fetches, self.seeds, self.asked, self.listed = {}, {}, [], 0
+
+    def fetch(self, ref, directory):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        self.asked.append(("fetch", ref, str(directory), d))
+        return d
+
+    def share(self, path):
+        from twisted.internet import defer
+
+        d = defer.Deferred()
+        self.asked.append(("share", path, None, d))
+        return d
+
+    def list_files(self):
+        self.listed += 1
+
+
+FILE = "ab" * 32
+
+
+@pytest.fixture
+def sharing_chat(chat):
+    chat.sharing = FakeSharing()
+    chat.download_dir = "/tmp/dl"
+    chat.changes = []
+    chat.on_change = lambda: chat.changes.append(1)
+    return chat
+
+
+def test_an_offer_is_a_line_of_its_own_with_the_file_id(sharing_chat):
+    chat = sharing_chat
+    chat.event(wire.Offer("lobby", T, FILE, "talk.mp4", 12 * 1048576, "alice"))
+    chat.event(wire.Offer("lobby", T, "cd" * 32, "mine.txt", 10, "Me"))
+    offer, own = chat.lines(ROOM)
+    assert (offer.kind, offer.sender, offer.text, offer.file, offer.own, offer.download) == (
+        "offer", "alice", "shares talk.mp4 (12.0 MiB)", FILE, False, "")
+    assert offer.colour == name_colour("alice")
+    assert (own.kind, own.own, own.text) == ("offer", True, "shares mine.txt (10 bytes)")
+    # A name that could fake a line is shown harmless.
+    chat.event(wire.Offer("lobby", T, "ef" * 32, "evil\nbob: hi", 1, "alice"))
+    assert "\n" not in chat.lines()[-1].text
+
+
+def test_download_runs_with_a_progress_row_and_ends_saved(sharing_chat):
+    chat = sharing_chat
+    chat.event(wire.Offer("lobby", T, FILE, "talk.mp4", 2048, "alice"))
+    chat.download(FILE)
+    ((kind, ref, directory, d),) = chat.sharing.asked
+    assert (kind, ref, directory) == ("fetch", FILE, "/tmp/dl")
+    assert chat.lines()[-1].download == "running"  # the button is disabled
+    (row,) = chat.download_rows()
+    assert (row.fraction, row.text) == (0.0, "talk.mp4: asking the server for peers…")
+    chat.download(FILE)  # a second click while it runs does nothing
+    assert len(chat.sharing.asked) == 1
+    fetch = FakeFetch(FILE, "talk.mp4", 2048)
+    chat.sharing.fetches[FILE] = fetch
+    d.callback(fetch)
+    fetch.done = 1024
+    (row,) = chat.download_rows()
+    assert row.fraction == 0.5
+    assert row.text.startswith("talk.mp4: 50% (1.0 KiB of 2.0 KiB) at 1.0 MiB/s from 1 peer")
+    fetch.path = "/tmp/dl/talk.mp4"
+    fetch.done = 2048
+    fetch.result.callback(fetch.path)
+    assert chat.download_rows() == []
+    offer, saved = chat.lines()
+    assert offer.download == "saved"
+    assert saved.kind == "notice" and saved.notice == "saved"
+    assert saved.text.startswith("saved /tmp/dl/talk.mp4 (2.0 KiB in ")
+    assert chat.changes  # the window is told without any event from the server
+    chat.download(FILE)  # saved already: not again
+    assert len(chat.sharing.asked) == 1
+    # An offer of a file already saved shows it at once.
+    chat.event(wire.Offer("lobby", T + 1, FILE, "talk.mp4", 2048, "bob"))
+    assert chat.lines()[-1].download == "saved"
+
+
+def test_a_failed_download_says_why_in_red_and_can_be_tried_again(sharing_chat):
+    from spchat.p2p.node import SharingError
+
+    chat = sharing_chat
+    chat.event(wire.Offer("lobby", T, FILE, "talk.mp4", 2048, "alice"))
+    chat.download(FILE)
+    chat.sharing.asked[0][3].errback(SharingError("nobody has that file online"))
+    offer, error = chat.lines()
+    assert offer.download == "failed"
+    assert (error.kind, error.text) == ("error", "cannot get talk.mp4: nobody has that file online")
+    assert chat.download_rows() == []
+    chat.download(FILE)  # tried again
+    fetch = FakeFetch(FILE, "talk.mp4", 2048)
+    chat.sharing.asked[1][3].callback(fetch)
+    fetch.result.errback(SharingError("no peer could be reached"))
+    assert chat.lines()[-1].text == "talk.mp4: no peer could be reached"
+    assert chat.lines()[0].download == "failed" and chat.download_rows() == []
+
+
+def test_share_files_and_get_typed_in_the_entry(sharing_chat):
+    from spchat.p2p.node import SharingError
+
+    chat = sharing_chat
+    chat.send("/share /tmp/my talk.mp4")  # a path with a space
+    kind, path, _, d = chat.sharing.asked[-1]
+    assert (kind, path) == ("share", "/tmp/my talk.mp4")
+    d.callback((FILE, type("M", (), {"name": "my talk.mp4", "size": 5 * 1024})()))
+    assert chat.lines()[-1].text == f"sharing my talk.mp4 (5.0 KiB) as {FILE[:12]}"
+    chat.send("/share /nope")
+    chat.sharing.asked[-1][3].errback(SharingError("/nope is not a file"))
+    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
+        "error", "cannot share /nope: /nope is not a file")
+    chat.send("/files")
+    assert chat.sharing.listed == 1
+    chat.event(wire.FileList(((FILE, "talk.mp4", 2048, "alice", 2),)))
+    assert [l.text for l in chat.lines()[-2:]] == [
+        "offered files:", f"{FILE[:12]}  talk.mp4 (2.0 KiB) from alice, 2 peers online"]
+    chat.event(wire.FileList(()))
+    assert chat.lines()[-1].text == "no files are offered"
+    chat.send("/get abab /tmp/elsewhere")
+    assert chat.sharing.asked[-1][:3] == ("fetch", "abab", "/tmp/elsewhere")
+    assert len(chat.download_rows()) == 1
+    chat.send("/get")
+    assert chat.lines()[-1].text == "usage: /get ID [DIR]"
+    chat.sharing = None
+    chat.send("/files")
+    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
+        "error", "file sharing is off in this window")

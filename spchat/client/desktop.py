@@ -9,6 +9,10 @@ what to show:
   window, never in a modal dialog (it would stall the reactor);
 * ``show_chat(presenter)`` and ``refresh()``: the chat itself.
 
+Each connection gets its own ``SharingNode`` (file sharing), started before
+the login and stopped before the logout; a port for peers that cannot be
+taken turns sharing off for that connection, never the chat.
+
 Redraws are coalesced: a burst of events (history on join, a replay after a
 reconnect) is drawn once, not once per message.
 """
@@ -24,6 +28,7 @@ from spchat.client.connect import check_form, load_last, save_last, trust_questi
 from spchat.client.pins import PinStore
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient, ClientError
+from spchat.p2p.node import SharingNode
 
 REDRAW_DELAY = 0.03  # seconds: at most ~30 redraws a second
 LOGOUT_WAIT = 3.0  # on close, how long a silent server may delay it
@@ -38,6 +43,7 @@ class DesktopController:
         self.pins = PinStore(self.config_dir)
         self.view = None  # set before start()
         self.client: ChatClient | None = None
+        self.sharing: SharingNode | None = None
         self.presenter: ChatPresenter | None = None
         self.form = None
         self.trust_problem = None
@@ -91,9 +97,37 @@ class DesktopController:
             password=form.password, register=form.register, accept_new_keys=False,
         )
         self.client = client
-        self.presenter = ChatPresenter(client)
+        self.sharing, problem = self._start_sharing(client)
+        self.presenter = ChatPresenter(client, sharing=self.sharing,
+                                       download_dir=cfg.download_dir)
+        self.presenter.on_change = lambda: self._changed() if client is self.client else None
+        if problem:
+            self.presenter.notice(problem, "sharing")
         client.connect().addCallbacks(self._welcomed, self._not_in,
                                       callbackArgs=(client,), errbackArgs=(client,))
+
+    def _start_sharing(self, client):
+        """(node, None), or (None, why) when peers' connections cannot be taken."""
+        cfg = self.cfg
+        node = SharingNode(self.reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
+                           upload_bps=cfg.p2p_upload_bps)
+        try:
+            node.start()
+        except Exception as e:  # a taken CHAT_P2P_PORT: chat still works
+            client.sharing = None
+            self.log.warn("file sharing is off: {error}", error=e)
+            return None, (f"file sharing is off: cannot take peer connections on port "
+                          f"{cfg.p2p_port}: {e}")
+        return node, None
+
+    def _stop_sharing(self) -> defer.Deferred:
+        node, self.sharing = self.sharing, None
+        if node is None:
+            return defer.succeed(None)
+        d = defer.maybeDeferred(node.stop)
+        d.addErrback(lambda f: self.log.warn("stopping file sharing: {f}",
+                                             f=f.getErrorMessage()))
+        return d
 
     def _welcomed(self, welcome, client) -> None:
         if self.closed or client is not self.client:
@@ -106,6 +140,7 @@ class DesktopController:
             return
         failure.trap(ClientError)
         self.client = None
+        self._stop_sharing()
         if client.trust_problem is not None:
             self.trust_problem = client.trust_problem
             self.view.show_trust(trust_question(client.trust_problem))
@@ -151,7 +186,9 @@ class DesktopController:
             self.view.refresh()
 
     def _tick(self) -> None:
-        if self.presenter is not None and self.presenter.state.state == "reconnecting":
+        """Once a second: the reconnect countdown and the downloads' progress."""
+        p = self.presenter
+        if p is not None and (p.state.state == "reconnecting" or p.download_rows()):
             self._changed()
 
     # What the user does in the chat; nothing once it has been left.
@@ -170,6 +207,12 @@ class DesktopController:
         if self.client is not None and self.presenter.reached_top():
             self._changed()
 
+    def download(self, file_id: str) -> None:
+        """Download on an offer."""
+        if self.client is not None:
+            self.presenter.download(file_id)
+            self._changed()
+
     def reconnect(self) -> None:
         if self.client is not None:
             self.presenter.reconnect()
@@ -184,10 +227,12 @@ class DesktopController:
         return d
 
     def _logout(self) -> defer.Deferred:
+        """Stop sharing (downloads keep what they have), then log out."""
         client, self.client, self.presenter = self.client, None, None
+        stopped = self._stop_sharing()
         if client is None or client.status.state == "offline":
-            return defer.succeed(None)
-        d = client.logout()
+            return stopped
+        d = stopped.addCallback(lambda _: client.logout())
         d.addTimeout(LOGOUT_WAIT, self.reactor)
         d.addErrback(lambda f: self.log.warn("logout: {f}", f=f.getErrorMessage()))
         return d

@@ -1,9 +1,15 @@
 """What the desktop chat window shows: no Tk here.
 
 The Tk view renders ``lines(view)``, ``members``, ``status_text()``,
-``conversations()`` and forwards what the user does to ``send``, ``open``,
-``reached_top`` and ``reconnect``.  Fed by a ``ChatClient``'s events and
-statuses (``event``, ``status``), so every rule is a plain unit test.
+``conversations()`` and ``download_rows()``, and forwards what the user does
+to ``send``, ``open``, ``reached_top``, ``reconnect`` and ``download``.  Fed
+by a ``ChatClient``'s events and statuses (``event``, ``status``), so every
+rule is a plain unit test.
+
+File sharing goes through a ``SharingNode`` (``sharing``, None when it is
+off): an offer is a line of kind "offer" with the file's id, which the view
+draws with a Download button; a download under way is a row of
+``download_rows()`` until it ends in a "saved …" notice or an error line.
 
 A *view* is the room (``ROOM``) or one direct conversation (the peer's
 name, as the server spells it).
@@ -16,16 +22,21 @@ import math
 import time
 from dataclasses import dataclass, replace
 
+from twisted.internet import defer
+
 from spchat import wire
 from spchat.client.session import Status
+from spchat.p2p.manifest import safe_name
+from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
 
 # The room's view: "#" cannot be in a name, so no user (not even one called
 # "lobby") can share a view with the room.
 ROOM = "#lobby"
 HELP = (
     "Enter says it in the open conversation. Commands: /msg NAME TEXT, /who, /history, "
-    "/register PASSWORD, /password OLD NEW, /reconnect, /help; //text says a line "
-    "starting with /. Double-click a member to talk to them alone."
+    "/register PASSWORD, /password OLD NEW, /share PATH, /unshare ID, /files, /get ID [DIR], "
+    "/reconnect, /help; //text says a line starting with /. Double-click a member to talk "
+    "to them alone; Download on an offer saves the file."
 )
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#ff7f0e", "#7f7f7f")
@@ -45,7 +56,7 @@ def local_time(ts_ms: int) -> str:
 class Line:
     """One line of a conversation."""
 
-    kind: str  # "message", "notice", "error"
+    kind: str  # "message", "notice", "error", "offer"
     time: str  # HH:MM:SS, local
     text: str
     sender: str = ""
@@ -56,11 +67,36 @@ class Line:
     seq: int = 0
     cid: str | None = None
     notice: str = ""  # a notice's kind: join, leave, broadcast, kick, idle, ...
+    file: str = ""  # an offer's file id
+    download: str = ""  # an offer's download: "", "running", "saved" or "failed"
+
+
+@dataclass
+class DownloadRow:
+    """One download under way, as the view shows it (a bar and a line)."""
+
+    key: int
+    name: str
+    fraction: float  # 0 to 1
+    text: str
+
+
+class _Download:
+    def __init__(self, ref: str, name: str):
+        self.ref, self.name = ref, name
+        self.fetch = None  # the node's Fetch, once the server has answered
 
 
 class ChatPresenter:
-    def __init__(self, client, clock=time.monotonic):
+    def __init__(self, client, clock=time.monotonic, sharing=None, download_dir="."):
         self.client = client  # a ChatClient (or anything with its methods)
+        self.sharing = sharing  # a SharingNode, or None: file sharing is off
+        self.download_dir = download_dir
+        # Called when something changed by itself (a download ended).
+        self.on_change = lambda: None
+        self._downloads: dict[int, _Download] = {}
+        self._offered: dict[str, str] = {}  # file id -> its name, as offered
+        self._next_download = 0
         self.clock = clock  # for the countdown to the next reconnect attempt
         self.members: tuple[tuple[str, str], ...] = ()
         self.state = getattr(client, "status", Status("connecting"))
@@ -88,6 +124,17 @@ class ChatPresenter:
                                         notice=msg.code))
         elif isinstance(msg, wire.Members):
             self.members = msg.members
+        elif isinstance(msg, wire.Offer):
+            own = msg.sharer.casefold() == (self.client.name or "").casefold()
+            self._offered[msg.file] = safe_name(msg.name)
+            self._add(ROOM, Line("offer", local_time(msg.ts),
+                                 f"shares {safe_name(msg.name)} ({size_text(msg.size)})",
+                                 msg.sharer, name_colour(msg.sharer), own, file=msg.file,
+                                 download=self._download_state(msg.file)))
+        elif isinstance(msg, wire.FileList):
+            self.notice("offered files:" if msg.files else "no files are offered", "files")
+            for row in msg.files:
+                self.notice(file_row_text(row), "files")
 
     def status(self, status: Status) -> None:
         self.state = status
@@ -247,6 +294,8 @@ class ChatPresenter:
                     self._say_error(f"cannot reconnect now: {self.status_text()}")
                 else:
                     self.reconnect()
+            elif command in ("/share", "/unshare", "/files", "/get"):
+                self._sharing_command(command, rest.strip())
             elif command in ("/register", "/password"):
                 self._say_error("usage: /register PASSWORD, /password OLD NEW")
             else:
@@ -254,6 +303,118 @@ class ChatPresenter:
         except ValueError as e:  # too many commands queued while offline
             self._say_error(str(e))
         return True
+
+    def notice(self, text: str, kind: str, view: str | None = None) -> None:
+        self._add(view or self.active, Line("notice", local_time(time.time() * 1000), text,
+                                            notice=kind))
+
+    def _sharing_command(self, command: str, rest: str) -> None:
+        """/share PATH, /unshare ID, /files, /get ID [DIR]: as in line mode."""
+        if self.sharing is None:
+            self._say_error("file sharing is off in this window")
+        elif command == "/files":
+            self.sharing.list_files()
+        elif not rest:
+            self._say_error(f"usage: {command} {'PATH' if command == '/share' else 'ID'}"
+                            f"{' [DIR]' if command == '/get' else ''}")
+        elif command == "/share":
+            self._share(rest)
+        elif command == "/unshare":
+            matches = [f for f in self.sharing.seeds if f.startswith(rest.lower())]
+            if len(matches) == 1 and self.sharing.unshare(matches[0]):
+                self.notice(f"no longer sharing {matches[0][:SHORT_ID]}", "files")
+            else:
+                self._say_error(f"you are not sharing a file {rest}")
+        else:
+            ref, _, directory = rest.partition(" ")
+            self._get(ref, directory.strip() or self.download_dir, ref)
+
+    @defer.inlineCallbacks
+    def _share(self, path: str):
+        from spchat.p2p.node import SharingError
+
+        view = self.active
+        try:
+            file_id, manifest = yield self.sharing.share(path)
+        except SharingError as e:
+            self._add(view, Line("error", local_time(time.time() * 1000),
+                                 f"cannot share {path}: {e}"))
+        else:
+            self.notice(f"sharing {safe_name(manifest.name)} ({size_text(manifest.size)}) "
+                         f"as {file_id[:SHORT_ID]}", "files", view)
+        self.on_change()
+
+    def download(self, file_id: str) -> None:
+        """Download on an offer: fetch the file into the download folder."""
+        if self.sharing is None:
+            self._say_error("file sharing is off in this window")
+            return
+        if self._download_state(file_id) in ("running", "saved"):
+            return  # one at a time; a saved file is on disk already
+        self._get(file_id, self.download_dir, self._offered.get(file_id, file_id[:SHORT_ID]))
+
+    @defer.inlineCallbacks
+    def _get(self, ref: str, directory, name: str):
+        from spchat.p2p.node import SharingError
+
+        view = self.active
+        key, self._next_download = self._next_download, self._next_download + 1
+        download = self._downloads[key] = _Download(ref.lower(), name)
+        self._mark(ref, "running")
+        try:
+            try:
+                fetch = yield self.sharing.fetch(ref, directory)
+            except SharingError as e:
+                raise SharingError(f"cannot get {name}: {e}") from None
+            download.fetch, download.ref = fetch, fetch.file_id
+            download.name = safe_name(fetch.manifest.name)
+            self._mark(fetch.file_id, "running")
+            self.on_change()
+            try:
+                yield fetch.result
+            except SharingError as e:
+                raise SharingError(f"{download.name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - said in the window, never lost
+            del self._downloads[key]
+            self._mark(download.ref, self._download_state(download.ref) or "failed")
+            self._add(view, Line("error", local_time(time.time() * 1000), str(e)))
+        else:
+            del self._downloads[key]
+            self._mark(fetch.file_id, "saved")
+            self.notice(summary_text(fetch.summary()), "saved", view)
+        self.on_change()
+
+    def _download_state(self, file_id: str) -> str:
+        """"running", "saved" or "" for a file id (or an id prefix)."""
+        if any(d.ref.startswith(file_id) or file_id.startswith(d.ref)
+               for d in self._downloads.values()):
+            return "running"
+        fetches = getattr(self.sharing, "fetches", {})
+        fetch = next((f for f_id, f in fetches.items() if f_id.startswith(file_id)), None)
+        if fetch is not None:
+            return "saved" if fetch.path is not None else "running"
+        return ""
+
+    def _mark(self, ref: str, state: str) -> None:
+        """The offers of a file (or of an id prefix) show where its download is."""
+        ref = ref.lower()
+        for lines in self._lines.values():
+            for i, old in enumerate(lines):
+                if old.kind == "offer" and old.file.startswith(ref) and old.download != state:
+                    lines[i] = replace(old, download=state)
+
+    def download_rows(self) -> list[DownloadRow]:
+        """The downloads under way, oldest first."""
+        rows = []
+        for key, download in self._downloads.items():
+            if download.fetch is None:
+                rows.append(DownloadRow(key, download.name, 0.0,
+                                        f"{download.name}: asking the server for peers…"))
+                continue
+            p = download.fetch.progress()
+            fraction = p["done"] / p["size"] if p["size"] else 1.0
+            rows.append(DownloadRow(key, download.name, fraction, progress_text(p)))
+        return rows
 
     def send(self, text: str) -> None:
         """Enter in the entry: say it (or run a command) in the open view."""

@@ -19,7 +19,8 @@ STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8
 STATUS_COLOURS = {"connected": "#1a7f37", "connecting": "#555555",
                   "reconnecting": "#9a6700", "offline": "#b42318"}
 NOTICE_STYLES = {"broadcast": "broadcast", "kicked": "alert", "banned": "alert",
-                 "kick": "alert", "idle": "notice", "shutdown": "alert"}
+                 "kick": "alert", "idle": "notice", "shutdown": "alert",
+                 "saved": "saved"}
 
 
 class ChatWindow:
@@ -38,6 +39,8 @@ class ChatWindow:
         self._shown_view = None
         self._starts: list[str] = []  # Text index where each drawn Line starts
         self._tabs_shown = None
+        self._offer_buttons: list = []  # (file id, button) in the text, in order
+        self._download_rows: dict = {}  # key -> (frame, bar, label)
         self._members_shown = None
 
     # --- building ----------------------------------------------------------------
@@ -105,12 +108,15 @@ class ChatWindow:
 
         entry_row = ttk.Frame(f, padding=(6, 0))
         entry_row.pack(fill="x", side="bottom")
+        # Downloads under way, one row each (a bar and its line), above the
+        # entry; packed only while there is one.
+        self.downloads = ttk.Frame(f, padding=(6, 0, 6, 4))
         self.entry = ttk.Entry(entry_row)
         self.entry.pack(side="left", fill="x", expand=True)
         self.entry.bind("<Return>", lambda e: self._send_clicked())
         ttk.Button(entry_row, text="Send", command=self._send_clicked).pack(side="left", padx=4)
 
-        panes = ttk.PanedWindow(f, orient="horizontal")
+        panes = self.panes = ttk.PanedWindow(f, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=6, pady=6)
         left = ttk.Frame(panes)
         self.text = tk.Text(left, wrap="word", state="disabled", padx=8, pady=6,
@@ -151,6 +157,9 @@ class ChatWindow:
         t.tag_configure("error", foreground="#b42318")
         t.tag_configure("history", background="#f4f4f4")
         t.tag_configure("separator", foreground="#8c8c8c", justify="center")
+        t.tag_configure("offer", foreground="#0b5394", background="#eef6ee")
+        t.tag_configure("saved", foreground="#1a7f37")
+        ttk.Style(self.master).configure("Offer.TButton", padding=(6, 0))
 
     # --- which panel ---------------------------------------------------------------
 
@@ -204,6 +213,9 @@ class ChatWindow:
         self.presenter = presenter
         self._shown, self._shown_view, self._starts = [], None, []
         self._tabs_shown = self._members_shown = None
+        for frame, _, _ in self._download_rows.values():  # a previous chat's
+            frame.destroy()
+        self._download_rows = {}
         self.fields["password"].delete(0, "end")  # not kept on screen
         self._show(self.chat_frame)
         self.refresh()
@@ -216,6 +228,7 @@ class ChatWindow:
         if p is None or self._panel is not self.chat_frame:
             return
         self._draw_lines(p.lines(), p.active)
+        self._draw_downloads(p.download_rows())
         self._draw_tabs(p.conversations(), p.active)
         self._draw_members(p.member_rows())
         s = p.state
@@ -239,6 +252,9 @@ class ChatWindow:
             # it all again, keeping the line that was at the top in sight.
             top_line = self._top_line() if view == self._shown_view else None
             t.delete("1.0", "end")
+            for _, button in self._offer_buttons:
+                button.destroy()
+            self._offer_buttons = []
             self._starts = []
             for i in range(len(lines)):
                 self._insert(lines, i)
@@ -277,11 +293,57 @@ class ChatWindow:
             t.insert("end", f": {line.text}", (*body, *extra, *base))
             if line.pending:
                 t.insert("end", "  (sending…)", ("pending", "notice", "line", *extra))
+        elif line.kind == "offer":
+            self._insert_offer(line, base)
         elif line.kind == "notice":
             t.insert("end", f"* {line.text}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
         else:
             t.insert("end", f"! {line.text}", ("error", "line"))
         t.insert("end", "\n")
+
+    def _insert_offer(self, line, base: tuple) -> None:
+        """"alice shares talk.mp4 (12.0 MiB) [Download]": the button in the text."""
+        t = self.text
+        colour_tag = "colour" + line.colour
+        t.tag_configure(colour_tag, foreground=line.colour)
+        t.insert("end", "⇩ ", ("offer", *base))
+        name = f"{line.sender} (you)" if line.own else line.sender
+        t.insert("end", name, ("offer", "sender", colour_tag, *base))
+        t.insert("end", f" {line.text}  ", ("offer", *base))
+        if line.own:
+            return  # one's own offer: nothing to download
+        label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
+        button = ttk.Button(t, text=label, style="Offer.TButton", cursor="hand2",
+                            command=lambda f=line.file: self.controller.download(f))
+        if line.download in ("running", "saved"):
+            button.state(["disabled"])
+        t.window_create("end", window=button, padx=2, align="center")
+        self._offer_buttons.append((line.file, button))
+
+    def offer_buttons(self, file_id: str) -> list:
+        """The Download buttons shown for a file (for tests, and for focus)."""
+        return [b for f, b in self._offer_buttons if f == file_id]
+
+    def _draw_downloads(self, rows: list) -> None:
+        shown = self._download_rows
+        for key in [k for k in shown if k not in {r.key for r in rows}]:
+            shown.pop(key)[0].destroy()
+        for row in rows:
+            if row.key not in shown:
+                frame = ttk.Frame(self.downloads)
+                bar = ttk.Progressbar(frame, length=220, maximum=1000, mode="determinate")
+                bar.pack(side="left", padx=(0, 8))
+                label = ttk.Label(frame, anchor="w")
+                label.pack(side="left", fill="x", expand=True)
+                frame.pack(fill="x", pady=1)
+                shown[row.key] = (frame, bar, label)
+            _, bar, label = shown[row.key]
+            bar.configure(value=round(1000 * row.fraction))
+            label.configure(text=row.text)
+        if shown and not self.downloads.winfo_manager():
+            self.downloads.pack(fill="x", side="bottom", before=self.panes)
+        elif not shown:
+            self.downloads.pack_forget()
 
     def _draw_tabs(self, conversations: list, active: str) -> None:
         if (conversations, active) == self._tabs_shown:
