@@ -110,8 +110,9 @@ class Fetch:
 
     def progress(self) -> dict:
         done = self.swarm.bytes_done()
-        elapsed = max(1e-6, time.monotonic() - self.started)
-        rate = (done - self.start_bytes) / elapsed
+        elapsed = time.monotonic() - self.started
+        # Over at least a second: the first burst is not a rate.
+        rate = (done - self.start_bytes) / max(1.0, elapsed)
         left = self.manifest.size - done
         return {
             "name": self.manifest.name, "file": self.file_id, "done": done,
@@ -371,7 +372,10 @@ class SharingNode:
         """Logged in again as a new session: the server forgot our files."""
         if welcome.resumed:
             return
-        for swarm, manifest in self.seeds.values():
+        asking = {file_id for kind, _, file_id in self._waiting.values() if kind == "share"}
+        for file_id, (swarm, manifest) in self.seeds.items():
+            if file_id in asking:
+                continue  # its share is about to go out anyway
             self.client.request(wire.Share(manifest.canonical().decode("utf-8"), self.port,
                                             self._cid()))
         for file_id, fetch in self.fetches.items():
