@@ -322,7 +322,7 @@ class Swarm:
             self._strike(peer, piece)
             return
         try:
-            self.download.write_piece(piece, data)
+            self.download.write_piece(piece, data, verified=True)  # hashed just above
         except StorageError as e:
             self.fail(str(e))
             return
