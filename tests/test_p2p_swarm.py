@@ -276,3 +276,44 @@ def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
         second.close()
         yield listener.stopListening()
         yield seeder.stop()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB file system (tmpfs), for a disk that fills up."""
+    import subprocess
+
+    where = tmp_path / "tiny"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+            capture_output=True).returncode != 0:
+        pytest.skip("needs root and mount to make a small file system")
+    yield where
+    subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_full_disk_stops_the_download_with_one_line_and_keeps_the_part(tmp_path, shared,
+                                                                         tiny_disk):
+    path, manifest = shared  # 2.6 MB: more than the disk holds
+    seeder = Seeder(path, manifest)
+    download = Download(tiny_disk, manifest)
+    failed = defer.Deferred()
+    swarm = Swarm(reactor, manifest, swarm_mod.PartialFile(download), download,
+                  on_failed=failed.callback)
+    try:
+        yield connect(swarm, seeder, "seed")
+        reason = yield failed
+        assert reason.startswith("the disk is full writing ") and "partial file is kept" in reason
+        assert "\n" not in reason
+        assert 0 < len(download.have) < len(manifest.pieces)
+        download.close()  # the state cannot be saved either: no exception
+        part = (tiny_disk / "shared.bin.part").read_bytes()
+        for i in download.have:  # what was written is good
+            offset, length = manifest.piece_range(i)
+            assert manifest.verify(i, part[offset:offset + length])
+        yield wait_until(lambda: not swarm.peers)  # it hung up on its peers
+    finally:
+        swarm.close()
+        yield seeder.stop()

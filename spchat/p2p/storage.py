@@ -140,7 +140,13 @@ class Download:
         return final
 
     def close(self) -> None:
+        """Save the state and close; on a full disk the state stays as it
+        was (a resume then hashes what is on disk)."""
         if self._fd is not None:
-            self.save_state()
-            os.close(self._fd)
-            self._fd = None
+            try:
+                self.save_state()
+            except OSError:
+                pass
+            finally:
+                os.close(self._fd)
+                self._fd = None
