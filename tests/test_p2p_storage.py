@@ -105,3 +105,12 @@ def test_a_name_already_taken_gets_a_number(source, tmp_path):
         d.write_piece(i, piece)
     assert d.finish().name == "report (1).pdf"
     assert (tmp_path / "dl" / "report.pdf").read_text() == "mine, keep it"
+
+
+def test_two_downloads_never_write_one_part_file(source, tmp_path):
+    manifest = build_manifest(source, PIECE)
+    first = Download(tmp_path / "dl", manifest)
+    with pytest.raises(StorageError, match="being written by another download"):
+        Download(tmp_path / "dl", manifest)
+    first.close()
+    Download(tmp_path / "dl", manifest).close()  # free again once the first is closed

@@ -317,3 +317,27 @@ def test_a_full_disk_stops_the_download_with_one_line_and_keeps_the_part(tmp_pat
     finally:
         swarm.close()
         yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_peer_that_comes_before_the_servers_introduction_is_kept_waiting(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    swarm, download, done = downloading(tmp_path, manifest)
+    transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
+    try:
+        # Its first two frames (the transfer id, the handshake) arrive
+        # together, before the holder has heard of the transfer.
+        opening = peer.dial(reactor, "127.0.0.1", seeder.port.getHost().port,
+                            lambda: peer.PeerConnection(reactor, True, transfer, key, swarm,
+                                                        "seed"), timeout=5)
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        assert not opening.called
+        seeder.intros.add(transfer, key, seeder.swarm, "downloader")
+        yield opening
+        yield done
+        assert download.finish().read_bytes() == path.read_bytes()
+        assert not seeder.intros._waiting  # nothing left behind
+    finally:
+        swarm.close()
+        yield seeder.stop()

@@ -175,6 +175,7 @@ class Fetch:
 
     def _failed(self, reason: str) -> None:
         self._stop_saver()
+        self.swarm.close()  # no peer may touch the closed file now
         self.download.close()
         self.node.forget(self.file_id)
         if not self.result.called:
@@ -208,8 +209,10 @@ class SharingNode:
         self.introductions = peer.Introductions(reactor)
         self.seeds: dict[str, tuple[Swarm, Manifest]] = {}  # file id -> ours whole
         self.fetches: dict[str, Fetch] = {}
-        # Requests waiting for the server's answer: cid -> (kind, Deferred, file id).
-        self._waiting: dict[str, tuple[str, defer.Deferred, str]] = {}
+        # Requests waiting for the server's answer: cid -> (kind, Deferred,
+        # file id, the connection it went out on or None while queued).
+        self._waiting: dict[str, list] = {}
+        self._starting: set[str] = set()  # fetches between answer and start
         self._relay_for: dict[str, Fetch] = {}
         self._listener = None
         client.sharing = self
@@ -222,6 +225,7 @@ class SharingNode:
             self.port = self._listener.getHost().port
 
     def stop(self) -> defer.Deferred:
+        self._lost_answers(everything=True)
         for fetch in list(self.fetches.values()):
             fetch.stop()
         for swarm, _ in self.seeds.values():
@@ -271,8 +275,17 @@ class SharingNode:
         """Ask the server for a file's swarm and start downloading: fires
         with the running Fetch (its ``result`` fires with the saved path)."""
         answer = yield self._ask("fetch", wire.Fetch(ref.strip().lower(), self._cid()), "")
-        if answer.file in self.fetches:
+        if answer.file in self.fetches or answer.file in self._starting:
             raise SharingError(f"{answer.file[:12]} is already being downloaded")
+        self._starting.add(answer.file)
+        try:
+            fetch = yield self._start_fetch(answer, directory)
+        finally:
+            self._starting.discard(answer.file)
+        return fetch
+
+    @defer.inlineCallbacks
+    def _start_fetch(self, answer: wire.Swarm, directory) -> defer.Deferred:
         try:
             manifest = Manifest.parse(answer.manifest.encode("utf-8"), 2**53)
         except ManifestError as e:
@@ -296,6 +309,18 @@ class SharingNode:
         d = self._ask("again", wire.Fetch(fetch.file_id, self._cid()), fetch.file_id)
         d.addCallbacks(fetch.more_peers, lambda _: None)
 
+    def _lost_answers(self, everything: bool = False) -> None:
+        """Requests sent on a connection that is gone get no answer: they
+        fail (those queued meanwhile went out on the new one)."""
+        current = self.client.proto
+        for cid, entry in list(self._waiting.items()):
+            if entry[3] is None and not everything:
+                entry[3] = current
+            elif everything or entry[3] is not current:
+                del self._waiting[cid]
+                entry[1].errback(SharingError("the connection to the server was lost before "
+                                              "it answered; try again"))
+
     def forget(self, file_id: str) -> None:
         self.fetches.pop(file_id, None)
 
@@ -306,7 +331,8 @@ class SharingNode:
 
     def _ask(self, kind: str, msg, file_id: str) -> defer.Deferred:
         d = defer.Deferred()
-        self._waiting[msg.cid] = (kind, d, file_id)
+        self._waiting[msg.cid] = [kind, d, file_id,
+                                  self.client.proto if self.client.connected else None]
         try:
             self.client.request(msg)
         except ValueError as e:
@@ -333,7 +359,7 @@ class SharingNode:
             self._waiting.pop(msg.cid)[1].errback(SharingError(msg.text))
         elif isinstance(msg, wire.Offer):
             # Our share, confirmed (the offer goes to the whole room).
-            waiting = next((cid for cid, (kind, _, file_id) in self._waiting.items()
+            waiting = next((cid for cid, (kind, _, file_id, _) in self._waiting.items()
                             if kind == "share" and file_id == msg.file), None)
             if waiting is not None:
                 self._waiting.pop(waiting)[1].callback(msg)
@@ -370,9 +396,10 @@ class SharingNode:
 
     def welcomed(self, welcome: wire.Welcome) -> None:
         """Logged in again as a new session: the server forgot our files."""
+        self._lost_answers()
         if welcome.resumed:
             return
-        asking = {file_id for kind, _, file_id in self._waiting.values() if kind == "share"}
+        asking = {file_id for kind, _, file_id, _ in self._waiting.values() if kind == "share"}
         for file_id, (swarm, manifest) in self.seeds.items():
             if file_id in asking:
                 continue  # its share is about to go out anyway

@@ -116,7 +116,13 @@ class PeerConnection(Int32StringReceiver):
         if self.key is not None:  # through the relay: known already
             self._start_handshake()
             return
-        self.transport.pauseProducing()  # the handshake waits for the key
+        known = self.introductions.take(self.transfer)
+        if known is not None:
+            self.key, self.handler, self.name = known
+            self._start_handshake()
+            return
+        # The handshake waits for the key, and so do frames already in.
+        self.pauseProducing()
         self.introductions.wait(self.transfer).addCallback(self._known)
 
     def _known(self, known) -> None:
@@ -127,7 +133,7 @@ class PeerConnection(Int32StringReceiver):
             return
         self.key, self.handler, self.name = known
         self._start_handshake()
-        self.transport.resumeProducing()
+        self.resumeProducing()  # and go on with the frames already in
 
     def _handshake_frame(self, frame: bytes) -> None:
         try:
@@ -148,14 +154,16 @@ class PeerConnection(Int32StringReceiver):
         self.opened.callback(self)
 
     # --- producer: pause reading while our own writes are stuck ---------------
+    # The base class's versions also stop (and restart) the loop over frames
+    # already received, not only the socket: one read may hold thousands.
 
     def pauseProducing(self):
         if not self.closing:
-            self.transport.pauseProducing()
+            super().pauseProducing()
 
     def resumeProducing(self):
         if not self.closing:
-            self.transport.resumeProducing()
+            super().resumeProducing()
 
     def stopProducing(self):
         pass
@@ -242,6 +250,8 @@ class Introductions:
         def give_up():
             if not d.called:
                 waiting.remove(d)
+                if not waiting:
+                    self._waiting.pop(transfer, None)
                 d.callback(None)
 
         self.clock.callLater(self.wait_seconds, give_up)

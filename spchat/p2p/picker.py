@@ -30,8 +30,10 @@ class PiecePicker:
     # --- what the peers have ----------------------------------------------------
 
     def peer_has(self, peer, pieces) -> None:
-        """A peer's bitfield: replaces what was known of it."""
-        self.peer_gone(peer)
+        """A peer's bitfield: replaces what was known of what it has (the
+        pieces asked of it stay asked)."""
+        for piece in self._peers.pop(peer, ()):
+            self._count[piece] -= 1
         held = {p for p in pieces if 0 <= p < self.pieces}
         self._peers[peer] = held
         self._count.update(held)

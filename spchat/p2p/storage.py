@@ -13,6 +13,7 @@ trusted.  When every piece is in, the file is renamed to its own name (or
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import tempfile
@@ -47,6 +48,12 @@ class Download:
         self.state_path = inside(self.directory, manifest.name + STATE_SUFFIX)
         fresh = not self.part.exists()
         self._fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
+        try:  # two downloads of one name (another file, or a second run) must not mix
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            self._fd = None
+            raise StorageError(f"{self.part} is being written by another download") from None
         if os.fstat(self._fd).st_size != manifest.size:
             os.ftruncate(self._fd, manifest.size)
         self.have: set[int] = set() if fresh else self._recover()

@@ -115,6 +115,7 @@ class Swarm:
         self.stats: dict[str, PeerStats] = {}
         self.banned: set[str] = set()  # names dropped for bad data
         self.failed: str | None = None
+        self.closed = False  # closed: late peers are turned away
         self.picker = None
         self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._cache_bytes = 0
@@ -151,6 +152,9 @@ class Swarm:
     # --- the connection's handler interface ------------------------------------
 
     def peer_open(self, conn) -> None:
+        if self.closed or self.failed:
+            conn.fail("no longer sharing this file")
+            return
         if conn.name in self.banned:
             conn.fail("dropped earlier for sending bad data")
             return
@@ -175,8 +179,8 @@ class Swarm:
 
     def peer_message(self, conn, msg) -> None:
         peer = self.peers.get(conn)
-        if peer is None:
-            return
+        if peer is None or self.closed or self.failed:
+            return  # closing: its files may be gone
         if isinstance(msg, peerwire.Block):
             self._block(peer, msg)
         elif isinstance(msg, peerwire.Request):
@@ -388,6 +392,7 @@ class Swarm:
             return
         self.failed = reason
         self._stop_ticker()
+        self._stop_serving()
         for conn in list(self.peers):
             conn.close(reason)
         self.on_failed(reason)
@@ -404,10 +409,16 @@ class Swarm:
         self._cache.clear()
         self._cache_bytes = 0
 
-    def close(self) -> None:
-        self._stop_ticker()
+    def _stop_serving(self) -> None:
         if self._serve_call is not None and self._serve_call.active():
             self._serve_call.cancel()
+        self._serve_call = None
+        self._serve_queue.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self._stop_ticker()
+        self._stop_serving()
         for conn in list(self.peers):
             conn.close("no longer sharing")
         self.source.close()
