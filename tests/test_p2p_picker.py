@@ -63,3 +63,13 @@ def test_a_bad_copy_is_wanted_again_and_a_departed_peer_no_longer_counts():
     picker.peer_has("d", {99, -1})
     picker.peer_have("d", 99)
     assert picker.next_piece("d") is None
+
+
+def test_a_new_bitfield_keeps_the_pieces_already_asked_of_that_peer():
+    picker = PiecePicker(4, rng=random.Random(1))
+    picker.peer_has("a", {0, 1, 2, 3})
+    picker.peer_has("b", {0, 1, 2, 3})
+    first = picker.next_piece("a")
+    picker.peer_has("a", {0, 1, 2, 3})  # sent again: nothing changes for the piece asked
+    assert picker.done(first) == {"a"}  # so "a" is still the one to thank (or cancel)
+    assert picker._count[(first + 1) % 4] == 2  # and it is not counted twice
