@@ -10,8 +10,8 @@ from spchat.p2p import swarm
 
 
 class Flipping(swarm.SeedFile):
-    def read_piece(self, index):
-        data = super().read_piece(index)
+    def read_block(self, index, offset, length):
+        data = super().read_block(index, offset, length)
         if data is None:
             return None
         data = bytearray(data)

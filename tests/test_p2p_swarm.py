@@ -42,8 +42,8 @@ class Seeder:
 class FlippingSeed(SeedFile):
     """Serves pieces with one byte changed: a broken or hostile peer."""
 
-    def read_piece(self, index):
-        data = bytearray(super().read_piece(index))
+    def read_block(self, index, offset, length):
+        data = bytearray(super().read_block(index, offset, length))
         data[len(data) // 2] ^= 0xFF
         return bytes(data)
 
@@ -341,3 +341,33 @@ def test_a_peer_that_comes_before_the_servers_introduction_is_kept_waiting(tmp_p
     finally:
         swarm.close()
         yield seeder.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_seeder_whose_file_changed_on_disk_serves_only_pieces_that_still_match(tmp_path,
+                                                                                  shared):
+    path, manifest = shared
+    copy = tmp_path / "copy.bin"
+    copy.write_bytes(path.read_bytes())
+    changed = Seeder(copy, manifest)
+    with open(copy, "r+b") as f:  # edited after sharing: piece 5 is no longer that piece
+        f.seek(5 * PIECE + 7)
+        f.write(b"edited")
+    honest = Seeder(path, manifest)
+    swarm, download, done = downloading(tmp_path, manifest)
+    try:
+        yield connect(swarm, changed, "changed")
+        everything_else = set(range(len(manifest.pieces))) - {5}
+        yield wait_until(lambda: download.have == everything_else)
+        yield task.deferLater(reactor, 0.2, lambda: None)
+        # It refused piece 5 rather than send bad data, and no longer offers it.
+        assert download.have == everything_else
+        assert swarm.stats["changed"].bad_pieces == 0
+        assert changed.swarm.source.have == everything_else
+        yield connect(swarm, honest, "honest")
+        yield done
+        assert download.finish().read_bytes() == path.read_bytes()
+    finally:
+        swarm.close()
+        yield changed.stop()
+        yield honest.stop()

@@ -113,6 +113,12 @@ class Download:
         offset, length = self.manifest.piece_range(index)
         return os.pread(self._fd, length, offset)
 
+    def read_block(self, index: int, offset: int, length: int) -> bytes:
+        """Part of a piece we have (checked when it was written)."""
+        if index not in self.have:
+            raise StorageError(f"piece {index} is not here yet")
+        return os.pread(self._fd, length, self.manifest.piece_range(index)[0] + offset)
+
     def save_state(self) -> None:
         """Which pieces are in: replaced atomically (temp, fsync, rename)."""
         os.fsync(self._fd)  # the pieces first, then the state that lists them

@@ -15,7 +15,7 @@ peer that sends a block nobody asked for, or does not answer for
 from __future__ import annotations
 
 import os
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.internet import task
@@ -30,20 +30,27 @@ PIPELINE = 16  # blocks asked of one peer at a time (512 KiB)
 REQUEST_TIMEOUT = 15.0
 MAX_STRIKES = 3  # bad pieces before a peer is dropped
 MAX_QUEUED_REQUESTS = 512  # unanswered requests one peer may pile up (upload cap)
-CACHE_BYTES = 32 * 1024 * 1024  # verified pieces kept for serving
 TICK_SECONDS = 1.0
 
 
 class SeedFile:
     """A whole file on disk, offered to others.  Each piece is hashed again
-    before it is served: a file changed since it was shared must not spread
-    bad data."""
+    before its first block is served, and again after the file changes on
+    disk: a file changed since it was shared must not spread bad data.  A
+    block of a checked piece is read alone, so asking for one block of many
+    pieces costs a seeder one hash per piece, not one per block."""
 
     def __init__(self, path, manifest: Manifest):
         self.path = path
         self.manifest = manifest
         self._fd = os.open(path, os.O_RDONLY)
         self.have = set(range(len(manifest.pieces)))
+        self._checked: set[int] = set()
+        self._stamp = self._now_stamp()
+
+    def _now_stamp(self) -> tuple[int, int]:
+        st = os.fstat(self._fd)
+        return st.st_size, st.st_mtime_ns
 
     def read_piece(self, index: int) -> bytes | None:
         offset, length = self.manifest.piece_range(index)
@@ -51,7 +58,17 @@ class SeedFile:
         if not self.manifest.verify(index, data):
             self.have.discard(index)  # changed on disk: no longer ours to give
             return None
+        self._checked.add(index)
         return data
+
+    def read_block(self, index: int, offset: int, length: int) -> bytes | None:
+        stamp = self._now_stamp()
+        if stamp != self._stamp:  # written to since: check every piece again
+            self._stamp = stamp
+            self._checked.clear()
+        if index not in self._checked and self.read_piece(index) is None:
+            return None
+        return os.pread(self._fd, length, self.manifest.piece_range(index)[0] + offset)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -67,8 +84,8 @@ class PartialFile:
         self.download = download
         self.have = download.have
 
-    def read_piece(self, index: int) -> bytes | None:
-        return self.download.read_piece(index) if index in self.have else None
+    def read_block(self, index: int, offset: int, length: int) -> bytes | None:
+        return self.download.read_block(index, offset, length) if index in self.have else None
 
     def close(self) -> None:
         pass
@@ -117,8 +134,6 @@ class Swarm:
         self.failed: str | None = None
         self.closed = False  # closed: late peers are turned away
         self.picker = None
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self._cache_bytes = 0
         self._serve_queue: deque = deque()
         self._tokens = float(upload_bps)
         self._refill_at = clock.seconds()
@@ -220,28 +235,13 @@ class Swarm:
             self._serve(peer, req)
 
     def _serve(self, peer: PeerState, req: peerwire.Request) -> None:
-        data = self._piece(req.piece)
-        if data is None:
+        block = (self.source.read_block(req.piece, req.offset, req.length)
+                 if req.piece in self.source.have else None)
+        if block is None:
             peer.conn.send(peerwire.Reject(req.piece, req.offset, req.length))
             return
-        block = data[req.offset:req.offset + req.length]
         peer.conn.send(peerwire.Block(req.piece, req.offset, block))
         self.stats_for(peer.conn).sent += len(block)
-
-    def _piece(self, index: int) -> bytes | None:
-        data = self._cache.get(index)
-        if data is not None:
-            self._cache.move_to_end(index)
-            return data
-        if index not in self.source.have:
-            return None
-        data = self.source.read_piece(index)
-        if data is not None:
-            self._cache[index] = data
-            self._cache_bytes += len(data)
-            while self._cache_bytes > CACHE_BYTES and len(self._cache) > 1:
-                self._cache_bytes -= len(self._cache.popitem(last=False)[1])
-        return data
 
     def _serve_due(self) -> None:
         """Answer queued requests as the upload cap allows."""
@@ -406,8 +406,6 @@ class Swarm:
         """The download is finished and renamed: serve the file from there."""
         self.source.close()
         self.source = source
-        self._cache.clear()
-        self._cache_bytes = 0
 
     def _stop_serving(self) -> None:
         if self._serve_call is not None and self._serve_call.active():
