@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from twisted.internet import defer, task
@@ -57,6 +58,16 @@ def main(argv, cfg: config.Config, pins) -> int:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    from twisted.internet import reactor
+
+    # Ctrl-C and SIGTERM end it the normal way (a download kept resumable,
+    # a logout), not by stopping the reactor under it: our own handlers,
+    # and the reactor runs without its own.
+    stop_requested = defer.Deferred()
+
+    def on_signal(signum, frame):
+        reactor.callFromThread(lambda: stop_requested.called or stop_requested.callback(None))
+
     @defer.inlineCallbacks
     def run(reactor):
         client = ChatClient(
@@ -65,14 +76,6 @@ def main(argv, cfg: config.Config, pins) -> int:
             password=args.password)
         node = SharingNode(reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
                            upload_bps=cfg.p2p_upload_bps)
-        stopping = []
-
-        def shut_down():
-            # Ctrl-C or SIGTERM: keep a download resumable, say goodbye.
-            stopping.append(True)
-            return node.stop().addBoth(lambda _: client.logout())
-
-        reactor.addSystemEventTrigger("before", "shutdown", shut_down)
         try:
             node.start()
         except Exception as e:  # a taken CHAT_P2P_PORT, say
@@ -88,8 +91,12 @@ def main(argv, cfg: config.Config, pins) -> int:
                 for path in args.paths:
                     file_id, manifest = yield node.share(path)
                     out(f"sharing {manifest.name} ({size_text(manifest.size)}) as {file_id}")
-                yield defer.Deferred()  # serve until stopped
+                yield stop_requested  # serve until stopped
+                yield node.stop()
+                yield client.logout()
+                return 0
             fetch = yield node.fetch(args.file, args.dir or cfg.download_dir)
+            stop_requested.addCallback(lambda _: fetch.stop())
             ticker = task.LoopingCall(lambda: err(progress_text(fetch.progress())))
             ticker.clock = reactor
             ticker.start(PROGRESS_SECONDS, now=False)
@@ -98,8 +105,7 @@ def main(argv, cfg: config.Config, pins) -> int:
             finally:
                 ticker.stop()
         except SharingError as e:
-            if not stopping:
-                err(f"spchat: {e}")
+            err(f"spchat: {e}")
             yield node.stop()
             yield client.logout()
             return 1
@@ -109,9 +115,18 @@ def main(argv, cfg: config.Config, pins) -> int:
         yield client.logout()
         return 0
 
-    def finished(status):
-        if status:
-            raise SystemExit(status)
+    status = []
 
-    task.react(lambda reactor: run(reactor).addCallback(finished))
-    return 0  # not reached
+    def finished(result):
+        if isinstance(result, int):
+            status.append(result)
+        else:  # a bug: say it in one line rather than hang
+            err(f"spchat: {result.getErrorMessage()}")
+            status.append(1)
+        reactor.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    reactor.callWhenRunning(lambda: run(reactor).addBoth(finished))
+    reactor.run(installSignalHandlers=False)
+    return status[0] if status else 1
