@@ -253,3 +253,24 @@ def test_line_mode_share_files_and_get(tmp_path, server):
     # The room's offer reached the sharer too, once (not again on login).
     rest = sharer.stdout.read()
     assert rest.count(f"alice shares notes.txt (3.0 MiB): /get {short_id}") == 1, rest
+
+
+def test_sigterm_stops_a_download_resumably_and_a_sharer_cleanly(tmp_path, server, peers):
+    source = tmp_path / "data.bin"
+    source.write_bytes(os.urandom(16 * MIB))
+    sharer, file_id = seed(tmp_path, server, peers, source, "s",
+                           {"CHAT_P2P_UPLOAD_BPS": str(4 * MIB)})
+    first = get(tmp_path, server, peers, file_id, "d", tmp_path / "dl")
+    progress_reaches(first, 20)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(10) == 1
+    first._reader.join(5)
+    assert first.err[-1] == "spchat: interrupted; run it again to resume\n"
+    assert (tmp_path / "dl" / "data.bin.part.state").exists()
+    summary = finished(get(tmp_path, server, peers, file_id, "d2", tmp_path / "dl"))
+    assert sha256(tmp_path / "dl" / "data.bin") == sha256(source)
+    assert summary["fetched"] < 0.85 * source.stat().st_size  # it kept what it had
+    sharer.proc.send_signal(signal.SIGTERM)
+    assert sharer.proc.wait(10) == 0
+    sharer._reader.join(5)
+    assert not "".join(sharer.err).strip()  # no traceback
