@@ -37,6 +37,10 @@ def test_a_request_lost_with_the_connection_fails_instead_of_hanging(chat_server
         yield wait_until(lambda: alice.connected)  # resumed, and usable again
         file_id, _ = yield node.share(source)
         assert file_id in node.seeds
+        # /unshare takes a prefix of the id, like /get.
+        assert node.unshare("ffffffffff" if not file_id.startswith("f") else "0000") is None
+        assert node.unshare(file_id[:8].upper()) == file_id
+        assert not node.seeds and node.unshare(file_id) is None
     finally:
         yield node.stop()
         yield alice.logout()

@@ -50,7 +50,7 @@ def test_a_wrong_piece_is_never_written(source, tmp_path):
     with pytest.raises(StorageError, match="6 pieces are still missing"):
         d.finish()
     with pytest.raises(StorageError, match="piece 1 is not here yet"):
-        d.read_piece(1)
+        d.read_block(1, 0, 10)
 
 
 def test_a_restart_fetches_only_what_is_missing(source, tmp_path):
@@ -62,7 +62,7 @@ def test_a_restart_fetches_only_what_is_missing(source, tmp_path):
     d.close()  # the state is saved
     again = Download(tmp_path / "dl", manifest)
     assert again.have == {0, 2, 4} and again.missing() == {1, 3, 5}
-    assert again.read_piece(2) == parts[2]
+    assert again.read_block(2, 0, len(parts[2])) == parts[2]
 
 
 @pytest.mark.parametrize("damage", ["missing", "garbage", "other file", "lies"])

@@ -291,9 +291,9 @@ class LineModeClient:
         elif word == "/share":
             self._share(rest)
         elif word == "/unshare":
-            matches = [f for f in self.sharing.seeds if f.startswith(rest.lower())]
-            if len(matches) == 1 and self.sharing.unshare(matches[0]):
-                self.notice(f"no longer sharing {matches[0][:12]}")
+            file_id = self.sharing.unshare(rest)
+            if file_id is not None:
+                self.notice(f"no longer sharing {file_id[:12]}")
             else:
                 self.notice(f"you are not sharing a file {rest}")
         else:

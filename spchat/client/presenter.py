@@ -320,9 +320,9 @@ class ChatPresenter:
         elif command == "/share":
             self._share(rest)
         elif command == "/unshare":
-            matches = [f for f in self.sharing.seeds if f.startswith(rest.lower())]
-            if len(matches) == 1 and self.sharing.unshare(matches[0]):
-                self.notice(f"no longer sharing {matches[0][:SHORT_ID]}", "files")
+            file_id = self.sharing.unshare(rest)
+            if file_id is not None:
+                self.notice(f"no longer sharing {file_id[:SHORT_ID]}", "files")
             else:
                 self._say_error(f"you are not sharing a file {rest}")
         else:

@@ -259,13 +259,16 @@ class SharingNode:
             raise
         return manifest.file_id, manifest
 
-    def unshare(self, file_id: str) -> bool:
-        entry = self.seeds.pop(file_id, None)
-        if entry is None:
-            return False
-        entry[0].close()
+    def unshare(self, ref: str) -> str | None:
+        """Stop offering the file we share whose id is or starts with
+        ``ref``; returns its id, or None if that is not exactly one."""
+        matches = [f for f in self.seeds if f.startswith(ref.strip().lower())]
+        if len(matches) != 1:
+            return None
+        file_id = matches[0]
+        self.seeds.pop(file_id)[0].close()
         self.client.request(wire.Unshare(file_id))
-        return True
+        return file_id
 
     def list_files(self) -> None:
         self.client.request(wire.ListFiles())

@@ -106,13 +106,6 @@ class Download:
             raise StorageError(f"cannot write {self.part}: {e.strerror or e}") from None
         self.have.add(index)
 
-    def read_piece(self, index: int) -> bytes:
-        """A piece we have, to serve to another peer."""
-        if index not in self.have:
-            raise StorageError(f"piece {index} is not here yet")
-        offset, length = self.manifest.piece_range(index)
-        return os.pread(self._fd, length, offset)
-
     def read_block(self, index: int, offset: int, length: int) -> bytes:
         """Part of a piece we have (checked when it was written)."""
         if index not in self.have:
