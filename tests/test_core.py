@@ -23,6 +23,9 @@ class Recorder:
     def send_encoded(self, data):
         self.sent.append(wire.decode(data))
 
+    def send_encoded_many(self, items):
+        self.sent.extend(wire.decode(data) for data in items)
+
     def send_frames(self, frames):
         for frame in frames:
             self.sent.extend(wire.decode_frame(frame))
@@ -75,6 +78,47 @@ def test_login_welcomes_and_announces(core):
     assert b.of(wire.Members)[-1].names == ("Alice", "bob")
     assert a.of(wire.Members)[-1].names == ("Alice",)
     assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "online")
+
+
+class Batching:
+    """A committer that saves nothing until told: as the store's writer,
+    which publishes everything of one transaction together."""
+
+    def __init__(self, core):
+        self.core, self.pending = core, []
+        core.committer = self
+
+    def add(self, record):
+        self.pending.append(record)
+
+    def commit(self):
+        batch, self.pending = self.pending, []
+        for record in batch:
+            self.core.history.append(record)
+        self.core.published(batch)
+
+
+def test_one_commit_of_many_lines_reaches_everyone_in_order_with_each_sender_acked(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    _, c = login(core, "carol")  # sends nothing: gets the frames made once
+    settle(core)
+    committer = Batching(core)
+    for conn in (a, b, c):
+        conn.clear()
+    core.receive(alice, wire.Say("one", "a1"))
+    core.receive(bob, wire.Say("two", "b1"))
+    core.receive(alice, wire.Direct("bob", "psst", "a2"))
+    core.receive(alice, wire.Say("three", "a3"))
+    assert a.sent == b.sent == c.sent == []  # nothing before it is saved
+    committer.commit()
+    seen = {name: [(m.seq, m.text, m.cid) for m in conn.sent]
+            for name, conn in (("alice", a), ("bob", b), ("carol", c))}
+    assert seen["alice"] == [(1, "one", "a1"), (2, "two", None), (3, "psst", "a2"),
+                             (4, "three", "a3")]
+    assert seen["bob"] == [(1, "one", None), (2, "two", "b1"), (3, "psst", None),
+                           (4, "three", None)]
+    assert seen["carol"] == [(1, "one", None), (2, "two", None), (4, "three", None)]
 
 
 def test_say_stamps_and_delivers_to_everyone_with_ack_for_sender(core):

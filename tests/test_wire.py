@@ -155,3 +155,31 @@ def test_a_batch_carries_several_messages_and_a_bad_one_spoils_only_itself():
     assert isinstance(items[1], wire.WireError) and "notice.ts is missing" in str(items[1])
     with pytest.raises(wire.WireError, match="batch.m must be a list"):
         wire.decode_frame(b'{"t":"batch","m":{}}')
+
+
+def _texts(max_size):  # no lone surrogates: nothing can carry them
+    return st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=max_size)
+
+
+@given(st.integers(0, wire.MAX_INT), st.integers(0, wire.MAX_INT), _texts(20), _texts(20),
+       _texts(200), _texts(20))
+def test_a_room_line_encoded_once_decodes_as_the_message_and_its_ack(seq, ts, room, sender,
+                                                                     text, cid):
+    everyone, ack = wire.encode_room_line(seq, ts, room, sender, text, cid)
+    assert wire.decode(everyone) == wire.RoomMessage(seq, ts, room, sender, text)
+    assert wire.decode(ack) == wire.RoomMessage(seq, ts, room, sender, text, cid)
+
+
+@pytest.mark.parametrize("data", [
+    b' {"t":"who"}', b'{"t":"who"}\n', b'\t{"t" : "who"} ',  # json.loads allows whitespace
+])
+def test_whitespace_around_a_message_is_allowed(data):
+    assert wire.decode(data) == wire.Who()
+
+
+@pytest.mark.parametrize("data", [
+    b'{"t":"who"} x', b'{"t":"who"}{}', b'', b'{', b'{"t":"who",}', b"\xff{}",
+])
+def test_anything_after_or_instead_of_one_object_is_refused(data):
+    with pytest.raises(wire.WireError, match="not a JSON message"):
+        wire.decode(data)

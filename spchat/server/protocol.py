@@ -204,19 +204,25 @@ class ChatServerProtocol(NoiseChannel):
         self.send_message(message)
 
     def send_encoded(self, data: bytes) -> None:
-        """An encoded message (the same bytes for every member of a room:
-        encoded once by the core); sent with the rest of this turn's."""
+        """An encoded message; sent with the rest of this turn's."""
+        self.send_encoded_many([data])
+
+    def send_encoded_many(self, items: list[bytes]) -> None:
+        """Encoded messages (a room's lines, encoded once by the core), in
+        order, after what is already waiting."""
         if not self.is_open:
             return
-        if len(data) > noise.MAX_PAYLOAD_LEN:
+        if max(map(len, items), default=0) > noise.MAX_PAYLOAD_LEN:
             # Limits elsewhere keep chat messages below this; anything that
             # still grows past it is a server bug, not a reason to crash.
-            self.log.error("{peer}: not sent: a message of {size} bytes exceeds one Noise "
-                           "message", peer=self.peer, size=len(data))
-            return
+            for data in items:
+                if len(data) > noise.MAX_PAYLOAD_LEN:
+                    self.log.error("{peer}: not sent: a message of {size} bytes exceeds one "
+                                   "Noise message", peer=self.peer, size=len(data))
+            items = [data for data in items if len(data) <= noise.MAX_PAYLOAD_LEN]
         if not self._outbox and not self._frames:
             self.factory.flush_soon(self)
-        self._outbox.append(data)
+        self._outbox.extend(items)
 
     # --- one frame per turn ----------------------------------------------------
 
