@@ -122,6 +122,18 @@ def _seconds(*, allow_zero: bool) -> Callable[[str], float]:
     return parse
 
 
+def _seconds_up_to(limit: float) -> Callable[[str], float]:
+    base = _seconds(allow_zero=True)
+
+    def parse(text: str) -> float:
+        value = base(text)
+        if value > limit:
+            raise ValueError(f"must be at most {limit:g} s")
+        return value
+
+    return parse
+
+
 def _choice(*allowed: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -222,6 +234,10 @@ SETTINGS: tuple[Setting, ...] = (
             "How messages are saved: a writer thread, or short transactions inline."),
     Setting("store_sync", "CHAT_STORE_SYNC", "store-sync", "full", _choice("full", "normal"),
             "full: a saved message survives a power cut; normal: it survives a crash."),
+    Setting("commit_interval", "CHAT_COMMIT_INTERVAL", "commit-interval", "0.005",
+            _seconds_up_to(1.0),
+            "Under load, messages are saved at most once per this many seconds, so more of "
+            "them share one disk sync and one write to each member (0: at once)."),
     Setting("login_failures", "CHAT_LOGIN_FAILURES", "login-failures", "5", _int_range(1),
             "Failed logins per minute, per name and per address, before a wait is imposed."),
     Setting("offline_retention", "CHAT_OFFLINE_RETENTION", "offline-retention", "600",
@@ -281,6 +297,7 @@ class Config:
     history_days: float = _default("history_days")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
+    commit_interval: float = _default("commit_interval")
     login_failures: int = _default("login_failures")
     offline_retention: float = _default("offline_retention")
     max_share_bytes: int = _default("max_share_bytes")

@@ -81,7 +81,7 @@ class ChatService(service.Service):
             on_shutdown=self.shut_down,
         )
         self.core.committer = GroupCommitter(
-            self.store, reactor, self.core.published, cfg.store_writer
+            self.store, reactor, self.core.published, cfg.store_writer, cfg.commit_interval
         )
         self.factory = ChatServerFactory(
             self.core,

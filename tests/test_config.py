@@ -54,6 +54,7 @@ def test_defaults(tmp_path):
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
+    assert cfg.commit_interval == 0.005
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
     assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, Path("."))
     assert cfg.p2p_upload_bps == 0
@@ -246,6 +247,8 @@ BAD_VALUES = [
     ("CHAT_RESUME_GRACE", "resume-grace", "-1", "0 or more"),
     ("CHAT_STORE_WRITER", "store-writer", "fork", "one of thread, inline"),
     ("CHAT_STORE_SYNC", "store-sync", "off", "one of full, normal"),
+    ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),
+    ("CHAT_COMMIT_INTERVAL", "commit-interval", "-0.001", "0 or more"),
     ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "soon", "not a number"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "nan", "finite"),
@@ -401,7 +404,7 @@ def test_options_table_rows():
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
         "flood-queue", "send-buffer-bytes", "history-on-join", "history-days",
-        "store-writer", "store-sync", "login-failures", "offline-retention",
+        "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps",
     ]
     for row in rows:

@@ -6,6 +6,9 @@ import subprocess
 
 import pytest
 
+from twisted.internet.task import Clock
+
+from spchat.server.commit import GroupCommitter
 from spchat.server.history import Record
 from spchat.server.store import DB_FILE, SCHEMA_VERSION, Store, StoreError
 
@@ -49,6 +52,31 @@ def test_the_same_message_cannot_be_stored_twice(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         store.insert(store.conn, [record(2, cid="x")])
     assert store.conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+    store.close()
+
+
+def test_under_load_one_transaction_per_interval_and_at_once_when_idle(tmp_path):
+    store = Store.in_dir(tmp_path)
+    clock = Clock()
+    published = []
+    committer = GroupCommitter(store, clock, published.append, "inline", interval=0.005)
+    committer.add(record(1))
+    clock.advance(0)  # the writer was idle: saved at the end of the turn
+    assert [[r.seq for r in batch] for batch in published] == [[1]]
+    clock.advance(0.001)
+    committer.add(record(2))
+    clock.advance(0.001)
+    committer.add(record(3))
+    clock.advance(0.002)  # 4 ms after the last transaction began: still waiting
+    assert len(published) == 1 and store.last_seq == 1
+    clock.advance(0.001)  # 5 ms: both in one transaction
+    assert [[r.seq for r in batch] for batch in published] == [[1], [2, 3]]
+    clock.advance(1.0)
+    committer.add(record(4))
+    clock.advance(0)  # idle for longer than the interval: at once
+    assert [r.seq for r in published[-1]] == [4] and store.last_seq == 4
+    assert [r.seq for r in store.after(0)] == [1, 2, 3, 4]
+    committer.stop()
     store.close()
 
 

@@ -8,6 +8,13 @@ Two ways to run the transaction, chosen by ``CHAT_STORE_WRITER``:
   meanwhile becomes the next group.
 * ``inline``: a short transaction on the reactor thread at the end of the turn.
 
+Under load, a transaction starts at most once per ``interval``
+(``CHAT_COMMIT_INTERVAL``): each one costs a disk sync, a hand-over between
+threads and then one write to every member of the room, whatever the number of
+messages in it: a few milliseconds of waiting save much of the server's CPU
+time per message.  A message that finds the writer idle for longer than that
+is saved at once.
+
 ``scripts/measure_store.py`` compares them.
 """
 
@@ -34,11 +41,14 @@ class GroupCommitter:
         reactor,
         on_committed: Callable[[list[Record]], None],
         mode: str = "thread",
+        interval: float = 0.0,
     ):
         self.store = store
         self.reactor = reactor
         self.on_committed = on_committed
         self.mode = mode
+        self.interval = interval
+        self._started = float("-inf")  # when the last transaction began
         self.pending: list[Record] = []
         self.writing = False
         self._flush_call = None
@@ -55,8 +65,13 @@ class GroupCommitter:
     def add(self, record: Record) -> None:
         self.pending.append(record)
         if not self.writing and self._flush_call is None:
-            # End of this reactor turn: everything accepted meanwhile goes too.
-            self._flush_call = self.reactor.callLater(0, self._flush)
+            # The end of this reactor turn at the earliest: everything
+            # accepted meanwhile goes too.
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        wait = max(0.0, self._started + self.interval - self.reactor.seconds())
+        self._flush_call = self.reactor.callLater(wait, self._flush)
 
     def _flush(self) -> None:
         self._flush_call = None
@@ -64,6 +79,7 @@ class GroupCommitter:
             return
         batch, self.pending = self.pending, []
         self.writing = True
+        self._started = self.reactor.seconds()
         if self.pool is None:
             try:
                 self.store.insert(self.conn, batch)
@@ -79,8 +95,8 @@ class GroupCommitter:
         self.writing = False
         self.store.committed(batch)
         self.on_committed(batch)
-        if self.pending:
-            self._flush()
+        if self.pending and self._flush_call is None:
+            self._flush_soon()
 
     def _failed(self, batch: list[Record], error: Exception) -> None:
         # Disk full, I/O error: nothing is acknowledged, nothing is lost from
