@@ -43,6 +43,22 @@ class Recorder:
         self.sent.clear()
 
 
+class Deaf(Recorder):
+    """A connection whose messages nobody looks at (not even decoded)."""
+
+    def send(self, message):
+        pass
+
+    def send_encoded(self, data):
+        pass
+
+    def send_encoded_many(self, items):
+        pass
+
+    def send_frames(self, frames):
+        pass
+
+
 def settle(core):
     core.clock.advance(ROOM_EVENT_SECONDS)
 
@@ -71,13 +87,34 @@ def test_login_welcomes_and_announces(core):
     (welcome,) = a.of(wire.Welcome)
     assert welcome.name == "Alice" and welcome.room == "lobby"
     assert welcome.server_time == 1_700_000_000_000
+    settle(core)  # comings and goings (and a newcomer's list) go out a moment later
     bob, b = login(core, "bob")
-    settle(core)  # comings and goings go out together, a moment later
+    settle(core)
     assert [n.text for n in a.of(wire.Notice)] == ["Alice joined", "bob joined"]
     # The newcomer gets the whole list; the others only the change.
-    assert b.of(wire.Members)[-1].names == ("Alice", "bob")
-    assert a.of(wire.Members)[-1].names == ("Alice",)
+    assert [m.names for m in b.of(wire.Members)] == [("Alice", "bob")]
+    assert [m.names for m in a.of(wire.Members)] == [("Alice",)]
     assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "online")
+
+
+def test_a_storm_of_joins_gives_each_newcomer_one_whole_list(core):
+    conns = [login(core, f"user{i:03}")[1] for i in range(300)]
+    early = conns[0].of(wire.Members)
+    assert early == []  # not yet: the list goes with the room's next events
+    gone, g = login(core, "gone")
+    core.receive(gone, wire.Logout())
+    settle(core)
+    names = tuple(f"user{i:03}" for i in range(300))
+    for conn in conns:
+        assert [m.names for m in conn.of(wire.Members)] == [names]
+        # The list comes before the events it already shows.
+        kinds = [type(m) for m in conn.sent if isinstance(m, (wire.Members, wire.Notice))]
+        assert kinds[0] is wire.Members
+    assert g.of(wire.Members) == []  # left before the list was due
+    # Asked for, it comes at once.
+    who, w = login(core, "who")
+    core.receive(who, wire.Who())
+    assert [m.names for m in w.of(wire.Members)] == [tuple(sorted(names + ("who",)))]
 
 
 class Batching:
@@ -314,8 +351,9 @@ def test_a_long_member_list_comes_in_parts_that_each_fit_a_frame(core):
 
     names = [f"member{i:05d}-with-a-long-name" for i in range(1500)]
     for name in names:
-        login(core, name)
+        core.receive(core.open_link(Deaf(), "127.0.0.1:1"), wire.Login(name))
     newcomer, conn = login(core, "zz-last")
+    settle(core)
     parts = conn.of(wire.Members)
     assert len(parts) > 1 and [p.more for p in parts] == [True] * (len(parts) - 1) + [False]
     assert all(len(wire.encode(p)) <= noise.MAX_PAYLOAD_LEN for p in parts)

@@ -105,6 +105,7 @@ def test_resume_replays_what_was_missed_in_order(core, clock):
     assert texts(b2) == ["two", "three", "four"]
     seqs = [m.seq for m in b2.sent if hasattr(m, "seq")]
     assert seqs == sorted(seqs)
+    settle(core)  # the whole list comes with the room's next events
     assert b2.of(wire.Members)[-1].members == (("alice", "online"), ("bob", "online"))
     # A wrong token resumes nothing.
     forged = wire.Welcome(**{**vars_of(welcome), "token": "x" * len(welcome.token)})

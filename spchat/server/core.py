@@ -325,6 +325,8 @@ class ChatCore:
         self.presence_listeners: list[Callable[[], None]] = []
         self.stopped = False  # stop_timers() was called: the server is going down
         self._room_events: dict[str, list[bytes]] = {}  # encoded, waiting for the timer
+        # Who gets a room's whole member list with its next events, by room.
+        self._newcomers: dict[str, dict[str, Session]] = {}
         self._room_event_call = None
         # The file-sharing relay (spchat.server.relay): its port (0: none)
         # and the transfers it may carry, each until an expiry time.
@@ -481,8 +483,7 @@ class ChatCore:
         call, self._room_event_call = self._room_event_call, None
         if call is not None and call.active():
             call.cancel()
-        for room in list(self._room_events):
-            self._send_room_events(room)
+        self._send_all_room_events()
         self.stopped = True
         for session in self.sessions.values():
             for call in (session.grace_call, session.drain_call):
@@ -770,7 +771,7 @@ class ChatCore:
         self._send(session, self._welcome(session, resumed=True))
         self._replay(session, msg.last_seq)
         for room in sorted(session.rooms):
-            self._send_members(session, room)
+            self._members_soon(session, room)
         self._presence_changed()
 
     def _replay(self, session: Session, after: int) -> None:
@@ -813,8 +814,7 @@ class ChatCore:
                 run.append(record)
                 continue
             # A direct line must not overtake its sender's (or anyone's) join.
-            for room in list(self._room_events):
-                self._send_room_events(room)
+            self._send_all_room_events()
             for key in {record.to_key, record.sender_key}:
                 session = self.by_key.get(key)
                 if session is not None:
@@ -1242,16 +1242,17 @@ class ChatCore:
 
     # --- rooms and presence ---------------------------------------------------
 
-    def presence_state(self, session: Session) -> str:
+    def presence_state(self, session: Session, now: float | None = None) -> str:
         if session.state is State.RECONNECTING:
             return "reconnecting"
-        if self.now() - session.last_activity >= self.limits.idle_after:
+        if (self.now() if now is None else now) - session.last_activity >= self.limits.idle_after:
             return "idle"
         return "online"
 
     def presence_snapshot(self, room: str = LOBBY) -> tuple[tuple[str, str], ...]:
         sessions = sorted(self.rooms[room].values(), key=lambda s: s.name.casefold())
-        return tuple((s.name, self.presence_state(s)) for s in sessions)
+        now = self.now()
+        return tuple((s.name, self.presence_state(s, now)) for s in sessions)
 
     def _presence_changed(self) -> None:
         """Someone joined, left or may have changed state: the listeners
@@ -1271,7 +1272,19 @@ class ChatCore:
         return [s for s in self.sessions.values() if s.endpoint is not None]
 
     def _send_members(self, session: Session, room: str) -> None:
-        """The whole member list, in parts that each fit one Noise message."""
+        """The whole member list, now (asked for with /who)."""
+        if session.link is not None:
+            session.link.conn.send_encoded_many(self._member_list(room))
+
+    def _members_soon(self, session: Session, room: str) -> None:
+        """The whole member list for a newcomer (or a resumed session), with
+        the room's next comings and goings: a storm of n joins builds and
+        encodes it once per ROOM_EVENT_SECONDS instead of n times."""
+        self._newcomers.setdefault(room, {})[session.key] = session
+        self._room_events_soon()
+
+    def _member_list(self, room: str) -> list[bytes]:
+        """The whole member list, encoded in parts that each fit one Noise message."""
         part, size, parts = [], 0, []
         for entry in self.presence_snapshot(room):
             cost = len(entry[0].encode()) + len(entry[1]) + 8  # ["name","state"],
@@ -1281,8 +1294,8 @@ class ChatCore:
             part.append(entry)
             size += cost
         parts.append(part)
-        for i, members in enumerate(parts):
-            self._send(session, wire.Members(room, tuple(members), more=i < len(parts) - 1))
+        return [wire.encode(wire.Members(room, tuple(members), more=i < len(parts) - 1))
+                for i, members in enumerate(parts)]
 
     def _broadcast(self, room: str, message: wire.Message) -> None:
         self._send_room_events(room)  # what happened before goes first
@@ -1295,16 +1308,31 @@ class ChatCore:
         """A join, a leave, a member update: sent with the others of the next
         ROOM_EVENT_SECONDS (or before the next chat line in that room)."""
         self._room_events.setdefault(room, []).append(wire.encode(message))
+        self._room_events_soon()
+
+    def _room_events_soon(self) -> None:
         if self._room_event_call is None:
             self._room_event_call = self.clock.callLater(ROOM_EVENT_SECONDS,
                                                          self._room_events_due)
 
     def _room_events_due(self) -> None:
         self._room_event_call = None
-        for room in list(self._room_events):
+        self._send_all_room_events()
+
+    def _send_all_room_events(self) -> None:
+        for room in list(self._newcomers.keys() | self._room_events.keys()):
             self._send_room_events(room)
 
     def _send_room_events(self, room: str) -> None:
+        newcomers = self._newcomers.pop(room, None)
+        if newcomers:
+            # The list first: the events after it change nothing in it, as
+            # it already shows them (a client applies them idempotently).
+            members, lists = self.rooms.get(room, {}), None
+            for key, session in newcomers.items():
+                if members.get(key) is session and session.link is not None:
+                    lists = lists or self._member_list(room)
+                    session.link.conn.send_encoded_many(lists)
         events = self._room_events.pop(room, None)
         if events:
             frames = wire.pack(events, wire.BATCH_FRAME_BYTES)  # made once for everyone
@@ -1315,9 +1343,9 @@ class ChatCore:
     def _join(self, session: Session, room: str) -> None:
         self.rooms[room][session.key] = session
         session.rooms.add(room)
-        # The whole list to the newcomer at once; the others hear of it
-        # with the room's other comings and goings.
-        self._send_members(session, room)
+        # The whole list to the newcomer, the news to the others: both with
+        # the room's other comings and goings of the next moment.
+        self._members_soon(session, room)
         self._room_event(room, wire.Notice(room, self.now_ms(), "join", f"{session.name} joined"))
         self._room_event(room, wire.MemberUpdate(room, session.name,
                                                  self.presence_state(session)))
