@@ -1,5 +1,7 @@
 """Chat rules of the sans-IO core, with a recording connection and a fake clock."""
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
@@ -118,8 +120,8 @@ def test_a_storm_of_joins_gives_each_newcomer_one_whole_list(core):
 
 
 class Batching:
-    """A committer that saves nothing until told: as the store's writer,
-    which publishes everything of one transaction together."""
+    """A committer that numbers and saves nothing until told: as the store's
+    writer, which publishes everything of one transaction together."""
 
     def __init__(self, core):
         self.core, self.pending = core, []
@@ -130,9 +132,11 @@ class Batching:
 
     def commit(self):
         batch, self.pending = self.pending, []
+        numbered = []
         for record in batch:
-            self.core.history.append(record)
-        self.core.published(batch)
+            numbered.append(replace(record, seq=self.core.history.last_seq + 1))
+            self.core.history.append(numbered[-1])
+        self.core.published(numbered)
 
 
 def test_one_commit_of_many_lines_reaches_everyone_in_order_with_each_sender_acked(core):

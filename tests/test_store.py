@@ -59,7 +59,8 @@ def test_under_load_one_transaction_per_interval_and_at_once_when_idle(tmp_path)
     store = Store.in_dir(tmp_path)
     clock = Clock()
     published = []
-    committer = GroupCommitter(store, clock, published.append, "inline", interval=0.005)
+    committer = GroupCommitter(store, clock, lambda saved, again: published.append(saved),
+                               "inline", interval=0.005)
     committer.add(record(1))
     clock.advance(0)  # the writer was idle: saved at the end of the turn
     assert [[r.seq for r in batch] for batch in published] == [[1]]
@@ -77,6 +78,24 @@ def test_under_load_one_transaction_per_interval_and_at_once_when_idle(tmp_path)
     assert [r.seq for r in published[-1]] == [4] and store.last_seq == 4
     assert [r.seq for r in store.after(0)] == [1, 2, 3, 4]
     committer.stop()
+    store.close()
+
+
+def test_saving_numbers_new_messages_and_finds_those_saved_before(tmp_path):
+    store = Store.in_dir(tmp_path)
+    fresh = [record(0, "a", cid="x1"), record(0, "b", cid="x2", room=None, to="Bob")]
+    first, again = store.save(store.conn, fresh)
+    assert [(r.seq, r.text) for r in first] == [(1, "a"), (2, "b")] and again == []
+    store.committed(first)
+    store.close()
+    store = Store.in_dir(tmp_path)  # as after a restart: the client sends x2 again
+    resent = [record(0, "b", cid="x2", room=None, to="Bob"), record(0, "c", cid="x3"),
+              record(0, "a", cid="x1", sender="carol")]  # another sender's x1 is new
+    saved, again = store.save(store.conn, resent)
+    assert [(r.seq, r.text, r.sender) for r in saved] == [(3, "c", "alice"), (4, "a", "carol")]
+    assert again == [(resent[0], first[1])]  # what its sender is acknowledged with
+    store.committed(saved)
+    assert [r.seq for r in store.after(0)] == [1, 2, 3, 4]  # no gap, nothing twice
     store.close()
 
 

@@ -39,7 +39,7 @@ class GroupCommitter:
         self,
         store: Store,
         reactor,
-        on_committed: Callable[[list[Record]], None],
+        on_committed: Callable[[list[Record], list[tuple[Record, Record]]], None],
         mode: str = "thread",
         interval: float = 0.0,
     ):
@@ -82,19 +82,21 @@ class GroupCommitter:
         self._started = self.reactor.seconds()
         if self.pool is None:
             try:
-                self.store.insert(self.conn, batch)
+                result = self.store.save(self.conn, batch)
             except Exception as e:
                 self._failed(batch, e)
                 return
-            self._done(batch)
+            self._done(result)
             return
-        d = threads.deferToThreadPool(self.reactor, self.pool, self.store.insert, self.conn, batch)
-        d.addCallbacks(lambda _: self._done(batch), lambda f: self._failed(batch, f.value))
+        d = threads.deferToThreadPool(self.reactor, self.pool, self.store.save, self.conn, batch)
+        d.addCallbacks(self._done, lambda f: self._failed(batch, f.value))
 
-    def _done(self, batch: list[Record]) -> None:
+    def _done(self, result: tuple[list[Record], list[tuple[Record, Record]]]) -> None:
+        """Saved (numbered now), and re-sent ones found saved before."""
+        saved, again = result
         self.writing = False
-        self.store.committed(batch)
-        self.on_committed(batch)
+        self.store.committed(saved)
+        self.on_committed(saved, again)
         if self.pending and self._flush_call is None:
             self._flush_soon()
 
@@ -119,7 +121,7 @@ class GroupCommitter:
             self.pool = None
         if self.pending:
             batch, self.pending = self.pending, []
-            self.store.insert(self.store.conn, batch)
-            self.store.committed(batch)
+            saved, _ = self.store.save(self.store.conn, batch)
+            self.store.committed(saved)
         if self.conn is not self.store.conn:
             self.conn.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import hmac
-import itertools
 import math
 import re
 import sqlite3
@@ -319,9 +318,6 @@ class ChatCore:
         self.admin_links: set[Link] = set()
         # Sessions ended on purpose, by id: (token, bye code, bye text).
         self._ended: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
-        # One sequence for every stored message (room and direct), so a client
-        # can ask for "everything after N" in a single number.
-        self._seq = itertools.count(self.history.last_seq + 1)
         self.presence_listeners: list[Callable[[], None]] = []
         self.stopped = False  # stop_timers() was called: the server is going down
         self._room_events: dict[str, list[bytes]] = {}  # encoded, waiting for the timer
@@ -798,15 +794,26 @@ class ChatCore:
         self._unsaved[(record.sender_key, record.cid)] = record
         self.committer.add(record)
 
-    def published(self, records: list[Record]) -> None:
-        """Records are saved: now they go out, and the senders' copies ack them.
+    def published(self, records: list[Record],
+                  again: list[tuple[Record, Record]] = ()) -> None:
+        """Records are saved and numbered: now they go out, and the senders'
+        copies ack them.  ``again``: messages re-sent after a reconnect,
+        each with its copy saved before, which acknowledges it once more.
 
         Consecutive lines of one room go out together: encoded once, and
         handed to each member in one call, so a delivery costs no Python call
         of its own."""
+        for resent, saved in again:
+            self._unsaved.pop((resent.sender_key, resent.cid), None)
+            session = self.by_key.get(saved.sender_key)
+            if session is not None:
+                self._send(session, saved.for_recipient(saved.sender_key))
         run: list[Record] = []
         for record in records:
             self._unsaved.pop((record.sender_key, record.cid), None)
+            sender = self.by_key.get(record.sender_key)
+            if sender is not None:
+                sender.messages_sent += 1
             if run and record.room != run[0].room:
                 self._fan_out(run)
                 run = []
@@ -847,43 +854,37 @@ class ChatCore:
                 mine[i] = ack
             member.link.conn.send_encoded_many(mine)
 
-    def _already_stored(self, session: Session, cid: str) -> bool:
-        """A message re-sent after a reconnect: acknowledge it again, once."""
-        if (session.key, cid) in self._unsaved:
-            return True  # its acknowledgement follows when it is saved
-        record = self.history.find_cid(session.key, cid)
-        if record is None:
-            return False
-        self._send(session, record.for_recipient(session.key))
-        return True
-
     def _say(self, session: Session, msg: wire.Say) -> None:
         members = self.rooms.get(msg.room)
         if members is None or session.key not in members:
             raise Refused("not_in_room", f"you are not in the room {quoted(msg.room)}")
         check_text(msg.text, self.limits.max_message_bytes)
-        if not self._already_stored(session, msg.cid):
+        if (session.key, msg.cid) not in self._unsaved:  # else its ack is on its way
             self._accept(session, msg, room=msg.room)
 
     def _direct(self, session: Session, msg: wire.Direct) -> None:
-        if self._already_stored(session, msg.cid):
-            return  # sent before a drop; the recipient may have left since
+        if (session.key, msg.cid) in self._unsaved:
+            return  # its acknowledgement follows when it is saved
         try:
             _, key = normalise_name(msg.to)
         except Refused:
             key = None
         target = self.by_key.get(key)
         if target is None:
+            # Sent before a drop, maybe, and the recipient left since.
+            record = self.history.find_cid(session.key, msg.cid)
+            if record is not None:
+                self._send(session, record.for_recipient(session.key))
+                return
             raise Refused("unknown_user", f"nobody called {quoted(msg.to)} is here")
         check_text(msg.text, self.limits.max_message_bytes)
         self._accept(session, msg, to=target.name, to_key=target.key)
 
     def _accept(self, session: Session, msg: wire.Say | wire.Direct, **where) -> None:
-        """Number, stamp and store a new message; it goes out once saved."""
-        session.messages_sent += 1
+        """Stamp and store a new message; the committer numbers it (or finds
+        it saved already, if re-sent), and it goes out once saved."""
         self._store(Record(
-            next(self._seq), self.now_ms(), session.name, session.key, msg.text, msg.cid,
-            **where,
+            0, self.now_ms(), session.name, session.key, msg.text, msg.cid, **where,
         ))
 
     def _who(self, session: Session, msg: wire.Who) -> None:

@@ -8,7 +8,7 @@ from one server-wide counter, so "everything after N" is one number.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator
 
 from spchat import wire
@@ -16,7 +16,9 @@ from spchat import wire
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """A room message (``room`` set) or a direct message (``to_key`` set)."""
+    """A room message (``room`` set) or a direct message (``to_key`` set).
+
+    ``seq`` is 0 until the committer numbers it, as it saves it."""
 
     seq: int
     ts: int
@@ -91,15 +93,20 @@ class MemoryHistory:
 
 
 class ImmediateCommitter:
-    """Commits at once, in memory: for a server without a store."""
+    """Numbers and commits at once, in memory: for a server without a store."""
 
     def __init__(self, history: MemoryHistory, on_committed):
         self.history = history
         self.on_committed = on_committed
 
     def add(self, record: Record) -> None:
+        old = self.history.find_cid(record.sender_key, record.cid)
+        if old is not None:  # re-sent after a reconnect: acknowledged again
+            self.on_committed([], [(record, old)])
+            return
+        record = replace(record, seq=self.history.last_seq + 1)
         self.history.append(record)
-        self.on_committed([record])
+        self.on_committed([record], [])
 
     def start(self) -> None:
         pass

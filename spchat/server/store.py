@@ -54,6 +54,10 @@ MIGRATIONS = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key"
+_M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
+# Keys per query when looking for messages already saved (2 parameters
+# each, far below SQLite's limit of 32766).
+LOOKUP_CHUNK = 500
 
 
 class StoreError(Exception):
@@ -155,6 +159,9 @@ class Store:
             raise StoreError(f"cannot use the database {path}: {_explain(e)}") from None
         self.last_seq = row[0] or 0
         self._first_seq = row[1] or 1
+        # The newest number given by ``save``: its writer's own count, ahead
+        # of ``last_seq`` (the readers' view) while a batch is in flight.
+        self._numbered = self.last_seq
 
     @classmethod
     def in_dir(cls, data_dir: Path, sync: str = "full") -> Store:
@@ -168,21 +175,72 @@ class Store:
 
     # --- messages (the History interface) ------------------------------------
 
-    def insert(self, conn: sqlite3.Connection, records: Iterable[Record]) -> None:
-        """Insert and commit a batch in one transaction, on ``conn``."""
-        rows = [
-            (r.seq, r.ts, r.sender, r.sender_key, r.text, r.cid, r.room, r.to, r.to_key)
-            for r in records
-        ]
+    def save(self, conn: sqlite3.Connection,
+             records: list[Record]) -> tuple[list[Record], list[tuple[Record, Record]]]:
+        """Number and save new messages in one transaction, on ``conn`` (one
+        writer at a time).  A message whose (sender, cid) is already saved
+        (re-sent after a reconnect) is not saved again: it comes back paired
+        with the saved one, whose acknowledgement its sender is owed.  The
+        check is one indexed query for the whole batch, here, instead of one
+        query per message on the reactor thread."""
         conn.execute("BEGIN")
         try:
-            conn.executemany(
-                f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows
-            )
+            saved_before = self._saved(conn, records)
+            fresh, again, seq = [], [], self._numbered
+            for r in records:
+                old = saved_before.get((r.sender_key, r.cid))
+                if old is not None:
+                    again.append((r, old))
+                else:
+                    seq += 1
+                    fresh.append(Record(seq, r.ts, r.sender, r.sender_key, r.text, r.cid,
+                                        r.room, r.to, r.to_key))
+            self._insert(conn, fresh)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        self._numbered = seq
+        return fresh, again
+
+    @staticmethod
+    def _saved(conn: sqlite3.Connection, records: list[Record]) -> dict[tuple[str, str], Record]:
+        found = {}
+        keys = [(r.sender_key, r.cid) for r in records]
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start:start + LOOKUP_CHUNK]
+            # Driven by the list of keys: one index search each (a row-value
+            # IN would scan the whole index).
+            rows = conn.execute(
+                f"SELECT {_M_COLUMNS} FROM (VALUES {','.join(['(?,?)'] * len(chunk))}) AS k "
+                "CROSS JOIN messages AS m ON m.sender_key = k.column1 AND m.cid = k.column2",
+                [v for key in chunk for v in key],
+            )
+            for row in rows:
+                record = _record(row)
+                found[(record.sender_key, record.cid)] = record
+        return found
+
+    def insert(self, conn: sqlite3.Connection, records: Iterable[Record]) -> None:
+        """Insert and commit records numbered already, in one transaction."""
+        records = list(records)
+        conn.execute("BEGIN")
+        try:
+            self._insert(conn, records)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        if records:
+            self._numbered = max(self._numbered, records[-1].seq)
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, records: Iterable[Record]) -> None:
+        conn.executemany(
+            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            [(r.seq, r.ts, r.sender, r.sender_key, r.text, r.cid, r.room, r.to, r.to_key)
+             for r in records],
+        )
 
     def committed(self, records: list[Record]) -> None:
         """A batch is on disk (called on the reactor thread)."""
