@@ -693,6 +693,8 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # argument: a third of the cost of decoding a chat line.
 _DECODER = json.JSONDecoder()
 _SCAN = json.scanner.make_scanner(_DECODER)
+# A JSON string literal, as _ENCODER writes one (ensure_ascii=False).
+_quote = json.encoder.encode_basestring
 
 
 def encode(msg: Message) -> bytes:
@@ -711,11 +713,11 @@ def encode_room_line(seq: int, ts: int, room: str, sender: str, text: str,
     """A live room message encoded once for every member, and its sender's
     copy: the same plus the ``cid``, which is the acknowledgement.  Both
     decode to ``RoomMessage`` (the fields left out take their defaults)."""
-    everyone = _ENCODER.encode({
-        "t": RoomMessage.TYPE, "seq": seq, "ts": ts, "room": room, "sender": sender,
-        "text": text,
-    }).encode("utf-8")
-    return everyone, everyone[:-1] + b',"cid":' + _ENCODER.encode(cid).encode("utf-8") + b"}"
+    # What _ENCODER makes of the same dict, without building one per call
+    # (a third of the cost of a delivered line).
+    everyone = (f'{{"t":"message","seq":{int(seq)},"ts":{int(ts)},"room":{_quote(room)},'
+                f'"sender":{_quote(sender)},"text":{_quote(text)}}}').encode("utf-8")
+    return everyone, everyone[:-1] + b',"cid":' + _quote(cid).encode("utf-8") + b"}"
 
 
 def decode(data: bytes) -> Message:

@@ -1,7 +1,5 @@
 """Chat rules of the sans-IO core, with a recording connection and a fake clock."""
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
@@ -134,7 +132,7 @@ class Batching:
         batch, self.pending = self.pending, []
         numbered = []
         for record in batch:
-            numbered.append(replace(record, seq=self.core.history.last_seq + 1))
+            numbered.append(record._replace(seq=self.core.history.last_seq + 1))
             self.core.history.append(numbered[-1])
         self.core.published(numbered)
 

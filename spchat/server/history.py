@@ -8,17 +8,17 @@ from one server-wide counter, so "everything after N" is one number.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from spchat import wire
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """A room message (``room`` set) or a direct message (``to_key`` set).
 
-    ``seq`` is 0 until the committer numbers it, as it saves it."""
+    ``seq`` is 0 until the committer numbers it, as it saves it.  A tuple in
+    the order of the store's columns: a row is a record and a record a row,
+    with no conversion (and no frozen-dataclass __init__) on the hot path."""
 
     seq: int
     ts: int
@@ -104,7 +104,7 @@ class ImmediateCommitter:
         if old is not None:  # re-sent after a reconnect: acknowledged again
             self.on_committed([], [(record, old)])
             return
-        record = replace(record, seq=self.history.last_seq + 1)
+        record = record._replace(seq=self.history.last_seq + 1)
         self.history.append(record)
         self.on_committed([record], [])
 

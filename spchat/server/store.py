@@ -65,7 +65,7 @@ class StoreError(Exception):
 
 
 def _record(row) -> Record:
-    return Record(*row[:6], room=row[6], to=row[7], to_key=row[8])
+    return Record._make(row)
 
 
 def connect(path: Path, sync: str = "full") -> sqlite3.Connection:
@@ -193,8 +193,7 @@ class Store:
                     again.append((r, old))
                 else:
                     seq += 1
-                    fresh.append(Record(seq, r.ts, r.sender, r.sender_key, r.text, r.cid,
-                                        r.room, r.to, r.to_key))
+                    fresh.append(Record(seq, *r[1:]))
             self._insert(conn, fresh)
         except BaseException:
             conn.execute("ROLLBACK")
@@ -236,11 +235,9 @@ class Store:
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, records: Iterable[Record]) -> None:
-        conn.executemany(
-            f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            [(r.seq, r.ts, r.sender, r.sender_key, r.text, r.cid, r.room, r.to, r.to_key)
-             for r in records],
-        )
+        # A record is a row already: its fields are in the columns' order.
+        conn.executemany(f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                         records)
 
     def committed(self, records: list[Record]) -> None:
         """A batch is on disk (called on the reactor thread)."""
