@@ -183,3 +183,14 @@ def test_whitespace_around_a_message_is_allowed(data):
 def test_anything_after_or_instead_of_one_object_is_refused(data):
     with pytest.raises(wire.WireError, match="not a JSON message"):
         wire.decode(data)
+
+
+@given(st.lists(st.integers(0, 480), max_size=60), st.sampled_from([256, 2048]))
+def test_packed_frames_keep_every_message_in_order_and_within_the_size(sizes, frame_bytes):
+    encoded = [wire.encode(wire.Notice("lobby", i, "join", "x" * n)) for i, n in enumerate(sizes)]
+    frames = wire.pack(encoded, frame_bytes)
+    assert [m for f in frames for m in wire.decode_frame(f)] == [wire.decode(e) for e in encoded]
+    for frame in frames:  # full, unless one message alone is longer
+        assert len(frame) <= frame_bytes or len(wire.decode_frame(frame)) == 1
+    if encoded and sum(map(len, encoded)) + len(encoded) + wire.BATCH_OVERHEAD <= frame_bytes:
+        assert len(frames) == 1  # what fits goes as one frame
