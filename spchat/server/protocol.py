@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -66,6 +66,7 @@ class ChatServerProtocol(NoiseChannel):
         # they go as one encrypted frame (or as few as fit), one write.
         self._outbox: list[bytes] = []
         self._frames: list[bytes] = []  # sealed frames; the outbox comes after them
+        self._socket = None
 
     # --- channel hooks -----------------------------------------------------
 
@@ -93,6 +94,9 @@ class ChatServerProtocol(NoiseChannel):
             self.transport.setTcpKeepAlive(True)
             self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
+        # A plain TCP connection's socket, which _write may use directly.
+        self._socket = self.transport.socket if isinstance(self.transport, tcp.Connection) \
+            else None
         # Handshake and login must both finish within the timeout, so a
         # connection cannot sit half-open holding a slot.
         self._login_deadline = self.clock.callLater(
@@ -257,10 +261,10 @@ class ChatServerProtocol(NoiseChannel):
         for plaintext in frames:
             frame = encrypt(b"", plaintext)
             out.append(len(frame).to_bytes(4, "big") + frame)
-            self.frame_sent(len(frame) + 4)
-            if not self.is_open:
-                return  # cut as a slow reader: the rest is not written
-        self._write(b"".join(out))
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.frame_sent(len(data))
+        if self.is_open:  # else cut as a slow reader: nothing more is written
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
         """Hand bytes to the kernel now if Twisted has nothing queued for this
@@ -269,13 +273,11 @@ class ChatServerProtocol(NoiseChannel):
         calls and a reactor wake-up per write, which was most of the cost of
         a frame."""
         transport = self.transport
-        sock = getattr(transport, "socket", None)
-        if (sock is not None and getattr(transport, "connected", False)
-                and not getattr(transport, "disconnecting", True)
-                and not getattr(transport, "_aborting", True)
-                and not getattr(transport, "TLS", True)  # TLS encrypts inside write()
-                and not getattr(transport, "dataBuffer", b"x")
-                and not getattr(transport, "_tempDataBuffer", [b"x"])):
+        sock = self._socket
+        if (sock is not None and transport.connected and not transport.disconnecting
+                and not transport._aborting
+                and not transport.TLS  # TLS encrypts inside write()
+                and not transport.dataBuffer and not transport._tempDataBuffer):
             try:
                 sent = sock.send(data)
             except OSError:  # would block, or a dead peer: Twisted sees to it
