@@ -99,6 +99,30 @@ def test_saving_numbers_new_messages_and_finds_those_saved_before(tmp_path):
     store.close()
 
 
+def test_a_commit_that_fails_leaves_nothing_open_and_the_retry_numbers_alike(tmp_path):
+    store = Store.in_dir(tmp_path)
+    conn = store.conn
+    # Something that fails only at COMMIT (as a full disk can): a deferred
+    # foreign key broken by every new message.
+    conn.executescript("""
+        PRAGMA foreign_keys = ON;
+        CREATE TABLE parent (id INTEGER PRIMARY KEY);
+        CREATE TABLE child (p REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TRIGGER breaks AFTER INSERT ON messages BEGIN INSERT INTO child VALUES (1); END;
+    """)
+    batch = [record(0, "a", cid="x1"), record(0, "b", cid="x2")]
+    with pytest.raises(sqlite3.IntegrityError):
+        store.save(conn, batch)
+    assert not conn.in_transaction
+    conn.execute("DROP TRIGGER breaks")
+    saved, _ = store.save(conn, batch)  # what the writer does a second later
+    assert [r.seq for r in saved] == [1, 2]
+    assert [r.text for r in store.after(0)] == []  # not committed() yet: not visible
+    store.committed(saved)
+    assert [r.text for r in store.after(0)] == ["a", "b"]
+    store.close()
+
+
 def test_accounts_and_bans_are_kept(tmp_path):
     store = Store.in_dir(tmp_path)
     store.set_account("zoe", "Zoe", "$argon2id$...", 1)

@@ -9,6 +9,7 @@ the file.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -62,6 +63,20 @@ LOOKUP_CHUNK = 500
 
 class StoreError(Exception):
     """The database cannot be used; the message names the file."""
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection):
+    """BEGIN ... COMMIT; on any failure, the COMMIT's own included (a full
+    disk), nothing stays half open for the next try."""
+    conn.execute("BEGIN")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _record(row) -> Record:
@@ -183,8 +198,7 @@ class Store:
         with the saved one, whose acknowledgement its sender is owed.  The
         check is one indexed query for the whole batch, here, instead of one
         query per message on the reactor thread."""
-        conn.execute("BEGIN")
-        try:
+        with _transaction(conn):
             saved_before = self._saved(conn, records)
             fresh, again, seq = [], [], self._numbered
             for r in records:
@@ -195,10 +209,6 @@ class Store:
                     seq += 1
                     fresh.append(Record(seq, *r[1:]))
             self._insert(conn, fresh)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         self._numbered = seq
         return fresh, again
 
@@ -223,13 +233,8 @@ class Store:
     def insert(self, conn: sqlite3.Connection, records: Iterable[Record]) -> None:
         """Insert and commit records numbered already, in one transaction."""
         records = list(records)
-        conn.execute("BEGIN")
-        try:
+        with _transaction(conn):
             self._insert(conn, records)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         if records:
             self._numbered = max(self._numbered, records[-1].seq)
 
