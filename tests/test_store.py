@@ -3,6 +3,8 @@
 import os
 import sqlite3
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -10,7 +12,8 @@ from twisted.internet.task import Clock
 
 from spchat.server.commit import GroupCommitter
 from spchat.server.history import Record
-from spchat.server.store import DB_FILE, SCHEMA_VERSION, Store, StoreError
+from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, SCHEMA_VERSION, Store, StoreError,
+                                 connect)
 
 from conftest import subprocess_env, twistd_command
 
@@ -120,6 +123,48 @@ def test_a_commit_that_fails_leaves_nothing_open_and_the_retry_numbers_alike(tmp
     assert [r.text for r in store.after(0)] == []  # not committed() yet: not visible
     store.committed(saved)
     assert [r.text for r in store.after(0)] == ["a", "b"]
+    store.close()
+
+
+def test_a_registration_while_the_writer_saves_waits_instead_of_failing_the_batch(tmp_path):
+    store = Store.in_dir(tmp_path)
+    writer = connect(store.path)  # the writer thread's own connection
+    looked_up = threading.Event()
+    lookup = Store._saved
+
+    def slow_lookup(conn, records):  # a big batch: the lookup takes a while
+        found = lookup(conn, records)
+        looked_up.set()
+        time.sleep(0.2)
+        return found
+
+    results = []
+    Store._saved = staticmethod(slow_lookup)
+    try:
+        thread = threading.Thread(target=lambda: results.append(
+            store.save(writer, [record(0, "a", cid="x1")])))
+        thread.start()
+        looked_up.wait(5)
+        store.set_account("bob", "Bob", "hash", 1)  # the reactor's connection
+        thread.join(5)
+    finally:
+        Store._saved = staticmethod(lookup)
+    assert [r.seq for r in results[0][0]] == [1]  # saved, not "database is locked"
+    assert store.account("bob") == ("Bob", "hash")
+    writer.close()
+    store.close()
+
+
+def test_a_batch_bigger_than_one_lookup_finds_every_resent_message(tmp_path):
+    store = Store.in_dir(tmp_path)
+    n = 2 * LOOKUP_CHUNK + 1
+    first, _ = store.save(store.conn, [record(0, cid=f"m{i}") for i in range(0, n, 2)])
+    store.committed(first)
+    # SQLite before 3.32 allows 999 parameters a query: stay within them.
+    store.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    saved, again = store.save(store.conn, [record(0, cid=f"m{i}") for i in range(n)])
+    assert len(again) == len(first) and len(saved) == n - len(first)
+    assert [r.seq for r in saved] == list(range(len(first) + 1, n + 1))
     store.close()
 
 

@@ -1321,7 +1321,7 @@ class ChatCore:
         self._send_all_room_events()
 
     def _send_all_room_events(self) -> None:
-        for room in list(self._newcomers.keys() | self._room_events.keys()):
+        for room in list(dict.fromkeys([*self._newcomers, *self._room_events])):
             self._send_room_events(room)
 
     def _send_room_events(self, room: str) -> None:

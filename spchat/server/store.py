@@ -56,9 +56,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key"
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
-# Keys per query when looking for messages already saved (2 parameters
-# each, far below SQLite's limit of 32766).
-LOOKUP_CHUNK = 500
+# Keys per query when looking for messages already saved: 2 parameters
+# each, within the 999 that SQLite before 3.32 allows.
+LOOKUP_CHUNK = 400
 
 
 class StoreError(Exception):
@@ -67,9 +67,11 @@ class StoreError(Exception):
 
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection):
-    """BEGIN ... COMMIT; on any failure, the COMMIT's own included (a full
-    disk), nothing stays half open for the next try."""
-    conn.execute("BEGIN")
+    """A write transaction; on any failure, the COMMIT's own included (a
+    full disk), nothing stays half open for the next try.  IMMEDIATE: it
+    reads before it writes, and a plain BEGIN would then fail at once, not
+    wait, if the reactor's connection wrote in between (an account, a ban)."""
+    conn.execute("BEGIN IMMEDIATE")
     try:
         yield
         conn.execute("COMMIT")
