@@ -78,10 +78,13 @@ def _boolean(value: Any) -> bool:
 
 
 PRESENCE_STATES = ("online", "idle", "reconnecting")
+# A member's standing in a room, highest first.  "muted" is a member who may
+# not speak there.
+ROLES = ("owner", "operator", "member", "muted")
 
 
-def _members(value: Any) -> tuple[tuple[str, str], ...]:
-    """A member list: [[name, state], ...]."""
+def _members(value: Any) -> tuple[tuple[str, str, str], ...]:
+    """A member list: [[name, state, role], ...]."""
     if not isinstance(value, list):
         raise WireError("must be a list")
     if len(value) > 100000:
@@ -89,18 +92,78 @@ def _members(value: Any) -> tuple[tuple[str, str], ...]:
     check = _string(MAX_NAME_CHARS)
     members = []
     for item in value:
-        if not (isinstance(item, list) and len(item) == 2):
-            raise WireError("entries must be [name, state]")
+        if not (isinstance(item, list) and len(item) == 3):
+            raise WireError("entries must be [name, state, role]")
         if item[1] not in PRESENCE_STATES:
             raise WireError(f"state must be one of {', '.join(PRESENCE_STATES)}")
-        members.append((check(item[0]), item[1]))
+        if item[2] not in ROLES:
+            raise WireError(f"role must be one of {', '.join(ROLES)}")
+        members.append((check(item[0]), item[1], item[2]))
     return tuple(members)
+
+
+def _role(value: Any) -> str:
+    if value not in ROLES:
+        raise WireError(f"must be one of {', '.join(ROLES)}")
+    return value
+
+
+MAX_POSITIONS = 1000
+
+
+def _positions(value: Any) -> tuple[tuple[str, int], ...] | None:
+    """Where a client is in each conversation: [["#room", seq], ["@name", seq], ...]."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_POSITIONS:
+        raise WireError(f"must be a list of at most {MAX_POSITIONS} [conversation, seq]")
+    check = _string(MAX_NAME_CHARS + 1)
+    out = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2):
+            raise WireError("entries must be [conversation, seq]")
+        conversation = check(item[0])
+        if not conversation[:1] in ("#", "@"):
+            raise WireError("a conversation is '#room' or '@name'")
+        out.append((conversation, _integer(item[1])))
+    return tuple(out)
 
 
 def _member_state(value: Any) -> str:
     if value not in (*PRESENCE_STATES, "gone"):
         raise WireError(f"must be one of {', '.join(PRESENCE_STATES)}, gone")
     return value
+
+
+def _optional_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1e7:
+        raise WireError("must be a number of minutes")
+    return float(value)
+
+
+def _rows(what: str, rules: tuple, max_rows: int):
+    """A list of fixed-length rows, each field checked by its rule."""
+
+    def rule(value: Any) -> tuple[tuple, ...]:
+        if not isinstance(value, list) or len(value) > max_rows:
+            raise WireError(f"must be a list of at most {max_rows} {what}")
+        rows = []
+        for row in value:
+            if not (isinstance(row, list) and len(row) == len(rules)):
+                raise WireError(f"each of the {what} has {len(rules)} fields")
+            rows.append(tuple(check(v) for check, v in zip(rules, row)))
+        return tuple(rows)
+
+    return rule
+
+
+def _rows_of_names(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_POSITIONS:
+        raise WireError(f"must be a list of at most {MAX_POSITIONS} names")
+    check = _string(MAX_NAME_CHARS)
+    return tuple(check(v) for v in value)
 
 
 def _optional_integer(value: Any) -> int | None:
@@ -113,6 +176,8 @@ _NAME = _string(MAX_NAME_CHARS)
 _ID = _string(MAX_ID_CHARS)
 _OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True)
 _REASON = _string(MAX_REASON_CHARS)
+_OPTIONAL_REASON = _string(MAX_REASON_CHARS, optional=True)
+_CONVERSATION = _string(MAX_NAME_CHARS + 1)
 
 
 # --- message types -----------------------------------------------------------
@@ -165,25 +230,27 @@ class ServerHello(Message):
 
 @message(
     "login",
-    {"password": None, "register": False, "after": None},
+    {"password": None, "register": False, "positions": None, "since": 0},
     name=_NAME,
     password=_PASSWORD,
     register=_boolean,
-    after=_optional_integer,
+    positions=_positions,
+    since=_integer,
 )
 class Login(Message):
     """Log in as ``name``: a guest (no password), a registered user, or
     ``register`` the name with ``password`` now.
 
-    ``after``: the client has seen everything up to this sequence number
-    (it was here before); the server sends what came after it instead of
-    the usual history on join.
+    ``positions``: the client was here before and has seen each listed
+    conversation up to its number; the server sends what came after
+    instead of the usual history on join (see ``Resume``).
     """
 
     name: str
     password: str | None = None
     register: bool = False
-    after: int | None = None
+    positions: tuple[tuple[str, int], ...] | None = None
+    since: int = 0
 
 
 @message("register", password=_string(1024))
@@ -199,25 +266,34 @@ class ChangePassword(Message):
     new: str
 
 
-@message("history", before=_integer, limit=_integer)
+@message("history", {"conversation": "#lobby"}, before=_integer, limit=_integer,
+         conversation=_CONVERSATION)
 class HistoryRequest(Message):
-    """Up to ``limit`` (at most 200) messages older than ``before``."""
+    """Up to ``limit`` (at most 200) messages of ``conversation`` ("#room"
+    or "@name") numbered below ``before``."""
 
     before: int
     limit: int
+    conversation: str = "#lobby"
 
 
-@message("resume", session=_ID, token=_ID, last_seq=_integer)
+@message("resume", {"since": 0}, session=_ID, token=_ID, positions=_positions,
+         since=_integer)
 class Resume(Message):
     """Take back a session after a dropped connection.
 
-    ``last_seq`` is the highest sequence number the client has seen; the
-    server replays everything after it that the user may see.
+    ``positions``: for each conversation the client knows ("#room",
+    "@name"), the highest number it has seen there; the server replays what
+    came after, conversation by conversation.  A room the session is in but
+    the client did not list gets its recent history, as on a join; a direct
+    conversation the client did not list is replayed from ``since`` (UTC
+    ms: when the client's view began, its first welcome's ``server_time``).
     """
 
     session: str
     token: str
-    last_seq: int
+    positions: tuple[tuple[str, int], ...]
+    since: int = 0
 
 
 @message("say", {"room": "lobby"}, room=_NAME, text=_TEXT, cid=_ID)
@@ -241,6 +317,89 @@ class Who(Message):
     """The user asks who is here; answered with ``members``."""
 
 
+@message("join", {"private": False, "cid": None}, room=_NAME, private=_boolean,
+         cid=_OPTIONAL_ID)
+class Join(Message):
+    """Join a room, creating it if it does not exist (``private``: invited
+    people only, and not listed).  Answered with ``room``, or an ``error``
+    carrying ``cid``."""
+
+    room: str
+    private: bool = False
+    cid: str | None = None
+
+
+@message("part", {"reason": None, "cid": None}, room=_NAME, reason=_OPTIONAL_REASON,
+         cid=_OPTIONAL_ID)
+class Part(Message):
+    """Leave a room.  Answered with ``left``."""
+
+    room: str
+    reason: str | None = None
+    cid: str | None = None
+
+
+@message("rooms")
+class ListRooms(Message):
+    """The public rooms; answered with ``room_list``."""
+
+
+@message("topic", {"text": None, "cid": None}, room=_NAME, text=_OPTIONAL_REASON,
+         cid=_OPTIONAL_ID)
+class Topic(Message):
+    """Set a room's topic (``text``; "" clears it; None: send me the room's
+    state)."""
+
+    room: str
+    text: str | None = None
+    cid: str | None = None
+
+
+ROOM_FLAGS = ("private", "topic_locked")
+
+
+def _room_flag(value: Any) -> str:
+    if value not in ROOM_FLAGS:
+        raise WireError(f"must be one of {', '.join(ROOM_FLAGS)}")
+    return value
+
+
+@message("mode", {"cid": None}, room=_NAME, flag=_room_flag, on=_boolean, cid=_OPTIONAL_ID)
+class Mode(Message):
+    """Turn a room's flag on or off: ``private`` (invited people only, not
+    listed) or ``topic_locked`` (only operators set the topic)."""
+
+    room: str
+    flag: str
+    on: bool
+    cid: str | None = None
+
+
+MODERATION_OPS = ("kick", "ban", "unban", "mute", "unmute", "invite", "op", "deop", "owner")
+
+
+def _moderation_op(value: Any) -> str:
+    if value not in MODERATION_OPS:
+        raise WireError(f"must be one of {', '.join(MODERATION_OPS)}")
+    return value
+
+
+@message("moderate", {"reason": None, "minutes": None, "cid": None}, room=_NAME,
+         op=_moderation_op, name=_NAME, reason=_OPTIONAL_REASON, minutes=_optional_number,
+         cid=_OPTIONAL_ID)
+class Moderate(Message):
+    """A room operation on a user: kick (out of the room), ban (for
+    ``minutes``, or for ever), unban, mute, unmute, invite, op (make an
+    operator), deop (make a plain member), owner (make an owner)."""
+
+    room: str
+    op: str
+    name: str
+    reason: str | None = None
+    minutes: float | None = None
+    cid: str | None = None
+
+
 @message("presence")
 class PresenceRequest(Message):
     """The client asks for presence by itself (its UDP beacons stopped)."""
@@ -258,7 +417,8 @@ class AdminLogin(Message):
     token: str
 
 
-ADMIN_OPS = ("list", "kick", "ban", "unban", "broadcast", "disconnect_all", "shutdown")
+ADMIN_OPS = ("list", "kick", "ban", "unban", "broadcast", "disconnect_all", "shutdown",
+             "rooms", "room_info", "room_delete", "room_moderate", "room_topic", "room_mode")
 
 
 def _admin_op(value: Any) -> str:
@@ -267,31 +427,42 @@ def _admin_op(value: Any) -> str:
     return value
 
 
-def _optional_number(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1e7:
-        raise WireError("must be a number of minutes")
-    return float(value)
+def _admin_action(value: Any) -> str | None:
+    if value is not None and value not in MODERATION_OPS + ROOM_FLAGS:
+        raise WireError(f"must be one of {', '.join(MODERATION_OPS + ROOM_FLAGS)}")
+    return value
+
+
+def _optional_boolean(value: Any) -> bool | None:
+    return None if value is None else _boolean(value)
 
 
 @message(
     "admin",
-    {"name": None, "reason": None, "minutes": None},
+    {"name": None, "reason": None, "minutes": None, "room": None, "action": None, "on": None},
     rid=_ID,
     op=_admin_op,
     name=_string(MAX_NAME_CHARS, optional=True),
     reason=_string(MAX_REASON_CHARS, optional=True),
     minutes=_optional_number,
+    room=_string(MAX_NAME_CHARS, optional=True),
+    action=_admin_action,
+    on=_optional_boolean,
 )
 class AdminRequest(Message):
-    """One admin operation; ``reason`` is also the broadcast's text."""
+    """One admin operation; ``reason`` is also the broadcast's text and the
+    topic's.  The room operations name their ``room``; ``room_moderate``'s
+    ``action`` is a ``moderate`` op (kick, ban, ...), ``room_mode``'s a room
+    flag turned ``on`` or off."""
 
     rid: str
     op: str
     name: str | None = None
     reason: str | None = None
     minutes: float | None = None
+    room: str | None = None
+    action: str | None = None
+    on: bool | None = None
 
 
 # One row of the session table: name, address, state, seconds in that state,
@@ -318,27 +489,43 @@ def _session_rows(value: Any) -> tuple[tuple, ...]:
     return tuple(rows)
 
 
-@message("admin_reply", {"sessions": (), "more": False}, rid=_ID, ok=_boolean, text=_REASON,
-         sessions=_session_rows, more=_boolean)
+# One row of the rooms table: name, members online, topic, private,
+# topic-locked, newest message number.
+ROOM_FIELDS = ("room", "members", "topic", "private", "topic_locked", "last_seq")
+_ROOM_ROWS = _rows("rooms", (_NAME, _integer, _REASON, _boolean, _boolean, _integer), 100000)
+# One member of a room: name, presence state, role.
+MEMBER_FIELDS = ("name", "state", "role")
+_MEMBER_ROWS = _rows("members", (_NAME, _member_state, _role), 100000)
+
+
+@message("admin_reply", {"sessions": (), "more": False, "rooms": (), "members": ()}, rid=_ID,
+         ok=_boolean, text=_REASON, sessions=_session_rows, more=_boolean, rooms=_ROOM_ROWS,
+         members=_MEMBER_ROWS)
 class AdminReply(Message):
     """``more``: a long table comes in parts; the next reply with the same
-    ``rid`` continues it."""
+    ``rid`` continues it.  ``rooms`` (see ROOM_FIELDS) and ``members`` (see
+    MEMBER_FIELDS) answer the room operations."""
 
     rid: str
     ok: bool
     text: str
     sessions: tuple = ()
     more: bool = False
+    rooms: tuple = ()
+    members: tuple = ()
 
 
-@message("admin_event", {"more": False}, sessions=_session_rows, more=_boolean)
+@message("admin_event", {"more": False, "rooms": ()}, sessions=_session_rows, more=_boolean,
+         rooms=_ROOM_ROWS)
 class AdminEvent(Message):
     """Pushed to admin connections when sessions change (at most once a
     second for counters alone): the whole table, offline ones included, in
-    parts if it is long (``more``: the next event continues this one)."""
+    parts if it is long (``more``: the next event continues this one), and
+    with the last part the rooms table."""
 
     sessions: tuple
     more: bool = False
+    rooms: tuple = ()
 
 
 def row_parts(rows: tuple, max_bytes: int = 48_000) -> list[tuple]:
@@ -382,9 +569,8 @@ class RowCollector:
     name=_NAME,
     session=_ID,
     token=_ID,
-    room=_NAME,
+    rooms=_rows_of_names,
     server_time=_integer,
-    last_seq=_integer,
     udp_port=_integer,
     presence_ms=_integer,
     max_in_flight=_integer,
@@ -394,8 +580,9 @@ class Welcome(Message):
     """Login (or resume) accepted.
 
     ``name`` is the display form the server will use; ``session`` and
-    ``token`` resume the session after a dropped connection; ``last_seq`` is the newest sequence number now;
-    ``udp_port`` is the presence beacon's port (0: none), which sends every
+    ``token`` resume the session after a dropped connection; ``rooms``
+    are the rooms the session is in, each of which follows as a ``room``
+    message; ``udp_port`` is the presence beacon's port (0: none), which sends every
     ``presence_ms`` milliseconds; a client keeps at
     most ``max_in_flight`` messages unacknowledged, so flood control delays
     it instead of cutting it off.
@@ -404,41 +591,76 @@ class Welcome(Message):
     name: str
     session: str
     token: str
-    room: str
+    rooms: tuple[str, ...]
     server_time: int
-    last_seq: int
     udp_port: int
     presence_ms: int
     max_in_flight: int
     resumed: bool = False
 
 
+@message("room", room=_NAME, topic=_REASON, private=_boolean, topic_locked=_boolean,
+         last_seq=_integer)
+class RoomState(Message):
+    """You are in this room (after a join, a login or a resume), or its
+    settings changed.  ``last_seq``: the room's newest message number."""
+
+    room: str
+    topic: str
+    private: bool
+    topic_locked: bool
+    last_seq: int
+
+
+@message("left", room=_NAME, code=_string(32), text=_REASON)
+class RoomLeft(Message):
+    """You are no longer in this room: ``code`` is part, kicked, banned or
+    deleted."""
+
+    room: str
+    code: str
+    text: str
+
+
+# One listed room: name, members, topic.
+ROOM_LIST_FIELDS = ("room", "members", "topic")
+
+
+@message("room_list", rooms=_rows("rooms", (_NAME, _integer, _REASON), 100000))
+class RoomList(Message):
+    """The public rooms (and the private ones you are in), by name."""
+
+    rooms: tuple
+
+
 @message("members", {"more": False}, room=_NAME, members=_members, more=_boolean)
 class Members(Message):
-    """Who is in a room, each with a presence state.
+    """Who is in a room, each with a presence state and a role.
 
     A long list comes in parts (one Noise message holds a few thousand
     names): ``more`` says that the next Members message continues this one.
     """
 
     room: str
-    members: tuple[tuple[str, str], ...]
+    members: tuple[tuple[str, str, str], ...]
     more: bool = False
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(name for name, _ in self.members)
+        return tuple(member[0] for member in self.members)
 
 
-@message("member", room=_NAME, name=_NAME, state=_member_state)
+@message("member", {"role": "member"}, room=_NAME, name=_NAME, state=_member_state,
+         role=_role)
 class MemberUpdate(Message):
-    """One member joined (their state), or left (``gone``): a room's member
-    list travels whole only to a member who joins or asks, so a join costs
-    the others one small message, not the whole list."""
+    """One member joined or changed (their state and role), or left
+    (``gone``): a room's member list travels whole only to a member who
+    joins or asks, so a join costs the others one small message."""
 
     room: str
     name: str
     state: str
+    role: str = "member"
 
 
 @message(
@@ -489,17 +711,21 @@ class DirectMessage(Message):
     history: bool = False
 
 
-@message("history_end", oldest=_integer, more=_boolean)
+@message("history_end", {"conversation": "#lobby"}, oldest=_integer, more=_boolean,
+         conversation=_CONVERSATION)
 class HistoryEnd(Message):
-    """The end of a page of history; ``oldest`` is the next ``before``."""
+    """The end of a page of ``conversation``'s history; ``oldest`` is the
+    next ``before``."""
 
     oldest: int
     more: bool
+    conversation: str = "#lobby"
 
 
 @message("notice", room=_NAME, ts=_integer, kind=_string(32), text=_REASON)
 class Notice(Message):
-    """Something that happened in a room: join, leave, ..."""
+    """Something that happened in a room: join, leave, ...; ``room`` is ""
+    for news of no room (an account change)."""
 
     room: str
     ts: int
@@ -555,31 +781,16 @@ def _port(value: Any) -> int:
     return value
 
 
-def _rows(what: str, rules: tuple, max_rows: int):
-    """A list of fixed-length rows, each field checked by its rule."""
-
-    def rule(value: Any) -> tuple[tuple, ...]:
-        if not isinstance(value, list) or len(value) > max_rows:
-            raise WireError(f"must be a list of at most {max_rows} {what}")
-        rows = []
-        for row in value:
-            if not (isinstance(row, list) and len(row) == len(rules)):
-                raise WireError(f"each of the {what} has {len(rules)} fields")
-            rows.append(tuple(check(v) for check, v in zip(rules, row)))
-        return tuple(rows)
-
-    return rule
-
-
-@message("share", manifest=_MANIFEST, port=_port, cid=_ID)
+@message("share", {"room": "lobby"}, manifest=_MANIFEST, port=_port, cid=_ID, room=_NAME)
 class Share(Message):
-    """Offer a file to the room.  ``manifest``: its canonical JSON;
+    """Offer a file to a room's members.  ``manifest``: its canonical JSON;
     ``port``: where this client takes peer connections (0: nowhere, so
     peers reach it through the server's relay)."""
 
     manifest: str
     port: int
     cid: str
+    room: str = "lobby"
 
 
 @message("unshare", file=_FILE_ID)
@@ -591,7 +802,7 @@ class Unshare(Message):
 
 @message("files")
 class ListFiles(Message):
-    """Which files are offered in the room; answered with ``file_list``."""
+    """Which files are offered in your rooms; answered with ``file_list``."""
 
 
 @message("fetch", file=_FILE_ID, cid=_ID)
