@@ -1,272 +1,563 @@
-"""The SQLite store: file, schema, damage, and what it keeps across restarts."""
+"""The stores behind ``IStore``: one set of behaviours, run against the memory
+store and the SQLite store in both of its modes; then what only SQLite has
+(the file, its schema, damage, threads, what it keeps across reopening)."""
 
-import os
+import itertools
 import sqlite3
-import subprocess
 import threading
-import time
 
 import pytest
+import pytest_twisted
+from twisted.internet import threads
+from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
-from twisted.internet.task import Clock
+from spchat.server.interfaces import IStore
+from spchat.server.memory_store import MemoryStore
+from spchat.server.records import Record, RoomRecord, direct_conversation
+from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, SCHEMA_VERSION, SQLiteStore,
+                                 StoreError, Tables)
 
-from spchat.server.commit import GroupCommitter
-from spchat.server.history import Record
-from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, SCHEMA_VERSION, Store, StoreError,
-                                 connect)
-
-from conftest import subprocess_env, twistd_command
-
-
-def record(seq, text="hi", cid=None, room="lobby", sender="alice", to=None):
-    return Record(seq, 1000 * seq, sender, sender.lower(), text, cid or f"c{seq}", room=room,
-                  to=to, to_key=to.lower() if to else None)
+_cids = itertools.count(1)
 
 
-def test_new_database_is_private_and_versioned(tmp_path):
-    store = Store.in_dir(tmp_path)
+def say(text="hi", room="lobby", sender="alice", ts=1000, cid=None):
+    """A new room line, not numbered yet."""
+    return Record(0, ts, sender, sender.casefold(), text, cid or f"c{next(_cids)}", room=room)
+
+
+def dm(text, sender, to, ts=1000, cid=None):
+    """A new direct message, not numbered yet."""
+    return Record(0, ts, sender, sender.casefold(), text, cid or f"c{next(_cids)}",
+                  to=to, to_key=to.casefold())
+
+
+@pytest_twisted.async_yield_fixture(params=["memory", "inline", "thread"])
+async def store(request, tmp_path):
+    if request.param == "memory":
+        store = MemoryStore()
+    else:
+        store = SQLiteStore(tmp_path / DB_FILE, mode=request.param)
+    await store.open()
+    yield store
+    await store.close()
+
+
+class Restarts:
+    """A SQLite store that a test closes and opens again, as a restart does."""
+
+    def __init__(self, path, mode):
+        self.path, self.mode = path, mode
+        self.store = None
+
+    async def open(self):
+        self.store = SQLiteStore(self.path, mode=self.mode)
+        await self.store.open()
+        return self.store
+
+    async def reopen(self):
+        await self.store.close()
+        return await self.open()
+
+
+@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
+async def db(request, tmp_path):
+    restarts = Restarts(tmp_path / DB_FILE, request.param)
+    await restarts.open()
+    yield restarts
+    await restarts.store.close()
+
+
+def fired(d):
+    """The result of a Deferred that has fired already (raised, if a failure)."""
+    results = []
+    d.addBoth(results.append)
+    [result] = results
+    if isinstance(result, Failure):
+        result.raiseException()
+    return result
+
+
+def numbered(records):
+    return [(r.conversation, r.seq, r.text) for r in records]
+
+
+# --- every store ---------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_store_provides_the_interface(store):
+    assert verifyObject(IStore, store)
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_conversation_numbers_its_own_messages_in_the_given_order(store):
+    saved, again = await store.append([
+        say("one"), say("dev one", room="dev"), dm("psst", "alice", "Bob"),
+        dm("what?", "Bob", "alice"), say("two"), dm("hey carol", "alice", "Carol"),
+    ])
+    assert again == []
+    assert numbered(saved) == [
+        ("#lobby", 1, "one"), ("#dev", 1, "dev one"), ("@alice bob", 1, "psst"),
+        ("@alice bob", 2, "what?"), ("#lobby", 2, "two"), ("@alice carol", 1, "hey carol"),
+    ]
+    saved, _ = await store.append([say("dev two", room="dev"), say("three")])
+    assert numbered(saved) == [("#dev", 2, "dev two"), ("#lobby", 3, "three")]
+    assert [r.text for r in await store.after("#lobby", 0, 100)] == ["one", "two", "three"]
+    assert [r.text for r in await store.after(direct_conversation("bob", "alice"), 0, 100)] \
+        == ["psst", "what?"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_and_before_page_through_one_conversation(store):
+    await store.append([say(f"m{i}") for i in range(1, 11)] + [say("elsewhere", room="dev")])
+    assert [r.seq for r in await store.after("#lobby", 3, 4)] == [4, 5, 6, 7]
+    assert [r.seq for r in await store.after("#lobby", 8, 100)] == [9, 10]
+    assert await store.after("#lobby", 10, 5) == []
+    assert [r.seq for r in await store.before("#lobby", 8, 3)] == [5, 6, 7]  # the newest
+    assert [r.seq for r in await store.before("#lobby", 2, 5)] == [1]
+    assert [r.seq for r in await store.before("#lobby", 11, 100)] == list(range(1, 11))
+    assert await store.before("#lobby", 1, 5) == []
+    assert await store.after("#nowhere", 0, 5) == [] and await store.before("#nowhere", 9, 5) == []
+    [line] = await store.after("#lobby", 0, 1)
+    assert line == Record(1, 1000, "alice", "alice", "m1", line.cid, room="lobby")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_resent_message_is_found_in_the_same_and_in_a_later_batch(store):
+    first, again = await store.append([
+        say("a", cid="x1"), dm("b", "alice", "Bob", cid="x2"),
+        say("a", cid="x1"),  # sent twice before the first was saved
+    ])
+    assert numbered(first) == [("#lobby", 1, "a"), ("@alice bob", 1, "b")]
+    assert [(resent.cid, old) for resent, old in again] == [("x1", first[0])]
+    resent = [dm("b", "alice", "Bob", cid="x2"), say("c", cid="x3"),
+              say("a", sender="carol", cid="x1")]  # another sender's x1 is new
+    saved, again = await store.append(resent)
+    assert numbered(saved) == [("#lobby", 2, "c"), ("#lobby", 3, "a")]
+    assert saved[1].sender == "carol"
+    assert again == [(resent[0], first[1])]  # what its sender is acknowledged with
+    assert [r.seq for r in await store.after("#lobby", 0, 9)] == [1, 2, 3]  # nothing twice
+    assert await store.find_cid("alice", "x2") == first[1]
+    assert await store.find_cid("carol", "x1") == saved[1]
+    assert await store.find_cid("bob", "x2") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_direct_messages_since_a_time_oldest_first(store):
+    await store.append([
+        dm("early", "alice", "Bob", ts=1000),
+        dm("reply", "Bob", "alice", ts=2000),
+        say("a room line", sender="alice", ts=2500),
+        dm("to carol", "alice", "Carol", ts=3000),
+        dm("to bob", "alice", "Bob", ts=3000),  # same time: by conversation
+        dm("a note to self", "alice", "alice", ts=3500),
+        dm("not hers", "Dave", "Bob", ts=4000),
+        dm("from carol", "Carol", "alice", ts=5000),
+    ])
+    texts = [r.text for r in await store.direct_since("alice", 2000, 100)]
+    assert texts == ["reply", "to bob", "to carol", "a note to self", "from carol"]
+    assert [r.text for r in await store.direct_since("alice", 0, 2)] == ["early", "reply"]
+    assert [r.text for r in await store.direct_since("bob", 0, 100)] == [
+        "early", "reply", "to bob", "not hers"]
+    assert await store.direct_since("alice", 5001, 100) == []
+    assert await store.direct_since("erin", 0, 100) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_pruning_deletes_old_messages_and_never_gives_a_number_twice(store):
+    await store.append([say(f"m{i}", ts=1000 * i) for i in range(1, 11)]
+                       + [dm("old", "alice", "Bob", ts=1)])
+    assert await store.prune(5000) == 5  # lines 1-4 and the direct message
+    assert [r.seq for r in await store.after("#lobby", 0, 100)] == list(range(5, 11))
+    assert await store.direct_since("alice", 0, 100) == []
+    assert await store.prune(10**12) == 6  # everything
+    saved, _ = await store.append([say("new"), dm("new", "alice", "Bob")])
+    assert numbered(saved) == [("#lobby", 11, "new"), ("@alice bob", 2, "new")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deleted_conversation_is_forgotten(store):
+    first, _ = await store.append([say("a", room="dev"), say("b"), dm("c", "alice", "Bob")])
+    await store.delete_conversation("#dev")
+    await store.delete_conversation("@alice bob")
+    assert await store.after("#dev", 0, 9) == []
+    assert await store.find_cid("alice", first[0].cid) is None
+    assert await store.direct_since("alice", 0, 9) == []
+    assert [r.text for r in await store.after("#lobby", 0, 9)] == ["b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_accounts(store):
+    assert await store.account("zoe") is None
+    await store.set_account("zoe", "Zoe", "$argon2id$one", 1)
+    assert await store.account("zoe") == ("Zoe", "$argon2id$one")
+    await store.set_account("zoe", "ZOE", "$argon2id$two", 2)  # a new password
+    assert await store.account("zoe") == ("Zoe", "$argon2id$two")
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_bans(store):
+    await store.set_ban("mal", "Mal", 1234.5, "spam", 1)
+    await store.set_ban("eve", "Eve", None, "rude", 1)
+    assert await store.ban("mal") == ("Mal", 1234.5, "spam")
+    assert await store.bans() == [("eve", "Eve", None, "rude"), ("mal", "Mal", 1234.5, "spam")]
+    await store.set_ban("mal", "Mal", None, "spam again", 2)  # new terms replace the old
+    assert await store.ban("mal") == ("Mal", None, "spam again")
+    assert await store.delete_ban("mal") is True
+    assert await store.delete_ban("mal") is False
+    assert await store.ban("mal") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_rooms_with_roles_bans_mutes_and_memberships_round_trip(store):
+    await store.save_room(RoomRecord("dev", "Dev", "builds", private=True, topic_locked=True,
+                                     created=5))
+    await store.save_room(RoomRecord("lobby", "lobby"))
+    await store.set_role("dev", "zoe", "Zoe", "owner")
+    await store.set_role("dev", "bob", "Bob", "operator")
+    await store.set_room_ban("dev", "mal", "Mal", None, "spam", 7)
+    await store.set_room_ban("dev", "eve", "Eve", 99.5, "rude", 7)
+    await store.set_mute("dev", "carol", "Carol", True)
+    await store.add_membership("zoe", "dev")
+    await store.add_membership("zoe", "lobby")
+    await store.add_membership("zoe", "dev")  # twice is once
+    await store.append([say("x", room="dev"), say("y", room="dev")])
+    dev, lobby = await store.load()
+    assert dev == RoomRecord(
+        "dev", "Dev", "builds", private=True, topic_locked=True, created=5,
+        roles={"zoe": ("Zoe", "owner"), "bob": ("Bob", "operator")},
+        bans={"mal": ("Mal", None, "spam"), "eve": ("Eve", 99.5, "rude")},
+        mutes={"carol": "Carol"}, last_seq=2,
+    )
+    assert lobby == RoomRecord("lobby", "lobby")
+    assert await store.memberships("zoe") == ["dev", "lobby"]
+    assert await store.memberships("bob") == []
+
+    # New settings keep the room's standing and when it was made.
+    await store.save_room(RoomRecord("dev", "Dev", "releases", created=999))
+    await store.set_role("dev", "bob", "Bob", None)
+    await store.set_mute("dev", "carol", "Carol", False)
+    assert await store.delete_room_ban("dev", "mal") is True
+    assert await store.delete_room_ban("dev", "mal") is False
+    await store.remove_membership("zoe", "lobby")
+    dev, _ = await store.load()
+    assert (dev.topic, dev.private, dev.topic_locked, dev.created) == ("releases", False, False, 5)
+    assert dev.roles == {"zoe": ("Zoe", "owner")}
+    assert dev.bans == {"eve": ("Eve", 99.5, "rude")} and dev.mutes == {}
+    assert await store.memberships("zoe") == ["dev"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_load_gives_is_a_copy(store):
+    await store.save_room(RoomRecord("dev", "Dev"))
+    [dev] = await store.load()
+    dev.roles["zoe"] = ("Zoe", "owner")
+    dev.topic = "changed here only"
+    assert await store.load() == [RoomRecord("dev", "Dev")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_a_room_forgets_all_of_it_and_nothing_else(store):
+    for key in ("dev", "ops"):
+        await store.save_room(RoomRecord(key, key.title()))
+        await store.set_role(key, "zoe", "Zoe", "owner")
+        await store.set_room_ban(key, "mal", "Mal", None, "spam", 1)
+        await store.set_mute(key, "carol", "Carol", True)
+        await store.add_membership("zoe", key)
+    first, _ = await store.append([say("x", room="dev"), say("y", room="ops"),
+                                   dm("z", "zoe", "Bob")])
+    await store.delete_room("dev")
+    [ops] = await store.load()
+    assert ops.key == "ops" and ops.roles and ops.bans and ops.mutes and ops.last_seq == 1
+    assert await store.memberships("zoe") == ["ops"]
+    assert await store.after("#dev", 0, 9) == []
+    assert await store.find_cid("zoe", first[0].cid) is None
+    assert len(await store.direct_since("zoe", 0, 9)) == 1
+    # Made again, it is a new room: nothing of the old one comes back but
+    # its count, so a client's old position in it hides no new line.
+    await store.save_room(RoomRecord("dev", "Dev"))
+    dev = [room for room in await store.load() if room.key == "dev"][0]
+    assert dev == RoomRecord("dev", "Dev", last_seq=1)
+    saved, _ = await store.append([say("again", room="dev")])
+    assert numbered(saved) == [("#dev", 2, "again")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_standing_in_a_room_that_does_not_exist_is_refused(store):
+    for write in (lambda: store.set_role("nowhere", "zoe", "Zoe", "owner"),
+                  lambda: store.set_room_ban("nowhere", "mal", "Mal", None, "spam", 1),
+                  lambda: store.set_mute("nowhere", "carol", "Carol", True),
+                  lambda: store.add_membership("zoe", "nowhere")):
+        with pytest.raises((KeyError, sqlite3.IntegrityError)):
+            await write()
+    # Taking away what is not there is no error.
+    await store.set_role("nowhere", "zoe", "Zoe", None)
+    await store.set_mute("nowhere", "carol", "Carol", False)
+    assert await store.delete_room_ban("nowhere", "mal") is False
+    await store.remove_membership("zoe", "nowhere")
+    assert await store.load() == [] and await store.memberships("zoe") == []
+
+
+def test_the_memory_store_keeps_the_newest_messages_of_each_conversation():
+    store = MemoryStore(limit=3)
+    fired(store.append([say(f"m{i}", cid=f"x{i}") for i in range(1, 6)]
+                       + [say("dev", room="dev")]))
+    assert [r.seq for r in fired(store.after("#lobby", 0, 9))] == [3, 4, 5]
+    assert [r.text for r in fired(store.after("#dev", 0, 9))] == ["dev"]
+    assert fired(store.find_cid("alice", "x1")) is None
+    saved, _ = fired(store.append([say("m6")]))
+    assert [r.seq for r in saved] == [6]  # numbers go on
+
+
+# --- SQLite: the file --------------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_new_database_is_private_versioned_and_in_wal_mode(db, tmp_path):
     path = tmp_path / DB_FILE
     assert path.stat().st_mode & 0o777 == 0o600
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
 
 
-def test_messages_round_trip_and_survive_reopening(tmp_path):
-    store = Store.in_dir(tmp_path)
-    batch = [record(1), record(2, to="Bob", room=None), record(3, "third")]
-    store.insert(store.conn, batch)
-    store.committed(batch)
-    store.close()
-    again = Store.in_dir(tmp_path)
-    assert again.last_seq == 3
-    assert list(again.after(1)) == batch[1:]
-    assert again.find_cid("alice", "c2") == batch[1]
-    # Alice sees all three; Carol only the room messages.
-    assert again.before(4, 10, "alice", {"lobby"}) == batch
-    assert again.before(4, 10, "carol", {"lobby"}) == [batch[0], batch[2]]
-    assert again.before(3, 1, "alice", {"lobby"}) == [batch[1]]
-    again.close()
+def test_the_constructor_touches_nothing(tmp_path):
+    SQLiteStore(tmp_path / DB_FILE)
+    SQLiteStore.in_dir(tmp_path, sync="normal", mode="inline")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError):
+        SQLiteStore(tmp_path / DB_FILE, mode="threads")
 
 
-def test_the_same_message_cannot_be_stored_twice(tmp_path):
-    store = Store.in_dir(tmp_path)
-    store.insert(store.conn, [record(1, cid="x")])
+@pytest_twisted.ensureDeferred
+async def test_messages_and_their_numbers_survive_reopening(db):
+    first, _ = await db.store.append([say("a"), dm("b", "alice", "Bob"), say("c", room="dev")])
+    store = await db.reopen()
+    resent = dm("b", "alice", "Bob", cid=first[1].cid)  # as after a restart
+    saved, again = await store.append([resent, say("d")])
+    assert again == [(resent, first[1])] and numbered(saved) == [("#lobby", 2, "d")]
+    await store.prune(10**12)  # all of them: the numbers still go on
+    store = await db.reopen()
+    saved, _ = await store.append([say("e"), dm("f", "Bob", "alice"), say("g", room="dev")])
+    assert numbered(saved) == [("#lobby", 3, "e"), ("@alice bob", 2, "f"), ("#dev", 2, "g")]
+    store = await db.reopen()
+    assert [r.seq for r in await store.after("#lobby", 0, 9)] == [3]
+    assert await store.find_cid("bob", saved[1].cid) == saved[1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_accounts_bans_and_rooms_survive_reopening(db):
+    store = db.store
+    await store.set_account("zoe", "Zoe", "$argon2id$...", 1)
+    await store.set_ban("mal", "Mal", 1234.5, "spam", 1)
+    await store.save_room(RoomRecord("dev", "Dev", "builds", created=5))
+    await store.set_role("dev", "zoe", "Zoe", "owner")
+    await store.add_membership("zoe", "dev")
+    await store.append([say("x", room="dev")])
+    store = await db.reopen()
+    assert await store.account("zoe") == ("Zoe", "$argon2id$...")
+    assert await store.ban("mal") == ("Mal", 1234.5, "spam")
+    assert await store.load() == [RoomRecord("dev", "Dev", "builds", created=5,
+                                             roles={"zoe": ("Zoe", "owner")}, last_seq=1)]
+    assert await store.memberships("zoe") == ["dev"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_schema_refuses_a_message_twice(db, tmp_path):
+    await db.store.append([say("a", cid="x")])  # #lobby 1
+    conn = sqlite3.connect(tmp_path / DB_FILE)
+
+    def insert(seq, cid):
+        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     (seq, 1000, "alice", "alice", "b", cid, "lobby", None, None, "#lobby"))
+
     with pytest.raises(sqlite3.IntegrityError):
-        store.insert(store.conn, [record(2, cid="x")])
-    assert store.conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
-    store.close()
+        insert(2, "x")  # the same (sender, cid)
+    with pytest.raises(sqlite3.IntegrityError):
+        insert(1, "y")  # the same number in its conversation
+    insert(2, "y")
+    conn.rollback()
+    conn.close()
 
 
-def test_under_load_one_transaction_per_interval_and_at_once_when_idle(tmp_path):
-    store = Store.in_dir(tmp_path)
-    clock = Clock()
-    published = []
-    committer = GroupCommitter(store, clock, lambda saved, again: published.append(saved),
-                               "inline", interval=0.005)
-    committer.add(record(1))
-    clock.advance(0)  # the writer was idle: saved at the end of the turn
-    assert [[r.seq for r in batch] for batch in published] == [[1]]
-    clock.advance(0.001)
-    committer.add(record(2))
-    clock.advance(0.001)
-    committer.add(record(3))
-    clock.advance(0.002)  # 4 ms after the last transaction began: still waiting
-    assert len(published) == 1 and store.last_seq == 1
-    clock.advance(0.001)  # 5 ms: both in one transaction
-    assert [[r.seq for r in batch] for batch in published] == [[1], [2, 3]]
-    clock.advance(1.0)
-    committer.add(record(4))
-    clock.advance(0)  # idle for longer than the interval: at once
-    assert [r.seq for r in published[-1]] == [4] and store.last_seq == 4
-    assert [r.seq for r in store.after(0)] == [1, 2, 3, 4]
-    committer.stop()
-    store.close()
-
-
-def test_saving_numbers_new_messages_and_finds_those_saved_before(tmp_path):
-    store = Store.in_dir(tmp_path)
-    fresh = [record(0, "a", cid="x1"), record(0, "b", cid="x2", room=None, to="Bob")]
-    first, again = store.save(store.conn, fresh)
-    assert [(r.seq, r.text) for r in first] == [(1, "a"), (2, "b")] and again == []
-    store.committed(first)
-    store.close()
-    store = Store.in_dir(tmp_path)  # as after a restart: the client sends x2 again
-    resent = [record(0, "b", cid="x2", room=None, to="Bob"), record(0, "c", cid="x3"),
-              record(0, "a", cid="x1", sender="carol")]  # another sender's x1 is new
-    saved, again = store.save(store.conn, resent)
-    assert [(r.seq, r.text, r.sender) for r in saved] == [(3, "c", "alice"), (4, "a", "carol")]
-    assert again == [(resent[0], first[1])]  # what its sender is acknowledged with
-    store.committed(saved)
-    assert [r.seq for r in store.after(0)] == [1, 2, 3, 4]  # no gap, nothing twice
-    store.close()
-
-
-def test_a_commit_that_fails_leaves_nothing_open_and_the_retry_numbers_alike(tmp_path):
-    store = Store.in_dir(tmp_path)
-    conn = store.conn
+@pytest_twisted.ensureDeferred
+async def test_a_commit_that_fails_leaves_nothing_open_and_the_retry_numbers_alike(db, tmp_path):
+    store = db.store
+    await store.append([say("before")])
     # Something that fails only at COMMIT (as a full disk can): a deferred
-    # foreign key broken by every new message.
+    # foreign key broken by every new message (the store turns foreign keys on).
+    conn = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
     conn.executescript("""
-        PRAGMA foreign_keys = ON;
         CREATE TABLE parent (id INTEGER PRIMARY KEY);
         CREATE TABLE child (p REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);
         CREATE TRIGGER breaks AFTER INSERT ON messages BEGIN INSERT INTO child VALUES (1); END;
     """)
-    batch = [record(0, "a", cid="x1"), record(0, "b", cid="x2")]
+    batch = [say("a", cid="x1"), say("b", cid="x2", room="dev")]
     with pytest.raises(sqlite3.IntegrityError):
-        store.save(conn, batch)
-    assert not conn.in_transaction
+        await store.append(batch)
     conn.execute("DROP TRIGGER breaks")
-    saved, _ = store.save(conn, batch)  # what the writer does a second later
-    assert [r.seq for r in saved] == [1, 2]
-    assert [r.text for r in store.after(0)] == []  # not committed() yet: not visible
-    store.committed(saved)
-    assert [r.text for r in store.after(0)] == ["a", "b"]
-    store.close()
-
-
-def test_a_registration_while_the_writer_saves_waits_instead_of_failing_the_batch(tmp_path):
-    store = Store.in_dir(tmp_path)
-    writer = connect(store.path)  # the writer thread's own connection
-    looked_up = threading.Event()
-    lookup = Store._saved
-
-    def slow_lookup(conn, records):  # a big batch: the lookup takes a while
-        found = lookup(conn, records)
-        looked_up.set()
-        time.sleep(0.2)
-        return found
-
-    results = []
-    Store._saved = staticmethod(slow_lookup)
-    try:
-        thread = threading.Thread(target=lambda: results.append(
-            store.save(writer, [record(0, "a", cid="x1")])))
-        thread.start()
-        looked_up.wait(5)
-        store.set_account("bob", "Bob", "hash", 1)  # the reactor's connection
-        thread.join(5)
-    finally:
-        Store._saved = staticmethod(lookup)
-    assert [r.seq for r in results[0][0]] == [1]  # saved, not "database is locked"
-    assert store.account("bob") == ("Bob", "hash")
-    writer.close()
-    store.close()
+    conn.close()
+    saved, _ = await store.append(batch)  # what the committer does a second later
+    assert numbered(saved) == [("#lobby", 2, "a"), ("#dev", 1, "b")]
+    assert [r.text for r in await store.after("#lobby", 0, 9)] == ["before", "a"]
 
 
 def test_a_batch_bigger_than_one_lookup_finds_every_resent_message(tmp_path):
-    store = Store.in_dir(tmp_path)
+    store = SQLiteStore(tmp_path / DB_FILE, mode="inline")
+    fired(store.open())  # the schema
+    fired(store.close())
+    # The statements on a connection of our own, as a tool would use them:
+    # SQLite before 3.32 allows 999 parameters a query; stay within them.
+    conn = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    tables = Tables(conn)
     n = 2 * LOOKUP_CHUNK + 1
-    first, _ = store.save(store.conn, [record(0, cid=f"m{i}") for i in range(0, n, 2)])
-    store.committed(first)
-    # SQLite before 3.32 allows 999 parameters a query: stay within them.
-    store.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
-    saved, again = store.save(store.conn, [record(0, cid=f"m{i}") for i in range(n)])
+    # Each in a conversation of its own, so the numbers' lookup is chunked too.
+    lines = [dm(f"m{i}", "alice", f"u{i}", cid=f"m{i}") for i in range(n)]
+    first, _ = tables.append(lines[::2])
+    saved, again = tables.append(lines)
     assert len(again) == len(first) and len(saved) == n - len(first)
-    assert [r.seq for r in saved] == list(range(len(first) + 1, n + 1))
-    store.close()
-
-
-def test_accounts_and_bans_are_kept(tmp_path):
-    store = Store.in_dir(tmp_path)
-    store.set_account("zoe", "Zoe", "$argon2id$...", 1)
-    store.set_ban("mal", "Mal", 1234.5, "spam", 1)
-    store.close()
-    again = Store.in_dir(tmp_path)
-    assert again.account("zoe") == ("Zoe", "$argon2id$...")
-    assert again.ban("mal") == ("Mal", 1234.5, "spam")
-    assert again.delete_ban("mal") and again.ban("mal") is None
-    again.close()
+    assert {r.seq for r in first + saved} == {1}
+    more, _ = tables.append([dm("again", "alice", f"u{i}") for i in range(n)])
+    assert {r.seq for r in more} == {2}
+    conn.close()
 
 
 def test_one_server_per_data_directory(tmp_path):
-    first = Store.in_dir(tmp_path)
+    first = SQLiteStore.in_dir(tmp_path, mode="inline")
+    fired(first.open())
     with pytest.raises(StoreError, match="in use by another spchat server"):
-        Store.in_dir(tmp_path)
-    first.close()
-    Store.in_dir(tmp_path).close()  # free again
+        fired(SQLiteStore.in_dir(tmp_path, mode="inline").open())
+    fired(first.close())
+    again = SQLiteStore.in_dir(tmp_path, mode="inline")
+    fired(again.open())  # free again
+    fired(again.close())
+
+
+def open_error(path) -> str:
+    """What opening ``path`` fails with: never raised, the Deferred's failure."""
+    opening = SQLiteStore(path, mode="inline").open()
+    with pytest.raises(StoreError) as caught:
+        fired(opening)
+    return str(caught.value)
 
 
 def test_damaged_database_is_a_one_line_error(tmp_path):
-    (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError) as caught:
-        Store.in_dir(tmp_path)
-    assert str(tmp_path / DB_FILE) in str(caught.value)
-    assert "damaged" in str(caught.value)
+    path = tmp_path / DB_FILE
+    path.write_bytes(b"this is not a database" * 100)
+    error = open_error(path)
+    assert str(path) in error and "damaged" in error and "\n" not in error
 
 
 def test_newer_schema_is_refused(tmp_path):
-    Store.in_dir(tmp_path).close()
-    conn = sqlite3.connect(tmp_path / DB_FILE)
+    path = tmp_path / DB_FILE
+    store = SQLiteStore(path, mode="inline")
+    fired(store.open())
+    fired(store.close())
+    conn = sqlite3.connect(path)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(StoreError, match="newer than this spchat"):
-        Store.in_dir(tmp_path)
+    assert "newer than this spchat" in open_error(path)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "unreadable"])
-def test_server_start_with_a_bad_database_is_one_line(tmp_path, damage):
-    data = tmp_path / "data"
-    data.mkdir()
-    db = data / DB_FILE
-    db.write_bytes(b"\x00garbage" * 500)
-    if damage == "unreadable":
-        db.write_bytes(b"")
-        os.chmod(data, 0o500)  # cannot create the WAL next to it
-        if os.geteuid() == 0:
-            os.chmod(data, 0o700)
-            db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # root reads anything
+def test_a_failed_open_leaves_the_directory_free(tmp_path):
+    path = tmp_path / DB_FILE
+    path.write_bytes(b"garbage" * 100)
+    open_error(path)
+    path.unlink()
+    store = SQLiteStore(path, mode="inline")
+    fired(store.open())
+    fired(store.close())
+
+
+def test_lookups_use_the_indexes(tmp_path):
+    store = SQLiteStore(tmp_path / DB_FILE, mode="inline")
+    fired(store.open())
+    fired(store.close())
+    conn = sqlite3.connect(tmp_path / DB_FILE, isolation_level=None)
+    tables = Tables(conn)
+
+    def plan(method, *args):
+        """The query plan of what ``Tables.method`` runs."""
+        ran = []
+        conn.set_trace_callback(ran.append)  # with the parameters filled in
+        getattr(tables, method)(*args)
+        conn.set_trace_callback(None)
+        return " | ".join(row[3] for sql in ran
+                          for row in conn.execute("EXPLAIN QUERY PLAN " + sql))
+
+    assert "USING INDEX messages_by_number" in plan("after", "#lobby", 0, 5)
+    assert "messages_by_number" in plan("before", "#lobby", 9, 5)
+    direct = plan("direct_since", "alice", 0, 5)
+    assert "USING INDEX direct_from" in direct and "USING INDEX direct_to" in direct
+    assert "SCAN messages" not in direct
+    assert "USING INDEX messages_by_ts" in plan("prune", 5)
+    conn.close()
+
+
+# --- SQLite: the threads -------------------------------------------------------------------
+
+
+@pytest_twisted.async_yield_fixture
+async def threaded(tmp_path):
+    store = SQLiteStore(tmp_path / DB_FILE, mode="thread")
+    await store.open()
+    yield store
+    await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_reads_go_on_while_the_writer_is_busy_and_writes_wait_their_turn(threaded,
+                                                                               monkeypatch):
+    store = threaded
+    await store.append([say("old")])
+    inside, go_on, threads_seen = threading.Event(), threading.Event(), set()
+    lookup = Tables._saved
+
+    def slow_lookup(tables, records):  # a big batch: the lookup takes a while
+        threads_seen.add(threading.current_thread().name)
+        inside.set()
+        go_on.wait(10)
+        return lookup(tables, records)
+
+    monkeypatch.setattr(Tables, "_saved", slow_lookup)
     try:
-        result = subprocess.run(
-            twistd_command() + ["-n", "--pidfile=", "spchat", "--data-dir", str(data),
-                                "--tcp-port", "0", "--udp-port", "0"],
-            cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True,
-            timeout=60,
-        )
+        appending = store.append([say("new")])
+        registering = store.set_account("bob", "Bob", "hash", 1)  # queued behind it
+        await threads.deferToThread(inside.wait, 10)
+        # The writer holds its transaction open; the reader still answers.
+        assert [r.text for r in await store.after("#lobby", 0, 9)] == ["old"]
+        assert await store.account("bob") is None
+        assert not appending.called and not registering.called
     finally:
-        os.chmod(data, 0o700)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(db) in lines[0], result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
+        go_on.set()
+    saved, _ = await appending
+    await registering
+    assert numbered(saved) == [("#lobby", 2, "new")]
+    assert await store.account("bob") == ("Bob", "hash")
+    [writer] = threads_seen  # one writer thread, not the reactor's
+    assert "spchat-store-writer" in writer and threading.current_thread().name != writer
 
 
-def test_old_messages_are_pruned_and_the_rest_kept(tmp_path):
-    store = Store.in_dir(tmp_path)
-    batch = [record(seq) for seq in range(1, 11)]  # ts = 1000 * seq
-    store.insert(store.conn, batch)
-    store.committed(batch)
-    assert store.prune(older_than_ms=5000) == 4
-    assert [r.seq for r in store.after(0)] == list(range(5, 11))
-    assert store.first_seq == 5 and store.last_seq == 10
-    store.close()
+@pytest_twisted.ensureDeferred
+async def test_close_waits_for_what_is_queued(tmp_path):
+    store = SQLiteStore(tmp_path / DB_FILE, mode="thread")
+    await store.open()
+    writes = [store.append([say(f"m{i}")]) for i in range(20)]
+    await store.close()
+    assert all(d.called for d in writes)
+    again = SQLiteStore(tmp_path / DB_FILE, mode="inline")
+    fired(again.open())
+    assert [r.seq for r in fired(again.after("#lobby", 0, 99))] == list(range(1, 21))
+    fired(again.close())
+    assert not [t for t in threading.enumerate() if t.name.startswith("spchat-store")]
 
 
-def test_server_prunes_by_history_days(tmp_path):
-    from conftest import server_config, start_service, stop_services
-
-    service = start_service(server_config(tmp_path / "data", **{"history-days": "1"}))
-    try:
-        now_ms = service.core.now_ms()
-        old = Record(1, now_ms - 2 * 86400_000, "alice", "alice", "old", "c1", room="lobby")
-        new = Record(2, now_ms, "alice", "alice", "new", "c2", room="lobby")
-        service.store.insert(service.store.conn, [old, new])
-        service.store.committed([old, new])
-        service.prune()
-        assert [r.text for r in service.store.after(0)] == ["new"]
-        assert service.pruner.running  # and it runs hourly
-    finally:
-        stop_services(service)
-
-
-def test_pruning_everything_keeps_the_sequence_going(tmp_path):
-    store = Store.in_dir(tmp_path)
-    batch = [record(seq) for seq in range(1, 101)]
-    store.insert(store.conn, batch)
-    store.committed(batch)
-    store.prune(older_than_ms=10**12)  # everything is old
-    store.close()
-    again = Store.in_dir(tmp_path)
-    assert again.last_seq == 100  # the next message is 101, never 1 again
-    again.close()
+@pytest_twisted.ensureDeferred
+async def test_a_thread_store_fails_to_open_like_an_inline_one(tmp_path):
+    (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="damaged"):
+        await SQLiteStore(tmp_path / DB_FILE, mode="thread").open()
+    assert not [t for t in threading.enumerate() if t.name.startswith("spchat-store")]

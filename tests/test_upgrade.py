@@ -1,4 +1,6 @@
-"""A data directory written by release 0.1.0 opens with this code, content intact.
+"""A data directory written by release 0.1.0 opens with this code, content intact:
+its schema (version 1) becomes version 2, its lobby "#lobby", its direct
+messages conversations of their own, each numbered from 1 in the old order.
 
 The fixture (tests/fixtures/spchat-0.1.0.db) was written by the 0.1.0 server
 itself, driven by real clients: see tests/fixtures/README.rst and
@@ -11,9 +13,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import pytest_twisted
 
 from spchat.server.accounts import verify_password
-from spchat.server.store import DB_FILE, SCHEMA_VERSION, Store
+from spchat.server.records import RoomRecord
+from spchat.server.store import DB_FILE, SCHEMA_VERSION, SQLiteStore
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "spchat-0.1.0.db"
 
@@ -51,7 +55,7 @@ LOBBY = [
     ("Carol", "last message of the morning"),
 ]
 
-# Then the direct messages (seq 31 to 35): (sender, to, text).
+# Then the direct messages (old seq 31 to 35): (sender, to, text).
 DIRECT = [
     ("alice", "Bob", "psst, Bob"),
     ("Bob", "alice", "what is it?"),
@@ -70,11 +74,12 @@ def data_dir(tmp_path):
     return folder
 
 
-@pytest.fixture
-def store(data_dir):
-    store = Store.in_dir(data_dir)
+@pytest_twisted.async_yield_fixture(params=["inline", "thread"])
+async def store(request, data_dir):
+    store = SQLiteStore.in_dir(data_dir, mode=request.param)
+    await store.open()
     yield store
-    store.close()
+    await store.close()
 
 
 def test_fixture_is_a_self_contained_version_1_file(tmp_path):
@@ -87,65 +92,126 @@ def test_fixture_is_a_self_contained_version_1_file(tmp_path):
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT min(seq), max(seq), count(*) FROM messages").fetchone() \
+            == (1, 35, 35)
     finally:
         conn.close()
 
 
-def test_release_0_1_0_database_opens_with_its_content(store, data_dir):
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    assert store.last_seq == len(LOBBY) + len(DIRECT) == 35
-    assert store.first_seq == 1
+def version(data_dir):
+    conn = sqlite3.connect(data_dir / DB_FILE)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
 
-    records = list(store.after(0))
-    assert [r.seq for r in records] == list(range(1, 36))
-    assert [r.ts for r in records] == sorted(r.ts for r in records)
-    assert len({r.cid for r in records}) == 35
 
-    lobby = [r for r in records if r.room == "lobby"]
-    assert len(lobby) == 30
+@pytest_twisted.ensureDeferred
+async def test_release_0_1_0_lobby_becomes_the_lobby_room_in_its_order(store, data_dir):
+    assert version(data_dir) == SCHEMA_VERSION == 2
+    lobby = await store.after("#lobby", 0, 100)
     assert [r.seq for r in lobby] == list(range(1, 31))
     assert [(r.sender, r.text) for r in lobby] == LOBBY
-    assert all(r.sender_key == r.sender.casefold() and r.to is None and r.to_key is None
-               for r in lobby)
-    assert lobby[0].text == "hi all"
+    assert [r.ts for r in lobby] == sorted(r.ts for r in lobby)
+    assert all(r.room == "lobby" and r.sender_key == r.sender.casefold()
+               and r.to is None and r.to_key is None for r in lobby)
     assert lobby[8].text == "shopping list:\n- milk\n- bread\n- coffee"
     assert lobby[10].text == "Grüße ☕"
+    assert lobby[24].text == "quotes \"double\" and 'single' and a tab\there"
     assert lobby[25].text == "emoji test 😀👍"
-    assert lobby[-1].text == "last message of the morning"
-
-    direct = [r for r in records if r.room is None]
-    assert [r.seq for r in direct] == list(range(31, 36))
-    assert [(r.sender, r.to, r.text) for r in direct] == DIRECT
-    assert all(r.sender_key == r.sender.casefold() and r.to_key == r.to.casefold()
-               for r in direct)
-
-    # What each may see: the lobby, and only their own direct messages.
-    bob = store.before(store.last_seq + 1, 100, "bob", {"lobby"})
-    assert [r.seq for r in bob] == list(range(1, 35))
-    carol = store.before(store.last_seq + 1, 100, "carol", {"lobby"})
-    assert [r.seq for r in carol] == list(range(1, 31)) + [35]
-    stranger = store.before(store.last_seq + 1, 100, "dave", set())
-    assert stranger == []
-    page = store.before(31, 3, "alice", {"lobby"})
+    assert await store.find_cid("bob", lobby[10].cid) == lobby[10]
+    page = await store.before("#lobby", 31, 3)
     assert [r.text for r in page] == ["see you", "bye for now", "last message of the morning"]
 
-    assert store.find_cid("bob", lobby[10].cid) == lobby[10]
+
+@pytest_twisted.ensureDeferred
+async def test_release_0_1_0_direct_messages_are_two_conversations(store):
+    alice_bob = await store.after("@alice bob", 0, 100)
+    assert [r.seq for r in alice_bob] == [1, 2, 3, 4]
+    assert [(r.sender, r.to, r.text) for r in alice_bob] == DIRECT[:4]
+    alice_carol = await store.after("@alice carol", 0, 100)
+    assert [(r.seq, r.sender, r.to, r.text) for r in alice_carol] == [(1, *DIRECT[4])]
+    everything = alice_bob + alice_carol
+    assert all(r.room is None and r.sender_key == r.sender.casefold()
+               and r.to_key == r.to.casefold() for r in everything)
+    assert len({r.cid for r in everything}) == 5
+    # What each may see of them.
+    assert [r.text for r in await store.direct_since("alice", 0, 100)] == [t for *_, t in DIRECT]
+    assert [r.text for r in await store.direct_since("bob", 0, 100)] == \
+        [t for *_, t in DIRECT[:4]]
+    assert [r.text for r in await store.direct_since("carol", 0, 100)] == [DIRECT[4][2]]
+    assert await store.direct_since("dave", 0, 100) == []
 
 
-def test_release_0_1_0_account_and_bans(store):
-    name, encoded = store.account("carol")
+@pytest_twisted.ensureDeferred
+async def test_release_0_1_0_account_and_bans(store, data_dir):
+    name, encoded = await store.account("carol")
     assert name == "Carol"
     assert encoded.startswith("$argon2id$")
     assert verify_password("correct horse battery", encoded)
     assert not verify_password("wrong horse battery", encoded)
-    assert store.account("alice") is None and store.account("bob") is None  # guests
+    assert await store.account("alice") is None and await store.account("bob") is None  # guests
 
-    assert store.ban("mallory") == ("mallory", None, "spam")
-    name, until, reason = store.ban("trudy")
+    assert await store.ban("mallory") == ("mallory", None, "spam")
+    name, until, reason = await store.ban("trudy")
     assert (name, reason) == ("trudy", "rude")
-    created = store.conn.execute("SELECT created FROM bans WHERE key = 'trudy'").fetchone()[0]
+    conn = sqlite3.connect(data_dir / DB_FILE)
+    created = conn.execute("SELECT created FROM bans WHERE key = 'trudy'").fetchone()[0]
+    conn.close()
     # Timed: 100 years from when it was made (until in seconds, created in ms).
     assert until == pytest.approx(created / 1000 + 100 * 365 * 24 * 3600, abs=1)
-    assert [(key, name, reason) for key, name, _, reason in store.bans()] == [
+    assert [(key, name, reason) for key, name, _, reason in await store.bans()] == [
         ("mallory", "mallory", "spam"), ("trudy", "trudy", "rude")]
-    assert store.ban("alice") is None
+    assert await store.ban("alice") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_release_0_1_0_lobby_is_a_public_room_and_numbers_go_on(store):
+    first = (await store.after("#lobby", 0, 1))[0]
+    assert await store.load() == [RoomRecord("lobby", "lobby", created=first.ts, last_seq=30)]
+    assert await store.memberships("carol") == []
+    line = first._replace(seq=0, ts=first.ts + 10**6, cid="new-after-upgrade")
+    saved, again = await store.append([line, first._replace(seq=0)])  # 0.1.0's line re-sent
+    assert [r.seq for r in saved] == [31]
+    assert again == [(first._replace(seq=0), first)]
+
+
+def test_a_second_open_changes_nothing(data_dir):
+    def open_and_close():
+        store = SQLiteStore.in_dir(data_dir, mode="inline")
+        results = []
+        store.open().addBoth(results.append)
+        store.close().addBoth(results.append)
+        assert results == [None, None]  # inline: done, and done well
+
+    def snapshot():
+        conn = sqlite3.connect(data_dir / DB_FILE)
+        try:
+            return [conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+                    for table in ("messages", "conversations", "rooms", "accounts", "bans")]
+        finally:
+            conn.close()
+
+    open_and_close()
+    migrated = snapshot()
+    open_and_close()
+    assert version(data_dir) == SCHEMA_VERSION
+    assert snapshot() == migrated
+
+
+def test_a_migration_that_fails_leaves_version_1_as_it_was(data_dir):
+    """One step, one transaction: a v1 file the step cannot take stays v1."""
+    conn = sqlite3.connect(data_dir / DB_FILE)
+    conn.execute("UPDATE messages SET to_key = NULL WHERE seq = 31")  # no conversation
+    conn.commit()
+    rows = conn.execute("SELECT * FROM messages ORDER BY seq").fetchall()
+    conn.close()
+    failures = []
+    SQLiteStore.in_dir(data_dir, mode="inline").open().addErrback(failures.append)
+    [failure] = failures
+    assert str(data_dir / DB_FILE) in str(failure.value)
+    assert version(data_dir) == 1
+    conn = sqlite3.connect(data_dir / DB_FILE)
+    assert conn.execute("SELECT * FROM messages ORDER BY seq").fetchall() == rows
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'rooms'").fetchall() == []
+    conn.close()

@@ -1,10 +1,16 @@
 """The embedded store: SQLite (stdlib ``sqlite3``) in the data directory.
 
-Messages, accounts and bans, in one file ``spchat.db`` (mode 0600) in WAL
-mode, so the reactor thread can read history while the writer commits.  The
-schema is versioned (``PRAGMA user_version``) and migrations run at start.
-Every problem opening it is a ``StoreError`` whose message is one line naming
-the file.
+Messages, accounts, bans and rooms in one file ``spchat.db`` (mode 0600) in
+WAL mode.  ``SQLiteStore`` implements ``IStore``: in thread mode every write
+runs in one writer thread on its own connection and every read in one reader
+thread on another (WAL lets it read while the writer commits), so the
+reactor never waits for the disk; in inline mode both run on the calling
+thread.  ``Tables`` holds the statements themselves, synchronous, on one
+connection.
+
+The schema is versioned (``PRAGMA user_version``) and migrations run at
+``open()``.  Every problem opening the file is a ``StoreError`` whose
+message is one line naming the file.
 """
 
 from __future__ import annotations
@@ -14,9 +20,14 @@ import fcntl
 import os
 import sqlite3
 from pathlib import Path
-from typing import Iterable
 
-from spchat.server.history import Record
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from spchat.server.interfaces import IStore
+from spchat.server.numbering import number
+from spchat.server.records import Record, RoomRecord, room_conversation
 
 DB_FILE = "spchat.db"
 LOCK_FILE = "spchat.lock"
@@ -51,13 +62,99 @@ MIGRATIONS = [
         created INTEGER NOT NULL
     );
     """,
+    # Version 2: many rooms, each conversation numbered on its own.  The old
+    # messages keep their order: each conversation is renumbered 1..n in the
+    # order of the old global numbers (and inserted in it, so that rowids
+    # keep it too).  The conversation's rule is records.py's, in SQL: BINARY
+    # order of UTF-8 is Python's order of code points.
+    """
+    CREATE TABLE messages_v2 (
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        sender_key TEXT NOT NULL,
+        text TEXT NOT NULL,
+        cid TEXT NOT NULL,
+        room TEXT,
+        to_name TEXT,
+        to_key TEXT,
+        conversation TEXT NOT NULL
+    );
+    INSERT INTO messages_v2
+        SELECT row_number() OVER (PARTITION BY conversation ORDER BY old_seq),
+               ts, sender, sender_key, text, cid, room, to_name, to_key, conversation
+        FROM (SELECT seq AS old_seq, *,
+                     CASE WHEN room IS NOT NULL THEN '#' || room
+                          ELSE '@' || min(sender_key, to_key) || ' ' || max(sender_key, to_key)
+                     END AS conversation
+              FROM messages)
+        ORDER BY old_seq;
+    DROP TABLE messages;
+    ALTER TABLE messages_v2 RENAME TO messages;
+    CREATE UNIQUE INDEX messages_by_number ON messages (conversation, seq);
+    CREATE UNIQUE INDEX messages_by_cid ON messages (sender_key, cid);
+    CREATE INDEX messages_by_ts ON messages (ts);
+    CREATE INDEX direct_from ON messages (sender_key, ts) WHERE to_key IS NOT NULL;
+    CREATE INDEX direct_to ON messages (to_key, ts) WHERE to_key IS NOT NULL;
+
+    -- Each conversation's newest number: pruning its messages never makes
+    -- a number come back.
+    CREATE TABLE conversations (
+        conversation TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+    );
+    INSERT INTO conversations SELECT conversation, max(seq) FROM messages GROUP BY conversation;
+
+    CREATE TABLE rooms (
+        key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        topic TEXT NOT NULL DEFAULT '',
+        private INTEGER NOT NULL DEFAULT 0,
+        topic_locked INTEGER NOT NULL DEFAULT 0,
+        created INTEGER NOT NULL
+    );
+    -- Version 1 had one room, 'lobby', named by its key.
+    INSERT INTO rooms (key, name, created)
+        SELECT room, room, min(ts) FROM messages WHERE room IS NOT NULL GROUP BY room;
+    -- A room's standing of names goes with the room.
+    CREATE TABLE room_roles (
+        room TEXT NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        PRIMARY KEY (room, key)
+    );
+    CREATE TABLE room_bans (
+        room TEXT NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        until REAL,
+        reason TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        PRIMARY KEY (room, key)
+    );
+    CREATE TABLE room_mutes (
+        room TEXT NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (room, key)
+    );
+    CREATE TABLE memberships (
+        key TEXT NOT NULL,
+        room TEXT NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
+        PRIMARY KEY (key, room)
+    );
+    CREATE INDEX memberships_by_room ON memberships (room);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
+# A record's fields, in its order; the row also holds its conversation.
 _COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key"
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
-# Keys per query when looking for messages already saved: 2 parameters
-# each, within the 999 that SQLite before 3.32 allows.
+_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?)"
+# Keys per query when looking up a batch: at most 2 parameters each, within
+# the 999 that SQLite before 3.32 allows.
 LOOKUP_CHUNK = 400
 
 
@@ -70,7 +167,7 @@ def _transaction(conn: sqlite3.Connection):
     """A write transaction; on any failure, the COMMIT's own included (a
     full disk), nothing stays half open for the next try.  IMMEDIATE: it
     reads before it writes, and a plain BEGIN would then fail at once, not
-    wait, if the reactor's connection wrote in between (an account, a ban)."""
+    wait, if another connection (a tool, the sqlite3 shell) wrote in between."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -81,27 +178,245 @@ def _transaction(conn: sqlite3.Connection):
         raise
 
 
-def _record(row) -> Record:
-    return Record._make(row)
-
-
-def connect(path: Path, sync: str = "full") -> sqlite3.Connection:
-    """Open (or create) the database and bring its schema up to date."""
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection):
+    """Several reads that see one state, not a commit landing between them."""
+    conn.execute("BEGIN")
     try:
-        if not path.exists():
-            # Create it private before SQLite writes a byte into it.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        conn = sqlite3.connect(path, timeout=0.5, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit is on disk (WAL fsync'd) before anyone hears of it,
-        # so an acknowledgement survives even a power cut, not just kill -9.
-        conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
-        _migrate(conn)
-        return conn
-    except sqlite3.DatabaseError as e:
-        raise StoreError(f"cannot use the database {path}: {_explain(e)}") from None
-    except OSError as e:
-        raise StoreError(f"cannot open the database {path}: {e.strerror}") from None
+        yield
+    finally:
+        conn.execute("COMMIT")
+
+
+def _chunks(items: list, size: int = LOOKUP_CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Tables:
+    """The store's statements on one connection, synchronous: what the
+    writer and reader threads run (and what a tool may call directly)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- messages ------------------------------------------------------------
+
+    def append(self, records: list[Record]) -> tuple[list[Record], list[tuple[Record, Record]]]:
+        """Number and save new records in one transaction; see
+        ``IMessageLog.append``.  The lookups are one indexed query per
+        LOOKUP_CHUNK keys for the whole batch."""
+        with _transaction(self.conn):
+            saved = self._saved(records)
+            last_seq = self._last_seqs(list({r.conversation for r in records}))
+            fresh, again, newest = number(records, saved, last_seq)
+            # A record is a row already, but for its conversation.
+            self.conn.executemany(_INSERT, [r + (r.conversation,) for r in fresh])
+            self.conn.executemany(
+                "INSERT INTO conversations (conversation, last_seq) VALUES (?, ?) "
+                "ON CONFLICT (conversation) DO UPDATE SET last_seq = excluded.last_seq",
+                newest.items(),
+            )
+        return fresh, again
+
+    def _saved(self, records: list[Record]) -> dict[tuple[str, str], Record]:
+        found = {}
+        for chunk in _chunks([(r.sender_key, r.cid) for r in records]):
+            # Driven by the list of keys: one index search each (a row-value
+            # IN would scan the whole index).
+            rows = self.conn.execute(
+                f"SELECT {_M_COLUMNS} FROM (VALUES {','.join(['(?,?)'] * len(chunk))}) AS k "
+                "CROSS JOIN messages AS m ON m.sender_key = k.column1 AND m.cid = k.column2",
+                [v for key in chunk for v in key],
+            )
+            for row in rows:
+                record = Record._make(row)
+                found[(record.sender_key, record.cid)] = record
+        return found
+
+    def _last_seqs(self, conversations: list[str]) -> dict[str, int]:
+        found = {}
+        for chunk in _chunks(conversations):
+            found.update(self.conn.execute(
+                "SELECT conversation, last_seq FROM conversations "
+                f"WHERE conversation IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ))
+        return found
+
+    def after(self, conversation: str, seq: int, limit: int) -> list[Record]:
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (conversation, seq, limit),
+        )
+        return [Record._make(row) for row in rows]
+
+    def before(self, conversation: str, seq: int, limit: int) -> list[Record]:
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (conversation, seq, limit),
+        ).fetchall()
+        return [Record._make(row) for row in reversed(rows)]
+
+    def direct_since(self, key: str, since_ms: int, limit: int) -> list[Record]:
+        # Two searches of the (partial) direct-message indexes; a message to
+        # oneself is found by the first only.  Ties in time go by
+        # conversation and number, as in the memory store.
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM ("
+            f"  SELECT {_COLUMNS}, conversation FROM messages"
+            "   WHERE sender_key = ?1 AND to_key IS NOT NULL AND ts >= ?2"
+            "  UNION ALL"
+            f"  SELECT {_COLUMNS}, conversation FROM messages"
+            "   WHERE to_key = ?1 AND sender_key <> ?1 AND ts >= ?2"
+            ") ORDER BY ts, conversation, seq LIMIT ?3",
+            (key, since_ms, limit),
+        )
+        return [Record._make(row) for row in rows]
+
+    def find_cid(self, sender_key: str, cid: str) -> Record | None:
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM messages WHERE sender_key = ? AND cid = ?",
+            (sender_key, cid),
+        ).fetchone()
+        return Record._make(row) if row else None
+
+    def delete_conversation(self, conversation: str) -> None:
+        with _transaction(self.conn):
+            self._delete_conversation(conversation)
+
+    def _delete_conversation(self, conversation: str) -> None:
+        # Its newest number stays: a room made again under the same name
+        # goes on from there, so no client's old position hides new lines.
+        self.conn.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+
+    def prune(self, older_than_ms: int) -> int:
+        # The numbers live on in ``conversations``: nothing to keep here.
+        return self._write("DELETE FROM messages WHERE ts < ?", (older_than_ms,))
+
+    def _write(self, sql: str, params: tuple) -> int:
+        with _transaction(self.conn):
+            return self.conn.execute(sql, params).rowcount
+
+    # --- accounts and server bans ----------------------------------------------
+
+    def account(self, key: str) -> tuple[str, str] | None:
+        return self.conn.execute(
+            "SELECT name, password FROM accounts WHERE key = ?", (key,)
+        ).fetchone()
+
+    def set_account(self, key: str, name: str, password: str, now_ms: int) -> None:
+        self._write(
+            "INSERT INTO accounts (key, name, password, created) VALUES (?,?,?,?) "
+            "ON CONFLICT (key) DO UPDATE SET password = excluded.password",
+            (key, name, password, now_ms),
+        )
+
+    def ban(self, key: str) -> tuple[str, float | None, str] | None:
+        return self.conn.execute(
+            "SELECT name, until, reason FROM bans WHERE key = ?", (key,)
+        ).fetchone()
+
+    def set_ban(self, key: str, name: str, until: float | None, reason: str,
+                now_ms: int) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO bans (key, name, until, reason, created) VALUES (?,?,?,?,?)",
+            (key, name, until, reason, now_ms),
+        )
+
+    def delete_ban(self, key: str) -> bool:
+        return self._write("DELETE FROM bans WHERE key = ?", (key,)) > 0
+
+    def bans(self) -> list[tuple[str, str, float | None, str]]:
+        return self.conn.execute(
+            "SELECT key, name, until, reason FROM bans ORDER BY key"
+        ).fetchall()
+
+    # --- rooms -----------------------------------------------------------------
+
+    def load(self) -> list[RoomRecord]:
+        with _snapshot(self.conn):
+            rooms = {
+                key: RoomRecord(key, name, topic, bool(private), bool(locked), created)
+                for key, name, topic, private, locked, created in self.conn.execute(
+                    "SELECT key, name, topic, private, topic_locked, created FROM rooms "
+                    "ORDER BY key")
+            }
+            for room, key, name, role in self.conn.execute(
+                    "SELECT room, key, name, role FROM room_roles"):
+                rooms[room].roles[key] = (name, role)
+            for room, key, name, until, reason in self.conn.execute(
+                    "SELECT room, key, name, until, reason FROM room_bans"):
+                rooms[room].bans[key] = (name, until, reason)
+            for room, key, name in self.conn.execute("SELECT room, key, name FROM room_mutes"):
+                rooms[room].mutes[key] = name
+            for room, last_seq in self.conn.execute(
+                    "SELECT r.key, c.last_seq FROM rooms AS r "
+                    "JOIN conversations AS c ON c.conversation = '#' || r.key"):
+                rooms[room].last_seq = last_seq
+        return list(rooms.values())
+
+    def save_room(self, room: RoomRecord) -> None:
+        # An upsert, never INSERT OR REPLACE: replacing the row would delete
+        # it first, and its roles, bans and mutes with it.
+        self._write(
+            "INSERT INTO rooms (key, name, topic, private, topic_locked, created) "
+            "VALUES (?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET name = excluded.name, "
+            "topic = excluded.topic, private = excluded.private, "
+            "topic_locked = excluded.topic_locked",
+            (room.key, room.name, room.topic, room.private, room.topic_locked, room.created),
+        )
+
+    def delete_room(self, key: str) -> None:
+        with _transaction(self.conn):
+            # Roles, bans, mutes and memberships go by ON DELETE CASCADE.
+            self.conn.execute("DELETE FROM rooms WHERE key = ?", (key,))
+            self._delete_conversation(room_conversation(key))
+
+    def set_role(self, room: str, key: str, name: str, role: str | None) -> None:
+        if role is None:
+            self._write("DELETE FROM room_roles WHERE room = ? AND key = ?", (room, key))
+        else:
+            self._write(
+                "INSERT OR REPLACE INTO room_roles (room, key, name, role) VALUES (?,?,?,?)",
+                (room, key, name, role),
+            )
+
+    def set_room_ban(self, room: str, key: str, name: str, until: float | None, reason: str,
+                     now_ms: int) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO room_bans (room, key, name, until, reason, created) "
+            "VALUES (?,?,?,?,?,?)",
+            (room, key, name, until, reason, now_ms),
+        )
+
+    def delete_room_ban(self, room: str, key: str) -> bool:
+        return self._write("DELETE FROM room_bans WHERE room = ? AND key = ?", (room, key)) > 0
+
+    def set_mute(self, room: str, key: str, name: str, muted: bool) -> None:
+        if muted:
+            self._write("INSERT OR REPLACE INTO room_mutes (room, key, name) VALUES (?,?,?)",
+                        (room, key, name))
+        else:
+            self._write("DELETE FROM room_mutes WHERE room = ? AND key = ?", (room, key))
+
+    def memberships(self, key: str) -> list[str]:
+        return [room for room, in self.conn.execute(
+            "SELECT room FROM memberships WHERE key = ? ORDER BY room", (key,))]
+
+    def add_membership(self, key: str, room: str) -> None:
+        self._write("INSERT OR IGNORE INTO memberships (key, room) VALUES (?, ?)", (key, room))
+
+    def remove_membership(self, key: str, room: str) -> None:
+        self._write("DELETE FROM memberships WHERE key = ? AND room = ?", (key, room))
+
+
+# --- opening ---------------------------------------------------------------------
 
 
 def _explain(error: sqlite3.DatabaseError) -> str:
@@ -111,6 +426,37 @@ def _explain(error: sqlite3.DatabaseError) -> str:
     if "not a database" in text or "malformed" in text:
         return f"{text} (the file is damaged: restore it from a backup or move it away)"
     return text
+
+
+def _connect(path: Path, sync: str = "full", writer: bool = True) -> sqlite3.Connection:
+    """Open (or create) the database; the writer's connection also checks
+    it and brings its schema up to date."""
+    try:
+        if not path.exists():
+            # Create it private before SQLite writes a byte into it.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        conn = sqlite3.connect(path, timeout=0.5, check_same_thread=False, isolation_level=None)
+        try:
+            if writer:
+                conn.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on disk (WAL fsync'd) before anyone hears
+                # of it, so an acknowledgement survives even a power cut.
+                conn.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+                conn.execute("PRAGMA foreign_keys=ON")
+                # Fail now, with the file's name, if the content is damaged.
+                if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise sqlite3.DatabaseError("database disk image is malformed")
+                _migrate(conn)
+            else:
+                conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"cannot use the database {path}: {_explain(e)}") from None
+    except OSError as e:
+        raise StoreError(f"cannot open the database {path}: {e.strerror}") from None
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -149,179 +495,197 @@ def _lock_dir(data_dir: Path) -> int:
     return fd
 
 
-class Store:
-    """History, accounts and bans on one SQLite file.
+# --- where the statements run ----------------------------------------------------
 
-    Reads run on the calling (reactor) thread; message inserts come from the
-    group committer, on its own connection (see ``spchat.server.commit``).
-    """
 
-    def __init__(self, path: Path, sync: str = "full"):
-        self.path = path
+class _Inline:
+    """On the calling thread: Deferreds that have fired already."""
+
+    def __init__(self, tables: Tables):
+        self.tables = tables
+
+    def run(self, statement, *args) -> defer.Deferred:
+        return defer.maybeDeferred(statement, self.tables, *args)
+
+    def close(self) -> defer.Deferred:
+        return self.run(Tables.close)
+
+
+class _Thread:
+    """One thread of its own with its own connection: what is run here runs
+    in the order it was asked for, one at a time."""
+
+    def __init__(self, reactor, tables: Tables, name: str):
+        self.reactor = reactor
+        self.tables = tables
+        self.pool = ThreadPool(1, 1, name=name)
+        self.pool.start()
+        # As the reactor's own pool does: a thread left running would keep
+        # the process from exiting if close() was never called.
+        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
+
+    def run(self, statement, *args) -> defer.Deferred:
+        return threads.deferToThreadPool(self.reactor, self.pool, statement, self.tables, *args)
+
+    def close(self) -> defer.Deferred:
+        def stop(result):
+            self.reactor.removeSystemEventTrigger(self._trigger)
+            self.pool.stop()  # idle now: the join is immediate
+            return result
+
+        # Queued behind everything asked for before.
+        return self.run(Tables.close).addBoth(stop)
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """``IStore`` on one SQLite file.  ``sync``: ``full`` or ``normal``
+    (safe against a crash, not a power cut); ``mode``: ``thread`` (a writer
+    and a reader thread) or ``inline`` (the calling thread).
+
+    ``open()`` does its work before it returns and never raises: a problem
+    is the failure of the Deferred it returns, a one-line ``StoreError``.
+    In thread mode a read sees the writes whose Deferreds have fired, not
+    necessarily those still queued on the writer."""
+
+    def __init__(self, path: Path, sync: str = "full", mode: str = "thread", reactor=None):
+        if sync not in ("full", "normal"):
+            raise ValueError(f"sync must be 'full' or 'normal', not {sync!r}")
+        if mode not in ("thread", "inline"):
+            raise ValueError(f"mode must be 'thread' or 'inline', not {mode!r}")
+        self.path = Path(path)
         self.sync = sync
-        self._lock = _lock_dir(path.parent)
-        try:
-            self.conn = connect(path, sync)
-        except StoreError:
-            os.close(self._lock)
-            raise
-        # Fail now, with the file's name, if the content is damaged.
-        try:
-            if self.conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("database disk image is malformed")
-            row = self.conn.execute("SELECT max(seq), min(seq) FROM messages").fetchone()
-        except sqlite3.DatabaseError as e:
-            self.conn.close()
-            os.close(self._lock)
-            raise StoreError(f"cannot use the database {path}: {_explain(e)}") from None
-        self.last_seq = row[0] or 0
-        self._first_seq = row[1] or 1
-        # The newest number given by ``save``: its writer's own count, ahead
-        # of ``last_seq`` (the readers' view) while a batch is in flight.
-        self._numbered = self.last_seq
+        self.mode = mode
+        self.reactor = reactor
+        self._lock = None
+        self._writer = self._reader = None
 
     @classmethod
-    def in_dir(cls, data_dir: Path, sync: str = "full") -> Store:
-        return cls(Path(data_dir) / DB_FILE, sync)
+    def in_dir(cls, data_dir: Path, **options) -> SQLiteStore:
+        return cls(Path(data_dir) / DB_FILE, **options)
 
-    def close(self) -> None:
-        self.conn.close()
-        if self._lock is not None:
+    def open(self) -> defer.Deferred:
+        try:
+            self._open()
+        except StoreError as e:
+            return defer.fail(e)
+        return defer.succeed(None)
+
+    def _open(self) -> None:
+        self._lock = _lock_dir(self.path.parent)
+        try:
+            writer = Tables(_connect(self.path, self.sync))
+            if self.mode == "inline":
+                self._writer = self._reader = _Inline(writer)
+                return
+            try:
+                reader = Tables(_connect(self.path, writer=False))
+            except StoreError:
+                writer.close()
+                raise
+        except StoreError:
             os.close(self._lock)
             self._lock = None
+            raise
+        if self.reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+        self._writer = _Thread(self.reactor, writer, "spchat-store-writer")
+        self._reader = _Thread(self.reactor, reader, "spchat-store-reader")
 
-    # --- messages (the History interface) ------------------------------------
+    def close(self) -> defer.Deferred:
+        """After the work queued already, close the connections and free
+        the data directory."""
+        if self._writer is None:
+            return defer.succeed(None)
+        runners = {self._writer, self._reader}  # one in inline mode
+        self._writer = self._reader = None
+        d = defer.gatherResults([runner.close() for runner in runners], consumeErrors=True)
+        d.addCallbacks(lambda _: None, lambda failure: failure.value.subFailure)
+        return d.addBoth(self._unlock)
 
-    def save(self, conn: sqlite3.Connection,
-             records: list[Record]) -> tuple[list[Record], list[tuple[Record, Record]]]:
-        """Number and save new messages in one transaction, on ``conn`` (one
-        writer at a time).  A message whose (sender, cid) is already saved
-        (re-sent after a reconnect) is not saved again: it comes back paired
-        with the saved one, whose acknowledgement its sender is owed.  The
-        check is one indexed query for the whole batch, here, instead of one
-        query per message on the reactor thread."""
-        with _transaction(conn):
-            saved_before = self._saved(conn, records)
-            fresh, again, seq = [], [], self._numbered
-            for r in records:
-                old = saved_before.get((r.sender_key, r.cid))
-                if old is not None:
-                    again.append((r, old))
-                else:
-                    seq += 1
-                    fresh.append(Record(seq, *r[1:]))
-            self._insert(conn, fresh)
-        self._numbered = seq
-        return fresh, again
+    def _unlock(self, result):
+        os.close(self._lock)
+        self._lock = None
+        return result
 
-    @staticmethod
-    def _saved(conn: sqlite3.Connection, records: list[Record]) -> dict[tuple[str, str], Record]:
-        found = {}
-        keys = [(r.sender_key, r.cid) for r in records]
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[start:start + LOOKUP_CHUNK]
-            # Driven by the list of keys: one index search each (a row-value
-            # IN would scan the whole index).
-            rows = conn.execute(
-                f"SELECT {_M_COLUMNS} FROM (VALUES {','.join(['(?,?)'] * len(chunk))}) AS k "
-                "CROSS JOIN messages AS m ON m.sender_key = k.column1 AND m.cid = k.column2",
-                [v for key in chunk for v in key],
-            )
-            for row in rows:
-                record = _record(row)
-                found[(record.sender_key, record.cid)] = record
-        return found
+    def _write(self, statement, *args) -> defer.Deferred:
+        return self._writer.run(statement, *args)
 
-    def insert(self, conn: sqlite3.Connection, records: Iterable[Record]) -> None:
-        """Insert and commit records numbered already, in one transaction."""
-        records = list(records)
-        with _transaction(conn):
-            self._insert(conn, records)
-        if records:
-            self._numbered = max(self._numbered, records[-1].seq)
+    def _read(self, statement, *args) -> defer.Deferred:
+        return self._reader.run(statement, *args)
 
-    @staticmethod
-    def _insert(conn: sqlite3.Connection, records: Iterable[Record]) -> None:
-        # A record is a row already: its fields are in the columns' order.
-        conn.executemany(f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                         records)
+    # --- IMessageLog -----------------------------------------------------------
 
-    def committed(self, records: list[Record]) -> None:
-        """A batch is on disk (called on the reactor thread)."""
-        if records:
-            self.last_seq = records[-1].seq
+    def append(self, records):
+        return self._write(Tables.append, records)
 
-    @property
-    def first_seq(self) -> int:
-        row = self.conn.execute("SELECT min(seq) FROM messages").fetchone()
-        return row[0] or self.last_seq + 1
+    def after(self, conversation, seq, limit):
+        return self._read(Tables.after, conversation, seq, limit)
 
-    def after(self, seq: int) -> Iterable[Record]:
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE seq > ? AND seq <= ? ORDER BY seq",
-            (seq, self.last_seq),
-        )
-        return (_record(row) for row in rows)
+    def before(self, conversation, seq, limit):
+        return self._read(Tables.before, conversation, seq, limit)
 
-    def before(self, seq: int, limit: int, key: str, rooms: set[str]) -> list[Record]:
-        """Up to ``limit`` messages ``key`` may see, older than ``seq``, oldest first."""
-        room_list = sorted(rooms) or [""]
-        marks = ",".join("?" * len(room_list))
-        rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE seq < ? AND seq <= ? AND "
-            f"(room IN ({marks}) OR sender_key = ? OR to_key = ?) "
-            f"ORDER BY seq DESC LIMIT ?",
-            (seq, self.last_seq, *room_list, key, key, limit),
-        ).fetchall()
-        return [_record(row) for row in reversed(rows)]
+    def direct_since(self, key, since_ms, limit):
+        return self._read(Tables.direct_since, key, since_ms, limit)
 
-    def find_cid(self, sender_key: str, cid: str) -> Record | None:
-        row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM messages WHERE sender_key = ? AND cid = ?",
-            (sender_key, cid),
-        ).fetchone()
-        return _record(row) if row else None
+    def find_cid(self, sender_key, cid):
+        return self._read(Tables.find_cid, sender_key, cid)
 
-    def prune(self, older_than_ms: int) -> int:
-        # The newest message always stays: it carries the sequence on across
-        # a restart, so no number is ever handed out twice.
-        cursor = self.conn.execute(
-            "DELETE FROM messages WHERE ts < ? AND seq < (SELECT max(seq) FROM messages)",
-            (older_than_ms,),
-        )
-        return cursor.rowcount
+    def delete_conversation(self, conversation):
+        return self._write(Tables.delete_conversation, conversation)
 
-    # --- accounts ------------------------------------------------------------
+    def prune(self, older_than_ms):
+        return self._write(Tables.prune, older_than_ms)
 
-    def account(self, key: str) -> tuple[str, str] | None:
-        """(display name, encoded password hash) of a registered name."""
-        return self.conn.execute(
-            "SELECT name, password FROM accounts WHERE key = ?", (key,)
-        ).fetchone()
+    # --- IAccounts, IBans --------------------------------------------------------
 
-    def set_account(self, key: str, name: str, password: str, now_ms: int) -> None:
-        self.conn.execute(
-            "INSERT INTO accounts (key, name, password, created) VALUES (?,?,?,?) "
-            "ON CONFLICT(key) DO UPDATE SET password = excluded.password",
-            (key, name, password, now_ms),
-        )
+    def account(self, key):
+        return self._read(Tables.account, key)
 
-    # --- bans ----------------------------------------------------------------
+    def set_account(self, key, name, password, now_ms):
+        return self._write(Tables.set_account, key, name, password, now_ms)
 
-    def ban(self, key: str) -> tuple[str, float | None, str] | None:
-        """(name, until or None for ever, reason) of a ban on a name."""
-        return self.conn.execute(
-            "SELECT name, until, reason FROM bans WHERE key = ?", (key,)
-        ).fetchone()
+    def ban(self, key):
+        return self._read(Tables.ban, key)
 
-    def set_ban(self, key: str, name: str, until: float | None, reason: str, now_ms: int) -> None:
-        self.conn.execute(
-            "INSERT OR REPLACE INTO bans (key, name, until, reason, created) VALUES (?,?,?,?,?)",
-            (key, name, until, reason, now_ms),
-        )
+    def set_ban(self, key, name, until, reason, now_ms):
+        return self._write(Tables.set_ban, key, name, until, reason, now_ms)
 
-    def delete_ban(self, key: str) -> bool:
-        return self.conn.execute("DELETE FROM bans WHERE key = ?", (key,)).rowcount > 0
+    def delete_ban(self, key):
+        return self._write(Tables.delete_ban, key)
 
-    def bans(self) -> list[tuple[str, str, float | None, str]]:
-        return self.conn.execute("SELECT key, name, until, reason FROM bans ORDER BY key").fetchall()
+    def bans(self):
+        return self._read(Tables.bans)
+
+    # --- IRoomStore ----------------------------------------------------------------
+
+    def load(self):
+        return self._read(Tables.load)
+
+    def save_room(self, room):
+        return self._write(Tables.save_room, room)
+
+    def delete_room(self, key):
+        return self._write(Tables.delete_room, key)
+
+    def set_role(self, room, key, name, role):
+        return self._write(Tables.set_role, room, key, name, role)
+
+    def set_room_ban(self, room, key, name, until, reason, now_ms):
+        return self._write(Tables.set_room_ban, room, key, name, until, reason, now_ms)
+
+    def delete_room_ban(self, room, key):
+        return self._write(Tables.delete_room_ban, room, key)
+
+    def set_mute(self, room, key, name, muted):
+        return self._write(Tables.set_mute, room, key, name, muted)
+
+    def memberships(self, key):
+        return self._read(Tables.memberships, key)
+
+    def add_membership(self, key, room):
+        return self._write(Tables.add_membership, key, room)
+
+    def remove_membership(self, key, room):
+        return self._write(Tables.remove_membership, key, room)

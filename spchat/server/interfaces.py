@@ -1,0 +1,148 @@
+"""The seams of the server: what the core needs from a connection and from
+its stores.
+
+A connection is told chat events, never frames: the spchat protocol
+(Noise, JSON batches), the in-memory client of the tests and any other
+front-end (IRC) each choose their own encoding.  Events shared by many
+recipients come as one object that remembers its encoding per format, so a
+room's line is still encoded once for all its members.
+
+Stores return Deferreds, so an implementation may do its I/O on other
+threads (SQLite) or over the network (PostgreSQL) without the core knowing.
+A *conversation* is a room (``"#" + room key``) or a direct conversation
+(``"@" + the two name keys, sorted, joined by a space``); each numbers its
+messages 1, 2, 3, ... with no gaps, inside the transaction that saves them.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+
+class IChatClient(Interface):
+    """A connection as the core sees it."""
+
+    def started(session, resumed):
+        """A session (None for an administrator) now runs on this connection."""
+
+    def send(message):
+        """One wire message for this client alone (a welcome, an error, a
+        history line, ...), after everything sent before it."""
+
+    def send_shared(events):
+        """A ``spchat.server.events.SharedEvents``: the same messages for many
+        clients (a room's comings and goings, a member list, a broadcast)."""
+
+    def deliver(lines):
+        """A ``spchat.server.events.LineBatch``: saved lines of one room, in
+        the room's order; the lines this client's session sent are its
+        acknowledgements and carry their client message ids."""
+
+    def close(code, text):
+        """Say goodbye (a wire ``bye``) and close the connection."""
+
+
+class IMessageLog(Interface):
+    """Every room and direct message, numbered per conversation."""
+
+    def append(records):
+        """Save new records (``seq`` 0) in one transaction, numbering each in
+        its conversation.  Fires with ``(saved, again)``: the saved records,
+        numbered, in the given order, and ``(record, saved_before)`` pairs
+        for records whose (sender_key, cid) was saved before (re-sent after
+        a reconnect), which are not saved again."""
+
+    def after(conversation, seq, limit):
+        """Fires with up to ``limit`` records numbered above ``seq``, oldest
+        first."""
+
+    def before(conversation, seq, limit):
+        """Fires with up to ``limit`` records numbered below ``seq`` (the
+        newest of them), oldest first."""
+
+    def direct_since(key, since_ms, limit):
+        """Fires with up to ``limit`` direct messages to or from ``key``
+        stamped at or after ``since_ms``, oldest first."""
+
+    def find_cid(sender_key, cid):
+        """Fires with the record saved with this (sender key, cid), or None."""
+
+    def delete_conversation(conversation):
+        """Forget a conversation's messages (a deleted room)."""
+
+    def prune(older_than_ms):
+        """Delete messages older than this; fires with how many.  Numbers
+        are never given twice, pruned or not."""
+
+
+class IAccounts(Interface):
+    def account(key):
+        """Fires with (display name, encoded password hash) or None."""
+
+    def set_account(key, name, password, now_ms):
+        """Create the account, or change its password."""
+
+
+class IBans(Interface):
+    """Server-wide bans, by name key."""
+
+    def ban(key):
+        """Fires with (name, until or None for ever, reason) or None."""
+
+    def set_ban(key, name, until, reason, now_ms):
+        """Ban (or ban again, replacing the old terms)."""
+
+    def delete_ban(key):
+        """Fires with True if there was a ban."""
+
+    def bans():
+        """Fires with [(key, name, until, reason), ...]."""
+
+
+class IRoomStore(Interface):
+    """Rooms, their roles, bans and mutes, and registered accounts' rooms."""
+
+    def load():
+        """Fires with every room: a list of ``spchat.server.records.RoomRecord``,
+        each with its roles, bans, mutes and newest message number."""
+
+    def save_room(room):
+        """Create or update a room's settings (a ``RoomRecord``; its roles,
+        bans and mutes are saved by the calls below)."""
+
+    def delete_room(key):
+        """Forget the room, its roles, bans, mutes and memberships."""
+
+    def set_role(room, key, name, role):
+        """A registered account's role in a room (owner, operator), or None
+        for a plain member."""
+
+    def set_room_ban(room, key, name, until, reason, now_ms):
+        """Ban a name from a room (``until`` None: for ever)."""
+
+    def delete_room_ban(room, key):
+        """Lift a room ban; fires with True if there was one."""
+
+    def set_mute(room, key, name, muted):
+        """Mute (True) or unmute a name in a room."""
+
+    def memberships(key):
+        """Fires with the room keys a registered account is in."""
+
+    def add_membership(key, room):
+        """A registered account joined a room."""
+
+    def remove_membership(key, room):
+        """A registered account left a room (or was kicked or banned)."""
+
+
+class IStore(IMessageLog, IAccounts, IBans, IRoomStore):
+    """One engine holding all of it (SQLite, memory, later PostgreSQL)."""
+
+    path = Attribute("Where the data lives, for messages that name it (or None).")
+
+    def open():
+        """Open (migrate, check); fires when ready.  No I/O before this."""
+
+    def close():
+        """Finish what is being written, then close; fires when closed."""

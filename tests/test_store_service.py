@@ -1,0 +1,66 @@
+"""The store in the running server, seen from outside (the real command
+line): a database it cannot use is one line at start, and old messages are
+pruned by ``--history-days``."""
+
+import os
+import sqlite3
+import subprocess
+import time
+
+import pytest
+
+from spchat.server.records import Record
+from spchat.server.store import DB_FILE, SQLiteStore
+
+from conftest import ServerProcess, subprocess_env, twistd_command
+
+
+@pytest.mark.parametrize("damage", ["garbage", "unreadable"])
+def test_server_start_with_a_bad_database_is_one_line(tmp_path, damage):
+    data = tmp_path / "data"
+    data.mkdir()
+    db = data / DB_FILE
+    db.write_bytes(b"\x00garbage" * 500)
+    if damage == "unreadable":
+        db.write_bytes(b"")
+        os.chmod(data, 0o500)  # cannot create the WAL next to it
+        if os.geteuid() == 0:
+            os.chmod(data, 0o700)
+            db.write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)  # root reads anything
+    try:
+        result = subprocess.run(
+            twistd_command() + ["-n", "--pidfile=", "spchat", "--data-dir", str(data),
+                                "--tcp-port", "0", "--udp-port", "0"],
+            cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True,
+            timeout=60,
+        )
+    finally:
+        os.chmod(data, 0o700)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(db) in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_server_prunes_by_history_days(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    now_ms = int(time.time() * 1000)
+    store = SQLiteStore(data / DB_FILE, mode="inline")
+    store.open()
+    store.append([
+        Record(0, now_ms - 2 * 86400_000, "alice", "alice", "old", "c1", room="lobby"),
+        Record(0, now_ms, "alice", "alice", "new", "c2", room="lobby"),
+    ])
+    store.close()
+    server = ServerProcess(tmp_path, "--history-days", "1")
+    try:
+        conn = sqlite3.connect(data / DB_FILE)  # WAL: read while the server runs
+        deadline = time.monotonic() + 30
+        while conn.execute("SELECT count(*) FROM messages WHERE text = 'old'").fetchone()[0]:
+            assert time.monotonic() < deadline, "the old message was not pruned at start"
+            time.sleep(0.05)
+        assert conn.execute("SELECT text FROM messages").fetchall() == [("new",)]
+        conn.close()
+    finally:
+        server.stop()
