@@ -144,6 +144,19 @@ def _choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
+def _room_names(text: str) -> tuple[str, ...]:
+    from spchat.server.rules import Refused, normalise_room
+
+    names: dict[str, str] = {}  # by key: a room named twice is one room
+    for part in text.split(","):
+        try:
+            display, key = normalise_room(part.strip())
+        except Refused as e:
+            raise ValueError(f"{part.strip()!r}: {e.text}") from None
+        names.setdefault(key, display)
+    return tuple(names.values())
+
+
 def _yes_no(text: str) -> bool:
     value = text.strip().lower()
     if value in ("yes", "true", "on", "1"):
@@ -229,6 +242,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Messages of history a client receives when it logs in (0-200)."),
     Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
+    Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
+            "Rooms (comma-separated) everyone is put in on their first login."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
@@ -295,6 +310,7 @@ class Config:
     send_buffer_bytes: int = _default("send_buffer_bytes")
     history_on_join: int = _default("history_on_join")
     history_days: float = _default("history_days")
+    default_rooms: tuple[str, ...] = _default("default_rooms")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")

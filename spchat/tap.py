@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import sys
 
 from twisted.application import service
@@ -19,7 +18,7 @@ from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
 from spchat.server.presence import PresenceServer
 from spchat.server.relay import RelayFactory
-from spchat.server.store import Store, StoreError
+from spchat.server.store import SQLiteStore, StoreError
 from spchat.server.identity import (
     IdentityError,
     load_or_create_admin_token,
@@ -60,28 +59,30 @@ class ChatService(service.Service):
 
     log = Logger()
 
-    def __init__(self, cfg: config.Config, reactor=None):
+    def __init__(self, cfg: config.Config, reactor=None, clock=None):
+        """``clock``: the chat rules' time (the reactor's unless a test
+        moves it on)."""
         if reactor is None:
             from twisted.internet import reactor
         self.cfg = cfg
         self.reactor = reactor
         self.server_key = load_or_create_server_key(cfg.data_dir)
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
-        self.store = Store.in_dir(cfg.data_dir, cfg.store_sync)
+        self.store = SQLiteStore.in_dir(cfg.data_dir, sync=cfg.store_sync,
+                                        mode=cfg.store_writer, reactor=reactor)
+        self.store_open = False
         self.passwords = PasswordWorker(reactor)
         self.core = ChatCore(
-            reactor,
+            clock or reactor,
             core_limits(cfg),
-            history=self.store,
-            registry=self.store,
+            store=self.store,
             passwords=self.passwords,
             throttle=LoginThrottle(reactor, limit=cfg.login_failures, window=60.0),
             admin_token=load_or_create_admin_token(cfg.data_dir),
             audit=lambda line: self.log.info("audit: {line}", line=line),
             on_shutdown=self.shut_down,
-        )
-        self.core.committer = GroupCommitter(
-            self.store, reactor, self.core.published, cfg.store_writer, cfg.commit_interval
+            committer_factory=lambda log, published: GroupCommitter(
+                log, reactor, published, cfg.commit_interval),
         )
         self.factory = ChatServerFactory(
             self.core,
@@ -153,9 +154,22 @@ class ChatService(service.Service):
         )
         return address
 
+    def open_store(self) -> None:
+        """Open the store (its threads start here); raise StoreError."""
+        if self.store_open:
+            return
+        failures = []
+        # SQLiteStore.open has fired when it returns: a failure is one line.
+        self.store.open().addErrback(lambda failure: failures.append(failure.value))
+        if failures:
+            raise failures[0]
+        self.store_open = True
+
     def startService(self):
+        self.open_store()  # opened already by privilegedStartService under twistd
         super().startService()
-        self.core.committer.start()
+        self.core.start().addErrback(
+            lambda f: self.log.error("cannot load the rooms: {error}", error=f.getErrorMessage()))
         self.passwords.start()
         self.sweeper.start(SWEEP_SECONDS, now=False)
         if self.cfg.history_days > 0:
@@ -168,14 +182,17 @@ class ChatService(service.Service):
 
     def prune(self):
         cutoff = self.core.now_ms() - int(self.cfg.history_days * 86400 * 1000)
-        try:
-            removed = self.store.prune(cutoff)
-        except sqlite3.Error as e:  # busy now: next hour, then
-            self.log.warn("could not delete old messages: {error}", error=e)
-            return
-        if removed:
-            self.log.info("deleted {count} messages older than {days:g} days",
-                          count=removed, days=self.cfg.history_days)
+
+        def pruned(removed):
+            if removed:
+                self.log.info("deleted {count} messages older than {days:g} days",
+                              count=removed, days=self.cfg.history_days)
+
+        def failed(failure):  # busy now: next hour, then
+            self.log.warn("could not delete old messages: {error}",
+                          error=failure.getErrorMessage())
+
+        self.store.prune(cutoff).addCallbacks(pruned, failed)
 
     def privilegedStartService(self):
         super().privilegedStartService()
@@ -183,18 +200,23 @@ class ChatService(service.Service):
             self.listen()
         except net_error.CannotListenError as e:
             stop(f"cannot listen on {e.interface or '*'} port {e.port}: {e.socketError}", 1)
+        try:
+            self.open_store()
+        except StoreError as e:
+            for port in (self.port, self.udp_port, self.relay_port):
+                if port is not None:
+                    port.stopListening()
+            stop(str(e))
 
     def stopService(self):
         super().stopService()
         for loop in (self.sweeper, self.pruner):
             if loop.running:
                 loop.stop()
-        self.core.stop_timers()
+        saved = self.core.stop()  # everything accepted is saved
         self.factory.flush_now()  # what is queued for each connection goes now
-        self.core.committer.stop()  # everything accepted is saved
         self.passwords.stop()
-        self.store.close()
-        waits = []
+        waits = [saved.addBoth(lambda _: self.store.close() if self.store_open else None)]
         if self.relay_port is not None:
             waits.append(defer.maybeDeferred(self.relay_port.stopListening))
             self.relay_port = None
@@ -221,6 +243,7 @@ def core_limits(cfg: config.Config) -> Limits:
         history_on_join=cfg.history_on_join,
         offline_retention=cfg.offline_retention,
         max_share_bytes=cfg.max_share_bytes,
+        default_rooms=cfg.default_rooms,
     )
 
 

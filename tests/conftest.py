@@ -15,7 +15,6 @@ from twisted.internet import defer, reactor, task
 from spchat import config
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
-from spchat.tap import ChatService
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -34,22 +33,29 @@ def server_config(data_dir, **options):
 OPEN_CLIENTS = []
 
 
-def start_service(cfg):
-    """A ChatService listening in this process, on the test reactor."""
-    service = ChatService(cfg, reactor)
+def start_service(cfg, clock=None):
+    """A ChatService listening in this process, on the test reactor (its
+    chat rules on ``clock``, if given)."""
+    # Imported here: tests of one part (the store, say) need not import the server.
+    from spchat.tap import ChatService
+
+    service = ChatService(cfg, reactor, clock)
     service.address = service.listen()
     service.startService()
     return service
 
 
 def stop_services(*services):
-    """Close the test's clients, then the servers and every connection left."""
+    """Close the test's clients, then the servers and every connection left;
+    fires once every store is closed (its data directory free again)."""
     while OPEN_CLIENTS:
         OPEN_CLIENTS.pop().logout()
+    stopped = []
     for service in services:
-        service.stopService()
+        stopped.append(defer.maybeDeferred(service.stopService))
         for link in list(service.core.links):
             link.conn.transport.abortConnection()
+    return defer.gatherResults(stopped)
 
 
 @pytest.fixture

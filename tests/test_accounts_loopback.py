@@ -3,7 +3,7 @@
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 
 from spchat import wire
 from spchat.client.session import ClientError
@@ -16,10 +16,11 @@ def restartable(tmp_path):
     """Start, stop and start again a server on one data directory."""
     running = []
 
-    def start():
+    @defer.inlineCallbacks
+    def start(clock=None):
         while running:
-            stop_services(running.pop())
-        running.append(start_service(server_config(tmp_path / "data")))
+            yield stop_services(running.pop())
+        running.append(start_service(server_config(tmp_path / "data"), clock))
         return running[-1]
 
     yield start
@@ -33,13 +34,13 @@ def notices(client, kind):
 
 @pytest_twisted.inlineCallbacks
 def test_registered_name_survives_a_restart_and_needs_its_password(restartable, pins):
-    server = restartable()
+    server = yield restartable()
     zoe = yield connect_client(server, pins, "Zoe", password="correct horse", register=True)
     yield wait_until(lambda: notices(zoe, "account"))
     assert "registered to you" in notices(zoe, "account")[0]
     yield zoe.logout()
 
-    server = restartable()
+    server = yield restartable()
     with pytest.raises(ClientError, match="is registered; log in with its password"):
         yield connect_client(server, pins, "zoe")  # a guest may not take it
     with pytest.raises(ClientError, match="wrong name or password"):
@@ -53,7 +54,7 @@ def test_registered_name_survives_a_restart_and_needs_its_password(restartable, 
 
 @pytest_twisted.inlineCallbacks
 def test_failed_logins_are_throttled(restartable, pins):
-    server = restartable()
+    server = yield restartable()
     owner = yield connect_client(server, pins, "owner", password="owner password", register=True)
     yield wait_until(lambda: notices(owner, "account"))
     yield owner.logout()
@@ -66,7 +67,7 @@ def test_failed_logins_are_throttled(restartable, pins):
 
 @pytest_twisted.inlineCallbacks
 def test_register_while_logged_in_and_change_password(restartable, pins):
-    server = restartable()
+    server = yield restartable()
     ann = yield connect_client(server, pins, "ann")
     ann.register("first password")
     yield wait_until(lambda: notices(ann, "account"))
@@ -82,23 +83,23 @@ def test_register_while_logged_in_and_change_password(restartable, pins):
 
 @pytest_twisted.inlineCallbacks
 def test_bans_last_across_restarts_and_expire(restartable, pins):
-    server = restartable()
+    server = yield restartable()
     mal = yield connect_client(server, pins, "mal")
     assert server.core.ban("mal", None, "spam")
     yield wait_until(lambda: mal.status.state == "offline")
     assert mal.status.reason == "you are banned: spam" and mal.status.recovery == "never"
     assert server.core.ban("tim", 10, "rude")
 
-    server = restartable()
+    server = yield restartable()
     with pytest.raises(ClientError, match="you are banned: spam"):
         yield connect_client(server, pins, "MAL")
     with pytest.raises(ClientError, match="banned for another 10 minutes: rude"):
         yield connect_client(server, pins, "tim")
-    server.core.clock = FakeLater(server.core.clock, 601)  # ten minutes on
+    server = yield restartable(FakeLater(reactor, 601))  # ten minutes on
     tim = yield connect_client(server, pins, "tim")
     assert tim.status.state == "connected"
-    assert server.store.ban("tim") is None  # the served ban is gone
-    assert server.core.unban("mal")
+    assert (yield server.store.ban("tim")) is None  # the served ban is gone
+    assert (yield server.core.unban("mal"))
     mal = yield connect_client(server, pins, "mal")
     assert mal.status.state == "connected"
 
@@ -135,7 +136,7 @@ def test_history_on_join_and_paging_back_to_the_first_message(tmp_path, pins):
         pages = 1
         while bob.rec.of(wire.HistoryEnd)[-1].more:
             count = len(bob.rec.of(wire.HistoryEnd))
-            bob.history_page(limit=50)
+            bob.history_page("#lobby", limit=50)
             yield wait_until(lambda: len(bob.rec.of(wire.HistoryEnd)) > count)
             pages += 1
         # Pages arrive newest first, each page oldest first.
@@ -185,7 +186,7 @@ def test_one_connection_runs_one_login_at_a_time(restartable, pins):
 
     from spchat.client.protocol import ChatClientProtocol
 
-    server = restartable()
+    server = yield restartable()
     spammer = LoginSpammer()
     proto = yield connectProtocol(
         TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port),
@@ -195,13 +196,14 @@ def test_one_connection_runs_one_login_at_a_time(restartable, pins):
     welcomes = [m for m in spammer.received if isinstance(m, wire.Welcome)]
     busy = [m for m in spammer.received if isinstance(m, wire.Error) and m.code == "busy"]
     assert [w.name for w in welcomes] == ["spam0"] and len(busy) == 4
-    assert [key for key, *_ in server.store.conn.execute("SELECT key FROM accounts")] == ["spam0"]
+    for i in range(5):
+        assert ((yield server.store.account(f"spam{i}")) is not None) == (i == 0)
     proto.transport.loseConnection()
 
 
 @pytest_twisted.inlineCallbacks
 def test_a_refused_registration_does_not_change_the_password_used_later(restartable, pins):
-    server = restartable()
+    server = yield restartable()
     guest = yield connect_client(server, pins, "guest")
     guest.register("short")
     yield wait_until(lambda: guest.rec.of(wire.Error))

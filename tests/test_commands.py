@@ -65,7 +65,7 @@ def test_line_mode_clients_chat_through_twistd(tmp_path, server):
     assert all(LINE.match(line) for line in out), out
     assert any(line.endswith("] alice: hello from alice") for line in out)
     assert any(line.endswith("] alice -> bob: psst") for line in out)
-    assert any(line.endswith("] * in lobby: alice (online), bob (online)") for line in out)
+    assert any(line.endswith("] * in #lobby: alice (online), bob (online)") for line in out)
     assert any(line.endswith("] alice: /slash") for line in out)
     bob_out, bob_err = bob.communicate(input="", timeout=60)
     assert bob.returncode == 0, bob_err

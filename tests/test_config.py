@@ -403,7 +403,7 @@ def test_options_table_rows():
         "host", "tcp-port", "udp-port", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "send-buffer-bytes", "history-on-join", "history-days",
+        "flood-queue", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
         "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps",
     ]
@@ -468,3 +468,12 @@ def test_client_config_dir(tmp_path):
 def test_data_dir_expands_home(tmp_path):
     cfg, _ = config.load_config(environ={"CHAT_DATA_DIR": "~/chat"}, dotenv_path=None)
     assert cfg.data_dir == Path.home() / "chat"
+
+
+def test_default_rooms_are_room_names_in_their_display_form():
+    cfg, _ = config.load_config(options={}, environ={"CHAT_DEFAULT_ROOMS": "lobby, Dev,dev"},
+                                dotenv_path=Path("/nonexistent/.env"))
+    assert cfg.default_rooms == ("lobby", "Dev")  # one room, however it is written
+    with pytest.raises(config.ConfigError, match="CHAT_DEFAULT_ROOMS.*a room name"):
+        config.load_config(options={}, environ={"CHAT_DEFAULT_ROOMS": "lobby,two words"},
+                           dotenv_path=Path("/nonexistent/.env"))

@@ -5,62 +5,9 @@ from hypothesis import given, strategies as st
 from twisted.internet.task import Clock
 
 from spchat import wire
-from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits, Refused, normalise_name
+from spchat.server.core import ChatCore, Limits, Refused, normalise_name
 
-
-class Recorder:
-    """Stands where a network connection would: records what the core does."""
-
-    def __init__(self):
-        self.sent = []
-        self.closed = None
-
-    def send(self, message):
-        # Through the codec, as on the network: whatever the core sends must
-        # be valid wire format (a too-long error text would not be).
-        self.sent.append(wire.decode(wire.encode(message)))
-
-    def send_encoded(self, data):
-        self.sent.append(wire.decode(data))
-
-    def send_encoded_many(self, items):
-        self.sent.extend(wire.decode(data) for data in items)
-
-    def send_frames(self, frames):
-        for frame in frames:
-            self.sent.extend(wire.decode_frame(frame))
-
-    def close(self, code, text):
-        self.closed = (code, text)
-
-    def started(self, session, resumed):
-        self.session = session
-
-    def of(self, kind):
-        return [m for m in self.sent if isinstance(m, kind)]
-
-    def clear(self):
-        self.sent.clear()
-
-
-class Deaf(Recorder):
-    """A connection whose messages nobody looks at (not even decoded)."""
-
-    def send(self, message):
-        pass
-
-    def send_encoded(self, data):
-        pass
-
-    def send_encoded_many(self, items):
-        pass
-
-    def send_frames(self, frames):
-        pass
-
-
-def settle(core):
-    core.clock.advance(ROOM_EVENT_SECONDS)
+from helpers import Deaf, MemoryClient, login, settle
 
 
 @pytest.fixture
@@ -75,18 +22,11 @@ def core(clock):
     return ChatCore(clock, Limits(max_message_bytes=100))
 
 
-def login(core, name):
-    conn = Recorder()
-    link = core.open_link(conn, "127.0.0.1:1")
-    core.receive(link, wire.Login(name))
-    return link, conn
-
-
 def test_login_welcomes_and_announces(core):
     alice, a = login(core, "Alice")
     (welcome,) = a.of(wire.Welcome)
-    assert welcome.name == "Alice" and welcome.room == "lobby"
-    assert welcome.server_time == 1_700_000_000_000
+    assert welcome.name == "Alice" and welcome.server_time == 1_700_000_000_000
+    assert [r.room for r in a.of(wire.RoomState)] == ["lobby"]  # the default room
     settle(core)  # comings and goings (and a newcomer's list) go out a moment later
     bob, b = login(core, "bob")
     settle(core)
@@ -94,7 +34,7 @@ def test_login_welcomes_and_announces(core):
     # The newcomer gets the whole list; the others only the change.
     assert [m.names for m in b.of(wire.Members)] == [("Alice", "bob")]
     assert [m.names for m in a.of(wire.Members)] == [("Alice",)]
-    assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "online")
+    assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "bob", "online", "member")
 
 
 def test_a_storm_of_joins_gives_each_newcomer_one_whole_list(core):
@@ -123,18 +63,15 @@ class Batching:
 
     def __init__(self, core):
         self.core, self.pending = core, []
-        core.committer = self
+        core.messaging.committer = self
 
     def add(self, record):
         self.pending.append(record)
 
     def commit(self):
         batch, self.pending = self.pending, []
-        numbered = []
-        for record in batch:
-            numbered.append(record._replace(seq=self.core.history.last_seq + 1))
-            self.core.history.append(numbered[-1])
-        self.core.published(numbered)
+        self.core.store.append(batch).addCallback(
+            lambda result: self.core.messaging.published(*result))
 
 
 def test_one_commit_of_many_lines_reaches_everyone_in_order_with_each_sender_acked(core):
@@ -153,11 +90,12 @@ def test_one_commit_of_many_lines_reaches_everyone_in_order_with_each_sender_ack
     committer.commit()
     seen = {name: [(m.seq, m.text, m.cid) for m in conn.sent]
             for name, conn in (("alice", a), ("bob", b), ("carol", c))}
-    assert seen["alice"] == [(1, "one", "a1"), (2, "two", None), (3, "psst", "a2"),
-                             (4, "three", "a3")]
-    assert seen["bob"] == [(1, "one", None), (2, "two", "b1"), (3, "psst", None),
-                           (4, "three", None)]
-    assert seen["carol"] == [(1, "one", None), (2, "two", None), (4, "three", None)]
+    # The room numbers its lines; the direct conversation its own.
+    assert seen["alice"] == [(1, "one", "a1"), (2, "two", None), (1, "psst", "a2"),
+                             (3, "three", "a3")]
+    assert seen["bob"] == [(1, "one", None), (2, "two", "b1"), (1, "psst", None),
+                           (3, "three", None)]
+    assert seen["carol"] == [(1, "one", None), (2, "two", None), (3, "three", None)]
 
 
 def test_say_stamps_and_delivers_to_everyone_with_ack_for_sender(core):
@@ -200,7 +138,7 @@ def test_invalid_names_are_refused_with_the_rule(core, name, why):
     session, conn = login(core, name)
     (error,) = conn.of(wire.Error)
     assert error.code == "name_invalid" and why in error.text
-    assert session.session is None and not core.rooms["lobby"]
+    assert session.session is None and not core.directory.get("lobby").members
 
 
 def test_name_rules_keep_display_form():
@@ -225,7 +163,7 @@ def test_message_limits(core):
 
 
 def test_messages_before_login_are_refused(core):
-    conn = Recorder()
+    conn = MemoryClient()
     link = core.open_link(conn, "x")
     core.receive(link, wire.Say("hi", "c"))
     assert conn.of(wire.Error)[0].code == "not_logged_in"
@@ -261,14 +199,19 @@ def test_direct_message_reaches_only_the_target(core):
     assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1", "d3"]
 
 
-def test_sequence_is_shared_by_room_and_direct_messages(core):
+def test_each_conversation_numbers_its_own_messages(core):
     alice, a = login(core, "alice")
     bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
     core.receive(alice, wire.Say("one", "1"))
     core.receive(alice, wire.Direct("bob", "two", "2"))
     core.receive(bob, wire.Say("three", "3"))
-    seqs = [m.seq for m in b.sent if isinstance(m, (wire.RoomMessage, wire.DirectMessage))]
-    assert seqs == [1, 2, 3]
+    core.receive(bob, wire.Direct("alice", "four", "4"))
+    core.receive(carol, wire.Direct("alice", "five", "5"))
+    seqs = [(type(m).__name__, m.seq) for m in a.sent
+            if isinstance(m, (wire.RoomMessage, wire.DirectMessage))]
+    assert seqs == [("RoomMessage", 1), ("DirectMessage", 1), ("RoomMessage", 2),
+                    ("DirectMessage", 2), ("DirectMessage", 1)]
 
 
 def test_who_and_leave(core):
@@ -277,7 +220,7 @@ def test_who_and_leave(core):
     a.clear()
     core.receive(alice, wire.Who())
     assert a.of(wire.Members) == [
-        wire.Members("lobby", (("alice", "online"), ("bob", "online")))
+        wire.Members("lobby", (("alice", "online", "member"), ("bob", "online", "member")))
     ]
     core.link_lost(bob)
     core.clock.advance(30)  # the resume grace
@@ -324,7 +267,7 @@ def test_the_text_check_knows_every_control_character():
     import sys
     import unicodedata
 
-    from spchat.server.core import _CONTROLS
+    from spchat.server.rules import _CONTROLS
 
     assert set(_CONTROLS) == {chr(c) for c in range(sys.maxunicode + 1)
                               if unicodedata.category(chr(c)) == "Cc"}

@@ -243,7 +243,7 @@ def test_line_mode_share_files_and_get(tmp_path, server):
         assert getter.returncode == 1  # the unknown id was refused
         out = getter.stdout
         assert re.search(rf"{short_id}  notes\.txt \(3\.0 MiB\) from alice, 1 peer online", out)
-        assert "error: cannot get 0000000: no file 0000000 is offered here" in out
+        assert "error: cannot get 0000000: no file 0000000 is offered in your rooms" in out
         assert re.search(r"saved .*notes\.txt \(3\.0 MiB in [\d.]+ s, [\d.]+ MiB/s\) "
                          r"from alice 100% direct", out), out
         assert (tmp_path / "dl" / "notes.txt").read_bytes() == source.read_bytes()

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from spchat import wire
 from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits, State
 
-from test_core import Recorder
+from helpers import MemoryClient
 
 T0 = 1_700_000_000
 
@@ -33,16 +33,20 @@ def core(clock):
 
 
 def login(core, name):
-    conn = Recorder()
+    conn = MemoryClient()
     link = core.open_link(conn, "127.0.0.1:1")
     core.receive(link, wire.Login(name))
     return link, conn
 
 
-def resume(core, welcome, last_seq):
-    conn = Recorder()
+def resume(core, welcome, seen=None):
+    """Resume as a client that has seen #lobby up to ``seen`` (None: knows
+    no conversation yet)."""
+    conn = MemoryClient()
     link = core.open_link(conn, "127.0.0.1:2")
-    core.receive(link, wire.Resume(welcome.session, welcome.token, last_seq))
+    positions = () if seen is None else (("#lobby", seen),)
+    core.receive(link, wire.Resume(welcome.session, welcome.token, positions,
+                                   welcome.server_time))
     return link, conn
 
 
@@ -73,7 +77,7 @@ def test_lifecycle_states_and_times(core, clock):
     clock.advance(0.1)  # the grace (30 s) is over
     assert (session.state, session.state_since) == (State.OFFLINE, T0 + 43)
     assert session.offline_reason == "did not reconnect"
-    assert "alice" not in core.by_key and not core.rooms["lobby"]
+    assert "alice" not in core.by_key and not core.directory.get("lobby").members
 
 
 def test_reconnecting_member_stays_in_the_room_until_the_grace_ends(core, clock):
@@ -102,11 +106,14 @@ def test_resume_replays_what_was_missed_in_order(core, clock):
     (again,) = b2.of(wire.Welcome)
     assert again.resumed and again.session == welcome.session
     assert again.token == welcome.token  # may be needed again if this link drops too
-    assert texts(b2) == ["two", "three", "four"]
-    seqs = [m.seq for m in b2.sent if hasattr(m, "seq")]
-    assert seqs == sorted(seqs)
+    # Each conversation in its own order: the room's, then the direct one
+    # (which bob's client did not know yet: replayed from its first welcome).
+    assert texts(b2) == ["two", "four", "three"]
+    assert [m.seq for m in b2.of(wire.RoomMessage)] == [2, 3]
+    assert [m.seq for m in b2.of(wire.DirectMessage)] == [1]
     settle(core)  # the whole list comes with the room's next events
-    assert b2.of(wire.Members)[-1].members == (("alice", "online"), ("bob", "online"))
+    assert b2.of(wire.Members)[-1].members == (("alice", "online", "member"),
+                                              ("bob", "online", "member"))
     # A wrong token resumes nothing.
     forged = wire.Welcome(**{**vars_of(welcome), "token": "x" * len(welcome.token)})
     _, thief = resume(core, forged, 0)
@@ -136,8 +143,8 @@ def test_resent_message_is_stored_once_and_acknowledged_again(core):
     core.receive(alice2, wire.Direct("bob", "psst", "c2"))
     assert texts(b) == ["hello", "psst"]
     acks = [(m.seq, m.cid) for m in a2.sent if getattr(m, "cid", None)]
-    assert acks == [(1, "c1"), (1, "c1"), (2, "c2"), (2, "c2")]
-    assert core.history.last_seq == 2
+    assert acks == [(1, "c1"), (1, "c1"), (1, "c2"), (1, "c2")]
+    assert core.directory.get("lobby").last_seq == 1
 
 
 def test_takeover_when_the_client_notices_the_drop_first(core):
@@ -164,15 +171,20 @@ def test_expired_session_logs_in_again_and_catches_up(core, clock):
     core.receive(alice, wire.Say("after", "a4"))
     _, refused = resume(core, welcome, seen)
     assert refused.of(wire.Error)[0].code == "resume_failed"
-    conn = Recorder()
+    conn = MemoryClient()
     bob2 = core.open_link(conn, "127.0.0.1:3")
-    core.receive(bob2, wire.Login("bob", after=seen))  # "I have seen up to here"
-    assert texts(conn) == ["during", "for bob", "after"]
+    # "I have seen #lobby up to here, and was here since my first welcome"
+    core.receive(bob2, wire.Login("bob", positions=(("#lobby", seen),),
+                                  since=welcome.server_time))
+    assert texts(conn) == ["during", "after", "for bob"]
     assert not any(m.history for m in conn.of(wire.RoomMessage))
 
 
-def test_history_beyond_memory_is_reported_as_a_gap(clock):
-    core = make_core(clock, history_in_memory=3, flood_burst=100)
+def test_a_replay_beyond_its_limit_is_reported_as_a_gap(clock, monkeypatch):
+    from spchat.server import messaging
+
+    monkeypatch.setattr(messaging, "MAX_REPLAY", 3)
+    core = make_core(clock, flood_burst=100)
     alice, a = login(core, "alice")
     for i in range(6):
         core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
@@ -340,7 +352,7 @@ def test_resent_messages_do_not_count_twice_against_flood_control(clock):
     assert a.closed is None
     clock.advance(5)
     assert [m.text for m in a.of(wire.RoomMessage)][-10:] == [f"m{i}" for i in range(10, 20)]
-    assert core.history.last_seq == 20
+    assert core.directory.get("lobby").last_seq == 20
 
 
 def test_a_strange_token_is_refused_not_crashed_on(core):

@@ -20,7 +20,7 @@ from spchat.server.core import FLOOD_LIMITED, ChatCore, Limits
 from spchat.tap import core_limits
 
 from conftest import connect_client, server_config, wait_until
-from test_core import Recorder, settle
+from helpers import MemoryClient, settle
 
 PIECE = MIN_PIECE_SIZE
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -45,7 +45,7 @@ def core(clock):
 
 
 def login(core, name, address="127.0.0.1:1"):
-    conn = Recorder()
+    conn = MemoryClient()
     link = core.open_link(conn, address)
     core.receive(link, wire.Login(name))
     return link, conn
@@ -274,9 +274,9 @@ def test_a_reconnecting_holder_is_kept_but_not_introduced(core, files):
     error = last_error(b)
     assert (error.code, error.cid) == ("no_peers", "f1")
     assert error.text == f"nobody who has {m.name} is online now"
-    again = Recorder()
+    again = MemoryClient()
     link = core.open_link(again, "127.0.0.1:9")
-    core.receive(link, wire.Resume(welcome.session, welcome.token, 0))
+    core.receive(link, wire.Resume(welcome.session, welcome.token, (("#lobby", 0),)))
     fetch(core, bob, m.file_id[:8], cid="f2")
     assert b.of(wire.Swarm)[-1].cid == "f2" and again.of(wire.PeerRequest)
 
@@ -335,7 +335,7 @@ def test_file_references_that_name_no_one_file(core, files):
         ("", "no_such_file", "at least 6 hex digits"),
         ("not-hex!", "no_such_file", "no file 'not-hex!' is offered here"),
         ("0" * 64 if not m.file_id.startswith("0") else "f" * 64, "no_such_file",
-         "is offered here"),
+         "is offered in your rooms"),
     ]:
         fetch(core, alice, ref, cid=ref)
         error = last_error(a)
@@ -482,3 +482,23 @@ def test_two_clients_share_and_fetch_over_loopback(chat_server, pins, files):
     assert (name, host, port) == ("alice", "127.0.0.1", 7123)
     assert alice.rec.of(wire.PeerRequest)[0] == wire.PeerRequest(
         transfer, key, m.file_id, "bob", 0)
+
+
+def test_an_offer_belongs_to_the_room_it_was_made_in(core, files):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob", "127.0.0.2:1")
+    carol, c = login(core, "carol", "127.0.0.3:1")
+    for link in (alice, bob):
+        core.receive(link, wire.Join("dev"))
+    settle(core)
+    m = files()
+    core.receive(alice, wire.Share(m.canonical().decode(), 7000, "s1", "dev"))
+    assert [o.room for o in b.of(wire.Offer)] == ["dev"] and not c.of(wire.Offer)
+    assert [row[0] for row in listing(core, bob, b)] == [m.file_id]
+    assert listing(core, carol, c) == ()  # not in #dev: not listed...
+    fetch(core, carol, m.file_id)
+    assert last_error(c).code == "no_such_file"  # ...and not fetched
+    fetch(core, bob, m.file_id)
+    assert b.of(wire.Swarm)[-1].file == m.file_id
+    core.receive(carol, wire.Share(m.canonical().decode(), 7000, "s2", "dev"))
+    assert last_error(c).code == "not_in_room"

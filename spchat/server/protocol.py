@@ -17,6 +17,8 @@ import spchat
 from spchat import beacon, noise, wire
 from spchat.channel import ChannelError, NoiseChannel
 from spchat.server.core import ChatCore
+from spchat.server.events import LineBatch, SharedEvents
+from spchat.server.interfaces import IChatClient
 
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
@@ -38,9 +40,27 @@ def readable_cid(plaintext: bytes) -> str | None:
     return cid if isinstance(cid, str) and 0 < len(cid) <= wire.MAX_ID_CHARS else None
 
 
-@implementer(IPushProducer)
+def _line_frames(lines: LineBatch):
+    """A batch's lines encoded once for all members, the frames of those
+    who sent none of them, and each sender's copies (with their cid)."""
+    everyone: list[bytes] = []
+    own: dict[str, list[tuple[int, bytes]]] = {}
+    room = lines.room
+    for i, r in enumerate(lines.records):
+        line, ack = wire.encode_room_line(r.seq, r.ts, room, r.sender, r.text, r.cid)
+        everyone.append(line)
+        own.setdefault(r.sender_key, []).append((i, ack))
+    return everyone, wire.pack(everyone, BATCH_FRAME_BYTES), own
+
+
+def _event_frames(events: SharedEvents) -> list[bytes]:
+    return wire.pack(events.each("spchat", wire.encode), BATCH_FRAME_BYTES)
+
+
+@implementer(IPushProducer, IChatClient)
 class ChatServerProtocol(NoiseChannel):
-    """One client connection; implements the core's ``Connection``.
+    """One client connection; the core's ``IChatClient`` for spchat's own
+    protocol (Noise frames of JSON batches).
 
     It registers itself as the producer of its own transport, so the transport
     tells it when the peer stops reading (send buffer full): from then on it
@@ -56,6 +76,7 @@ class ChatServerProtocol(NoiseChannel):
         self.factory = factory
         self.ip = ip
         self.link = None
+        self.session_key = None  # the session's name key, once logged in
         self.agent = "?"  # the client's name and version, from its hello
         self._login_deadline = None
         self._paused = False
@@ -123,6 +144,7 @@ class ChatServerProtocol(NoiseChannel):
         if self._login_deadline is not None and self._login_deadline.active():
             self._login_deadline.cancel()
         self._login_deadline = None
+        self.session_key = session.key if session is not None else None
         self.log.info(
             "{peer}: {what} as {name}",
             peer=self.peer, what="resumed" if resumed else "logged in",
@@ -202,14 +224,24 @@ class ChatServerProtocol(NoiseChannel):
     def stopProducing(self):
         pass
 
-    # --- the core's Connection interface -----------------------------------
+    # --- IChatClient: what the core tells this client --------------------------
 
     def send(self, message: wire.Message) -> None:
         self.send_message(message)
 
-    def send_encoded(self, data: bytes) -> None:
-        """An encoded message; sent with the rest of this turn's."""
-        self.send_encoded_many([data])
+    def send_shared(self, events: SharedEvents) -> None:
+        self.send_frames(events.cached("spchat.frames", lambda: _event_frames(events)))
+
+    def deliver(self, lines: LineBatch) -> None:
+        everyone, frames, own = lines.cached("spchat", lambda: _line_frames(lines))
+        copies = own.get(self.session_key)
+        if copies is None:
+            self.send_frames(frames)
+            return
+        mine = everyone.copy()
+        for i, ack in copies:
+            mine[i] = ack
+        self.send_encoded_many(mine)
 
     def send_encoded_many(self, items: list[bytes]) -> None:
         """Encoded messages (a room's lines, encoded once by the core), in
@@ -232,7 +264,7 @@ class ChatServerProtocol(NoiseChannel):
 
     def send_message(self, msg: wire.Message) -> None:
         # Everything goes through the outbox, so order is kept.
-        self.send_encoded(wire.encode(msg))
+        self.send_encoded_many([wire.encode(msg)])
 
     def send_frames(self, frames: list[bytes]) -> None:
         """Frames' plaintexts made once for many connections (a room's

@@ -59,6 +59,7 @@ class SharedFile:
     room: str
     ts: int  # ms
     holders: dict[str, Holder] = field(default_factory=dict)  # by session id
+    room_key: str = ""  # who may see it: the members of this room
 
     def offer(self) -> wire.Offer:
         return wire.Offer(self.room, self.ts, self.file_id, self.name, self.size, self.sharer)
@@ -95,8 +96,9 @@ class Tracker:
     # --- offers and holders ----------------------------------------------------
 
     def add(self, file_id: str, manifest: str, name: str, size: int, piece_count: int,
-            sharer: str, room: str, ts: int) -> SharedFile:
-        shared = SharedFile(file_id, manifest, name, size, piece_count, sharer, room, ts)
+            sharer: str, room: str, ts: int, room_key: str = "") -> SharedFile:
+        shared = SharedFile(file_id, manifest, name, size, piece_count, sharer, room, ts,
+                            room_key=room_key or room)
         self.files[file_id] = shared
         return shared
 
@@ -139,10 +141,13 @@ class Tracker:
             return [shared]
         return [f for file_id, f in self.files.items() if file_id.startswith(ref)]
 
-    def listing(self, linked: Callable[[str], bool]) -> tuple[tuple, ...]:
-        """Rows for wire.FileList, newest first; holders counted if ``linked``."""
+    def listing(self, linked: Callable[[str], bool],
+                rooms: set[str] | None = None) -> tuple[tuple, ...]:
+        """Rows for wire.FileList, newest first, of the offers made in
+        ``rooms`` (room keys; None: all); holders counted if ``linked``."""
         rows, size = [], 0
-        for shared in itertools.islice(reversed(self.files.values()), MAX_LISTED):
+        offers = (f for f in reversed(self.files.values()) if rooms is None or f.room_key in rooms)
+        for shared in itertools.islice(offers, MAX_LISTED):
             row = (shared.file_id, shared.name, shared.size, shared.sharer,
                    sum(map(linked, shared.holders)))
             size += len(json.dumps(row, ensure_ascii=False).encode()) + 1

@@ -1,0 +1,210 @@
+"""The administrator's side: admin connections, their operations, and the
+table of sessions pushed to them as it changes.
+
+An admin connection proves the admin token instead of logging in; from
+then on it sends admin requests only.  Every operation and refusal is one
+audit line.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Callable
+
+from twisted.internet import defer
+
+from spchat import wire
+from spchat.server.rooms import RoomDirectory
+from spchat.server.rules import Refused, quoted
+from spchat.server.sessions import Link, SessionTable
+
+
+class Administration:
+    def __init__(self, clock, sessions: SessionTable, directory: RoomDirectory, logins,
+                 room_commands, admin_token: str | None, end_session: Callable, kick: Callable,
+                 audit: Callable[[str], None] = lambda line: None,
+                 on_shutdown: Callable[[], None] = lambda: None):
+        self.clock = clock
+        self.sessions = sessions
+        self.directory = directory
+        self.logins = logins
+        self.room_commands = room_commands
+        self.admin_token = admin_token
+        self.end_session = end_session
+        self.kick = kick
+        self.audit = audit
+        self.on_shutdown = on_shutdown
+        self.links: set[Link] = set()
+        self._push = None  # a pending push of the session table
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def receive(self, link: Link, msg: wire.Message) -> None:
+        who = link.session.name if link.session is not None else link.address
+        if isinstance(msg, wire.AdminLogin):
+            self._login(link, msg, who)
+            return
+        if not link.admin:
+            op = getattr(msg, "op", msg.TYPE)
+            self.audit(f"{who}: refused: {op} needs the admin token")
+            link.conn.send(wire.Error(
+                "not_admin", f"{op} is an admin operation; it needs the admin token"
+            ))
+            return
+        if not isinstance(msg, wire.AdminRequest):
+            link.conn.send(wire.Error("unexpected", f"an admin connection may not send {msg.TYPE}"))
+            return
+        defer.maybeDeferred(self._operation, msg).addCallbacks(
+            self._done, self._refused, (link, msg), None, (link, msg))
+
+    def _done(self, result: tuple, link: Link, msg: wire.AdminRequest) -> None:
+        text, rows, *room_tables = result
+        if msg.op not in ("list", "rooms", "room_info"):
+            self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
+        if room_tables:
+            rooms, members = room_tables
+            link.conn.send(wire.AdminReply(msg.rid, True, text, rooms=rooms, members=members))
+            return
+        parts = wire.row_parts(rows)
+        for i, part in enumerate(parts):
+            link.conn.send(wire.AdminReply(msg.rid, True, text, part, more=i < len(parts) - 1))
+        if msg.op == "shutdown":
+            self.on_shutdown()
+
+    def _refused(self, failure, link: Link, msg: wire.AdminRequest) -> None:
+        text = failure.value.text if failure.check(Refused) else failure.getErrorMessage()
+        self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
+        link.conn.send(wire.AdminReply(msg.rid, False, wire.clip(text)))
+
+    def _login(self, link: Link, msg: wire.AdminLogin, who: str) -> None:
+        ok = (
+            link.session is None
+            and self.admin_token is not None
+            and hmac.compare_digest(
+                msg.token.encode("utf-8", "surrogatepass"), self.admin_token.encode()
+            )
+        )
+        if not ok:
+            self.audit(f"{who}: refused: wrong admin token")
+            link.conn.close("not_admin", "that is not the admin token")
+            return
+        link.admin = True
+        self.links.add(link)
+        link.conn.started(None, resumed=False)
+        link.conn.send(wire.AdminReply("login", True, "admin"))
+
+    @staticmethod
+    def _subject(msg: wire.AdminRequest) -> str:
+        return " ".join(part for part in (f"#{msg.room}" if msg.room else "", msg.action or "",
+                                          msg.name or "") if part)
+
+    def _room_operation(self, msg: wire.AdminRequest) -> tuple:
+        """The rooms' operations: (text, (), rooms rows, members rows)."""
+        rooms = self.room_commands
+        if msg.op == "rooms":
+            rows = self.directory.rows()
+            return f"{len(rows)} rooms", (), rows, ()
+        if not msg.room:
+            raise Refused("bad_request", f"{msg.op} needs a room")
+        room, _ = rooms.room_for(None, msg.room)
+        if msg.op == "room_info":
+            members = self.directory.member_rows(room)
+            return (f"#{room.name}: {len(members)} members online", (),
+                    tuple(r for r in self.directory.rows() if r[0] == room.name), members)
+        if msg.op == "room_delete":
+            return rooms.delete(msg.room), (), (), ()
+        if msg.op == "room_topic":
+            return rooms.topic(None, wire.Topic(msg.room, msg.reason)), (), (), ()
+        if msg.op == "room_mode":
+            if msg.action not in wire.ROOM_FLAGS or msg.on is None:
+                raise Refused("bad_request", "room_mode needs a flag (private, topic_locked) "
+                              "and on or off")
+            return rooms.mode(None, wire.Mode(msg.room, msg.action, msg.on)), (), (), ()
+        # room_moderate
+        if msg.action not in wire.MODERATION_OPS or not msg.name:
+            raise Refused("bad_request", "room_moderate needs an action ("
+                          f"{', '.join(wire.MODERATION_OPS)}) and a name")
+        text = rooms.moderate(None, wire.Moderate(msg.room, msg.action, msg.name, msg.reason,
+                                                  msg.minutes))
+        return text, (), (), ()
+
+    def _operation(self, msg: wire.AdminRequest) -> tuple:
+        reason = msg.reason or "no reason given"
+        if msg.op == "rooms" or msg.op.startswith("room_"):
+            return self._room_operation(msg)
+        if msg.op == "list":
+            rows = self.session_rows()
+            return f"{len(rows)} sessions", rows
+        if msg.op in ("kick", "ban", "unban") and not msg.name:
+            raise Refused("bad_request", f"{msg.op} needs a name")
+        if msg.op == "kick":
+            if not self.kick(msg.name, reason):
+                raise Refused("unknown_user", f"nobody called {quoted(msg.name)} is here")
+            if msg.minutes is not None:
+                self.logins.ban(msg.name, msg.minutes, reason)
+                return f"kicked {msg.name} and banned for {msg.minutes:g} minutes", ()
+            return f"kicked {msg.name}", ()
+        if msg.op == "ban":
+            if not self.logins.ban(msg.name, msg.minutes, reason):
+                raise Refused("bad_request", f"cannot ban {quoted(msg.name)}")
+            how_long = "for ever" if msg.minutes is None else f"for {msg.minutes:g} minutes"
+            return f"banned {msg.name} {how_long}", ()
+        if msg.op == "unban":
+            def unbanned(found: bool) -> tuple[str, tuple]:
+                if not found:
+                    raise Refused("unknown_user", f"{quoted(msg.name)} is not banned")
+                return f"unbanned {msg.name}", ()
+
+            return self.logins.unban(msg.name).addCallback(unbanned)
+        if msg.op == "broadcast":
+            if not msg.reason:
+                raise Refused("bad_request", "broadcast needs a text")
+            text = f"server: {wire.clip(msg.reason, 400)}"
+            for room in self.directory.rooms.values():
+                self.directory.broadcast(room, wire.Notice(room.name, self.now_ms(),
+                                                           "broadcast", text))
+            return f"broadcast to {len(self.sessions)} sessions", ()
+        # disconnect_all, shutdown
+        code, text = (
+            ("shutdown", f"the server is shutting down: {reason}")
+            if msg.op == "shutdown"
+            else ("disconnected", f"the server disconnected everyone: {reason}")
+        )
+        count = len(self.sessions)
+        for session in list(self.sessions.by_id.values()):
+            self.end_session(session, code, text, code, f"{session.name} left ({code})")
+        return f"disconnected {count} sessions", ()
+
+    def session_rows(self) -> tuple[tuple, ...]:
+        """The admin's table: one row per session, offline ones last (see
+        wire.SESSION_FIELDS)."""
+        now = self.clock.seconds()
+        live = sorted(self.sessions.by_id.values(), key=lambda s: s.name.casefold())
+        gone = sorted(self.sessions.offline.values(), key=lambda s: -s.state_since)
+        return tuple(
+            (s.name, s.address, s.state.value, s.agent, round(now - s.state_since, 3),
+             int(s.first_connected_at * 1000), int(s.last_activity * 1000),
+             s.messages_sent, s.bytes_in, s.bytes_out)
+            for s in live + gone
+        )
+
+    def sessions_changed(self) -> None:
+        """Push the table to administrators, once per reactor turn at most."""
+        if self._push is None and self.links:
+            self._push = self.clock.callLater(0, self._push_sessions)
+
+    def _push_sessions(self) -> None:
+        self._push = None
+        parts = wire.row_parts(self.session_rows())
+        rooms = self.directory.rows()
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            event = wire.AdminEvent(part, more=not last, rooms=rooms if last else ())
+            for link in self.links:
+                link.conn.send(event)
+
+    def stop(self) -> None:
+        if self._push is not None and self._push.active():
+            self._push.cancel()
+        self._push = None

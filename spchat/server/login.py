@@ -1,0 +1,299 @@
+"""Logging in, accounts and server-wide bans.
+
+Password hashes and checks run off the reactor thread (the password
+worker); account and ban lookups are the store's Deferreds.  While a login
+is under way its name is claimed, so two logins cannot race for it, and its
+link may not start another.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from spchat import wire
+from spchat.server.accounts import normalise_password
+from spchat.server.rules import Refused, ban_text, normalise_name
+from spchat.server.sessions import Link, Session, SessionTable
+
+# Password hashes and checks waiting for a worker, beyond which logins are
+# turned away for a moment.
+MAX_PASSWORD_QUEUE = 64
+
+
+class Logins:
+    log = Logger()
+
+    def __init__(self, clock, store, passwords, throttle, sessions: SessionTable,
+                 start_session: Callable, end_session: Callable):
+        """``start_session(link, display, key, registered, msg)`` puts a
+        logged-in user on the server (a Deferred firing with its session);
+        ``end_session(session, code, text,
+        reason, notice)`` takes one off (a replaced or banned user)."""
+        self.clock = clock
+        self.store = store
+        self.passwords = passwords
+        self.throttle = throttle
+        self.sessions = sessions
+        self.start_session = start_session
+        self.end_session = end_session
+        self.claims: set[str] = set()  # names with a login or password change under way
+        self.links: set[Link] = set()  # links still open (set by the core)
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    @property
+    def accounts_on(self) -> bool:
+        return self.passwords is not None
+
+    def _need_accounts(self) -> None:
+        if not self.accounts_on:
+            raise Refused("no_accounts", "this server does not keep accounts")
+
+    @staticmethod
+    def _check_password(password: str | None) -> None:
+        try:
+            normalise_password(password or "")
+        except ValueError as e:
+            raise Refused("bad_password", str(e)) from None
+
+    def _check_throttle(self, key: str, ip: str, what: str) -> None:
+        wait = self.throttle.retry_after(key, ip) if self.throttle is not None else None
+        if wait:
+            raise Refused("throttled", f"too many {what}; try again in {math.ceil(wait)} s")
+
+    def _queue_has_room(self) -> None:
+        if self.passwords is not None and self.passwords.waiting >= MAX_PASSWORD_QUEUE:
+            raise Refused("busy", "the server is busy; try again in a moment")
+
+    # --- logging in ---------------------------------------------------------------
+
+    def login(self, link: Link, msg: wire.Login) -> None:
+        display, key = normalise_name(msg.name)
+        ip = link.address.rpartition(":")[0]
+        self._check_throttle(key, ip, "failed logins")
+        if key in self.claims:
+            raise Refused("name_taken", f"someone is logging in as {display!r} right now")
+        if msg.register:
+            self._need_accounts()
+            self._check_password(msg.password)
+        self._queue_has_room()
+        self.claims.add(key)
+        link.login_pending = True
+        d = self._check_ban(key)
+        d.addCallback(lambda _: self.store.account(key))
+        d.addCallback(self._with_account, link, msg, display, key, ip)
+
+        def finished(result):
+            self.claims.discard(key)
+            link.login_pending = False
+            return result
+
+        d.addBoth(finished)
+        d.addErrback(self._refused, link)
+
+    def _with_account(self, account, link: Link, msg: wire.Login, display: str, key: str,
+                      ip: str):
+        if msg.register:
+            if account is not None:
+                raise Refused("name_registered", f"the name {display!r} is already registered; "
+                              "log in with its password")
+            self._check_free(display, key)
+            return self._password_work(self.passwords.hash, msg.password).addCallback(
+                self._registered, link, msg, display, key)
+        if account is not None:
+            if msg.password is None:
+                raise Refused("password_required", f"the name {display!r} is registered; "
+                              "log in with its password")
+            # Shown as registered, whatever case or width it was typed in.
+            return self._password_work(self.passwords.verify, msg.password, account[1]) \
+                .addCallback(self._verified, link, msg, account[0], key, ip)
+        if msg.password is not None:
+            # The same words as a wrong password: no hint which names exist.
+            raise Refused("login_failed", "wrong name or password")
+        self._check_free(display, key)
+        if self._still_waiting(link):
+            return self.start_session(link, display, key, False, msg)
+        return None
+
+    def _still_waiting(self, link: Link) -> bool:
+        """The link is open and not logged in otherwise meanwhile."""
+        return link in self.links and link.session is None
+
+    def _password_work(self, work, *args) -> defer.Deferred:
+        if self.passwords.waiting >= MAX_PASSWORD_QUEUE:
+            raise Refused("busy", "the server is busy; try again in a moment")
+
+        def stopped(failure):
+            if failure.check(Refused):
+                return failure
+            # The password workers are stopping (shutdown): say so, no traceback.
+            raise Refused("unavailable", "the server is busy; try again")
+
+        return work(*args).addErrback(stopped)
+
+    def _registered(self, encoded: str, link: Link, msg, display: str, key: str):
+        if not self._still_waiting(link):
+            return None
+        self._check_free(display, key)
+
+        def started(session):
+            if session is not None:
+                self.account_notice(session, f"the name {display} is now registered to you")
+
+        def saved(_):
+            if self._still_waiting(link):
+                return self.start_session(link, display, key, True, msg).addCallback(started)
+            return None
+
+        return self.store.set_account(key, display, encoded, self.now_ms()).addCallback(saved)
+
+    def _verified(self, ok: bool, link: Link, msg, display: str, key: str, ip: str):
+        if not ok:
+            if self.throttle is not None:
+                self.throttle.failed(key, ip)
+            raise Refused("login_failed", "wrong name or password")
+        if self.throttle is not None:
+            self.throttle.succeeded(key, ip)
+        if not self._still_waiting(link):
+            return None
+        old = self.sessions.by_key.get(key)
+        if old is not None:
+            # The owner of the name, proven by its password, wins over a
+            # session left behind (a crashed client, another device).
+            self.end_session(old, "replaced", "you logged in from somewhere else",
+                             "logged in elsewhere", f"{old.name} left")
+        return self.start_session(link, display, key, True, msg)
+
+    def _check_free(self, display: str, key: str) -> None:
+        if key in self.sessions.by_key:
+            raise Refused("name_taken", f"the name {display!r} is taken")
+
+    def _refused(self, failure, link: Link) -> None:
+        if failure.check(Refused):
+            error = wire.Error(failure.value.code, failure.value.text)
+        else:
+            self.log.error("login failed: {error}", error=failure.getErrorMessage())
+            error = wire.Error("unavailable", wire.clip(
+                f"the server cannot log you in now: {failure.getErrorMessage()}"))
+        if link in self.links:
+            link.conn.send(error)
+
+    # --- accounts -------------------------------------------------------------------
+
+    def account_notice(self, session: Session, text: str) -> None:
+        if session.link is not None:
+            session.link.conn.send(wire.Notice("", self.now_ms(), "account", text))
+
+    def register(self, session: Session, msg: wire.Register) -> None:
+        self._need_accounts()
+        self._check_password(msg.password)
+        self._claim(session)
+
+        def looked_up(account):
+            if account is not None:
+                raise Refused("name_registered",
+                              f"the name {session.name!r} is already registered")
+            return self._password_work(self.passwords.hash, msg.password)
+
+        def hashed(encoded):
+            return self.store.set_account(session.key, session.name, encoded, self.now_ms())
+
+        def saved(_):
+            session.registered = True
+            self.account_notice(session, f"the name {session.name} is now registered to you; "
+                                "log in with its password from now on")
+
+        self._account_change(session, self.store.account(session.key).addCallback(looked_up)
+                             .addCallback(hashed).addCallback(saved))
+
+    def change_password(self, session: Session, msg: wire.ChangePassword) -> None:
+        self._need_accounts()
+        self._check_password(msg.new)
+        ip = session.address.rpartition(":")[0]
+        self._check_throttle(session.key, ip, "wrong passwords")
+        self._claim(session)
+
+        def looked_up(account):
+            if account is None:
+                raise Refused("not_registered", "this name is not registered; use /register")
+            return self._password_work(self.passwords.verify, msg.old, account[1])
+
+        def verified(ok):
+            if not ok:
+                if self.throttle is not None:
+                    self.throttle.failed(session.key, ip)
+                raise Refused("login_failed", "wrong password")
+            return self._password_work(self.passwords.hash, msg.new)
+
+        def hashed(encoded):
+            return self.store.set_account(session.key, session.name, encoded, self.now_ms())
+
+        self._account_change(session, self.store.account(session.key).addCallback(looked_up)
+                             .addCallback(verified).addCallback(hashed).addCallback(
+                                 lambda _: self.account_notice(session, "your password is changed")))
+
+    def _claim(self, session: Session) -> None:
+        if session.key in self.claims:
+            raise Refused("busy", "a password change is already in progress")
+        self._queue_has_room()
+        self.claims.add(session.key)
+
+    def _account_change(self, session: Session, d: defer.Deferred) -> None:
+        def finished(result):
+            self.claims.discard(session.key)
+            return result
+
+        def refused(failure):
+            if failure.check(Refused):
+                error = wire.Error(failure.value.code, failure.value.text)
+            else:
+                self.log.error("account change failed: {error}", error=failure.getErrorMessage())
+                error = wire.Error("unavailable", wire.clip(
+                    f"the server cannot save: {failure.getErrorMessage()}"))
+            if session.link is not None:
+                session.link.conn.send(error)
+
+        d.addBoth(finished).addErrback(refused)
+
+    # --- server-wide bans ---------------------------------------------------------------
+
+    def _check_ban(self, key: str) -> defer.Deferred:
+        def looked_up(ban):
+            if ban is None:
+                return None
+            _, until, reason = ban
+            now = self.clock.seconds()
+            if until is not None and until <= now:
+                return self.store.delete_ban(key)  # served its time
+            raise Refused("banned", ban_text(reason, until, now))
+
+        return self.store.ban(key).addCallback(looked_up)
+
+    def ban(self, name: str, minutes: float | None, reason: str) -> bool:
+        """Ban a name (for ``minutes``, or for ever); a user online goes at once."""
+        try:
+            display, key = normalise_name(name)
+        except Refused:
+            return False
+        reason = wire.clip(reason, 200)
+        until = None if minutes is None else self.clock.seconds() + minutes * 60
+        self.store.set_ban(key, display, until, reason, self.now_ms()).addErrback(
+            lambda f: self.log.error("cannot save a ban: {error}", error=f.getErrorMessage()))
+        session = self.sessions.by_key.get(key)
+        if session is not None:
+            self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
+                             f"banned: {reason}", f"{session.name} was banned ({reason})")
+        return True
+
+    def unban(self, name: str) -> defer.Deferred:
+        """Fires with True if the name was banned."""
+        try:
+            _, key = normalise_name(name)
+        except Refused:
+            return defer.succeed(False)
+        return self.store.delete_ban(key)

@@ -1,0 +1,313 @@
+"""Lines and their way: accepted, saved and numbered, then delivered; and
+read back as history and as the replay after a reconnect.
+
+A line goes out only once the store has saved it (acknowledged means
+saved).  Reads are Deferreds (the store may read on another thread); while
+one runs for a conversation a session is catching up on, that session's
+live lines of the conversation wait, so nothing newer overtakes it and
+nothing comes twice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from twisted.logger import Logger
+
+from spchat import wire
+from spchat.server.events import LineBatch
+from spchat.server.records import Record, direct_conversation
+from spchat.server.rooms import Room, RoomDirectory
+from spchat.server.rules import Limits, Refused, check_text, normalise_name, normalise_room, quoted
+from spchat.server.sessions import Session, SessionTable
+
+HISTORY_PAGE_MAX = 200
+# Most messages replayed per conversation after a reconnect; older ones are
+# left to /history.
+MAX_REPLAY = 10000
+# The hold on direct conversations the client did not name in its resume.
+ANY_DIRECT = "@"
+
+
+class _Hold:
+    """Live lines waiting while a read runs (several reads may overlap)."""
+
+    __slots__ = ("reads", "records")
+
+    def __init__(self):
+        self.reads = 0
+        self.records: list[Record] = []
+
+
+class Messaging:
+    log = Logger()
+
+    def __init__(self, clock, limits: Limits, store, committer_factory,
+                 directory: RoomDirectory, sessions: SessionTable):
+        """``committer_factory(on_committed)``: the group committer that saves
+        accepted records and reports them numbered."""
+        self.clock = clock
+        self.limits = limits
+        self.store = store
+        self.directory = directory
+        self.sessions = sessions
+        self.committer = committer_factory(self.published)
+        # Accepted but not yet saved, by (sender key, cid): a copy re-sent
+        # meanwhile is not a new message.
+        self._unsaved: dict[tuple[str, str], Record] = {}
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # --- accepting ------------------------------------------------------------
+
+    def say(self, session: Session, msg: wire.Say) -> None:
+        room = self.room_of(session, msg.room)
+        if room.role_of(session.key) == "muted":
+            raise Refused("muted", f"you are muted in #{room.name}: an operator can unmute you")
+        check_text(msg.text, self.limits.max_message_bytes)
+        if (session.key, msg.cid) not in self._unsaved:  # else its ack is on its way
+            self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text,
+                                msg.cid, room=room.key))
+
+    def direct(self, session: Session, msg: wire.Direct) -> None:
+        if (session.key, msg.cid) in self._unsaved:
+            return  # its acknowledgement follows when it is saved
+        try:
+            _, key = normalise_name(msg.to)
+        except Refused:
+            key = None
+        target = self.sessions.by_key.get(key)
+        if target is None:
+            # Sent before a drop, maybe, and the recipient left since.
+            self.store.find_cid(session.key, msg.cid).addCallback(
+                self._direct_to_nobody, session, msg).addErrback(self._read_failed, session)
+            return
+        check_text(msg.text, self.limits.max_message_bytes)
+        self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
+                            to=target.name, to_key=target.key))
+
+    def _direct_to_nobody(self, record, session: Session, msg: wire.Direct) -> None:
+        if record is not None:
+            self._send_line(session, record)  # its acknowledgement, again
+            return
+        self._tell(session, wire.Error(
+            "unknown_user", f"nobody called {quoted(msg.to)} is here", msg.cid))
+
+    def _accept(self, record: Record) -> None:
+        self._unsaved[(record.sender_key, record.cid)] = record
+        self.committer.add(record)
+
+    def room_of(self, session: Session, name: str) -> Room:
+        """The room ``name`` names, which the session must be in."""
+        try:
+            _, key = normalise_room(name)
+        except Refused:
+            key = None
+        room = self.directory.get(key) if key is not None else None
+        if room is None or key not in session.rooms:
+            raise Refused("not_in_room", f"you are not in the room {quoted(name)}")
+        return room
+
+    # --- delivering -------------------------------------------------------------
+
+    def published(self, saved: list[Record],
+                  again: Iterable[tuple[Record, Record]] = ()) -> None:
+        """Records are saved and numbered: now they go out, and the senders'
+        copies acknowledge them.  ``again``: messages re-sent after a
+        reconnect, each with its copy saved before, which acknowledges it
+        once more.  Consecutive lines of one room go out together."""
+        for resent, old in again:
+            self._unsaved.pop((resent.sender_key, resent.cid), None)
+            session = self.sessions.by_key.get(old.sender_key)
+            if session is not None:
+                self._send_line(session, old)
+        run: list[Record] = []
+        for record in saved:
+            self._unsaved.pop((record.sender_key, record.cid), None)
+            sender = self.sessions.by_key.get(record.sender_key)
+            if sender is not None:
+                sender.messages_sent += 1
+            if run and record.room != run[0].room:
+                self._fan_out(run)
+                run = []
+            if record.room is not None:
+                run.append(record)
+                continue
+            # A direct line must not overtake its sender's (or anyone's) join.
+            self.directory.flush_all()
+            for key in {record.to_key, record.sender_key}:
+                session = self.sessions.by_key.get(key)
+                if session is not None:
+                    self._send_line(session, record)
+        if run:
+            self._fan_out(run)
+
+    def _fan_out(self, records: list[Record]) -> None:
+        """Saved lines of one room, in order, to every member online."""
+        room = self.directory.get(records[0].room)
+        if room is None:  # deleted meanwhile: only the senders hear back
+            for record in records:
+                sender = self.sessions.by_key.get(record.sender_key)
+                if sender is not None:
+                    self._send_line(sender, record)
+            return
+        room.last_seq = max(room.last_seq, records[-1].seq)
+        self.directory.flush(room)  # a join before the line it says
+        lines = LineBatch(room.name, records)
+        conversation = "#" + room.key
+        for member in room.members.values():
+            link = member.link
+            if link is None:
+                continue
+            if member.catching_up:
+                hold = member.catching_up.get(conversation)
+                if hold is not None:
+                    hold.records.extend(records)
+                    continue
+            link.conn.deliver(lines)
+
+    def _send_line(self, session: Session, record: Record) -> None:
+        """One saved line to one session (a direct line, an acknowledgement)."""
+        if session.catching_up:
+            hold = session.catching_up.get(record.conversation)
+            if hold is None and record.room is None:
+                hold = session.catching_up.get(ANY_DIRECT)
+            if hold is not None:
+                hold.records.append(record)
+                return
+        self._tell(session, record.for_recipient(session.key, self._room_name(record)))
+
+    def _room_name(self, record: Record) -> str | None:
+        if record.room is None:
+            return None
+        room = self.directory.get(record.room)
+        return room.name if room is not None else record.room
+
+    @staticmethod
+    def _tell(session: Session, message: wire.Message) -> None:
+        if session.link is not None:
+            session.link.conn.send(message)
+
+    # --- reading back ---------------------------------------------------------
+
+    def _catch_up(self, session: Session, conversation: str, reading,
+                  history: bool = False, after: Callable[[list[Record]], None] | None = None):
+        """Send what ``reading`` finds, then the live lines held meanwhile
+        (those it did not already hold), then call ``after``."""
+        hold = session.catching_up.get(conversation)
+        if hold is None:
+            hold = session.catching_up[conversation] = _Hold()
+        hold.reads += 1
+
+        def found(records: list[Record]) -> None:
+            sent = {}
+            for record in records:
+                sent[record.conversation] = max(sent.get(record.conversation, 0), record.seq)
+                self._tell(session, record.for_recipient(session.key, self._room_name(record),
+                                                         history))
+            if after is not None:
+                after(records)
+            release(sent)
+
+        def release(sent: dict[str, int]) -> None:
+            hold.reads -= 1
+            if hold.reads > 0 or session.catching_up.get(conversation) is not hold:
+                return
+            del session.catching_up[conversation]
+            for record in hold.records:
+                if record.seq > sent.get(record.conversation, 0):
+                    self._send_line(session, record)
+
+        def failed(failure) -> None:
+            self._read_failed(failure, session)
+            release({})
+
+        reading.addCallbacks(found, failed)
+
+    def _read_failed(self, failure, session: Session) -> None:
+        self.log.error("cannot read messages: {error}", error=failure.getErrorMessage())
+        self._tell(session, wire.Error("unavailable", "the server cannot read its history now"))
+
+    def join_history(self, session: Session, room: Room) -> None:
+        """The recent history of a room just joined (or rejoined at login)."""
+        limit = self.limits.history_on_join
+        conversation = "#" + room.key
+        reading = self.store.before(conversation, room.last_seq + 1, limit)
+        self._catch_up(session, conversation, reading, history=True,
+                       after=lambda records: self._history_end(session, "#" + room.name,
+                                                              records, limit, room.last_seq + 1))
+
+    def _history_end(self, session: Session, conversation: str, records: list[Record],
+                     limit: int, before: int) -> None:
+        oldest = records[0].seq if records else before
+        self._tell(session, wire.HistoryEnd(oldest, len(records) == limit and oldest > 1,
+                                            conversation))
+
+    def history(self, session: Session, msg: wire.HistoryRequest) -> None:
+        """A page of one conversation's history, asked for."""
+        limit = max(1, min(msg.limit, HISTORY_PAGE_MAX))
+        shown, conversation = self._named_conversation(session, msg.conversation)
+        self.store.before(conversation, msg.before, limit).addCallbacks(
+            lambda records: self._history_page(session, shown, records, limit, msg.before),
+            self._read_failed, errbackArgs=(session,))
+
+    def _history_page(self, session, shown, records, limit, before) -> None:
+        for record in records:
+            self._tell(session, record.for_recipient(session.key, self._room_name(record),
+                                                     history=True))
+        self._history_end(session, shown, records, limit, before)
+
+    def _named_conversation(self, session: Session, name: str) -> tuple[str, str]:
+        """(as shown, as stored) for "#room" or "@name" as a client names it."""
+        if name.startswith("#"):
+            room = self.room_of(session, name)
+            return "#" + room.name, "#" + room.key
+        if name.startswith("@"):
+            display, key = normalise_name(name[1:])
+            return "@" + display, direct_conversation(session.key, key)
+        raise Refused("bad_request", "a conversation is '#room' or '@name'")
+
+    def replay(self, session: Session, positions, since: int) -> None:
+        """What a returning client missed: per room it names, the lines after
+        its position; rooms it does not name get their recent history;
+        direct conversations it names from their position, the others from
+        ``since``."""
+        rooms: dict[str, int] = {}
+        directs: dict[str, int] = {}
+        for name, seq in positions:
+            try:
+                if name.startswith("#"):
+                    key = normalise_room(name)[1]
+                    rooms[key] = max(seq, rooms.get(key, 0))
+                else:
+                    key = direct_conversation(session.key, normalise_name(name[1:])[1])
+                    directs[key] = max(seq, directs.get(key, 0))
+            except Refused:
+                continue  # a room or name that cannot exist: nothing to replay
+        for key in sorted(session.rooms):
+            room = self.directory.get(key)
+            if room is None:
+                continue
+            if key in rooms:
+                self._replay_room(session, room, rooms[key])
+            else:
+                self.join_history(session, room)
+        for conversation, seq in directs.items():
+            self._catch_up(session, conversation,
+                           self.store.after(conversation, seq, MAX_REPLAY))
+        self._catch_up(session, ANY_DIRECT, self.store.direct_since(
+            session.key, since, MAX_REPLAY).addCallback(
+                lambda records: [r for r in records if r.conversation not in directs]))
+
+    def _replay_room(self, session: Session, room: Room, seen: int) -> None:
+        # A client gone for long gets at most the newest MAX_REPLAY (older
+        # ones are in /history), not the whole log in one reactor turn.
+        start = max(seen, room.last_seq - MAX_REPLAY)
+        if start > seen:
+            self._tell(session, wire.Notice(
+                room.name, self.now_ms(), "gap",
+                f"{start - seen} older messages are not replayed; /history shows what is kept",
+            ))
+        conversation = "#" + room.key
+        self._catch_up(session, conversation, self.store.after(conversation, start, MAX_REPLAY))

@@ -1,0 +1,354 @@
+"""What users (and the administrator) do with rooms: join, part, list,
+topic, modes, and moderation by role.
+
+Owners and operators moderate their room; the administrator (an admin
+connection) may do all of it in every room.  Every refusal says which role
+it needs.  Changes are kept by the store as they are made.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import Logger
+
+from spchat import wire
+from spchat.server.records import RoomRecord
+from spchat.server.rooms import ADMIN_RANK, RANKS, Room, RoomDirectory
+from spchat.server.rules import Limits, Refused, ban_text, normalise_name, normalise_room, quoted
+from spchat.server.sessions import Session, SessionTable
+
+OPERATOR = RANKS["operator"]
+OWNER = RANKS["owner"]
+MEMBER = RANKS["member"]
+
+
+class Actor:
+    """Who asks: a member of the room, or the administrator (session None)."""
+
+    __slots__ = ("session", "name")
+
+    def __init__(self, session: Session | None):
+        self.session = session
+        self.name = session.name if session is not None else "the administrator"
+
+    def rank(self, room: Room) -> int:
+        return ADMIN_RANK if self.session is None else room.rank_of(self.session.key)
+
+
+class RoomCommands:
+    log = Logger()
+
+    def __init__(self, clock, limits: Limits, store, directory: RoomDirectory,
+                 sessions: SessionTable, messaging, on_presence=lambda: None):
+        self.clock = clock
+        self.limits = limits
+        self.store = store
+        self.directory = directory
+        self.sessions = sessions
+        self.messaging = messaging
+        self.on_presence = on_presence
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def _saved(self, d) -> None:
+        """A store write: its failure is logged, never lost in silence."""
+        d.addErrback(lambda f: self.log.error("cannot save a room change: {error}",
+                                              error=f.getErrorMessage()))
+
+    # --- the directory at start -------------------------------------------------
+
+    def loaded(self, records: list[RoomRecord]) -> None:
+        for record in records:
+            self.directory.add(Room(record))
+        for name in self.limits.default_rooms:
+            display, key = normalise_room(name)
+            if self.directory.get(key) is None:
+                self._create(display, key, private=False, creator=None)
+
+    def _create(self, display: str, key: str, private: bool, creator: Session | None) -> Room:
+        room = self.directory.add(Room(RoomRecord(key, display, private=private,
+                                                  created=self.now_ms())))
+        self._saved(self.store.save_room(room.record()))
+        if creator is not None:
+            self._set_role(room, creator.key, creator.name, creator.registered, "owner")
+        return room
+
+    # --- entering and leaving -----------------------------------------------------
+
+    def join(self, session: Session, msg: wire.Join) -> None:
+        display, key = normalise_room(msg.room)
+        room = self.directory.get(key)
+        if room is None:
+            self.enter(session, self._create(display, key, msg.private, session))
+            return
+        if key in session.rooms:  # again: the state again, nothing new
+            session.link.conn.send(room.state())
+            session.link.conn.send_shared(self.directory.member_list(room))
+            return
+        self._check_room_ban(room, session.key)
+        if room.private and session.key not in room.invited and room.rank_of(session.key) < OPERATOR:
+            raise Refused("invite_only", f"#{room.name} is private: an operator of it must "
+                          "/invite you first")
+        room.invited.discard(session.key)
+        self.enter(session, room)
+
+    def enter(self, session: Session, room: Room, history: bool = True,
+              remember: bool = True) -> None:
+        """Into the room: its state now, the member list with its next events,
+        and (``history``) its recent lines.  ``remember``: a registered
+        account's membership is new (not one the store gave back)."""
+        self.directory.join(room, session)
+        if session.link is not None:
+            session.link.conn.send(room.state())
+        if session.registered and remember:
+            self._saved(self.store.add_membership(session.key, room.key))
+        if history:
+            self.messaging.join_history(session, room)
+        self.on_presence()
+
+    def default_rooms_for(self, key: str) -> list[Room]:
+        """The default rooms a newcomer is put in (those it is not banned from)."""
+        rooms = [self.directory.get(normalise_room(name)[1]) for name in self.limits.default_rooms]
+        return [room for room in rooms if room is not None and not self._banned(room, key)]
+
+    def part(self, session: Session, msg: wire.Part) -> None:
+        room = self.messaging.room_of(session, msg.room)
+        why = f": {wire.clip(msg.reason, 200)}" if msg.reason else ""
+        self._remove(room, session, "leave", f"{session.name} left{why}", "part",
+                     f"you left #{room.name}")
+
+    def _remove(self, room: Room, session: Session, kind: str, notice: str, code: str,
+                text: str) -> None:
+        self.directory.leave(room, session, kind, notice)
+        if session.link is not None:
+            session.link.conn.send(wire.RoomLeft(room.name, code, text))
+        if session.registered:
+            self._saved(self.store.remove_membership(session.key, room.key))
+        self.on_presence()
+
+    def delete(self, name: str) -> str:
+        """The administrator deletes a room: its members are told, its lines,
+        roles and bans are forgotten."""
+        room, _ = self.room_for(None, name)
+        for member in list(room.members.values()):
+            self._remove(room, member, "leave", f"{member.name} left", "deleted",
+                         f"#{room.name} was deleted by the administrator")
+        self.directory.flush(room)
+        self.directory.remove(room)
+        self._saved(self.store.delete_room(room.key))
+        return f"deleted #{room.name}"
+
+    def list_rooms(self, session: Session, msg: wire.ListRooms) -> None:
+        session.link.conn.send(wire.RoomList(self.directory.listing(session.rooms)))
+
+    def _banned(self, room: Room, key: str) -> tuple | None:
+        ban = room.bans.get(key)
+        if ban is not None and ban[1] is not None and ban[1] <= self.clock.seconds():
+            del room.bans[key]  # served its time
+            self._saved(self.store.delete_room_ban(room.key, key))
+            return None
+        return ban
+
+    def _check_room_ban(self, room: Room, key: str) -> None:
+        ban = self._banned(room, key)
+        if ban is not None:
+            raise Refused("banned", ban_text(ban[2], ban[1], self.clock.seconds(),
+                                             f" from #{room.name}"))
+
+    # --- settings -------------------------------------------------------------------
+
+    def topic(self, session: Session | None, msg: wire.Topic) -> str:
+        room, actor = self.room_for(session, msg.room)
+        if msg.text is None:  # asked, not set
+            if session is None:
+                raise Refused("bad_request", "a topic needs a text (\"\" clears it)")
+            session.link.conn.send(room.state())
+            return room.topic
+        need = OPERATOR if room.topic_locked else MEMBER
+        self._need(actor, room, need, "set the topic" + (" (the topic is locked)"
+                                                         if room.topic_locked else ""))
+        room.topic = wire.clip(msg.text.replace("\n", " "), 300)
+        self._changed(room, "topic", f"{actor.name} set the topic: {room.topic}" if room.topic
+                      else f"{actor.name} cleared the topic")
+        return f"set the topic of #{room.name}"
+
+    def mode(self, session: Session | None, msg: wire.Mode) -> str:
+        room, actor = self.room_for(session, msg.room)
+        self._need(actor, room, OPERATOR, "change the room's modes")
+        setattr(room, msg.flag, msg.on)
+        what = {"private": "private (invited people only)",
+                "topic_locked": "topic-locked (only operators set the topic)"}[msg.flag]
+        self._changed(room, "mode", f"{actor.name} made the room {'' if msg.on else 'no longer '}"
+                      f"{what}")
+        return f"#{room.name} is {'' if msg.on else 'no longer '}{msg.flag.replace('_', '-')}"
+
+    def _changed(self, room: Room, kind: str, text: str) -> None:
+        self._saved(self.store.save_room(room.record()))
+        self.directory.event(room, room.state())
+        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
+
+    # --- moderation -------------------------------------------------------------------
+
+    def moderate(self, session: Session | None, msg: wire.Moderate) -> str:
+        """Carry out a room operation; returns what was done, in words."""
+        room, actor = self.room_for(session, msg.room)
+        display, key = normalise_name(msg.name)
+        target = self.sessions.by_key.get(key)
+        if target is not None:
+            display = target.name
+        op = msg.op
+        reason = wire.clip(msg.reason or "no reason given", 200)
+        if op == "invite":
+            return self._invite(room, actor, display, key, target)
+        if op in ("op", "deop", "owner"):
+            return self._set_role_by(room, actor, op, display, key, target)
+        self._need(actor, room, OPERATOR, f"{op} someone")
+        if op in ("kick", "ban", "mute"):
+            self._outrank(actor, room, key, display, op)
+        if op == "kick":
+            if target is None or key not in room.members:
+                raise Refused("not_in_room", f"{display} is not in #{room.name}")
+            self._remove(room, target, "kick",
+                         f"{display} was kicked by {actor.name} ({reason})", "kicked",
+                         f"you were kicked from #{room.name} by {actor.name}: {reason}")
+            return f"kicked {display} from #{room.name}"
+        if op == "ban":
+            return self._ban(room, actor, display, key, target, msg.minutes, reason)
+        if op == "unban":
+            if room.bans.pop(key, None) is None:
+                raise Refused("not_banned", f"{display} is not banned from #{room.name}")
+            self._saved(self.store.delete_room_ban(room.key, key))
+            self.directory.event(room, wire.Notice(room.name, self.now_ms(), "ban",
+                                                   f"{actor.name} lifted the ban on {display}"))
+            return f"unbanned {display} from #{room.name}"
+        if op == "mute":
+            if room.rank_of(key) > MEMBER:
+                raise Refused("not_allowed", f"{display} is an {room.role_of(key)} of "
+                              f"#{room.name}: /deop them first")
+            room.mutes[key] = display
+            self._saved(self.store.set_mute(room.key, key, display, True))
+            self._standing_changed(room, key, "mute",
+                                   f"{actor.name} muted {display} ({reason})")
+            return f"muted {display} in #{room.name}"
+        # unmute
+        if room.mutes.pop(key, None) is None:
+            raise Refused("not_muted", f"{display} is not muted in #{room.name}")
+        self._saved(self.store.set_mute(room.key, key, display, False))
+        self._standing_changed(room, key, "mute", f"{actor.name} unmuted {display}")
+        return f"unmuted {display} in #{room.name}"
+
+    def _ban(self, room, actor, display, key, target, minutes, reason) -> str:
+        until = None if minutes is None else self.clock.seconds() + minutes * 60
+        room.bans[key] = (display, until, reason)
+        self._saved(self.store.set_room_ban(room.key, key, display, until, reason,
+                                            self.now_ms()))
+        if room.roles.pop(key, None) is not None:
+            self._saved(self.store.set_role(room.key, key, display, None))
+        self._saved(self.store.remove_membership(key, room.key))
+        how_long = "for ever" if minutes is None else f"for {minutes:g} minutes"
+        if target is not None and key in room.members:
+            self._remove(room, target, "ban",
+                         f"{display} was banned by {actor.name} {how_long} ({reason})", "banned",
+                         ban_text(reason, until, self.clock.seconds(), f" from #{room.name}"))
+        else:
+            self.directory.event(room, wire.Notice(
+                room.name, self.now_ms(), "ban",
+                f"{display} was banned by {actor.name} {how_long} ({reason})"))
+        return f"banned {display} from #{room.name} {how_long}"
+
+    def _invite(self, room: Room, actor: Actor, display: str, key: str,
+                target: Session | None) -> str:
+        self._need(actor, room, OPERATOR if room.private else MEMBER, "invite someone"
+                   + (" to a private room" if room.private else ""))
+        if target is None:
+            raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
+        if key in room.members:
+            raise Refused("already_in_room", f"{display} is in #{room.name} already")
+        room.invited.add(key)
+        if target.link is not None:
+            target.link.conn.send(wire.Notice(
+                room.name, self.now_ms(), "invite",
+                f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept"))
+        self.directory.event(room, wire.Notice(room.name, self.now_ms(), "invite",
+                                               f"{actor.name} invited {display}"))
+        return f"invited {display} to #{room.name}"
+
+    def _set_role_by(self, room: Room, actor: Actor, op: str, display: str, key: str,
+                     target: Session | None) -> str:
+        role = {"op": "operator", "deop": "member", "owner": "owner"}[op]
+        own = actor.session is not None and actor.session.key == key
+        if op == "owner":
+            self._need(actor, room, OWNER, "make owners")
+        elif op == "op":
+            self._need(actor, room, OPERATOR, "make operators")
+        elif not own:  # anyone may step down; others need to outrank
+            self._need(actor, room, OPERATOR, "deop someone")
+            self._outrank(actor, room, key, display, "deop")
+        if target is None:
+            raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
+        if room.role_of(key) == role:
+            raise Refused("unchanged", f"{display} is {role_words(role)} of #{room.name} already")
+        room.mutes.pop(key, None)
+        self._set_role(room, key, display, target.registered, role)
+        self._standing_changed(room, key, "role",
+                               f"{actor.name} made {display} {role_words(role)}")
+        return f"made {display} {role_words(role)} of #{room.name}"
+
+    def _set_role(self, room: Room, key: str, display: str, registered: bool,
+                  role: str) -> None:
+        keep = None if role == "member" else role
+        if registered:
+            if keep is None:
+                room.roles.pop(key, None)
+            else:
+                room.roles[key] = (display, keep)
+            self._saved(self.store.set_role(room.key, key, display, keep))
+        elif keep is None:
+            room.guest_roles.pop(key, None)
+        else:
+            room.guest_roles[key] = keep
+
+    def _standing_changed(self, room: Room, key: str, kind: str, text: str) -> None:
+        member = room.members.get(key)
+        if member is not None:
+            self.directory.member_changed(room, member)
+        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
+
+    # --- permissions -------------------------------------------------------------------
+
+    def room_for(self, session: Session | None, name: str) -> tuple[Room, Actor]:
+        """The room an operation is about: one the user is in, or any for
+        the administrator."""
+        if session is not None:
+            return self.messaging.room_of(session, name), Actor(session)
+        try:
+            room = self.directory.get(normalise_room(name)[1])
+        except Refused:
+            room = None
+        if room is None:
+            raise Refused("no_such_room", f"there is no room {quoted(name)}")
+        return room, Actor(None)
+
+    @staticmethod
+    def _need(actor: Actor, room: Room, rank: int, what: str) -> None:
+        if actor.rank(room) < rank:
+            role = {MEMBER: "an unmuted member", OPERATOR: "an operator or owner",
+                    OWNER: "an owner"}[rank]
+            raise Refused("not_allowed", f"to {what} in #{room.name} you must be {role} "
+                          f"of it (you are {role_words(actor_role(actor, room))})")
+
+    @staticmethod
+    def _outrank(actor: Actor, room: Room, key: str, display: str, op: str) -> None:
+        if actor.rank(room) <= room.rank_of(key):
+            raise Refused("not_allowed", f"you cannot {op} {display}: they are "
+                          f"{role_words(room.role_of(key))} of #{room.name}, as high as you "
+                          "or higher")
+
+
+def role_words(role: str) -> str:
+    return {"owner": "an owner", "operator": "an operator", "member": "a member",
+            "muted": "a muted member", "admin": "the administrator"}[role]
+
+
+def actor_role(actor: Actor, room: Room) -> str:
+    return "admin" if actor.session is None else room.role_of(actor.session.key)

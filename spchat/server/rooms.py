@@ -1,0 +1,230 @@
+"""Rooms: who is in each, their roles, the room's settings, and how its
+comings and goings reach its members.
+
+A room's joins, leaves and member updates wait ``ROOM_EVENT_SECONDS`` and
+then go to its members together, made once (a storm of n joins costs each
+member a few frames instead of n).  A newcomer gets the whole member list
+with the next of these, and of the events only those that came after it
+did: the list already shows everything until then, so it never hears that
+someone left whom it never saw.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from spchat import wire
+from spchat.server.events import SharedEvents
+from spchat.server.records import RoomRecord
+from spchat.server.sessions import Session
+
+ROOM_EVENT_SECONDS = 0.1
+# A member list is sent in parts of at most this many bytes (one Noise
+# message is 64 KiB).
+MEMBERS_PART_BYTES = 48_000
+# How much each role may do; the server's administrator outranks them all.
+RANKS = {"muted": 0, "member": 1, "operator": 2, "owner": 3}
+ADMIN_RANK = 4
+
+
+class Room:
+    """One room's settings, standing of names in it, and members online."""
+
+    def __init__(self, record: RoomRecord):
+        self.key = record.key
+        self.name = record.name  # display form
+        self.topic = record.topic
+        self.private = record.private
+        self.topic_locked = record.topic_locked
+        self.created = record.created
+        # Registered accounts' roles (kept by the store): key -> (name, role).
+        self.roles = dict(record.roles)
+        # A guest's role lasts as long as its session: the name may be
+        # someone else's tomorrow.
+        self.guest_roles: dict[str, str] = {}
+        self.bans = dict(record.bans)  # key -> (name, until or None, reason)
+        self.mutes = dict(record.mutes)  # key -> name
+        self.invited: set[str] = set()  # keys that may join while private
+        self.members: dict[str, Session] = {}  # by key, online or reconnecting
+        self.last_seq = record.last_seq
+        self.pending: list[wire.Message] = []  # events waiting for the timer
+        # Who gets the whole list with the next events, and from which event on.
+        self.newcomers: dict[str, tuple[Session, int]] = {}
+
+    def role_of(self, key: str) -> str:
+        role = self.roles.get(key)
+        if role is not None:
+            return role[1]
+        role = self.guest_roles.get(key)
+        if role is not None:
+            return role
+        return "muted" if key in self.mutes else "member"
+
+    def rank_of(self, key: str) -> int:
+        return RANKS[self.role_of(key)]
+
+    def state(self) -> wire.RoomState:
+        return wire.RoomState(self.name, self.topic, self.private, self.topic_locked,
+                              self.last_seq)
+
+    def record(self) -> RoomRecord:
+        """The settings, as the store keeps them."""
+        return RoomRecord(self.key, self.name, self.topic, self.private, self.topic_locked,
+                          self.created)
+
+
+class RoomDirectory:
+    """Every room, and the delivery of their events to members online."""
+
+    def __init__(self, clock, presence_state: Callable[[Session, float], str]):
+        self.clock = clock
+        self.presence_state = presence_state
+        self.rooms: dict[str, Room] = {}
+        self._call = None
+
+    def get(self, key: str) -> Room | None:
+        return self.rooms.get(key)
+
+    def add(self, room: Room) -> Room:
+        self.rooms[room.key] = room
+        return room
+
+    def remove(self, room: Room) -> None:
+        del self.rooms[room.key]
+
+    # --- membership ---------------------------------------------------------
+
+    def join(self, room: Room, session: Session) -> None:
+        """``session`` is in ``room`` now: it gets the whole list soon, the
+        others the news."""
+        room.members[session.key] = session
+        session.rooms.add(room.key)
+        self.newcomer(room, session)
+        self.event(room, wire.Notice(room.name, self.now_ms(), "join", f"{session.name} joined"))
+        self.member_changed(room, session)
+
+    def newcomer(self, room: Room, session: Session) -> None:
+        """The whole member list for ``session`` with the room's next events
+        (a storm of n joins builds and encodes it once, not n times)."""
+        room.newcomers[session.key] = (session, len(room.pending))
+        self._soon()
+
+    def leave(self, room: Room, session: Session, kind: str, text: str) -> None:
+        room.members.pop(session.key, None)
+        room.newcomers.pop(session.key, None)
+        session.rooms.discard(room.key)
+        room.guest_roles.pop(session.key, None)
+        self.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
+        self.event(room, wire.MemberUpdate(room.name, session.name, "gone",
+                                           room.role_of(session.key)))
+
+    def member_changed(self, room: Room, session: Session) -> None:
+        """A member's state or role changed."""
+        self.event(room, wire.MemberUpdate(room.name, session.name,
+                                           self.presence_state(session, self.clock.seconds()),
+                                           room.role_of(session.key)))
+
+    # --- events ---------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def event(self, room: Room, message: wire.Message) -> None:
+        """Sent with the room's other events of the next ROOM_EVENT_SECONDS
+        (or before the next line in the room)."""
+        room.pending.append(message)
+        self._soon()
+
+    def _soon(self) -> None:
+        if self._call is None:
+            self._call = self.clock.callLater(ROOM_EVENT_SECONDS, self._due)
+
+    def _due(self) -> None:
+        self._call = None
+        self.flush_all()
+
+    def flush_all(self) -> None:
+        for room in list(self.rooms.values()):
+            if room.pending or room.newcomers:
+                self.flush(room)
+
+    def flush(self, room: Room) -> None:
+        """The room's waiting events to its members online, now."""
+        newcomers, room.newcomers = room.newcomers, {}
+        pending, room.pending = room.pending, []
+        if not newcomers and not pending:
+            return
+        events = SharedEvents(pending)
+        lists = None
+        since: dict[int, SharedEvents] = {}  # the events after each newcomer's join
+        for key, member in room.members.items():
+            conn = member.link.conn if member.link is not None else None
+            if conn is None:
+                continue
+            came = newcomers.get(key)
+            if came is None or came[0] is not member:
+                if pending:
+                    conn.send_shared(events)
+                continue
+            lists = lists or self.member_list(room)
+            conn.send_shared(lists)
+            start = came[1]
+            if start < len(pending):
+                part = since.get(start)
+                if part is None:
+                    part = since[start] = events.suffix(start)
+                conn.send_shared(part)
+
+    def broadcast(self, room: Room, message: wire.Message) -> None:
+        """One message to every member online, after the room's events."""
+        self.flush(room)
+        shared = SharedEvents([message])
+        for member in room.members.values():
+            if member.link is not None:
+                member.link.conn.send_shared(shared)
+
+    def member_list(self, room: Room) -> SharedEvents:
+        """The whole member list, in parts that each fit one Noise message."""
+        now = self.clock.seconds()
+        entries = sorted(
+            ((s.name, self.presence_state(s, now), room.role_of(key))
+             for key, s in room.members.items()),
+            key=lambda entry: entry[0].casefold(),
+        )
+        part, size, parts = [], 0, []
+        for entry in entries:
+            cost = len(entry[0].encode()) + len(entry[1]) + len(entry[2]) + 12
+            if part and size + cost > MEMBERS_PART_BYTES:
+                parts.append(part)
+                part, size = [], 0
+            part.append(entry)
+            size += cost
+        parts.append(part)
+        return SharedEvents([wire.Members(room.name, tuple(members), more=i < len(parts) - 1)
+                             for i, members in enumerate(parts)])
+
+    def listing(self, viewer_rooms: set[str]) -> tuple[tuple[str, int, str], ...]:
+        """Public rooms, and the private ones the viewer is in, by name."""
+        return tuple(
+            (room.name, len(room.members), room.topic)
+            for room in sorted(self.rooms.values(), key=lambda r: r.key)
+            if not room.private or room.key in viewer_rooms
+        )
+
+    def rows(self) -> tuple[tuple, ...]:
+        """The administrators' table of rooms (see wire.ROOM_FIELDS)."""
+        return tuple((room.name, len(room.members), room.topic, room.private,
+                      room.topic_locked, room.last_seq)
+                     for room in sorted(self.rooms.values(), key=lambda r: r.key))
+
+    def member_rows(self, room: Room) -> tuple[tuple, ...]:
+        """A room's members online, with state and role (see wire.MEMBER_FIELDS)."""
+        return tuple(member for part in self.member_list(room).messages
+                     for member in part.members)
+
+    def stop(self) -> None:
+        """The server is stopping: what waits goes out now, and no timer stays."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self.flush_all()

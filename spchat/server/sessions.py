@@ -1,0 +1,175 @@
+"""Links and sessions, and the table of who is on the server.
+
+A *link* is one network connection; a *session* is one logged-in user and
+outlives its links: when a connection drops without a logout the session
+waits ``resume_grace`` seconds (state ``reconnecting``) for its client to
+come back with the resume token.  The lifecycle is a small state machine:
+``TRANSITIONS`` lists the only moves there are, and ``SessionTable.set_state``
+refuses any other.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from spchat.beacon import BeaconKeys, ReplayWindow
+from spchat.server.rules import TokenBucket
+
+# Sessions ended on purpose that are remembered, so a resume learns why.
+MAX_ENDED = 10000
+
+
+class State(enum.Enum):
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"
+
+
+TRANSITIONS = {
+    State.CONNECTED: {State.RECONNECTING, State.OFFLINE},
+    State.RECONNECTING: {State.CONNECTED, State.OFFLINE},
+    State.OFFLINE: set(),
+}
+
+
+@dataclass(eq=False, slots=True)
+class Link:
+    """One network connection, before and after login."""
+
+    conn: object  # an IChatClient
+    address: str
+    opened_at: float
+    beacon_keys: BeaconKeys | None = None
+    session: Session | None = None
+    login_pending: bool = False  # a login for this link is under way
+    admin: bool = False  # proved the admin token: takes admin requests only
+    agent: str = "?"  # client name and version
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One logged-in user, across reconnects, until it goes offline."""
+
+    id: str
+    token: str
+    name: str  # display form
+    key: str  # comparison form
+    address: str
+    first_connected_at: float
+    state_since: float
+    last_activity: float
+    bucket: TokenBucket
+    registered: bool = False
+    state: State = State.CONNECTED
+    link: Link | None = None
+    offline_reason: str = ""
+    agent: str = "?"
+    messages_sent: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    rooms: set[str] = field(default_factory=set)  # room keys
+    # Conversations whose history or replay is being read: their live lines
+    # wait here, so they cannot overtake what came before them.
+    catching_up: dict[str, list] = field(default_factory=dict)
+    backlog: deque = field(default_factory=deque)  # flood-delayed messages
+    drain_call: object = None
+    grace_call: object = None
+    # Presence beacon peer (see spchat.server.presence): keys of the current
+    # link, its replay window, the proven UDP endpoint, our datagram counter.
+    keys: BeaconKeys | None = None
+    window: ReplayWindow | None = None
+    endpoint: tuple[str, int] | None = None
+    send_counter: int = 0
+
+    def cancel_timers(self) -> None:
+        for call in (self.grace_call, self.drain_call):
+            if call is not None and call.active():
+                call.cancel()
+        self.grace_call = self.drain_call = None
+
+
+class SessionTable:
+    """Every session not offline (by id and by name key), the recently
+    offline ones for the administrators, and why ended ones ended."""
+
+    def __init__(self, clock, on_change: Callable[[], None] = lambda: None):
+        self.clock = clock
+        self.on_change = on_change  # the administrators' table is out of date
+        self.by_id: dict[str, Session] = {}
+        self.by_key: dict[str, Session] = {}
+        self.offline: OrderedDict[str, Session] = OrderedDict()  # oldest first
+        # Sessions ended on purpose, by id: (token, bye code, bye text).
+        self.ended: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def create(self, link: Link, display: str, key: str, bucket: TokenBucket,
+               registered: bool) -> Session:
+        now = self.clock.seconds()
+        session = Session(
+            id=secrets.token_urlsafe(12), token=secrets.token_urlsafe(24), name=display,
+            key=key, address=link.address, first_connected_at=now, state_since=now,
+            last_activity=now, bucket=bucket, registered=registered,
+        )
+        self.attach(session, link)
+        self.by_id[session.id] = session
+        self.by_key[key] = session
+        self.on_change()
+        return session
+
+    def set_state(self, session: Session, state: State) -> None:
+        if state not in TRANSITIONS[session.state]:
+            raise RuntimeError(f"session {session.id}: {session.state} -> {state} is not allowed")
+        session.state = state
+        session.state_since = self.clock.seconds()
+        self.on_change()
+
+    @staticmethod
+    def attach(session: Session, link: Link) -> None:
+        link.session = session
+        session.link = link
+        session.address = link.address
+        session.agent = link.agent
+        # Each connection has its own handshake, so its own beacon keys.
+        session.keys = link.beacon_keys
+        session.window = ReplayWindow() if link.beacon_keys else None
+        session.endpoint = None
+        session.send_counter = 0
+
+    @staticmethod
+    def detach(session: Session) -> Link | None:
+        link, session.link = session.link, None
+        if link is not None:
+            link.session = None
+        session.endpoint = None
+        return link
+
+    def remove(self, session: Session, reason: str) -> None:
+        """The session is offline now: kept a while, for the administrators."""
+        self.set_state(session, State.OFFLINE)
+        session.offline_reason = reason
+        session.cancel_timers()
+        session.backlog.clear()
+        session.catching_up.clear()
+        self.detach(session)
+        del self.by_id[session.id]
+        del self.by_key[session.key]
+        self.offline[session.id] = session
+
+    def remember_end(self, session: Session, code: str, text: str) -> None:
+        self.ended[session.id] = (session.token, code, text)
+        while len(self.ended) > MAX_ENDED:
+            self.ended.popitem(last=False)
+
+    def forget_old(self, retention: float) -> None:
+        now = self.clock.seconds()
+        while self.offline:
+            oldest = next(iter(self.offline.values()))
+            if now - oldest.state_since < retention:
+                break
+            self.offline.popitem(last=False)

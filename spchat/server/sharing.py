@@ -1,0 +1,192 @@
+"""File sharing: the server only keeps track of offers and introduces peers.
+
+An offer belongs to the room it was made in: only that room's members see
+it, list it and fetch it.  The pieces travel between the peers (or through
+the relay, spchat.server.relay), never through the chat connection.
+"""
+
+from __future__ import annotations
+
+from spchat import wire
+from spchat.p2p.manifest import Manifest, ManifestError
+from spchat.server.rooms import RoomDirectory
+from spchat.server.rules import Limits, Refused, quoted
+from spchat.server.sessions import Session, SessionTable
+from spchat.server.tracker import (
+    HEX_DIGITS, MAX_FILES_PER_SESSION, MIN_PREFIX, RELAY_TICKET_SECONDS, SharedFile, Tracker,
+    host_of,
+)
+
+
+class Sharing:
+    def __init__(self, clock, limits: Limits, sessions: SessionTable, directory: RoomDirectory,
+                 room_of, relay_port: int = 0):
+        """``room_of(session, name)``: the room a session names, which it
+        must be in (or Refused)."""
+        self.clock = clock
+        self.limits = limits
+        self.sessions = sessions
+        self.directory = directory
+        self.room_of = room_of
+        self.relay_port = relay_port  # 0: no relay
+        # Transfers the relay may carry, each until an expiry time.
+        self.relay_tickets: dict[str, float] = {}
+        self.tracker = Tracker()
+
+    def now(self) -> float:
+        return self.clock.seconds()
+
+    # --- the relay asks ---------------------------------------------------------
+
+    def relay_allowed(self, transfer: str) -> bool:
+        """May the relay carry this transfer (opened for it, not expired)?"""
+        expiry = self.relay_tickets.get(transfer)
+        return expiry is not None and self.now() < expiry
+
+    def relay_used(self, transfer: str) -> None:
+        """Both sides are connected through the relay: the ticket is spent."""
+        self.relay_tickets.pop(transfer, None)
+
+    def expire(self) -> None:
+        now = self.now()
+        self.tracker.expire(now)
+        for transfer, expiry in list(self.relay_tickets.items()):
+            if expiry <= now:
+                del self.relay_tickets[transfer]
+
+    # --- requests ---------------------------------------------------------------
+
+    def _need_sharing(self) -> int:
+        limit = self.limits.max_share_bytes
+        if limit <= 0:
+            raise Refused("sharing_off", "file sharing is off on this server")
+        return limit
+
+    def _linked(self, session_id: str) -> bool:
+        """Online now, with a connection to reach it on (not reconnecting)."""
+        session = self.sessions.by_id.get(session_id)
+        return session is not None and session.link is not None
+
+    def _may_hold(self, session: Session, file_id: str) -> None:
+        if not self.tracker.may_hold(session.id, file_id):
+            raise Refused("too_many_shares", f"you already share {MAX_FILES_PER_SESSION} "
+                          "files; unshare one first")
+
+    @staticmethod
+    def _send(session: Session, message: wire.Message) -> None:
+        if session.link is not None:
+            session.link.conn.send(message)
+
+    def share(self, session: Session, msg: wire.Share) -> None:
+        limit = self._need_sharing()
+        room = self.room_of(session, msg.room)
+        data = msg.manifest.encode()
+        try:
+            manifest = Manifest.parse(data, limit)
+        except ManifestError as e:
+            raise self._manifest_refusal(data, e, limit) from None
+        # The file id is the hash of the canonical text: any other spelling
+        # would give one file two ids.
+        if manifest.canonical() != data:
+            raise Refused("bad_manifest", "the manifest is not in canonical form (sorted "
+                          "keys, no spaces, a safe file name)")
+        file_id = manifest.file_id
+        self._may_hold(session, file_id)
+        shared = self.tracker.files.get(file_id)
+        if shared is None:
+            shared = self.tracker.add(file_id, msg.manifest, manifest.name, manifest.size,
+                                      len(manifest.pieces), session.name, room.name,
+                                      int(self.now() * 1000), room_key=room.key)
+            self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
+            self.directory.broadcast(room, shared.offer())
+            return
+        # Offered already (by this user before a reconnect, or by another):
+        # one more source, and the offer again as this sharer's confirmation.
+        self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
+        self._send(session, shared.offer())
+
+    @staticmethod
+    def _manifest_refusal(data: bytes, error: ManifestError, limit: int) -> Refused:
+        try:  # is the size all that is wrong with it?
+            size = Manifest.parse(data, wire.MAX_INT).size
+        except ManifestError:
+            return Refused("bad_manifest", str(error))
+        return Refused("too_big", f"the file is {size} bytes; the limit on this server is "
+                       f"{limit} bytes")
+
+    def unshare(self, session: Session, msg: wire.Unshare) -> None:
+        # Not held (any more): nothing to do, and nothing worth an error.
+        self.tracker.release(session.id, msg.file.lower())
+
+    def holding(self, session: Session, msg: wire.Holding) -> None:
+        shared = self._visible(session, self.tracker.files.get(msg.file.lower()), msg.file)
+        if msg.pieces == 0:
+            self.tracker.release(session.id, shared.file_id)
+            return
+        if msg.pieces > shared.piece_count:
+            raise Refused("bad_request", f"{shared.name} has only {shared.piece_count} pieces")
+        self._may_hold(session, shared.file_id)
+        self.tracker.hold(shared, session.id, msg.port, msg.pieces)
+
+    @staticmethod
+    def _visible(session: Session, shared: SharedFile | None, ref: str) -> SharedFile:
+        if shared is None or shared.room_key not in session.rooms:
+            raise Refused("no_such_file", f"no file {quoted(ref)} is offered in your rooms")
+        return shared
+
+    def list_files(self, session: Session, msg: wire.ListFiles) -> None:
+        self._send(session, wire.FileList(self.tracker.listing(self._linked, session.rooms)))
+
+    def _find_file(self, session: Session, ref: str) -> SharedFile:
+        ref = ref.lower()
+        if not set(ref) <= HEX_DIGITS:
+            raise Refused("no_such_file", f"no file {quoted(ref)} is offered here")
+        if len(ref) < MIN_PREFIX:
+            raise Refused("no_such_file", f"give at least {MIN_PREFIX} hex digits of the "
+                          "file's id")
+        found = [f for f in self.tracker.find(ref) if f.room_key in session.rooms]
+        if not found:
+            raise Refused("no_such_file", f"no file {ref} is offered in your rooms")
+        if len(found) > 1:
+            raise Refused("ambiguous", f"{ref} matches {len(found)} files; give more of its id")
+        return found[0]
+
+    def fetch(self, session: Session, msg: wire.Fetch) -> None:
+        self._need_sharing()
+        shared = self._find_file(session, msg.file)
+        peers = self.tracker.pick(
+            shared, lambda sid: sid != session.id and self._linked(sid)
+        )
+        if not peers:
+            raise Refused("no_peers", f"nobody who has {shared.name} is online now")
+        rows = []
+        for holder_id, holder in peers:
+            transfer = self.tracker.introduce(shared.file_id, session.id, holder_id, self.now())
+            peer = self.sessions.by_id[holder_id]
+            # The holder hears of the key before the downloader can use it.
+            self._send(peer, wire.PeerRequest(
+                transfer.id, transfer.key, shared.file_id, session.name, relay_port=0
+            ))
+            rows.append((peer.name, host_of(peer.link.address), holder.port,
+                         transfer.id, transfer.key))
+        self._send(session, wire.Swarm(shared.file_id, shared.manifest, msg.cid, tuple(rows)))
+
+    def relay_request(self, session: Session, msg: wire.RelayRequest) -> None:
+        transfer = self.tracker.transfer(session.id, msg.transfer, self.now())
+        if transfer is None:
+            raise Refused("no_such_transfer", "no such transfer (it may have expired); "
+                          "fetch the file again")
+        if self.relay_port == 0:
+            raise Refused("no_relay", "this server has no relay: peers must connect directly")
+        if not (self._linked(transfer.holder)
+                and self.tracker.holds(transfer.holder, transfer.file)):
+            raise Refused("no_peers", "the peer of this transfer is not online now")
+        holder = self.sessions.by_id[transfer.holder]
+        if not self.relay_allowed(transfer.id):
+            # One call to the relay per live ticket: asking again must not
+            # make the holder dial the relay again and again.
+            self.relay_tickets[transfer.id] = self.now() + RELAY_TICKET_SECONDS
+            self._send(holder, wire.PeerRequest(
+                transfer.id, transfer.key, transfer.file, session.name, self.relay_port
+            ))
+        self._send(session, wire.RelayOpen(transfer.id, self.relay_port))

@@ -1,0 +1,87 @@
+"""Fakes shared by the core's tests: an in-memory chat client and logins.
+
+``MemoryClient`` is the core's second ``IChatClient`` (the spchat protocol
+is the first): it keeps every event as the wire message a client would
+decode, so a test reads what a user would see.
+"""
+
+from __future__ import annotations
+
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from spchat import wire
+from spchat.server.interfaces import IChatClient
+from spchat.server.rooms import ROOM_EVENT_SECONDS
+
+
+def _through_codec(message: wire.Message) -> wire.Message:
+    # As on the network: whatever the core sends must be valid wire format
+    # (a too-long error text would not be).
+    return wire.decode(wire.encode(message))
+
+
+@implementer(IChatClient)
+class MemoryClient:
+    """Stands where a network connection would: records what the core tells it."""
+
+    def __init__(self):
+        self.sent: list[wire.Message] = []
+        self.closed: tuple[str, str] | None = None
+        self.session = None
+
+    def started(self, session, resumed):
+        self.session = session
+
+    def send(self, message):
+        self.sent.append(_through_codec(message))
+
+    def send_shared(self, events):
+        self.sent.extend(_through_codec(m) for m in events.messages)
+
+    def deliver(self, lines):
+        self.sent.extend(_through_codec(m) for m in lines.messages_for(self.session.key))
+
+    def close(self, code, text):
+        self.closed = (code, text)
+
+    def of(self, kind):
+        return [m for m in self.sent if isinstance(m, kind)]
+
+    def clear(self):
+        self.sent.clear()
+
+
+class Deaf(MemoryClient):
+    """A connection whose messages nobody looks at (not even decoded)."""
+
+    def send(self, message):
+        pass
+
+    def send_shared(self, events):
+        pass
+
+    def deliver(self, lines):
+        pass
+
+
+def settle(core):
+    """Let the rooms' comings and goings go out."""
+    core.clock.advance(ROOM_EVENT_SECONDS)
+
+
+def login(core, name, address="127.0.0.1:1", **options):
+    conn = MemoryClient()
+    link = core.open_link(conn, address)
+    core.receive(link, wire.Login(name, **options))
+    return link, conn
+
+
+def fired(d):
+    """The result of a Deferred that has fired already (the memory store's)."""
+    out = []
+    d.addBoth(out.append)
+    assert out, f"{d!r} has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]

@@ -1,0 +1,304 @@
+"""Rooms in the core, on task.Clock with the in-memory store: creating,
+joining, parting, listing, topics, private rooms and invitations, each
+role's powers and each refusal, room kicks and bans that stick, mutes,
+membership kept across logins and resumes, and each room's own numbers."""
+
+import pytest
+from twisted.internet.task import Clock
+
+from spchat import wire
+from spchat.server.core import ChatCore, Limits
+
+from helpers import MemoryClient, fired, login, settle
+
+
+class InstantPasswords:
+    """The password worker's interface, answered at once (the hashing is
+    tested in test_accounts; here it would only cost time)."""
+
+    waiting = 0
+
+    def hash(self, password):
+        from twisted.internet import defer
+        return defer.succeed("hash:" + password)
+
+    def verify(self, password, encoded):
+        from twisted.internet import defer
+        return defer.succeed(encoded == "hash:" + password)
+
+
+@pytest.fixture
+def clock():
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest.fixture
+def core(clock):
+    return ChatCore(clock, Limits(flood_burst=1000, flood_rate=1000, flood_queue=1000),
+                    passwords=InstantPasswords())
+
+
+def errors(conn):
+    return [(e.code, e.text) for e in conn.of(wire.Error)]
+
+
+def lines(conn, room=None):
+    return [m.text for m in conn.of(wire.RoomMessage) if room is None or m.room == room]
+
+
+def join(core, link, room, private=False):
+    core.receive(link, wire.Join(room, private))
+    settle(core)
+
+
+def mod(core, link, op, room, name, **options):
+    core.receive(link, wire.Moderate(room, op, name, **options))
+    settle(core)
+
+
+def test_join_creates_a_room_owned_by_its_creator_and_others_join_it(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "#Dev")
+    (state,) = [s for s in a.of(wire.RoomState) if s.room == "Dev"]
+    assert (state.topic, state.private, state.last_seq) == ("", False, 0)
+    join(core, bob, "dev")  # with or without '#', any case
+    members = [m for m in b.of(wire.Members) if m.room == "Dev"][-1].members
+    assert members == (("alice", "online", "owner"), ("bob", "online", "member"))
+    assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("Dev", "bob", "online", "member")
+    core.receive(alice, wire.ListRooms())
+    assert a.of(wire.RoomList)[-1].rooms == (("Dev", 2, ""), ("lobby", 2, ""))
+
+
+def test_lines_reach_exactly_the_members_of_their_room_each_room_numbered_alone(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    for conn in (a, b, c):
+        conn.clear()
+    core.receive(alice, wire.Say("in dev", "1", room="dev"))
+    core.receive(carol, wire.Say("in lobby", "2", room="lobby"))
+    core.receive(bob, wire.Say("dev again", "3", room="dev"))
+    assert [(m.room, m.seq, m.text) for m in b.of(wire.RoomMessage)] == [
+        ("dev", 1, "in dev"), ("lobby", 1, "in lobby"), ("dev", 2, "dev again")]
+    assert lines(c) == ["in lobby"]  # carol is not in dev
+    core.receive(carol, wire.Say("sneaking in", "4", room="dev"))
+    assert errors(c)[-1][0] == "not_in_room"
+
+
+def test_part_leaves_one_room_and_the_others_are_told(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    core.receive(bob, wire.Part("dev", "lunch"))
+    settle(core)
+    assert b.of(wire.RoomLeft)[-1] == wire.RoomLeft("dev", "part", "you left #dev")
+    assert a.of(wire.Notice)[-1].text == "bob left: lunch"
+    assert a.of(wire.MemberUpdate)[-1].state == "gone"
+    assert bob.session.rooms == {"lobby"}
+    core.receive(bob, wire.Part("dev"))
+    assert errors(b)[-1][0] == "not_in_room"
+
+
+def test_a_newcomer_never_hears_of_someone_leaving_whom_it_never_saw(core):
+    alice, _ = login(core, "alice")
+    settle(core)
+    gone, _ = login(core, "gone")
+    settle(core)
+    core.receive(gone, wire.Logout())  # "gone left" waits for the timer...
+    bob, b = login(core, "bob")  # ...and bob comes meanwhile
+    settle(core)
+    assert [m.names for m in b.of(wire.Members)] == [("alice", "bob")]
+    assert "gone left" not in [n.text for n in b.of(wire.Notice)]
+    assert all(u.name != "gone" for u in b.of(wire.MemberUpdate))
+
+
+def test_topic_and_the_topic_lock(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    core.receive(bob, wire.Topic("dev", "release on Friday"))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].topic == "release on Friday"
+    assert a.of(wire.Notice)[-1].text == "bob set the topic: release on Friday"
+    core.receive(alice, wire.Mode("dev", "topic_locked", True))
+    core.receive(bob, wire.Topic("dev", "no release"))
+    settle(core)
+    code, text = errors(b)[-1]
+    assert code == "not_allowed" and "operator or owner" in text and "locked" in text
+    assert a.of(wire.RoomState)[-1].topic_locked
+    core.receive(bob, wire.Mode("dev", "private", True))
+    assert "operator or owner" in errors(b)[-1][1]
+
+
+def test_a_private_room_is_unlisted_and_takes_only_the_invited(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    join(core, alice, "secret", private=True)
+    core.receive(bob, wire.ListRooms())
+    assert [r[0] for r in b.of(wire.RoomList)[-1].rooms] == ["lobby"]
+    core.receive(bob, wire.Join("secret"))
+    code, text = errors(b)[-1]
+    assert code == "invite_only" and "/invite" in text
+    mod(core, alice, "invite", "secret", "bob")
+    assert any(n.kind == "invite" and "/join #secret" in n.text for n in b.of(wire.Notice))
+    join(core, bob, "secret")
+    assert "secret" in bob.session.rooms
+    # A plain member may not invite to a private room.
+    mod(core, bob, "invite", "secret", "carol")
+    assert "operator or owner" in errors(b)[-1][1]
+    core.receive(carol, wire.Join("secret"))
+    assert errors(c)[-1][0] == "invite_only"
+
+
+def test_each_role_and_its_refusals(core):
+    owner, o = login(core, "owner")
+    op, p = login(core, "op")
+    member, m = login(core, "member")
+    other, x = login(core, "other")
+    for link in (owner, op, member, other):
+        join(core, link, "dev")
+    mod(core, member, "kick", "dev", "other")
+    assert "operator or owner" in errors(m)[-1][1] and "you are a member" in errors(m)[-1][1]
+    mod(core, owner, "op", "dev", "op")
+    assert o.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("dev", "op", "online", "operator")
+    mod(core, op, "owner", "dev", "member")
+    assert "you must be an owner" in errors(p)[-1][1]  # only an owner makes owners
+    mod(core, op, "kick", "dev", "owner")
+    assert "as high as you" in errors(p)[-1][1]  # nobody acts on a higher role
+    mod(core, op, "deop", "dev", "op")  # but anyone may step down
+    assert o.of(wire.MemberUpdate)[-1].role == "member"
+    mod(core, owner, "op", "dev", "op")
+    mod(core, op, "kick", "dev", "other", reason="off topic")
+    assert x.of(wire.RoomLeft)[-1].code == "kicked" and "off topic" in x.of(wire.RoomLeft)[-1].text
+    assert other.session is not None and other.session.rooms == {"lobby"}  # still on the server
+    mod(core, op, "kick", "dev", "nobody")
+    assert errors(p)[-1][0] == "not_in_room"
+
+
+def test_mute_is_told_to_the_muted_and_lifted_by_unmute(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    mod(core, alice, "mute", "dev", "bob", reason="shouting")
+    core.receive(bob, wire.Say("HELLO", "1", room="dev"))
+    code, text = errors(b)[-1]
+    assert code == "muted" and "#dev" in text
+    assert a.of(wire.MemberUpdate)[-1].role == "muted"
+    core.receive(bob, wire.Say("in the lobby I may", "2", room="lobby"))
+    assert lines(a, "lobby") == ["in the lobby I may"]
+    mod(core, alice, "unmute", "dev", "bob")
+    core.receive(bob, wire.Say("sorry", "3", room="dev"))
+    assert lines(a, "dev") == ["sorry"]
+    mod(core, alice, "unmute", "dev", "bob")
+    assert errors(a)[-1][0] == "not_muted"
+
+
+def test_a_room_ban_removes_sticks_and_expires(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    mod(core, alice, "ban", "dev", "bob", minutes=10, reason="spam")
+    assert b.of(wire.RoomLeft)[-1].code == "banned"
+    core.receive(bob, wire.Join("dev"))
+    code, text = errors(b)[-1]
+    assert code == "banned" and "from #dev for another 10 minutes: spam" in text
+    assert fired(core.store.load())[0].bans["bob"][2] == "spam"  # kept by the store
+    clock.advance(601)
+    join(core, bob, "dev")
+    assert "dev" in bob.session.rooms
+    mod(core, alice, "ban", "dev", "bob")  # for ever, then lifted
+    mod(core, alice, "unban", "dev", "bob")
+    join(core, bob, "dev")
+    assert "dev" in bob.session.rooms
+
+
+def test_a_registered_accounts_rooms_come_back_at_login(core):
+    link = core.open_link(MemoryClient(), "127.0.0.1:5")
+    core.receive(link, wire.Login("dana", "a long password", register=True))
+    join(core, link, "dev")
+    join(core, link, "ops")
+    core.receive(link, wire.Part("lobby"))
+    core.receive(link, wire.Logout())
+    core.link_lost(link)
+    settle(core)
+    again = core.open_link(conn := MemoryClient(), "127.0.0.1:6")
+    core.receive(again, wire.Login("dana", "a long password"))
+    settle(core)
+    assert [s.room for s in conn.of(wire.RoomState)] == ["dev", "ops"]
+    assert again.session.rooms == {"dev", "ops"}
+    # The creator's ownership is kept with the account.
+    assert core.directory.get("dev").role_of("dana") == "owner"
+
+
+def test_a_kick_from_a_room_outlasts_a_reconnect(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    welcome = b.of(wire.Welcome)[0]
+    core.link_lost(bob)
+    mod(core, alice, "kick", "dev", "bob")
+    conn = MemoryClient()
+    link = core.open_link(conn, "127.0.0.1:2")
+    core.receive(link, wire.Resume(welcome.session, welcome.token,
+                                   (("#lobby", 0), ("#dev", 0)), welcome.server_time))
+    assert [s.room for s in conn.of(wire.RoomState)] == ["lobby"]
+
+
+def test_replay_after_a_drop_is_per_room_in_three_rooms(core, clock):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    for room in ("dev", "ops"):
+        join(core, alice, room)
+        join(core, bob, room)
+    for i, room in enumerate(("lobby", "dev", "ops")):
+        core.receive(alice, wire.Say(f"{room} before", f"b{i}", room=room))
+    positions = tuple((f"#{r.room}", r.seq) for r in b.of(wire.RoomMessage))
+    welcome = b.of(wire.Welcome)[0]
+    core.link_lost(bob)
+    for i, room in enumerate(("lobby", "dev", "ops", "dev")):
+        core.receive(alice, wire.Say(f"{room} during {i}", f"d{i}", room=room))
+    conn = MemoryClient()
+    link = core.open_link(conn, "127.0.0.1:2")
+    core.receive(link, wire.Resume(welcome.session, welcome.token, positions,
+                                   welcome.server_time))
+    got = [(m.room, m.seq, m.text) for m in conn.of(wire.RoomMessage)]
+    assert sorted(got) == sorted([("lobby", 2, "lobby during 0"), ("dev", 2, "dev during 1"),
+                                  ("dev", 3, "dev during 3"), ("ops", 2, "ops during 2")])
+    assert not any(m.history for m in conn.of(wire.RoomMessage))
+    for room in ("dev",):  # each room in its own order
+        seqs = [seq for r, seq, _ in got if r == room]
+        assert seqs == sorted(seqs)
+
+
+def test_history_is_per_room(core):
+    alice, a = login(core, "alice")
+    join(core, alice, "dev")
+    for i in range(3):
+        core.receive(alice, wire.Say(f"dev {i}", f"d{i}", room="dev"))
+        core.receive(alice, wire.Say(f"lobby {i}", f"l{i}", room="lobby"))
+    a.clear()
+    core.receive(alice, wire.HistoryRequest(3, 10, "#dev"))
+    assert [m.text for m in a.of(wire.RoomMessage)] == ["dev 0", "dev 1"]
+    assert a.of(wire.HistoryEnd)[-1] == wire.HistoryEnd(1, False, "#dev")
+    bob, b = login(core, "bob")
+    join(core, bob, "dev")
+    assert [m.text for m in b.of(wire.RoomMessage) if m.room == "dev"] == ["dev 0", "dev 1",
+                                                                          "dev 2"]
+
+
+def test_room_names_follow_the_rules_of_user_names(core):
+    alice, a = login(core, "alice")
+    for bad in ("#", "#two words", "#" + "x" * 33, "#esc\x1b"):
+        core.receive(alice, wire.Join(bad))
+        assert errors(a)[-1][0] == "room_invalid"
