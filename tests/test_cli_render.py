@@ -9,14 +9,47 @@ from spchat.client.cli import render
 def test_lines_show_server_time_in_local_time():
     ts = 1_700_000_000_000
     local = time.strftime("%H:%M:%S", time.localtime(ts / 1000))
-    assert render(wire.RoomMessage(1, ts, "lobby", "alice", "hi")) == f"[{local}] alice: hi"
-    assert render(wire.DirectMessage(2, ts, "alice", "bob", "psst")) == f"[{local}] alice -> bob: psst"
-    assert render(wire.Notice("lobby", ts, "join", "bob joined")) == f"[{local}] * bob joined"
+    assert render(wire.RoomMessage(1, ts, "lobby", "alice", "hi"), "lobby") == (
+        f"[{local}] alice: hi")
+    assert render(wire.DirectMessage(2, ts, "alice", "bob", "psst"), "lobby") == (
+        f"[{local}] alice -> bob: psst")
+    assert render(wire.Notice("lobby", ts, "join", "bob joined"), "lobby") == (
+        f"[{local}] * bob joined")
+
+
+def test_a_line_from_another_room_starts_with_its_name():
+    ts = 1_700_000_000_000
+    local = time.strftime("%H:%M:%S", time.localtime(ts / 1000))
+    assert render(wire.RoomMessage(1, ts, "dev", "alice", "hi"), "lobby") == (
+        f"[{local}] #dev alice: hi")
+    assert render(wire.RoomMessage(1, ts, "Dev", "alice", "hi", history=True), "DEV") == (
+        f"[{local}] (history) alice: hi")  # the same room, in other capitals
+    assert render(wire.RoomMessage(1, ts, "dev", "alice", "old", history=True), "lobby") == (
+        f"[{local}] #dev (history) alice: old")
+    assert render(wire.Notice("dev", ts, "kick", "bob was kicked"), "lobby") == (
+        f"[{local}] #dev * bob was kicked")
+    assert render(wire.Notice("", ts, "account", "registered"), "lobby") == (
+        f"[{local}] * registered")  # news of no room
+    assert render(wire.RoomMessage(1, ts, "dev", "alice", "hi"), None) == (
+        f"[{local}] #dev alice: hi")  # no room is current: every room says its name
+    assert render(wire.Offer("dev", ts, "ab" * 32, "a.txt", 10, "alice"), "lobby").startswith(
+        f"[{local}] #dev * alice shares a.txt")
+
+
+def test_rooms_and_leaving_are_printed():
+    left = render(wire.RoomLeft("dev", "kicked", "alice kicked you from #dev: spam"), "dev")
+    assert left.endswith("] * alice kicked you from #dev: spam")
+    listing = render(wire.RoomList((("lobby", 3, "welcome all"), ("dev", 1, ""))), "lobby")
+    assert listing.split("\n") == [listing.split("\n")[0], "           | #lobby (3 members): "
+                                   "welcome all", "           | #dev (1 member)"]
+    assert listing.split("\n")[0].endswith("] * rooms:")
+    assert render(wire.RoomList(()), None).endswith("] * no public rooms")
+    assert render(wire.RoomState("dev", "", False, False, 0), "dev") is None  # said otherwise
 
 
 def test_continuation_lines_cannot_pass_for_other_lines():
     forged = "hi all\n[08:44:00] * mallory left\n[08:44:01] admin: re-enter your password"
-    lines = render(wire.RoomMessage(1, 0, "lobby", "mallory", forged)).split("\n")
+    lines = render(wire.RoomMessage(1, 0, "lobby", "mallory", forged), "lobby").split("\n")
     assert len(lines) == 3
     assert lines[0].endswith("] mallory: hi all")
     assert all(line.startswith("           | [") for line in lines[1:])

@@ -1,9 +1,15 @@
 """Line-mode client: standard input in, one line per event out.
 
-Works with a terminal or a pipe.  Plain lines are said in the room; commands
-are ``/msg NAME TEXT``, ``/who``, ``/reconnect``, ``/quit`` and ``/help``.
-At the end of input it waits (bounded) for the server to acknowledge what was
-sent, logs out and exits 0; 1 if anything was refused or not acknowledged.
+Works with a terminal or a pipe.  Plain lines are said in the current room:
+the first room the client is put in (normally #lobby), then the last one
+``/join`` went to.  A line from another room starts with its name ("#dev
+alice: hi").  ``/help`` lists the commands.  At the end of input it waits
+(bounded) for the server to acknowledge what was sent, logs out and exits
+0; 1 if anything was refused or not acknowledged.
+
+Lines typed before the client is in its first room, or right after a
+``/join``, wait until it is in (at most ``ROOM_WAIT_SECONDS``), so that a
+script's lines go to the room it meant, in order.
 
 Output goes through the standard-I/O transport, never ``sys.stdout``: Twisted
 makes the descriptor non-blocking, and a plain write to a full pipe would
@@ -14,13 +20,17 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 
 from twisted.internet import defer, interfaces, stdio, task
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from spchat import wire
-from spchat.client.session import ChatClient, ClientError, Status
+from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
+                                    room_command, room_list_lines, who_text)
+from spchat.client.session import (ChatClient, ClientError, Status, conversation_key,
+                                   name_key)
 from spchat.p2p.report import file_row_text, offer_text, progress_text, size_text, summary_text
 
 # At the end of input, how long to wait for an acknowledgement that does
@@ -30,10 +40,14 @@ ACK_WAIT_SECONDS = 10.0
 FLUSH_WAIT_SECONDS = 10.0
 MAX_LINE_BYTES = 1 << 20
 HELP = (
-    "commands: /msg NAME TEXT, /who, /history, /register PASSWORD, "
-    "/password OLD NEW, /share PATH, /unshare ID, /files, /get ID [DIR], "
-    "/reconnect, /quit, /help; //text says a line starting with /"
+    f"commands: /msg NAME TEXT, /who, /history [#room|@name], {ROOM_HELP}, "
+    "/register PASSWORD, /password OLD NEW, /share PATH, /unshare ID, /files, "
+    "/get ID [DIR], /reconnect, /quit, /help; //text says a line starting with /; "
+    "room commands act on the current room, the last one joined"
 )
+# How long typed lines wait for the room they are meant for (see above).
+ROOM_WAIT_SECONDS = 5.0
+FIRST_ROOM = ""  # awaited: whichever room the client is put in first
 # A download's progress is printed this often.
 PROGRESS_SECONDS = 2.0
 # Continuation lines of a multi-line message are marked, so no user can
@@ -47,26 +61,45 @@ def clock_text(ts_ms: int | None = None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(seconds))
 
 
-def render(msg: wire.Message) -> str | None:
-    """The line printed for an event, or None for events shown otherwise."""
+def render(msg: wire.Message, current: str | None = None) -> str | None:
+    """The line printed for an event, or None for events shown otherwise.
+
+    A line of a room other than ``current`` (None: no room is current)
+    starts with that room's name.
+    """
+    where = _elsewhere(msg, current)
     if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
         mark = "(history) " if msg.history else ""
         who = msg.sender if isinstance(msg, wire.RoomMessage) else f"{msg.sender} -> {msg.to}"
-        line = f"[{clock_text(msg.ts)}] {mark}{who}: {msg.text}"
+        line = f"[{clock_text(msg.ts)}] {where}{mark}{who}: {msg.text}"
     elif isinstance(msg, wire.Notice):
-        line = f"[{clock_text(msg.ts)}] * {msg.text}"
+        line = f"[{clock_text(msg.ts)}] {where}* {msg.text}"
+    elif isinstance(msg, wire.RoomLeft):
+        line = f"[{clock_text()}] {where}* {msg.text}"
+    elif isinstance(msg, wire.RoomList):
+        line = f"[{clock_text()}] * " + "\n".join(room_list_lines(msg))
     elif isinstance(msg, wire.Error):
         line = f"[{clock_text()}] * error: {msg.text}"
     elif isinstance(msg, wire.Bye):
         line = f"[{clock_text()}] * server: {msg.text}"
     elif isinstance(msg, wire.Offer):
-        line = f"[{clock_text(msg.ts)}] * {offer_text(msg.sharer, msg.name, msg.size, msg.file)}"
+        line = (f"[{clock_text(msg.ts)}] {where}* "
+                f"{offer_text(msg.sharer, msg.name, msg.size, msg.file)}")
     elif isinstance(msg, wire.FileList):
         rows = [file_row_text(row) for row in msg.files] or ["no files are offered"]
         line = f"[{clock_text()}] * files:\n" + "\n".join(rows)
     else:
         return None
     return line.replace("\n", CONTINUATION)
+
+
+def _elsewhere(msg: wire.Message, current: str | None) -> str:
+    """"#dev " for a line of a room that is not the current one, else ""."""
+    room = getattr(msg, "room", "") if isinstance(
+        msg, (wire.RoomMessage, wire.Notice, wire.RoomLeft, wire.Offer)) else ""
+    if not room or (current is not None and name_key(room) == name_key(current)):
+        return ""
+    return f"#{room} "
 
 
 @implementer(interfaces.IHalfCloseableProtocol)
@@ -125,10 +158,17 @@ class LineModeClient:
         self.err = err or sys.stderr
         self.done: defer.Deferred = defer.Deferred()
         self.refused = 0
+        self.room: str | None = None  # the current room, as the server spells it
         self._fds = (stdin, stdout)
         self._terminal: _Terminal | None = None
-        self._show_members = False
-        self._show_history_end = False
+        self._announced: set[str] = set()  # keys of the rooms we said we are in
+        self._who: set[str] = set()  # keys of rooms whose member list /who awaits
+        self._history_asked: set[str] = set()  # conversation keys /history asked for
+        self._held: deque[str] = deque()  # lines waiting for the room they are meant for
+        self._awaited: str | None = FIRST_ROOM  # that room's key; None: no waiting
+        self._await_timer = None
+        self._settled_waiters: list[defer.Deferred] = []
+        self._quit = False
         self._finishing = False
         self._logged_in = False
         self._output_gone = False
@@ -167,7 +207,7 @@ class LineModeClient:
     @defer.inlineCallbacks
     def run(self):
         # Read from the start: lines typed before the login completes wait
-        # in the outbox and go out right after it.
+        # for the first room, then go out in order.
         self._terminal = _Terminal(self)
         stdio.StandardIO(self._terminal, *self._fds, reactor=self.reactor)
         try:
@@ -176,35 +216,116 @@ class LineModeClient:
             self.fatal(str(e))
             self._login.callback(False)
             return (yield self.done)
+        self.logged_in(welcome)
+        return (yield self.done)
+
+    def logged_in(self, welcome: wire.Welcome) -> None:
+        """The first welcome: say so, and wait (bounded) for the first room."""
         if self.client.newly_pinned:
             self.notice(
                 f"new server {self.client.host}:{self.client.port}, "
                 f"key {self.client.server_fingerprint} pinned"
             )
         self._logged_in = True
-        self.notice(f"logged in as {welcome.name} in {welcome.room}")
+        self.notice(f"logged in as {welcome.name}")
+        if self._awaited is not None:  # the rooms follow the welcome
+            self._await(self._awaited)
         self._login.callback(True)
-        return (yield self.done)
+
+    # --- waiting for a room -------------------------------------------------
+
+    def _await(self, key: str) -> None:
+        """Hold typed lines until the room ``key`` (or FIRST_ROOM) is entered."""
+        self._awaited = key
+        if self._await_timer is not None and self._await_timer.active():
+            self._await_timer.cancel()
+        self._await_timer = self.reactor.callLater(ROOM_WAIT_SECONDS, self._release)
+
+    def _release(self) -> None:
+        """Run the held lines, up to the next one that waits for a room."""
+        self._awaited = None
+        if self._await_timer is not None and self._await_timer.active():
+            self._await_timer.cancel()
+        self._await_timer = None
+        while self._held and self._awaited is None and not self._quit:
+            self._run(self._held.popleft())
+        if self._awaited is None:
+            self._held.clear()  # after a /quit: not to be run
+            waiters, self._settled_waiters = self._settled_waiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def _settled(self) -> defer.Deferred:
+        """Fires once no typed line waits for a room."""
+        if self._awaited is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._settled_waiters.append(d)
+        return d
 
     # --- events from the server --------------------------------------------
 
     def event(self, msg: wire.Message) -> None:
+        if isinstance(msg, wire.RoomState):
+            self._room_state(msg)
+            return
         if isinstance(msg, wire.Members):
-            if self._show_members:
-                self._show_members = False
-                listing = ", ".join(f"{name} ({state})" for name, state in msg.members)
-                self.notice(f"in {msg.room}: {listing}")
+            if name_key(msg.room) in self._who:
+                self._who.discard(name_key(msg.room))
+                self.notice(who_text(msg.room, msg.members))
             return
         if isinstance(msg, wire.HistoryEnd):
-            if not msg.more and self._show_history_end:
-                self.notice("no older messages")
-            self._show_history_end = False
+            self._history_end(msg)
             return
         if isinstance(msg, wire.Error):
             self.refused += 1  # a message or a command the server turned down
-        line = render(msg)
+            if msg.cid is None and self._awaited not in (None, FIRST_ROOM):
+                self._release()  # most likely the /join, refused
+        line = render(msg, self.room)
         if line is not None:
             self.print(line)
+        if isinstance(msg, wire.RoomLeft):
+            self._room_left(msg)
+
+    def _room_state(self, msg: wire.RoomState) -> None:
+        key = name_key(msg.room)
+        if key not in self._announced:  # not after a reconnect, nor for a new topic
+            self._announced.add(key)
+            self.notice(f"you are in #{msg.room}" + (f"; topic: {msg.topic}" if msg.topic else ""))
+        if self._awaited in (FIRST_ROOM, key):
+            # The first room: "you are in" said it.
+            self._make_current(msg.room, quietly=self._awaited == FIRST_ROOM)
+            self._release()
+        elif self.room is None:
+            self._make_current(msg.room)
+        elif name_key(self.room) == key:
+            self.room = msg.room  # the server's spelling
+
+    def _make_current(self, room: str | None, quietly: bool = False) -> None:
+        before, self.room = self.room, room
+        if quietly:
+            return
+        if room is None:
+            self.notice("you are in no room now; /join #name to talk")
+        elif before is None or name_key(before) != name_key(room):
+            self.notice(f"lines now go to #{room}")
+
+    def _room_left(self, msg: wire.RoomLeft) -> None:
+        key = name_key(msg.room)
+        self._announced.discard(key)
+        self._who.discard(key)
+        if self.room is not None and name_key(self.room) == key:
+            others = [room.name for room in self.client.rooms.values()]
+            self._make_current(others[0] if others else None)
+
+    def _history_end(self, msg: wire.HistoryEnd) -> None:
+        key = conversation_key(msg.conversation)
+        if key not in self._history_asked:
+            return  # history on join: not asked for
+        self._history_asked.discard(key)
+        if not msg.more:
+            here = self.room is not None and key == conversation_key("#" + self.room)
+            self.notice("no older messages" + ("" if here else f" in {msg.conversation}"))
 
     def status_changed(self, status: Status) -> None:
         # Before the first welcome, run() reports failures; while finishing,
@@ -229,18 +350,31 @@ class LineModeClient:
     # --- user input --------------------------------------------------------
 
     def line(self, text: str) -> None:
-        if self._finishing or not text.strip():
+        if self._finishing or self._quit or not text.strip():
             return
+        if self._awaited is not None:
+            self._held.append(text)
+        else:
+            self._run(text)
+
+    def _run(self, text: str) -> None:
         try:
             if text.startswith("//"):
-                self.client.say(text[1:])
+                self._say(text[1:])
             elif text.startswith("/"):
                 self.command(text)
             else:
-                self.client.say(text)
+                self._say(text)
+        except CommandError as e:  # typed wrong: nothing was sent
+            self.notice(str(e))
         except ValueError as e:  # refused before sending: too long, not connected
             self.refused += 1
             self.notice(f"error: {e}")
+
+    def _say(self, text: str) -> None:
+        if self.room is None:
+            raise ValueError(NO_ROOM)
+        self.client.say(text, self.room)
 
     def command(self, text: str) -> None:
         word, _, rest = text.partition(" ")
@@ -251,11 +385,15 @@ class LineModeClient:
             else:
                 self.client.direct(to, body)
         elif word == "/who":
-            self._show_members = True
-            self.client.who()
+            self._show_who(rest.strip())
         elif word == "/history":
-            self._show_history_end = True
-            self.client.history_page()
+            self._ask_history(rest.strip())
+        elif word in ROOM_USAGE:
+            outcome = room_command(self.client, word, rest, self.room)
+            if outcome.show:
+                self.notice(outcome.show)
+            if outcome.joining:
+                self._join(outcome.joining)
         elif word == "/register":
             if not rest.strip():
                 self.notice("usage: /register PASSWORD")
@@ -272,11 +410,43 @@ class LineModeClient:
         elif word == "/reconnect":
             self.client.reconnect()
         elif word == "/quit":
+            self._quit = True
             self.end_of_input()
         elif word == "/help":
             self.notice(HELP)
         else:
             self.notice(f"unknown command {word}; {HELP}")
+
+    def _join(self, name: str) -> None:
+        """The room /join asked for becomes current: now if the client is in
+        it already, else once it is in (the lines after wait for that)."""
+        known = self.client.room(name)
+        if known is not None:
+            self._make_current(known.name)
+        else:
+            self._await(name_key(name))
+
+    def _show_who(self, args: str) -> None:
+        """The current room's members, now or as soon as the list is whole."""
+        if args:
+            raise CommandError("usage: /who")
+        room = self.client.room(self.room) if self.room is not None else None
+        if room is None:
+            raise CommandError(NO_ROOM)
+        if room.members_known:
+            self.notice(who_text(room.name, room.members))
+        else:
+            self._who.add(name_key(room.name))
+
+    def _ask_history(self, conversation: str) -> None:
+        if not conversation:
+            if self.room is None:
+                raise CommandError(NO_ROOM)
+            conversation = "#" + self.room
+        if conversation[:1] not in ("#", "@") or len(conversation) < 2:
+            raise CommandError("usage: /history [#room|@name]")
+        self._history_asked.add(conversation_key(conversation))
+        self.client.history_page(conversation)
 
     # --- file sharing ------------------------------------------------------
 
@@ -351,6 +521,7 @@ class LineModeClient:
         self._finishing = True
         if not (yield self._login):
             return  # the login failed: already reported
+        yield self._settled()  # lines typed before the first room go out first
         # Downloads started here finish before we leave.
         if self._downloads:
             self.notice(f"waiting for {len(self._downloads)} download(s) to finish")

@@ -8,14 +8,17 @@ terminals or windows.
   acknowledgement) or refuses it.  At most ``max_in_flight`` (from the
   server) are unacknowledged at a time, so flood control delays a fast
   sender instead of cutting it off.
-* The client remembers the highest sequence number it has seen.  After an
-  unexpected drop it reconnects by itself (first after ``reconnect_delay``,
-  then with doubling delays, ``max_retries`` attempts), resumes its session
-  with the token from the last welcome, gets everything it missed replayed,
-  and sends its outbox again; the server de-duplicates by cid, and this side
-  drops any sequence number it has already seen, so each message shows once.
-* If the session has expired it logs in again and asks for what came after
-  its last sequence number.
+* The client keeps the rooms it is in (``room`` and ``left`` messages), each
+  with its member list and roles, and its *position* in every conversation
+  ("#room", "@name"): the highest number seen there, since each
+  conversation numbers its own messages.  After an unexpected drop it
+  reconnects by itself (first after ``reconnect_delay``, then with doubling
+  delays, ``max_retries`` attempts), resumes its session with the token from
+  the last welcome and its positions, gets what it missed replayed, and
+  sends its outbox again; the server de-duplicates by cid, and this side
+  drops any number it has already seen in a conversation, so each message
+  shows once.
+* If the session has expired it logs in again with the same positions.
 * After a kick, an idle disconnect, flooding or a logout it does not come
   back by itself.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import unicodedata
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
@@ -41,14 +45,93 @@ MAX_RETRY_DELAY = 30.0
 MAX_WAITING_REQUESTS = 20
 
 
-def updated_members(members, name: str, state: str) -> tuple[tuple[str, str], ...]:
+def name_key(name: str) -> str:
+    """How the server compares user and room names: "Bob" and "BOB" are one."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def conversation_key(conversation: str) -> str:
+    """"#Dev" and "#dev" are one conversation, and so are "@Bob" and "@bob"."""
+    return conversation[:1] + name_key(conversation[1:])
+
+
+def direct_peer(msg: wire.DirectMessage, me: str | None) -> str:
+    """The other party of a direct message: whom it went to if I sent it."""
+    return msg.to if me is not None and name_key(msg.sender) == name_key(me) else msg.sender
+
+
+def conversation_of(msg: wire.RoomMessage | wire.DirectMessage, me: str | None) -> str:
+    """"#room" or "@name" (the other party), as the server spells it."""
+    if isinstance(msg, wire.RoomMessage):
+        return "#" + msg.room
+    return "@" + direct_peer(msg, me)
+
+
+Member = tuple[str, str, str]  # name, state, role
+
+
+def updated_members(members, name: str, state: str, role: str = "member") -> tuple[Member, ...]:
     """The member list after one change, in the server's order (by folded name)."""
-    key = name.casefold()
-    rest = [m for m in members if m[0].casefold() != key]
+    key = name_key(name)
+    rest = [m for m in members if name_key(m[0]) != key]
     if state != "gone":
-        rest.append((name, state))
-        rest.sort(key=lambda m: m[0].casefold())
+        rest.append((name, state, role))
+        rest.sort(key=lambda m: name_key(m[0]))
     return tuple(rest)
+
+
+def with_states(members, states: dict[str, str]) -> tuple[Member, ...]:
+    """The member list with presence states by name key; nobody added or removed."""
+    return tuple((name, states.get(name_key(name), state), role) for name, state, role in members)
+
+
+@dataclass
+class Room:
+    """A room the client is in, as the server last described it."""
+
+    name: str  # the server's spelling, without "#"
+    topic: str = ""
+    private: bool = False
+    topic_locked: bool = False
+    members: tuple[Member, ...] = ()
+    members_known: bool = False  # a whole member list has come
+
+
+class Positions:
+    """The highest number seen in each conversation, found by its folded
+    name and told to the server as it spells it."""
+
+    def __init__(self):
+        self._seen: dict[str, tuple[str, int]] = {}  # key -> (conversation, seq)
+
+    def get(self, conversation: str) -> int | None:
+        seen = self._seen.get(conversation_key(conversation))
+        return None if seen is None else seen[1]
+
+    def set(self, conversation: str, seq: int) -> None:
+        key = conversation_key(conversation)
+        self._seen.pop(key, None)  # to the end: the most recent last
+        self._seen[key] = (conversation, seq)
+
+    def advance(self, conversation: str, seq: int) -> bool:
+        """Take ``seq`` as seen; False if it was seen already."""
+        spelled, seen = self._seen.get(conversation_key(conversation), (conversation, None))
+        if seen is not None and seq <= seen:
+            return False
+        self.set(spelled, seq)
+        return True
+
+    def drop(self, conversation: str) -> None:
+        self._seen.pop(conversation_key(conversation), None)
+
+    def as_wire(self) -> tuple[tuple[str, int], ...]:
+        """Rooms first, then the most recent direct conversations, as many as
+        the server takes (one left out is still de-duplicated here)."""
+        rows = list(self._seen.values())  # least recently seen first
+        rooms = [row for row in rows if row[0].startswith("#")]
+        directs = [row for row in rows if row[0].startswith("@")]
+        room_left = wire.MAX_POSITIONS - len(rooms)
+        return tuple(rooms[:wire.MAX_POSITIONS] + (directs[-room_left:] if room_left > 0 else []))
 
 
 class ClientError(Exception):
@@ -105,15 +188,18 @@ class ChatClient:
         # window can ask the user first; the line-mode client pins at once.
         self.accept_new_keys = accept_new_keys
         self.trust_problem: Exception | None = None  # UnknownServer or PinMismatch
-        self.oldest_history: int | None = None  # where /history goes on from
         self.status = Status("connecting")
         self.name: str | None = None  # display form, from the welcome
         self.server_fingerprint: str | None = None
         self.newly_pinned = False
-        self.last_seq = 0
         self.max_message_bytes: int | None = None  # the server's, once known
-        self.members: tuple[tuple[str, str], ...] = ()
-        self._member_parts: list[tuple[str, str]] = []  # a list still coming
+        self.rooms: dict[str, Room] = {}  # by name key, in the order entered
+        self.positions = Positions()
+        # The server time of the first welcome: this run's view began then.
+        self.since = 0
+        self._entered: set[str] = set()  # rooms the server has re-sent since the welcome
+        self._oldest: dict[str, int] = {}  # conversation key -> where /history goes on
+        self._member_parts: dict[str, list[Member]] = {}  # lists still coming, by room key
         self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
         self.presence = None
@@ -227,15 +313,18 @@ class ChatClient:
                 self.on_event(wire.Error("too_long", problem, cid))
         if self._welcome is not None:
             w = self._welcome
-            proto.send_message(wire.Resume(w.session, w.token, self.last_seq))
+            proto.send_message(wire.Resume(w.session, w.token, self.positions.as_wire(),
+                                           self.since))
         else:
-            # Been here before (the session ended): only what came since.
-            self._send_login(proto, after=self.last_seq if self.name is not None else None)
+            self._send_login(proto)
 
-    def _send_login(self, proto: ChatClientProtocol, after: int | None) -> None:
-        # Register only the first time; later logins use the password.
-        register = self.register_on_login and self.name is None
-        proto.send_message(wire.Login(self.requested_name, self.password, register, after))
+    def _send_login(self, proto: ChatClientProtocol) -> None:
+        # The first time: register if asked, and no positions (history on
+        # join).  Been here before (the session ended): only what came since.
+        first = self.name is None
+        positions = None if first else self.positions.as_wire()
+        proto.send_message(wire.Login(self.requested_name, self.password,
+                                      self.register_on_login and first, positions, self.since))
 
     def message_received(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Welcome):
@@ -248,14 +337,14 @@ class ChatClient:
                 return  # an answer to the sharing node alone
         if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._acknowledged(msg.cid)
-            if msg.history:
-                pass  # asked for (or on join): shown as history, whatever its age
-            elif msg.seq <= self.last_seq:
+            if not self._news(msg):
                 return  # already shown: replayed, or acknowledged twice
-            else:
-                self.last_seq = msg.seq
         elif isinstance(msg, wire.HistoryEnd):
-            self.oldest_history = msg.oldest
+            self._shown_down_to(msg.conversation, msg.oldest)
+        elif isinstance(msg, wire.RoomState):
+            self._room_state(msg)
+        elif isinstance(msg, wire.RoomLeft):
+            self._left(msg.room)
         elif isinstance(msg, wire.Error):
             if self.status.state != "connected":
                 self._refused(msg)
@@ -264,18 +353,14 @@ class ChatClient:
             if msg.cid is None:
                 self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
-            # A long list comes in parts: shown once it is whole.
-            parts = self._member_parts + list(msg.members)
-            if msg.more:
-                self._member_parts = parts
-                return
-            self._member_parts = []
-            msg = wire.Members(msg.room, tuple(parts))
-            self.members = msg.members
+            msg = self._member_part(msg)
+            if msg is None:
+                return  # a long list comes in parts: shown once it is whole
         elif isinstance(msg, wire.MemberUpdate):
             # One change to the list: shown like a whole new list.
-            msg = wire.Members(msg.room, updated_members(self.members, msg.name, msg.state))
-            self.members = msg.members
+            room = self.room(msg.room)
+            members = updated_members(room.members if room else (), msg.name, msg.state, msg.role)
+            msg = self._set_members(msg.room, members)
         elif isinstance(msg, wire.Notice) and msg.kind == "account":
             if self._new_password is not None:
                 # Confirmed: logging in again after a drop needs it now.
@@ -284,6 +369,77 @@ class ChatClient:
             self._bye = msg
         self.on_event(msg)
 
+    # --- conversations: rooms, members, positions ----------------------------
+
+    def room(self, name: str) -> Room | None:
+        """The room of that name (with or without "#") if the client is in it."""
+        return self.rooms.get(name_key(name.removeprefix("#")))
+
+    def room_members(self, name: str) -> tuple[Member, ...]:
+        room = self.room(name)
+        return room.members if room is not None else ()
+
+    @property
+    def members(self) -> tuple[tuple[str, str], ...]:
+        """Everyone in any of the client's rooms, (name, state), by folded name."""
+        people: dict[str, tuple[str, str]] = {}
+        for room in self.rooms.values():
+            for name, state, _ in room.members:
+                people.setdefault(name_key(name), (name, state))
+        return tuple(people[key] for key in sorted(people))
+
+    def _news(self, msg: wire.RoomMessage | wire.DirectMessage) -> bool:
+        """Note a message as seen; False if it is a repeat of one seen before."""
+        conversation = conversation_of(msg, self.name)
+        self._shown_down_to(conversation, msg.seq)
+        if msg.history:
+            return True  # asked for (or on join): shown as history, whatever its age
+        if isinstance(msg, wire.RoomMessage) and self.room(msg.room) is None:
+            return True  # in flight when the client left: not a position to keep
+        return self.positions.advance(conversation, msg.seq)
+
+    def _shown_down_to(self, conversation: str, seq: int) -> None:
+        key = conversation_key(conversation)
+        self._oldest[key] = min(seq, self._oldest.get(key, seq))
+
+    def _room_state(self, msg: wire.RoomState) -> None:
+        key = name_key(msg.room)
+        room = self.rooms.setdefault(key, Room(msg.room))
+        room.name, room.topic = msg.room, msg.topic
+        room.private, room.topic_locked = msg.private, msg.topic_locked
+        if key in self._entered:
+            return  # a change of its settings
+        self._entered.add(key)
+        conversation = "#" + msg.room
+        seen = self.positions.get(conversation)
+        # New here: what came before is history, not news.  Or the room's
+        # numbers went back (the server lost its data): count from where it
+        # is now, or every new message would look seen.
+        if seen is None or msg.last_seq < seen:
+            self.positions.set(conversation, msg.last_seq)
+
+    def _left(self, name: str) -> None:
+        key = name_key(name)
+        self.rooms.pop(key, None)
+        self._entered.discard(key)
+        self._member_parts.pop(key, None)
+        self.positions.drop("#" + name)
+        self._oldest.pop("#" + key, None)  # a new join brings its own history
+
+    def _member_part(self, msg: wire.Members) -> wire.Members | None:
+        key = name_key(msg.room)
+        parts = self._member_parts.pop(key, []) + list(msg.members)
+        if msg.more:
+            self._member_parts[key] = parts
+            return None
+        return self._set_members(msg.room, tuple(parts))
+
+    def _set_members(self, name: str, members: tuple[Member, ...]) -> wire.Members:
+        room = self.room(name)
+        if room is not None:
+            room.members, room.members_known = members, True
+        return wire.Members(name, members)
+
     def connection_lost(self, failure: str | None, proto=None) -> None:
         if proto is not None and self.proto is not None and proto is not self.proto:
             return  # an older connection, already replaced
@@ -291,7 +447,7 @@ class ChatClient:
         self._stop_answer_timer()
         self.proto = None
         self._in_flight.clear()
-        self._member_parts = []  # a list cut off with the connection: the next comes whole
+        self._member_parts = {}  # lists cut off with the connection: the next come whole
         self._stop_presence()
         if self._logout_timer is not None and self._logout_timer.active():
             self._logout_timer.cancel()
@@ -356,7 +512,7 @@ class ChatClient:
             # The session expired while we were away: log in anew, asking
             # for everything after what we saw.
             self._welcome = None
-            self._send_login(self.proto, after=self.last_seq)
+            self._send_login(self.proto)
             return
         text = f"login refused: {error.text}"
         if self._first is None or self._first.called:
@@ -367,19 +523,16 @@ class ChatClient:
 
     def _welcomed(self, welcome: wire.Welcome) -> None:
         self._stop_answer_timer()
-        first_login = self.name is None
+        if self.name is None:
+            self.since = welcome.server_time
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
-        self._member_parts = []
+        self._member_parts = {}
+        self._entered = set()  # the rooms come again, each with where it is now
         # A new connection: everything unacknowledged goes (again), in order.
         self._in_flight.clear()
         self._to_send = deque(self.outbox)
-        if first_login or welcome.last_seq < self.last_seq:
-            # New here: what came before is history, not news. Or the
-            # server's sequence went back (its data was lost): count from
-            # where it is now, or every new message would look seen.
-            self.last_seq = welcome.last_seq
         first = self._first is not None and not self._first.called
         self._set_status(Status("connected", resumed=not first))
         self._start_presence(welcome)
@@ -423,8 +576,13 @@ class ChatClient:
             self.presence = None
 
     def _presence_snapshot(self, members) -> None:
-        self.members = tuple(members)
-        self.on_event(wire.Members("lobby", self.members))
+        # Everyone online on the server: it updates states in the member
+        # lists, and never says who is in a room.
+        states = {name_key(name): state for name, state in members}
+        for room in list(self.rooms.values()):
+            updated = with_states(room.members, states)
+            if updated != room.members:
+                self.on_event(self._set_members(room.name, updated))
 
     def _presence_silent(self) -> None:
         # UDP blocked or lost: ask over TCP, which always gets through.
@@ -475,7 +633,8 @@ class ChatClient:
         return msg.cid
 
     def say(self, text: str, room: str = "lobby") -> str:
-        """Queue a room message; raise ValueError if it is over the limit."""
+        """Queue a message to a room (by default the wire's: the room everyone
+        starts in); raise ValueError if it is over the limit."""
         return self._queue(wire.Say(text, next(self._cids), room))
 
     def direct(self, to: str, text: str) -> str:
@@ -497,12 +656,41 @@ class ChatClient:
     def next_cid(self) -> str:
         return next(self._cids)
 
-    def who(self) -> None:
-        self._request(wire.Who())
+    def history_page(self, conversation: str, limit: int = 50) -> None:
+        """Ask for the page of a conversation ("#room", "@name") before the
+        oldest message shown in it (the newest page if none was)."""
+        key = conversation_key(conversation)
+        seen = self.positions.get(conversation)
+        before = self._oldest.get(key, wire.MAX_INT if seen is None else seen + 1)
+        self._request(wire.HistoryRequest(before, limit, conversation))
 
-    def history_page(self, limit: int = 50) -> None:
-        """Ask for the page of history before the oldest shown so far."""
-        self._request(wire.HistoryRequest(self.oldest_history or self.last_seq + 1, limit))
+    def join(self, room: str, private: bool = False) -> None:
+        """Join a room, creating it (``private``: invited people only) if new."""
+        self._request(wire.Join(room, private))
+
+    def part(self, room: str, reason: str | None = None) -> None:
+        self._request(wire.Part(room, reason))
+
+    def list_rooms(self) -> None:
+        """Ask for the public rooms; they come as a ``room_list``."""
+        self._request(wire.ListRooms())
+
+    def topic(self, room: str, text: str | None = None) -> None:
+        """Set a room's topic ("" clears it), or ask for it (None)."""
+        self._request(wire.Topic(room, text))
+
+    def mode(self, room: str, flag: str, on: bool) -> None:
+        """Turn a room's flag (``wire.ROOM_FLAGS``) on or off."""
+        if flag not in wire.ROOM_FLAGS:
+            raise ValueError(f"a room flag is one of {', '.join(wire.ROOM_FLAGS)}")
+        self._request(wire.Mode(room, flag, on))
+
+    def moderate(self, room: str, op: str, name: str, reason: str | None = None,
+                 minutes: float | None = None) -> None:
+        """A room operation (``wire.MODERATION_OPS``) on the user ``name``."""
+        if op not in wire.MODERATION_OPS:
+            raise ValueError(f"a room operation is one of {', '.join(wire.MODERATION_OPS)}")
+        self._request(wire.Moderate(room, op, name, reason, minutes))
 
     def register(self, password: str) -> None:
         self._request(wire.Register(password))
