@@ -48,7 +48,7 @@ __all__ = [
 # hash, so peers speaking different versions fail the handshake instead of
 # misparsing each other.
 CHAT_PROTOCOL = "Noise_NX_25519_AESGCM_SHA256"
-CHAT_PROLOGUE = b"spchat/1"
+CHAT_PROLOGUE = b"spchat/2"  # 2: rooms, numbers per conversation
 
 MAX_MESSAGE_LEN = 65535  # every Noise message, handshake or transport
 TAG_LEN = 16

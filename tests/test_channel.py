@@ -248,12 +248,14 @@ def test_malformed_message_gets_an_error_and_the_connection_stays(factory, clock
     assert not link.server_closed
 
 
-def test_other_protocol_version_fails_the_handshake(factory, clock, monkeypatch):
-    # A client of a future version: its prologue says spchat/2.
+@pytest.mark.parametrize("prologue", [b"spchat/1", b"spchat/3"])
+def test_other_protocol_version_fails_the_handshake(factory, clock, monkeypatch, prologue):
+    # A client of the one-room release (its numbers meant something else),
+    # or of a future version.
     monkeypatch.setattr(
         ChatClientProtocol,
         "make_handshake",
-        lambda self: noise.HandshakeState(noise.CHAT_PROTOCOL, True, prologue=b"spchat/2"),
+        lambda self: noise.HandshakeState(noise.CHAT_PROTOCOL, True, prologue=prologue),
     )
     link = Link(factory, clock, name="alice")
     link.pump()

@@ -247,7 +247,7 @@ def test_too_long_handshake_message_fails_on_write_and_read():
 
 
 def test_prologue_mismatch_fails_handshake():
-    client, server, _ = _chat_pair(client_prologue=b"spchat/2")
+    client, server, _ = _chat_pair(client_prologue=b"spchat/3")
     # Message 1 is unauthenticated in NX; the mismatch shows at message 2.
     server.read_message(client.write_message(b"hello"))
     m2 = server.write_message(b"server hello")
