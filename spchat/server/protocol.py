@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from twisted.internet import protocol, tcp
+from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -19,6 +19,7 @@ from spchat.channel import ChannelError, NoiseChannel
 from spchat.server.core import ChatCore
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
+from spchat.server.socket_writer import SocketWriter
 
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
@@ -87,7 +88,7 @@ class ChatServerProtocol(NoiseChannel):
         # they go as one encrypted frame (or as few as fit), one write.
         self._outbox: list[bytes] = []
         self._frames: list[bytes] = []  # sealed frames; the outbox comes after them
-        self._socket = None
+        self._writer = None
 
     # --- channel hooks -----------------------------------------------------
 
@@ -115,9 +116,7 @@ class ChatServerProtocol(NoiseChannel):
             self.transport.setTcpKeepAlive(True)
             self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
-        # A plain TCP connection's socket, which _write may use directly.
-        self._socket = self.transport.socket if isinstance(self.transport, tcp.Connection) \
-            else None
+        self._writer = SocketWriter(self.transport)
         # Handshake and login must both finish within the timeout, so a
         # connection cannot sit half-open holding a slot.
         self._login_deadline = self.clock.callLater(
@@ -288,36 +287,10 @@ class ChatServerProtocol(NoiseChannel):
         frames, self._frames = self._frames, []
         if not self.is_open or not frames:
             return
-        encrypt = self._send_cipher.encrypt_with_ad
-        out = []
-        for plaintext in frames:
-            frame = encrypt(b"", plaintext)
-            out.append(len(frame).to_bytes(4, "big") + frame)
-        data = b"".join(out)  # one frame: the same object, not a copy
+        data = self.seal(frames)
         self.frame_sent(len(data))
         if self.is_open:  # else cut as a slow reader: nothing more is written
-            self._write(data)
-
-    def _write(self, data: bytes) -> None:
-        """Hand bytes to the kernel now if Twisted has nothing queued for this
-        connection (the usual case), and to Twisted's buffer only what the
-        kernel did not take: a plain transport.write costs two epoll_ctl
-        calls and a reactor wake-up per write, which was most of the cost of
-        a frame."""
-        transport = self.transport
-        sock = self._socket
-        if (sock is not None and transport.connected and not transport.disconnecting
-                and not transport._aborting
-                and not transport.TLS  # TLS encrypts inside write()
-                and not transport.dataBuffer and not transport._tempDataBuffer):
-            try:
-                sent = sock.send(data)
-            except OSError:  # would block, or a dead peer: Twisted sees to it
-                sent = 0
-            data = data[sent:]
-            if not data:
-                return
-        transport.write(data)
+            self._writer.write(data)
 
     def hang_up(self) -> None:
         self.flush()  # the goodbye goes before the close
