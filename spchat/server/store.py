@@ -203,6 +203,31 @@ class Tables:
     def close(self) -> None:
         self.conn.close()
 
+    # Every cursor is closed as soon as it is read.  One left to the garbage
+    # collector (held by a traceback, say) could be freed by another thread
+    # while its connection is in use on this one, which crashed the process.
+
+    def _query(self, sql: str, params=()) -> list:
+        cursor = self.conn.execute(sql, params)
+        try:
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+
+    def _one(self, sql: str, params=()):
+        rows = self._query(sql, params)
+        return rows[0] if rows else None
+
+    def _execute(self, sql: str, params=()) -> int:
+        cursor = self.conn.execute(sql, params)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+
+    def _execute_many(self, sql: str, rows) -> None:
+        self.conn.executemany(sql, rows).close()
+
     # --- messages ------------------------------------------------------------
 
     def append(self, records: list[Record]) -> tuple[list[Record], list[tuple[Record, Record]]]:
@@ -214,8 +239,8 @@ class Tables:
             last_seq = self._last_seqs(list({r.conversation for r in records}))
             fresh, again, newest = number(records, saved, last_seq)
             # A record is a row already, but for its conversation.
-            self.conn.executemany(_INSERT, [r + (r.conversation,) for r in fresh])
-            self.conn.executemany(
+            self._execute_many(_INSERT, [r + (r.conversation,) for r in fresh])
+            self._execute_many(
                 "INSERT INTO conversations (conversation, last_seq) VALUES (?, ?) "
                 "ON CONFLICT (conversation) DO UPDATE SET last_seq = excluded.last_seq",
                 newest.items(),
@@ -227,7 +252,7 @@ class Tables:
         for chunk in _chunks([(r.sender_key, r.cid) for r in records]):
             # Driven by the list of keys: one index search each (a row-value
             # IN would scan the whole index).
-            rows = self.conn.execute(
+            rows = self._query(
                 f"SELECT {_M_COLUMNS} FROM (VALUES {','.join(['(?,?)'] * len(chunk))}) AS k "
                 "CROSS JOIN messages AS m ON m.sender_key = k.column1 AND m.cid = k.column2",
                 [v for key in chunk for v in key],
@@ -240,7 +265,7 @@ class Tables:
     def _last_seqs(self, conversations: list[str]) -> dict[str, int]:
         found = {}
         for chunk in _chunks(conversations):
-            found.update(self.conn.execute(
+            found.update(self._query(
                 "SELECT conversation, last_seq FROM conversations "
                 f"WHERE conversation IN ({','.join('?' * len(chunk))})",
                 chunk,
@@ -248,7 +273,7 @@ class Tables:
         return found
 
     def after(self, conversation: str, seq: int, limit: int) -> list[Record]:
-        rows = self.conn.execute(
+        rows = self._query(
             f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND seq > ? "
             "ORDER BY seq LIMIT ?",
             (conversation, seq, limit),
@@ -256,18 +281,18 @@ class Tables:
         return [Record._make(row) for row in rows]
 
     def before(self, conversation: str, seq: int, limit: int) -> list[Record]:
-        rows = self.conn.execute(
+        rows = self._query(
             f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND seq < ? "
             "ORDER BY seq DESC LIMIT ?",
             (conversation, seq, limit),
-        ).fetchall()
+        )
         return [Record._make(row) for row in reversed(rows)]
 
     def direct_since(self, key: str, since_ms: int, limit: int) -> list[Record]:
         # Two searches of the (partial) direct-message indexes; a message to
         # oneself is found by the first only.  Ties in time go by
         # conversation and number, as in the memory store.
-        rows = self.conn.execute(
+        rows = self._query(
             f"SELECT {_COLUMNS} FROM ("
             f"  SELECT {_COLUMNS}, conversation FROM messages"
             "   WHERE sender_key = ?1 AND to_key IS NOT NULL AND ts >= ?2"
@@ -280,10 +305,10 @@ class Tables:
         return [Record._make(row) for row in rows]
 
     def find_cid(self, sender_key: str, cid: str) -> Record | None:
-        row = self.conn.execute(
+        row = self._one(
             f"SELECT {_COLUMNS} FROM messages WHERE sender_key = ? AND cid = ?",
             (sender_key, cid),
-        ).fetchone()
+        )
         return Record._make(row) if row else None
 
     def delete_conversation(self, conversation: str) -> None:
@@ -293,7 +318,7 @@ class Tables:
     def _delete_conversation(self, conversation: str) -> None:
         # Its newest number stays: a room made again under the same name
         # goes on from there, so no client's old position hides new lines.
-        self.conn.execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
+        self._execute("DELETE FROM messages WHERE conversation = ?", (conversation,))
 
     def prune(self, older_than_ms: int) -> int:
         # The numbers live on in ``conversations``: nothing to keep here.
@@ -301,14 +326,12 @@ class Tables:
 
     def _write(self, sql: str, params: tuple) -> int:
         with _transaction(self.conn):
-            return self.conn.execute(sql, params).rowcount
+            return self._execute(sql, params)
 
     # --- accounts and server bans ----------------------------------------------
 
     def account(self, key: str) -> tuple[str, str] | None:
-        return self.conn.execute(
-            "SELECT name, password FROM accounts WHERE key = ?", (key,)
-        ).fetchone()
+        return self._one("SELECT name, password FROM accounts WHERE key = ?", (key,))
 
     def set_account(self, key: str, name: str, password: str, now_ms: int) -> None:
         self._write(
@@ -318,9 +341,7 @@ class Tables:
         )
 
     def ban(self, key: str) -> tuple[str, float | None, str] | None:
-        return self.conn.execute(
-            "SELECT name, until, reason FROM bans WHERE key = ?", (key,)
-        ).fetchone()
+        return self._one("SELECT name, until, reason FROM bans WHERE key = ?", (key,))
 
     def set_ban(self, key: str, name: str, until: float | None, reason: str,
                 now_ms: int) -> None:
@@ -333,9 +354,7 @@ class Tables:
         return self._write("DELETE FROM bans WHERE key = ?", (key,)) > 0
 
     def bans(self) -> list[tuple[str, str, float | None, str]]:
-        return self.conn.execute(
-            "SELECT key, name, until, reason FROM bans ORDER BY key"
-        ).fetchall()
+        return self._query("SELECT key, name, until, reason FROM bans ORDER BY key")
 
     # --- rooms -----------------------------------------------------------------
 
@@ -343,19 +362,19 @@ class Tables:
         with _snapshot(self.conn):
             rooms = {
                 key: RoomRecord(key, name, topic, bool(private), bool(locked), created)
-                for key, name, topic, private, locked, created in self.conn.execute(
+                for key, name, topic, private, locked, created in self._query(
                     "SELECT key, name, topic, private, topic_locked, created FROM rooms "
                     "ORDER BY key")
             }
-            for room, key, name, role in self.conn.execute(
+            for room, key, name, role in self._query(
                     "SELECT room, key, name, role FROM room_roles"):
                 rooms[room].roles[key] = (name, role)
-            for room, key, name, until, reason in self.conn.execute(
+            for room, key, name, until, reason in self._query(
                     "SELECT room, key, name, until, reason FROM room_bans"):
                 rooms[room].bans[key] = (name, until, reason)
-            for room, key, name in self.conn.execute("SELECT room, key, name FROM room_mutes"):
+            for room, key, name in self._query("SELECT room, key, name FROM room_mutes"):
                 rooms[room].mutes[key] = name
-            for room, last_seq in self.conn.execute(
+            for room, last_seq in self._query(
                     "SELECT r.key, c.last_seq FROM rooms AS r "
                     "JOIN conversations AS c ON c.conversation = '#' || r.key"):
                 rooms[room].last_seq = last_seq
@@ -375,7 +394,7 @@ class Tables:
     def delete_room(self, key: str) -> None:
         with _transaction(self.conn):
             # Roles, bans, mutes and memberships go by ON DELETE CASCADE.
-            self.conn.execute("DELETE FROM rooms WHERE key = ?", (key,))
+            self._execute("DELETE FROM rooms WHERE key = ?", (key,))
             self._delete_conversation(room_conversation(key))
 
     def set_role(self, room: str, key: str, name: str, role: str | None) -> None:
@@ -406,7 +425,7 @@ class Tables:
             self._write("DELETE FROM room_mutes WHERE room = ? AND key = ?", (room, key))
 
     def memberships(self, key: str) -> list[str]:
-        return [room for room, in self.conn.execute(
+        return [room for room, in self._query(
             "SELECT room FROM memberships WHERE key = ? ORDER BY room", (key,))]
 
     def add_membership(self, key: str, room: str) -> None:
