@@ -174,6 +174,14 @@ def _host(text: str) -> str:
     return text
 
 
+def _endpoint(text: str) -> str:
+    """A Twisted server endpoint description, or "" for the default."""
+    text = text.strip()
+    if text and (":" not in text or any(c.isspace() for c in text)):
+        raise ValueError("must be an endpoint description such as tcp:5000:interface=0.0.0.0")
+    return text
+
+
 def _path(text: str) -> Path:
     if not text:
         raise ValueError("path must not be empty")
@@ -205,6 +213,9 @@ SETTINGS: tuple[Setting, ...] = (
             "TCP chat port, 1-65535 (0 lets the server pick any free port)."),
     Setting("udp_port", "CHAT_UDP_PORT", "udp-port", "5001", _port,
             "UDP presence beacon port, 1-65535 (0 lets the server pick any free port)."),
+    Setting("listen", "CHAT_LISTEN", "listen", "", _endpoint,
+            "Where the chat listens, as a Twisted endpoint (tcp:5000:interface=0.0.0.0); "
+            "empty: TCP on CHAT_TCP_PORT at CHAT_SERVER_HOST."),
     Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=True),
             "Seconds without user activity before the server disconnects a session (0 = never)."),
     Setting("reconnect_delay", "CHAT_RECONNECT_DELAY", None, "3", _seconds(allow_zero=True),
@@ -294,6 +305,7 @@ class Config:
     client_host: str = _default("client_host")
     tcp_port: int = _default("tcp_port")
     udp_port: int = _default("udp_port")
+    listen: str = _default("listen")
     idle_timeout: float = _default("idle_timeout")
     reconnect_delay: float = _default("reconnect_delay")
     max_retries: int = _default("max_retries")

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 from twisted.application import service
-from twisted.internet import defer, task
+from twisted.internet import defer, endpoints, task
 from twisted.internet import error as net_error
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 import spchat
 from spchat import config, noise
 from spchat.server.accounts import LoginThrottle, PasswordWorker
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
+from spchat.server.rules import Ports
 from spchat.server.presence import PresenceServer
 from spchat.server.relay import RelayFactory
 from spchat.server.store import SQLiteStore, StoreError
@@ -72,6 +73,7 @@ class ChatService(service.Service):
                                         mode=cfg.store_writer, reactor=reactor)
         self.store_open = False
         self.passwords = PasswordWorker(reactor)
+        self.ports = Ports()  # filled in as the listeners are bound
         self.core = ChatCore(
             clock or reactor,
             core_limits(cfg),
@@ -83,6 +85,7 @@ class ChatService(service.Service):
             on_shutdown=self.shut_down,
             committer_factory=lambda log, published: GroupCommitter(
                 log, reactor, published, cfg.commit_interval),
+            ports=self.ports,
         )
         self.factory = ChatServerFactory(
             self.core,
@@ -111,10 +114,7 @@ class ChatService(service.Service):
         # A deep accept queue: after a network blip every client comes back
         # at once, and Twisted's default of 50 would drop the SYNs beyond it
         # (each dropped one waits a second or more to retry).
-        self.port = self.reactor.listenTCP(
-            self.cfg.tcp_port, self.factory, backlog=LISTEN_BACKLOG,
-            interface=self.cfg.server_host,
-        )
+        self.port = listen_now(self.reactor, chat_endpoint(self.cfg), self.factory)
         try:
             self.udp_port = self.reactor.listenUDP(
                 self.cfg.udp_port, self.presence, interface=self.cfg.server_host
@@ -134,7 +134,7 @@ class ChatService(service.Service):
                 raise
             relay = self.relay_port.getHost()
             # Peers learn the relay's port from the server (it may have been 0: any).
-            self.core.relay_port = relay.port
+            self.ports.relay = relay.port
             self.log.info(
                 "file-sharing relay on {host}:{port}, at most {bps} bytes/s per transfer",
                 host=relay.host, port=relay.port, bps=self.cfg.relay_max_bps,
@@ -142,7 +142,7 @@ class ChatService(service.Service):
         address = self.port.getHost()
         udp = self.udp_port.getHost().port
         # Clients learn the beacon's port at login (it may have been 0: any).
-        self.core.limits = dataclasses.replace(self.core.limits, udp_port=udp)
+        self.ports.udp = udp
         self.log.info(
             "spchat {version} listening on TCP {host}:{port} (presence on UDP {udp}); "
             "server key fingerprint {fingerprint}",
@@ -228,6 +228,32 @@ class ChatService(service.Service):
             waits.append(defer.maybeDeferred(self.port.stopListening))
             self.port = None
         return defer.gatherResults(waits)
+
+
+def chat_endpoint(cfg: config.Config) -> str:
+    """The chat listener's endpoint description: CHAT_LISTEN, or TCP on
+    CHAT_TCP_PORT at CHAT_SERVER_HOST."""
+    if cfg.listen:
+        return cfg.listen
+    host = endpoints.quoteStringArgument(cfg.server_host)
+    return f"tcp:{cfg.tcp_port}:interface={host}:backlog={LISTEN_BACKLOG}"
+
+
+def listen_now(reactor, description: str, factory):
+    """Bind a stream endpoint before the reactor runs (TCP, SSL and UNIX
+    endpoints listen at once); raise CannotListenError if it cannot."""
+    try:
+        endpoint = endpoints.serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise net_error.CannotListenError(description, 0, f"bad endpoint: {e}") from None
+    bound = []
+    endpoint.listen(factory).addBoth(bound.append)
+    if not bound:
+        raise net_error.CannotListenError(description, 0, "it does not listen at once")
+    if isinstance(bound[0], Failure):
+        bound[0].trap(net_error.CannotListenError)
+        raise bound[0].value
+    return bound[0]
 
 
 def core_limits(cfg: config.Config) -> Limits:

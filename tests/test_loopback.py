@@ -196,7 +196,6 @@ def test_presence_beacons_carry_members_and_states(tmp_path, pins):
 
 @pytest_twisted.inlineCallbacks
 def test_a_client_whose_udp_is_blocked_gets_presence_over_tcp(tmp_path, pins):
-    import dataclasses
     import socket as socket_module
 
     from conftest import server_config, start_service, stop_services
@@ -204,9 +203,7 @@ def test_a_client_whose_udp_is_blocked_gets_presence_over_tcp(tmp_path, pins):
     server = start_service(server_config(tmp_path / "data", **{"presence-interval": "0.1"}))
     with socket_module.socket(socket_module.AF_INET, socket_module.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))  # datagrams sent here go nowhere
-        server.core.limits = dataclasses.replace(
-            server.core.limits, udp_port=hole.getsockname()[1]
-        )
+        server.ports.udp = hole.getsockname()[1]
         try:
             alice = yield connect_client(server, pins, "alice")
             yield connect_client(server, pins, "bob")

@@ -356,7 +356,7 @@ def test_at_most_max_relays_at_once(make_relay, tickets):
 def test_the_chat_server_runs_the_relay_on_its_own_port(tmp_path):
     service = start_service(server_config(tmp_path / "data"))
     try:
-        port = service.core.relay_port
+        port = service.ports.relay
         assert port not in (0, 5002, service.address.port)
         assert port == service.relay_port.getHost().port
         assert service.relay.max_bps == config.Config().relay_max_bps
@@ -383,6 +383,6 @@ def test_no_relay_when_it_or_sharing_is_off(tmp_path, settings):
     service = start_service(cfg)
     try:
         assert service.relay is None and service.relay_port is None
-        assert service.core.relay_port == 0
+        assert service.ports.relay == 0
     finally:
         stop_services(service)

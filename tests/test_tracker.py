@@ -403,7 +403,7 @@ def introduced(core, files):
 
 def test_the_relay_is_opened_for_the_downloader_of_a_transfer(introduced):
     core, alice, a, bob, b, (_, _, _, transfer, key) = introduced
-    core.relay_port = 5002
+    core.ports.relay = 5002
     core.receive(bob, wire.RelayRequest(transfer))
     assert b.of(wire.RelayOpen) == [wire.RelayOpen(transfer, 5002)]
     relay_call = a.of(wire.PeerRequest)[-1]
@@ -427,7 +427,7 @@ def test_no_relay_on_this_server(introduced):
 
 def test_a_stranger_cannot_use_someone_elses_transfer(introduced):
     core, alice, a, bob, b, row = introduced
-    core.relay_port = 5002
+    core.ports.relay = 5002
     carol, c = login(core, "carol")
     for who, conn in ((carol, c), (alice, a)):  # not even the holder
         core.receive(who, wire.RelayRequest(row[3]))
@@ -444,7 +444,7 @@ def test_a_stranger_cannot_use_someone_elses_transfer(introduced):
 
 def test_transfers_expire(introduced):
     core, alice, a, bob, b, row = introduced
-    core.relay_port = 5002
+    core.ports.relay = 5002
     core.clock.advance(tracker.TRANSFER_SECONDS)  # no sweep yet: still expired
     core.receive(bob, wire.RelayRequest(row[3]))
     assert last_error(b).code == "no_such_transfer"
@@ -454,7 +454,7 @@ def test_transfers_expire(introduced):
 
 def test_a_holder_gone_mid_way_cannot_be_relayed_to(introduced):
     core, alice, a, bob, b, row = introduced
-    core.relay_port = 5002
+    core.ports.relay = 5002
     core.link_lost(alice)  # reconnecting: no link to call it on
     core.receive(bob, wire.RelayRequest(row[3]))
     assert last_error(b).code == "no_peers"

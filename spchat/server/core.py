@@ -30,7 +30,7 @@ from spchat.server.memory_store import MemoryStore
 from spchat.server.messaging import Messaging
 from spchat.server.room_commands import RoomCommands
 from spchat.server.rooms import ROOM_EVENT_SECONDS, RoomDirectory  # noqa: F401 (tests)
-from spchat.server.rules import Limits, Refused, TokenBucket, normalise_name
+from spchat.server.rules import Limits, Ports, Refused, TokenBucket, normalise_name
 from spchat.server.sessions import Link, Session, SessionTable, State
 from spchat.server.sharing import Sharing
 
@@ -75,14 +75,16 @@ class ChatCore:
         audit: Callable[[str], None] = lambda line: None,
         on_shutdown: Callable[[], None] = lambda: None,
         committer_factory=None,
-        relay_port: int = 0,
+        ports: Ports | None = None,
     ):
         """``store``: an IStore (None: one in memory, ready at once);
         ``passwords``: hashes off the reactor thread (None: no accounts);
         ``throttle``: failed logins; ``committer_factory(log, on_committed)``:
-        how lines are saved (None: one at a time, as they come)."""
+        how lines are saved (None: one at a time, as they come); ``ports``:
+        the beacon's and the relay's, once the service has bound them."""
         self.clock = clock
         self.limits = limits or Limits()
+        self.ports = ports or Ports()
         self.stopped = False  # stop() was called: the server is going down
         # Until the rooms are loaded, what arrives waits here, in order.
         self.ready = False
@@ -98,12 +100,13 @@ class ChatCore:
                                    lambda published: make(self.store, published),
                                    self.directory, self.table)
         self.room_commands = RoomCommands(clock, self.limits, self.store, self.directory,
-                                          self.table, self.messaging, self._presence_changed)
+                                          self.table, self.messaging, self._presence_changed,
+                                          self._sessions_changed)
         self.logins = Logins(clock, self.store, passwords, throttle, self.table,
                              self._start_session, self._end)
         self.logins.links = self.links
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
-                               self.messaging.room_of, relay_port)
+                               self.messaging.room_of, self.ports)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown)
@@ -266,14 +269,6 @@ class ChatCore:
     # --- the relay asks ------------------------------------------------------------
 
     @property
-    def relay_port(self) -> int:
-        return self.sharing.relay_port
-
-    @relay_port.setter
-    def relay_port(self, port: int) -> None:
-        self.sharing.relay_port = port
-
-    @property
     def relay_tickets(self) -> dict[str, float]:
         return self.sharing.relay_tickets
 
@@ -292,7 +287,7 @@ class ChatCore:
     def _welcome(self, session: Session, rooms, resumed: bool) -> wire.Welcome:
         return wire.Welcome(
             session.name, session.id, session.token, tuple(room.name for room in rooms),
-            self.now_ms(), self.limits.udp_port, int(self.limits.presence_interval * 1000),
+            self.now_ms(), self.ports.udp, int(self.limits.presence_interval * 1000),
             self.limits.max_in_flight, resumed,
         )
 
@@ -406,7 +401,12 @@ class ChatCore:
         return self.admin.session_rows()
 
     def _logout(self, session: Session, msg: wire.Logout) -> None:
-        self._end(session, "logout", "logged out", "logout", f"{session.name} left")
+        def end() -> None:
+            if session.state is not State.OFFLINE:
+                self._end(session, "logout", "logged out", "logout", f"{session.name} left")
+
+        # What was asked before the logout is answered before the goodbye.
+        self.messaging.when_answered(session, end)
 
     def sweep(self) -> None:
         """Periodic: disconnect idle sessions, publish idle presence changes,

@@ -59,7 +59,6 @@ class Limits:
     flood_queue: int = 20
     history_on_join: int = 50
     offline_retention: float = 600.0  # seconds an offline session stays listed
-    udp_port: int = 0  # told to clients; 0: no presence beacon
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
     max_share_bytes: int = 4 * 1024**3  # largest shared file; 0: sharing off
     default_rooms: tuple[str, ...] = ("lobby",)  # where a newcomer starts
@@ -69,6 +68,15 @@ class Limits:
         # A client that never has more unacknowledged messages than fit the
         # flood queue is delayed by flood control, never cut off by it.
         return max(1, self.flood_queue // 2)
+
+
+@dataclass
+class Ports:
+    """Where the server's other listeners are, as clients are told: the
+    service fills them in once it has bound them (0: none, or not yet)."""
+
+    udp: int = 0  # the presence beacon
+    relay: int = 0  # the file-sharing relay
 
 
 def _normalise(text: str, code: str, noun: str) -> tuple[str, str]:

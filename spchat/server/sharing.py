@@ -10,7 +10,7 @@ from __future__ import annotations
 from spchat import wire
 from spchat.p2p.manifest import Manifest, ManifestError
 from spchat.server.rooms import RoomDirectory
-from spchat.server.rules import Limits, Refused, quoted
+from spchat.server.rules import Limits, Ports, Refused, quoted
 from spchat.server.sessions import Session, SessionTable
 from spchat.server.tracker import (
     HEX_DIGITS, MAX_FILES_PER_SESSION, MIN_PREFIX, RELAY_TICKET_SECONDS, SharedFile, Tracker,
@@ -20,7 +20,7 @@ from spchat.server.tracker import (
 
 class Sharing:
     def __init__(self, clock, limits: Limits, sessions: SessionTable, directory: RoomDirectory,
-                 room_of, relay_port: int = 0):
+                 room_of, ports: Ports):
         """``room_of(session, name)``: the room a session names, which it
         must be in (or Refused)."""
         self.clock = clock
@@ -28,7 +28,7 @@ class Sharing:
         self.sessions = sessions
         self.directory = directory
         self.room_of = room_of
-        self.relay_port = relay_port  # 0: no relay
+        self.ports = ports  # the relay's port, once bound (0: no relay)
         # Transfers the relay may carry, each until an expiry time.
         self.relay_tickets: dict[str, float] = {}
         self.tracker = Tracker()
@@ -176,7 +176,7 @@ class Sharing:
         if transfer is None:
             raise Refused("no_such_transfer", "no such transfer (it may have expired); "
                           "fetch the file again")
-        if self.relay_port == 0:
+        if self.ports.relay == 0:
             raise Refused("no_relay", "this server has no relay: peers must connect directly")
         if not (self._linked(transfer.holder)
                 and self.tracker.holds(transfer.holder, transfer.file)):
@@ -187,6 +187,6 @@ class Sharing:
             # make the holder dial the relay again and again.
             self.relay_tickets[transfer.id] = self.now() + RELAY_TICKET_SECONDS
             self._send(holder, wire.PeerRequest(
-                transfer.id, transfer.key, transfer.file, session.name, self.relay_port
+                transfer.id, transfer.key, transfer.file, session.name, self.ports.relay
             ))
-        self._send(session, wire.RelayOpen(transfer.id, self.relay_port))
+        self._send(session, wire.RelayOpen(transfer.id, self.ports.relay))
