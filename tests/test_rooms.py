@@ -173,6 +173,9 @@ def test_each_role_and_its_refusals(core):
     assert "you must be an owner" in errors(p)[-1][1]  # only an owner makes owners
     mod(core, op, "kick", "dev", "owner")
     assert "as high as you" in errors(p)[-1][1]  # nobody acts on a higher role
+    mod(core, op, "op", "dev", "owner")  # which would make the owner an operator
+    assert "as high as you" in errors(p)[-1][1]
+    assert core.directory.get("dev").role_of("owner") == "owner"
     mod(core, op, "deop", "dev", "op")  # but anyone may step down
     assert o.of(wire.MemberUpdate)[-1].role == "member"
     mod(core, owner, "op", "dev", "op")
@@ -234,6 +237,7 @@ def test_a_registered_accounts_rooms_come_back_at_login(core):
     again = core.open_link(conn := MemoryClient(), "127.0.0.1:6")
     core.receive(again, wire.Login("dana", "a long password"))
     settle(core)
+    assert conn.of(wire.Welcome)[0].rooms == ("dev", "ops")
     assert [s.room for s in conn.of(wire.RoomState)] == ["dev", "ops"]
     assert again.session.rooms == {"dev", "ops"}
     # The creator's ownership is kept with the account.
@@ -302,3 +306,17 @@ def test_room_names_follow_the_rules_of_user_names(core):
     for bad in ("#", "#two words", "#" + "x" * 33, "#esc\x1b"):
         core.receive(alice, wire.Join(bad))
         assert errors(a)[-1][0] == "room_invalid"
+
+
+def test_a_topic_is_checked_like_a_chat_line(core):
+    alice, a = login(core, "alice")
+    join(core, alice, "dev")
+    for bad in ("\x1b[2Jhijacked", "reads\u202ebackwards", "x" * 301):
+        core.receive(alice, wire.Topic("dev", bad))
+        assert errors(a)[-1][0] in ("bad_text", "too_long")
+    core.receive(alice, wire.Topic("dev", "two\nlines"))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].topic == "two lines"
+    core.receive(alice, wire.Topic("dev", ""))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].topic == ""

@@ -80,8 +80,8 @@ class Messaging:
         target = self.sessions.by_key.get(key)
         if target is None:
             # Sent before a drop, maybe, and the recipient left since.
-            self.store.find_cid(session.key, msg.cid).addCallback(
-                self._direct_to_nobody, session, msg).addErrback(self._read_failed, session)
+            self._answering(session, self.store.find_cid(session.key, msg.cid).addCallback(
+                self._direct_to_nobody, session, msg).addErrback(self._read_failed, session))
             return
         check_text(msg.text, self.limits.max_message_bytes)
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
@@ -223,7 +223,31 @@ class Messaging:
             self._read_failed(failure, session)
             release({})
 
-        reading.addCallbacks(found, failed)
+        self._answering(session, reading.addCallbacks(found, failed))
+
+    @staticmethod
+    def _answering(session: Session, reading):
+        """Count a read for ``session`` until it is answered (see ``when_answered``)."""
+        session.reads += 1
+
+        def answered(result):
+            session.reads -= 1
+            if session.reads == 0:
+                waiting, session.after_reads = session.after_reads, []
+                for then in waiting:
+                    then()
+            return result
+
+        return reading.addBoth(answered)
+
+    @staticmethod
+    def when_answered(session: Session, then: Callable[[], None]) -> None:
+        """Run ``then`` once every read asked for so far is answered: a
+        request is never left unanswered by the one after it."""
+        if session.reads == 0:
+            then()
+        else:
+            session.after_reads.append(then)
 
     def _read_failed(self, failure, session: Session) -> None:
         self.log.error("cannot read messages: {error}", error=failure.getErrorMessage())
@@ -248,9 +272,9 @@ class Messaging:
         """A page of one conversation's history, asked for."""
         limit = max(1, min(msg.limit, HISTORY_PAGE_MAX))
         shown, conversation = self._named_conversation(session, msg.conversation)
-        self.store.before(conversation, msg.before, limit).addCallbacks(
+        self._answering(session, self.store.before(conversation, msg.before, limit).addCallbacks(
             lambda records: self._history_page(session, shown, records, limit, msg.before),
-            self._read_failed, errbackArgs=(session,))
+            self._read_failed, errbackArgs=(session,)))
 
     def _history_page(self, session, shown, records, limit, before) -> None:
         for record in records:

@@ -13,9 +13,13 @@ from twisted.logger import Logger
 from spchat import wire
 from spchat.server.records import RoomRecord
 from spchat.server.rooms import ADMIN_RANK, RANKS, Room, RoomDirectory
-from spchat.server.rules import Limits, Refused, ban_text, normalise_name, normalise_room, quoted
+from spchat.server.rules import (
+    Limits, Refused, ban_text, check_text, normalise_name, normalise_room, quoted,
+)
 from spchat.server.sessions import Session, SessionTable
 
+# A topic is shown above the conversation: one line, a few sentences.
+MAX_TOPIC_BYTES = 300
 OPERATOR = RANKS["operator"]
 OWNER = RANKS["owner"]
 MEMBER = RANKS["member"]
@@ -38,7 +42,10 @@ class RoomCommands:
     log = Logger()
 
     def __init__(self, clock, limits: Limits, store, directory: RoomDirectory,
-                 sessions: SessionTable, messaging, on_presence=lambda: None):
+                 sessions: SessionTable, messaging, on_presence=lambda: None,
+                 on_change=lambda: None):
+        """``on_presence``: someone came or went; ``on_change``: a room's
+        settings or someone's standing in it changed (the admin tools show it)."""
         self.clock = clock
         self.limits = limits
         self.store = store
@@ -46,6 +53,7 @@ class RoomCommands:
         self.sessions = sessions
         self.messaging = messaging
         self.on_presence = on_presence
+        self.on_change = on_change
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -167,7 +175,10 @@ class RoomCommands:
         need = OPERATOR if room.topic_locked else MEMBER
         self._need(actor, room, need, "set the topic" + (" (the topic is locked)"
                                                          if room.topic_locked else ""))
-        room.topic = wire.clip(msg.text.replace("\n", " "), 300)
+        topic = " ".join(msg.text.split("\n")).strip()
+        if topic:  # "" clears it; any other topic is text like a chat line's
+            check_text(topic, MAX_TOPIC_BYTES)
+        room.topic = topic
         self._changed(room, "topic", f"{actor.name} set the topic: {room.topic}" if room.topic
                       else f"{actor.name} cleared the topic")
         return f"set the topic of #{room.name}"
@@ -183,6 +194,7 @@ class RoomCommands:
         return f"#{room.name} is {'' if msg.on else 'no longer '}{msg.flag.replace('_', '-')}"
 
     def _changed(self, room: Room, kind: str, text: str) -> None:
+        self.on_change()
         self._saved(self.store.save_room(room.record()))
         self.directory.event(room, room.state())
         self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
@@ -281,9 +293,11 @@ class RoomCommands:
             self._need(actor, room, OWNER, "make owners")
         elif op == "op":
             self._need(actor, room, OPERATOR, "make operators")
-        elif not own:  # anyone may step down; others need to outrank
+        elif not own:  # anyone may step down
             self._need(actor, room, OPERATOR, "deop someone")
-            self._outrank(actor, room, key, display, "deop")
+        if not own and room.role_of(key) != role:
+            # Never on someone as high: /op on an owner would demote them.
+            self._outrank(actor, room, key, display, op)
         if target is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
         if room.role_of(key) == role:
@@ -309,6 +323,7 @@ class RoomCommands:
             room.guest_roles[key] = keep
 
     def _standing_changed(self, room: Room, key: str, kind: str, text: str) -> None:
+        self.on_change()
         member = room.members.get(key)
         if member is not None:
             self.directory.member_changed(room, member)

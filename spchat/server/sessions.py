@@ -75,6 +75,10 @@ class Session:
     # Conversations whose history or replay is being read: their live lines
     # wait here, so they cannot overtake what came before them.
     catching_up: dict[str, list] = field(default_factory=dict)
+    # Reads of the store under way for this session, and what waits for
+    # them to be answered (a logout right after /history).
+    reads: int = 0
+    after_reads: list = field(default_factory=list)
     backlog: deque = field(default_factory=deque)  # flood-delayed messages
     drain_call: object = None
     grace_call: object = None
