@@ -109,7 +109,8 @@ def test_with_no_room_at_all_the_lines_are_refused_after_a_while(term):
 
 def test_join_makes_the_room_current_once_in(lobby):
     lobby.type("/join #Dev2 private", "hello dev2", "/who")
-    assert lobby.sent() == [wire.Join("Dev2", True)]  # the line waits for the room
+    (join,) = lobby.sent()  # the line waits for the room
+    assert (join.room, join.private) == ("Dev2", True)
     lobby.server(room("dev2", 0), wire.Members("dev2", (("Me", "online", "owner"),)))
     assert lobby.sent(wire.Say)[0].room == "dev2" and lobby.cli.room == "dev2"
     assert lobby.said()[-3:] == ["* you are in #dev2", "* lines now go to #dev2",

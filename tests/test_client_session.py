@@ -5,6 +5,8 @@ No server: a fake protocol records what the client sends, and the tests
 hand it the server's messages.
 """
 
+import dataclasses
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -254,7 +256,9 @@ def test_room_requests_go_as_typed_and_wait_while_offline(tmp_path):
     client.topic("dev")
     client.mode("dev", "topic_locked", True)
     client.moderate("dev", "ban", "bob", "flood", 10)
-    assert proto.sent[1:] == [
+    join = proto.sent[1]
+    assert join.cid is not None  # a refusal names the join it refuses
+    assert [dataclasses.replace(join, cid=None)] + proto.sent[2:] == [
         wire.Join("dev", True), wire.Part("dev", "bye"), wire.ListRooms(),
         wire.Topic("dev", "plans"), wire.Topic("dev", None),
         wire.Mode("dev", "topic_locked", True), wire.Moderate("dev", "ban", "bob", "flood", 10)]
@@ -284,3 +288,31 @@ def test_a_status_is_kept_across_a_failed_resume_request(session):
     # A refusal after the welcome is an ordinary error, not a failed login.
     session.message_received(wire.Error("not_member", "you are not in #x"))
     assert session.status == Status("connected", resumed=True)
+
+
+def test_a_page_asked_before_the_history_on_join_waits_for_it(tmp_path):
+    client = ChatClient(Clock(), "127.0.0.1", 5000, "me", PinStore(tmp_path), presence=False)
+    proto = FakeProto()
+    client.channel_open(proto)
+    client.message_received(welcome())  # names #lobby: its history is coming
+    client.history_page("#lobby")  # typed at once (a script's /history)
+    assert proto.of(wire.HistoryRequest) == []  # it would fetch the same lines again
+    for msg in (room("lobby", 10), say(9, "lobby", history=True),
+                say(10, "lobby", history=True), wire.HistoryEnd(9, True, "#lobby")):
+        client.message_received(msg)
+    assert proto.of(wire.HistoryRequest) == [wire.HistoryRequest(9, 50, "#lobby")]
+
+
+def test_a_refused_join_brings_no_history_and_holds_no_page(session):
+    session.join("#secret")
+    join = session.test_proto.of(wire.Join)[-1]
+    session.history_page("#secret")
+    session.message_received(wire.Error("invite_only", "#secret is private", join.cid))
+    assert session.test_proto.of(wire.HistoryRequest)[-1].conversation == "#secret"
+
+
+def test_a_room_the_welcome_does_not_name_is_left(session):
+    session.message_received(wire.Welcome("Me", "sess", "tok", ("lobby",), T, 0, 2000, 10,
+                                          True))  # resumed: #Dev was lost meanwhile
+    assert session.room("dev") is None and session.room("lobby") is not None
+    assert session.events[-1] == wire.RoomLeft("Dev", "gone", "you are no longer in #Dev")

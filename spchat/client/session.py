@@ -199,6 +199,13 @@ class ChatClient:
         self.since = 0
         self._entered: set[str] = set()  # rooms the server has re-sent since the welcome
         self._oldest: dict[str, int] = {}  # conversation key -> where /history goes on
+        # Rooms whose history on join is still coming (conversation keys),
+        # and the pages asked for meanwhile: a page asked for before it
+        # would fetch the same lines again.
+        self._history_due: set[str] = set()
+        self._pages_waiting: dict[str, tuple[str, int]] = {}
+        self._joins: dict[str, str] = {}  # join request cid -> conversation key
+        self._sent_positions: set[str] | None = None  # None: a first login
         self._member_parts: dict[str, list[Member]] = {}  # lists still coming, by room key
         self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
@@ -313,8 +320,9 @@ class ChatClient:
                 self.on_event(wire.Error("too_long", problem, cid))
         if self._welcome is not None:
             w = self._welcome
-            proto.send_message(wire.Resume(w.session, w.token, self.positions.as_wire(),
-                                           self.since))
+            positions = self.positions.as_wire()
+            self._sent_positions = {conversation_key(c) for c, _ in positions}
+            proto.send_message(wire.Resume(w.session, w.token, positions, self.since))
         else:
             self._send_login(proto)
 
@@ -323,6 +331,7 @@ class ChatClient:
         # join).  Been here before (the session ended): only what came since.
         first = self.name is None
         positions = None if first else self.positions.as_wire()
+        self._sent_positions = None if first else {conversation_key(c) for c, _ in positions}
         proto.send_message(wire.Login(self.requested_name, self.password,
                                       self.register_on_login and first, positions, self.since))
 
@@ -341,6 +350,7 @@ class ChatClient:
                 return  # already shown: replayed, or acknowledged twice
         elif isinstance(msg, wire.HistoryEnd):
             self._shown_down_to(msg.conversation, msg.oldest)
+            self._history_arrived(conversation_key(msg.conversation))
         elif isinstance(msg, wire.RoomState):
             self._room_state(msg)
         elif isinstance(msg, wire.RoomLeft):
@@ -350,6 +360,8 @@ class ChatClient:
                 self._refused(msg)
                 return
             self._acknowledged(msg.cid)  # refused: it will not be sent again
+            if msg.cid in self._joins:  # a refused join brings no history
+                self._history_arrived(self._joins.pop(msg.cid))
             if msg.cid is None:
                 self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
@@ -418,8 +430,16 @@ class ChatClient:
         if seen is None or msg.last_seq < seen:
             self.positions.set(conversation, msg.last_seq)
 
+    def _history_arrived(self, conversation: str) -> None:
+        self._history_due.discard(conversation)
+        self._joins = {cid: key for cid, key in self._joins.items() if key != conversation}
+        waiting = self._pages_waiting.pop(conversation, None)
+        if waiting is not None:
+            self.history_page(*waiting)
+
     def _left(self, name: str) -> None:
         key = name_key(name)
+        self._history_arrived("#" + key)
         self.rooms.pop(key, None)
         self._entered.discard(key)
         self._member_parts.pop(key, None)
@@ -530,6 +550,7 @@ class ChatClient:
         self._attempt = 0
         self._member_parts = {}
         self._entered = set()  # the rooms come again, each with where it is now
+        self._expect_rooms(welcome)
         # A new connection: everything unacknowledged goes (again), in order.
         self._in_flight.clear()
         self._to_send = deque(self.outbox)
@@ -542,6 +563,21 @@ class ChatClient:
         for request in requests:
             self.proto.send_message(request)
         self._pump()
+
+    def _expect_rooms(self, welcome: wire.Welcome) -> None:
+        """The welcome names the session's rooms: a room the client thought
+        it was in and is not (a kick while it was away) is left, and the
+        rooms it did not name come with their history on join."""
+        keys = {name_key(name) for name in welcome.rooms}
+        for key, room in list(self.rooms.items()):
+            if key not in keys:
+                self._left(room.name)
+                self.on_event(wire.RoomLeft(room.name, "gone",
+                                            f"you are no longer in #{room.name}"))
+        named = self._sent_positions
+        self._history_due = {"#" + key for key in keys
+                             if named is None or "#" + key not in named}
+        self._pages_waiting = {}
 
     def _set_status(self, status: Status) -> None:
         self.status = status
@@ -660,13 +696,21 @@ class ChatClient:
         """Ask for the page of a conversation ("#room", "@name") before the
         oldest message shown in it (the newest page if none was)."""
         key = conversation_key(conversation)
+        if key in self._history_due:  # asked again once the history on join is in
+            self._pages_waiting[key] = (conversation, limit)
+            return
         seen = self.positions.get(conversation)
         before = self._oldest.get(key, wire.MAX_INT if seen is None else seen + 1)
         self._request(wire.HistoryRequest(before, limit, conversation))
 
     def join(self, room: str, private: bool = False) -> None:
         """Join a room, creating it (``private``: invited people only) if new."""
-        self._request(wire.Join(room, private))
+        cid = None
+        if self.room(room) is None:  # a room joined anew brings its history
+            cid, key = self.next_cid(), "#" + name_key(room.removeprefix("#"))
+            self._history_due.add(key)
+            self._joins[cid] = key  # a refusal names it, and no history comes
+        self._request(wire.Join(room, private, cid))
 
     def part(self, room: str, reason: str | None = None) -> None:
         self._request(wire.Part(room, reason))
