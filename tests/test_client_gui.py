@@ -19,7 +19,10 @@ from twisted.internet.protocol import Factory
 
 from conftest import (REPO, connect_client, screenshot, server_config, start_service,
                       stop_services, subprocess_env, wait_until, ServerProcess)
+from spchat import wire
 from spchat.client.pins import PinStore
+from window_helpers import (choose, click_conversation, conversation_rows, menu_labels,
+                            right_click_member)
 
 STAMP = r"\d\d:\d\d:\d\d"
 
@@ -153,7 +156,7 @@ def test_two_windows_log_in_and_a_message_arrives_with_its_time(tk_root, server,
 
 
 @pytest_twisted.inlineCallbacks
-def test_member_list_follows_a_third_join_and_direct_messages_get_a_tab(
+def test_member_list_follows_a_third_join_and_direct_messages_get_a_row(
         tk_root, server, tmp_path, pins, display):
     alice = yield log_in(tk_root, server, tmp_path, "alice")
     bob = yield log_in(tk_root, server, tmp_path, "bob")
@@ -161,12 +164,11 @@ def test_member_list_follows_a_third_join_and_direct_messages_get_a_tab(
     yield wait_until(lambda: "● carol" in alice.members() and "● carol" in bob.members())
     yield wait_until(lambda: "carol joined" in bob.text())
     carol.direct("alice", "psst, alice")
-    # A direct message opens its own tab with an unread count; the room stays clean.
-    yield wait_until(lambda: alice.controller.presenter.conversations()[-1] == ("carol", 1))
+    # A direct message gets its own row with an unread count; the room stays clean.
+    yield wait_until(lambda: alice.controller.presenter.conversations()[-1][:2] == ("carol", 1))
     yield wait_until(lambda: alice.top.title().startswith("(1) "))
     assert "psst" not in alice.text()
-    tabs = [b.cget("text") for b in alice.window.tab_bar.winfo_children()]
-    assert tabs == ["# lobby", "carol (1)"]
+    assert conversation_rows(alice.window) == [("# lobby", ""), ("carol", "1")]
     # Double-click carol in the member list: her conversation opens.
     row = alice.members().index("● carol")
     bbox = alice.window.members.bbox(row)
@@ -176,12 +178,94 @@ def test_member_list_follows_a_third_join_and_direct_messages_get_a_tab(
     yield wait_until(lambda: "psst, alice" in alice.text())
     alice.say("hi carol")
     yield wait_until(lambda: any(getattr(e, "text", "") == "hi carol" for e in carol.rec.events))
-    assert [b.cget("text") for b in alice.window.tab_bar.winfo_children()] == [
-        "# lobby", "carol"]
+    assert conversation_rows(alice.window) == [("# lobby", ""), ("carol", "")]
     screenshot(alice.top, display, "client-direct-message.png")
-    alice.window.tab_bar.winfo_children()[0].invoke()
+    click_conversation(alice.window, 0)
     yield wait_until(lambda: "carol joined" in alice.text())
     screenshot(alice.top, display, "client-members.png")
+
+
+def join_with_the_box(desk, typed):
+    desk.window.join_entry.delete(0, "end")
+    desk.window.join_entry.insert(0, typed)
+    desk.window.join_button.invoke()
+
+
+@pytest_twisted.inlineCallbacks
+def test_rooms_join_unread_counts_a_mention_switch_and_moderate_from_the_menu(
+        tk_root, server, tmp_path, pins, display):
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    w = alice.window
+    bob = yield connect_client(server, pins, "bob")
+    carol = yield connect_client(server, pins, "carol")
+    # The join box: a refusal from the server is a line in the window, not a dialog.
+    carol.join("secret", private=True)
+    yield wait_until(lambda: carol.room("secret") is not None)
+    join_with_the_box(alice, "#secret")
+    yield wait_until(lambda: "! #secret is private: an operator of it must /invite you first"
+                     in alice.text())
+    assert conversation_rows(w) == [("# lobby", "")]
+    # A new room: alice creates it, owns it, and it opens with its topic above.
+    join_with_the_box(alice, "#dev")
+    yield wait_until(lambda: conversation_rows(w) == [("# lobby", ""), ("# dev", "")])
+    assert w.room_list.selection() == ("1",)
+    yield wait_until(lambda: alice.members() == ["● alice (you) — owner"])
+    alice.say("/topic release 0.2: rooms, roles and moderation")
+    alice.say("/mode +t")
+    yield wait_until(lambda: w.header.cget("text") ==
+                     "#dev (topic locked) — release 0.2: rooms, roles and moderation")
+    bob.join("dev")
+    carol.join("dev")
+    yield wait_until(lambda: alice.members() == ["● alice (you) — owner", "● bob", "● carol"])
+    assert w.members_title.cget("text") == "Members of #dev"
+
+    # Back in the lobby, the others talk in both rooms; bob names alice in #dev.
+    click_conversation(w, 0)
+    yield wait_until(lambda: w.header.cget("text") == "#lobby")
+    assert w.members_title.cget("text") == "Members of #lobby"
+    bob.say("the release notes are up, alice: can you look?", "dev")
+    carol.say("CI is green on all three platforms", "dev")
+    bob.say("lunch at noon?", "lobby")
+    yield wait_until(lambda: "bob: lunch at noon?" in alice.text())
+    yield wait_until(lambda: conversation_rows(w) == [("# lobby", ""), ("# dev", "2 @")])
+    assert w.room_list.item("1", "tags") == ("mention",)  # red, bold
+    assert alice.top.title().startswith("(2) ")
+    # Switching reads them: the count and the mark go, the line naming her is marked.
+    click_conversation(w, 1)
+    yield wait_until(lambda: conversation_rows(w) == [("# lobby", ""), ("# dev", "")])
+    assert "bob: the release notes are up, alice: can you look?" in alice.text()
+    assert "mention" in w.text.tag_names(w.text.search("can you look", "1.0"))
+
+    # The owner's menu on a member offers all of it.
+    menu = right_click_member(w, "bob")
+    assert menu_labels(menu) == ["Message bob", "Kick bob", "Ban bob for an hour",
+                                 "Ban bob for ever", "Mute bob", "Make bob an operator",
+                                 "Make bob an owner"]
+    # A posted menu does not stall the reactor: a line arrives meanwhile.
+    carol.say("still here", "dev")
+    yield wait_until(lambda: "carol: still here" in alice.text())
+    assert menu.winfo_ismapped()
+    choose(menu, "Make bob an operator")
+    yield wait_until(lambda: any(name == "bob" and role == "operator"
+                                 for name, _, role in bob.room_members("dev")))
+    yield wait_until(lambda: alice.members() == ["● alice (you) — owner", "● bob — operator",
+                                                 "● carol"])
+    choose(right_click_member(w, "carol"), "Kick carol")
+    yield wait_until(lambda: any(isinstance(e, wire.RoomLeft) for e in carol.rec.events))
+    (left,) = [e for e in carol.rec.events if isinstance(e, wire.RoomLeft)]
+    assert (left.room, left.code) == ("dev", "kicked") and "by alice" in left.text
+    assert carol.room("lobby") is not None  # still on the server, in her other room
+    yield wait_until(lambda: alice.members() == ["● alice (you) — owner", "● bob — operator"])
+    yield wait_until(lambda: "carol was kicked by alice" in alice.text())
+
+    # The picture: news in the lobby naming alice, a direct message, her answer.
+    bob.say("alice, are you coming to lunch?", "lobby")
+    carol.direct("alice", "was that kick about the spam?")
+    yield wait_until(lambda: conversation_rows(w) == [("# lobby", "1 @"), ("# dev", ""),
+                                                      ("carol", "1")])
+    alice.say("bob: thanks, reading them now")
+    yield wait_until(lambda: "alice (you): bob: thanks, reading them now\n" in alice.text())
+    screenshot(alice.top, display, "client-rooms.png")
 
 
 @pytest_twisted.inlineCallbacks

@@ -1,23 +1,54 @@
 """The desktop client's presenter, with a real (unconnected) ChatClient."""
 
+import dataclasses
+
 import pytest
 
 from spchat import wire
 from spchat.client.pins import PinStore
-from spchat.client.presenter import ROOM, ChatPresenter, name_colour
+from spchat.client.commands import NO_ROOM
+from spchat.client.presenter import (ChatPresenter, Conversation, MemberRow, mentions,
+                                     moderation_actions, name_colour)
 from spchat.client.session import ChatClient, Status
 
 T = 1_700_000_000_000
+ROOM = "#lobby"
+
+
+def joins_as_typed(messages):
+    """Requests as a user typed them: a join's cid is the client's own."""
+    return [dataclasses.replace(m, cid=None) if isinstance(m, wire.Join) else m
+            for m in messages]
+
+
+def room(name, topic="", last_seq=0, private=False, locked=False):
+    return wire.RoomState(name, topic, private, locked, last_seq)
 
 
 @pytest.fixture
 def chat(tmp_path):
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
-    client.message_received(wire.Welcome("me", "s", "t", "lobby", T, 0, 0, 2000, 10))
     presenter = ChatPresenter(client)
     client.on_event = presenter.event  # as the desktop controller wires it
-    presenter.event(wire.Members("lobby", (("me", "online"), ("bob", "idle"))))
+    client.on_status = presenter.status
+    # A welcome naming no room: #lobby's state then comes as after a join
+    # whose history was empty (the history on join is test_*_history's).
+    client.message_received(wire.Welcome("me", "s", "t", (), T, 0, 2000, 10))
+    client.message_received(room("lobby"))
+    client.message_received(wire.Members("lobby", (("me", "online", "member"),
+                                                   ("bob", "idle", "member"))))
     return presenter
+
+
+def tabs(chat):
+    """(view, unread) of each conversation."""
+    return [c[:2] for c in chat.conversations()]
+
+
+def feed(chat, *messages):
+    """Messages from the server, through the client as in the window."""
+    for msg in messages:
+        chat.client.message_received(msg)
 
 
 def test_own_message_is_pending_then_confirmed_in_place(chat):
@@ -52,10 +83,12 @@ def test_refused_message_says_why(chat):
 def test_direct_messages_have_their_own_view_and_unread_counts(chat):
     chat.event(wire.DirectMessage(3, T, "bob", "me", "psst"))
     chat.event(wire.DirectMessage(4, T, "bob", "me", "still there?"))
-    assert chat.conversations() == [(ROOM, 0), ("bob", 2)]
+    assert tabs(chat) == [(ROOM, 0), ("bob", 2)]
     assert [l.text for l in chat.lines(ROOM)] == []
     chat.open("BOB")  # a double-click, in any case
-    assert chat.active == "bob" and chat.conversations() == [(ROOM, 0), ("bob", 0)]
+    assert chat.active == "bob" and tabs(chat) == [(ROOM, 0), ("bob", 0)]
+    assert chat.header() == "direct conversation with bob"
+    assert chat.member_room() == "lobby"  # the list beside it stays the room's
     chat.send("yes")
     cid = chat.lines()[-1].cid
     chat.event(wire.DirectMessage(5, T, "me", "bob", "yes", cid))
@@ -63,7 +96,7 @@ def test_direct_messages_have_their_own_view_and_unread_counts(chat):
         ("psst", False), ("still there?", False), ("yes", False)]
     chat.open(ROOM)
     chat.event(wire.RoomMessage(6, T, "lobby", "bob", "in the room"))
-    assert chat.conversations() == [(ROOM, 0), ("bob", 0)]
+    assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
 
 
 def test_msg_command_opens_the_conversation(chat):
@@ -82,9 +115,10 @@ def test_history_is_marked_and_kept_in_order(chat):
 
 
 def test_notices_errors_members_and_offline(chat):
-    chat.event(wire.Notice("lobby", T, "join", "carol joined"))
-    chat.event(wire.Members("lobby", (("carol", "online"), ("me", "online"))))
-    assert chat.members == (("carol", "online"), ("me", "online"))
+    feed(chat, wire.Notice("lobby", T, "join", "carol joined"),
+         wire.Members("lobby", (("carol", "online", "owner"), ("me", "online", "member"))))
+    assert chat.member_rows() == [MemberRow("carol", "online", "owner", False),
+                                  MemberRow("me", "online", "member", True)]
     assert chat.lines()[-1].kind == "notice"
     chat.event(wire.Bye("kicked", "you were kicked: spam"))
     chat.status(Status("offline", reason="you were kicked: spam", recovery="never"))
@@ -132,10 +166,11 @@ def test_older_history_is_asked_once_at_a_time_and_not_past_the_start(chat):
     assert chat.reached_top() is True
     assert chat.reached_top() is False  # a page is on its way: scrolling more asks nothing
     assert [type(m).__name__ for m in sent] == ["HistoryRequest"]
-    chat.event(wire.RoomMessage(3, T, "lobby", "bob", "third", history=True))
-    chat.client.message_received(wire.HistoryEnd(3, True))
+    assert (sent[0].conversation, sent[0].before) == ("#lobby", 1)
+    feed(chat, wire.RoomMessage(3, T, "lobby", "bob", "third", history=True),
+         wire.HistoryEnd(3, True, "#lobby"))
     assert chat.reached_top() is True and sent[-1].before == 3
-    chat.client.message_received(wire.HistoryEnd(1, False))  # the very first message was reached
+    feed(chat, wire.HistoryEnd(1, False, "#lobby"))  # the very first message was reached
     assert chat.reached_top() is False
     chat.send("/history")
     assert chat.lines()[-1].text == "no older messages" and len(sent) == 2
@@ -153,7 +188,7 @@ def test_commands_typed_in_the_entry(chat):
     chat.send("/password onlyone")
     assert chat.lines()[-1].text == "usage: /register PASSWORD, /password OLD NEW"
     chat.send("/who")
-    assert chat.lines()[-1].text == "in the room: me, bob (idle)"
+    assert chat.lines()[-1].text == "in #lobby: me (online), bob (idle)"
     chat.send("/frobnicate")
     assert chat.lines()[-1].text == "unknown command /frobnicate; /help lists them"
     chat.send("/reconnect")
@@ -172,9 +207,11 @@ def test_too_long_is_refused_before_sending(chat):
 
 
 def test_member_rows_mark_me_and_states(chat):
-    chat.event(wire.Members("lobby", (("bob", "idle"), ("Me", "online"), ("eve", "reconnecting"))))
-    assert chat.member_rows() == [("bob", "idle", False), ("Me", "online", True),
-                                  ("eve", "reconnecting", False)]
+    feed(chat, wire.Members("lobby", (("bob", "idle", "operator"), ("Me", "online", "member"),
+                                      ("eve", "reconnecting", "muted"))))
+    assert chat.member_rows() == [("bob", "idle", "operator", False),
+                                  ("Me", "online", "member", True),
+                                  ("eve", "reconnecting", "muted", False)]
     chat.event(wire.DirectMessage(3, T, "bob", "me", "psst"))
     chat.event(wire.DirectMessage(4, T, "eve", "me", "hey"))
     assert chat.unread_total() == 2
@@ -183,25 +220,30 @@ def test_member_rows_mark_me_and_states(chat):
 def test_member_updates_keep_the_list_in_the_servers_order(tmp_path):
     from spchat.client.session import updated_members
 
-    members = (("alice", "online"), ("Carol", "idle"))
+    members = (("alice", "online", "owner"), ("Carol", "idle", "member"))
     members = updated_members(members, "bob", "online")
-    assert members == (("alice", "online"), ("bob", "online"), ("Carol", "idle"))
+    assert members == (("alice", "online", "owner"), ("bob", "online", "member"),
+                       ("Carol", "idle", "member"))
     members = updated_members(members, "CAROL", "gone")
-    assert members == (("alice", "online"), ("bob", "online"))
-    assert updated_members(members, "bob", "reconnecting")[1] == ("bob", "reconnecting")
-    # Fed to a client, an update reaches its listeners as the whole new list.
+    assert members == (("alice", "online", "owner"), ("bob", "online", "member"))
+    assert updated_members(members, "bob", "reconnecting", "operator")[1] == (
+        "bob", "reconnecting", "operator")
+    # Fed to a client, an update reaches its listeners as the room's whole new list.
     got = []
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path), on_event=got.append)
-    client.message_received(wire.Members("lobby", (("me", "online"),)))
-    client.message_received(wire.MemberUpdate("lobby", "zed", "online"))
-    assert got[-1] == wire.Members("lobby", (("me", "online"), ("zed", "online")))
-    assert client.members == got[-1].members
+    client.message_received(room("lobby"))
+    client.message_received(wire.Members("lobby", (("me", "online", "member"),)))
+    client.message_received(wire.MemberUpdate("lobby", "zed", "online", "muted"))
+    assert got[-1] == wire.Members("lobby", (("me", "online", "member"),
+                                             ("zed", "online", "muted")))
+    assert client.room_members("#LOBBY") == got[-1].members
+    assert client.members == (("me", "online"), ("zed", "online"))
 
 
 def test_a_user_called_lobby_is_a_person_not_the_room(chat):
     chat.event(wire.DirectMessage(3, T, "lobby", "me", "psst"))
     assert [l.text for l in chat.lines(ROOM)] == []
-    assert chat.conversations() == [(ROOM, 0), ("lobby", 1)]
+    assert tabs(chat) == [(ROOM, 0), ("lobby", 1)]
     chat.open("lobby")
     chat.send("a private answer")
     assert list(chat.client.outbox.values())[-1] == wire.Direct(
@@ -218,14 +260,14 @@ def test_a_dropped_connection_does_not_block_older_history_for_good(chat):
 
 
 def test_a_direct_message_typed_with_other_capitals_is_confirmed(chat):
-    chat.event(wire.Members("lobby", ()))  # nobody listed: "BOB" stays as typed
+    feed(chat, wire.Members("lobby", ()))  # nobody listed: "BOB" stays as typed
     chat.send("/msg BOB hi")
     assert chat.active == "BOB" and chat.lines()[-1].pending
     cid = chat.lines()[-1].cid
     chat.event(wire.DirectMessage(9, T, "me", "bob", "hi", cid))
     assert chat.active == "bob"
     assert [(l.text, l.pending) for l in chat.lines()] == [("hi", False)]
-    assert [v for v, _ in chat.conversations()] == [ROOM, "bob"]
+    assert [c.view for c in chat.conversations()] == [ROOM, "bob"]
 
 
 def test_after_a_kick_nothing_stays_sending(chat):
@@ -240,11 +282,262 @@ def test_a_member_list_cut_off_with_its_connection_is_not_glued_to_the_next(tmp_
     from twisted.internet.task import Clock
 
     client = ChatClient(Clock(), "127.0.0.1", 5000, "me", PinStore(tmp_path))
-    client.message_received(wire.Members("lobby", (("old1", "online"), ("old2", "online")),
-                                         more=True))
+    client.message_received(room("lobby"))
+    client.message_received(wire.Members("lobby", (("old1", "online", "member"),
+                                                   ("old2", "online", "member")), more=True))
     client.connection_lost("connection lost")  # before the last part came
-    client.message_received(wire.Members("lobby", (("me", "online"),)))
-    assert client.members == (("me", "online"),)
+    client.message_received(wire.Members("lobby", (("me", "online", "member"),)))
+    assert client.room_members("lobby") == (("me", "online", "member"),)
+
+
+# --- rooms -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rooms(chat):
+    """In #lobby (open) and #Dev, where alice is the owner."""
+    feed(chat, room("Dev", topic="plans", locked=True),
+         wire.Members("Dev", (("alice", "online", "owner"), ("me", "online", "member"))))
+    chat.sent = []
+    chat.client._request = chat.sent.append  # what would go to the server
+    return chat
+
+
+def test_each_room_has_its_view_listed_before_direct_conversations(rooms):
+    chat = rooms
+    feed(chat, wire.DirectMessage(1, T, "carol", "me", "hi me"),
+         wire.RoomMessage(1, T, "dev", "alice", "plans are ready"),
+         wire.RoomMessage(2, T, "Dev", "alice", "old", history=True),
+         wire.RoomMessage(3, T, "lobby", "bob", "in the open room"))
+    assert chat.conversations() == [Conversation("#lobby", 0), Conversation("#Dev", 1),
+                                    Conversation("carol", 1)]
+    assert [l.text for l in chat.lines("#Dev")] == ["old", "plans are ready"]
+    assert chat.lines()[-1].text == "in the open room"
+    chat.open("#dev")
+    assert chat.active == "#Dev" and chat.conversations()[1] == ("#Dev", 0, False, False)
+    assert chat.header() == "#Dev (topic locked) — plans"
+    assert chat.member_rows() == [MemberRow("alice", "online", "owner", False),
+                                  MemberRow("me", "online", "member", True)]
+
+
+def test_a_line_naming_me_marks_its_room(rooms):
+    chat = rooms
+    feed(chat, wire.RoomMessage(1, T, "Dev", "alice", "someday"),
+         wire.RoomMessage(2, T, "Dev", "alice", "ME: are you there?"),
+         wire.RoomMessage(4, T, "lobby", "bob", "hey me"),  # the open room: seen
+         wire.RoomMessage(3, T, "Dev", "me", "my own me"))
+    assert chat.conversations()[:2] == [("#lobby", 0, False, False), ("#Dev", 2, True, False)]
+    assert [l.mention for l in chat.lines("#Dev")] == [False, True, False]
+    chat.open("#Dev")
+    assert chat.conversations()[1] == ("#Dev", 0, False, False)
+    # In a direct conversation every line is for me: no mark beyond the count.
+    chat.event(wire.DirectMessage(1, T, "bob", "me", "me me me"))
+    assert chat.conversations()[-1] == ("bob", 1, False, False)
+
+
+@pytest.mark.parametrize("text, named", [
+    ("hi me", True), ("Me?", True), ("(me)", True), ("meet me later", True),
+    ("meeting", False), ("name", False), ("theme", False), ("me_too", False),
+])
+def test_a_mention_is_my_name_as_a_word_in_any_case(text, named):
+    assert mentions(text, "Me") is named
+
+
+def test_join_opens_the_room_once_in_and_part_marks_it_left(rooms):
+    chat = rooms
+    chat.send("/join #Ops private")
+    assert joins_as_typed(chat.sent) == [wire.Join("Ops", True)] and chat.active == "#lobby"
+    feed(chat, room("ops", private=True))
+    assert chat.active == "#ops" and chat.header() == "#ops (private)"
+    chat.send("hello ops")
+    assert list(chat.client.outbox.values())[-1].room == "ops"
+    chat.send("/join dev")  # in it already: opened at once
+    assert chat.active == "#Dev"
+    chat.send("/part bye all")
+    assert chat.sent[-1] == wire.Part("Dev", "bye all")
+    feed(chat, wire.RoomLeft("Dev", "part", "you left #Dev"))
+    assert chat.conversations()[1] == ("#Dev", 0, False, True)
+    assert chat.lines()[-1].text == "you left #Dev" and chat.member_rows() == []
+    assert "no longer in this room" in chat.header()
+    chat.send("anyone?")
+    assert chat.lines()[-1].kind == "error" and "/join #Dev" in chat.lines()[-1].text
+    feed(chat, room("Dev"))  # joined again (from another client)
+    assert chat.conversations()[1].left is False
+
+
+def test_a_room_joined_again_does_not_show_its_history_twice(rooms):
+    chat = rooms
+    feed(chat, wire.RoomMessage(1, T, "Dev", "alice", "one", history=True),
+         wire.RoomMessage(2, T, "Dev", "alice", "two"),
+         wire.RoomLeft("Dev", "part", "you left #Dev"), room("Dev", last_seq=2),
+         wire.RoomMessage(1, T, "Dev", "alice", "one", history=True),
+         wire.RoomMessage(2, T, "Dev", "alice", "two", history=True))
+    assert [l.text for l in chat.lines("#Dev")] == ["one", "two", "you left #Dev"]
+
+
+def test_room_commands_act_on_the_open_room(rooms):
+    chat = rooms
+    chat.open("#Dev")
+    for typed in ("/topic new plans", "/mode +i", "/kick bob spam", "/ban bob 30", "/op carol",
+                  "/invite dan", "/rooms"):
+        chat.send(typed)
+    assert chat.sent == [wire.Topic("Dev", "new plans"), wire.Mode("Dev", "private", True),
+                         wire.Moderate("Dev", "kick", "bob", "spam"),
+                         wire.Moderate("Dev", "ban", "bob", None, 30.0),
+                         wire.Moderate("Dev", "op", "carol"), wire.Moderate("Dev", "invite", "dan"),
+                         wire.ListRooms()]
+    chat.send("/topic")
+    assert chat.lines()[-1].text == "topic of #Dev: plans (topic locked)"
+    chat.send("/who")
+    assert chat.lines()[-1].text == "in #Dev: alice (online, owner), me (online)"
+    chat.send("/mode +q")
+    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == ("error", "usage: /mode +i|-i|+t|-t")
+    chat.event(wire.RoomList((("lobby", 3, ""),)))
+    assert [l.text for l in chat.lines()[-2:]] == ["rooms:", "#lobby (3 members)"]
+    # In a direct conversation there is no room to act on.
+    chat.open("bob")
+    chat.send("/kick alice")
+    assert chat.lines()[-1].text == NO_ROOM and len(chat.sent) == 7
+
+
+def test_notices_go_to_their_room_or_to_the_open_view(rooms):
+    chat = rooms
+    feed(chat, wire.Notice("dev", T, "topic", "alice set the topic: plans"),
+         wire.Notice("", T, "account", "the name me is now registered to you"),
+         wire.Notice("secret", T, "invite", "alice invited you to #secret"))
+    assert [l.text for l in chat.lines("#Dev")] == ["alice set the topic: plans"]
+    assert [l.text for l in chat.lines("#lobby")] == ["the name me is now registered to you",
+                                                      "alice invited you to #secret"]
+
+
+def test_history_is_asked_for_the_open_conversation(rooms):
+    chat = rooms
+    feed(chat, wire.HistoryEnd(1, False, "#lobby"))
+    assert chat.reached_top() is False  # the lobby's start was reached
+    feed(chat, wire.DirectMessage(7, T, "bob", "me", "psst"))
+    chat.open("bob")
+    assert chat.reached_top() and chat.sent[-1] == wire.HistoryRequest(7, 50, "@bob")
+    chat.open("#Dev")
+    assert chat.reached_top() and chat.sent[-1].conversation == "#Dev"
+
+
+def test_what_is_said_before_the_first_room_shows_in_it(tmp_path):
+    client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
+    chat = ChatPresenter(client)
+    client.on_event = chat.event
+    chat.notice("file sharing is off: port taken", "sharing")
+    assert chat.conversations() == []
+    client.message_received(wire.Welcome("me", "s", "t", ("lobby",), T, 0, 2000, 10))
+    client.message_received(room("dev"))
+    client.message_received(room("lobby"))
+    assert chat.active == "#dev" and [c.view for c in chat.conversations()] == ["#dev", "#lobby"]
+    assert chat.lines()[0].text == "file sharing is off: port taken"
+
+
+def test_presence_changes_states_in_the_open_rooms_list(chat):
+    chat.client._presence_snapshot((("bob", "online"), ("me", "idle"), ("zed", "online")))
+    assert chat.member_rows() == [("me", "idle", "member", True),
+                                  ("bob", "online", "member", False)]
+
+
+def labels(actions):
+    return [action.label for action in actions]
+
+
+def test_members_are_listed_by_role_then_in_the_servers_order(rooms):
+    chat = rooms
+    feed(chat, wire.Members("lobby", (("amy", "online", "muted"), ("bob", "idle", "member"),
+                                      ("cy", "online", "owner"), ("dee", "online", "operator"),
+                                      ("me", "online", "member"), ("zoe", "online", "owner"))))
+    assert [(row.name, row.role) for row in chat.member_rows()] == [
+        ("cy", "owner"), ("zoe", "owner"), ("dee", "operator"), ("bob", "member"),
+        ("me", "member"), ("amy", "muted")]
+    assert chat.my_role() == "member"
+
+
+@pytest.mark.parametrize("mine, theirs, offered", [
+    ("member", "member", []),
+    ("muted", "member", []),
+    ("operator", "operator", []),
+    ("operator", "owner", []),
+    ("operator", "member", ["Kick bob", "Ban bob for an hour", "Ban bob for ever", "Mute bob",
+                            "Make bob an operator"]),
+    ("operator", "muted", ["Kick bob", "Ban bob for an hour", "Ban bob for ever", "Unmute bob",
+                           "Make bob an operator"]),
+    ("owner", "operator", ["Kick bob", "Ban bob for an hour", "Ban bob for ever",
+                           "Make bob a plain member", "Make bob an owner"]),
+    ("owner", "member", ["Kick bob", "Ban bob for an hour", "Ban bob for ever", "Mute bob",
+                         "Make bob an operator", "Make bob an owner"]),
+    ("owner", "owner", []),
+])
+def test_moderation_offered_is_what_the_server_allows(mine, theirs, offered):
+    assert labels(moderation_actions(mine, theirs, "bob")) == offered
+
+
+def test_a_members_menu_acts_on_the_room_whose_members_show(rooms):
+    chat = rooms
+    feed(chat, wire.Members("Dev", (("alice", "online", "member"), ("bob", "online", "muted"),
+                                    ("me", "online", "owner"))))
+    chat.open("#Dev")
+    me, alice, bob = chat.member_rows()  # the owner first, the muted last
+    assert me.me and chat.member_actions(me) == []
+    actions = chat.member_actions(alice)
+    assert labels(actions)[:3] == ["Message alice", "Kick alice", "Ban alice for an hour"]
+    chat.act_on_member("alice", actions[2])
+    chat.act_on_member("bob", next(a for a in chat.member_actions(bob) if a.op == "unmute"))
+    assert chat.sent == [wire.Moderate("Dev", "ban", "alice", None, 60.0),
+                         wire.Moderate("Dev", "unmute", "bob")]
+    chat.open("carol")  # beside a direct conversation the list is still #Dev's
+    chat.act_on_member("alice", actions[1])
+    assert chat.sent[-1] == wire.Moderate("Dev", "kick", "alice")
+    chat.act_on_member("bob", chat.member_actions(bob)[0])  # "Message bob"
+    assert chat.active == "bob"
+    # In #lobby I am a plain member: talking is all the menu offers.
+    chat.open("#lobby")
+    assert labels(chat.member_actions(chat.member_rows()[1])) == ["Message bob"]
+
+
+def test_the_join_box_joins_or_creates_and_says_what_is_wrong(rooms):
+    chat = rooms
+    chat.join("#ops", private=True)
+    chat.join("  news ")
+    assert joins_as_typed(chat.sent) == [wire.Join("ops", True), wire.Join("news", False)]
+    for typed in ("#", "", "two words"):
+        chat.join(typed)
+        assert chat.lines()[-1].kind == "error"
+        assert chat.lines()[-1].text == "type the name of one room to join or create, as #name"
+    assert len(chat.sent) == 2
+    feed(chat, room("ops", private=True))
+    assert chat.active == "#ops"  # opened once in
+    # A refusal from the server is a line of the open conversation.
+    feed(chat, wire.Error("banned", "you are banned from #news for ever"))
+    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
+        "error", "you are banned from #news for ever")
+
+
+def test_a_left_room_can_be_joined_again_or_taken_off_the_list(rooms):
+    chat = rooms
+    chat.open("#Dev")
+    assert labels(chat.conversation_actions("#Dev")) == ["Leave #Dev"]
+    assert chat.conversation_actions("bob") == []
+    chat.act_on_conversation("#Dev", chat.conversation_actions("#Dev")[0])
+    assert chat.sent == [wire.Part("Dev", None)]
+    feed(chat, wire.RoomLeft("Dev", "kicked", "you were kicked from #Dev by alice: spam"))
+    rejoin, remove = chat.conversation_actions("#Dev")
+    assert (rejoin.label, remove.label) == ("Join #Dev again", "Remove #Dev from the list")
+    chat.act_on_conversation("#Dev", rejoin)
+    assert joins_as_typed(chat.sent)[-1] == wire.Join("Dev", False)
+    chat.act_on_conversation("#Dev", remove)
+    assert [c.view for c in chat.conversations()] == ["#lobby"] and chat.active == "#lobby"
+    assert chat.lines("#Dev") == []
+    chat.remove("#lobby")  # still in it: stays
+    assert [c.view for c in chat.conversations()] == ["#lobby"]
+    # Out of every room and each taken off: nothing open, and a new room opens.
+    feed(chat, wire.RoomLeft("lobby", "part", "you left #lobby"))
+    chat.remove("#lobby")
+    assert chat.conversations() == [] and chat.active == "" and chat.member_rows() == []
+    feed(chat, room("dev"))
+    assert chat.active == "#dev"
 
 
 # --- file sharing: offers, Download, /share /files /get ------------------------

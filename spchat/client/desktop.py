@@ -203,6 +203,24 @@ class DesktopController:
             self.presenter.open(view)
             self._changed()
 
+    def join(self, typed: str, private: bool) -> None:
+        """The join box."""
+        if self.client is not None:
+            self.presenter.join(typed, private)
+            self._changed()
+
+    def act_on_member(self, name: str, action) -> None:
+        """An entry of a member's context menu (a presenter MenuAction)."""
+        if self.client is not None:
+            self.presenter.act_on_member(name, action)
+            self._changed()
+
+    def act_on_conversation(self, view: str, action) -> None:
+        """An entry of a room's context menu in the room list."""
+        if self.client is not None:
+            self.presenter.act_on_conversation(view, action)
+            self._changed()
+
     def reached_top(self) -> None:
         if self.client is not None and self.presenter.reached_top():
             self._changed()

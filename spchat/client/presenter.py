@@ -1,43 +1,55 @@
 """What the desktop chat window shows: no Tk here.
 
-The Tk view renders ``lines(view)``, ``members``, ``status_text()``,
-``conversations()`` and ``download_rows()``, and forwards what the user does
-to ``send``, ``open``, ``reached_top``, ``reconnect`` and ``download``.  Fed
-by a ``ChatClient``'s events and statuses (``event``, ``status``), so every
-rule is a plain unit test.
+The Tk view renders ``lines(view)``, ``member_rows()``, ``header()``,
+``status_text()``, ``conversations()`` and ``download_rows()``, offers the
+menus ``member_actions(row)`` and ``conversation_actions(view)``, and
+forwards what the user does to ``send``, ``open``, ``join``,
+``act_on_member``, ``act_on_conversation``, ``reached_top``, ``reconnect``
+and ``download``.  Fed by a ``ChatClient``'s events and statuses (``event``,
+``status``), and reading the rooms and member lists the client keeps, so
+every rule is a plain unit test.
 
 File sharing goes through a ``SharingNode`` (``sharing``, None when it is
 off): an offer is a line of kind "offer" with the file's id, which the view
 draws with a Download button; a download under way is a row of
 ``download_rows()`` until it ends in a "saved …" notice or an error line.
 
-A *view* is the room (``ROOM``) or one direct conversation (the peer's
-name, as the server spells it).
+A *view* is a room ("#" and its name, as the server spells it) or one
+direct conversation (the peer's name, as the server spells it): "#" cannot
+be in a name, so no user (not even one called "lobby") shares a view with a
+room.  Until the first room comes, the view is "" (it then becomes that
+room's).
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from twisted.internet import defer
 
 from spchat import wire
-from spchat.client.session import Status
+from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
+                                    room_command, room_flags, room_list_lines, who_text)
+from spchat.client.session import Status, conversation_key, direct_peer, name_key
 from spchat.p2p.manifest import safe_name
 from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
 
-# The room's view: "#" cannot be in a name, so no user (not even one called
-# "lobby") can share a view with the room.
-ROOM = "#lobby"
 HELP = (
     "Enter says it in the open conversation. Commands: /msg NAME TEXT, /who, /history, "
-    "/register PASSWORD, /password OLD NEW, /share PATH, /unshare ID, /files, /get ID [DIR], "
-    "/reconnect, /help; //text says a line starting with /. Double-click a member to talk "
-    "to them alone; Download on an offer saves the file."
+    f"{ROOM_HELP} (on the open room), /register PASSWORD, /password OLD NEW, /share PATH, "
+    "/unshare ID, /files, /get ID [DIR], /reconnect, /help; //text says a line starting "
+    "with /. Double-click a member to talk to them alone, right-click one for what your role "
+    "lets you do; the box under the room list joins or creates a room; Download on an "
+    "offer saves the file."
 )
+# Roles from the lowest up, as the server ranks them (wire.ROLES is highest first).
+RANKS = {role: rank for rank, role in enumerate(reversed(wire.ROLES))}
+BAN_HOUR = 60.0  # minutes: the menu's short ban
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#ff7f0e", "#7f7f7f")
 
@@ -50,6 +62,22 @@ def name_colour(name: str) -> str:
 
 def local_time(ts_ms: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
+
+
+def now_time() -> str:
+    return local_time(time.time() * 1000)
+
+
+def mentions(text: str, name: str | None) -> bool:
+    """``name`` in ``text`` as a word of its own, in any case."""
+    if not name:
+        return False
+    return re.search(rf"(?<!\w){re.escape(name_key(name))}(?!\w)", name_key(text)) is not None
+
+
+def view_key(view: str) -> str:
+    """Views compare as the server compares names."""
+    return view[:1] + name_key(view[1:]) if view.startswith("#") else name_key(view)
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,57 @@ class Line:
     notice: str = ""  # a notice's kind: join, leave, broadcast, kick, idle, ...
     file: str = ""  # an offer's file id
     download: str = ""  # an offer's download: "", "running", "saved" or "failed"
+    mention: bool = False  # someone else's line with my name in it
+
+
+class Conversation(NamedTuple):
+    """One entry of the list of conversations."""
+
+    view: str
+    unread: int
+    mentioned: bool = False  # an unread line in a room names me
+    left: bool = False  # a room the client is no longer in
+
+
+class MemberRow(NamedTuple):
+    name: str
+    state: str
+    role: str
+    me: bool
+
+
+class MenuAction(NamedTuple):
+    """One entry of a context menu: its label, and what it does."""
+
+    label: str
+    op: str  # a wire.MODERATION_OPS op, or "message", "part", "join", "remove"
+    minutes: float | None = None  # a ban's length (None: for ever)
+
+
+def moderation_actions(mine: str, theirs: str, name: str) -> list[MenuAction]:
+    """What a member whose role is ``mine`` may do to one whose role is
+    ``theirs``, by the server's rules (spchat/server/room_commands.py), so
+    that the menu offers nothing the server would refuse: operators and
+    owners act on those below them, only owners make owners (and demote
+    operators)."""
+    if RANKS[mine] < RANKS["operator"]:
+        return []
+    actions = []
+    if RANKS[mine] > RANKS[theirs]:
+        actions += [MenuAction(f"Kick {name}", "kick"),
+                    MenuAction(f"Ban {name} for an hour", "ban", BAN_HOUR),
+                    MenuAction(f"Ban {name} for ever", "ban")]
+    if theirs == "member":
+        actions.append(MenuAction(f"Mute {name}", "mute"))
+    if theirs == "muted":
+        actions.append(MenuAction(f"Unmute {name}", "unmute"))
+    if theirs in ("member", "muted"):
+        actions.append(MenuAction(f"Make {name} an operator", "op"))
+    if mine == "owner" and theirs == "operator":
+        actions.append(MenuAction(f"Make {name} a plain member", "deop"))
+    if mine == "owner" and theirs != "owner":
+        actions.append(MenuAction(f"Make {name} an owner", "owner"))
+    return actions
 
 
 @dataclass
@@ -98,39 +177,44 @@ class ChatPresenter:
         self._offered: dict[str, str] = {}  # file id -> its name, as offered
         self._next_download = 0
         self.clock = clock  # for the countdown to the next reconnect attempt
-        self.members: tuple[tuple[str, str], ...] = ()
         self.state = getattr(client, "status", Status("connecting"))
         self._state_at = clock()
-        self.active = ROOM
-        self._lines: dict[str, list[Line]] = {ROOM: []}
+        self.active = ""
+        self._lines: dict[str, list[Line]] = {"": []}
+        self._rooms: list[str] = []  # room views, in the order first entered
+        self._left: set[str] = set()  # room views of rooms the client left
+        self._last_room = ""  # the room view whose members show beside a direct one
+        self._joining: set[str] = set()  # keys of rooms a /join here asked for
         self._unread: dict[str, int] = {}
-        self._history_asked = False  # a page is on its way
-        self._more_history = True
+        self._mentioned: set[str] = set()  # room views with an unread mention
+        self._history_asked: set[str] = set()  # conversation keys: a page is on its way
+        self._no_older: set[str] = set()  # conversation keys: the start was reached
 
     # --- from the client --------------------------------------------------
 
     def event(self, msg: wire.Message) -> None:
         if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._message(msg)
+        elif isinstance(msg, wire.RoomState):
+            self._entered(msg.room)
+        elif isinstance(msg, wire.RoomLeft):
+            view = self._room_view(msg.room)
+            self._left.add(view)
+            self._add(view, Line("notice", now_time(), msg.text, notice=msg.code))
         elif isinstance(msg, wire.Notice):
-            self._add(ROOM, Line("notice", local_time(msg.ts), msg.text, notice=msg.kind))
+            self._add(self._notice_view(msg.room),
+                      Line("notice", local_time(msg.ts), msg.text, notice=msg.kind))
         elif isinstance(msg, wire.HistoryEnd):
-            self._history_asked = False
-            self._more_history = msg.more
+            self._history_end(msg)
         elif isinstance(msg, wire.Error):
             self._error(msg)
         elif isinstance(msg, wire.Bye):
-            self._add(self.active, Line("notice", local_time(time.time() * 1000), msg.text,
-                                        notice=msg.code))
-        elif isinstance(msg, wire.Members):
-            self.members = msg.members
+            self._add(self.active, Line("notice", now_time(), msg.text, notice=msg.code))
+        elif isinstance(msg, wire.RoomList):
+            for text in room_list_lines(msg):
+                self.notice(text, "rooms")
         elif isinstance(msg, wire.Offer):
-            own = msg.sharer.casefold() == (self.client.name or "").casefold()
-            self._offered[msg.file] = safe_name(msg.name)
-            self._add(ROOM, Line("offer", local_time(msg.ts),
-                                 f"shares {safe_name(msg.name)} ({size_text(msg.size)})",
-                                 msg.sharer, name_colour(msg.sharer), own, file=msg.file,
-                                 download=self._download_state(msg.file)))
+            self._offer(msg)
         elif isinstance(msg, wire.FileList):
             self.notice("offered files:" if msg.files else "no files are offered", "files")
             for row in msg.files:
@@ -141,11 +225,9 @@ class ChatPresenter:
         self._state_at = self.clock()
         if status.state != "connected":
             # A page asked for on a connection that went is not coming.
-            self._history_asked = False
-        if status.state == "offline":
-            self.members = ()  # no longer live: an empty list says so
-            if status.recovery == "never":
-                self._unsendable(status.reason)
+            self._history_asked.clear()
+        if status.state == "offline" and status.recovery == "never":
+            self._unsendable(status.reason)
 
     def _unsendable(self, reason: str) -> None:
         """The client will not come back by itself: "sending…" would be a lie."""
@@ -155,34 +237,90 @@ class ChatPresenter:
                     lines[i] = replace(old, pending=False, kind="error",
                                        text=f"{old.text}  (not sent: {reason})")
 
+    def _find(self, view: str) -> str | None:
+        """The view already open under another spelling, if any."""
+        key = view_key(view)
+        return next((v for v in self._lines if view_key(v) == key), None)
+
+    def _room_view(self, room: str) -> str:
+        return self._find("#" + room) or "#" + room
+
+    def _entered(self, room: str) -> None:
+        """In a room (joined, or back after a reconnect), or its settings changed."""
+        view = self._room_view(room)
+        if view not in self._rooms:
+            self._rooms.append(view)
+        self._left.discard(view)
+        self._lines.setdefault(view, [])
+        if self.active == "":  # the first room: what was said before it shows there
+            self._lines[view] = self._lines.pop("") + self._lines[view]
+            self.open(view)
+        elif name_key(room) in self._joining:
+            self.open(view)
+        self._joining.discard(name_key(room))
+
+    def _notice_view(self, room: str) -> str:
+        """A room's notice goes to its view; news of no room (or of a room not
+        shown, as an invitation) to the open one."""
+        return (self._find("#" + room) if room else None) or self.active
+
+    def _history_end(self, msg: wire.HistoryEnd) -> None:
+        key = conversation_key(msg.conversation)
+        self._history_asked.discard(key)
+        if msg.more:
+            self._no_older.discard(key)
+        else:
+            self._no_older.add(key)
+
     def _view_of(self, msg) -> str:
         if isinstance(msg, wire.RoomMessage):
-            return ROOM
-        mine = self.client.name
-        return msg.to if msg.sender == mine else msg.sender
+            return self._room_view(msg.room)
+        return direct_peer(msg, self.client.name)
 
     def _message(self, msg) -> None:
         view = self._view_of(msg)
-        own = msg.sender == self.client.name
+        own = name_key(msg.sender) == name_key(self.client.name or "")
         line = Line("message", local_time(msg.ts), msg.text, msg.sender, name_colour(msg.sender),
-                    own, False, msg.history, msg.seq, msg.cid)
-        if msg.cid is not None:
-            for where, pending in list(self._lines.items()):
-                for i, old in enumerate(pending):
-                    if old.pending and old.cid == msg.cid:
-                        pending[i] = line  # confirmed: server time, and its place
-                        if where != view:
-                            self._rename(where, view)  # "/msg BOB" is "bob" here
-                        return
+                    own, False, msg.history, msg.seq, msg.cid,
+                    mention=not own and mentions(msg.text, self.client.name))
+        if msg.cid is not None and self._confirm(line, view):
+            return
         lines = self._lines.setdefault(view, [])
         if msg.history:
-            # History is older than anything live (the join notice too), and
-            # older pages arrive after newer ones: keep it in seq order, first.
-            at = next((i for i, old in enumerate(lines) if not old.history or old.seq > msg.seq),
-                      len(lines))
-            lines.insert(at, line)
+            self._insert_history(lines, line)
+        else:
+            self._add(view, line)
+
+    def _confirm(self, line: Line, view: str) -> bool:
+        """Put the server's copy of my line where it was pending."""
+        for where, pending in list(self._lines.items()):
+            for i, old in enumerate(pending):
+                if old.pending and old.cid == line.cid:
+                    pending[i] = line  # confirmed: server time, and its place
+                    if where != view:
+                        self._rename(where, view)  # "/msg BOB" is "bob" here
+                    return True
+        return False
+
+    @staticmethod
+    def _insert_history(lines: list[Line], line: Line) -> None:
+        # History is older than anything live (the join notice too), and
+        # older pages arrive after newer ones: keep it in seq order, first.
+        # A room joined again brings history shown before: not twice.
+        if any(old.seq == line.seq and not old.pending for old in lines):
             return
-        self._add(view, line)
+        at = next((i for i, old in enumerate(lines) if not old.history or old.seq > line.seq),
+                  len(lines))
+        lines.insert(at, line)
+
+    def _offer(self, msg: wire.Offer) -> None:
+        own = name_key(msg.sharer) == name_key(self.client.name or "")
+        self._offered[msg.file] = safe_name(msg.name)
+        self._add(self._room_view(msg.room),
+                  Line("offer", local_time(msg.ts),
+                       f"shares {safe_name(msg.name)} ({size_text(msg.size)})", msg.sharer,
+                       name_colour(msg.sharer), own, file=msg.file,
+                       download=self._download_state(msg.file)))
 
     def _error(self, msg: wire.Error) -> None:
         text = msg.text
@@ -192,7 +330,7 @@ class ChatPresenter:
                     lines[i] = replace(old, pending=False, kind="error",
                                        text=f"{old.text}  (not sent: {text})")
                     return
-        self._add(self.active, Line("error", local_time(time.time() * 1000), text))
+        self._add(self.active, Line("error", now_time(), text))
 
     def _rename(self, old: str, new: str) -> None:
         """A conversation opened under another spelling of the name."""
@@ -209,16 +347,22 @@ class ChatPresenter:
         self._lines.setdefault(view, []).append(line)
         if view != self.active and line.kind == "message" and not line.own:
             self._unread[view] = self._unread.get(view, 0) + 1
+            if line.mention and view.startswith("#"):
+                # In a direct conversation every line is for me: the unread
+                # count says it.
+                self._mentioned.add(view)
 
     # --- what the window shows ----------------------------------------------
 
     def lines(self, view: str | None = None) -> list[Line]:
         return list(self._lines.get(view or self.active, []))
 
-    def conversations(self) -> list[tuple[str, int]]:
-        """(view, unread count): the room first, then direct conversations."""
-        others = sorted((v for v in self._lines if v != ROOM), key=str.casefold)
-        return [(view, self._unread.get(view, 0)) for view in [ROOM, *others]]
+    def conversations(self) -> list[Conversation]:
+        """The rooms first, in the order entered, then direct conversations."""
+        others = sorted((v for v in self._lines if v and not v.startswith("#")), key=str.casefold)
+        rooms = [Conversation(view, self._unread.get(view, 0), view in self._mentioned,
+                              view in self._left) for view in self._rooms]
+        return rooms + [Conversation(view, self._unread.get(view, 0)) for view in others]
 
     def status_text(self) -> str:
         s = self.state
@@ -239,52 +383,166 @@ class ChatPresenter:
         s = self.state
         return s.state == "reconnecting" or (s.state == "offline" and s.recovery != "never")
 
-    def member_rows(self) -> list[tuple[str, str, bool]]:
-        """(name, state, is me) for the member list, in the server's order."""
-        me = (self.client.name or "").casefold()
-        return [(name, state, name.casefold() == me) for name, state in self.members]
+    def open_room(self) -> str | None:
+        """The open room's name (without "#"), if a room is open."""
+        return self.active[1:] if self.active.startswith("#") else None
+
+    def member_room(self) -> str | None:
+        """Whose members show: the open room, or beside a direct conversation
+        the room open before it."""
+        view = self.active if self.active.startswith("#") else self._last_room
+        return view[1:] if view else None
+
+    def member_rows(self) -> list[MemberRow]:
+        """The members of ``member_room()``: owners, operators, members, then
+        the muted (who may moderate is what one looks for), each group in
+        the server's order (by name); none while offline (no longer live)."""
+        room = self.member_room()
+        if room is None or self.state.state == "offline":
+            return []
+        me = name_key(self.client.name or "")
+        rows = [MemberRow(name, state, role, name_key(name) == me)
+                for name, state, role in self.client.room_members(room)]
+        return sorted(rows, key=lambda row: -RANKS[row.role])
+
+    def my_role(self) -> str:
+        """My role in ``member_room()`` ("member" until its list says)."""
+        return next((row.role for row in self.member_rows() if row.me), "member")
+
+    def member_actions(self, row: MemberRow) -> list[MenuAction]:
+        """A member's context menu: a direct conversation with anyone else,
+        and the moderation my role in the room allows on them."""
+        if row.me:
+            return []
+        return [MenuAction(f"Message {row.name}", "message"),
+                *moderation_actions(self.my_role(), row.role, row.name)]
+
+    def conversation_actions(self, view: str) -> list[MenuAction]:
+        """A room's context menu in the list: leave it, or once left join it
+        again or take it off the list."""
+        if not view.startswith("#"):
+            return []
+        if view in self._left:
+            return [MenuAction(f"Join {view} again", "join"),
+                    MenuAction(f"Remove {view} from the list", "remove")]
+        return [MenuAction(f"Leave {view}", "part")]
+
+    def header(self) -> str:
+        """The line above the conversation: the open room and its topic."""
+        room = self.open_room()
+        if room is None:
+            return f"direct conversation with {self.active}" if self.active else ""
+        if self.active in self._left:
+            return (f"{self.active}: you are no longer in this room; /join {self.active} to go "
+                    "back, or right-click it in the list to remove it")
+        known = self.client.room(room)
+        if known is None:
+            return self.active
+        extra = "".join(f" ({flag})" for flag in room_flags(known))
+        return f"#{known.name}{extra}" + (f" — {known.topic}" if known.topic else "")
 
     def unread_total(self) -> int:
         return sum(self._unread.values())
 
     # --- what the user does ---------------------------------------------------
 
-    def _canonical(self, name: str) -> str:
-        """A member's name as the server spells it (so "BOB" opens "bob")."""
-        if name == ROOM:
-            return ROOM
-        for view in [*(m for m, _ in self.members), *self._lines]:
-            if view.casefold() == name.casefold():
-                return view
-        return name
+    def _canonical(self, view: str) -> str:
+        """A view as the server spells it (so "BOB" opens "bob")."""
+        if view.startswith("#"):
+            return self._find(view) or view
+        key = name_key(view)
+        for known in [*(m for m, _ in self.client.members), *self._lines]:
+            if not known.startswith("#") and name_key(known) == key:
+                return known
+        return view
 
     def open(self, view: str) -> None:
         """Show a conversation (double-click on a member opens a direct one)."""
         view = self._canonical(view)
         self._lines.setdefault(view, [])
         self.active = view
+        if view.startswith("#"):
+            self._last_room = view
         self._unread.pop(view, None)
+        self._mentioned.discard(view)
+
+    def join(self, typed: str, private: bool = False) -> None:
+        """The join box: join the room typed ("#dev" or "dev"), creating it
+        (``private``: invited people only) if it is new."""
+        words = typed.split()
+        if len(words) != 1 or not words[0].removeprefix("#"):
+            self._say_error("type the name of one room to join or create, as #name")
+            return
+        self._command(f"/join {words[0]}" + (" private" if private else ""))
+
+    def act_on_member(self, name: str, action: MenuAction) -> None:
+        """An entry of a member's context menu, on ``member_room()``."""
+        if action.op == "message":
+            self.open(name)
+            return
+        room = self.member_room()
+        if room is None:
+            return
+        try:
+            self.client.moderate(room, action.op, name, None, action.minutes)
+        except ValueError as e:  # too many commands waiting for the connection
+            self._say_error(str(e))
+
+    def act_on_conversation(self, view: str, action: MenuAction) -> None:
+        """An entry of a room's context menu in the list."""
+        if action.op == "remove":
+            self.remove(view)
+        elif action.op == "join":
+            self.join(view)
+        elif action.op == "part":
+            try:
+                self.client.part(view[1:])
+            except ValueError as e:
+                self._say_error(str(e))
+
+    def remove(self, view: str) -> None:
+        """Forget a room the client has left, with its lines; another
+        conversation opens if it was the open one."""
+        if view not in self._left:
+            return
+        self._left.discard(view)
+        self._rooms.remove(view)
+        self._lines.pop(view, None)
+        self._unread.pop(view, None)
+        self._mentioned.discard(view)
+        self._history_asked.discard(conversation_key(view))
+        self._no_older.discard(conversation_key(view))
+        if self._last_room == view:
+            self._last_room = ""
+        if self.active == view:
+            self._open_another()
+
+    def _open_another(self) -> None:
+        """The open conversation went: the first one left, or none."""
+        remaining = self.conversations()
+        if remaining:
+            self.open(remaining[0].view)
+        else:
+            self.active = ""
+            self._lines.setdefault("", [])
 
     def _say_error(self, text: str) -> None:
-        self._add(self.active, Line("error", local_time(time.time() * 1000), text))
+        self._add(self.active, Line("error", now_time(), text))
 
-    def _command(self, text: str) -> bool:
-        """Run a /command; False if ``text`` is to be said as it is."""
+    def _command(self, text: str) -> None:
+        """Run a /command typed in the entry."""
         command, _, rest = text.partition(" ")
         args = rest.split()
         try:
             if command == "/help":
-                self._add(self.active, Line("notice", local_time(time.time() * 1000), HELP,
-                                            notice="help"))
+                self.notice(HELP, "help")
             elif command == "/who":
-                who = ", ".join(f"{n} ({st})" if st != "online" else n for n, st in self.members)
-                self._add(self.active, Line("notice", local_time(time.time() * 1000),
-                                            f"in the room: {who or 'nobody you can see'}",
-                                            notice="who"))
+                self._who()
             elif command == "/history":
                 if not self.reached_top():
-                    self._say_error("no older messages" if not self._more_history
-                                    else "older messages are on their way")
+                    self._say_error(self._why_no_history())
+            elif command in ROOM_USAGE:
+                self._room_command(command, rest)
             elif command == "/register" and len(args) == 1:
                 self.client.register(args[0])
             elif command == "/password" and len(args) == 2:
@@ -300,13 +558,28 @@ class ChatPresenter:
                 self._say_error("usage: /register PASSWORD, /password OLD NEW")
             else:
                 self._say_error(f"unknown command {command}; /help lists them")
-        except ValueError as e:  # too many commands queued while offline
+        except (CommandError, ValueError) as e:  # typed wrong; too many queued offline
             self._say_error(str(e))
-        return True
+
+    def _who(self) -> None:
+        room = self.client.room(self.open_room() or "")
+        if room is None:
+            raise CommandError(NO_ROOM)
+        self.notice(who_text(room.name, room.members), "who")
+
+    def _room_command(self, command: str, rest: str) -> None:
+        outcome = room_command(self.client, command, rest, self.open_room())
+        if outcome.show:
+            self.notice(outcome.show, "topic")
+        if outcome.joining:
+            known = self._find("#" + outcome.joining)
+            if known in self._rooms and known not in self._left:
+                self.open(known)  # in it already
+            else:
+                self._joining.add(name_key(outcome.joining))  # opened once in
 
     def notice(self, text: str, kind: str, view: str | None = None) -> None:
-        self._add(view or self.active, Line("notice", local_time(time.time() * 1000), text,
-                                            notice=kind))
+        self._add(view or self.active, Line("notice", now_time(), text, notice=kind))
 
     def _sharing_command(self, command: str, rest: str) -> None:
         """/share PATH, /unshare ID, /files, /get ID [DIR]: as in line mode."""
@@ -337,7 +610,7 @@ class ChatPresenter:
         try:
             file_id, manifest = yield self.sharing.share(path)
         except SharingError as e:
-            self._add(view, Line("error", local_time(time.time() * 1000),
+            self._add(view, Line("error", now_time(),
                                  f"cannot share {path}: {e}"))
         else:
             self.notice(f"sharing {safe_name(manifest.name)} ({size_text(manifest.size)}) "
@@ -377,7 +650,7 @@ class ChatPresenter:
         except Exception as e:  # noqa: BLE001 - said in the window, never lost
             del self._downloads[key]
             self._mark(download.ref, self._download_state(download.ref) or "failed")
-            self._add(view, Line("error", local_time(time.time() * 1000), str(e)))
+            self._add(view, Line("error", now_time(), str(e)))
         else:
             del self._downloads[key]
             self._mark(fetch.file_id, "saved")
@@ -429,31 +702,57 @@ class ChatPresenter:
         view = self.active
         if text.startswith("/msg "):
             view, _, text = text[5:].strip().partition(" ")
-            if not view or not text.strip():
+            if not view or view.startswith("#") or not text.strip():
                 self._say_error("usage: /msg NAME TEXT")
                 return
             self.open(view)
             view = self.active
         try:
-            cid = self.client.say(text) if view == ROOM else self.client.direct(view, text)
-        except ValueError as e:  # too long
+            cid = self._send_to(view, text)
+        except (CommandError, ValueError) as e:  # not in a room; too long
             self._say_error(str(e))
             return
         me = self.client.name or "me"
-        self._add(view, Line("message", local_time(time.time() * 1000), text, me,
-                             name_colour(me), own=True, pending=True, cid=cid))
+        self._add(view, Line("message", now_time(), text, me, name_colour(me), own=True,
+                             pending=True, cid=cid))
+
+    def _send_to(self, view: str, text: str) -> str:
+        if not view:
+            raise CommandError(NO_ROOM)
+        if view in self._left:
+            raise CommandError(f"you are no longer in {view}; /join {view} to go back")
+        if view.startswith("#"):
+            return self.client.say(text, view[1:])
+        return self.client.direct(view, text)
+
+    def _open_conversation(self) -> str | None:
+        """The open view as the server names conversations: "#room", "@name"."""
+        if not self.active:
+            return None
+        return self.active if self.active.startswith("#") else "@" + self.active
 
     def reached_top(self) -> bool:
-        """Scrolled to the top: ask for the older page, once at a time.
+        """Scrolled to the top: ask for the open conversation's older page,
+        once at a time.
 
         True if a page was asked for (not while one is on its way, or when
         the server has said there is nothing older).
         """
-        if self._history_asked or not self._more_history:
+        conversation = self._open_conversation()
+        if conversation is None:
             return False
-        self.client.history_page()
-        self._history_asked = True
+        key = conversation_key(conversation)
+        if key in self._history_asked or key in self._no_older:
+            return False
+        self.client.history_page(conversation)
+        self._history_asked.add(key)
         return True
+
+    def _why_no_history(self) -> str:
+        conversation = self._open_conversation()
+        if conversation is not None and conversation_key(conversation) in self._history_asked:
+            return "older messages are on their way"
+        return "no older messages"
 
     def reconnect(self) -> None:
         self.client.reconnect()

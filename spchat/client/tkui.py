@@ -1,10 +1,16 @@
 """The desktop chat window (Tk). It draws and forwards; it decides nothing.
 
 Three panels in one window, one shown at a time: the connect form, the trust
-question, and the chat.  Tk runs inside the Twisted reactor through
-``twisted.internet.tksupport``: no ``mainloop()`` and no modal dialog here,
-either would stall the network.  Everything shown comes from the
-``ChatPresenter`` (what to show) and ``DesktopController`` (which panel).
+question, and the chat.  The chat has the room list (rooms, then direct
+conversations, with their unread counts and a mark when a line names me)
+and its join box on the left, the open conversation under its room's name,
+flags and topic in the middle, and the open room's members with their roles
+on the right; right-clicking a member or a room opens its context menu.
+Tk runs inside the Twisted reactor through ``twisted.internet.tksupport``:
+no ``mainloop()`` and no modal dialog here, either would stall the network
+(a ``tk_popup`` menu is not one on X11: it grabs the pointer and returns).
+Everything shown comes from the ``ChatPresenter`` (what to show) and
+``DesktopController`` (which panel).
 """
 
 from __future__ import annotations
@@ -13,14 +19,31 @@ import tkinter as tk
 from tkinter import font as tkfont
 from tkinter import ttk
 
-from spchat.client.presenter import ROOM
-
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
 STATUS_COLOURS = {"connected": "#1a7f37", "connecting": "#555555",
                   "reconnecting": "#9a6700", "offline": "#b42318"}
 NOTICE_STYLES = {"broadcast": "broadcast", "kicked": "alert", "banned": "alert",
-                 "kick": "alert", "idle": "notice", "shutdown": "alert",
-                 "saved": "saved"}
+                 "kick": "alert", "ban": "alert", "deleted": "alert", "idle": "notice",
+                 "shutdown": "alert", "saved": "saved"}
+MENTION_COLOUR = "#b42318"
+
+
+def conversation_label(c) -> tuple[str, str]:
+    """A room list row: ("# dev", "2 @") is a room with two unread lines, one
+    naming me."""
+    name = "# " + c.view[1:] if c.view.startswith("#") else c.view
+    if c.left:
+        name += " (left)"
+    badge = (str(c.unread) if c.unread else "") + (" @" if c.mentioned else "")
+    return name, badge.strip()
+
+
+def conversation_tags(c) -> tuple[str, ...]:
+    if c.left:
+        return ("left",)
+    if c.mentioned:
+        return ("mention",)
+    return ("unread",) if c.unread else ()
 
 
 class ChatWindow:
@@ -29,7 +52,7 @@ class ChatWindow:
         self.presenter = None
         master.title("spchat")
         master.minsize(520, 360)
-        master.geometry("880x560")
+        master.geometry("960x580")
         self._base = tkfont.nametofont("TkDefaultFont")
         self._build_connect()
         self._build_trust()
@@ -38,7 +61,9 @@ class ChatWindow:
         self._shown: list = []  # the Line objects drawn, in order
         self._shown_view = None
         self._starts: list[str] = []  # Text index where each drawn Line starts
-        self._tabs_shown = None
+        self._conversations_shown = None
+        self._conversation_views: list[str] = []  # the room list's rows, in order
+        self._drawn_selection = ()  # the room list's row selected by drawing it
         self._offer_buttons: list = []  # (file id, button) in the text, in order
         self._download_rows: dict = {}  # key -> (frame, bar, label)
         self._members_shown = None
@@ -91,10 +116,6 @@ class ChatWindow:
 
     def _build_chat(self) -> None:
         f = self.chat_frame = ttk.Frame(self.master)
-        self.tab_bar = ttk.Frame(f, padding=(6, 6, 6, 0))
-        self.tab_bar.pack(fill="x")
-        self.active_tab = tk.StringVar(value=ROOM)
-
         # Packed before the panes, so a small window shrinks the text, not these.
         bar = ttk.Frame(f, padding=6)
         bar.pack(fill="x", side="bottom")
@@ -118,11 +139,65 @@ class ChatWindow:
 
         panes = self.panes = ttk.PanedWindow(f, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=6, pady=6)
-        left = ttk.Frame(panes)
-        self.text = tk.Text(left, wrap="word", state="disabled", padx=8, pady=6,
+        panes.add(self._build_room_list(panes), weight=1)
+        panes.add(self._build_conversation(panes), weight=5)
+        panes.add(self._build_member_list(panes), weight=1)
+        # One menu for every right-click, filled anew each time.  tk_popup
+        # only grabs the pointer on X11 and returns: the reactor keeps running.
+        self.menu = tk.Menu(self.master, tearoff=False)
+        self._configure_tags()
+
+    def _bold(self, size: int | None = None):
+        return (self._base.actual("family"), size or self._base.actual("size") or 10, "bold")
+
+    def _italic(self):
+        return (self._base.actual("family"), self._base.actual("size") or 10, "italic")
+
+    def _build_room_list(self, parent) -> ttk.Frame:
+        """Rooms, then direct conversations, with their unread counts; the
+        join box under them."""
+        f = ttk.Frame(parent)
+        ttk.Label(f, text="Conversations", font=self._bold()).pack(anchor="w", padx=4)
+        box = ttk.Frame(f, padding=(0, 6, 0, 0))
+        box.pack(fill="x", side="bottom")
+        ttk.Label(box, text="Join or create a room:").grid(row=0, column=0, columnspan=2,
+                                                          sticky="w")
+        self.join_entry = ttk.Entry(box, width=14)
+        self.join_entry.insert(0, "#")
+        self.join_entry.grid(row=1, column=0, sticky="we")
+        self.join_entry.bind("<Return>", lambda e: self._join_clicked())
+        self.join_button = ttk.Button(box, text="Join", width=5, command=self._join_clicked)
+        self.join_button.grid(row=1, column=1, padx=(4, 0))
+        self.join_private = tk.BooleanVar(value=False)
+        ttk.Checkbutton(box, text="private (if new)", variable=self.join_private).grid(
+            row=2, column=0, columnspan=2, sticky="w")
+        box.columnconfigure(0, weight=1)
+
+        tree = self.room_list = ttk.Treeview(f, show="tree", columns=("badge",),
+                                             selectmode="browse")
+        tree.column("#0", width=120, minwidth=80, stretch=True)
+        tree.column("badge", width=40, minwidth=30, anchor="e", stretch=False)
+        tree.tag_configure("unread", font=self._bold())
+        tree.tag_configure("mention", foreground=MENTION_COLOUR, font=self._bold())
+        tree.tag_configure("left", foreground="#8c8c8c", font=self._italic())
+        tree.pack(fill="both", expand=True)
+        tree.bind("<<TreeviewSelect>>", lambda e: self._conversation_selected())
+        tree.bind("<Button-3>", self._conversation_menu)
+        return f
+
+    def _build_conversation(self, parent) -> ttk.Frame:
+        """The open conversation, under its room's name, flags and topic."""
+        f = ttk.Frame(parent)
+        self.header = ttk.Label(f, padding=(8, 2, 8, 6), foreground="#1f1f1f",
+                                font=self._bold(12), justify="left")
+        self.header.pack(fill="x", side="top")
+        # A long topic wraps instead of widening the window.
+        self.header.bind("<Configure>",
+                         lambda e: self.header.configure(wraplength=max(e.width - 16, 100)))
+        self.text = tk.Text(f, wrap="word", state="disabled", padx=8, pady=6,
                             relief="flat", highlightthickness=1, highlightbackground="#ccc",
                             cursor="arrow", spacing1=2, font="TkDefaultFont")
-        self.scroll = ttk.Scrollbar(left, command=self._scrollbar_moved)
+        self.scroll = ttk.Scrollbar(f, command=self._scrollbar_moved)
         self.text.configure(yscrollcommand=self.scroll.set)
         self.scroll.pack(side="right", fill="y")
         self.text.pack(side="left", fill="both", expand=True)
@@ -130,19 +205,31 @@ class ChatWindow:
         # itself: a short conversation is not a reason to fetch pages).
         for sequence in ("<Button-4>", "<MouseWheel>", "<Prior>", "<Control-Home>"):
             self.text.bind(sequence, lambda e: self.text.after_idle(self._check_top), add="+")
-        panes.add(left, weight=4)
+        for sequence in ("<Button-4>", "<Button-5>", "<MouseWheel>", "<Prior>", "<Next>",
+                         "<Control-Home>", "<Control-End>"):
+            self.text.bind(sequence, lambda e: self.text.after_idle(self._note_position),
+                           add="+")
+        # Whoever reads the newest line keeps reading it when the window
+        # (or the part of it the conversation has) changes size.
+        self._at_bottom = True
+        self.text.bind("<Configure>", lambda e: self._at_bottom and self.text.see("end"),
+                       add="+")
+        return f
 
-        right = ttk.Frame(panes)
-        ttk.Label(right, text="Members", font=(self._base.actual("family"), 10, "bold")).pack(
-            anchor="w", padx=4)
-        self.members = tk.Listbox(right, activestyle="none", width=22, relief="flat",
+    def _build_member_list(self, parent) -> ttk.Frame:
+        f = ttk.Frame(parent)
+        self.members_title = ttk.Label(f, text="Members", font=self._bold())
+        self.members_title.pack(anchor="w", padx=4)
+        ttk.Label(f, text="double-click a name to talk privately, right-click it for more",
+                  foreground="#777", wraplength=160).pack(anchor="w", padx=4, side="bottom")
+        self.members = tk.Listbox(f, activestyle="none", width=22, relief="flat",
                                   highlightthickness=1, highlightbackground="#ccc")
         self.members.pack(fill="both", expand=True)
         self.members.bind("<Double-Button-1>", self._member_double_clicked)
-        ttk.Label(right, text="double-click a name to talk privately", foreground="#777",
-                  wraplength=160).pack(anchor="w", padx=4)
-        panes.add(right, weight=1)
+        self.members.bind("<Button-3>", self._member_menu)
+        return f
 
+    def _configure_tags(self) -> None:
         t, family = self.text, self._base.actual("family")
         size = self._base.actual("size") or 10
         # Wrapped lines start under the text, not under the time stamp.
@@ -159,6 +246,7 @@ class ChatWindow:
         t.tag_configure("separator", foreground="#8c8c8c", justify="center")
         t.tag_configure("offer", foreground="#0b5394", background="#eef6ee")
         t.tag_configure("saved", foreground="#1a7f37")
+        t.tag_configure("mention", background="#fff4ce")
         ttk.Style(self.master).configure("Offer.TButton", padding=(6, 0))
 
     # --- which panel ---------------------------------------------------------------
@@ -212,7 +300,7 @@ class ChatWindow:
     def show_chat(self, presenter) -> None:
         self.presenter = presenter
         self._shown, self._shown_view, self._starts = [], None, []
-        self._tabs_shown = self._members_shown = None
+        self._conversations_shown = self._members_shown = None
         for frame, _, _ in self._download_rows.values():  # a previous chat's
             frame.destroy()
         self._download_rows = {}
@@ -229,7 +317,10 @@ class ChatWindow:
             return
         self._draw_lines(p.lines(), p.active)
         self._draw_downloads(p.download_rows())
-        self._draw_tabs(p.conversations(), p.active)
+        self._draw_conversations(p.conversations(), p.active)
+        self.header.configure(text=p.header())
+        room = p.member_room()
+        self.members_title.configure(text=f"Members of #{room}" if room else "Members")
         self._draw_members(p.member_rows())
         s = p.state
         self.status.configure(text=p.status_text(), foreground=STATUS_COLOURS.get(s.state, "#555"))
@@ -242,7 +333,7 @@ class ChatWindow:
     def _draw_lines(self, lines: list, view: str) -> None:
         shown = self._shown
         t = self.text
-        at_bottom = t.yview()[1] >= 0.999
+        at_bottom = self._at_bottom  # as the user left it (a resize may hide it)
         t.configure(state="normal")
         if view == self._shown_view and lines[:len(shown)] == shown:
             for i in range(len(shown), len(lines)):
@@ -266,6 +357,7 @@ class ChatWindow:
         t.configure(state="disabled")
         if at_bottom:
             t.see("end")
+        self._at_bottom = at_bottom
         self._shown, self._shown_view = list(lines), view
 
     def _top_line(self):
@@ -289,7 +381,7 @@ class ChatWindow:
             extra = ("own",) if line.own else ()
             name = f"{line.sender} (you)" if line.own else line.sender
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
-            body = ("pending",) if line.pending else ()
+            body = ("pending",) if line.pending else ("mention",) if line.mention else ()
             t.insert("end", f": {line.text}", (*body, *extra, *base))
             if line.pending:
                 t.insert("end", "  (sending…)", ("pending", "notice", "line", *extra))
@@ -345,30 +437,37 @@ class ChatWindow:
         elif not shown:
             self.downloads.pack_forget()
 
-    def _draw_tabs(self, conversations: list, active: str) -> None:
-        if (conversations, active) == self._tabs_shown:
+    def _draw_conversations(self, conversations: list, active: str) -> None:
+        if (conversations, active) == self._conversations_shown:
             return
-        self._tabs_shown = (conversations, active)
-        for child in self.tab_bar.winfo_children():
-            child.destroy()
-        self.active_tab.set(active)
-        for view, unread in conversations:
-            label = "# " + view.lstrip("#") if view == ROOM else view
-            if unread:
-                label += f" ({unread})"
-            ttk.Radiobutton(self.tab_bar, text=label, value=view, variable=self.active_tab,
-                            style="Toolbutton", command=lambda v=view: self.controller.open(v),
-                            ).pack(side="left", padx=(0, 4))
+        self._conversations_shown = (conversations, active)
+        tree = self.room_list
+        tree.delete(*tree.get_children())
+        self._conversation_views = [c.view for c in conversations]
+        for i, c in enumerate(conversations):
+            name, badge = conversation_label(c)
+            tree.insert("", "end", iid=str(i), text=name, values=(badge,),
+                        tags=conversation_tags(c))
+        if active in self._conversation_views:
+            row = str(self._conversation_views.index(active))
+            tree.selection_set(row)
+            tree.see(row)
+        # Tk tells of this selection later, as of a click: by then the user
+        # may have opened another conversation, which it must not undo.
+        self._drawn_selection = tree.selection()
 
     def _draw_members(self, rows: list) -> None:
         if rows == self._members_shown:
             return
         self._members_shown = rows
         self.members.delete(0, "end")
-        for name, state, me in rows:
-            label = f"● {name}" + (" (you)" if me else "") + ("" if state == "online" else f" — {state}")
+        for row in rows:
+            notes = [note for note in (row.role if row.role != "member" else "",
+                                       row.state if row.state != "online" else "") if note]
+            label = (f"● {row.name}" + (" (you)" if row.me else "")
+                     + (f" — {', '.join(notes)}" if notes else ""))
             self.members.insert("end", label)
-            self.members.itemconfigure("end", foreground=STATE_COLOURS.get(state, "#333"))
+            self.members.itemconfigure("end", foreground=STATE_COLOURS.get(row.state, "#333"))
 
     # --- what the user does --------------------------------------------------------------
 
@@ -383,18 +482,74 @@ class ChatWindow:
             self.entry.delete(0, "end")
             self.controller.send(text)
 
+    def _join_clicked(self) -> None:
+        self.controller.join(self.join_entry.get(), self.join_private.get())
+        self.join_entry.delete(0, "end")
+        self.join_entry.insert(0, "#")
+        self.join_private.set(False)
+
+    def _conversation_selected(self) -> None:
+        """A click (or an arrow key) in the room list opens that conversation."""
+        rows = self.room_list.selection()
+        if rows == self._drawn_selection:
+            return  # drawn, not chosen
+        view = self._view_at(rows)
+        if view is not None and self.presenter is not None and view != self.presenter.active:
+            self.controller.open(view)
+
+    def _view_at(self, rows) -> str | None:
+        rows = list(rows)
+        if len(rows) != 1 or not rows[0]:
+            return None
+        return self._conversation_views[int(rows[0])]
+
+    def _conversation_menu(self, event) -> None:
+        view = self._view_at([self.room_list.identify_row(event.y)])
+        if view is not None and self.presenter is not None:
+            self._popup(event, self.presenter.conversation_actions(view),
+                        lambda action: self.controller.act_on_conversation(view, action))
+
+    def _member_at(self, y: int):
+        """The member row drawn at height ``y`` of the list, if any."""
+        index = self.members.nearest(y)
+        box = self.members.bbox(index) if 0 <= index < len(self._members_shown or ()) else None
+        if box is None or not box[1] <= y < box[1] + box[3]:
+            return None
+        self.members.selection_clear(0, "end")  # keep the state colours readable
+        return self._members_shown[index]
+
     def _member_double_clicked(self, event) -> None:
-        index = self.members.nearest(event.y)
-        if 0 <= index < len(self._members_shown or ()):
-            name, _, me = self._members_shown[index]
-            self.members.selection_clear(0, "end")  # keep the state colours readable
-            if not me:
-                self.controller.open(name)
-                self.entry.focus_set()
+        row = self._member_at(event.y)
+        if row is not None and not row.me:
+            self.controller.open(row.name)
+            self.entry.focus_set()
+
+    def _member_menu(self, event) -> None:
+        row = self._member_at(event.y)
+        if row is not None and self.presenter is not None:
+            self._popup(event, self.presenter.member_actions(row),
+                        lambda action: self.controller.act_on_member(row.name, action))
+
+    def _popup(self, event, actions: list, act) -> None:
+        """The context menu of ``actions`` at the pointer; ``act`` gets the one chosen."""
+        if not actions:
+            return
+        menu = self.menu
+        menu.delete(0, "end")
+        for i, action in enumerate(actions):
+            if i and actions[i - 1].op == "message":  # talking, then moderating
+                menu.add_separator()
+            menu.add_command(label=action.label, command=lambda a=action: act(a))
+        menu.tk_popup(event.x_root, event.y_root)
 
     def _scrollbar_moved(self, *args) -> None:
         self.text.yview(*args)
+        self._note_position()
         self._check_top()
+
+    def _note_position(self) -> None:
+        """The user scrolled: at the bottom still, or reading further up?"""
+        self._at_bottom = self.text.yview()[1] >= 0.999
 
     def _check_top(self) -> None:
         if self.text.yview()[0] <= 0.0:

@@ -1,0 +1,183 @@
+"""The chat window with several rooms: real Tk under Xvfb, no server (the
+presenter's client is fed the server's messages by hand)."""
+
+import dataclasses
+
+import pytest
+
+from spchat import wire
+from spchat.client.pins import PinStore
+from spchat.client.presenter import ChatPresenter
+from spchat.client.session import ChatClient
+
+from conftest import screenshot
+from window_helpers import (choose, click_conversation, conversation_rows, menu_labels,
+                            right_click_conversation, right_click_member)
+
+T = 1_700_000_000_000
+
+
+class Controller:
+    """What ChatWindow calls, straight to the presenter (no reactor)."""
+
+    def __init__(self, presenter):
+        self.presenter, self.window = presenter, None
+
+    def send(self, text):
+        self.presenter.send(text)
+        self.window.refresh()
+
+    def open(self, view):
+        self.presenter.open(view)
+        self.window.refresh()
+
+    def join(self, typed, private):
+        self.presenter.join(typed, private)
+        self.window.refresh()
+
+    def act_on_member(self, name, action):
+        self.presenter.act_on_member(name, action)
+        self.window.refresh()
+
+    def act_on_conversation(self, view, action):
+        self.presenter.act_on_conversation(view, action)
+        self.window.refresh()
+
+    def reached_top(self):
+        self.presenter.reached_top()
+
+    def download(self, file_id):
+        pass
+
+    trust = back = leave = reconnect = submit = download
+
+
+@pytest.fixture
+def window(display, tmp_path):
+    import tkinter as tk
+
+    from spchat.client.tkui import ChatWindow
+
+    root = tk.Tk()
+    client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
+    client.sent = []
+    client._request = client.sent.append
+    presenter = ChatPresenter(client)
+    controller = Controller(presenter)
+    window = controller.window = ChatWindow(root, controller)
+    client.on_event = presenter.event
+    client.on_status = presenter.status
+    for msg in (wire.Welcome("me", "s", "t", ("lobby",), T, 0, 2000, 10),
+                wire.RoomState("lobby", "", False, False, 0),
+                wire.Members("lobby", (("alice", "online", "owner"), ("me", "online", "member"),
+                                       ("zed", "idle", "muted"))),
+                wire.RoomState("dev", "release planning", True, False, 0),
+                wire.Members("dev", (("bob", "online", "operator"), ("me", "online", "member")))):
+        client.message_received(msg)
+    window.show_chat(presenter)
+    yield window
+    root.destroy()
+
+
+def joins_as_typed(messages):
+    """Requests as a user typed them: a join's cid is the client's own."""
+    return [dataclasses.replace(m, cid=None) if isinstance(m, wire.Join) else m
+            for m in messages]
+
+
+def test_room_list_unread_mentions_members_and_topic(window, display):
+    client = window.presenter.client
+    for msg in (wire.RoomMessage(1, T, "dev", "bob", "hello there"),
+                wire.RoomMessage(2, T, "dev", "bob", "me: can you review?"),
+                wire.RoomMessage(1, T, "lobby", "alice", "morning"),
+                wire.DirectMessage(1, T, "carol", "me", "psst, me")):
+        client.message_received(msg)
+    window.refresh()
+    assert conversation_rows(window) == [("# lobby", ""), ("# dev", "2 @"), ("carol", "1")]
+    assert window.room_list.item("1", "tags") == ("mention",)  # red, bold
+    assert window.members.get(0, "end") == ("● alice — owner", "● me (you)",
+                                            "● zed — muted, idle")
+    assert window.header.cget("text") == "#lobby"
+    click_conversation(window, 1)
+    assert conversation_rows(window) == [("# lobby", ""), ("# dev", ""), ("carol", "1")]
+    assert window.header.cget("text") == "#dev (private) — release planning"
+    assert window.members.get(0, "end") == ("● bob — operator", "● me (you)")
+    assert window.members_title.cget("text") == "Members of #dev"
+    assert "bob: me: can you review?" in window.text.get("1.0", "end")
+    mention = window.text.search("can you review", "1.0")
+    assert "mention" in window.text.tag_names(mention)
+    screenshot(window.master, display, "client-rooms-offline.png")
+
+
+def test_commands_typed_in_the_entry_act_on_the_open_room(window):
+    click_conversation(window, 1)  # #dev
+    for typed in ("/kick zed spam", "/join #ops"):
+        window.entry.insert(0, typed)
+        window._send_clicked()
+    assert joins_as_typed(window.presenter.client.sent) == [wire.Moderate("dev", "kick", "zed", "spam"),
+                                            wire.Join("ops")]
+    window.presenter.client.message_received(wire.RoomState("ops", "", False, False, 0))
+    window.refresh()
+    assert conversation_rows(window) == [("# lobby", ""), ("# dev", ""), ("# ops", "")]
+    assert window.room_list.selection() == ("2",) and window.presenter.active == "#ops"
+    window.presenter.client.message_received(wire.RoomLeft("ops", "kicked", "you were kicked"))
+    window.refresh()
+    assert conversation_rows(window)[-1] == ("# ops (left)", "")
+    assert "you were kicked" in window.text.get("1.0", "end")
+
+
+def test_a_plain_member_is_offered_a_conversation_only(window):
+    menu = right_click_member(window, "alice")
+    assert menu.winfo_ismapped() and menu_labels(menu) == ["Message alice"]
+    choose(menu, "Message alice")
+    assert not menu.winfo_ismapped()
+    assert window.presenter.active == "alice"
+    assert window.header.cget("text") == "direct conversation with alice"
+    assert conversation_rows(window)[-1] == ("alice", "")
+
+
+def test_an_owner_moderates_from_a_members_menu(window):
+    client = window.presenter.client
+    client.message_received(wire.MemberUpdate("dev", "me", "online", "owner"))
+    click_conversation(window, 1)  # #dev
+    assert window.members.get(0, "end") == ("● me (you) — owner", "● bob — operator")
+    menu = right_click_member(window, "bob")
+    assert menu_labels(menu) == ["Message bob", "Kick bob", "Ban bob for an hour",
+                                 "Ban bob for ever", "Make bob a plain member",
+                                 "Make bob an owner"]
+    choose(menu, "Ban bob for an hour")
+    choose(right_click_member(window, "bob"), "Make bob a plain member")
+    assert client.sent == [wire.Moderate("dev", "ban", "bob", None, 60.0),
+                           wire.Moderate("dev", "deop", "bob")]
+    # My own row has nothing to offer: no menu.
+    right_click_member(window, "me")
+    assert not menu.winfo_ismapped()
+
+
+def test_the_join_box_sends_a_join_and_says_what_is_wrong(window):
+    window.join_entry.insert("end", "ops")
+    window.join_private.set(True)
+    window.join_button.invoke()
+    assert joins_as_typed(window.presenter.client.sent) == [wire.Join("ops", True)]
+    assert window.join_entry.get() == "#" and not window.join_private.get()  # ready for the next
+    window.join_entry.insert("end", "two words")
+    window.join_entry.focus_force()  # keys go to the focused window, as for a user
+    window.master.update()
+    window.join_entry.event_generate("<Return>")
+    assert "! type the name of one room to join or create, as #name" in window.text.get(
+        "1.0", "end")
+    assert len(window.presenter.client.sent) == 1
+
+
+def test_a_left_room_is_shown_as_left_and_can_be_removed(window):
+    client = window.presenter.client
+    client.message_received(wire.RoomLeft("dev", "banned", "you are banned from #dev for ever"))
+    window.refresh()
+    assert conversation_rows(window)[1] == ("# dev (left)", "")
+    assert window.room_list.item("1", "tags") == ("left",)  # grey, italic
+    menu = right_click_conversation(window, 1)
+    assert menu_labels(menu) == ["Join #dev again", "Remove #dev from the list"]
+    choose(menu, "Remove #dev from the list")
+    assert conversation_rows(window) == [("# lobby", "")]
+    choose(right_click_conversation(window, 0), "Leave #lobby")
+    assert client.sent == [wire.Part("lobby", None)]
