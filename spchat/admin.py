@@ -7,17 +7,29 @@
     python -m spchat.admin broadcast TEXT
     python -m spchat.admin disconnect-all [--reason R]
     python -m spchat.admin shutdown [--reason R]
+    python -m spchat.admin rooms
+    python -m spchat.admin room-info ROOM
+    python -m spchat.admin room-delete ROOM
+    python -m spchat.admin room-kick ROOM NAME [--reason R]
+    python -m spchat.admin room-ban ROOM NAME [--minutes M] [--reason R]
+    python -m spchat.admin room-unban ROOM NAME
+    python -m spchat.admin room-mute ROOM NAME [--reason R]
+    python -m spchat.admin room-unmute|room-op|room-deop|room-owner|room-invite ROOM NAME
+    python -m spchat.admin room-topic ROOM TEXT
+    python -m spchat.admin room-mode ROOM private|topic-locked on|off
 
 It connects over the same encrypted channel as a chat client (pinning the
 server's key) and proves itself with the admin token from the server's data
 directory (``--data-dir``, ``CHAT_DATA_DIR``) or ``--token-file``.  Tables for
 people, ``--json`` for scripts; the exit status is non-zero on any error.
+ROOM may be written with or without its '#'.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -27,6 +39,32 @@ from spchat.server.identity import ADMIN_TOKEN_FILE
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
+# room-<op> -> (the moderate op, its help); kick, ban and mute also take a reason.
+MODERATION_COMMANDS = {
+    "room-kick": ("kick", "take NAME out of ROOM (they stay on the server)"),
+    "room-ban": ("ban", "ban NAME from ROOM (for ever without --minutes)"),
+    "room-unban": ("unban", "lift NAME's ban from ROOM"),
+    "room-mute": ("mute", "NAME may no longer speak in ROOM"),
+    "room-unmute": ("unmute", "NAME may speak in ROOM again"),
+    "room-op": ("op", "make NAME an operator of ROOM"),
+    "room-deop": ("deop", "make NAME a plain member of ROOM"),
+    "room-owner": ("owner", "make NAME an owner of ROOM"),
+    "room-invite": ("invite", "invite NAME into ROOM (a private room)"),
+}
+WITH_REASON = ("kick", "ban", "mute")
+TOPIC_CLIP = 60  # characters of a topic in the tables; --json has it whole
+
+# Names, topics and client strings come from other people: an ESC would be a
+# terminal escape, a C1 control or a bidi override would rewrite or reorder
+# the line.  They are shown escaped instead.
+_UNPRINTABLE = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: controls and bidi marks as ``\\x1b``, ``\\u202e``."""
+    return _UNPRINTABLE.sub(lambda found: ascii(found.group())[1:-1], text)
 
 
 class AdminSession:
@@ -82,6 +120,35 @@ def read_token(args) -> str:
         raise ValueError(f"cannot read the admin token {token_file}: {e}") from None
 
 
+def room_name(text: str) -> str:
+    # Without its '#': the server takes both, but its audit lines add one.
+    return text.removeprefix("#")
+
+
+def add_room_commands(command) -> None:
+    command("rooms", help="every room, with members online, topic and flags")
+    for name, help_text in (("room-info", "a room and its members online, with their roles"),
+                            ("room-delete", "delete a room: its members are told, its history "
+                                            "is forgotten")):
+        command(name, help=help_text).add_argument("room", type=room_name)
+    for name, (op, help_text) in MODERATION_COMMANDS.items():
+        moderate = command(name, help=help_text)
+        moderate.add_argument("room", type=room_name)
+        moderate.add_argument("name")
+        if op in WITH_REASON:
+            moderate.add_argument("--reason")
+        if op == "ban":
+            moderate.add_argument("--minutes", type=float, help="for ever without it")
+    topic = command("room-topic", help='set the topic ("" clears it)')
+    topic.add_argument("room", type=room_name)
+    topic.add_argument("text")
+    mode = command("room-mode", help="turn a room's flag on or off")
+    mode.add_argument("room", type=room_name)
+    mode.add_argument("flag", choices=("private", "topic-locked"),
+                      type=lambda text: text.replace("_", "-"))
+    mode.add_argument("state", choices=("on", "off"))
+
+
 def parse_args(argv, cfg):
     parser = argparse.ArgumentParser(prog="python -m spchat.admin", description=__doc__.split("\n\n")[0])
     add_server_options(parser, cfg)
@@ -109,32 +176,94 @@ def parse_args(argv, cfg):
     broadcast.add_argument("text")
     for name in ("disconnect-all", "shutdown"):
         command(name).add_argument("--reason")
+    add_room_commands(command)
     return parser.parse_args(argv)
 
 
+def room_request(args) -> wire.AdminRequest:
+    room = getattr(args, "room", None)
+    if args.command in MODERATION_COMMANDS:
+        return wire.AdminRequest("1", "room_moderate", args.name, getattr(args, "reason", None),
+                                 getattr(args, "minutes", None), room,
+                                 MODERATION_COMMANDS[args.command][0])
+    if args.command == "room-topic":
+        return wire.AdminRequest("1", "room_topic", reason=args.text, room=room)
+    if args.command == "room-mode":
+        return wire.AdminRequest("1", "room_mode", room=room, action=args.flag.replace("-", "_"),
+                                 on=args.state == "on")
+    return wire.AdminRequest("1", args.command.replace("-", "_"), room=room)  # rooms, info, delete
+
+
 def build_request(args) -> wire.AdminRequest:
+    if args.command == "rooms" or args.command.startswith("room-"):
+        return room_request(args)
     op = args.command.replace("-", "_")
     minutes = getattr(args, "ban_minutes", None) if op == "kick" else getattr(args, "minutes", None)
     reason = args.text if op == "broadcast" else getattr(args, "reason", None)
     return wire.AdminRequest("1", op, getattr(args, "name", None), reason, minutes)
 
 
-def render(reply: wire.AdminReply, as_json: bool) -> str:
-    if as_json:
-        rows = [dict(zip(wire.SESSION_FIELDS, row)) for row in reply.sessions]
-        return json.dumps({"ok": reply.ok, "text": reply.text, "sessions": rows})
-    if not reply.sessions:
-        return reply.text
+# --- output --------------------------------------------------------------------
+
+
+def render_json(reply: wire.AdminReply, op: str) -> str:
+    """The reply with its tables as lists of objects (keys: the wire's field names)."""
+    out = {"ok": reply.ok, "text": reply.text}
+    if op == "rooms":
+        out["rooms"] = [dict(zip(wire.ROOM_FIELDS, row)) for row in reply.rooms]
+    elif op == "room_info":
+        out["room"] = dict(zip(wire.ROOM_FIELDS, reply.rooms[0])) if reply.rooms else None
+        out["members"] = [dict(zip(wire.MEMBER_FIELDS, row)) for row in reply.members]
+    elif not op.startswith("room_"):
+        out["sessions"] = [dict(zip(wire.SESSION_FIELDS, row)) for row in reply.sessions]
+    return json.dumps(out)  # ASCII only: nothing in it can reach a terminal as a control
+
+
+def table(header: tuple[str, ...], rows: list[tuple]) -> str:
+    """Aligned columns, every cell made printable."""
+    cells = [tuple(printable(str(cell)) for cell in row) for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in cells)) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*row).rstrip() for row in [header, *cells])
+
+
+def sessions_table(sessions: tuple) -> str:
     header = ("NAME", "ADDRESS", "STATE", "CLIENT", "FOR", "SINCE", "IDLE", "MSGS", "IN", "OUT")
     now = time.time()
-    lines = []
-    for name, address, state, agent, in_state, since, last, msgs, b_in, b_out in reply.sessions:
-        lines.append((name, address, state, agent, f"{in_state:.0f}s",
-                      time.strftime("%H:%M:%S", time.localtime(since / 1000)),
-                      f"{max(0, now - last / 1000):.0f}s", str(msgs), str(b_in), str(b_out)))
-    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*header)] + [fmt.format(*row) for row in lines])
+    rows = [(name, address, state, agent, f"{in_state:.0f}s",
+             time.strftime("%H:%M:%S", time.localtime(since / 1000)),
+             f"{max(0, now - last / 1000):.0f}s", msgs, b_in, b_out)
+            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out in sessions]
+    return table(header, rows)
+
+
+def room_flags(private: bool, topic_locked: bool) -> str:
+    """A room's flags as one word, "private,topic-locked"; "" for neither
+    (admin and monitor)."""
+    return ",".join(flag for flag, on in (("private", private), ("topic-locked", topic_locked))
+                    if on)
+
+
+def rooms_table(rooms: tuple) -> str:
+    header = ("ROOM", "MEMBERS", "FLAGS", "LAST_SEQ", "TOPIC")
+    rows = [(f"#{room}", members, room_flags(private, locked) or "-", last_seq,
+             wire.clip(printable(topic), TOPIC_CLIP))
+            for room, members, topic, private, locked, last_seq in rooms]
+    return table(header, rows)
+
+
+def render(reply: wire.AdminReply, op: str, as_json: bool) -> str:
+    if as_json:
+        return render_json(reply, op)
+    if reply.ok and op == "room_info" and reply.rooms:
+        members = (table(("NAME", "STATE", "ROLE"), list(reply.members)) if reply.members
+                   else printable(reply.text))  # nobody online
+        return f"{rooms_table(reply.rooms)}\n\n{members}"
+    if reply.ok and op == "rooms" and reply.rooms:
+        return rooms_table(reply.rooms)
+    if reply.sessions:
+        return sessions_table(reply.sessions)
+    return printable(reply.text)
 
 
 def main(argv=None) -> int:
@@ -157,12 +286,13 @@ def main(argv=None) -> int:
     from spchat.client.protocol import ChatClientProtocol
 
     pins = PinStore(config.client_config_dir())
+    request = build_request(args)
     result = {}
 
     @defer.inlineCallbacks
     def run(reactor):
         done = defer.Deferred()
-        session = AdminSession(reactor, token, build_request(args), done)
+        session = AdminSession(reactor, token, request, done)
         proto = ChatClientProtocol(
             reactor, lambda fp: pins.check(args.host, args.port, fp), session
         )
@@ -185,7 +315,7 @@ def main(argv=None) -> int:
         pass
     reply = result["reply"]
     stream = sys.stdout if reply.ok or args.json else sys.stderr
-    stream.write(render(reply, args.json) + "\n")
+    stream.write(render(reply, request.op, args.json) + "\n")
     return result["status"]
 
 

@@ -12,29 +12,26 @@ from twisted.internet.task import Clock
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
-from spchat.server.store import Store
 
 from conftest import OPEN_CLIENTS, ServerProcess, connect_client, subprocess_env, wait_until
-from test_core import Recorder, login
+from helpers import MemoryClient, fired, login
 
 TOKEN = "t" * 43
 
 
 @pytest.fixture
-def admin_core(tmp_path):
+def admin_core():
     clock = Clock()
     clock.advance(1_700_000_000)
     lines, shutdowns = [], []
-    store = Store.in_dir(tmp_path)
-    core = ChatCore(clock, Limits(), registry=store, admin_token=TOKEN,
+    core = ChatCore(clock, Limits(), admin_token=TOKEN,
                     audit=lines.append, on_shutdown=lambda: shutdowns.append(1))
     core.lines, core.shutdowns = lines, shutdowns
-    yield core
-    store.close()
+    return core
 
 
 def admin(core):
-    conn = Recorder()
+    conn = MemoryClient()
     link = core.open_link(conn, "127.0.0.1:9")
     core.receive(link, wire.AdminLogin(TOKEN))
     return link, conn
@@ -57,7 +54,7 @@ def test_every_admin_operation(admin_core):
     assert a.of(wire.Notice)[-1].text == "server: maintenance at noon"
     reply = ask(core, link, conn, "kick", name="bob", reason="rude", minutes=5)
     assert reply.ok and b.closed == ("kicked", "you were kicked: rude")
-    assert core.registry.ban("bob")[2] == "rude"
+    assert fired(core.store.ban("bob"))[2] == "rude"
     assert ask(core, link, conn, "unban", name="bob").ok
     assert ask(core, link, conn, "ban", name="carol").ok
     assert not ask(core, link, conn, "kick", name="nobody").ok
@@ -76,7 +73,7 @@ def test_everyone_else_is_refused_and_logged(admin_core):
     assert [e.code for e in a.of(wire.Error)] == ["not_admin"] * len(wire.ADMIN_OPS)
     assert b.closed is None and "bob" in core.by_key and core.shutdowns == []
     assert len([line for line in core.lines if "refused" in line]) == len(wire.ADMIN_OPS)
-    mallory = core.open_link(Recorder(), "10.0.0.1:5")
+    mallory = core.open_link(MemoryClient(), "10.0.0.1:5")
     core.receive(mallory, wire.AdminLogin("wrong" * 9))
     assert mallory.conn.closed[0] == "not_admin" and not mallory.admin
     assert "10.0.0.1:5: refused: wrong admin token" in core.lines[-1]
@@ -157,7 +154,7 @@ def test_admin_command_without_a_server_is_an_error(tmp_path):
 def test_admins_get_the_table_pushed_and_see_who_dropped(admin_core):
     core = admin_core
     link, conn = admin(core)
-    alice = core.open_link(Recorder(), "127.0.0.1:2", agent="spchat-client/0.1.0")
+    alice = core.open_link(MemoryClient(), "127.0.0.1:2", agent="spchat-client/0.1.0")
     core.receive(alice, wire.Login("alice"))
     core.clock.advance(0)  # pushes go out at the end of the reactor turn
     (event,) = conn.of(wire.AdminEvent)
@@ -199,3 +196,174 @@ def test_a_long_session_table_comes_in_parts_and_is_put_together(admin_core):
     assert all(len(wire.encode(e)) <= noise.MAX_PAYLOAD_LEN for e in events)
     whole = [w for w in map(collector.add, events) if w is not None]
     assert len(whole[-1].sessions) == len(names) + 1
+
+
+def test_the_administrator_runs_every_room(admin_core):
+    core = admin_core
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.receive(alice, wire.Join("dev"))
+    core.receive(bob, wire.Join("dev"))
+    core.clock.advance(1)
+    link, conn = admin(core)
+
+    def room_op(op, **fields):
+        core.receive(link, wire.AdminRequest("r", op, **fields))
+        core.clock.advance(1)
+        return conn.of(wire.AdminReply)[-1]
+
+    rooms = room_op("rooms")
+    assert rooms.ok and [r[:2] for r in rooms.rooms] == [("dev", 2), ("lobby", 2)]
+    info = room_op("room_info", room="#dev")
+    assert info.members == (("alice", "online", "owner"), ("bob", "online", "member"))
+    assert room_op("room_moderate", room="dev", action="mute", name="bob").ok
+    assert a.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("dev", "bob", "online", "muted")
+    refused = room_op("room_moderate", room="dev", action="mute", name="alice")
+    assert not refused.ok and "/deop them first" in refused.text  # an owner is never muted
+    # The administrator outranks an owner.
+    assert room_op("room_moderate", room="dev", action="deop", name="alice").ok
+    assert a.of(wire.MemberUpdate)[-1].role == "member"
+    assert room_op("room_moderate", room="dev", action="kick", name="bob", reason="spam").ok
+    assert b.of(wire.RoomLeft)[-1].code == "kicked"
+    assert room_op("room_topic", room="dev", reason="read the rules").ok
+    assert a.of(wire.RoomState)[-1].topic == "read the rules"
+    assert room_op("room_mode", room="dev", action="private", on=True).ok
+    assert not room_op("room_mode", room="dev", action="kick", on=True).ok
+    assert not room_op("room_info", room="nowhere").ok
+    assert room_op("room_delete", room="dev").ok
+    assert a.of(wire.RoomLeft)[-1].code == "deleted"
+    assert [r[0] for r in room_op("rooms").rooms] == ["lobby"]
+    assert any("room_delete #dev" in line for line in core.lines)
+
+
+@pytest_twisted.inlineCallbacks
+def test_room_commands_against_a_real_server(tmp_path, pins):
+    server = ServerProcess(tmp_path)
+
+    class Address:
+        address = type("A", (), {"port": server.port})
+
+    def run(*args):
+        return threads.deferToThread(admin_command, server, tmp_path, *args)
+
+    @pytest_twisted.inlineCallbacks
+    def ok(*args):
+        done = yield run(*args)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout) if "--json" in args else done.stdout
+
+    @pytest_twisted.inlineCallbacks
+    def roles():
+        info = yield ok("room-info", "dev", "--json")
+        return {m["name"]: m["role"] for m in info["members"]}
+
+    try:
+        alice = yield connect_client(Address, pins, "alice", max_retries=0)
+        bob = yield connect_client(Address, pins, "bob", max_retries=0)
+        alice.join("dev")
+        yield wait_until(lambda: alice.room("dev") is not None)
+        bob.join("#dev")
+        yield wait_until(lambda: len(alice.room_members("dev")) == 2)
+        alice.say("hello dev", room="dev")
+
+        listed = yield ok("rooms", "--json")
+        assert listed["ok"] and listed["text"] == "2 rooms"
+        assert listed["rooms"] == [
+            {"room": "dev", "members": 2, "topic": "", "private": False, "topic_locked": False,
+             "last_seq": 1},
+            {"room": "lobby", "members": 2, "topic": "", "private": False,
+             "topic_locked": False, "last_seq": 0}]
+        table = (yield ok("rooms")).splitlines()
+        assert table[0].split() == ["ROOM", "MEMBERS", "FLAGS", "LAST_SEQ", "TOPIC"]
+        assert table[1].split() == ["#dev", "2", "-", "1"]
+
+        info = yield ok("room-info", "#dev", "--json")
+        assert info["room"]["room"] == "dev" and info["text"] == "#dev: 2 members online"
+        assert info["members"] == [{"name": "alice", "state": "online", "role": "owner"},
+                                   {"name": "bob", "state": "online", "role": "member"}]
+        shown = (yield ok("room-info", "dev")).split("\n\n")
+        assert shown[0].splitlines()[1].split() == ["#dev", "2", "-", "1"]
+        assert [line.split() for line in shown[1].splitlines()] == [
+            ["NAME", "STATE", "ROLE"], ["alice", "online", "owner"], ["bob", "online", "member"]]
+
+        said = yield ok("room-topic", "dev", "read the rules", "--json")
+        assert said == {"ok": True, "text": "set the topic of #dev"}
+        yield wait_until(lambda: alice.room("dev").topic == "read the rules")
+        assert (yield ok("room-mode", "dev", "topic-locked", "on")).strip() == \
+            "#dev is topic-locked"
+        assert (yield ok("room-mode", "#dev", "private", "on", "--json"))["ok"]
+        flags = (yield ok("rooms", "--json"))["rooms"][0]
+        assert (flags["topic"], flags["private"], flags["topic_locked"]) == (
+            "read the rules", True, True)
+        table = (yield ok("rooms")).splitlines()
+        assert table[1].split() == ["#dev", "2", "private,topic-locked", "1", "read", "the",
+                                    "rules"]
+
+        yield ok("room-op", "dev", "bob")
+        assert (yield roles())["bob"] == "operator"
+        yield ok("room-deop", "dev", "bob")
+        yield ok("room-mute", "dev", "bob", "--reason", "shouting")
+        assert (yield roles())["bob"] == "muted"
+        yield ok("room-unmute", "dev", "bob")
+        yield ok("room-owner", "dev", "bob")
+        assert (yield roles()) == {"alice": "owner", "bob": "owner"}
+        yield ok("room-deop", "dev", "bob")
+
+        kicked = yield ok("room-kick", "dev", "bob", "--reason", "spam")
+        assert kicked.strip() == "kicked bob from #dev"
+        yield wait_until(lambda: any(m.code == "kicked" for m in bob.rec.of(wire.RoomLeft)))
+        assert bob.status.state == "connected" and bob.room("lobby") is not None
+        banned = yield ok("room-ban", "dev", "bob", "--minutes", "5", "--reason", "spam",
+                          "--json")
+        assert banned["text"] == "banned bob from #dev for 5 minutes"
+        yield ok("room-unban", "dev", "bob")
+        yield ok("room-invite", "dev", "bob")  # the room is private now
+        bob.join("dev")
+        yield wait_until(lambda: bob.room("dev") is not None)
+
+        # Refusals: the server's words on stderr (JSON on stdout), exit status 1.
+        again = yield run("room-unban", "dev", "bob")
+        assert again.returncode == 1 and again.stderr.strip() == "bob is not banned from #dev"
+        nowhere = yield run("room-info", "nowhere", "--json")
+        assert nowhere.returncode == 1
+        assert json.loads(nowhere.stdout) == {"ok": False, "text": "there is no room 'nowhere'",
+                                              "room": None, "members": []}
+
+        deleted = yield ok("room-delete", "#dev")
+        assert deleted.strip() == "deleted #dev"
+        yield wait_until(lambda: any(m.code == "deleted" for m in alice.rec.of(wire.RoomLeft)))
+        assert [r["room"] for r in (yield ok("rooms", "--json"))["rooms"]] == ["lobby"]
+    finally:
+        while OPEN_CLIENTS:
+            OPEN_CLIENTS.pop().logout()
+        server.stop()
+
+
+def test_room_tables_print_what_peers_wrote_without_terminal_controls():
+    from spchat import admin
+
+    topic = "rules\x1b]0;owned\x07 \x9b2J \u202eevil\u2066"
+    rooms = wire.AdminReply("1", True, "1 rooms", rooms=(("dev", 1, topic, False, False, 0),))
+    shown = admin.render(rooms, "rooms", as_json=False)
+    assert "rules\\x1b]0;owned\\x07 \\x9b2J \\u202eevil\\u2066" in shown
+    assert not any(ch in shown for ch in "\x1b\x07\x9b\u202e\u2066")
+    sessions = wire.AdminReply("1", True, "1 sessions", sessions=(
+        ("bob", "127.0.0.1:1", "connected", "x\x1b[2Jy", 1, 0, 0, 0, 0, 0),))
+    assert "x\\x1b[2Jy" in admin.render(sessions, "list", as_json=False)
+    printed = admin.render(rooms, "rooms", as_json=True)
+    assert printed.isascii() and json.loads(printed)["rooms"][0]["topic"] == topic
+
+
+def test_a_room_change_made_in_chat_reaches_the_administrators(admin_core):
+    core = admin_core
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Join("dev"))
+    core.clock.advance(1)
+    link, conn = admin(core)
+    core.clock.advance(1)
+    before = len(conn.of(wire.AdminEvent))
+    core.receive(alice, wire.Topic("dev", "new plans"))
+    core.clock.advance(0)
+    events = conn.of(wire.AdminEvent)
+    assert len(events) > before
+    assert [r[2] for r in events[-1].rooms if r[0] == "dev"] == ["new plans"]

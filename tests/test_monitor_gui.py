@@ -1,6 +1,7 @@
 """The monitor window: a real Tk window under Xvfb, against a real server."""
 
 import pytest_twisted
+from twisted.internet import reactor
 
 from conftest import (connect_client, screenshot, server_config, start_service, stop_services,
                       wait_until)
@@ -10,10 +11,7 @@ from conftest import (connect_client, screenshot, server_config, start_service, 
 def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
     import tkinter as tk
 
-    from twisted.internet import reactor, tksupport
-
-    from spchat.monitor.app import MonitorConnection, MonitorWindow
-    from spchat.monitor.presenter import MonitorPresenter
+    from twisted.internet import tksupport
 
     server = start_service(server_config(tmp_path / "data"))
     root = tk.Tk()
@@ -25,14 +23,7 @@ def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
         carol = yield connect_client(server, pins, "carol", max_retries=0)
         carol.proto.transport.abortConnection()  # carol's network goes away
         alice.say("hello")
-        presenter = MonitorPresenter(reactor)
-        window = MonitorWindow(root, presenter, send=lambda r: connection.send(r))
-        connection = MonitorConnection(
-            reactor, "127.0.0.1", server.address.port, server.core.admin_token, pins,
-            presenter, window.refresh,
-        )
-        window.connection = connection
-        connection.start()
+        window, connection = open_monitor(root, server, pins)
 
         def names():
             return [window.tree.item(i, "values")[0] for i in window.tree.get_children()]
@@ -42,7 +33,7 @@ def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
         assert "2 online, 1 reconnecting, 0 offline" in window.header.cget("text")
         tags = [window.tree.item(i, "tags")[0] for i in window.tree.get_children()]
         assert tags == ["connected", "connected", "reconnecting"]  # rows coloured by state
-        shot = screenshot(root, display, "monitor.png")
+        shot = screenshot(root, display, "monitor-sessions.png")
         assert shot.size == (root.winfo_width(), root.winfo_height())
         assert len(shot.getcolors(1 << 16) or range(1 << 16)) > 10  # drawn, not blank
 
@@ -64,6 +55,87 @@ def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
         stop_services(server)
         yield wait_until(lambda: "server gone" in window.status.cget("text"), timeout=10)
         assert alice.status.state != "connected"
+    finally:
+        if connection is not None:
+            connection.stop()
+        tksupport.uninstall()
+        root.destroy()
+        stop_services(server)
+
+
+def open_monitor(root, server, pins):
+    """A monitor window on ``root``, logged in to ``server``."""
+    from spchat.monitor.app import MonitorConnection, MonitorWindow
+    from spchat.monitor.presenter import MonitorPresenter
+
+    presenter = MonitorPresenter(reactor)
+    window = MonitorWindow(root, presenter, send=lambda r: connection.send(r))
+    connection = MonitorConnection(
+        reactor, "127.0.0.1", server.address.port, server.core.admin_token, pins,
+        presenter, window.refresh,
+    )
+    window.connection = connection
+    connection.start()
+    return window, connection
+
+
+@pytest_twisted.inlineCallbacks
+def test_monitor_window_shows_rooms_their_members_and_rates(display, tmp_path, pins):
+    import tkinter as tk
+
+    from twisted.internet import tksupport
+
+    server = start_service(server_config(tmp_path / "data"))
+    root = tk.Tk()
+    tksupport.install(root)
+    connection = None
+    try:
+        alice = yield connect_client(server, pins, "alice")
+        bob = yield connect_client(server, pins, "bob")
+        carol = yield connect_client(server, pins, "carol")
+        alice.join("dev")
+        yield wait_until(lambda: alice.room("dev") is not None)
+        alice.topic("dev", "release on Friday")
+        alice.mode("dev", "topic_locked", True)
+        for client in (bob, carol):
+            client.join("dev")
+        yield wait_until(lambda: len(alice.room_members("dev")) == 3)
+        alice.moderate("dev", "op", "bob")
+        alice.join("ops", private=True)
+        window, connection = open_monitor(root, server, pins)
+
+        def rooms():
+            return {item: window.rooms.set(item) for item in window.rooms.get_children()}
+
+        def members():
+            return [tuple(window.members.item(i, "values")) for i in window.members.get_children()]
+
+        yield wait_until(lambda: set(rooms()) == {"dev", "lobby", "ops"}
+                         and rooms()["dev"]["topic"] == "release on Friday")
+        dev = rooms()["dev"]
+        assert (dev["room"], dev["members"], dev["flags"]) == ("#dev", "3", "topic-locked")
+        assert rooms()["ops"]["flags"] == "private"
+        assert window.members_frame.cget("text") == "Select a room to see its members"
+
+        # Click the room: its members come, with their roles.
+        window.rooms.selection_set("dev")
+        yield wait_until(lambda: members() == [("alice", "online", "owner"),
+                                               ("bob", "online", "operator"),
+                                               ("carol", "online", "member")])
+        assert window.members_frame.cget("text") == "#dev: 3 members online"
+
+        # Messages in #dev: its rate rises, the other rooms' does not.
+        for n in range(6):
+            alice.say(f"line {n}", room="dev")
+        yield wait_until(lambda: float(rooms()["dev"]["rate"]) > 0)
+        assert rooms()["lobby"]["rate"] == "0.0"
+        shot = screenshot(root, display, "monitor.png")
+        assert len(shot.getcolors(1 << 16) or range(1 << 16)) > 10  # drawn, not blank
+
+        # Someone leaves: the rooms table changes and the members are asked again.
+        carol.part("dev")
+        yield wait_until(lambda: [m[0] for m in members()] == ["alice", "bob"])
+        assert window.rooms.selection() == ("dev",)
     finally:
         if connection is not None:
             connection.stop()

@@ -78,3 +78,84 @@ def test_status_says_when_the_server_is_gone(view):
 def test_durations():
     assert [duration(s) for s in (0, 59, 61, 3599, 3600, 7322)] == [
         "0s", "59s", "1m 01s", "59m 59s", "1h 00m", "2h 02m"]
+
+
+def room(name, last_seq, members=2, topic="", private=False, topic_locked=False):
+    return (name, members, topic, private, topic_locked, last_seq)
+
+
+def test_each_room_has_its_message_rate_from_its_numbers(view):
+    view.rooms((room("dev", 10), room("lobby", 0)))
+    assert [(r.name, r.per_minute) for r in view.room_rows()] == [("dev", 0.0), ("lobby", 0.0)]
+    view.clock.advance(30)
+    view.rooms((room("dev", 25), room("lobby", 0)))
+    assert view.room_rate("dev") == 30.0  # 15 messages in half a minute
+    view.clock.advance(30)
+    view.rooms((room("dev", 40), room("lobby", 1)))
+    assert view.room_rate("dev") == 30.0 and view.room_rate("lobby") == 1.0
+    view.clock.advance(30)
+    view.rooms((room("dev", 40), room("lobby", 1)))
+    assert view.room_rate("dev") == 15.0  # the first sample left the minute
+    view.clock.advance(5)
+    view.rooms((room("dev", 2),))  # deleted and made again; lobby deleted
+    assert view.room_rate("dev") == 0.0 and view.room_rate("lobby") == 0.0
+    view.clock.advance(5)
+    view.rooms((room("dev", 7),))
+    assert view.room_rate("dev") == 60.0
+
+
+def test_room_rows_show_flags_and_a_printable_topic(view):
+    view.rooms((room("dev", 3, 4, "read \x1b[31mthe\u202e rules", True, True),
+                room("lobby", 0, 1)))
+    dev, lobby = view.room_rows()
+    assert (dev.name, dev.members, dev.flags, dev.last_seq) == ("dev", 4, "private,topic-locked", 3)
+    assert dev.topic == "read \\x1b[31mthe\\u202e rules"
+    assert (lobby.flags, lobby.topic) == ("", "")
+
+
+def test_the_selected_room_members_are_asked_for_and_shown_by_role(view):
+    assert view.rooms((room("dev", 1), room("lobby", 0))) is None  # nothing selected
+    asked = view.select_room("dev")
+    assert (asked.op, asked.room) == ("room_info", "dev")
+    assert view.select_room("dev") is None  # already shown
+    assert view.members_title == "#dev: asking…"
+    members = (("bob", "online", "member"), ("alice", "idle", "owner"),
+               ("carol", "online", "muted"), ("dave", "reconnecting", "operator"))
+    assert view.room_info(wire.AdminReply(asked.rid, True, "#dev: 4 members online",
+                                          members=members))
+    assert [(m.name, m.role) for m in view.member_rows()] == [
+        ("alice", "owner"), ("dave", "operator"), ("bob", "member"), ("carol", "muted")]
+    assert view.members_title == "#dev: 4 members online"
+    assert not view.room_info(wire.AdminReply("7", True, "kicked bob"))  # the user's action's
+
+
+def test_members_are_asked_again_when_the_rooms_table_changes(view):
+    view.rooms((room("dev", 1), room("lobby", 0)))
+    first = view.select_room("dev")
+    assert view.rooms((room("dev", 1), room("lobby", 0))) is None  # the same table
+    again = view.rooms((room("dev", 1, members=3), room("lobby", 0)))
+    assert again.op == "room_info" and again.room == "dev" and again.rid != first.rid
+    # The answer to the older question comes late: it is not shown.
+    view.room_info(wire.AdminReply(again.rid, True, "#dev: 3 members online",
+                                   members=(("alice", "online", "owner"),) * 3))
+    assert view.room_info(wire.AdminReply(first.rid, True, "#dev: 2 members online",
+                                          members=(("alice", "online", "owner"),) * 2))
+    assert len(view.member_rows()) == 3
+    # After a reconnection the first table asks again, changed or not.
+    view.connected()
+    assert view.rooms((room("dev", 1, members=3), room("lobby", 0))).op == "room_info"
+
+
+def test_a_selected_room_that_goes_away_is_unselected(view):
+    view.rooms((room("dev", 1), room("lobby", 0)))
+    asked = view.select_room("dev")
+    view.room_info(wire.AdminReply(asked.rid, True, "#dev: 1 members online",
+                                   members=(("alice", "online", "owner"),)))
+    assert view.rooms((room("lobby", 0),)) is None
+    assert view.selected_room is None and view.member_rows() == []
+    assert view.members_title == "Select a room to see its members"
+    # Deleted between the question and the answer: the refusal is the title.
+    view.rooms((room("dev", 0), room("lobby", 0)))
+    asked = view.select_room("dev")
+    view.room_info(wire.AdminReply(asked.rid, False, "there is no room 'dev'"))
+    assert view.member_rows() == [] and view.members_title == "there is no room 'dev'"

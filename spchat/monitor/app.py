@@ -26,6 +26,11 @@ COLUMNS = (
     ("bytes_out", "Out", 80),
 )
 STATE_COLOURS = {"connected": "#e3f6e3", "reconnecting": "#fff4cc", "offline": "#e6e6e6"}
+ROOM_COLUMNS = (
+    ("room", "Room", 110), ("members", "Online", 60), ("rate", "Msgs/min", 85),
+    ("flags", "Flags", 130), ("last_seq", "Last #", 65), ("topic", "Topic", 260),
+)
+MEMBER_COLUMNS = (("name", "Name", 120), ("state", "State", 90), ("role", "Role", 80))
 
 
 class MonitorConnection:
@@ -76,22 +81,31 @@ class MonitorConnection:
         if isinstance(msg, wire.AdminReply) and msg.rid == "login":
             self.presenter.connected()
             self.send(wire.AdminRequest("list", "list"))
+            self.send(wire.AdminRequest("rooms", "rooms"))
         elif isinstance(msg, wire.AdminReply):
             if msg.rid == "list":
                 whole = self.list_parts.add(msg)
                 if whole is None:
                     return  # more of the table is coming
                 self.presenter.sessions(whole)
-            else:
+            elif msg.rid == "rooms":
+                self._rooms(msg.rooms)
+            elif not self.presenter.room_info(msg):
                 self.result = msg.text if msg.ok else f"refused: {msg.text}"
         elif isinstance(msg, wire.AdminEvent):
             whole = self.event_parts.add(msg)
             if whole is None:
                 return
             self.presenter.sessions(whole)
+            self._rooms(whole.rooms)
         elif isinstance(msg, (wire.Error, wire.Bye)):
             self.result = msg.text
         self.changed()
+
+    def _rooms(self, rows: tuple) -> None:
+        request = self.presenter.rooms(rows)
+        if request is not None:
+            self.send(request)
 
     def connection_lost(self, reason, proto=None):
         self.proto = None
@@ -111,7 +125,7 @@ class MonitorWindow:
         self.root, self.presenter, self.send = root, presenter, send
         self.connection = None  # set by the caller, for its status text
         root.title("spchat monitor")
-        root.minsize(700, 300)
+        root.minsize(760, 480)
 
         top = ttk.Frame(root, padding=6)
         top.pack(fill="x")
@@ -161,6 +175,8 @@ class MonitorWindow:
         self.no = ttk.Button(self.confirm_bar, text="No", command=self.cancel)
         self.no.pack(side="left")
 
+        self._build_rooms(root)
+
         self.status = ttk.Label(root, padding=6, foreground="#555")
         self.status.pack(fill="x", side="bottom")
 
@@ -169,6 +185,29 @@ class MonitorWindow:
             self.menu.add_command(label=label, command=lambda a=action: self.ask(a))
         self.tree.bind("<Button-3>", self._context_menu)
         self.refresh()
+
+    def _build_rooms(self, root: tk.Tk) -> None:
+        """Below the sessions: every room, and the members of the one selected."""
+        panel = ttk.Frame(root, padding=(6, 6, 6, 0))
+        panel.pack(fill="both", expand=True)
+        rooms = ttk.LabelFrame(panel, text="Rooms", padding=4)
+        rooms.pack(side="left", fill="both", expand=True)
+        self.rooms = ttk.Treeview(rooms, columns=[c for c, _, _ in ROOM_COLUMNS],
+                                  show="headings", height=6, selectmode="browse")
+        for column, title, width in ROOM_COLUMNS:
+            self.rooms.heading(column, text=title)
+            self.rooms.column(column, width=width, stretch=column == "topic")
+        self.rooms.pack(fill="both", expand=True)
+        self.rooms.bind("<<TreeviewSelect>>", lambda e: self._room_selected())
+        self.members_frame = ttk.LabelFrame(panel, padding=4)
+        self.members_frame.pack(side="left", fill="y", padx=(6, 0))
+        self.members = ttk.Treeview(self.members_frame, show="headings", height=6,
+                                    columns=[c for c, _, _ in MEMBER_COLUMNS])
+        for column, title, width in MEMBER_COLUMNS:
+            self.members.heading(column, text=title)
+            self.members.column(column, width=width, stretch=False)
+        self.members.tag_configure("muted", foreground="#888")
+        self.members.pack(fill="y", expand=True)
 
     # --- drawing ----------------------------------------------------------
 
@@ -182,10 +221,26 @@ class MonitorWindow:
             item = self.tree.insert("", "end", values=values, tags=(row.state,))
             if row.name == selected:
                 self.tree.selection_set(item)
+        self._refresh_rooms()
         self.header.configure(text=self.presenter.header())
         result = self.connection.result if self.connection is not None else ""
         self.status.configure(text=" — ".join(filter(None, [self.presenter.status, result])))
         self._draw_chart()
+
+    def _refresh_rooms(self) -> None:
+        self.rooms.delete(*self.rooms.get_children())
+        for row in self.presenter.room_rows():
+            # The item is named after the room, so that a click says which room.
+            self.rooms.insert("", "end", iid=row.name, values=(
+                f"#{row.name}", row.members, f"{row.per_minute:.1f}", row.flags, row.last_seq,
+                row.topic))
+        if self.presenter.selected_room in self.rooms.get_children():
+            self.rooms.selection_set(self.presenter.selected_room)
+        self.members.delete(*self.members.get_children())
+        for member in self.presenter.member_rows():
+            self.members.insert("", "end", values=(member.name, member.state, member.role),
+                                tags=(member.role,))
+        self.members_frame.configure(text=self.presenter.members_title)
 
     def _draw_chart(self) -> None:
         rates = self.presenter.rate_series()[-60:]
@@ -203,6 +258,13 @@ class MonitorWindow:
     def selected_name(self) -> str | None:
         selection = self.tree.selection()
         return self.tree.item(selection[0], "values")[0] if selection else None
+
+    def _room_selected(self) -> None:
+        selection = self.rooms.selection()
+        request = self.presenter.select_room(selection[0] if selection else None)
+        if request is not None:
+            self.send(request)
+            self._refresh_rooms()
 
     def _context_menu(self, event) -> None:
         item = self.tree.identify_row(event.y)

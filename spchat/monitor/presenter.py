@@ -1,9 +1,11 @@
 """What the server monitor shows, and what its buttons ask: no Tk here.
 
-The Tk window (to come) only renders ``rows()``, ``header()``, ``rate_series()``
-and ``status`` and forwards clicks to ``ask``/``confirm``/``cancel`` and
-``sort_by``/``set_filter``; everything it displays is decided, and tested,
-here.  Input is the session table the server pushes (``wire.AdminEvent``).
+The Tk window only renders ``rows()``, ``header()``, ``rate_series()``,
+``room_rows()``, ``member_rows()``, ``members_title`` and ``status`` and
+forwards clicks to ``ask``/``confirm``/``cancel``, ``sort_by``/``set_filter``
+and ``select_room``; everything it displays is decided, and tested, here.
+Input is what the server pushes (``wire.AdminEvent``: the sessions and the
+rooms) and its answers to ``room_info``.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from collections import deque
 from dataclasses import dataclass
 
 from spchat import wire
+from spchat.admin import printable, room_flags
 
 STATES = ("connected", "reconnecting", "offline")
-RATE_WINDOW = 60.0  # seconds of message rate shown in the header chart
+RATE_WINDOW = 60.0  # seconds of message rate: the header chart, each room's rate
+ROOM_INFO_RID = "room_info "  # the presenter's own questions, told apart by their rid
+NO_ROOM = "Select a room to see its members"
 ACTIONS = {
     # action -> (needs a name, question asked before it is sent)
     "kick": (True, "Kick {name}?"),
@@ -41,6 +46,25 @@ class Row:
     messages: int
     bytes_in: int
     bytes_out: int
+
+
+@dataclass(frozen=True)
+class RoomRow:
+    """One room as the rooms table shows it."""
+
+    name: str  # without its '#'
+    members: int  # online
+    topic: str
+    flags: str  # "private,topic-locked"
+    per_minute: float  # messages, over the last minute
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    name: str
+    state: str
+    role: str
 
 
 def duration(seconds: float) -> str:
@@ -76,6 +100,12 @@ class MonitorPresenter:
         self._received_at = 0.0
         self._samples: deque[tuple[float, int]] = deque()  # (time, total messages)
         self._rids = (str(n) for n in itertools.count(1))
+        self.selected_room: str | None = None
+        self.members_title = NO_ROOM
+        self._rooms: tuple = ()
+        self._room_samples: dict[str, deque[tuple[float, int]]] = {}  # (time, last_seq)
+        self._members: tuple = ()
+        self._info_rid: str | None = None  # the room_info whose answer is awaited
 
     # --- from the server ----------------------------------------------------
 
@@ -88,8 +118,45 @@ class MonitorPresenter:
         while self._samples and now - self._samples[0][0] > RATE_WINDOW:
             self._samples.popleft()
 
+    def rooms(self, rows: tuple) -> wire.AdminRequest | None:
+        """The rooms table (pushed with the sessions); returns a room_info
+        to send when it changed, for the selected room's members."""
+        changed = rows != self._rooms
+        self._rooms = rows
+        self._sample_rooms(rows)
+        if self.selected_room is not None and not any(r[0] == self.selected_room for r in rows):
+            self.select_room(None)  # deleted
+        if changed and self.selected_room is not None:
+            return self._ask_room_info()
+        return None
+
+    def _sample_rooms(self, rows: tuple) -> None:
+        now = self.clock.seconds()
+        kept = {}
+        for row in rows:
+            name, last_seq = row[0], row[5]
+            samples = self._room_samples.get(name, deque())
+            if samples and last_seq < samples[-1][1]:
+                samples.clear()  # deleted and made again: its numbers start over
+            samples.append((now, last_seq))
+            while now - samples[0][0] > RATE_WINDOW:
+                samples.popleft()
+            kept[name] = samples
+        self._room_samples = kept  # rooms gone are forgotten
+
+    def room_info(self, reply: wire.AdminReply) -> bool:
+        """An answer to a room_info the presenter asked; False if the reply
+        is not one (it answers the user's action instead)."""
+        if not reply.rid.startswith(ROOM_INFO_RID):
+            return False
+        if reply.rid == self._info_rid:  # not an older question's, for another room
+            self._members = reply.members if reply.ok else ()
+            self.members_title = printable(reply.text)
+        return True
+
     def connected(self) -> None:
         self.status = "connected"
+        self._rooms = ()  # the first table after a (re)connection asks for members afresh
 
     def disconnected(self, reason: str, retry_in: float) -> None:
         self.status = f"server gone ({reason}); trying again in {retry_in:g} s"
@@ -105,7 +172,7 @@ class MonitorPresenter:
                                        for field in (name, address, state, client)):
                 continue
             shown.append(Row(
-                name, address, state, client, duration(in_state + aged), since / 1000,
+                name, address, state, printable(client), duration(in_state + aged), since / 1000,
                 duration(now - last / 1000), msgs, b_in, b_out,
             ))
         key = {
@@ -132,6 +199,44 @@ class MonitorPresenter:
             # Totals drop when offline sessions are forgotten: not negative traffic.
             rates.append(max(0, n1 - n0) / (t1 - t0) if t1 > t0 else 0.0)
         return rates or [0.0]
+
+    def room_rows(self) -> list[RoomRow]:
+        return [
+            RoomRow(name, members, printable(topic), room_flags(private, locked),
+                    self.room_rate(name), last_seq)
+            for name, members, topic, private, locked, last_seq in self._rooms
+        ]
+
+    def room_rate(self, name: str) -> float:
+        """Messages a minute in a room: its last_seq's rise over the last minute."""
+        samples = self._room_samples.get(name)
+        if not samples:
+            return 0.0
+        (t0, seq0), (t1, seq1) = samples[0], samples[-1]
+        return (seq1 - seq0) / (t1 - t0) * 60 if t1 > t0 else 0.0
+
+    def member_rows(self) -> list[MemberRow]:
+        """The selected room's members, owners first, then by name."""
+        rank = {role: i for i, role in enumerate(wire.ROLES)}
+        rows = [MemberRow(printable(name), state, role) for name, state, role in self._members]
+        return sorted(rows, key=lambda m: (rank.get(m.role, len(rank)), m.name.casefold()))
+
+    def select_room(self, name: str | None) -> wire.AdminRequest | None:
+        """A click in the rooms table ("dev", without '#'): the room_info to
+        send, or None if that room was already selected."""
+        if name == self.selected_room:
+            return None
+        self.selected_room, self._members = name, ()
+        if name is None:
+            self._info_rid = None
+            self.members_title = NO_ROOM
+            return None
+        self.members_title = f"#{printable(name)}: asking…"
+        return self._ask_room_info()
+
+    def _ask_room_info(self) -> wire.AdminRequest:
+        self._info_rid = ROOM_INFO_RID + next(self._rids)
+        return wire.AdminRequest(self._info_rid, "room_info", room=self.selected_room)
 
     def sort_by(self, column: str) -> None:
         """Click on a heading: sort by it, click again to reverse."""
