@@ -43,7 +43,8 @@ def clip(text: str, limit: int = 500) -> str:
 # WireError; the field name is added by the caller.
 
 
-def _string(max_chars: int, *, optional: bool = False, max_bytes: int | None = None):
+def _string(max_chars: int, *, optional: bool = False, max_bytes: int | None = None,
+            min_chars: int = 0):
     def rule(value: Any) -> str | None:
         if value is None and optional:
             return None
@@ -51,6 +52,8 @@ def _string(max_chars: int, *, optional: bool = False, max_bytes: int | None = N
             raise WireError("must be a string")
         if len(value) > max_chars:
             raise WireError(f"longer than {max_chars} characters")
+        if len(value) < min_chars:
+            raise WireError("must not be empty")
         try:
             encoded = value.encode("utf-8")
         except UnicodeEncodeError:  # lone surrogates from a \ud800 escape
@@ -111,10 +114,12 @@ def _role(value: Any) -> str:
 MAX_POSITIONS = 1000
 
 
-def _positions(value: Any) -> tuple[tuple[str, int], ...] | None:
+def _optional_positions(value: Any) -> tuple[tuple[str, int], ...] | None:
+    return None if value is None else _positions(value)
+
+
+def _positions(value: Any) -> tuple[tuple[str, int], ...]:
     """Where a client is in each conversation: [["#room", seq], ["@name", seq], ...]."""
-    if value is None:
-        return None
     if not isinstance(value, list) or len(value) > MAX_POSITIONS:
         raise WireError(f"must be a list of at most {MAX_POSITIONS} [conversation, seq]")
     check = _string(MAX_NAME_CHARS + 1)
@@ -173,8 +178,9 @@ def _optional_integer(value: Any) -> int | None:
 _TEXT = _string(MAX_TEXT_BYTES, max_bytes=MAX_TEXT_BYTES)
 _PASSWORD = _string(1024, optional=True)
 _NAME = _string(MAX_NAME_CHARS)
-_ID = _string(MAX_ID_CHARS)
-_OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True)
+# Ids are never empty: "" from every message would make them all one.
+_ID = _string(MAX_ID_CHARS, min_chars=1)
+_OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True, min_chars=1)
 _REASON = _string(MAX_REASON_CHARS)
 _OPTIONAL_REASON = _string(MAX_REASON_CHARS, optional=True)
 _CONVERSATION = _string(MAX_NAME_CHARS + 1)
@@ -234,7 +240,7 @@ class ServerHello(Message):
     name=_NAME,
     password=_PASSWORD,
     register=_boolean,
-    positions=_positions,
+    positions=_optional_positions,
     since=_integer,
 )
 class Login(Message):
