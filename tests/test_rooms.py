@@ -320,3 +320,41 @@ def test_a_topic_is_checked_like_a_chat_line(core):
     core.receive(alice, wire.Topic("dev", ""))
     settle(core)
     assert a.of(wire.RoomState)[-1].topic == ""
+
+
+def test_reasons_reach_others_on_one_line_without_control_characters(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "dev")
+    join(core, bob, "dev")
+    core.receive(bob, wire.Part("dev", "bye\x1b[2J\nfake line\u202e"))
+    settle(core)
+    assert a.of(wire.Notice)[-1].text == "bob left: bye [2J fake line"
+    join(core, bob, "dev")
+    mod(core, alice, "kick", "dev", "bob", reason="\x07\x07")
+    assert b.of(wire.RoomLeft)[-1].text.endswith("by alice: no reason given")
+
+
+def test_a_session_is_in_at_most_so_many_rooms(core, monkeypatch):
+    from spchat.server import room_commands
+
+    monkeypatch.setattr(room_commands, "MAX_ROOMS_PER_SESSION", 3)
+    alice, a = login(core, "alice")  # in #lobby
+    join(core, alice, "one")
+    join(core, alice, "two")
+    core.receive(alice, wire.Join("three"))
+    assert errors(a)[-1][0] == "too_many_rooms"
+    join(core, alice, "one")  # again: still fine
+
+
+def test_a_room_made_again_goes_on_with_its_numbers(core):
+    alice, a = login(core, "alice")
+    join(core, alice, "dev")
+    core.receive(alice, wire.Say("first life", "1", room="dev"))
+    core.room_commands.delete("dev")
+    join(core, alice, "dev")
+    state = [s for s in a.of(wire.RoomState) if s.room == "dev"][-1]
+    assert state.last_seq == 1
+    core.receive(alice, wire.Say("second life", "2", room="dev"))
+    assert [(m.seq, m.text) for m in a.of(wire.RoomMessage) if m.room == "dev"][-1] == (
+        2, "second life")

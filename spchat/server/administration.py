@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.server.rooms import RoomDirectory
-from spchat.server.rules import Refused, quoted
+from spchat.server.rules import Refused, plain, quoted
 from spchat.server.sessions import Link, SessionTable
 
 
@@ -160,7 +160,7 @@ class Administration:
         if msg.op == "broadcast":
             if not msg.reason:
                 raise Refused("bad_request", "broadcast needs a text")
-            text = f"server: {wire.clip(msg.reason, 400)}"
+            text = f"server: {plain(msg.reason, 400)}"
             for room in self.directory.rooms.values():
                 self.directory.broadcast(room, wire.Notice(room.name, self.now_ms(),
                                                            "broadcast", text))

@@ -30,7 +30,7 @@ from spchat.server.memory_store import MemoryStore
 from spchat.server.messaging import Messaging
 from spchat.server.room_commands import RoomCommands
 from spchat.server.rooms import ROOM_EVENT_SECONDS, RoomDirectory  # noqa: F401 (tests)
-from spchat.server.rules import Limits, Ports, Refused, TokenBucket, normalise_name
+from spchat.server.rules import Limits, Ports, Refused, TokenBucket, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable, State
 from spchat.server.sharing import Sharing
 
@@ -384,7 +384,7 @@ class ChatCore:
         session = self.table.by_key.get(key)
         if session is None:
             return False
-        reason = wire.clip(reason, 200)
+        reason = plain(reason)
         self._end(
             session, "kicked", f"you were kicked: {reason}",
             f"kicked: {reason}", f"{session.name} was kicked ({reason})",

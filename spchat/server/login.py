@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from spchat import wire
 from spchat.server.accounts import normalise_password
-from spchat.server.rules import Refused, ban_text, normalise_name
+from spchat.server.rules import Refused, ban_text, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable
 
 # Password hashes and checks waiting for a worker, beyond which logins are
@@ -280,7 +280,7 @@ class Logins:
             display, key = normalise_name(name)
         except Refused:
             return False
-        reason = wire.clip(reason, 200)
+        reason = plain(reason)
         until = None if minutes is None else self.clock.seconds() + minutes * 60
         self.store.set_ban(key, display, until, reason, self.now_ms()).addErrback(
             lambda f: self.log.error("cannot save a ban: {error}", error=f.getErrorMessage()))

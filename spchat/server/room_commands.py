@@ -14,10 +14,13 @@ from spchat import wire
 from spchat.server.records import RoomRecord
 from spchat.server.rooms import ADMIN_RANK, RANKS, Room, RoomDirectory
 from spchat.server.rules import (
-    Limits, Refused, ban_text, check_text, normalise_name, normalise_room, quoted,
+    Limits, Refused, ban_text, check_text, normalise_name, normalise_room, plain, quoted,
 )
 from spchat.server.sessions import Session, SessionTable
 
+# Rooms one session may be in: each costs it a member list and its lines,
+# and a welcome names them all.
+MAX_ROOMS_PER_SESSION = 100
 # A topic is shown above the conversation: one line, a few sentences.
 MAX_TOPIC_BYTES = 300
 OPERATOR = RANKS["operator"]
@@ -74,8 +77,10 @@ class RoomCommands:
                 self._create(display, key, private=False, creator=None)
 
     def _create(self, display: str, key: str, private: bool, creator: Session | None) -> Room:
-        room = self.directory.add(Room(RoomRecord(key, display, private=private,
-                                                  created=self.now_ms())))
+        room = self.directory.add(Room(RoomRecord(
+            key, display, private=private, created=self.now_ms(),
+            # Made again after a delete: its numbers go on (the store's do).
+            last_seq=self.directory.deleted_seqs.pop(key, 0))))
         self._saved(self.store.save_room(room.record()))
         if creator is not None:
             self._set_role(room, creator.key, creator.name, creator.registered, "owner")
@@ -85,6 +90,9 @@ class RoomCommands:
 
     def join(self, session: Session, msg: wire.Join) -> None:
         display, key = normalise_room(msg.room)
+        if key not in session.rooms and len(session.rooms) >= MAX_ROOMS_PER_SESSION:
+            raise Refused("too_many_rooms", f"you are in {MAX_ROOMS_PER_SESSION} rooms; "
+                          "/part one first")
         room = self.directory.get(key)
         if room is None:
             self.enter(session, self._create(display, key, msg.private, session))
@@ -121,7 +129,8 @@ class RoomCommands:
 
     def part(self, session: Session, msg: wire.Part) -> None:
         room = self.messaging.room_of(session, msg.room)
-        why = f": {wire.clip(msg.reason, 200)}" if msg.reason else ""
+        reason = plain(msg.reason or "")
+        why = f": {reason}" if reason else ""
         self._remove(room, session, "leave", f"{session.name} left{why}", "part",
                      f"you left #{room.name}")
 
@@ -209,7 +218,7 @@ class RoomCommands:
         if target is not None:
             display = target.name
         op = msg.op
-        reason = wire.clip(msg.reason or "no reason given", 200)
+        reason = plain(msg.reason or "") or "no reason given"
         if op == "invite":
             return self._invite(room, actor, display, key, target)
         if op in ("op", "deop", "owner"):

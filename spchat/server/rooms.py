@@ -16,6 +16,7 @@ from typing import Callable
 from spchat import wire
 from spchat.server.events import SharedEvents
 from spchat.server.records import RoomRecord
+from spchat.server.rules import Refused, normalise_room
 from spchat.server.sessions import Session
 
 ROOM_EVENT_SECONDS = 0.1
@@ -80,17 +81,35 @@ class RoomDirectory:
         self.clock = clock
         self.presence_state = presence_state
         self.rooms: dict[str, Room] = {}
+        self._by_name: dict[str, Room] = {}  # by display form
+        # Rooms deleted in this run, by key: their newest number, where the
+        # store goes on numbering if the room is made again.
+        self.deleted_seqs: dict[str, int] = {}
         self._call = None
 
     def get(self, key: str) -> Room | None:
         return self.rooms.get(key)
 
+    def named(self, name: str) -> Room | None:
+        """The room a client names, as the server spells it (the usual case:
+        a dict lookup) or in any other spelling (folded by the rules)."""
+        room = self._by_name.get(name)
+        if room is not None:
+            return room
+        try:
+            return self.rooms.get(normalise_room(name)[1])
+        except Refused:
+            return None
+
     def add(self, room: Room) -> Room:
         self.rooms[room.key] = room
+        self._by_name[room.name] = room
         return room
 
     def remove(self, room: Room) -> None:
         del self.rooms[room.key]
+        del self._by_name[room.name]
+        self.deleted_seqs[room.key] = room.last_seq
 
     # --- membership ---------------------------------------------------------
 

@@ -32,6 +32,15 @@ _BAD_TEXT = re.compile("[" + re.escape("".join(
     sorted(set(_CONTROLS) - TEXT_ALLOWED_CONTROLS | TEXT_FORBIDDEN))) + "]")
 
 
+_UNSAFE = re.compile("[" + re.escape("".join(sorted(set(_CONTROLS) | TEXT_FORBIDDEN))) + "]")
+
+
+def plain(text: str, limit: int = 200) -> str:
+    """Someone's reason or remark, safe to show others on one line: control
+    characters (newlines too) and invisible formatting become spaces."""
+    return wire.clip(" ".join(_UNSAFE.sub(" ", text).split()), limit)
+
+
 class Refused(Exception):
     """A request the server will not carry out; becomes a wire ``error``."""
 
