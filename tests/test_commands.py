@@ -196,6 +196,37 @@ def test_port_in_use_is_a_one_line_error(tmp_path, server):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_the_chat_listens_where_an_endpoint_description_says(tmp_path):
+    # Another loopback address than the default, and any free port.
+    server = ServerProcess(tmp_path, "--listen", "tcp:0:interface=127.0.0.2")
+    try:
+        assert "listening on TCP 127.0.0.2:" in "".join(server.log)
+        command = client_command(server.port, "alice")
+        command[command.index("127.0.0.1")] = "127.0.0.2"
+        said = subprocess.run(command,
+                              input="hello over 127.0.0.2\n", cwd=tmp_path,
+                              env=subprocess_env(tmp_path), capture_output=True, text=True,
+                              timeout=60)
+        assert said.returncode == 0, said.stderr
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("listen, words", [
+    ("nonsense:5000", "bad endpoint"),
+    ("tcp:notaport", "bad endpoint"),
+])
+def test_a_bad_endpoint_is_a_one_line_error(tmp_path, listen, words):
+    result = subprocess.run(
+        twistd_command() + ["-n", "--pidfile=", "spchat", "--listen", listen, "--udp-port", "0",
+                            "--data-dir", str(tmp_path / "d")],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0 and words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
 def test_slow_reader_of_the_output_loses_nothing(tmp_path, server):
     reader = start_client(tmp_path, server.port, "reader")
     read_until(reader, r"\* logged in as reader")

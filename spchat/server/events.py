@@ -14,18 +14,19 @@ from spchat.server.records import Record
 
 
 class _Shared:
-    __slots__ = ("_cache",)
+    __slots__ = ("encoded",)
 
     def __init__(self):
-        self._cache: dict[str, Any] = {}
+        # By format: what a front-end made of this once, for every recipient
+        # (read with encoded.get(fmt) on the hot path: no call of ours).
+        self.encoded: dict[str, Any] = {}
 
-    def cached(self, fmt: str, make: Callable[[], Any]) -> Any:
-        """``make()``'s result, made on the first call for this format."""
-        try:
-            return self._cache[fmt]
-        except KeyError:
-            value = self._cache[fmt] = make()
-            return value
+    def cached(self, fmt: str, make: Callable[..., Any], *args) -> Any:
+        """``make(*args)``'s result, made on the first call for this format."""
+        value = self.encoded.get(fmt)
+        if value is None:
+            value = self.encoded[fmt] = make(*args)
+        return value
 
 
 class SharedEvents(_Shared):
@@ -54,8 +55,12 @@ class SharedEvents(_Shared):
 
     def each(self, fmt: str, encode: Callable[[wire.Message], Any]) -> list:
         """Every message encoded by ``encode``, each once for all suffixes."""
-        encoded = self._all.cached(fmt, lambda: [encode(m) for m in self._all._messages])
+        encoded = self._all.cached(fmt, _encode_all, encode, self._all._messages)
         return encoded[self._start:]
+
+
+def _encode_all(encode, messages) -> list:
+    return [encode(m) for m in messages]
 
 
 class LineBatch(_Shared):

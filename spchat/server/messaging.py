@@ -100,12 +100,8 @@ class Messaging:
 
     def room_of(self, session: Session, name: str) -> Room:
         """The room ``name`` names, which the session must be in."""
-        try:
-            _, key = normalise_room(name)
-        except Refused:
-            key = None
-        room = self.directory.get(key) if key is not None else None
-        if room is None or key not in session.rooms:
+        room = self.directory.named(name)
+        if room is None or room.key not in session.rooms:
             raise Refused("not_in_room", f"you are not in the room {quoted(name)}")
         return room
 

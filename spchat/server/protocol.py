@@ -229,10 +229,12 @@ class ChatServerProtocol(NoiseChannel):
         self.send_message(message)
 
     def send_shared(self, events: SharedEvents) -> None:
-        self.send_frames(events.cached("spchat.frames", lambda: _event_frames(events)))
+        self.send_frames(events.cached("spchat.frames", _event_frames, events))
 
     def deliver(self, lines: LineBatch) -> None:
-        everyone, frames, own = lines.cached("spchat", lambda: _line_frames(lines))
+        # Once per batch for all members; each member's own lookup is C-speed.
+        made = lines.encoded.get("spchat") or lines.cached("spchat", _line_frames, lines)
+        everyone, frames, own = made
         copies = own.get(self.session_key)
         if copies is None:
             self.send_frames(frames)
