@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from twisted.application import service
-from twisted.internet import defer, endpoints, task
+from twisted.application import internet, service
+from twisted.internet import defer, endpoints
 from twisted.internet import error as net_error
 from twisted.logger import Logger
 from twisted.python import usage
@@ -55,7 +55,7 @@ PRUNE_SECONDS = 3600.0
 LISTEN_BACKLOG = 1024
 
 
-class ChatService(service.Service):
+class ChatService(service.MultiService):
     """Listens for chat connections; binds before the reactor runs."""
 
     log = Logger()
@@ -97,10 +97,11 @@ class ChatService(service.Service):
         )
         self.presence = PresenceServer(self.core, reactor, cfg.presence_interval)
         self.core.presence_listeners.append(self.presence.changed)
-        self.sweeper = task.LoopingCall(self.core.sweep)
-        self.sweeper.clock = reactor
-        self.pruner = task.LoopingCall(self.prune)
-        self.pruner.clock = reactor
+        super().__init__()
+        # Periodic work: idle sweeps (and old messages pruned, if asked).
+        self._every(SWEEP_SECONDS, self.core.sweep)
+        if cfg.history_days > 0:
+            self._every(PRUNE_SECONDS, self.prune)
         # The file-sharing relay, when sharing is on and the relay is not off.
         self.relay = None
         if cfg.relay_max_bps > 0 and cfg.max_share_bytes > 0:
@@ -165,15 +166,17 @@ class ChatService(service.Service):
             raise failures[0]
         self.store_open = True
 
+    def _every(self, seconds: float, work) -> None:
+        timer = internet.TimerService(seconds, work)
+        timer.clock = self.reactor
+        timer.setServiceParent(self)
+
     def startService(self):
         self.open_store()  # opened already by privilegedStartService under twistd
-        super().startService()
         self.core.start().addErrback(
             lambda f: self.log.error("cannot load the rooms: {error}", error=f.getErrorMessage()))
         self.passwords.start()
-        self.sweeper.start(SWEEP_SECONDS, now=False)
-        if self.cfg.history_days > 0:
-            self.pruner.start(PRUNE_SECONDS, now=True)
+        super().startService()  # the timers
 
     def shut_down(self):
         """An administrator asked: let the byes go out, then stop (status 0)."""
@@ -209,14 +212,12 @@ class ChatService(service.Service):
             stop(str(e))
 
     def stopService(self):
-        super().stopService()
-        for loop in (self.sweeper, self.pruner):
-            if loop.running:
-                loop.stop()
+        timers = defer.maybeDeferred(super().stopService)
         saved = self.core.stop()  # everything accepted is saved
         self.factory.flush_now()  # what is queued for each connection goes now
         self.passwords.stop()
-        waits = [saved.addBoth(lambda _: self.store.close() if self.store_open else None)]
+        waits = [timers,
+                 saved.addBoth(lambda _: self.store.close() if self.store_open else None)]
         if self.relay_port is not None:
             waits.append(defer.maybeDeferred(self.relay_port.stopListening))
             self.relay_port = None

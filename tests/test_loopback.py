@@ -20,6 +20,47 @@ def room_messages(client):
 
 
 @pytest_twisted.inlineCallbacks
+def test_each_line_reaches_exactly_the_members_of_its_room_once_in_its_order(
+        chat_server, pins):
+    alice = yield connect_client(chat_server, pins, "alice")
+    bob = yield connect_client(chat_server, pins, "bob")
+    carol = yield connect_client(chat_server, pins, "carol")
+    for client in (alice, bob):
+        client.join("#dev")
+    yield wait_until(lambda: alice.room("dev") and bob.room("dev"))
+    mallory = yield connect_client(chat_server, pins, "mallory")
+    sent = {"lobby": [], "dev": []}
+    for i in range(10):
+        for client, room in ((alice, "dev"), (bob, "dev"), (carol, "lobby"),
+                             (alice, "lobby")):
+            text = f"{client.name} {room} {i}"
+            client.say(text, room)
+            sent[room].append(text)
+    mallory.say("not a member", "dev")  # refused: mallory is not in #dev
+    yield wait_until(lambda: not any(c.outbox for c in (alice, bob, carol))
+                     and mallory.rec.of(wire.Error), timeout=20)
+    # Every line of each room has reached everyone who should see it.
+    yield wait_until(lambda: all(
+        set(sent[room]) <= {m.text for m in room_messages(c) if m.room == room}
+        for c in (alice, bob, carol) for room in ("lobby", "dev") if c.room(room)))
+    for client in (alice, bob, carol):
+        for room in ("lobby", "dev"):
+            lines = [m for m in room_messages(client) if m.room == room and not m.history]
+            if client.room(room) is None:
+                assert lines == []  # carol is not in #dev
+                continue
+            seqs = [m.seq for m in lines]
+            assert seqs == sorted(set(seqs))  # each once, in the room's order
+            mine = [m.text for m in lines if m.text.split()[1] == room]
+            # Each client's own lines in its order; everyone's, all of them.
+            assert sorted(mine) == sorted(sent[room])
+            for name in ("alice", "bob", "carol"):
+                own = [t for t in mine if t.startswith(name + " ")]
+                assert own == [t for t in sent[room] if t.startswith(name + " ")]
+    assert mallory.rec.of(wire.Error)[-1].code == "not_in_room"
+
+
+@pytest_twisted.inlineCallbacks
 def test_three_clients_see_every_message_in_the_same_order(chat_server, pins):
     clients = []
     for name in ("alice", "bob", "carol"):

@@ -25,6 +25,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.beacon import BeaconKeys
 from spchat.server.administration import Administration
+from spchat.server.flood import FloodControl
 from spchat.server.login import Logins
 from spchat.server.memory_store import MemoryStore
 from spchat.server.messaging import Messaging
@@ -107,6 +108,7 @@ class ChatCore:
         self.logins.links = self.links
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)
+        self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown)
@@ -227,7 +229,7 @@ class ChatCore:
                 raise Refused("already_logged_in", f"already logged in as {session.name}")
             if isinstance(msg, USER_ACTIONS):
                 session.last_activity = self.now()
-            if isinstance(msg, FLOOD_LIMITED) and not self._admit(session, msg):
+            if isinstance(msg, FLOOD_LIMITED) and not self.flood.admit(session, msg):
                 return
             self._handle(session, msg)
         except Refused as refusal:
@@ -429,41 +431,6 @@ class ChatCore:
 
     def _sessions_changed(self) -> None:
         self.admin.sessions_changed()
-
-    # --- flood control -------------------------------------------------------------
-
-    def _admit(self, session: Session, msg: wire.Message) -> bool:
-        """True to handle ``msg`` now; otherwise it waits or the session ends."""
-        if not session.backlog and session.bucket.take(self.now()):
-            return True
-        if len(session.backlog) >= self.limits.flood_queue:
-            self._send(session, wire.Error(
-                "flood", "too many messages too fast", getattr(msg, "cid", None)
-            ))
-            self._end(
-                session, "flood", "disconnected for sending too many messages too fast",
-                "flood", f"{session.name} left (flooding)",
-            )
-            return False
-        session.backlog.append(msg)
-        if session.drain_call is None:
-            session.drain_call = self.clock.callLater(
-                session.bucket.wait(self.now()), self._drain, session
-            )
-        return False
-
-    def _drain(self, session: Session) -> None:
-        session.drain_call = None
-        if session.state is State.OFFLINE:
-            return
-        while session.backlog and session.bucket.take(self.now()):
-            self._handle(session, session.backlog.popleft())
-            if session.state is State.OFFLINE:
-                return
-        if session.backlog:
-            session.drain_call = self.clock.callLater(
-                session.bucket.wait(self.now()), self._drain, session
-            )
 
     # --- presence ---------------------------------------------------------------------
 
