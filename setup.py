@@ -2,7 +2,7 @@ from setuptools import setup
 
 setup(
     name="spchat",
-    version="0.1.0",
+    version="0.2.0.dev0",
     description="Encrypted, self-hosted chat room on Twisted",
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
