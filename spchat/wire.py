@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import json.scanner
+import typing
 from typing import Any, Callable, ClassVar
 
 # A chat text may be long, but its envelope must still fit one Noise message
@@ -199,14 +200,23 @@ class Message:
     DEFAULTS: ClassVar[dict[str, Any]] = {}
 
 
-def message(type_name: str, defaults: dict[str, Any] | None = None, **schema):
-    """Register a frozen dataclass as the message type ``type_name``."""
+@typing.dataclass_transform(frozen_default=True)
+def message(type_name: str, **schema: Callable[[Any], Any]):
+    """Register a frozen dataclass as the message type ``type_name``, each
+    field checked by its rule in ``schema``.  A field with a default in the
+    class may be left out on the wire (the default is written once, there);
+    dataclass_transform lets a type checker see the fields."""
 
     def register(cls):
         cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        fields = dataclasses.fields(cls)
+        if {f.name for f in fields} != set(schema):
+            raise TypeError(f"{cls.__name__}: the fields and the rules of {type_name!r} "
+                            "differ")
         cls.TYPE = type_name
         cls.SCHEMA = schema
-        cls.DEFAULTS = defaults or {}
+        cls.DEFAULTS = {f.name: f.default for f in fields
+                        if f.default is not dataclasses.MISSING}
         MESSAGES[type_name] = cls
         return cls
 
@@ -236,7 +246,6 @@ class ServerHello(Message):
 
 @message(
     "login",
-    {"password": None, "register": False, "positions": None, "since": 0},
     name=_NAME,
     password=_PASSWORD,
     register=_boolean,
@@ -272,7 +281,7 @@ class ChangePassword(Message):
     new: str
 
 
-@message("history", {"conversation": "#lobby"}, before=_integer, limit=_integer,
+@message("history", before=_integer, limit=_integer,
          conversation=_CONVERSATION)
 class HistoryRequest(Message):
     """Up to ``limit`` (at most 200) messages of ``conversation`` ("#room"
@@ -283,7 +292,7 @@ class HistoryRequest(Message):
     conversation: str = "#lobby"
 
 
-@message("resume", {"since": 0}, session=_ID, token=_ID, positions=_positions,
+@message("resume", session=_ID, token=_ID, positions=_positions,
          since=_integer)
 class Resume(Message):
     """Take back a session after a dropped connection.
@@ -302,7 +311,7 @@ class Resume(Message):
     since: int = 0
 
 
-@message("say", {"room": "lobby"}, room=_NAME, text=_TEXT, cid=_ID)
+@message("say", room=_NAME, text=_TEXT, cid=_ID)
 class Say(Message):
     """A room message; ``cid`` is the client's id for it, echoed as the ack."""
 
@@ -323,7 +332,7 @@ class Who(Message):
     """The user asks who is here; answered with ``members``."""
 
 
-@message("join", {"private": False, "cid": None}, room=_NAME, private=_boolean,
+@message("join", room=_NAME, private=_boolean,
          cid=_OPTIONAL_ID)
 class Join(Message):
     """Join a room, creating it if it does not exist (``private``: invited
@@ -335,7 +344,7 @@ class Join(Message):
     cid: str | None = None
 
 
-@message("part", {"reason": None, "cid": None}, room=_NAME, reason=_OPTIONAL_REASON,
+@message("part", room=_NAME, reason=_OPTIONAL_REASON,
          cid=_OPTIONAL_ID)
 class Part(Message):
     """Leave a room.  Answered with ``left``."""
@@ -350,7 +359,7 @@ class ListRooms(Message):
     """The public rooms; answered with ``room_list``."""
 
 
-@message("topic", {"text": None, "cid": None}, room=_NAME, text=_OPTIONAL_REASON,
+@message("topic", room=_NAME, text=_OPTIONAL_REASON,
          cid=_OPTIONAL_ID)
 class Topic(Message):
     """Set a room's topic (``text``; "" clears it; None: send me the room's
@@ -370,7 +379,7 @@ def _room_flag(value: Any) -> str:
     return value
 
 
-@message("mode", {"cid": None}, room=_NAME, flag=_room_flag, on=_boolean, cid=_OPTIONAL_ID)
+@message("mode", room=_NAME, flag=_room_flag, on=_boolean, cid=_OPTIONAL_ID)
 class Mode(Message):
     """Turn a room's flag on or off: ``private`` (invited people only, not
     listed) or ``topic_locked`` (only operators set the topic)."""
@@ -390,7 +399,7 @@ def _moderation_op(value: Any) -> str:
     return value
 
 
-@message("moderate", {"reason": None, "minutes": None, "cid": None}, room=_NAME,
+@message("moderate", room=_NAME,
          op=_moderation_op, name=_NAME, reason=_OPTIONAL_REASON, minutes=_optional_number,
          cid=_OPTIONAL_ID)
 class Moderate(Message):
@@ -445,7 +454,6 @@ def _optional_boolean(value: Any) -> bool | None:
 
 @message(
     "admin",
-    {"name": None, "reason": None, "minutes": None, "room": None, "action": None, "on": None},
     rid=_ID,
     op=_admin_op,
     name=_string(MAX_NAME_CHARS, optional=True),
@@ -504,7 +512,7 @@ MEMBER_FIELDS = ("name", "state", "role")
 _MEMBER_ROWS = _rows("members", (_NAME, _member_state, _role), 100000)
 
 
-@message("admin_reply", {"sessions": (), "more": False, "rooms": (), "members": ()}, rid=_ID,
+@message("admin_reply", rid=_ID,
          ok=_boolean, text=_REASON, sessions=_session_rows, more=_boolean, rooms=_ROOM_ROWS,
          members=_MEMBER_ROWS)
 class AdminReply(Message):
@@ -521,7 +529,7 @@ class AdminReply(Message):
     members: tuple = ()
 
 
-@message("admin_event", {"more": False, "rooms": ()}, sessions=_session_rows, more=_boolean,
+@message("admin_event", sessions=_session_rows, more=_boolean,
          rooms=_ROOM_ROWS)
 class AdminEvent(Message):
     """Pushed to admin connections when sessions change (at most once a
@@ -571,7 +579,6 @@ class RowCollector:
 
 @message(
     "welcome",
-    {"resumed": False},
     name=_NAME,
     session=_ID,
     token=_ID,
@@ -639,7 +646,7 @@ class RoomList(Message):
     rooms: tuple
 
 
-@message("members", {"more": False}, room=_NAME, members=_members, more=_boolean)
+@message("members", room=_NAME, members=_members, more=_boolean)
 class Members(Message):
     """Who is in a room, each with a presence state and a role.
 
@@ -656,7 +663,7 @@ class Members(Message):
         return tuple(member[0] for member in self.members)
 
 
-@message("member", {"role": "member"}, room=_NAME, name=_NAME, state=_member_state,
+@message("member", room=_NAME, name=_NAME, state=_member_state,
          role=_role)
 class MemberUpdate(Message):
     """One member joined or changed (their state and role), or left
@@ -671,7 +678,6 @@ class MemberUpdate(Message):
 
 @message(
     "message",
-    {"cid": None, "history": False},
     seq=_integer,
     ts=_integer,
     room=_NAME,
@@ -698,7 +704,6 @@ class RoomMessage(Message):
 
 @message(
     "direct_message",
-    {"cid": None, "history": False},
     seq=_integer,
     ts=_integer,
     sender=_NAME,
@@ -717,7 +722,7 @@ class DirectMessage(Message):
     history: bool = False
 
 
-@message("history_end", {"conversation": "#lobby"}, oldest=_integer, more=_boolean,
+@message("history_end", oldest=_integer, more=_boolean,
          conversation=_CONVERSATION)
 class HistoryEnd(Message):
     """The end of a page of ``conversation``'s history; ``oldest`` is the
@@ -739,7 +744,7 @@ class Notice(Message):
     text: str
 
 
-@message("error", {"cid": None}, code=_string(32), text=_REASON, cid=_OPTIONAL_ID)
+@message("error", code=_string(32), text=_REASON, cid=_OPTIONAL_ID)
 class Error(Message):
     """A request was refused; the connection stays usable.
 
@@ -787,7 +792,7 @@ def _port(value: Any) -> int:
     return value
 
 
-@message("share", {"room": "lobby"}, manifest=_MANIFEST, port=_port, cid=_ID, room=_NAME)
+@message("share", manifest=_MANIFEST, port=_port, cid=_ID, room=_NAME)
 class Share(Message):
     """Offer a file to a room's members.  ``manifest``: its canonical JSON;
     ``port``: where this client takes peer connections (0: nowhere, so

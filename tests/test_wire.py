@@ -223,3 +223,17 @@ def test_packed_frames_keep_every_message_in_order_and_within_the_size(sizes, fr
         assert len(frame) <= frame_bytes or len(wire.decode_frame(frame)) == 1
     if encoded and sum(map(len, encoded)) + len(encoded) + wire.BATCH_OVERHEAD <= frame_bytes:
         assert len(frames) == 1  # what fits goes as one frame
+
+
+def test_a_field_and_its_rule_cannot_drift_apart():
+    with pytest.raises(TypeError, match="the fields and the rules"):
+        @wire.message("test_drift", a=wire._integer)
+        class Drift(wire.Message):
+            a: int
+            b: int = 0
+    assert "test_drift" not in wire.MESSAGES
+
+
+def test_defaults_are_the_class_defaults():
+    assert wire.Say.DEFAULTS == {"room": "lobby"}
+    assert wire.decode(b'{"t":"say","text":"x","cid":"c"}') == wire.Say("x", "c")
