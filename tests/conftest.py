@@ -1,5 +1,6 @@
 """Shared helpers: a real server on 127.0.0.1 and real clients."""
 
+import gc
 import os
 import re
 import shutil
@@ -212,6 +213,40 @@ def display():
     del os.environ["DISPLAY"]
     proc.terminate()
     proc.wait()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tk_roots_live_until_the_end():
+    """Every Tk root a test makes is kept until the session ends, then freed
+    here.  A destroyed root is still a Python object in reference cycles; if
+    the collector frees it on another thread (the store's reader, say), Tcl
+    aborts the whole process ("async handler deleted by the wrong thread")."""
+    try:
+        import tkinter
+    except ImportError:  # no Tk here: the window tests skip or fail on their own
+        yield
+        return
+    kept = []
+    make = tkinter.Tk.__init__
+
+    def keeping(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        kept.append(self)
+
+    tkinter.Tk.__init__ = keeping
+    yield
+    tkinter.Tk.__init__ = make
+    kept.clear()
+    gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def window_garbage_is_freed_on_the_main_thread(request):
+    """And what a window test leaves (widgets, Tk variables in cycles) is
+    collected here, not later on a thread, where Tk refuses to be called."""
+    yield
+    if "display" in request.fixturenames:
+        gc.collect()
 
 
 def screenshot(window, display, name):
