@@ -286,7 +286,7 @@ def test_a_stopping_server_runs_no_more_timers(clock):
         core.receive(alice, wire.Say(f"m{i}", f"c{i}"))
     core.link_lost(bob)  # bob's grace period starts
     assert clock.getDelayedCalls()
-    core.stop_timers()
+    core.stop()
     assert [c for c in clock.getDelayedCalls() if c.active()] == []
     clock.advance(10)
     assert texts(a) == ["m0"]  # the waiting two were not sent after the stop
@@ -380,5 +380,5 @@ def test_a_stopping_server_still_sends_the_last_comings_and_goings(clock):
     alice, a = login(core, "alice")
     bob, _ = login(core, "bob")
     core.receive(bob, wire.Logout())
-    core.stop_timers()  # before the 0.1 s were up
+    core.stop()  # before the 0.1 s were up
     assert a.of(wire.Notice)[-1].text == "bob left"

@@ -193,8 +193,6 @@ class ChatCore:
         self.admin.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
-    stop_timers = stop
-
     # --- connection lifecycle, called by the protocol ---------------------------------
 
     def open_link(self, conn, address: str, beacon_keys: BeaconKeys | None = None,
