@@ -60,6 +60,14 @@ def stop_services(*services):
 
 
 @pytest.fixture
+def clock():
+    """A fake clock for the sans-IO parts, at a plausible time (UTC s)."""
+    clock = task.Clock()
+    clock.advance(1_700_000_000)
+    return clock
+
+
+@pytest.fixture
 def chat_server(tmp_path):
     service = start_service(server_config(tmp_path / "data"))
     yield service

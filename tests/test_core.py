@@ -11,13 +11,6 @@ from helpers import Deaf, MemoryClient, login, settle
 
 
 @pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
-
-
-@pytest.fixture
 def core(clock):
     return ChatCore(clock, Limits(max_message_bytes=100))
 

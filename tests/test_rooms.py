@@ -4,7 +4,6 @@ role's powers and each refusal, room kicks and bans that stick, mutes,
 membership kept across logins and resumes, and each room's own numbers."""
 
 import pytest
-from twisted.internet.task import Clock
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
@@ -25,13 +24,6 @@ class InstantPasswords:
     def verify(self, password, encoded):
         from twisted.internet import defer
         return defer.succeed(encoded == "hash:" + password)
-
-
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 lifecycle, resume and replay, de-duplication, idle sweeps, flood control, kick."""
 
 import pytest
-from twisted.internet.task import Clock
 
 from spchat import wire
 from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits, State
@@ -14,13 +13,6 @@ T0 = 1_700_000_000
 
 def settle(core):
     core.clock.advance(ROOM_EVENT_SECONDS)
-
-
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(T0)
-    return clock
 
 
 def make_core(clock, **limits):

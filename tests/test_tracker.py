@@ -26,13 +26,6 @@ PIECE = MIN_PIECE_SIZE
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
-
-
 def make_core(clock, **limits):
     # Flood control has its own tests; here it would only get in the way.
     limits.setdefault("flood_burst", 10_000)
