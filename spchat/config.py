@@ -255,6 +255,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
     Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
             "Rooms (comma-separated) everyone is put in on their first login."),
+    Setting("store", "CHAT_STORE", "store", "sqlite", _choice("sqlite", "memory"),
+            "Where messages, accounts and rooms are kept: sqlite (spchat.db in the data "
+            "directory) or memory (gone when the server stops; for trials and tests)."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
@@ -323,6 +326,7 @@ class Config:
     history_on_join: int = _default("history_on_join")
     history_days: float = _default("history_days")
     default_rooms: tuple[str, ...] = _default("default_rooms")
+    store: str = _default("store")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")

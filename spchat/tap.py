@@ -19,6 +19,7 @@ from spchat.server.core import ChatCore, Limits
 from spchat.server.rules import Ports
 from spchat.server.presence import PresenceServer
 from spchat.server.relay import RelayFactory
+from spchat.server.memory_store import MemoryStore
 from spchat.server.store import SQLiteStore, StoreError
 from spchat.server.identity import (
     IdentityError,
@@ -69,8 +70,8 @@ class ChatService(service.MultiService):
         self.reactor = reactor
         self.server_key = load_or_create_server_key(cfg.data_dir)
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
-        self.store = SQLiteStore.in_dir(cfg.data_dir, sync=cfg.store_sync,
-                                        mode=cfg.store_writer, reactor=reactor)
+        self.store = MemoryStore() if cfg.store == "memory" else SQLiteStore.in_dir(
+            cfg.data_dir, sync=cfg.store_sync, mode=cfg.store_writer, reactor=reactor)
         self.store_open = False
         self.passwords = PasswordWorker(reactor)
         self.ports = Ports()  # filled in as the listeners are bound
@@ -160,7 +161,7 @@ class ChatService(service.MultiService):
         if self.store_open:
             return
         failures = []
-        # SQLiteStore.open has fired when it returns: a failure is one line.
+        # Both stores' open() has fired when it returns: a failure is one line.
         self.store.open().addErrback(lambda failure: failures.append(failure.value))
         if failures:
             raise failures[0]

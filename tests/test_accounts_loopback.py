@@ -212,3 +212,25 @@ def test_a_refused_registration_does_not_change_the_password_used_later(restarta
     guest.register("long enough now")
     yield wait_until(lambda: notices(guest, "account"))
     assert guest.password == "long enough now"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_memory_store_keeps_nothing_on_disk_and_forgets_at_a_restart(tmp_path, pins):
+    cfg = server_config(tmp_path / "data", store="memory")
+    server = start_service(cfg)
+    try:
+        zoe = yield connect_client(server, pins, "Zoe", password="correct horse", register=True)
+        yield wait_until(lambda: notices(zoe, "account"))
+        zoe.say("kept in memory only")
+        assert (yield zoe.wait_acked(10))
+        yield zoe.logout()
+    finally:
+        yield stop_services(server)
+    assert not (tmp_path / "data" / "spchat.db").exists()
+    server = start_service(cfg)
+    try:
+        zoe = yield connect_client(server, pins, "zoe")  # the account is gone too
+        yield wait_until(lambda: zoe.rec.of(wire.HistoryEnd))
+        assert not zoe.rec.of(wire.RoomMessage)
+    finally:
+        yield stop_services(server)

@@ -404,7 +404,7 @@ def test_options_table_rows():
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
         "flood-queue", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
-        "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
+        "store", "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps",
     ]
     for row in rows:
