@@ -82,6 +82,7 @@ class RoomDirectory:
         self.presence_state = presence_state
         self.rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}  # by display form
+        self._waiting: dict[str, Room] = {}  # rooms with events or newcomers waiting
         # Rooms deleted in this run, by key: their newest number, where the
         # store goes on numbering if the room is made again.
         self.deleted_seqs: dict[str, int] = {}
@@ -109,6 +110,7 @@ class RoomDirectory:
     def remove(self, room: Room) -> None:
         del self.rooms[room.key]
         del self._by_name[room.name]
+        self._waiting.pop(room.key, None)
         self.deleted_seqs[room.key] = room.last_seq
 
     # --- membership ---------------------------------------------------------
@@ -126,7 +128,7 @@ class RoomDirectory:
         """The whole member list for ``session`` with the room's next events
         (a storm of n joins builds and encodes it once, not n times)."""
         room.newcomers[session.key] = (session, len(room.pending))
-        self._soon()
+        self._soon(room)
 
     def leave(self, room: Room, session: Session, kind: str, text: str) -> None:
         room.members.pop(session.key, None)
@@ -152,9 +154,10 @@ class RoomDirectory:
         """Sent with the room's other events of the next ROOM_EVENT_SECONDS
         (or before the next line in the room)."""
         room.pending.append(message)
-        self._soon()
+        self._soon(room)
 
-    def _soon(self) -> None:
+    def _soon(self, room: Room) -> None:
+        self._waiting[room.key] = room
         if self._call is None:
             self._call = self.clock.callLater(ROOM_EVENT_SECONDS, self._due)
 
@@ -163,12 +166,14 @@ class RoomDirectory:
         self.flush_all()
 
     def flush_all(self) -> None:
-        for room in list(self.rooms.values()):
-            if room.pending or room.newcomers:
-                self.flush(room)
+        """Every room's waiting events (called before each direct line: only
+        the rooms with something waiting are looked at, not all of them)."""
+        while self._waiting:
+            self.flush(next(iter(self._waiting.values())))
 
     def flush(self, room: Room) -> None:
         """The room's waiting events to its members online, now."""
+        self._waiting.pop(room.key, None)
         newcomers, room.newcomers = room.newcomers, {}
         pending, room.pending = room.pending, []
         if not newcomers and not pending:
