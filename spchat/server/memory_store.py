@@ -57,11 +57,12 @@ class MemoryStore:
 
     @_fired
     def append(self, records):
-        fresh, again, newest = number(records, self._by_cid, self._last_seq)
+        conversations = [record.conversation for record in records]
+        fresh, fresh_conversations, again, newest = number(
+            records, conversations, self._by_cid, self._last_seq)
         self._last_seq.update(newest)
         touched = set()
-        for record in fresh:
-            conversation = record.conversation
+        for record, conversation in zip(fresh, fresh_conversations):
             self._messages.setdefault(conversation, []).append(record)
             self._by_cid[(record.sender_key, record.cid)] = record
             touched.add(conversation)

@@ -10,29 +10,34 @@ from spchat.server.records import Record
 
 def number(
     records: list[Record],
+    conversations: list[str],
     saved: Mapping[tuple[str, str], Record],
     last_seq: Mapping[str, int],
-) -> tuple[list[Record], list[tuple[Record, Record]], dict[str, int]]:
+) -> tuple[list[Record], list[str], list[tuple[Record, Record]], dict[str, int]]:
     """Number ``records`` in their conversations, in the given order.
 
-    ``saved``: the records already saved, by (sender_key, cid), at least
-    those of this batch's keys; ``last_seq``: each conversation's newest
-    number so far (a missing one has none yet).  Returns the fresh records,
-    numbered; ``(record, saved_before)`` pairs for those re-sent (a second
-    copy within this batch counts too); and the newest number given in each
-    conversation of the batch, to be written back."""
-    fresh, again, newest = [], [], {}
+    ``conversations``: each record's conversation, in the same order
+    (computed once by the caller, who needs them too); ``saved``: the
+    records already saved, by (sender_key, cid), at least those of this
+    batch's keys; ``last_seq``: each conversation's newest number so far (a
+    missing one has none yet).  Returns the fresh records, numbered, and
+    their conversations; ``(record, saved_before)`` pairs for those re-sent
+    (a second copy within this batch counts too); and the newest number
+    given in each conversation of the batch, to be written back."""
+    fresh, fresh_conversations, again = [], [], []
+    newest: dict[str, int] = {}
     in_batch: dict[tuple[str, str], Record] = {}
-    for record in records:
+    make = Record._make
+    for record, conversation in zip(records, conversations):
         key = (record.sender_key, record.cid)
         old = saved.get(key) or in_batch.get(key)
         if old is not None:
             again.append((record, old))
             continue
-        conversation = record.conversation
         seq = (newest.get(conversation) or last_seq.get(conversation, 0)) + 1
         newest[conversation] = seq
-        record = Record._make((seq,) + record[1:])
+        record = make((seq,) + record[1:])
         in_batch[key] = record
         fresh.append(record)
-    return fresh, again, newest
+        fresh_conversations.append(conversation)
+    return fresh, fresh_conversations, again, newest

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+from collections import ChainMap
 from pathlib import Path
 
 from twisted.internet import defer, threads
@@ -199,6 +200,10 @@ class Tables:
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        # Each conversation's newest number, as committed: numbers only ever
+        # grow and only this connection writes them (the data directory's
+        # lock), so a batch reads a conversation's number once, not each time.
+        self._committed_seqs: dict[str, int] = {}
 
     def close(self) -> None:
         self.conn.close()
@@ -235,16 +240,21 @@ class Tables:
         ``IMessageLog.append``.  The lookups are one indexed query per
         LOOKUP_CHUNK keys for the whole batch."""
         with _transaction(self.conn):
+            conversations = [r.conversation for r in records]
             saved = self._saved(records)
-            last_seq = self._last_seqs(list({r.conversation for r in records}))
-            fresh, again, newest = number(records, saved, last_seq)
+            known = self._committed_seqs
+            looked_up = self._last_seqs([c for c in set(conversations) if c not in known])
+            fresh, fresh_conversations, again, newest = number(
+                records, conversations, saved, ChainMap(looked_up, known))
             # A record is a row already, but for its conversation.
-            self._execute_many(_INSERT, [r + (r.conversation,) for r in fresh])
+            self._execute_many(_INSERT, [r + (c,) for r, c in zip(fresh, fresh_conversations)])
             self._execute_many(
                 "INSERT INTO conversations (conversation, last_seq) VALUES (?, ?) "
                 "ON CONFLICT (conversation) DO UPDATE SET last_seq = excluded.last_seq",
                 newest.items(),
             )
+        known.update(looked_up)  # committed now
+        known.update(newest)
         return fresh, again
 
     def _saved(self, records: list[Record]) -> dict[tuple[str, str], Record]:
@@ -263,7 +273,7 @@ class Tables:
         return found
 
     def _last_seqs(self, conversations: list[str]) -> dict[str, int]:
-        found = {}
+        found: dict[str, int] = {}
         for chunk in _chunks(conversations):
             found.update(self._query(
                 "SELECT conversation, last_seq FROM conversations "
