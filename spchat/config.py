@@ -280,6 +280,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("relay_max_bps", "CHAT_RELAY_MAX_BPS", "relay-max-bps", "10485760",
             _int_range(0, 2**53),
             "Bytes per second the relay carries for one transfer (0 = no relay)."),
+    Setting("relay_max_per_ip", "CHAT_RELAY_MAX_PER_IP", "relay-max-per-ip", "8", _int_range(1),
+            "Concurrent relay connections allowed from one IP address (1 or more)."),
+    Setting("relay_idle_timeout", "CHAT_RELAY_IDLE_TIMEOUT", "relay-idle-timeout", "60",
+            _seconds(allow_zero=False),
+            "Seconds a relayed transfer may carry nothing either way before it is cut."),
     Setting("p2p_port", "CHAT_P2P_PORT", None, "0", _port,
             "TCP port a client takes file-sharing peers on (0 = any free port)."),
     Setting("p2p_direct", "CHAT_P2P_DIRECT", None, "yes", _yes_no,
@@ -335,6 +340,8 @@ class Config:
     max_share_bytes: int = _default("max_share_bytes")
     relay_port: int = _default("relay_port")
     relay_max_bps: int = _default("relay_max_bps")
+    relay_max_per_ip: int = _default("relay_max_per_ip")
+    relay_idle_timeout: float = _default("relay_idle_timeout")
     p2p_port: int = _default("p2p_port")
     p2p_direct: bool = _default("p2p_direct")
     download_dir: Path = _default("download_dir")

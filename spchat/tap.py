@@ -107,7 +107,8 @@ class ChatService(service.MultiService):
         self.relay = None
         if cfg.relay_max_bps > 0 and cfg.max_share_bytes > 0:
             self.relay = RelayFactory(
-                reactor, self.core.relay_allowed, self.core.relay_used, cfg.relay_max_bps
+                reactor, self.core.relay_allowed, self.core.relay_used, cfg.relay_max_bps,
+                max_per_ip=cfg.relay_max_per_ip, idle_timeout=cfg.relay_idle_timeout,
             )
         self.port = self.udp_port = self.relay_port = None
 

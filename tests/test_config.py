@@ -405,7 +405,7 @@ def test_options_table_rows():
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
         "flood-queue", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
         "store", "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
-        "max-share-bytes", "relay-port", "relay-max-bps",
+        "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]
     for row in rows:
         long, short, default, help_text = row

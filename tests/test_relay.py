@@ -118,6 +118,39 @@ def relay_ends(factory, transfer):
     return factory.relays[transfer].ends
 
 
+def buffered_in(factory):
+    """Bytes the relay holds in its transports' send buffers, not yet sent:
+    read from Twisted's own attributes, which only a test may do."""
+    return sum(len(p.transport.dataBuffer) - p.transport.offset + p.transport._tempDataLen
+               for p in factory.protocols)
+
+
+@defer.inlineCallbacks
+def connect_from(factory, host, first=b""):
+    """A Peer connected from the source address ``host`` (127.x.y.z)."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", factory.port.getHost().port,
+                                  bindAddress=(host, 0))
+    peer = yield connectProtocol(endpoint, Peer())
+    if first:
+        peer.transport.write(first)
+    return peer
+
+
+@defer.inlineCallbacks
+def transfer_through(factory, tickets, transfer, size=1 << 20):
+    """A real pair from two other addresses moves ``size`` bytes; returns seconds."""
+    tickets.issue(transfer)
+    started = time.monotonic()
+    fetch = yield connect_from(factory, "127.0.9.1", header(transfer, "fetch"))
+    serve = yield connect_from(factory, "127.0.9.2", header(transfer, "serve"))
+    data = os.urandom(size)
+    serve.transport.write(data)
+    yield wait_until(lambda: fetch.received == size or fetch.closed, timeout=15)
+    assert fetch.received == size and fetch.digest.digest() == sha(data)
+    fetch.transport.loseConnection()
+    return time.monotonic() - started
+
+
 @pytest_twisted.inlineCallbacks
 def test_bytes_go_both_ways_unchanged_and_are_counted(make_relay, tickets):
     factory = make_relay()
@@ -266,7 +299,7 @@ def test_a_side_that_does_not_read_pauses_the_other(make_relay, tickets):
     buffered, carried = [], []
     for _ in range(10):
         yield sleep(0.1)
-        buffered.append(factory.buffered_bytes())
+        buffered.append(buffered_in(factory))
         carried.append(factory.relayed_bytes)
     assert max(buffered) < 512 << 10, buffered  # the relay holds little ...
     assert carried[0] == carried[-1] < len(data), carried  # ... and stopped reading
@@ -335,12 +368,14 @@ def test_at_most_max_relays_at_once(make_relay, tickets):
     yield wait_until(lambda: len(factory.relays) == 2)
     newcomer = yield connect(factory, header("t-3", "fetch"))
     yield wait_until(lambda: newcomer.closed)
-    # Two connections still sending their headers: a third is closed at once.
+    # Two connections still sending their headers: a third takes the
+    # place of the one that has waited longest.
     idle = [(yield connect(factory)), (yield connect(factory))]
     yield wait_until(lambda: factory.unpaired == 2)
     extra = yield connect(factory)
-    yield wait_until(lambda: extra.closed)
-    for peer in idle:
+    yield wait_until(lambda: idle[0].closed)
+    assert factory.unpaired == 2 and not idle[1].closed and not extra.closed
+    for peer in (idle[1], extra):
         peer.transport.loseConnection()
     yield wait_until(lambda: factory.unpaired == 0)
     # The other sides of the two relays still pair.
@@ -386,3 +421,56 @@ def test_no_relay_when_it_or_sharing_is_off(tmp_path, settings):
         assert service.ports.relay == 0
     finally:
         stop_services(service)
+
+
+# --- what a hostile peer can hold ----------------------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_one_address_holds_at_most_max_per_ip_connections(make_relay, tickets):
+    factory = make_relay()  # the defaults: 200 relays, 8 per address
+    silent = []
+    for _ in range(200):  # the whole relay's worth, none sending a header
+        silent.append((yield connect_from(factory, "127.0.3.1")))
+    yield wait_until(lambda: sum(not p.closed for p in silent) == relay_module.MAX_PER_IP)
+    assert factory.unpaired == relay_module.MAX_PER_IP
+    assert factory.refusals.counts["per-ip 127.0.3.1"] == 200 - relay_module.MAX_PER_IP
+    seconds = yield transfer_through(factory, tickets, "t-beside-a-flood")
+    print(f"1 MiB through the relay beside 200 silent connections: {seconds:.2f} s")
+    for peer in silent:
+        peer.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_silent_connections_from_many_addresses_give_way_to_real_peers(make_relay, tickets):
+    factory = make_relay(max_relays=20)
+    silent = []
+    for i in range(5):  # 5 addresses x 4: every header slot taken
+        for _ in range(4):
+            silent.append((yield connect_from(factory, f"127.0.4.{i + 1}")))
+    yield wait_until(lambda: factory.unpaired == 20)
+    yield transfer_through(factory, tickets, "t-through-the-crowd")
+    # The two oldest made way for the pair; the rest still wait.
+    assert [p.closed for p in silent[:2]] == [True, True]
+    assert not any(p.closed for p in silent[2:])
+    for peer in silent:
+        peer.transport.loseConnection()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_relay_that_carries_nothing_is_cut(make_relay, tickets):
+    factory = make_relay(idle_timeout=0.6)
+    tickets.issue("t-quiet")
+    tickets.issue("t-busy")
+    quiet = yield pair(factory, "t-quiet")
+    busy = yield pair(factory, "t-busy")
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:  # a byte every 0.2 s keeps it
+        busy[1].transport.write(b".")
+        yield sleep(0.2)
+    assert all(peer.closed for peer in quiet)
+    assert not any(peer.closed for peer in busy)
+    assert "t-quiet" not in factory.relays and busy[0].received >= 7
+    for peer in busy:
+        peer.transport.loseConnection()
+

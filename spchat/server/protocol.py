@@ -6,7 +6,6 @@ Thin on purpose: every chat rule is in ``spchat.server.core``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
@@ -20,6 +19,7 @@ from spchat.server.core import ChatCore
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
 from spchat.server.socket_writer import SocketWriter
+from spchat.server.throttle import PerAddress, ThrottledLog
 
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
@@ -326,9 +326,8 @@ class ChatServerFactory(protocol.Factory):
         self.send_buffer_bytes = send_buffer_bytes
         # Our own count: twisted.protocols.policies.LimitConnectionsByPeer
         # does not work for IPv4 addresses.
-        self.per_ip: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()
-        self._refusal_logged: dict[str, float] = {}
+        self.per_ip = PerAddress(max_connections_per_ip)
+        self.refusals = ThrottledLog(self.log, clock, REFUSAL_LOG_SECONDS)
         self._to_flush: list[ChatServerProtocol] = []
         self._flush_call = None
 
@@ -357,21 +356,12 @@ class ChatServerFactory(protocol.Factory):
 
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
-        if self.per_ip[host] >= self.max_connections_per_ip:
-            self.refused[host] += 1
-            now = self.clock.seconds()
-            if now - self._refusal_logged.get(host, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
-                self._refusal_logged[host] = now
-                self.log.info(
-                    "{host}: refused: more than {limit} connections from this address "
-                    "({count} refused so far)",
-                    host=host, limit=self.max_connections_per_ip, count=self.refused[host],
-                )
+        if not self.per_ip.take(host):
+            self.refusals(
+                host, "{host}: refused: more than {limit} connections from this address "
+                "({count} refused so far)", host=host, limit=self.max_connections_per_ip)
             return None  # Twisted closes the connection at once
-        self.per_ip[host] += 1
         return ChatServerProtocol(self, host)
 
     def connection_lost(self, proto: ChatServerProtocol) -> None:
-        self.per_ip[proto.ip] -= 1
-        if self.per_ip[proto.ip] <= 0:
-            del self.per_ip[proto.ip]
+        self.per_ip.give_back(proto.ip)

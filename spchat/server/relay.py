@@ -16,6 +16,13 @@ Memory stays bounded whatever the peers do: each connection is the
 streaming producer of the other's transport, so a side that does not read
 pauses the reading of the side that writes to it.  Each direction is also
 held to ``max_bps`` bytes a second (a token bucket with a short burst).
+
+Nobody can hold the relay's slots for long: one address has at most
+``max_per_ip`` connections; a connection must send its header within
+``header_timeout``; when ``max_relays`` connections are still sending
+theirs, the oldest of them gives way to the newest (a real peer sends its
+header at once); and a spliced relay that carries nothing either way for
+``idle_timeout`` is cut.
 """
 
 from __future__ import annotations
@@ -27,11 +34,17 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from spchat.server.throttle import PerAddress, ThrottledLog
+
 MAGIC = b"spchat-relay"
 SIDES = ("fetch", "serve")
 MAX_HEADER_BYTES = 128
-HEADER_TIMEOUT = 10.0
+HEADER_TIMEOUT = 3.0
 PAIR_TIMEOUT = 30.0
+IDLE_TIMEOUT = 60.0
+MAX_PER_IP = 8
+# At most one log line a minute per kind of refusal and address.
+REFUSAL_LOG_SECONDS = 60.0
 # A closing side whose peer does not take the last bytes is cut after this.
 CLOSE_TIMEOUT = 30.0
 MAX_RELAYS = 200
@@ -69,6 +82,8 @@ class Relay:
         self.transfer = transfer
         self.ends: dict[str, RelayProtocol] = {}
         self.spliced_at: float | None = None
+        self.last_active = 0.0  # when a byte last went through, either way
+        self.idle_call = None
         self.sent = {side: 0 for side in SIDES}  # bytes from each side to the other
 
 
@@ -77,8 +92,9 @@ class RelayProtocol(protocol.Protocol):
     """One end of a relay.  Registered as the producer on the other end's
     transport, which pauses it when its send buffer is full."""
 
-    def __init__(self, factory: RelayFactory):
+    def __init__(self, factory: RelayFactory, host: str):
         self.factory = factory
+        self.host = host
         self.relay: Relay | None = None
         self.side: str | None = None
         self.peer: RelayProtocol | None = None
@@ -87,7 +103,7 @@ class RelayProtocol(protocol.Protocol):
         self.holds: set[str] = set()
         self.timer = None  # header or pairing timeout, or the close's abort
         self.cap_timer = None
-        self.in_header = False  # counted in the factory's ``unpaired``
+        self.in_header = False  # in the factory's ``in_header``
         self.gone = False
 
     # --- reading paused for several reasons at once ------------------------
@@ -116,10 +132,9 @@ class RelayProtocol(protocol.Protocol):
 
     def connectionMade(self):
         factory = self.factory
-        if factory.unpaired >= factory.max_relays:
-            self.transport.abortConnection()
-            return
-        factory.unpaired += 1
+        if len(factory.in_header) >= factory.max_relays:
+            factory.shed_oldest_header()
+        factory.in_header[self] = None
         self.in_header = True
         self.timer = factory.clock.callLater(factory.header_timeout, self.transport.abortConnection)
 
@@ -143,11 +158,12 @@ class RelayProtocol(protocol.Protocol):
         relay.sent[self.side] += len(data)
         factory.relayed_bytes += len(data)
         self.peer.transport.write(data)
-        self._pace(len(data))
+        relay.last_active = now = factory.clock.seconds()
+        self._pace(len(data), now)
 
-    def _pace(self, count: int) -> None:
+    def _pace(self, count: int, now: float) -> None:
         """Over the rate cap: stop reading until the debt is paid."""
-        wait = self.bucket.spend(count, self.factory.clock.seconds())
+        wait = self.bucket.spend(count, now)
         if wait > 0:
             self.hold(CAP)
             if self.cap_timer is None:
@@ -157,7 +173,7 @@ class RelayProtocol(protocol.Protocol):
 
     def _cap_over(self) -> None:
         self.cap_timer = None
-        self._pace(0)
+        self._pace(0, self.factory.clock.seconds())
 
     def close(self) -> None:
         """Close once what is queued for this end is written (cut if it never is)."""
@@ -196,7 +212,8 @@ class RelayFactory(protocol.Factory):
 
     def __init__(self, clock, allowed, used, max_bps: int, *,
                  header_timeout: float = HEADER_TIMEOUT, pair_timeout: float = PAIR_TIMEOUT,
-                 close_timeout: float = CLOSE_TIMEOUT, max_relays: int = MAX_RELAYS):
+                 close_timeout: float = CLOSE_TIMEOUT, max_relays: int = MAX_RELAYS,
+                 max_per_ip: int = MAX_PER_IP, idle_timeout: float = IDLE_TIMEOUT):
         if max_bps <= 0:
             raise ValueError("max_bps must be positive")
         self.clock = clock
@@ -207,20 +224,49 @@ class RelayFactory(protocol.Factory):
         self.pair_timeout = pair_timeout
         self.close_timeout = close_timeout
         self.max_relays = max_relays
+        self.max_per_ip = max_per_ip
+        self.idle_timeout = idle_timeout
         self.relays: dict[str, Relay] = {}  # waiting or spliced, by transfer
-        self.unpaired = 0  # connections still sending their header
+        # Connections still sending their header, oldest first.
+        self.in_header: dict[RelayProtocol, None] = {}
+        self.per_ip = PerAddress(max_per_ip)
+        self.refusals = ThrottledLog(self.log, clock, REFUSAL_LOG_SECONDS)
         self.relayed_bytes = 0
         self.protocols: set[RelayProtocol] = set()
 
+    @property
+    def unpaired(self) -> int:
+        return len(self.in_header)
+
     def buildProtocol(self, addr):
-        proto = self.protocol(self)
+        host = getattr(addr, "host", "?")
+        if not self.per_ip.take(host):
+            self.refusals(
+                f"per-ip {host}", "relay: {host}: refused: more than {limit} connections "
+                "from this address ({count} refused so far)", host=host, limit=self.max_per_ip)
+            return None  # Twisted closes the connection at once
+        proto = self.protocol(self, host)
         self.protocols.add(proto)
         return proto
 
+    def shed_oldest_header(self) -> None:
+        """Full of connections that have not sent their header: the one
+        that has waited longest goes (a real peer's header comes at once)."""
+        oldest = next(iter(self.in_header))
+        self._header_done(oldest)
+        self.refusals(
+            f"shed {oldest.host}", "relay: {host}: cut before its header: {limit} connections "
+            "were waiting for theirs ({count} so far)", host=oldest.host, limit=self.max_relays)
+        oldest.transport.abortConnection()
+
+    def _header_done(self, end: RelayProtocol) -> None:
+        if end.in_header:
+            end.in_header = False
+            del self.in_header[end]
+
     def arrived(self, end: RelayProtocol, line: bytes) -> None:
         """``end`` sent its header: wait for the other side, or splice."""
-        self.unpaired -= 1
-        end.in_header = False
+        self._header_done(end)
         end._cancel_timer()
         parts = line.split(b" ")
         if (len(parts) != 3 or parts[0] != MAGIC or not TRANSFER.fullmatch(parts[1])
@@ -249,7 +295,8 @@ class RelayFactory(protocol.Factory):
 
     def splice(self, relay: Relay) -> None:
         self.used(relay.transfer)
-        relay.spliced_at = now = self.clock.seconds()
+        relay.spliced_at = relay.last_active = now = self.clock.seconds()
+        relay.idle_call = self.clock.callLater(self.idle_timeout, self._idle_check, relay)
         fetch, serve = relay.ends["fetch"], relay.ends["serve"]
         for end, other in ((fetch, serve), (serve, fetch)):
             end._cancel_timer()
@@ -263,6 +310,19 @@ class RelayFactory(protocol.Factory):
         for end in (fetch, serve):
             end.release(WAITING)
 
+    def _idle_check(self, relay: Relay) -> None:
+        relay.idle_call = None
+        idle = self.clock.seconds() - relay.last_active
+        if idle < self.idle_timeout:
+            relay.idle_call = self.clock.callLater(self.idle_timeout - idle,
+                                                   self._idle_check, relay)
+            return
+        self.log.info("relay {transfer}: cut after {seconds:.0f} s without a byte either way",
+                      transfer=relay.transfer[:8], seconds=idle)
+        # Nothing moved: whatever is queued would not move either.
+        for end in list(relay.ends.values()):
+            end.transport.abortConnection()
+
     def _unpaired_too_long(self, end: RelayProtocol) -> None:
         end.timer = None
         self._detach(end)  # its side is free again for as long as the ticket lasts
@@ -274,6 +334,9 @@ class RelayFactory(protocol.Factory):
             del relay.ends[end.side]
         if not relay.ends and self.relays.get(relay.transfer) is relay:
             del self.relays[relay.transfer]
+            if relay.idle_call is not None and relay.idle_call.active():
+                relay.idle_call.cancel()
+            relay.idle_call = None
             if relay.spliced_at is not None:
                 self.log.info(
                     "relay {transfer}: {to_fetch} bytes to fetch, {to_serve} bytes to serve, "
@@ -283,9 +346,8 @@ class RelayFactory(protocol.Factory):
     def left(self, end: RelayProtocol) -> None:
         """``end``'s connection is gone: close its peer, forget the relay when both are."""
         self.protocols.discard(end)
-        if end.in_header:
-            end.in_header = False
-            self.unpaired -= 1
+        self.per_ip.give_back(end.host)
+        self._header_done(end)
         if end.relay is None:
             return
         other = end.peer
@@ -295,13 +357,6 @@ class RelayFactory(protocol.Factory):
                 other.transport.unregisterProducer()
                 other.close()
         self._detach(end)
-
-    def buffered_bytes(self) -> int:
-        """Bytes the relay holds in its transports' send buffers, not yet sent."""
-        # A Twisted TCP transport's buffer (its own attributes): dataBuffer
-        # from offset, then the pieces written since the last send.
-        return sum(len(p.transport.dataBuffer) - p.transport.offset + p.transport._tempDataLen
-                   for p in self.protocols)
 
     def close_all(self) -> None:
         """The server stops: cut every relay connection."""
