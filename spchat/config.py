@@ -148,6 +148,8 @@ def _room_names(text: str) -> tuple[str, ...]:
     from spchat.server.rules import Refused, normalise_room
 
     names: dict[str, str] = {}  # by key: a room named twice is one room
+    if not text.strip():
+        return ()  # newcomers start in no room
     for part in text.split(","):
         try:
             display, key = normalise_room(part.strip())
@@ -254,7 +256,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
     Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
-            "Rooms (comma-separated) everyone is put in on their first login."),
+            "Rooms (comma-separated) everyone is put in on their first login (empty: none)."),
     Setting("store", "CHAT_STORE", "store", "sqlite", _choice("sqlite", "memory"),
             "Where messages, accounts and rooms are kept: sqlite (spchat.db in the data "
             "directory) or memory (gone when the server stops; for trials and tests)."),

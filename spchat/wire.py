@@ -733,15 +733,22 @@ class HistoryEnd(Message):
     conversation: str = "#lobby"
 
 
-@message("notice", room=_NAME, ts=_integer, kind=_string(32), text=_REASON)
+@message("notice", room=_NAME, ts=_integer, kind=_string(32), text=_REASON, name=_NAME,
+         by=_NAME, reason=_REASON)
 class Notice(Message):
-    """Something that happened in a room: join, leave, ...; ``room`` is ""
-    for news of no room (an account change)."""
+    """Something that happened in a room, in words (``text``) and, for a
+    front-end that shows it its own way, in parts: ``kind`` (join, leave,
+    quit, kick, ban, topic, mode, invite, role, mute, ...), ``name`` (whom
+    it is about), ``by`` (who did it) and ``reason``, each "" where it does
+    not apply.  ``room`` is "" for news of no room (an account change)."""
 
     room: str
     ts: int
     kind: str
     text: str
+    name: str = ""
+    by: str = ""
+    reason: str = ""
 
 
 @message("error", code=_string(32), text=_REASON, cid=_OPTIONAL_ID)

@@ -477,3 +477,9 @@ def test_default_rooms_are_room_names_in_their_display_form():
     with pytest.raises(config.ConfigError, match="CHAT_DEFAULT_ROOMS.*a room name"):
         config.load_config(options={}, environ={"CHAT_DEFAULT_ROOMS": "lobby,two words"},
                            dotenv_path=Path("/nonexistent/.env"))
+
+
+def test_no_default_rooms_is_allowed():
+    cfg, _ = config.load_config(options={}, environ={"CHAT_DEFAULT_ROOMS": " "},
+                                dotenv_path=Path("/nonexistent/.env"))
+    assert cfg.default_rooms == ()

@@ -231,9 +231,9 @@ def test_logout_closes_and_announces(core):
     core.receive(bob, wire.Logout())
     assert b.closed == ("logout", "logged out")
     settle(core)  # comings and goings go out together, a moment later
-    assert a.of(wire.Notice)[-1].kind == "leave"
+    assert a.of(wire.Notice)[-1].kind == "quit"
     core.link_lost(bob)  # the connection then goes: nothing happens twice
-    assert [n.kind for n in a.of(wire.Notice)].count("leave") == 1
+    assert [n.kind for n in a.of(wire.Notice)].count("quit") == 1
     assert "bob" not in core.by_key
 
 
@@ -313,3 +313,15 @@ def test_a_direct_message_does_not_overtake_its_senders_join(core):
     settle(core)
     kinds = [type(m).__name__ for m in a.sent]
     assert kinds == ["Notice", "MemberUpdate", "DirectMessage"]
+
+
+def test_a_front_end_without_resume_ends_the_session_when_its_link_goes(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    core.link_lost(bob, resumable=False, reason="Quit: see you")
+    assert "bob" not in core.by_key  # the name is free at once, no grace
+    settle(core)
+    quit_notice = a.of(wire.Notice)[-1]
+    assert (quit_notice.kind, quit_notice.name, quit_notice.reason) == (
+        "quit", "bob", "Quit: see you")
+    assert quit_notice.text == "bob left (Quit: see you)"

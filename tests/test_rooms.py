@@ -350,3 +350,26 @@ def test_a_room_made_again_goes_on_with_its_numbers(core):
     core.receive(alice, wire.Say("second life", "2", room="dev"))
     assert [(m.seq, m.text) for m in a.of(wire.RoomMessage) if m.room == "dev"][-1] == (
         2, "second life")
+
+
+def test_notices_name_whom_they_are_about_who_did_it_and_why(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    for link in (alice, bob, carol):
+        join(core, link, "dev")
+    settle(core)
+    mod(core, alice, "op", "dev", "carol")
+    mod(core, alice, "mute", "dev", "bob", reason="calm down")
+    mod(core, alice, "kick", "dev", "bob", reason="enough")
+    core.receive(alice, wire.Topic("dev", "plans"))
+    core.receive(carol, wire.Part("dev", "lunch"))
+    settle(core)
+    parts = [(n.kind, n.name, n.by, n.reason) for n in a.of(wire.Notice) if n.room == "dev"]
+    assert parts[-5:] == [
+        ("role", "carol", "alice", ""),
+        ("mute", "bob", "alice", "calm down"),
+        ("kick", "bob", "alice", "enough"),
+        ("topic", "", "alice", ""),
+        ("leave", "carol", "", "lunch"),
+    ]

@@ -239,8 +239,11 @@ class ChatCore:
         except Refused as refusal:
             self._send(session, wire.Error(refusal.code, refusal.text, getattr(msg, "cid", None)))
 
-    def link_lost(self, link: Link) -> None:
-        """The connection is gone, for whatever reason."""
+    def link_lost(self, link: Link, resumable: bool = True,
+                  reason: str = "connection lost") -> None:
+        """The connection is gone, for whatever reason.  ``resumable``: its
+        session waits CHAT_RESUME_GRACE for the client to resume it; a
+        front-end whose clients cannot resume (IRC) ends it at once."""
         self.links.discard(link)
         self.admin.links.discard(link)
         session = link.session
@@ -251,14 +254,14 @@ class ChatCore:
             return
         session.link = None
         session.endpoint = None
-        if self.limits.resume_grace > 0:
+        if self.limits.resume_grace > 0 and resumable:
             self.table.set_state(session, State.RECONNECTING)
             session.grace_call = self.clock.callLater(
                 self.limits.resume_grace, self._grace_expired, session
             )
             self._presence_changed()
         else:
-            self._go_offline(session, "connection lost", f"{session.name} left (connection lost)")
+            self._go_offline(session, reason, f"{session.name} left ({plain(reason)})")
 
     def traffic(self, link: Link, received: int = 0, sent: int = 0) -> None:
         session = link.session
@@ -364,7 +367,7 @@ class ChatCore:
         self.table.remove(session, reason)
         self.sharing.tracker.forget_session(session.id)
         for key in sorted(session.rooms):
-            self.directory.leave(self.directory.get(key), session, "leave", notice)
+            self.directory.leave(self.directory.get(key), session, "quit", notice, reason=reason)
         self._presence_changed()
 
     def _end(self, session: Session, code: str, text: str, reason: str, notice: str) -> None:

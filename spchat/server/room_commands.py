@@ -132,11 +132,11 @@ class RoomCommands:
         reason = plain(msg.reason or "")
         why = f": {reason}" if reason else ""
         self._remove(room, session, "leave", f"{session.name} left{why}", "part",
-                     f"you left #{room.name}")
+                     f"you left #{room.name}", reason=reason)
 
     def _remove(self, room: Room, session: Session, kind: str, notice: str, code: str,
-                text: str) -> None:
-        self.directory.leave(room, session, kind, notice)
+                text: str, by: str = "", reason: str = "") -> None:
+        self.directory.leave(room, session, kind, notice, by, reason)
         if session.link is not None:
             session.link.conn.send(wire.RoomLeft(room.name, code, text))
         if session.registered:
@@ -189,7 +189,7 @@ class RoomCommands:
             check_text(topic, MAX_TOPIC_BYTES)
         room.topic = topic
         self._changed(room, "topic", f"{actor.name} set the topic: {room.topic}" if room.topic
-                      else f"{actor.name} cleared the topic")
+                      else f"{actor.name} cleared the topic", actor.name)
         return f"set the topic of #{room.name}"
 
     def mode(self, session: Session | None, msg: wire.Mode) -> str:
@@ -199,14 +199,14 @@ class RoomCommands:
         what = {"private": "private (invited people only)",
                 "topic_locked": "topic-locked (only operators set the topic)"}[msg.flag]
         self._changed(room, "mode", f"{actor.name} made the room {'' if msg.on else 'no longer '}"
-                      f"{what}")
+                      f"{what}", actor.name)
         return f"#{room.name} is {'' if msg.on else 'no longer '}{msg.flag.replace('_', '-')}"
 
-    def _changed(self, room: Room, kind: str, text: str) -> None:
+    def _changed(self, room: Room, kind: str, text: str, by: str) -> None:
         self.on_change()
         self._saved(self.store.save_room(room.record()))
         self.directory.event(room, room.state())
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
+        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text, by=by))
 
     # --- moderation -------------------------------------------------------------------
 
@@ -231,7 +231,8 @@ class RoomCommands:
                 raise Refused("not_in_room", f"{display} is not in #{room.name}")
             self._remove(room, target, "kick",
                          f"{display} was kicked by {actor.name} ({reason})", "kicked",
-                         f"you were kicked from #{room.name} by {actor.name}: {reason}")
+                         f"you were kicked from #{room.name} by {actor.name}: {reason}",
+                         actor.name, reason)
             return f"kicked {display} from #{room.name}"
         if op == "ban":
             return self._ban(room, actor, display, key, target, msg.minutes, reason)
@@ -239,8 +240,9 @@ class RoomCommands:
             if room.bans.pop(key, None) is None:
                 raise Refused("not_banned", f"{display} is not banned from #{room.name}")
             self._saved(self.store.delete_room_ban(room.key, key))
-            self.directory.event(room, wire.Notice(room.name, self.now_ms(), "ban",
-                                                   f"{actor.name} lifted the ban on {display}"))
+            self.directory.event(room, wire.Notice(room.name, self.now_ms(), "unban",
+                                                   f"{actor.name} lifted the ban on {display}",
+                                                   display, actor.name))
             return f"unbanned {display} from #{room.name}"
         if op == "mute":
             if room.rank_of(key) > MEMBER:
@@ -248,14 +250,15 @@ class RoomCommands:
                               f"#{room.name}: /deop them first")
             room.mutes[key] = display
             self._saved(self.store.set_mute(room.key, key, display, True))
-            self._standing_changed(room, key, "mute",
-                                   f"{actor.name} muted {display} ({reason})")
+            self._standing_changed(room, key, display, actor, "mute",
+                                   f"{actor.name} muted {display} ({reason})", reason)
             return f"muted {display} in #{room.name}"
         # unmute
         if room.mutes.pop(key, None) is None:
             raise Refused("not_muted", f"{display} is not muted in #{room.name}")
         self._saved(self.store.set_mute(room.key, key, display, False))
-        self._standing_changed(room, key, "mute", f"{actor.name} unmuted {display}")
+        self._standing_changed(room, key, display, actor, "unmute",
+                               f"{actor.name} unmuted {display}")
         return f"unmuted {display} in #{room.name}"
 
     def _ban(self, room, actor, display, key, target, minutes, reason) -> str:
@@ -270,11 +273,13 @@ class RoomCommands:
         if target is not None and key in room.members:
             self._remove(room, target, "ban",
                          f"{display} was banned by {actor.name} {how_long} ({reason})", "banned",
-                         ban_text(reason, until, self.clock.seconds(), f" from #{room.name}"))
+                         ban_text(reason, until, self.clock.seconds(), f" from #{room.name}"),
+                         actor.name, reason)
         else:
             self.directory.event(room, wire.Notice(
                 room.name, self.now_ms(), "ban",
-                f"{display} was banned by {actor.name} {how_long} ({reason})"))
+                f"{display} was banned by {actor.name} {how_long} ({reason})", display,
+                actor.name, reason))
         return f"banned {display} from #{room.name} {how_long}"
 
     def _invite(self, room: Room, actor: Actor, display: str, key: str,
@@ -291,7 +296,8 @@ class RoomCommands:
                 room.name, self.now_ms(), "invite",
                 f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept"))
         self.directory.event(room, wire.Notice(room.name, self.now_ms(), "invite",
-                                               f"{actor.name} invited {display}"))
+                                               f"{actor.name} invited {display}", display,
+                                               actor.name))
         return f"invited {display} to #{room.name}"
 
     def _set_role_by(self, room: Room, actor: Actor, op: str, display: str, key: str,
@@ -313,7 +319,7 @@ class RoomCommands:
             raise Refused("unchanged", f"{display} is {role_words(role)} of #{room.name} already")
         room.mutes.pop(key, None)
         self._set_role(room, key, display, target.registered, role)
-        self._standing_changed(room, key, "role",
+        self._standing_changed(room, key, display, actor, "role",
                                f"{actor.name} made {display} {role_words(role)}")
         return f"made {display} {role_words(role)} of #{room.name}"
 
@@ -331,12 +337,14 @@ class RoomCommands:
         else:
             room.guest_roles[key] = keep
 
-    def _standing_changed(self, room: Room, key: str, kind: str, text: str) -> None:
+    def _standing_changed(self, room: Room, key: str, display: str, actor: Actor, kind: str,
+                          text: str, reason: str = "") -> None:
         self.on_change()
         member = room.members.get(key)
         if member is not None:
             self.directory.member_changed(room, member)
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
+        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text, display,
+                                               actor.name, reason))
 
     # --- permissions -------------------------------------------------------------------
 

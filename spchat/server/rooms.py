@@ -121,7 +121,8 @@ class RoomDirectory:
         room.members[session.key] = session
         session.rooms.add(room.key)
         self.newcomer(room, session)
-        self.event(room, wire.Notice(room.name, self.now_ms(), "join", f"{session.name} joined"))
+        self.event(room, wire.Notice(room.name, self.now_ms(), "join", f"{session.name} joined",
+                                     session.name))
         self.member_changed(room, session)
 
     def newcomer(self, room: Room, session: Session) -> None:
@@ -130,12 +131,14 @@ class RoomDirectory:
         room.newcomers[session.key] = (session, len(room.pending))
         self._soon(room)
 
-    def leave(self, room: Room, session: Session, kind: str, text: str) -> None:
+    def leave(self, room: Room, session: Session, kind: str, text: str, by: str = "",
+              reason: str = "") -> None:
         room.members.pop(session.key, None)
         room.newcomers.pop(session.key, None)
         session.rooms.discard(room.key)
         room.guest_roles.pop(session.key, None)
-        self.event(room, wire.Notice(room.name, self.now_ms(), kind, text))
+        self.event(room, wire.Notice(room.name, self.now_ms(), kind, text, session.name, by,
+                                     reason))
         self.event(room, wire.MemberUpdate(room.name, session.name, "gone",
                                            room.role_of(session.key)))
 
