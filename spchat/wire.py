@@ -625,14 +625,16 @@ class RoomState(Message):
     last_seq: int
 
 
-@message("left", room=_NAME, code=_string(32), text=_REASON)
+@message("left", room=_NAME, code=_string(32), text=_REASON, by=_NAME, reason=_REASON)
 class RoomLeft(Message):
     """You are no longer in this room: ``code`` is part, kicked, banned or
-    deleted."""
+    deleted; ``by`` and ``reason``: who did it and why ("" if nobody did)."""
 
     room: str
     code: str
     text: str
+    by: str = ""
+    reason: str = ""
 
 
 # One listed room: name, members, topic.

@@ -89,7 +89,7 @@ def test_part_leaves_one_room_and_the_others_are_told(core):
     join(core, bob, "dev")
     core.receive(bob, wire.Part("dev", "lunch"))
     settle(core)
-    assert b.of(wire.RoomLeft)[-1] == wire.RoomLeft("dev", "part", "you left #dev")
+    assert b.of(wire.RoomLeft)[-1] == wire.RoomLeft("dev", "part", "you left #dev", reason="lunch")
     assert a.of(wire.Notice)[-1].text == "bob left: lunch"
     assert a.of(wire.MemberUpdate)[-1].state == "gone"
     assert bob.session.rooms == {"lobby"}
@@ -373,3 +373,5 @@ def test_notices_name_whom_they_are_about_who_did_it_and_why(core):
         ("topic", "", "alice", ""),
         ("leave", "carol", "", "lunch"),
     ]
+    left = b.of(wire.RoomLeft)[-1]
+    assert (left.room, left.code, left.by, left.reason) == ("dev", "kicked", "alice", "enough")

@@ -138,7 +138,7 @@ class RoomCommands:
                 text: str, by: str = "", reason: str = "") -> None:
         self.directory.leave(room, session, kind, notice, by, reason)
         if session.link is not None:
-            session.link.conn.send(wire.RoomLeft(room.name, code, text))
+            session.link.conn.send(wire.RoomLeft(room.name, code, text, by, reason))
         if session.registered:
             self._saved(self.store.remove_membership(session.key, room.key))
         self.on_presence()
