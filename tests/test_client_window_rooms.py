@@ -181,3 +181,42 @@ def test_a_left_room_is_shown_as_left_and_can_be_removed(window):
     assert conversation_rows(window) == [("# lobby", "")]
     choose(right_click_conversation(window, 0), "Leave #lobby")
     assert client.sent == [wire.Part("lobby", None)]
+
+
+def _labels(window):
+    return window.members.get(0, "end")
+
+
+def test_a_join_in_a_big_room_changes_one_row_not_the_whole_list(window):
+    """Rows drawn once keep what was done to them (a mark here): a list drawn
+    again for every join would lose it, and in a room of thousands stall."""
+    client = window.presenter.client
+    crowd = tuple((f"user{i:05d}", "online", "member") for i in range(3000))
+    client.message_received(wire.Members("lobby", (("alice", "online", "owner"),
+                                                   ("me", "online", "member"), *crowd)))
+    window.refresh()
+    members = window.members
+    assert members.size() == 3002 and _labels(window)[:2] == ("● alice — owner", "● me (you)")
+    for row in range(members.size()):
+        members.itemconfigure(row, background="#fafafa")
+    for update in (wire.MemberUpdate("lobby", "user01500x", "online", "member"),  # a join
+                   wire.MemberUpdate("lobby", "user00007", "idle", "member"),
+                   wire.MemberUpdate("lobby", "user02999", "gone", "member"),  # a leave
+                   wire.MemberUpdate("lobby", "user00010", "online", "operator")):
+        client.message_received(update)
+    window.refresh()
+    expected = [f"● {row.name}" + (" (you)" if row.me else "") for row in
+                window.presenter.member_rows()]
+    assert [label.split(" — ")[0] for label in _labels(window)] == expected
+    assert _labels(window)[1] == "● user00010 — operator"  # up among the operators
+    assert _labels(window)[-1] == "● user02998"
+    changed = {_labels(window).index(label) for label in
+               ("● user01500x", "● user00007 — idle", "● user00010 — operator")}
+    kept = [row for row in range(members.size())
+            if members.itemcget(row, "background") == "#fafafa"]
+    assert set(range(members.size())) - set(kept) == changed
+    assert members.itemcget(_labels(window).index("● user00007 — idle"), "foreground") == (
+        "#9a6700")  # idle's colour
+    # Right-clicking a row finds the member drawn there.
+    members.update()
+    assert window._member_at(members.bbox(1)[1] + 2).name == "user00010"

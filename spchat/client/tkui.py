@@ -66,7 +66,8 @@ class ChatWindow:
         self._drawn_selection = ()  # the room list's row selected by drawing it
         self._offer_buttons: list = []  # (file id, button) in the text, in order
         self._download_rows: dict = {}  # key -> (frame, bar, label)
-        self._members_shown = None
+        self._members_shown: list = []  # the MemberRows drawn, in order
+        self._members_drawn = None  # (the MemberList drawn, its version), None: nothing yet
 
     # --- building ----------------------------------------------------------------
 
@@ -300,7 +301,7 @@ class ChatWindow:
     def show_chat(self, presenter) -> None:
         self.presenter = presenter
         self._shown, self._shown_view, self._starts = [], None, []
-        self._conversations_shown = self._members_shown = None
+        self._conversations_shown = self._members_drawn = None
         for frame, _, _ in self._download_rows.values():  # a previous chat's
             frame.destroy()
         self._download_rows = {}
@@ -321,7 +322,7 @@ class ChatWindow:
         self.header.configure(text=p.header())
         room = p.member_room()
         self.members_title.configure(text=f"Members of #{room}" if room else "Members")
-        self._draw_members(p.member_rows())
+        self._draw_members()
         s = p.state
         self.status.configure(text=p.status_text(), foreground=STATUS_COLOURS.get(s.state, "#555"))
         self.reconnect_button.state(["!disabled" if p.can_reconnect else "disabled"])
@@ -456,18 +457,39 @@ class ChatWindow:
         # may have opened another conversation, which it must not undo.
         self._drawn_selection = tree.selection()
 
-    def _draw_members(self, rows: list) -> None:
-        if rows == self._members_shown:
+    def _draw_members(self) -> None:
+        """The member list: only the rows that changed since it was last
+        drawn (a join in a room of thousands is one row, not thousands)."""
+        p = self.presenter
+        members = p.member_list()
+        version = members.version if members is not None else 0
+        if self._members_drawn == (members, version):
             return
-        self._members_shown = rows
-        self.members.delete(0, "end")
-        for row in rows:
-            notes = [note for note in (row.role if row.role != "member" else "",
-                                       row.state if row.state != "online" else "") if note]
-            label = (f"● {row.name}" + (" (you)" if row.me else "")
-                     + (f" — {', '.join(notes)}" if notes else ""))
-            self.members.insert("end", label)
-            self.members.itemconfigure("end", foreground=STATE_COLOURS.get(row.state, "#333"))
+        changes = None
+        if self._members_drawn is not None and self._members_drawn[0] is members is not None:
+            changes = members.changes_since(self._members_drawn[1])
+        self._members_drawn = (members, version)
+        if changes is None:  # another list, or too far behind: all again
+            self.members.delete(0, "end")
+            self._members_shown = []
+            changes = [("insert", row, m) for row, m in
+                       enumerate(members.ranked() if members is not None else ())]
+        for change in changes:
+            row = change[1]
+            if change[0] == "remove":
+                self.members.delete(row)
+                del self._members_shown[row]
+            else:
+                self._insert_member(row, p.member_row(change[2]))
+
+    def _insert_member(self, index: int, row) -> None:
+        notes = [note for note in (row.role if row.role != "member" else "",
+                                   row.state if row.state != "online" else "") if note]
+        label = (f"● {row.name}" + (" (you)" if row.me else "")
+                 + (f" — {', '.join(notes)}" if notes else ""))
+        self.members.insert(index, label)
+        self.members.itemconfigure(index, foreground=STATE_COLOURS.get(row.state, "#333"))
+        self._members_shown.insert(index, row)
 
     # --- what the user does --------------------------------------------------------------
 
@@ -512,7 +534,7 @@ class ChatWindow:
     def _member_at(self, y: int):
         """The member row drawn at height ``y`` of the list, if any."""
         index = self.members.nearest(y)
-        box = self.members.bbox(index) if 0 <= index < len(self._members_shown or ()) else None
+        box = self.members.bbox(index) if 0 <= index < len(self._members_shown) else None
         if box is None or not box[1] <= y < box[1] + box[3]:
             return None
         self.members.selection_clear(0, "end")  # keep the state colours readable
