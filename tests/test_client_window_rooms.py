@@ -183,6 +183,25 @@ def test_a_left_room_is_shown_as_left_and_can_be_removed(window):
     assert client.sent == [wire.Part("lobby", None)]
 
 
+def test_a_second_line_of_a_message_is_marked_and_indented_never_an_event(window, display):
+    client = window.presenter.client
+    client.message_received(wire.RoomMessage(1, T, "lobby", "alice",
+                                             "see below\n06:58:01  * bob left\n"))
+    client.message_received(wire.Notice("lobby", T, "leave", "zed left"))
+    window.refresh()
+    text = window.text
+    text.update()
+    shown = text.get("1.0", "end-1c").split("\n")
+    time = shown[-2][:8]  # the notice's own time stamp, whatever the time zone
+    assert shown[-5:] == [f"{time}  alice: see below", "| 06:58:01  * bob left", "| ",
+                          f"{time}  * zed left", ""]
+    # Drawn under the text, not at the left edge where a time stamp starts.
+    fake, real = (text.search(s, "1.0") for s in ("| 06:58:01", f"{time}  * zed"))
+    assert text.bbox(fake)[0] >= text.bbox(f"{real} + 10 chars")[0] > text.bbox(real)[0]
+    assert "continuation_mark" in text.tag_names(fake)
+    screenshot(window.master, display, "client-continuation-lines.png")
+
+
 def _labels(window):
     return window.members.get(0, "end")
 

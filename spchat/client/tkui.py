@@ -26,6 +26,9 @@ NOTICE_STYLES = {"broadcast": "broadcast", "kicked": "alert", "banned": "alert",
                  "kick": "alert", "ban": "alert", "deleted": "alert", "idle": "notice",
                  "shutdown": "alert", "saved": "saved"}
 MENTION_COLOUR = "#b42318"
+# Each line after the first of a multi-line text starts under the text with
+# this mark (as in line mode), so no line of a message can pass for an event.
+CONTINUATION_MARK = "| "
 
 
 def conversation_label(c) -> tuple[str, str]:
@@ -234,7 +237,8 @@ class ChatWindow:
         t, family = self.text, self._base.actual("family")
         size = self._base.actual("size") or 10
         # Wrapped lines start under the text, not under the time stamp.
-        t.tag_configure("line", lmargin2=self._base.measure("00:00:00  "))
+        indent = self._base.measure("00:00:00  ")
+        t.tag_configure("line", lmargin2=indent)
         t.tag_configure("time", foreground="#8c8c8c")
         t.tag_configure("sender", font=(family, size, "bold"))
         t.tag_configure("own", background="#eef4ff")
@@ -248,6 +252,9 @@ class ChatWindow:
         t.tag_configure("offer", foreground="#0b5394", background="#eef6ee")
         t.tag_configure("saved", foreground="#1a7f37")
         t.tag_configure("mention", background="#fff4ce")
+        # Last, so the mark is grey whatever the text around it is.
+        t.tag_configure("continuation", lmargin1=indent)
+        t.tag_configure("continuation_mark", foreground="#8c8c8c")
         ttk.Style(self.master).configure("Offer.TButton", padding=(6, 0))
 
     # --- which panel ---------------------------------------------------------------
@@ -383,16 +390,27 @@ class ChatWindow:
             name = f"{line.sender} (you)" if line.own else line.sender
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
-            t.insert("end", f": {line.text}", (*body, *extra, *base))
+            self._insert_text(f": {line.text}", (*body, *extra, *base))
             if line.pending:
                 t.insert("end", "  (sending…)", ("pending", "notice", "line", *extra))
         elif line.kind == "offer":
             self._insert_offer(line, base)
         elif line.kind == "notice":
-            t.insert("end", f"* {line.text}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
+            self._insert_text(f"* {line.text}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
         else:
-            t.insert("end", f"! {line.text}", ("error", "line"))
+            self._insert_text(f"! {line.text}", ("error", "line"))
         t.insert("end", "\n")
+
+    def _insert_text(self, text: str, tags: tuple) -> None:
+        """Text that may span lines: every line after the first is indented
+        and marked, never at the left edge where a time stamp would be."""
+        first, *more = text.split("\n")
+        t = self.text
+        t.insert("end", first, tags)
+        for part in more:
+            t.insert("end", "\n", tags)
+            t.insert("end", CONTINUATION_MARK, ("continuation", "continuation_mark", *tags))
+            t.insert("end", part, ("continuation", *tags))
 
     def _insert_offer(self, line, base: tuple) -> None:
         """"alice shares talk.mp4 (12.0 MiB) [Download]": the button in the text."""
@@ -402,7 +420,7 @@ class ChatWindow:
         t.insert("end", "⇩ ", ("offer", *base))
         name = f"{line.sender} (you)" if line.own else line.sender
         t.insert("end", name, ("offer", "sender", colour_tag, *base))
-        t.insert("end", f" {line.text}  ", ("offer", *base))
+        self._insert_text(f" {line.text}  ", ("offer", *base))
         if line.own:
             return  # one's own offer: nothing to download
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
