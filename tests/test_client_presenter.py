@@ -35,8 +35,8 @@ def chat(tmp_path):
     # whose history was empty (the history on join is test_*_history's).
     client.message_received(wire.Welcome("me", "s", "t", (), T, 0, 2000, 10))
     client.message_received(room("lobby"))
-    client.message_received(wire.Members("lobby", (("me", "online", "member"),
-                                                   ("bob", "idle", "member"))))
+    client.message_received(wire.Members("lobby", (("bob", "idle", "member"),
+                                                   ("me", "online", "member"))))
     return presenter
 
 
@@ -188,7 +188,7 @@ def test_commands_typed_in_the_entry(chat):
     chat.send("/password onlyone")
     assert chat.lines()[-1].text == "usage: /register PASSWORD, /password OLD NEW"
     chat.send("/who")
-    assert chat.lines()[-1].text == "in #lobby: me (online), bob (idle)"
+    assert chat.lines()[-1].text == "in #lobby: bob (idle), me (online)"
     chat.send("/frobnicate")
     assert chat.lines()[-1].text == "unknown command /frobnicate; /help lists them"
     chat.send("/reconnect")
@@ -218,25 +218,25 @@ def test_member_rows_mark_me_and_states(chat):
 
 
 def test_member_updates_keep_the_list_in_the_servers_order(tmp_path):
-    from spchat.client.session import updated_members
+    from spchat.client.members import MemberList
 
-    members = (("alice", "online", "owner"), ("Carol", "idle", "member"))
-    members = updated_members(members, "bob", "online")
-    assert members == (("alice", "online", "owner"), ("bob", "online", "member"),
-                       ("Carol", "idle", "member"))
-    members = updated_members(members, "CAROL", "gone")
-    assert members == (("alice", "online", "owner"), ("bob", "online", "member"))
-    assert updated_members(members, "bob", "reconnecting", "operator")[1] == (
-        "bob", "reconnecting", "operator")
-    # Fed to a client, an update reaches its listeners as the room's whole new list.
+    members = MemberList((("alice", "online", "owner"), ("Carol", "idle", "member")))
+    members.update("bob", "online")
+    assert tuple(members) == (("alice", "online", "owner"), ("bob", "online", "member"),
+                              ("Carol", "idle", "member"))
+    members.update("CAROL", "gone")
+    assert tuple(members) == (("alice", "online", "owner"), ("bob", "online", "member"))
+    members.update("bob", "reconnecting", "operator")
+    assert tuple(members)[1] == ("bob", "reconnecting", "operator")
+    # Fed to a client, an update changes the room's list and reaches its listeners.
     got = []
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path), on_event=got.append)
     client.message_received(room("lobby"))
     client.message_received(wire.Members("lobby", (("me", "online", "member"),)))
     client.message_received(wire.MemberUpdate("lobby", "zed", "online", "muted"))
-    assert got[-1] == wire.Members("lobby", (("me", "online", "member"),
-                                             ("zed", "online", "muted")))
-    assert client.room_members("#LOBBY") == got[-1].members
+    assert got[-1] == wire.MemberUpdate("lobby", "zed", "online", "muted")
+    assert client.room_members("#LOBBY") == (("me", "online", "member"),
+                                             ("zed", "online", "muted"))
     assert client.members == (("me", "online"), ("zed", "online"))
 
 
@@ -436,8 +436,8 @@ def test_what_is_said_before_the_first_room_shows_in_it(tmp_path):
 
 def test_presence_changes_states_in_the_open_rooms_list(chat):
     chat.client._presence_snapshot((("bob", "online"), ("me", "idle"), ("zed", "online")))
-    assert chat.member_rows() == [("me", "idle", "member", True),
-                                  ("bob", "online", "member", False)]
+    assert chat.member_rows() == [("bob", "online", "member", False),
+                                  ("me", "idle", "member", True)]
 
 
 def labels(actions):
@@ -494,7 +494,7 @@ def test_a_members_menu_acts_on_the_room_whose_members_show(rooms):
     assert chat.active == "bob"
     # In #lobby I am a plain member: talking is all the menu offers.
     chat.open("#lobby")
-    assert labels(chat.member_actions(chat.member_rows()[1])) == ["Message bob"]
+    assert labels(chat.member_actions(chat.member_rows()[0])) == ["Message bob"]
 
 
 def test_the_join_box_joins_or_creates_and_says_what_is_wrong(rooms):

@@ -188,7 +188,7 @@ def test_members_per_room_in_parts_and_updates_with_roles(session):
     session.message_received(wire.MemberUpdate("dev", "alice", "online", "operator"))
     session.message_received(wire.MemberUpdate("dev", "ZED", "gone", "owner"))
     assert session.room_members("dev") == (("alice", "online", "operator"),)
-    assert session.events[-1] == wire.Members("dev", (("alice", "online", "operator"),))
+    assert session.events[-1] == wire.MemberUpdate("dev", "ZED", "gone", "owner")
     # Everyone seen in some room, once.
     assert session.members == (("alice", "online"), ("Me", "online"))
 
@@ -202,7 +202,7 @@ def test_the_presence_beacon_only_changes_states(session):
     assert session.room_members("lobby") == (("alice", "idle", "owner"),
                                              ("bob", "online", "member"))
     assert session.room_members("dev") == (("bob", "online", "muted"),)
-    assert session.events == [wire.Members("lobby", session.room_members("lobby"))]
+    assert session.events == [wire.MemberUpdate("lobby", "alice", "idle", "owner")]
     session._presence_snapshot(())  # nobody listed: nobody removed
     assert len(session.room_members("lobby")) == 2
 

@@ -181,3 +181,61 @@ def test_a_left_room_is_shown_as_left_and_can_be_removed(window):
     assert conversation_rows(window) == [("# lobby", "")]
     choose(right_click_conversation(window, 0), "Leave #lobby")
     assert client.sent == [wire.Part("lobby", None)]
+
+
+def test_a_second_line_of_a_message_is_marked_and_indented_never_an_event(window, display):
+    client = window.presenter.client
+    client.message_received(wire.RoomMessage(1, T, "lobby", "alice",
+                                             "see below\n06:58:01  * bob left\n"))
+    client.message_received(wire.Notice("lobby", T, "leave", "zed left"))
+    window.refresh()
+    text = window.text
+    text.update()
+    shown = text.get("1.0", "end-1c").split("\n")
+    time = shown[-2][:8]  # the notice's own time stamp, whatever the time zone
+    assert shown[-5:] == [f"{time}  alice: see below", "| 06:58:01  * bob left", "| ",
+                          f"{time}  * zed left", ""]
+    # Drawn under the text, not at the left edge where a time stamp starts.
+    fake, real = (text.search(s, "1.0") for s in ("| 06:58:01", f"{time}  * zed"))
+    assert text.bbox(fake)[0] >= text.bbox(f"{real} + 10 chars")[0] > text.bbox(real)[0]
+    assert "continuation_mark" in text.tag_names(fake)
+    screenshot(window.master, display, "client-continuation-lines.png")
+
+
+def _labels(window):
+    return window.members.get(0, "end")
+
+
+def test_a_join_in_a_big_room_changes_one_row_not_the_whole_list(window):
+    """Rows drawn once keep what was done to them (a mark here): a list drawn
+    again for every join would lose it, and in a room of thousands stall."""
+    client = window.presenter.client
+    crowd = tuple((f"user{i:05d}", "online", "member") for i in range(3000))
+    client.message_received(wire.Members("lobby", (("alice", "online", "owner"),
+                                                   ("me", "online", "member"), *crowd)))
+    window.refresh()
+    members = window.members
+    assert members.size() == 3002 and _labels(window)[:2] == ("● alice — owner", "● me (you)")
+    for row in range(members.size()):
+        members.itemconfigure(row, background="#fafafa")
+    for update in (wire.MemberUpdate("lobby", "user01500x", "online", "member"),  # a join
+                   wire.MemberUpdate("lobby", "user00007", "idle", "member"),
+                   wire.MemberUpdate("lobby", "user02999", "gone", "member"),  # a leave
+                   wire.MemberUpdate("lobby", "user00010", "online", "operator")):
+        client.message_received(update)
+    window.refresh()
+    expected = [f"● {row.name}" + (" (you)" if row.me else "") for row in
+                window.presenter.member_rows()]
+    assert [label.split(" — ")[0] for label in _labels(window)] == expected
+    assert _labels(window)[1] == "● user00010 — operator"  # up among the operators
+    assert _labels(window)[-1] == "● user02998"
+    changed = {_labels(window).index(label) for label in
+               ("● user01500x", "● user00007 — idle", "● user00010 — operator")}
+    kept = [row for row in range(members.size())
+            if members.itemcget(row, "background") == "#fafafa"]
+    assert set(range(members.size())) - set(kept) == changed
+    assert members.itemcget(_labels(window).index("● user00007 — idle"), "foreground") == (
+        "#9a6700")  # idle's colour
+    # Right-clicking a row finds the member drawn there.
+    members.update()
+    assert window._member_at(members.bbox(1)[1] + 2).name == "user00010"

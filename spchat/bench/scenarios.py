@@ -38,6 +38,9 @@ FULL = Plan((2000, 5000, 10000, 15000, 20000, 30000, 40000), 5.0,
 QUICK = Plan((2000, 5000), 1.5, (100, 10, 1000, 2.0), (300, 10, 100, 2.0), 1000, 2.0, 20.0, 100)
 
 
+STORM_BATCH = 100  # (e): clients logging in at the same time before the cut
+
+
 def saturated(result: Result) -> bool:
     """Fell behind: most deliveries late, lost, or over a second in the tail."""
     return result.delivered < 0.95 * result.expected or result.percentile(99) > 1000
@@ -119,9 +122,12 @@ def storm(reactor, start_server, plan: Plan, config_dir):
                               on_event=event, reconnect_delay=0.0, max_retries=1000,
                               presence=False)
 
-        for start in range(0, plan.storm_clients, 100):
-            batch = [make(i) for i in range(start, min(plan.storm_clients, start + 100))]
+        logins = []  # seconds per batch: a generator that slows down as the room fills shows
+        for start in range(0, plan.storm_clients, STORM_BATCH):
+            batch = [make(i) for i in range(start, min(plan.storm_clients, start + STORM_BATCH))]
+            t0 = time.monotonic()
             yield defer.gatherResults([c.connect() for c in batch], consumeErrors=True)
+            logins.append(time.monotonic() - t0)
             clients.extend(batch)
         sender = clients[0]
         sent = []
@@ -164,6 +170,8 @@ def storm(reactor, start_server, plan: Plan, config_dir):
             f"all {len(clients)} back in {result.elapsed:.2f} s"
             + (f" ({fresh} by a fresh login, the session had expired)" if fresh else
                ", every one by resuming its session"))
+        result.note += (f"; the first logins took {', '.join(f'{s:.1f}' for s in logins)} s "
+                        f"per {STORM_BATCH}")
     finally:
         for client in clients:
             client.logout()

@@ -1,13 +1,14 @@
 """What the desktop chat window shows: no Tk here.
 
-The Tk view renders ``lines(view)``, ``member_rows()``, ``header()``,
-``status_text()``, ``conversations()`` and ``download_rows()``, offers the
-menus ``member_actions(row)`` and ``conversation_actions(view)``, and
-forwards what the user does to ``send``, ``open``, ``join``,
-``act_on_member``, ``act_on_conversation``, ``reached_top``, ``reconnect``
-and ``download``.  Fed by a ``ChatClient``'s events and statuses (``event``,
-``status``), and reading the rooms and member lists the client keeps, so
-every rule is a plain unit test.
+The Tk view renders ``lines(view)``, ``member_list()`` (kept in place, so
+only the rows that changed are drawn), ``header()``, ``status_text()``,
+``conversations()`` and ``download_rows()``, offers the menus
+``member_actions(row)`` and ``conversation_actions(view)``, and forwards
+what the user does to ``send``, ``open``, ``join``, ``act_on_member``,
+``act_on_conversation``, ``reached_top``, ``reconnect`` and ``download``.
+Fed by a ``ChatClient``'s events and statuses (``event``, ``status``), and
+reading the rooms and member lists the client keeps, so every rule is a
+plain unit test.
 
 File sharing goes through a ``SharingNode`` (``sharing``, None when it is
 off): an offer is a line of kind "offer" with the file's id, which the view
@@ -35,6 +36,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_flags, room_list_lines, who_text)
+from spchat.client.members import RANKS, MemberList
 from spchat.client.session import Status, conversation_key, direct_peer, name_key
 from spchat.p2p.manifest import safe_name
 from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
@@ -47,8 +49,6 @@ HELP = (
     "lets you do; the box under the room list joins or creates a room; Download on an "
     "offer saves the file."
 )
-# Roles from the lowest up, as the server ranks them (wire.ROLES is highest first).
-RANKS = {role: rank for rank, role in enumerate(reversed(wire.ROLES))}
 BAN_HOUR = 60.0  # minutes: the menu's short ban
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#ff7f0e", "#7f7f7f")
@@ -393,21 +393,32 @@ class ChatPresenter:
         view = self.active if self.active.startswith("#") else self._last_room
         return view[1:] if view else None
 
+    def member_list(self) -> MemberList | None:
+        """The members of ``member_room()``, kept up to date in place (see
+        ``member_row``); None while offline (no longer live) or if none shows."""
+        room = self.member_room()
+        known = self.client.room(room) if room is not None else None
+        if known is None or self.state.state == "offline":
+            return None
+        return known.members
+
+    def member_row(self, member) -> MemberRow:
+        """One member of ``member_list()`` as the window shows it."""
+        name, state, role = member
+        return MemberRow(name, state, role, name_key(name) == name_key(self.client.name or ""))
+
     def member_rows(self) -> list[MemberRow]:
         """The members of ``member_room()``: owners, operators, members, then
         the muted (who may moderate is what one looks for), each group in
         the server's order (by name); none while offline (no longer live)."""
-        room = self.member_room()
-        if room is None or self.state.state == "offline":
-            return []
-        me = name_key(self.client.name or "")
-        rows = [MemberRow(name, state, role, name_key(name) == me)
-                for name, state, role in self.client.room_members(room)]
-        return sorted(rows, key=lambda row: -RANKS[row.role])
+        members = self.member_list()
+        return [] if members is None else [self.member_row(m) for m in members.ranked()]
 
     def my_role(self) -> str:
         """My role in ``member_room()`` ("member" until its list says)."""
-        return next((row.role for row in self.member_rows() if row.me), "member")
+        members = self.member_list()
+        me = members.get(name_key(self.client.name or "")) if members is not None else None
+        return me[2] if me is not None else "member"
 
     def member_actions(self, row: MemberRow) -> list[MenuAction]:
         """A member's context menu: a direct conversation with anyone else,
@@ -450,8 +461,11 @@ class ChatPresenter:
         """A view as the server spells it (so "BOB" opens "bob")."""
         if view.startswith("#"):
             return self._find(view) or view
+        person = self.client.person(view)
+        if person is not None:
+            return person[0]
         key = name_key(view)
-        for known in [*(m for m, _ in self.client.members), *self._lines]:
+        for known in self._lines:
             if not known.startswith("#") and name_key(known) == key:
                 return known
         return view

@@ -25,11 +25,11 @@ terminals or windows.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import secrets
-import unicodedata
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from twisted.internet import defer
@@ -38,16 +38,12 @@ from twisted.logger import Logger
 
 from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
+from spchat.client.members import Member, MemberList, name_key
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
 
 MAX_RETRY_DELAY = 30.0
 MAX_WAITING_REQUESTS = 20
-
-
-def name_key(name: str) -> str:
-    """How the server compares user and room names: "Bob" and "BOB" are one."""
-    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
 
 
 def conversation_key(conversation: str) -> str:
@@ -67,24 +63,6 @@ def conversation_of(msg: wire.RoomMessage | wire.DirectMessage, me: str | None) 
     return "@" + direct_peer(msg, me)
 
 
-Member = tuple[str, str, str]  # name, state, role
-
-
-def updated_members(members, name: str, state: str, role: str = "member") -> tuple[Member, ...]:
-    """The member list after one change, in the server's order (by folded name)."""
-    key = name_key(name)
-    rest = [m for m in members if name_key(m[0]) != key]
-    if state != "gone":
-        rest.append((name, state, role))
-        rest.sort(key=lambda m: name_key(m[0]))
-    return tuple(rest)
-
-
-def with_states(members, states: dict[str, str]) -> tuple[Member, ...]:
-    """The member list with presence states by name key; nobody added or removed."""
-    return tuple((name, states.get(name_key(name), state), role) for name, state, role in members)
-
-
 @dataclass
 class Room:
     """A room the client is in, as the server last described it."""
@@ -93,7 +71,7 @@ class Room:
     topic: str = ""
     private: bool = False
     topic_locked: bool = False
-    members: tuple[Member, ...] = ()
+    members: MemberList = field(default_factory=MemberList)
     members_known: bool = False  # a whole member list has come
 
 
@@ -369,10 +347,11 @@ class ChatClient:
             if msg is None:
                 return  # a long list comes in parts: shown once it is whole
         elif isinstance(msg, wire.MemberUpdate):
-            # One change to the list: shown like a whole new list.
+            # One change, made in place: a room of thousands hears of every
+            # join, and must not rebuild its list for each.
             room = self.room(msg.room)
-            members = updated_members(room.members if room else (), msg.name, msg.state, msg.role)
-            msg = self._set_members(msg.room, members)
+            if room is not None:
+                room.members.update(msg.name, msg.state, msg.role)
         elif isinstance(msg, wire.Notice) and msg.kind == "account":
             if self._new_password is not None:
                 # Confirmed: logging in again after a drop needs it now.
@@ -388,17 +367,30 @@ class ChatClient:
         return self.rooms.get(name_key(name.removeprefix("#")))
 
     def room_members(self, name: str) -> tuple[Member, ...]:
+        """A room's members in the server's order (made when asked for)."""
         room = self.room(name)
-        return room.members if room is not None else ()
+        return tuple(room.members) if room is not None else ()
+
+    def person(self, name: str) -> tuple[str, str] | None:
+        """(name, state) of someone in one of the client's rooms, if anyone."""
+        key = name_key(name)
+        for room in self.rooms.values():
+            member = room.members.get(key)
+            if member is not None:
+                return member[:2]
+        return None
 
     @property
     def members(self) -> tuple[tuple[str, str], ...]:
         """Everyone in any of the client's rooms, (name, state), by folded name."""
-        people: dict[str, tuple[str, str]] = {}
-        for room in self.rooms.values():
-            for name, state, _ in room.members:
-                people.setdefault(name_key(name), (name, state))
-        return tuple(people[key] for key in sorted(people))
+        people, last = [], None
+        # Each room's list is in order already: merged, not sorted again.
+        for key, (name, state, _) in heapq.merge(*(room.members.keyed()
+                                                   for room in self.rooms.values())):
+            if key != last:
+                people.append((name, state))
+                last = key
+        return tuple(people)
 
     def _news(self, msg: wire.RoomMessage | wire.DirectMessage) -> bool:
         """Note a message as seen; False if it is a repeat of one seen before."""
@@ -448,16 +440,18 @@ class ChatClient:
 
     def _member_part(self, msg: wire.Members) -> wire.Members | None:
         key = name_key(msg.room)
-        parts = self._member_parts.pop(key, []) + list(msg.members)
+        parts = self._member_parts.setdefault(key, [])
+        parts.extend(msg.members)  # in place: a list in many parts is not copied for each
         if msg.more:
-            self._member_parts[key] = parts
             return None
+        del self._member_parts[key]
         return self._set_members(msg.room, tuple(parts))
 
     def _set_members(self, name: str, members: tuple[Member, ...]) -> wire.Members:
         room = self.room(name)
         if room is not None:
-            room.members, room.members_known = members, True
+            room.members.replace(members)
+            room.members_known = True
         return wire.Members(name, members)
 
     def connection_lost(self, failure: str | None, proto=None) -> None:
@@ -616,9 +610,13 @@ class ChatClient:
         # lists, and never says who is in a room.
         states = {name_key(name): state for name, state in members}
         for room in list(self.rooms.values()):
-            updated = with_states(room.members, states)
-            if updated != room.members:
-                self.on_event(self._set_members(room.name, updated))
+            # Whichever is shorter is walked: the room, or the server's list.
+            keys = room.members.keys() if len(room.members) < len(states) else states.keys()
+            for key in list(keys):
+                state = states.get(key)
+                changed = room.members.set_state(key, state) if state is not None else None
+                if changed is not None:
+                    self.on_event(wire.MemberUpdate(room.name, *changed))
 
     def _presence_silent(self) -> None:
         # UDP blocked or lost: ask over TCP, which always gets through.

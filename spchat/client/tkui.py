@@ -26,6 +26,9 @@ NOTICE_STYLES = {"broadcast": "broadcast", "kicked": "alert", "banned": "alert",
                  "kick": "alert", "ban": "alert", "deleted": "alert", "idle": "notice",
                  "shutdown": "alert", "saved": "saved"}
 MENTION_COLOUR = "#b42318"
+# Each line after the first of a multi-line text starts under the text with
+# this mark (as in line mode), so no line of a message can pass for an event.
+CONTINUATION_MARK = "| "
 
 
 def conversation_label(c) -> tuple[str, str]:
@@ -66,7 +69,8 @@ class ChatWindow:
         self._drawn_selection = ()  # the room list's row selected by drawing it
         self._offer_buttons: list = []  # (file id, button) in the text, in order
         self._download_rows: dict = {}  # key -> (frame, bar, label)
-        self._members_shown = None
+        self._members_shown: list = []  # the MemberRows drawn, in order
+        self._members_drawn = None  # (the MemberList drawn, its version), None: nothing yet
 
     # --- building ----------------------------------------------------------------
 
@@ -233,7 +237,8 @@ class ChatWindow:
         t, family = self.text, self._base.actual("family")
         size = self._base.actual("size") or 10
         # Wrapped lines start under the text, not under the time stamp.
-        t.tag_configure("line", lmargin2=self._base.measure("00:00:00  "))
+        indent = self._base.measure("00:00:00  ")
+        t.tag_configure("line", lmargin2=indent)
         t.tag_configure("time", foreground="#8c8c8c")
         t.tag_configure("sender", font=(family, size, "bold"))
         t.tag_configure("own", background="#eef4ff")
@@ -247,6 +252,9 @@ class ChatWindow:
         t.tag_configure("offer", foreground="#0b5394", background="#eef6ee")
         t.tag_configure("saved", foreground="#1a7f37")
         t.tag_configure("mention", background="#fff4ce")
+        # Last, so the mark is grey whatever the text around it is.
+        t.tag_configure("continuation", lmargin1=indent)
+        t.tag_configure("continuation_mark", foreground="#8c8c8c")
         ttk.Style(self.master).configure("Offer.TButton", padding=(6, 0))
 
     # --- which panel ---------------------------------------------------------------
@@ -300,7 +308,7 @@ class ChatWindow:
     def show_chat(self, presenter) -> None:
         self.presenter = presenter
         self._shown, self._shown_view, self._starts = [], None, []
-        self._conversations_shown = self._members_shown = None
+        self._conversations_shown = self._members_drawn = None
         for frame, _, _ in self._download_rows.values():  # a previous chat's
             frame.destroy()
         self._download_rows = {}
@@ -321,7 +329,7 @@ class ChatWindow:
         self.header.configure(text=p.header())
         room = p.member_room()
         self.members_title.configure(text=f"Members of #{room}" if room else "Members")
-        self._draw_members(p.member_rows())
+        self._draw_members()
         s = p.state
         self.status.configure(text=p.status_text(), foreground=STATUS_COLOURS.get(s.state, "#555"))
         self.reconnect_button.state(["!disabled" if p.can_reconnect else "disabled"])
@@ -382,16 +390,27 @@ class ChatWindow:
             name = f"{line.sender} (you)" if line.own else line.sender
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
-            t.insert("end", f": {line.text}", (*body, *extra, *base))
+            self._insert_text(f": {line.text}", (*body, *extra, *base))
             if line.pending:
                 t.insert("end", "  (sending…)", ("pending", "notice", "line", *extra))
         elif line.kind == "offer":
             self._insert_offer(line, base)
         elif line.kind == "notice":
-            t.insert("end", f"* {line.text}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
+            self._insert_text(f"* {line.text}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
         else:
-            t.insert("end", f"! {line.text}", ("error", "line"))
+            self._insert_text(f"! {line.text}", ("error", "line"))
         t.insert("end", "\n")
+
+    def _insert_text(self, text: str, tags: tuple) -> None:
+        """Text that may span lines: every line after the first is indented
+        and marked, never at the left edge where a time stamp would be."""
+        first, *more = text.split("\n")
+        t = self.text
+        t.insert("end", first, tags)
+        for part in more:
+            t.insert("end", "\n", tags)
+            t.insert("end", CONTINUATION_MARK, ("continuation", "continuation_mark", *tags))
+            t.insert("end", part, ("continuation", *tags))
 
     def _insert_offer(self, line, base: tuple) -> None:
         """"alice shares talk.mp4 (12.0 MiB) [Download]": the button in the text."""
@@ -401,7 +420,7 @@ class ChatWindow:
         t.insert("end", "⇩ ", ("offer", *base))
         name = f"{line.sender} (you)" if line.own else line.sender
         t.insert("end", name, ("offer", "sender", colour_tag, *base))
-        t.insert("end", f" {line.text}  ", ("offer", *base))
+        self._insert_text(f" {line.text}  ", ("offer", *base))
         if line.own:
             return  # one's own offer: nothing to download
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
@@ -456,18 +475,39 @@ class ChatWindow:
         # may have opened another conversation, which it must not undo.
         self._drawn_selection = tree.selection()
 
-    def _draw_members(self, rows: list) -> None:
-        if rows == self._members_shown:
+    def _draw_members(self) -> None:
+        """The member list: only the rows that changed since it was last
+        drawn (a join in a room of thousands is one row, not thousands)."""
+        p = self.presenter
+        members = p.member_list()
+        version = members.version if members is not None else 0
+        if self._members_drawn == (members, version):
             return
-        self._members_shown = rows
-        self.members.delete(0, "end")
-        for row in rows:
-            notes = [note for note in (row.role if row.role != "member" else "",
-                                       row.state if row.state != "online" else "") if note]
-            label = (f"● {row.name}" + (" (you)" if row.me else "")
-                     + (f" — {', '.join(notes)}" if notes else ""))
-            self.members.insert("end", label)
-            self.members.itemconfigure("end", foreground=STATE_COLOURS.get(row.state, "#333"))
+        changes = None
+        if self._members_drawn is not None and self._members_drawn[0] is members is not None:
+            changes = members.changes_since(self._members_drawn[1])
+        self._members_drawn = (members, version)
+        if changes is None:  # another list, or too far behind: all again
+            self.members.delete(0, "end")
+            self._members_shown = []
+            changes = [("insert", row, m) for row, m in
+                       enumerate(members.ranked() if members is not None else ())]
+        for change in changes:
+            row = change[1]
+            if change[0] == "remove":
+                self.members.delete(row)
+                del self._members_shown[row]
+            else:
+                self._insert_member(row, p.member_row(change[2]))
+
+    def _insert_member(self, index: int, row) -> None:
+        notes = [note for note in (row.role if row.role != "member" else "",
+                                   row.state if row.state != "online" else "") if note]
+        label = (f"● {row.name}" + (" (you)" if row.me else "")
+                 + (f" — {', '.join(notes)}" if notes else ""))
+        self.members.insert(index, label)
+        self.members.itemconfigure(index, foreground=STATE_COLOURS.get(row.state, "#333"))
+        self._members_shown.insert(index, row)
 
     # --- what the user does --------------------------------------------------------------
 
@@ -512,7 +552,7 @@ class ChatWindow:
     def _member_at(self, y: int):
         """The member row drawn at height ``y`` of the list, if any."""
         index = self.members.nearest(y)
-        box = self.members.bbox(index) if 0 <= index < len(self._members_shown or ()) else None
+        box = self.members.bbox(index) if 0 <= index < len(self._members_shown) else None
         if box is None or not box[1] <= y < box[1] + box[3]:
             return None
         self.members.selection_clear(0, "end")  # keep the state colours readable
