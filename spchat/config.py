@@ -159,6 +159,13 @@ def _room_names(text: str) -> tuple[str, ...]:
     return tuple(names.values())
 
 
+def _irc_name(text: str) -> str:
+    name = text.strip()
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", name):
+        raise ValueError("an IRC server name is 1-63 letters, digits, '.' and '-'")
+    return name
+
+
 def _yes_no(text: str) -> bool:
     value = text.strip().lower()
     if value in ("yes", "true", "on", "1"):
@@ -218,6 +225,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "CHAT_LISTEN", "listen", "", _endpoint,
             "Where the chat listens, as a Twisted endpoint (tcp:5000:interface=0.0.0.0); "
             "empty: TCP on CHAT_TCP_PORT at CHAT_SERVER_HOST."),
+    Setting("irc_listen", "CHAT_IRC_LISTEN", "irc", "", _endpoint,
+            "Where the IRC gateway listens, as a Twisted endpoint "
+            "(tcp:6667:interface=127.0.0.1: plain IRC is not encrypted); empty: no gateway."),
+    Setting("irc_server_name", "CHAT_IRC_SERVER_NAME", "irc-server-name", "spchat", _irc_name,
+            "The server's name as IRC clients see it (letters, digits, '.' and '-')."),
     Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=True),
             "Seconds without user activity before the server disconnects a session (0 = never)."),
     Setting("reconnect_delay", "CHAT_RECONNECT_DELAY", None, "3", _seconds(allow_zero=True),
@@ -256,7 +268,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
     Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
-            "Rooms (comma-separated) everyone is put in on their first login (empty: none)."),
+            "Rooms (comma-separated) everyone is put in on their first login (a space: none)."),
     Setting("store", "CHAT_STORE", "store", "sqlite", _choice("sqlite", "memory"),
             "Where messages, accounts and rooms are kept: sqlite (spchat.db in the data "
             "directory) or memory (gone when the server stops; for trials and tests)."),
@@ -316,6 +328,8 @@ class Config:
     tcp_port: int = _default("tcp_port")
     udp_port: int = _default("udp_port")
     listen: str = _default("listen")
+    irc_listen: str = _default("irc_listen")
+    irc_server_name: str = _default("irc_server_name")
     idle_timeout: float = _default("idle_timeout")
     reconnect_delay: float = _default("reconnect_delay")
     max_retries: int = _default("max_retries")

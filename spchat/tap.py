@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 import spchat
 from spchat import config, noise
+from spchat.irc.protocol import IrcFactory
 from spchat.server.accounts import LoginThrottle, PasswordWorker
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
@@ -110,7 +111,11 @@ class ChatService(service.MultiService):
                 reactor, self.core.relay_allowed, self.core.relay_used, cfg.relay_max_bps,
                 max_per_ip=cfg.relay_max_per_ip, idle_timeout=cfg.relay_idle_timeout,
             )
-        self.port = self.udp_port = self.relay_port = None
+        self.irc = IrcFactory(self.core, reactor, server_name=cfg.irc_server_name,
+                              registration_timeout=cfg.handshake_timeout,
+                              max_connections_per_ip=cfg.max_connections_per_ip) \
+            if cfg.irc_listen else None
+        self.port = self.udp_port = self.relay_port = self.irc_port = None
 
     def listen(self):
         """Bind the TCP, UDP and relay ports; raise CannotListenError if one is taken."""
@@ -142,6 +147,16 @@ class ChatService(service.MultiService):
                 "file-sharing relay on {host}:{port}, at most {bps} bytes/s per transfer",
                 host=relay.host, port=relay.port, bps=self.cfg.relay_max_bps,
             )
+        if self.irc is not None:
+            try:
+                self.irc_port = listen_now(self.reactor, self.cfg.irc_listen, self.irc)
+            except net_error.CannotListenError:
+                for port in (self.port, self.udp_port, self.relay_port):
+                    if port is not None:
+                        port.stopListening()
+                raise
+            irc = self.irc_port.getHost()
+            self.log.info("IRC gateway on {host}:{port}", host=irc.host, port=irc.port)
         address = self.port.getHost()
         udp = self.udp_port.getHost().port
         # Clients learn the beacon's port at login (it may have been 0: any).
@@ -208,7 +223,7 @@ class ChatService(service.MultiService):
         try:
             self.open_store()
         except StoreError as e:
-            for port in (self.port, self.udp_port, self.relay_port):
+            for port in (self.port, self.udp_port, self.relay_port, self.irc_port):
                 if port is not None:
                     port.stopListening()
             stop(str(e))
@@ -224,6 +239,10 @@ class ChatService(service.MultiService):
             waits.append(defer.maybeDeferred(self.relay_port.stopListening))
             self.relay_port = None
             self.relay.close_all()
+        if self.irc_port is not None:
+            waits.append(defer.maybeDeferred(self.irc_port.stopListening))
+            self.irc_port = None
+            self.irc.close_all()
         if self.udp_port is not None:
             waits.append(defer.maybeDeferred(self.udp_port.stopListening))
             self.udp_port = None

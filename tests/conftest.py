@@ -55,7 +55,9 @@ def stop_services(*services):
     for service in services:
         stopped.append(defer.maybeDeferred(service.stopService))
         for link in list(service.core.links):
-            link.conn.transport.abortConnection()
+            transport = getattr(link.conn, "transport", None)  # IRC's: closed by the service
+            if transport is not None:
+                transport.abortConnection()
     return defer.gatherResults(stopped)
 
 

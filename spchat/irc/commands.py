@@ -1,0 +1,477 @@
+"""What an IRC client may send, and what each command becomes: a wire
+message to the core, or an answer from what the connection knows."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+
+import spchat
+from spchat import wire
+from spchat.irc import numerics as N
+from spchat.irc.channels import name_key, prefix_of, room_key
+from spchat.irc.lines import IrcParseError, parse
+from spchat.irc.outbound import ACTION_PREFIX
+
+# IRC's text formatting (bold, colours, italics, ...): spchat's texts are
+# plain, so it goes (colour codes with their numbers).
+_FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|[\x02\x0f\x11\x16\x1d\x1e\x1f]")
+_ACTION = re.compile(r"\x01ACTION(?: (.*?))?\x01?$", re.S)
+# Commands a client may send before it is registered.
+BEFORE_REGISTRATION = {"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT"}
+_MODE_OPS = {("+", "o"): "op", ("-", "o"): "deop", ("+", "b"): "ban", ("-", "b"): "unban"}
+_ROOM_FLAGS = {"i": "private", "t": "topic_locked"}
+
+
+def plain_text(text: str) -> str | None:
+    """An IRC message's text for spchat (None: a CTCP request, not chat)."""
+    action = _ACTION.match(text)
+    if action is not None:
+        return ACTION_PREFIX + _FORMATTING.sub("", action.group(1) or "")
+    if text.startswith("\x01"):
+        return None
+    return _FORMATTING.sub("", text)
+
+
+class Commands:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def line(self, raw: bytes) -> None:
+        conn = self.conn
+        if conn.closed:
+            return
+        try:
+            line = parse(raw)
+        except IrcParseError:
+            return  # an empty line: ignored, as the specifications ask
+        handler = self._handlers.get(line.command)
+        if not conn.registered and line.command not in BEFORE_REGISTRATION:
+            if handler is None:
+                conn.numeric(N.ERR_UNKNOWNCOMMAND, line.command, "Unknown command")
+            else:
+                conn.numeric(N.ERR_NOTREGISTERED, "You have not registered")
+            return
+        if handler is None:
+            conn.numeric(N.ERR_UNKNOWNCOMMAND, line.command, "Unknown command")
+            return
+        needed = self._needs.get(line.command, 0)
+        if len(line.params) < needed:
+            conn.numeric(N.ERR_NEEDMOREPARAMS, line.command, "Not enough parameters")
+            return
+        handler(self, line)
+
+    # --- registration ---------------------------------------------------------------
+
+    def cap(self, line) -> None:
+        conn, caps = self.conn, self.conn.caps
+        sub = line.params[0].upper() if line.params else ""
+        if sub == "LS":
+            offered = caps.ls(line.params[1] if len(line.params) > 1 else None)
+            conn.emit(conn.server_name, "CAP", conn.nick, "LS", " ".join(offered))
+        elif sub == "REQ":
+            asked = line.params[1] if len(line.params) > 1 else ""
+            verdict = "ACK" if caps.request(asked) else "NAK"
+            conn.emit(conn.server_name, "CAP", conn.nick, verdict, asked)
+        elif sub == "LIST":
+            conn.emit(conn.server_name, "CAP", conn.nick, "LIST", " ".join(sorted(caps.enabled)))
+        elif sub == "END":
+            if caps.negotiating:
+                caps.negotiating = False
+                conn.try_register()
+        else:
+            conn.numeric("410", sub or "*", "Invalid CAP command")
+
+    def nick(self, line) -> None:
+        conn = self.conn
+        if not line.params or not line.params[0]:
+            conn.numeric(N.ERR_NONICKNAMEGIVEN, "No nickname given")
+            return
+        nick = line.params[0]
+        if conn.registered:
+            if name_key(nick) != conn.session.key:
+                conn.numeric(N.ERR_ERRONEUSNICKNAME, nick,
+                             "a spchat name cannot change while you are logged in")
+            return
+        if name_key(nick) is None or nick.startswith(("#", ":")):
+            conn.numeric(N.ERR_ERRONEUSNICKNAME, nick, "Erroneous nickname: a name is 1-32 "
+                         "letters, digits, '_', '-' or '.'")
+            return
+        conn.nick = nick
+        conn.try_register()
+
+    def user(self, line) -> None:
+        conn = self.conn
+        if conn.registered or conn.user is not None:
+            conn.numeric(N.ERR_ALREADYREGISTERED, "You may not reregister")
+            return
+        conn.set_user(line.params[0], line.params[3])
+        conn.try_register()
+
+    def pass_(self, line) -> None:
+        conn = self.conn
+        if conn.registered:
+            conn.numeric(N.ERR_ALREADYREGISTERED, "You may not reregister")
+            return
+        conn.password = line.params[0]
+
+    def authenticate(self, line) -> None:
+        conn, sasl = self.conn, self.conn.sasl
+        arg = line.params[0]
+        if conn.session is not None:
+            conn.numeric(N.ERR_SASLALREADY, "You have already authenticated using SASL")
+            return
+        if arg == "*":
+            sasl.abort()
+            conn.numeric(N.ERR_SASLABORTED, "SASL authentication aborted")
+            return
+        if not sasl.started:
+            if arg.upper() != "PLAIN":
+                conn.numeric(N.RPL_SASLMECHS, "PLAIN", "are available SASL mechanisms")
+                conn.numeric(N.ERR_SASLFAIL, "SASL authentication failed")
+                return
+            sasl.start()
+            conn.emit(None, "AUTHENTICATE", "+")
+            return
+        result = sasl.add(arg)
+        if result is None:
+            return
+        if isinstance(result, str):
+            code = N.ERR_SASLTOOLONG if result == "too long" else N.ERR_SASLFAIL
+            conn.numeric(code, f"SASL authentication failed: {result}")
+            return
+        conn.sasl_login(*result)
+
+    def ping(self, line) -> None:
+        self.conn.pong(line.params[0])
+
+    def pong(self, line) -> None:
+        pass  # the protocol counts any line as a sign of life
+
+    def quit(self, line) -> None:
+        conn = self.conn
+        reason = line.params[0] if line.params else ""
+        conn.quit_reason = f"Quit: {reason}" if reason else "Quit"
+        conn.goodbye(conn.quit_reason)
+
+    # --- rooms ---------------------------------------------------------------------------
+
+    def join(self, line) -> None:
+        conn = self.conn
+        if line.params[0] == "0":
+            for channel in conn.channels:
+                conn.request(wire.Part(channel.name), _pending("PART", channel.name))
+            return
+        for name in line.params[0].split(","):
+            if not name.startswith("#") or room_key(name) is None:
+                conn.numeric(N.ERR_NOSUCHCHANNEL, name, "No such channel: a room name is "
+                             "'#' and 1-32 letters, digits, '_', '-' or '.'")
+                continue
+            if conn.channels.get(name) is not None:
+                continue  # in it already: IRC says nothing
+            conn.request(wire.Join(name[1:]), _pending("JOIN", name[1:]))
+
+    def part(self, line) -> None:
+        conn = self.conn
+        reason = line.params[1] if len(line.params) > 1 else None
+        for name in line.params[0].split(","):
+            if conn.channels.get(name) is None:
+                if room_key(name) is not None and self._room(name) is not None:
+                    conn.numeric(N.ERR_NOTONCHANNEL, name, "You're not on that channel")
+                else:
+                    conn.numeric(N.ERR_NOSUCHCHANNEL, name, "No such channel")
+                continue
+            conn.request(wire.Part(name[1:], reason), _pending("PART", name[1:]))
+
+    def topic(self, line) -> None:
+        conn = self.conn
+        name = line.params[0]
+        channel = conn.channels.get(name)
+        if channel is None:
+            if self._room(name) is None:
+                conn.numeric(N.ERR_NOSUCHCHANNEL, name, "No such channel")
+            else:
+                conn.numeric(N.ERR_NOTONCHANNEL, name, "You're not on that channel")
+            return
+        if len(line.params) < 2:
+            conn.outbound._send_topic(channel)
+            return
+        conn.request(wire.Topic(channel.name, line.params[1]), _pending("TOPIC", channel.name))
+
+    def names(self, line) -> None:
+        conn = self.conn
+        if not line.params:
+            conn.numeric(N.RPL_ENDOFNAMES, "*", "End of /NAMES list")
+            return
+        for name in line.params[0].split(","):
+            room = self._room(name)
+            if room is not None and (not room.private or conn.channels.get(name) is not None):
+                conn.send_names(conn.room_view(room))
+            else:
+                conn.numeric(N.RPL_ENDOFNAMES, name, "End of /NAMES list")
+
+    def list_(self, line) -> None:
+        self.conn.list_asked += 1
+        self.conn.request(wire.ListRooms(), _pending("LIST"))
+
+    def kick(self, line) -> None:
+        conn = self.conn
+        name = line.params[0]
+        reason = line.params[2] if len(line.params) > 2 else None
+        if conn.channels.get(name) is None:
+            self._not_on(name)
+            return
+        for nick in line.params[1].split(","):
+            conn.request(wire.Moderate(name[1:], "kick", nick, reason),
+                         _pending("KICK", name[1:], nick))
+
+    def invite(self, line) -> None:
+        conn = self.conn
+        nick, name = line.params[0], line.params[1]
+        if conn.channels.get(name) is None:
+            self._not_on(name)
+            return
+        if conn.request(wire.Moderate(name[1:], "invite", nick), _pending("INVITE", name[1:], nick)):
+            conn.numeric(N.RPL_INVITING, nick, name)
+
+    def mode(self, line) -> None:
+        conn = self.conn
+        target = line.params[0]
+        if not target.startswith("#"):
+            self._user_mode(line)
+            return
+        channel = conn.channels.get(target)
+        if channel is None:
+            room = self._room(target)
+            if room is None:
+                conn.numeric(N.ERR_NOSUCHCHANNEL, target, "No such channel")
+            else:
+                conn.numeric(N.RPL_CHANNELMODEIS, "#" + room.name, "+n" + "".join(
+                    f for f, on in (("t", room.topic_locked),) if on))
+            return
+        if len(line.params) == 1:
+            conn.numeric(N.RPL_CHANNELMODEIS, channel.irc_name, channel.modes())
+            return
+        args = list(line.params[2:])
+        sign = "+"
+        for letter in line.params[1]:
+            if letter in "+-":
+                sign = letter
+                continue
+            if letter in _ROOM_FLAGS:
+                conn.request(wire.Mode(channel.name, _ROOM_FLAGS[letter], sign == "+"),
+                             _pending("MODE", channel.name))
+            elif letter == "n":
+                pass  # always on: only members speak in a room
+            elif (sign, letter) in _MODE_OPS:
+                if not args:
+                    if letter == "b":
+                        conn.numeric(N.RPL_ENDOFBANLIST, channel.irc_name, "End of channel ban list")
+                    else:
+                        conn.numeric(N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+                    continue
+                nick = args.pop(0).split("!", 1)[0]
+                conn.request(wire.Moderate(channel.name, _MODE_OPS[(sign, letter)], nick),
+                             _pending("MODE", channel.name, nick))
+            else:
+                conn.numeric(N.ERR_UNKNOWNMODE, letter, "is an unknown mode char to me")
+
+    def _user_mode(self, line) -> None:
+        conn = self.conn
+        if name_key(line.params[0]) != conn.session.key:
+            if name_key(line.params[0]) in conn.core.by_key:
+                conn.numeric(N.ERR_USERSDONTMATCH, "Cant change mode for other users")
+            else:
+                conn.numeric(N.ERR_NOSUCHNICK, line.params[0], "No such nick")
+            return
+        if len(line.params) == 1:
+            conn.numeric(N.RPL_UMODEIS, "+")
+            return
+        for letter in line.params[1].lstrip("+-"):
+            if letter not in "iw":
+                conn.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
+                return
+
+    # --- messages -----------------------------------------------------------------------
+
+    def privmsg(self, line) -> None:
+        conn = self.conn
+        if not line.params:
+            conn.numeric(N.ERR_NORECIPIENT, f"No recipient given ({line.command})")
+            return
+        if len(line.params) < 2 or not line.params[1]:
+            conn.numeric(N.ERR_NOTEXTTOSEND, "No text to send")
+            return
+        text = plain_text(line.params[1])
+        if text is None or not text.strip():
+            return  # CTCP, or nothing left once formatting went
+        label = line.tags.get("label")
+        for target in line.params[0].split(","):
+            if target.startswith("#"):
+                if conn.channels.get(target) is None:
+                    if self._room(target) is None:
+                        conn.numeric(N.ERR_NOSUCHCHANNEL, target, "No such channel")
+                    else:
+                        conn.numeric(N.ERR_CANNOTSENDTOCHAN, target,
+                                     "Cannot send to channel: join it first")
+                    continue
+                conn.request(wire.Say(text, "", room=target[1:]),
+                             _pending(line.command, target[1:], label=label))
+            elif name_key(target) is None or name_key(target) not in conn.core.by_key:
+                conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
+            else:
+                conn.request(wire.Direct(target, text, ""),
+                             _pending(line.command, nick=target, label=label))
+                away = conn.registry.get(target)
+                if away is not None and away.away and line.command == "PRIVMSG":
+                    conn.numeric(N.RPL_AWAY, away.nick, away.away)
+
+    # --- questions ----------------------------------------------------------------------
+
+    def who(self, line) -> None:
+        conn = self.conn
+        mask = line.params[0] if line.params else "*"
+        if mask.startswith("#"):
+            room = self._room(mask)
+            if room is not None and (not room.private or conn.channels.get(mask) is not None):
+                channel = conn.room_view(room)
+                for name, role, state in sorted(channel.members.values(),
+                                                key=lambda m: m[0].casefold()):
+                    self._who_reply(channel.irc_name, name, state, prefix_of(role))
+        else:
+            session = conn.core.by_key.get(name_key(mask) or "")
+            if session is not None:
+                shared = next(iter(c for c in conn.channels if c.has(session.name)), None)
+                self._who_reply(shared.irc_name if shared else "*", session.name,
+                                conn.core.presence_state(session), "")
+        conn.numeric(N.RPL_ENDOFWHO, mask, "End of WHO list")
+
+    def _who_reply(self, channel: str, name: str, state: str, prefix: str) -> None:
+        conn = self.conn
+        other = conn.registry.get(name)
+        user = other.user if other is not None and other.user else name
+        realname = other.realname if other is not None else name
+        here = "G" if (other is not None and other.away) or state != "online" else "H"
+        conn.numeric(N.RPL_WHOREPLY, channel, user, "spchat", conn.server_name, name,
+                     here + prefix, f"0 {realname}")
+
+    def whois(self, line) -> None:
+        conn = self.conn
+        nick = line.params[-1]
+        session = conn.core.by_key.get(name_key(nick) or "")
+        if session is None:
+            conn.numeric(N.ERR_NOSUCHNICK, nick, "No such nick/channel")
+            conn.numeric(N.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
+            return
+        other = conn.registry.get(session.name)
+        user = other.user if other is not None and other.user else session.name
+        realname = other.realname if other is not None else session.name
+        conn.numeric(N.RPL_WHOISUSER, session.name, user, "spchat", "*", realname)
+        rooms = []
+        for key in sorted(session.rooms):
+            room = conn.core.directory.get(key)
+            if room is not None and (not room.private or key in conn.session.rooms):
+                rooms.append(prefix_of(room.role_of(session.key)) + "#" + room.name)
+        if rooms:
+            conn.numeric(N.RPL_WHOISCHANNELS, session.name, " ".join(rooms))
+        conn.numeric(N.RPL_WHOISSERVER, session.name, conn.server_name, "spchat")
+        if other is not None and other.away:
+            conn.numeric(N.RPL_AWAY, session.name, other.away)
+        if session.registered:
+            conn.numeric(N.RPL_WHOISACCOUNT, session.name, session.name, "is logged in as")
+        conn.numeric(N.RPL_ENDOFWHOIS, session.name, "End of /WHOIS list")
+
+    def away(self, line) -> None:
+        conn = self.conn
+        text = line.params[0] if line.params else ""
+        conn.away = text[:200] or None
+        if conn.away:
+            conn.numeric(N.RPL_NOWAWAY, "You have been marked as being away")
+        else:
+            conn.numeric(N.RPL_UNAWAY, "You are no longer marked as being away")
+
+    def lusers(self, line=None) -> None:
+        conn = self.conn
+        users = len(conn.core.by_key)
+        rooms = len(conn.core.directory.rooms)
+        conn.numeric(N.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers")
+        conn.numeric(N.RPL_LUSEROP, "0", "operator(s) online")
+        conn.numeric(N.RPL_LUSERCHANNELS, str(rooms), "channels formed")
+        conn.numeric(N.RPL_LUSERME, f"I have {users} clients and 0 servers")
+        conn.numeric(N.RPL_LOCALUSERS, str(users), str(users),
+                     f"Current local users {users}, max {users}")
+        conn.numeric(N.RPL_GLOBALUSERS, str(users), str(users),
+                     f"Current global users {users}, max {users}")
+
+    def motd(self, line) -> None:
+        self.conn.numeric(N.ERR_NOMOTD, "MOTD File is missing")
+
+    def version(self, line) -> None:
+        conn = self.conn
+        conn.numeric(N.RPL_VERSION, f"spchat-{spchat.__version__}", conn.server_name,
+                     "an IRC gateway to spchat")
+        for tokens in [conn.isupport()]:
+            conn.numeric(N.RPL_ISUPPORT, *tokens, "are supported by this server")
+
+    def time_(self, line) -> None:
+        conn = self.conn
+        conn.numeric(N.RPL_TIME, conn.server_name, time.strftime(
+            "%A %B %d %Y -- %H:%M:%S +00:00", time.gmtime(conn.core.now())))
+
+    def ison(self, line) -> None:
+        conn = self.conn
+        online = [conn.core.by_key[k].name for k in (name_key(n) for n in " ".join(
+            line.params).split()) if k is not None and k in conn.core.by_key]
+        conn.numeric(N.RPL_ISON, " ".join(online))
+
+    def userhost(self, line) -> None:
+        conn = self.conn
+        replies = []
+        for nick in line.params[:5]:
+            session = conn.core.by_key.get(name_key(nick) or "")
+            if session is not None:
+                other = conn.registry.get(session.name)
+                away = "-" if other is not None and other.away else "+"
+                user = other.user if other is not None and other.user else session.name
+                replies.append(f"{session.name}={away}{user}@spchat")
+        conn.numeric(N.RPL_USERHOST, " ".join(replies))
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _room(self, name: str):
+        key = room_key(name)
+        return self.conn.core.directory.rooms.get(key) if key is not None else None
+
+    def _not_on(self, name: str) -> None:
+        if self._room(name) is None:
+            self.conn.numeric(N.ERR_NOSUCHCHANNEL, name, "No such channel")
+        else:
+            self.conn.numeric(N.ERR_NOTONCHANNEL, name, "You're not on that channel")
+
+    _handlers = {
+        "CAP": cap, "NICK": nick, "USER": user, "PASS": pass_, "AUTHENTICATE": authenticate,
+        "PING": ping, "PONG": pong, "QUIT": quit, "JOIN": join, "PART": part, "TOPIC": topic,
+        "NAMES": names, "LIST": list_, "KICK": kick, "INVITE": invite, "MODE": mode,
+        "PRIVMSG": privmsg, "NOTICE": privmsg, "WHO": who, "WHOIS": whois, "AWAY": away,
+        "LUSERS": lusers, "MOTD": motd, "VERSION": version, "TIME": time_, "ISON": ison,
+        "USERHOST": userhost,
+    }
+    _needs = {"USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
+              "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "WHOIS": 1, "ISON": 1,
+              "USERHOST": 1}
+
+
+@dataclasses.dataclass
+class Pending:
+    """A request sent to the core, by its client message id: the command
+    (and channel, nick) an error for it answers."""
+
+    command: str
+    channel: str = ""
+    nick: str = ""
+    label: str | None = None
+
+
+def _pending(command: str, channel: str = "", nick: str = "", label: str | None = None):
+    return Pending(command, channel, nick, label)

@@ -1,0 +1,304 @@
+"""The core's chat events as IRC lines, for one connection.
+
+The core speaks of rooms, members, roles and saved lines; IRC of JOIN,
+PART, QUIT, KICK, MODE, TOPIC and PRIVMSG.  A room's events come in a
+fixed order (a notice, then the member update it caused), so this class
+keeps each room's state (``Channels``) and emits the IRC line at the event
+that says who did it."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+from spchat import wire
+from spchat.irc import numerics as N
+from spchat.irc.channels import ROLE_MODES, Channel, name_key, room_key
+from spchat.server.records import direct_conversation
+
+# What a spchat client sends for "/me waves" (line mode and IRC alike).
+ACTION_PREFIX = "/me "
+# The mark of a multi-line message's later lines, as spchat's line mode
+# shows them: nobody can make a line that looks like someone else's.
+CONTINUATION = "| "
+# A nick may be a spchat name; anything else (the administrator) speaks as the server.
+_NICK = re.compile(r"[^\s!@:,*?#][^\s!@:,*?]*")
+
+
+def irc_time(ms: int) -> str:
+    stamp = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def msgid(conversation: str, seq: int) -> str:
+    """A message's id for IRC: its conversation and number (no spaces)."""
+    return f"{conversation.replace(' ', '~')}/{seq}"
+
+
+def text_lines(text: str) -> list[str]:
+    """A spchat message as IRC lines: one per line, the later ones marked."""
+    lines = text.split("\n")
+    return [lines[0]] + [CONTINUATION + line for line in lines[1:]]
+
+
+class Outbound:
+    def __init__(self, conn):
+        self.conn = conn
+        self.channels = conn.channels
+        # Changes seen in a room's state or a member's role, waiting for the
+        # notice that says who made them: room key -> mode changes.
+        self._modes: dict[str, list[tuple[str, str]]] = {}
+        self._topic_asked: set[str] = set()  # TOPIC queries waiting for the room's state
+
+    # --- one wire message ----------------------------------------------------------
+
+    def message(self, msg: wire.Message) -> None:
+        handler = self._handlers.get(type(msg))
+        if handler is not None:
+            handler(self, msg)
+
+    def end_of_events(self) -> None:
+        """After a batch of a room's events: changes no notice claimed are the server's."""
+        for room in list(self._modes):
+            channel = self.channels.by_key.get(room)
+            if channel is not None:
+                self._flush_modes(channel, self.conn.server_name)
+        self._modes.clear()
+
+    # --- rooms --------------------------------------------------------------------
+
+    def _room_state(self, msg: wire.RoomState) -> None:
+        conn = self.conn
+        channel = self.channels.get(msg.room)
+        if channel is None:  # a room we are in now: JOIN, then its topic
+            channel = self.channels.add(msg.room)
+            channel.topic, channel.private, channel.topic_locked = (
+                msg.topic, msg.private, msg.topic_locked)
+            conn.emit(conn.own_mask, "JOIN", channel.irc_name)
+            if channel.topic:  # RPL_NOTOPIC only answers a TOPIC query
+                self._send_topic(channel)
+            # IRC's NAMES comes right after the JOIN: read from the room
+            # now; the member list the core sends a moment later updates it.
+            room = conn.core.directory.get(room_key(msg.room) or msg.room)
+            if room is not None:
+                channel.members = conn.room_view(room).members
+            conn.send_names(channel)
+            return
+        changes = self._modes.setdefault(room_key(msg.room) or msg.room, [])
+        for letter, old, new in (("i", channel.private, msg.private),
+                                 ("t", channel.topic_locked, msg.topic_locked)):
+            if old != new:
+                changes.append((("+" if new else "-") + letter, ""))
+        channel.topic, channel.private, channel.topic_locked = (
+            msg.topic, msg.private, msg.topic_locked)
+        if channel.name in self._topic_asked:  # a TOPIC query's answer
+            self._topic_asked.discard(channel.name)
+            self._send_topic(channel)
+
+    def ask_topic(self, channel: Channel) -> None:
+        self._topic_asked.add(channel.name)
+
+    def _send_topic(self, channel: Channel) -> None:
+        if channel.topic:
+            self.conn.numeric(N.RPL_TOPIC, channel.irc_name, channel.topic)
+        else:
+            self.conn.numeric(N.RPL_NOTOPIC, channel.irc_name, "No topic is set")
+
+    def _members(self, msg: wire.Members) -> None:
+        channel = self.channels.get(msg.room)
+        if channel is None:
+            return
+        if not channel.listing:
+            channel.incoming = {}
+            channel.listing = True
+        for name, state, role in msg.members:
+            channel.incoming[name_key(name) or name] = (name, role, state)
+        if msg.more:
+            return
+        channel.listing = False
+        incoming, channel.incoming = channel.incoming, {}
+        # The list is the room as it is now; this client was shown the room
+        # as it was at its JOIN.  What changed since is news to it (those
+        # members' own events may come after this list, and then say nothing).
+        for key, entry in incoming.items():
+            if key not in channel.members and not self.conn.is_me(entry[0]):
+                self.conn.emit(self.conn.mask(entry[0]), "JOIN", channel.irc_name)
+        for key, entry in channel.members.items():
+            if key not in incoming:
+                self.conn.emit(self.conn.mask(entry[0]), "PART", channel.irc_name)
+        channel.members = incoming
+
+    def _member(self, msg: wire.MemberUpdate) -> None:
+        conn = self.conn
+        channel = self.channels.get(msg.room)
+        if channel is None:
+            return
+        if msg.state == "gone":
+            if channel.remove(msg.name):  # no notice said how: a plain PART
+                conn.emit(conn.mask(msg.name), "PART", channel.irc_name)
+            return
+        old = channel.set_member(msg.name, msg.state, msg.role)
+        if old is None:
+            if conn.is_me(msg.name):
+                return
+            conn.emit(conn.mask(msg.name), "JOIN", channel.irc_name)
+            old = (msg.name, "member", msg.state)
+        if old[1] != msg.role:
+            changes = self._modes.setdefault(room_key(msg.room) or msg.room, [])
+            before, after = ROLE_MODES.get(old[1]), ROLE_MODES.get(msg.role)
+            if before != after:  # owner and operator are both +o to IRC
+                if before:
+                    changes.append(("-" + before[0], msg.name))
+                if after:
+                    changes.append(("+" + after[0], msg.name))
+        if old[2] != msg.state and "away-notify" in conn.caps and not conn.is_me(msg.name):
+            away = msg.state in ("idle", "reconnecting")
+            if away != (old[2] in ("idle", "reconnecting")):
+                conn.emit(conn.mask(msg.name), "AWAY", *(["idle"] if away else []))
+
+    def _flush_modes(self, channel: Channel, source: str) -> None:
+        changes = self._modes.pop(room_key(channel.name) or channel.name, [])
+        for mode, target in changes:
+            self.conn.emit(source, "MODE", channel.irc_name, mode, *([target] if target else []))
+
+    def _notice(self, msg: wire.Notice) -> None:
+        conn = self.conn
+        if not msg.room:
+            conn.emit(conn.server_name, "NOTICE", conn.nick, msg.text)
+            return
+        channel = self.channels.get(msg.room)
+        kind = msg.kind
+        if kind == "invite" and conn.is_me(msg.name or "") or channel is None:
+            if kind == "invite":  # an invitation to a room we are not in
+                conn.emit(self._source(msg.by), "INVITE", conn.nick, "#" + msg.room)
+            return
+        by = self._source(msg.by)
+        if kind == "join":
+            return  # the member update that follows says it
+        if kind == "leave":
+            if channel.remove(msg.name):
+                conn.emit(conn.mask(msg.name), "PART", channel.irc_name,
+                          *([msg.reason] if msg.reason else []))
+        elif kind == "quit":  # one QUIT, whatever the rooms we shared
+            shared = self.channels.with_member(msg.name)
+            if shared:
+                conn.emit(conn.mask(msg.name), "QUIT", msg.reason or "Quit")
+            for other in shared:
+                other.remove(msg.name)
+        elif kind in ("kick", "ban"):
+            if kind == "ban":
+                conn.emit(by, "MODE", channel.irc_name, "+b", f"{msg.name}!*@*")
+            if channel.remove(msg.name):
+                conn.emit(by, "KICK", channel.irc_name, msg.name, msg.reason or msg.text)
+        elif kind == "unban":
+            conn.emit(by, "MODE", channel.irc_name, "-b", f"{msg.name}!*@*")
+        elif kind == "topic":
+            conn.emit(by, "TOPIC", channel.irc_name, channel.topic)
+        elif kind in ("mode", "role"):
+            self._flush_modes(channel, by)
+        else:  # mute, invite, broadcasts, gaps: in words
+            conn.emit(conn.server_name, "NOTICE", channel.irc_name, msg.text)
+
+    def _source(self, name: str) -> str:
+        if name and _NICK.fullmatch(name):
+            return self.conn.mask(name)
+        return self.conn.server_name
+
+    def _left(self, msg: wire.RoomLeft) -> None:
+        conn = self.conn
+        channel = self.channels.drop(msg.room)
+        if channel is None:
+            return
+        if msg.code == "part":
+            conn.emit(conn.own_mask, "PART", channel.irc_name, *([msg.reason] if msg.reason else []))
+        else:  # kicked, banned, deleted
+            conn.emit(self._source(msg.by), "KICK", channel.irc_name, conn.nick,
+                      msg.reason or msg.text)
+
+    def _room_list(self, msg: wire.RoomList) -> None:
+        conn = self.conn
+        if not conn.list_asked:
+            return
+        conn.list_asked -= 1
+        conn.numeric(N.RPL_LISTSTART, "Channel", "Users  Name")
+        for name, members, topic in msg.rooms:
+            conn.numeric(N.RPL_LIST, "#" + name, str(members), topic)
+        conn.numeric(N.RPL_LISTEND, "End of /LIST")
+
+    # --- lines -----------------------------------------------------------------------
+
+    def _room_message(self, msg: wire.RoomMessage) -> None:
+        if msg.history and not self.conn.wants_history("#" + msg.room):
+            return
+        self.line(msg.sender, "#" + msg.room, msg.text, msg.ts, msgid("#" + msg.room, msg.seq),
+                  msg.cid)
+
+    def _direct_message(self, msg: wire.DirectMessage) -> None:
+        conn = self.conn
+        if msg.history:
+            return
+        own = conn.is_me(msg.sender)
+        conversation = wire_direct(msg.sender, msg.to)
+        self.line(msg.sender, msg.to if own else conn.nick, msg.text, msg.ts,
+                  msgid(conversation, msg.seq), msg.cid if own else None)
+
+    def line(self, sender: str, target: str, text: str, ts: int, mid: str,
+             cid: str | None) -> None:
+        if cid is None:
+            self._line(sender, target, text, ts, mid, None)
+            return
+        # Our own line, saved: its echo if asked for, then what waited for it.
+        if "echo-message" in self.conn.caps:
+            self._line(sender, target, text, ts, mid, self.conn.label_of(cid))
+        self.conn.answered(cid)
+
+    def _line(self, sender: str, target: str, text: str, ts: int, mid: str,
+              label: str | None) -> None:
+        conn = self.conn
+        tags = {}
+        if "server-time" in conn.caps:
+            tags["time"] = irc_time(ts)
+        if "message-tags" in conn.caps:
+            tags["msgid"] = mid
+        if label is not None and "labeled-response" in conn.caps:
+            tags["label"] = label
+        source = conn.mask(sender)
+        if text.startswith(ACTION_PREFIX) and "\n" not in text:
+            body = f"\x01ACTION {text[len(ACTION_PREFIX):]}\x01"
+            conn.emit(source, "PRIVMSG", target, body, tags=tags, split=False)
+            return
+        for line in text_lines(text):
+            conn.emit(source, "PRIVMSG", target, line or " ", tags=tags)
+
+    # --- the rest ---------------------------------------------------------------------
+
+    def _error(self, msg: wire.Error) -> None:
+        self.conn.refused(msg)
+
+    def _bye(self, msg: wire.Bye) -> None:
+        self.conn.goodbye(msg.text)
+
+    def _offer(self, msg: wire.Offer) -> None:
+        channel = self.channels.get(msg.room)
+        if channel is not None:
+            self.conn.emit(self.conn.server_name, "NOTICE", channel.irc_name,
+                           f"{msg.sharer} shares {msg.name!r} ({msg.size} bytes); "
+                           "fetch it with a spchat client")
+
+    _handlers = {
+        wire.RoomState: _room_state,
+        wire.Members: _members,
+        wire.MemberUpdate: _member,
+        wire.Notice: _notice,
+        wire.RoomLeft: _left,
+        wire.RoomList: _room_list,
+        wire.RoomMessage: _room_message,
+        wire.DirectMessage: _direct_message,
+        wire.Error: _error,
+        wire.Bye: _bye,
+        wire.Offer: _offer,
+    }
+
+
+def wire_direct(a: str, b: str) -> str:
+    return direct_conversation(name_key(a) or a, name_key(b) or b)

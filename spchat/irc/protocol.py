@@ -1,0 +1,170 @@
+"""The IRC listener: Twisted's side of ``IrcConnection``.
+
+Lines end in LF (CR LF or LF alone, as clients send them); a line longer
+than the limit gets ERR_INPUTTOOLONG and is skipped, the connection stays.
+A connection must register within ``registration_timeout``; one that says
+nothing for ``ping_interval`` is sent a PING and cut if it still says
+nothing for as long again.
+"""
+
+from __future__ import annotations
+
+import time
+
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from spchat.irc import numerics as N
+from spchat.irc.channels import name_key
+from spchat.irc.connection import IrcConnection
+from spchat.irc.lines import MAX_LINE_BYTES, MAX_TAG_BYTES
+from spchat.server.throttle import PerAddress, ThrottledLog
+
+MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
+
+
+class IrcProtocol(protocol.Protocol):
+    def __init__(self, factory: IrcFactory, host: str):
+        self.factory = factory
+        self.host = host
+        self.conn: IrcConnection | None = None
+        self._buffer = b""
+        self._skipping = False  # inside a line that was too long
+        self._registration_timer = None
+        self._ping_timer = None
+        self._pinged = False
+
+    def connectionMade(self):
+        f = self.factory
+        peer = self.transport.getPeer()
+        self.conn = IrcConnection(f.core, f.registry, self.transport.write, self._hang_up,
+                                  f"{peer.host}:{peer.port}", f.server_name, f.created)
+        self._registration_timer = f.clock.callLater(f.registration_timeout,
+                                                     self._registration_over)
+
+    def _hang_up(self) -> None:
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes):
+        self._alive()
+        buffer = self._buffer + data
+        lines = buffer.split(b"\n")
+        self._buffer = lines.pop()
+        for raw in lines:
+            if self.conn.closed:
+                return
+            if self._skipping:
+                self._skipping = False
+                continue
+            if too_long(raw):
+                self.conn.numeric(N.ERR_INPUTTOOLONG, "Input line was too long")
+                continue
+            self.conn.line_received(raw.rstrip(b"\r"))
+        if len(self._buffer) > MAX_INPUT_BYTES:
+            self._buffer = b""
+            if not self._skipping:
+                self._skipping = True
+                self.conn.numeric(N.ERR_INPUTTOOLONG, "Input line was too long")
+
+    # --- timeouts ------------------------------------------------------------------
+
+    def _registration_over(self) -> None:
+        self._registration_timer = None
+        if not self.conn.registered:
+            self.conn.goodbye("Registration timed out")
+
+    def _alive(self) -> None:
+        """Any line is a sign of life: the ping watch starts over."""
+        if self.conn is None or not self.conn.registered:
+            return
+        self._pinged = False
+        if self._ping_timer is not None:
+            self._ping_timer.reset(self.factory.ping_interval)
+        else:
+            self._ping_timer = self.factory.clock.callLater(self.factory.ping_interval,
+                                                            self._quiet)
+
+    def _quiet(self) -> None:
+        if self._pinged:
+            self._ping_timer = None
+            self.conn.quit_reason = f"Ping timeout: {self.factory.ping_interval:.0f} seconds"
+            self.conn.goodbye(self.conn.quit_reason)
+            return
+        self._pinged = True
+        self.conn.emit(None, "PING", self.factory.server_name)
+        self._ping_timer = self.factory.clock.callLater(self.factory.ping_interval, self._quiet)
+
+    def connectionLost(self, reason=protocol.connectionDone):
+        for timer in (self._registration_timer, self._ping_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._registration_timer = self._ping_timer = None
+        self.factory.per_ip.give_back(self.host)
+        self.factory.protocols.discard(self)
+        if self.conn is not None:
+            self.conn.connection_lost("connection lost")
+
+
+def too_long(raw: bytes) -> bool:
+    """Over 512 bytes without its tags (CR LF counted), or tags over theirs."""
+    tags, rest = b"", raw.rstrip(b"\r")
+    if rest.startswith(b"@"):
+        tags, _, rest = rest.partition(b" ")
+    return len(rest) + 2 > MAX_LINE_BYTES or len(tags) > MAX_TAG_BYTES
+
+
+class IrcRegistry:
+    """The IRC connections of this server, by name key: what IRC users said
+    of themselves (user name, real name, away) for the others' WHO and WHOIS."""
+
+    def __init__(self):
+        self._by_key: dict[str, IrcConnection] = {}
+
+    def add(self, conn: IrcConnection) -> None:
+        self._by_key[conn.session.key] = conn
+
+    def remove(self, conn: IrcConnection) -> None:
+        if conn.session is not None and self._by_key.get(conn.session.key) is conn:
+            del self._by_key[conn.session.key]
+
+    def get(self, name: str) -> IrcConnection | None:
+        key = name_key(name)
+        return self._by_key.get(key) if key is not None else None
+
+
+class IrcFactory(protocol.Factory):
+    log = Logger()
+    noisy = False
+
+    def __init__(self, core, clock, *, server_name: str = "spchat",
+                 registration_timeout: float = 10.0, ping_interval: float = 120.0,
+                 max_connections_per_ip: int = 20):
+        self.core = core
+        self.clock = clock
+        self.server_name = server_name
+        self.registration_timeout = registration_timeout
+        self.ping_interval = ping_interval
+        self.max_connections_per_ip = max_connections_per_ip
+        self.registry = IrcRegistry()
+        self.per_ip = PerAddress(max_connections_per_ip)
+        self.refusals = ThrottledLog(self.log, clock, 60.0)
+        self.protocols: set[IrcProtocol] = set()
+        self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
+
+    def buildProtocol(self, addr):
+        host = getattr(addr, "host", "?")
+        if not self.per_ip.take(host):
+            self.refusals(
+                host, "irc: {host}: refused: more than {limit} connections from this address "
+                "({count} refused so far)", host=host, limit=self.max_connections_per_ip)
+            return None
+        proto = IrcProtocol(self, host)
+        self.protocols.add(proto)
+        return proto
+
+    def close_all(self) -> None:
+        """The server stops: every IRC client is told and cut."""
+        for proto in list(self.protocols):
+            if proto.conn is not None:
+                proto.conn.goodbye("Server shutting down")
+            proto.transport.abortConnection()

@@ -1,0 +1,249 @@
+"""The IRC gateway over real sockets on 127.0.0.1, beside spchat users of
+the same server."""
+
+import base64
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+from spchat import wire
+from spchat.irc.lines import parse
+
+from conftest import server_config, start_service, stop_services, wait_until
+from helpers import MemoryClient
+
+
+class IrcClient(Protocol):
+    """A bare IRC client: writes lines, keeps every line it gets, parsed."""
+
+    def __init__(self):
+        self.lines = []
+        self._buffer = b""
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):
+        self._buffer += data
+        *complete, self._buffer = self._buffer.split(b"\r\n")
+        self.lines.extend(parse(raw) for raw in complete)
+
+    def connectionLost(self, reason):
+        self.lost.callback(None)
+
+    def send(self, *lines):
+        self.transport.write(b"".join(line.encode() + b"\r\n" for line in lines))
+
+    def of(self, command):
+        return [line for line in self.lines if line.command == command]
+
+    def wait_for(self, command, count=1, timeout=5.0):
+        return wait_until(lambda: len(self.of(command)) >= count, timeout=timeout)
+
+    @property
+    def closed(self):
+        return self.lost.called
+
+
+@pytest.fixture
+def service(tmp_path):
+    service = start_service(server_config(tmp_path / "data", irc="tcp:0:interface=127.0.0.1",
+                                          **{"handshake-timeout": "2"}))
+    yield service
+    stop_services(service)
+
+
+@defer.inlineCallbacks
+def irc_client(service, nick=None, caps=(), source="127.0.0.1"):
+    """Connected (from ``source``) and, with a ``nick``, registered."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", service.irc_port.getHost().port,
+                                  bindAddress=(source, 0))
+    client = yield connectProtocol(endpoint, IrcClient())
+    if nick is not None:
+        if caps:
+            client.send("CAP LS 302", f"CAP REQ :{' '.join(caps)}", "CAP END")
+        client.send(f"NICK {nick}", f"USER {nick}u 0 * :{nick} the tester")
+        yield client.wait_for("001")
+    return client
+
+
+def spchat_user(service, name, **options):
+    """A spchat user of the same server (the core's in-memory client)."""
+    conn = MemoryClient()
+    link = service.core.open_link(conn, "127.0.0.1:1")
+    service.core.receive(link, wire.Login(name, **options))
+    return link, conn
+
+
+@defer.inlineCallbacks
+def registered(service, name, password):
+    """An account registered by a spchat client, which then logs out."""
+    _, conn = spchat_user(service, name, password=password, register=True)
+    yield wait_until(lambda: conn.of(wire.Welcome))
+    service.core.receive(conn.session.link, wire.Logout())
+    yield wait_until(lambda: name not in service.core.by_key)
+
+
+@pytest_twisted.inlineCallbacks
+def test_registration_welcomes_with_an_honest_isupport(service):
+    client = yield irc_client(service, "ircuser")
+    yield client.wait_for("422")
+    welcome = client.of("001")[0]
+    assert welcome.params[0] == "ircuser" and "ircuser!ircuseru@spchat" in welcome.params[1]
+    tokens = {t for line in client.of("005") for t in line.params[1:-1]}
+    assert {"CHANTYPES=#", "PREFIX=(o)@", "CHANMODES=b,,,int", "NICKLEN=32"} <= tokens
+    # Everyone starts in the default room, as spchat users do.
+    assert [line.params for line in client.of("JOIN")] == [["#lobby"]]
+    assert "ircuser" in service.core.by_key
+
+
+@pytest_twisted.inlineCallbacks
+def test_lines_go_both_ways_between_irc_and_spchat(service):
+    client = yield irc_client(service, "ircuser", caps=("server-time", "message-tags"))
+    alice, a = spchat_user(service, "alice")
+    yield wait_until(lambda: a.of(wire.Welcome))
+    yield client.wait_for("JOIN", 2)  # its own, then alice's
+    assert client.of("JOIN")[1].source == "alice!alice@spchat"
+    service.core.receive(alice, wire.Say("hello from spchat\nsecond line", "c1"))
+    yield client.wait_for("PRIVMSG", 2)
+    first, second = client.of("PRIVMSG")
+    assert first.source == "alice!alice@spchat"
+    assert first.params == ["#lobby", "hello from spchat"]
+    assert second.params == ["#lobby", "| second line"]  # marked as a continuation
+    assert first.tags["msgid"] == "#lobby/1" and first.tags["time"].endswith("Z")
+    client.send("PRIVMSG #lobby :hello from \x02IRC\x02")
+    yield wait_until(lambda: any(m.sender == "ircuser" for m in a.of(wire.RoomMessage)))
+    line = [m for m in a.of(wire.RoomMessage) if m.sender == "ircuser"][0]
+    assert (line.room, line.text, line.seq) == ("lobby", "hello from IRC", 2)  # saved, numbered
+    client.send("PRIVMSG alice :just you")
+    yield wait_until(lambda: a.of(wire.DirectMessage))
+    assert a.of(wire.DirectMessage)[0].text == "just you"
+
+
+@pytest_twisted.inlineCallbacks
+def test_own_lines_are_echoed_only_with_echo_message_and_before_the_pong(service):
+    plain = yield irc_client(service, "plain")
+    echoed = yield irc_client(service, "echoed", caps=("echo-message",))
+    for client in (plain, echoed):
+        client.send("PRIVMSG #lobby :mine", "PING :after")
+        yield client.wait_for("PONG")
+    own = [i for i, line in enumerate(echoed.lines)
+           if line.command == "PRIVMSG" and line.source.startswith("echoed!")]
+    assert len(own) == 1 and own[0] < echoed.lines.index(echoed.of("PONG")[0])
+    yield plain.wait_for("PRIVMSG")
+    assert [line.source.split("!")[0] for line in plain.of("PRIVMSG")] == ["echoed"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_are_the_numerics_irc_prescribes(service):
+    owner, o = spchat_user(service, "owner")
+    yield wait_until(lambda: o.of(wire.Welcome))
+    service.core.receive(owner, wire.Join("secret", private=True))
+    client = yield irc_client(service, "ircuser")
+    client.send("JOIN #secret", "PRIVMSG #elsewhere :hi", "PRIVMSG nobody :hi",
+                "KICK #lobby owner :go", "JOIN nochannel", "FOO", "PING :done")
+    yield client.wait_for("PONG")
+    numerics = [(line.command, line.params[1]) for line in client.lines
+                if line.command in ("473", "403", "401", "482", "421")]
+    assert numerics == [("473", "#secret"), ("403", "#elsewhere"), ("401", "nobody"),
+                        ("482", "#lobby"), ("403", "nochannel"), ("421", "FOO")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_name_is_one_person_whichever_protocol_holds_it(service):
+    spchat_user(service, "alice")
+    client = yield irc_client(service)
+    client.send("NICK alice", "USER a 0 * :A")
+    yield client.wait_for("433")
+    client.send("NICK alice2")
+    yield client.wait_for("001")
+    assert client.of("001")[0].params[0] == "alice2"
+    other = MemoryClient()
+    link = service.core.open_link(other, "127.0.0.1:2")
+    service.core.receive(link, wire.Login("Alice2"))
+    yield wait_until(lambda: other.of(wire.Error))
+    assert other.of(wire.Error)[0].code == "name_taken"
+
+
+@pytest_twisted.inlineCallbacks
+def test_quit_ends_the_session_at_once_and_frees_the_name(service):
+    alice, a = spchat_user(service, "alice")
+    client = yield irc_client(service, "leaving")
+    client.send("QUIT :see you")
+    yield client.lost
+    yield wait_until(lambda: "leaving" not in service.core.by_key)
+    yield wait_until(lambda: any(n.kind == "quit" for n in a.of(wire.Notice)))
+    quit_notice = [n for n in a.of(wire.Notice) if n.kind == "quit"][0]
+    assert (quit_notice.name, quit_notice.reason) == ("leaving", "Quit: see you")
+    again = yield irc_client(service, "leaving")  # no resume grace holds the name
+    assert again.of("001")[0].params[0] == "leaving"
+
+
+@pytest_twisted.inlineCallbacks
+def test_sasl_plain_logs_in_to_a_registered_account(service):
+    yield registered(service, "carol", "correct horse battery")
+    wrong = yield irc_client(service)
+    wrong.send("CAP LS 302", "CAP REQ :sasl", "AUTHENTICATE PLAIN")
+    yield wrong.wait_for("AUTHENTICATE")
+    wrong.send("AUTHENTICATE " + base64.b64encode(b"\0carol\0wrong password").decode())
+    yield wrong.wait_for("904")
+    client = yield irc_client(service)
+    client.send("CAP LS 302", "CAP REQ :sasl", "NICK someone", "USER c 0 * :C",
+                "AUTHENTICATE PLAIN")
+    yield client.wait_for("AUTHENTICATE")
+    client.send("AUTHENTICATE " + base64.b64encode(b"\0carol\0correct horse battery").decode())
+    yield client.wait_for("903")
+    assert client.of("900")[0].params[2] == "carol"
+    client.send("CAP END")
+    yield client.wait_for("001")
+    assert client.of("001")[0].params[0] == "carol"  # the account's name, not the NICK
+    assert service.core.by_key["carol"].registered
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_registered_name_needs_its_password(service):
+    yield registered(service, "dave", "correct horse battery")
+    client = yield irc_client(service)
+    client.send("NICK dave", "USER d 0 * :D")
+    yield client.wait_for("433")
+    assert "registered" in client.of("433")[0].params[-1]
+    with_pass = yield irc_client(service)
+    with_pass.send("PASS :correct horse battery", "NICK dave", "USER d 0 * :D")
+    yield with_pass.wait_for("001")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_long_line_is_refused_and_the_connection_stays(service):
+    client = yield irc_client(service, "talker")
+    client.send("PRIVMSG #lobby :" + "x" * 600, "PING :still here")
+    yield client.wait_for("PONG")
+    assert client.of("417") and not client.closed
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_connection_that_never_registers_is_closed(service):
+    client = yield irc_client(service)
+    client.send("NICK halfway")
+    yield client.lost  # CHAT_HANDSHAKE_TIMEOUT is 2 s here
+    assert client.of("ERROR")[0].params[0].endswith("Registration timed out")
+    assert "halfway" not in service.core.by_key
+
+
+@pytest_twisted.inlineCallbacks
+def test_moderation_from_irc_reaches_spchat_and_back(service):
+    client = yield irc_client(service, "chanop")
+    bob, b = spchat_user(service, "bob")
+    client.send("JOIN #ops")
+    yield client.wait_for("366", 2)
+    service.core.receive(bob, wire.Join("ops"))
+    yield client.wait_for("JOIN", 4)  # lobby and ops, each its own and bob's
+    client.send("TOPIC #ops :the plan", "MODE #ops +o bob", "MODE #ops +t", "KICK #ops bob :out",
+                "PING :done")
+    yield client.wait_for("PONG")
+    shown = [(line.command, line.params) for line in client.lines
+             if line.command in ("TOPIC", "MODE", "KICK")]
+    assert shown == [("TOPIC", ["#ops", "the plan"]), ("MODE", ["#ops", "+o", "bob"]),
+                     ("MODE", ["#ops", "+t"]), ("KICK", ["#ops", "bob", "out"])]
+    left = b.of(wire.RoomLeft)[-1]
+    assert (left.room, left.code, left.by, left.reason) == ("ops", "kicked", "chanop", "out")
