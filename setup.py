@@ -17,5 +17,7 @@ setup(
     extras_require={
         "test": ["pytest", "pytest-twisted", "hypothesis", "pillow"],
         "bench": ["matplotlib"],
+        # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
+        "irc-test": ["pytest-xdist"],
     },
 )

@@ -10,6 +10,8 @@ import binascii
 OFFERED = {
     "echo-message": "",
     "message-tags": "",
+    # A member has one role, so one prefix: every prefix is always shown.
+    "multi-prefix": "",
     "sasl": "PLAIN",
     "server-time": "",
     "userhost-in-names": "",

@@ -218,7 +218,8 @@ class Commands:
     def kick(self, line) -> None:
         conn = self.conn
         name = line.params[0]
-        reason = line.params[2] if len(line.params) > 2 else None
+        # Without a comment, the kicker's nick, as IRC servers do.
+        reason = line.params[2] if len(line.params) > 2 and line.params[2] else conn.nick
         if conn.channels.get(name) is None:
             self._not_on(name)
             return
