@@ -65,8 +65,9 @@ class NoiseChannel(Int32StringReceiver):
     def message_received(self, msg: wire.Message) -> None:
         raise NotImplementedError
 
-    def malformed_message(self, problem: str, plaintext: bytes) -> None:
-        """An authentic frame whose content is not a valid message."""
+    def malformed_message(self, error: wire.WireError) -> None:
+        """An authentic frame whose content is not a valid message
+        (``error.cid``: the message's id, if it had a valid one)."""
 
     def frame_received(self, size: int) -> None:
         """An encrypted frame of ``size`` bytes (with its prefix) arrived."""
@@ -112,13 +113,13 @@ class NoiseChannel(Int32StringReceiver):
         try:
             items = wire.decode_frame(plaintext)
         except wire.WireError as e:
-            self.malformed_message(str(e), plaintext)
+            self.malformed_message(e)
             return
         for item in items:
             if self.closing:
                 return  # as for separate frames: nothing after a close
             if isinstance(item, wire.WireError):
-                self.malformed_message(str(item), plaintext)
+                self.malformed_message(item)
             else:
                 self.message_received(item)
 

@@ -322,7 +322,7 @@ class ChatCore:
         session = self.table.by_id.get(msg.session)
         # compare_digest: the time taken says nothing about the token.
         if session is None or not hmac.compare_digest(
-            session.token.encode(), msg.token.encode("utf-8", "surrogatepass")
+            session.token.encode(), msg.token.encode()
         ):
             ended = self.table.ended.get(msg.session)
             if ended is not None and ended[0] == msg.token:

@@ -5,7 +5,6 @@ Thin on purpose: every chat rule is in ``spchat.server.core``.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from twisted.internet import protocol
@@ -31,14 +30,6 @@ SLOW_READER_SECONDS = 2.0
 REFUSAL_LOG_SECONDS = 60.0
 # Messages gathered in one reactor turn go out in frames of up to this size.
 BATCH_FRAME_BYTES = wire.BATCH_FRAME_BYTES
-
-
-def readable_cid(plaintext: bytes) -> str | None:
-    try:
-        cid = json.loads(plaintext).get("cid")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return cid if isinstance(cid, str) and 0 < len(cid) <= wire.MAX_ID_CHARS else None
 
 
 def _line_frames(lines: LineBatch):
@@ -150,17 +141,16 @@ class ChatServerProtocol(NoiseChannel):
             name=session.name if session is not None else "the administrator",
         )
 
-    def malformed_message(self, problem, plaintext):
+    def malformed_message(self, error):
         self._malformed += 1
         if self._malformed > MAX_MALFORMED:
             self.fail(f"more than {MAX_MALFORMED} malformed messages")
             return
-        self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=problem)
-        # Name the message if it had a readable cid, so the client can stop
+        self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=str(error))
+        # Named by its cid if it had a valid one, so the client can stop
         # waiting for its acknowledgement.
-        self.send_message(wire.Error(
-            "malformed", wire.clip(f"malformed message: {problem}"), readable_cid(plaintext)
-        ))
+        self.send_message(wire.Error("malformed", wire.clip(f"malformed message: {error}"),
+                                     error.cid))
 
     def frame_received(self, size):
         if self.link is not None:
