@@ -129,32 +129,46 @@ class NoiseChannel(Int32StringReceiver):
     # --- handshake ---------------------------------------------------------
 
     def _handshake_frame(self, frame: bytes) -> None:
+        handshake = self._handshake
+        assert handshake is not None  # stringReceived sends frames here only then
         try:
-            payload = self._handshake.read_message(frame)
-            self.handshake_payload_received(wire.decode(payload))
-            if not self._handshake.complete:
-                self._write_handshake()
-        except (noise.NoiseError, wire.WireError) as e:
+            payload = handshake.read_message(frame)
+        except noise.NoiseError as e:
             self.fail(f"handshake failed: {e}")
             return
-        except ChannelError as e:
-            self.fail(str(e))
-            return
-        self._check_complete()
+        try:
+            self.handshake_payload_received(wire.decode(payload))
+            refusal = None
+        except (wire.WireError, ChannelError) as e:
+            refusal = f"handshake failed: {e}" if isinstance(e, wire.WireError) else str(e)
+            # Garbage closes at once; a message with a field wrong (a
+            # hello whose agent has a control character) is told why: the
+            # responder still finishes the handshake and says it in a bye.
+            garbage = isinstance(e, wire.WireError) and e.kind is None
+            if self.initiator or handshake.complete or garbage:
+                self.fail(refusal)
+                return
+        if not handshake.complete:
+            self._write_handshake(refusal)
+        else:
+            self._check_complete()
 
-    def _write_handshake(self) -> None:
+    def _write_handshake(self, refusal: str | None = None) -> None:
         payload = wire.encode(self.handshake_payload())
         self.sendString(self._handshake.write_message(payload))
-        self._check_complete()
+        self._check_complete(refusal)
 
-    def _check_complete(self) -> None:
+    def _check_complete(self, refusal: str | None = None) -> None:
         if self._handshake is not None and self._handshake.complete:
             self._send_cipher, self._recv_cipher = self._handshake.split()
             # Both ends know it and nobody else does: the presence beacon
             # derives its keys from it.
             self.handshake_hash = self._handshake.handshake_hash
             self._handshake = None
-            self.channel_open()
+            if refusal is not None:
+                self.fail(refusal)
+            else:
+                self.channel_open()
 
     # --- sending and closing -----------------------------------------------
 

@@ -75,6 +75,22 @@ def _string(max_chars: int, *, optional: bool = False, max_bytes: int | None = N
     return rule
 
 
+def _label(max_chars: int, *, optional: bool = False):
+    """A string shown as it is (a client's agent, an id): printable
+    characters only, so no terminal escape, newline or bidi control
+    reaches a log or an administrator's screen."""
+    check = _string(max_chars, optional=optional, min_chars=1)
+
+    def rule(value: Any) -> str | None:
+        value = check(value)
+        if value is not None and not value.isprintable():
+            bad = next(ch for ch in value if not ch.isprintable())
+            raise WireError(f"contains the unprintable character {bad!a}")
+        return value
+
+    return rule
+
+
 def _integer(value: Any) -> int:
     # bool is an int subclass in Python; true/false are not sequence numbers.
     if not isinstance(value, int) or isinstance(value, bool):
@@ -189,8 +205,8 @@ _TEXT = _string(MAX_TEXT_BYTES, max_bytes=MAX_TEXT_BYTES)
 _PASSWORD = _string(1024, optional=True)
 _NAME = _string(MAX_NAME_CHARS)
 # Ids are never empty: "" from every message would make them all one.
-_ID = _string(MAX_ID_CHARS, min_chars=1)
-_OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True, min_chars=1)
+_ID = _label(MAX_ID_CHARS)
+_OPTIONAL_ID = _label(MAX_ID_CHARS, optional=True)
 _REASON = _string(MAX_REASON_CHARS)
 _OPTIONAL_REASON = _string(MAX_REASON_CHARS, optional=True)
 _CONVERSATION = _string(MAX_NAME_CHARS + 1)
@@ -235,14 +251,18 @@ def message(type_name: str, **schema: Callable[[Any], Any]):
 # Handshake payloads (inside the Noise handshake messages).
 
 
-@message("hello", agent=_string(100))
+# A client's or server's name and version, "spchat-client/1.2".
+MAX_AGENT_CHARS = 100
+
+
+@message("hello", agent=_label(MAX_AGENT_CHARS))
 class Hello(Message):
     """Client -> server, in the first handshake message (not yet encrypted)."""
 
     agent: str
 
 
-@message("server_hello", agent=_string(100), max_message_bytes=_integer)
+@message("server_hello", agent=_label(MAX_AGENT_CHARS), max_message_bytes=_integer)
 class ServerHello(Message):
     """Server -> client, in the second handshake message (encrypted)."""
 
@@ -789,7 +809,7 @@ NO_RECONNECT_CODES = frozenset(
 MAX_MANIFEST_BYTES = 48_000
 MAX_FILE_NAME_BYTES = 255
 MAX_PEERS = 40  # a swarm message names at most this many peers
-_FILE_ID = _string(64)
+_FILE_ID = _label(64)
 _FILE_NAME = _string(MAX_FILE_NAME_BYTES, max_bytes=MAX_FILE_NAME_BYTES)
 _MANIFEST = _string(MAX_MANIFEST_BYTES, max_bytes=MAX_MANIFEST_BYTES)
 
