@@ -14,10 +14,10 @@ rules for closing are the security design's:
 from __future__ import annotations
 
 from twisted.internet import error as net_error
-from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise, wire
+from spchat.terminal import SafeLogger
 
 # After loseConnection() a peer that never reads would keep us waiting for the
 # send buffer to drain forever; abort if it has not happened by then.
@@ -33,7 +33,7 @@ class NoiseChannel(Int32StringReceiver):
 
     MAX_LENGTH = noise.MAX_MESSAGE_LEN
     initiator = False
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, clock):
         self.clock = clock

@@ -7,7 +7,6 @@ import sys
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.internet import error as net_error
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -27,6 +26,7 @@ from spchat.server.identity import (
     load_or_create_server_key,
 )
 from spchat.server.protocol import ChatServerFactory
+from spchat.terminal import SafeLogger
 
 
 class Options(usage.Options):
@@ -59,7 +59,7 @@ LISTEN_BACKLOG = 1024
 class ChatService(service.MultiService):
     """Listens for chat connections; binds before the reactor runs."""
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, cfg: config.Config, reactor=None, clock=None):
         """``clock``: the chat rules' time (the reactor's unless a test

@@ -9,7 +9,6 @@ from collections import Counter
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 import spchat
@@ -19,6 +18,7 @@ from spchat.server.core import ChatCore
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
 from spchat.server.socket_writer import SocketWriter
+from spchat.terminal import SafeLogger
 
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
@@ -61,7 +61,7 @@ class ChatServerProtocol(NoiseChannel):
     """
 
     initiator = False
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, factory: ChatServerFactory, ip: str):
         super().__init__(factory.clock)
@@ -296,7 +296,7 @@ class ChatServerProtocol(NoiseChannel):
 class ChatServerFactory(protocol.Factory):
     """Builds one protocol per connection and caps connections per IP."""
 
-    log = Logger()
+    log = SafeLogger()
     noisy = False  # no "Starting factory" lines in the server log
 
     def __init__(
