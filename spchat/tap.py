@@ -95,6 +95,7 @@ class ChatService(service.MultiService):
             handshake_timeout=cfg.handshake_timeout,
             max_connections_per_ip=cfg.max_connections_per_ip,
             send_buffer_bytes=cfg.send_buffer_bytes,
+            refusal_log_seconds=cfg.refusal_log_seconds,
         )
         self.presence = PresenceServer(self.core, reactor, cfg.presence_interval)
         self.core.presence_listeners.append(self.presence.changed)
@@ -272,6 +273,7 @@ def core_limits(cfg: config.Config) -> Limits:
         offline_retention=cfg.offline_retention,
         max_share_bytes=cfg.max_share_bytes,
         default_rooms=cfg.default_rooms,
+        refusal_log_seconds=cfg.refusal_log_seconds,
     )
 
 

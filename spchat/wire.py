@@ -798,7 +798,8 @@ class Bye(Message):
 
 
 NO_RECONNECT_CODES = frozenset(
-    {"logout", "kicked", "idle", "flood", "replaced", "banned", "disconnected", "shutdown"}
+    {"logout", "kicked", "idle", "flood", "replaced", "banned", "disconnected", "shutdown",
+     "not_admin"}
 )
 
 

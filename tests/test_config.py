@@ -403,7 +403,7 @@ def test_options_table_rows():
         "host", "tcp-port", "udp-port", "listen", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
+        "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
         "store", "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps",
     ]

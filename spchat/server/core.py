@@ -111,7 +111,7 @@ class ChatCore:
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
-                                    on_shutdown)
+                                    on_shutdown, self.limits.refusal_log_seconds)
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,

@@ -17,6 +17,7 @@ from spchat.channel import ChannelError, NoiseChannel
 from spchat.server.core import ChatCore
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.socket_writer import SocketWriter
 from spchat.terminal import SafeLogger
 
@@ -26,8 +27,6 @@ MAX_MALFORMED = 10
 # A connection is cut for not reading only if it has not drained its
 # buffer for this long, as well as having too much unsent.
 SLOW_READER_SECONDS = 2.0
-# At most one log line per minute per address for refused connections.
-REFUSAL_LOG_SECONDS = 60.0
 # Messages gathered in one reactor turn go out in frames of up to this size.
 BATCH_FRAME_BYTES = wire.BATCH_FRAME_BYTES
 
@@ -307,6 +306,7 @@ class ChatServerFactory(protocol.Factory):
         handshake_timeout: float = 10.0,
         max_connections_per_ip: int = 20,
         send_buffer_bytes: int = 1 << 20,
+        refusal_log_seconds: float = REFUSAL_LOG_SECONDS,
     ):
         self.core = core
         self.server_key = server_key
@@ -317,8 +317,7 @@ class ChatServerFactory(protocol.Factory):
         # Our own count: twisted.protocols.policies.LimitConnectionsByPeer
         # does not work for IPv4 addresses.
         self.per_ip: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()
-        self._refusal_logged: dict[str, float] = {}
+        self.refused = Refusals(clock, refusal_log_seconds)
         self._to_flush: list[ChatServerProtocol] = []
         self._flush_call = None
 
@@ -348,10 +347,7 @@ class ChatServerFactory(protocol.Factory):
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
         if self.per_ip[host] >= self.max_connections_per_ip:
-            self.refused[host] += 1
-            now = self.clock.seconds()
-            if now - self._refusal_logged.get(host, -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
-                self._refusal_logged[host] = now
+            if self.refused.count(host):
                 self.log.info(
                     "{host}: refused: more than {limit} connections from this address "
                     "({count} refused so far)",
