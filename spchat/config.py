@@ -248,8 +248,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Delayed messages a session may have waiting before it is disconnected for flooding."),
     Setting("refusal_log_seconds", "CHAT_REFUSAL_LOG_SECONDS", "refusal-log-seconds", "60",
             _seconds(allow_zero=False),
-            "Seconds between two log lines about refusals of one address (one connection too "
-            "many, an admin request without the token); every refusal is still counted."),
+            "Seconds between two log lines about one address's refusals (a connection too many, "
+            "an admin request without the token) or faults (a malformed message, a broken "
+            "channel); every one is still counted."),
     Setting("send_buffer_bytes", "CHAT_SEND_BUFFER_BYTES", "send-buffer-bytes", "1048576",
             _int_range(65536),
             "Unsent bytes a connection may pile up (a client that does not read) before it is cut."),

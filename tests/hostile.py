@@ -28,13 +28,17 @@ ATTACKERS = tuple(f"127.{i}.{i * 7 % 256}.{i + 1}" for i in range(2, 12))
 
 
 class ServerLog:
-    """Every line the server process logs, formatted as twistd writes them."""
+    """Every line the server logs, formatted as twistd writes them: what
+    spchat's modules log, and every error (an unhandled one included).
+    The test's own clients share the process; their lines are left out."""
 
     def __init__(self):
         self.lines: list[str] = []
 
     def __call__(self, event):
-        text = formatEventAsClassicLogText(event)
+        server = str(event.get("log_namespace", "")).startswith("spchat.")
+        error = event.get("log_failure") is not None or event.get("isError")
+        text = formatEventAsClassicLogText(event) if server or error else None
         if text:
             self.lines.append(text)
 

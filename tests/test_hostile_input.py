@@ -147,6 +147,25 @@ def test_admin_requests_without_the_token_end_the_connection_and_the_log_stays_s
     yield chat.check()
 
 
+@pytest_twisted.inlineCallbacks
+def test_reconnecting_to_send_malformed_messages_does_not_flood_the_log(server, pins):
+    chat = yield Chatters(server, pins).start()
+    mark = server.log.mark()
+    source = ATTACKERS[6]
+    for _ in range(20):
+        client = yield hostile_client(server.port, source)
+        for _ in range(MAX_MALFORMED + 1):
+            client.send(b"junk")
+        yield client.lost
+        # Each connection is still answered in full: the log is what is bounded.
+        assert [m["code"] for m in client.received] == ["malformed"] * MAX_MALFORMED + [
+            "protocol_error"]
+    about = [line for line in server.log.since(mark) if source in line]
+    assert len(about) == 1 and "malformed message" in about[0], about
+    assert server.service.factory.faults[source] == 20 * (MAX_MALFORMED + 1)
+    yield chat.check()
+
+
 # --- every client message, every field, hostile values ---------------------
 
 CLIENT_TYPES = next(types for direction, _, types in DIRECTIONS if direction == CLIENT_TO_SERVER)

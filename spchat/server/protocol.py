@@ -145,11 +145,22 @@ class ChatServerProtocol(NoiseChannel):
         if self._malformed > MAX_MALFORMED:
             self.fail(f"more than {MAX_MALFORMED} malformed messages")
             return
-        self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=str(error))
+        self._log_fault("malformed message: {problem}", problem=str(error))
         # Named by its cid if it had a valid one, so the client can stop
         # waiting for its acknowledgement.
         self.send_message(wire.Error("malformed", wire.clip(f"malformed message: {error}"),
                                      error.cid))
+
+    def channel_failed(self, reason):
+        self._log_fault("closed: {reason}", reason=reason)
+
+    def _log_fault(self, what: str, **fields) -> None:
+        """A line about what this peer did wrong, if its address has had
+        none for a while: reconnecting to do it again must not flood the log."""
+        faults = self.factory.faults
+        if faults.count(self.ip):
+            self.log.info("{peer}: " + what + " ({count} from this address so far)",
+                          peer=self.peer, count=faults[self.ip], **fields)
 
     def frame_received(self, size):
         if self.link is not None:
@@ -188,11 +199,8 @@ class ChatServerProtocol(NoiseChannel):
     def _too_slow(self):
         if self.closing:
             return
-        limit = self.factory.send_buffer_bytes
-        self.log.info(
-            "{peer}: closed: more than {limit} bytes unsent (the client does not read)",
-            peer=self.peer, limit=limit,
-        )
+        self._log_fault("closed: more than {limit} bytes unsent (the client does not read)",
+                        limit=self.factory.send_buffer_bytes)
         # It does not read, so a polite close would wait for nothing.
         self.closing = True
         self.transport.abortConnection()
@@ -317,7 +325,9 @@ class ChatServerFactory(protocol.Factory):
         # Our own count: twisted.protocols.policies.LimitConnectionsByPeer
         # does not work for IPv4 addresses.
         self.per_ip: Counter[str] = Counter()
-        self.refused = Refusals(clock, refusal_log_seconds)
+        self.refused = Refusals(clock, refusal_log_seconds)  # connections over the cap
+        # Malformed messages and broken channels, for the log lines about them.
+        self.faults = Refusals(clock, refusal_log_seconds)
         self._to_flush: list[ChatServerProtocol] = []
         self._flush_call = None
 
