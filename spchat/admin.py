@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
 
 from spchat import config, wire
 from spchat.server.identity import ADMIN_TOKEN_FILE
+from spchat.terminal import printable
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 2
@@ -53,19 +53,6 @@ MODERATION_COMMANDS = {
 }
 WITH_REASON = ("kick", "ban", "mute")
 TOPIC_CLIP = 60  # characters of a topic in the tables; --json has it whole
-
-# Names, topics and client strings come from other people: an ESC would be a
-# terminal escape, a C1 control or a bidi override would rewrite or reorder
-# the line.  They are shown escaped instead.
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
-)
-
-
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: controls and bidi marks as ``\\x1b``, ``\\u202e``."""
-    return _UNPRINTABLE.sub(lambda found: ascii(found.group())[1:-1], text)
-
 
 class AdminSession:
     """Listener for ChatClientProtocol: log in as admin, send one request."""

@@ -14,10 +14,10 @@ rules for closing are the security design's:
 from __future__ import annotations
 
 from twisted.internet import error as net_error
-from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise, wire
+from spchat.terminal import SafeLogger
 
 # After loseConnection() a peer that never reads would keep us waiting for the
 # send buffer to drain forever; abort if it has not happened by then.
@@ -33,7 +33,7 @@ class NoiseChannel(Int32StringReceiver):
 
     MAX_LENGTH = noise.MAX_MESSAGE_LEN
     initiator = False
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, clock):
         self.clock = clock
@@ -65,8 +65,9 @@ class NoiseChannel(Int32StringReceiver):
     def message_received(self, msg: wire.Message) -> None:
         raise NotImplementedError
 
-    def malformed_message(self, problem: str, plaintext: bytes) -> None:
-        """An authentic frame whose content is not a valid message."""
+    def malformed_message(self, error: wire.WireError) -> None:
+        """An authentic frame whose content is not a valid message
+        (``error.cid``: the message's id, if it had a valid one)."""
 
     def frame_received(self, size: int) -> None:
         """An encrypted frame of ``size`` bytes (with its prefix) arrived."""
@@ -112,13 +113,13 @@ class NoiseChannel(Int32StringReceiver):
         try:
             items = wire.decode_frame(plaintext)
         except wire.WireError as e:
-            self.malformed_message(str(e), plaintext)
+            self.malformed_message(e)
             return
         for item in items:
             if self.closing:
                 return  # as for separate frames: nothing after a close
             if isinstance(item, wire.WireError):
-                self.malformed_message(str(item), plaintext)
+                self.malformed_message(item)
             else:
                 self.message_received(item)
 
@@ -128,32 +129,46 @@ class NoiseChannel(Int32StringReceiver):
     # --- handshake ---------------------------------------------------------
 
     def _handshake_frame(self, frame: bytes) -> None:
+        handshake = self._handshake
+        assert handshake is not None  # stringReceived sends frames here only then
         try:
-            payload = self._handshake.read_message(frame)
-            self.handshake_payload_received(wire.decode(payload))
-            if not self._handshake.complete:
-                self._write_handshake()
-        except (noise.NoiseError, wire.WireError) as e:
+            payload = handshake.read_message(frame)
+        except noise.NoiseError as e:
             self.fail(f"handshake failed: {e}")
             return
-        except ChannelError as e:
-            self.fail(str(e))
-            return
-        self._check_complete()
+        try:
+            self.handshake_payload_received(wire.decode(payload))
+            refusal = None
+        except (wire.WireError, ChannelError) as e:
+            refusal = f"handshake failed: {e}" if isinstance(e, wire.WireError) else str(e)
+            # Garbage closes at once; a message with a field wrong (a
+            # hello whose agent has a control character) is told why: the
+            # responder still finishes the handshake and says it in a bye.
+            garbage = isinstance(e, wire.WireError) and e.kind is None
+            if self.initiator or handshake.complete or garbage:
+                self.fail(refusal)
+                return
+        if not handshake.complete:
+            self._write_handshake(refusal)
+        else:
+            self._check_complete()
 
-    def _write_handshake(self) -> None:
+    def _write_handshake(self, refusal: str | None = None) -> None:
         payload = wire.encode(self.handshake_payload())
         self.sendString(self._handshake.write_message(payload))
-        self._check_complete()
+        self._check_complete(refusal)
 
-    def _check_complete(self) -> None:
+    def _check_complete(self, refusal: str | None = None) -> None:
         if self._handshake is not None and self._handshake.complete:
             self._send_cipher, self._recv_cipher = self._handshake.split()
             # Both ends know it and nobody else does: the presence beacon
             # derives its keys from it.
             self.handshake_hash = self._handshake.handshake_hash
             self._handshake = None
-            self.channel_open()
+            if refusal is not None:
+                self.fail(refusal)
+            else:
+                self.channel_open()
 
     # --- sending and closing -----------------------------------------------
 

@@ -260,6 +260,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Messages per second a session may send on average (more than 0)."),
     Setting("flood_queue", "CHAT_FLOOD_QUEUE", "flood-queue", "20", _int_range(1),
             "Delayed messages a session may have waiting before it is disconnected for flooding."),
+    Setting("refusal_log_seconds", "CHAT_REFUSAL_LOG_SECONDS", "refusal-log-seconds", "60",
+            _seconds(allow_zero=False),
+            "Seconds between two log lines about one address's refusals (a connection too many, "
+            "an admin request without the token) or faults (a malformed message, a broken "
+            "channel); every one is still counted."),
     Setting("send_buffer_bytes", "CHAT_SEND_BUFFER_BYTES", "send-buffer-bytes", "1048576",
             _int_range(65536),
             "Unsent bytes a connection may pile up (a client that does not read) before it is cut."),
@@ -343,6 +348,7 @@ class Config:
     flood_burst: int = _default("flood_burst")
     flood_rate: float = _default("flood_rate")
     flood_queue: int = _default("flood_queue")
+    refusal_log_seconds: float = _default("refusal_log_seconds")
     send_buffer_bytes: int = _default("send_buffer_bytes")
     history_on_join: int = _default("history_on_join")
     history_days: float = _default("history_days")

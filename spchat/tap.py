@@ -7,7 +7,6 @@ import sys
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.internet import error as net_error
-from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -28,6 +27,7 @@ from spchat.server.identity import (
     load_or_create_server_key,
 )
 from spchat.server.protocol import ChatServerFactory
+from spchat.terminal import SafeLogger
 
 
 class Options(usage.Options):
@@ -60,7 +60,7 @@ LISTEN_BACKLOG = 1024
 class ChatService(service.MultiService):
     """Listens for chat connections; binds before the reactor runs."""
 
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, cfg: config.Config, reactor=None, clock=None):
         """``clock``: the chat rules' time (the reactor's unless a test
@@ -96,6 +96,7 @@ class ChatService(service.MultiService):
             handshake_timeout=cfg.handshake_timeout,
             max_connections_per_ip=cfg.max_connections_per_ip,
             send_buffer_bytes=cfg.send_buffer_bytes,
+            refusal_log_seconds=cfg.refusal_log_seconds,
         )
         self.presence = PresenceServer(self.core, reactor, cfg.presence_interval)
         self.core.presence_listeners.append(self.presence.changed)
@@ -292,6 +293,7 @@ def core_limits(cfg: config.Config) -> Limits:
         offline_retention=cfg.offline_retention,
         max_share_bytes=cfg.max_share_bytes,
         default_rooms=cfg.default_rooms,
+        refusal_log_seconds=cfg.refusal_log_seconds,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import json.scanner
+import re
 import typing
 from typing import Any, Callable, ClassVar
 
@@ -30,7 +31,18 @@ MAX_INT = 2**53  # exactly representable in every JSON implementation
 
 
 class WireError(ValueError):
-    """A message that is not valid spchat wire format."""
+    """A message that is not valid spchat wire format.
+
+    ``kind``: the message type, when the message was one (with a field
+    wrong) rather than garbage; ``cid``: its own id, when it had a valid
+    one, so the answer can name it and the sender stop waiting for its
+    acknowledgement.
+    """
+
+    def __init__(self, text: str, kind: str | None = None, cid: str | None = None):
+        super().__init__(text)
+        self.kind = kind
+        self.cid = cid
 
 
 def clip(text: str, limit: int = 500) -> str:
@@ -55,12 +67,25 @@ def _string(max_chars: int, *, optional: bool = False, max_bytes: int | None = N
             raise WireError(f"longer than {max_chars} characters")
         if len(value) < min_chars:
             raise WireError("must not be empty")
-        try:
-            encoded = value.encode("utf-8")
-        except UnicodeEncodeError:  # lone surrogates from a \ud800 escape
-            raise WireError("is not valid Unicode") from None
-        if max_bytes is not None and len(encoded) > max_bytes:
+        # No lone surrogates here: the decoder refused them already.
+        if max_bytes is not None and len(value.encode("utf-8")) > max_bytes:
             raise WireError(f"longer than {max_bytes} bytes")
+        return value
+
+    return rule
+
+
+def _label(max_chars: int, *, optional: bool = False):
+    """A string shown as it is (a client's agent, an id): printable
+    characters only, so no terminal escape, newline or bidi control
+    reaches a log or an administrator's screen."""
+    check = _string(max_chars, optional=optional, min_chars=1)
+
+    def rule(value: Any) -> str | None:
+        value = check(value)
+        if value is not None and not value.isprintable():
+            bad = next(ch for ch in value if not ch.isprintable())
+            raise WireError(f"contains the unprintable character {bad!a}")
         return value
 
     return rule
@@ -180,8 +205,8 @@ _TEXT = _string(MAX_TEXT_BYTES, max_bytes=MAX_TEXT_BYTES)
 _PASSWORD = _string(1024, optional=True)
 _NAME = _string(MAX_NAME_CHARS)
 # Ids are never empty: "" from every message would make them all one.
-_ID = _string(MAX_ID_CHARS, min_chars=1)
-_OPTIONAL_ID = _string(MAX_ID_CHARS, optional=True, min_chars=1)
+_ID = _label(MAX_ID_CHARS)
+_OPTIONAL_ID = _label(MAX_ID_CHARS, optional=True)
 _REASON = _string(MAX_REASON_CHARS)
 _OPTIONAL_REASON = _string(MAX_REASON_CHARS, optional=True)
 _CONVERSATION = _string(MAX_NAME_CHARS + 1)
@@ -226,14 +251,18 @@ def message(type_name: str, **schema: Callable[[Any], Any]):
 # Handshake payloads (inside the Noise handshake messages).
 
 
-@message("hello", agent=_string(100))
+# A client's or server's name and version, "spchat-client/1.2".
+MAX_AGENT_CHARS = 100
+
+
+@message("hello", agent=_label(MAX_AGENT_CHARS))
 class Hello(Message):
     """Client -> server, in the first handshake message (not yet encrypted)."""
 
     agent: str
 
 
-@message("server_hello", agent=_string(100), max_message_bytes=_integer)
+@message("server_hello", agent=_label(MAX_AGENT_CHARS), max_message_bytes=_integer)
 class ServerHello(Message):
     """Server -> client, in the second handshake message (encrypted)."""
 
@@ -778,7 +807,8 @@ class Bye(Message):
 
 
 NO_RECONNECT_CODES = frozenset(
-    {"logout", "kicked", "idle", "flood", "replaced", "banned", "disconnected", "shutdown"}
+    {"logout", "kicked", "idle", "flood", "replaced", "banned", "disconnected", "shutdown",
+     "not_admin"}
 )
 
 
@@ -789,7 +819,7 @@ NO_RECONNECT_CODES = frozenset(
 MAX_MANIFEST_BYTES = 48_000
 MAX_FILE_NAME_BYTES = 255
 MAX_PEERS = 40  # a swarm message names at most this many peers
-_FILE_ID = _string(64)
+_FILE_ID = _label(64)
 _FILE_NAME = _string(MAX_FILE_NAME_BYTES, max_bytes=MAX_FILE_NAME_BYTES)
 _MANIFEST = _string(MAX_MANIFEST_BYTES, max_bytes=MAX_MANIFEST_BYTES)
 
@@ -953,7 +983,17 @@ def encode_room_line(seq: int, ts: int, room: str, sender: str, text: str,
 
 def decode(data: bytes) -> Message:
     """Parse and validate one message; raise WireError saying what is wrong."""
-    return _from_body(_json(data))
+    body, escapes = _json(data)
+    return _from_body(body, escapes)
+
+
+def loads(data: bytes, what: str = "message"):
+    """Any JSON text (a manifest, say) as Python values, by the messages'
+    rule: a string that is not proper Unicode is a WireError."""
+    body, escapes = _json(data, what)
+    if escapes and _improper_text(body):
+        raise WireError(f"a string in the {what} is not valid Unicode (a lone surrogate)")
+    return body
 
 
 # Several messages for one recipient, sent in one frame: the server gathers
@@ -996,56 +1036,96 @@ def pack(encoded: list[bytes], frame_bytes: int) -> list[bytes]:
 def decode_frame(data: bytes) -> list[Message | WireError]:
     """The messages of one frame: one, or a batch of them.  A bad message
     in a batch is a WireError in its place; the others still count."""
-    body = _json(data)
+    body, escapes = _json(data)
     if not (isinstance(body, dict) and body.get("t") == BATCH_TYPE):
-        return [_from_body(body)]
+        return [_from_body(body, escapes)]
     items = body.get("m")
     if not isinstance(items, list):
         raise WireError("batch.m must be a list")
     out: list[Message | WireError] = []
     for item in items:
         try:
-            out.append(_from_body(item))
+            out.append(_from_body(item, escapes))
         except WireError as e:
             out.append(e)
     return out
 
 
-def _json(data: bytes):
+# UTF-8 cannot carry a surrogate, but JSON can: "\ud800" is valid JSON and
+# no valid Unicode.  Only a text with such an escape needs a closer look.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json(data: bytes, what: str = "message") -> tuple[Any, bool]:
+    """The JSON value, and whether it may hold lone surrogates."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise WireError("not a JSON message") from None
+        raise WireError(f"not a JSON {what}") from None
+    escapes = _SURROGATE_ESCAPE.search(text) is not None
     try:
         # The usual case: one object and nothing around it.
         body, end = _SCAN(text, 0)
         if end == len(text):
-            return body
+            return body, escapes
     except (StopIteration, ValueError, RecursionError):
         pass
     try:  # anything else gets json.loads' own rules (whitespace, errors)
-        return json.loads(text)
+        return json.loads(text), escapes
     except (ValueError, RecursionError):
-        raise WireError("not a JSON message") from None
+        raise WireError(f"not a JSON {what}") from None
 
 
-def _from_body(body) -> Message:
+def _improper_text(value) -> bool:
+    """Is there a lone surrogate in any string (or key) of a JSON value?"""
+    stack = [value]
+    while stack:  # no recursion: the parser allows deeper nesting than we would
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+    return False
+
+
+def _from_body(body, escapes: bool = False) -> Message:
     if not isinstance(body, dict):
         raise WireError("a message must be a JSON object")
     type_name = body.get("t")
     cls = MESSAGES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
-        raise WireError(f"unknown message type {str(type_name)[:32]!r}")
+        raise WireError(f"unknown message type {str(type_name)[:32]!a}",
+                        cid=_readable_cid(body))
+    if escapes:
+        for name, value in body.items():
+            if _improper_text(name) or _improper_text(value):
+                raise WireError(f"{type_name}.{ascii(name)[1:-1]} is not valid Unicode "
+                                "(a lone surrogate)", type_name, _readable_cid(body))
     fields = {}
     for name, rule in cls.SCHEMA.items():
         if name in body:
             try:
                 fields[name] = rule(body[name])
             except WireError as e:
-                raise WireError(f"{type_name}.{name} {e}") from None
+                raise WireError(f"{type_name}.{name} {e}", type_name,
+                                _readable_cid(body)) from None
         elif name in cls.DEFAULTS:
             fields[name] = cls.DEFAULTS[name]
         else:
-            raise WireError(f"{type_name}.{name} is missing")
+            raise WireError(f"{type_name}.{name} is missing", type_name, _readable_cid(body))
     # Unknown members are ignored so a newer peer can add optional fields.
     return cls(**fields)
+
+
+def _readable_cid(body: dict) -> str | None:
+    """A refused message's cid, if it is a valid one (and proper Unicode)."""
+    try:
+        cid = _ID(body.get("cid"))
+    except WireError:
+        return None
+    return None if _SURROGATE.search(cid) else cid

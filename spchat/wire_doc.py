@@ -174,11 +174,12 @@ RULE_WORDS: dict[str, Words] = {
 
 
 def _factory(rule: Callable) -> str | None:
-    """``"_string"`` or ``"_rows"`` for a rule those factories made, else None."""
+    """``"_string"``, ``"_label"`` or ``"_rows"`` for a rule those factories
+    made, else None."""
     if rule.__name__ != "rule":
         return None
     factory = rule.__qualname__.partition(".<locals>.")[0]
-    return factory if factory in ("_string", "_rows") else None
+    return factory if factory in ("_string", "_label", "_rows") else None
 
 
 def _closure(rule: Callable, *names: str) -> list:
@@ -196,6 +197,9 @@ def describe(rule: Callable, columns: tuple[str, ...] | None = None) -> Words:
     if factory == "_string":
         return Words(_string_words(*_closure(rule, "max_chars", "optional", "max_bytes",
                                              "min_chars")))
+    if factory == "_label":
+        (check,) = _closure(rule, "check")
+        return Words("printable " + describe(check).text)
     if factory == "_rows":
         what, rules, max_rows = _closure(rule, "what", "rules", "max_rows")
         if columns is None or len(columns) != len(rules):

@@ -64,19 +64,45 @@ def test_every_admin_operation(admin_core):
     assert any("kick bob" in line for line in core.lines)
 
 
-def test_everyone_else_is_refused_and_logged(admin_core):
+def test_everyone_else_is_refused_and_closed(admin_core):
     core = admin_core
     alice, a = login(core, "alice")
-    bob, b = login(core, "bob")
+    _, b = login(core, "bob")
+    core.receive(alice, wire.AdminRequest("r", "kick", name="bob", reason="x"))
+    assert a.closed == ("not_admin", "kick is an admin operation; it needs the admin token")
+    assert "alice" not in core.by_key  # the session went with its connection
+    assert b.closed is None and "bob" in core.by_key
     for op in wire.ADMIN_OPS:
-        core.receive(alice, wire.AdminRequest("r", op, name="bob", reason="x"))
-    assert [e.code for e in a.of(wire.Error)] == ["not_admin"] * len(wire.ADMIN_OPS)
-    assert b.closed is None and "bob" in core.by_key and core.shutdowns == []
-    assert len([line for line in core.lines if "refused" in line]) == len(wire.ADMIN_OPS)
+        guest = core.open_link(MemoryClient(), "10.0.0.2:7")
+        core.receive(guest, wire.AdminRequest("r", op, name="bob", reason="x"))
+        assert guest.conn.closed[0] == "not_admin" and not guest.admin
+    assert "bob" in core.by_key and core.shutdowns == []
     mallory = core.open_link(MemoryClient(), "10.0.0.1:5")
     core.receive(mallory, wire.AdminLogin("wrong" * 9))
-    assert mallory.conn.closed[0] == "not_admin" and not mallory.admin
+    assert mallory.conn.closed == ("not_admin", "that is not the admin token")
+    assert not mallory.admin
     assert "10.0.0.1:5: refused: wrong admin token" in core.lines[-1]
+
+
+def test_admin_refusals_are_counted_and_logged_once_a_minute_per_address(admin_core):
+    core = admin_core
+
+    def refusals():
+        return [line for line in core.lines if "refused" in line]
+
+    for _ in range(50):
+        link = core.open_link(MemoryClient(), "10.0.0.3:9")
+        core.receive(link, wire.AdminRequest("r", "list"))
+    (line,) = refusals()
+    assert "10.0.0.3:9: refused: list without the admin token" in line
+    link = core.open_link(MemoryClient(), "10.0.0.4:9")  # another address: its own line
+    core.receive(link, wire.AdminLogin("wrong"))
+    assert len(refusals()) == 2
+    core.clock.advance(60)
+    link = core.open_link(MemoryClient(), "10.0.0.3:10")
+    core.receive(link, wire.AdminLogin("wrong"))
+    assert "(51 admin refusals from 10.0.0.3 so far)" in refusals()[-1]
+    assert core.admin.refused["10.0.0.3"] == 51
 
 
 def admin_command(server, tmp_path, *args):

@@ -404,7 +404,7 @@ def test_options_table_rows():
         "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
+        "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
         "store", "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]

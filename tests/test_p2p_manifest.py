@@ -71,6 +71,7 @@ def body(**changes):
     (body(pieces=["00" * 32, "zz" * 32]), "64 hex digits"),
     (body(pieces=["00" * 32, "00" * 31]), "64 hex digits"),
     (body(name=7), "name must be a text"),
+    (body(name="a\ud800.bin"), "not valid Unicode"),  # json.dumps writes it as \ud800
 ])
 def test_a_bad_manifest_says_what_is_wrong(data, says):
     with pytest.raises(ManifestError, match=says):

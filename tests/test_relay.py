@@ -434,7 +434,7 @@ def test_one_address_holds_at_most_max_per_ip_connections(make_relay, tickets):
         silent.append((yield connect_from(factory, "127.0.3.1")))
     yield wait_until(lambda: sum(not p.closed for p in silent) == relay_module.MAX_PER_IP)
     assert factory.unpaired == relay_module.MAX_PER_IP
-    assert factory.refusals.counts["per-ip 127.0.3.1"] == 200 - relay_module.MAX_PER_IP
+    assert factory.refusals["per-ip 127.0.3.1"] == 200 - relay_module.MAX_PER_IP
     seconds = yield transfer_through(factory, tickets, "t-beside-a-flood")
     print(f"1 MiB through the relay beside 200 silent connections: {seconds:.2f} s")
     for peer in silent:

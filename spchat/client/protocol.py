@@ -55,8 +55,8 @@ class ChatClientProtocol(NoiseChannel):
     def message_received(self, msg):
         self.listener.message_received(msg)
 
-    def malformed_message(self, problem, plaintext):
-        self.log.warn("server sent a malformed message: {problem}", problem=problem)
+    def malformed_message(self, error):
+        self.log.warn("server sent a malformed message: {problem}", problem=str(error))
 
     def channel_failed(self, reason):
         self.failure = reason

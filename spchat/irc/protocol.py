@@ -18,7 +18,7 @@ from spchat.irc import numerics as N
 from spchat.irc.channels import name_key
 from spchat.irc.connection import IrcConnection
 from spchat.irc.lines import MAX_LINE_BYTES, MAX_TAG_BYTES
-from spchat.server.throttle import PerAddress, ThrottledLog
+from spchat.server.refusals import PerAddress, ThrottledLog
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
 

@@ -15,7 +15,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from spchat import wire
-from spchat.admin import printable, room_flags
+from spchat.admin import room_flags
+from spchat.terminal import printable
 
 STATES = ("connected", "reconnecting", "offline")
 RATE_WINDOW = 60.0  # seconds of message rate: the header chart, each room's rate

@@ -17,6 +17,8 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from spchat import wire
+
 PIECE_SIZE = 256 * 1024
 MIN_PIECE_SIZE = 16 * 1024
 MAX_PIECE_SIZE = 16 * 1024 * 1024
@@ -92,9 +94,9 @@ class Manifest:
     def parse(cls, data: bytes, max_share_bytes: int = MAX_SHARE_BYTES) -> Manifest:
         """A manifest from the network, checked; its name made safe."""
         try:
-            body = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError):
-            raise ManifestError("not a JSON manifest") from None
+            body = wire.loads(data, "manifest")
+        except wire.WireError as e:
+            raise ManifestError(str(e)) from None
         if not isinstance(body, dict):
             raise ManifestError("a manifest is a JSON object")
         name, size = body.get("name"), body.get("size")

@@ -2,8 +2,10 @@
 table of sessions pushed to them as it changes.
 
 An admin connection proves the admin token instead of logging in; from
-then on it sends admin requests only.  Every operation and refusal is one
-audit line.
+then on it sends admin requests only.  Every operation is one audit line.
+A connection that sends an admin request without the token, or a wrong
+token, is closed; such refusals are counted per address and logged at most
+once per CHAT_REFUSAL_LOG_SECONDS for each (see ``spchat.server.refusals``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable
 from twisted.internet import defer
 
 from spchat import wire
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.rooms import RoomDirectory
 from spchat.server.rules import Refused, plain, quoted
 from spchat.server.sessions import Link, SessionTable
@@ -23,7 +26,8 @@ class Administration:
     def __init__(self, clock, sessions: SessionTable, directory: RoomDirectory, logins,
                  room_commands, admin_token: str | None, end_session: Callable, kick: Callable,
                  audit: Callable[[str], None] = lambda line: None,
-                 on_shutdown: Callable[[], None] = lambda: None):
+                 on_shutdown: Callable[[], None] = lambda: None,
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
         self.clock = clock
         self.sessions = sessions
         self.directory = directory
@@ -36,21 +40,19 @@ class Administration:
         self.on_shutdown = on_shutdown
         self.links: set[Link] = set()
         self._push = None  # a pending push of the session table
+        self.refused = Refusals(clock, refusal_log_seconds)  # by address, for the audit lines
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
     def receive(self, link: Link, msg: wire.Message) -> None:
-        who = link.session.name if link.session is not None else link.address
         if isinstance(msg, wire.AdminLogin):
-            self._login(link, msg, who)
+            self._login(link, msg)
             return
         if not link.admin:
             op = getattr(msg, "op", msg.TYPE)
-            self.audit(f"{who}: refused: {op} needs the admin token")
-            link.conn.send(wire.Error(
-                "not_admin", f"{op} is an admin operation; it needs the admin token"
-            ))
+            self._refuse(link, f"{op} without the admin token",
+                         f"{op} is an admin operation; it needs the admin token")
             return
         if not isinstance(msg, wire.AdminRequest):
             link.conn.send(wire.Error("unexpected", f"an admin connection may not send {msg.TYPE}"))
@@ -77,22 +79,34 @@ class Administration:
         self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
         link.conn.send(wire.AdminReply(msg.rid, False, wire.clip(text)))
 
-    def _login(self, link: Link, msg: wire.AdminLogin, who: str) -> None:
+    def _login(self, link: Link, msg: wire.AdminLogin) -> None:
         ok = (
             link.session is None
             and self.admin_token is not None
-            and hmac.compare_digest(
-                msg.token.encode("utf-8", "surrogatepass"), self.admin_token.encode()
-            )
+            and hmac.compare_digest(msg.token.encode(), self.admin_token.encode())
         )
         if not ok:
-            self.audit(f"{who}: refused: wrong admin token")
-            link.conn.close("not_admin", "that is not the admin token")
+            self._refuse(link, "wrong admin token", "that is not the admin token")
             return
         link.admin = True
         self.links.add(link)
         link.conn.started(None, resumed=False)
         link.conn.send(wire.AdminReply("login", True, "admin"))
+
+    def _refuse(self, link: Link, what: str, text: str) -> None:
+        """Not an administrator: the connection goes (a session with it),
+        and the refusal is counted, in the log at a bounded rate per address."""
+        host = link.address.rpartition(":")[0] or link.address
+        if self.refused.count(host):
+            who = f" ({link.session.name})" if link.session is not None else ""
+            self.audit(f"{link.address}{who}: refused: {what} "
+                       f"({self.refused[host]} admin refusals from {host} so far)")
+        session = link.session
+        if session is None:
+            link.conn.close("not_admin", text)
+        else:
+            self.end_session(session, "not_admin", text, "not_admin",
+                             f"{session.name} left (not_admin)")
 
     @staticmethod
     def _subject(msg: wire.AdminRequest) -> str:

@@ -21,16 +21,16 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from spchat.server.interfaces import IMessageLog
 from spchat.server.records import Record
+from spchat.terminal import SafeLogger
 
 RETRY_SECONDS = 1.0
 
 
 class GroupCommitter:
-    logger = Logger()
+    logger = SafeLogger()
 
     def __init__(
         self,

@@ -111,7 +111,7 @@ class ChatCore:
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
-                                    on_shutdown)
+                                    on_shutdown, self.limits.refusal_log_seconds)
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
@@ -325,7 +325,7 @@ class ChatCore:
         session = self.table.by_id.get(msg.session)
         # compare_digest: the time taken says nothing about the token.
         if session is None or not hmac.compare_digest(
-            session.token.encode(), msg.token.encode("utf-8", "surrogatepass")
+            session.token.encode(), msg.token.encode()
         ):
             ended = self.table.ended.get(msg.session)
             if ended is not None and ended[0] == msg.token:

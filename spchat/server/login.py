@@ -12,12 +12,12 @@ import math
 from typing import Callable
 
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from spchat import wire
 from spchat.server.accounts import normalise_password
 from spchat.server.rules import Refused, ban_text, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable
+from spchat.terminal import SafeLogger
 
 # Password hashes and checks waiting for a worker, beyond which logins are
 # turned away for a moment.
@@ -25,7 +25,7 @@ MAX_PASSWORD_QUEUE = 64
 
 
 class Logins:
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, clock, store, passwords, throttle, sessions: SessionTable,
                  start_session: Callable, end_session: Callable):

@@ -34,9 +34,9 @@ from collections import Counter
 
 from twisted.internet import task
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
 
 from spchat import beacon
+from spchat.terminal import SafeLogger
 
 # At most one log line per drop reason in this many seconds.
 LOG_EVERY_SECONDS = 60.0
@@ -48,7 +48,7 @@ CHANGE_GAP_SECONDS = 0.2
 
 
 class PresenceServer(DatagramProtocol):
-    log = Logger()
+    log = SafeLogger()
     noisy = False
 
     def __init__(self, directory, clock, interval: float = 2.0,

@@ -5,11 +5,9 @@ Thin on purpose: every chat rule is in ``spchat.server.core``.
 
 from __future__ import annotations
 
-import json
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
 from zope.interface import implementer
 
 import spchat
@@ -18,8 +16,10 @@ from spchat.channel import ChannelError, NoiseChannel
 from spchat.server.core import ChatCore
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.socket_writer import SocketWriter
-from spchat.server.throttle import PerAddress, ThrottledLog
+from spchat.server.refusals import PerAddress
+from spchat.terminal import SafeLogger
 
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
@@ -27,18 +27,8 @@ MAX_MALFORMED = 10
 # A connection is cut for not reading only if it has not drained its
 # buffer for this long, as well as having too much unsent.
 SLOW_READER_SECONDS = 2.0
-# At most one log line per minute per address for refused connections.
-REFUSAL_LOG_SECONDS = 60.0
 # Messages gathered in one reactor turn go out in frames of up to this size.
 BATCH_FRAME_BYTES = wire.BATCH_FRAME_BYTES
-
-
-def readable_cid(plaintext: bytes) -> str | None:
-    try:
-        cid = json.loads(plaintext).get("cid")
-    except (ValueError, AttributeError, RecursionError):
-        return None
-    return cid if isinstance(cid, str) and 0 < len(cid) <= wire.MAX_ID_CHARS else None
 
 
 def _line_frames(lines: LineBatch):
@@ -70,7 +60,7 @@ class ChatServerProtocol(NoiseChannel):
     """
 
     initiator = False
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, factory: ChatServerFactory, ip: str):
         super().__init__(factory.clock)
@@ -150,17 +140,27 @@ class ChatServerProtocol(NoiseChannel):
             name=session.name if session is not None else "the administrator",
         )
 
-    def malformed_message(self, problem, plaintext):
+    def malformed_message(self, error):
         self._malformed += 1
         if self._malformed > MAX_MALFORMED:
             self.fail(f"more than {MAX_MALFORMED} malformed messages")
             return
-        self.log.info("{peer}: malformed message: {problem}", peer=self.peer, problem=problem)
-        # Name the message if it had a readable cid, so the client can stop
+        self._log_fault("malformed message: {problem}", problem=str(error))
+        # Named by its cid if it had a valid one, so the client can stop
         # waiting for its acknowledgement.
-        self.send_message(wire.Error(
-            "malformed", wire.clip(f"malformed message: {problem}"), readable_cid(plaintext)
-        ))
+        self.send_message(wire.Error("malformed", wire.clip(f"malformed message: {error}"),
+                                     error.cid))
+
+    def channel_failed(self, reason):
+        self._log_fault("closed: {reason}", reason=reason)
+
+    def _log_fault(self, what: str, **fields) -> None:
+        """A line about what this peer did wrong, if its address has had
+        none for a while: reconnecting to do it again must not flood the log."""
+        faults = self.factory.faults
+        if faults.count(self.ip):
+            self.log.info("{peer}: " + what + " ({count} from this address so far)",
+                          peer=self.peer, count=faults[self.ip], **fields)
 
     def frame_received(self, size):
         if self.link is not None:
@@ -199,11 +199,8 @@ class ChatServerProtocol(NoiseChannel):
     def _too_slow(self):
         if self.closing:
             return
-        limit = self.factory.send_buffer_bytes
-        self.log.info(
-            "{peer}: closed: more than {limit} bytes unsent (the client does not read)",
-            peer=self.peer, limit=limit,
-        )
+        self._log_fault("closed: more than {limit} bytes unsent (the client does not read)",
+                        limit=self.factory.send_buffer_bytes)
         # It does not read, so a polite close would wait for nothing.
         self.closing = True
         self.transport.abortConnection()
@@ -306,7 +303,7 @@ class ChatServerProtocol(NoiseChannel):
 class ChatServerFactory(protocol.Factory):
     """Builds one protocol per connection and caps connections per IP."""
 
-    log = Logger()
+    log = SafeLogger()
     noisy = False  # no "Starting factory" lines in the server log
 
     def __init__(
@@ -317,6 +314,7 @@ class ChatServerFactory(protocol.Factory):
         handshake_timeout: float = 10.0,
         max_connections_per_ip: int = 20,
         send_buffer_bytes: int = 1 << 20,
+        refusal_log_seconds: float = REFUSAL_LOG_SECONDS,
     ):
         self.core = core
         self.server_key = server_key
@@ -327,7 +325,9 @@ class ChatServerFactory(protocol.Factory):
         # Our own count: twisted.protocols.policies.LimitConnectionsByPeer
         # does not work for IPv4 addresses.
         self.per_ip = PerAddress(max_connections_per_ip)
-        self.refusals = ThrottledLog(self.log, clock, REFUSAL_LOG_SECONDS)
+        self.refused = Refusals(clock, refusal_log_seconds)  # connections over the cap
+        # Malformed messages and broken channels, for the log lines about them.
+        self.faults = Refusals(clock, refusal_log_seconds)
         self._to_flush: list[ChatServerProtocol] = []
         self._flush_call = None
 
@@ -357,9 +357,12 @@ class ChatServerFactory(protocol.Factory):
     def buildProtocol(self, addr):
         host = getattr(addr, "host", "?")
         if not self.per_ip.take(host):
-            self.refusals(
-                host, "{host}: refused: more than {limit} connections from this address "
-                "({count} refused so far)", host=host, limit=self.max_connections_per_ip)
+            if self.refused.count(host):
+                self.log.info(
+                    "{host}: refused: more than {limit} connections from this address "
+                    "({count} refused so far)",
+                    host=host, limit=self.max_connections_per_ip, count=self.refused[host],
+                )
             return None  # Twisted closes the connection at once
         return ChatServerProtocol(self, host)
 

@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from spchat.server.throttle import PerAddress, ThrottledLog
+from spchat.server.refusals import PerAddress, ThrottledLog
 
 MAGIC = b"spchat-relay"
 SIDES = ("fetch", "serve")

@@ -8,7 +8,6 @@ it needs.  Changes are kept by the store as they are made.
 
 from __future__ import annotations
 
-from twisted.logger import Logger
 
 from spchat import wire
 from spchat.server.records import RoomRecord
@@ -17,6 +16,7 @@ from spchat.server.rules import (
     Limits, Refused, ban_text, check_text, normalise_name, normalise_room, plain, quoted,
 )
 from spchat.server.sessions import Session, SessionTable
+from spchat.terminal import SafeLogger
 
 # Rooms one session may be in: each costs it a member list and its lines,
 # and a welcome names them all.
@@ -42,7 +42,7 @@ class Actor:
 
 
 class RoomCommands:
-    log = Logger()
+    log = SafeLogger()
 
     def __init__(self, clock, limits: Limits, store, directory: RoomDirectory,
                  sessions: SessionTable, messaging, on_presence=lambda: None,

@@ -71,6 +71,7 @@ class Limits:
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
     max_share_bytes: int = 4 * 1024**3  # largest shared file; 0: sharing off
     default_rooms: tuple[str, ...] = ("lobby",)  # where a newcomer starts
+    refusal_log_seconds: float = 60.0  # one log line per refused address in this time
 
     @property
     def max_in_flight(self) -> int:

@@ -1,7 +1,6 @@
-"""Per-address limits and log lines a flood cannot multiply."""
+"""Per-address limits, and log lines a flood cannot multiply."""
 
-from spchat.server import throttle
-from spchat.server.throttle import PerAddress, ThrottledLog
+from spchat.server.refusals import PerAddress, ThrottledLog
 
 
 class Lines:
@@ -26,15 +25,6 @@ def test_one_line_a_minute_per_key_with_the_count(clock):
     log("10.0.0.1", "{host}: refused ({count} so far)", host="10.0.0.1")
     assert lines.lines == ["10.0.0.1: refused (1 so far)", "10.0.0.2: refused (1 so far)",
                            "10.0.0.1: refused (1002 so far)"]
-
-
-def test_keys_from_ever_new_addresses_do_not_pile_up(clock):
-    log = ThrottledLog(Lines(), clock, every=60.0)
-    for i in range(10 * throttle.FORGET_AFTER_KEYS):
-        log(f"host {i}", "refused")
-        clock.advance(0.001)  # all within the minute
-    assert len(log.counts) <= throttle.FORGET_AFTER_KEYS
-    assert len(log._logged) <= throttle.FORGET_AFTER_KEYS
 
 
 def test_per_address_counts_up_to_its_limit_and_forgets_at_zero():
