@@ -73,6 +73,7 @@ class IrcConnection:
         self.realname = ""
         self.password: str | None = None
         self.away: str | None = None
+        self.invisible = False  # user mode +i
         self.quit_reason: str | None = None
         self.caps = Caps()
         self.sasl = PlainSasl()
@@ -111,7 +112,9 @@ class IrcConnection:
             return
         params = tuple(_BAD_IN_PARAM.sub(" ", p) for p in params)
         if split and command in ("PRIVMSG", "NOTICE") and params:
-            head = f":{source} {command} {' '.join(params[:-1])} :"
+            # Cut to what a client's own line may hold: a line that came in
+            # whole goes out whole, its source on top (as most servers do).
+            head = f"{command} {' '.join(params[:-1])} "
             budget = MAX_LINE_BYTES - 2 - len(head.encode("utf-8"))
             for piece in fit(params[-1], max(budget, 16)):
                 self._write(format_line(Line(command, [*params[:-1], piece], source,
