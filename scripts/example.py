@@ -93,14 +93,21 @@ def main(argv=None) -> int:
         for client in clients:
             if client.poll() is None:
                 client.send_signal(signal.SIGTERM)  # the windows log out cleanly
+        # One deadline for all of them: a stuck window costs 10 s, not 10 s each.
+        deadline = time.monotonic() + 10
         for client in clients:
             try:
-                client.wait(timeout=10)
+                client.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 client.kill()
+                client.wait()
         if server is not None:
             server.terminate()
-            server.wait(timeout=20)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     print("example: done")
     return 0
