@@ -191,6 +191,19 @@ def _endpoint(text: str) -> str:
     return text
 
 
+def _tls_endpoint(text: str) -> str:
+    """An ssl: endpoint description, or "" for none."""
+    text = _endpoint(text)
+    if text and not text.startswith("ssl:"):
+        raise ValueError("must be an ssl: endpoint description such as "
+                         "ssl:6697:interface=0.0.0.0")
+    return text
+
+
+def _optional_path(text: str) -> Path | None:
+    return _path(text) if text.strip() else None
+
+
 def _path(text: str) -> Path:
     if not text:
         raise ValueError("path must not be empty")
@@ -228,6 +241,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("irc_listen", "CHAT_IRC_LISTEN", "irc", "", _endpoint,
             "Where the IRC gateway listens, as a Twisted endpoint "
             "(tcp:6667:interface=127.0.0.1: plain IRC is not encrypted); empty: no gateway."),
+    Setting("ircs_listen", "CHAT_IRCS_LISTEN", "ircs", "", _tls_endpoint,
+            "Where the IRC gateway listens with TLS (ssl:6697:interface=0.0.0.0); empty: no TLS."),
+    Setting("irc_cert", "CHAT_IRC_CERT", "irc-cert", "", _optional_path,
+            "The TLS certificate (PEM) for CHAT_IRCS_LISTEN; empty: a self-signed one in the "
+            "data directory, made on first start."),
+    Setting("irc_key", "CHAT_IRC_KEY", "irc-key", "", _optional_path,
+            "The private key (PEM) of CHAT_IRC_CERT."),
     Setting("irc_server_name", "CHAT_IRC_SERVER_NAME", "irc-server-name", "spchat", _irc_name,
             "The server's name as IRC clients see it (letters, digits, '.' and '-')."),
     Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=True),
@@ -334,6 +354,9 @@ class Config:
     udp_port: int = _default("udp_port")
     listen: str = _default("listen")
     irc_listen: str = _default("irc_listen")
+    ircs_listen: str = _default("ircs_listen")
+    irc_cert: Path | None = _default("irc_cert")
+    irc_key: Path | None = _default("irc_key")
     irc_server_name: str = _default("irc_server_name")
     idle_timeout: float = _default("idle_timeout")
     reconnect_delay: float = _default("reconnect_delay")

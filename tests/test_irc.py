@@ -2,14 +2,19 @@
 the same server."""
 
 import base64
+import hashlib
+import socket
+import ssl
+import stat
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from spchat import wire
+from spchat.irc import tls
 from spchat.irc.lines import parse
 
 from conftest import server_config, start_service, stop_services, wait_until
@@ -247,3 +252,56 @@ def test_moderation_from_irc_reaches_spchat_and_back(service):
                      ("MODE", ["#ops", "+t"]), ("KICK", ["#ops", "bob", "out"])]
     left = b.of(wire.RoomLeft)[-1]
     assert (left.room, left.code, left.by, left.reason) == ("ops", "kicked", "chanop", "out")
+
+
+# --- TLS ------------------------------------------------------------------------
+
+
+def tls_welcome(port):
+    """A TLS client's view (blocking, for a thread): the server's
+    certificate and what it says up to 001."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # self-signed: checked by its fingerprint instead
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="spchat") as s:
+            seen = s.getpeercert(binary_form=True)
+            s.sendall(b"NICK secure\r\nUSER s 0 * :S\r\n")
+            data = b""
+            while b" 001 " not in data:
+                data += s.recv(4096)
+            return seen, data
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_with_a_self_signed_certificate_made_on_first_start(tmp_path):
+    cfg = server_config(tmp_path / "data", ircs="ssl:0:interface=127.0.0.1")
+    service = start_service(cfg)
+    try:
+        assert stat.S_IMODE((tmp_path / "data" / tls.KEY_FILE).stat().st_mode) == 0o600
+        expected = tls.fingerprint(tmp_path / "data" / tls.CERT_FILE)
+        seen, data = yield threads.deferToThread(tls_welcome, service.ircs_port.getHost().port)
+        assert hashlib.sha256(seen).digest().hex(":").upper() == expected
+        assert b":spchat 001 secure " in data
+    finally:
+        yield stop_services(service)
+    again = start_service(cfg)  # the same certificate on the next start
+    try:
+        assert tls.fingerprint(tmp_path / "data" / tls.CERT_FILE) == expected
+    finally:
+        yield stop_services(again)
+
+
+def test_a_configured_pair_is_checked_at_start_in_one_line(tmp_path):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    cert, key = tls.certificate_paths(mine, None, None, "chat.example.org")
+    assert tls.certificate_paths(tmp_path, cert, key, "x") == (cert, key)
+    _, other_key = tls.certificate_paths(other, None, None, "chat.example.org")
+    with pytest.raises(tls.CertificateError, match="is not the certificate"):
+        tls.certificate_paths(tmp_path, cert, other_key, "x")
+    with pytest.raises(tls.CertificateError, match="cannot read the certificate"):
+        tls.certificate_paths(tmp_path, tmp_path / "missing.pem", key, "x")
+    with pytest.raises(tls.CertificateError, match="go together"):
+        tls.certificate_paths(tmp_path, cert, None, "x")
