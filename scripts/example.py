@@ -54,6 +54,10 @@ def pin(config_dir: Path, port: int, fingerprint: str) -> None:
     (config_dir / "known_servers").write_text(f"127.0.0.1:{port} {fingerprint}\n")
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", nargs="+", default=["alice", "bob", "carol"],
@@ -64,6 +68,10 @@ def main(argv=None) -> int:
               "xvfb-run to try it headless", file=sys.stderr)
         return 1
 
+    # Ctrl-C and SIGTERM both end the demo the same clean way, even when
+    # started where SIGINT is ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="spchat-example-"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
