@@ -24,7 +24,7 @@ from spchat import wire
 from spchat.irc import numerics as N
 from spchat.irc.caps import Caps, PlainSasl
 from spchat.irc.channels import PREFIX_ISUPPORT, Channel, Channels, name_key, prefix_of, room_key
-from spchat.irc.lines import MAX_LINE_BYTES, Line, fit, format_line
+from spchat.irc.lines import MAX_LINE_BYTES, encode
 from spchat.irc.commands import Commands, Pending
 from spchat.irc.outbound import Outbound
 from spchat.server.events import LineBatch, SharedEvents
@@ -37,7 +37,6 @@ USERLEN = 16
 MAX_PENDING = 512
 # What a NAMES line may hold besides the names.
 _NAMES_OVERHEAD = 64
-_BAD_IN_PARAM = re.compile(r"[\r\n\0]")
 _USER_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 # A core refusal's code, for a command, as the numeric IRC prescribes;
@@ -108,19 +107,13 @@ class IrcConnection:
 
     def emit(self, source: str | None, command: str, *params: str, tags=None,
              split: bool = True) -> None:
-        if self.closed:
-            return
-        params = tuple(_BAD_IN_PARAM.sub(" ", p) for p in params)
-        if split and command in ("PRIVMSG", "NOTICE") and params:
-            # Cut to what a client's own line may hold: a line that came in
-            # whole goes out whole, its source on top (as most servers do).
-            head = f"{command} {' '.join(params[:-1])} "
-            budget = MAX_LINE_BYTES - 2 - len(head.encode("utf-8"))
-            for piece in fit(params[-1], max(budget, 16)):
-                self._write(format_line(Line(command, [*params[:-1], piece], source,
-                                             dict(tags or {}))))
-            return
-        self._write(format_line(Line(command, list(params), source, dict(tags or {}))))
+        if not self.closed:
+            self._write(encode(source, command, params, tags, split))
+
+    def write(self, data: bytes) -> None:
+        """Lines encoded already (a room's batch, once for its members)."""
+        if not self.closed:
+            self._write(data)
 
     def numeric(self, code: str, *params: str) -> None:
         self.emit(self.server_name, code, self.nick, *params, split=False)
@@ -370,8 +363,7 @@ class IrcConnection:
                 self.outbound.message(message)
             self.outbound.end_of_events()
         elif isinstance(item, LineBatch):
-            for message in item.messages_for(self.session.key):
-                self.outbound.message(message)
+            self.outbound.room_lines(item)
         else:
             self.outbound.message(item)
 
