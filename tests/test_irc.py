@@ -16,6 +16,7 @@ from twisted.internet.protocol import Protocol
 from spchat import wire
 from spchat.irc import tls
 from spchat.irc.lines import parse
+from spchat.irc.outbound import irc_time
 
 from conftest import server_config, start_service, stop_services, wait_until
 from helpers import MemoryClient
@@ -305,3 +306,76 @@ def test_a_configured_pair_is_checked_at_start_in_one_line(tmp_path):
         tls.certificate_paths(tmp_path, tmp_path / "missing.pem", key, "x")
     with pytest.raises(tls.CertificateError, match="go together"):
         tls.certificate_paths(tmp_path, cert, None, "x")
+
+
+# --- CHATHISTORY -------------------------------------------------------------------
+
+HISTORY_CAPS = ("batch", "draft/chathistory", "server-time", "message-tags")
+
+
+@defer.inlineCallbacks
+def history(client, *request):
+    """The PRIVMSG texts of one CHATHISTORY answer, checked to be one batch."""
+    before = len(client.lines)
+    client.send("CHATHISTORY " + " ".join(request))
+    yield wait_until(lambda: any(line.command in ("FAIL",) or (
+        line.command == "BATCH" and line.params[0].startswith("-"))
+        for line in client.lines[before:]))
+    answer = client.lines[before:]
+    if answer[0].command == "FAIL":
+        return answer[0].params
+    start, *inner, end = answer
+    assert start.params[0].startswith("+") and start.params[1] == "chathistory"
+    assert end.params == ["-" + start.params[0][1:]]
+    assert all(line.tags["batch"] == start.params[0][1:] for line in inner)
+    return [(line.tags["msgid"], line.params[1]) for line in inner]
+
+
+@pytest_twisted.inlineCallbacks
+def test_chathistory_fetches_exactly_what_was_missed(service):
+    alice, a = spchat_user(service, "alice")
+    yield wait_until(lambda: a.of(wire.Welcome))
+    client = yield irc_client(service, "reader", caps=HISTORY_CAPS)
+    assert {"CHATHISTORY=100", "MSGREFTYPES=msgid,timestamp"} <= {
+        t for line in client.of("005") for t in line.params[1:-1]}
+    for n in (1, 2):
+        service.core.receive(alice, wire.Say(f"line {n}", f"c{n}"))
+    yield client.wait_for("PRIVMSG", 2)
+    seen = client.of("PRIVMSG")[-1].tags["msgid"]
+    client.transport.loseConnection()  # away for a while
+    yield client.lost
+    for n in (3, 4, 5):
+        service.core.receive(alice, wire.Say(f"line {n}", f"c{n}"))
+    yield wait_until(lambda: len(a.of(wire.RoomMessage)) == 5)
+    client = yield irc_client(service, "reader", caps=HISTORY_CAPS)
+    assert (yield history(client, "AFTER", "#lobby", f"msgid={seen}", "50")) == [
+        ("#lobby/3", "line 3"), ("#lobby/4", "line 4"), ("#lobby/5", "line 5")]
+    assert (yield history(client, "LATEST", "#lobby", "*", "2")) == [
+        ("#lobby/4", "line 4"), ("#lobby/5", "line 5")]
+    assert (yield history(client, "BEFORE", "#lobby", "msgid=#lobby/3", "10")) == [
+        ("#lobby/1", "line 1"), ("#lobby/2", "line 2")]
+    assert [m for m, _ in (yield history(client, "BETWEEN", "#lobby", "msgid=#lobby/1",
+                                         "msgid=#lobby/5", "10"))] == [
+        "#lobby/2", "#lobby/3", "#lobby/4"]
+    assert [m for m, _ in (yield history(client, "AROUND", "#lobby", "msgid=#lobby/3", "2"))] \
+        == ["#lobby/2", "#lobby/3"]
+    stamp = [m for m in a.of(wire.RoomMessage) if m.seq == 3][0].ts
+    after_time = yield history(client, "AFTER", "#lobby", f"timestamp={irc_time(stamp - 1)}", "50")
+    assert [m for m, _ in after_time][0] == "#lobby/3"
+    assert (yield history(client, "LATEST", "#elsewhere", "*", "5"))[:2] == [
+        "CHATHISTORY", "INVALID_TARGET"]
+    assert (yield history(client, "AFTER", "#lobby", "msgid=#other/1", "5"))[1] == \
+        "INVALID_MSGREFTYPE"
+
+
+@pytest_twisted.inlineCallbacks
+def test_chathistory_of_a_direct_conversation(service):
+    bob, b = spchat_user(service, "bob")
+    yield wait_until(lambda: b.of(wire.Welcome))
+    client = yield irc_client(service, "carol", caps=HISTORY_CAPS + ("echo-message",))
+    client.send("PRIVMSG bob :hello bob")
+    yield wait_until(lambda: b.of(wire.DirectMessage))
+    service.core.receive(bob, wire.Direct("carol", "hello carol", "d1"))
+    yield client.wait_for("PRIVMSG", 2)
+    lines = yield history(client, "LATEST", "bob", "*", "10")
+    assert lines == [("@bob~carol/1", "hello bob"), ("@bob~carol/2", "hello carol")]

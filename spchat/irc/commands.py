@@ -461,6 +461,9 @@ class Commands:
             line.params).split()) if k is not None and k in conn.core.by_key]
         conn.numeric(N.RPL_ISON, " ".join(online))
 
+    def chathistory(self, line) -> None:
+        self.conn.history.command(line)
+
     def userhost(self, line) -> None:
         conn = self.conn
         replies = []
@@ -491,7 +494,7 @@ class Commands:
         "NAMES": names, "LIST": list_, "KICK": kick, "INVITE": invite, "MODE": mode,
         "PRIVMSG": privmsg, "NOTICE": privmsg, "WHO": who, "WHOIS": whois, "AWAY": away,
         "LUSERS": lusers, "MOTD": motd, "VERSION": version, "TIME": time_, "ISON": ison,
-        "USERHOST": userhost,
+        "USERHOST": userhost, "CHATHISTORY": chathistory,
     }
     _needs = {"USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
               "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "WHOIS": 1, "ISON": 1,

@@ -22,10 +22,11 @@ from zope.interface import implementer
 import spchat
 from spchat import wire
 from spchat.irc import numerics as N
-from spchat.irc.caps import Caps, PlainSasl
+from spchat.irc.caps import OFFERED, Caps, PlainSasl
 from spchat.irc.channels import PREFIX_ISUPPORT, Channel, Channels, name_key, prefix_of, room_key
 from spchat.irc.lines import MAX_LINE_BYTES, encode
 from spchat.irc.commands import Commands, Pending
+from spchat.irc.history import ChatHistory
 from spchat.irc.outbound import Outbound
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
@@ -90,6 +91,7 @@ class IrcConnection:
         self._unsaved: set[str] = set()  # our lines not yet saved, by cid
         self._pongs: list[str] = []  # PINGs waiting for them
         self.commands = Commands(self)
+        self.history = ChatHistory(self)
         self.link = core.open_link(self, address, agent="irc")
 
     # --- writing ----------------------------------------------------------------------
@@ -327,6 +329,8 @@ class IrcConnection:
             f"NETWORK={self.server_name}", "NICKLEN=32", f"PREFIX={PREFIX_ISUPPORT}",
             "TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART:,KICK:1,NAMES:1,WHOIS:1",
             "TOPICLEN=300", f"USERLEN={USERLEN}",
+            *(["CHATHISTORY=100", "MSGREFTYPES=msgid,timestamp"]
+              if "draft/chathistory" in OFFERED else []),
         ]
 
     # --- IChatClient --------------------------------------------------------------------

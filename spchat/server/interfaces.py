@@ -60,6 +60,10 @@ class IMessageLog(Interface):
         """Fires with up to ``limit`` records numbered below ``seq`` (the
         newest of them), oldest first."""
 
+    def last_before_time(conversation, ts_ms):
+        """Fires with the number of the conversation's last record stamped
+        before ``ts_ms`` (0 if none): where a time falls among its numbers."""
+
     def direct_since(key, since_ms, limit):
         """Fires with up to ``limit`` direct messages to or from ``key``
         stamped at or after ``since_ms``, oldest first."""

@@ -93,6 +93,13 @@ class MemoryStore:
         return kept[max(0, end - limit):end]
 
     @_fired
+    def last_before_time(self, conversation, ts_ms):
+        for record in reversed(self._messages.get(conversation, [])):
+            if record.ts < ts_ms:
+                return record.seq
+        return 0
+
+    @_fired
     def direct_since(self, key, since_ms, limit):
         found = [r for conversation in self._directs.get(key, ())
                  for r in self._messages.get(conversation, ()) if r.ts >= since_ms]

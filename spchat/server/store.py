@@ -314,6 +314,13 @@ class Tables:
         )
         return [Record._make(row) for row in rows]
 
+    def last_before_time(self, conversation: str, ts_ms: int) -> int:
+        # From the newest back: the times asked for are mostly recent ones
+        # (a client catching up), and numbers follow the server's clock.
+        row = self._one("SELECT seq FROM messages WHERE conversation = ? AND ts < ? "
+                        "ORDER BY seq DESC LIMIT 1", (conversation, ts_ms))
+        return row[0] if row else 0
+
     def find_cid(self, sender_key: str, cid: str) -> Record | None:
         row = self._one(
             f"SELECT {_COLUMNS} FROM messages WHERE sender_key = ? AND cid = ?",
@@ -657,6 +664,9 @@ class SQLiteStore:
 
     def direct_since(self, key, since_ms, limit):
         return self._read(Tables.direct_since, key, since_ms, limit)
+
+    def last_before_time(self, conversation, ts_ms):
+        return self._read(Tables.last_before_time, conversation, ts_ms)
 
     def find_cid(self, sender_key, cid):
         return self._read(Tables.find_cid, sender_key, cid)
