@@ -230,6 +230,10 @@ def test_a_registration_flood_cannot_keep_a_registered_user_out(make_server, pin
         assert tally["accepted"] <= ATTACK_ADDRESSES * 5
         assert registered_count(server) == 1 + tally["accepted"]
         assert any("too many new accounts from your address" in t for t in tally["texts"])
+        # The server logged it, once per address (not once per refusal).
+        logged = [line for line in server.log.lines if "refused a new account" in line]
+        assert 1 <= len(logged) <= ATTACK_ADDRESSES
+        assert "the address limit is reached" in logged[0]
     # New accounts still work from an address of their own; chat.check()
     # tries a new guest.
     client, welcome = yield log_in(server, "127.2.0.1", "newcomer1", "a new password",

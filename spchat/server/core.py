@@ -106,7 +106,8 @@ class ChatCore:
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
         self.logins = Logins(clock, self.store, passwords, throttle, self.table,
-                             self._start_session, self._end, signups)
+                             self._start_session, self._end, signups,
+                             self.limits.refusal_log_seconds)
         self.logins.links = self.links
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)

@@ -19,6 +19,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.server.accounts import ACCOUNTS, SIGNUPS, normalise_password
 from spchat.server.new_names import NewNames
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, ThrottledLog
 from spchat.server.rules import Refused, ban_text, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable
 from spchat.terminal import SafeLogger
@@ -39,17 +40,20 @@ class Logins:
     log = SafeLogger()
 
     def __init__(self, clock, store, passwords, throttle, sessions: SessionTable,
-                 start_session: Callable, end_session: Callable, signups=None):
+                 start_session: Callable, end_session: Callable, signups=None,
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
         """``start_session(link, display, key, registered, msg)`` puts a
         logged-in user on the server (a Deferred firing with its session);
         ``end_session(session, code, text,
         reason, notice)`` takes one off (a replaced or banned user);
-        ``signups``: a ``SignupLimit`` (None: no limit on new accounts)."""
+        ``signups``: a ``SignupLimit`` (None: no limit on new accounts);
+        its refusals are logged once per address per ``refusal_log_seconds``."""
         self.clock = clock
         self.store = store
         self.passwords = passwords
         self.throttle = throttle
         self.signups = signups
+        self.signups_refused = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.sessions = sessions
         self.new_names = NewNames(sessions, store)
         self.start_session = start_session
@@ -89,6 +93,8 @@ class Logins:
         if wait is None:
             return
         seconds, which = wait
+        self.signups_refused(ip, "{host}: refused a new account: the {which} limit is reached "
+                             "({count} refused so far)", host=ip, which=which)
         minutes = math.ceil(seconds / 60)
         later = f"try again in {minutes} minute{'s' * (minutes != 1)}"
         if which == "address":
