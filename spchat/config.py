@@ -308,6 +308,12 @@ SETTINGS: tuple[Setting, ...] = (
             "them share one disk sync and one write to each member (0: at once)."),
     Setting("login_failures", "CHAT_LOGIN_FAILURES", "login-failures", "5", _int_range(1),
             "Failed logins per minute, per name and per address, before a wait is imposed."),
+    Setting("registrations_per_hour", "CHAT_REGISTRATIONS_PER_HOUR", "registrations-per-hour",
+            "5", _int_range(0),
+            "New accounts one IP address may register per hour (0 = no limit)."),
+    Setting("registrations_per_hour_total", "CHAT_REGISTRATIONS_PER_HOUR_TOTAL",
+            "registrations-per-hour-total", "100", _int_range(0),
+            "New accounts the whole server takes per hour, from all addresses (0 = no limit)."),
     Setting("offline_retention", "CHAT_OFFLINE_RETENTION", "offline-retention", "600",
             _seconds(allow_zero=True),
             "Seconds an offline session stays in the admin tools' list."),
@@ -381,6 +387,8 @@ class Config:
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")
     login_failures: int = _default("login_failures")
+    registrations_per_hour: int = _default("registrations_per_hour")
+    registrations_per_hour_total: int = _default("registrations_per_hour_total")
     offline_retention: float = _default("offline_retention")
     max_share_bytes: int = _default("max_share_bytes")
     relay_port: int = _default("relay_port")

@@ -15,7 +15,7 @@ from spchat import config, noise
 from spchat.irc import tls
 from spchat.irc.protocol import IrcFactory
 from spchat.irc.tls import CertificateError
-from spchat.server.accounts import LoginThrottle, PasswordWorker
+from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
 from spchat.server.rules import Ports
@@ -84,6 +84,8 @@ class ChatService(service.MultiService):
             store=self.store,
             passwords=self.passwords,
             throttle=LoginThrottle(reactor, limit=cfg.login_failures, window=60.0),
+            signups=SignupLimit(clock or reactor, cfg.registrations_per_hour,
+                                cfg.registrations_per_hour_total),
             admin_token=load_or_create_admin_token(cfg.data_dir),
             audit=lambda line: self.log.info("audit: {line}", line=line),
             on_shutdown=self.shut_down,

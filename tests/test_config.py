@@ -404,8 +404,10 @@ def test_options_table_rows():
         "irc-server-name", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
-        "store", "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
+        "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
+        "history-days", "default-rooms",
+        "store", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]
     for row in rows:

@@ -173,6 +173,18 @@ def test_a_name_is_one_person_whichever_protocol_holds_it(service):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_nick_that_looks_like_someone_online_is_in_use(service):
+    _, alice = spchat_user(service, "alice")
+    yield wait_until(lambda: alice.of(wire.Welcome))
+    client = yield irc_client(service)
+    client.send("NICK аlice", "USER a 0 * :A")  # Cyrillic а
+    yield client.wait_for("433")
+    assert "looks like 'alice'" in client.of("433")[0].params[-1]
+    client.send("NICK alice3")
+    yield client.wait_for("001")
+
+
+@pytest_twisted.inlineCallbacks
 def test_quit_ends_the_session_at_once_and_frees_the_name(service):
     alice, a = spchat_user(service, "alice")
     client = yield irc_client(service, "leaving")

@@ -281,7 +281,8 @@ class IrcConnection:
         via, self.login_via = self.login_via, None
         if via == "sasl":
             self.numeric(N.ERR_SASLFAIL, f"SASL authentication failed: {error.text}")
-        elif error.code in ("name_taken", "password_required", "name_registered"):
+        elif error.code in ("name_taken", "name_lookalike", "password_required",
+                            "name_registered"):
             self.numeric(N.ERR_NICKNAMEINUSE, self.nick, error.text)
         elif error.code == "name_invalid":
             self.numeric(N.ERR_ERRONEUSNICKNAME, self.nick, error.text)

@@ -84,7 +84,12 @@ class IAccounts(Interface):
         """Fires with (display name, encoded password hash) or None."""
 
     def set_account(key, name, password, now_ms):
-        """Create the account, or change its password."""
+        """Create the account, or change its password (its name stays as
+        it was registered)."""
+
+    def lookalike_account(looks, key):
+        """Fires with the name of an account (not ``key``'s) that has one of
+        these looks (``spchat.server.lookalikes.looks``), or None."""
 
 
 class IBans(Interface):
