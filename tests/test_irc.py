@@ -412,3 +412,27 @@ def test_whowas_remembers_who_held_a_nick(service):
                      ("369", ["leaver", "End of WHOWAS"]),
                      ("406", ["nobody", "There was no such nickname"]),
                      ("369", ["nobody", "End of WHOWAS"])]
+
+
+@pytest_twisted.inlineCallbacks
+def test_client_tags_notices_and_tagmsg_reach_irc_members_who_take_them(service):
+    tagged = ("message-tags", "echo-message")
+    alice = yield irc_client(service, "alice", caps=tagged)
+    bob = yield irc_client(service, "bob", caps=("message-tags",))
+    plain = yield irc_client(service, "plain")
+    carol, c = spchat_user(service, "carol")
+    yield wait_until(lambda: c.of(wire.Welcome))
+    alice.send("@+draft/reply=#lobby/1;server-only=x NOTICE #lobby :heads up",
+               "@+typing=active TAGMSG #lobby", "@+draft/react=ok PRIVMSG bob :direct")
+    yield bob.wait_for("PRIVMSG")
+    yield plain.wait_for("NOTICE")
+    notice = [line for line in bob.of("NOTICE") if line.params[0] == "#lobby"][0]
+    assert notice.tags["+draft/reply"] == "#lobby/1" and "server-only" not in notice.tags
+    assert bob.of("TAGMSG")[0].tags["+typing"] == "active"
+    assert bob.of("PRIVMSG")[0].tags["+draft/react"] == "ok"
+    echo = [line for line in alice.of("NOTICE") if line.params[0] == "#lobby"][0]
+    assert echo.tags["msgid"] == notice.tags["msgid"]  # the same line, echoed
+    shown = [line for line in plain.of("NOTICE") if line.params[0] == "#lobby"][0]
+    assert shown.tags == {} and not plain.of("TAGMSG")  # no tags for who did not ask
+    yield wait_until(lambda: c.of(wire.RoomMessage))
+    assert c.of(wire.RoomMessage)[0].text == "heads up"  # for spchat: a line like any

@@ -13,7 +13,7 @@ from spchat import wire
 from spchat.irc import numerics as N
 from spchat.irc.channels import name_key, prefix_of, room_key
 from spchat.irc.lines import IrcParseError, parse
-from spchat.irc.outbound import ACTION_PREFIX
+from spchat.irc.outbound import ACTION_PREFIX, irc_time
 
 # IRC's text formatting (bold, colours, italics, ...): spchat's texts are
 # plain, so it goes (colour codes with their numbers).
@@ -317,25 +317,62 @@ class Commands:
         if text is None or not text.strip():
             return  # CTCP, or nothing left once formatting went
         label = line.tags.get("label")
+        tags = client_tags(line)
         for target in line.params[0].split(","):
             if target.startswith("#"):
-                if conn.channels.get(target) is None:
-                    if self._room(target) is None:
-                        conn.numeric(N.ERR_NOSUCHCHANNEL, target, "No such channel")
-                    else:
-                        conn.numeric(N.ERR_CANNOTSENDTOCHAN, target,
-                                     "Cannot send to channel: join it first")
+                if not self._may_send_to(target):
                     continue
                 conn.request(wire.Say(text, "", room=target[1:]),
-                             _pending(line.command, target[1:], label=label))
+                             Pending(line.command, target[1:], label=label, client_tags=tags))
             elif name_key(target) is None or name_key(target) not in conn.core.by_key:
                 conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
             else:
                 conn.request(wire.Direct(target, text, ""),
-                             _pending(line.command, nick=target, label=label))
+                             Pending(line.command, nick=target, label=label, client_tags=tags))
                 away = conn.registry.get(target)
                 if away is not None and away.away and line.command == "PRIVMSG":
                     conn.numeric(N.RPL_AWAY, away.nick, away.away)
+
+    def _may_send_to(self, target: str) -> bool:
+        conn = self.conn
+        if conn.channels.get(target) is not None:
+            return True
+        if self._room(target) is None:
+            conn.numeric(N.ERR_NOSUCHCHANNEL, target, "No such channel")
+        else:
+            conn.numeric(N.ERR_CANNOTSENDTOCHAN, target, "Cannot send to channel: join it first")
+        return False
+
+    def tagmsg(self, line) -> None:
+        """Tags alone (typing, reactions): relayed at once to the IRC members
+        who take message-tags, never saved (there is no text to save)."""
+        conn = self.conn
+        tags = client_tags(line)
+        target = line.params[0]
+        if target.startswith("#"):
+            if not self._may_send_to(target):
+                return
+            room = self._room(target)
+            keys = list(room.members)
+            shown = "#" + room.name
+        else:
+            session = conn.core.by_key.get(name_key(target) or "")
+            if session is None:
+                conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
+                return
+            keys, shown = [session.key], session.name
+        tags["msgid"] = conn.registry.next_tagmsg_id()
+        tags["time"] = irc_time(int(conn.core.now() * 1000))
+        for key in keys:
+            other = conn.registry.by_key(key)
+            if other is None or "message-tags" not in other.caps:
+                continue
+            if other is conn and "echo-message" not in conn.caps:
+                continue
+            other.emit(conn.own_mask, "TAGMSG", shown, tags=other.visible_tags(tags))
+        if target.startswith("#") is False and conn.session.key not in keys \
+                and "echo-message" in conn.caps and "message-tags" in conn.caps:
+            conn.emit(conn.own_mask, "TAGMSG", shown, tags=conn.visible_tags(tags))
 
     # --- questions ----------------------------------------------------------------------
 
@@ -513,8 +550,9 @@ class Commands:
         "PRIVMSG": privmsg, "NOTICE": privmsg, "WHO": who, "WHOIS": whois, "AWAY": away,
         "LUSERS": lusers, "MOTD": motd, "VERSION": version, "TIME": time_, "ISON": ison,
         "USERHOST": userhost, "CHATHISTORY": chathistory, "WHOWAS": whowas,
+        "TAGMSG": tagmsg,
     }
-    _needs = {"USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
+    _needs = {"TAGMSG": 1, "USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
               "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "WHOIS": 1, "ISON": 1,
               "USERHOST": 1}
 
@@ -522,12 +560,19 @@ class Commands:
 @dataclasses.dataclass
 class Pending:
     """A request sent to the core, by its client message id: the command
-    (and channel, nick) an error for it answers."""
+    (and channel, nick) an error for it answers; for a line, the client's
+    own tags (+name), which go to the IRC members with it."""
 
     command: str
     channel: str = ""
     nick: str = ""
     label: str | None = None
+    client_tags: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def client_tags(line) -> dict[str, str]:
+    """The client-only tags of a line (IRCv3 message-tags: those named +...)."""
+    return {k: v for k, v in line.tags.items() if k.startswith("+")}
 
 
 def _pending(command: str, channel: str = "", nick: str = "", label: str | None = None):

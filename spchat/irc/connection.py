@@ -11,6 +11,7 @@ numeric the IRC specifications prescribe.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import re
@@ -89,6 +90,11 @@ class IrcConnection:
         self._cids = itertools.count(1)
         self._sync_refusal: wire.Error | None = None
         self._unsaved: set[str] = set()  # our lines not yet saved, by cid
+        # Our recent lines' command (PRIVMSG or NOTICE) and client tags, by
+        # cid: what IRC shows of them that the chat does not keep.
+        self.sent: OrderedDict[str, tuple[str, dict]] = OrderedDict()
+        # The same for direct lines, by recipient, in the order sent.
+        self.sent_directs: dict[str, collections.deque] = {}
         self._pongs: list[str] = []  # PINGs waiting for them
         self.commands = Commands(self)
         self.history = ChatHistory(self)
@@ -139,6 +145,14 @@ class IrcConnection:
             self.numeric(N.RPL_NAMREPLY, symbol, channel.irc_name, " ".join(line))
         self.numeric(N.RPL_ENDOFNAMES, channel.irc_name, "End of /NAMES list")
 
+    def visible_tags(self, tags: dict[str, str]) -> dict[str, str]:
+        """The tags this client takes: none without message-tags; time with
+        server-time."""
+        if "message-tags" in self.caps:
+            return dict(tags) if "server-time" in self.caps else {
+                k: v for k, v in tags.items() if k != "time"}
+        return {"time": tags["time"]} if "server-time" in self.caps and "time" in tags else {}
+
     def room_view(self, room) -> Channel:
         """A room as the core has it now (the members this connection has
         been told of may lag behind by one batch of the room's events)."""
@@ -173,6 +187,13 @@ class IrcConnection:
         if isinstance(msg, (wire.Say, wire.Direct)):
             if not refused:
                 self._unsaved.add(cid)  # answered once it is saved
+                self.sent[cid] = (pending.command, pending.client_tags)
+                while len(self.sent) > MAX_PENDING:
+                    self.sent.popitem(last=False)
+                if isinstance(msg, wire.Direct):  # its recipient's copy has no cid
+                    key = name_key(msg.to) or ""
+                    queue = self.sent_directs.setdefault(key, collections.deque(maxlen=64))
+                    queue.append((msg.text, pending.command, pending.client_tags))
         else:
             self._pending.pop(cid, None)  # answered at once, or never
             room = getattr(msg, "room", None)

@@ -240,8 +240,12 @@ class Outbound:
             return
         own = conn.is_me(msg.sender)
         conversation = wire_direct(msg.sender, msg.to)
-        self.line(msg.sender, msg.to if own else conn.nick, msg.text, msg.ts,
-                  msgid(conversation, msg.seq), msg.cid if own else None)
+        mid = msgid(conversation, msg.seq)
+        if own:
+            self.line(msg.sender, msg.to, msg.text, msg.ts, mid, msg.cid)
+            return
+        sent = conn.registry.sent_direct(name_key(msg.sender) or "", conn.session.key, msg.text)
+        self._line(msg.sender, conn.nick, msg.text, msg.ts, mid, None, sent)
 
     def line(self, sender: str, target: str, text: str, ts: int, mid: str,
              cid: str | None) -> None:
@@ -249,18 +253,21 @@ class Outbound:
             self._line(sender, target, text, ts, mid, None)
             return
         # Our own line, saved: its echo if asked for, then what waited for it.
-        if "echo-message" in self.conn.caps:
-            self._line(sender, target, text, ts, mid, self.conn.label_of(cid))
-        self.conn.answered(cid)
+        conn = self.conn
+        if "echo-message" in conn.caps:
+            self._line(sender, target, text, ts, mid, conn.label_of(cid), conn.sent.get(cid))
+        conn.answered(cid)
 
     def _line(self, sender: str, target: str, text: str, ts: int, mid: str,
-              label: str | None) -> None:
+              label: str | None, sent: tuple[str, dict] | None = None) -> None:
         conn = self.conn
         caps = conn.caps
-        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps)
+        command, extra = sent or ("PRIVMSG", {})
+        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps,
+                         extra)
         if label is not None and "labeled-response" in caps:
             tags["label"] = label
-        conn.write(privmsg(conn.mask(sender), target, text, tags))
+        conn.write(privmsg(conn.mask(sender), target, text, tags, command))
 
     def room_lines(self, lines) -> None:
         """A room's saved lines (``LineBatch``): those of others encoded
@@ -270,7 +277,7 @@ class Outbound:
         caps = conn.caps
         with_time, with_id = "server-time" in caps, "message-tags" in caps
         shared = lines.cached(f"irc{int(with_time)}{int(with_id)}", _encode_room_lines,
-                              lines, conn.mask, with_time, with_id)
+                              lines, conn.mask, conn.registry.sent, with_time, with_id)
         own = conn.session.key
         out = []
         for record, data in zip(lines.records, shared):
@@ -315,8 +322,13 @@ class Outbound:
     }
 
 
-def line_tags(ts: int, mid: str, with_time: bool, with_id: bool) -> dict[str, str]:
+def line_tags(ts: int, mid: str, with_time: bool, with_id: bool,
+              client_tags: dict[str, str] | None = None) -> dict[str, str]:
+    """A line's tags for a client: its time (server-time), its msgid and
+    the sender's client-only tags (message-tags)."""
     tags = {}
+    if with_id and client_tags:
+        tags.update(client_tags)
     if with_time:
         tags["time"] = irc_time(ts)
     if with_id:
@@ -324,20 +336,26 @@ def line_tags(ts: int, mid: str, with_time: bool, with_id: bool) -> dict[str, st
     return tags
 
 
-def privmsg(source: str, target: str, text: str, tags: dict[str, str]) -> bytes:
-    """A spchat message as PRIVMSG lines: /me as an ACTION, later lines marked."""
+def privmsg(source: str, target: str, text: str, tags: dict[str, str],
+            command: str = "PRIVMSG") -> bytes:
+    """A spchat message as PRIVMSG (or NOTICE) lines: /me as an ACTION,
+    later lines marked."""
     if text.startswith(ACTION_PREFIX) and "\n" not in text:
         body = f"\x01ACTION {text[len(ACTION_PREFIX):]}\x01"
-        return encode(source, "PRIVMSG", (target, body), tags, split=False)
-    return b"".join(encode(source, "PRIVMSG", (target, line or " "), tags)
+        return encode(source, command, (target, body), tags, split=False)
+    return b"".join(encode(source, command, (target, line or " "), tags)
                     for line in text_lines(text))
 
 
-def _encode_room_lines(lines, mask, with_time: bool, with_id: bool) -> list[bytes]:
+def _encode_room_lines(lines, mask, sent, with_time: bool, with_id: bool) -> list[bytes]:
     target = "#" + lines.room
-    return [privmsg(mask(r.sender), target, r.text,
-                    line_tags(r.ts, msgid(target, r.seq), with_time, with_id))
-            for r in lines.records]
+    out = []
+    for r in lines.records:
+        command, extra = sent(r.sender_key, r.cid) or ("PRIVMSG", {})
+        out.append(privmsg(mask(r.sender), target, r.text,
+                           line_tags(r.ts, msgid(target, r.seq), with_time, with_id, extra),
+                           command))
+    return out
 
 
 def wire_direct(a: str, b: str) -> str:

@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from spchat.irc import numerics as N
 from spchat.irc.channels import name_key
 from spchat.irc.connection import IrcConnection
-from spchat.irc.lines import MAX_LINE_BYTES, MAX_TAG_BYTES
+from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
 from spchat.server.refusals import PerAddress, ThrottledLog
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
@@ -107,11 +107,12 @@ class IrcProtocol(protocol.Protocol):
 
 
 def too_long(raw: bytes) -> bool:
-    """Over 512 bytes without its tags (CR LF counted), or tags over theirs."""
+    """Over 512 bytes without its tags (CR LF counted), or a client's tags
+    over the 4,096 bytes (their '@' and space counted) message-tags allows."""
     tags, rest = b"", raw.rstrip(b"\r")
     if rest.startswith(b"@"):
         tags, _, rest = rest.partition(b" ")
-    return len(rest) + 2 > MAX_LINE_BYTES or len(tags) > MAX_TAG_BYTES
+    return len(rest) + 2 > MAX_LINE_BYTES or len(tags) + 1 > MAX_CLIENT_TAG_BYTES
 
 
 class IrcRegistry:
@@ -123,6 +124,7 @@ class IrcRegistry:
 
     def __init__(self):
         self._by_key: dict[str, IrcConnection] = {}
+        self._tagmsgs = 0
         self.gone: collections.deque[tuple[str, str, str, str]] = collections.deque(
             maxlen=self.MAX_GONE)  # (name key, nick, user, real name), newest last
 
@@ -139,6 +141,31 @@ class IrcRegistry:
         """(nick, user, real name) of those who held ``name``, newest first."""
         key = name_key(name)
         return [entry[1:] for entry in reversed(self.gone) if entry[0] == key]
+
+    def by_key(self, key: str) -> IrcConnection | None:
+        return self._by_key.get(key)
+
+    def next_tagmsg_id(self) -> str:
+        self._tagmsgs += 1
+        return f"tagmsg/{self._tagmsgs}"
+
+    def sent(self, sender_key: str, cid: str | None) -> tuple[str, dict] | None:
+        """(command, client tags) of a line an IRC user sent, by its cid."""
+        conn = self._by_key.get(sender_key)
+        return conn.sent.get(cid) if conn is not None and cid is not None else None
+
+    def sent_direct(self, sender_key: str, recipient_key: str,
+                    text: str) -> tuple[str, dict] | None:
+        """(command, client tags) of a direct line an IRC user sent: the
+        oldest of its lines to that recipient not yet matched, with that
+        text (those before it were refused)."""
+        conn = self._by_key.get(sender_key)
+        queue = conn.sent_directs.get(recipient_key) if conn is not None else None
+        while queue:
+            sent_text, command, tags = queue.popleft()
+            if sent_text == text:
+                return command, tags
+        return None
 
     def get(self, name: str) -> IrcConnection | None:
         key = name_key(name)
