@@ -79,6 +79,7 @@ class ChatServerProtocol(NoiseChannel):
         self._outbox: list[bytes] = []
         self._frames: list[bytes] = []  # sealed frames; the outbox comes after them
         self._writer = None
+        self._drained: list = []  # the core's when_drained callbacks
 
     # --- channel hooks -----------------------------------------------------
 
@@ -216,6 +217,7 @@ class ChatServerProtocol(NoiseChannel):
     def resumeProducing(self):
         self._paused = False
         self._unsent = 0
+        self._tell_drained()
 
     def stopProducing(self):
         pass
@@ -240,6 +242,21 @@ class ChatServerProtocol(NoiseChannel):
         for i, ack in copies:
             mine[i] = ack
         self.send_encoded_many(mine)
+
+    def when_drained(self, then) -> None:
+        """After this turn's frames are written, if the transport is not
+        full; else once it has sent everything it holds."""
+        if not self.is_open:
+            return
+        self._drained.append(then)
+        if not self._paused and not self._outbox and not self._frames:
+            self.factory.flush_soon(self)
+
+    def _tell_drained(self) -> None:
+        if self._drained and self.is_open and not self._paused:
+            waiting, self._drained = self._drained, []
+            for then in waiting:
+                then()
 
     def send_encoded_many(self, items: list[bytes]) -> None:
         """Encoded messages (a room's lines, encoded once by the core), in
@@ -284,12 +301,12 @@ class ChatServerProtocol(NoiseChannel):
         BATCH_FRAME_BYTES (a longer message goes alone)."""
         self._seal()
         frames, self._frames = self._frames, []
-        if not self.is_open or not frames:
-            return
-        data = self.seal(frames)
-        self.frame_sent(len(data))
-        if self.is_open:  # else cut as a slow reader: nothing more is written
-            self._writer.write(data)
+        if self.is_open and frames:
+            data = self.seal(frames)
+            self.frame_sent(len(data))
+            if self.is_open:  # else cut as a slow reader: nothing more is written
+                self._writer.write(data)
+        self._tell_drained()
 
     def hang_up(self) -> None:
         self.flush()  # the goodbye goes before the close
