@@ -19,6 +19,7 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+from spchat.bench.servers import memory_kib
 from spchat.p2p.node import SharingNode
 
 from conftest import ServerProcess, wait_until
@@ -35,11 +36,7 @@ MIB = 1 << 20
 
 def rss(pid: int) -> int:
     """Resident memory of a process, in bytes (from /proc)."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    return memory_kib(pid, "VmRSS") * 1024
 
 
 def soft_descriptor_limit(pid: int) -> int:
