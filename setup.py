@@ -10,8 +10,10 @@ setup(
     # twisted.plugins is listed so the plugin module is installed next to
     # Twisted's own; there is deliberately no twisted/__init__.py here.
     packages=["spchat", "spchat.server", "spchat.client", "spchat.monitor", "spchat.bench",
-              "spchat.p2p", "twisted.plugins"],
-    install_requires=["Twisted>=23.10", "cryptography>=42", "python-dotenv>=1.0"],
+              "spchat.irc", "spchat.p2p", "twisted.plugins"],
+    # confusable-homoglyphs: Unicode's confusables (TR39) and scripts, for look-alike names.
+    install_requires=["Twisted[tls]>=23.10", "cryptography>=42", "python-dotenv>=1.0",
+                      "confusable-homoglyphs>=3.3"],
     # pillow: the window tests save screenshots of the real Tk windows.
     # bench: python -m spchat.bench draws its plot with matplotlib.
     extras_require={

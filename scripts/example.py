@@ -54,6 +54,10 @@ def pin(config_dir: Path, port: int, fingerprint: str) -> None:
     (config_dir / "known_servers").write_text(f"127.0.0.1:{port} {fingerprint}\n")
 
 
+def _interrupted(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--names", nargs="+", default=["alice", "bob", "carol"],
@@ -64,6 +68,10 @@ def main(argv=None) -> int:
               "xvfb-run to try it headless", file=sys.stderr)
         return 1
 
+    # Ctrl-C and SIGTERM both end the demo the same clean way, even when
+    # started where SIGINT is ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="spchat-example-"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -93,14 +101,21 @@ def main(argv=None) -> int:
         for client in clients:
             if client.poll() is None:
                 client.send_signal(signal.SIGTERM)  # the windows log out cleanly
+        # One deadline for all of them: a stuck window costs 10 s, not 10 s each.
+        deadline = time.monotonic() + 10
         for client in clients:
             try:
-                client.wait(timeout=10)
+                client.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 client.kill()
+                client.wait()
         if server is not None:
             server.terminate()
-            server.wait(timeout=20)
+            try:
+                server.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     print("example: done")
     return 0

@@ -191,6 +191,19 @@ def _endpoint(text: str) -> str:
     return text
 
 
+def _tls_endpoint(text: str) -> str:
+    """An ssl: endpoint description, or "" for none."""
+    text = _endpoint(text)
+    if text and not text.startswith("ssl:"):
+        raise ValueError("must be an ssl: endpoint description such as "
+                         "ssl:6697:interface=0.0.0.0")
+    return text
+
+
+def _optional_path(text: str) -> Path | None:
+    return _path(text) if text.strip() else None
+
+
 def _path(text: str) -> Path:
     if not text:
         raise ValueError("path must not be empty")
@@ -228,6 +241,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("irc_listen", "CHAT_IRC_LISTEN", "irc", "", _endpoint,
             "Where the IRC gateway listens, as a Twisted endpoint "
             "(tcp:6667:interface=127.0.0.1: plain IRC is not encrypted); empty: no gateway."),
+    Setting("ircs_listen", "CHAT_IRCS_LISTEN", "ircs", "", _tls_endpoint,
+            "Where the IRC gateway listens with TLS (ssl:6697:interface=0.0.0.0); empty: no TLS."),
+    Setting("irc_cert", "CHAT_IRC_CERT", "irc-cert", "", _optional_path,
+            "The TLS certificate (PEM) for CHAT_IRCS_LISTEN; empty: a self-signed one in the "
+            "data directory, made on first start."),
+    Setting("irc_key", "CHAT_IRC_KEY", "irc-key", "", _optional_path,
+            "The private key (PEM) of CHAT_IRC_CERT."),
     Setting("irc_server_name", "CHAT_IRC_SERVER_NAME", "irc-server-name", "spchat", _irc_name,
             "The server's name as IRC clients see it (letters, digits, '.' and '-')."),
     Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=True),
@@ -294,6 +314,12 @@ SETTINGS: tuple[Setting, ...] = (
             "them share one disk sync and one write to each member (0: at once)."),
     Setting("login_failures", "CHAT_LOGIN_FAILURES", "login-failures", "5", _int_range(1),
             "Failed logins per minute, per name and per address, before a wait is imposed."),
+    Setting("registrations_per_hour", "CHAT_REGISTRATIONS_PER_HOUR", "registrations-per-hour",
+            "5", _int_range(0),
+            "New accounts one IP address may register per hour (0 = no limit)."),
+    Setting("registrations_per_hour_total", "CHAT_REGISTRATIONS_PER_HOUR_TOTAL",
+            "registrations-per-hour-total", "100", _int_range(0),
+            "New accounts the whole server takes per hour, from all addresses (0 = no limit)."),
     Setting("offline_retention", "CHAT_OFFLINE_RETENTION", "offline-retention", "600",
             _seconds(allow_zero=True),
             "Seconds an offline session stays in the admin tools' list."),
@@ -342,6 +368,9 @@ class Config:
     udp_port: int = _default("udp_port")
     listen: str = _default("listen")
     irc_listen: str = _default("irc_listen")
+    ircs_listen: str = _default("ircs_listen")
+    irc_cert: Path | None = _default("irc_cert")
+    irc_key: Path | None = _default("irc_key")
     irc_server_name: str = _default("irc_server_name")
     idle_timeout: float = _default("idle_timeout")
     reconnect_delay: float = _default("reconnect_delay")
@@ -368,6 +397,8 @@ class Config:
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")
     login_failures: int = _default("login_failures")
+    registrations_per_hour: int = _default("registrations_per_hour")
+    registrations_per_hour_total: int = _default("registrations_per_hour_total")
     offline_retention: float = _default("offline_retention")
     max_share_bytes: int = _default("max_share_bytes")
     relay_port: int = _default("relay_port")

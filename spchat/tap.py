@@ -12,8 +12,10 @@ from twisted.python.failure import Failure
 
 import spchat
 from spchat import config, noise
+from spchat.irc import tls
 from spchat.irc.protocol import IrcFactory
-from spchat.server.accounts import LoginThrottle, PasswordWorker
+from spchat.irc.tls import CertificateError
+from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
 from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
@@ -83,6 +85,8 @@ class ChatService(service.MultiService):
             store=self.store,
             passwords=self.passwords,
             throttle=LoginThrottle(reactor, limit=cfg.login_failures, window=60.0),
+            signups=SignupLimit(clock or reactor, cfg.registrations_per_hour,
+                                cfg.registrations_per_hour_total),
             admin_token=load_or_create_admin_token(cfg.data_dir),
             audit=lambda line: self.log.info("audit: {line}", line=line),
             on_shutdown=self.shut_down,
@@ -119,8 +123,8 @@ class ChatService(service.MultiService):
         self.irc = IrcFactory(self.core, reactor, server_name=cfg.irc_server_name,
                               registration_timeout=cfg.handshake_timeout,
                               max_connections_per_ip=cfg.max_connections_per_ip) \
-            if cfg.irc_listen else None
-        self.port = self.udp_port = self.relay_port = self.irc_port = None
+            if cfg.irc_listen or cfg.ircs_listen else None
+        self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
 
     def listen(self):
         """Bind the TCP, UDP and relay ports; raise CannotListenError if one is taken."""
@@ -152,16 +156,13 @@ class ChatService(service.MultiService):
                 "file-sharing relay on {host}:{port}, at most {bps} bytes/s per transfer",
                 host=relay.host, port=relay.port, bps=self.cfg.relay_max_bps,
             )
-        if self.irc is not None:
-            try:
-                self.irc_port = listen_now(self.reactor, self.cfg.irc_listen, self.irc)
-            except net_error.CannotListenError:
-                for port in (self.port, self.udp_port, self.relay_port):
-                    if port is not None:
-                        port.stopListening()
-                raise
-            irc = self.irc_port.getHost()
-            self.log.info("IRC gateway on {host}:{port}", host=irc.host, port=irc.port)
+        try:
+            self._listen_irc()
+        except (net_error.CannotListenError, CertificateError):
+            for port in (self.port, self.udp_port, self.relay_port, self.irc_port):
+                if port is not None:
+                    port.stopListening()
+            raise
         self.log.info("at most {count} chat connections (file descriptors: {fds})",
                       count=self.factory.slots.limit, fds=self.descriptors)
         address = self.port.getHost()
@@ -178,6 +179,25 @@ class ChatService(service.MultiService):
             fingerprint=self.fingerprint,
         )
         return address
+
+    def _listen_irc(self) -> None:
+        cfg = self.cfg
+        if cfg.irc_listen:
+            self.irc_port = listen_now(self.reactor, cfg.irc_listen, self.irc)
+            irc = self.irc_port.getHost()
+            self.log.info("IRC gateway on {host}:{port}", host=irc.host, port=irc.port)
+        if cfg.ircs_listen:
+            description, cert = cfg.ircs_listen, None
+            if "privateKey=" not in description:  # ours, or the configured pair
+                cert, key = tls.certificate_paths(cfg.data_dir, cfg.irc_cert, cfg.irc_key,
+                                                  cfg.irc_server_name)
+                quote = endpoints.quoteStringArgument
+                description += f":privateKey={quote(str(key))}:certKey={quote(str(cert))}"
+            self.ircs_port = listen_now(self.reactor, description, self.irc)
+            ircs = self.ircs_port.getHost()
+            self.log.info("IRC gateway with TLS on {host}:{port}{fingerprint}", host=ircs.host,
+                          port=ircs.port, fingerprint="" if cert is None else
+                          f", certificate SHA-256 fingerprint {tls.fingerprint(cert)}")
 
     def open_store(self) -> None:
         """Open the store (its threads start here); raise StoreError."""
@@ -227,10 +247,13 @@ class ChatService(service.MultiService):
             self.listen()
         except net_error.CannotListenError as e:
             stop(f"cannot listen on {e.interface or '*'} port {e.port}: {e.socketError}", 1)
+        except CertificateError as e:
+            stop(str(e))
         try:
             self.open_store()
         except StoreError as e:
-            for port in (self.port, self.udp_port, self.relay_port, self.irc_port):
+            for port in (self.port, self.udp_port, self.relay_port, self.irc_port,
+                         self.ircs_port):
                 if port is not None:
                     port.stopListening()
             stop(str(e))
@@ -246,9 +269,11 @@ class ChatService(service.MultiService):
             waits.append(defer.maybeDeferred(self.relay_port.stopListening))
             self.relay_port = None
             self.relay.close_all()
-        if self.irc_port is not None:
-            waits.append(defer.maybeDeferred(self.irc_port.stopListening))
-            self.irc_port = None
+        for port in (self.irc_port, self.ircs_port):
+            if port is not None:
+                waits.append(defer.maybeDeferred(port.stopListening))
+        if self.irc is not None:
+            self.irc_port = self.ircs_port = None
             self.irc.close_all()
         if self.udp_port is not None:
             waits.append(defer.maybeDeferred(self.udp_port.stopListening))

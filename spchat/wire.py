@@ -571,36 +571,46 @@ class AdminEvent(Message):
     rooms: tuple = ()
 
 
-def row_parts(rows: tuple, max_bytes: int = 48_000) -> list[tuple]:
-    """A session table cut into parts that each fit one Noise message."""
-    parts, part, size = [], [], 0
-    for row in rows:
-        cost = len(json.dumps(row, ensure_ascii=False).encode()) + 1
-        if part and size + cost > max_bytes:
-            parts.append(tuple(part))
-            part, size = [], 0
-        part.append(row)
-        size += cost
-    parts.append(tuple(part))
-    return parts
+# The tables an admin_reply or admin_event may carry, in the order they are cut.
+TABLES = ("sessions", "rooms", "members")
+
+
+def table_parts(tables: dict[str, tuple], max_bytes: int = 48_000) -> list[dict[str, tuple]]:
+    """Tables (by field: ``TABLES``) cut into parts that each fit one Noise
+    message: their rows in order, one table after the other."""
+    parts: list[dict[str, list]] = []
+    part: dict[str, list] = {}
+    size = 0
+    for field in TABLES:
+        for row in tables.get(field, ()):
+            cost = len(json.dumps(row, ensure_ascii=False).encode()) + 1
+            if size and size + cost > max_bytes:
+                parts.append(part)
+                part, size = {}, 0
+            part.setdefault(field, []).append(row)
+            size += cost
+    parts.append(part)
+    return [{field: tuple(rows) for field, rows in p.items()} for p in parts]
 
 
 class RowCollector:
-    """Puts a table sent in parts back together: ``add`` returns the whole
+    """Puts tables sent in parts back together: ``add`` returns the whole
     message once its last part is in, else None."""
 
     def __init__(self):
-        self._rows: list = []
+        self._rows: dict[str, list] = {}
 
     def add(self, msg):
+        fields = [f for f in TABLES if hasattr(msg, f)]
+        for field in fields:
+            self._rows.setdefault(field, []).extend(getattr(msg, field))
         if msg.more:
-            self._rows.extend(msg.sessions)
             return None
-        rows, self._rows = self._rows, []
-        return dataclasses.replace(msg, sessions=(*rows, *msg.sessions))
+        rows, self._rows = self._rows, {}
+        return dataclasses.replace(msg, **{f: tuple(rows.get(f, ())) for f in fields})
 
     def reset(self) -> None:
-        self._rows = []
+        self._rows = {}
 
 
 # Server -> client.

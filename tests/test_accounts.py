@@ -1,4 +1,5 @@
-"""Passwords (Argon2id), the password worker and login throttling."""
+"""Passwords (Argon2id), the password worker, login throttling and the
+limits on new accounts."""
 
 import threading
 import time
@@ -10,9 +11,12 @@ from twisted.internet import defer, reactor, task
 
 from spchat.server import accounts
 from spchat.server.accounts import (
+    ACCOUNTS,
+    SIGNUPS,
     LoginThrottle,
     PasswordWorker,
     PasswordWorkerStopped,
+    SignupLimit,
     hash_password,
     needs_rehash,
     verify_password,
@@ -326,6 +330,50 @@ def test_worker_stop_fails_queued_requests():
     assert (yield first).startswith("$argon2id$")
 
 
+@pytest_twisted.inlineCallbacks
+def test_worker_serves_existing_accounts_before_new_ones(monkeypatch):
+    order = []
+
+    def recorded(label):
+        order.append(label)
+        time.sleep(0.01)
+        return label
+
+    monkeypatch.setattr(accounts, "hash_password", recorded)
+    monkeypatch.setattr(accounts, "verify_password", lambda password, encoded: recorded(password))
+    worker = PasswordWorker(reactor, max_concurrent=1)
+    worker.start()
+    try:
+        pending = [worker.hash(f"new account {i}", SIGNUPS) for i in range(3)]
+        pending += [worker.verify("login 1", "hash"), worker.hash("new password", ACCOUNTS),
+                    worker.verify("login 2", "hash")]
+        assert (worker.waiting_in(SIGNUPS), worker.waiting_in(ACCOUNTS)) == (2, 3)
+        yield defer.gatherResults(pending)
+    finally:
+        worker.stop()
+    # The first new account had the worker already; then every login and
+    # password change went before the new accounts still waiting.
+    assert order == ["new account 0", "login 1", "new password", "login 2",
+                     "new account 1", "new account 2"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_request_given_up_while_waiting_leaves_the_line():
+    worker = PasswordWorker(reactor, max_concurrent=1)
+    worker.start()
+    try:
+        first = worker.hash(PASSWORD, SIGNUPS)
+        given_up = worker.hash(PASSWORD, SIGNUPS)
+        given_up.cancel()
+        assert worker.waiting == 0
+        with pytest.raises(defer.CancelledError):
+            yield given_up
+        assert (yield first).startswith("$argon2id$")
+        assert (yield worker.hash(PASSWORD)).startswith("$argon2id$")  # the slot is free
+    finally:
+        worker.stop()
+
+
 def test_worker_rejects_bad_max_concurrent():
     with pytest.raises(ValueError):
         PasswordWorker(reactor, max_concurrent=0)
@@ -454,3 +502,55 @@ def test_throttle_rejects_bad_settings():
     for kwargs in ({"limit": 0}, {"window": 0}, {"max_entries": 0}):
         with pytest.raises(ValueError):
             LoginThrottle(clock, **kwargs)
+
+
+# --- SignupLimit ------------------------------------------------------------------
+
+
+def test_signups_are_limited_per_address_for_an_hour():
+    clock = task.Clock()
+    limit = SignupLimit(clock, per_address=2, total=0)
+    for _ in range(2):
+        assert limit.retry_after("192.0.2.1") is None
+        limit.counted("192.0.2.1")
+    assert limit.retry_after("192.0.2.1") == (pytest.approx(3600.0), "address")
+    assert limit.retry_after("192.0.2.2") is None  # another address
+    clock.advance(3599)
+    assert limit.retry_after("192.0.2.1") == (pytest.approx(1.0), "address")
+    clock.advance(1)
+    assert limit.retry_after("192.0.2.1") is None  # the oldest is an hour old
+
+
+def test_signups_are_limited_server_wide():
+    clock = task.Clock()
+    limit = SignupLimit(clock, per_address=2, total=3)
+    for address in ("192.0.2.1", "192.0.2.1", "192.0.2.2"):
+        clock.advance(10)
+        limit.counted(address)
+    assert limit.retry_after("192.0.2.3") == (pytest.approx(3580.0), "server")
+    clock.advance(3580)
+    assert limit.retry_after("192.0.2.3") is None
+
+
+def test_no_signup_limit_when_zero():
+    clock = task.Clock()
+    limit = SignupLimit(clock, per_address=0, total=0)
+    for _ in range(1000):
+        limit.counted("192.0.2.1")
+    assert limit.retry_after("192.0.2.1") is None
+
+
+def test_signup_limit_memory_is_bounded():
+    clock = task.Clock()
+    limit = SignupLimit(clock, per_address=1, total=0, max_entries=100)
+    for i in range(10_000):
+        limit.counted(f"2001:db8::{i:x}")
+    assert len(limit._ips) == 100
+
+
+def test_signup_limit_rejects_bad_settings():
+    clock = task.Clock()
+    for kwargs in ({"per_address": -1, "total": 0}, {"per_address": 1, "total": -1},
+                   {"per_address": 1, "total": 1, "window": 0}):
+        with pytest.raises(ValueError):
+            SignupLimit(clock, **kwargs)

@@ -224,6 +224,34 @@ def test_a_long_session_table_comes_in_parts_and_is_put_together(admin_core):
     assert len(whole[-1].sessions) == len(names) + 1
 
 
+def test_a_long_rooms_table_comes_in_parts_too(admin_core):
+    from spchat import noise
+
+    core = admin_core
+    names = [f"room{i:03d}" for i in range(400)]
+    for name in names:  # 400 rooms with 300-byte topics: 120 kB of rows
+        owner, _ = login(core, "owner-of-" + name)
+        core.receive(owner, wire.Join(name))
+        core.receive(owner, wire.Topic(name, "t" * 300))
+    core.clock.advance(1)
+    link, conn = admin(core)
+    core.receive(link, wire.AdminRequest("r", "rooms"))
+    replies = [m for m in conn.of(wire.AdminReply) if m.rid == "r"]
+    assert len(replies) > 1 and all(r.ok for r in replies)
+    assert all(len(wire.encode(r)) <= noise.MAX_PAYLOAD_LEN for r in replies)
+    collector = wire.RowCollector()
+    whole = [w for w in map(collector.add, replies) if w is not None]
+    assert [row[0] for row in whole[0].rooms] == ["lobby"] + names
+    conn.clear()
+    login(core, "bob")
+    core.clock.advance(0)
+    events = conn.of(wire.AdminEvent)
+    assert len(events) > 1
+    assert all(len(wire.encode(e)) <= noise.MAX_PAYLOAD_LEN for e in events)
+    whole = [w for w in map(collector.add, events) if w is not None]
+    assert len(whole[-1].rooms) == 401 and len(whole[-1].sessions) == 401
+
+
 def test_the_administrator_runs_every_room(admin_core):
     core = admin_core
     alice, a = login(core, "alice")

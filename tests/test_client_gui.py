@@ -440,11 +440,17 @@ def test_without_a_display_the_command_says_what_to_do(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def _ignore_sigint():  # as in a background job of a non-interactive shell
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
 @pytest_twisted.inlineCallbacks
-def test_the_example_runs_a_server_and_three_windows_and_cleans_up(tmp_path, display):
+def test_the_example_runs_a_server_and_three_windows_and_cleans_up(tmp_path, display, stop):
     env = subprocess_env(tmp_path, DISPLAY=display)
     proc = subprocess.Popen([sys.executable, "scripts/example.py"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_ignore_sigint)
     try:
         first = proc.stdout.readline()
         found = re.search(r"server on 127\.0\.0\.1:(\d+), key (\S+)", first)
@@ -456,7 +462,7 @@ def test_the_example_runs_a_server_and_three_windows_and_cleans_up(tmp_path, dis
         watcher = yield connect_client(None, pins, "watcher", port=port)
         yield wait_until(lambda: {"alice", "bob", "carol"} <= {n for n, _ in watcher.members},
                          timeout=30)
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        proc.send_signal(stop)  # Ctrl-C, or a service manager's stop
         yield wait_until(lambda: proc.poll() is not None, timeout=30)
         assert proc.returncode == 0
         assert "example: done" in proc.stdout.read()

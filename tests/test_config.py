@@ -404,12 +404,14 @@ def test_misspelt_setting_in_dotenv_warns(tmp_path):
 def test_options_table_rows():
     rows = config.options_table()
     assert [row[0] for row in rows] == [
-        "host", "tcp-port", "udp-port", "listen", "irc", "irc-server-name", "idle-timeout",
-        "data-dir",
+        "host", "tcp-port", "udp-port", "listen", "irc", "ircs", "irc-cert", "irc-key",
+        "irc-server-name", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
-        "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join", "history-days", "default-rooms",
-        "store", "store-writer", "store-sync", "commit-interval", "login-failures", "offline-retention",
+        "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
+        "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
+        "history-days", "default-rooms",
+        "store", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]
     for row in rows:

@@ -2,15 +2,21 @@
 the same server."""
 
 import base64
+import hashlib
+import socket
+import ssl
+import stat
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
 from spchat import wire
+from spchat.irc import tls
 from spchat.irc.lines import parse
+from spchat.irc.outbound import irc_time
 
 from conftest import server_config, start_service, stop_services, wait_until
 from helpers import MemoryClient
@@ -167,6 +173,18 @@ def test_a_name_is_one_person_whichever_protocol_holds_it(service):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_nick_that_looks_like_someone_online_is_in_use(service):
+    _, alice = spchat_user(service, "alice")
+    yield wait_until(lambda: alice.of(wire.Welcome))
+    client = yield irc_client(service)
+    client.send("NICK аlice", "USER a 0 * :A")  # Cyrillic а
+    yield client.wait_for("433")
+    assert "looks like 'alice'" in client.of("433")[0].params[-1]
+    client.send("NICK alice3")
+    yield client.wait_for("001")
+
+
+@pytest_twisted.inlineCallbacks
 def test_quit_ends_the_session_at_once_and_frees_the_name(service):
     alice, a = spchat_user(service, "alice")
     client = yield irc_client(service, "leaving")
@@ -247,3 +265,129 @@ def test_moderation_from_irc_reaches_spchat_and_back(service):
                      ("MODE", ["#ops", "+t"]), ("KICK", ["#ops", "bob", "out"])]
     left = b.of(wire.RoomLeft)[-1]
     assert (left.room, left.code, left.by, left.reason) == ("ops", "kicked", "chanop", "out")
+
+
+# --- TLS ------------------------------------------------------------------------
+
+
+def tls_welcome(port):
+    """A TLS client's view (blocking, for a thread): the server's
+    certificate and what it says up to 001."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # self-signed: checked by its fingerprint instead
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname="spchat") as s:
+            seen = s.getpeercert(binary_form=True)
+            s.sendall(b"NICK secure\r\nUSER s 0 * :S\r\n")
+            data = b""
+            while b" 001 " not in data:
+                data += s.recv(4096)
+            return seen, data
+
+
+@pytest_twisted.inlineCallbacks
+def test_tls_with_a_self_signed_certificate_made_on_first_start(tmp_path):
+    cfg = server_config(tmp_path / "data", ircs="ssl:0:interface=127.0.0.1")
+    service = start_service(cfg)
+    try:
+        assert stat.S_IMODE((tmp_path / "data" / tls.KEY_FILE).stat().st_mode) == 0o600
+        expected = tls.fingerprint(tmp_path / "data" / tls.CERT_FILE)
+        seen, data = yield threads.deferToThread(tls_welcome, service.ircs_port.getHost().port)
+        assert hashlib.sha256(seen).digest().hex(":").upper() == expected
+        assert b":spchat 001 secure " in data
+    finally:
+        yield stop_services(service)
+    again = start_service(cfg)  # the same certificate on the next start
+    try:
+        assert tls.fingerprint(tmp_path / "data" / tls.CERT_FILE) == expected
+    finally:
+        yield stop_services(again)
+
+
+def test_a_configured_pair_is_checked_at_start_in_one_line(tmp_path):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir()
+    other.mkdir()
+    cert, key = tls.certificate_paths(mine, None, None, "chat.example.org")
+    assert tls.certificate_paths(tmp_path, cert, key, "x") == (cert, key)
+    _, other_key = tls.certificate_paths(other, None, None, "chat.example.org")
+    with pytest.raises(tls.CertificateError, match="is not the certificate"):
+        tls.certificate_paths(tmp_path, cert, other_key, "x")
+    with pytest.raises(tls.CertificateError, match="cannot read the certificate"):
+        tls.certificate_paths(tmp_path, tmp_path / "missing.pem", key, "x")
+    with pytest.raises(tls.CertificateError, match="go together"):
+        tls.certificate_paths(tmp_path, cert, None, "x")
+
+
+# --- CHATHISTORY -------------------------------------------------------------------
+
+HISTORY_CAPS = ("batch", "draft/chathistory", "server-time", "message-tags")
+
+
+@defer.inlineCallbacks
+def history(client, *request):
+    """The PRIVMSG texts of one CHATHISTORY answer, checked to be one batch."""
+    before = len(client.lines)
+    client.send("CHATHISTORY " + " ".join(request))
+    yield wait_until(lambda: any(line.command in ("FAIL",) or (
+        line.command == "BATCH" and line.params[0].startswith("-"))
+        for line in client.lines[before:]))
+    answer = client.lines[before:]
+    if answer[0].command == "FAIL":
+        return answer[0].params
+    start, *inner, end = answer
+    assert start.params[0].startswith("+") and start.params[1] == "chathistory"
+    assert end.params == ["-" + start.params[0][1:]]
+    assert all(line.tags["batch"] == start.params[0][1:] for line in inner)
+    return [(line.tags["msgid"], line.params[1]) for line in inner]
+
+
+@pytest_twisted.inlineCallbacks
+def test_chathistory_fetches_exactly_what_was_missed(service):
+    alice, a = spchat_user(service, "alice")
+    yield wait_until(lambda: a.of(wire.Welcome))
+    client = yield irc_client(service, "reader", caps=HISTORY_CAPS)
+    assert {"CHATHISTORY=100", "MSGREFTYPES=msgid,timestamp"} <= {
+        t for line in client.of("005") for t in line.params[1:-1]}
+    for n in (1, 2):
+        service.core.receive(alice, wire.Say(f"line {n}", f"c{n}"))
+    yield client.wait_for("PRIVMSG", 2)
+    seen = client.of("PRIVMSG")[-1].tags["msgid"]
+    client.transport.loseConnection()  # away for a while
+    yield client.lost
+    for n in (3, 4, 5):
+        service.core.receive(alice, wire.Say(f"line {n}", f"c{n}"))
+    yield wait_until(lambda: len(a.of(wire.RoomMessage)) == 5)
+    client = yield irc_client(service, "reader", caps=HISTORY_CAPS)
+    assert (yield history(client, "AFTER", "#lobby", f"msgid={seen}", "50")) == [
+        ("#lobby/3", "line 3"), ("#lobby/4", "line 4"), ("#lobby/5", "line 5")]
+    assert (yield history(client, "LATEST", "#lobby", "*", "2")) == [
+        ("#lobby/4", "line 4"), ("#lobby/5", "line 5")]
+    assert (yield history(client, "BEFORE", "#lobby", "msgid=#lobby/3", "10")) == [
+        ("#lobby/1", "line 1"), ("#lobby/2", "line 2")]
+    assert [m for m, _ in (yield history(client, "BETWEEN", "#lobby", "msgid=#lobby/1",
+                                         "msgid=#lobby/5", "10"))] == [
+        "#lobby/2", "#lobby/3", "#lobby/4"]
+    assert [m for m, _ in (yield history(client, "AROUND", "#lobby", "msgid=#lobby/3", "2"))] \
+        == ["#lobby/2", "#lobby/3"]
+    stamp = [m for m in a.of(wire.RoomMessage) if m.seq == 3][0].ts
+    after_time = yield history(client, "AFTER", "#lobby", f"timestamp={irc_time(stamp - 1)}", "50")
+    assert [m for m, _ in after_time][0] == "#lobby/3"
+    assert (yield history(client, "LATEST", "#elsewhere", "*", "5"))[:2] == [
+        "CHATHISTORY", "INVALID_TARGET"]
+    assert (yield history(client, "AFTER", "#lobby", "msgid=#other/1", "5"))[1] == \
+        "INVALID_MSGREFTYPE"
+
+
+@pytest_twisted.inlineCallbacks
+def test_chathistory_of_a_direct_conversation(service):
+    bob, b = spchat_user(service, "bob")
+    yield wait_until(lambda: b.of(wire.Welcome))
+    client = yield irc_client(service, "carol", caps=HISTORY_CAPS + ("echo-message",))
+    client.send("PRIVMSG bob :hello bob")
+    yield wait_until(lambda: b.of(wire.DirectMessage))
+    service.core.receive(bob, wire.Direct("carol", "hello carol", "d1"))
+    yield client.wait_for("PRIVMSG", 2)
+    lines = yield history(client, "LATEST", "bob", "*", "10")
+    assert lines == [("@bob~carol/1", "hello bob"), ("@bob~carol/2", "hello carol")]

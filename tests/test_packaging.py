@@ -63,3 +63,14 @@ def test_wheel_ships_the_plugin_without_shadowing_twisted(tmp_path):
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert {"spchat/noise.py", "spchat/server/core.py", "spchat/client/__main__.py"} <= names
+
+
+def test_setup_lists_every_package_of_the_checkout():
+    import ast
+
+    tree = ast.parse((REPO / "setup.py").read_text(encoding="utf-8"))
+    listed = next(ast.literal_eval(k.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Call) for k in node.keywords if k.arg == "packages")
+    found = {".".join(init.parent.relative_to(REPO).parts)
+             for init in (REPO / "spchat").rglob("__init__.py")}
+    assert found <= set(listed), f"add to setup.py's packages: {sorted(found - set(listed))}"

@@ -91,6 +91,15 @@ async def test_every_store_provides_the_interface(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_time_falls_between_a_conversations_numbers(store):
+    await store.append([say("a", ts=1000), say("b", ts=2000), say("elsewhere", room="dev",
+                                                                  ts=2500), say("c", ts=3000)])
+    assert [await store.last_before_time("#lobby", t) for t in (1000, 1001, 2999, 3001)] == [
+        0, 1, 2, 3]
+    assert await store.last_before_time("#nowhere", 5000) == 0
+
+
+@pytest_twisted.ensureDeferred
 async def test_each_conversation_numbers_its_own_messages_in_the_given_order(store):
     saved, again = await store.append([
         say("one"), say("dev one", room="dev"), dm("psst", "alice", "Bob"),
@@ -318,7 +327,7 @@ async def test_new_database_is_private_versioned_and_in_wal_mode(db, tmp_path):
     path = tmp_path / DB_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 

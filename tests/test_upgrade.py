@@ -1,6 +1,7 @@
 """A data directory written by release 0.1.0 opens with this code, content intact:
-its schema (version 1) becomes version 2, its lobby "#lobby", its direct
-messages conversations of their own, each numbered from 1 in the old order.
+its schema (version 1) becomes version 3, its lobby "#lobby", its direct
+messages conversations of their own, each numbered from 1 in the old order,
+and its accounts get their looks (the names that would look like them).
 
 The fixture (tests/fixtures/spchat-0.1.0.db) was written by the 0.1.0 server
 itself, driven by real clients: see tests/fixtures/README.rst and
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
+from spchat.server import lookalikes
 from spchat.server.accounts import verify_password
 from spchat.server.records import RoomRecord
 from spchat.server.store import DB_FILE, SCHEMA_VERSION, SQLiteStore
@@ -108,7 +110,7 @@ def version(data_dir):
 
 @pytest_twisted.ensureDeferred
 async def test_release_0_1_0_lobby_becomes_the_lobby_room_in_its_order(store, data_dir):
-    assert version(data_dir) == SCHEMA_VERSION == 2
+    assert version(data_dir) == SCHEMA_VERSION == 3
     lobby = await store.after("#lobby", 0, 100)
     assert [r.seq for r in lobby] == list(range(1, 31))
     assert [(r.sender, r.text) for r in lobby] == LOBBY
@@ -166,6 +168,33 @@ async def test_release_0_1_0_account_and_bans(store, data_dir):
 
 
 @pytest_twisted.ensureDeferred
+async def test_release_0_1_0_accounts_are_known_by_their_looks(store):
+    # "Сarol" with a Cyrillic "С" looks like the registered Carol; the
+    # account itself, and names that only resemble it, do not.
+    assert await store.lookalike_account(lookalikes.looks("Сarol", "сarol"), "сarol") == "Carol"
+    assert await store.lookalike_account(lookalikes.looks("CAROL", "carol"), "carol") is None
+    assert await store.lookalike_account(lookalikes.looks("Carla", "carla"), "carla") is None
+
+
+def test_looks_are_made_again_when_the_confusables_data_changes(data_dir, monkeypatch):
+    def open_and_look():
+        store = SQLiteStore.in_dir(data_dir, mode="inline")
+        store.open()
+        try:
+            found = []
+            store.lookalike_account({"something new"}, "x").addBoth(found.append)
+            return found[0]
+        finally:
+            store.close()
+
+    assert open_and_look() is None
+    # A new data release in which Carol's name looks like "something new".
+    monkeypatch.setattr(lookalikes, "VERSION", "next")
+    monkeypatch.setattr(lookalikes, "looks", lambda name, key: {"something new"})
+    assert open_and_look() == "Carol"
+
+
+@pytest_twisted.ensureDeferred
 async def test_release_0_1_0_lobby_is_a_public_room_and_numbers_go_on(store):
     first = (await store.after("#lobby", 0, 1))[0]
     assert await store.load() == [RoomRecord("lobby", "lobby", created=first.ts, last_seq=30)]
@@ -188,7 +217,8 @@ def test_a_second_open_changes_nothing(data_dir):
         conn = sqlite3.connect(data_dir / DB_FILE)
         try:
             return [conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
-                    for table in ("messages", "conversations", "rooms", "accounts", "bans")]
+                    for table in ("messages", "conversations", "rooms", "accounts", "bans",
+                                  "account_looks", "meta")]
         finally:
             conn.close()
 

@@ -50,13 +50,13 @@ def crypto_share(profile: Path) -> float | None:
 def errors_in(results) -> list[str]:
     problems = []
     for r in results:
-        if r.server != "spchat" or r.note == "saturated":
+        if r.server not in ("spchat", "spchat-irc") or r.note == "saturated":
             continue
         if r.lost or r.duplicated or r.out_of_order:
-            problems.append(f"spchat ({r.scenario}, {r.offered_rate:g}/s): lost {r.lost}, "
+            problems.append(f"{r.server} ({r.scenario}, {r.offered_rate:g}/s): lost {r.lost}, "
                             f"duplicated {r.duplicated}, out of order {r.out_of_order}")
         if "never acknowledged" in r.note or "not all resumed" in r.note:
-            problems.append(f"spchat ({r.scenario}): {r.note}")
+            problems.append(f"{r.server} ({r.scenario}): {r.note}")
     return problems
 
 
@@ -133,8 +133,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m spchat.bench", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--servers", default="spchat,ngircd,mosquitto",
-                        help="comma-separated: spchat, ngircd, mosquitto (default: all)")
+    parser.add_argument("--servers", default="spchat,spchat-irc,ngircd,mosquitto",
+                        help="comma-separated: spchat, spchat-irc (its IRC gateway), ngircd, "
+                        "mosquitto (default: all)")
     parser.add_argument("--scenarios", default="abcde", help="letters a-e (default: abcde)")
     parser.add_argument("--out", default="bench/results", help="where the results go")
     parser.add_argument("--no-profile", dest="profile", action="store_false",

@@ -92,12 +92,15 @@ class IrcClient(LineOnlyReceiver):
     delimiter = b"\r\n"
     MAX_LENGTH = 16384
 
-    def __init__(self, name, on_payload, sender):
+    def __init__(self, name, on_payload, sender, oper=True):
+        """``oper``: senders become operators to set +F (ngIRCd's flood
+        exemption); spchat's bench server has no flood limits to lift."""
         self.name, self.on_payload, self.sender = name, on_payload, sender
         self.nick = name.encode()
         self.ready = defer.Deferred()
         self._joined = False
-        self._relaxed = not sender  # +F set (senders only)
+        self._oper = oper and sender
+        self._relaxed = not self._oper  # +F set (ngIRCd's senders only)
         self.last_line = b""
 
     def connectionMade(self):
@@ -123,7 +126,7 @@ class IrcClient(LineOnlyReceiver):
             return
         code = parts[1]
         if code == b"001":
-            if self.sender:
+            if self._oper:
                 self.sendLine(b"OPER %s %s" % (OPERATOR[0].encode(), OPERATOR[1].encode()))
             self.sendLine(b"JOIN " + ROOM_IRC)
         elif code == b"381":  # you are an operator now
@@ -231,6 +234,8 @@ def make_client(kind: str, reactor, name: str, on_payload, sender: bool):
         return SpchatClient(reactor, name, on_payload)
     if kind == "ngircd":
         return IrcClient(name, on_payload, sender)
+    if kind == "spchat-irc":
+        return IrcClient(name, on_payload, sender, oper=False)
     if kind == "mosquitto":
         return MqttClient(name, on_payload)
     raise ValueError(f"unknown server kind {kind!r}")

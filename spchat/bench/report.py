@@ -54,12 +54,13 @@ def table(results, quick: bool, crypto_share: float | None, skipped: dict) -> st
                 f"| {_number(r.cpu_per_million, 2)} | {_number(r.server_peak_rss_kib / 1024)} "
                 f"| {r.lost:,} | {r.duplicated:,} | {r.out_of_order:,} | {note} |")
         lines.append("")
-    ratio = cpu_ratio(results)
-    if ratio:
-        lines.append("spchat's server CPU per delivered message, divided by ngIRCd's, at the "
-                     "same offered rate in (a): " + ", ".join(
-                         f"{rate:,.0f}/s: {value:.1f}×" for rate, value in ratio) + ".")
-        lines.append("")
+    for server, what in (("spchat", "spchat's"), ("spchat-irc", "spchat's IRC gateway's")):
+        ratio = cpu_ratio(results, server)
+        if ratio:
+            lines.append(f"{what} server CPU per delivered message, divided by ngIRCd's, at the "
+                         "same offered rate in (a): " + ", ".join(
+                             f"{rate:,.0f}/s: {value:.1f}×" for rate, value in ratio) + ".")
+            lines.append("")
     if crypto_share is not None:
         lines.append(f"Cryptography (Noise handshakes and AES-GCM) is {crypto_share:.0%} of the "
                      "spchat server's own CPU time in a profile of scenario (b).")
@@ -67,8 +68,8 @@ def table(results, quick: bool, crypto_share: float | None, skipped: dict) -> st
     return "\n".join(lines)
 
 
-def cpu_ratio(results):
-    spchat = {r.offered_rate: r for r in results if r.scenario == "a" and r.server == "spchat"}
+def cpu_ratio(results, server="spchat"):
+    spchat = {r.offered_rate: r for r in results if r.scenario == "a" and r.server == server}
     irc = {r.offered_rate: r for r in results if r.scenario == "a" and r.server == "ngircd"}
     return [(rate, spchat[rate].cpu_per_million / irc[rate].cpu_per_million)
             for rate in sorted(spchat) if rate in irc and irc[rate].cpu_per_million > 0

@@ -176,6 +176,21 @@ class SpchatServer(ServerUnderTest):
         return any(re.search(r"listening on TCP", line) for line in self.log) and super().ready()
 
 
+class SpchatIrcServer(SpchatServer):
+    """spchat's IRC gateway, for the IRC load generator: the same protocol as
+    ngIRCd's, every line still saved in SQLite before anyone sees it."""
+
+    name = "spchat-irc"
+
+    def command(self):
+        command = super().command()
+        command[command.index("--tcp-port") + 1] = "0"  # the spchat listener: unused
+        return [*command, "--irc", f"tcp:{self.port}:interface=127.0.0.1"]
+
+    def ready(self) -> bool:
+        return any("IRC gateway on" in line for line in self.log) and super().ready()
+
+
 class IrcServer(ServerUnderTest):
     name = "ngircd"
     package = "ngircd"
@@ -231,4 +246,4 @@ set_tcp_nodelay true
         return [self.program, "-c", str(conf)]
 
 
-SERVERS = {cls.name: cls for cls in (SpchatServer, IrcServer, MqttServer)}
+SERVERS = {cls.name: cls for cls in (SpchatServer, SpchatIrcServer, IrcServer, MqttServer)}

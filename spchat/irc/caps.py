@@ -8,6 +8,8 @@ import binascii
 
 # Only what works end to end; each value is what CAP LS 302 shows.
 OFFERED = {
+    "batch": "",
+    "draft/chathistory": "",
     "echo-message": "",
     "message-tags": "",
     # A member has one role, so one prefix: every prefix is always shown.

@@ -4,6 +4,7 @@ message to the core, or an answer from what the connection knows."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import time
 
@@ -287,12 +288,20 @@ class Commands:
                 conn.numeric(N.ERR_NOSUCHNICK, line.params[0], "No such nick")
             return
         if len(line.params) == 1:
-            conn.numeric(N.RPL_UMODEIS, "+")
+            conn.numeric(N.RPL_UMODEIS, "+i" if conn.invisible else "+")
             return
-        for letter in line.params[1].lstrip("+-"):
-            if letter not in "iw":
+        sign, changed = "+", ""
+        for letter in line.params[1]:
+            if letter in "+-":
+                sign = letter
+            elif letter != "i":
                 conn.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
                 return
+            elif conn.invisible != (sign == "+"):
+                conn.invisible = sign == "+"
+                changed = sign + "i"
+        if changed:
+            conn.emit(conn.own_mask, "MODE", conn.nick, changed)
 
     # --- messages -----------------------------------------------------------------------
 
@@ -341,12 +350,38 @@ class Commands:
                                                 key=lambda m: m[0].casefold()):
                     self._who_reply(channel.irc_name, name, state, prefix_of(role))
         else:
-            session = conn.core.by_key.get(name_key(mask) or "")
-            if session is not None:
-                shared = next(iter(c for c in conn.channels if c.has(session.name)), None)
-                self._who_reply(shared.irc_name if shared else "*", session.name,
-                                conn.core.presence_state(session), "")
+            for session in self._matching(mask):
+                room = self._first_visible_room(session)
+                self._who_reply("#" + room.name if room else "*", session.name,
+                                conn.core.presence_state(session),
+                                prefix_of(room.role_of(session.key)) if room else "")
         conn.numeric(N.RPL_ENDOFWHO, mask, "End of WHO list")
+
+    def _matching(self, mask: str) -> list:
+        """The users a WHO mask names: one nick, or a glob (* and ?) over nicks."""
+        sessions = self.conn.core.by_key
+        if not any(c in mask for c in "*?"):
+            session = sessions.get(name_key(mask) or "")
+            return [session] if session is not None else []
+        pattern = mask.casefold()
+        return [s for key, s in sorted(sessions.items())
+                if fnmatch.fnmatchcase(key, pattern) and not self._hidden(s)]
+
+    def _hidden(self, session) -> bool:
+        """An invisible (+i) IRC user is found by a mask only by those who
+        share a room with it."""
+        other = self.conn.registry.get(session.name)
+        return (other is not None and other.invisible and other is not self.conn
+                and not session.rooms & self.conn.session.rooms)
+
+    def _first_visible_room(self, session):
+        """The first room of ``session`` this connection may know it is in."""
+        conn = self.conn
+        for key in sorted(session.rooms):
+            room = conn.core.directory.get(key)
+            if room is not None and (not room.private or key in conn.session.rooms):
+                return room
+        return None
 
     def _who_reply(self, channel: str, name: str, state: str, prefix: str) -> None:
         conn = self.conn
@@ -426,6 +461,9 @@ class Commands:
             line.params).split()) if k is not None and k in conn.core.by_key]
         conn.numeric(N.RPL_ISON, " ".join(online))
 
+    def chathistory(self, line) -> None:
+        self.conn.history.command(line)
+
     def userhost(self, line) -> None:
         conn = self.conn
         replies = []
@@ -456,7 +494,7 @@ class Commands:
         "NAMES": names, "LIST": list_, "KICK": kick, "INVITE": invite, "MODE": mode,
         "PRIVMSG": privmsg, "NOTICE": privmsg, "WHO": who, "WHOIS": whois, "AWAY": away,
         "LUSERS": lusers, "MOTD": motd, "VERSION": version, "TIME": time_, "ISON": ison,
-        "USERHOST": userhost,
+        "USERHOST": userhost, "CHATHISTORY": chathistory,
     }
     _needs = {"USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
               "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "WHOIS": 1, "ISON": 1,

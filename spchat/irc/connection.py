@@ -22,10 +22,11 @@ from zope.interface import implementer
 import spchat
 from spchat import wire
 from spchat.irc import numerics as N
-from spchat.irc.caps import Caps, PlainSasl
+from spchat.irc.caps import OFFERED, Caps, PlainSasl
 from spchat.irc.channels import PREFIX_ISUPPORT, Channel, Channels, name_key, prefix_of, room_key
-from spchat.irc.lines import MAX_LINE_BYTES, Line, fit, format_line
+from spchat.irc.lines import MAX_LINE_BYTES, encode
 from spchat.irc.commands import Commands, Pending
+from spchat.irc.history import ChatHistory
 from spchat.irc.outbound import Outbound
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
@@ -37,7 +38,6 @@ USERLEN = 16
 MAX_PENDING = 512
 # What a NAMES line may hold besides the names.
 _NAMES_OVERHEAD = 64
-_BAD_IN_PARAM = re.compile(r"[\r\n\0]")
 _USER_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 # A core refusal's code, for a command, as the numeric IRC prescribes;
@@ -73,6 +73,7 @@ class IrcConnection:
         self.realname = ""
         self.password: str | None = None
         self.away: str | None = None
+        self.invisible = False  # user mode +i
         self.quit_reason: str | None = None
         self.caps = Caps()
         self.sasl = PlainSasl()
@@ -90,6 +91,7 @@ class IrcConnection:
         self._unsaved: set[str] = set()  # our lines not yet saved, by cid
         self._pongs: list[str] = []  # PINGs waiting for them
         self.commands = Commands(self)
+        self.history = ChatHistory(self)
         self.link = core.open_link(self, address, agent="irc")
 
     # --- writing ----------------------------------------------------------------------
@@ -107,17 +109,13 @@ class IrcConnection:
 
     def emit(self, source: str | None, command: str, *params: str, tags=None,
              split: bool = True) -> None:
-        if self.closed:
-            return
-        params = tuple(_BAD_IN_PARAM.sub(" ", p) for p in params)
-        if split and command in ("PRIVMSG", "NOTICE") and params:
-            head = f":{source} {command} {' '.join(params[:-1])} :"
-            budget = MAX_LINE_BYTES - 2 - len(head.encode("utf-8"))
-            for piece in fit(params[-1], max(budget, 16)):
-                self._write(format_line(Line(command, [*params[:-1], piece], source,
-                                             dict(tags or {}))))
-            return
-        self._write(format_line(Line(command, list(params), source, dict(tags or {}))))
+        if not self.closed:
+            self._write(encode(source, command, params, tags, split))
+
+    def write(self, data: bytes) -> None:
+        """Lines encoded already (a room's batch, once for its members)."""
+        if not self.closed:
+            self._write(data)
 
     def numeric(self, code: str, *params: str) -> None:
         self.emit(self.server_name, code, self.nick, *params, split=False)
@@ -283,7 +281,8 @@ class IrcConnection:
         via, self.login_via = self.login_via, None
         if via == "sasl":
             self.numeric(N.ERR_SASLFAIL, f"SASL authentication failed: {error.text}")
-        elif error.code in ("name_taken", "password_required", "name_registered"):
+        elif error.code in ("name_taken", "name_lookalike", "password_required",
+                            "name_registered"):
             self.numeric(N.ERR_NICKNAMEINUSE, self.nick, error.text)
         elif error.code == "name_invalid":
             self.numeric(N.ERR_ERRONEUSNICKNAME, self.nick, error.text)
@@ -331,6 +330,8 @@ class IrcConnection:
             f"NETWORK={self.server_name}", "NICKLEN=32", f"PREFIX={PREFIX_ISUPPORT}",
             "TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART:,KICK:1,NAMES:1,WHOIS:1",
             "TOPICLEN=300", f"USERLEN={USERLEN}",
+            *(["CHATHISTORY=100", "MSGREFTYPES=msgid,timestamp"]
+              if "draft/chathistory" in OFFERED else []),
         ]
 
     # --- IChatClient --------------------------------------------------------------------
@@ -370,8 +371,7 @@ class IrcConnection:
                 self.outbound.message(message)
             self.outbound.end_of_events()
         elif isinstance(item, LineBatch):
-            for message in item.messages_for(self.session.key):
-                self.outbound.message(message)
+            self.outbound.room_lines(item)
         else:
             self.outbound.message(item)
 

@@ -3,6 +3,7 @@ IRCv3 message tags), and cutting text to fit.  No state and no I/O."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 # A line's limit without its tags, CR LF included (RFC 1459 and every server).
@@ -13,6 +14,11 @@ MAX_TAG_BYTES = 8191
 
 _TAG_ESCAPES = {";": r"\:", " ": r"\s", "\\": "\\\\", "\r": r"\r", "\n": r"\n"}
 _TAG_UNESCAPES = {":": ";", "s": " ", "\\": "\\", "r": "\r", "n": "\n"}
+
+
+# Commands whose last parameter is text: always written as a trailing one,
+# as servers do, since some clients and bots look for the " :" before it.
+_TEXT_LAST = frozenset({"PRIVMSG", "NOTICE", "TOPIC", "PART", "QUIT", "KICK", "ERROR", "AWAY"})
 
 
 class IrcParseError(ValueError):
@@ -93,10 +99,28 @@ def format_line(line: Line) -> bytes:
     if params:
         last = params.pop()
         parts.extend(params)
-        if last == "" or " " in last or last.startswith(":"):
+        if (last == "" or " " in last or last.startswith(":")
+                or line.command in _TEXT_LAST and params):
             last = ":" + last
         parts.append(last)
     return " ".join(parts).encode("utf-8") + b"\r\n"
+
+
+_BAD_IN_PARAM = re.compile(r"[\r\n\0]")
+
+
+def encode(source: str | None, command: str, params, tags=None, split: bool = True) -> bytes:
+    """A line to send (or several: a PRIVMSG or NOTICE too long for one is
+    cut, each piece to what a client's own line may hold, so a line that
+    came in whole goes out whole with its source on top, as servers do)."""
+    params = [_BAD_IN_PARAM.sub(" ", p) for p in params]
+    tags = dict(tags or {})
+    if not (split and command in ("PRIVMSG", "NOTICE") and params):
+        return format_line(Line(command, params, source, tags))
+    head = f"{command} {' '.join(params[:-1])} "
+    budget = max(MAX_LINE_BYTES - 2 - len(head.encode("utf-8")), 16)
+    return b"".join(format_line(Line(command, [*params[:-1], piece], source, tags))
+                    for piece in fit(params[-1], budget))
 
 
 def fit(text: str, budget: int) -> list[str]:

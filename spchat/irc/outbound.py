@@ -14,6 +14,7 @@ import re
 from spchat import wire
 from spchat.irc import numerics as N
 from spchat.irc.channels import ROLE_MODES, Channel, name_key, room_key
+from spchat.irc.lines import encode
 from spchat.server.records import direct_conversation
 
 # What a spchat client sends for "/me waves" (line mode and IRC alike).
@@ -255,20 +256,34 @@ class Outbound:
     def _line(self, sender: str, target: str, text: str, ts: int, mid: str,
               label: str | None) -> None:
         conn = self.conn
-        tags = {}
-        if "server-time" in conn.caps:
-            tags["time"] = irc_time(ts)
-        if "message-tags" in conn.caps:
-            tags["msgid"] = mid
-        if label is not None and "labeled-response" in conn.caps:
+        caps = conn.caps
+        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps)
+        if label is not None and "labeled-response" in caps:
             tags["label"] = label
-        source = conn.mask(sender)
-        if text.startswith(ACTION_PREFIX) and "\n" not in text:
-            body = f"\x01ACTION {text[len(ACTION_PREFIX):]}\x01"
-            conn.emit(source, "PRIVMSG", target, body, tags=tags, split=False)
-            return
-        for line in text_lines(text):
-            conn.emit(source, "PRIVMSG", target, line or " ", tags=tags)
+        conn.write(privmsg(conn.mask(sender), target, text, tags))
+
+    def room_lines(self, lines) -> None:
+        """A room's saved lines (``LineBatch``): those of others encoded
+        once for every member whose capabilities ask for the same tags,
+        this client's own as its echo."""
+        conn = self.conn
+        caps = conn.caps
+        with_time, with_id = "server-time" in caps, "message-tags" in caps
+        shared = lines.cached(f"irc{int(with_time)}{int(with_id)}", _encode_room_lines,
+                              lines, conn.mask, with_time, with_id)
+        own = conn.session.key
+        out = []
+        for record, data in zip(lines.records, shared):
+            if record.sender_key != own:
+                out.append(data)
+                continue
+            if out:
+                conn.write(b"".join(out))
+                out = []
+            self.line(record.sender, "#" + lines.room, record.text, record.ts,
+                      msgid("#" + lines.room, record.seq), record.cid)
+        if out:
+            conn.write(b"".join(out))
 
     # --- the rest ---------------------------------------------------------------------
 
@@ -298,6 +313,31 @@ class Outbound:
         wire.Bye: _bye,
         wire.Offer: _offer,
     }
+
+
+def line_tags(ts: int, mid: str, with_time: bool, with_id: bool) -> dict[str, str]:
+    tags = {}
+    if with_time:
+        tags["time"] = irc_time(ts)
+    if with_id:
+        tags["msgid"] = mid
+    return tags
+
+
+def privmsg(source: str, target: str, text: str, tags: dict[str, str]) -> bytes:
+    """A spchat message as PRIVMSG lines: /me as an ACTION, later lines marked."""
+    if text.startswith(ACTION_PREFIX) and "\n" not in text:
+        body = f"\x01ACTION {text[len(ACTION_PREFIX):]}\x01"
+        return encode(source, "PRIVMSG", (target, body), tags, split=False)
+    return b"".join(encode(source, "PRIVMSG", (target, line or " "), tags)
+                    for line in text_lines(text))
+
+
+def _encode_room_lines(lines, mask, with_time: bool, with_id: bool) -> list[bytes]:
+    target = "#" + lines.room
+    return [privmsg(mask(r.sender), target, r.text,
+                    line_tags(r.ts, msgid(target, r.seq), with_time, with_id))
+            for r in lines.records]
 
 
 def wire_direct(a: str, b: str) -> str:

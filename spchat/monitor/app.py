@@ -44,8 +44,10 @@ class MonitorConnection:
         self.pins, self.presenter, self.changed = pins, presenter, changed
         self.proto = None
         self.result = ""  # the last answer to a request, for the status line
-        # Long tables come in parts (one Noise message holds a few hundred rows).
-        self.list_parts, self.event_parts = wire.RowCollector(), wire.RowCollector()
+        # Long tables come in parts (one Noise message holds a few hundred
+        # rows): the replies' by request id, the events' on their own.
+        self.reply_parts: dict[str, wire.RowCollector] = {}
+        self.event_parts = wire.RowCollector()
         self._stopped = False
         self._retry = None
 
@@ -73,7 +75,7 @@ class MonitorConnection:
     # listener interface of ChatClientProtocol
     def channel_open(self, proto):
         self.proto = proto
-        self.list_parts.reset()
+        self.reply_parts.clear()
         self.event_parts.reset()
         proto.send_message(wire.AdminLogin(self.token))
 
@@ -83,11 +85,12 @@ class MonitorConnection:
             self.send(wire.AdminRequest("list", "list"))
             self.send(wire.AdminRequest("rooms", "rooms"))
         elif isinstance(msg, wire.AdminReply):
+            msg = self.reply_parts.setdefault(msg.rid, wire.RowCollector()).add(msg)
+            if msg is None:
+                return  # more of the table is coming
+            del self.reply_parts[msg.rid]
             if msg.rid == "list":
-                whole = self.list_parts.add(msg)
-                if whole is None:
-                    return  # more of the table is coming
-                self.presenter.sessions(whole)
+                self.presenter.sessions(msg)
             elif msg.rid == "rooms":
                 self._rooms(msg.rooms)
             elif not self.presenter.room_info(msg):

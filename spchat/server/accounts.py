@@ -12,9 +12,14 @@ This module only produces and checks strings; storing them is done elsewhere.
   verify; ``needs_rehash`` tells when a stored hash is weaker than the current
   parameters.
 * ``PasswordWorker``: runs the (slow, memory hungry) hashing off the reactor
-  thread, at most ``max_concurrent`` at a time; extra requests wait in line.
+  thread, at most ``max_concurrent`` at a time; extra requests wait in line,
+  in two lanes: those for existing accounts (logins, password changes) go
+  before any new account's, so a flood of registrations cannot make a
+  login wait.
 * ``LoginThrottle``: counts failed logins per account name and per IP address
   in a sliding window, with memory that stays bounded under attack.
+* ``SignupLimit``: counts new accounts per IP address and server-wide in
+  the last hour, the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ __all__ = [
     "PasswordWorker",
     "PasswordWorkerStopped",
     "LoginThrottle",
+    "SignupLimit",
+    "ACCOUNTS",
+    "SIGNUPS",
 ]
 
 # Current parameters (OWASP minimum for Argon2id).
@@ -211,6 +219,44 @@ def needs_rehash(encoded: str) -> bool:
     )
 
 
+# The password worker's lanes: work for existing accounts goes first.
+ACCOUNTS = "accounts"
+SIGNUPS = "signups"
+
+
+class _Slots:
+    """At most ``size`` holders at once; those waiting get a slot in the
+    order of their lane (``ACCOUNTS`` first), then of their arrival."""
+
+    def __init__(self, size: int):
+        self.free = size
+        self.waiting: dict[str, collections.deque[defer.Deferred]] = {
+            ACCOUNTS: collections.deque(), SIGNUPS: collections.deque()}
+
+    def run(self, lane: str, call, *args) -> defer.Deferred:
+        def execute(_):
+            return defer.maybeDeferred(call, *args).addBoth(self._release)
+
+        return self._acquire(lane).addCallback(execute)
+
+    def _acquire(self, lane: str) -> defer.Deferred:
+        if self.free > 0:
+            self.free -= 1
+            return defer.succeed(None)
+        queue = self.waiting[lane]
+        d: defer.Deferred = defer.Deferred(canceller=queue.remove)
+        queue.append(d)
+        return d
+
+    def _release(self, result):
+        for queue in self.waiting.values():  # ACCOUNTS first
+            if queue:
+                queue.popleft().callback(None)  # the slot passes on
+                return result
+        self.free += 1
+        return result
+
+
 class PasswordWorkerStopped(Exception):
     """The password worker is not running."""
 
@@ -219,10 +265,11 @@ class PasswordWorker:
     """Hash and verify passwords off the reactor thread.
 
     At most ``max_concurrent`` computations run at once (each needs 19 MiB);
-    further requests wait in a ``DeferredSemaphore`` queue, so a login flood
-    queues instead of spawning work.  The threads come from a private
-    ``ThreadPool`` (created by ``start()``, stopped by ``stop()``), never from
-    the reactor's shared pool.
+    further requests wait in line (``_Slots``), so a login flood queues
+    instead of spawning work, and what waits for an existing account
+    (``ACCOUNTS``) goes before what waits for a new one (``SIGNUPS``).  The
+    threads come from a private ``ThreadPool`` (created by ``start()``,
+    stopped by ``stop()``), never from the reactor's shared pool.
 
     Measured here (2 CPUs, Python 3.11, cryptography 50.0.2): one hash or
     verify takes about 13 ms (median of 30 runs, idle machine; up to ~20-25 ms
@@ -235,7 +282,7 @@ class PasswordWorker:
             raise ValueError("max_concurrent must be at least 1")
         self._reactor = reactor
         self.max_concurrent = max_concurrent
-        self._semaphore = defer.DeferredSemaphore(max_concurrent)
+        self._slots = _Slots(max_concurrent)
         self._pool: ThreadPool | None = None
 
     @property
@@ -245,7 +292,11 @@ class PasswordWorker:
     @property
     def waiting(self) -> int:
         """How many requests wait for a free slot."""
-        return len(self._semaphore.waiting)
+        return sum(map(len, self._slots.waiting.values()))
+
+    def waiting_in(self, lane: str) -> int:
+        """How many requests of this lane wait for a free slot."""
+        return len(self._slots.waiting[lane])
 
     def start(self) -> None:
         """Start the private thread pool (idempotent)."""
@@ -265,8 +316,9 @@ class PasswordWorker:
         if pool is not None:
             pool.stop()
 
-    def hash(self, password: str) -> defer.Deferred:
-        """``Deferred[str]``: the encoded hash of a new password.
+    def hash(self, password: str, lane: str = ACCOUNTS) -> defer.Deferred:
+        """``Deferred[str]``: the encoded hash of a new password (``lane``:
+        ``SIGNUPS`` for a new account's).
 
         Fails with ``ValueError`` (at once, without queueing) if the password
         breaks the rules.
@@ -276,24 +328,72 @@ class PasswordWorker:
         except (TypeError, ValueError):
             return defer.fail()
         # Looked up at call time, so tests can wrap the module function.
-        return self._run(lambda: hash_password(password))
+        return self._run(lambda: hash_password(password), lane)
 
     def verify(self, password: str, encoded: str) -> defer.Deferred:
         """``Deferred[bool]``: whether ``password`` matches ``encoded``."""
         if not isinstance(password, str) or not password or len(password) > MAX_PASSWORD_LENGTH:
             return defer.succeed(False)
-        return self._run(lambda: verify_password(password, encoded))
+        return self._run(lambda: verify_password(password, encoded), ACCOUNTS)
 
-    def _run(self, call) -> defer.Deferred:
+    def _run(self, call, lane: str) -> defer.Deferred:
         if self._pool is None:
             return defer.fail(PasswordWorkerStopped("the password worker is not running"))
-        return self._semaphore.run(self._dispatch, call)
+        return self._slots.run(lane, self._dispatch, call)
 
     def _dispatch(self, call) -> defer.Deferred:
         pool = self._pool
         if pool is None:
             raise PasswordWorkerStopped("the password worker was stopped")
         return threads.deferToThreadPool(self._reactor, pool, call)
+
+
+class _Window(collections.OrderedDict):
+    """Per key, the times of its last ``limit`` events (newest last); keys
+    in the order of their newest event, oldest first, at most
+    ``max_entries`` of them (the least recent are dropped first)."""
+
+    def __init__(self, limit: int, window: float, max_entries: int):
+        super().__init__()
+        self.limit, self.window, self.max_entries = limit, window, max_entries
+
+    def prune(self, now: float) -> None:
+        """Forget the keys whose newest event is older than the window."""
+        horizon = now - self.window
+        while self:
+            key, times = next(iter(self.items()))
+            if times[-1] > horizon:
+                break
+            self.popitem(last=False)
+
+    def wait(self, key, now: float) -> float | None:
+        """Seconds until ``key`` has fewer than ``limit`` events in the
+        window, or None if it has now."""
+        times = self.get(key)
+        if times is None or len(times) < self.limit:
+            return None
+        wait = times[0] + self.window - now
+        if wait <= 0:
+            return None
+        return min(wait, self.window)
+
+    def record(self, key, now: float) -> None:
+        times = self.pop(key, None)
+        if times is None:
+            times = collections.deque(maxlen=self.limit)
+        times.append(now)
+        self[key] = times  # now the newest entry
+        while len(self) > self.max_entries:
+            self.popitem(last=False)
+
+
+def _check_limits(limit: int, window: float, max_entries: int) -> None:
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if window <= 0:
+        raise ValueError("window must be positive")
+    if max_entries < 1:
+        raise ValueError("max_entries must be at least 1")
 
 
 class LoginThrottle:
@@ -313,71 +413,81 @@ class LoginThrottle:
 
     def __init__(self, clock, limit: int = 5, window: float = 60.0,
                  max_entries: int = 100_000):
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        if window <= 0:
-            raise ValueError("window must be positive")
-        if max_entries < 1:
-            raise ValueError("max_entries must be at least 1")
+        _check_limits(limit, window, max_entries)
         self._clock = clock
         self.limit = limit
         self.window = float(window)
         self.max_entries = max_entries
-        # key -> deque of failure times (newest last); the dict is ordered by
-        # the time of each key's newest failure, oldest first.
-        self._names: collections.OrderedDict = collections.OrderedDict()
-        self._ips: collections.OrderedDict = collections.OrderedDict()
+        self._names = _Window(limit, self.window, max_entries)
+        self._ips = _Window(limit, self.window, max_entries)
 
     def __len__(self) -> int:
         """Number of keys (names plus IPs) currently remembered."""
         return len(self._names) + len(self._ips)
 
-    def _prune(self, table: collections.OrderedDict, now: float) -> None:
-        horizon = now - self.window
-        while table:
-            key, times = next(iter(table.items()))
-            if times[-1] > horizon:
-                break
-            table.popitem(last=False)
-
-    def _wait(self, table: collections.OrderedDict, key, now: float) -> float | None:
-        times = table.get(key)
-        if times is None or len(times) < self.limit:
-            return None
-        wait = times[0] + self.window - now
-        if wait <= 0:
-            return None
-        return min(wait, self.window)
+    def _prune(self, now: float) -> None:
+        self._names.prune(now)
+        self._ips.prune(now)
 
     def retry_after(self, name_key, ip) -> float | None:
         """Seconds until another attempt is allowed, or None if allowed now."""
         now = self._clock.seconds()
-        self._prune(self._names, now)
-        self._prune(self._ips, now)
-        waits = [w for w in (self._wait(self._names, name_key, now),
-                             self._wait(self._ips, ip, now)) if w is not None]
+        self._prune(now)
+        waits = [w for w in (self._names.wait(name_key, now), self._ips.wait(ip, now))
+                 if w is not None]
         return max(waits) if waits else None
-
-    def _record(self, table: collections.OrderedDict, key, now: float) -> None:
-        times = table.pop(key, None)
-        if times is None:
-            times = collections.deque(maxlen=self.limit)
-        times.append(now)
-        table[key] = times  # now the newest entry
-        while len(table) > self.max_entries:
-            table.popitem(last=False)
 
     def failed(self, name_key, ip) -> None:
         """Record a failed login for this name and this IP."""
         now = self._clock.seconds()
-        self._prune(self._names, now)
-        self._prune(self._ips, now)
-        self._record(self._names, name_key, now)
-        self._record(self._ips, ip, now)
+        self._prune(now)
+        self._names.record(name_key, now)
+        self._ips.record(ip, now)
 
     def succeeded(self, name_key, ip) -> None:
         """A good login clears the name's failures (not the IP's)."""
         now = self._clock.seconds()
         self._names.pop(name_key, None)
-        self._prune(self._names, now)
-        self._prune(self._ips, now)
+        self._prune(now)
+
+
+class SignupLimit:
+    """Count new accounts per IP address and server-wide, in the last
+    ``window`` seconds (an hour): at most ``per_address`` from one address
+    and ``total`` in all (0: no limit of that kind).
+
+    Every registration that gets as far as hashing its password counts,
+    whether or not it ends in an account: the hashing is the cost, and a
+    client that hangs up before its account is saved must not get it free.
+    Memory is bounded as in ``LoginThrottle``.
+    """
+
+    def __init__(self, clock, per_address: int, total: int, window: float = 3600.0,
+                 max_entries: int = 100_000):
+        if per_address < 0 or total < 0:
+            raise ValueError("limits must be 0 (none) or more")
+        _check_limits(1, window, max_entries)
+        self._clock = clock
+        self.per_address, self.total = per_address, total
+        self.window = float(window)
+        self._ips = _Window(per_address, self.window, max_entries) if per_address else None
+        self._all = _Window(total, self.window, 1) if total else None
+
+    def retry_after(self, ip) -> tuple[float, str] | None:
+        """(seconds to wait, ``"address"`` or ``"server"``: which limit is
+        reached), or None if a new account may be made now."""
+        now = self._clock.seconds()
+        for table, key, which in ((self._ips, ip, "address"), (self._all, None, "server")):
+            if table is not None:
+                table.prune(now)
+                wait = table.wait(key, now)
+                if wait is not None:
+                    return wait, which
+        return None
+
+    def counted(self, ip) -> None:
+        """One more new account (being made) from ``ip``."""
+        now = self._clock.seconds()
+        for table, key in ((self._ips, ip), (self._all, None)):
+            if table is not None:
+                table.record(key, now)

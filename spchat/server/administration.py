@@ -64,13 +64,11 @@ class Administration:
         text, rows, *room_tables = result
         if msg.op not in ("list", "rooms", "room_info"):
             self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
-        if room_tables:
-            rooms, members = room_tables
-            link.conn.send(wire.AdminReply(msg.rid, True, text, rooms=rooms, members=members))
-            return
-        parts = wire.row_parts(rows)
+        rooms, members = room_tables if room_tables else ((), ())
+        parts = wire.table_parts({"sessions": rows, "rooms": rooms, "members": members})
         for i, part in enumerate(parts):
-            link.conn.send(wire.AdminReply(msg.rid, True, text, part, more=i < len(parts) - 1))
+            link.conn.send(wire.AdminReply(msg.rid, True, text, **part,
+                                           more=i < len(parts) - 1))
         if msg.op == "shutdown":
             self.on_shutdown()
 
@@ -210,11 +208,11 @@ class Administration:
 
     def _push_sessions(self) -> None:
         self._push = None
-        parts = wire.row_parts(self.session_rows())
-        rooms = self.directory.rows()
+        parts = wire.table_parts({"sessions": self.session_rows(),
+                                  "rooms": self.directory.rows()})
         for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            event = wire.AdminEvent(part, more=not last, rooms=rooms if last else ())
+            event = wire.AdminEvent(part.get("sessions", ()), more=i < len(parts) - 1,
+                                    rooms=part.get("rooms", ()))
             for link in self.links:
                 link.conn.send(event)
 

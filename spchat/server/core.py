@@ -72,6 +72,7 @@ class ChatCore:
         store=None,
         passwords=None,
         throttle=None,
+        signups=None,
         admin_token: str | None = None,
         audit: Callable[[str], None] = lambda line: None,
         on_shutdown: Callable[[], None] = lambda: None,
@@ -80,7 +81,8 @@ class ChatCore:
     ):
         """``store``: an IStore (None: one in memory, ready at once);
         ``passwords``: hashes off the reactor thread (None: no accounts);
-        ``throttle``: failed logins; ``committer_factory(log, on_committed)``:
+        ``throttle``: failed logins; ``signups``: new accounts (a
+        ``SignupLimit``; None: no limit); ``committer_factory(log, on_committed)``:
         how lines are saved (None: one at a time, as they come); ``ports``:
         the beacon's and the relay's, once the service has bound them."""
         self.clock = clock
@@ -104,7 +106,8 @@ class ChatCore:
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
         self.logins = Logins(clock, self.store, passwords, throttle, self.table,
-                             self._start_session, self._end)
+                             self._start_session, self._end, signups,
+                             self.limits.refusal_log_seconds)
         self.logins.links = self.links
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)

@@ -66,6 +66,10 @@ class IMessageLog(Interface):
         """Fires with up to ``limit`` records numbered below ``seq`` (the
         newest of them), oldest first."""
 
+    def last_before_time(conversation, ts_ms):
+        """Fires with the number of the conversation's last record stamped
+        before ``ts_ms`` (0 if none): where a time falls among its numbers."""
+
     def direct_since(key, since_ms, limit):
         """Fires with up to ``limit`` direct messages to or from ``key``
         stamped at or after ``since_ms``, oldest first."""
@@ -86,7 +90,12 @@ class IAccounts(Interface):
         """Fires with (display name, encoded password hash) or None."""
 
     def set_account(key, name, password, now_ms):
-        """Create the account, or change its password."""
+        """Create the account, or change its password (its name stays as
+        it was registered)."""
+
+    def lookalike_account(looks, key):
+        """Fires with the name of an account (not ``key``'s) that has one of
+        these looks (``spchat.server.lookalikes.looks``), or None."""
 
 
 class IBans(Interface):

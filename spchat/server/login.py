@@ -3,7 +3,10 @@
 Password hashes and checks run off the reactor thread (the password
 worker); account and ban lookups are the store's Deferreds.  While a login
 is under way its name is claimed, so two logins cannot race for it, and its
-link may not start another.
+link may not start another.  A name new to the server must pass the rule
+of new names (``spchat.server.new_names``); a new account must fit the
+limits on new accounts (``SignupLimit``), and waits for the password
+worker behind every login of an existing account.
 """
 
 from __future__ import annotations
@@ -14,30 +17,45 @@ from typing import Callable
 from twisted.internet import defer
 
 from spchat import wire
-from spchat.server.accounts import normalise_password
+from spchat.server.accounts import ACCOUNTS, SIGNUPS, normalise_password
+from spchat.server.new_names import NewNames
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, ThrottledLog
 from spchat.server.rules import Refused, ban_text, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable
 from spchat.terminal import SafeLogger
 
 # Password hashes and checks waiting for a worker, beyond which logins are
-# turned away for a moment.
+# turned away for a moment: per lane, so new accounts (at most
+# MAX_SIGNUP_QUEUE waiting) never fill the room that logins have.
 MAX_PASSWORD_QUEUE = 64
+MAX_SIGNUP_QUEUE = 16
+_QUEUE_ROOM = {ACCOUNTS: MAX_PASSWORD_QUEUE, SIGNUPS: MAX_SIGNUP_QUEUE}
+
+
+def host_of(address: str) -> str:
+    return address.rpartition(":")[0]
 
 
 class Logins:
     log = SafeLogger()
 
     def __init__(self, clock, store, passwords, throttle, sessions: SessionTable,
-                 start_session: Callable, end_session: Callable):
+                 start_session: Callable, end_session: Callable, signups=None,
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
         """``start_session(link, display, key, registered, msg)`` puts a
         logged-in user on the server (a Deferred firing with its session);
         ``end_session(session, code, text,
-        reason, notice)`` takes one off (a replaced or banned user)."""
+        reason, notice)`` takes one off (a replaced or banned user);
+        ``signups``: a ``SignupLimit`` (None: no limit on new accounts);
+        its refusals are logged once per address per ``refusal_log_seconds``."""
         self.clock = clock
         self.store = store
         self.passwords = passwords
         self.throttle = throttle
+        self.signups = signups
+        self.signups_refused = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.sessions = sessions
+        self.new_names = NewNames(sessions, store)
         self.start_session = start_session
         self.end_session = end_session
         self.claims: set[str] = set()  # names with a login or password change under way
@@ -66,22 +84,47 @@ class Logins:
         if wait:
             raise Refused("throttled", f"too many {what}; try again in {math.ceil(wait)} s")
 
-    def _queue_has_room(self) -> None:
-        if self.passwords is not None and self.passwords.waiting >= MAX_PASSWORD_QUEUE:
+    def _queue_has_room(self, lane: str = ACCOUNTS) -> None:
+        if self.passwords is not None and self.passwords.waiting_in(lane) >= _QUEUE_ROOM[lane]:
             raise Refused("busy", "the server is busy; try again in a moment")
+
+    def _check_signups(self, ip: str) -> None:
+        wait = self.signups.retry_after(ip) if self.signups is not None else None
+        if wait is None:
+            return
+        seconds, which = wait
+        self.signups_refused(ip, "{host}: refused a new account: the {which} limit is reached "
+                             "({count} refused so far)", host=ip, which=which)
+        minutes = math.ceil(seconds / 60)
+        later = f"try again in {minutes} minute{'s' * (minutes != 1)}"
+        if which == "address":
+            raise Refused("throttled", f"too many new accounts from your address (at most "
+                          f"{self.signups.per_address} an hour); {later}")
+        raise Refused("throttled", f"this server takes no more new accounts for now (at most "
+                      f"{self.signups.total} an hour); {later}")
+
+    def _signup_hash(self, ip: str, password: str) -> defer.Deferred:
+        """A new account's password hashed, if the limits on new accounts
+        allow one more now: then it counts."""
+        self._check_signups(ip)
+        d = self._password_work(self.passwords.hash, password, SIGNUPS, lane=SIGNUPS)
+        if self.signups is not None:
+            self.signups.counted(ip)
+        return d
 
     # --- logging in ---------------------------------------------------------------
 
     def login(self, link: Link, msg: wire.Login) -> None:
         display, key = normalise_name(msg.name)
-        ip = link.address.rpartition(":")[0]
+        ip = host_of(link.address)
         self._check_throttle(key, ip, "failed logins")
         if key in self.claims:
             raise Refused("name_taken", f"someone is logging in as {display!r} right now")
         if msg.register:
             self._need_accounts()
             self._check_password(msg.password)
-        self._queue_has_room()
+            self._check_signups(ip)
+        self._queue_has_room(SIGNUPS if msg.register else ACCOUNTS)
         self.claims.add(key)
         link.login_pending = True
         d = self._check_ban(key)
@@ -90,6 +133,7 @@ class Logins:
 
         def finished(result):
             self.claims.discard(key)
+            self.new_names.release(display, key)
             link.login_pending = False
             return result
 
@@ -103,8 +147,10 @@ class Logins:
                 raise Refused("name_registered", f"the name {display!r} is already registered; "
                               "log in with its password")
             self._check_free(display, key)
-            return self._password_work(self.passwords.hash, msg.password).addCallback(
-                self._registered, link, msg, display, key)
+            password = msg.password or ""  # checked in login()
+            d = self.new_names.check(display, key)
+            d.addCallback(lambda _: self._signup_hash(ip, password))
+            return d.addCallback(self._registered, link, msg, display, key)
         if account is not None:
             if msg.password is None:
                 raise Refused("password_required", f"the name {display!r} is registered; "
@@ -116,7 +162,12 @@ class Logins:
             # The same words as a wrong password: no hint which names exist.
             raise Refused("login_failed", "wrong name or password")
         self._check_free(display, key)
+        return self.new_names.check(display, key).addCallback(
+            self._guest_checked, link, msg, display, key)
+
+    def _guest_checked(self, _, link: Link, msg: wire.Login, display: str, key: str):
         if self._still_waiting(link):
+            self._check_free(display, key)  # a registered owner may have come meanwhile
             return self.start_session(link, display, key, False, msg)
         return None
 
@@ -124,9 +175,8 @@ class Logins:
         """The link is open and not logged in otherwise meanwhile."""
         return link in self.links and link.session is None
 
-    def _password_work(self, work, *args) -> defer.Deferred:
-        if self.passwords.waiting >= MAX_PASSWORD_QUEUE:
-            raise Refused("busy", "the server is busy; try again in a moment")
+    def _password_work(self, work, *args, lane: str = ACCOUNTS) -> defer.Deferred:
+        self._queue_has_room(lane)
 
         def stopped(failure):
             if failure.check(Refused):
@@ -192,13 +242,16 @@ class Logins:
     def register(self, session: Session, msg: wire.Register) -> None:
         self._need_accounts()
         self._check_password(msg.password)
-        self._claim(session)
+        ip = host_of(session.address)
+        self._check_signups(ip)
+        self._claim(session, SIGNUPS)
 
         def looked_up(account):
             if account is not None:
                 raise Refused("name_registered",
                               f"the name {session.name!r} is already registered")
-            return self._password_work(self.passwords.hash, msg.password)
+            return self.new_names.check(session.name, session.key).addCallback(
+                lambda _: self._signup_hash(ip, msg.password))
 
         def hashed(encoded):
             return self.store.set_account(session.key, session.name, encoded, self.now_ms())
@@ -214,7 +267,7 @@ class Logins:
     def change_password(self, session: Session, msg: wire.ChangePassword) -> None:
         self._need_accounts()
         self._check_password(msg.new)
-        ip = session.address.rpartition(":")[0]
+        ip = host_of(session.address)
         self._check_throttle(session.key, ip, "wrong passwords")
         self._claim(session)
 
@@ -237,15 +290,16 @@ class Logins:
                              .addCallback(verified).addCallback(hashed).addCallback(
                                  lambda _: self.account_notice(session, "your password is changed")))
 
-    def _claim(self, session: Session) -> None:
+    def _claim(self, session: Session, lane: str = ACCOUNTS) -> None:
         if session.key in self.claims:
             raise Refused("busy", "a password change is already in progress")
-        self._queue_has_room()
+        self._queue_has_room(lane)
         self.claims.add(session.key)
 
     def _account_change(self, session: Session, d: defer.Deferred) -> None:
         def finished(result):
             self.claims.discard(session.key)
+            self.new_names.release(session.name, session.key)
             return result
 
         def refused(failure):

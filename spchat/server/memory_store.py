@@ -13,6 +13,7 @@ from operator import itemgetter
 from twisted.internet import defer
 from zope.interface import implementer
 
+from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
 from spchat.server.numbering import number
 from spchat.server.records import Record, RoomRecord, room_conversation
@@ -41,6 +42,7 @@ class MemoryStore:
         self._by_cid: dict[tuple[str, str], Record] = {}
         self._directs: dict[str, set[str]] = {}  # name key -> its direct conversations
         self._accounts: dict[str, tuple[str, str]] = {}
+        self._account_looks: dict[str, set[str]] = {}  # look -> account keys
         self._bans: dict[str, tuple[str, float | None, str]] = {}
         self._rooms: dict[str, RoomRecord] = {}  # settings and standing; no last_seq
         self._memberships: dict[str, set[str]] = {}
@@ -93,6 +95,13 @@ class MemoryStore:
         return kept[max(0, end - limit):end]
 
     @_fired
+    def last_before_time(self, conversation, ts_ms):
+        for record in reversed(self._messages.get(conversation, [])):
+            if record.ts < ts_ms:
+                return record.seq
+        return 0
+
+    @_fired
     def direct_since(self, key, since_ms, limit):
         found = [r for conversation in self._directs.get(key, ())
                  for r in self._messages.get(conversation, ()) if r.ts >= since_ms]
@@ -136,6 +145,13 @@ class MemoryStore:
         # As in SQLite: a new password keeps the name it was registered with.
         name = self._accounts.get(key, (name,))[0]
         self._accounts[key] = (name, password)
+        for look in lookalikes.looks(name, key):
+            self._account_looks.setdefault(look, set()).add(key)
+
+    @_fired
+    def lookalike_account(self, looks, key):
+        alike = sorted(k for look in looks for k in self._account_looks.get(look, ()) if k != key)
+        return self._accounts[alike[0]][0] if alike else None
 
     @_fired
     def ban(self, key):

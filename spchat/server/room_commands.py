@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from spchat import wire
 from spchat.server.records import RoomRecord
+from spchat.server.new_names import check_one_script
 from spchat.server.rooms import ADMIN_RANK, RANKS, Room, RoomDirectory
 from spchat.server.rules import (
     Limits, Refused, ban_text, check_text, normalise_name, normalise_room, plain, quoted,
@@ -95,6 +96,7 @@ class RoomCommands:
                           "/part one first")
         room = self.directory.get(key)
         if room is None:
+            self._check_new_room(display, key)
             self.enter(session, self._create(display, key, msg.private, session))
             return
         if key in session.rooms:  # again: the state again, nothing new
@@ -107,6 +109,15 @@ class RoomCommands:
                           "/invite you first")
         room.invited.discard(session.key)
         self.enter(session, room)
+
+    def _check_new_room(self, display: str, key: str) -> None:
+        """The rule of new names, for rooms: a look-alike room would pass
+        for the room it looks like."""
+        like = self.directory.lookalike(display, key)
+        if like is not None:
+            raise Refused("room_lookalike", f"#{display} looks like #{like.name}; join that "
+                          "or choose another name")
+        check_one_script(display, "room_invalid", "a room name")
 
     def enter(self, session: Session, room: Room, history: bool = True,
               remember: bool = True) -> None:

@@ -16,6 +16,7 @@ from typing import Callable
 from spchat import wire
 from spchat.server.events import SharedEvents
 from spchat.server.records import RoomRecord
+from spchat.server.lookalikes import looks
 from spchat.server.rules import Refused, normalise_room
 from spchat.server.sessions import Session
 
@@ -82,6 +83,7 @@ class RoomDirectory:
         self.presence_state = presence_state
         self.rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}  # by display form
+        self._by_look: dict[str, Room] = {}  # by each skeleton of its name
         self._waiting: dict[str, Room] = {}  # rooms with events or newcomers waiting
         # Rooms deleted in this run, by key: their newest number, where the
         # store goes on numbering if the room is made again.
@@ -105,13 +107,26 @@ class RoomDirectory:
     def add(self, room: Room) -> Room:
         self.rooms[room.key] = room
         self._by_name[room.name] = room
+        for look in looks(room.name, room.key):
+            self._by_look.setdefault(look, room)  # rooms from before the rule may share one
         return room
 
     def remove(self, room: Room) -> None:
         del self.rooms[room.key]
         del self._by_name[room.name]
+        for look in looks(room.name, room.key):
+            if self._by_look.get(look) is room:
+                del self._by_look[look]
         self._waiting.pop(room.key, None)
         self.deleted_seqs[room.key] = room.last_seq
+
+    def lookalike(self, display: str, key: str) -> Room | None:
+        """A room (not ``key``'s) whose name looks like ``display``."""
+        for look in looks(display, key):
+            room = self._by_look.get(look)
+            if room is not None and room.key != key:
+                return room
+        return None
 
     # --- membership ---------------------------------------------------------
 

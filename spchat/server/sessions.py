@@ -18,6 +18,7 @@ from typing import Callable
 
 from spchat.beacon import BeaconKeys, ReplayWindow
 from spchat.server.catch_up import CatchUp, Hold
+from spchat.server.lookalikes import looks
 from spchat.server.rules import TokenBucket
 
 # Sessions ended on purpose that are remembered, so a resume learns why.
@@ -65,6 +66,7 @@ class Session:
     last_activity: float
     bucket: TokenBucket
     registered: bool = False
+    looks: frozenset = frozenset()  # its name's skeletons (spchat.server.lookalikes)
     state: State = State.CONNECTED
     link: Link | None = None
     offline_reason: str = ""
@@ -115,6 +117,8 @@ class SessionTable:
         self.on_change = on_change  # the administrators' table is out of date
         self.by_id: dict[str, Session] = {}
         self.by_key: dict[str, Session] = {}
+        # By each skeleton of their names: who a new name would look like.
+        self.by_look: dict[str, dict[str, Session]] = {}
         self.offline: OrderedDict[str, Session] = OrderedDict()  # oldest first
         # Sessions ended on purpose, by id: (token, bye code, bye text).
         self.ended: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
@@ -128,11 +132,13 @@ class SessionTable:
         session = Session(
             id=secrets.token_urlsafe(12), token=secrets.token_urlsafe(24), name=display,
             key=key, address=link.address, first_connected_at=now, state_since=now,
-            last_activity=now, bucket=bucket, registered=registered,
+            last_activity=now, bucket=bucket, registered=registered, looks=looks(display, key),
         )
         self.attach(session, link)
         self.by_id[session.id] = session
         self.by_key[key] = session
+        for look in session.looks:
+            self.by_look.setdefault(look, {})[key] = session
         self.on_change()
         return session
 
@@ -173,7 +179,21 @@ class SessionTable:
         self.detach(session)
         del self.by_id[session.id]
         del self.by_key[session.key]
+        for look in session.looks:
+            alike = self.by_look[look]
+            del alike[session.key]
+            if not alike:
+                del self.by_look[look]
         self.offline[session.id] = session
+
+    def lookalike(self, name_looks, key: str) -> Session | None:
+        """A session whose name looks like one with these skeletons, other
+        than ``key``'s own."""
+        for look in name_looks:
+            for other_key, session in self.by_look.get(look, {}).items():
+                if other_key != key:
+                    return session
+        return None
 
     def remember_end(self, session: Session, code: str, text: str) -> None:
         self.ended[session.id] = (session.token, code, text)

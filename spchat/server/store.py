@@ -26,6 +26,7 @@ from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
+from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
 from spchat.server.numbering import number
 from spchat.server.records import Record, RoomRecord, room_conversation
@@ -146,6 +147,21 @@ MIGRATIONS = [
         PRIMARY KEY (key, room)
     );
     CREATE INDEX memberships_by_room ON memberships (room);
+    """,
+    # Version 3: what each account's name looks like (its skeletons, see
+    # spchat.server.lookalikes), so that a new name that looks like it is
+    # refused.  Filled at open (_refresh_looks), and made again there when
+    # the confusables data changes.
+    """
+    CREATE TABLE account_looks (
+        look TEXT NOT NULL,
+        key TEXT NOT NULL REFERENCES accounts (key) ON DELETE CASCADE,
+        PRIMARY KEY (look, key)
+    );
+    CREATE TABLE meta (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -314,6 +330,13 @@ class Tables:
         )
         return [Record._make(row) for row in rows]
 
+    def last_before_time(self, conversation: str, ts_ms: int) -> int:
+        # From the newest back: the times asked for are mostly recent ones
+        # (a client catching up), and numbers follow the server's clock.
+        row = self._one("SELECT seq FROM messages WHERE conversation = ? AND ts < ? "
+                        "ORDER BY seq DESC LIMIT 1", (conversation, ts_ms))
+        return row[0] if row else 0
+
     def find_cid(self, sender_key: str, cid: str) -> Record | None:
         row = self._one(
             f"SELECT {_COLUMNS} FROM messages WHERE sender_key = ? AND cid = ?",
@@ -344,11 +367,43 @@ class Tables:
         return self._one("SELECT name, password FROM accounts WHERE key = ?", (key,))
 
     def set_account(self, key: str, name: str, password: str, now_ms: int) -> None:
-        self._write(
-            "INSERT INTO accounts (key, name, password, created) VALUES (?,?,?,?) "
-            "ON CONFLICT (key) DO UPDATE SET password = excluded.password",
-            (key, name, password, now_ms),
+        with _transaction(self.conn):
+            self._execute(
+                "INSERT INTO accounts (key, name, password, created) VALUES (?,?,?,?) "
+                "ON CONFLICT (key) DO UPDATE SET password = excluded.password",
+                (key, name, password, now_ms),
+            )
+            # The looks of the name as it was registered (a password change keeps it).
+            kept, = self._one("SELECT name FROM accounts WHERE key = ?", (key,))
+            self._add_looks([(key, kept)])
+
+    def _add_looks(self, accounts) -> None:
+        self._execute_many(
+            "INSERT OR IGNORE INTO account_looks (look, key) VALUES (?, ?)",
+            [(look, key) for key, name in accounts for look in lookalikes.looks(name, key)],
         )
+
+    def lookalike_account(self, looks, key: str) -> str | None:
+        looks = sorted(looks)
+        row = self._one(
+            "SELECT a.name FROM account_looks AS l JOIN accounts AS a ON a.key = l.key "
+            f"WHERE l.look IN ({','.join('?' * len(looks))}) AND l.key <> ? "
+            "ORDER BY a.key LIMIT 1",
+            (*looks, key),
+        )
+        return row[0] if row else None
+
+    def refresh_looks(self) -> None:
+        """Every account's looks, made again if the confusables data (or
+        how skeletons are made) has changed since they were made."""
+        with _transaction(self.conn):
+            made = self._one("SELECT value FROM meta WHERE name = 'looks'")
+            if made is not None and made[0] == lookalikes.VERSION:
+                return
+            self._execute("DELETE FROM account_looks")
+            self._add_looks(self._query("SELECT key, name FROM accounts"))
+            self._execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('looks', ?)",
+                          (lookalikes.VERSION,))
 
     def ban(self, key: str) -> tuple[str, float | None, str] | None:
         return self._one("SELECT name, until, reason FROM bans WHERE key = ?", (key,))
@@ -476,6 +531,7 @@ def _connect(path: Path, sync: str = "full", writer: bool = True) -> sqlite3.Con
                 if conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                     raise sqlite3.DatabaseError("database disk image is malformed")
                 _migrate(conn)
+                Tables(conn).refresh_looks()
             else:
                 conn.execute("PRAGMA query_only=ON")
         except BaseException:
@@ -658,6 +714,9 @@ class SQLiteStore:
     def direct_since(self, key, since_ms, limit):
         return self._read(Tables.direct_since, key, since_ms, limit)
 
+    def last_before_time(self, conversation, ts_ms):
+        return self._read(Tables.last_before_time, conversation, ts_ms)
+
     def find_cid(self, sender_key, cid):
         return self._read(Tables.find_cid, sender_key, cid)
 
@@ -674,6 +733,9 @@ class SQLiteStore:
 
     def set_account(self, key, name, password, now_ms):
         return self._write(Tables.set_account, key, name, password, now_ms)
+
+    def lookalike_account(self, looks, key):
+        return self._read(Tables.lookalike_account, looks, key)
 
     def ban(self, key):
         return self._read(Tables.ban, key)
