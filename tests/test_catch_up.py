@@ -116,3 +116,16 @@ def test_a_drop_while_catching_up_drops_the_reads_and_a_logout_still_ends(clock)
     core.link_lost(link)
     assert session.reads == 0 and session.catch_up is None
     assert session.state.name == "OFFLINE"  # the logout it asked for
+
+
+def test_a_room_left_while_its_replay_waits_sends_no_more_of_it(clock):
+    core = make_core(clock)
+    said(core, 300)
+    link, slow = come_back(core, "bob")
+    assert slow.drain()
+    sent = len(lines(slow))
+    core.receive(link, wire.Part("lobby"))
+    while slow.drain():
+        pass
+    assert len(lines(slow)) == sent
+    assert not link.session.catching_up

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Callable, Iterator
 
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from spchat.server.records import Record
@@ -34,6 +35,8 @@ PART_BYTES = 64 * 1024
 MAX_WAITING_JOBS = 64
 # Waiting a moment before reading again, when the store failed.
 READ_RETRY_SECONDS = 1.0
+
+log = Logger()
 
 DRAIN = object()  # what a job yields to wait until the connection drained
 PAUSE = object()  # ... to wait READ_RETRY_SECONDS
@@ -153,7 +156,9 @@ class CatchUp:
                 result, self._result = self._result, None
                 try:
                     wait = job.send(result)
-                except StopIteration:
+                except Exception as e:  # StopIteration: done; anything else, a bug
+                    if not isinstance(e, StopIteration):
+                        log.failure("catching up failed", Failure())
                     self._current = None
                     self._release(holding)
                     self.answered()
@@ -180,15 +185,19 @@ class Reader:
         self.tell = tell
         self.failed = failed
 
-    def send_parts(self, records: list[Record], history: bool) -> Iterator:
+    def send_parts(self, records: list[Record], history: bool,
+                   still: Callable[[], bool] = lambda: True) -> Iterator:
         """Send ``records``, waiting for the connection to drain after each
         PART_BYTES but the last: what follows (the next read, or the live
-        lines once caught up) waits for its own turn."""
+        lines once caught up) waits for its own turn.  Stops early once
+        ``still()`` is false."""
         size = 0
         for record in records:
             if size >= PART_BYTES:
                 size = 0
                 yield DRAIN
+                if not still():
+                    return
             self.tell(self.render(record, history))
             size += wire_size(record)
 
@@ -216,12 +225,16 @@ class Reader:
         yield from self.send_parts(records, history=True)
         after(records)
 
-    def forward(self, conversation: str, start: int, hold: Hold) -> Iterator:
+    def forward(self, conversation: str, start: int, hold: Hold,
+                still: Callable[[], bool] = lambda: True) -> Iterator:
         """Every line above ``start`` not sent yet, as news, until a read
-        issued after the last line held back comes back short."""
+        issued after the last line held back comes back short (or, before a
+        read, ``still()`` says the session has left the room)."""
         cursor = max(start, hold.sent)
         while True:
             yield DRAIN
+            if not still():
+                return
             mark = hold.noted
             records = yield from self.read(
                 lambda cursor=cursor: self.store.after(conversation, cursor, PAGE_RECORDS))
@@ -230,17 +243,17 @@ class Reader:
                 cursor = records[-1].seq
             if fresh:
                 hold.sent = fresh[-1].seq
-            yield from self.send_parts(fresh, history=False)
+            yield from self.send_parts(fresh, history=False, still=still)
             if len(records) < PAGE_RECORDS and hold.noted == mark:
                 hold.covered = mark
                 return
 
     def join(self, conversation: str, before: int, limit: int, hold: Hold,
-             after: Callable[[list[Record]], None]) -> Iterator:
+             after: Callable[[list[Record]], None], still: Callable[[], bool]) -> Iterator:
         """A join's history, then what came since the join (if anything did)."""
         yield from self.page(conversation, before, limit, after)
         if hold.behind:
-            yield from self.forward(conversation, before - 1, hold)
+            yield from self.forward(conversation, before - 1, hold, still)
 
     def directs(self, key: str, since: int, named: set[str], hold: Hold) -> Iterator:
         """Every direct message to or from ``key`` from ``since`` (ms) on,

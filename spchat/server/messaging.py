@@ -249,8 +249,9 @@ class Messaging:
         def end(records: list[Record]) -> None:
             self._history_end(session, "#" + room.name, records, limit, before)
 
-        self._queue(session, self._reader(session).join(conversation, before, limit, hold, end),
-                    holding=conversation)
+        self._queue(session, self._reader(session).join(
+            conversation, before, limit, hold, end, lambda: room.key in session.rooms),
+            holding=conversation)
 
     def _history_end(self, session: Session, conversation: str, records: list[Record],
                      limit: int, before: int) -> None:
@@ -326,4 +327,5 @@ class Messaging:
             ))
         conversation = "#" + room.key
         self._queue(session, self._reader(session).forward(
-            conversation, start, self._held(session, conversation)), holding=conversation)
+            conversation, start, self._held(session, conversation),
+            lambda: room.key in session.rooms), holding=conversation)
