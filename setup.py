@@ -20,6 +20,6 @@ setup(
         "test": ["pytest", "pytest-twisted", "hypothesis", "pillow"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
-        "irc-test": ["pytest-xdist"],
+        "irc-test": ["pytest-xdist", "filelock"],
     },
 )

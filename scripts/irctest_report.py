@@ -36,7 +36,14 @@ def main(argv=None):
     parser.add_argument("known")
     parser.add_argument("--ids-out")
     args = parser.parse_args(argv)
-    found = results(args.results)
+    try:
+        found = results(args.results)
+    except (OSError, ET.ParseError) as e:
+        print(f"irctest: no results ({e}): irctest did not run", file=sys.stderr)
+        return 1
+    if not found:
+        print("irctest: no test ran (see irctest's own output above)", file=sys.stderr)
+        return 1
     with open(args.known, encoding="utf-8") as f:
         known = {line.split("#")[0].strip() for line in f} - {""}
     per_file = collections.defaultdict(collections.Counter)

@@ -7,7 +7,7 @@
 #
 #     bash scripts/run_irctest.sh [extra pytest arguments]
 #
-# Needs: pip install '.[irc-test]', and irctest in ../shared/irctest or $IRCTEST_DIR.
+# Needs: pip install '.[irc-test]' (pytest-xdist, filelock), and irctest in ../shared/irctest or $IRCTEST_DIR.
 set -euo pipefail
 scripts="$(cd "$(dirname "$0")" && pwd)"
 checkout="$(dirname "$scripts")"
@@ -28,6 +28,9 @@ export PYTHONPATH="$scripts:$checkout${PYTHONPATH:+:$PYTHONPATH}"
 python -m pytest -p no:cacheprovider --controller irctest_spchat -m "$selection" \
   -n 2 -q --junitxml="$out/results.xml" "$@" > "$out/log" 2>&1 || true
 tail -n 1 "$out/log"
+if ! grep -q "passed" "$out/log"; then
+  tail -n 30 "$out/log" >&2  # irctest itself failed: say why
+fi
 if python "$scripts/irctest_report.py" "$out/results.xml" "$scripts/irctest_known_failures.txt" \
     --ids-out "$out/again"; then
   exit 0

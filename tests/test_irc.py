@@ -391,3 +391,24 @@ def test_chathistory_of_a_direct_conversation(service):
     yield client.wait_for("PRIVMSG", 2)
     lines = yield history(client, "LATEST", "bob", "*", "10")
     assert lines == [("@bob~carol/1", "hello bob"), ("@bob~carol/2", "hello carol")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_whowas_remembers_who_held_a_nick(service):
+    asker = yield irc_client(service, "asker")
+    for ident in ("first", "second"):
+        gone = yield irc_client(service)
+        gone.send("NICK leaver", f"USER {ident} 0 * :Leaver {ident}")
+        yield gone.wait_for("001")
+        gone.send("QUIT")
+        yield gone.lost
+        yield wait_until(lambda: "leaver" not in service.core.by_key)
+    asker.send("WHOWAS leaver", "WHOWAS leaver 1", "WHOWAS nobody", "PING :done")
+    yield asker.wait_for("PONG")
+    shown = [(line.command, line.params[1:3]) for line in asker.lines
+             if line.command in ("314", "369", "406")]
+    assert shown == [("314", ["leaver", "second"]), ("314", ["leaver", "first"]),
+                     ("369", ["leaver", "End of WHOWAS"]), ("314", ["leaver", "second"]),
+                     ("369", ["leaver", "End of WHOWAS"]),
+                     ("406", ["nobody", "There was no such nickname"]),
+                     ("369", ["nobody", "End of WHOWAS"])]

@@ -1,81 +1,14 @@
 """Nothing lost, nothing twice: real clients reconnect through a proxy that
 keeps cutting their connections, often in the middle of a frame."""
 
-import random
-
 import pytest
 import pytest_twisted
-from twisted.internet import protocol, reactor
+from twisted.internet import reactor
 
 from spchat import wire
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
-
-
-class Pipe(protocol.Protocol):
-    """One side of a proxied connection."""
-
-    def __init__(self, proxy, budget):
-        self.proxy = proxy
-        self.budget = budget  # bytes this side may still pass on
-        self.other = None
-        self.pending = []
-
-    def connectionMade(self):
-        self.proxy.pipes.add(self)
-
-    def dataReceived(self, data):
-        if self.other is None or self.other.transport is None:
-            self.pending.append(data)
-            return
-        self.forward(data)
-
-    def forward(self, data):
-        if len(data) < self.budget:
-            self.budget -= len(data)
-            self.other.transport.write(data)
-            return
-        # Out of budget: deliver a prefix (mid-frame, most likely), as a
-        # network that dies does, then cut both sides.
-        self.other.transport.write(data[: self.budget])
-        self.other.transport.loseConnection()  # after the prefix is flushed
-        self.transport.abortConnection()
-        self.proxy.cuts += 1
-
-    def connectionLost(self, reason):
-        self.proxy.pipes.discard(self)
-        if self.other is not None and self.other.transport is not None:
-            self.other.transport.loseConnection()
-
-
-class CuttingProxy(protocol.Factory):
-    """Forwards to the server; each connection dies after a random number of
-    bytes in either direction."""
-
-    def __init__(self, target_port, seed, low=400, high=6000):
-        self.target_port = target_port
-        self.random = random.Random(seed)
-        self.low, self.high = low, high
-        self.cuts = 0
-        self.pipes = set()
-
-    def budget(self):
-        return self.random.randint(self.low, self.high)
-
-    def buildProtocol(self, addr):
-        client_side = Pipe(self, self.budget())
-        server_side = Pipe(self, self.budget())
-        client_side.other, server_side.other = server_side, client_side
-        connector = protocol.ClientCreator(reactor, lambda: server_side)
-        d = connector.connectTCP("127.0.0.1", self.target_port)
-
-        def connected(_):
-            for data in client_side.pending:
-                client_side.forward(data)
-            client_side.pending.clear()
-
-        d.addCallbacks(connected, lambda f: client_side.transport.abortConnection())
-        return client_side
+from cutting_proxy import CuttingProxy
 
 
 ROOMS = ("lobby", "dev")

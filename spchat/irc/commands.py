@@ -418,6 +418,24 @@ class Commands:
             conn.numeric(N.RPL_WHOISACCOUNT, session.name, session.name, "is logged in as")
         conn.numeric(N.RPL_ENDOFWHOIS, session.name, "End of /WHOIS list")
 
+    def whowas(self, line) -> None:
+        conn = self.conn
+        if not line.params or not line.params[0]:
+            conn.numeric(N.ERR_NEEDMOREPARAMS, "WHOWAS", "Not enough parameters")
+            return
+        nick = line.params[0]
+        count = line.params[1] if len(line.params) > 1 else "0"
+        entries = conn.registry.was(nick)
+        limit = int(count) if count.lstrip("-").isdigit() else 0
+        if limit > 0:  # 0 or less: all of them
+            entries = entries[:limit]
+        if not entries:
+            conn.numeric(N.ERR_WASNOSUCHNICK, nick, "There was no such nickname")
+        for was_nick, user, realname in entries:
+            conn.numeric(N.RPL_WHOWASUSER, was_nick, user, "spchat", "*", realname)
+            conn.numeric(N.RPL_WHOISSERVER, was_nick, conn.server_name, "spchat")
+        conn.numeric(N.RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
+
     def away(self, line) -> None:
         conn = self.conn
         text = line.params[0] if line.params else ""
@@ -494,7 +512,7 @@ class Commands:
         "NAMES": names, "LIST": list_, "KICK": kick, "INVITE": invite, "MODE": mode,
         "PRIVMSG": privmsg, "NOTICE": privmsg, "WHO": who, "WHOIS": whois, "AWAY": away,
         "LUSERS": lusers, "MOTD": motd, "VERSION": version, "TIME": time_, "ISON": ison,
-        "USERHOST": userhost, "CHATHISTORY": chathistory,
+        "USERHOST": userhost, "CHATHISTORY": chathistory, "WHOWAS": whowas,
     }
     _needs = {"USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
               "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "WHOIS": 1, "ISON": 1,

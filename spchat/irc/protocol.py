@@ -9,6 +9,7 @@ nothing for as long again.
 
 from __future__ import annotations
 
+import collections
 import time
 
 from twisted.internet import protocol
@@ -115,10 +116,15 @@ def too_long(raw: bytes) -> bool:
 
 class IrcRegistry:
     """The IRC connections of this server, by name key: what IRC users said
-    of themselves (user name, real name, away) for the others' WHO and WHOIS."""
+    of themselves (user name, real name, away) for the others' WHO and
+    WHOIS, and of the last ``MAX_GONE`` to leave, for WHOWAS."""
+
+    MAX_GONE = 200
 
     def __init__(self):
         self._by_key: dict[str, IrcConnection] = {}
+        self.gone: collections.deque[tuple[str, str, str, str]] = collections.deque(
+            maxlen=self.MAX_GONE)  # (name key, nick, user, real name), newest last
 
     def add(self, conn: IrcConnection) -> None:
         self._by_key[conn.session.key] = conn
@@ -126,6 +132,13 @@ class IrcRegistry:
     def remove(self, conn: IrcConnection) -> None:
         if conn.session is not None and self._by_key.get(conn.session.key) is conn:
             del self._by_key[conn.session.key]
+            self.gone.append((conn.session.key, conn.nick, conn.user or conn.nick,
+                              conn.realname))
+
+    def was(self, name: str) -> list[tuple[str, str, str]]:
+        """(nick, user, real name) of those who held ``name``, newest first."""
+        key = name_key(name)
+        return [entry[1:] for entry in reversed(self.gone) if entry[0] == key]
 
     def get(self, name: str) -> IrcConnection | None:
         key = name_key(name)
