@@ -3,7 +3,11 @@
 import re
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
+
+from twisted.internet import task
 
 # Flood control would pace one fast sender to 5 messages a second.
 NO_FLOOD_LIMIT = ["--flood-burst", "1000000", "--flood-rate", "1000000", "--flood-queue", "20000"]
@@ -23,3 +27,17 @@ def start_server(data_dir: Path, *options: str):
         if found:
             return proc, int(found.group(1))
     raise SystemExit("server did not start")
+
+
+def measure_with_server(measure, *options: str) -> None:
+    """Run ``measure(reactor, proc, port, scratch_dir)`` (a Deferred) on
+    the reactor against a server of our own, then stop the server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_server(Path(tmp) / "data", *options)
+        # Keep reading its log, or a full pipe would stall the server.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        try:
+            task.react(lambda reactor: measure(reactor, proc, port, Path(tmp)))
+        finally:
+            proc.terminate()
+            proc.wait()

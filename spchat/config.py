@@ -267,6 +267,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_connections_per_ip", "CHAT_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip",
             "20", _int_range(1),
             "Concurrent TCP connections allowed from one IP address (1 or more)."),
+    Setting("max_connections", "CHAT_MAX_CONNECTIONS", "max-connections", "0", _int_range(0),
+            "Chat connections the server holds at once (0: its file-descriptor limit, raised "
+            "to the hard limit at start, less 64); when full, the oldest not logged in goes."),
+    Setting("login_reserve", "CHAT_LOGIN_RESERVE", "login-reserve", "32", _int_range(0),
+            "Of those, the last ones only for addresses with a session on the server "
+            "(a client coming back), so guests cannot take every place."),
     Setting("resume_grace", "CHAT_RESUME_GRACE", "resume-grace", "30", _seconds(allow_zero=True),
             "Seconds a dropped session waits for its client to reconnect before it goes offline."),
     Setting("presence_interval", "CHAT_PRESENCE_INTERVAL", "presence-interval", "2",
@@ -338,6 +344,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Where a client saves downloaded files (relative to the working directory)."),
     Setting("p2p_upload_bps", "CHAT_P2P_UPLOAD_BPS", None, "0", _int_range(0, 2**53),
             "Bytes per second a client uploads to other peers at most (0 = no limit)."),
+    Setting("p2p_max_per_ip", "CHAT_P2P_MAX_PER_IP", None, "4", _int_range(1),
+            "Concurrent peer connections a sharing client takes from one IP address."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -371,6 +379,8 @@ class Config:
     max_message_bytes: int = _default("max_message_bytes")
     handshake_timeout: float = _default("handshake_timeout")
     max_connections_per_ip: int = _default("max_connections_per_ip")
+    max_connections: int = _default("max_connections")
+    login_reserve: int = _default("login_reserve")
     resume_grace: float = _default("resume_grace")
     presence_interval: float = _default("presence_interval")
     idle_after: float = _default("idle_after")
@@ -399,6 +409,7 @@ class Config:
     p2p_direct: bool = _default("p2p_direct")
     download_dir: Path = _default("download_dir")
     p2p_upload_bps: int = _default("p2p_upload_bps")
+    p2p_max_per_ip: int = _default("p2p_max_per_ip")
 
 
 if [f.name for f in fields(Config)] != [s.field for s in SETTINGS]:  # pragma: no cover

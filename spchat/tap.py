@@ -16,6 +16,7 @@ from spchat.irc import tls
 from spchat.irc.protocol import IrcFactory
 from spchat.irc.tls import CertificateError
 from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
+from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
 from spchat.server.rules import Ports
@@ -93,6 +94,7 @@ class ChatService(service.MultiService):
                 log, reactor, published, cfg.commit_interval),
             ports=self.ports,
         )
+        self.descriptors = raise_descriptor_limit()  # each connection is one
         self.factory = ChatServerFactory(
             self.core,
             self.server_key,
@@ -101,6 +103,8 @@ class ChatService(service.MultiService):
             max_connections_per_ip=cfg.max_connections_per_ip,
             send_buffer_bytes=cfg.send_buffer_bytes,
             refusal_log_seconds=cfg.refusal_log_seconds,
+            max_connections=cfg.max_connections or connections_for(self.descriptors),
+            login_reserve=cfg.login_reserve,
         )
         self.presence = PresenceServer(self.core, reactor, cfg.presence_interval)
         self.core.presence_listeners.append(self.presence.changed)
@@ -159,6 +163,8 @@ class ChatService(service.MultiService):
                 if port is not None:
                     port.stopListening()
             raise
+        self.log.info("at most {count} chat connections (file descriptors: {fds})",
+                      count=self.factory.slots.limit, fds=self.descriptors)
         address = self.port.getHost()
         udp = self.udp_port.getHost().port
         # Clients learn the beacon's port at login (it may have been 0: any).

@@ -152,7 +152,8 @@ def twistd_command():
 class ServerProcess:
     """``twistd -n spchat`` in a subprocess, on a free loopback port."""
 
-    def __init__(self, tmp_path, *args, env=None):
+    def __init__(self, tmp_path, *args, env=None, preexec_fn=None):
+        """``preexec_fn``: run in the child before twistd (set its limits)."""
         self.proc = subprocess.Popen(
             twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
                                 "--tcp-port", "0", "--udp-port", "0",
@@ -162,6 +163,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=preexec_fn,
         )
         self.log = []
         deadline = time.monotonic() + 30

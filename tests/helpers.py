@@ -42,6 +42,9 @@ class MemoryClient:
     def deliver(self, lines):
         self.sent.extend(_through_codec(m) for m in lines.messages_for(self.session.key))
 
+    def when_drained(self, then):
+        then()  # everything is taken at once
+
     def close(self, code, text):
         self.closed = (code, text)
 

@@ -160,12 +160,12 @@ class HostileClient(Int32StringReceiver):
 
 @defer.inlineCallbacks
 def hostile_client(port: int, source: str = ATTACKERS[0], hello: bytes | None = None,
-                   name: str | None = None):
-    """A HostileClient connected from ``source`` (an address on loopback),
-    past the handshake, logged in as ``name`` if given."""
+                   name: str | None = None, make=HostileClient):
+    """A HostileClient (or ``make``'s) connected from ``source`` (an address
+    on loopback), past the handshake, logged in as ``name`` if given."""
     endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10,
                                   bindAddress=(source, 0))
-    client = yield connectProtocol(endpoint, HostileClient(hello))
+    client = yield connectProtocol(endpoint, make(hello))
     yield client.opened
     if name is not None:
         yield client.log_in(name)
@@ -176,7 +176,9 @@ class Chatters:
     """Two real clients (the reference client, from 127.0.0.1) that say a
     line each every ``interval`` seconds until ``check``."""
 
-    def __init__(self, server: HostileServer, pins, interval: float = 0.2):
+    def __init__(self, server, pins, interval: float = 0.2):
+        """``server``: anything with the ``port`` it listens on (a
+        HostileServer, a ServerProcess)."""
         self.server, self.pins, self.interval = server, pins, interval
         self.clients = []
         self.sent: dict[str, list[str]] = {}
@@ -186,7 +188,7 @@ class Chatters:
     @defer.inlineCallbacks
     def start(self):
         for name in ("alice", "bob"):
-            client = yield connect_client(self.server.service, self.pins, name)
+            client = yield connect_client(None, self.pins, name, port=self.server.port)
             self.clients.append(client)
             self.sent[name] = []
         self._loop.start(self.interval)
@@ -218,6 +220,6 @@ class Chatters:
         for client in self.clients:
             assert sorted(self._lines(client)) == every, f"{client.name}: lost or doubled lines"
             assert not client.rec.disconnects, f"{client.name} was cut off"
-        late = yield connect_client(self.server.service, self.pins, newcomer)
+        late = yield connect_client(None, self.pins, newcomer, port=self.server.port)
         assert late.connected
         yield late.logout()

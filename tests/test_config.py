@@ -49,6 +49,7 @@ def test_defaults(tmp_path):
     assert cfg.max_message_bytes == 8192
     assert cfg.handshake_timeout == 10.0
     assert cfg.max_connections_per_ip == 20
+    assert (cfg.max_connections, cfg.login_reserve, cfg.p2p_max_per_ip) == (0, 32, 4)
     assert cfg.resume_grace == 30.0 and cfg.presence_interval == 2.0 and cfg.idle_after == 30.0
     assert (cfg.flood_burst, cfg.flood_rate, cfg.flood_queue) == (10, 5.0, 20)
     assert cfg.send_buffer_bytes == 1 << 20
@@ -266,6 +267,9 @@ BAD_VALUES = [
     ("CHAT_MAX_MESSAGE_BYTES", "max-message-bytes", "65535", "1-32000"),
     ("CHAT_MAX_MESSAGE_BYTES", "max-message-bytes", "big", "not an integer"),
     ("CHAT_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip", "0", "at least 1"),
+    ("CHAT_MAX_CONNECTIONS", "max-connections", "-1", "at least 0"),
+    ("CHAT_LOGIN_RESERVE", "login-reserve", "x", "not an integer"),
+    ("CHAT_P2P_MAX_PER_IP", None, "0", "at least 1"),
     ("CHAT_SERVER_HOST", "host", "   ", "must not be empty"),
     ("CHAT_SERVER_HOST", "host", "local host", "whitespace"),
     ("CHAT_CLIENT_HOST", None, " \t", "must not be empty"),
@@ -403,8 +407,8 @@ def test_options_table_rows():
         "host", "tcp-port", "udp-port", "listen", "irc", "ircs", "irc-cert", "irc-key",
         "irc-server-name", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
-        "resume-grace", "presence-interval", "idle-after", "flood-burst", "flood-rate",
-        "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
+        "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
+        "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
         "history-days", "default-rooms",
         "store", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",

@@ -138,11 +138,16 @@ def test_prose_limits_are_the_code_s(doc):
     from spchat.client import presence as client_presence
     from spchat.client import session as client_session
     from spchat.server import accounts, messaging, presence, protocol, room_commands, rooms, rules
+    from spchat.server import capacity, catch_up
 
     limits = {
         "a batch frame's plaintext": f"{wire.BATCH_FRAME_BYTES} bytes",
         "a history page": f"at most {messaging.HISTORY_PAGE_MAX}",
         "a replay": f"newest {messaging.MAX_REPLAY}",
+        "a page read": f"a page of {catch_up.PAGE_RECORDS} messages read, "
+                       f"{catch_up.PART_BYTES // 1024} KiB",
+        "history requests waiting": f"waiting {catch_up.MAX_WAITING_JOBS}, then",
+        "descriptors kept": f"descriptor limit less {capacity.DESCRIPTOR_MARGIN}",
         "malformed messages": f"More than {protocol.MAX_MALFORMED} such messages",
         "positions": f"at most {wire.MAX_POSITIONS}",
         "a chat text": f"at most {config.MAX_MESSAGE_BYTES_LIMIT}",

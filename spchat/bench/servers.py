@@ -56,6 +56,15 @@ def pinned(command: list[str], core: str) -> list[str]:
     return ["taskset", "-c", core, *command] if shutil.which("taskset") else command
 
 
+def memory_kib(pid: int, field: str = "VmHWM") -> int:
+    """A process's peak (VmHWM) or current (VmRSS) resident memory, KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
 class ServerUnderTest:
     name = ""
     package = ""
@@ -129,11 +138,7 @@ class ServerUnderTest:
 
     def memory_kib(self, field: str = "VmHWM") -> int:
         """Peak (VmHWM) or current (VmRSS) resident memory, KiB."""
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-        return 0
+        return memory_kib(self.proc.pid, field)
 
     @property
     def pid(self) -> int:

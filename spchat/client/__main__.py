@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         from spchat.p2p.node import SharingNode
 
         sharing = SharingNode(reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
-                              upload_bps=cfg.p2p_upload_bps)
+                              upload_bps=cfg.p2p_upload_bps, max_per_ip=cfg.p2p_max_per_ip)
         try:
             sharing.start()
         except Exception as e:  # a taken CHAT_P2P_PORT: chat still works

@@ -110,7 +110,7 @@ class DesktopController:
         """(node, None), or (None, why) when peers' connections cannot be taken."""
         cfg = self.cfg
         node = SharingNode(self.reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
-                           upload_bps=cfg.p2p_upload_bps)
+                           upload_bps=cfg.p2p_upload_bps, max_per_ip=cfg.p2p_max_per_ip)
         try:
             node.start()
         except Exception as e:  # a taken CHAT_P2P_PORT: chat still works

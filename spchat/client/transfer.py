@@ -75,7 +75,7 @@ def main(argv, cfg: config.Config, pins) -> int:
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=args.password)
         node = SharingNode(reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
-                           upload_bps=cfg.p2p_upload_bps)
+                           upload_bps=cfg.p2p_upload_bps, max_per_ip=cfg.p2p_max_per_ip)
         try:
             node.start()
         except Exception as e:  # a taken CHAT_P2P_PORT, say

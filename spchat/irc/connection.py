@@ -380,6 +380,9 @@ class IrcConnection:
             return
         self._event(lines)
 
+    def when_drained(self, then):
+        then()  # IRC lines are not paced (and history on JOIN is dropped)
+
     def close(self, code, text):
         self.goodbye(text)
 

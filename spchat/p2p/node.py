@@ -199,8 +199,9 @@ class SharingNode:
     log = Logger()
 
     def __init__(self, reactor, client, port: int = 0, direct: bool = True,
-                 upload_bps: int = 0):
+                 upload_bps: int = 0, max_per_ip: int = peer.MAX_PEERS_PER_IP):
         self.reactor = reactor
+        self.max_per_ip = max_per_ip  # connections from one address to our port
         self.client = client
         self.requested_port = port
         self.direct = direct
@@ -221,7 +222,8 @@ class SharingNode:
         """Take peer connections (unless CHAT_P2P_DIRECT is no)."""
         if self.direct and self._listener is None:
             self._listener = self.reactor.listenTCP(
-                self.requested_port, peer.ListenFactory(self.reactor, self.introductions))
+                self.requested_port,
+                peer.ListenFactory(self.reactor, self.introductions, self.max_per_ip))
             self.port = self._listener.getHost().port
 
     def stop(self) -> defer.Deferred:

@@ -25,6 +25,10 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise
 from spchat.p2p import peerwire
+from spchat.server.refusals import PerAddress, ThrottledLog
+from spchat.terminal import SafeLogger
+
+log = SafeLogger()
 
 PROTOCOL = "Noise_NNpsk0_25519_AESGCM_SHA256"
 PROLOGUE = b"spchat-p2p/1 "
@@ -33,6 +37,8 @@ TRANSFER_RE = re.compile(rb"[0-9a-f]{32}")
 # messages travel on different connections and may cross).
 INTRODUCTION_WAIT = 5.0
 HANDSHAKE_SECONDS = 10.0
+# Connections a sharer takes from one address (CHAT_P2P_MAX_PER_IP).
+MAX_PEERS_PER_IP = 4
 
 
 def relay_header(transfer: str, side: str) -> bytes:
@@ -50,7 +56,8 @@ class PeerConnection(Int32StringReceiver):
 
     def __init__(self, clock, initiator: bool, transfer: str, key: bytes | None = None,
                  handler=None, name: str = "?", introductions=None, preamble: bytes = b"",
-                 path: str = "direct"):
+                 path: str = "direct", on_lost=lambda: None):
+        self.on_lost = on_lost  # whoever counts it
         self.clock = clock
         self.initiator = initiator
         self.transfer = transfer
@@ -200,6 +207,7 @@ class PeerConnection(Int32StringReceiver):
 
     def connectionLost(self, reason=net_error.ConnectionDone):
         self.closing = True
+        self.on_lost()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if not self.reason:
@@ -259,15 +267,29 @@ class Introductions:
 
 
 class ListenFactory(Factory):
-    """Peers connecting to us: we hold a file they want."""
+    """Peers connecting to us: we hold a file they want.  One address may
+    hold at most ``max_per_ip`` connections (the others are closed at once)."""
 
-    def __init__(self, clock, introductions: Introductions):
+    noisy = False
+
+    def __init__(self, clock, introductions: Introductions,
+                 max_per_ip: int = MAX_PEERS_PER_IP):
         self.clock = clock
         self.introductions = introductions
+        self.max_per_ip = max_per_ip
+        self.per_ip = PerAddress(max_per_ip)
+        self.refused = ThrottledLog(log, clock)
 
     def buildProtocol(self, addr):
+        host = getattr(addr, "host", "?")
+        if not self.per_ip.take(host):
+            self.refused(host, "{host}: peer refused: more than {limit} connections from "
+                         "this address ({count} refused so far)",
+                         host=host, limit=self.max_per_ip)
+            return None
         conn = PeerConnection(self.clock, initiator=False, transfer="",
-                              introductions=self.introductions)
+                              introductions=self.introductions,
+                              on_lost=lambda: self.per_ip.give_back(host))
         conn.opened.addErrback(lambda _: None)  # a failed caller: nothing to tell
         return conn
 

@@ -193,6 +193,7 @@ class ChatCore:
         self.stopped = True
         for session in self.table.by_id.values():
             session.cancel_timers()
+            session.stop_catching_up(answer=False)  # no read after the store closes
         self.admin.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
@@ -263,6 +264,7 @@ class ChatCore:
                 self.limits.resume_grace, self._grace_expired, session
             )
             self._presence_changed()
+            session.stop_catching_up()  # a resume gets its own replay
         else:
             self._go_offline(session, reason, f"{session.name} left ({plain(reason)})")
 
@@ -344,7 +346,9 @@ class ChatCore:
         # here for flood control would otherwise count twice.
         session.cancel_timers()
         session.backlog.clear()
-        session.catching_up.clear()
+        session.stop_catching_up()  # a logout waiting for them may end it here
+        if session.state is State.OFFLINE:
+            raise Refused("resume_failed", "that session has ended; log in again")
         # The token stays the same for the whole session: a new one could be
         # lost with the connection that carried it.
         self.table.attach(session, link)

@@ -38,6 +38,12 @@ class IChatClient(Interface):
         the room's order; the lines this client's session sent are its
         acknowledgements and carry their client message ids."""
 
+    def when_drained(then):
+        """Call ``then()`` once, when the client has taken what was sent to
+        it so far, or enough of it that more may follow (history and replays
+        go at this pace, a part at a time).  A connection that queues
+        nothing may call it at once; one that closes never calls it."""
+
     def close(code, text):
         """Say goodbye (a wire ``bye``) and close the connection."""
 

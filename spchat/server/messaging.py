@@ -2,10 +2,10 @@
 read back as history and as the replay after a reconnect.
 
 A line goes out only once the store has saved it (acknowledged means
-saved).  Reads are Deferreds (the store may read on another thread); while
-one runs for a conversation a session is catching up on, that session's
-live lines of the conversation wait, so nothing newer overtakes it and
-nothing comes twice.
+saved).  Reads are Deferreds (the store may read on another thread) and go
+at the pace the client reads (``spchat.server.catch_up``); while a session
+catches up on a conversation, its live lines there are read back after
+what it waits for, so nothing newer overtakes it and nothing comes twice.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from twisted.logger import Logger
 
 from spchat import wire
+from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
 from spchat.server.records import Record, direct_conversation
 from spchat.server.rooms import Room, RoomDirectory
@@ -27,16 +28,6 @@ HISTORY_PAGE_MAX = 200
 MAX_REPLAY = 10000
 # The hold on direct conversations the client did not name in its resume.
 ANY_DIRECT = "@"
-
-
-class _Hold:
-    """Live lines waiting while a read runs (several reads may overlap)."""
-
-    __slots__ = ("reads", "records")
-
-    def __init__(self):
-        self.reads = 0
-        self.records: list[Record] = []
 
 
 class Messaging:
@@ -158,8 +149,8 @@ class Messaging:
                 continue
             if member.catching_up:
                 hold = member.catching_up.get(conversation)
-                if hold is not None:
-                    hold.records.extend(records)
+                if hold is not None:  # read back later, after what it waits for
+                    hold.noted += 1
                     continue
             link.conn.deliver(lines)
 
@@ -170,7 +161,7 @@ class Messaging:
             if hold is None and record.room is None:
                 hold = session.catching_up.get(ANY_DIRECT)
             if hold is not None:
-                hold.records.append(record)
+                hold.noted += 1
                 return
         self._tell(session, record.for_recipient(session.key, self._room_name(record)))
 
@@ -185,56 +176,53 @@ class Messaging:
         if session.link is not None:
             session.link.conn.send(message)
 
-    # --- reading back ---------------------------------------------------------
+    # --- reading back (paced by the reader: see spchat.server.catch_up) ---------
 
-    def _catch_up(self, session: Session, conversation: str, reading,
-                  history: bool = False, after: Callable[[list[Record]], None] | None = None):
-        """Send what ``reading`` finds, then the live lines held meanwhile
-        (those it did not already hold), then call ``after``."""
-        hold = session.catching_up.get(conversation)
-        if hold is None:
-            hold = session.catching_up[conversation] = _Hold()
-        hold.reads += 1
+    def catch_up(self, session: Session) -> CatchUp:
+        """The session's queue of reads, on its current connection."""
+        pager = session.catch_up
+        if pager is None or pager.stopped or pager.link is not session.link:
+            if pager is not None:
+                pager.stop()
+            pager = session.catch_up = CatchUp(session, session.link, self.clock,
+                                               lambda: self._answered(session))
+        return pager
 
-        def found(records: list[Record]) -> None:
-            sent = {}
-            for record in records:
-                sent[record.conversation] = max(sent.get(record.conversation, 0), record.seq)
-                self._tell(session, record.for_recipient(session.key, self._room_name(record),
-                                                         history))
-            if after is not None:
-                after(records)
-            release(sent)
+    def _queue(self, session: Session, job, holding: str | None = None) -> None:
+        """Queue a read for ``session``; counted until it is answered (see
+        ``when_answered``).  ``holding``: the conversation it holds back."""
+        if session.link is None:
+            job.close()
+            return
+        pager = self.catch_up(session)
+        session.reads += 1
+        pager.add(job, holding)
 
-        def release(sent: dict[str, int]) -> None:
-            hold.reads -= 1
-            if hold.reads > 0 or session.catching_up.get(conversation) is not hold:
-                return
-            del session.catching_up[conversation]
-            for record in hold.records:
-                if record.seq > sent.get(record.conversation, 0):
-                    self._send_line(session, record)
+    def _reader(self, session: Session) -> Reader:
+        return Reader(
+            self.store,
+            lambda record, history: record.for_recipient(
+                session.key, self._room_name(record), history),
+            lambda message: self._tell(session, message),
+            lambda failure: self._read_failed(failure, session))
 
-        def failed(failure) -> None:
-            self._read_failed(failure, session)
-            release({})
+    def _held(self, session: Session, conversation: str):
+        pager = self.catch_up(session)
+        return pager.hold(conversation)
 
-        self._answering(session, reading.addCallbacks(found, failed))
-
-    @staticmethod
-    def _answering(session: Session, reading):
+    def _answering(self, session: Session, reading):
         """Count a read for ``session`` until it is answered (see ``when_answered``)."""
         session.reads += 1
+        return reading.addBoth(lambda result: self._answered(session, result))
 
-        def answered(result):
-            session.reads -= 1
-            if session.reads == 0:
-                waiting, session.after_reads = session.after_reads, []
-                for then in waiting:
-                    then()
-            return result
-
-        return reading.addBoth(answered)
+    @staticmethod
+    def _answered(session: Session, result=None):
+        session.reads -= 1
+        if session.reads == 0:
+            waiting, session.after_reads = session.after_reads, []
+            for then in waiting:
+                then()
+        return result
 
     @staticmethod
     def when_answered(session: Session, then: Callable[[], None]) -> None:
@@ -251,12 +239,19 @@ class Messaging:
 
     def join_history(self, session: Session, room: Room) -> None:
         """The recent history of a room just joined (or rejoined at login)."""
+        if session.link is None:
+            return
         limit = self.limits.history_on_join
         conversation = "#" + room.key
-        reading = self.store.before(conversation, room.last_seq + 1, limit)
-        self._catch_up(session, conversation, reading, history=True,
-                       after=lambda records: self._history_end(session, "#" + room.name,
-                                                              records, limit, room.last_seq + 1))
+        before = room.last_seq + 1
+        hold = self._held(session, conversation)
+
+        def end(records: list[Record]) -> None:
+            self._history_end(session, "#" + room.name, records, limit, before)
+
+        self._queue(session, self._reader(session).join(
+            conversation, before, limit, hold, end, lambda: room.key in session.rooms),
+            holding=conversation)
 
     def _history_end(self, session: Session, conversation: str, records: list[Record],
                      limit: int, before: int) -> None:
@@ -268,15 +263,12 @@ class Messaging:
         """A page of one conversation's history, asked for."""
         limit = max(1, min(msg.limit, HISTORY_PAGE_MAX))
         shown, conversation = self._named_conversation(session, msg.conversation)
-        self._answering(session, self.store.before(conversation, msg.before, limit).addCallbacks(
-            lambda records: self._history_page(session, shown, records, limit, msg.before),
-            self._read_failed, errbackArgs=(session,)))
-
-    def _history_page(self, session, shown, records, limit, before) -> None:
-        for record in records:
-            self._tell(session, record.for_recipient(session.key, self._room_name(record),
-                                                     history=True))
-        self._history_end(session, shown, records, limit, before)
+        if session.link is not None and len(self.catch_up(session)) >= MAX_WAITING_JOBS:
+            raise Refused("flood", f"more than {MAX_WAITING_JOBS} requests wait for you "
+                          "to read what was sent")
+        self._queue(session, self._reader(session).page(
+            conversation, msg.before, limit,
+            lambda records: self._history_end(session, shown, records, limit, msg.before)))
 
     def _named_conversation(self, session: Session, name: str) -> tuple[str, str]:
         """(as shown, as stored) for "#room" or "@name" as a client names it."""
@@ -293,6 +285,8 @@ class Messaging:
         its position; rooms it does not name get their recent history;
         direct conversations it names from their position, the others from
         ``since``."""
+        if session.link is None:
+            return
         rooms: dict[str, int] = {}
         directs: dict[str, int] = {}
         for name, seq in positions:
@@ -313,16 +307,18 @@ class Messaging:
                 self._replay_room(session, room, rooms[key])
             else:
                 self.join_history(session, room)
+        reader = self._reader(session)
         for conversation, seq in directs.items():
-            self._catch_up(session, conversation,
-                           self.store.after(conversation, seq, MAX_REPLAY))
-        self._catch_up(session, ANY_DIRECT, self.store.direct_since(
-            session.key, since, MAX_REPLAY).addCallback(
-                lambda records: [r for r in records if r.conversation not in directs]))
+            self._queue(session, reader.forward(conversation, seq,
+                                                self._held(session, conversation)),
+                        holding=conversation)
+        self._queue(session, reader.directs(session.key, since, set(directs),
+                                            self._held(session, ANY_DIRECT)),
+                    holding=ANY_DIRECT)
 
     def _replay_room(self, session: Session, room: Room, seen: int) -> None:
         # A client gone for long gets at most the newest MAX_REPLAY (older
-        # ones are in /history), not the whole log in one reactor turn.
+        # ones are in /history).
         start = max(seen, room.last_seq - MAX_REPLAY)
         if start > seen:
             self._tell(session, wire.Notice(
@@ -330,4 +326,6 @@ class Messaging:
                 f"{start - seen} older messages are not replayed; /history shows what is kept",
             ))
         conversation = "#" + room.key
-        self._catch_up(session, conversation, self.store.after(conversation, start, MAX_REPLAY))
+        self._queue(session, self._reader(session).forward(
+            conversation, start, self._held(session, conversation),
+            lambda: room.key in session.rooms), holding=conversation)

@@ -13,6 +13,7 @@ from zope.interface import implementer
 import spchat
 from spchat import beacon, noise, wire
 from spchat.channel import ChannelError, NoiseChannel
+from spchat.server.capacity import Slots
 from spchat.server.core import ChatCore
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
@@ -79,6 +80,7 @@ class ChatServerProtocol(NoiseChannel):
         self._outbox: list[bytes] = []
         self._frames: list[bytes] = []  # sealed frames; the outbox comes after them
         self._writer = None
+        self._drained: list = []  # the core's when_drained callbacks
 
     # --- channel hooks -----------------------------------------------------
 
@@ -133,6 +135,7 @@ class ChatServerProtocol(NoiseChannel):
         if self._login_deadline is not None and self._login_deadline.active():
             self._login_deadline.cancel()
         self._login_deadline = None
+        self.factory.slots.logged_in(self)  # no longer the first to go when full
         self.session_key = session.key if session is not None else None
         self.log.info(
             "{peer}: {what} as {name}",
@@ -216,6 +219,7 @@ class ChatServerProtocol(NoiseChannel):
     def resumeProducing(self):
         self._paused = False
         self._unsent = 0
+        self._tell_drained()
 
     def stopProducing(self):
         pass
@@ -240,6 +244,21 @@ class ChatServerProtocol(NoiseChannel):
         for i, ack in copies:
             mine[i] = ack
         self.send_encoded_many(mine)
+
+    def when_drained(self, then) -> None:
+        """After this turn's frames are written, if the transport is not
+        full; else once it has sent everything it holds."""
+        if not self.is_open:
+            return
+        self._drained.append(then)
+        if not self._paused and not self._outbox and not self._frames:
+            self.factory.flush_soon(self)
+
+    def _tell_drained(self) -> None:
+        if self._drained and self.is_open and not self._paused:
+            waiting, self._drained = self._drained, []
+            for then in waiting:
+                then()
 
     def send_encoded_many(self, items: list[bytes]) -> None:
         """Encoded messages (a room's lines, encoded once by the core), in
@@ -284,12 +303,12 @@ class ChatServerProtocol(NoiseChannel):
         BATCH_FRAME_BYTES (a longer message goes alone)."""
         self._seal()
         frames, self._frames = self._frames, []
-        if not self.is_open or not frames:
-            return
-        data = self.seal(frames)
-        self.frame_sent(len(data))
-        if self.is_open:  # else cut as a slow reader: nothing more is written
-            self._writer.write(data)
+        if self.is_open and frames:
+            data = self.seal(frames)
+            self.frame_sent(len(data))
+            if self.is_open:  # else cut as a slow reader: nothing more is written
+                self._writer.write(data)
+        self._tell_drained()
 
     def hang_up(self) -> None:
         self.flush()  # the goodbye goes before the close
@@ -301,7 +320,8 @@ class ChatServerProtocol(NoiseChannel):
 
 
 class ChatServerFactory(protocol.Factory):
-    """Builds one protocol per connection and caps connections per IP."""
+    """Builds one protocol per connection; caps connections per IP and in
+    all (``spchat.server.capacity``)."""
 
     log = SafeLogger()
     noisy = False  # no "Starting factory" lines in the server log
@@ -315,6 +335,8 @@ class ChatServerFactory(protocol.Factory):
         max_connections_per_ip: int = 20,
         send_buffer_bytes: int = 1 << 20,
         refusal_log_seconds: float = REFUSAL_LOG_SECONDS,
+        max_connections: int = 1 << 16,
+        login_reserve: int = 0,
     ):
         self.core = core
         self.server_key = server_key
@@ -326,6 +348,9 @@ class ChatServerFactory(protocol.Factory):
         # does not work for IPv4 addresses.
         self.per_ip = PerAddress(max_connections_per_ip)
         self.refused = Refusals(clock, refusal_log_seconds)  # connections over the cap
+        self.slots = Slots(max_connections, login_reserve, self._shed)
+        self.full = Refusals(clock, refusal_log_seconds)  # log lines about being full
+        self._session_hosts: tuple[float, set[str]] | None = None
         # Malformed messages and broken channels, for the log lines about them.
         self.faults = Refusals(clock, refusal_log_seconds)
         self._to_flush: list[ChatServerProtocol] = []
@@ -364,7 +389,40 @@ class ChatServerFactory(protocol.Factory):
                     host=host, limit=self.max_connections_per_ip, count=self.refused[host],
                 )
             return None  # Twisted closes the connection at once
-        return ChatServerProtocol(self, host)
+        if not self.slots.room_for(lambda: self._has_session(host)):
+            self.per_ip.give_back(host)
+            if self.full.count("*"):
+                self.log.info("{host}: refused: the server is full ({limit} connections, "
+                              "the last {reserve} kept for addresses with a session; "
+                              "{count} refused so far)", host=host, limit=self.slots.limit,
+                              reserve=self.slots.reserve, count=self.full["*"])
+            return None
+        proto = ChatServerProtocol(self, host)
+        self.slots.take(proto)
+        return proto
+
+    def _has_session(self, host: str) -> bool:
+        """Whether a session (connected or waiting to be resumed) was last
+        seen at ``host``: only then may it use the last reserved places.
+        The addresses are gathered at most once a second (a flood of
+        connections must not walk every session each time)."""
+        now = self.clock.seconds()
+        if self._session_hosts is None or now - self._session_hosts[0] >= 1.0:
+            hosts = {session.address.rpartition(":")[0]
+                     for session in self.core.sessions.values()}
+            self._session_hosts = (now, hosts)
+        return host in self._session_hosts[1]
+
+    def _shed(self, proto: ChatServerProtocol) -> None:
+        """The oldest connection not logged in goes, to make room."""
+        if self.full.count("shed"):
+            self.log.info("full ({limit} connections): cutting the oldest not logged in, "
+                          "from {peer} ({count} cut so far)",
+                          limit=self.slots.limit, peer=proto.peer, count=self.full["shed"])
+        proto.closing = True
+        if proto.transport is not None:
+            proto.transport.abortConnection()
 
     def connection_lost(self, proto: ChatServerProtocol) -> None:
         self.per_ip.give_back(proto.ip)
+        self.slots.release(proto)

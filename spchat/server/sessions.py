@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from spchat.beacon import BeaconKeys, ReplayWindow
+from spchat.server.catch_up import CatchUp, Hold
 from spchat.server.lookalikes import looks
 from spchat.server.rules import TokenBucket
 
@@ -76,7 +77,8 @@ class Session:
     rooms: set[str] = field(default_factory=set)  # room keys
     # Conversations whose history or replay is being read: their live lines
     # wait here, so they cannot overtake what came before them.
-    catching_up: dict[str, list] = field(default_factory=dict)
+    catching_up: dict[str, Hold] = field(default_factory=dict)
+    catch_up: CatchUp | None = None  # its queue of reads, on its connection
     # Reads of the store under way for this session, and what waits for
     # them to be answered (a logout right after /history).
     reads: int = 0
@@ -90,6 +92,14 @@ class Session:
     window: ReplayWindow | None = None
     endpoint: tuple[str, int] | None = None
     send_counter: int = 0
+
+    def stop_catching_up(self, answer: bool = True) -> None:
+        """Its connection is gone or replaced: drop the reads queued for it
+        (``answer`` False: and what waits for them: the server stops)."""
+        if self.catch_up is not None:
+            self.catch_up.stop(answer)
+            self.catch_up = None
+        self.catching_up.clear()
 
     def cancel_timers(self) -> None:
         for call in (self.grace_call, self.drain_call):
@@ -165,7 +175,7 @@ class SessionTable:
         session.offline_reason = reason
         session.cancel_timers()
         session.backlog.clear()
-        session.catching_up.clear()
+        session.stop_catching_up()
         self.detach(session)
         del self.by_id[session.id]
         del self.by_key[session.key]
