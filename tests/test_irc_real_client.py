@@ -83,7 +83,8 @@ class Irssi:
 
     def __init__(self, home):
         self.home = home
-        self.socket = f"spchat-test-{os.getpid()}-{id(self)}"
+        # Its own tmux server, whose socket goes with the test's directory.
+        self.socket = str(home.parent / "tmux.sock")
         self.started = False
         self.last_screen = ""  # the last one read while irssi ran
 
@@ -101,7 +102,7 @@ class Irssi:
                   ";", "set-option", "-w", "-t", "irc", "remain-on-exit", "on")
 
     def tmux(self, *args):
-        return subprocess.run(["tmux", "-f", "/dev/null", "-L", self.socket, *args],
+        return subprocess.run(["tmux", "-f", "/dev/null", "-S", self.socket, *args],
                               capture_output=True, text=True, timeout=10, check=True).stdout
 
     def type(self, text):
@@ -122,7 +123,7 @@ class Irssi:
                     lambda: list(re.finditer(pattern, self.screen(), re.M))[count - 1:])[0]
 
     def close(self):
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True,
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True,
                        timeout=10)
 
 
