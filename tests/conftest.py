@@ -149,8 +149,15 @@ def twistd_command():
     return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 
 
+def client_command(port, name, *extra):
+    """The line-mode client, as a user starts it."""
+    return [sys.executable, "-m", "spchat.client", "--cli", "--host", "127.0.0.1",
+            "--port", str(port), "--name", name, *extra]
+
+
 class ServerProcess:
-    """``twistd -n spchat`` in a subprocess, on a free loopback port."""
+    """``twistd -n spchat`` in a subprocess, on a free loopback port (and
+    its IRC gateway's, if ``--irc`` is given: ``irc_port``)."""
 
     def __init__(self, tmp_path, *args, env=None, preexec_fn=None):
         """``preexec_fn``: run in the child before twistd (set its limits)."""
@@ -166,12 +173,16 @@ class ServerProcess:
             preexec_fn=preexec_fn,
         )
         self.log = []
+        self.irc_port = None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
             self.log.append(line)
+            irc = re.search(r"IRC gateway on [\d.]+:(\d+)", line)  # logged before the rest
+            if irc:
+                self.irc_port = int(irc.group(1))
             found = re.search(
                 r"listening on TCP [\d.]+:(\d+) \(presence on UDP (\d+)\); "
                 r"server key fingerprint (\S+)", line)

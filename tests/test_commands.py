@@ -2,19 +2,13 @@
 
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import ServerProcess, subprocess_env, twistd_command
+from conftest import ServerProcess, client_command, subprocess_env, twistd_command
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
-
-
-def client_command(port, name, *extra):
-    return [sys.executable, "-m", "spchat.client", "--cli", "--host", "127.0.0.1",
-            "--port", str(port), "--name", name, *extra]
 
 
 def start_client(tmp_path, port, name, **env):
