@@ -436,3 +436,31 @@ def test_client_tags_notices_and_tagmsg_reach_irc_members_who_take_them(service)
     assert shown.tags == {} and not plain.of("TAGMSG")  # no tags for who did not ask
     yield wait_until(lambda: c.of(wire.RoomMessage))
     assert c.of(wire.RoomMessage)[0].text == "heads up"  # for spchat: a line like any
+
+
+@pytest_twisted.inlineCallbacks
+def test_invite_tells_the_invited_and_the_inviter_only(service):
+    owner = yield irc_client(service, "owner")
+    guest = yield irc_client(service, "guest")
+    other = yield irc_client(service, "other")
+    owner.send("JOIN #club", "MODE #club +i")
+    other.send("PING :x")
+    yield other.wait_for("PONG")
+    owner.send("INVITE guest #club", "NOTICE #nowhere :quiet", "PING :done")
+    yield owner.wait_for("PONG")
+    yield guest.wait_for("INVITE")
+    assert guest.of("INVITE")[0].source.startswith("owner!")
+    assert guest.of("INVITE")[0].params == ["guest", "#club"]
+    assert [line.params[1:] for line in owner.of("341")] == [["guest", "#club"]]
+    assert not [line for line in owner.lines if line.command in ("403", "NOTICE")
+                and "#nowhere" in line.params]  # a NOTICE gets no error back
+    guest.send("JOIN #club")
+    yield guest.wait_for("366", 2)
+
+
+@pytest_twisted.inlineCallbacks
+def test_registration_needs_a_real_name(service):
+    client = yield irc_client(service)
+    client.send("NICK nameless", "USER u 0 * :")
+    yield client.wait_for("461")
+    assert not client.of("001")

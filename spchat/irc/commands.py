@@ -107,6 +107,9 @@ class Commands:
         if conn.registered or conn.user is not None:
             conn.numeric(N.ERR_ALREADYREGISTERED, "You may not reregister")
             return
+        if not line.params[3]:
+            conn.numeric(N.ERR_NEEDMOREPARAMS, "USER", "Not enough parameters (a real name)")
+            return
         conn.set_user(line.params[0], line.params[3])
         conn.try_register()
 
@@ -318,14 +321,16 @@ class Commands:
             return  # CTCP, or nothing left once formatting went
         label = line.tags.get("label")
         tags = client_tags(line)
+        quiet = line.command == "NOTICE"  # a NOTICE is never answered, not even with an error
         for target in line.params[0].split(","):
             if target.startswith("#"):
-                if not self._may_send_to(target):
+                if not self._may_send_to(target, quiet):
                     continue
                 conn.request(wire.Say(text, "", room=target[1:]),
                              Pending(line.command, target[1:], label=label, client_tags=tags))
             elif name_key(target) is None or name_key(target) not in conn.core.by_key:
-                conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
+                if not quiet:
+                    conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
             else:
                 conn.request(wire.Direct(target, text, ""),
                              Pending(line.command, nick=target, label=label, client_tags=tags))
@@ -333,10 +338,12 @@ class Commands:
                 if away is not None and away.away and line.command == "PRIVMSG":
                     conn.numeric(N.RPL_AWAY, away.nick, away.away)
 
-    def _may_send_to(self, target: str) -> bool:
+    def _may_send_to(self, target: str, quiet: bool = False) -> bool:
         conn = self.conn
         if conn.channels.get(target) is not None:
             return True
+        if quiet:
+            return False
         if self._room(target) is None:
             conn.numeric(N.ERR_NOSUCHCHANNEL, target, "No such channel")
         else:

@@ -193,6 +193,8 @@ class Outbound:
                 conn.emit(by, "KICK", channel.irc_name, msg.name, msg.reason or msg.text)
         elif kind == "unban":
             conn.emit(by, "MODE", channel.irc_name, "-b", f"{msg.name}!*@*")
+        elif kind == "invite":
+            pass  # IRC tells only the one invited (and the inviter, with 341)
         elif kind == "topic":
             conn.emit(by, "TOPIC", channel.irc_name, channel.topic)
         elif kind in ("mode", "role"):

@@ -305,7 +305,8 @@ class RoomCommands:
         if target.link is not None:
             target.link.conn.send(wire.Notice(
                 room.name, self.now_ms(), "invite",
-                f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept"))
+                f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept",
+                display, actor.name))
         self.directory.event(room, wire.Notice(room.name, self.now_ms(), "invite",
                                                f"{actor.name} invited {display}", display,
                                                actor.name))
