@@ -407,7 +407,12 @@ class IrcConnection:
     def connection_lost(self, reason: str) -> None:
         self.closed = True
         self.registry.remove(self)
+        rooms = list(self.session.rooms) if self.session is not None else []
         self.core.link_lost(self.link, resumable=False, reason=self.quit_reason or reason)
+        for key in rooms:  # the QUIT reaches the others now, as IRC servers send it
+            room = self.core.directory.get(key)
+            if room is not None:
+                self.core.directory.flush(room)
 
 
 def _chunks(items: list, size: int):
