@@ -7,7 +7,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import protocol, reactor
 
-from spchat import wire
 from spchat.irc.lines import parse
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
