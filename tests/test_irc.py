@@ -464,3 +464,20 @@ def test_registration_needs_a_real_name(service):
     client.send("NICK nameless", "USER u 0 * :")
     yield client.wait_for("461")
     assert not client.of("001")
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_account_back_on_irc_is_not_taken_for_re_sending(service):
+    yield registered(service, "erin", "correct horse battery")
+    listener, seen = spchat_user(service, "listener")
+    yield wait_until(lambda: seen.of(wire.Welcome))
+    for text in ("first time", "second time"):
+        client = yield irc_client(service)
+        client.send("PASS :correct horse battery", "NICK erin", "USER e 0 * :E")
+        yield client.wait_for("001")
+        client.send(f"PRIVMSG #lobby :{text}", "QUIT")
+        yield client.lost
+        yield wait_until(lambda: "erin" not in service.core.by_key)
+    yield wait_until(lambda: len([m for m in seen.of(wire.RoomMessage) if m.sender == "erin"]) == 2)
+    assert [m.text for m in seen.of(wire.RoomMessage) if m.sender == "erin"] == [
+        "first time", "second time"]

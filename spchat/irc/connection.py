@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import secrets
 import re
 from collections import OrderedDict
 
@@ -87,6 +88,10 @@ class IrcConnection:
         self.list_asked = 0
         self._held: list = []  # the core's events before registration ends
         self._pending: OrderedDict[str, Pending] = OrderedDict()
+        # Client message ids unique to this connection: the server takes a
+        # cid it has seen from the same account as a re-sent line, and an
+        # account may come back on another connection.
+        self._cid_prefix = f"irc-{secrets.token_hex(6)}-"
         self._cids = itertools.count(1)
         self._sync_refusal: wire.Error | None = None
         self._unsaved: set[str] = set()  # our lines not yet saved, by cid
@@ -174,7 +179,7 @@ class IrcConnection:
     def request(self, msg: wire.Message, pending: Pending) -> bool:
         """Hand ``msg`` to the core with a client message id of ours; False
         if it was refused at once (the refusal has been answered)."""
-        cid = f"irc{next(self._cids)}"
+        cid = f"{self._cid_prefix}{next(self._cids)}"
         if hasattr(msg, "cid"):
             msg = dataclasses.replace(msg, cid=cid)
         self._pending[cid] = pending
