@@ -91,6 +91,28 @@ async def test_every_store_provides_the_interface(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_cid_is_its_lineages_and_only_for_a_day(store):
+    from spchat.server.numbering import RESEND_WINDOW_MS
+
+    def line(text, lineage, ts=1000):
+        return say(text, ts=ts, cid="same")._replace(lineage=lineage)
+
+    saved, _ = await store.append([line("a guest's", "guest:s1")])
+    later, again = await store.append([
+        line("a guest's, re-sent", "guest:s1", ts=5000),  # the same session: a copy
+        line("the next holder of the name", "guest:s2", ts=6000),  # someone else: new
+    ])
+    assert [old.text for _, old in again] == ["a guest's"]
+    assert [r.text for r in later] == ["the next holder of the name"]
+    day_later = 1000 + RESEND_WINDOW_MS + 1
+    fresh, again = await store.append([line("a day on, a new line", "guest:s1", ts=day_later)])
+    assert again == [] and [r.text for r in fresh] == ["a day on, a new line"]
+    assert (await store.find_cid("guest:s1", "same", day_later - RESEND_WINDOW_MS)).text \
+        == "a day on, a new line"
+    assert await store.find_cid("guest:s3", "same", 0) is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_time_falls_between_a_conversations_numbers(store):
     await store.append([say("a", ts=1000), say("b", ts=2000), say("elsewhere", room="dev",
                                                                   ts=2500), say("c", ts=3000)])
@@ -129,7 +151,8 @@ async def test_after_and_before_page_through_one_conversation(store):
     assert await store.before("#lobby", 1, 5) == []
     assert await store.after("#nowhere", 0, 5) == [] and await store.before("#nowhere", 9, 5) == []
     [line] = await store.after("#lobby", 0, 1)
-    assert line == Record(1, 1000, "alice", "alice", "m1", line.cid, room="lobby")
+    assert line == Record(1, 1000, "alice", "alice", "m1", line.cid, room="lobby",
+                          lineage="name:alice")  # the lineage it was compared by
 
 
 @pytest_twisted.ensureDeferred
@@ -147,9 +170,9 @@ async def test_a_resent_message_is_found_in_the_same_and_in_a_later_batch(store)
     assert saved[1].sender == "carol"
     assert again == [(resent[0], first[1])]  # what its sender is acknowledged with
     assert [r.seq for r in await store.after("#lobby", 0, 9)] == [1, 2, 3]  # nothing twice
-    assert await store.find_cid("alice", "x2") == first[1]
-    assert await store.find_cid("carol", "x1") == saved[1]
-    assert await store.find_cid("bob", "x2") is None
+    assert await store.find_cid("name:alice", "x2", 0) == first[1]
+    assert await store.find_cid("name:carol", "x1", 0) == saved[1]
+    assert await store.find_cid("name:bob", "x2", 0) is None
 
 
 @pytest_twisted.ensureDeferred
@@ -191,7 +214,7 @@ async def test_a_deleted_conversation_is_forgotten(store):
     await store.delete_conversation("#dev")
     await store.delete_conversation("@alice bob")
     assert await store.after("#dev", 0, 9) == []
-    assert await store.find_cid("alice", first[0].cid) is None
+    assert await store.find_cid("name:alice", first[0].cid, 0) is None
     assert await store.direct_since("alice", 0, 9) == []
     assert [r.text for r in await store.after("#lobby", 0, 9)] == ["b"]
 
@@ -281,7 +304,7 @@ async def test_deleting_a_room_forgets_all_of_it_and_nothing_else(store):
     assert ops.key == "ops" and ops.roles and ops.bans and ops.mutes and ops.last_seq == 1
     assert await store.memberships("zoe") == ["ops"]
     assert await store.after("#dev", 0, 9) == []
-    assert await store.find_cid("zoe", first[0].cid) is None
+    assert await store.find_cid("name:zoe", first[0].cid, 0) is None
     assert len(await store.direct_since("zoe", 0, 9)) == 1
     # Made again, it is a new room: nothing of the old one comes back but
     # its count, so a client's old position in it hides no new line.
@@ -314,7 +337,7 @@ def test_the_memory_store_keeps_the_newest_messages_of_each_conversation():
                        + [say("dev", room="dev")]))
     assert [r.seq for r in fired(store.after("#lobby", 0, 9))] == [3, 4, 5]
     assert [r.text for r in fired(store.after("#dev", 0, 9))] == ["dev"]
-    assert fired(store.find_cid("alice", "x1")) is None
+    assert fired(store.find_cid("name:alice", "x1", 0)) is None
     saved, _ = fired(store.append([say("m6")]))
     assert [r.seq for r in saved] == [6]  # numbers go on
 
@@ -327,7 +350,7 @@ async def test_new_database_is_private_versioned_and_in_wal_mode(db, tmp_path):
     path = tmp_path / DB_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
@@ -353,7 +376,7 @@ async def test_messages_and_their_numbers_survive_reopening(db):
     assert numbered(saved) == [("#lobby", 3, "e"), ("@alice bob", 2, "f"), ("#dev", 2, "g")]
     store = await db.reopen()
     assert [r.seq for r in await store.after("#lobby", 0, 9)] == [3]
-    assert await store.find_cid("bob", saved[1].cid) == saved[1]
+    assert await store.find_cid("name:bob", saved[1].cid, 0) == saved[1]
 
 
 @pytest_twisted.ensureDeferred
@@ -374,19 +397,18 @@ async def test_accounts_bans_and_rooms_survive_reopening(db):
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_schema_refuses_a_message_twice(db, tmp_path):
+async def test_the_schema_refuses_a_number_twice_but_not_a_cid(db, tmp_path):
     await db.store.append([say("a", cid="x")])  # #lobby 1
     conn = sqlite3.connect(tmp_path / DB_FILE)
 
     def insert(seq, cid):
-        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?)",
-                     (seq, 1000, "alice", "alice", "b", cid, "lobby", None, None, "#lobby"))
+        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     (seq, 1000, "alice", "alice", "b", cid, "lobby", None, None, "#lobby",
+                      "name:alice"))
 
     with pytest.raises(sqlite3.IntegrityError):
-        insert(2, "x")  # the same (sender, cid)
-    with pytest.raises(sqlite3.IntegrityError):
         insert(1, "y")  # the same number in its conversation
-    insert(2, "y")
+    insert(2, "x")  # a cid is unique within a window (the store's rule), not for ever
     conn.rollback()
     conn.close()
 

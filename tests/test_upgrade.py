@@ -110,7 +110,7 @@ def version(data_dir):
 
 @pytest_twisted.ensureDeferred
 async def test_release_0_1_0_lobby_becomes_the_lobby_room_in_its_order(store, data_dir):
-    assert version(data_dir) == SCHEMA_VERSION == 3
+    assert version(data_dir) == SCHEMA_VERSION == 4
     lobby = await store.after("#lobby", 0, 100)
     assert [r.seq for r in lobby] == list(range(1, 31))
     assert [(r.sender, r.text) for r in lobby] == LOBBY
@@ -121,7 +121,9 @@ async def test_release_0_1_0_lobby_becomes_the_lobby_room_in_its_order(store, da
     assert lobby[10].text == "Grüße ☕"
     assert lobby[24].text == "quotes \"double\" and 'single' and a tab\there"
     assert lobby[25].text == "emoji test 😀👍"
-    assert await store.find_cid("bob", lobby[10].cid) == lobby[10]
+    # Older lines have no lineage: no new line is ever taken for a copy of one.
+    assert lobby[10].lineage is None
+    assert await store.find_cid("name:bob", lobby[10].cid, 0) is None
     page = await store.before("#lobby", 31, 3)
     assert [r.text for r in page] == ["see you", "bye for now", "last message of the morning"]
 
@@ -200,9 +202,12 @@ async def test_release_0_1_0_lobby_is_a_public_room_and_numbers_go_on(store):
     assert await store.load() == [RoomRecord("lobby", "lobby", created=first.ts, last_seq=30)]
     assert await store.memberships("carol") == []
     line = first._replace(seq=0, ts=first.ts + 10**6, cid="new-after-upgrade")
-    saved, again = await store.append([line, first._replace(seq=0)])  # 0.1.0's line re-sent
-    assert [r.seq for r in saved] == [31]
-    assert again == [(first._replace(seq=0), first)]
+    saved, again = await store.append([line, line._replace(text="again")])  # re-sent at once
+    assert [r.seq for r in saved] == [31] and [old.seq for _, old in again] == [31]
+    # 0.1.0's lines have no lineage: a copy of one is a new line (its cid was
+    # the name's for ever then; now a lineage's for a day).
+    saved, again = await store.append([first._replace(seq=0)])
+    assert [r.seq for r in saved] == [32] and again == []
 
 
 def test_a_second_open_changes_nothing(data_dir):

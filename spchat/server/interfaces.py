@@ -55,8 +55,9 @@ class IMessageLog(Interface):
         """Save new records (``seq`` 0) in one transaction, numbering each in
         its conversation.  Fires with ``(saved, again)``: the saved records,
         numbered, in the given order, and ``(record, saved_before)`` pairs
-        for records whose (sender_key, cid) was saved before (re-sent after
-        a reconnect), which are not saved again."""
+        for records whose cid was saved before in the same lineage, within
+        numbering.RESEND_WINDOW_MS (re-sent after a reconnect), which are
+        not saved again."""
 
     def after(conversation, seq, limit):
         """Fires with up to ``limit`` records numbered above ``seq``, oldest
@@ -74,8 +75,9 @@ class IMessageLog(Interface):
         """Fires with up to ``limit`` direct messages to or from ``key``
         stamped at or after ``since_ms``, oldest first."""
 
-    def find_cid(sender_key, cid):
-        """Fires with the record saved with this (sender key, cid), or None."""
+    def find_cid(lineage, cid, since_ms):
+        """Fires with the newest record saved with this cid in this lineage
+        (``Record.sent_as``) stamped at or after ``since_ms``, or None."""
 
     def delete_conversation(conversation):
         """Forget a conversation's messages (a deleted room)."""

@@ -15,7 +15,7 @@ from zope.interface import implementer
 
 from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
-from spchat.server.numbering import number
+from spchat.server.numbering import RESEND_WINDOW_MS, number
 from spchat.server.records import Record, RoomRecord, room_conversation
 
 _seq = itemgetter(0)
@@ -29,6 +29,19 @@ def _fired(method):
         return defer.maybeDeferred(method, self, *args)
 
     return call
+
+
+class _Since:
+    """The records saved by ``sent_as`` stamped at or after ``since_ms``."""
+
+    __slots__ = ("records", "since_ms")
+
+    def __init__(self, records: dict, since_ms: int):
+        self.records, self.since_ms = records, since_ms
+
+    def get(self, key):
+        record = self.records.get(key)
+        return record if record is not None and record.ts >= self.since_ms else None
 
 
 @implementer(IStore)
@@ -60,13 +73,14 @@ class MemoryStore:
     @_fired
     def append(self, records):
         conversations = [record.conversation for record in records]
+        since = min((r.ts for r in records), default=0) - RESEND_WINDOW_MS
         fresh, fresh_conversations, again, newest = number(
-            records, conversations, self._by_cid, self._last_seq)
+            records, conversations, _Since(self._by_cid, since), self._last_seq)
         self._last_seq.update(newest)
         touched = set()
         for record, conversation in zip(fresh, fresh_conversations):
             self._messages.setdefault(conversation, []).append(record)
-            self._by_cid[(record.sender_key, record.cid)] = record
+            self._by_cid[record.sent_as] = record
             touched.add(conversation)
             if record.room is None:
                 for key in (record.sender_key, record.to_key):
@@ -80,7 +94,8 @@ class MemoryStore:
 
     def _forget(self, records):
         for record in records:
-            del self._by_cid[(record.sender_key, record.cid)]
+            if self._by_cid.get(record.sent_as) is record:  # not a newer one's
+                del self._by_cid[record.sent_as]
 
     @_fired
     def after(self, conversation, seq, limit):
@@ -109,8 +124,8 @@ class MemoryStore:
         return found[:limit]
 
     @_fired
-    def find_cid(self, sender_key, cid):
-        return self._by_cid.get((sender_key, cid))
+    def find_cid(self, lineage, cid, since_ms):
+        return _Since(self._by_cid, since_ms).get((lineage, cid))
 
     @_fired
     def delete_conversation(self, conversation):

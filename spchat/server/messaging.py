@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from spchat import wire
 from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
+from spchat.server.numbering import RESEND_WINDOW_MS
 from spchat.server.records import Record, direct_conversation
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import Limits, Refused, check_text, normalise_name, normalise_room, quoted
@@ -43,7 +44,7 @@ class Messaging:
         self.directory = directory
         self.sessions = sessions
         self.committer = committer_factory(self.published)
-        # Accepted but not yet saved, by (sender key, cid): a copy re-sent
+        # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
 
@@ -57,12 +58,12 @@ class Messaging:
         if room.role_of(session.key) == "muted":
             raise Refused("muted", f"you are muted in #{room.name}: an operator can unmute you")
         check_text(msg.text, self.limits.max_message_bytes)
-        if (session.key, msg.cid) not in self._unsaved:  # else its ack is on its way
+        if (session.lineage, msg.cid) not in self._unsaved:  # else its ack is on its way
             self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text,
-                                msg.cid, room=room.key))
+                                msg.cid, room=room.key, lineage=session.lineage))
 
     def direct(self, session: Session, msg: wire.Direct) -> None:
-        if (session.key, msg.cid) in self._unsaved:
+        if (session.lineage, msg.cid) in self._unsaved:
             return  # its acknowledgement follows when it is saved
         try:
             _, key = normalise_name(msg.to)
@@ -71,12 +72,14 @@ class Messaging:
         target = self.sessions.by_key.get(key)
         if target is None:
             # Sent before a drop, maybe, and the recipient left since.
-            self._answering(session, self.store.find_cid(session.key, msg.cid).addCallback(
+            since = self.now_ms() - RESEND_WINDOW_MS
+            reading = self.store.find_cid(session.lineage, msg.cid, since)
+            self._answering(session, reading.addCallback(
                 self._direct_to_nobody, session, msg).addErrback(self._read_failed, session))
             return
         check_text(msg.text, self.limits.max_message_bytes)
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
-                            to=target.name, to_key=target.key))
+                            to=target.name, to_key=target.key, lineage=session.lineage))
 
     def _direct_to_nobody(self, record, session: Session, msg: wire.Direct) -> None:
         if record is not None:
@@ -86,7 +89,7 @@ class Messaging:
             "unknown_user", f"nobody called {quoted(msg.to)} is here", msg.cid))
 
     def _accept(self, record: Record) -> None:
-        self._unsaved[(record.sender_key, record.cid)] = record
+        self._unsaved[record.sent_as] = record
         self.committer.add(record)
 
     def room_of(self, session: Session, name: str) -> Room:
@@ -105,13 +108,13 @@ class Messaging:
         reconnect, each with its copy saved before, which acknowledges it
         once more.  Consecutive lines of one room go out together."""
         for resent, old in again:
-            self._unsaved.pop((resent.sender_key, resent.cid), None)
+            self._unsaved.pop(resent.sent_as, None)
             session = self.sessions.by_key.get(old.sender_key)
             if session is not None:
                 self._send_line(session, old)
         run: list[Record] = []
         for record in saved:
-            self._unsaved.pop((record.sender_key, record.cid), None)
+            self._unsaved.pop(record.sent_as, None)
             sender = self.sessions.by_key.get(record.sender_key)
             if sender is not None:
                 sender.messages_sent += 1

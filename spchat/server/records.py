@@ -35,6 +35,14 @@ class Record(NamedTuple):
     room: str | None = None
     to: str | None = None
     to_key: str | None = None
+    # Whose client message ids these are (Session.lineage); None: by the
+    # sender's name, as before there were lineages.
+    lineage: str | None = None
+
+    @property
+    def sent_as(self) -> tuple[str, str]:
+        """What makes two copies one message: the cid within its lineage."""
+        return (self.lineage or "name:" + self.sender_key, self.cid)
 
     @property
     def conversation(self) -> str:

@@ -93,6 +93,13 @@ class Session:
     endpoint: tuple[str, int] | None = None
     send_counter: int = 0
 
+    @property
+    def lineage(self) -> str:
+        """Whose client message ids these are: a registered account's, for
+        all its sessions; a guest's session's, resumes included (the next
+        holder of the name is someone else)."""
+        return f"account:{self.key}" if self.registered else f"guest:{self.id}"
+
     def stop_catching_up(self, answer: bool = True) -> None:
         """Its connection is gone or replaced: drop the reads queued for it
         (``answer`` False: and what waits for them: the server stops)."""

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
-from spchat.server.numbering import number
+from spchat.server.numbering import RESEND_WINDOW_MS, number
 from spchat.server.records import Record, RoomRecord, room_conversation
 
 DB_FILE = "spchat.db"
@@ -163,13 +163,22 @@ MIGRATIONS = [
         value TEXT NOT NULL
     );
     """,
+    # Version 4: a client message id belongs to its sender's lineage (an
+    # account, or a guest's session and its resumes), for a day, not to a
+    # name for ever: the next guest of a name may reuse an id.  Older lines
+    # have no lineage: nothing new is taken for a copy of them.
+    """
+    ALTER TABLE messages ADD COLUMN lineage TEXT;
+    DROP INDEX messages_by_cid;
+    CREATE INDEX messages_by_lineage ON messages (lineage, cid);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # A record's fields, in its order; the row also holds its conversation.
-_COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key"
+_COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage"
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
-_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 # Keys per query when looking up a batch: at most 2 parameters each, within
 # the 999 that SQLite before 3.32 allows.
 LOOKUP_CHUNK = 400
@@ -263,6 +272,7 @@ class Tables:
             fresh, fresh_conversations, again, newest = number(
                 records, conversations, saved, ChainMap(looked_up, known))
             # A record is a row already, but for its conversation.
+            # A record is a row already, but for its conversation.
             self._execute_many(_INSERT, [r + (c,) for r, c in zip(fresh, fresh_conversations)])
             self._execute_many(
                 "INSERT INTO conversations (conversation, last_seq) VALUES (?, ?) "
@@ -274,18 +284,24 @@ class Tables:
         return fresh, again
 
     def _saved(self, records: list[Record]) -> dict[tuple[str, str], Record]:
-        found = {}
-        for chunk in _chunks([(r.sender_key, r.cid) for r in records]):
+        """The records saved before, within the resend window, with a cid
+        of this batch in the same lineage (the newest, if several)."""
+        found: dict[tuple[str, str], Record] = {}
+        keys = [(*r.sent_as, r.ts - RESEND_WINDOW_MS) for r in records]
+        for chunk in _chunks(keys, LOOKUP_CHUNK * 2 // 3):
             # Driven by the list of keys: one index search each (a row-value
             # IN would scan the whole index).
             rows = self._query(
-                f"SELECT {_M_COLUMNS} FROM (VALUES {','.join(['(?,?)'] * len(chunk))}) AS k "
-                "CROSS JOIN messages AS m ON m.sender_key = k.column1 AND m.cid = k.column2",
+                f"SELECT {_M_COLUMNS} FROM (VALUES {','.join(['(?,?,?)'] * len(chunk))}) AS k "
+                "CROSS JOIN messages AS m ON m.lineage = k.column1 AND m.cid = k.column2 "
+                "AND m.ts >= k.column3",
                 [v for key in chunk for v in key],
             )
             for row in rows:
                 record = Record._make(row)
-                found[(record.sender_key, record.cid)] = record
+                key = record.sent_as
+                if key not in found or found[key].ts < record.ts:
+                    found[key] = record
         return found
 
     def _last_seqs(self, conversations: list[str]) -> dict[str, int]:
@@ -337,10 +353,11 @@ class Tables:
                         "ORDER BY seq DESC LIMIT 1", (conversation, ts_ms))
         return row[0] if row else 0
 
-    def find_cid(self, sender_key: str, cid: str) -> Record | None:
+    def find_cid(self, lineage: str, cid: str, since_ms: int) -> Record | None:
         row = self._one(
-            f"SELECT {_COLUMNS} FROM messages WHERE sender_key = ? AND cid = ?",
-            (sender_key, cid),
+            f"SELECT {_COLUMNS} FROM messages WHERE lineage = ? AND cid = ? AND ts >= ? "
+            "ORDER BY ts DESC LIMIT 1",
+            (lineage, cid, since_ms),
         )
         return Record._make(row) if row else None
 
@@ -717,8 +734,8 @@ class SQLiteStore:
     def last_before_time(self, conversation, ts_ms):
         return self._read(Tables.last_before_time, conversation, ts_ms)
 
-    def find_cid(self, sender_key, cid):
-        return self._read(Tables.find_cid, sender_key, cid)
+    def find_cid(self, lineage, cid, since_ms):
+        return self._read(Tables.find_cid, lineage, cid, since_ms)
 
     def delete_conversation(self, conversation):
         return self._write(Tables.delete_conversation, conversation)
