@@ -250,8 +250,10 @@ SETTINGS: tuple[Setting, ...] = (
             "The private key (PEM) of CHAT_IRC_CERT."),
     Setting("irc_server_name", "CHAT_IRC_SERVER_NAME", "irc-server-name", "spchat", _irc_name,
             "The server's name as IRC clients see it (letters, digits, '.' and '-')."),
-    Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "60", _seconds(allow_zero=True),
-            "Seconds without user activity before the server disconnects a session (0 = never)."),
+    Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "120", _seconds(allow_zero=True),
+            "Seconds a connection may send nothing (clients send a keepalive every third of it) "
+            "before the server frees it as dead; its session waits CHAT_RESUME_GRACE, as after "
+            "a drop (0 = never)."),
     Setting("reconnect_delay", "CHAT_RECONNECT_DELAY", None, "3", _seconds(allow_zero=True),
             "Seconds a client waits before its first reconnect attempt (0 or more)."),
     Setting("max_retries", "CHAT_MAX_RETRIES", None, "3", _int_range(0),
@@ -279,7 +281,8 @@ SETTINGS: tuple[Setting, ...] = (
             _seconds(allow_zero=False),
             "Seconds between UDP presence beacons to each client (more than 0)."),
     Setting("idle_after", "CHAT_IDLE_AFTER", "idle-after", "30", _seconds(allow_zero=False),
-            "Seconds without user activity before a member is shown as idle."),
+            "Seconds without user activity (saying something, a command) before a member is "
+            "shown as idle; a reader stays, shown idle."),
     Setting("flood_burst", "CHAT_FLOOD_BURST", "flood-burst", "10", _int_range(1),
             "Messages a session may send at once before flood control delays it."),
     Setting("flood_rate", "CHAT_FLOOD_RATE", "flood-rate", "5", _seconds(allow_zero=False),

@@ -449,6 +449,12 @@ class PresenceRequest(Message):
     """The client asks for presence by itself (its UDP beacons stopped)."""
 
 
+@message("keepalive")
+class Keepalive(Message):
+    """A sign of life from a client that has sent nothing else for
+    ``keepalive_ms`` (from the ``welcome``); never answered."""
+
+
 @message("logout")
 class Logout(Message):
     pass
@@ -627,6 +633,7 @@ class RowCollector:
     presence_ms=_integer,
     max_in_flight=_integer,
     resumed=_boolean,
+    keepalive_ms=_integer,
 )
 class Welcome(Message):
     """Login (or resume) accepted.
@@ -637,7 +644,8 @@ class Welcome(Message):
     message; ``udp_port`` is the presence beacon's port (0: none), which sends every
     ``presence_ms`` milliseconds; a client keeps at
     most ``max_in_flight`` messages unacknowledged, so flood control delays
-    it instead of cutting it off.
+    it instead of cutting it off; a client that has sent nothing for
+    ``keepalive_ms`` milliseconds sends a ``keepalive`` (0: it need not).
     """
 
     name: str
@@ -649,6 +657,7 @@ class Welcome(Message):
     presence_ms: int
     max_in_flight: int
     resumed: bool = False
+    keepalive_ms: int = 0
 
 
 @message("room", room=_NAME, topic=_REASON, private=_boolean, topic_locked=_boolean,
@@ -817,7 +826,7 @@ class Bye(Message):
 
 
 NO_RECONNECT_CODES = frozenset(
-    {"logout", "kicked", "idle", "flood", "replaced", "banned", "disconnected", "shutdown",
+    {"logout", "kicked", "flood", "replaced", "banned", "disconnected", "shutdown",
      "not_admin"}
 )
 

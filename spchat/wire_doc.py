@@ -48,7 +48,7 @@ DIRECTIONS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (HANDSHAKE, "Handshake payloads", ("hello", "server_hello")),
     (CLIENT_TO_SERVER, "Client to server", (
         "login", "resume", "register", "change_password", "logout",
-        "say", "direct", "history", "who", "presence",
+        "say", "direct", "history", "who", "presence", "keepalive",
         "join", "part", "rooms", "topic", "mode", "moderate",
         "share", "unshare", "files", "fetch", "holding", "relay",
         "admin_login", "admin",

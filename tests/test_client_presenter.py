@@ -153,8 +153,8 @@ def test_reconnect_countdown_ticks_and_the_button_follows(tmp_path):
     assert "next try in 3 s" in chat.status_text()
     clock.now += 3
     assert "trying now…" in chat.status_text()
-    chat.status(Status("offline", reason="idle for 30 s", recovery="on_activity"))
-    assert chat.status_text() == "offline: idle for 30 s (sending a message reconnects)"
+    chat.status(Status("offline", reason="the server is shutting down"))
+    assert chat.status_text() == "offline: the server is shutting down"
     assert chat.can_reconnect
     chat.status(Status("connected"))
     assert not chat.can_reconnect

@@ -41,7 +41,7 @@ def test_defaults(tmp_path):
     assert cfg.server_host == "0.0.0.0"
     assert cfg.client_host == "127.0.0.1"
     assert cfg.tcp_port == 5000 and cfg.udp_port == 5001
-    assert cfg.idle_timeout == 60.0 and isinstance(cfg.idle_timeout, float)
+    assert cfg.idle_timeout == 120.0 and isinstance(cfg.idle_timeout, float)
     assert cfg.reconnect_delay == 3.0 and isinstance(cfg.reconnect_delay, float)
     assert cfg.max_retries == 3
     assert cfg.data_dir == Path("./spchat-data") and isinstance(cfg.data_dir, Path)

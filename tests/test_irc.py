@@ -9,7 +9,7 @@ import stat
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, reactor, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
@@ -196,6 +196,24 @@ def test_quit_ends_the_session_at_once_and_frees_the_name(service):
     assert (quit_notice.name, quit_notice.reason) == ("leaving", "Quit: see you")
     again = yield irc_client(service, "leaving")  # no resume grace holds the name
     assert again.of("001")[0].params[0] == "leaving"
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_irc_reader_is_left_to_the_gateways_ping_watch(tmp_path):
+    service = start_service(server_config(tmp_path / "data", irc="tcp:0:interface=127.0.0.1",
+                                          **{"idle-timeout": "0.5"}))
+    try:
+        client = yield irc_client(service, "reader")
+        alice, a = spchat_user(service, "alice")
+        for _ in range(6):  # three seconds, sweeps once a second; alice keeps alive
+            yield task.deferLater(reactor, 0.5, lambda: None)
+            service.core.receive(alice, wire.Keepalive())
+        service.core.receive(alice, wire.Say("still reading?", "a1"))
+        yield wait_until(lambda: any(line.params[-1] == "still reading?"
+                                     for line in client.of("PRIVMSG")))
+        assert not client.closed and "reader" in service.core.by_key
+    finally:
+        yield stop_services(service)
 
 
 @pytest_twisted.inlineCallbacks

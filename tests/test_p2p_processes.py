@@ -274,3 +274,32 @@ def test_sigterm_stops_a_download_resumably_and_a_sharer_cleanly(tmp_path, serve
     assert sharer.proc.wait(10) == 0
     sharer._reader.join(5)
     assert not "".join(sharer.err).strip()  # no traceback
+
+
+def test_a_sharer_keeps_serving_past_several_idle_timeouts(tmp_path, peers):
+    server = ServerProcess(tmp_path, "--idle-timeout", "1")
+    try:
+        source = tmp_path / "notes.bin"
+        source.write_bytes(os.urandom(MIB))
+        sharer, file_id = seed(tmp_path, server, peers, source, "keeper")
+        time.sleep(5)  # five timeouts: the server looks once a second
+        assert sharer.proc.poll() is None, "".join(sharer.err)
+        summary = finished(get(tmp_path, server, peers, file_id, "d", tmp_path / "dl"))
+        assert sha256(tmp_path / "dl" / "notes.bin") == sha256(source)
+        assert summary["from"]["keeper"]["received"] == MIB
+        assert not sharer.err  # nothing went wrong on the way, so it said nothing
+    finally:
+        server.stop()
+
+
+def test_a_sharer_with_no_server_left_says_why_and_exits_1(tmp_path, peers):
+    server = ServerProcess(tmp_path)
+    source = tmp_path / "notes.bin"
+    source.write_bytes(os.urandom(1024))
+    sharer, _ = seed(tmp_path, server, peers, source, "keeper",
+                     {"CHAT_RECONNECT_DELAY": "0.1", "CHAT_MAX_RETRIES": "1"})
+    server.stop()
+    assert sharer.proc.wait(20) == 1
+    sharer._reader.join(5)
+    assert "".join(sharer.err).startswith("spchat: stopped sharing: could not reconnect"), (
+        sharer.err)

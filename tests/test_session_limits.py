@@ -1,4 +1,4 @@
-"""Kick, idle timeout, flood control, per-IP cap and slow readers over real
+"""Kick, liveness, flood control, per-IP cap and slow readers over real
 loopback sockets: each acts on one client while the others keep receiving."""
 
 import time
@@ -55,23 +55,35 @@ def test_kicked_client_shows_the_reason_and_stays_away(make_server, pins):
 
 
 @pytest_twisted.inlineCallbacks
-def test_idle_client_is_told_and_comes_back_when_the_user_acts(make_server, pins):
-    server = make_server(**{"idle-timeout": "0.3"})
+def test_a_reader_keeps_its_place_past_many_timeouts_shown_idle(make_server, pins):
+    server = make_server(**{"idle-timeout": "0.6", "idle-after": "0.5"})
     alice = yield connect_client(server, pins, "alice")
     bob = yield connect_client(server, pins, "bob")
-    for _ in range(4):  # bob keeps talking, alice says nothing
-        bob.say("busy")
-        yield sleep(0.1)
-    server.core.sweep()
-    yield wait_until(lambda: alice.status.state == "offline")
-    assert alice.status.reason == "disconnected after 0.3 s without activity"
-    assert alice.status.recovery == "on_activity"
-    assert bob.status.state == "connected"
-    yield sleep(0.3)
-    assert "alice" not in server.core.by_key  # no auto-reconnect
-    alice.say("I'm back")  # the user acts: reconnect, then send
-    yield wait_until(lambda: "I'm back" in texts(bob))
-    assert alice.status.state == "connected" and not alice.outbox
+    first = alice.proto
+    yield sleep(4)  # six timeouts, four sweeps: alice only reads
+    bob.say("still there?")
+    yield wait_until(lambda: "still there?" in texts(alice))
+    assert alice.proto is first and not alice.rec.disconnects  # never cut
+    assert alice.keepalive.sent >= 10
+    yield wait_until(lambda: ("alice", "idle") in server.core.presence_snapshot())
+    yield wait_until(lambda: ("alice", "idle", "member") in bob.room_members("lobby"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_silent_connection_is_freed_and_its_client_resumes(make_server, pins):
+    server = make_server(**{"idle-timeout": "0.6"})
+    alice = yield connect_client(server, pins, "alice")
+    bob = yield connect_client(server, pins, "bob")
+    silent = alice.proto
+    alice.keepalive.stop()  # as if frozen: nothing more comes from it
+    yield wait_until(lambda: alice.rec.disconnects)
+    assert alice.rec.disconnects == ["nothing heard from this connection for 0.6 s"]
+    assert not any(link.conn is silent for link in server.core.links)  # freed
+    yield wait_until(lambda: alice.status.state == "connected" and alice.status.resumed)
+    assert bob.status.state == "connected" and not bob.rec.disconnects
+    bob.say("welcome back")
+    yield wait_until(lambda: "welcome back" in texts(alice))
+    assert not [n for n in bob.rec.of(wire.Notice) if n.kind in ("leave", "quit")]
 
 
 @pytest_twisted.inlineCallbacks

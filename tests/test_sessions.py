@@ -194,22 +194,60 @@ def test_zero_grace_goes_offline_at_once(clock):
     assert session.state is State.OFFLINE
 
 
-def test_idle_sweep_disconnects_only_idle_sessions_with_a_reason(clock):
+def test_a_reader_stays_past_many_timeouts_shown_idle_while_it_keeps_alive(clock):
     core = make_core(clock, idle_timeout=60, idle_after=30)
     alice, a = login(core, "alice")
     bob, b = login(core, "bob")
-    clock.advance(31)
-    core.sweep()
-    assert core.presence_snapshot() == (("alice", "idle"), ("bob", "idle"))
-    core.receive(bob, wire.Say("still here", "b1"))
+    assert a.of(wire.Welcome)[0].keepalive_ms == 20_000  # three chances per timeout
+    for minute in range(10):  # alice only reads: her client keeps alive
+        core.receive(bob, wire.Say(f"minute {minute}", f"b{minute}"))
+        for _ in range(3):
+            clock.advance(20)
+            core.receive(alice, wire.Keepalive())
+            core.receive(bob, wire.Keepalive())
+            core.sweep()
+    assert a.closed is None and alice.session.state is State.CONNECTED
+    assert texts(a)[-1] == "minute 9"  # every line, live
+    core.receive(bob, wire.Who())
     assert core.presence_snapshot() == (("alice", "idle"), ("bob", "online"))
-    clock.advance(29)
+    assert not [e for e in a.sent if isinstance(e, wire.Error)]  # keepalives unanswered
+    settle(core)
+    assert not [n for n in b.of(wire.Notice) if n.kind in ("leave", "quit")]
+
+
+def test_a_silent_connection_is_freed_and_its_session_waits_to_be_resumed(clock):
+    core = make_core(clock, idle_timeout=60, idle_after=30, resume_grace=30)
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    session = alice.session
+    clock.advance(59)
+    core.receive(bob, wire.Keepalive())
     core.sweep()
-    assert a.closed == ("idle", "disconnected after 60 s without activity")
-    assert b.closed is None
-    settle(core)  # comings and goings go out together, a moment later
-    assert b.of(wire.Notice)[-1].text == "alice left (idle)"
-    assert alice.session is None and "alice" not in core.by_key
+    assert a.closed is None
+    clock.advance(1)
+    core.sweep()  # 60 s without a word from alice's connection: dead
+    assert a.closed == ("timeout", "nothing heard from this connection for 60 s")
+    assert b.closed is None and alice not in core.links
+    assert core.presence_snapshot() == (("alice", "reconnecting"), ("bob", "idle"))
+    again, a2 = resume(core, a.of(wire.Welcome)[0], 0)  # it was only asleep
+    assert a2.of(wire.Welcome)[0].resumed and session.state is State.CONNECTED
+    core.link_lost(again)
+    clock.advance(30)
+    settle(core)
+    assert b.of(wire.Notice)[-1].text == "alice left (connection lost)"
+
+
+def test_front_ends_that_watch_their_own_connections_are_left_alone(clock):
+    class Watched(MemoryClient):
+        watches_liveness = True  # as IRC's PING watch does
+
+    core = make_core(clock, idle_timeout=60)
+    conn = Watched()
+    link = core.open_link(conn, "127.0.0.1:1")
+    core.receive(link, wire.Login("alice"))
+    clock.advance(600)
+    core.sweep()
+    assert conn.closed is None and link.session is not None
 
 
 def test_idle_timeout_zero_never_disconnects(clock):

@@ -342,8 +342,6 @@ class LineModeClient:
         elif status.state == "offline":
             if status.recovery == "never":
                 self.fatal(f"disconnected: {status.reason}")
-            elif status.recovery == "on_activity":
-                self.notice(f"{status.reason}; type a message to reconnect")
             else:
                 self.notice(f"{status.reason}; type /reconnect to try again")
 

@@ -374,8 +374,6 @@ class ChatPresenter:
             left = math.ceil(s.retry_in - (self.clock() - self._state_at) - 1e-9)
             when = f"next try in {left:g} s" if left > 0 else "trying now…"
             return f"reconnecting (attempt {s.attempt} of {s.attempts}), {when} — {s.reason}"
-        if s.recovery == "on_activity":
-            return f"offline: {s.reason} (sending a message reconnects)"
         return f"offline: {s.reason}"
 
     @property

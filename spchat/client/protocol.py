@@ -30,6 +30,7 @@ class ChatClientProtocol(NoiseChannel):
         self.server_hello: wire.ServerHello | None = None
         self.server_fingerprint: str | None = None
         self.failure: str | None = None
+        self.last_sent = clock.seconds()  # when a frame last went out (for keepalives)
 
     def make_handshake(self):
         return noise.HandshakeState(
@@ -54,6 +55,9 @@ class ChatClientProtocol(NoiseChannel):
 
     def message_received(self, msg):
         self.listener.message_received(msg)
+
+    def frame_sent(self, size):
+        self.last_sent = self.clock.seconds()
 
     def malformed_message(self, error):
         self.log.warn("server sent a malformed message: {problem}", problem=str(error))

@@ -19,8 +19,7 @@ terminals or windows.
   drops any number it has already seen in a conversation, so each message
   shows once.
 * If the session has expired it logs in again with the same positions.
-* After a kick, an idle disconnect, flooding or a logout it does not come
-  back by itself.
+* After a kick, flooding or a logout it does not come back by itself.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ from twisted.logger import Logger
 
 from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
+from spchat.client.keepalive import Keepalive
 from spchat.client.members import Member, MemberList, name_key
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
@@ -126,8 +126,8 @@ class Status:
     retry_in: float = 0.0  # reconnecting: seconds until this attempt starts
     reason: str = ""  # reconnecting, offline: what happened
     resumed: bool = False  # connected: back after a drop
-    # offline: "manual" (the user may reconnect), "on_activity" (idle: the
-    # next message reconnects), or "never" (kicked, name lost, key changed).
+    # offline: "manual" (the user may reconnect), or "never" (kicked, name
+    # lost, key changed).
     recovery: str = "manual"
 
 
@@ -188,6 +188,7 @@ class ChatClient:
         self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
         self.presence = None
+        self.keepalive = None  # a spchat.client.keepalive.Keepalive while connected
         self._welcome: wire.Welcome | None = None  # the latest
         self._in_flight: set[str] = set()  # cids sent on this connection
         self._to_send: deque[str] = deque()  # outbox cids not yet sent on it
@@ -224,7 +225,7 @@ class ChatClient:
         return self._first
 
     def reconnect(self) -> None:
-        """The user asks to reconnect now (after giving up, or when idle)."""
+        """The user asks to reconnect now (after giving up, or a shutdown)."""
         if self.status.state in ("connected", "connecting") or self._leaving:
             return
         if self._dialing or self.proto is not None:
@@ -463,6 +464,7 @@ class ChatClient:
         self._in_flight.clear()
         self._member_parts = {}  # lists cut off with the connection: the next come whole
         self._stop_presence()
+        self._stop_keepalive()
         if self._logout_timer is not None and self._logout_timer.active():
             self._logout_timer.cancel()
         self._logout_timer = None
@@ -471,7 +473,7 @@ class ChatClient:
             self._set_status(Status("offline", reason="logged out", recovery="never"))
         elif bye is not None and bye.code in wire.NO_RECONNECT_CODES:
             self._welcome = None  # that session is over: a new one next time
-            recovery = {"idle": "on_activity", "shutdown": "manual"}.get(bye.code, "never")
+            recovery = "manual" if bye.code == "shutdown" else "never"
             self._set_status(Status("offline", reason=bye.text, recovery=recovery))
         elif self._fatal is not None:
             self._give_up(self._fatal, "never")
@@ -551,6 +553,7 @@ class ChatClient:
         first = self._first is not None and not self._first.called
         self._set_status(Status("connected", resumed=not first))
         self._start_presence(welcome)
+        self._start_keepalive(welcome)
         if first:
             self._first.callback(welcome)
         requests, self._requests = self._requests, []
@@ -576,6 +579,19 @@ class ChatClient:
     def _set_status(self, status: Status) -> None:
         self.status = status
         self.on_status(status)
+
+    # --- keepalive -----------------------------------------------------------
+
+    def _start_keepalive(self, welcome: wire.Welcome) -> None:
+        # A reader says nothing for hours; its connection must still be heard.
+        self._stop_keepalive()
+        if welcome.keepalive_ms > 0 and self.proto is not None:
+            self.keepalive = Keepalive(self.reactor, self.proto, welcome.keepalive_ms / 1000)
+
+    def _stop_keepalive(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
+            self.keepalive = None
 
     # --- presence beacon ---------------------------------------------------
 
@@ -661,8 +677,6 @@ class ChatClient:
             raise ValueError(problem)
         self.outbox[msg.cid] = msg
         self._to_send.append(msg.cid)
-        if self.status.state == "offline" and self.status.recovery == "on_activity":
-            self.reconnect()
         self._pump()
         return msg.cid
 

@@ -1,7 +1,10 @@
 """``python -m spchat.client share PATH...`` and ``... get ID`` for scripts.
 
 ``share`` logs in, offers the files, prints one line per file
-("sharing NAME (SIZE) as ID") and serves them until Ctrl-C or SIGTERM.
+("sharing NAME (SIZE) as ID") and serves them until Ctrl-C or SIGTERM
+(its client keeps the connection alive; after a drop it reconnects and
+offers them again); if it is off the server for good (kicked, the server
+gone after every retry) it says why and exits 1.
 ``get`` logs in, downloads one file from every peer that has it, prints its
 progress on stderr and a summary on stdout (``--json``: one JSON object),
 and exits 0, or 1 with one line saying why.  Interrupted, a download keeps
@@ -68,12 +71,18 @@ def main(argv, cfg: config.Config, pins) -> int:
     def on_signal(signum, frame):
         reactor.callFromThread(lambda: stop_requested.called or stop_requested.callback(None))
 
+    offline = defer.Deferred()  # fires with the reason once the client gives up
+
+    def on_status(status) -> None:
+        if status.state == "offline" and not offline.called:
+            offline.callback(status.reason)
+
     @defer.inlineCallbacks
     def run(reactor):
         client = ChatClient(
             reactor, args.host or cfg.client_host, args.port or cfg.tcp_port, args.name, pins,
-            reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
-            password=args.password)
+            on_status=on_status, reconnect_delay=cfg.reconnect_delay,
+            max_retries=cfg.max_retries, password=args.password)
         node = SharingNode(reactor, client, port=cfg.p2p_port, direct=cfg.p2p_direct,
                            upload_bps=cfg.p2p_upload_bps, max_per_ip=cfg.p2p_max_per_ip)
         try:
@@ -91,8 +100,13 @@ def main(argv, cfg: config.Config, pins) -> int:
                 for path in args.paths:
                     file_id, manifest = yield node.share(path)
                     out(f"sharing {manifest.name} ({size_text(manifest.size)}) as {file_id}")
-                yield stop_requested  # serve until stopped
+                # Serve until stopped, or until there is no server to serve through.
+                reason, which = yield defer.DeferredList([stop_requested, offline],
+                                                    fireOnOneCallback=True)
                 yield node.stop()
+                if which == 1:
+                    err(f"spchat: stopped sharing: {reason}")
+                    return 1
                 yield client.logout()
                 return 0
             fetch = yield node.fetch(args.file, args.dir or cfg.download_dir)

@@ -60,6 +60,7 @@ REFUSALS = {
 @implementer(IChatClient)
 class IrcConnection:
     log = Logger()
+    watches_liveness = True  # its PING watch cuts a silent connection, not the core
 
     def __init__(self, core, registry, write, hang_up, address: str,
                  server_name: str = "spchat", created: str = ""):

@@ -18,6 +18,7 @@ connections).
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Callable
 
 from twisted.internet import defer
@@ -38,9 +39,11 @@ from spchat.server.sharing import Sharing
 __all__ = ["ChatCore", "Limits", "Refused", "State", "ROOM_EVENT_SECONDS", "normalise_name"]
 
 # What a user does (as opposed to what the client does by itself) counts as
-# activity for idle detection.
+# activity: who is shown idle.  Liveness is another thing: any message.
 USER_ACTIONS = (wire.Say, wire.Direct, wire.Who, wire.Join, wire.Part, wire.ListRooms,
                 wire.Topic, wire.Mode, wire.Moderate)
+# A quiet client sends a keepalive this many times per CHAT_IDLE_TIMEOUT.
+KEEPALIVES_PER_TIMEOUT = 3
 # Requests that cost the server work count against the flood limit.
 FLOOD_LIMITED = USER_ACTIONS + (
     wire.PresenceRequest, wire.HistoryRequest, wire.Register, wire.ChangePassword,
@@ -123,6 +126,7 @@ class ChatCore:
             wire.HistoryRequest: self.messaging.history,
             wire.Who: self._who,
             wire.PresenceRequest: self._who,
+            wire.Keepalive: lambda session, msg: None,  # heard: that is all
             wire.Join: self.room_commands.join,
             wire.Part: self.room_commands.part,
             wire.ListRooms: self.room_commands.list_rooms,
@@ -201,7 +205,8 @@ class ChatCore:
 
     def open_link(self, conn, address: str, beacon_keys: BeaconKeys | None = None,
                   agent: str = "?") -> Link:
-        link = Link(conn, address, self.now(), beacon_keys, agent=agent)
+        now = self.now()
+        link = Link(conn, address, now, beacon_keys, agent=agent, last_heard=now)
         self.links.add(link)
         return link
 
@@ -209,6 +214,7 @@ class ChatCore:
         """Handle one message from a connection; refusals go back as errors."""
         if self.stopped:
             return  # the server is stopping: its store is closed
+        link.last_heard = self.now()  # whatever it says, it is alive
         if not self.ready:
             self._early.append((link, msg))
             return
@@ -296,8 +302,14 @@ class ChatCore:
         return wire.Welcome(
             session.name, session.id, session.token, tuple(room.name for room in rooms),
             self.now_ms(), self.ports.udp, int(self.limits.presence_interval * 1000),
-            self.limits.max_in_flight, resumed,
+            self.limits.max_in_flight, resumed, self.keepalive_ms,
         )
+
+    @property
+    def keepalive_ms(self) -> int:
+        """How often a quiet client should send a keepalive: three chances
+        to be heard within CHAT_IDLE_TIMEOUT (0: the timeout is off)."""
+        return math.ceil(self.limits.idle_timeout * 1000 / KEEPALIVES_PER_TIMEOUT)
 
     def _start_session(self, link: Link, display: str, key: str, registered: bool,
                        msg: wire.Login) -> defer.Deferred:
@@ -334,7 +346,7 @@ class ChatCore:
         ):
             ended = self.table.ended.get(msg.session)
             if ended is not None and ended[0] == msg.token:
-                # Kicked, banned, idle...: the client is told again, so its
+                # Kicked, banned...: the client is told again, so its
                 # automatic reconnect cannot undo it.
                 link.conn.close(*ended[1:])
                 return
@@ -419,9 +431,9 @@ class ChatCore:
         self.messaging.when_answered(session, end)
 
     def sweep(self) -> None:
-        """Periodic: disconnect idle sessions, publish idle presence changes,
-        forget old offline sessions and expired introductions and relay
-        tickets, refresh the administrators' table."""
+        """Periodic: close connections silent for CHAT_IDLE_TIMEOUT, publish
+        idle presence changes, forget old offline sessions and expired
+        introductions and relay tickets, refresh the administrators' table."""
         self.table.forget_old(self.limits.offline_retention)
         self._sessions_changed()
         self.sharing.expire()
@@ -429,13 +441,18 @@ class ChatCore:
         if timeout > 0:
             now = self.now()
             for session in list(self.table.by_id.values()):
-                if session.state is State.CONNECTED and now - session.last_activity >= timeout:
-                    self._end(
-                        session, "idle",
-                        f"disconnected after {timeout:g} s without activity",
-                        "idle", f"{session.name} left (idle)",
-                    )
+                link = session.link
+                if (link is not None and now - link.last_heard >= timeout
+                        and not getattr(link.conn, "watches_liveness", False)):
+                    self._time_out(link, timeout)
         self._presence_changed()
+
+    def _time_out(self, link: Link, timeout: float) -> None:
+        """Nothing heard for ``timeout``: dead, or frozen (a laptop asleep).
+        The connection is freed and its session waits like any dropped one:
+        a client that wakes up resumes it, or logs in again, missing nothing."""
+        link.conn.close("timeout", f"nothing heard from this connection for {timeout:g} s")
+        self.link_lost(link, reason="timed out")
 
     def _sessions_changed(self) -> None:
         self.admin.sessions_changed()

@@ -20,7 +20,12 @@ from zope.interface import Attribute, Interface
 
 
 class IChatClient(Interface):
-    """A connection as the core sees it."""
+    """A connection as the core sees it.
+
+    A connection is alive while it sends messages; one silent for
+    CHAT_IDLE_TIMEOUT is closed, unless it has ``watches_liveness`` true
+    (a front-end with a watch of its own: IRC's PING).
+    """
 
     def started(session, resumed):
         """A session (None for an administrator) now runs on this connection."""

@@ -61,7 +61,7 @@ class Limits:
 
     max_message_bytes: int = 8192
     resume_grace: float = 30.0
-    idle_timeout: float = 60.0  # 0: never disconnect idle sessions
+    idle_timeout: float = 120.0  # a connection silent this long is closed; 0: never
     idle_after: float = 30.0  # shown as idle after this long without activity
     flood_burst: int = 10
     flood_rate: float = 5.0

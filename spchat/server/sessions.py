@@ -50,6 +50,9 @@ class Link:
     login_pending: bool = False  # a login for this link is under way
     admin: bool = False  # proved the admin token: takes admin requests only
     agent: str = "?"  # client name and version
+    # When it last sent anything: a connection is alive while it speaks
+    # (the reference client sends a keepalive when it has nothing to say).
+    last_heard: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
