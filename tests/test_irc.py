@@ -499,3 +499,20 @@ def test_an_account_back_on_irc_is_not_taken_for_re_sending(service):
     yield wait_until(lambda: len([m for m in seen.of(wire.RoomMessage) if m.sender == "erin"]) == 2)
     assert [m.text for m in seen.of(wire.RoomMessage) if m.sender == "erin"] == [
         "first time", "second time"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_big_room_costs_an_irc_connection_nothing_per_member(service):
+    client = yield irc_client(service, "watcher")
+    for n in range(50):
+        spchat_user(service, f"member{n}")
+    yield client.wait_for("JOIN", 51)  # its own, then each of theirs, once
+    assert sorted(line.source.split("!")[0] for line in client.of("JOIN")[1:]) == sorted(
+        f"member{n}" for n in range(50))
+    [conn] = [p.conn for p in service.irc.protocols]
+    # What it keeps of the room: topic, modes and the members with a role.
+    assert len(conn.channels.get("#lobby").ranked) == 0
+    client.send("NAMES #lobby", "PING :done")  # read from the room, whole
+    yield client.wait_for("PONG")
+    names = " ".join(line.params[-1] for line in client.of("353")[1:])
+    assert len(names.split()) == 51

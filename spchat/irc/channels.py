@@ -1,6 +1,9 @@
-"""What an IRC connection knows of the rooms it is in: members with their
-roles, topic and modes, kept from the core's events (IRC answers NAMES,
-WHO and MODE queries from it, and needs the old state to say what changed)."""
+"""What an IRC connection knows of the rooms it is in: topic, modes and the
+members with a role (operators, owners, the muted), kept from the core's
+events, to say what changed (a MODE line needs the old state).  Not the
+members themselves: a room of thousands would cost each of its IRC
+connections thousands of entries; NAMES and WHO read the room from the
+core (``RoomView``)."""
 
 from __future__ import annotations
 
@@ -39,10 +42,8 @@ class Channel:
     topic: str = ""
     private: bool = False
     topic_locked: bool = False
-    # name key -> (display name, role, state)
-    members: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    listing: bool = False  # a member list in parts is coming in
-    incoming: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # name key -> role, for the members whose role is not "member"
+    ranked: dict[str, str] = field(default_factory=dict)
 
     @property
     def irc_name(self) -> str:
@@ -51,22 +52,29 @@ class Channel:
     def modes(self) -> str:
         return "+" + ("i" if self.private else "") + ("t" if self.topic_locked else "") + "n"
 
-    def set_member(self, name: str, state: str, role: str) -> tuple[str, str, str] | None:
-        """Update one member; returns what it was (None: new)."""
+    def set_role(self, name: str, role: str) -> str:
+        """A member's role now; returns the one it had."""
         key = name_key(name) or name
-        old = self.members.get(key)
-        self.members[key] = (name, role, state)
+        old = self.ranked.pop(key, "member")
+        if role != "member":
+            self.ranked[key] = role
         return old
 
-    def remove(self, name: str) -> bool:
-        return self.members.pop(name_key(name) or name, None) is not None
+    def forget(self, name: str) -> None:
+        self.ranked.pop(name_key(name) or name, None)
 
-    def has(self, name: str) -> bool:
-        return (name_key(name) or name) in self.members
 
-    def role_of(self, name: str) -> str | None:
-        entry = self.members.get(name_key(name) or name)
-        return entry[1] if entry else None
+@dataclass
+class RoomView:
+    """A room as the core has it now, for one answer (NAMES, WHO)."""
+
+    name: str
+    private: bool
+    members: list[tuple[str, str, str]]  # (display name, role, state), by name
+
+    @property
+    def irc_name(self) -> str:
+        return "#" + self.name
 
 
 class Channels:
@@ -89,9 +97,6 @@ class Channels:
     def drop(self, name: str) -> Channel | None:
         key = room_key(name)
         return self.by_key.pop(key, None) if key is not None else None
-
-    def with_member(self, name: str) -> list[Channel]:
-        return [c for c in self.by_key.values() if c.has(name)]
 
     def __iter__(self):
         return iter(list(self.by_key.values()))

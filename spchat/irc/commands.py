@@ -389,10 +389,9 @@ class Commands:
         if mask.startswith("#"):
             room = self._room(mask)
             if room is not None and (not room.private or conn.channels.get(mask) is not None):
-                channel = conn.room_view(room)
-                for name, role, state in sorted(channel.members.values(),
-                                                key=lambda m: m[0].casefold()):
-                    self._who_reply(channel.irc_name, name, state, prefix_of(role))
+                view = conn.room_view(room)
+                for name, role, state in view.members:
+                    self._who_reply(view.irc_name, name, state, prefix_of(role))
         else:
             for session in self._matching(mask):
                 room = self._first_visible_room(session)

@@ -25,7 +25,7 @@ import spchat
 from spchat import wire
 from spchat.irc import numerics as N
 from spchat.irc.caps import OFFERED, Caps, PlainSasl
-from spchat.irc.channels import PREFIX_ISUPPORT, Channel, Channels, name_key, prefix_of, room_key
+from spchat.irc.channels import PREFIX_ISUPPORT, Channels, RoomView, name_key, prefix_of, room_key
 from spchat.irc.lines import MAX_LINE_BYTES, encode
 from spchat.irc.commands import Commands, Pending
 from spchat.irc.history import ChatHistory
@@ -132,8 +132,8 @@ class IrcConnection:
     def numeric(self, code: str, *params: str) -> None:
         self.emit(self.server_name, code, self.nick, *params, split=False)
 
-    def send_names(self, channel: Channel) -> None:
-        entries = sorted(channel.members.values(), key=lambda m: m[0].casefold())
+    def send_names(self, channel: RoomView) -> None:
+        entries = channel.members
         if "userhost-in-names" in self.caps:
             names = [prefix_of(role) + self.mask(name) for name, role, _ in entries]
         else:
@@ -159,13 +159,11 @@ class IrcConnection:
                 k: v for k, v in tags.items() if k != "time"}
         return {"time": tags["time"]} if "server-time" in self.caps and "time" in tags else {}
 
-    def room_view(self, room) -> Channel:
-        """A room as the core has it now (the members this connection has
-        been told of may lag behind by one batch of the room's events)."""
-        channel = Channel(room.name, room.topic, room.private, room.topic_locked)
-        for name, state, role in self.core.directory.member_rows(room):
-            channel.set_member(name, state, role)
-        return channel
+    def room_view(self, room) -> RoomView:
+        """A room as the core has it now (what this connection has been told
+        may lag behind by one batch of the room's events)."""
+        return RoomView(room.name, room.private, [
+            (name, role, state) for name, state, role in self.core.directory.member_rows(room)])
 
     def goodbye(self, text: str) -> None:
         """ERROR and close (the core's bye, a failed login, QUIT)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections import OrderedDict
 
 from spchat import wire
 from spchat.irc import numerics as N
@@ -17,6 +18,8 @@ from spchat.irc.channels import ROLE_MODES, Channel, name_key, room_key
 from spchat.irc.lines import encode
 from spchat.server.records import direct_conversation
 
+# Quits remembered, at most (a name that comes back is forgotten at once).
+MAX_QUITS = 1024
 # What a spchat client sends for "/me waves" (line mode and IRC alike).
 ACTION_PREFIX = "/me "
 # The mark of a multi-line message's later lines, as spchat's line mode
@@ -50,6 +53,10 @@ class Outbound:
         # notice that says who made them: room key -> mode changes.
         self._modes: dict[str, list[tuple[str, str]]] = {}
         self._topic_asked: set[str] = set()  # TOPIC queries waiting for the room's state
+        # Bans in this batch of events, for the member update that follows.
+        self._kicks: dict[str, tuple[str, str]] = {}
+        # Those told of as quitting: one QUIT, whatever the rooms we shared.
+        self._quits: OrderedDict[str, None] = OrderedDict()
 
     # --- one wire message ----------------------------------------------------------
 
@@ -65,6 +72,7 @@ class Outbound:
             if channel is not None:
                 self._flush_modes(channel, self.conn.server_name)
         self._modes.clear()
+        self._kicks.clear()
 
     # --- rooms --------------------------------------------------------------------
 
@@ -78,12 +86,15 @@ class Outbound:
             conn.emit(conn.own_mask, "JOIN", channel.irc_name)
             if channel.topic:  # RPL_NOTOPIC only answers a TOPIC query
                 self._send_topic(channel)
-            # IRC's NAMES comes right after the JOIN: read from the room
-            # now; the member list the core sends a moment later updates it.
+            # IRC's NAMES comes right after the JOIN: the room as it is now.
+            # The room's later events say what changes after it.
             room = conn.core.directory.get(room_key(msg.room) or msg.room)
             if room is not None:
-                channel.members = conn.room_view(room).members
-            conn.send_names(channel)
+                view = conn.room_view(room)
+                for name, role, _ in view.members:
+                    channel.set_role(name, role)
+                    self._quits.pop(name_key(name), None)
+                conn.send_names(view)
             return
         changes = self._modes.setdefault(room_key(msg.room) or msg.room, [])
         for letter, old, new in (("i", channel.private, msg.private),
@@ -106,28 +117,7 @@ class Outbound:
             self.conn.numeric(N.RPL_NOTOPIC, channel.irc_name, "No topic is set")
 
     def _members(self, msg: wire.Members) -> None:
-        channel = self.channels.get(msg.room)
-        if channel is None:
-            return
-        if not channel.listing:
-            channel.incoming = {}
-            channel.listing = True
-        for name, state, role in msg.members:
-            channel.incoming[name_key(name) or name] = (name, role, state)
-        if msg.more:
-            return
-        channel.listing = False
-        incoming, channel.incoming = channel.incoming, {}
-        # The list is the room as it is now; this client was shown the room
-        # as it was at its JOIN.  What changed since is news to it (those
-        # members' own events may come after this list, and then say nothing).
-        for key, entry in incoming.items():
-            if key not in channel.members and not self.conn.is_me(entry[0]):
-                self.conn.emit(self.conn.mask(entry[0]), "JOIN", channel.irc_name)
-        for key, entry in channel.members.items():
-            if key not in incoming:
-                self.conn.emit(self.conn.mask(entry[0]), "PART", channel.irc_name)
-        channel.members = incoming
+        pass  # NAMES went with the JOIN; the room's events say what changed since
 
     def _member(self, msg: wire.MemberUpdate) -> None:
         conn = self.conn
@@ -135,27 +125,20 @@ class Outbound:
         if channel is None:
             return
         if msg.state == "gone":
-            if channel.remove(msg.name):  # no notice said how: a plain PART
-                conn.emit(conn.mask(msg.name), "PART", channel.irc_name)
+            channel.forget(msg.name)
+            kick = self._kicks.pop(name_key(msg.name) or msg.name, None)
+            if kick is not None:  # banned while in the room
+                conn.emit(kick[0], "KICK", channel.irc_name, msg.name, kick[1])
             return
-        old = channel.set_member(msg.name, msg.state, msg.role)
-        if old is None:
-            if conn.is_me(msg.name):
-                return
-            conn.emit(conn.mask(msg.name), "JOIN", channel.irc_name)
-            old = (msg.name, "member", msg.state)
-        if old[1] != msg.role:
+        old = channel.set_role(msg.name, msg.role)
+        if old != msg.role:
             changes = self._modes.setdefault(room_key(msg.room) or msg.room, [])
-            before, after = ROLE_MODES.get(old[1]), ROLE_MODES.get(msg.role)
+            before, after = ROLE_MODES.get(old), ROLE_MODES.get(msg.role)
             if before != after:  # owner and operator are both +o to IRC
                 if before:
                     changes.append(("-" + before[0], msg.name))
                 if after:
                     changes.append(("+" + after[0], msg.name))
-        if old[2] != msg.state and "away-notify" in conn.caps and not conn.is_me(msg.name):
-            away = msg.state in ("idle", "reconnecting")
-            if away != (old[2] in ("idle", "reconnecting")):
-                conn.emit(conn.mask(msg.name), "AWAY", *(["idle"] if away else []))
 
     def _flush_modes(self, channel: Channel, source: str) -> None:
         changes = self._modes.pop(room_key(channel.name) or channel.name, [])
@@ -175,22 +158,24 @@ class Outbound:
             return
         by = self._source(msg.by)
         if kind == "join":
-            return  # the member update that follows says it
-        if kind == "leave":
-            if channel.remove(msg.name):
-                conn.emit(conn.mask(msg.name), "PART", channel.irc_name,
-                          *([msg.reason] if msg.reason else []))
+            self._quits.pop(name_key(msg.name), None)
+            if not conn.is_me(msg.name):
+                conn.emit(conn.mask(msg.name), "JOIN", channel.irc_name)
+        elif kind == "leave":
+            conn.emit(conn.mask(msg.name), "PART", channel.irc_name,
+                      *([msg.reason] if msg.reason else []))
         elif kind == "quit":  # one QUIT, whatever the rooms we shared
-            shared = self.channels.with_member(msg.name)
-            if shared:
+            key = name_key(msg.name) or msg.name
+            if key not in self._quits:
+                self._quits[key] = None
+                while len(self._quits) > MAX_QUITS:
+                    self._quits.popitem(last=False)
                 conn.emit(conn.mask(msg.name), "QUIT", msg.reason or "Quit")
-            for other in shared:
-                other.remove(msg.name)
-        elif kind in ("kick", "ban"):
-            if kind == "ban":
-                conn.emit(by, "MODE", channel.irc_name, "+b", f"{msg.name}!*@*")
-            if channel.remove(msg.name):
-                conn.emit(by, "KICK", channel.irc_name, msg.name, msg.reason or msg.text)
+        elif kind == "kick":
+            conn.emit(by, "KICK", channel.irc_name, msg.name, msg.reason or msg.text)
+        elif kind == "ban":  # a KICK too if the member update says it was in the room
+            conn.emit(by, "MODE", channel.irc_name, "+b", f"{msg.name}!*@*")
+            self._kicks[name_key(msg.name) or msg.name] = (by, msg.reason or msg.text)
         elif kind == "unban":
             conn.emit(by, "MODE", channel.irc_name, "-b", f"{msg.name}!*@*")
         elif kind == "invite":
