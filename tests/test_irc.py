@@ -516,3 +516,32 @@ def test_a_big_room_costs_an_irc_connection_nothing_per_member(service):
     yield client.wait_for("PONG")
     names = " ".join(line.params[-1] for line in client.of("353")[1:])
     assert len(names.split()) == 51
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_irc_client_that_does_not_read_is_cut_not_buffered_for(tmp_path):
+    service = start_service(server_config(
+        tmp_path / "data", irc="tcp:0:interface=127.0.0.1",
+        **{"send-buffer-bytes": "65536", "flood-burst": "10000", "flood-rate": "10000"}))
+    try:
+        deaf = yield irc_client(service, "deaf")
+        reader = yield irc_client(service, "reader")
+        deaf.transport.pauseProducing()  # it stops reading
+        alice, a = spchat_user(service, "alice")
+        yield wait_until(lambda: a.of(wire.Welcome))
+        text = "x" * 7000
+        sent = 0
+        # Lines until the kernel's buffers are full and the server's own
+        # holds more than its 64 KiB for the deaf one.
+        while "deaf" in service.core.by_key and sent < 5000:
+            for _ in range(50):
+                service.core.receive(alice, wire.Say(f"{sent} {text}", f"c{sent}"))
+                sent += 1
+            yield task.deferLater(reactor, 0.2, lambda: None)
+        assert "deaf" not in service.core.by_key, sent
+        yield reader.wait_for("PRIVMSG", sent * 15, timeout=30)  # 7000 bytes: 15 lines each
+        assert not reader.closed
+        quits = [line for line in reader.of("QUIT") if line.source.startswith("deaf!")]
+        assert quits and "does not read" in quits[0].params[0]
+    finally:
+        yield stop_services(service)

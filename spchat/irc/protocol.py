@@ -4,7 +4,10 @@ Lines end in LF (CR LF or LF alone, as clients send them); a line longer
 than the limit gets ERR_INPUTTOOLONG and is skipped, the connection stays.
 A connection must register within ``registration_timeout``; one that says
 nothing for ``ping_interval`` is sent a PING and cut if it still says
-nothing for as long again.
+nothing for as long again.  One that does not read is cut once more than
+``send_buffer_bytes`` have waited for it for SLOW_READER_SECONDS (the
+protocol is its transport's producer: the transport says when the peer
+stops reading), as the spchat protocol does.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import collections
 import time
 
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from spchat.irc import numerics as N
 from spchat.irc.channels import name_key
@@ -22,8 +27,11 @@ from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
 from spchat.server.refusals import PerAddress, ThrottledLog
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
+# A reader may fall behind for this long before a full send buffer cuts it.
+SLOW_READER_SECONDS = 2.0
 
 
+@implementer(IPushProducer)
 class IrcProtocol(protocol.Protocol):
     def __init__(self, factory: IrcFactory, host: str):
         self.factory = factory
@@ -34,17 +42,47 @@ class IrcProtocol(protocol.Protocol):
         self._registration_timer = None
         self._ping_timer = None
         self._pinged = False
+        self._paused_since: float | None = None  # the peer stopped reading then
+        self._unsent = 0  # bytes written since
 
     def connectionMade(self):
         f = self.factory
         peer = self.transport.getPeer()
-        self.conn = IrcConnection(f.core, f.registry, self.transport.write, self._hang_up,
+        self.transport.registerProducer(self, True)
+        self.conn = IrcConnection(f.core, f.registry, self._write, self._hang_up,
                                   f"{peer.host}:{peer.port}", f.server_name, f.created)
         self._registration_timer = f.clock.callLater(f.registration_timeout,
                                                      self._registration_over)
 
     def _hang_up(self) -> None:
         self.transport.loseConnection()
+
+    # --- a peer that does not read ------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self.transport.write(data)
+        if self._paused_since is None:
+            return
+        self._unsent += len(data)
+        factory = self.factory
+        if (self._unsent > factory.send_buffer_bytes
+                and factory.clock.seconds() - self._paused_since >= SLOW_READER_SECONDS):
+            factory.refusals(self.host, "irc: {host}: closed: more than {limit} bytes unsent "
+                             "(the client does not read; {count} so far)", host=self.host,
+                             limit=factory.send_buffer_bytes)
+            self.conn.quit_reason = "Send buffer full: the client does not read"
+            self.conn.closed = True  # nothing more is written to it
+            self.transport.abortConnection()
+
+    def pauseProducing(self):
+        if self._paused_since is None:
+            self._paused_since = self.factory.clock.seconds()
+
+    def resumeProducing(self):
+        self._paused_since, self._unsent = None, 0
+
+    def stopProducing(self):
+        pass
 
     def dataReceived(self, data: bytes):
         self._alive()
@@ -178,13 +216,14 @@ class IrcFactory(protocol.Factory):
 
     def __init__(self, core, clock, *, server_name: str = "spchat",
                  registration_timeout: float = 10.0, ping_interval: float = 120.0,
-                 max_connections_per_ip: int = 20):
+                 max_connections_per_ip: int = 20, send_buffer_bytes: int = 1 << 20):
         self.core = core
         self.clock = clock
         self.server_name = server_name
         self.registration_timeout = registration_timeout
         self.ping_interval = ping_interval
         self.max_connections_per_ip = max_connections_per_ip
+        self.send_buffer_bytes = send_buffer_bytes
         self.registry = IrcRegistry()
         self.per_ip = PerAddress(max_connections_per_ip)
         self.refusals = ThrottledLog(self.log, clock, 60.0)
