@@ -22,6 +22,11 @@ from irctest.basecontrollers import BaseServerController, DirectoryBasedControll
 from irctest.runner import NotImplementedByController
 
 CHECKOUT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(CHECKOUT))
+from spchat.server.accounts import hash_password  # noqa: E402
+
+# The operator irctest's tests use (its controllers' "operuser"/"operpassword").
+OPERATOR_HASH = hash_password("operpassword")
 
 
 class SpchatController(BaseServerController, DirectoryBasedController):
@@ -61,6 +66,7 @@ class SpchatController(BaseServerController, DirectoryBasedController):
             "CHAT_FLOOD_BURST": "100000", "CHAT_FLOOD_RATE": "100000",
             "CHAT_FLOOD_QUEUE": "100000", "CHAT_LOGIN_FAILURES": "100000",
             "CHAT_HISTORY_ON_JOIN": "0", "CHAT_IRC_SERVER_NAME": "My.Little.Server",
+            "CHAT_IRC_OPERATOR": f"operuser:{OPERATOR_HASH}",
         })
         self.proc = self.execute(
             [

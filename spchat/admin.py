@@ -163,6 +163,8 @@ def parse_args(argv, cfg):
     broadcast.add_argument("text")
     for name in ("disconnect-all", "shutdown"):
         command(name).add_argument("--reason")
+    command("irc-operator-hash", help="a password's hash for CHAT_IRC_OPERATOR (asked for, "
+            "or read from standard input; the server is not contacted)")
     add_room_commands(command)
     return parser.parse_args(argv)
 
@@ -253,6 +255,27 @@ def render(reply: wire.AdminReply, op: str, as_json: bool) -> str:
     return printable(reply.text)
 
 
+def operator_hash() -> int:
+    """Print the Argon2id hash of a password typed (without echo) or piped in."""
+    import getpass
+
+    from spchat.server.accounts import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("IRC operator password: ")
+        if getpass.getpass("again: ") != password:
+            sys.stderr.write("spchat.admin: the two passwords differ\n")
+            return EXIT_REFUSED
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        print(hash_password(password))
+    except ValueError as e:
+        sys.stderr.write(f"spchat.admin: {e}\n")
+        return EXIT_REFUSED
+    return 0
+
+
 def main(argv=None) -> int:
     try:
         cfg, _ = config.load_config()
@@ -260,6 +283,8 @@ def main(argv=None) -> int:
         sys.stderr.write(f"spchat.admin: {e}\n")
         return EXIT_UNREACHABLE
     args = parse_args(sys.argv[1:] if argv is None else argv, cfg)
+    if args.command == "irc-operator-hash":
+        return operator_hash()
     try:
         token = read_token(args)
     except ValueError as e:

@@ -159,6 +159,23 @@ def _room_names(text: str) -> tuple[str, ...]:
     return tuple(names.values())
 
 
+def _irc_operator(text: str) -> tuple[str, str] | None:
+    """NAME:HASH (an Argon2id hash as spchat stores passwords), or None."""
+    text = text.strip()
+    if not text:
+        return None
+    from spchat.server.accounts import _parse
+
+    name, _, encoded = text.partition(":")
+    try:
+        _parse(encoded)
+    except ValueError as e:
+        raise ValueError(f"must be NAME:HASH with an Argon2id hash ({e})") from None
+    if not name or any(c.isspace() for c in name):
+        raise ValueError("must be NAME:HASH with a name without spaces")
+    return name, encoded
+
+
 def _irc_name(text: str) -> str:
     name = text.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}", name):
@@ -248,6 +265,9 @@ SETTINGS: tuple[Setting, ...] = (
             "data directory, made on first start."),
     Setting("irc_key", "CHAT_IRC_KEY", "irc-key", "", _optional_path,
             "The private key (PEM) of CHAT_IRC_CERT."),
+    Setting("irc_operator", "CHAT_IRC_OPERATOR", "irc-operator", "", _irc_operator,
+            "NAME:HASH: who may OPER on IRC (and then KILL, WALLOPS); HASH from "
+            "python -m spchat.admin irc-operator-hash. Empty: nobody."),
     Setting("irc_server_name", "CHAT_IRC_SERVER_NAME", "irc-server-name", "spchat", _irc_name,
             "The server's name as IRC clients see it (letters, digits, '.' and '-')."),
     Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "120", _seconds(allow_zero=True),
@@ -374,6 +394,7 @@ class Config:
     ircs_listen: str = _default("ircs_listen")
     irc_cert: Path | None = _default("irc_cert")
     irc_key: Path | None = _default("irc_key")
+    irc_operator: tuple[str, str] | None = _default("irc_operator")
     irc_server_name: str = _default("irc_server_name")
     idle_timeout: float = _default("idle_timeout")
     reconnect_delay: float = _default("reconnect_delay")

@@ -123,7 +123,8 @@ class ChatService(service.MultiService):
         self.irc = IrcFactory(self.core, reactor, server_name=cfg.irc_server_name,
                               registration_timeout=cfg.handshake_timeout,
                               max_connections_per_ip=cfg.max_connections_per_ip,
-                              send_buffer_bytes=cfg.send_buffer_bytes) \
+                              send_buffer_bytes=cfg.send_buffer_bytes,
+                              operator=cfg.irc_operator) \
             if cfg.irc_listen or cfg.ircs_listen else None
         self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
 

@@ -404,7 +404,7 @@ def test_misspelt_setting_in_dotenv_warns(tmp_path):
 def test_options_table_rows():
     rows = config.options_table()
     assert [row[0] for row in rows] == [
-        "host", "tcp-port", "udp-port", "listen", "irc", "ircs", "irc-cert", "irc-key",
+        "host", "tcp-port", "udp-port", "listen", "irc", "ircs", "irc-cert", "irc-key", "irc-operator",
         "irc-server-name", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",

@@ -545,3 +545,36 @@ def test_an_irc_client_that_does_not_read_is_cut_not_buffered_for(tmp_path):
         assert quits and "does not read" in quits[0].params[0]
     finally:
         yield stop_services(service)
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_irc_operator_kills_and_sends_wallops(tmp_path):
+    from spchat.server.accounts import hash_password
+
+    service = start_service(server_config(
+        tmp_path / "data", irc="tcp:0:interface=127.0.0.1",
+        **{"irc-operator": "boss:" + hash_password("the operator password")}))
+    try:
+        boss = yield irc_client(service, "boss")
+        victim = yield irc_client(service, "victim")
+        victim.send("MODE victim +w")
+        boss.send("KILL victim :too early", "OPER boss wrong-password", "OPER nobody x",
+                  "PING :tried")
+        yield boss.wait_for("PONG")
+        # Not an operator yet; a wrong password (checked off the reactor, so
+        # it may come after the next answer); a name that is no operator's.
+        assert sorted(line.command for line in boss.lines
+                      if line.command in ("481", "464", "491")) == ["464", "481", "491"]
+        boss.send("OPER boss :the operator password", "PING :checked")
+        yield boss.wait_for("PONG", 2)  # the PONG waits for the password's check
+        boss.send("WALLOPS :maintenance at noon", "WHOIS boss")
+        yield boss.wait_for("318")
+        assert boss.of("381") and boss.of("313")
+        yield victim.wait_for("WALLOPS")
+        assert victim.of("WALLOPS")[0].params == ["maintenance at noon"]
+        boss.send("KILL victim :spamming")
+        yield victim.lost
+        assert "spamming" in victim.of("ERROR")[0].params[0]
+        yield wait_until(lambda: "victim" not in service.core.by_key)
+    finally:
+        yield stop_services(service)

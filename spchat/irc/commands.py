@@ -23,6 +23,7 @@ _ACTION = re.compile(r"\x01ACTION(?: (.*?))?\x01?$", re.S)
 BEFORE_REGISTRATION = {"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT"}
 _MODE_OPS = {("+", "o"): "op", ("-", "o"): "deop", ("+", "b"): "ban", ("-", "b"): "unban"}
 _ROOM_FLAGS = {"i": "private", "t": "topic_locked"}
+_USER_MODES = {"i": "invisible", "w": "wallops"}
 
 
 def plain_text(text: str) -> str | None:
@@ -291,20 +292,24 @@ class Commands:
                 conn.numeric(N.ERR_NOSUCHNICK, line.params[0], "No such nick")
             return
         if len(line.params) == 1:
-            conn.numeric(N.RPL_UMODEIS, "+i" if conn.invisible else "+")
+            conn.numeric(N.RPL_UMODEIS, "+" + "i" * conn.invisible + "o" * conn.oper
+                         + "w" * conn.wallops)
             return
-        sign, changed = "+", ""
+        sign, changed = "+", []
         for letter in line.params[1]:
             if letter in "+-":
                 sign = letter
-            elif letter != "i":
+            elif letter == "o" and sign == "-" and conn.oper:
+                conn.oper = False  # anyone may stop being an operator
+                changed.append("-o")
+            elif letter not in "iw":
                 conn.numeric(N.ERR_UMODEUNKNOWNFLAG, "Unknown MODE flag")
                 return
-            elif conn.invisible != (sign == "+"):
-                conn.invisible = sign == "+"
-                changed = sign + "i"
+            elif getattr(conn, _USER_MODES[letter]) != (sign == "+"):
+                setattr(conn, _USER_MODES[letter], sign == "+")
+                changed.append(sign + letter)
         if changed:
-            conn.emit(conn.own_mask, "MODE", conn.nick, changed)
+            conn.emit(conn.own_mask, "MODE", conn.nick, "".join(changed))
 
     # --- messages -----------------------------------------------------------------------
 
@@ -432,8 +437,9 @@ class Commands:
         user = other.user if other is not None and other.user else name
         realname = other.realname if other is not None else name
         here = "G" if (other is not None and other.away) or state != "online" else "H"
+        oper = "*" if other is not None and other.oper else ""
         conn.numeric(N.RPL_WHOREPLY, channel, user, "spchat", conn.server_name, name,
-                     here + prefix, f"0 {realname}")
+                     here + oper + prefix, f"0 {realname}")
 
     def whois(self, line) -> None:
         conn = self.conn
@@ -457,6 +463,8 @@ class Commands:
         conn.numeric(N.RPL_WHOISSERVER, session.name, conn.server_name, "spchat")
         if other is not None and other.away:
             conn.numeric(N.RPL_AWAY, session.name, other.away)
+        if other is not None and other.oper:
+            conn.numeric(N.RPL_WHOISOPERATOR, session.name, "is an IRC operator")
         if session.registered:
             conn.numeric(N.RPL_WHOISACCOUNT, session.name, session.name, "is logged in as")
         conn.numeric(N.RPL_ENDOFWHOIS, session.name, "End of /WHOIS list")
@@ -478,6 +486,51 @@ class Commands:
             conn.numeric(N.RPL_WHOWASUSER, was_nick, user, "spchat", "*", realname)
             conn.numeric(N.RPL_WHOISSERVER, was_nick, conn.server_name, "spchat")
         conn.numeric(N.RPL_ENDOFWHOWAS, nick, "End of WHOWAS")
+
+    # --- IRC operators: the administrator's powers, on IRC -------------------------
+
+    def oper(self, line) -> None:
+        conn = self.conn
+        operator = conn.operator  # (name, hash) from CHAT_IRC_OPERATOR, or None
+        if operator is None or line.params[0] != operator[0]:
+            conn.numeric(N.ERR_NOOPERHOST, "No O-lines for your host")
+            return
+        passwords = conn.core.logins.passwords
+        if passwords is None:
+            conn.numeric(N.ERR_NOOPERHOST, "No O-lines for your host")
+            return
+        conn.hold_pongs("oper")  # a PING after OPER is answered after it
+
+        def checked(ok):
+            if ok:
+                conn.oper = True
+                conn.numeric(N.RPL_YOUREOPER, "You are now an IRC operator")
+                conn.emit(conn.own_mask, "MODE", conn.nick, "+o")
+            else:
+                conn.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
+
+        d = passwords.verify(line.params[1], operator[1])
+        d.addCallbacks(checked, lambda _: conn.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect"))
+        d.addBoth(lambda _: conn.release_pongs("oper"))
+
+    def kill(self, line) -> None:
+        conn = self.conn
+        if not conn.oper:
+            conn.numeric(N.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+            return
+        nick = line.params[0]
+        reason = line.params[1] if len(line.params) > 1 else "no reason given"
+        if not conn.core.kick(nick, f"killed by {conn.nick}: {reason}"):
+            conn.numeric(N.ERR_NOSUCHNICK, nick, "No such nick/channel")
+
+    def wallops(self, line) -> None:
+        conn = self.conn
+        if not conn.oper:
+            conn.numeric(N.ERR_NOPRIVILEGES, "Permission Denied- You're not an IRC operator")
+            return
+        for other in conn.registry.all():
+            if other.wallops:
+                other.emit(conn.own_mask, "WALLOPS", line.params[0])
 
     def away(self, line) -> None:
         conn = self.conn
@@ -556,9 +609,9 @@ class Commands:
         "PRIVMSG": privmsg, "NOTICE": privmsg, "WHO": who, "WHOIS": whois, "AWAY": away,
         "LUSERS": lusers, "MOTD": motd, "VERSION": version, "TIME": time_, "ISON": ison,
         "USERHOST": userhost, "CHATHISTORY": chathistory, "WHOWAS": whowas,
-        "TAGMSG": tagmsg,
+        "TAGMSG": tagmsg, "OPER": oper, "KILL": kill, "WALLOPS": wallops,
     }
-    _needs = {"TAGMSG": 1, "USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
+    _needs = {"OPER": 2, "KILL": 1, "WALLOPS": 1, "TAGMSG": 1, "USER": 4, "PASS": 1, "AUTHENTICATE": 1, "PING": 1, "JOIN": 1, "PART": 1,
               "TOPIC": 1, "KICK": 2, "INVITE": 2, "MODE": 1, "WHOIS": 1, "ISON": 1,
               "USERHOST": 1}
 

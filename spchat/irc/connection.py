@@ -63,7 +63,8 @@ class IrcConnection:
     watches_liveness = True  # its PING watch cuts a silent connection, not the core
 
     def __init__(self, core, registry, write, hang_up, address: str,
-                 server_name: str = "spchat", created: str = ""):
+                 server_name: str = "spchat", created: str = "",
+                 operator: tuple[str, str] | None = None):
         self.core = core
         self.registry = registry
         self._write = write
@@ -77,6 +78,9 @@ class IrcConnection:
         self.password: str | None = None
         self.away: str | None = None
         self.invisible = False  # user mode +i
+        self.wallops = False  # user mode +w
+        self.oper = False  # OPER succeeded
+        self.operator = operator
         self.quit_reason: str | None = None
         self.caps = Caps()
         self.sasl = PlainSasl()
@@ -229,6 +233,13 @@ class IrcConnection:
             pongs, self._pongs = self._pongs, []
             for token in pongs:
                 self.pong(token)
+
+    def hold_pongs(self, reason: str) -> None:
+        """Answer PINGs only once ``reason`` is over (an OPER being checked)."""
+        self._unsaved.add(reason)
+
+    def release_pongs(self, reason: str) -> None:
+        self._saved(reason)
 
     def pong(self, token: str) -> None:
         """PING's answer comes after the answers to everything before it

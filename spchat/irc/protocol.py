@@ -50,7 +50,8 @@ class IrcProtocol(protocol.Protocol):
         peer = self.transport.getPeer()
         self.transport.registerProducer(self, True)
         self.conn = IrcConnection(f.core, f.registry, self._write, self._hang_up,
-                                  f"{peer.host}:{peer.port}", f.server_name, f.created)
+                                  f"{peer.host}:{peer.port}", f.server_name, f.created,
+                                  f.operator)
         self._registration_timer = f.clock.callLater(f.registration_timeout,
                                                      self._registration_over)
 
@@ -180,6 +181,9 @@ class IrcRegistry:
         key = name_key(name)
         return [entry[1:] for entry in reversed(self.gone) if entry[0] == key]
 
+    def all(self) -> list[IrcConnection]:
+        return list(self._by_key.values())
+
     def by_key(self, key: str) -> IrcConnection | None:
         return self._by_key.get(key)
 
@@ -216,7 +220,8 @@ class IrcFactory(protocol.Factory):
 
     def __init__(self, core, clock, *, server_name: str = "spchat",
                  registration_timeout: float = 10.0, ping_interval: float = 120.0,
-                 max_connections_per_ip: int = 20, send_buffer_bytes: int = 1 << 20):
+                 max_connections_per_ip: int = 20, send_buffer_bytes: int = 1 << 20,
+                 operator: tuple[str, str] | None = None):
         self.core = core
         self.clock = clock
         self.server_name = server_name
@@ -224,6 +229,7 @@ class IrcFactory(protocol.Factory):
         self.ping_interval = ping_interval
         self.max_connections_per_ip = max_connections_per_ip
         self.send_buffer_bytes = send_buffer_bytes
+        self.operator = operator  # (name, password hash) who may OPER, or None
         self.registry = IrcRegistry()
         self.per_ip = PerAddress(max_connections_per_ip)
         self.refusals = ThrottledLog(self.log, clock, 60.0)
