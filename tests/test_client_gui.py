@@ -617,3 +617,22 @@ def test_a_taken_peer_port_turns_sharing_off_not_the_chat(tk_root, server, tmp_p
         yield wait_until(lambda: "carol (you): still chatting\n" in desk.text())
     finally:
         yield taken.stopListening()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_message_over_the_limit_stays_in_the_entry(tk_root, tmp_path, display):
+    server = start_service(server_config(tmp_path / "data", **{"max-message-bytes": "100"}))
+    try:
+        alice = yield log_in(tk_root, server, tmp_path, "alice")
+        long_text = "a rather long thought " * 10  # 220 bytes
+        alice.say(long_text)
+        yield wait_until(lambda: "it is still in the entry" in alice.text())
+        assert alice.window.entry.get() == long_text  # kept, to shorten or split
+        assert "the limit is 100 bytes" in alice.text()
+        alice.window.entry.delete(0, "end")
+        alice.say("short enough")
+        yield wait_until(lambda: "short enough" in alice.text())
+        assert alice.window.entry.get() == ""  # what is taken goes
+        screenshot(alice.top, display, "client-too-long.png")
+    finally:
+        stop_services(server)

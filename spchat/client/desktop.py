@@ -193,10 +193,13 @@ class DesktopController:
 
     # What the user does in the chat; nothing once it has been left.
 
-    def send(self, text: str) -> None:
-        if self.client is not None:
-            self.presenter.send(text)
-            self._changed()
+    def send(self, text: str) -> bool:
+        """False: not taken (the window keeps it in the entry)."""
+        if self.client is None:
+            return False
+        taken = self.presenter.send(text)
+        self._changed()
+        return taken
 
     def open(self, view: str) -> None:
         if self.client is not None:

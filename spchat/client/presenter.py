@@ -701,32 +701,35 @@ class ChatPresenter:
             rows.append(DownloadRow(key, download.name, fraction, progress_text(p)))
         return rows
 
-    def send(self, text: str) -> None:
-        """Enter in the entry: say it (or run a command) in the open view."""
+    def send(self, text: str) -> bool:
+        """Enter in the entry: say it (or run a command) in the open view.
+        False if it was not taken (too long, no room to say it in): the
+        entry keeps it, to shorten or split."""
         text = text.strip("\n")
         if not text.strip():
-            return
+            return True
         if text.startswith("//"):
             text = text[1:]
         elif text.startswith("/") and not text.startswith("/msg "):
             self._command(text.strip())
-            return
+            return True
         view = self.active
         if text.startswith("/msg "):
             view, _, text = text[5:].strip().partition(" ")
             if not view or view.startswith("#") or not text.strip():
                 self._say_error("usage: /msg NAME TEXT")
-                return
+                return False
             self.open(view)
             view = self.active
         try:
             cid = self._send_to(view, text)
         except (CommandError, ValueError) as e:  # not in a room; too long
-            self._say_error(str(e))
-            return
+            self._say_error(f"{e} (it is still in the entry)")
+            return False
         me = self.client.name or "me"
         self._add(view, Line("message", now_time(), text, me, name_colour(me), own=True,
                              pending=True, cid=cid))
+        return True
 
     def _send_to(self, view: str, text: str) -> str:
         if not view:

@@ -518,9 +518,10 @@ class ChatWindow:
 
     def _send_clicked(self) -> None:
         text = self.entry.get()
-        if text.strip():
-            self.entry.delete(0, "end")
-            self.controller.send(text)
+        if text.strip() and self.controller.send(text) is not False:
+            # Only what was taken goes: a refused text stays to be fixed.
+            if self.entry.get() == text:
+                self.entry.delete(0, "end")
 
     def _join_clicked(self) -> None:
         self.controller.join(self.join_entry.get(), self.join_private.get())
