@@ -166,7 +166,7 @@ class Commands:
         conn = self.conn
         if line.params[0] == "0":
             for channel in conn.channels:
-                conn.request(wire.Part(channel.name), _pending("PART", channel.name))
+                conn.request(wire.Part(channel.name), Pending("PART", channel.name))
             return
         for name in line.params[0].split(","):
             if not name.startswith("#") or room_key(name) is None:
@@ -175,7 +175,7 @@ class Commands:
                 continue
             if conn.channels.get(name) is not None:
                 continue  # in it already: IRC says nothing
-            conn.request(wire.Join(name[1:]), _pending("JOIN", name[1:]))
+            conn.request(wire.Join(name[1:]), Pending("JOIN", name[1:]))
 
     def part(self, line) -> None:
         conn = self.conn
@@ -187,7 +187,7 @@ class Commands:
                 else:
                     conn.numeric(N.ERR_NOSUCHCHANNEL, name, "No such channel")
                 continue
-            conn.request(wire.Part(name[1:], reason), _pending("PART", name[1:]))
+            conn.request(wire.Part(name[1:], reason), Pending("PART", name[1:]))
 
     def topic(self, line) -> None:
         conn = self.conn
@@ -200,9 +200,9 @@ class Commands:
                 conn.numeric(N.ERR_NOTONCHANNEL, name, "You're not on that channel")
             return
         if len(line.params) < 2:
-            conn.outbound._send_topic(channel)
+            conn.outbound.send_topic(channel)
             return
-        conn.request(wire.Topic(channel.name, line.params[1]), _pending("TOPIC", channel.name))
+        conn.request(wire.Topic(channel.name, line.params[1]), Pending("TOPIC", channel.name))
 
     def names(self, line) -> None:
         conn = self.conn
@@ -218,7 +218,7 @@ class Commands:
 
     def list_(self, line) -> None:
         self.conn.list_asked += 1
-        self.conn.request(wire.ListRooms(), _pending("LIST"))
+        self.conn.request(wire.ListRooms(), Pending("LIST"))
 
     def kick(self, line) -> None:
         conn = self.conn
@@ -230,7 +230,7 @@ class Commands:
             return
         for nick in line.params[1].split(","):
             conn.request(wire.Moderate(name[1:], "kick", nick, reason),
-                         _pending("KICK", name[1:], nick))
+                         Pending("KICK", name[1:], nick))
 
     def invite(self, line) -> None:
         conn = self.conn
@@ -238,7 +238,7 @@ class Commands:
         if conn.channels.get(name) is None:
             self._not_on(name)
             return
-        if conn.request(wire.Moderate(name[1:], "invite", nick), _pending("INVITE", name[1:], nick)):
+        if conn.request(wire.Moderate(name[1:], "invite", nick), Pending("INVITE", name[1:], nick)):
             conn.numeric(N.RPL_INVITING, nick, name)
 
     def mode(self, line) -> None:
@@ -267,7 +267,7 @@ class Commands:
                 continue
             if letter in _ROOM_FLAGS:
                 conn.request(wire.Mode(channel.name, _ROOM_FLAGS[letter], sign == "+"),
-                             _pending("MODE", channel.name))
+                             Pending("MODE", channel.name))
             elif letter == "n":
                 pass  # always on: only members speak in a room
             elif (sign, letter) in _MODE_OPS:
@@ -279,7 +279,7 @@ class Commands:
                     continue
                 nick = args.pop(0).split("!", 1)[0]
                 conn.request(wire.Moderate(channel.name, _MODE_OPS[(sign, letter)], nick),
-                             _pending("MODE", channel.name, nick))
+                             Pending("MODE", channel.name, nick))
             else:
                 conn.numeric(N.ERR_UNKNOWNMODE, letter, "is an unknown mode char to me")
 
@@ -324,7 +324,6 @@ class Commands:
         text = plain_text(line.params[1])
         if text is None or not text.strip():
             return  # CTCP, or nothing left once formatting went
-        label = line.tags.get("label")
         tags = client_tags(line)
         quiet = line.command == "NOTICE"  # a NOTICE is never answered, not even with an error
         for target in line.params[0].split(","):
@@ -332,13 +331,13 @@ class Commands:
                 if not self._may_send_to(target, quiet):
                     continue
                 conn.request(wire.Say(text, "", room=target[1:]),
-                             Pending(line.command, target[1:], label=label, client_tags=tags))
+                             Pending(line.command, target[1:], client_tags=tags))
             elif name_key(target) is None or name_key(target) not in conn.core.by_key:
                 if not quiet:
                     conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
             else:
                 conn.request(wire.Direct(target, text, ""),
-                             Pending(line.command, nick=target, label=label, client_tags=tags))
+                             Pending(line.command, nick=target, client_tags=tags))
                 away = conn.registry.get(target)
                 if away is not None and away.away and line.command == "PRIVMSG":
                     conn.numeric(N.RPL_AWAY, away.nick, away.away)
@@ -625,14 +624,9 @@ class Pending:
     command: str
     channel: str = ""
     nick: str = ""
-    label: str | None = None
     client_tags: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def client_tags(line) -> dict[str, str]:
     """The client-only tags of a line (IRCv3 message-tags: those named +...)."""
     return {k: v for k, v in line.tags.items() if k.startswith("+")}
-
-
-def _pending(command: str, channel: str = "", nick: str = "", label: str | None = None):
-    return Pending(command, channel, nick, label)

@@ -218,10 +218,6 @@ class IrcConnection:
         if room is not None:
             directory.flush(room)
 
-    def label_of(self, cid: str) -> str | None:
-        pending = self._pending.get(cid)
-        return pending.label if pending is not None else None
-
     def answered(self, cid: str) -> None:
         """Our own line came back saved (and was echoed): its request is answered."""
         self._pending.pop(cid, None)
@@ -410,9 +406,6 @@ class IrcConnection:
             self.outbound.room_lines(item)
         else:
             self.outbound.message(item)
-
-    def wants_history(self, target: str) -> bool:
-        return False  # history comes through CHATHISTORY, not on JOIN
 
     # --- the connection ----------------------------------------------------------------------
 

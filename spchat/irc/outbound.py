@@ -52,7 +52,6 @@ class Outbound:
         # Changes seen in a room's state or a member's role, waiting for the
         # notice that says who made them: room key -> mode changes.
         self._modes: dict[str, list[tuple[str, str]]] = {}
-        self._topic_asked: set[str] = set()  # TOPIC queries waiting for the room's state
         # Bans in this batch of events, for the member update that follows.
         self._kicks: dict[str, tuple[str, str]] = {}
         # Those told of as quitting: one QUIT, whatever the rooms we shared.
@@ -85,7 +84,7 @@ class Outbound:
                 msg.topic, msg.private, msg.topic_locked)
             conn.emit(conn.own_mask, "JOIN", channel.irc_name)
             if channel.topic:  # RPL_NOTOPIC only answers a TOPIC query
-                self._send_topic(channel)
+                self.send_topic(channel)
             # IRC's NAMES comes right after the JOIN: the room as it is now.
             # The room's later events say what changes after it.
             room = conn.core.directory.get(room_key(msg.room) or msg.room)
@@ -103,14 +102,8 @@ class Outbound:
                 changes.append((("+" if new else "-") + letter, ""))
         channel.topic, channel.private, channel.topic_locked = (
             msg.topic, msg.private, msg.topic_locked)
-        if channel.name in self._topic_asked:  # a TOPIC query's answer
-            self._topic_asked.discard(channel.name)
-            self._send_topic(channel)
 
-    def ask_topic(self, channel: Channel) -> None:
-        self._topic_asked.add(channel.name)
-
-    def _send_topic(self, channel: Channel) -> None:
+    def send_topic(self, channel: Channel) -> None:
         if channel.topic:
             self.conn.numeric(N.RPL_TOPIC, channel.irc_name, channel.topic)
         else:
@@ -216,8 +209,8 @@ class Outbound:
     # --- lines -----------------------------------------------------------------------
 
     def _room_message(self, msg: wire.RoomMessage) -> None:
-        if msg.history and not self.conn.wants_history("#" + msg.room):
-            return
+        if msg.history:
+            return  # history comes through CHATHISTORY, not on JOIN
         self.line(msg.sender, "#" + msg.room, msg.text, msg.ts, msgid("#" + msg.room, msg.seq),
                   msg.cid)
 
@@ -232,7 +225,7 @@ class Outbound:
             self.line(msg.sender, msg.to, msg.text, msg.ts, mid, msg.cid)
             return
         sent = conn.registry.sent_direct(name_key(msg.sender) or "", conn.session.key, msg.text)
-        self._line(msg.sender, conn.nick, msg.text, msg.ts, mid, None, sent)
+        self._line(msg.sender, conn.nick, msg.text, msg.ts, mid, sent)
 
     def line(self, sender: str, target: str, text: str, ts: int, mid: str,
              cid: str | None) -> None:
@@ -242,18 +235,15 @@ class Outbound:
         # Our own line, saved: its echo if asked for, then what waited for it.
         conn = self.conn
         if "echo-message" in conn.caps:
-            self._line(sender, target, text, ts, mid, conn.label_of(cid), conn.sent.get(cid))
+            self._line(sender, target, text, ts, mid, conn.sent.get(cid))
         conn.answered(cid)
 
     def _line(self, sender: str, target: str, text: str, ts: int, mid: str,
-              label: str | None, sent: tuple[str, dict] | None = None) -> None:
+              sent: tuple[str, dict] | None = None) -> None:
         conn = self.conn
         caps = conn.caps
         command, extra = sent or ("PRIVMSG", {})
-        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps,
-                         extra)
-        if label is not None and "labeled-response" in caps:
-            tags["label"] = label
+        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps, extra)
         conn.write(privmsg(conn.mask(sender), target, text, tags, command))
 
     def room_lines(self, lines) -> None:
