@@ -119,12 +119,14 @@ class ChatService(service.MultiService):
             self.relay = RelayFactory(
                 reactor, self.core.relay_allowed, self.core.relay_used, cfg.relay_max_bps,
                 max_per_ip=cfg.relay_max_per_ip, idle_timeout=cfg.relay_idle_timeout,
+                refusal_log_seconds=cfg.refusal_log_seconds,
             )
         self.irc = IrcFactory(self.core, reactor, server_name=cfg.irc_server_name,
                               registration_timeout=cfg.handshake_timeout,
                               max_connections_per_ip=cfg.max_connections_per_ip,
                               send_buffer_bytes=cfg.send_buffer_bytes,
-                              operator=cfg.irc_operator) \
+                              operator=cfg.irc_operator,
+                              refusal_log_seconds=cfg.refusal_log_seconds) \
             if cfg.irc_listen or cfg.ircs_listen else None
         self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
 

@@ -578,3 +578,13 @@ def test_an_irc_operator_kills_and_sends_wallops(tmp_path):
         yield wait_until(lambda: "victim" not in service.core.by_key)
     finally:
         yield stop_services(service)
+
+
+def test_the_relay_and_the_gateway_log_refusals_at_the_configured_rate(tmp_path):
+    service = start_service(server_config(tmp_path / "data", irc="tcp:0:interface=127.0.0.1",
+                                          **{"refusal-log-seconds": "5"}))
+    try:
+        assert service.irc.refusals.refusals.interval == 5
+        assert service.relay.refusals.refusals.interval == 5
+    finally:
+        stop_services(service)

@@ -24,7 +24,7 @@ from spchat.irc import numerics as N
 from spchat.irc.channels import name_key
 from spchat.irc.connection import IrcConnection
 from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
-from spchat.server.refusals import PerAddress, ThrottledLog
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
 # A reader may fall behind for this long before a full send buffer cuts it.
@@ -221,7 +221,8 @@ class IrcFactory(protocol.Factory):
     def __init__(self, core, clock, *, server_name: str = "spchat",
                  registration_timeout: float = 10.0, ping_interval: float = 120.0,
                  max_connections_per_ip: int = 20, send_buffer_bytes: int = 1 << 20,
-                 operator: tuple[str, str] | None = None):
+                 operator: tuple[str, str] | None = None,
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
         self.core = core
         self.clock = clock
         self.server_name = server_name
@@ -232,7 +233,7 @@ class IrcFactory(protocol.Factory):
         self.operator = operator  # (name, password hash) who may OPER, or None
         self.registry = IrcRegistry()
         self.per_ip = PerAddress(max_connections_per_ip)
-        self.refusals = ThrottledLog(self.log, clock, 60.0)
+        self.refusals = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.protocols: set[IrcProtocol] = set()
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
 

@@ -34,7 +34,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from spchat.server.refusals import PerAddress, ThrottledLog
+from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
 
 MAGIC = b"spchat-relay"
 SIDES = ("fetch", "serve")
@@ -43,8 +43,6 @@ HEADER_TIMEOUT = 3.0
 PAIR_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
 MAX_PER_IP = 8
-# At most one log line a minute per kind of refusal and address.
-REFUSAL_LOG_SECONDS = 60.0
 # A closing side whose peer does not take the last bytes is cut after this.
 CLOSE_TIMEOUT = 30.0
 MAX_RELAYS = 200
@@ -213,7 +211,8 @@ class RelayFactory(protocol.Factory):
     def __init__(self, clock, allowed, used, max_bps: int, *,
                  header_timeout: float = HEADER_TIMEOUT, pair_timeout: float = PAIR_TIMEOUT,
                  close_timeout: float = CLOSE_TIMEOUT, max_relays: int = MAX_RELAYS,
-                 max_per_ip: int = MAX_PER_IP, idle_timeout: float = IDLE_TIMEOUT):
+                 max_per_ip: int = MAX_PER_IP, idle_timeout: float = IDLE_TIMEOUT,
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
         if max_bps <= 0:
             raise ValueError("max_bps must be positive")
         self.clock = clock
@@ -230,7 +229,7 @@ class RelayFactory(protocol.Factory):
         # Connections still sending their header, oldest first.
         self.in_header: dict[RelayProtocol, None] = {}
         self.per_ip = PerAddress(max_per_ip)
-        self.refusals = ThrottledLog(self.log, clock, REFUSAL_LOG_SECONDS)
+        self.refusals = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.relayed_bytes = 0
         self.protocols: set[RelayProtocol] = set()
 
