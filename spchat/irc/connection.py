@@ -117,8 +117,7 @@ class IrcConnection:
         return f"{self.nick}!{self.user or self.nick}@{HOST}"
 
     def mask(self, name: str) -> str:
-        other = self.registry.get(name)
-        return other.own_mask if other is not None else f"{name}!{name}@{HOST}"
+        return self.registry.mask(name)
 
     def is_me(self, name: str) -> bool:
         return self.session is not None and name_key(name) == self.session.key

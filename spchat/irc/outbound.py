@@ -254,7 +254,7 @@ class Outbound:
         caps = conn.caps
         with_time, with_id = "server-time" in caps, "message-tags" in caps
         shared = lines.cached(f"irc{int(with_time)}{int(with_id)}", _encode_room_lines,
-                              lines, conn.mask, conn.registry.sent, with_time, with_id)
+                              lines, conn.registry, with_time, with_id)
         own = conn.session.key
         out = []
         for record, data in zip(lines.records, shared):
@@ -324,12 +324,12 @@ def privmsg(source: str, target: str, text: str, tags: dict[str, str],
                     for line in text_lines(text))
 
 
-def _encode_room_lines(lines, mask, sent, with_time: bool, with_id: bool) -> list[bytes]:
+def _encode_room_lines(lines, registry, with_time: bool, with_id: bool) -> list[bytes]:
     target = "#" + lines.room
     out = []
-    for r in lines.records:
-        command, extra = sent(r.sender_key, r.cid) or ("PRIVMSG", {})
-        out.append(privmsg(mask(r.sender), target, r.text,
+    for r in lines.records:  # the records know their senders' keys: no folding per line
+        command, extra = registry.sent(r.sender_key, r.cid) or ("PRIVMSG", {})
+        out.append(privmsg(registry.mask(r.sender, r.sender_key), target, r.text,
                            line_tags(r.ts, msgid(target, r.seq), with_time, with_id, extra),
                            command))
     return out

@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from spchat.irc import numerics as N
 from spchat.irc.channels import name_key
-from spchat.irc.connection import IrcConnection
+from spchat.irc.connection import HOST, IrcConnection
 from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
 
@@ -183,6 +183,12 @@ class IrcRegistry:
 
     def all(self) -> list[IrcConnection]:
         return list(self._by_key.values())
+
+    def mask(self, name: str, key: str | None = None) -> str:
+        """``name``'s nick!user@host: an IRC user's as it said, anyone else's
+        from the name.  ``key``: its name key, when known (no folding then)."""
+        other = self._by_key.get(key if key is not None else name_key(name) or "")
+        return other.own_mask if other is not None else f"{name}!{name}@{HOST}"
 
     def by_key(self, key: str) -> IrcConnection | None:
         return self._by_key.get(key)
