@@ -588,3 +588,12 @@ def test_the_relay_and_the_gateway_log_refusals_at_the_configured_rate(tmp_path)
         assert service.relay.refusals.refusals.interval == 5
     finally:
         stop_services(service)
+
+
+@pytest_twisted.inlineCallbacks
+def test_odd_requests_get_one_clear_answer_each(service):
+    client = yield irc_client(service, "odd")
+    client.send("MODE #lobby +bbbb", "AUTHENTICATE PLAIN", "PING :done")
+    yield client.wait_for("PONG")
+    assert len(client.of("368")) == 1  # one ban list, however many b's
+    assert client.of("907")[0].params[-1] == "You are logged in already"  # not "by SASL"

@@ -125,7 +125,7 @@ class Commands:
         conn, sasl = self.conn, self.conn.sasl
         arg = line.params[0]
         if conn.session is not None:
-            conn.numeric(N.ERR_SASLALREADY, "You have already authenticated using SASL")
+            conn.numeric(N.ERR_SASLALREADY, "You are logged in already")
             return
         if arg == "*":
             sasl.abort()
@@ -260,7 +260,7 @@ class Commands:
             conn.numeric(N.RPL_CHANNELMODEIS, channel.irc_name, channel.modes())
             return
         args = list(line.params[2:])
-        sign = "+"
+        sign, listed = "+", False
         for letter in line.params[1]:
             if letter in "+-":
                 sign = letter
@@ -272,10 +272,11 @@ class Commands:
                 pass  # always on: only members speak in a room
             elif (sign, letter) in _MODE_OPS:
                 if not args:
-                    if letter == "b":
-                        conn.numeric(N.RPL_ENDOFBANLIST, channel.irc_name, "End of channel ban list")
-                    else:
+                    if letter != "b":
                         conn.numeric(N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+                    elif not listed:  # the (empty) ban list, once per MODE
+                        listed = True
+                        conn.numeric(N.RPL_ENDOFBANLIST, channel.irc_name, "End of channel ban list")
                     continue
                 nick = args.pop(0).split("!", 1)[0]
                 conn.request(wire.Moderate(channel.name, _MODE_OPS[(sign, letter)], nick),
