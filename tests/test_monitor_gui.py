@@ -1,5 +1,6 @@
 """The monitor window: a real Tk window under Xvfb, against a real server."""
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
@@ -7,8 +8,9 @@ from conftest import (connect_client, screenshot, server_config, start_service, 
                       wait_until)
 
 
-@pytest_twisted.inlineCallbacks
-def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
+@pytest.fixture
+def monitor_root(display, tmp_path):
+    """A Tk root driven by the reactor, and a server for the monitor to watch."""
     import tkinter as tk
 
     from twisted.internet import tksupport
@@ -16,6 +18,15 @@ def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
     server = start_service(server_config(tmp_path / "data"))
     root = tk.Tk()
     tksupport.install(root)
+    yield root, server
+    tksupport.uninstall()
+    root.destroy()
+    stop_services(server)
+
+
+@pytest_twisted.inlineCallbacks
+def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
+    root, server = monitor_root
     connection = None
     try:
         alice = yield connect_client(server, pins, "alice")
@@ -58,9 +69,6 @@ def test_monitor_window_shows_sessions_and_kicks(display, tmp_path, pins):
     finally:
         if connection is not None:
             connection.stop()
-        tksupport.uninstall()
-        root.destroy()
-        stop_services(server)
 
 
 def open_monitor(root, server, pins):
@@ -80,14 +88,8 @@ def open_monitor(root, server, pins):
 
 
 @pytest_twisted.inlineCallbacks
-def test_monitor_window_shows_rooms_their_members_and_rates(display, tmp_path, pins):
-    import tkinter as tk
-
-    from twisted.internet import tksupport
-
-    server = start_service(server_config(tmp_path / "data"))
-    root = tk.Tk()
-    tksupport.install(root)
+def test_monitor_window_shows_rooms_their_members_and_rates(monitor_root, display, pins):
+    root, server = monitor_root
     connection = None
     try:
         alice = yield connect_client(server, pins, "alice")
@@ -139,6 +141,3 @@ def test_monitor_window_shows_rooms_their_members_and_rates(display, tmp_path, p
     finally:
         if connection is not None:
             connection.stop()
-        tksupport.uninstall()
-        root.destroy()
-        stop_services(server)
