@@ -91,6 +91,18 @@ def _label(max_chars: int, *, optional: bool = False):
     return rule
 
 
+MIN_OUTBOX_CHARS, MAX_OUTBOX_CHARS = 16, 128
+_outbox_label = _label(MAX_OUTBOX_CHARS, optional=True)
+
+
+def _optional_outbox(value: Any) -> str | None:
+    """A secret the client picked: long enough not to be guessed."""
+    value = _outbox_label(value)
+    if value is not None and len(value) < MIN_OUTBOX_CHARS:
+        raise WireError(f"shorter than {MIN_OUTBOX_CHARS} characters")
+    return value
+
+
 def _integer(value: Any) -> int:
     # bool is an int subclass in Python; true/false are not sequence numbers.
     if not isinstance(value, int) or isinstance(value, bool):
@@ -280,6 +292,7 @@ class ServerHello(Message):
     register=_boolean,
     positions=_optional_positions,
     since=_integer,
+    outbox=_optional_outbox,
 )
 class Login(Message):
     """Log in as ``name``: a guest (no password), a registered user, or
@@ -288,6 +301,12 @@ class Login(Message):
     ``positions``: the client was here before and has seen each listed
     conversation up to its number; the server sends what came after
     instead of the usual history on join (see ``Resume``).
+
+    ``outbox``: a secret the client picked (16 to 128 printable
+    characters) and keeps with its unsent lines. A guest's cids belong to
+    its session; a guest that logs in again with the same outbox (its
+    session lost, say to a server restart) has its re-sent lines taken as
+    the copies they are, not as new lines.
     """
 
     name: str
@@ -295,6 +314,7 @@ class Login(Message):
     register: bool = False
     positions: tuple[tuple[str, int], ...] | None = None
     since: int = 0
+    outbox: str | None = None
 
 
 @message("register", password=_string(1024))

@@ -165,6 +165,8 @@ RULE_WORDS: dict[str, Words] = {
              + _string_words(wire.MAX_NAME_CHARS + 1)),
             ("number", INTEGER),
         )),
+    "_optional_outbox": Words(f"printable string of {wire.MIN_OUTBOX_CHARS} to "
+                              f"{wire.MAX_OUTBOX_CHARS} characters (a secret), or ``null``"),
     "_rows_of_names": Words(f"list of at most {wire.MAX_POSITIONS} names, each a {NAME}"),
     "_session_rows": Words(_entries(wire.SESSION_FIELDS), tuple(
         (column, "string" if i < SESSION_TEXT_COLUMNS else "number")

@@ -87,12 +87,15 @@ def test_the_first_login_has_no_positions_and_registers_once(tmp_path):
                         password="pw", register=True)
     proto = client.test_proto = FakeProto()
     client.channel_open(proto)
-    assert proto.sent == [wire.Login("me", "pw", True, None, 0)]
+    [first] = proto.sent
+    assert first == wire.Login("me", "pw", True, None, 0, first.outbox)
+    assert len(first.outbox) >= wire.MIN_OUTBOX_CHARS
     client.message_received(welcome())
     again = reconnect(client)
     client.message_received(wire.Error("resume_failed", "your session has expired"))
     login = again.sent[-1]
-    assert login == wire.Login("me", "pw", False, (), T)  # been here: news only, no history
+    # Been here: news only, no history; the same outbox, so re-sends are copies.
+    assert login == wire.Login("me", "pw", False, (), T, first.outbox)
 
 
 def test_each_room_numbers_on_its_own_and_repeats_are_dropped(session):

@@ -62,3 +62,39 @@ def test_a_resumed_guest_re_sending_a_line_gets_its_ack_not_a_copy(server, pins)
     resent = yield say(again, "once only", "c-9")
     assert resent["seq"] == first["seq"]  # the same line, acknowledged again
     yield chat.check()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_guest_back_with_its_outbox_re_sends_copies_and_others_do_not(server, pins):
+    chat = yield Chatters(server, pins).start()
+    outbox = "k" * 24
+    first = yield hostile_client(server.port, ATTACKERS[3])
+    yield first.ask({"t": "login", "name": "mo", "outbox": outbox}, "welcome")
+    original = yield say(first, "said once", "c-5")
+    first.send({"t": "logout"})  # the session ends, as in a server restart
+    yield wait_until(lambda: first.closed)
+    yield wait_until(lambda: "mo" not in server.service.core.by_key)
+    again = yield hostile_client(server.port, ATTACKERS[3])
+    yield again.ask({"t": "login", "name": "mo", "outbox": outbox}, "welcome")
+    resent = yield say(again, "said once", "c-5")
+    assert resent["seq"] == original["seq"]  # the saved line, acknowledged again
+    again.send({"t": "logout"})
+    yield wait_until(lambda: again.closed)
+    yield wait_until(lambda: "mo" not in server.service.core.by_key)
+    # Someone else under the name, with an outbox of their own: a new line.
+    other = yield hostile_client(server.port, ATTACKERS[4])
+    yield other.ask({"t": "login", "name": "mo", "outbox": "z" * 24}, "welcome")
+    theirs = yield say(other, "said anew", "c-5")
+    assert theirs["seq"] == original["seq"] + 1 and theirs["text"] == "said anew"
+    yield wait_until(lambda: all(
+        [m.text for m in c.rec.of(wire.RoomMessage) if m.sender == "mo"]
+        == ["said once", "said anew"] for c in chat.clients))
+    yield chat.check()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_outbox_too_short_to_be_secret_is_refused(server):
+    client = yield hostile_client(server.port, ATTACKERS[5])
+    replies = yield client.ask({"t": "login", "name": "ned", "outbox": "short"}, "error")
+    error = [m for m in replies if m.get("t") == "error"][0]
+    assert "outbox" in error["text"] and "16" in error["text"]

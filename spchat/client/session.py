@@ -208,8 +208,10 @@ class ChatClient:
         self.sharing = None  # a spchat.p2p.node.SharingNode, if files are shared
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
-        # 64 random bits: the server de-duplicates by (name, cid) for ever.
         self._cids = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count(1))
+        # Named at every login: a guest whose session the server lost (a
+        # restart) re-sends its outbox as copies, not as new lines.
+        self._outbox_secret = secrets.token_urlsafe(24)
 
     # --- connecting --------------------------------------------------------
 
@@ -312,7 +314,8 @@ class ChatClient:
         positions = None if first else self.positions.as_wire()
         self._sent_positions = None if first else {conversation_key(c) for c, _ in positions}
         proto.send_message(wire.Login(self.requested_name, self.password,
-                                      self.register_on_login and first, positions, self.since))
+                                      self.register_on_login and first, positions, self.since,
+                                      self._outbox_secret))
 
     def message_received(self, msg: wire.Message) -> None:
         if isinstance(msg, wire.Welcome):

@@ -328,7 +328,7 @@ class ChatCore:
         if not rooms:
             rooms = self.room_commands.default_rooms_for(key)
         bucket = TokenBucket(self.limits.flood_rate, self.limits.flood_burst, self.now())
-        session = self.table.create(link, display, key, bucket, registered)
+        session = self.table.create(link, display, key, bucket, registered, msg.outbox)
         link.conn.started(session, resumed=False)
         self._send(session, self._welcome(session, rooms, resumed=False))
         returning = msg.positions is not None

@@ -11,6 +11,7 @@ refuses any other.
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Session:
     last_activity: float
     bucket: TokenBucket
     registered: bool = False
+    outbox: str | None = None  # the guest's client's outbox secret (wire.Login)
     looks: frozenset = frozenset()  # its name's skeletons (spchat.server.lookalikes)
     state: State = State.CONNECTED
     link: Link | None = None
@@ -100,8 +102,16 @@ class Session:
     def lineage(self) -> str:
         """Whose client message ids these are: a registered account's, for
         all its sessions; a guest's session's, resumes included (the next
-        holder of the name is someone else)."""
-        return f"account:{self.key}" if self.registered else f"guest:{self.id}"
+        holder of the name is someone else), or, if its client named an
+        outbox, that outbox's under this name, so that lines re-sent after
+        the session was lost (a server restart) are known as copies."""
+        if self.registered:
+            return f"account:{self.key}"
+        if self.outbox is not None:
+            # Hashed: the secret itself is never stored or shown.
+            digest = hashlib.blake2b(f"{self.key}\0{self.outbox}".encode(), digest_size=16)
+            return f"outbox:{digest.hexdigest()}"
+        return f"guest:{self.id}"
 
     def stop_catching_up(self, answer: bool = True) -> None:
         """Its connection is gone or replaced: drop the reads queued for it
@@ -137,12 +147,13 @@ class SessionTable:
         return len(self.by_id)
 
     def create(self, link: Link, display: str, key: str, bucket: TokenBucket,
-               registered: bool) -> Session:
+               registered: bool, outbox: str | None = None) -> Session:
         now = self.clock.seconds()
         session = Session(
             id=secrets.token_urlsafe(12), token=secrets.token_urlsafe(24), name=display,
             key=key, address=link.address, first_connected_at=now, state_since=now,
-            last_activity=now, bucket=bucket, registered=registered, looks=looks(display, key),
+            last_activity=now, bucket=bucket, registered=registered, outbox=outbox,
+            looks=looks(display, key),
         )
         self.attach(session, link)
         self.by_id[session.id] = session
