@@ -12,7 +12,7 @@ from twisted.internet.task import Clock
 
 from spchat import wire
 from spchat.client.pins import PinStore
-from spchat.client.session import ChatClient, Positions, Status, name_key
+from spchat.client.session import FIRST_WINDOW, ChatClient, Positions, Status, name_key
 
 T = 1_700_000_000_000
 
@@ -245,6 +245,22 @@ def test_lines_carry_their_room_and_survive_a_reconnect_in_order(tmp_path):
     client.message_received(welcome(resumed=True))
     assert [(m.text, m.room) for m in again.of(wire.Say)] == [("two", "dev"), ("three", "dev")]
     assert list(client.outbox) == [m.cid for m in again.of(wire.Say)]
+
+
+def test_each_connection_starts_with_a_few_lines_and_one_more_per_ack(tmp_path):
+    # A link that dies after a few kilobytes: the whole outbox at once would
+    # be cut off before any of it was acknowledged, on every connection.
+    client = ChatClient(Clock(), "127.0.0.1", 5000, "me", PinStore(tmp_path), presence=False)
+    client.channel_open(proto := FakeProto())
+    client.test_proto = proto
+    client.message_received(welcome(max_in_flight=5000))
+    cids = [client.say(f"line {i}") for i in range(100)]
+    assert len(proto.of(wire.Say)) == FIRST_WINDOW
+    client.message_received(say(1, "lobby", "Me", "line 0", cids[0]))
+    assert len(proto.of(wire.Say)) == FIRST_WINDOW + 2  # one for the ack, one more
+    again = reconnect(client)
+    client.message_received(welcome(resumed=True, max_in_flight=5000))
+    assert [m.text for m in again.of(wire.Say)] == [f"line {i}" for i in range(1, 1 + FIRST_WINDOW)]
 
 
 def test_room_requests_go_as_typed_and_wait_while_offline(tmp_path):

@@ -7,7 +7,9 @@ terminals or windows.
   in the outbox until the server echoes it back with a sequence number (the
   acknowledgement) or refuses it.  At most ``max_in_flight`` (from the
   server) are unacknowledged at a time, so flood control delays a fast
-  sender instead of cutting it off.
+  sender instead of cutting it off.  Each connection starts with a few and
+  sends one more per acknowledgement (a slow start), so a link that drops
+  after every few kilobytes still gets lines through and acknowledged.
 * The client keeps the rooms it is in (``room`` and ``left`` messages), each
   with its member list and roles, and its *position* in every conversation
   ("#room", "@name"): the highest number seen there, since each
@@ -43,6 +45,8 @@ from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
 
 MAX_RETRY_DELAY = 30.0
+# Unacknowledged lines at the start of each connection (see _pump).
+FIRST_WINDOW = 8
 MAX_WAITING_REQUESTS = 20
 
 
@@ -191,6 +195,7 @@ class ChatClient:
         self.keepalive = None  # a spchat.client.keepalive.Keepalive while connected
         self._welcome: wire.Welcome | None = None  # the latest
         self._in_flight: set[str] = set()  # cids sent on this connection
+        self._window = FIRST_WINDOW  # how many may be in flight now
         self._to_send: deque[str] = deque()  # outbox cids not yet sent on it
         self._first: defer.Deferred | None = None
         self._closed: defer.Deferred | None = None
@@ -552,6 +557,7 @@ class ChatClient:
         self._expect_rooms(welcome)
         # A new connection: everything unacknowledged goes (again), in order.
         self._in_flight.clear()
+        self._window = FIRST_WINDOW
         self._to_send = deque(self.outbox)
         first = self._first is not None and not self._first.called
         self._set_status(Status("connected", resumed=not first))
@@ -652,7 +658,10 @@ class ChatClient:
         """Send what the outbox holds, keeping the in-flight window."""
         if not self.connected:
             return
-        window = self._welcome.max_in_flight
+        # The whole outbox at once after a reconnect would be cut off again
+        # by a link that dies after a few kilobytes, before any of it is
+        # acknowledged, for ever.
+        window = min(self._window, self._welcome.max_in_flight)
         while self._to_send and len(self._in_flight) < window:
             cid = self._to_send.popleft()
             msg = self.outbox.get(cid)
@@ -663,6 +672,8 @@ class ChatClient:
     def _acknowledged(self, cid: str | None) -> None:
         if cid is not None and self.outbox.pop(cid, None) is not None:
             self._in_flight.discard(cid)
+            if self._welcome is not None:  # doubles each round trip, as TCP's slow start
+                self._window = min(self._window + 1, self._welcome.max_in_flight)
             self._pump()
             self._check_acks()
 
