@@ -6,7 +6,7 @@ import pytest
 from spchat import wire
 from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits, State
 
-from helpers import MemoryClient
+from helpers import MemoryClient, login
 
 T0 = 1_700_000_000
 
@@ -22,13 +22,6 @@ def make_core(clock, **limits):
 @pytest.fixture
 def core(clock):
     return make_core(clock)
-
-
-def login(core, name):
-    conn = MemoryClient()
-    link = core.open_link(conn, "127.0.0.1:1")
-    core.receive(link, wire.Login(name))
-    return link, conn
 
 
 def resume(core, welcome, seen=None):
@@ -150,9 +143,12 @@ def test_takeover_when_the_client_notices_the_drop_first(core):
     assert alice2.session.state is State.CONNECTED
 
 
+BOBS_OUTBOX = "bob's outbox secret"
+
+
 def test_expired_session_logs_in_again_and_catches_up(core, clock):
     alice, a = login(core, "alice")
-    bob, b = login(core, "bob")
+    bob, b = login(core, "bob", outbox=BOBS_OUTBOX)
     core.receive(alice, wire.Say("before", "a1"))
     seen = b.of(wire.RoomMessage)[-1].seq
     welcome = b.of(wire.Welcome)[0]
@@ -167,8 +163,8 @@ def test_expired_session_logs_in_again_and_catches_up(core, clock):
     bob2 = core.open_link(conn, "127.0.0.1:3")
     # "I have seen #lobby up to here, and was here since my first welcome"
     core.receive(bob2, wire.Login("bob", positions=(("#lobby", seen),),
-                                  since=welcome.server_time))
-    assert texts(conn) == ["during", "after", "for bob"]
+                                  since=welcome.server_time, outbox=BOBS_OUTBOX))
+    assert texts(conn) == ["during", "after", "for bob"]  # the direct line is his
     assert not any(m.history for m in conn.of(wire.RoomMessage))
 
 

@@ -196,6 +196,51 @@ async def test_direct_messages_since_a_time_oldest_first(store):
     assert await store.direct_since("erin", 0, 100) == []
 
 
+def lined(record, lineage, to_lineage):
+    return record._replace(lineage=lineage, to_lineage=to_lineage)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_direct_conversation_is_read_by_its_two_lineages_only(store):
+    first_bob, next_bob, alice = "guest:s1", "guest:s2", "account:alice"
+    await store.append([
+        lined(dm("from before lineages", "alice", "bob", ts=500), alice, None),
+        lined(dm("hi bob", "alice", "bob", ts=1000), alice, first_bob),
+        lined(dm("hi alice", "bob", "alice", ts=1100), first_bob, alice),
+        # The name's next guest, someone else, in the same conversation:
+        lined(dm("who are you", "alice", "bob", ts=2000), alice, next_bob),
+    ])
+    conversation = "@alice bob"
+    everything = ["from before lineages", "hi bob", "hi alice", "who are you"]
+    assert [r.text for r in await store.after(conversation, 0, 9)] == everything
+    assert [r.text for r in await store.after(conversation, 0, 9, alice)] == everything
+    for read in (lambda: store.after(conversation, 0, 9, next_bob),
+                 lambda: store.before(conversation, 99, 9, next_bob),
+                 lambda: store.direct_since("bob", 0, 9, next_bob)):
+        assert [r.text for r in await read()] == ["who are you"]
+    assert [r.text for r in await store.before(conversation, 99, 2, first_bob)] == [
+        "hi bob", "hi alice"]  # the newest two it may read, not the newest two
+    assert [r.text for r in await store.after(conversation, 0, 1, first_bob)] == ["hi bob"]
+    # The name's account (if it has one) has what came before lineages.
+    assert [r.text for r in await store.direct_since("bob", 0, 9, "account:bob")] == [
+        "from before lineages"]
+    assert await store.direct_since("bob", 0, 9, "outbox:stranger") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_adopted_lineage_reads_and_resends_as_the_old_one(store):
+    guest, account = "guest:s9", "account:lou"
+    said = lined(dm("as a guest", "lou", "ann", ts=1000, cid="g1"), guest, "account:ann")
+    told = lined(dm("to the guest", "ann", "lou", ts=1100), "account:ann", guest)
+    await store.append([said, told])
+    await store.adopt_lineage(guest, account)
+    assert [r.text for r in await store.after("@ann lou", 0, 9, account)] == [
+        "as a guest", "to the guest"]
+    assert await store.after("@ann lou", 0, 9, guest) == []
+    saved, again = await store.append([lined(said, account, "account:ann")])
+    assert saved == [] and [old.text for _, old in again] == ["as a guest"]  # a copy
+
+
 @pytest_twisted.ensureDeferred
 async def test_pruning_deletes_old_messages_and_never_gives_a_number_twice(store):
     await store.append([say(f"m{i}", ts=1000 * i) for i in range(1, 11)]
@@ -350,7 +395,7 @@ async def test_new_database_is_private_versioned_and_in_wal_mode(db, tmp_path):
     path = tmp_path / DB_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 
@@ -402,9 +447,9 @@ async def test_the_schema_refuses_a_number_twice_but_not_a_cid(db, tmp_path):
     conn = sqlite3.connect(tmp_path / DB_FILE)
 
     def insert(seq, cid):
-        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                      (seq, 1000, "alice", "alice", "b", cid, "lobby", None, None, "#lobby",
-                      "name:alice"))
+                      "name:alice", None))
 
     with pytest.raises(sqlite3.IntegrityError):
         insert(1, "y")  # the same number in its conversation

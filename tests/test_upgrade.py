@@ -110,7 +110,7 @@ def version(data_dir):
 
 @pytest_twisted.ensureDeferred
 async def test_release_0_1_0_lobby_becomes_the_lobby_room_in_its_order(store, data_dir):
-    assert version(data_dir) == SCHEMA_VERSION == 4
+    assert version(data_dir) == SCHEMA_VERSION == 5
     lobby = await store.after("#lobby", 0, 100)
     assert [r.seq for r in lobby] == list(range(1, 31))
     assert [(r.sender, r.text) for r in lobby] == LOBBY
@@ -145,6 +145,11 @@ async def test_release_0_1_0_direct_messages_are_two_conversations(store):
         [t for *_, t in DIRECT[:4]]
     assert [r.text for r in await store.direct_since("carol", 0, 100)] == [DIRECT[4][2]]
     assert await store.direct_since("dave", 0, 100) == []
+    # They are the names' accounts', not a guest's who takes one of the names.
+    assert [r.text for r in await store.after("@alice bob", 0, 100, "account:bob")] == \
+        [t for *_, t in DIRECT[:4]]
+    assert await store.after("@alice bob", 0, 100, "guest:someone") == []
+    assert await store.direct_since("bob", 0, 100, "outbox:someone") == []
 
 
 @pytest_twisted.ensureDeferred

@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from spchat.irc.channels import name_key, room_key
 from spchat.irc.outbound import line_tags, msgid, privmsg
-from spchat.server.records import direct_conversation
+from spchat.server.records import direct_conversation, reader_of
 
 MAX_LIMIT = 100
 NEWEST = 2**53  # above every number
@@ -121,26 +121,27 @@ class ChatHistory:
     @defer.inlineCallbacks
     def _read(self, sub, conversation, references, limit):
         store = self.conn.core.store
+        reader = reader_of(conversation, self.conn.session.lineage)
         if sub == "LATEST":
-            records = yield store.before(conversation, NEWEST, limit)
+            records = yield store.before(conversation, NEWEST, limit, reader)
             if references is not None:
                 lower, _ = yield references[0].bounds(store, conversation)
                 records = [r for r in records if r.seq > lower]
             return records
         lower, upper = yield references[0].bounds(store, conversation)
         if sub == "BEFORE":
-            return (yield store.before(conversation, upper, limit))
+            return (yield store.before(conversation, upper, limit, reader))
         if sub == "AFTER":
-            return (yield store.after(conversation, lower, limit))
+            return (yield store.after(conversation, lower, limit, reader))
         if sub == "AROUND":
-            older = yield store.before(conversation, upper, limit // 2)
-            newer = yield store.after(conversation, upper - 1, limit - len(older))
+            older = yield store.before(conversation, upper, limit // 2, reader)
+            newer = yield store.after(conversation, upper - 1, limit - len(older), reader)
             return older + newer
         other_lower, other_upper = yield references[1].bounds(store, conversation)
         if lower < other_lower:  # BETWEEN, forwards
-            records = yield store.after(conversation, lower, limit)
+            records = yield store.after(conversation, lower, limit, reader)
             return [r for r in records if r.seq < other_upper]
-        records = yield store.before(conversation, upper, limit)  # backwards
+        records = yield store.before(conversation, upper, limit, reader)  # backwards
         return [r for r in records if r.seq > other_lower]
 
     def _batch(self, target: str, records) -> None:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from spchat.server.records import Record
+from spchat.server.records import Record, reader_of
 
 # Records in one read of the store.
 PAGE_RECORDS = 50
@@ -179,8 +179,11 @@ class Reader:
     makes a record's wire message for the session; ``tell`` sends one;
     ``failed(failure)`` says the store cannot be read."""
 
-    def __init__(self, store, render, tell, failed):
+    def __init__(self, store, lineage: str, render, tell, failed):
+        """``lineage``: the session's (Session.lineage): of a direct
+        conversation it reads only the lines that lineage took part in."""
         self.store = store
+        self.lineage = lineage
         self.render = render
         self.tell = tell
         self.failed = failed
@@ -218,7 +221,8 @@ class Reader:
              after: Callable[[list[Record]], None]) -> Iterator:
         """Up to ``limit`` lines below ``before``, as history; then ``after``."""
         yield DRAIN
-        records = yield self.store.before(conversation, before, limit)
+        records = yield self.store.before(conversation, before, limit,
+                                          reader_of(conversation, self.lineage))
         if isinstance(records, Failure):
             self.failed(records)
             return
@@ -237,7 +241,8 @@ class Reader:
                 return
             mark = hold.noted
             records = yield from self.read(
-                lambda cursor=cursor: self.store.after(conversation, cursor, PAGE_RECORDS))
+                lambda cursor=cursor: self.store.after(conversation, cursor, PAGE_RECORDS,
+                                                       reader_of(conversation, self.lineage)))
             fresh = [r for r in records if r.seq > hold.sent]
             if records:
                 cursor = records[-1].seq
@@ -265,7 +270,8 @@ class Reader:
             yield DRAIN
             mark = hold.noted
             records = yield from self.read(
-                lambda since=since, limit=limit: self.store.direct_since(key, since, limit))
+                lambda since=since, limit=limit: self.store.direct_since(
+                    key, since, limit, self.lineage))
             fresh = [r for r in records if last is None or _order(r) > last]
             full = len(records) >= limit
             if records:

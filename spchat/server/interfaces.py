@@ -64,25 +64,31 @@ class IMessageLog(Interface):
         numbering.RESEND_WINDOW_MS (re-sent after a reconnect), which are
         not saved again."""
 
-    def after(conversation, seq, limit):
+    def after(conversation, seq, limit, reader=None):
         """Fires with up to ``limit`` records numbered above ``seq``, oldest
-        first."""
+        first.  ``reader``: a lineage; of a direct conversation, only the
+        records it may read (``Record.readable_by``)."""
 
-    def before(conversation, seq, limit):
+    def before(conversation, seq, limit, reader=None):
         """Fires with up to ``limit`` records numbered below ``seq`` (the
-        newest of them), oldest first."""
+        newest of them), oldest first; ``reader`` as for ``after``."""
 
     def last_before_time(conversation, ts_ms):
         """Fires with the number of the conversation's last record stamped
         before ``ts_ms`` (0 if none): where a time falls among its numbers."""
 
-    def direct_since(key, since_ms, limit):
+    def direct_since(key, since_ms, limit, reader=None):
         """Fires with up to ``limit`` direct messages to or from ``key``
-        stamped at or after ``since_ms``, oldest first."""
+        stamped at or after ``since_ms``, oldest first; ``reader`` as for
+        ``after``."""
 
     def find_cid(lineage, cid, since_ms):
         """Fires with the newest record saved with this cid in this lineage
         (``Record.sent_as``) stamped at or after ``since_ms``, or None."""
+
+    def adopt_lineage(old, new):
+        """A guest registered its name: the messages its session sent and
+        received (lineage ``old``) are its account's (``new``) from now on."""
 
     def delete_conversation(conversation):
         """Forget a conversation's messages (a deleted room)."""

@@ -257,12 +257,21 @@ class Logins:
             return self.store.set_account(session.key, session.name, encoded, self.now_ms())
 
         def saved(_):
+            guest = session.lineage
             session.registered = True
+            # What it said and was told as a guest stays its own (its
+            # direct conversations, its cids), now as the account's.
+            self.store.adopt_lineage(guest, session.lineage).addErrback(
+                self._adopt_failed, session)
             self.account_notice(session, f"the name {session.name} is now registered to you; "
                                 "log in with its password from now on")
 
         self._account_change(session, self.store.account(session.key).addCallback(looked_up)
                              .addCallback(hashed).addCallback(saved))
+
+    def _adopt_failed(self, failure, session: Session) -> None:
+        self.log.error("cannot give {name}'s guest messages to its account: {error}",
+                       name=session.name, error=failure.getErrorMessage())
 
     def change_password(self, session: Session, msg: wire.ChangePassword) -> None:
         self._need_accounts()

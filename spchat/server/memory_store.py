@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from bisect import bisect_left, bisect_right
 from operator import itemgetter
 
@@ -21,12 +22,16 @@ from spchat.server.records import Record, RoomRecord, room_conversation
 _seq = itemgetter(0)
 
 
+def _readable(records, reader: str):
+    return (r for r in records if r.readable_by(reader))
+
+
 def _fired(method):
     """The method's result, or its exception, as a Deferred fired already."""
 
     @functools.wraps(method)
-    def call(self, *args):
-        return defer.maybeDeferred(method, self, *args)
+    def call(self, *args, **kwargs):
+        return defer.maybeDeferred(method, self, *args, **kwargs)
 
     return call
 
@@ -98,16 +103,21 @@ class MemoryStore:
                 del self._by_cid[record.sent_as]
 
     @_fired
-    def after(self, conversation, seq, limit):
+    def after(self, conversation, seq, limit, reader=None):
         kept = self._messages.get(conversation, [])
         start = bisect_right(kept, seq, key=_seq)
-        return kept[start:start + limit]
+        if reader is None:
+            return kept[start:start + limit]
+        return list(itertools.islice(_readable(kept[start:], reader), limit))
 
     @_fired
-    def before(self, conversation, seq, limit):
+    def before(self, conversation, seq, limit, reader=None):
         kept = self._messages.get(conversation, [])
         end = bisect_left(kept, seq, key=_seq)
-        return kept[max(0, end - limit):end]
+        if reader is None:
+            return kept[max(0, end - limit):end]
+        newest = itertools.islice(_readable(reversed(kept[:end]), reader), limit)
+        return list(newest)[::-1]
 
     @_fired
     def last_before_time(self, conversation, ts_ms):
@@ -117,15 +127,27 @@ class MemoryStore:
         return 0
 
     @_fired
-    def direct_since(self, key, since_ms, limit):
+    def direct_since(self, key, since_ms, limit, reader=None):
         found = [r for conversation in self._directs.get(key, ())
-                 for r in self._messages.get(conversation, ()) if r.ts >= since_ms]
+                 for r in self._messages.get(conversation, ())
+                 if r.ts >= since_ms and (reader is None or r.readable_by(reader))]
         found.sort(key=lambda r: (r.ts, r.conversation, r.seq))
         return found[:limit]
 
     @_fired
     def find_cid(self, lineage, cid, since_ms):
         return _Since(self._by_cid, since_ms).get((lineage, cid))
+
+    @_fired
+    def adopt_lineage(self, old, new):
+        for kept in self._messages.values():
+            for i, record in enumerate(kept):
+                if old in (record.lineage, record.to_lineage):
+                    self._forget([record])
+                    kept[i] = record = record._replace(
+                        lineage=new if record.lineage == old else record.lineage,
+                        to_lineage=new if record.to_lineage == old else record.to_lineage)
+                    self._by_cid[record.sent_as] = record
 
     @_fired
     def delete_conversation(self, conversation):

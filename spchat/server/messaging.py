@@ -79,7 +79,8 @@ class Messaging:
             return
         check_text(msg.text, self.limits.max_message_bytes)
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
-                            to=target.name, to_key=target.key, lineage=session.lineage))
+                            to=target.name, to_key=target.key, lineage=session.lineage,
+                            to_lineage=target.lineage))
 
     def _direct_to_nobody(self, record, session: Session, msg: wire.Direct) -> None:
         if record is not None:
@@ -203,7 +204,7 @@ class Messaging:
 
     def _reader(self, session: Session) -> Reader:
         return Reader(
-            self.store,
+            self.store, session.lineage,
             lambda record, history: record.for_recipient(
                 session.key, self._room_name(record), history),
             lambda message: self._tell(session, message),

@@ -14,6 +14,9 @@ from spchat.server.records import Record
 RESEND_WINDOW_MS = 24 * 3600 * 1000
 
 
+_LINEAGE = Record._fields.index("lineage")
+
+
 def number(
     records: list[Record],
     conversations: list[str],
@@ -43,7 +46,7 @@ def number(
         seq = (newest.get(conversation) or last_seq.get(conversation, 0)) + 1
         newest[conversation] = seq
         # Numbered, and with the lineage its copies are compared by.
-        record = make((seq,) + record[1:-1] + (key[0],))
+        record = make((seq,) + record[1:_LINEAGE] + (key[0],) + record[_LINEAGE + 1:])
         in_batch[key] = record
         fresh.append(record)
         fresh_conversations.append(conversation)

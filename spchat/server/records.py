@@ -17,6 +17,22 @@ def direct_conversation(key_a: str, key_b: str) -> str:
     return "@" + " ".join(sorted((key_a, key_b)))
 
 
+def reader_of(conversation: str, lineage: str) -> str | None:
+    """The ``reader`` for a store read of a conversation by this lineage: a
+    room's lines are for whoever is in it, a direct line is its two's."""
+    return lineage if conversation.startswith("@") else None
+
+
+def account_lineage(key: str) -> str:
+    return "account:" + key
+
+
+def account_of(lineage: str) -> str | None:
+    """The account key of an account's lineage; None for a guest's."""
+    prefix = account_lineage("")
+    return lineage[len(prefix):] if lineage.startswith(prefix) else None
+
+
 class Record(NamedTuple):
     """A room message (``room`` set: the room's key) or a direct message
     (``to_key`` set).
@@ -38,11 +54,27 @@ class Record(NamedTuple):
     # Whose client message ids these are (Session.lineage); None: by the
     # sender's name, as before there were lineages.
     lineage: str | None = None
+    # A direct message's recipient's lineage: with ``lineage``, whose the
+    # message is (``readable_by``); None before there were lineages.
+    to_lineage: str | None = None
 
     @property
     def sent_as(self) -> tuple[str, str]:
         """What makes two copies one message: the cid within its lineage."""
         return (self.lineage or "name:" + self.sender_key, self.cid)
+
+    def readable_by(self, lineage: str) -> bool:
+        """May the session of this lineage read this direct message?  It
+        belongs to the two lineages that took part, not to their names: a
+        guest's are gone with its session (the next holder of the name is
+        someone else), an account's stay with the account.  Lines from
+        before lineages belong to the name's account, if it has one."""
+        if lineage in (self.lineage, self.to_lineage):
+            return True
+        owner = account_of(lineage)
+        return owner is not None and (
+            (self.sender_key == owner and self.lineage is None)
+            or (self.to_key == owner and self.to_lineage is None))
 
     @property
     def conversation(self) -> str:

@@ -20,6 +20,7 @@ from typing import Callable
 from spchat.beacon import BeaconKeys, ReplayWindow
 from spchat.server.catch_up import CatchUp, Hold
 from spchat.server.lookalikes import looks
+from spchat.server.records import account_lineage
 from spchat.server.rules import TokenBucket
 
 # Sessions ended on purpose that are remembered, so a resume learns why.
@@ -106,7 +107,7 @@ class Session:
         outbox, that outbox's under this name, so that lines re-sent after
         the session was lost (a server restart) are known as copies."""
         if self.registered:
-            return f"account:{self.key}"
+            return account_lineage(self.key)
         if self.outbox is not None:
             # Hashed: the secret itself is never stored or shown.
             digest = hashlib.blake2b(f"{self.key}\0{self.outbox}".encode(), digest_size=16)

@@ -29,7 +29,7 @@ from zope.interface import implementer
 from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
 from spchat.server.numbering import RESEND_WINDOW_MS, number
-from spchat.server.records import Record, RoomRecord, room_conversation
+from spchat.server.records import Record, RoomRecord, account_of, room_conversation
 
 DB_FILE = "spchat.db"
 LOCK_FILE = "spchat.lock"
@@ -172,16 +172,36 @@ MIGRATIONS = [
     DROP INDEX messages_by_cid;
     CREATE INDEX messages_by_lineage ON messages (lineage, cid);
     """,
+    # Version 5: a direct message belongs to the lineages of its two, not
+    # to their names (Record.readable_by): its recipient's is kept too.
+    # Older ones have none: they are the name's account's, if any.
+    """
+    ALTER TABLE messages ADD COLUMN to_lineage TEXT;
+    CREATE INDEX messages_by_to_lineage ON messages (to_lineage) WHERE to_lineage IS NOT NULL;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # A record's fields, in its order; the row also holds its conversation.
-_COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage"
+_COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage, to_lineage"
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
-_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+# Record.readable_by in SQL, for a reader's lineage (?5) and its account's
+# key (?4: NULL for a guest); every read puts its own three first.
+_READABLE = ("(lineage = ?5 OR to_lineage = ?5 OR (?4 IS NOT NULL AND ("
+             "(sender_key = ?4 AND lineage IS NULL) OR (to_key = ?4 AND to_lineage IS NULL))))")
 # Keys per query when looking up a batch: at most 2 parameters each, within
 # the 999 that SQLite before 3.32 allows.
 LOOKUP_CHUNK = 400
+
+
+def _readable_by(reader: str | None) -> str:
+    return "1" if reader is None else _READABLE
+
+
+def _reader_params(reader: str | None) -> tuple:
+    """Parameters 4 and 5 of a read: the reader's account key and lineage."""
+    return () if reader is None else (account_of(reader), reader)
 
 
 class StoreError(Exception):
@@ -314,35 +334,39 @@ class Tables:
             ))
         return found
 
-    def after(self, conversation: str, seq: int, limit: int) -> list[Record]:
+    def after(self, conversation: str, seq: int, limit: int,
+              reader: str | None = None) -> list[Record]:
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (conversation, seq, limit),
+            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ?1 AND seq > ?2 "
+            f"AND {_readable_by(reader)} ORDER BY seq LIMIT ?3",
+            (conversation, seq, limit, *_reader_params(reader)),
         )
         return [Record._make(row) for row in rows]
 
-    def before(self, conversation: str, seq: int, limit: int) -> list[Record]:
+    def before(self, conversation: str, seq: int, limit: int,
+               reader: str | None = None) -> list[Record]:
         rows = self._query(
-            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ? AND seq < ? "
-            "ORDER BY seq DESC LIMIT ?",
-            (conversation, seq, limit),
+            f"SELECT {_COLUMNS} FROM messages WHERE conversation = ?1 AND seq < ?2 "
+            f"AND {_readable_by(reader)} ORDER BY seq DESC LIMIT ?3",
+            (conversation, seq, limit, *_reader_params(reader)),
         )
         return [Record._make(row) for row in reversed(rows)]
 
-    def direct_since(self, key: str, since_ms: int, limit: int) -> list[Record]:
+    def direct_since(self, key: str, since_ms: int, limit: int,
+                     reader: str | None = None) -> list[Record]:
         # Two searches of the (partial) direct-message indexes; a message to
         # oneself is found by the first only.  Ties in time go by
         # conversation and number, as in the memory store.
+        readable = _readable_by(reader)
         rows = self._query(
             f"SELECT {_COLUMNS} FROM ("
             f"  SELECT {_COLUMNS}, conversation FROM messages"
-            "   WHERE sender_key = ?1 AND to_key IS NOT NULL AND ts >= ?2"
+            f"   WHERE sender_key = ?1 AND to_key IS NOT NULL AND ts >= ?2 AND {readable}"
             "  UNION ALL"
             f"  SELECT {_COLUMNS}, conversation FROM messages"
-            "   WHERE to_key = ?1 AND sender_key <> ?1 AND ts >= ?2"
+            f"   WHERE to_key = ?1 AND sender_key <> ?1 AND ts >= ?2 AND {readable}"
             ") ORDER BY ts, conversation, seq LIMIT ?3",
-            (key, since_ms, limit),
+            (key, since_ms, limit, *_reader_params(reader)),
         )
         return [Record._make(row) for row in rows]
 
@@ -360,6 +384,11 @@ class Tables:
             (lineage, cid, since_ms),
         )
         return Record._make(row) if row else None
+
+    def adopt_lineage(self, old: str, new: str) -> None:
+        with _transaction(self.conn):
+            self._execute("UPDATE messages SET lineage = ? WHERE lineage = ?", (new, old))
+            self._execute("UPDATE messages SET to_lineage = ? WHERE to_lineage = ?", (new, old))
 
     def delete_conversation(self, conversation: str) -> None:
         with _transaction(self.conn):
@@ -722,20 +751,23 @@ class SQLiteStore:
     def append(self, records):
         return self._write(Tables.append, records)
 
-    def after(self, conversation, seq, limit):
-        return self._read(Tables.after, conversation, seq, limit)
+    def after(self, conversation, seq, limit, reader=None):
+        return self._read(Tables.after, conversation, seq, limit, reader)
 
-    def before(self, conversation, seq, limit):
-        return self._read(Tables.before, conversation, seq, limit)
+    def before(self, conversation, seq, limit, reader=None):
+        return self._read(Tables.before, conversation, seq, limit, reader)
 
-    def direct_since(self, key, since_ms, limit):
-        return self._read(Tables.direct_since, key, since_ms, limit)
+    def direct_since(self, key, since_ms, limit, reader=None):
+        return self._read(Tables.direct_since, key, since_ms, limit, reader)
 
     def last_before_time(self, conversation, ts_ms):
         return self._read(Tables.last_before_time, conversation, ts_ms)
 
     def find_cid(self, lineage, cid, since_ms):
         return self._read(Tables.find_cid, lineage, cid, since_ms)
+
+    def adopt_lineage(self, old, new):
+        return self._write(Tables.adopt_lineage, old, new)
 
     def delete_conversation(self, conversation):
         return self._write(Tables.delete_conversation, conversation)
