@@ -381,16 +381,22 @@ class Who(Message):
     """The user asks who is here; answered with ``members``."""
 
 
+MAX_ROOM_PASSWORD_CHARS = 32
+_ROOM_PASSWORD = _string(MAX_NAME_CHARS, optional=True)  # the core applies the rule
+
+
 @message("join", room=_NAME, private=_boolean,
-         cid=_OPTIONAL_ID)
+         cid=_OPTIONAL_ID, password=_ROOM_PASSWORD)
 class Join(Message):
     """Join a room, creating it if it does not exist (``private``: invited
-    people only, and not listed).  Answered with ``room``, or an ``error``
+    people only, and not listed).  ``password``: the room's, if it has one
+    (an invitation does without).  Answered with ``room``, or an ``error``
     carrying ``cid``."""
 
     room: str
     private: bool = False
     cid: str | None = None
+    password: str | None = None
 
 
 @message("part", room=_NAME, reason=_OPTIONAL_REASON,
@@ -428,15 +434,31 @@ def _room_flag(value: Any) -> str:
     return value
 
 
-@message("mode", room=_NAME, flag=_room_flag, on=_boolean, cid=_OPTIONAL_ID)
+# Room settings with a value, set by ``mode`` with it (and cleared without).
+ROOM_SETTINGS = ("password", "member_limit")
+MODE_FLAGS = ROOM_FLAGS + ROOM_SETTINGS
+
+
+def _mode_flag(value: Any) -> str:
+    if value not in MODE_FLAGS:
+        raise WireError(f"must be one of {', '.join(MODE_FLAGS)}")
+    return value
+
+
+@message("mode", room=_NAME, flag=_mode_flag, on=_boolean, cid=_OPTIONAL_ID,
+         password=_ROOM_PASSWORD, limit=_optional_integer)
 class Mode(Message):
     """Turn a room's flag on or off: ``private`` (invited people only, not
-    listed) or ``topic_locked`` (only operators set the topic)."""
+    listed) or ``topic_locked`` (only operators set the topic); or set a
+    setting (``on``) or clear it: ``password`` (needed to join, given in
+    ``password``) or ``member_limit`` (most members online, in ``limit``)."""
 
     room: str
     flag: str
     on: bool
     cid: str | None = None
+    password: str | None = None
+    limit: int | None = None
 
 
 MODERATION_OPS = ("kick", "ban", "unban", "mute", "unmute", "invite", "op", "deop", "owner")
@@ -681,7 +703,7 @@ class Welcome(Message):
 
 
 @message("room", room=_NAME, topic=_REASON, private=_boolean, topic_locked=_boolean,
-         last_seq=_integer)
+         last_seq=_integer, password=_string(MAX_NAME_CHARS), member_limit=_integer)
 class RoomState(Message):
     """You are in this room (after a join, a login or a resume), or its
     settings changed.  ``last_seq``: the room's newest message number."""
@@ -691,6 +713,8 @@ class RoomState(Message):
     private: bool
     topic_locked: bool
     last_seq: int
+    password: str = ""  # "" for none; members know it (IRC shows it them too)
+    member_limit: int = 0  # 0 for no limit
 
 
 @message("left", room=_NAME, code=_string(32), text=_REASON, by=_NAME, reason=_REASON)

@@ -145,6 +145,7 @@ RULE_WORDS: dict[str, Words] = {
     "_role": Words(_one_of(wire.ROLES)),
     "_member_state": Words(_one_of((*wire.PRESENCE_STATES, "gone"))),
     "_room_flag": Words(_one_of(wire.ROOM_FLAGS)),
+    "_mode_flag": Words(_one_of(wire.MODE_FLAGS)),
     "_moderation_op": Words(_one_of(wire.MODERATION_OPS)),
     "_admin_op": Words(_one_of(wire.ADMIN_OPS)),
     "_admin_action": Words(_one_of(wire.MODERATION_OPS + wire.ROOM_FLAGS) + ", or ``null``"),

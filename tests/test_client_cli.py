@@ -2,6 +2,7 @@
 fake protocol records what the client sends, the tests hand it the
 server's messages and read what the terminal would show."""
 
+import dataclasses
 import io
 
 import pytest
@@ -152,7 +153,7 @@ def test_room_commands_act_on_the_current_room(lobby):
     lobby.type("/topic", "/topic a new topic", "/topic -delete", "/mode +t", "/mode -i",
                "/invite bob", "/kick bob spamming links", "/ban bob 10 flooding", "/ban carol",
                "/unban carol", "/mute bob", "/unmute bob", "/op bob", "/deop bob",
-               "/owner bob", "/rooms")
+               "/owner bob", "/rooms", "/mode +k beer", "/mode -k", "/mode +l 5", "/mode -l")
     assert lobby.said()[-1] == "* #lobby has no topic"
     assert lobby.sent() == [
         wire.Topic("lobby", "a new topic"), wire.Topic("lobby", ""),
@@ -163,14 +164,28 @@ def test_room_commands_act_on_the_current_room(lobby):
         wire.Moderate("lobby", "ban", "carol"), wire.Moderate("lobby", "unban", "carol"),
         wire.Moderate("lobby", "mute", "bob"), wire.Moderate("lobby", "unmute", "bob"),
         wire.Moderate("lobby", "op", "bob"), wire.Moderate("lobby", "deop", "bob"),
-        wire.Moderate("lobby", "owner", "bob"), wire.ListRooms()]
+        wire.Moderate("lobby", "owner", "bob"), wire.ListRooms(),
+        wire.Mode("lobby", "password", True, password="beer"), wire.Mode("lobby", "password", False),
+        wire.Mode("lobby", "member_limit", True, limit=5),
+        wire.Mode("lobby", "member_limit", False)]
     lobby.server(wire.RoomState("lobby", "a new topic", False, True, 5))
     lobby.type("/topic")
     assert lobby.said()[-1] == "* topic of #lobby: a new topic (topic locked)"
+    lobby.server(wire.RoomState("lobby", "a new topic", False, True, 5, "beer", 9))
+    lobby.type("/topic")
+    assert lobby.said()[-1] == ("* topic of #lobby: a new topic (topic locked, needs a password, "
+                                "at most 9 members)")
+
+
+def test_join_takes_a_rooms_password(lobby):
+    lobby.type("/join #club beer")
+    joins = [dataclasses.replace(m, cid=None) for m in lobby.sent()]
+    assert joins == [wire.Join("club", password="beer")]
 
 
 @pytest.mark.parametrize("typed", [
-    "/join", "/join #", "/join #a b", "/mode", "/mode +x", "/kick", "/kick #dev",
+    "/join", "/join #", "/join #a b c", "/mode", "/mode +x", "/mode +k", "/mode +k two words",
+    "/mode +l 0", "/mode +l x", "/mode -l 5", "/kick", "/kick #dev",
     "/ban bob 0 why", "/invite bob now", "/mute", "/rooms please", "/part #",
 ])
 def test_bad_usage_prints_a_usage_line_and_sends_nothing(lobby, typed):

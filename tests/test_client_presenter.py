@@ -6,7 +6,7 @@ import pytest
 
 from spchat import wire
 from spchat.client.pins import PinStore
-from spchat.client.commands import NO_ROOM
+from spchat.client.commands import NO_ROOM, ROOM_USAGE
 from spchat.client.presenter import (ChatPresenter, Conversation, MemberRow, mentions,
                                      moderation_actions, name_colour)
 from spchat.client.session import ChatClient, Status
@@ -391,7 +391,8 @@ def test_room_commands_act_on_the_open_room(rooms):
     chat.send("/who")
     assert chat.lines()[-1].text == "in #Dev: alice (online, owner), me (online)"
     chat.send("/mode +q")
-    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == ("error", "usage: /mode +i|-i|+t|-t")
+    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
+        "error", "usage: " + ROOM_USAGE["/mode"])
     chat.event(wire.RoomList((("lobby", 3, ""),)))
     assert [l.text for l in chat.lines()[-2:]] == ["rooms:", "#lobby (3 members)"]
     # In a direct conversation there is no room to act on.

@@ -98,7 +98,7 @@ def test_registration_welcomes_with_an_honest_isupport(service):
     welcome = client.of("001")[0]
     assert welcome.params[0] == "ircuser" and "ircuser!ircuseru@spchat" in welcome.params[1]
     tokens = {t for line in client.of("005") for t in line.params[1:-1]}
-    assert {"CHANTYPES=#", "PREFIX=(o)@", "CHANMODES=b,,,int", "NICKLEN=32"} <= tokens
+    assert {"CHANTYPES=#", "PREFIX=(o)@", "CHANMODES=b,k,l,int", "NICKLEN=32"} <= tokens
     # Everyone starts in the default room, as spchat users do.
     assert [line.params for line in client.of("JOIN")] == [["#lobby"]]
     assert "ircuser" in service.core.by_key
@@ -283,6 +283,48 @@ def test_moderation_from_irc_reaches_spchat_and_back(service):
                      ("MODE", ["#ops", "+t"]), ("KICK", ["#ops", "bob", "out"])]
     left = b.of(wire.RoomLeft)[-1]
     assert (left.room, left.code, left.by, left.reason) == ("ops", "kicked", "chanop", "out")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_channel_key_and_limit_are_the_rooms_password_and_member_limit(service):
+    chanop = yield irc_client(service, "chanop")
+    chanop.send("JOIN #club")
+    yield chanop.wait_for("366", 2)
+    chanop.send("MODE #club +k beer", "MODE #club +l 2", "MODE #club +k :two words",
+                "MODE #club +l abc", "MODE #club", "PING :done")
+    yield chanop.wait_for("PONG")
+    assert [line.params for line in chanop.of("MODE")] == [["#club", "+k", "beer"],
+                                                           ["#club", "+l", "2"]]
+    assert [line.params[1:4] for line in chanop.of("696")] == [["#club", "k", "*"],
+                                                               ["#club", "l", "abc"]]
+    assert chanop.of("324")[-1].params[1:] == ["#club", "+nkl", "beer", "2"]
+    room = service.core.directory.get("club")
+    assert (room.password, room.member_limit) == ("beer", 2)
+    # A spchat user without it is refused; with it, in (and the room is full).
+    bob, b = spchat_user(service, "bob")
+    yield wait_until(lambda: b.of(wire.Welcome))
+    service.core.receive(bob, wire.Join("club"))
+    assert b.of(wire.Error)[-1].code == "room_password"
+    service.core.receive(bob, wire.Join("club", password="beer"))
+    assert "club" in bob.session.rooms
+    late = yield irc_client(service, "late")
+    late.send("JOIN #club beer", "PING :done")
+    yield late.wait_for("PONG")
+    assert late.of("471")[0].params[1] == "#club"
+    chanop.send("MODE #club -l", "MODE #club -k", "PING :again")
+    yield chanop.wait_for("PONG", 2)
+    late.send("JOIN #club", "PING :done")
+    yield late.wait_for("366", 2)
+    assert [line.params for line in chanop.of("MODE")][2:] == [["#club", "-l"],
+                                                               ["#club", "-k", "*"]]
+    # A wrong key is IRC's 475; the spchat window sees the settings as they are.
+    chanop.send("MODE #club +k s3cret", "PING :x")
+    yield chanop.wait_for("PONG", 3)
+    other = yield irc_client(service, "other")
+    other.send("JOIN #club nope", "PING :done")
+    yield other.wait_for("PONG")
+    assert other.of("475")[0].params[1] == "#club"
+    assert b.of(wire.RoomState)[-1].password == "s3cret"
 
 
 # --- TLS ------------------------------------------------------------------------

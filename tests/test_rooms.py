@@ -153,6 +153,84 @@ def test_a_private_room_is_unlisted_and_takes_only_the_invited(core):
     assert errors(c)[-1][0] == "invite_only"
 
 
+def test_a_room_password_is_needed_to_join_but_not_by_the_invited(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    join(core, alice, "club")
+    core.receive(alice, wire.Mode("club", "password", True, password="beer"))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].password == "beer"  # the members know it
+    assert any("set a password" in n.text for n in a.of(wire.Notice))
+    core.receive(bob, wire.Join("club"))
+    code, text = errors(b)[-1]
+    assert code == "room_password" and "/join #club PASSWORD" in text
+    core.receive(bob, wire.Join("club", password="bees"))
+    assert errors(b)[-1] == ("room_password", "wrong password for #club")
+    join(core, bob, "club")  # still no password: refused again
+    assert "club" not in bob.session.rooms
+    core.receive(bob, wire.Join("club", password="beer"))
+    settle(core)
+    assert "club" in bob.session.rooms
+    mod(core, alice, "invite", "club", "carol")
+    join(core, carol, "club")  # an invitation does without
+    assert "club" in carol.session.rooms
+    # Only operators set it, and only to one printable word.
+    core.receive(bob, wire.Mode("club", "password", False))
+    assert "operator or owner" in errors(b)[-1][1]
+    for bad in ("", " ", "two words", "x" * 33, "bell\a", None):
+        before = len(errors(a))
+        core.receive(alice, wire.Mode("club", "password", True, password=bad))
+        assert [code for code, _ in errors(a)[before:]] == ["bad_mode_value"], bad
+    assert core.directory.get("club").password == "beer"
+    core.receive(alice, wire.Mode("club", "password", False))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].password == ""
+
+
+def test_a_member_limit_stops_joins_once_full_but_not_the_invited(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    join(core, alice, "small")
+    core.receive(alice, wire.Mode("small", "member_limit", True, limit=2))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].member_limit == 2
+    join(core, bob, "small")
+    core.receive(carol, wire.Join("small"))
+    code, text = errors(c)[-1]
+    assert code == "room_full" and "2 members" in text
+    core.receive(bob, wire.Part("small"))
+    settle(core)
+    join(core, carol, "small")  # room again
+    assert "small" in carol.session.rooms
+    core.receive(alice, wire.Mode("small", "member_limit", True, limit=1))  # below the count
+    settle(core)
+    assert len(core.directory.get("small").members) == 2  # nobody is put out
+    core.receive(bob, wire.Join("small"))
+    assert errors(b)[-1][0] == "room_full"
+    mod(core, alice, "invite", "small", "bob")
+    join(core, bob, "small")
+    assert "small" in bob.session.rooms
+    for bad in (0, 100_001, None):
+        before = len(errors(a))
+        core.receive(alice, wire.Mode("small", "member_limit", True, limit=bad))
+        assert [code for code, _ in errors(a)[before:]] == ["bad_mode_value"], bad
+    assert core.directory.get("small").member_limit == 1
+    core.receive(alice, wire.Mode("small", "member_limit", False))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].member_limit == 0
+
+
+def test_a_rooms_password_and_limit_are_kept_by_the_store(core):
+    alice, a = login(core, "alice")
+    join(core, alice, "kept")
+    core.receive(alice, wire.Mode("kept", "password", True, password="s3cret"))
+    core.receive(alice, wire.Mode("kept", "member_limit", True, limit=7))
+    [record] = [r for r in fired(core.store.load()) if r.key == "kept"]
+    assert (record.password, record.member_limit) == ("s3cret", 7)
+
+
 def test_each_role_and_its_refusals(core):
     owner, o = login(core, "owner")
     op, p = login(core, "op")

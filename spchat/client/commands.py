@@ -14,11 +14,11 @@ from typing import NamedTuple
 from spchat import wire
 
 ROOM_USAGE = {
-    "/join": "/join #name [private]",
+    "/join": "/join #name [private|PASSWORD]",
     "/part": "/part [#name] [reason]",
     "/rooms": "/rooms",
     "/topic": "/topic [text|-delete]",
-    "/mode": "/mode +i|-i|+t|-t",
+    "/mode": "/mode +i|-i|+t|-t|+k PASSWORD|-k|+l NUMBER|-l",
     "/invite": "/invite NAME",
     "/kick": "/kick NAME [reason]",
     "/ban": "/ban NAME [minutes] [reason]",
@@ -32,7 +32,7 @@ ROOM_USAGE = {
 ROOM_HELP = ", ".join(ROOM_USAGE.values())
 NO_ROOM = "that needs a room, and you are in none here: /join #name first"
 # The /mode letters, as on IRC: +i invited people only, +t only operators
-# set the topic.
+# set the topic (and +k PASSWORD, +l NUMBER, see _mode).
 MODES = {"+i": ("private", True), "-i": ("private", False),
          "+t": ("topic_locked", True), "-t": ("topic_locked", False)}
 CLEAR_TOPIC = "-delete"  # as irssi's /topic -delete
@@ -66,9 +66,7 @@ def room_command(client, word: str, rest: str, room: str | None) -> Outcome:
     if word == "/topic":
         return _topic(client, args, room)
     if word == "/mode":
-        if args not in MODES:
-            raise _usage(word)
-        client.mode(room, *MODES[args])
+        _mode(client, args, room)
         return Outcome()
     _moderate(client, word, args, room)
     return Outcome()
@@ -92,11 +90,31 @@ def _room_name(word: str, typed: str) -> str:
 
 def _join(client, args: str) -> Outcome:
     words = args.split()
-    if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() != "private"):
+    if not 1 <= len(words) <= 2:
         raise _usage("/join")
     name = _room_name("/join", words[0])
-    client.join(name, private=len(words) == 2)
+    extra = words[1] if len(words) == 2 else None
+    if extra is not None and extra.lower() == "private":
+        client.join(name, private=True)
+    else:
+        client.join(name, password=extra)
     return Outcome(joining=name)
+
+
+def _mode(client, args: str, room: str) -> None:
+    if args in MODES:
+        client.mode(room, *MODES[args])
+        return
+    letters, _, value = args.partition(" ")
+    value = value.strip()
+    if letters in ("-k", "-l") and not value:
+        (client.set_password if letters == "-k" else client.set_member_limit)(room, None)
+    elif letters == "+k" and value and " " not in value:
+        client.set_password(room, value)
+    elif letters == "+l" and value.isdecimal() and int(value) > 0:
+        client.set_member_limit(room, int(value))
+    else:
+        raise _usage("/mode")
 
 
 def _part(client, args: str, room: str | None) -> None:
@@ -143,7 +161,10 @@ def _moderate(client, word: str, args: str, room: str) -> None:
 def room_flags(room) -> list[str]:
     """What sets a ``session.Room`` apart from a plain one: private, topic locked."""
     return [what for what, on in (("private", room.private),
-                                  ("topic locked", room.topic_locked)) if on]
+                                  ("topic locked", room.topic_locked),
+                                  ("needs a password", room.password),
+                                  (f"at most {room.member_limit} members", room.member_limit))
+            if on]
 
 
 def topic_text(room) -> str:

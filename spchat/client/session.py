@@ -75,6 +75,8 @@ class Room:
     topic: str = ""
     private: bool = False
     topic_locked: bool = False
+    password: str = ""  # needed to join ("" none); its members know it
+    member_limit: int = 0  # most members online (0: no limit)
     members: MemberList = field(default_factory=MemberList)
     members_known: bool = False  # a whole member list has come
 
@@ -420,6 +422,7 @@ class ChatClient:
         room = self.rooms.setdefault(key, Room(msg.room))
         room.name, room.topic = msg.room, msg.topic
         room.private, room.topic_locked = msg.private, msg.topic_locked
+        room.password, room.member_limit = msg.password, msg.member_limit
         if key in self._entered:
             return  # a change of its settings
         self._entered.add(key)
@@ -729,14 +732,15 @@ class ChatClient:
         before = self._oldest.get(key, wire.MAX_INT if seen is None else seen + 1)
         self._request(wire.HistoryRequest(before, limit, conversation))
 
-    def join(self, room: str, private: bool = False) -> None:
-        """Join a room, creating it (``private``: invited people only) if new."""
+    def join(self, room: str, private: bool = False, password: str | None = None) -> None:
+        """Join a room, creating it (``private``: invited people only) if new;
+        ``password``: the room's, if it has one."""
         cid = None
         if self.room(room) is None:  # a room joined anew brings its history
             cid, key = self.next_cid(), "#" + name_key(room.removeprefix("#"))
             self._history_due.add(key)
             self._joins[cid] = key  # a refusal names it, and no history comes
-        self._request(wire.Join(room, private, cid))
+        self._request(wire.Join(room, private, cid, password))
 
     def part(self, room: str, reason: str | None = None) -> None:
         self._request(wire.Part(room, reason))
@@ -754,6 +758,14 @@ class ChatClient:
         if flag not in wire.ROOM_FLAGS:
             raise ValueError(f"a room flag is one of {', '.join(wire.ROOM_FLAGS)}")
         self._request(wire.Mode(room, flag, on))
+
+    def set_password(self, room: str, password: str | None) -> None:
+        """Set the password to join a room (None: none)."""
+        self._request(wire.Mode(room, "password", password is not None, password=password))
+
+    def set_member_limit(self, room: str, limit: int | None) -> None:
+        """Set the most members a room takes online (None: no limit)."""
+        self._request(wire.Mode(room, "member_limit", limit is not None, limit=limit))
 
     def moderate(self, room: str, op: str, name: str, reason: str | None = None,
                  minutes: float | None = None) -> None:

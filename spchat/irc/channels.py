@@ -42,6 +42,8 @@ class Channel:
     topic: str = ""
     private: bool = False
     topic_locked: bool = False
+    password: str = ""  # +k
+    member_limit: int = 0  # +l
     # name key -> role, for the members whose role is not "member"
     ranked: dict[str, str] = field(default_factory=dict)
 
@@ -49,8 +51,23 @@ class Channel:
     def irc_name(self) -> str:
         return "#" + self.name
 
-    def modes(self) -> str:
-        return "+" + ("i" if self.private else "") + ("t" if self.topic_locked else "") + "n"
+    def settings_from(self, state) -> None:
+        """Take a room's settings from its ``wire.RoomState``."""
+        self.topic, self.private, self.topic_locked = state.topic, state.private, state.topic_locked
+        self.password, self.member_limit = state.password, state.member_limit
+
+    def modes(self, member: bool = True) -> list[str]:
+        """RPL_CHANNELMODEIS's mode string and its parameters (the password
+        shown to members only, as IRC servers do)."""
+        letters = "+" + ("i" if self.private else "") + ("t" if self.topic_locked else "") + "n"
+        params = []
+        if self.password:
+            letters += "k"
+            params.append(self.password if member else "*")
+        if self.member_limit:
+            letters += "l"
+            params.append(str(self.member_limit))
+        return [letters, *params]
 
     def set_role(self, name: str, role: str) -> str:
         """A member's role now; returns the one it had."""

@@ -11,9 +11,11 @@ import time
 import spchat
 from spchat import wire
 from spchat.irc import numerics as N
-from spchat.irc.channels import name_key, prefix_of, room_key
+from spchat.irc.channels import Channel, name_key, prefix_of, room_key
 from spchat.irc.lines import IrcParseError, parse
 from spchat.irc.outbound import ACTION_PREFIX, irc_time
+from spchat.server.room_commands import check_room_password, parse_member_limit
+from spchat.server.rules import Refused
 
 # IRC's text formatting (bold, colours, italics, ...): spchat's texts are
 # plain, so it goes (colour codes with their numbers).
@@ -168,14 +170,17 @@ class Commands:
             for channel in conn.channels:
                 conn.request(wire.Part(channel.name), Pending("PART", channel.name))
             return
-        for name in line.params[0].split(","):
+        keys = line.params[1].split(",") if len(line.params) > 1 else []
+        for i, name in enumerate(line.params[0].split(",")):
             if not name.startswith("#") or room_key(name) is None:
                 conn.numeric(N.ERR_NOSUCHCHANNEL, name, "No such channel: a room name is "
                              "'#' and 1-32 letters, digits, '_', '-' or '.'")
                 continue
             if conn.channels.get(name) is not None:
                 continue  # in it already: IRC says nothing
-            conn.request(wire.Join(name[1:]), Pending("JOIN", name[1:]))
+            # The n-th key is the n-th channel's password.
+            password = keys[i] if i < len(keys) and keys[i] else None
+            conn.request(wire.Join(name[1:], password=password), Pending("JOIN", name[1:]))
 
     def part(self, line) -> None:
         conn = self.conn
@@ -253,11 +258,12 @@ class Commands:
             if room is None:
                 conn.numeric(N.ERR_NOSUCHCHANNEL, target, "No such channel")
             else:
-                conn.numeric(N.RPL_CHANNELMODEIS, "#" + room.name, "+n" + "".join(
-                    f for f, on in (("t", room.topic_locked),) if on))
+                outside = Channel(room.name)
+                outside.settings_from(room.state())
+                conn.numeric(N.RPL_CHANNELMODEIS, outside.irc_name, *outside.modes(member=False))
             return
         if len(line.params) == 1:
-            conn.numeric(N.RPL_CHANNELMODEIS, channel.irc_name, channel.modes())
+            conn.numeric(N.RPL_CHANNELMODEIS, channel.irc_name, *channel.modes())
             return
         args = list(line.params[2:])
         sign, listed = "+", False
@@ -268,6 +274,8 @@ class Commands:
             if letter in _ROOM_FLAGS:
                 conn.request(wire.Mode(channel.name, _ROOM_FLAGS[letter], sign == "+"),
                              Pending("MODE", channel.name))
+            elif letter in "kl":
+                self._room_setting(channel, sign, letter, args)
             elif letter == "n":
                 pass  # always on: only members speak in a room
             elif (sign, letter) in _MODE_OPS:
@@ -283,6 +291,31 @@ class Commands:
                              Pending("MODE", channel.name, nick))
             else:
                 conn.numeric(N.ERR_UNKNOWNMODE, letter, "is an unknown mode char to me")
+
+    def _room_setting(self, channel: Channel, sign: str, letter: str, args: list[str]) -> None:
+        """+k PASSWORD, -k [PASSWORD], +l LIMIT, -l: the room's password and
+        member limit, checked here so a bad value gets IRC's own numeric."""
+        conn = self.conn
+        flag = "password" if letter == "k" else "member_limit"
+        if sign == "-":
+            if letter == "k" and args:
+                args.pop(0)  # -k takes the old key, which it does not need
+            conn.request(wire.Mode(channel.name, flag, False), Pending("MODE", channel.name))
+            return
+        if not args:
+            conn.numeric(N.ERR_NEEDMOREPARAMS, "MODE", "Not enough parameters")
+            return
+        value = args.pop(0)
+        try:
+            if letter == "k":
+                mode = wire.Mode(channel.name, flag, True, password=check_room_password(value))
+            else:
+                mode = wire.Mode(channel.name, flag, True, limit=parse_member_limit(value))
+        except Refused as refusal:
+            conn.numeric(N.ERR_INVALIDMODEPARAM, channel.irc_name, letter,
+                         "*" if letter == "k" or not value.strip() else value, refusal.text)
+            return
+        conn.request(mode, Pending("MODE", channel.name))
 
     def _user_mode(self, line) -> None:
         conn = self.conn

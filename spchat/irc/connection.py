@@ -50,6 +50,8 @@ REFUSALS = {
     "unknown_user": N.ERR_NOSUCHNICK,
     "not_allowed": N.ERR_CHANOPRIVSNEEDED,
     "invite_only": N.ERR_INVITEONLYCHAN,
+    "room_password": N.ERR_BADCHANNELKEY,
+    "room_full": N.ERR_CHANNELISFULL,
     "banned": N.ERR_BANNEDFROMCHAN,
     "too_many_rooms": N.ERR_TOOMANYCHANNELS,
     "muted": N.ERR_CANNOTSENDTOCHAN,
@@ -356,7 +358,7 @@ class IrcConnection:
 
     def isupport(self) -> list[str]:
         return [
-            "AWAYLEN=200", "CASEMAPPING=rfc8265", "CHANLIMIT=#:100", "CHANMODES=b,,,int",
+            "AWAYLEN=200", "CASEMAPPING=rfc8265", "CHANLIMIT=#:100", "CHANMODES=b,k,l,int",
             "CHANNELLEN=33", "CHANTYPES=#", "ELIST=", "KICKLEN=200", "MODES=1",
             f"NETWORK={self.server_name}", "NICKLEN=32", f"PREFIX={PREFIX_ISUPPORT}",
             "TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART:,KICK:1,NAMES:1,WHOIS:1",

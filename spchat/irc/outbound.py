@@ -80,8 +80,7 @@ class Outbound:
         channel = self.channels.get(msg.room)
         if channel is None:  # a room we are in now: JOIN, then its topic
             channel = self.channels.add(msg.room)
-            channel.topic, channel.private, channel.topic_locked = (
-                msg.topic, msg.private, msg.topic_locked)
+            channel.settings_from(msg)
             conn.emit(conn.own_mask, "JOIN", channel.irc_name)
             if channel.topic:  # RPL_NOTOPIC only answers a TOPIC query
                 self.send_topic(channel)
@@ -100,8 +99,11 @@ class Outbound:
                                  ("t", channel.topic_locked, msg.topic_locked)):
             if old != new:
                 changes.append((("+" if new else "-") + letter, ""))
-        channel.topic, channel.private, channel.topic_locked = (
-            msg.topic, msg.private, msg.topic_locked)
+        if msg.password != channel.password:
+            changes.append(("+k", msg.password) if msg.password else ("-k", "*"))
+        if msg.member_limit != channel.member_limit:
+            changes.append(("+l", str(msg.member_limit)) if msg.member_limit else ("-l", ""))
+        channel.settings_from(msg)
 
     def send_topic(self, channel: Channel) -> None:
         if channel.topic:

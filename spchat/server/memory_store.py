@@ -223,7 +223,8 @@ class MemoryStore:
     def save_room(self, room):
         old = self._rooms.get(room.key)
         settings = dict(key=room.key, name=room.name, topic=room.topic, private=room.private,
-                        topic_locked=room.topic_locked)
+                        topic_locked=room.topic_locked, password=room.password,
+                        member_limit=room.member_limit)
         if old is None:
             self._rooms[room.key] = RoomRecord(**settings, created=room.created)
         else:

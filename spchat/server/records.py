@@ -112,3 +112,5 @@ class RoomRecord:
     bans: dict[str, tuple[str, float | None, str]] = field(default_factory=dict)
     mutes: dict[str, str] = field(default_factory=dict)
     last_seq: int = 0
+    password: str = ""  # to join (IRC's +k); "" for none
+    member_limit: int = 0  # most members online (IRC's +l); 0 for no limit

@@ -8,6 +8,7 @@ it needs.  Changes are kept by the store as they are made.
 
 from __future__ import annotations
 
+import hmac
 
 from spchat import wire
 from spchat.server.records import RoomRecord
@@ -22,11 +23,36 @@ from spchat.terminal import SafeLogger
 # Rooms one session may be in: each costs it a member list and its lines,
 # and a welcome names them all.
 MAX_ROOMS_PER_SESSION = 100
+MAX_MEMBER_LIMIT = 100_000
 # A topic is shown above the conversation: one line, a few sentences.
 MAX_TOPIC_BYTES = 300
 OPERATOR = RANKS["operator"]
 OWNER = RANKS["owner"]
 MEMBER = RANKS["member"]
+
+
+def check_room_password(password: str) -> str:
+    """A room password must be typed after ``/join #room`` (and IRC's JOIN):
+    one word of printable characters."""
+    if not 1 <= len(password) <= wire.MAX_ROOM_PASSWORD_CHARS:
+        raise Refused("bad_mode_value", "a room password is 1 to "
+                      f"{wire.MAX_ROOM_PASSWORD_CHARS} characters")
+    if not password.isprintable() or any(ch.isspace() for ch in password):
+        raise Refused("bad_mode_value", "a room password is one word: no spaces or "
+                      "unprintable characters")
+    return password
+
+def check_member_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_MEMBER_LIMIT:
+        raise Refused("bad_mode_value", f"a member limit is 1 to {MAX_MEMBER_LIMIT}")
+    return limit
+
+
+def parse_member_limit(text: str) -> int:
+    """A member limit as typed (IRC's MODE +l)."""
+    if not text.strip().isdecimal():
+        raise Refused("bad_mode_value", f"a member limit is a number, 1 to {MAX_MEMBER_LIMIT}")
+    return check_member_limit(int(text))
 
 
 class Actor:
@@ -104,9 +130,19 @@ class RoomCommands:
             session.link.conn.send_shared(self.directory.member_list(room))
             return
         self._check_room_ban(room, session.key)
-        if room.private and session.key not in room.invited and room.rank_of(session.key) < OPERATOR:
+        # An invitation, or a standing as operator, opens every door.
+        let_in = session.key in room.invited or room.rank_of(session.key) >= OPERATOR
+        if room.private and not let_in:
             raise Refused("invite_only", f"#{room.name} is private: an operator of it must "
                           "/invite you first")
+        if room.password and not let_in and not hmac.compare_digest(
+                (msg.password or "").encode(), room.password.encode()):
+            raise Refused("room_password", f"#{room.name} needs its password: "
+                          f"/join #{room.name} PASSWORD" if msg.password is None
+                          else f"wrong password for #{room.name}")
+        if room.full() and not let_in:
+            raise Refused("room_full", f"#{room.name} is full ({room.member_limit} members); "
+                          "an operator of it may /invite you")
         room.invited.discard(session.key)
         self.enter(session, room)
 
@@ -206,12 +242,40 @@ class RoomCommands:
     def mode(self, session: Session | None, msg: wire.Mode) -> str:
         room, actor = self.room_for(session, msg.room)
         self._need(actor, room, OPERATOR, "change the room's modes")
+        if msg.flag in wire.ROOM_SETTINGS:
+            value = msg.password if msg.flag == "password" else msg.limit
+            if msg.on and value is None:
+                raise Refused("bad_mode_value", f"setting the room's {msg.flag.replace('_', ' ')} "
+                              "needs its value")
+            if msg.flag == "password":
+                return self._set_password(room, actor, value if msg.on else None)
+            return self._set_limit(room, actor, value if msg.on else None)
         setattr(room, msg.flag, msg.on)
         what = {"private": "private (invited people only)",
                 "topic_locked": "topic-locked (only operators set the topic)"}[msg.flag]
         self._changed(room, "mode", f"{actor.name} made the room {'' if msg.on else 'no longer '}"
                       f"{what}", actor.name)
         return f"#{room.name} is {'' if msg.on else 'no longer '}{msg.flag.replace('_', '-')}"
+
+    def _set_password(self, room: Room, actor, password: str | None) -> str:
+        if password is None:
+            room.password = ""
+            self._changed(room, "mode", f"{actor.name} removed the room's password", actor.name)
+            return f"#{room.name} needs no password now"
+        room.password = check_room_password(password)
+        self._changed(room, "mode", f"{actor.name} set a password for the room", actor.name)
+        return f"#{room.name} needs its password now"
+
+    def _set_limit(self, room: Room, actor, limit: int | None) -> str:
+        if limit is None:
+            room.member_limit = 0
+            self._changed(room, "mode", f"{actor.name} lifted the room's member limit",
+                          actor.name)
+            return f"#{room.name} has no member limit now"
+        room.member_limit = check_member_limit(limit)
+        self._changed(room, "mode", f"{actor.name} limited the room to {limit} members online",
+                      actor.name)
+        return f"#{room.name} takes at most {limit} members now"
 
     def _changed(self, room: Room, kind: str, text: str, by: str) -> None:
         self.on_change()

@@ -38,6 +38,8 @@ class Room:
         self.topic = record.topic
         self.private = record.private
         self.topic_locked = record.topic_locked
+        self.password = record.password
+        self.member_limit = record.member_limit
         self.created = record.created
         # Registered accounts' roles (kept by the store): key -> (name, role).
         self.roles = dict(record.roles)
@@ -67,12 +69,16 @@ class Room:
 
     def state(self) -> wire.RoomState:
         return wire.RoomState(self.name, self.topic, self.private, self.topic_locked,
-                              self.last_seq)
+                              self.last_seq, self.password, self.member_limit)
+
+    def full(self) -> bool:
+        return 0 < self.member_limit <= len(self.members)
 
     def record(self) -> RoomRecord:
         """The settings, as the store keeps them."""
         return RoomRecord(self.key, self.name, self.topic, self.private, self.topic_locked,
-                          self.created)
+                          self.created, password=self.password,
+                          member_limit=self.member_limit)
 
 
 class RoomDirectory:

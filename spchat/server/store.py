@@ -179,6 +179,11 @@ MIGRATIONS = [
     ALTER TABLE messages ADD COLUMN to_lineage TEXT;
     CREATE INDEX messages_by_to_lineage ON messages (to_lineage) WHERE to_lineage IS NOT NULL;
     """,
+    # Version 6: a room's password to join, and its most members online.
+    """
+    ALTER TABLE rooms ADD COLUMN password TEXT NOT NULL DEFAULT '';
+    ALTER TABLE rooms ADD COLUMN member_limit INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -472,10 +477,11 @@ class Tables:
     def load(self) -> list[RoomRecord]:
         with _snapshot(self.conn):
             rooms = {
-                key: RoomRecord(key, name, topic, bool(private), bool(locked), created)
-                for key, name, topic, private, locked, created in self._query(
-                    "SELECT key, name, topic, private, topic_locked, created FROM rooms "
-                    "ORDER BY key")
+                key: RoomRecord(key, name, topic, bool(private), bool(locked), created,
+                                password=password, member_limit=member_limit)
+                for key, name, topic, private, locked, created, password, member_limit
+                in self._query("SELECT key, name, topic, private, topic_locked, created, "
+                               "password, member_limit FROM rooms ORDER BY key")
             }
             for room, key, name, role in self._query(
                     "SELECT room, key, name, role FROM room_roles"):
@@ -495,11 +501,13 @@ class Tables:
         # An upsert, never INSERT OR REPLACE: replacing the row would delete
         # it first, and its roles, bans and mutes with it.
         self._write(
-            "INSERT INTO rooms (key, name, topic, private, topic_locked, created) "
-            "VALUES (?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET name = excluded.name, "
-            "topic = excluded.topic, private = excluded.private, "
-            "topic_locked = excluded.topic_locked",
-            (room.key, room.name, room.topic, room.private, room.topic_locked, room.created),
+            "INSERT INTO rooms (key, name, topic, private, topic_locked, created, password, "
+            "member_limit) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+            "name = excluded.name, topic = excluded.topic, private = excluded.private, "
+            "topic_locked = excluded.topic_locked, password = excluded.password, "
+            "member_limit = excluded.member_limit",
+            (room.key, room.name, room.topic, room.private, room.topic_locked, room.created,
+             room.password, room.member_limit),
         )
 
     def delete_room(self, key: str) -> None:
