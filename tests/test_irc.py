@@ -238,6 +238,36 @@ def test_sasl_plain_logs_in_to_a_registered_account(service):
 
 
 @pytest_twisted.inlineCallbacks
+def test_account_tag_marks_lines_of_registered_senders_only(service):
+    yield registered(service, "erin", "correct horse battery")
+    tagged = yield irc_client(service, "tagged", caps=("account-tag", "message-tags"))
+    plain = yield irc_client(service, "plain", caps=("message-tags",))
+    erin, e = spchat_user(service, "erin", password="correct horse battery")
+    guest, g = spchat_user(service, "guest")
+    yield wait_until(lambda: e.of(wire.Welcome) and g.of(wire.Welcome))
+    service.core.receive(erin, wire.Say("signed", "e1"))
+    service.core.receive(guest, wire.Say("unsigned", "g1"))
+    service.core.receive(erin, wire.Direct("tagged", "just you", "e2"))
+    yield tagged.wait_for("PRIVMSG", 3)
+    yield plain.wait_for("PRIVMSG", 2)
+    assert [(line.params[1], line.tags.get("account")) for line in tagged.of("PRIVMSG")] == [
+        ("signed", "erin"), ("unsigned", None), ("just you", "erin")]
+    assert not any("account" in line.tags for line in plain.of("PRIVMSG"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_away_notify_tells_the_room_of_an_irc_users_away(service):
+    watcher = yield irc_client(service, "watcher", caps=("away-notify",))
+    other = yield irc_client(service, "other")
+    other.send("AWAY :lunch", "AWAY :lunch", "AWAY", "PING :done")
+    yield other.wait_for("PONG")
+    watcher.send("PING :done")
+    yield watcher.wait_for("PONG")
+    assert [line.params for line in watcher.of("AWAY")] == [["lunch"], []]  # once each
+    assert all(line.source.startswith("other!") for line in watcher.of("AWAY"))
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_registered_name_needs_its_password(service):
     yield registered(service, "dave", "correct horse battery")
     client = yield irc_client(service)

@@ -8,6 +8,8 @@ import binascii
 
 # Only what works end to end; each value is what CAP LS 302 shows.
 OFFERED = {
+    "account-tag": "",
+    "away-notify": "",
     "batch": "",
     "draft/chathistory": "",
     "echo-message": "",

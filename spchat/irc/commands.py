@@ -568,11 +568,15 @@ class Commands:
     def away(self, line) -> None:
         conn = self.conn
         text = line.params[0] if line.params else ""
-        conn.away = text[:200] or None
+        before, conn.away = conn.away, text[:200] or None
         if conn.away:
             conn.numeric(N.RPL_NOWAWAY, "You have been marked as being away")
         else:
             conn.numeric(N.RPL_UNAWAY, "You are no longer marked as being away")
+        if conn.away != before:  # the same again tells nobody anything
+            for other in conn.room_peers():
+                if "away-notify" in other.caps:
+                    other.emit(conn.own_mask, "AWAY", *([conn.away] if conn.away else []))
 
     def lusers(self, line=None) -> None:
         conn = self.conn

@@ -124,6 +124,22 @@ class IrcConnection:
     def is_me(self, name: str) -> bool:
         return self.session is not None and name_key(name) == self.session.key
 
+    def account_name(self, name: str) -> str | None:
+        """``name``, if it is a registered account's online now (account-tag)."""
+        session = self.core.by_key.get(name_key(name) or "")
+        return session.name if session is not None and session.registered else None
+
+    def room_peers(self) -> list[IrcConnection]:
+        """The other IRC connections in a room with this one, each once."""
+        peers: dict[int, IrcConnection] = {}
+        for key in self.session.rooms if self.session is not None else ():
+            room = self.core.directory.get(key)
+            for member in room.members.values() if room is not None else ():
+                conn = member.link.conn if member.link is not None else None
+                if isinstance(conn, IrcConnection) and conn is not self:
+                    peers[id(conn)] = conn
+        return list(peers.values())
+
     def emit(self, source: str | None, command: str, *params: str, tags=None,
              split: bool = True) -> None:
         if not self.closed:

@@ -14,7 +14,7 @@ import itertools
 from twisted.internet import defer
 
 from spchat.irc.channels import name_key, room_key
-from spchat.irc.outbound import line_tags, msgid, privmsg
+from spchat.irc.outbound import account_of_record, line_tags, msgid, privmsg
 from spchat.server.records import direct_conversation, reader_of
 
 MAX_LIMIT = 100
@@ -156,7 +156,8 @@ class ChatHistory:
                 to = target
             else:  # a direct line: to the other one, or to us
                 to = r.to if conn.is_me(r.sender) else conn.nick
-            tags = line_tags(r.ts, msgid(r.conversation, r.seq), True, "message-tags" in caps)
+            tags = line_tags(r.ts, msgid(r.conversation, r.seq), True, "message-tags" in caps,
+                             account=account_of_record(r) if "account-tag" in caps else None)
             if batch is not None:
                 tags = {"batch": batch, **tags}
             conn.write(privmsg(conn.mask(r.sender), to, r.text, tags))

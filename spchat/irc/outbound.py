@@ -16,7 +16,7 @@ from spchat import wire
 from spchat.irc import numerics as N
 from spchat.irc.channels import ROLE_MODES, Channel, name_key, room_key
 from spchat.irc.lines import encode
-from spchat.server.records import direct_conversation
+from spchat.server.records import account_of, direct_conversation
 
 # Quits remembered, at most (a name that comes back is forgotten at once).
 MAX_QUITS = 1024
@@ -156,6 +156,9 @@ class Outbound:
             self._quits.pop(name_key(msg.name), None)
             if not conn.is_me(msg.name):
                 conn.emit(conn.mask(msg.name), "JOIN", channel.irc_name)
+                joiner = conn.registry.get(msg.name)
+                if "away-notify" in conn.caps and joiner is not None and joiner.away:
+                    conn.emit(conn.mask(msg.name), "AWAY", joiner.away)
         elif kind == "leave":
             conn.emit(conn.mask(msg.name), "PART", channel.irc_name,
                       *([msg.reason] if msg.reason else []))
@@ -245,7 +248,8 @@ class Outbound:
         conn = self.conn
         caps = conn.caps
         command, extra = sent or ("PRIVMSG", {})
-        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps, extra)
+        account = conn.account_name(sender) if "account-tag" in caps else None
+        tags = line_tags(ts, mid, "server-time" in caps, "message-tags" in caps, extra, account)
         conn.write(privmsg(conn.mask(sender), target, text, tags, command))
 
     def room_lines(self, lines) -> None:
@@ -255,8 +259,10 @@ class Outbound:
         conn = self.conn
         caps = conn.caps
         with_time, with_id = "server-time" in caps, "message-tags" in caps
-        shared = lines.cached(f"irc{int(with_time)}{int(with_id)}", _encode_room_lines,
-                              lines, conn.registry, with_time, with_id)
+        with_account = "account-tag" in caps
+        shared = lines.cached(f"irc{int(with_time)}{int(with_id)}{int(with_account)}",
+                              _encode_room_lines, lines, conn.registry, with_time, with_id,
+                              with_account)
         own = conn.session.key
         out = []
         for record, data in zip(lines.records, shared):
@@ -302,9 +308,11 @@ class Outbound:
 
 
 def line_tags(ts: int, mid: str, with_time: bool, with_id: bool,
-              client_tags: dict[str, str] | None = None) -> dict[str, str]:
+              client_tags: dict[str, str] | None = None,
+              account: str | None = None) -> dict[str, str]:
     """A line's tags for a client: its time (server-time), its msgid and
-    the sender's client-only tags (message-tags)."""
+    the sender's client-only tags (message-tags), its account (account-tag,
+    given only to those who asked for it)."""
     tags = {}
     if with_id and client_tags:
         tags.update(client_tags)
@@ -312,7 +320,14 @@ def line_tags(ts: int, mid: str, with_time: bool, with_id: bool,
         tags["time"] = irc_time(ts)
     if with_id:
         tags["msgid"] = mid
+    if account:
+        tags["account"] = account
     return tags
+
+
+def account_of_record(record) -> str | None:
+    """The account a saved line was sent from (its sender, registered), or None."""
+    return record.sender if record.lineage and account_of(record.lineage) else None
 
 
 def privmsg(source: str, target: str, text: str, tags: dict[str, str],
@@ -326,13 +341,16 @@ def privmsg(source: str, target: str, text: str, tags: dict[str, str],
                     for line in text_lines(text))
 
 
-def _encode_room_lines(lines, registry, with_time: bool, with_id: bool) -> list[bytes]:
+def _encode_room_lines(lines, registry, with_time: bool, with_id: bool,
+                       with_account: bool) -> list[bytes]:
     target = "#" + lines.room
     out = []
     for r in lines.records:  # the records know their senders' keys: no folding per line
         command, extra = registry.sent(r.sender_key, r.cid) or ("PRIVMSG", {})
+        account = account_of_record(r) if with_account else None
         out.append(privmsg(registry.mask(r.sender, r.sender_key), target, r.text,
-                           line_tags(r.ts, msgid(target, r.seq), with_time, with_id, extra),
+                           line_tags(r.ts, msgid(target, r.seq), with_time, with_id, extra,
+                                     account),
                            command))
     return out
 
