@@ -290,8 +290,9 @@ SETTINGS: tuple[Setting, ...] = (
             "20", _int_range(1),
             "Concurrent TCP connections allowed from one IP address (1 or more)."),
     Setting("max_connections", "CHAT_MAX_CONNECTIONS", "max-connections", "0", _int_range(0),
-            "Chat connections the server holds at once (0: its file-descriptor limit, raised "
-            "to the hard limit at start, less 64); when full, the oldest not logged in goes."),
+            "Chat and IRC connections the server holds at once (0: its file-descriptor limit, "
+            "raised to the hard limit at start, less 64); when full, the oldest not logged in "
+            "goes."),
     Setting("login_reserve", "CHAT_LOGIN_RESERVE", "login-reserve", "32", _int_range(0),
             "Of those, the last ones only for addresses with a session on the server "
             "(a client coming back), so guests cannot take every place."),

@@ -126,7 +126,8 @@ class ChatService(service.MultiService):
                               max_connections_per_ip=cfg.max_connections_per_ip,
                               send_buffer_bytes=cfg.send_buffer_bytes,
                               operator=cfg.irc_operator,
-                              refusal_log_seconds=cfg.refusal_log_seconds) \
+                              refusal_log_seconds=cfg.refusal_log_seconds,
+                              capacity=self.factory) \
             if cfg.irc_listen or cfg.ircs_listen else None
         self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
 

@@ -79,6 +79,7 @@ class IrcConnection:
         self.realname = ""
         self.password: str | None = None
         self.away: str | None = None
+        self.on_logged_in = lambda: None  # the session started (see IrcProtocol)
         self.invisible = False  # user mode +i
         self.wallops = False  # user mode +w
         self.oper = False  # OPER succeeded
@@ -362,8 +363,8 @@ class IrcConnection:
         self.numeric(N.RPL_YOURHOST, f"Your host is {self.server_name}, running version "
                      f"spchat-{spchat.__version__}")
         self.numeric(N.RPL_CREATED, f"This server was created {self.created}")
-        self.numeric(N.RPL_MYINFO, self.server_name, f"spchat-{spchat.__version__}", "i", "biqot",
-                     "bqo")
+        self.numeric(N.RPL_MYINFO, self.server_name, f"spchat-{spchat.__version__}", "iow",
+                     "biklnot", "bklo")
         for tokens in _chunks(self.isupport(), 12):
             self.numeric(N.RPL_ISUPPORT, *tokens, "are supported by this server")
         self.commands.lusers()
@@ -387,6 +388,7 @@ class IrcConnection:
 
     def started(self, session, resumed):
         self.session = session
+        self.on_logged_in()
 
     def send(self, message):
         if isinstance(message, wire.Welcome):

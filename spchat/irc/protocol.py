@@ -45,6 +45,15 @@ class IrcProtocol(protocol.Protocol):
         self._paused_since: float | None = None  # the peer stopped reading then
         self._unsent = 0  # bytes written since
 
+    @property
+    def peer(self) -> str:
+        return f"irc {self.host}"
+
+    def cut_to_make_room(self) -> None:
+        """The server is full and this connection is the oldest not registered."""
+        if self.transport is not None:
+            self.transport.abortConnection()
+
     def connectionMade(self):
         f = self.factory
         peer = self.transport.getPeer()
@@ -52,6 +61,8 @@ class IrcProtocol(protocol.Protocol):
         self.conn = IrcConnection(f.core, f.registry, self._write, self._hang_up,
                                   f"{peer.host}:{peer.port}", f.server_name, f.created,
                                   f.operator)
+        if f.capacity is not None:  # registered: no longer the first to go when full
+            self.conn.on_logged_in = lambda: f.capacity.slots.logged_in(self)
         self._registration_timer = f.clock.callLater(f.registration_timeout,
                                                      self._registration_over)
 
@@ -140,6 +151,8 @@ class IrcProtocol(protocol.Protocol):
                 timer.cancel()
         self._registration_timer = self._ping_timer = None
         self.factory.per_ip.give_back(self.host)
+        if self.factory.capacity is not None:
+            self.factory.capacity.slots.release(self)
         self.factory.protocols.discard(self)
         if self.conn is not None:
             self.conn.connection_lost("connection lost")
@@ -228,7 +241,9 @@ class IrcFactory(protocol.Factory):
                  registration_timeout: float = 10.0, ping_interval: float = 120.0,
                  max_connections_per_ip: int = 20, send_buffer_bytes: int = 1 << 20,
                  operator: tuple[str, str] | None = None,
-                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS, capacity=None):
+        """``capacity``: the chat's ``ChatServerFactory``, whose connection
+        cap (CHAT_MAX_CONNECTIONS) counts the gateway's connections too."""
         self.core = core
         self.clock = clock
         self.server_name = server_name
@@ -241,6 +256,7 @@ class IrcFactory(protocol.Factory):
         self.per_ip = PerAddress(max_connections_per_ip)
         self.refusals = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.protocols: set[IrcProtocol] = set()
+        self.capacity = capacity
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
 
     def buildProtocol(self, addr):
@@ -250,7 +266,12 @@ class IrcFactory(protocol.Factory):
                 host, "irc: {host}: refused: more than {limit} connections from this address "
                 "({count} refused so far)", host=host, limit=self.max_connections_per_ip)
             return None
+        if self.capacity is not None and not self.capacity.admit(host):
+            self.per_ip.give_back(host)
+            return None
         proto = IrcProtocol(self, host)
+        if self.capacity is not None:
+            self.capacity.slots.take(proto)
         self.protocols.add(proto)
         return proto
 

@@ -318,6 +318,12 @@ class ChatServerProtocol(NoiseChannel):
         self.send_message(wire.Bye(code, text))
         self.hang_up()
 
+    def cut_to_make_room(self) -> None:
+        """The server is full and this connection is the oldest not logged in."""
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abortConnection()
+
 
 class ChatServerFactory(protocol.Factory):
     """Builds one protocol per connection; caps connections per IP and in
@@ -389,17 +395,26 @@ class ChatServerFactory(protocol.Factory):
                     host=host, limit=self.max_connections_per_ip, count=self.refused[host],
                 )
             return None  # Twisted closes the connection at once
-        if not self.slots.room_for(lambda: self._has_session(host)):
+        if not self.admit(host):
             self.per_ip.give_back(host)
-            if self.full.count("*"):
-                self.log.info("{host}: refused: the server is full ({limit} connections, "
-                              "the last {reserve} kept for addresses with a session; "
-                              "{count} refused so far)", host=host, limit=self.slots.limit,
-                              reserve=self.slots.reserve, count=self.full["*"])
             return None
         proto = ChatServerProtocol(self, host)
         self.slots.take(proto)
         return proto
+
+    def admit(self, host: str) -> bool:
+        """Whether the server has a place for one more connection from
+        ``host`` (of any kind: the IRC gateway's count too), making one if
+        it can; says so in the log (at a bounded rate) if not.  The caller
+        then ``slots.take``s its connection."""
+        if self.slots.room_for(lambda: self._has_session(host)):
+            return True
+        if self.full.count("*"):
+            self.log.info("{host}: refused: the server is full ({limit} connections, "
+                          "the last {reserve} kept for addresses with a session; "
+                          "{count} refused so far)", host=host, limit=self.slots.limit,
+                          reserve=self.slots.reserve, count=self.full["*"])
+        return False
 
     def _has_session(self, host: str) -> bool:
         """Whether a session (connected or waiting to be resumed) was last
@@ -419,9 +434,7 @@ class ChatServerFactory(protocol.Factory):
             self.log.info("full ({limit} connections): cutting the oldest not logged in, "
                           "from {peer} ({count} cut so far)",
                           limit=self.slots.limit, peer=proto.peer, count=self.full["shed"])
-        proto.closing = True
-        if proto.transport is not None:
-            proto.transport.abortConnection()
+        proto.cut_to_make_room()
 
     def connection_lost(self, proto: ChatServerProtocol) -> None:
         self.per_ip.give_back(proto.ip)
