@@ -15,6 +15,7 @@ from spchat.server.core import ChatCore, Limits
 
 from conftest import OPEN_CLIENTS, ServerProcess, connect_client, subprocess_env, wait_until
 from helpers import MemoryClient, fired, login
+from irc_peer import irc_peer
 
 TOKEN = "t" * 43
 
@@ -162,6 +163,42 @@ def test_admin_command_against_a_real_server(tmp_path, pins):
     finally:
         while OPEN_CLIENTS:
             OPEN_CLIENTS.pop().logout()
+        if server.proc.poll() is None:
+            server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_administrators_actions_reach_irc_users(tmp_path):
+    server = ServerProcess(tmp_path, "--irc", "tcp:0:interface=127.0.0.1")
+    peers = []
+    try:
+        for nick in ("ann", "ben"):
+            peers.append((yield irc_peer(server.irc_port, nick=nick)))
+        ann, ben = peers
+        assert ann.welcomed and ben.welcomed
+        listed = yield threads.deferToThread(admin_command, server, tmp_path, "list", "--json")
+        rows = {row["name"]: row for row in json.loads(listed.stdout)["sessions"]}
+        assert set(rows) == {"ann", "ben"} and rows["ann"]["client"] == "irc"
+        said = yield threads.deferToThread(admin_command, server, tmp_path, "broadcast",
+                                           "maintenance at noon")
+        assert said.returncode == 0, said.stderr
+        for peer in peers:
+            yield wait_until(lambda p=peer: b"NOTICE" in p.data and b"maintenance at noon" in p.data)
+        kicked = yield threads.deferToThread(admin_command, server, tmp_path, "kick", "ben",
+                                             "--reason", "spam")
+        assert kicked.returncode == 0, kicked.stderr
+        yield wait_until(lambda: not ben.open)
+        assert b"ERROR :Closing link: you were kicked: spam" in ben.data
+        yield wait_until(lambda: b"ben!" in ann.data and b" QUIT " in ann.data)
+        down = yield threads.deferToThread(admin_command, server, tmp_path, "shutdown")
+        assert down.returncode == 0, down.stderr
+        yield wait_until(lambda: not ann.open, timeout=20)
+        assert b"ERROR :Closing link:" in ann.data and b"shutting down" in ann.data
+        assert server.proc.wait(timeout=20) == 0
+    finally:
+        for peer in peers:
+            if peer.open:
+                peer.transport.abortConnection()
         if server.proc.poll() is None:
             server.stop()
 

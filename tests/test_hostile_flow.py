@@ -24,6 +24,7 @@ from spchat.p2p.node import SharingNode
 
 from conftest import ServerProcess, wait_until
 from hostile import ATTACKERS, Chatters, HostileClient, HostileServer, hostile_client
+from irc_peer import irc_peer
 
 NO_FLOOD_LIMIT = ["--flood-burst", "1000000", "--flood-rate", "1000000",
                   "--flood-queue", "20000"]
@@ -215,35 +216,8 @@ def test_guests_cannot_take_the_places_kept_for_returning_clients(full_server, p
         guest.abort()
 
 
-class IrcPeer(protocol.Protocol):
-    """An IRC connection: registers as ``nick`` if given, or stays silent."""
-
-    def __init__(self, nick=None):
-        self.nick, self.data, self.open = nick, b"", True
-
-    def connectionMade(self):
-        if self.nick:
-            self.transport.write(f"NICK {self.nick}\r\nUSER u 0 * :u\r\n".encode())
-
-    def dataReceived(self, data):
-        self.data += data
-
-    @property
-    def welcomed(self):
-        return b" 001 " in self.data
-
-    def connectionLost(self, reason=None):
-        self.open = False
-
-
-@defer.inlineCallbacks
-def irc_peer(server, source, nick=None):
-    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", server.service.irc_port.getHost().port,
-                                  timeout=10, bindAddress=(source, 0))
-    peer = yield connectProtocol(endpoint, IrcPeer(nick))
-    if nick:
-        yield wait_until(lambda: peer.welcomed or not peer.open)
-    return peer
+def irc_port(server) -> int:
+    return server.service.irc_port.getHost().port
 
 
 @pytest_twisted.inlineCallbacks
@@ -253,9 +227,9 @@ def test_irc_connections_count_in_the_servers_cap(tmp_path):
     peers, silent_ones = [], []
     try:
         for i in range(8):
-            peers.append((yield irc_peer(server, ATTACKERS[i % 4], f"irc{i}")))
+            peers.append((yield irc_peer(irc_port(server), ATTACKERS[i % 4], f"irc{i}")))
         for _ in range(2):
-            silent_ones.append((yield irc_peer(server, ATTACKERS[4])))
+            silent_ones.append((yield irc_peer(irc_port(server), ATTACKERS[4])))
         assert all(p.welcomed for p in peers) and len(server.service.factory.slots) == 10
         # Full for anyone new: a chat client pushes out the oldest IRC
         # connection that has not registered, not a registered one.
@@ -266,7 +240,7 @@ def test_irc_connections_count_in_the_servers_cap(tmp_path):
         yield wait_until(lambda: not silent_ones[1].open)
         # Now every open place holds someone logged in: the next is refused,
         # by either protocol.
-        late = yield irc_peer(server, ATTACKERS[7])
+        late = yield irc_peer(irc_port(server), ATTACKERS[7])
         yield wait_until(lambda: not late.open)
         assert late.data == b"" and all(p.open for p in peers)
         assert len(server.service.factory.slots) == 10
