@@ -484,6 +484,45 @@ def test_chathistory_of_a_direct_conversation(service):
 
 
 @pytest_twisted.inlineCallbacks
+def test_labeled_commands_get_their_answers_labeled(service):
+    caps = ("labeled-response", "batch", "echo-message", "draft/chathistory", "server-time")
+    client = yield irc_client(service, "lab", caps=caps)
+    other = yield irc_client(service, "other")
+    other.send("PRIVMSG #lobby :before")
+    yield client.wait_for("PRIVMSG")
+    client.send("@label=a1 PRIVMSG #lobby :saved first", "@label=a2 WHOIS nobody",
+                "@label=a3 AWAY", "@label=a4 CHATHISTORY LATEST #lobby * 10",
+                "@label=a5 PING :done")
+    yield client.wait_for("PONG")
+    labeled = [line for line in client.lines if "label" in line.tags]
+    by_label = {line.tags["label"]: line for line in labeled}
+    # The echo, once saved, answers the line; WHOIS answers with a batch.
+    assert by_label["a1"].command == "PRIVMSG" and by_label["a1"].params[1] == "saved first"
+    assert by_label["a2"].command == "BATCH" and by_label["a2"].params[1] == "labeled-response"
+    ref = by_label["a2"].params[0][1:]
+    inside = [line.command for line in client.lines if line.tags.get("batch") == ref]
+    assert inside == ["401", "318"]
+    assert by_label["a3"].command == "305"  # one line: the label on it
+    # CHATHISTORY's batch comes later, from the store, inside the labeled one.
+    assert by_label["a4"].command == "BATCH"
+    outer = by_label["a4"].params[0][1:]
+    [history] = [line for line in client.lines if line.command == "BATCH"
+                 and line.tags.get("batch") == outer and line.params[0].startswith("+")]
+    assert history.params[1] == "chathistory"
+    texts = [line.params[1] for line in client.lines
+             if line.tags.get("batch") == history.params[0][1:]]
+    assert texts == ["before", "saved first"]
+    assert by_label["a5"].command == "PONG"
+    # What others said meanwhile is not part of an answer.
+    other.send("PRIVMSG #lobby :unrelated")
+    client.send("@label=a6 MODE #lobby +x")  # an unknown mode: one numeric
+    yield client.wait_for("472")
+    yield wait_until(lambda: any(line.params[-1] == "unrelated" for line in client.of("PRIVMSG")))
+    assert not any("label" in line.tags for line in client.of("PRIVMSG")
+                   if line.params[-1] == "unrelated")
+
+
+@pytest_twisted.inlineCallbacks
 def test_whowas_remembers_who_held_a_nick(service):
     asker = yield irc_client(service, "asker")
     for ident in ("first", "second"):

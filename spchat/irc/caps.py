@@ -13,6 +13,7 @@ OFFERED = {
     "batch": "",
     "draft/chathistory": "",
     "echo-message": "",
+    "labeled-response": "",
     "message-tags": "",
     # A member has one role, so one prefix: every prefix is always shown.
     "multi-prefix": "",

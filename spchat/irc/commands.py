@@ -50,6 +50,16 @@ class Commands:
             line = parse(raw)
         except IrcParseError:
             return  # an empty line: ignored, as the specifications ask
+        label = line.tags.get("label")
+        # Labeled answers of several lines are batches: both capabilities, or neither.
+        if conn.registered and {"labeled-response", "batch"} <= conn.caps.enabled \
+                and conn.labels.usable(label):
+            conn.labels.run(label, lambda: self._run(line))
+        else:
+            self._run(line)
+
+    def _run(self, line) -> None:
+        conn = self.conn
         handler = self._handlers.get(line.command)
         if not conn.registered and line.command not in BEFORE_REGISTRATION:
             if handler is None:
@@ -60,8 +70,7 @@ class Commands:
         if handler is None:
             conn.numeric(N.ERR_UNKNOWNCOMMAND, line.command, "Unknown command")
             return
-        needed = self._needs.get(line.command, 0)
-        if len(line.params) < needed:
+        if len(line.params) < self._needs.get(line.command, 0):
             conn.numeric(N.ERR_NEEDMOREPARAMS, line.command, "Not enough parameters")
             return
         handler(self, line)
@@ -412,11 +421,13 @@ class Commands:
             other = conn.registry.by_key(key)
             if other is None or "message-tags" not in other.caps:
                 continue
-            if other is conn and "echo-message" not in conn.caps:
+            if other is conn:  # a room's line is not sent back, but to oneself it arrives
+                if not target.startswith("#"):
+                    conn.labels.aside(lambda: conn.emit(conn.own_mask, "TAGMSG", shown,
+                                                        tags=conn.visible_tags(tags)))
                 continue
             other.emit(conn.own_mask, "TAGMSG", shown, tags=other.visible_tags(tags))
-        if target.startswith("#") is False and conn.session.key not in keys \
-                and "echo-message" in conn.caps and "message-tags" in conn.caps:
+        if "echo-message" in conn.caps and "message-tags" in conn.caps:
             conn.emit(conn.own_mask, "TAGMSG", shown, tags=conn.visible_tags(tags))
 
     # --- questions ----------------------------------------------------------------------
@@ -542,8 +553,10 @@ class Commands:
             else:
                 conn.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect")
 
+        held = conn.labels.later()  # the password check answers later
         d = passwords.verify(line.params[1], operator[1])
-        d.addCallbacks(checked, lambda _: conn.numeric(N.ERR_PASSWDMISMATCH, "Password incorrect"))
+        d.addErrback(lambda _: False)
+        d.addCallback(lambda ok: conn.labels.answer(held, lambda: checked(ok)))
         d.addBoth(lambda _: conn.release_pongs("oper"))
 
     def kill(self, line) -> None:

@@ -28,6 +28,7 @@ from spchat.irc.caps import OFFERED, Caps, PlainSasl
 from spchat.irc.channels import PREFIX_ISUPPORT, Channels, RoomView, name_key, prefix_of, room_key
 from spchat.irc.lines import MAX_LINE_BYTES, encode
 from spchat.irc.commands import Commands, Pending
+from spchat.irc.labels import Labels
 from spchat.irc.history import ChatHistory
 from spchat.irc.outbound import Outbound
 from spchat.server.events import LineBatch, SharedEvents
@@ -70,6 +71,9 @@ class IrcConnection:
         self.core = core
         self.registry = registry
         self._write = write
+        self.labels = Labels(write, server_name)
+        # Labeled lines whose answer is their echo (echo-message), by cid.
+        self.labels_by_cid: collections.OrderedDict = collections.OrderedDict()
         self._hang_up = hang_up
         self.address = address
         self.server_name = server_name
@@ -108,7 +112,7 @@ class IrcConnection:
         self.sent: OrderedDict[str, tuple[str, dict]] = OrderedDict()
         # The same for direct lines, by recipient, in the order sent.
         self.sent_directs: dict[str, collections.deque] = {}
-        self._pongs: list[str] = []  # PINGs waiting for them
+        self._after_saved: list = []  # what waits for them (PONGs, CHATHISTORY)
         self.commands = Commands(self)
         self.history = ChatHistory(self)
         self.link = core.open_link(self, address, agent="irc")
@@ -143,12 +147,11 @@ class IrcConnection:
 
     def emit(self, source: str | None, command: str, *params: str, tags=None,
              split: bool = True) -> None:
-        if not self.closed:
-            self._write(encode(source, command, params, tags, split))
+        self.write(encode(source, command, params, tags, split))
 
     def write(self, data: bytes) -> None:
         """Lines encoded already (a room's batch, once for its members)."""
-        if not self.closed:
+        if not self.closed and not self.labels.hold(data):
             self._write(data)
 
     def numeric(self, code: str, *params: str) -> None:
@@ -191,7 +194,7 @@ class IrcConnection:
         """ERROR and close (the core's bye, a failed login, QUIT)."""
         if self.closed:
             return
-        self.emit(None, "ERROR", f"Closing link: {text}")
+        self._write(encode(None, "ERROR", (f"Closing link: {text}",)))  # never held
         self.closed = True
         self._hang_up()
 
@@ -213,6 +216,10 @@ class IrcConnection:
         if isinstance(msg, (wire.Say, wire.Direct)):
             if not refused:
                 self._unsaved.add(cid)  # answered once it is saved
+                if "echo-message" in self.caps and self.labels.current is not None:
+                    self.labels_by_cid[cid] = self.labels.later()
+                    while len(self.labels_by_cid) > MAX_PENDING:
+                        self.labels_by_cid.popitem(last=False)
                 self.sent[cid] = (pending.command, pending.client_tags)
                 while len(self.sent) > MAX_PENDING:
                     self.sent.popitem(last=False)
@@ -244,9 +251,17 @@ class IrcConnection:
     def _saved(self, cid: str | None) -> None:
         self._unsaved.discard(cid)
         if not self._unsaved:
-            pongs, self._pongs = self._pongs, []
-            for token in pongs:
-                self.pong(token)
+            waiting, self._after_saved = self._after_saved, []
+            for then in waiting:
+                then()
+
+    def when_saved(self, then) -> None:
+        """Call ``then()`` once this connection's own lines sent so far are
+        saved (at once if they are): a command after a line sees it."""
+        if self._unsaved:
+            self._after_saved.append(then)
+        else:
+            then()
 
     def hold_pongs(self, reason: str) -> None:
         """Answer PINGs only once ``reason`` is over (an OPER being checked)."""
@@ -260,13 +275,18 @@ class IrcConnection:
         (the echo of a line still being saved, say): a client that pings to
         know it has seen everything then has."""
         if self._unsaved:
-            self._pongs.append(token)
+            held = self.labels.later()
+            self.when_saved(lambda: self.labels.answer(held, lambda: self.pong(token)))
             return
         self.emit(self.server_name, "PONG", self.server_name, token)
 
     def refused(self, error: wire.Error) -> None:
         if not self.registered:
             self.registration_refused(error)
+            return
+        held = self.labels_by_cid.pop(error.cid, None) if error.cid else None
+        if held is not None:  # a labeled line, refused once saving it failed
+            self.labels.answer(held, lambda: self.refused(error))
             return
         pending = self._pending.pop(error.cid, None) if error.cid else None
         self._saved(error.cid)

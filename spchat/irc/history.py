@@ -96,12 +96,18 @@ class ChatHistory:
         except BadRequest as e:
             conn.emit(conn.server_name, "FAIL", "CHATHISTORY", e.code, *e.context)
             return
-        d = self._read(sub, conversation, references, limit_n)
         shown = target if not target.startswith("#") else conn.channels.get(target).irc_name
-        d.addCallbacks(lambda records: self._batch(shown, records),
-                       lambda failure: conn.emit(conn.server_name, "FAIL", "CHATHISTORY",
-                                                 "MESSAGE_ERROR", sub, target,
-                                                 "the history cannot be read now"))
+        held = conn.labels.later()  # the store answers later
+
+        def read():  # once our own lines sent before are saved: they are history too
+            d = self._read(sub, conversation, references, limit_n)
+            d.addCallbacks(
+                lambda records: conn.labels.answer(held, lambda: self._batch(shown, records)),
+                lambda failure: conn.labels.answer(held, lambda: conn.emit(
+                    conn.server_name, "FAIL", "CHATHISTORY", "MESSAGE_ERROR", sub, target,
+                    "the history cannot be read now")))
+
+        conn.when_saved(read)
 
     def _conversation(self, target: str) -> str:
         conn = self.conn

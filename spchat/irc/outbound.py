@@ -227,7 +227,9 @@ class Outbound:
         conversation = wire_direct(msg.sender, msg.to)
         mid = msgid(conversation, msg.seq)
         if own:
-            self.line(msg.sender, msg.to, msg.text, msg.ts, mid, msg.cid)
+            self.line(msg.sender, msg.to, msg.text, msg.ts, mid, msg.cid)  # the echo, if asked
+            if conn.is_me(msg.to):  # to oneself: it arrives as well
+                self._line(msg.sender, conn.nick, msg.text, msg.ts, mid, conn.sent.get(msg.cid))
             return
         sent = conn.registry.sent_direct(name_key(msg.sender) or "", conn.session.key, msg.text)
         self._line(msg.sender, conn.nick, msg.text, msg.ts, mid, sent)
@@ -240,7 +242,8 @@ class Outbound:
         # Our own line, saved: its echo if asked for, then what waited for it.
         conn = self.conn
         if "echo-message" in conn.caps:
-            self._line(sender, target, text, ts, mid, conn.sent.get(cid))
+            conn.labels.answer(conn.labels_by_cid.pop(cid, None), lambda: self._line(
+                sender, target, text, ts, mid, conn.sent.get(cid)))
         conn.answered(cid)
 
     def _line(self, sender: str, target: str, text: str, ts: int, mid: str,
