@@ -292,15 +292,36 @@ class ChatPresenter:
             self._add(view, line)
 
     def _confirm(self, line: Line, view: str) -> bool:
-        """Put the server's copy of my line where it was pending."""
-        for where, pending in list(self._lines.items()):
-            for i, old in enumerate(pending):
+        """Put the server's copy of my line where the server numbered it
+        (typed offline, it goes after the lines missed meanwhile)."""
+        for where, lines in list(self._lines.items()):
+            for i, old in enumerate(lines):
                 if old.pending and old.cid == line.cid:
-                    pending[i] = line  # confirmed: server time, and its place
+                    del lines[i]
+                    if line.history:
+                        self._insert_history(lines, line)
+                    else:
+                        lines.insert(self._numbered_place(lines, line.seq), line)
                     if where != view:
                         self._rename(where, view)  # "/msg BOB" is "bob" here
                     return True
         return False
+
+    @staticmethod
+    def _pending_start(lines: list[Line]) -> int:
+        """Where the lines still waiting for the server begin: they stay last."""
+        at = len(lines)
+        while at and lines[at - 1].pending:
+            at -= 1
+        return at
+
+    @classmethod
+    def _numbered_place(cls, lines: list[Line], seq: int) -> int:
+        """Before the pending lines and after every message numbered before ``seq``."""
+        at = cls._pending_start(lines)
+        while at and lines[at - 1].kind == "message" and lines[at - 1].seq > seq:
+            at -= 1
+        return at
 
     @staticmethod
     def _insert_history(lines: list[Line], line: Line) -> None:
@@ -344,7 +365,9 @@ class ChatPresenter:
             self.active = new
 
     def _add(self, view: str, line: Line) -> None:
-        self._lines.setdefault(view, []).append(line)
+        lines = self._lines.setdefault(view, [])
+        # What the server has said goes above my lines it has not confirmed.
+        lines.insert(len(lines) if line.pending else self._pending_start(lines), line)
         if view != self.active and line.kind == "message" and not line.own:
             self._unread[view] = self._unread.get(view, 0) + 1
             if line.mention and view.startswith("#"):

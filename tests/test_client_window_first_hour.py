@@ -1,0 +1,69 @@
+"""What a new user hits in the first hour (issue 16), in real Tk windows
+under Xvfb against a real server on loopback; each test saves screenshots
+(``$SPCHAT_SCREENSHOT_DIR``, else screenshots/)."""
+
+import pytest_twisted
+from twisted.internet import reactor
+
+from conftest import screenshot, wait_until
+from cutting_proxy import CuttingProxy
+import test_client_gui as gui
+from test_client_gui import log_in
+
+# The chat window tests' fixtures: a Tk root on the reactor, a real server.
+tk_root, server = gui.tk_root, gui.server
+
+
+class Link:
+    """A loopback proxy to the server that the test can unplug and plug in
+    again: one user's network going away while everyone else stays."""
+
+    def __init__(self, server_port):
+        self.proxy = CuttingProxy(server_port, seed=0, low=1 << 40, high=1 << 40)  # never cuts
+        self.listening = reactor.listenTCP(0, self.proxy, interface="127.0.0.1")
+        self.port = self.listening.getHost().port
+
+    def unplug(self):
+        """Connections cut, and new ones refused."""
+        for pipe in list(self.proxy.pipes):
+            pipe.transport.abortConnection()
+        return self.listening.stopListening()
+
+    def plug_in(self):
+        self.listening = reactor.listenTCP(self.port, self.proxy, interface="127.0.0.1")
+
+    def close(self):
+        self.unplug()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_line_typed_offline_lands_after_what_was_missed(tk_root, server, tmp_path, display):
+    link = Link(server.address.port)
+    try:
+        alice = yield log_in(tk_root, server, tmp_path, "alice", port=link.port)
+        bob = yield log_in(tk_root, server, tmp_path, "bob")
+        bob.say("before the drop")
+        yield wait_until(lambda: "bob: before the drop" in alice.text())
+        yield link.unplug()
+        yield wait_until(lambda: alice.status().startswith("reconnecting"))
+        for n in (1, 2, 3):
+            bob.say(f"missed {n}")
+        yield wait_until(lambda: "missed 3" in bob.text() and "(sending…)" not in bob.text())
+        alice.say("typed while away")
+        yield wait_until(lambda: "typed while away  (sending…)" in alice.text())
+        screenshot(alice.top, display, "client-offline-line-pending.png")
+
+        link.plug_in()
+        alice.window.reconnect_button.invoke()
+        yield wait_until(lambda: "alice: typed while away" in bob.text(), timeout=20)
+        yield wait_until(lambda: "(sending…)" not in alice.text() and "missed 3" in alice.text())
+        # In the server's order, as bob sees it: the missed lines first.
+        text = alice.text()
+        order = [text.index(s) for s in ("before the drop", "missed 1", "missed 2", "missed 3",
+                                         "alice (you): typed while away")]
+        assert order == sorted(order), text
+        bob_text = bob.text()
+        assert bob_text.index("missed 3") < bob_text.index("alice: typed while away")
+        screenshot(alice.top, display, "client-offline-line-placed.png")
+    finally:
+        link.close()
