@@ -714,3 +714,20 @@ def test_share_files_and_get_typed_in_the_entry(sharing_chat):
     chat.send("/files")
     assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
         "error", "file sharing is off in this window")
+
+
+def test_a_line_typed_after_a_kick_is_refused_with_the_reason_and_kept(chat):
+    feed(chat, wire.Bye("disconnected", "the server disconnected everyone: upgrade"))
+    chat.client.connection_lost(None)  # Disconnect all, in the monitor
+    assert chat.send("hello?") is False  # the entry keeps it
+    line = chat.lines()[-1]
+    assert (line.kind, line.pending) == ("error", False)
+    assert line.text == ("not sent: the server disconnected everyone: upgrade; the session is "
+                         "over, connect again to send it (it is still in the entry)")
+    assert chat.client.outbox == {}
+
+
+def test_a_pending_line_says_when_it_waits_for_reconnect_now(chat):
+    assert chat.pending_note() == "sending…"
+    chat.status(Status("offline", reason="could not reconnect after 3 attempts: refused"))
+    assert chat.pending_note() == "not sent yet: offline; Reconnect now sends it"

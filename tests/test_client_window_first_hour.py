@@ -67,3 +67,36 @@ def test_a_line_typed_offline_lands_after_what_was_missed(tk_root, server, tmp_p
         screenshot(alice.top, display, "client-offline-line-placed.png")
     finally:
         link.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_after_a_kick_a_new_line_says_it_will_not_be_sent(tk_root, server, tmp_path, display):
+    yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    assert server.core.kick("bob", "spamming the room")
+    yield wait_until(lambda: bob.status() == "offline: you were kicked: spamming the room")
+    bob.say("but I was only asking")
+    yield wait_until(lambda: "! not sent: you were kicked: spamming the room; the session is "
+                             "over, connect again to send it (it is still in the entry)"
+                     in bob.text())
+    assert "(sending…)" not in bob.text()
+    assert bob.window.entry.get() == "but I was only asking"
+    screenshot(bob.top, display, "client-kicked-line-refused.png")
+
+
+@pytest_twisted.inlineCallbacks
+def test_leave_says_which_lines_will_not_be_sent_and_why(tk_root, server, tmp_path, display):
+    link = Link(server.address.port)
+    try:
+        alice = yield log_in(tk_root, server, tmp_path, "alice", port=link.port)
+        yield link.unplug()
+        yield wait_until(lambda: alice.status().startswith("reconnecting"))
+        alice.say("is anyone there?")
+        yield wait_until(lambda: "(sending…)" in alice.text())
+        alice.window.leave_button.invoke()
+        assert alice.panel() == "connect"
+        assert alice.window.connect_message.cget("text") == (
+            "1 line you typed was not sent (offline: connection lost): “is anyone there?”")
+        screenshot(alice.top, display, "client-left-with-unsent-line.png")
+    finally:
+        link.close()

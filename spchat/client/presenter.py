@@ -399,6 +399,12 @@ class ChatPresenter:
             return f"reconnecting (attempt {s.attempt} of {s.attempts}), {when} — {s.reason}"
         return f"offline: {s.reason}"
 
+    def pending_note(self) -> str:
+        """What a line waiting for the server says after it."""
+        if self.state.state == "offline":  # "never" lines are not pending: see _unsendable
+            return "not sent yet: offline; Reconnect now sends it"
+        return "sending…"
+
     @property
     def can_reconnect(self) -> bool:
         s = self.state

@@ -685,8 +685,30 @@ class ChatClient:
             return f"the message is {size} bytes; the limit is {limit} bytes (UTF-8); not sent"
         return None
 
+    def _session_over(self) -> str | None:
+        """Why nothing can be sent any more (kicked, disconnected, logged out), if so."""
+        s = self.status
+        if s.state == "offline" and s.recovery == "never":
+            return f"not sent: {s.reason}; the session is over, connect again to send it"
+        return None
+
+    def unsent(self) -> list[str]:
+        """The texts of the lines the server has not acknowledged, in order."""
+        return [msg.text for msg in self.outbox.values()]
+
+    def why_unsent(self) -> str:
+        """Why what the outbox holds has not gone: said when it is given up."""
+        s = self.status
+        if s.state == "offline":
+            return s.reason
+        if s.state == "reconnecting":
+            return f"offline: {s.reason}"
+        if s.state == "connecting":
+            return "not connected yet"
+        return "the server had not acknowledged them yet"
+
     def _queue(self, msg: wire.Message) -> str:
-        problem = self._too_long(msg.text)
+        problem = self._session_over() or self._too_long(msg.text)
         if problem:
             raise ValueError(problem)
         self.outbox[msg.cid] = msg

@@ -63,6 +63,7 @@ class ChatWindow:
         self._panel = None
         self._shown: list = []  # the Line objects drawn, in order
         self._shown_view = None
+        self._pending_note = ""  # what a pending line says after it, as drawn
         self._starts: list[str] = []  # Text index where each drawn Line starts
         self._conversations_shown = None
         self._conversation_views: list[str] = []  # the room list's rows, in order
@@ -323,7 +324,9 @@ class ChatWindow:
         p = self.presenter
         if p is None or self._panel is not self.chat_frame:
             return
-        self._draw_lines(p.lines(), p.active)
+        # The note after pending lines changes with the connection: drawn again.
+        note, self._pending_note = self._pending_note, p.pending_note()
+        self._draw_lines(p.lines(), p.active, changed=note != self._pending_note)
         self._draw_downloads(p.download_rows())
         self._draw_conversations(p.conversations(), p.active)
         self.header.configure(text=p.header())
@@ -338,12 +341,12 @@ class ChatWindow:
         self.master.title(f"{'(%d) ' % unread if unread else ''}spchat — "
                           f"{client.name}@{client.host}:{client.port}")
 
-    def _draw_lines(self, lines: list, view: str) -> None:
+    def _draw_lines(self, lines: list, view: str, changed: bool = False) -> None:
         shown = self._shown
         t = self.text
         at_bottom = self._at_bottom  # as the user left it (a resize may hide it)
         t.configure(state="normal")
-        if view == self._shown_view and lines[:len(shown)] == shown:
+        if view == self._shown_view and not changed and lines[:len(shown)] == shown:
             for i in range(len(shown), len(lines)):
                 self._insert(lines, i)
         else:
@@ -392,7 +395,8 @@ class ChatWindow:
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
             self._insert_text(f": {line.text}", (*body, *extra, *base))
             if line.pending:
-                t.insert("end", "  (sending…)", ("pending", "notice", "line", *extra))
+                t.insert("end", f"  ({self.presenter.pending_note()})",
+                         ("pending", "notice", "line", *extra))
         elif line.kind == "offer":
             self._insert_offer(line, base)
         elif line.kind == "notice":
