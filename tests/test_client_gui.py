@@ -96,8 +96,8 @@ def tk_root(display):
 
 def desk_config(server, **changes):
     """The client side of the configuration: the server's port as the default."""
-    return dataclasses.replace(server.cfg, tcp_port=server.address.port, reconnect_delay=0.1,
-                               max_retries=50, **changes)
+    changes = {"reconnect_delay": 0.1, "max_retries": 50, **changes}
+    return dataclasses.replace(server.cfg, tcp_port=server.address.port, **changes)
 
 
 @pytest_twisted.inlineCallbacks

@@ -5,7 +5,7 @@ under Xvfb against a real server on loopback; each test saves screenshots
 import pytest_twisted
 from twisted.internet import reactor
 
-from conftest import screenshot, wait_until
+from conftest import screenshot, server_config, start_service, stop_services, wait_until
 from cutting_proxy import CuttingProxy
 import test_client_gui as gui
 from test_client_gui import log_in
@@ -100,3 +100,58 @@ def test_leave_says_which_lines_will_not_be_sent_and_why(tk_root, server, tmp_pa
         screenshot(alice.top, display, "client-left-with-unsent-line.png")
     finally:
         link.close()
+
+
+def inside(widget, window):
+    """The widget is drawn wholly inside the window (not pushed out of it)."""
+    widget.update()
+    left = widget.winfo_rootx() - window.winfo_rootx()
+    return widget.winfo_ismapped() and 0 <= left and left + widget.winfo_width() <= \
+        window.winfo_width()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_long_status_wraps_and_keeps_its_buttons_in_the_window(tk_root, tmp_path, display):
+    first = start_service(server_config(tmp_path / "data"))
+    alice = yield log_in(tk_root, first, tmp_path, "alice", max_retries=1)
+    alice.top.geometry("880x580")  # the default width people have met this at
+    yield stop_services(first)
+    yield wait_until(lambda: alice.status().startswith("offline: could not reconnect"))
+    w = alice.window
+    assert "Connection was refused" in alice.status()  # the long text, whole
+    assert inside(w.reconnect_button, alice.top) and inside(w.leave_button, alice.top)
+    assert inside(w.status, alice.top)
+    screenshot(alice.top, display, "client-long-status.png")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_key_changed_during_the_chat_has_its_own_panel(tk_root, tmp_path, display):
+    first = start_service(server_config(tmp_path / "data"))
+    port, trusted = first.address.port, first.fingerprint
+    alice = yield log_in(tk_root, first, tmp_path, "alice")
+    alice.top.geometry("880x580")
+    yield stop_services(first)
+    # Another server (another key) answers on the same address.
+    other = start_service(server_config(tmp_path / "other", **{"tcp-port": str(port)}))
+    try:
+        assert other.fingerprint != trusted
+        w = alice.window
+        yield wait_until(lambda: w.key_panel.winfo_ismapped())
+        assert "has CHANGED" in w.key_title.cget("text")
+        assert w.key_fingerprints["pinned"].get() == trusted
+        assert w.key_fingerprints["presented"].get() == other.fingerprint
+        assert f"--forget-server 127.0.0.1:{port}" in w.key_text.cget("text")
+        assert alice.status() == "offline: the server's key has changed (see above)"
+        assert "disabled" in w.reconnect_button.state()
+        for button in (w.forget_button, w.leave_button):
+            assert inside(button, alice.top)
+        screenshot(alice.top, display, "client-key-changed-in-chat.png")
+        # Forgetting the old key leads to the first-contact question, with the new key.
+        w.forget_button.invoke()
+        yield wait_until(lambda: alice.panel() == "trust")
+        assert w.trust_fingerprint.get() == other.fingerprint
+        w.trust_button.invoke()
+        yield wait_until(lambda: alice.status() == "connected as alice")
+        assert not w.key_panel.winfo_ismapped()
+    finally:
+        yield stop_services(other)

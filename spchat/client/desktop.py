@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from spchat.client.commands import unsent_text
 from spchat.client.connect import check_form, load_last, save_last, trust_question
-from spchat.client.pins import PinStore
+from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient, ClientError
 from spchat.p2p.node import SharingNode
@@ -240,6 +240,16 @@ class DesktopController:
         if self.client is not None:
             self.presenter.reconnect()
             self._changed()
+
+    def forget_server(self) -> None:
+        """The changed-key panel's button: what --forget-server does, then a
+        new connection, whose key is shown to be checked and trusted (or not)."""
+        client = self.client
+        if client is None or not isinstance(client.trust_problem, PinMismatch):
+            return
+        self.pins.forget(client.host, client.port)
+        self._logout()
+        self._dial()
 
     def leave(self) -> defer.Deferred:
         """Log out and go back to the connect form, saying what was typed

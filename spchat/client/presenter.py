@@ -36,7 +36,9 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_flags, room_list_lines, who_text)
+from spchat.client.connect import KeyChange, key_change
 from spchat.client.members import RANKS, MemberList
+from spchat.client.pins import PinMismatch
 from spchat.client.session import Status, conversation_key, direct_peer, name_key
 from spchat.p2p.manifest import safe_name
 from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
@@ -227,7 +229,8 @@ class ChatPresenter:
             # A page asked for on a connection that went is not coming.
             self._history_asked.clear()
         if status.state == "offline" and status.recovery == "never":
-            self._unsendable(status.reason)
+            changed = self.key_change() is not None  # its panel says the rest
+            self._unsendable("the server's key has changed" if changed else status.reason)
 
     def _unsendable(self, reason: str) -> None:
         """The client will not come back by itself: "sending…" would be a lie."""
@@ -387,8 +390,17 @@ class ChatPresenter:
                               view in self._left) for view in self._rooms]
         return rooms + [Conversation(view, self._unread.get(view, 0)) for view in others]
 
+    def key_change(self) -> KeyChange | None:
+        """The server's key changed since it was trusted: its panel, if so."""
+        problem = getattr(self.client, "trust_problem", None)
+        if isinstance(problem, PinMismatch) and self.state.state == "offline":
+            return key_change(problem)
+        return None
+
     def status_text(self) -> str:
         s = self.state
+        if self.key_change() is not None:  # the whole story is in its panel
+            return "offline: the server's key has changed (see above)"
         if s.state == "connected":
             return f"connected as {self.client.name}"
         if s.state == "connecting":
