@@ -155,3 +155,17 @@ def test_a_key_changed_during_the_chat_has_its_own_panel(tk_root, tmp_path, disp
         assert not w.key_panel.winfo_ismapped()
     finally:
         yield stop_services(other)
+
+
+@pytest_twisted.inlineCallbacks
+def test_leave_right_after_a_burst_lets_every_line_go_first(tk_root, server, tmp_path, display):
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    for n in range(1, 21):  # more than go out at once on a connection (its slow start)
+        alice.say(f"burst {n}")
+    alice.window.leave_button.invoke()
+    assert alice.panel() == "connect"
+    yield wait_until(lambda: "alice: burst 20" in bob.text() or "alice left" in bob.text())
+    yield wait_until(lambda: "alice left" in bob.text())
+    assert all(f"alice: burst {n}\n" in bob.text() for n in range(1, 21)), bob.text()
+    assert alice.window.connect_message.cget("text") == ""

@@ -533,13 +533,7 @@ class LineModeClient:
             if not self.client.account_request_pending:
                 break
             yield task.deferLater(self.reactor, 0.1, lambda: None)
-        # Flood control may pace a long paste: keep waiting while
-        # acknowledgements come in, give up after a quiet spell.
-        while True:
-            before = len(self.client.outbox)
-            all_acked = yield self.client.wait_acked(ACK_WAIT_SECONDS)
-            if all_acked or len(self.client.outbox) >= before:
-                break
+        all_acked = yield self.client.drain(ACK_WAIT_SECONDS)
         # Why, as it is before the logout: offline, or the server's silence.
         why = (self.client.why_unsent() if self.client.status.state != "connected"
                else "not acknowledged by the server in time")

@@ -33,7 +33,8 @@ from spchat.p2p.node import SharingNode
 
 REDRAW_DELAY = 0.03  # seconds: at most ~30 redraws a second
 LOGOUT_WAIT = 3.0  # on close, how long a silent server may delay it
-ACK_WAIT = 2.0  # and before it, how long lines on their way may take to be acknowledged
+# And before it, how long lines on their way may go without an acknowledgement.
+ACK_WAIT = 2.0
 
 
 class DesktopController:
@@ -284,9 +285,8 @@ class DesktopController:
         if client is None or client.status.state == "offline":
             return stopped
         if client.connected and client.outbox:
-            stopped.addCallback(lambda _: client.wait_acked(ACK_WAIT))
-        d = stopped.addCallback(lambda _: client.logout())
-        d.addTimeout(ACK_WAIT + LOGOUT_WAIT, self.reactor)
+            stopped.addCallback(lambda _: client.drain(ACK_WAIT))
+        d = stopped.addCallback(lambda _: client.logout().addTimeout(LOGOUT_WAIT, self.reactor))
         d.addErrback(lambda f: self.log.warn("logout: {f}", f=f.getErrorMessage()))
         return d
 

@@ -807,6 +807,18 @@ class ChatClient:
         d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         return d
 
+    @defer.inlineCallbacks
+    def drain(self, quiet: float):
+        """Fire with True once the outbox is empty, waiting as long as
+        acknowledgements keep coming (flood control may pace a long paste);
+        False after ``quiet`` seconds without one, or once offline."""
+        while True:
+            before = len(self.outbox)
+            if (yield self.wait_acked(quiet)):
+                return True
+            if len(self.outbox) >= before:
+                return False
+
     def _hopeless(self) -> bool:
         return self.status.state == "offline"
 
