@@ -70,12 +70,13 @@ def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
         yield alice.logout()  # the file is offered no more
         # The server restarts: bob's session is gone, he logs in anew and
         # says again what he holds, of a file that is no longer offered.
+        errors_before, statuses = len(bob.rec.of(wire.Error)), len(bob.rec.statuses)
         OPEN_CLIENTS.remove(bob)  # bob is not logged out with it: he comes back
         yield stop_services(first)
         OPEN_CLIENTS.append(bob)
         second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
-        errors_before = len(bob.rec.of(wire.Error))
-        yield wait_until(lambda: bob.connected, timeout=20)
+        yield wait_until(lambda: any(s.state == "connected"  # back, on a new connection
+                                     for s in bob.rec.statuses[statuses:]), timeout=20)
         bob.list_rooms()  # a round trip: an answer to the holding would be in by its end
         rooms = len(bob.rec.of(wire.RoomList))
         yield wait_until(lambda: len(bob.rec.of(wire.RoomList)) > rooms)
