@@ -222,3 +222,28 @@ def test_help_lists_the_room_commands(lobby):
     lobby.type("/help")
     for usage in ROOM_USAGE.values():
         assert usage in lobby.said()[-1]
+
+
+def test_a_kick_says_which_lines_will_not_be_sent_and_why(lobby):
+    lobby.type("are you there?", "hello?")
+    lobby.server(wire.Bye("kicked", "you were kicked: spam"))
+    lobby.client.connection_lost(None, lobby.proto)
+    assert lobby.cli.err.getvalue() == (
+        "spchat: 2 lines you typed were not sent (you were kicked: spam): "
+        "“are you there?”, “hello?”\n"
+        "spchat: disconnected: you were kicked: spam\n")
+    lobby.type("still here")  # typed while the terminal closes: refused with the reason
+    assert lobby.said()[-1] == ("* error: not sent: you were kicked: spam; the session is "
+                                "over, connect again to send it")
+
+
+def test_lines_typed_after_giving_up_wait_for_reconnect_or_are_said_lost(lobby):
+    lobby.client.connection_lost("connection lost", lobby.proto)
+    lobby.client._give_up("could not reconnect after 3 attempts: refused", "manual")
+    lobby.type("anyone?")
+    assert lobby.said()[-1] == "* not sent yet: offline; /reconnect sends it"
+    lobby.type("/quit")
+    assert lobby.cli.done.called and lobby.cli.done.result == 1
+    assert lobby.cli.err.getvalue() == (
+        "spchat: 1 line you typed was not sent (could not reconnect after 3 attempts: "
+        "refused): “anyone?”\n")

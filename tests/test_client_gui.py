@@ -96,17 +96,18 @@ def tk_root(display):
 
 def desk_config(server, **changes):
     """The client side of the configuration: the server's port as the default."""
-    return dataclasses.replace(server.cfg, tcp_port=server.address.port, reconnect_delay=0.1,
-                               max_retries=50, **changes)
+    changes = {"reconnect_delay": 0.1, "max_retries": 50, **changes}
+    return dataclasses.replace(server.cfg, tcp_port=server.address.port, **changes)
 
 
 @pytest_twisted.inlineCallbacks
-def log_in(tk_root, server, tmp_path, name, trust=True, **changes):
-    """A new window: fill the form, connect, trust the new server, wait until in."""
+def log_in(tk_root, server, tmp_path, name, trust=True, port=None, **changes):
+    """A new window: fill the form, connect (to ``port``, a proxy, if given),
+    trust the new server, wait until in."""
     root, desks = tk_root
     desk = Desk(root, desk_config(server, **changes), tmp_path / f"{name}-config")
     desks.append(desk)
-    desk.fill(host="127.0.0.1", port=server.address.port, name=name)
+    desk.fill(host="127.0.0.1", port=port or server.address.port, name=name)
     desk.press_connect()
     yield wait_until(lambda: desk.panel() == "trust")
     # First contact: the window shows the key and asks; nothing is pinned yet.

@@ -61,6 +61,25 @@ def test_own_message_is_pending_then_confirmed_in_place(chat):
     assert [(l.text, l.pending, l.seq) for l in lines] == [("hello", False, 6), ("hi", False, 7)]
 
 
+def test_a_line_typed_offline_goes_after_the_lines_missed_meanwhile(chat):
+    chat.status(Status("reconnecting", 1, 3, 1.0, "connection lost"))
+    chat.send("typed offline")
+    chat.status(Status("connected", resumed=True))
+    # The replay of what was missed comes first; the pending line stays last.
+    chat.event(wire.RoomMessage(2, T, "lobby", "bob", "missed one"))
+    chat.event(wire.Notice("lobby", T, "join", "carol joined"))
+    chat.event(wire.RoomMessage(3, T, "lobby", "bob", "missed two"))
+    assert [(l.text, l.pending) for l in chat.lines()] == [
+        ("missed one", False), ("carol joined", False), ("missed two", False),
+        ("typed offline", True)]
+    cid = chat.lines()[-1].cid
+    chat.event(wire.RoomMessage(4, T, "lobby", "me", "typed offline", cid))  # its ack
+    chat.event(wire.RoomMessage(5, T, "lobby", "bob", "after it"))
+    assert [(l.text, l.seq) for l in chat.lines()] == [
+        ("missed one", 2), ("carol joined", 0), ("missed two", 3), ("typed offline", 4),
+        ("after it", 5)]
+
+
 def test_typed_while_reconnecting_stays_pending(chat):
     chat.status(Status("reconnecting", 2, 5, 6.0, "connection lost"))
     assert chat.status_text() == (
@@ -103,7 +122,8 @@ def test_msg_command_opens_the_conversation(chat):
     chat.send("/msg Bob lunch?")
     assert chat.active == "bob" and chat.lines()[-1].text == "lunch?"
     chat.send("/msg nobodytext")
-    assert chat.lines()[-1].kind == "error"
+    # Above "lunch?", which waits for the server at the bottom.
+    assert [(l.kind, l.pending) for l in chat.lines()] == [("error", False), ("message", True)]
 
 
 def test_history_is_marked_and_kept_in_order(chat):
@@ -695,3 +715,20 @@ def test_share_files_and_get_typed_in_the_entry(sharing_chat):
     chat.send("/files")
     assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
         "error", "file sharing is off in this window")
+
+
+def test_a_line_typed_after_a_kick_is_refused_with_the_reason_and_kept(chat):
+    feed(chat, wire.Bye("disconnected", "the server disconnected everyone: upgrade"))
+    chat.client.connection_lost(None)  # Disconnect all, in the monitor
+    assert chat.send("hello?") is False  # the entry keeps it
+    line = chat.lines()[-1]
+    assert (line.kind, line.pending) == ("error", False)
+    assert line.text == ("not sent: the server disconnected everyone: upgrade; the session is "
+                         "over, connect again to send it (it is still in the entry)")
+    assert chat.client.outbox == {}
+
+
+def test_a_pending_line_says_when_it_waits_for_reconnect_now(chat):
+    assert chat.pending_note() == "sending…"
+    chat.status(Status("offline", reason="could not reconnect after 3 attempts: refused"))
+    assert chat.pending_note() == "not sent yet: offline; Reconnect now sends it"

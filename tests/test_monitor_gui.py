@@ -141,3 +141,29 @@ def test_monitor_window_shows_rooms_their_members_and_rates(monitor_root, displa
     finally:
         if connection is not None:
             connection.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_selected_row_stays_selected_beside_an_old_row_of_its_name(monitor_root, display,
+                                                                        pins):
+    root, server = monitor_root
+    connection = None
+    try:
+        bob = yield connect_client(server, pins, "bob")
+        yield bob.logout()  # an old, offline row of bob's
+        bob = yield connect_client(server, pins, "bob")
+        window, connection = open_monitor(root, server, pins)
+
+        def states():
+            return [window.tree.item(i, "values")[2] for i in window.tree.get_children()]
+
+        yield wait_until(lambda: states() == ["connected", "offline"])
+        window.tree.selection_set(window.tree.get_children()[0])  # the live row
+        bob.say("a message: the table is pushed again")
+        yield wait_until(lambda: window.tree.set(window.tree.get_children()[0], "messages") == "1")
+        (selected,) = window.tree.selection()
+        assert window.tree.item(selected, "values")[2] == "connected"  # not the old row
+        screenshot(root, display, "monitor-two-rows-of-a-name.png")
+    finally:
+        if connection is not None:
+            connection.stop()

@@ -159,3 +159,25 @@ def test_a_selected_room_that_goes_away_is_unselected(view):
     asked = view.select_room("dev")
     view.room_info(wire.AdminReply(asked.rid, False, "there is no room 'dev'"))
     assert view.member_rows() == [] and view.members_title == "there is no room 'dev'"
+
+
+def test_for_and_idle_sort_by_time_not_as_text(view):
+    view.sessions(wire.AdminEvent((
+        row("ann", "connected", in_state=143, last_ago=295), row("ben", "connected", in_state=2,
+                                                                 last_ago=2),
+        row("cy", "connected", in_state=295, last_ago=143),
+    )))
+    view.sort_by("in_state")
+    assert [r.in_state for r in view.rows()] == ["2s", "2m 23s", "4m 55s"]
+    view.sort_by("in_state")
+    assert [r.in_state for r in view.rows()] == ["4m 55s", "2m 23s", "2s"]
+    view.sort_by("idle")
+    assert [r.idle for r in view.rows()] == ["2s", "2m 23s", "4m 55s"]
+
+
+def test_an_old_offline_row_and_a_live_one_of_a_name_are_told_apart(view):
+    old = row("bob", "offline")
+    live = (*row("bob", "connected")[:5], (T0 - 60) * 1000, *row("bob", "connected")[6:])
+    view.sessions(wire.AdminEvent((live, old)))
+    ids = [r.id for r in view.rows()]
+    assert len(set(ids)) == 2

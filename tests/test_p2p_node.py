@@ -6,6 +6,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
+from spchat import wire
 from spchat.p2p.node import SharingError, SharingNode
 
 from conftest import connect_client, wait_until
@@ -44,3 +45,43 @@ def test_a_request_lost_with_the_connection_fails_instead_of_hanging(chat_server
     finally:
         yield node.stop()
         yield alice.logout()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
+    from conftest import OPEN_CLIENTS, server_config, start_service, stop_services
+
+    first = start_service(server_config(tmp_path / "data"))
+    port = first.address.port
+    alice = yield connect_client(first, pins, "alice")
+    bob = yield connect_client(first, pins, "bob", max_retries=20)
+    sharer, downloader = SharingNode(reactor, alice), SharingNode(reactor, bob)
+    sharer.start()
+    downloader.start()
+    source = tmp_path / "talk.bin"
+    source.write_bytes(os.urandom(50_000))
+    second = None
+    try:
+        file_id, _ = yield sharer.share(source)
+        (tmp_path / "got").mkdir()
+        fetch = yield downloader.fetch(file_id, tmp_path / "got")
+        yield fetch.result
+        yield sharer.stop()
+        yield alice.logout()  # the file is offered no more
+        # The server restarts: bob's session is gone, he logs in anew and
+        # says again what he holds, of a file that is no longer offered.
+        errors_before, statuses = len(bob.rec.of(wire.Error)), len(bob.rec.statuses)
+        OPEN_CLIENTS.remove(bob)  # bob is not logged out with it: he comes back
+        yield stop_services(first)
+        OPEN_CLIENTS.append(bob)
+        second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+        yield wait_until(lambda: any(s.state == "connected"  # back, on a new connection
+                                     for s in bob.rec.statuses[statuses:]), timeout=20)
+        bob.list_rooms()  # a round trip: an answer to the holding would be in by its end
+        rooms = len(bob.rec.of(wire.RoomList))
+        yield wait_until(lambda: len(bob.rec.of(wire.RoomList)) > rooms)
+        assert bob.rec.of(wire.Error)[errors_before:] == []
+    finally:
+        yield downloader.stop()
+        if second is not None:
+            yield stop_services(second)

@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from spchat import wire
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
-                                    room_command, room_list_lines, who_text)
+                                    room_command, room_list_lines, unsent_text, who_text)
 from spchat.client.session import (ChatClient, ClientError, Status, conversation_key,
                                    name_key)
 from spchat.p2p.report import file_row_text, offer_text, progress_text, size_text, summary_text
@@ -341,6 +341,8 @@ class LineModeClient:
             self.notice("reconnected")
         elif status.state == "offline":
             if status.recovery == "never":
+                if self.client.outbox:
+                    self.err.write(f"spchat: {unsent_text(self.client.unsent(), status.reason)}\n")
                 self.fatal(f"disconnected: {status.reason}")
             else:
                 self.notice(f"{status.reason}; type /reconnect to try again")
@@ -373,6 +375,8 @@ class LineModeClient:
         if self.room is None:
             raise ValueError(NO_ROOM)
         self.client.say(text, self.room)
+        if self.client.status.state == "offline":  # given up: it waits for the user
+            self.notice("not sent yet: offline; /reconnect sends it")
 
     def command(self, text: str) -> None:
         word, _, rest = text.partition(" ")
@@ -529,17 +533,14 @@ class LineModeClient:
             if not self.client.account_request_pending:
                 break
             yield task.deferLater(self.reactor, 0.1, lambda: None)
-        # Flood control may pace a long paste: keep waiting while
-        # acknowledgements come in, give up after a quiet spell.
-        while True:
-            before = len(self.client.outbox)
-            all_acked = yield self.client.wait_acked(ACK_WAIT_SECONDS)
-            if all_acked or len(self.client.outbox) >= before:
-                break
+        all_acked = yield self.client.drain(ACK_WAIT_SECONDS)
+        # Why, as it is before the logout: offline, or the server's silence.
+        why = (self.client.why_unsent() if self.client.status.state != "connected"
+               else "not acknowledged by the server in time")
         yield self.client.logout()
         problems = []
         if not all_acked:
-            problems.append(f"{len(self.client.outbox)} message(s) not acknowledged by the server")
+            problems.append(unsent_text(self.client.unsent(), why))
         if self.refused:
             problems.append(f"{self.refused} message(s) refused by the server")
         for problem in problems:

@@ -192,3 +192,16 @@ def room_list_lines(msg: wire.RoomList) -> list[str]:
     rows = [f"#{name} ({count} member{'' if count == 1 else 's'})" + (f": {topic}" if topic else "")
             for name, count, topic in msg.rooms]
     return ["rooms:", *rows]
+
+
+def unsent_text(texts: list[str], why: str) -> str:
+    """Lines typed that will not be sent, and why: never dropped without a word."""
+    quoted = ", ".join(f"“{_clipped(text)}”" for text in texts[:3])
+    more = f" and {len(texts) - 3} more" if len(texts) > 3 else ""
+    lines = "1 line you typed was" if len(texts) == 1 else f"{len(texts)} lines you typed were"
+    return f"{lines} not sent ({why}): {quoted}{more}"
+
+
+def _clipped(text: str, limit: int = 40) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 1] + "…"

@@ -100,8 +100,35 @@ def trust_question(problem: Exception) -> TrustQuestion:
             f"Remembered: {problem.pinned}\nPresented:  {problem.presented}\n\n"
             "This may be an attack, so spchat will not connect. If the server's key "
             "was really replaced, ask its admin, then forget the old key with: "
-            f"python -m spchat.client --forget-server {problem.where}",
+            f"{forget_command(problem.where)}",
             problem.presented,
             False,
         )
     raise TypeError(f"not a trust problem: {problem!r}")
+
+
+def forget_command(where: str) -> str:
+    return f"python -m spchat.client --forget-server {where}"
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """What the chat shows when the server's key changed during it: both
+    keys, what it may mean and what to do (it never reconnects by itself)."""
+
+    where: str  # host:port
+    pinned: str
+    presented: str
+    title: str
+    text: str
+
+
+def key_change(problem: PinMismatch) -> KeyChange:
+    return KeyChange(
+        problem.where, problem.pinned, problem.presented,
+        f"The server key of {problem.where} has CHANGED: not reconnecting",
+        "This may be an attack (someone between you and the server, posing as it), so "
+        "spchat will not talk to it. If the server's key was really replaced, ask its admin "
+        "for the new fingerprint, then forget the old key (the button below, or "
+        f"{forget_command(problem.where)}) and check the new one when asked to trust it.",
+    )

@@ -24,14 +24,17 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from spchat.client.commands import unsent_text
 from spchat.client.connect import check_form, load_last, save_last, trust_question
-from spchat.client.pins import PinStore
+from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient, ClientError
 from spchat.p2p.node import SharingNode
 
 REDRAW_DELAY = 0.03  # seconds: at most ~30 redraws a second
 LOGOUT_WAIT = 3.0  # on close, how long a silent server may delay it
+# And before it, how long lines on their way may go without an acknowledgement.
+ACK_WAIT = 2.0
 
 
 class DesktopController:
@@ -239,22 +242,51 @@ class DesktopController:
             self.presenter.reconnect()
             self._changed()
 
+    def forget_server(self) -> None:
+        """The changed-key panel's button: what --forget-server does, then a
+        new connection, whose key is shown to be checked and trusted (or not)."""
+        client = self.client
+        if client is None or not isinstance(client.trust_problem, PinMismatch):
+            return
+        self.pins.forget(client.host, client.port)
+        self._logout()
+        self._dial()
+
     def leave(self) -> defer.Deferred:
-        """Log out and go back to the connect form."""
+        """Log out and go back to the connect form, saying what was typed
+        and will not be sent."""
+        client = self.client
         d = self._logout()
         values = self.form_values({"host": self.form.host, "port": self.form.port,
                                    "name": self.form.name})
-        self.view.show_connect(values, "")
+        self.view.show_connect(values, self._unsent(client))
+        if client is not None and client.connected:
+            # Lines still going out get their chance (see _logout): told once over.
+            d.addCallback(lambda _: self._told_unsent(client))
         return d
 
+    @staticmethod
+    def _unsent(client) -> str:
+        """The connect form's word on the lines that will not go, if any."""
+        if client is None or client.connected or not client.outbox:
+            return ""
+        return unsent_text(client.unsent(), client.why_unsent())
+
+    def _told_unsent(self, client) -> None:
+        if client.outbox and self.client is None and not self.closed:  # the form, still
+            self.view.show_connect(None, unsent_text(
+                client.unsent(), "the server had not acknowledged them when you left"))
+
     def _logout(self) -> defer.Deferred:
-        """Stop sharing (downloads keep what they have), then log out."""
+        """Stop sharing (downloads keep what they have), let what is being
+        sent be acknowledged (bounded), then log out."""
         client, self.client, self.presenter = self.client, None, None
         stopped = self._stop_sharing()
         if client is None or client.status.state == "offline":
             return stopped
-        d = stopped.addCallback(lambda _: client.logout())
-        d.addTimeout(LOGOUT_WAIT, self.reactor)
+        if client.connected and client.outbox:
+            stopped.addCallback(lambda _: client.drain(ACK_WAIT))
+        d = stopped.addCallback(lambda _: client.logout().addTimeout(LOGOUT_WAIT, self.reactor))
         d.addErrback(lambda f: self.log.warn("logout: {f}", f=f.getErrorMessage()))
         return d
 

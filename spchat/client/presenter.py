@@ -36,7 +36,9 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_flags, room_list_lines, who_text)
+from spchat.client.connect import KeyChange, key_change
 from spchat.client.members import RANKS, MemberList
+from spchat.client.pins import PinMismatch
 from spchat.client.session import Status, conversation_key, direct_peer, name_key
 from spchat.p2p.manifest import safe_name
 from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
@@ -227,7 +229,8 @@ class ChatPresenter:
             # A page asked for on a connection that went is not coming.
             self._history_asked.clear()
         if status.state == "offline" and status.recovery == "never":
-            self._unsendable(status.reason)
+            changed = self.key_change() is not None  # its panel says the rest
+            self._unsendable("the server's key has changed" if changed else status.reason)
 
     def _unsendable(self, reason: str) -> None:
         """The client will not come back by itself: "sending…" would be a lie."""
@@ -292,15 +295,36 @@ class ChatPresenter:
             self._add(view, line)
 
     def _confirm(self, line: Line, view: str) -> bool:
-        """Put the server's copy of my line where it was pending."""
-        for where, pending in list(self._lines.items()):
-            for i, old in enumerate(pending):
+        """Put the server's copy of my line where the server numbered it
+        (typed offline, it goes after the lines missed meanwhile)."""
+        for where, lines in list(self._lines.items()):
+            for i, old in enumerate(lines):
                 if old.pending and old.cid == line.cid:
-                    pending[i] = line  # confirmed: server time, and its place
+                    del lines[i]
+                    if line.history:
+                        self._insert_history(lines, line)
+                    else:
+                        lines.insert(self._numbered_place(lines, line.seq), line)
                     if where != view:
                         self._rename(where, view)  # "/msg BOB" is "bob" here
                     return True
         return False
+
+    @staticmethod
+    def _pending_start(lines: list[Line]) -> int:
+        """Where the lines still waiting for the server begin: they stay last."""
+        at = len(lines)
+        while at and lines[at - 1].pending:
+            at -= 1
+        return at
+
+    @classmethod
+    def _numbered_place(cls, lines: list[Line], seq: int) -> int:
+        """Before the pending lines and after every message numbered before ``seq``."""
+        at = cls._pending_start(lines)
+        while at and lines[at - 1].kind == "message" and lines[at - 1].seq > seq:
+            at -= 1
+        return at
 
     @staticmethod
     def _insert_history(lines: list[Line], line: Line) -> None:
@@ -344,7 +368,9 @@ class ChatPresenter:
             self.active = new
 
     def _add(self, view: str, line: Line) -> None:
-        self._lines.setdefault(view, []).append(line)
+        lines = self._lines.setdefault(view, [])
+        # What the server has said goes above my lines it has not confirmed.
+        lines.insert(len(lines) if line.pending else self._pending_start(lines), line)
         if view != self.active and line.kind == "message" and not line.own:
             self._unread[view] = self._unread.get(view, 0) + 1
             if line.mention and view.startswith("#"):
@@ -364,8 +390,17 @@ class ChatPresenter:
                               view in self._left) for view in self._rooms]
         return rooms + [Conversation(view, self._unread.get(view, 0)) for view in others]
 
+    def key_change(self) -> KeyChange | None:
+        """The server's key changed since it was trusted: its panel, if so."""
+        problem = getattr(self.client, "trust_problem", None)
+        if isinstance(problem, PinMismatch) and self.state.state == "offline":
+            return key_change(problem)
+        return None
+
     def status_text(self) -> str:
         s = self.state
+        if self.key_change() is not None:  # the whole story is in its panel
+            return "offline: the server's key has changed (see above)"
         if s.state == "connected":
             return f"connected as {self.client.name}"
         if s.state == "connecting":
@@ -375,6 +410,12 @@ class ChatPresenter:
             when = f"next try in {left:g} s" if left > 0 else "trying now…"
             return f"reconnecting (attempt {s.attempt} of {s.attempts}), {when} — {s.reason}"
         return f"offline: {s.reason}"
+
+    def pending_note(self) -> str:
+        """What a line waiting for the server says after it."""
+        if self.state.state == "offline":  # "never" lines are not pending: see _unsendable
+            return "not sent yet: offline; Reconnect now sends it"
+        return "sending…"
 
     @property
     def can_reconnect(self) -> bool:

@@ -688,8 +688,30 @@ class ChatClient:
             return f"the message is {size} bytes; the limit is {limit} bytes (UTF-8); not sent"
         return None
 
+    def _session_over(self) -> str | None:
+        """Why nothing can be sent any more (kicked, disconnected, logged out), if so."""
+        s = self.status
+        if s.state == "offline" and s.recovery == "never":
+            return f"not sent: {s.reason}; the session is over, connect again to send it"
+        return None
+
+    def unsent(self) -> list[str]:
+        """The texts of the lines the server has not acknowledged, in order."""
+        return [msg.text for msg in self.outbox.values()]
+
+    def why_unsent(self) -> str:
+        """Why what the outbox holds has not gone: said when it is given up."""
+        s = self.status
+        if s.state == "offline":
+            return s.reason
+        if s.state == "reconnecting":
+            return f"offline: {s.reason}"
+        if s.state == "connecting":
+            return "not connected yet"
+        return "the server had not acknowledged them yet"
+
     def _queue(self, msg: wire.Message) -> str:
-        problem = self._too_long(msg.text)
+        problem = self._session_over() or self._too_long(msg.text)
         if problem:
             raise ValueError(problem)
         self.outbox[msg.cid] = msg
@@ -796,6 +818,18 @@ class ChatClient:
         timer = self.reactor.callLater(timeout, self._ack_timeout, d)
         d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])
         return d
+
+    @defer.inlineCallbacks
+    def drain(self, quiet: float):
+        """Fire with True once the outbox is empty, waiting as long as
+        acknowledgements keep coming (flood control may pace a long paste);
+        False after ``quiet`` seconds without one, or once offline."""
+        while True:
+            before = len(self.outbox)
+            if (yield self.wait_acked(quiet)):
+                return True
+            if len(self.outbox) >= before:
+                return False
 
     def _hopeless(self) -> bool:
         return self.status.state == "offline"

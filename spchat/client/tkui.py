@@ -63,6 +63,7 @@ class ChatWindow:
         self._panel = None
         self._shown: list = []  # the Line objects drawn, in order
         self._shown_view = None
+        self._pending_note = ""  # what a pending line says after it, as drawn
         self._starts: list[str] = []  # Text index where each drawn Line starts
         self._conversations_shown = None
         self._conversation_views: list[str] = []  # the room list's rows, in order
@@ -123,13 +124,18 @@ class ChatWindow:
         # Packed before the panes, so a small window shrinks the text, not these.
         bar = ttk.Frame(f, padding=6)
         bar.pack(fill="x", side="bottom")
-        self.status = ttk.Label(bar)
-        self.status.pack(side="left", fill="x", expand=True)
+        # The buttons first: pack gives them their room before the text, so
+        # a long status wraps instead of pushing them out of the window.
         self.leave_button = ttk.Button(bar, text="Leave", command=self.controller.leave)
         self.leave_button.pack(side="right")
         self.reconnect_button = ttk.Button(bar, text="Reconnect now",
                                            command=self.controller.reconnect)
         self.reconnect_button.pack(side="right", padx=4)
+        self.status = ttk.Label(bar, justify="left")
+        self.status.pack(side="left", fill="x", expand=True)
+        self.status.bind("<Configure>",
+                         lambda e: self.status.configure(wraplength=max(e.width - 4, 100)))
+        self._build_key_change(f)
 
         entry_row = ttk.Frame(f, padding=(6, 0))
         entry_row.pack(fill="x", side="bottom")
@@ -150,6 +156,52 @@ class ChatWindow:
         # only grabs the pointer on X11 and returns: the reactor keeps running.
         self.menu = tk.Menu(self.master, tearoff=False)
         self._configure_tags()
+
+    def _build_key_change(self, parent) -> None:
+        """The server's key changed during the chat: both keys and what to
+        do, above the conversation (packed only then; never a dialog)."""
+        f = self.key_panel = tk.Frame(parent, padx=12, pady=8, background="#fdecea",
+                                      highlightthickness=1, highlightbackground="#b42318")
+        self.key_title = tk.Label(f, font=self._bold(12), foreground="#b42318",
+                                  background="#fdecea", anchor="w")
+        self.key_title.grid(row=0, column=0, columnspan=2, sticky="we")
+        self.key_fingerprints = {}
+        for row, (key, label) in enumerate((("pinned", "Trusted before:"),
+                                            ("presented", "Presented now:")), 1):
+            tk.Label(f, text=label, background="#fdecea").grid(row=row, column=0, sticky="w",
+                                                               padx=(0, 8))
+            # Read-only entries: a fingerprint can be selected and compared.
+            entry = ttk.Entry(f, font=("TkFixedFont", 10))
+            entry.grid(row=row, column=1, sticky="we", pady=1)
+            self.key_fingerprints[key] = entry
+        self.key_text = tk.Label(f, justify="left", anchor="w", background="#fdecea")
+        self.key_text.grid(row=3, column=0, columnspan=2, sticky="we", pady=(6, 6))
+        self.key_text.bind("<Configure>",
+                           lambda e: self.key_text.configure(wraplength=max(e.width - 4, 100)))
+        buttons = tk.Frame(f, background="#fdecea")
+        buttons.grid(row=4, column=0, columnspan=2, sticky="w")
+        self.forget_button = ttk.Button(buttons, text="Forget the old key and connect again",
+                                        command=lambda: self.controller.forget_server())
+        self.forget_button.pack(side="left", padx=(0, 6))
+        ttk.Button(buttons, text="Leave", command=self.controller.leave).pack(side="left")
+        f.columnconfigure(1, weight=1)
+        self._key_shown = None
+
+    def _draw_key_change(self, change) -> None:
+        if change == self._key_shown:
+            return
+        self._key_shown = change
+        if change is None:
+            self.key_panel.pack_forget()
+            return
+        self.key_title.configure(text=change.title)
+        for key, entry in self.key_fingerprints.items():
+            entry.configure(state="normal")
+            entry.delete(0, "end")
+            entry.insert(0, getattr(change, key))
+            entry.configure(state="readonly")
+        self.key_text.configure(text=change.text)
+        self.key_panel.pack(fill="x", side="top", padx=6, pady=(6, 0), before=self.panes)
 
     def _bold(self, size: int | None = None):
         return (self._base.actual("family"), size or self._base.actual("size") or 10, "bold")
@@ -312,6 +364,8 @@ class ChatWindow:
         for frame, _, _ in self._download_rows.values():  # a previous chat's
             frame.destroy()
         self._download_rows = {}
+        self.key_panel.pack_forget()  # a previous chat's
+        self._key_shown = None
         self.fields["password"].delete(0, "end")  # not kept on screen
         self._show(self.chat_frame)
         self.refresh()
@@ -323,8 +377,11 @@ class ChatWindow:
         p = self.presenter
         if p is None or self._panel is not self.chat_frame:
             return
-        self._draw_lines(p.lines(), p.active)
+        # The note after pending lines changes with the connection: drawn again.
+        note, self._pending_note = self._pending_note, p.pending_note()
+        self._draw_lines(p.lines(), p.active, changed=note != self._pending_note)
         self._draw_downloads(p.download_rows())
+        self._draw_key_change(p.key_change())
         self._draw_conversations(p.conversations(), p.active)
         self.header.configure(text=p.header())
         room = p.member_room()
@@ -338,12 +395,12 @@ class ChatWindow:
         self.master.title(f"{'(%d) ' % unread if unread else ''}spchat — "
                           f"{client.name}@{client.host}:{client.port}")
 
-    def _draw_lines(self, lines: list, view: str) -> None:
+    def _draw_lines(self, lines: list, view: str, changed: bool = False) -> None:
         shown = self._shown
         t = self.text
         at_bottom = self._at_bottom  # as the user left it (a resize may hide it)
         t.configure(state="normal")
-        if view == self._shown_view and lines[:len(shown)] == shown:
+        if view == self._shown_view and not changed and lines[:len(shown)] == shown:
             for i in range(len(shown), len(lines)):
                 self._insert(lines, i)
         else:
@@ -392,7 +449,8 @@ class ChatWindow:
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
             self._insert_text(f": {line.text}", (*body, *extra, *base))
             if line.pending:
-                t.insert("end", "  (sending…)", ("pending", "notice", "line", *extra))
+                t.insert("end", f"  ({self.presenter.pending_note()})",
+                         ("pending", "notice", "line", *extra))
         elif line.kind == "offer":
             self._insert_offer(line, base)
         elif line.kind == "notice":

@@ -215,15 +215,18 @@ class MonitorWindow:
     # --- drawing ----------------------------------------------------------
 
     def refresh(self) -> None:
-        selected = self.selected_name()
+        selected = self.tree.selection()
         self.tree.delete(*self.tree.get_children())
         for row in self.presenter.rows():
             values = (row.name, row.address, row.state, row.client, row.in_state,
                       time.strftime("%H:%M:%S", time.localtime(row.since)), row.idle,
                       row.messages, row.bytes_in, row.bytes_out)
-            item = self.tree.insert("", "end", values=values, tags=(row.state,))
-            if row.name == selected:
-                self.tree.selection_set(item)
+            # Named by its session, so the row selected stays the one selected.
+            iid = row.id if not self.tree.exists(row.id) else None  # None: Tk names it
+            self.tree.insert("", "end", iid=iid, values=values, tags=(row.state,))
+        kept = [item for item in selected if self.tree.exists(item)]
+        if kept:
+            self.tree.selection_set(kept)
         self._refresh_rooms()
         self.header.configure(text=self.presenter.header())
         result = self.connection.result if self.connection is not None else ""

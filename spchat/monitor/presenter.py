@@ -47,6 +47,17 @@ class Row:
     messages: int
     bytes_in: int
     bytes_out: int
+    in_state_seconds: float = 0.0  # what "For" and "Idle" sort by: "2s" is not after "2m"
+    idle_seconds: float = 0.0
+
+    @property
+    def id(self) -> str:
+        """One session's row: a name may have an old offline row and a live one."""
+        return f"{self.name} {self.since!r}"
+
+
+# Columns shown as text that sort by the number behind it.
+SORTED_BY = {"in_state": "in_state_seconds", "idle": "idle_seconds"}
 
 
 @dataclass(frozen=True)
@@ -172,14 +183,16 @@ class MonitorPresenter:
             if self.filter and not any(self.filter in field.casefold()
                                        for field in (name, address, state, client)):
                 continue
+            idle = now - last / 1000
             shown.append(Row(
                 name, address, state, printable(client), duration(in_state + aged), since / 1000,
-                duration(now - last / 1000), msgs, b_in, b_out,
+                duration(idle), msgs, b_in, b_out, in_state + aged, idle,
             ))
+        column = SORTED_BY.get(self.sort_key, self.sort_key)
         key = {
             "state": lambda r: (STATES.index(r.state) if r.state in STATES else 9, r.name.casefold()),
             "name": lambda r: r.name.casefold(),
-        }.get(self.sort_key, lambda r: getattr(r, self.sort_key))
+        }.get(column, lambda r: getattr(r, column))
         return sorted(shown, key=key, reverse=self.sort_reverse)
 
     def header(self) -> str:

@@ -359,6 +359,10 @@ class SharingNode:
         (an answer to our request, an introduction), False if the user
         should see it too (offers, the file list, other errors)."""
         if isinstance(msg, wire.Error):
+            if msg.cid is None and msg.code == "no_such_file":
+                # The answer to a holding (the one file request without an
+                # id): that file is offered no more. Nothing the user asked.
+                return True
             if msg.cid not in self._waiting:
                 return False
             self._waiting.pop(msg.cid)[1].errback(SharingError(msg.text))
