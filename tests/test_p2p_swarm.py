@@ -8,6 +8,8 @@ import secrets
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols import basic, portforward
 
 from spchat.p2p import peer, peerwire, swarm as swarm_mod
 from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
@@ -26,8 +28,15 @@ class Seeder:
         self.swarm = Swarm(reactor, manifest, source or SeedFile(path, manifest),
                            upload_bps=upload_bps)
         self.intros = peer.Introductions(reactor, wait=0.5)
-        self.port = reactor.listenTCP(0, peer.ListenFactory(reactor, self.intros),
-                                      interface="127.0.0.1")
+        self.factory = peer.ListenFactory(reactor, self.intros)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.conns = []  # its side of each peer connection
+        build = self.factory.buildProtocol
+        self.factory.buildProtocol = lambda addr: self._kept(build(addr))
+
+    def _kept(self, conn):
+        self.conns.append(conn)
+        return conn
 
     def introduce(self, name="downloader"):
         transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
@@ -113,7 +122,7 @@ def test_a_peer_the_server_did_not_introduce_is_turned_away(tmp_path, shared):
     seeder = Seeder(path, manifest)
     swarm, _, _ = downloading(tmp_path, manifest)
     try:
-        with pytest.raises(peer.PeerFailed):
+        with pytest.raises(peer.PeerFailed, match="hung up before the handshake"):
             yield peer.dial(reactor, "127.0.0.1", seeder.port.getHost().port,
                             lambda: peer.PeerConnection(reactor, True, "ab" * 16,
                                                         b"\x02" * 32, swarm, "x"),
@@ -371,3 +380,83 @@ def test_a_seeder_whose_file_changed_on_disk_serves_only_pieces_that_still_match
         swarm.close()
         yield changed.stop()
         yield honest.stop()
+
+
+class _RecordingClient(portforward.ProxyClient):
+    def dataReceived(self, data):
+        self.peer.factory.seen += data
+        super().dataReceived(data)
+
+
+class _RecordingClientFactory(portforward.ProxyClientFactory):
+    protocol = _RecordingClient
+
+
+class _RecordingServer(portforward.ProxyServer):
+    clientProtocolFactory = _RecordingClientFactory
+
+    def dataReceived(self, data):
+        self.factory.seen += data
+        super().dataReceived(data)
+
+
+class RecordingProxy(portforward.ProxyFactory):
+    """Forwards to a port on 127.0.0.1 and keeps every byte that crosses,
+    both ways: what an observer on the network sees."""
+
+    protocol = _RecordingServer
+
+    def __init__(self, port):
+        super().__init__("127.0.0.1", port)
+        self.seen = bytearray()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_observer_on_the_network_never_sees_the_transfer_id(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    proxy = RecordingProxy(seeder.port.getHost().port)
+    listening = reactor.listenTCP(0, proxy, interface="127.0.0.1")
+    swarm, download, done = downloading(tmp_path, manifest)
+    transfer, key = seeder.introduce()
+    try:
+        yield peer.dial(reactor, "127.0.0.1", listening.getHost().port,
+                        lambda: peer.PeerConnection(reactor, True, transfer, key, swarm, "seed"),
+                        timeout=5)
+        yield done
+        seen = bytes(proxy.seen)
+        assert len(seen) > manifest.size  # the whole transfer went through it
+        for form in (transfer.encode(), transfer.upper().encode(), bytes.fromhex(transfer)):
+            assert form not in seen
+        assert download.finish().read_bytes() == path.read_bytes()
+    finally:
+        swarm.close()
+        yield listening.stopListening()
+        yield seeder.stop()
+
+
+class OldDownloader(basic.Int32StringReceiver):
+    """A spchat-p2p/1 downloader: it opened with the transfer id in clear."""
+
+    def __init__(self, transfer):
+        self.transfer = transfer
+
+    def connectionMade(self):
+        self.sendString(self.transfer.encode("ascii"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_downloader_of_the_old_peer_wire_is_told_the_versions_differ(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    transfer, _ = seeder.introduce()
+    try:
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1",
+                                                 seeder.port.getHost().port),
+                              OldDownloader(transfer))
+        yield wait_until(lambda: seeder.conns and seeder.conns[0].closing)
+        reason = seeder.conns[0].reason
+        assert "spchat-p2p/1" in reason and "spchat-p2p/2" in reason and "upgraded" in reason
+        assert not seeder.swarm.peers
+    finally:
+        yield seeder.stop()

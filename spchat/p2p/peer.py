@@ -2,11 +2,13 @@
 
 The server gives both peers the same fresh 32-byte key and a transfer id
 over their encrypted chat channels.  The downloader (initiator) opens with
-the transfer id in clear, so that the holder knows which key to expect, then
-both run Noise ``NNpsk0`` with that key: only the two peers the server
-introduced can complete it, and the transfer id is in the prologue, so a
-changed id fails the handshake.  After it, every Int32 frame is one
-encrypted ``peerwire`` message.
+the peer-wire version and a lookup tag, an HMAC of the transfer id under
+the key: the holder finds the introduction (and so the key) by it, while a
+network observer sees neither the id nor anything that links the
+connection to it.  Then both run Noise ``NNpsk0`` with that key: only the
+two peers the server introduced can complete it, and the transfer id is in
+the prologue, so a changed id fails the handshake.  After it, every Int32
+frame is one encrypted ``peerwire`` message.
 
 The connection is the same over a direct TCP connection and through the
 server's relay (which only pipes bytes): there the downloader first sends
@@ -16,6 +18,8 @@ transfer.  Who is initiator follows the role, not who dialled.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 
 from twisted.internet import defer
@@ -31,14 +35,29 @@ from spchat.terminal import SafeLogger
 log = SafeLogger()
 
 PROTOCOL = "Noise_NNpsk0_25519_AESGCM_SHA256"
-PROLOGUE = b"spchat-p2p/1 "
-TRANSFER_RE = re.compile(rb"[0-9a-f]{32}")
+# 2: the opening frame carries a lookup tag, not the transfer id.
+VERSION = b"spchat-p2p/2"
+PROLOGUE = VERSION + b" "
+TAG_BYTES = 16
+# What a spchat-p2p/1 downloader opened with: the transfer id in clear.
+OLD_OPENING = re.compile(rb"[0-9a-f]{32}")
 # The holder waits this long to hear of a transfer from the server (the two
 # messages travel on different connections and may cross).
 INTRODUCTION_WAIT = 5.0
 HANDSHAKE_SECONDS = 10.0
 # Connections a sharer takes from one address (CHAT_P2P_MAX_PER_IP).
 MAX_PEERS_PER_IP = 4
+
+
+def lookup_tag(transfer: str, key: bytes) -> bytes:
+    """Names the transfer to the holder; only the two peers (and the server
+    that made the key) can tell which transfer it is."""
+    return hmac.new(key, b"lookup " + transfer.encode("ascii"), hashlib.sha256).digest()[:TAG_BYTES]
+
+
+def opening(transfer: str, key: bytes) -> bytes:
+    """The downloader's first frame."""
+    return PROLOGUE + lookup_tag(transfer, key)
 
 
 def relay_header(transfer: str, side: str) -> bytes:
@@ -83,7 +102,7 @@ class PeerConnection(Int32StringReceiver):
         if self.preamble:
             self.transport.write(self.preamble)
         if self.initiator:
-            self.sendString(self.transfer.encode("ascii"))
+            self.sendString(opening(self.transfer, self.key))
             self._start_handshake()
             self.sendString(self._hs.write_message())
 
@@ -115,31 +134,39 @@ class PeerConnection(Int32StringReceiver):
 
     def _introduced(self, frame: bytes) -> None:
         """The responder's first frame: which transfer this is."""
-        if not TRANSFER_RE.fullmatch(frame) or (
-                self.transfer and frame.decode("ascii") != self.transfer):
-            self.fail("not a transfer this peer knows")
+        if OLD_OPENING.fullmatch(frame):
+            self.fail(f"the peer speaks spchat-p2p/1, this one {VERSION.decode()}: "
+                      f"one of the two spchat installs must be upgraded")
             return
-        self.transfer = frame.decode("ascii")
+        if not frame.startswith(PROLOGUE) or len(frame) != len(PROLOGUE) + TAG_BYTES:
+            self.fail(f"not a {VERSION.decode()} opening")
+            return
+        tag = frame[len(PROLOGUE):]
         if self.key is not None:  # through the relay: known already
+            if not hmac.compare_digest(tag, lookup_tag(self.transfer, self.key)):
+                self.fail("not a transfer this peer knows")
+                return
             self._start_handshake()
             return
-        known = self.introductions.take(self.transfer)
+        known = self.introductions.take(tag)
         if known is not None:
-            self.key, self.handler, self.name = known
-            self._start_handshake()
+            self._known(known)
             return
         # The handshake waits for the key, and so do frames already in.
         self.pauseProducing()
-        self.introductions.wait(self.transfer).addCallback(self._known)
+        self.introductions.wait(tag).addCallback(self._known_later)
 
     def _known(self, known) -> None:
+        self.transfer, self.key, self.handler, self.name = known
+        self._start_handshake()
+
+    def _known_later(self, known) -> None:
         if self.closing:
             return
         if known is None:
             self.fail("the server did not introduce this peer")
             return
-        self.key, self.handler, self.name = known
-        self._start_handshake()
+        self._known(known)
         self.resumeProducing()  # and go on with the frames already in
 
     def _handshake_frame(self, frame: bytes) -> None:
@@ -210,6 +237,10 @@ class PeerConnection(Int32StringReceiver):
         self.on_lost()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if not self.reason and self.initiator and self._hs is not None:
+            # What a holder that refuses our opening does, old ones included.
+            self.reason = (f"the peer hung up before the handshake ended (it was not told "
+                           f"of this transfer, or its spchat is older than {VERSION.decode()})")
         if not self.reason:
             self.reason = "connection closed" if reason.check(net_error.ConnectionDone) \
                 else f"connection lost ({reason.getErrorMessage()})"
@@ -224,42 +255,44 @@ class PeerFailed(Exception):
 
 
 class Introductions:
-    """The holder's table of transfers the server announced: transfer id ->
-    (key, handler, downloader's name), each usable once, for a while."""
+    """The holder's table of transfers the server announced, found by their
+    lookup tag: tag -> (transfer id, key, handler, downloader's name), each
+    usable once, for a while."""
 
     TTL = 120.0
 
     def __init__(self, clock, wait: float = INTRODUCTION_WAIT):
         self.clock = clock
         self.wait_seconds = wait
-        self._known: dict[str, tuple] = {}
-        self._waiting: dict[str, list[defer.Deferred]] = {}
+        self._known: dict[bytes, tuple] = {}
+        self._waiting: dict[bytes, list[defer.Deferred]] = {}
 
     def add(self, transfer: str, key: bytes, handler, name: str) -> None:
-        self._known[transfer] = (key, handler, name)
-        self.clock.callLater(self.TTL, self._known.pop, transfer, None)
-        for d in self._waiting.pop(transfer, []):
+        tag = lookup_tag(transfer, key)
+        self._known[tag] = (transfer, key, handler, name)
+        self.clock.callLater(self.TTL, self._known.pop, tag, None)
+        for d in self._waiting.pop(tag, []):
             if not d.called:
-                d.callback(self._known.pop(transfer, None))
+                d.callback(self._known.pop(tag, None))
 
-    def take(self, transfer: str):
-        return self._known.pop(transfer, None)
+    def take(self, tag: bytes):
+        return self._known.pop(tag, None)
 
-    def wait(self, transfer: str) -> defer.Deferred:
+    def wait(self, tag: bytes) -> defer.Deferred:
         """The introduction, now or when it arrives; None after
         ``wait_seconds`` without it."""
-        known = self.take(transfer)
+        known = self.take(tag)
         if known is not None:
             return defer.succeed(known)
         d = defer.Deferred()
-        waiting = self._waiting.setdefault(transfer, [])
+        waiting = self._waiting.setdefault(tag, [])
         waiting.append(d)
 
         def give_up():
             if not d.called:
                 waiting.remove(d)
                 if not waiting:
-                    self._waiting.pop(transfer, None)
+                    self._waiting.pop(tag, None)
                 d.callback(None)
 
         self.clock.callLater(self.wait_seconds, give_up)
