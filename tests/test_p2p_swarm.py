@@ -44,8 +44,7 @@ class Seeder:
         return transfer, key
 
     def stop(self):
-        self.swarm.close()
-        return self.port.stopListening()
+        return defer.gatherResults([self.swarm.close(), self.port.stopListening()])
 
 
 class FlippingSeed(SeedFile):
@@ -57,11 +56,16 @@ class FlippingSeed(SeedFile):
         return bytes(data)
 
 
+def shared_file(tmp_path, size=40 * PIECE + 1234, piece_size=PIECE):
+    """A file of random bytes and its manifest."""
+    path = tmp_path / "shared.bin"
+    path.write_bytes(os.urandom(size))
+    return path, build_manifest(path, piece_size)
+
+
 @pytest.fixture
 def shared(tmp_path):
-    path = tmp_path / "shared.bin"
-    path.write_bytes(os.urandom(40 * PIECE + 1234))
-    return path, build_manifest(path, PIECE)
+    return shared_file(tmp_path)
 
 
 def connect(downloader: Swarm, seeder: Seeder, name: str, key=None):
@@ -75,7 +79,7 @@ def connect(downloader: Swarm, seeder: Seeder, name: str, key=None):
 def downloading(tmp_path, manifest):
     download = Download(tmp_path / "downloads", manifest)
     done = defer.Deferred()
-    swarm = Swarm(reactor, manifest, swarm_mod.PartialFile(download), download,
+    swarm = Swarm(reactor, manifest, download=download,
                   on_complete=lambda: done.callback(None))
     return swarm, download, done
 
@@ -96,7 +100,7 @@ def test_three_seeders_each_give_a_share_and_the_file_is_whole(tmp_path, shared)
         assert sum(received.values()) >= manifest.size
         assert all(r > 0 for r in received.values()), received
     finally:
-        swarm.close()
+        yield swarm.close()
         for seeder in seeders:
             yield seeder.stop()
 
@@ -112,7 +116,7 @@ def test_a_peer_with_the_wrong_key_cannot_connect(tmp_path, shared):
         assert not download.have
         assert not seeder.swarm.peers  # nothing was served
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -128,7 +132,7 @@ def test_a_peer_the_server_did_not_introduce_is_turned_away(tmp_path, shared):
                                                         b"\x02" * 32, swarm, "x"),
                             timeout=5)
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -150,7 +154,7 @@ def test_bad_pieces_are_fetched_again_elsewhere_and_the_flipper_is_dropped(tmp_p
         assert "flipper" in swarm.banned
         assert swarm.stats["honest"].bad_pieces == 0
     finally:
-        swarm.close()
+        yield swarm.close()
         yield honest.stop()
         yield flipper.stop()
 
@@ -175,7 +179,7 @@ def test_an_unsolicited_block_closes_the_connection(tmp_path, shared):
         assert "nobody asked for" in swarm.stats["hostile"].dropped
         assert 0 not in download.have
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -233,7 +237,7 @@ def test_a_silent_peer_is_dropped_and_its_pieces_go_to_another(tmp_path, shared,
         yield done
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield mute.stop()
         yield honest.stop()
 
@@ -252,7 +256,7 @@ def test_the_upload_cap_paces_a_seeder(tmp_path, shared):
         assert took > (manifest.size - 2 * 1024 * 1024) / (2 * 1024 * 1024) * 0.8
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -267,7 +271,7 @@ def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
     listener = reactor.listenTCP(0, peer.ListenFactory(reactor, intros), interface="127.0.0.1")
     try:
         yield connect(first, seeder, "seed")
-        yield wait_until(lambda: len(first_download.have) >= 5, timeout=10)
+        yield wait_until(lambda: len(first.download.have) >= 5, timeout=10)
         transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
         intros.add(transfer, key, first, "second")
         yield peer.dial(reactor, "127.0.0.1", listener.getHost().port,
@@ -281,8 +285,8 @@ def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
         assert second_download.finish().read_bytes() == path.read_bytes()
         assert first.stats["second"].sent == manifest.size
     finally:
-        first.close()
-        second.close()
+        yield first.close()
+        yield second.close()
         yield listener.stopListening()
         yield seeder.stop()
 
@@ -309,22 +313,22 @@ def test_a_full_disk_stops_the_download_with_one_line_and_keeps_the_part(tmp_pat
     seeder = Seeder(path, manifest)
     download = Download(tiny_disk, manifest)
     failed = defer.Deferred()
-    swarm = Swarm(reactor, manifest, swarm_mod.PartialFile(download), download,
+    swarm = Swarm(reactor, manifest, download=download,
                   on_failed=failed.callback)
     try:
         yield connect(swarm, seeder, "seed")
         reason = yield failed
         assert reason.startswith("the disk is full writing ") and "partial file is kept" in reason
         assert "\n" not in reason
+        yield swarm.close()  # the state cannot be saved either: no exception
         assert 0 < len(download.have) < len(manifest.pieces)
-        download.close()  # the state cannot be saved either: no exception
         part = (tiny_disk / "shared.bin.part").read_bytes()
         for i in download.have:  # what was written is good
             offset, length = manifest.piece_range(i)
             assert manifest.verify(i, part[offset:offset + length])
         yield wait_until(lambda: not swarm.peers)  # it hung up on its peers
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -348,7 +352,7 @@ def test_a_peer_that_comes_before_the_servers_introduction_is_kept_waiting(tmp_p
         assert download.finish().read_bytes() == path.read_bytes()
         assert not seeder.intros._waiting  # nothing left behind
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -367,17 +371,17 @@ def test_a_seeder_whose_file_changed_on_disk_serves_only_pieces_that_still_match
     try:
         yield connect(swarm, changed, "changed")
         everything_else = set(range(len(manifest.pieces))) - {5}
-        yield wait_until(lambda: download.have == everything_else)
+        yield wait_until(lambda: swarm.download.have == everything_else)
         yield task.deferLater(reactor, 0.2, lambda: None)
         # It refused piece 5 rather than send bad data, and no longer offers it.
-        assert download.have == everything_else
+        assert swarm.download.have == everything_else
         assert swarm.stats["changed"].bad_pieces == 0
         assert changed.swarm.source.have == everything_else
         yield connect(swarm, honest, "honest")
         yield done
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield changed.stop()
         yield honest.stop()
 
@@ -430,7 +434,7 @@ def test_an_observer_on_the_network_never_sees_the_transfer_id(tmp_path, shared)
             assert form not in seen
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield listening.stopListening()
         yield seeder.stop()
 

@@ -91,6 +91,7 @@ class PeerConnection(Int32StringReceiver):
         self._send = self._recv = None
         self._timer = None
         self.closing = False
+        self._holds: set[str] = set()  # why we are not reading (see hold)
         self.reason = ""
         self.opened = defer.Deferred()  # fires once the handshake is done
 
@@ -153,7 +154,7 @@ class PeerConnection(Int32StringReceiver):
             self._known(known)
             return
         # The handshake waits for the key, and so do frames already in.
-        self.pauseProducing()
+        self.hold("introduction")
         self.introductions.wait(tag).addCallback(self._known_later)
 
     def _known(self, known) -> None:
@@ -167,7 +168,7 @@ class PeerConnection(Int32StringReceiver):
             self.fail("the server did not introduce this peer")
             return
         self._known(known)
-        self.resumeProducing()  # and go on with the frames already in
+        self.release("introduction")  # and go on with the frames already in
 
     def _handshake_frame(self, frame: bytes) -> None:
         try:
@@ -187,17 +188,29 @@ class PeerConnection(Int32StringReceiver):
         self.handler.peer_open(self)
         self.opened.callback(self)
 
-    # --- producer: pause reading while our own writes are stuck ---------------
-    # The base class's versions also stop (and restart) the loop over frames
+    # --- not reading: while our writes are stuck, or the disk is behind -------
+    # The base class's pause also stops (and restarts) the loop over frames
     # already received, not only the socket: one read may hold thousands.
 
-    def pauseProducing(self):
-        if not self.closing:
+    def hold(self, why: str) -> None:
+        """Read nothing more from the peer until ``release(why)`` (and every
+        other hold is released)."""
+        if not self._holds and not self.closing:
             super().pauseProducing()
+        self._holds.add(why)
+
+    def release(self, why: str) -> None:
+        if why not in self._holds:
+            return
+        self._holds.discard(why)
+        if not self._holds and not self.closing:
+            super().resumeProducing()
+
+    def pauseProducing(self):  # the transport: our sends to the peer are stuck
+        self.hold("sending")
 
     def resumeProducing(self):
-        if not self.closing:
-            super().resumeProducing()
+        self.release("sending")
 
     def stopProducing(self):
         pass
