@@ -14,6 +14,7 @@ from twisted.protocols import basic, portforward
 from spchat.p2p import peer, peerwire, swarm as swarm_mod
 from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
 from spchat.p2p.storage import Download
+from spchat.p2p.tags import relay_name
 from spchat.p2p.swarm import SeedFile, Swarm
 
 from conftest import wait_until
@@ -464,3 +465,12 @@ def test_a_downloader_of_the_old_peer_wire_is_told_the_versions_differ(tmp_path,
         assert not seeder.swarm.peers
     finally:
         yield seeder.stop()
+
+
+def test_the_relay_header_names_the_transfer_without_its_id():
+    transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
+    header = peer.relay_header(transfer, key, "fetch")
+    assert header == f"spchat-relay {relay_name(transfer, key)} fetch\n".encode()
+    assert transfer.encode() not in header and bytes.fromhex(transfer) not in header
+    # Another key, another name: the relay cannot be asked for it by guessing.
+    assert relay_name(transfer, secrets.token_bytes(32)) != relay_name(transfer, key)

@@ -101,9 +101,10 @@ class Fetch:
         if row is None or self.swarm.complete:
             return
         name, _, _, _, key_text = row
+        key = _key(key_text)
         make = lambda: peer.PeerConnection(  # noqa: E731
-            self.node.reactor, True, transfer, _key(key_text), self.swarm, name,
-            preamble=peer.relay_header(transfer, "fetch"), path="relay")
+            self.node.reactor, True, transfer, key, self.swarm, name,
+            preamble=peer.relay_header(transfer, key, "fetch"), path="relay")
         d = peer.dial(self.node.reactor, self.node.client.host, port, make, RELAY_TIMEOUT)
         d.addErrback(lambda f: self.swarm.unreachable(name, "relay", f.getErrorMessage()))
 
@@ -408,7 +409,7 @@ class SharingNode:
             return
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
-            preamble=peer.relay_header(msg.transfer, "serve"), path="relay")
+            preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
         peer.dial(self.reactor, self.client.host, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 

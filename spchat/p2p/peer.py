@@ -13,12 +13,11 @@ frame is one encrypted ``peerwire`` message.
 The connection is the same over a direct TCP connection and through the
 server's relay (which only pipes bytes): there the downloader first sends
 the relay's header line, and so does the holder, who already knows the
-transfer.  Who is initiator follows the role, not who dialled.
+transfer; the line names it by another HMAC under the key (``tags``).  Who is initiator follows the role, not who dialled.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import re
 
@@ -29,6 +28,7 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise
 from spchat.p2p import peerwire
+from spchat.p2p.tags import TAG_BYTES, lookup_tag, relay_name
 from spchat.server.refusals import PerAddress, ThrottledLog
 from spchat.terminal import SafeLogger
 
@@ -38,7 +38,6 @@ PROTOCOL = "Noise_NNpsk0_25519_AESGCM_SHA256"
 # 2: the opening frame carries a lookup tag, not the transfer id.
 VERSION = b"spchat-p2p/2"
 PROLOGUE = VERSION + b" "
-TAG_BYTES = 16
 # What a spchat-p2p/1 downloader opened with: the transfer id in clear.
 OLD_OPENING = re.compile(rb"[0-9a-f]{32}")
 # The holder waits this long to hear of a transfer from the server (the two
@@ -49,20 +48,15 @@ HANDSHAKE_SECONDS = 10.0
 MAX_PEERS_PER_IP = 4
 
 
-def lookup_tag(transfer: str, key: bytes) -> bytes:
-    """Names the transfer to the holder; only the two peers (and the server
-    that made the key) can tell which transfer it is."""
-    return hmac.new(key, b"lookup " + transfer.encode("ascii"), hashlib.sha256).digest()[:TAG_BYTES]
-
-
 def opening(transfer: str, key: bytes) -> bytes:
     """The downloader's first frame."""
     return PROLOGUE + lookup_tag(transfer, key)
 
 
-def relay_header(transfer: str, side: str) -> bytes:
-    """The line that opens a connection to the relay."""
-    return f"spchat-relay {transfer} {side}\n".encode("ascii")
+def relay_header(transfer: str, key: bytes, side: str) -> bytes:
+    """The line that opens a connection to the relay (which knows the
+    transfer by its relay name, not its id)."""
+    return f"spchat-relay {relay_name(transfer, key)} {side}\n".encode("ascii")
 
 
 class PeerConnection(Int32StringReceiver):
