@@ -238,7 +238,7 @@ class SharingNode:
         """Fires once every file is closed (after the disk job under way on
         each; those not started are dropped) and the port is shut."""
         self._lost_answers(everything=True)
-        closing = [fetch.stop() for fetch in self.fetches.values()]
+        closing = [fetch.stop() for fetch in list(self.fetches.values())]
         closing += [swarm.close() for swarm, _ in self.seeds.values()]
         self.fetches.clear()
         self.seeds.clear()
@@ -257,9 +257,6 @@ class SharingNode:
             raise SharingError(f"{path} is not a file")
         try:
             manifest = yield hash_file(self.reactor, path)
-        except OSError as e:
-            raise SharingError(f"cannot read {path}: {e.strerror or e}") from None
-        try:
             source = yield threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), SeedFile, path, manifest)
         except OSError as e:
