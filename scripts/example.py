@@ -6,7 +6,7 @@
 Everything lives in a fresh temporary directory (server data, each client's
 pinned key), removed at the end: nothing of yours is touched.  The clients
 trust the demo server's key up front, so the windows open straight into the
-chat.  It ends when every window is closed, or on Ctrl-C.
+chat.  It ends when every window is closed, on Ctrl-C, SIGTERM or SIGHUP.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 READY = re.compile(r"listening on TCP [\d.]+:(\d+) .*server key fingerprint (\S+)")
 
 
-def start_server(workdir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
+def spawn_server(workdir: Path, env: dict) -> subprocess.Popen:
     # In the temporary directory, so that no ./.env of yours is read, and in
     # a session of its own, so that Ctrl-C reaches this script only.
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n",
          "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0", "--udp-port", "0",
          "--relay-port", "0",
@@ -38,6 +38,10 @@ def start_server(workdir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=workdir,
         start_new_session=True,
     )
+
+
+def wait_until_ready(proc: subprocess.Popen) -> tuple[int, str]:
+    """The server's port and key fingerprint, once it listens."""
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -45,7 +49,7 @@ def start_server(workdir: Path, env: dict) -> tuple[subprocess.Popen, int, str]:
         if found:
             # Keep reading its log, or a full pipe would stall the server.
             threading.Thread(target=proc.stdout.read, daemon=True).start()
-            return proc, int(found.group(1)), found.group(2)
+            return int(found.group(1)), found.group(2)
     raise SystemExit("example: the server did not start:\n" + "".join(seen[-20:]))
 
 
@@ -54,8 +58,40 @@ def pin(config_dir: Path, port: int, fingerprint: str) -> None:
     (config_dir / "known_servers").write_text(f"127.0.0.1:{port} {fingerprint}\n")
 
 
+# Ctrl-C, SIGTERM (a service manager's stop) and SIGHUP (the terminal
+# closed) all end the demo the same clean way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupted(signum, frame):
+    ignore_stop_signals()  # a second signal must not cut the clean-up short
     raise KeyboardInterrupt
+
+
+def catch_stop_signals() -> None:
+    # Installed even where SIGINT is ignored (a background job of a script).
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _interrupted)
+
+
+def _ignored(signum, frame):
+    pass
+
+
+def ignore_stop_signals() -> None:
+    # A handler that does nothing, not SIG_IGN: a signal already on its way
+    # would print "ignored due to race condition".
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _ignored)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def main(argv=None) -> int:
@@ -68,10 +104,7 @@ def main(argv=None) -> int:
               "xvfb-run to try it headless", file=sys.stderr)
         return 1
 
-    # Ctrl-C and SIGTERM both end the demo the same clean way, even when
-    # started where SIGINT is ignored (a background job of a script).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, _interrupted)
+    catch_stop_signals()
     workdir = Path(tempfile.mkdtemp(prefix="spchat-example-"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
@@ -79,7 +112,9 @@ def main(argv=None) -> int:
     clients: list[subprocess.Popen] = []
     server = None
     try:
-        server, port, fingerprint = start_server(workdir, env)
+        # Known before it is ready: a signal while it starts must stop it too.
+        server = spawn_server(workdir, env)
+        port, fingerprint = wait_until_ready(server)
         print(f"example: server on 127.0.0.1:{port}, key {fingerprint}")
         print(f"example: everything is in {workdir} (removed at the end)")
         for name in args.names:
@@ -98,6 +133,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\nexample: stopping")
     finally:
+        ignore_stop_signals()
         for client in clients:
             if client.poll() is None:
                 client.send_signal(signal.SIGTERM)  # the windows log out cleanly
@@ -110,12 +146,7 @@ def main(argv=None) -> int:
                 client.kill()
                 client.wait()
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server)
         shutil.rmtree(workdir, ignore_errors=True)
     print("example: done")
     return 0

@@ -8,10 +8,13 @@ import secrets
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.protocols import basic, portforward
 
 from spchat.p2p import peer, peerwire, swarm as swarm_mod
 from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
 from spchat.p2p.storage import Download
+from spchat.p2p.tags import relay_name
 from spchat.p2p.swarm import SeedFile, Swarm
 
 from conftest import wait_until
@@ -26,8 +29,15 @@ class Seeder:
         self.swarm = Swarm(reactor, manifest, source or SeedFile(path, manifest),
                            upload_bps=upload_bps)
         self.intros = peer.Introductions(reactor, wait=0.5)
-        self.port = reactor.listenTCP(0, peer.ListenFactory(reactor, self.intros),
-                                      interface="127.0.0.1")
+        self.factory = peer.ListenFactory(reactor, self.intros)
+        self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
+        self.conns = []  # its side of each peer connection
+        build = self.factory.buildProtocol
+        self.factory.buildProtocol = lambda addr: self._kept(build(addr))
+
+    def _kept(self, conn):
+        self.conns.append(conn)
+        return conn
 
     def introduce(self, name="downloader"):
         transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
@@ -35,8 +45,7 @@ class Seeder:
         return transfer, key
 
     def stop(self):
-        self.swarm.close()
-        return self.port.stopListening()
+        return defer.gatherResults([self.swarm.close(), self.port.stopListening()])
 
 
 class FlippingSeed(SeedFile):
@@ -48,11 +57,16 @@ class FlippingSeed(SeedFile):
         return bytes(data)
 
 
+def shared_file(tmp_path, size=40 * PIECE + 1234, piece_size=PIECE):
+    """A file of random bytes and its manifest."""
+    path = tmp_path / "shared.bin"
+    path.write_bytes(os.urandom(size))
+    return path, build_manifest(path, piece_size)
+
+
 @pytest.fixture
 def shared(tmp_path):
-    path = tmp_path / "shared.bin"
-    path.write_bytes(os.urandom(40 * PIECE + 1234))
-    return path, build_manifest(path, PIECE)
+    return shared_file(tmp_path)
 
 
 def connect(downloader: Swarm, seeder: Seeder, name: str, key=None):
@@ -66,7 +80,7 @@ def connect(downloader: Swarm, seeder: Seeder, name: str, key=None):
 def downloading(tmp_path, manifest):
     download = Download(tmp_path / "downloads", manifest)
     done = defer.Deferred()
-    swarm = Swarm(reactor, manifest, swarm_mod.PartialFile(download), download,
+    swarm = Swarm(reactor, manifest, download=download,
                   on_complete=lambda: done.callback(None))
     return swarm, download, done
 
@@ -87,7 +101,7 @@ def test_three_seeders_each_give_a_share_and_the_file_is_whole(tmp_path, shared)
         assert sum(received.values()) >= manifest.size
         assert all(r > 0 for r in received.values()), received
     finally:
-        swarm.close()
+        yield swarm.close()
         for seeder in seeders:
             yield seeder.stop()
 
@@ -103,7 +117,7 @@ def test_a_peer_with_the_wrong_key_cannot_connect(tmp_path, shared):
         assert not download.have
         assert not seeder.swarm.peers  # nothing was served
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -113,13 +127,13 @@ def test_a_peer_the_server_did_not_introduce_is_turned_away(tmp_path, shared):
     seeder = Seeder(path, manifest)
     swarm, _, _ = downloading(tmp_path, manifest)
     try:
-        with pytest.raises(peer.PeerFailed):
+        with pytest.raises(peer.PeerFailed, match="hung up before the handshake"):
             yield peer.dial(reactor, "127.0.0.1", seeder.port.getHost().port,
                             lambda: peer.PeerConnection(reactor, True, "ab" * 16,
                                                         b"\x02" * 32, swarm, "x"),
                             timeout=5)
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -141,7 +155,7 @@ def test_bad_pieces_are_fetched_again_elsewhere_and_the_flipper_is_dropped(tmp_p
         assert "flipper" in swarm.banned
         assert swarm.stats["honest"].bad_pieces == 0
     finally:
-        swarm.close()
+        yield swarm.close()
         yield honest.stop()
         yield flipper.stop()
 
@@ -166,7 +180,7 @@ def test_an_unsolicited_block_closes_the_connection(tmp_path, shared):
         assert "nobody asked for" in swarm.stats["hostile"].dropped
         assert 0 not in download.have
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -224,7 +238,7 @@ def test_a_silent_peer_is_dropped_and_its_pieces_go_to_another(tmp_path, shared,
         yield done
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield mute.stop()
         yield honest.stop()
 
@@ -243,7 +257,7 @@ def test_the_upload_cap_paces_a_seeder(tmp_path, shared):
         assert took > (manifest.size - 2 * 1024 * 1024) / (2 * 1024 * 1024) * 0.8
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -258,7 +272,7 @@ def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
     listener = reactor.listenTCP(0, peer.ListenFactory(reactor, intros), interface="127.0.0.1")
     try:
         yield connect(first, seeder, "seed")
-        yield wait_until(lambda: len(first_download.have) >= 5, timeout=10)
+        yield wait_until(lambda: len(first.download.have) >= 5, timeout=10)
         transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
         intros.add(transfer, key, first, "second")
         yield peer.dial(reactor, "127.0.0.1", listener.getHost().port,
@@ -272,8 +286,8 @@ def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
         assert second_download.finish().read_bytes() == path.read_bytes()
         assert first.stats["second"].sent == manifest.size
     finally:
-        first.close()
-        second.close()
+        yield first.close()
+        yield second.close()
         yield listener.stopListening()
         yield seeder.stop()
 
@@ -300,22 +314,22 @@ def test_a_full_disk_stops_the_download_with_one_line_and_keeps_the_part(tmp_pat
     seeder = Seeder(path, manifest)
     download = Download(tiny_disk, manifest)
     failed = defer.Deferred()
-    swarm = Swarm(reactor, manifest, swarm_mod.PartialFile(download), download,
+    swarm = Swarm(reactor, manifest, download=download,
                   on_failed=failed.callback)
     try:
         yield connect(swarm, seeder, "seed")
         reason = yield failed
         assert reason.startswith("the disk is full writing ") and "partial file is kept" in reason
         assert "\n" not in reason
+        yield swarm.close()  # the state cannot be saved either: no exception
         assert 0 < len(download.have) < len(manifest.pieces)
-        download.close()  # the state cannot be saved either: no exception
         part = (tiny_disk / "shared.bin.part").read_bytes()
         for i in download.have:  # what was written is good
             offset, length = manifest.piece_range(i)
             assert manifest.verify(i, part[offset:offset + length])
         yield wait_until(lambda: not swarm.peers)  # it hung up on its peers
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -339,7 +353,7 @@ def test_a_peer_that_comes_before_the_servers_introduction_is_kept_waiting(tmp_p
         assert download.finish().read_bytes() == path.read_bytes()
         assert not seeder.intros._waiting  # nothing left behind
     finally:
-        swarm.close()
+        yield swarm.close()
         yield seeder.stop()
 
 
@@ -358,16 +372,105 @@ def test_a_seeder_whose_file_changed_on_disk_serves_only_pieces_that_still_match
     try:
         yield connect(swarm, changed, "changed")
         everything_else = set(range(len(manifest.pieces))) - {5}
-        yield wait_until(lambda: download.have == everything_else)
+        yield wait_until(lambda: swarm.download.have == everything_else)
         yield task.deferLater(reactor, 0.2, lambda: None)
         # It refused piece 5 rather than send bad data, and no longer offers it.
-        assert download.have == everything_else
+        assert swarm.download.have == everything_else
         assert swarm.stats["changed"].bad_pieces == 0
         assert changed.swarm.source.have == everything_else
         yield connect(swarm, honest, "honest")
         yield done
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
-        swarm.close()
+        yield swarm.close()
         yield changed.stop()
         yield honest.stop()
+
+
+class _RecordingClient(portforward.ProxyClient):
+    def dataReceived(self, data):
+        self.peer.factory.seen += data
+        super().dataReceived(data)
+
+
+class _RecordingClientFactory(portforward.ProxyClientFactory):
+    protocol = _RecordingClient
+
+
+class _RecordingServer(portforward.ProxyServer):
+    clientProtocolFactory = _RecordingClientFactory
+
+    def dataReceived(self, data):
+        self.factory.seen += data
+        super().dataReceived(data)
+
+
+class RecordingProxy(portforward.ProxyFactory):
+    """Forwards to a port on 127.0.0.1 and keeps every byte that crosses,
+    both ways: what an observer on the network sees."""
+
+    protocol = _RecordingServer
+
+    def __init__(self, port):
+        super().__init__("127.0.0.1", port)
+        self.seen = bytearray()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_observer_on_the_network_never_sees_the_transfer_id(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    proxy = RecordingProxy(seeder.port.getHost().port)
+    listening = reactor.listenTCP(0, proxy, interface="127.0.0.1")
+    swarm, download, done = downloading(tmp_path, manifest)
+    transfer, key = seeder.introduce()
+    try:
+        yield peer.dial(reactor, "127.0.0.1", listening.getHost().port,
+                        lambda: peer.PeerConnection(reactor, True, transfer, key, swarm, "seed"),
+                        timeout=5)
+        yield done
+        seen = bytes(proxy.seen)
+        assert len(seen) > manifest.size  # the whole transfer went through it
+        for form in (transfer.encode(), transfer.upper().encode(), bytes.fromhex(transfer)):
+            assert form not in seen
+        assert download.finish().read_bytes() == path.read_bytes()
+    finally:
+        yield swarm.close()
+        yield listening.stopListening()
+        yield seeder.stop()
+
+
+class OldDownloader(basic.Int32StringReceiver):
+    """A spchat-p2p/1 downloader: it opened with the transfer id in clear."""
+
+    def __init__(self, transfer):
+        self.transfer = transfer
+
+    def connectionMade(self):
+        self.sendString(self.transfer.encode("ascii"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_downloader_of_the_old_peer_wire_is_told_the_versions_differ(tmp_path, shared):
+    path, manifest = shared
+    seeder = Seeder(path, manifest)
+    transfer, _ = seeder.introduce()
+    try:
+        yield connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1",
+                                                 seeder.port.getHost().port),
+                              OldDownloader(transfer))
+        yield wait_until(lambda: seeder.conns and seeder.conns[0].closing)
+        reason = seeder.conns[0].reason
+        assert "spchat-p2p/1" in reason and "spchat-p2p/2" in reason and "upgraded" in reason
+        assert not seeder.swarm.peers
+    finally:
+        yield seeder.stop()
+
+
+def test_the_relay_header_names_the_transfer_without_its_id():
+    transfer, key = secrets.token_hex(16), secrets.token_bytes(32)
+    header = peer.relay_header(transfer, key, "fetch")
+    assert header == f"spchat-relay {relay_name(transfer, key)} fetch\n".encode()
+    assert transfer.encode() not in header and bytes.fromhex(transfer) not in header
+    # Another key, another name: the relay cannot be asked for it by guessing.
+    assert relay_name(transfer, secrets.token_bytes(32)) != relay_name(transfer, key)

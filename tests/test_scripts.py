@@ -1,8 +1,16 @@
-"""scripts/run_server.sh and scripts/run_client.sh, as a user runs them."""
+"""scripts/run_server.sh, scripts/run_client.sh and scripts/example.py, as a user
+runs them."""
 
+import os
 import re
+import signal
 import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
+
+import pytest
 
 from conftest import REPO, subprocess_env
 
@@ -32,3 +40,78 @@ def test_run_server_and_run_client_scripts(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=20)
+
+
+# --- scripts/example.py: a signal stops its server and removes its folder --
+
+
+def _children(pid):
+    """The processes whose parent is ``pid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _running(pid):
+    """Alive and not a zombie waiting for its parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _data_dir_of(pid):
+    """The server's --data-dir, once the child runs the server (None before)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return Path(args[args.index(b"--data-dir") + 1].decode()) if b"--data-dir" in args else None
+
+
+def _wait_for(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {predicate}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("stop, when", [
+    (signal.SIGTERM, "starting"), (signal.SIGTERM, "running"), (signal.SIGHUP, "starting"),
+    (signal.SIGHUP, "running"), (signal.SIGINT, "running"), (signal.SIGTERM, "twice")])
+def test_a_signal_stops_the_examples_server_and_removes_its_folder(tmp_path, display,
+                                                                    stop, when):
+    """``starting``: while its server starts; ``running``: once its window is
+    up; ``twice``: a second signal while it cleans up (an impatient user)."""
+    env = subprocess_env(tmp_path, DISPLAY=display)
+    proc = subprocess.Popen([sys.executable, "scripts/example.py", "--names", "ann"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        # The server is the example's first child (its window comes later).
+        _wait_for(lambda: any(map(_data_dir_of, _children(proc.pid))), timeout=30)
+        server = next(pid for pid in _children(proc.pid) if _data_dir_of(pid))
+        workdir = _data_dir_of(server).parent
+        if when != "starting":
+            for line in proc.stdout:
+                if "to end the demo" in line:
+                    break
+        proc.send_signal(stop)
+        if when == "twice":
+            proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, output
+        assert "example: done" in output and "Traceback" not in output
+        _wait_for(lambda: not _running(server), timeout=5)
+        assert not workdir.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -15,6 +15,7 @@ from twisted.internet.task import Clock
 
 from spchat import noise, wire
 from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
+from spchat.p2p.tags import relay_name
 from spchat.server import tracker
 from spchat.server.core import FLOOD_LIMITED, ChatCore, Limits
 from spchat.tap import core_limits
@@ -401,14 +402,16 @@ def test_the_relay_is_opened_for_the_downloader_of_a_transfer(introduced):
     assert b.of(wire.RelayOpen) == [wire.RelayOpen(transfer, 5002)]
     relay_call = a.of(wire.PeerRequest)[-1]
     assert relay_call == wire.PeerRequest(transfer, key, relay_call.file, "bob", 5002)
-    assert core.relay_allowed(transfer)
+    # The relay knows the transfer by its relay name: the id is not sent to it.
+    name = relay_name(transfer, bytes.fromhex(key))
+    assert core.relay_allowed(name) and not core.relay_allowed(transfer)
     # Asking again while the ticket holds: the holder is not called again.
     core.receive(bob, wire.RelayRequest(transfer))
     assert len(a.of(wire.PeerRequest)) == 2 and len(b.of(wire.RelayOpen)) == 2
     core.clock.advance(tracker.RELAY_TICKET_SECONDS)
-    assert not core.relay_allowed(transfer)
+    assert not core.relay_allowed(name)
     core.sweep()
-    assert transfer not in core.relay_tickets
+    assert not core.relay_tickets
 
 
 def test_no_relay_on_this_server(introduced):

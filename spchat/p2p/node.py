@@ -17,9 +17,10 @@ from twisted.logger import Logger
 
 from spchat import wire
 from spchat.p2p import peer
+from spchat.p2p.diskqueue import DiskClosed
 from spchat.p2p.manifest import Manifest, ManifestError, hash_file
 from spchat.p2p.storage import Download, StorageError
-from spchat.p2p.swarm import PartialFile, SeedFile, Swarm
+from spchat.p2p.swarm import SeedFile, Swarm
 
 DIRECT_TIMEOUT = 3.0  # then the relay
 RELAY_TIMEOUT = 15.0
@@ -49,7 +50,6 @@ class Fetch:
         self.node = node
         self.manifest = manifest
         self.file_id = answer.file
-        self.download = download
         self.started = time.monotonic()
         self.start_bytes = 0
         self.result = defer.Deferred()  # fires with the saved file's Path
@@ -58,9 +58,10 @@ class Fetch:
         self._last_holding = 0.0
         self._last_progress = time.monotonic()
         self._last_asked = time.monotonic()
-        self.swarm = Swarm(node.reactor, manifest, PartialFile(download), download,
+        self.swarm = Swarm(node.reactor, manifest, download=download,
                            upload_bps=node.upload_bps, on_piece=self._piece,
                            on_complete=self._complete, on_failed=self._failed)
+        self.download = self.swarm.download  # its reactor side: the disk work is queued
         self.start_bytes = self.swarm.bytes_done()
         self._saver = task.LoopingCall(self._save)
         self._saver.clock = node.reactor
@@ -100,9 +101,10 @@ class Fetch:
         if row is None or self.swarm.complete:
             return
         name, _, _, _, key_text = row
+        key = _key(key_text)
         make = lambda: peer.PeerConnection(  # noqa: E731
-            self.node.reactor, True, transfer, _key(key_text), self.swarm, name,
-            preamble=peer.relay_header(transfer, "fetch"), path="relay")
+            self.node.reactor, True, transfer, key, self.swarm, name,
+            preamble=peer.relay_header(transfer, key, "fetch"), path="relay")
         d = peer.dial(self.node.reactor, self.node.client.host, port, make, RELAY_TIMEOUT)
         d.addErrback(lambda f: self.swarm.unreachable(name, "relay", f.getErrorMessage()))
 
@@ -145,11 +147,7 @@ class Fetch:
     def _save(self) -> None:
         """Every SAVE_EVERY seconds: save the state, and look for peers if
         none is left."""
-        try:
-            self.download.save_state()
-        except OSError as e:
-            self.swarm.fail(f"cannot save the download's state: {e}")
-            return
+        self.download.save_state().addErrback(self._not_saved)
         now = time.monotonic()
         if self.swarm.peers:
             self._last_progress = now
@@ -161,22 +159,32 @@ class Fetch:
             self._last_asked = now
             self.node.ask_again(self)
 
+    def _not_saved(self, failure) -> None:
+        if not failure.check(DiskClosed):
+            self.swarm.fail(f"cannot save the download's state: {failure.getErrorMessage()}")
+
     def _complete(self) -> None:
+        """Every piece is in: rename it (after the writes queued before),
+        then serve it from there."""
         self._stop_saver()
-        try:
-            self.path = self.download.finish()
-        except (StorageError, OSError) as e:
-            self._failed(f"cannot finish {self.manifest.name}: {e}")
-            return
-        self.swarm.become_seed(SeedFile(self.path, self.manifest))
+        d = self.download.finish()
+        d.addCallback(lambda path: self.swarm.disk.run(SeedFile, path, self.manifest))
+        d.addCallbacks(self._finished, self._not_finished)
+
+    def _finished(self, seed: SeedFile) -> None:
+        self.path = seed.path
+        self.swarm.become_seed(seed)
         self.node.holding(self.file_id, len(self.manifest.pieces))
         if not self.result.called:
             self.result.callback(self.path)
 
+    def _not_finished(self, failure) -> None:
+        if not failure.check(DiskClosed):  # closed: stopped meanwhile
+            self._failed(f"cannot finish {self.manifest.name}: {failure.getErrorMessage()}")
+
     def _failed(self, reason: str) -> None:
         self._stop_saver()
-        self.swarm.close()  # no peer may touch the closed file now
-        self.download.close()
+        self.swarm.close()  # the file is closed after the disk job under way
         self.node.forget(self.file_id)
         if not self.result.called:
             self.result.errback(SharingError(reason))
@@ -185,14 +193,14 @@ class Fetch:
         if self._saver.running:
             self._saver.stop()
 
-    def stop(self) -> None:
-        """Interrupted: keep what we have, resumable."""
+    def stop(self) -> defer.Deferred:
+        """Interrupted: keep what we have, resumable.  Fires once the file
+        is closed and its state saved."""
         self._stop_saver()
-        self.swarm.close()
-        if not self.download.complete:
-            self.download.close()
+        closed = self.swarm.close()
         if not self.result.called:
             self.result.errback(SharingError("interrupted; run it again to resume"))
+        return closed
 
 
 class SharingNode:
@@ -227,15 +235,17 @@ class SharingNode:
             self.port = self._listener.getHost().port
 
     def stop(self) -> defer.Deferred:
+        """Fires once every file is closed (after the disk job under way on
+        each; those not started are dropped) and the port is shut."""
         self._lost_answers(everything=True)
-        for fetch in list(self.fetches.values()):
-            fetch.stop()
-        for swarm, _ in self.seeds.values():
-            swarm.close()
+        closing = [fetch.stop() for fetch in list(self.fetches.values())]
+        closing += [swarm.close() for swarm, _ in self.seeds.values()]
         self.fetches.clear()
         self.seeds.clear()
         listener, self._listener = self._listener, None
-        return defer.maybeDeferred(listener.stopListening) if listener else defer.succeed(None)
+        if listener:
+            closing.append(defer.maybeDeferred(listener.stopListening))
+        return defer.gatherResults(closing)
 
     # --- what the user does ------------------------------------------------------
 
@@ -247,9 +257,10 @@ class SharingNode:
             raise SharingError(f"{path} is not a file")
         try:
             manifest = yield hash_file(self.reactor, path)
+            source = yield threads.deferToThreadPool(
+                self.reactor, self.reactor.getThreadPool(), SeedFile, path, manifest)
         except OSError as e:
             raise SharingError(f"cannot read {path}: {e.strerror or e}") from None
-        source = SeedFile(path, manifest)
         swarm = Swarm(self.reactor, manifest, source, upload_bps=self.upload_bps)
         self.seeds[manifest.file_id] = (swarm, manifest)
         try:
@@ -399,7 +410,7 @@ class SharingNode:
             return
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
-            preamble=peer.relay_header(msg.transfer, "serve"), path="relay")
+            preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
         peer.dial(self.reactor, self.client.host, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 

@@ -2,20 +2,23 @@
 
 The server gives both peers the same fresh 32-byte key and a transfer id
 over their encrypted chat channels.  The downloader (initiator) opens with
-the transfer id in clear, so that the holder knows which key to expect, then
-both run Noise ``NNpsk0`` with that key: only the two peers the server
-introduced can complete it, and the transfer id is in the prologue, so a
-changed id fails the handshake.  After it, every Int32 frame is one
-encrypted ``peerwire`` message.
+the peer-wire version and a lookup tag, an HMAC of the transfer id under
+the key: the holder finds the introduction (and so the key) by it, while a
+network observer sees neither the id nor anything that links the
+connection to it.  Then both run Noise ``NNpsk0`` with that key: only the
+two peers the server introduced can complete it, and the transfer id is in
+the prologue, so a changed id fails the handshake.  After it, every Int32
+frame is one encrypted ``peerwire`` message.
 
 The connection is the same over a direct TCP connection and through the
 server's relay (which only pipes bytes): there the downloader first sends
 the relay's header line, and so does the holder, who already knows the
-transfer.  Who is initiator follows the role, not who dialled.
+transfer; the line names it by another HMAC under the key (``tags``).  Who is initiator follows the role, not who dialled.
 """
 
 from __future__ import annotations
 
+import hmac
 import re
 
 from twisted.internet import defer
@@ -25,14 +28,18 @@ from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise
 from spchat.p2p import peerwire
+from spchat.p2p.tags import TAG_BYTES, lookup_tag, relay_name
 from spchat.server.refusals import PerAddress, ThrottledLog
 from spchat.terminal import SafeLogger
 
 log = SafeLogger()
 
 PROTOCOL = "Noise_NNpsk0_25519_AESGCM_SHA256"
-PROLOGUE = b"spchat-p2p/1 "
-TRANSFER_RE = re.compile(rb"[0-9a-f]{32}")
+# 2: the opening frame carries a lookup tag, not the transfer id.
+VERSION = b"spchat-p2p/2"
+PROLOGUE = VERSION + b" "
+# What a spchat-p2p/1 downloader opened with: the transfer id in clear.
+OLD_OPENING = re.compile(rb"[0-9a-f]{32}")
 # The holder waits this long to hear of a transfer from the server (the two
 # messages travel on different connections and may cross).
 INTRODUCTION_WAIT = 5.0
@@ -41,9 +48,15 @@ HANDSHAKE_SECONDS = 10.0
 MAX_PEERS_PER_IP = 4
 
 
-def relay_header(transfer: str, side: str) -> bytes:
-    """The line that opens a connection to the relay."""
-    return f"spchat-relay {transfer} {side}\n".encode("ascii")
+def opening(transfer: str, key: bytes) -> bytes:
+    """The downloader's first frame."""
+    return PROLOGUE + lookup_tag(transfer, key)
+
+
+def relay_header(transfer: str, key: bytes, side: str) -> bytes:
+    """The line that opens a connection to the relay (which knows the
+    transfer by its relay name, not its id)."""
+    return f"spchat-relay {relay_name(transfer, key)} {side}\n".encode("ascii")
 
 
 class PeerConnection(Int32StringReceiver):
@@ -72,6 +85,7 @@ class PeerConnection(Int32StringReceiver):
         self._send = self._recv = None
         self._timer = None
         self.closing = False
+        self._holds: set[str] = set()  # why we are not reading (see hold)
         self.reason = ""
         self.opened = defer.Deferred()  # fires once the handshake is done
 
@@ -83,7 +97,7 @@ class PeerConnection(Int32StringReceiver):
         if self.preamble:
             self.transport.write(self.preamble)
         if self.initiator:
-            self.sendString(self.transfer.encode("ascii"))
+            self.sendString(opening(self.transfer, self.key))
             self._start_handshake()
             self.sendString(self._hs.write_message())
 
@@ -115,32 +129,40 @@ class PeerConnection(Int32StringReceiver):
 
     def _introduced(self, frame: bytes) -> None:
         """The responder's first frame: which transfer this is."""
-        if not TRANSFER_RE.fullmatch(frame) or (
-                self.transfer and frame.decode("ascii") != self.transfer):
-            self.fail("not a transfer this peer knows")
+        if OLD_OPENING.fullmatch(frame):
+            self.fail(f"the peer speaks spchat-p2p/1, this one {VERSION.decode()}: "
+                      f"one of the two spchat installs must be upgraded")
             return
-        self.transfer = frame.decode("ascii")
+        if not frame.startswith(PROLOGUE) or len(frame) != len(PROLOGUE) + TAG_BYTES:
+            self.fail(f"not a {VERSION.decode()} opening")
+            return
+        tag = frame[len(PROLOGUE):]
         if self.key is not None:  # through the relay: known already
+            if not hmac.compare_digest(tag, lookup_tag(self.transfer, self.key)):
+                self.fail("not a transfer this peer knows")
+                return
             self._start_handshake()
             return
-        known = self.introductions.take(self.transfer)
+        known = self.introductions.take(tag)
         if known is not None:
-            self.key, self.handler, self.name = known
-            self._start_handshake()
+            self._known(known)
             return
         # The handshake waits for the key, and so do frames already in.
-        self.pauseProducing()
-        self.introductions.wait(self.transfer).addCallback(self._known)
+        self.hold("introduction")
+        self.introductions.wait(tag).addCallback(self._known_later)
 
     def _known(self, known) -> None:
+        self.transfer, self.key, self.handler, self.name = known
+        self._start_handshake()
+
+    def _known_later(self, known) -> None:
         if self.closing:
             return
         if known is None:
             self.fail("the server did not introduce this peer")
             return
-        self.key, self.handler, self.name = known
-        self._start_handshake()
-        self.resumeProducing()  # and go on with the frames already in
+        self._known(known)
+        self.release("introduction")  # and go on with the frames already in
 
     def _handshake_frame(self, frame: bytes) -> None:
         try:
@@ -160,17 +182,29 @@ class PeerConnection(Int32StringReceiver):
         self.handler.peer_open(self)
         self.opened.callback(self)
 
-    # --- producer: pause reading while our own writes are stuck ---------------
-    # The base class's versions also stop (and restart) the loop over frames
+    # --- not reading: while our writes are stuck, or the disk is behind -------
+    # The base class's pause also stops (and restarts) the loop over frames
     # already received, not only the socket: one read may hold thousands.
 
-    def pauseProducing(self):
-        if not self.closing:
+    def hold(self, why: str) -> None:
+        """Read nothing more from the peer until ``release(why)`` (and every
+        other hold is released)."""
+        if not self._holds and not self.closing:
             super().pauseProducing()
+        self._holds.add(why)
+
+    def release(self, why: str) -> None:
+        if why not in self._holds:
+            return
+        self._holds.discard(why)
+        if not self._holds and not self.closing:
+            super().resumeProducing()
+
+    def pauseProducing(self):  # the transport: our sends to the peer are stuck
+        self.hold("sending")
 
     def resumeProducing(self):
-        if not self.closing:
-            super().resumeProducing()
+        self.release("sending")
 
     def stopProducing(self):
         pass
@@ -210,6 +244,10 @@ class PeerConnection(Int32StringReceiver):
         self.on_lost()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
+        if not self.reason and self.initiator and self._hs is not None:
+            # What a holder that refuses our opening does, old ones included.
+            self.reason = (f"the peer hung up before the handshake ended (it was not told "
+                           f"of this transfer, or its spchat is older than {VERSION.decode()})")
         if not self.reason:
             self.reason = "connection closed" if reason.check(net_error.ConnectionDone) \
                 else f"connection lost ({reason.getErrorMessage()})"
@@ -224,42 +262,44 @@ class PeerFailed(Exception):
 
 
 class Introductions:
-    """The holder's table of transfers the server announced: transfer id ->
-    (key, handler, downloader's name), each usable once, for a while."""
+    """The holder's table of transfers the server announced, found by their
+    lookup tag: tag -> (transfer id, key, handler, downloader's name), each
+    usable once, for a while."""
 
     TTL = 120.0
 
     def __init__(self, clock, wait: float = INTRODUCTION_WAIT):
         self.clock = clock
         self.wait_seconds = wait
-        self._known: dict[str, tuple] = {}
-        self._waiting: dict[str, list[defer.Deferred]] = {}
+        self._known: dict[bytes, tuple] = {}
+        self._waiting: dict[bytes, list[defer.Deferred]] = {}
 
     def add(self, transfer: str, key: bytes, handler, name: str) -> None:
-        self._known[transfer] = (key, handler, name)
-        self.clock.callLater(self.TTL, self._known.pop, transfer, None)
-        for d in self._waiting.pop(transfer, []):
+        tag = lookup_tag(transfer, key)
+        self._known[tag] = (transfer, key, handler, name)
+        self.clock.callLater(self.TTL, self._known.pop, tag, None)
+        for d in self._waiting.pop(tag, []):
             if not d.called:
-                d.callback(self._known.pop(transfer, None))
+                d.callback(self._known.pop(tag, None))
 
-    def take(self, transfer: str):
-        return self._known.pop(transfer, None)
+    def take(self, tag: bytes):
+        return self._known.pop(tag, None)
 
-    def wait(self, transfer: str) -> defer.Deferred:
+    def wait(self, tag: bytes) -> defer.Deferred:
         """The introduction, now or when it arrives; None after
         ``wait_seconds`` without it."""
-        known = self.take(transfer)
+        known = self.take(tag)
         if known is not None:
             return defer.succeed(known)
         d = defer.Deferred()
-        waiting = self._waiting.setdefault(transfer, [])
+        waiting = self._waiting.setdefault(tag, [])
         waiting.append(d)
 
         def give_up():
             if not d.called:
                 waiting.remove(d)
                 if not waiting:
-                    self._waiting.pop(transfer, None)
+                    self._waiting.pop(tag, None)
                 d.callback(None)
 
         self.clock.callLater(self.wait_seconds, give_up)

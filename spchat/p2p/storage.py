@@ -8,6 +8,9 @@ or the new one, never half of one.  When the state is missing, damaged, or
 for another file, the pieces already on disk are hashed again instead of
 trusted.  When every piece is in, the file is renamed to its own name (or
 ``NAME (1)``, ... if that is taken).
+
+Every call blocks on the disk: the swarm makes them in a worker thread,
+one at a time, through ``ondisk.DownloadOnDisk``.
 """
 
 from __future__ import annotations

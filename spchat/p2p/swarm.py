@@ -10,6 +10,12 @@ hashed before it is written or announced; a bad one is a strike against the
 one peer that sent it and is asked for again, elsewhere if possible.  A
 peer that sends a block nobody asked for, or does not answer for
 ``REQUEST_TIMEOUT`` seconds, is dropped and its pieces go to the others.
+
+The disk work (reading blocks to serve, hashing and writing pieces) runs on
+the file's ``DiskQueue``, off the reactor thread; the swarm goes on when it
+is done.  A peer has at most ``READS_IN_FLIGHT`` blocks being read for it:
+then its requests wait unread, as they do while our sends to it are stuck,
+so a peer that asks much and reads nothing costs a few blocks of memory.
 """
 
 from __future__ import annotations
@@ -18,10 +24,12 @@ import os
 from collections import deque
 from dataclasses import dataclass, field
 
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from spchat.p2p import peerwire
+from spchat.p2p.diskqueue import DiskClosed, DiskQueue
 from spchat.p2p.manifest import Manifest
+from spchat.p2p.ondisk import DownloadOnDisk, SeedOnDisk
 from spchat.p2p.picker import PiecePicker
 from spchat.p2p.storage import Download, StorageError
 
@@ -31,10 +39,12 @@ REQUEST_TIMEOUT = 15.0
 MAX_STRIKES = 3  # bad pieces before a peer is dropped
 MAX_QUEUED_REQUESTS = 512  # unanswered requests one peer may pile up (upload cap)
 TICK_SECONDS = 1.0
+READS_IN_FLIGHT = 4  # blocks being read for one peer before its requests wait
 
 
 class SeedFile:
-    """A whole file on disk, offered to others.  Each piece is hashed again
+    """A whole file on disk, offered to others (blocking: its calls run on
+    the file's DiskQueue, see ``ondisk.SeedOnDisk``).  Each piece is hashed again
     before its first block is served, and again after the file changes on
     disk: a file changed since it was shared must not spread bad data.  A
     block of a checked piece is read alone, so asking for one block of many
@@ -76,21 +86,6 @@ class SeedFile:
             self._fd = None
 
 
-class PartialFile:
-    """What a download has so far, offered to others (every piece in it was
-    verified before it was written)."""
-
-    def __init__(self, download: Download):
-        self.download = download
-        self.have = download.have
-
-    def read_block(self, index: int, offset: int, length: int) -> bytes | None:
-        return self.download.read_block(index, offset, length) if index in self.have else None
-
-    def close(self) -> None:
-        pass
-
-
 @dataclass(eq=False)
 class PeerState:
     conn: object
@@ -101,6 +96,7 @@ class PeerState:
     buffers: dict = field(default_factory=dict)  # piece -> bytearray being filled
     filled: dict = field(default_factory=dict)  # piece -> bytes received so far
     queued: int = 0  # its requests waiting for the upload cap
+    reading: int = 0  # blocks being read from disk for it
     strikes: int = 0
 
 
@@ -117,13 +113,18 @@ class PeerStats:
 
 
 class Swarm:
-    def __init__(self, clock, manifest: Manifest, source, download: Download | None = None,
-                 upload_bps: int = 0, on_piece=lambda index: None,
-                 on_complete=lambda: None, on_failed=lambda reason: None):
+    """Serves ``source`` (a SeedFile), or, given a ``download``, fetches
+    it and serves what it has so far."""
+
+    def __init__(self, clock, manifest: Manifest, source=None,
+                 download: Download | None = None, upload_bps: int = 0,
+                 on_piece=lambda index: None, on_complete=lambda: None,
+                 on_failed=lambda reason: None):
         self.clock = clock
         self.manifest = manifest
-        self.source = source
-        self.download = download
+        self.disk = DiskQueue(clock)  # the one file's, reads and writes in order
+        self.download = DownloadOnDisk(self.disk, download) if download is not None else None
+        self.source = SeedOnDisk(self.disk, source) if source is not None else self.download
         self.upload_bps = upload_bps
         self.on_piece = on_piece
         self.on_complete = on_complete
@@ -135,6 +136,7 @@ class Swarm:
         self.closed = False  # closed: late peers are turned away
         self.picker = None
         self._serve_queue: deque = deque()
+        self._storing: set[int] = set()  # pieces being hashed and written
         self._tokens = float(upload_bps)
         self._refill_at = clock.seconds()
         self._serve_call = None
@@ -235,9 +237,21 @@ class Swarm:
             self._serve(peer, req)
 
     def _serve(self, peer: PeerState, req: peerwire.Request) -> None:
-        block = (self.source.read_block(req.piece, req.offset, req.length)
-                 if req.piece in self.source.have else None)
-        if block is None:
+        if req.piece not in self.source.have:
+            peer.conn.send(peerwire.Reject(req.piece, req.offset, req.length))
+            return
+        peer.reading += 1
+        d = self.source.read_block(req.piece, req.offset, req.length)
+        d.addBoth(self._read_for, peer, req)
+        if peer.reading >= READS_IN_FLIGHT:
+            peer.conn.hold("disk")  # released as each read is done
+
+    def _read_for(self, block, peer: PeerState, req: peerwire.Request) -> None:
+        peer.reading -= 1
+        peer.conn.release("disk")
+        if self.peers.get(peer.conn) is not peer or self.closed:
+            return  # gone meanwhile
+        if not isinstance(block, bytes):  # None, or the disk failed: we cannot give it
             peer.conn.send(peerwire.Reject(req.piece, req.offset, req.length))
             return
         peer.conn.send(peerwire.Block(req.piece, req.offset, block))
@@ -320,15 +334,36 @@ class Swarm:
                 peer.conn.send(peerwire.Cancel(piece, key[1], length))
 
     def _piece_in(self, peer: PeerState, piece: int) -> None:
+        """A piece's last block is in: hash it and write it, off the reactor
+        thread (it stays this peer's in the picker until then)."""
         data = bytes(peer.buffers[piece])
         self._forget(peer, piece, cancel=False)
-        if not self.manifest.verify(piece, data):
-            self._strike(peer, piece)
+        if piece in self._storing or piece in self.picker.have:
+            return  # the endgame: another peer's copy came first
+        self._storing.add(piece)
+        d = self.download.write_piece(piece, data)
+        d.addBoth(self._stored, piece)
+        d.addCallbacks(self._piece_stored, self._piece_not_stored,
+                       callbackArgs=(peer, piece))
+
+    def _stored(self, result, piece: int):
+        self._storing.discard(piece)
+        return result
+
+    def _piece_not_stored(self, failure) -> None:
+        if not failure.check(DiskClosed):  # closed: nothing more to do
+            self.fail(failure.getErrorMessage() if failure.check(StorageError)
+                      else f"cannot write the download: {failure.getErrorMessage()}")
+
+    def _piece_stored(self, written: bool, peer: PeerState, piece: int) -> None:
+        if self.closed or self.failed:
             return
-        try:
-            self.download.write_piece(piece, data, verified=True)  # hashed just above
-        except StorageError as e:
-            self.fail(str(e))
+        if not written:
+            if self.peers.get(peer.conn) is peer:
+                self._strike(peer, piece)
+            else:  # it left meanwhile: the piece is free for the others
+                self.picker.failed(piece, peer.conn)
+                self._fill_all()
             return
         for other in self.picker.done(piece):
             if other is not peer.conn and other in self.peers:
@@ -402,10 +437,13 @@ class Swarm:
             self._ticker.stop()
         self._ticker = None
 
-    def become_seed(self, source) -> None:
-        """The download is finished and renamed: serve the file from there."""
-        self.source.close()
-        self.source = source
+    def become_seed(self, seed) -> None:
+        """The download is finished and renamed: serve the file (a
+        SeedFile) from there."""
+        if self.closed:
+            seed.close()  # closed meanwhile: nothing may use it now
+            return
+        self.source = SeedOnDisk(self.disk, seed)
 
     def _stop_serving(self) -> None:
         if self._serve_call is not None and self._serve_call.active():
@@ -413,10 +451,14 @@ class Swarm:
         self._serve_call = None
         self._serve_queue.clear()
 
-    def close(self) -> None:
+    def close(self) -> defer.Deferred:
+        """Hang up; the file is closed (a download's state saved) after the
+        disk job under way, and the jobs not started are dropped.  Fires
+        once it is closed."""
         self.closed = True
         self._stop_ticker()
         self._stop_serving()
         for conn in list(self.peers):
             conn.close("no longer sharing")
-        self.source.close()
+        files = {id(f): f for f in (self.source, self.download) if f is not None}
+        return self.disk.close(lambda: [f.shut() for f in files.values()])

@@ -7,8 +7,9 @@ one ASCII line::
 
     spchat-relay <transfer> <side>\\n
 
-where ``<transfer>`` is a transfer id the chat server issued a ticket for
-and ``<side>`` is ``fetch`` (the downloader) or ``serve`` (the holder).
+where ``<transfer>`` names a transfer the chat server issued a ticket for
+(its relay name, an HMAC of the transfer id under the transfer's key, see
+``spchat.p2p.tags``: the id itself never crosses in clear) and ``<side>`` is ``fetch`` (the downloader) or ``serve`` (the holder).
 The first to arrive waits, not read any further, for the other side; then
 the ticket is spent and the two are spliced.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from spchat import wire
 from spchat.p2p.manifest import Manifest, ManifestError
+from spchat.p2p.tags import relay_name
 from spchat.server.rooms import RoomDirectory
 from spchat.server.rules import Limits, Ports, Refused, quoted
 from spchat.server.sessions import Session, SessionTable
@@ -29,7 +30,8 @@ class Sharing:
         self.directory = directory
         self.room_of = room_of
         self.ports = ports  # the relay's port, once bound (0: no relay)
-        # Transfers the relay may carry, each until an expiry time.
+        # Transfers the relay may carry, by relay name (never the id: that
+        # does not cross the network in clear), each until an expiry time.
         self.relay_tickets: dict[str, float] = {}
         self.tracker = Tracker()
 
@@ -38,14 +40,15 @@ class Sharing:
 
     # --- the relay asks ---------------------------------------------------------
 
-    def relay_allowed(self, transfer: str) -> bool:
-        """May the relay carry this transfer (opened for it, not expired)?"""
-        expiry = self.relay_tickets.get(transfer)
+    def relay_allowed(self, name: str) -> bool:
+        """May the relay carry the transfer of this relay name (opened for
+        it, not expired)?"""
+        expiry = self.relay_tickets.get(name)
         return expiry is not None and self.now() < expiry
 
-    def relay_used(self, transfer: str) -> None:
+    def relay_used(self, name: str) -> None:
         """Both sides are connected through the relay: the ticket is spent."""
-        self.relay_tickets.pop(transfer, None)
+        self.relay_tickets.pop(name, None)
 
     def expire(self) -> None:
         now = self.now()
@@ -182,10 +185,11 @@ class Sharing:
                 and self.tracker.holds(transfer.holder, transfer.file)):
             raise Refused("no_peers", "the peer of this transfer is not online now")
         holder = self.sessions.by_id[transfer.holder]
-        if not self.relay_allowed(transfer.id):
+        name = relay_name(transfer.id, bytes.fromhex(transfer.key))
+        if not self.relay_allowed(name):
             # One call to the relay per live ticket: asking again must not
             # make the holder dial the relay again and again.
-            self.relay_tickets[transfer.id] = self.now() + RELAY_TICKET_SECONDS
+            self.relay_tickets[name] = self.now() + RELAY_TICKET_SECONDS
             self._send(holder, wire.PeerRequest(
                 transfer.id, transfer.key, transfer.file, session.name, self.ports.relay
             ))
