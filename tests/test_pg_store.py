@@ -1,0 +1,191 @@
+"""What only the PostgreSQL store has, on a real server (tests/postgres.py):
+several servers on one database, its schema's migrations, a database
+that cannot be used or goes away.  What every
+store does is in test_store.py, run on PostgreSQL too."""
+
+import socket
+import threading
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from spchat.server.commit import GroupCommitter
+from spchat.server.pg_link import Link, StoreUnavailable, parse_url
+from spchat.server.pg_schema import SCHEMA_VERSION, migrate
+from spchat.server.pg_store import PostgresStore
+from spchat.server.store import StoreError
+
+from conftest import wait_until
+from test_store import dm, say
+
+
+def sql(url, query, params=()):
+    """One statement in a transaction on a connection of the test's own;
+    its rows, if it has any."""
+    link = Link(parse_url(url), url)
+    try:
+        with link.transaction() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else None
+    finally:
+        link.close()
+
+
+async def opened(url):
+    store = PostgresStore(url)
+    await store.open()
+    return store
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- several servers on one database ---------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_servers_on_one_database_number_each_conversation_without_gaps(pg_url):
+    stores = [await opened(pg_url), await opened(pg_url)]
+    try:
+        # All queued at once on both writers: their transactions race.  Each
+        # batch touches two rooms, half of them in the other order, so that
+        # locking the numbers in the wrong order would deadlock.
+        def batch(n, b):
+            rooms = ("lobby", "dev") if b % 2 else ("dev", "lobby")
+            return [say(f"{n}:{b}:{i}", room=rooms[i % 2], sender=f"s{n}") for i in range(10)] \
+                + [dm(f"{n}:{b}:dm", "alice", "Bob")]
+
+        sent = {n: [batch(n, b) for b in range(30)] for n in range(2)}
+        results = await defer.gatherResults(
+            [stores[n].append(records) for n in range(2) for records in sent[n]],
+            consumeErrors=True)
+        given = [r for saved, again in results for r in saved]
+        assert all(again == [] for _, again in results)
+        for conversation, count in (("#lobby", 300), ("#dev", 300), ("@alice bob", 60)):
+            numbers = sorted(r.seq for r in given if r.conversation == conversation)
+            assert numbers == list(range(1, count + 1))  # none missing, none twice
+            stored = await stores[1].after(conversation, 0, 1000)
+            assert [(r.seq, r.text) for r in stored] == sorted(
+                (r.seq, r.text) for r in given if r.conversation == conversation)
+        # Each server's lines of a room in the order that server sent them.
+        for n in range(2):
+            mine = [r.text for r in await stores[0].after("#lobby", 0, 1000)
+                    if r.sender == f"s{n}"]
+            assert mine == [r.text for records in sent[n] for r in records
+                            if r.room == "lobby"]
+        assert sql(pg_url, "SELECT last_seq FROM conversations WHERE conversation = '#lobby'") \
+            == [(300,)]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# --- the schema ----------------------------------------------------------------------
+
+
+def test_migrations_started_at_once_by_several_servers_run_once(pg_url):
+    found, errors = [], []
+    together = threading.Barrier(4)
+
+    def start():
+        link = Link(parse_url(pg_url), pg_url)
+        try:
+            together.wait()
+            found.append(migrate(link))
+        except Exception as e:  # reported below, with the others
+            errors.append(e)
+        finally:
+            link.close()
+
+    starting = [threading.Thread(target=start) for _ in range(4)]
+    for thread in starting:
+        thread.start()
+    for thread in starting:
+        thread.join()
+    assert errors == []
+    # One found an empty database and made the schema; the others waited.
+    assert sorted(found) == [0] + [SCHEMA_VERSION] * 3
+    assert sql(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    link = Link(parse_url(pg_url), pg_url)
+    try:
+        assert migrate(link) == SCHEMA_VERSION  # once more: nothing to do
+    finally:
+        link.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_was_saved_is_there_after_opening_again(pg_url):
+    store = await opened(pg_url)
+    await store.append([say("kept"), dm("also kept", "alice", "Bob")])
+    await store.set_account("zoe", "Zoe", "$argon2id$x", 1)
+    await store.close()
+    store = await opened(pg_url)
+    try:
+        assert [r.text for r in await store.after("#lobby", 0, 9)] == ["kept"]
+        assert await store.account("zoe") == ("Zoe", "$argon2id$x")
+        assert await store.lookalike_account({"zoe"}, "z0e") == "Zoe"
+        saved, _ = await store.append([say("next")])
+        assert saved[0].seq == 2
+    finally:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_newer_schema_is_refused_in_one_line(pg_url):
+    await (await opened(pg_url)).close()
+    sql(pg_url, "UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(StoreError) as info:
+        await opened(pg_url)
+    message = str(info.value)
+    assert f"schema version {SCHEMA_VERSION + 1} is newer" in message
+    assert pg_url in message and "\n" not in message
+
+
+# --- a database that cannot be used ----------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_that_cannot_be_used_is_a_one_line_error(postgres_server):
+    port = free_port()
+    cases = [
+        (f"postgresql://spchat:sekrit@127.0.0.1:{port}/chat", "cannot connect to the database"),
+        (postgres_server.url("nowhere"), 'database "nowhere" does not exist'),
+        ("postgresql://127.0.0.1/chat?no_such_option=1", "cannot read the database URL"),
+    ]
+    for url, expected in cases:
+        with pytest.raises(StoreError) as info:
+            await opened(url)
+        message = str(info.value)
+        assert expected in message and "\n" not in message, message
+        assert "sekrit" not in message
+
+
+@pytest_twisted.ensureDeferred
+async def test_saving_waits_while_the_database_is_away_and_resumes_by_itself(own_postgres):
+    url = own_postgres.new_database()
+    store = await opened(url)
+    published = []
+    committer = GroupCommitter(store, reactor, lambda saved, again: published.extend(saved))
+    try:
+        committer.add(say("before"))
+        await wait_until(lambda: len(published) == 1)
+        own_postgres.stop_server()
+        with pytest.raises(StoreUnavailable) as info:  # a read fails, plainly
+            await store.after("#lobby", 0, 9)
+        assert url in str(info.value) and "\n" not in str(info.value)
+        for i in range(5):
+            committer.add(say(f"while away {i}"))
+        await task.deferLater(reactor, 1.5, lambda: None)  # a retry or two
+        assert len(published) == 1  # nothing acknowledged that is not saved
+        own_postgres.start()
+        await wait_until(lambda: len(published) == 6, timeout=60)
+        assert [(r.seq, r.text) for r in published] == [(1, "before")] + [
+            (i + 2, f"while away {i}") for i in range(5)]
+        assert [r.seq for r in await store.after("#lobby", 0, 9)] == [1, 2, 3, 4, 5, 6]
+    finally:
+        await committer.stop()
+        await store.close()
