@@ -1,22 +1,25 @@
 """What only the PostgreSQL store has, on a real server (tests/postgres.py):
 several servers on one database, its schema's migrations, a database
-that cannot be used or goes away.  What every
+that cannot be used or goes away, and a chat server on it.  What every
 store does is in test_store.py, run on PostgreSQL too."""
 
 import socket
+import subprocess
 import threading
 
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
+from spchat import wire
 from spchat.server.commit import GroupCommitter
 from spchat.server.pg_link import Link, StoreUnavailable, parse_url
 from spchat.server.pg_schema import SCHEMA_VERSION, migrate
 from spchat.server.pg_store import PostgresStore
-from spchat.server.store import StoreError
+from spchat.server.store import DB_FILE, StoreError
 
-from conftest import wait_until
+from conftest import (connect_client, server_config, start_service, stop_services,
+                      subprocess_env, twistd_command, wait_until)
 from test_store import dm, say
 
 
@@ -189,3 +192,50 @@ async def test_saving_waits_while_the_database_is_away_and_resumes_by_itself(own
     finally:
         await committer.stop()
         await store.close()
+
+
+# --- a chat server on PostgreSQL -------------------------------------------------------
+
+
+def room_lines(client, history):
+    return [m.text for m in client.rec.of(wire.RoomMessage) if m.history == history]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_chat_server_on_postgresql_keeps_its_history_across_a_restart(tmp_path, pins, pg_url):
+    cfg = server_config(tmp_path / "data", database=pg_url)
+    server = start_service(cfg)
+    try:
+        alice = yield connect_client(server, pins, "alice")
+        bob = yield connect_client(server, pins, "bob")
+        sent = [f"line {i}" for i in range(5)]
+        for text in sent:
+            alice.say(text)
+        yield wait_until(lambda: room_lines(bob, False) == sent and not alice.outbox)
+    finally:
+        yield stop_services(server)
+    server = start_service(cfg)
+    try:
+        carol = yield connect_client(server, pins, "carol")
+        yield wait_until(lambda: room_lines(carol, True) == sent)
+        carol.say("after the restart")
+        yield wait_until(lambda: room_lines(carol, False) == ["after the restart"])
+        [line] = [m for m in carol.rec.of(wire.RoomMessage) if not m.history]
+        assert line.seq == 6  # numbered on from the database's count
+    finally:
+        yield stop_services(server)
+    assert not (tmp_path / "data" / DB_FILE).exists()  # nothing went to SQLite
+
+
+def test_a_server_that_cannot_reach_its_database_stops_with_one_line(tmp_path):
+    url = f"postgresql://spchat:sekrit@127.0.0.1:{free_port()}/chat"
+    result = subprocess.run(
+        twistd_command() + ["-n", "--pidfile=", "spchat", "--data-dir", str(tmp_path / "data"),
+                            "--tcp-port", "0", "--udp-port", "0", "--relay-port", "0",
+                            "--database", url],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "database" in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "sekrit" not in result.stdout + result.stderr
