@@ -194,6 +194,24 @@ async def test_saving_waits_while_the_database_is_away_and_resumes_by_itself(own
         await store.close()
 
 
+@pytest_twisted.ensureDeferred
+async def test_the_first_read_and_write_after_the_database_restarted_find_it_back(own_postgres):
+    url = own_postgres.new_database()
+    store = await opened(url)
+    try:
+        await store.append([say("kept")])
+        assert len(await store.load()) == 0 and len(await store.after("#lobby", 0, 9)) == 1
+        own_postgres.stop_server()
+        own_postgres.start()
+        # The connections died with the server: new ones, at once.
+        assert [r.text for r in await store.after("#lobby", 0, 9)] == ["kept"]
+        assert await store.load() == []
+        saved, _ = await store.append([say("after")])
+        assert [r.seq for r in saved] == [2]
+    finally:
+        await store.close()
+
+
 # --- a chat server on PostgreSQL -------------------------------------------------------
 
 
@@ -225,6 +243,32 @@ def test_a_chat_server_on_postgresql_keeps_its_history_across_a_restart(tmp_path
     finally:
         yield stop_services(server)
     assert not (tmp_path / "data" / DB_FILE).exists()  # nothing went to SQLite
+
+
+@pytest_twisted.inlineCallbacks
+def test_lines_sent_while_the_database_is_away_stay_pending_then_arrive(tmp_path, pins,
+                                                                      own_postgres):
+    server = start_service(server_config(tmp_path / "data",
+                                         database=own_postgres.new_database()))
+    try:
+        alice = yield connect_client(server, pins, "alice")
+        bob = yield connect_client(server, pins, "bob")
+        alice.say("before")
+        yield wait_until(lambda: room_lines(bob, False) == ["before"])
+        own_postgres.stop_server()
+        sent = [f"while away {i}" for i in range(3)]
+        for text in sent:
+            alice.say(text)
+        yield task.deferLater(reactor, 1.5, lambda: None)
+        # Not acknowledged, not delivered: still in alice's outbox.
+        assert len(alice.outbox) == 3 and room_lines(bob, False) == ["before"]
+        own_postgres.start()
+        yield wait_until(lambda: room_lines(bob, False) == ["before"] + sent and not alice.outbox,
+                         timeout=60)
+        lines = [m for m in bob.rec.of(wire.RoomMessage) if not m.history]
+        assert [m.seq for m in lines] == [1, 2, 3, 4]
+    finally:
+        yield stop_services(server)
 
 
 def test_a_server_that_cannot_reach_its_database_stops_with_one_line(tmp_path):

@@ -1,10 +1,13 @@
 """One connection to PostgreSQL, kept up: what one store thread talks through.
 
-A lost connection (the server restarted, the network cut) fails the
-statement that found it with a one-line ``StoreUnavailable``, and the next
-statement connects again; while the server stays away, attempts are spaced
-out (``RETRY_FIRST`` doubling up to ``RETRY_MOST`` seconds), and a
-statement asked for in between fails at once with the same kind of error.
+A connection found lost (the server restarted, the network cut) at a
+transaction's BEGIN, or under a read, is made again at once and the work
+done on the new one; one lost in the middle of a write fails it with a
+one-line ``StoreUnavailable`` (whether its COMMIT landed is not known: a
+retried append finds its messages saved, as copies).  While the server
+stays away, attempts are spaced out (``RETRY_FIRST`` doubling up to
+``RETRY_MOST`` seconds), and a statement asked for in between fails at
+once with the same kind of error.
 The caller decides what a failure means: the group committer keeps its
 messages pending and tries again; a read fails to its client.
 """
@@ -27,6 +30,10 @@ CONNECT_DEFAULTS = {"connect_timeout": "5", "keepalives": "1", "keepalives_idle"
 
 class StoreUnavailable(StoreError):
     """The database cannot be reached now; it may be later."""
+
+
+class ConnectionLost(StoreUnavailable):
+    """The connection broke under a statement (the server restarted, say)."""
 
 
 def one_line(error: Exception) -> str:
@@ -94,8 +101,7 @@ class Link:
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as e:
             if self.conn is None or self.conn.closed:  # not an error of the statement
                 self.close()
-                raise StoreUnavailable(
-                    f"lost the database {self.where}: {one_line(e)}") from None
+                raise ConnectionLost(f"lost the database {self.where}: {one_line(e)}") from None
             raise
 
     @contextlib.contextmanager
@@ -109,8 +115,7 @@ class Link:
     def transaction(self, snapshot: bool = False):
         """A cursor in a transaction, committed at the end of the block
         (rolled back on an error).  ``snapshot``: its reads see one state."""
-        with self._lost_is_unavailable(), self.connect().cursor() as cursor:
-            cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if snapshot else "BEGIN")
+        with self._lost_is_unavailable(), self._begun(snapshot) as cursor:
             try:
                 yield cursor
             except BaseException:
@@ -118,6 +123,33 @@ class Link:
                     cursor.execute("ROLLBACK")
                 raise
             cursor.execute("COMMIT")
+
+    def _begun(self, snapshot: bool):
+        """A cursor whose BEGIN went through.  A connection found lost at
+        BEGIN had nothing of this transaction yet: a new one, at once, so
+        that the first write after the server came back does not fail."""
+        for last in (False, True):
+            try:
+                with self._lost_is_unavailable():
+                    cursor = self.connect().cursor()
+                    cursor.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" if snapshot
+                                   else "BEGIN")
+                    return cursor
+            except ConnectionLost:
+                if last:
+                    raise
+
+    def read(self, work, snapshot: bool = False):
+        """``work(cursor)``'s result: reads, so if the connection was found
+        lost (the server restarted since the last one), once more on a new
+        one, and a reader does not fail for a server that is back."""
+        for last in (False, True):
+            try:
+                with self.transaction(snapshot=True) if snapshot else self.cursor() as cursor:
+                    return work(cursor)
+            except ConnectionLost:
+                if last:
+                    raise
 
     def close(self) -> None:
         if self.conn is not None:

@@ -86,9 +86,11 @@ class PgTables:
         self.link.close()
 
     def _query(self, sql: str, params=()) -> list:
-        with self.link.cursor() as cursor:
+        def rows(cursor):
             cursor.execute(sql, params)
             return cursor.fetchall()
+
+        return self.link.read(rows)
 
     def _one(self, sql: str, params=()):
         rows = self._query(sql, params)
@@ -210,29 +212,7 @@ class PgTables:
 
     def load(self) -> list[RoomRecord]:
         # One snapshot: no commit lands between the reads.
-        with self.link.transaction(snapshot=True) as cursor:
-            def rows(sql):
-                cursor.execute(sql)
-                return cursor.fetchall()
-
-            rooms = {
-                key: RoomRecord(key, name, topic, private, locked, created)
-                for key, name, topic, private, locked, created in rows(
-                    "SELECT key, name, topic, private, topic_locked, created FROM rooms "
-                    "ORDER BY key")
-            }
-            for room, key, name, role in rows("SELECT room, key, name, role FROM room_roles"):
-                rooms[room].roles[key] = (name, role)
-            for room, key, name, until, reason in rows(
-                    "SELECT room, key, name, until, reason FROM room_bans"):
-                rooms[room].bans[key] = (name, until, reason)
-            for room, key, name in rows("SELECT room, key, name FROM room_mutes"):
-                rooms[room].mutes[key] = name
-            for room, last_seq in rows(
-                    "SELECT r.key, c.last_seq FROM rooms AS r "
-                    "JOIN conversations AS c ON c.conversation = '#' || r.key"):
-                rooms[room].last_seq = last_seq
-        return list(rooms.values())
+        return self.link.read(_load, snapshot=True)
 
     def save_room(self, room: RoomRecord) -> None:
         self._write(
@@ -289,6 +269,32 @@ class PgTables:
 
     def remove_membership(self, key: str, room: str) -> None:
         self._write("DELETE FROM memberships WHERE key = %s AND room = %s", (key, room))
+
+
+def _load(cursor) -> list[RoomRecord]:
+    """Every room with its standing and its newest number."""
+    def rows(sql):
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+    rooms = {
+        key: RoomRecord(key, name, topic, private, locked, created)
+        for key, name, topic, private, locked, created in rows(
+            "SELECT key, name, topic, private, topic_locked, created FROM rooms "
+            "ORDER BY key")
+    }
+    for room, key, name, role in rows("SELECT room, key, name, role FROM room_roles"):
+        rooms[room].roles[key] = (name, role)
+    for room, key, name, until, reason in rows(
+            "SELECT room, key, name, until, reason FROM room_bans"):
+        rooms[room].bans[key] = (name, until, reason)
+    for room, key, name in rows("SELECT room, key, name FROM room_mutes"):
+        rooms[room].mutes[key] = name
+    for room, last_seq in rows(
+            "SELECT r.key, c.last_seq FROM rooms AS r "
+            "JOIN conversations AS c ON c.conversation = '#' || r.key"):
+        rooms[room].last_seq = last_seq
+    return list(rooms.values())
 
 
 def _add_looks(cursor, accounts) -> None:
