@@ -271,6 +271,21 @@ def test_lines_sent_while_the_database_is_away_stay_pending_then_arrive(tmp_path
         yield stop_services(server)
 
 
+def test_the_settings_choose_the_store(tmp_path):
+    from spchat.server.memory_store import MemoryStore
+    from spchat.server.store import SQLiteStore
+    from spchat.tap import make_store
+
+    url = "postgresql://chat:sekrit@db.example/spchat?password=sekrit"
+    store = make_store(server_config(tmp_path, database=url), reactor)
+    assert isinstance(store, PostgresStore)
+    assert store.path == "postgresql://chat:***@db.example/spchat"  # for messages
+    assert isinstance(make_store(server_config(tmp_path), reactor), SQLiteStore)
+    assert isinstance(make_store(server_config(tmp_path, store="memory"), reactor), MemoryStore)
+    with pytest.raises(StoreError, match="two stores"):
+        make_store(server_config(tmp_path, store="memory", database=url), reactor)
+
+
 def test_a_server_that_cannot_reach_its_database_stops_with_one_line(tmp_path):
     url = f"postgresql://spchat:sekrit@127.0.0.1:{free_port()}/chat"
     result = subprocess.run(
