@@ -16,11 +16,12 @@ from spchat.server.commit import GroupCommitter
 from spchat.server.pg_link import Link, StoreUnavailable, parse_url
 from spchat.server.pg_schema import SCHEMA_VERSION, migrate
 from spchat.server.pg_store import PostgresStore
+from spchat.server.pg_tables import append_rows
 from spchat.server.store import DB_FILE, StoreError
 
 from conftest import (connect_client, server_config, start_service, stop_services,
                       subprocess_env, twistd_command, wait_until)
-from test_store import dm, say
+from test_store import dm, numbered, say
 
 
 def sql(url, query, params=()):
@@ -209,6 +210,64 @@ async def test_the_first_read_and_write_after_the_database_restarted_find_it_bac
         saved, _ = await store.append([say("after")])
         assert [r.seq for r in saved] == [2]
     finally:
+        await store.close()
+
+
+def test_lines_whose_commit_landed_unseen_are_published_once_not_as_copies(pg_url):
+    # The connection broke under COMMIT, after the COMMIT had landed: the
+    # committer tries the batch again, and it finds its own lines saved.
+    link = Link(parse_url(pg_url), pg_url)
+    try:
+        migrate(link)
+        batch = [say("landed"), dm("landed too", "alice", "Bob")]
+        with link.transaction() as cursor:
+            first, _ = append_rows(cursor, batch)
+        earlier_copy = say("sent before", cid="old")
+        with link.transaction() as cursor:
+            append_rows(cursor, [earlier_copy])
+        in_doubt = frozenset((*r.sent_as, r.ts) for r in batch)
+        retried = batch + [say("sent before", cid="old", ts=2000), say("new")]
+        with link.transaction() as cursor:
+            saved, again = append_rows(cursor, retried, in_doubt)
+        assert numbered(saved) == [("#lobby", 1, "landed"), ("@alice bob", 1, "landed too"),
+                                   ("#lobby", 3, "new")]
+        assert [(r.text, old.seq) for r, old in again] == [("sent before", 2)]  # a real copy
+    finally:
+        link.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_lost_under_commit_loses_nothing_and_saves_nothing_twice(pg_url):
+    # The server ends the connection while it commits the first batch with
+    # "die at commit" in it (once: a sequence is not rolled back).
+    sql(pg_url, """
+        CREATE SEQUENCE die_once;
+        CREATE FUNCTION die_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.text = 'die at commit' AND nextval('die_once') = 1 THEN
+                PERFORM pg_terminate_backend(pg_backend_pid());
+            END IF;
+            RETURN NEW;
+        END $$;
+    """)
+    store = await opened(pg_url)  # the schema is made here
+    sql(pg_url, "CREATE CONSTRAINT TRIGGER die AFTER INSERT ON messages "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die_at_commit()")
+    published = []
+    committer = GroupCommitter(store, reactor, lambda saved, again: published.extend(saved))
+    try:
+        committer.add(say("die at commit"))
+        committer.add(say("with it"))
+        await wait_until(lambda: len(published) == 2, timeout=30)
+        committer.add(say("after"))
+        await wait_until(lambda: len(published) == 3)
+        assert numbered(published) == [("#lobby", 1, "die at commit"), ("#lobby", 2, "with it"),
+                                       ("#lobby", 3, "after")]
+        assert sql(pg_url, "SELECT count(*) FROM messages") == [(3,)]
+        # Two COMMITs of the first batch: the one that died, the retry.
+        assert sql(pg_url, "SELECT last_value FROM die_once") == [(2,)]
+    finally:
+        await committer.stop()
         await store.close()
 
 

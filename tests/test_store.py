@@ -190,6 +190,14 @@ async def test_a_resent_message_is_found_in_the_same_and_in_a_later_batch(store)
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_copy_within_a_batch_is_acknowledged_with_the_first_ones_number(store):
+    await store.append([say("earlier"), say("earlier too")])
+    saved, again = await store.append([say("once", cid="twice"), say("once", cid="twice")])
+    assert numbered(saved) == [("#lobby", 3, "once")]
+    assert [(resent.cid, old) for resent, old in again] == [("twice", saved[0])]
+
+
+@pytest_twisted.ensureDeferred
 async def test_direct_messages_since_a_time_oldest_first(store):
     await store.append([
         dm("early", "alice", "Bob", ts=1000),

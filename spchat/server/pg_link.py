@@ -3,8 +3,8 @@
 A connection found lost (the server restarted, the network cut) at a
 transaction's BEGIN, or under a read, is made again at once and the work
 done on the new one; one lost in the middle of a write fails it with a
-one-line ``StoreUnavailable`` (whether its COMMIT landed is not known: a
-retried append finds its messages saved, as copies).  While the server
+one-line ``StoreUnavailable`` (``CommitInDoubt`` if it was lost under
+COMMIT, which may have landed: see ``pg_tables.append_rows``).  While the server
 stays away, attempts are spaced out (``RETRY_FIRST`` doubling up to
 ``RETRY_MOST`` seconds), and a statement asked for in between fails at
 once with the same kind of error.
@@ -34,6 +34,10 @@ class StoreUnavailable(StoreError):
 
 class ConnectionLost(StoreUnavailable):
     """The connection broke under a statement (the server restarted, say)."""
+
+
+class CommitInDoubt(ConnectionLost):
+    """The connection broke under COMMIT: the transaction may have landed."""
 
 
 def one_line(error: Exception) -> str:
@@ -122,7 +126,11 @@ class Link:
                 if not cursor.connection.closed:
                     cursor.execute("ROLLBACK")
                 raise
-            cursor.execute("COMMIT")
+            try:
+                with self._lost_is_unavailable():
+                    cursor.execute("COMMIT")
+            except ConnectionLost as e:
+                raise CommitInDoubt(f"{e} (during COMMIT)") from None
 
     def _begun(self, snapshot: bool):
         """A cursor whose BEGIN went through.  A connection found lost at

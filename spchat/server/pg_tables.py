@@ -17,6 +17,7 @@ so two batches touching the same ones cannot deadlock.
 from __future__ import annotations
 
 from spchat.server import lookalikes
+from spchat.server.pg_link import CommitInDoubt
 from spchat.server.numbering import RESEND_WINDOW_MS, number
 from spchat.server.records import Record, RoomRecord, room_conversation
 
@@ -43,22 +44,38 @@ INSERT_MESSAGES = (
 )
 
 
-def append_rows(cursor, records: list[Record]):
+def append_rows(cursor, records: list[Record], in_doubt: frozenset = frozenset()):
     """Number and save new records, in the caller's transaction; see
-    ``IMessageLog.append``."""
+    ``IMessageLog.append``.  ``in_doubt``: ``(lineage, cid, ts)`` of records
+    whose COMMIT may have landed before the connection broke: found saved,
+    with their own time, they are returned as saved (to be published, the
+    first time), not as copies."""
     conversations = [r.conversation for r in records]
     saved = _saved_before(cursor, records)
     # Numbered from 0 first: what each conversation needs, after copies.
     fresh, fresh_conversations, again, counts = number(records, conversations, saved, {})
+    landed = []
+    if in_doubt:
+        from_before = {id(old) for old in saved.values()}
+        mine = [(r, old) for r, old in again if id(old) in from_before and old.ts == r.ts
+                and (*r.sent_as, r.ts) in in_doubt]
+        landed = [old for _, old in mine]
+        again = [pair for pair in again if pair not in mine]
     if not fresh:
-        return [], again
+        return landed, again
     names = sorted(counts)
     cursor.execute(TAKE_NUMBERS, (names, [counts[c] for c in names]))
     base = {c: last - counts[c] for c, last in cursor.fetchall()}
     make = Record._make
-    fresh = [make((r.seq + base[c],) + r[1:]) for r, c in zip(fresh, fresh_conversations)]
+    numbered = {id(r): make((r.seq + base[c],) + r[1:])
+                for r, c in zip(fresh, fresh_conversations)}
+    # A second copy within the batch is acknowledged with its first's number.
+    again = [(r, numbered.get(id(old), old)) for r, old in again]
+    fresh = [numbered[id(r)] for r in fresh]
     cursor.execute(INSERT_MESSAGES, [fresh_conversations, *map(list, zip(*fresh))])
-    return fresh, again
+    # The landed ones were the front of the batch (the committer puts a
+    # failed batch back first): they come first.
+    return landed + fresh, again
 
 
 def _saved_before(cursor, records: list[Record]) -> dict[tuple[str, str], Record]:
@@ -81,6 +98,9 @@ class PgTables:
 
     def __init__(self, link):
         self.link = link
+        # Records of a batch whose COMMIT may have landed (the connection
+        # broke under it), until an append succeeds: see append_rows.
+        self._in_doubt: frozenset = frozenset()
 
     def close(self) -> None:
         self.link.close()
@@ -104,8 +124,14 @@ class PgTables:
     # --- messages ------------------------------------------------------------
 
     def append(self, records: list[Record]):
-        with self.link.transaction() as cursor:
-            return append_rows(cursor, records)
+        try:
+            with self.link.transaction() as cursor:
+                result = append_rows(cursor, records, self._in_doubt)
+        except CommitInDoubt:
+            self._in_doubt |= {(*r.sent_as, r.ts) for r in records}
+            raise
+        self._in_doubt = frozenset()
+        return result
 
     def after(self, conversation: str, seq: int, limit: int) -> list[Record]:
         rows = self._query(
