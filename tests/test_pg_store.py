@@ -168,6 +168,25 @@ async def test_a_database_that_cannot_be_used_is_a_one_line_error(postgres_serve
         assert "sekrit" not in message
 
 
+def test_without_the_driver_only_a_database_url_needs_it(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg2", None)  # as if not installed
+    failures = []
+    PostgresStore("postgresql://db.example/chat").open().addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(StoreError) and str(failure.value) == (
+        "PostgreSQL needs the psycopg2 package: pip install 'spchat[postgresql]'")
+    # The default store needs nothing of it.
+    from spchat.tap import make_store
+
+    store = make_store(server_config(tmp_path, **{"store-writer": "inline"}), reactor)
+    opened_now = []
+    store.open().addCallback(opened_now.append)
+    assert opened_now == [None]
+    store.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_saving_waits_while_the_database_is_away_and_resumes_by_itself(own_postgres):
     url = own_postgres.new_database()
