@@ -4,12 +4,12 @@ A connection found lost (the server restarted, the network cut) at a
 transaction's BEGIN, or under a read, is made again at once and the work
 done on the new one; one lost in the middle of a write fails it with a
 one-line ``StoreUnavailable`` (``CommitInDoubt`` if it was lost under
-COMMIT, which may have landed: see ``pg_tables.append_rows``).  While the server
-stays away, attempts are spaced out (``RETRY_FIRST`` doubling up to
-``RETRY_MOST`` seconds), and a statement asked for in between fails at
-once with the same kind of error.
-The caller decides what a failure means: the group committer keeps its
-messages pending and tries again; a read fails to its client.
+COMMIT, which may have landed: see ``pg_tables.append_rows``).  While the
+server stays away, attempts are spaced out (``RETRY_FIRST`` doubling up
+to ``RETRY_MOST`` seconds), and a statement asked for in between fails at
+once with the same kind of error.  The caller decides what a failure
+means: the group committer keeps its messages pending and tries again; a
+read fails to its client ("unavailable").
 """
 
 from __future__ import annotations
