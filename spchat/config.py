@@ -347,8 +347,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Where messages, accounts and rooms are kept: sqlite (spchat.db in the data "
             "directory) or memory (gone when the server stops; for trials and tests)."),
     Setting("database", "CHAT_DATABASE_URL", "database", "", _database_url,
-            "A PostgreSQL database to keep them in instead (postgresql://user@host:port/db; "
-            "needs pip install 'spchat[postgresql]'); empty: CHAT_STORE."),
+            "A PostgreSQL database for messages, accounts and rooms, in place of CHAT_STORE "
+            "(postgresql://user@host:port/db; needs pip install 'spchat[postgresql]'); "
+            "empty: CHAT_STORE decides."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
