@@ -340,6 +340,9 @@ def test_lines_sent_while_the_database_is_away_stay_pending_then_arrive(tmp_path
         yield task.deferLater(reactor, 1.5, lambda: None)
         # Not acknowledged, not delivered: still in alice's outbox.
         assert len(alice.outbox) == 3 and room_lines(bob, False) == ["before"]
+        bob.history_page("#lobby")  # a read: it fails, plainly
+        yield wait_until(lambda: bob.rec.of(wire.Error))
+        assert [e.code for e in bob.rec.of(wire.Error)] == ["unavailable"]
         own_postgres.start()
         yield wait_until(lambda: room_lines(bob, False) == ["before"] + sent and not alice.outbox,
                          timeout=60)
