@@ -16,8 +16,11 @@ setup(
                       "confusable-homoglyphs>=3.3"],
     # pillow: the window tests save screenshots of the real Tk windows.
     # bench: python -m spchat.bench draws its plot with matplotlib.
+    # postgresql: the driver of --database (imported only when one is given);
+    # the tests run the store on a real PostgreSQL server, so they need it too.
     extras_require={
-        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow"],
+        "postgresql": ["psycopg2-binary>=2.9"],
+        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
         "irc-test": ["pytest-xdist", "filelock"],

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import sys
+import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
@@ -217,6 +218,25 @@ def _tls_endpoint(text: str) -> str:
     return text
 
 
+def _database_url(text: str) -> str:
+    """A PostgreSQL URL, or empty: whether the server can reach it is
+    found at start."""
+    if not text:
+        return ""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must be a postgresql://user@host:port/database URL (or empty)")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("its port must be a number 1-65535")
+    if not parts.path.strip("/"):
+        raise ValueError("it names no database (postgresql://user@host:port/database)")
+    return text
+
+
 def _optional_path(text: str) -> Path | None:
     return _path(text) if text.strip() else None
 
@@ -327,6 +347,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", "CHAT_STORE", "store", "sqlite", _choice("sqlite", "memory"),
             "Where messages, accounts and rooms are kept: sqlite (spchat.db in the data "
             "directory) or memory (gone when the server stops; for trials and tests)."),
+    Setting("database", "CHAT_DATABASE_URL", "database", "", _database_url,
+            "A PostgreSQL database for messages, accounts and rooms, in place of CHAT_STORE "
+            "(postgresql://user@host:port/db; needs pip install 'spchat[postgresql]'); "
+            "empty: CHAT_STORE decides."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
@@ -418,6 +442,7 @@ class Config:
     history_days: float = _default("history_days")
     default_rooms: tuple[str, ...] = _default("default_rooms")
     store: str = _default("store")
+    database: str = _default("database")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")

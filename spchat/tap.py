@@ -23,6 +23,7 @@ from spchat.server.rules import Ports
 from spchat.server.presence import PresenceServer
 from spchat.server.relay import RelayFactory
 from spchat.server.memory_store import MemoryStore
+from spchat.server.pg_store import PostgresStore
 from spchat.server.store import SQLiteStore, StoreError
 from spchat.server.identity import (
     IdentityError,
@@ -74,8 +75,7 @@ class ChatService(service.MultiService):
         self.reactor = reactor
         self.server_key = load_or_create_server_key(cfg.data_dir)
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
-        self.store = MemoryStore() if cfg.store == "memory" else SQLiteStore.in_dir(
-            cfg.data_dir, sync=cfg.store_sync, mode=cfg.store_writer, reactor=reactor)
+        self.store = make_store(cfg, reactor)
         self.store_open = False
         self.passwords = PasswordWorker(reactor)
         self.ports = Ports()  # filled in as the listeners are bound
@@ -209,7 +209,7 @@ class ChatService(service.MultiService):
         if self.store_open:
             return
         failures = []
-        # Both stores' open() has fired when it returns: a failure is one line.
+        # Every store's open() has fired when it returns: a failure is one line.
         self.store.open().addErrback(lambda failure: failures.append(failure.value))
         if failures:
             raise failures[0]
@@ -287,6 +287,19 @@ class ChatService(service.MultiService):
             waits.append(defer.maybeDeferred(self.port.stopListening))
             self.port = None
         return defer.gatherResults(waits)
+
+
+def make_store(cfg: config.Config, reactor):
+    """The store the settings ask for (not opened yet); raise StoreError."""
+    if cfg.database:
+        if cfg.store == "memory":
+            raise StoreError("CHAT_STORE=memory and CHAT_DATABASE_URL (--database) "
+                             "ask for two stores: give one")
+        return PostgresStore(cfg.database, reactor=reactor)
+    if cfg.store == "memory":
+        return MemoryStore()
+    return SQLiteStore.in_dir(cfg.data_dir, sync=cfg.store_sync, mode=cfg.store_writer,
+                              reactor=reactor)
 
 
 def chat_endpoint(cfg: config.Config) -> str:

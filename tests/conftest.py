@@ -17,6 +17,9 @@ from spchat import config
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
 
+# A real PostgreSQL server for the tests that ask for one (``pg_url``).
+from postgres import own_postgres, pg_url, postgres_server  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 
 

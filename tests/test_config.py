@@ -55,10 +55,18 @@ def test_defaults(tmp_path):
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
-    assert cfg.commit_interval == 0.005
+    assert cfg.commit_interval == 0.005 and cfg.database == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
     assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, Path("."))
     assert cfg.p2p_upload_bps == 0
+
+
+def test_a_database_url_is_kept_as_given(tmp_path):
+    url = "postgresql://chat:secret@db.example:5433/spchat?sslmode=require"
+    cfg, _ = load(tmp_path, environ={"CHAT_DATABASE_URL": url})
+    assert cfg.database == url
+    cfg, _ = load(tmp_path, options={"database": "postgres://db/chat"})
+    assert cfg.database == "postgres://db/chat"
 
 
 def test_config_is_frozen():
@@ -248,6 +256,11 @@ BAD_VALUES = [
     ("CHAT_RESUME_GRACE", "resume-grace", "-1", "0 or more"),
     ("CHAT_STORE_WRITER", "store-writer", "fork", "one of thread, inline"),
     ("CHAT_STORE_SYNC", "store-sync", "off", "one of full, normal"),
+    ("CHAT_DATABASE_URL", "database", "mysql://db/chat", "postgresql://"),
+    ("CHAT_DATABASE_URL", "database", "/var/lib/chat.db", "postgresql://"),
+    ("CHAT_DATABASE_URL", "database", "postgresql://db:port/chat", "port must be"),
+    ("CHAT_DATABASE_URL", "database", "postgresql://db:99999/chat", "port must be"),
+    ("CHAT_DATABASE_URL", "database", "postgresql://db:5432", "names no database"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "-0.001", "0 or more"),
     ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
@@ -410,7 +423,7 @@ def test_options_table_rows():
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
         "history-days", "default-rooms",
-        "store", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "store", "database", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]

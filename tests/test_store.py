@@ -1,5 +1,6 @@
 """The stores behind ``IStore``: one set of behaviours, run against the memory
-store and the SQLite store in both of its modes; then what only SQLite has
+store, the SQLite store in both of its modes and the PostgreSQL store (on a
+real server, tests/postgres.py); then what only SQLite has
 (the file, its schema, damage, threads, what it keeps across reopening)."""
 
 import itertools
@@ -32,10 +33,14 @@ def dm(text, sender, to, ts=1000, cid=None):
                   to=to, to_key=to.casefold())
 
 
-@pytest_twisted.async_yield_fixture(params=["memory", "inline", "thread"])
+@pytest_twisted.async_yield_fixture(params=["memory", "inline", "thread", "postgres"])
 async def store(request, tmp_path):
     if request.param == "memory":
         store = MemoryStore()
+    elif request.param == "postgres":
+        from spchat.server.pg_store import PostgresStore
+
+        store = PostgresStore(request.getfixturevalue("pg_url"))
     else:
         store = SQLiteStore(tmp_path / DB_FILE, mode=request.param)
     await store.open()
@@ -76,6 +81,15 @@ def fired(d):
     if isinstance(result, Failure):
         result.raiseException()
     return result
+
+
+def integrity_error():
+    """PostgreSQL's refusal of a broken reference, if its driver is here."""
+    try:
+        import psycopg2
+    except ImportError:
+        return KeyError
+    return psycopg2.IntegrityError
 
 
 def numbered(records):
@@ -173,6 +187,14 @@ async def test_a_resent_message_is_found_in_the_same_and_in_a_later_batch(store)
     assert await store.find_cid("name:alice", "x2", 0) == first[1]
     assert await store.find_cid("name:carol", "x1", 0) == saved[1]
     assert await store.find_cid("name:bob", "x2", 0) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_copy_within_a_batch_is_acknowledged_with_the_first_ones_number(store):
+    await store.append([say("earlier"), say("earlier too")])
+    saved, again = await store.append([say("once", cid="twice"), say("once", cid="twice")])
+    assert numbered(saved) == [("#lobby", 3, "once")]
+    assert [(resent.cid, old) for resent, old in again] == [("twice", saved[0])]
 
 
 @pytest_twisted.ensureDeferred
@@ -367,7 +389,7 @@ async def test_standing_in_a_room_that_does_not_exist_is_refused(store):
                   lambda: store.set_room_ban("nowhere", "mal", "Mal", None, "spam", 1),
                   lambda: store.set_mute("nowhere", "carol", "Carol", True),
                   lambda: store.add_membership("zoe", "nowhere")):
-        with pytest.raises((KeyError, sqlite3.IntegrityError)):
+        with pytest.raises((KeyError, sqlite3.IntegrityError, integrity_error())):
             await write()
     # Taking away what is not there is no error.
     await store.set_role("nowhere", "zoe", "Zoe", None)

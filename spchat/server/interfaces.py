@@ -165,7 +165,7 @@ class IRoomStore(Interface):
 
 
 class IStore(IMessageLog, IAccounts, IBans, IRoomStore):
-    """One engine holding all of it (SQLite, memory, later PostgreSQL)."""
+    """One engine holding all of it (SQLite, memory, PostgreSQL)."""
 
     path = Attribute("Where the data lives, for messages that name it (or None).")
 

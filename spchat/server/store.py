@@ -22,14 +22,14 @@ import sqlite3
 from collections import ChainMap
 from pathlib import Path
 
-from twisted.internet import defer, threads
-from twisted.python.threadpool import ThreadPool
+from twisted.internet import defer
 from zope.interface import implementer
 
 from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
 from spchat.server.numbering import RESEND_WINDOW_MS, number
 from spchat.server.records import Record, RoomRecord, account_of, room_conversation
+from spchat.server.threaded_store import StatementThread, StoreError, ThreadedStore
 
 DB_FILE = "spchat.db"
 LOCK_FILE = "spchat.lock"
@@ -207,10 +207,6 @@ def _readable_by(reader: str | None) -> str:
 def _reader_params(reader: str | None) -> tuple:
     """Parameters 4 and 5 of a read: the reader's account key and lineage."""
     return () if reader is None else (account_of(reader), reader)
-
-
-class StoreError(Exception):
-    """The database cannot be used; the message names the file."""
 
 
 @contextlib.contextmanager
@@ -650,34 +646,8 @@ class _Inline:
         return self.run(Tables.close)
 
 
-class _Thread:
-    """One thread of its own with its own connection: what is run here runs
-    in the order it was asked for, one at a time."""
-
-    def __init__(self, reactor, tables: Tables, name: str):
-        self.reactor = reactor
-        self.tables = tables
-        self.pool = ThreadPool(1, 1, name=name)
-        self.pool.start()
-        # As the reactor's own pool does: a thread left running would keep
-        # the process from exiting if close() was never called.
-        self._trigger = reactor.addSystemEventTrigger("during", "shutdown", self.pool.stop)
-
-    def run(self, statement, *args) -> defer.Deferred:
-        return threads.deferToThreadPool(self.reactor, self.pool, statement, self.tables, *args)
-
-    def close(self) -> defer.Deferred:
-        def stop(result):
-            self.reactor.removeSystemEventTrigger(self._trigger)
-            self.pool.stop()  # idle now: the join is immediate
-            return result
-
-        # Queued behind everything asked for before.
-        return self.run(Tables.close).addBoth(stop)
-
-
 @implementer(IStore)
-class SQLiteStore:
+class SQLiteStore(ThreadedStore):
     """``IStore`` on one SQLite file.  ``sync``: ``full`` or ``normal``
     (safe against a crash, not a power cut); ``mode``: ``thread`` (a writer
     and a reader thread) or ``inline`` (the calling thread).
@@ -686,6 +656,8 @@ class SQLiteStore:
     is the failure of the Deferred it returns, a one-line ``StoreError``.
     In thread mode a read sees the writes whose Deferreds have fired, not
     necessarily those still queued on the writer."""
+
+    tables = Tables
 
     def __init__(self, path: Path, sync: str = "full", mode: str = "thread", reactor=None):
         if sync not in ("full", "normal"):
@@ -702,13 +674,6 @@ class SQLiteStore:
     @classmethod
     def in_dir(cls, data_dir: Path, **options) -> SQLiteStore:
         return cls(Path(data_dir) / DB_FILE, **options)
-
-    def open(self) -> defer.Deferred:
-        try:
-            self._open()
-        except StoreError as e:
-            return defer.fail(e)
-        return defer.succeed(None)
 
     def _open(self) -> None:
         self._lock = _lock_dir(self.path.parent)
@@ -729,8 +694,8 @@ class SQLiteStore:
         if self.reactor is None:
             from twisted.internet import reactor
             self.reactor = reactor
-        self._writer = _Thread(self.reactor, writer, "spchat-store-writer")
-        self._reader = _Thread(self.reactor, reader, "spchat-store-reader")
+        self._writer = StatementThread(self.reactor, writer, "spchat-store-writer")
+        self._reader = StatementThread(self.reactor, reader, "spchat-store-reader")
 
     def close(self) -> defer.Deferred:
         """After the work queued already, close the connections and free
@@ -747,93 +712,3 @@ class SQLiteStore:
         os.close(self._lock)
         self._lock = None
         return result
-
-    def _write(self, statement, *args) -> defer.Deferred:
-        return self._writer.run(statement, *args)
-
-    def _read(self, statement, *args) -> defer.Deferred:
-        return self._reader.run(statement, *args)
-
-    # --- IMessageLog -----------------------------------------------------------
-
-    def append(self, records):
-        return self._write(Tables.append, records)
-
-    def after(self, conversation, seq, limit, reader=None):
-        return self._read(Tables.after, conversation, seq, limit, reader)
-
-    def before(self, conversation, seq, limit, reader=None):
-        return self._read(Tables.before, conversation, seq, limit, reader)
-
-    def direct_since(self, key, since_ms, limit, reader=None):
-        return self._read(Tables.direct_since, key, since_ms, limit, reader)
-
-    def last_before_time(self, conversation, ts_ms):
-        return self._read(Tables.last_before_time, conversation, ts_ms)
-
-    def find_cid(self, lineage, cid, since_ms):
-        return self._read(Tables.find_cid, lineage, cid, since_ms)
-
-    def adopt_lineage(self, old, new):
-        return self._write(Tables.adopt_lineage, old, new)
-
-    def delete_conversation(self, conversation):
-        return self._write(Tables.delete_conversation, conversation)
-
-    def prune(self, older_than_ms):
-        return self._write(Tables.prune, older_than_ms)
-
-    # --- IAccounts, IBans --------------------------------------------------------
-
-    def account(self, key):
-        return self._read(Tables.account, key)
-
-    def set_account(self, key, name, password, now_ms):
-        return self._write(Tables.set_account, key, name, password, now_ms)
-
-    def lookalike_account(self, looks, key):
-        return self._read(Tables.lookalike_account, looks, key)
-
-    def ban(self, key):
-        return self._read(Tables.ban, key)
-
-    def set_ban(self, key, name, until, reason, now_ms):
-        return self._write(Tables.set_ban, key, name, until, reason, now_ms)
-
-    def delete_ban(self, key):
-        return self._write(Tables.delete_ban, key)
-
-    def bans(self):
-        return self._read(Tables.bans)
-
-    # --- IRoomStore ----------------------------------------------------------------
-
-    def load(self):
-        return self._read(Tables.load)
-
-    def save_room(self, room):
-        return self._write(Tables.save_room, room)
-
-    def delete_room(self, key):
-        return self._write(Tables.delete_room, key)
-
-    def set_role(self, room, key, name, role):
-        return self._write(Tables.set_role, room, key, name, role)
-
-    def set_room_ban(self, room, key, name, until, reason, now_ms):
-        return self._write(Tables.set_room_ban, room, key, name, until, reason, now_ms)
-
-    def delete_room_ban(self, room, key):
-        return self._write(Tables.delete_room_ban, room, key)
-
-    def set_mute(self, room, key, name, muted):
-        return self._write(Tables.set_mute, room, key, name, muted)
-
-    def memberships(self, key):
-        return self._read(Tables.memberships, key)
-
-    def add_membership(self, key, room):
-        return self._write(Tables.add_membership, key, room)
-
-    def remove_membership(self, key, room):
-        return self._write(Tables.remove_membership, key, room)
