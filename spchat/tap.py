@@ -127,7 +127,9 @@ class ChatService(service.MultiService):
                               send_buffer_bytes=cfg.send_buffer_bytes,
                               operator=cfg.irc_operator,
                               refusal_log_seconds=cfg.refusal_log_seconds,
-                              capacity=self.factory) \
+                              capacity=self.factory,
+                              # Four commands for each line flood control lets through.
+                              line_rate=4 * cfg.flood_rate, line_burst=4 * cfg.flood_burst) \
             if cfg.irc_listen or cfg.ircs_listen else None
         self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
 

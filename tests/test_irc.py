@@ -6,6 +6,7 @@ import hashlib
 import socket
 import ssl
 import stat
+import time
 
 import pytest
 import pytest_twisted
@@ -285,6 +286,28 @@ def test_a_long_line_is_refused_and_the_connection_stays(service):
     client.send("PRIVMSG #lobby :" + "x" * 600, "PING :still here")
     yield client.wait_for("PONG")
     assert client.of("417") and not client.closed
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_flood_of_commands_is_handled_at_a_steady_pace(tmp_path):
+    # The defaults: flood rate 5, burst 10, so 20 commands a second, 40 at once.
+    service = start_service(server_config(tmp_path / "data", irc="tcp:0:interface=127.0.0.1"))
+    try:
+        flooder = yield irc_client(service, "flooder")
+        talker = yield irc_client(service, "talker")
+        flooder.send(*(["WHO #lobby"] * 100), "PING :flood over")
+        start = time.monotonic()
+        talker.send("PING :me first")  # another connection is not held back
+        yield talker.wait_for("PONG")
+        assert time.monotonic() - start < 1.0
+        yield flooder.wait_for("PONG", timeout=15)
+        took = time.monotonic() - start
+        # 101 lines, 40 at once and the rest at 20 a second (the lines of
+        # registration had used some of the burst): about 3 s, not at once.
+        assert 2.0 < took < 8.0, took
+        assert len(flooder.of("315")) == 100 and not flooder.closed  # all answered, in order
+    finally:
+        stop_services(service)
 
 
 @pytest_twisted.inlineCallbacks

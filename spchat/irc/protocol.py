@@ -25,6 +25,7 @@ from spchat.irc.channels import name_key
 from spchat.irc.connection import HOST, IrcConnection
 from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
+from spchat.server.rules import TokenBucket
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
 # A reader may fall behind for this long before a full send buffer cuts it.
@@ -44,6 +45,11 @@ class IrcProtocol(protocol.Protocol):
         self._pinged = False
         self._paused_since: float | None = None  # the peer stopped reading then
         self._unsent = 0  # bytes written since
+        # Lines received, waiting for their turn (None: one too long).
+        self._waiting: collections.deque[bytes | None] = collections.deque()
+        self._lines = TokenBucket(factory.line_rate, factory.line_burst, factory.clock.seconds())
+        self._pace_call = None
+        self._reading_paused = False
 
     @property
     def peer(self) -> str:
@@ -102,20 +108,42 @@ class IrcProtocol(protocol.Protocol):
         lines = buffer.split(b"\n")
         self._buffer = lines.pop()
         for raw in lines:
-            if self.conn.closed:
-                return
-            if self._skipping:
+            if self._skipping:  # the rest of a line already cut off as too long
                 self._skipping = False
                 continue
-            if too_long(raw):
-                self.conn.numeric(N.ERR_INPUTTOOLONG, "Input line was too long")
-                continue
-            self.conn.line_received(raw.rstrip(b"\r"))
+            self._waiting.append(raw)
         if len(self._buffer) > MAX_INPUT_BYTES:
             self._buffer = b""
             if not self._skipping:
                 self._skipping = True
+                self._waiting.append(None)  # answered as too long, in its turn
+        if self._pace_call is None:
+            self._pace()
+
+    # --- flood control: commands at a steady pace -----------------------------------
+
+    def _pace(self) -> None:
+        """Handle the lines that came, as fast as the line bucket allows; past
+        it, stop reading (TCP then holds the client back) and go on when the
+        bucket has refilled, as IRC servers' "fakelag" does.  What waits is
+        at most one read's worth."""
+        self._pace_call = None
+        clock = self.factory.clock
+        while self._waiting and not self.conn.closed:
+            if not self._lines.take(clock.seconds()):
+                self._pace_call = clock.callLater(self._lines.wait(clock.seconds()), self._pace)
+                if not self._reading_paused:
+                    self._reading_paused = True
+                    self.transport.pauseProducing()
+                return
+            raw = self._waiting.popleft()
+            if raw is None or too_long(raw):
                 self.conn.numeric(N.ERR_INPUTTOOLONG, "Input line was too long")
+            else:
+                self.conn.line_received(raw.rstrip(b"\r"))
+        if self._reading_paused and not self.conn.closed:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     # --- timeouts ------------------------------------------------------------------
 
@@ -146,10 +174,11 @@ class IrcProtocol(protocol.Protocol):
         self._ping_timer = self.factory.clock.callLater(self.factory.ping_interval, self._quiet)
 
     def connectionLost(self, reason=protocol.connectionDone):
-        for timer in (self._registration_timer, self._ping_timer):
+        for timer in (self._registration_timer, self._ping_timer, self._pace_call):
             if timer is not None and timer.active():
                 timer.cancel()
-        self._registration_timer = self._ping_timer = None
+        self._registration_timer = self._ping_timer = self._pace_call = None
+        self._waiting.clear()
         self.factory.per_ip.give_back(self.host)
         if self.factory.capacity is not None:
             self.factory.capacity.slots.release(self)
@@ -241,9 +270,12 @@ class IrcFactory(protocol.Factory):
                  registration_timeout: float = 10.0, ping_interval: float = 120.0,
                  max_connections_per_ip: int = 20, send_buffer_bytes: int = 1 << 20,
                  operator: tuple[str, str] | None = None,
-                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS, capacity=None):
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS, capacity=None,
+                 line_rate: float = 20.0, line_burst: int = 40):
         """``capacity``: the chat's ``ChatServerFactory``, whose connection
-        cap (CHAT_MAX_CONNECTIONS) counts the gateway's connections too."""
+        cap (CHAT_MAX_CONNECTIONS) counts the gateway's connections too.
+        ``line_rate``, ``line_burst``: the lines a second a connection's
+        commands are handled at, and how many may come at once."""
         self.core = core
         self.clock = clock
         self.server_name = server_name
@@ -257,6 +289,7 @@ class IrcFactory(protocol.Factory):
         self.refusals = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.protocols: set[IrcProtocol] = set()
         self.capacity = capacity
+        self.line_rate, self.line_burst = line_rate, line_burst
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
 
     def buildProtocol(self, addr):
