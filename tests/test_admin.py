@@ -172,13 +172,13 @@ def test_the_administrators_actions_reach_irc_users(tmp_path):
     server = ServerProcess(tmp_path, "--irc", "tcp:0:interface=127.0.0.1")
     peers = []
     try:
-        for nick in ("ann", "ben"):
+        for nick in ("ann", "ben", "cal", "dee"):
             peers.append((yield irc_peer(server.irc_port, nick=nick)))
-        ann, ben = peers
-        assert ann.welcomed and ben.welcomed
+        ann, ben, cal, dee = peers
+        assert all(peer.welcomed for peer in peers)
         listed = yield threads.deferToThread(admin_command, server, tmp_path, "list", "--json")
         rows = {row["name"]: row for row in json.loads(listed.stdout)["sessions"]}
-        assert set(rows) == {"ann", "ben"} and rows["ann"]["client"] == "irc"
+        assert set(rows) == {"ann", "ben", "cal", "dee"} and rows["ann"]["client"] == "irc"
         said = yield threads.deferToThread(admin_command, server, tmp_path, "broadcast",
                                            "maintenance at noon")
         assert said.returncode == 0, said.stderr
@@ -190,6 +190,22 @@ def test_the_administrators_actions_reach_irc_users(tmp_path):
         yield wait_until(lambda: not ben.open)
         assert b"ERROR :Closing link: you were kicked: spam" in ben.data
         yield wait_until(lambda: b"ben!" in ann.data and b" QUIT " in ann.data)
+        banned = yield threads.deferToThread(admin_command, server, tmp_path, "ban", "cal",
+                                             "--reason", "abuse")
+        assert banned.returncode == 0, banned.stderr
+        yield wait_until(lambda: not cal.open)
+        assert b"ERROR :Closing link:" in cal.data and b"abuse" in cal.data
+        again = yield irc_peer(server.irc_port, nick="cal")  # the ban holds for IRC too
+        peers.append(again)
+        yield wait_until(lambda: not again.open)
+        assert not again.welcomed and b"abuse" in again.data
+        everyone = yield threads.deferToThread(admin_command, server, tmp_path, "disconnect-all")
+        assert everyone.returncode == 0, everyone.stderr
+        yield wait_until(lambda: not dee.open and not ann.open)
+        assert b"ERROR :Closing link:" in dee.data
+        ann = yield irc_peer(server.irc_port, nick="ann")  # back, for the shutdown
+        peers.append(ann)
+        assert ann.welcomed
         down = yield threads.deferToThread(admin_command, server, tmp_path, "shutdown")
         assert down.returncode == 0, down.stderr
         yield wait_until(lambda: not ann.open, timeout=20)

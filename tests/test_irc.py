@@ -306,6 +306,13 @@ def test_a_flood_of_commands_is_handled_at_a_steady_pace(tmp_path):
         # registration had used some of the burst): about 3 s, not at once.
         assert 2.0 < took < 8.0, took
         assert len(flooder.of("315")) == 100 and not flooder.closed  # all answered, in order
+        # More at once than 10 s of that pace would handle: cut, as IRC servers do.
+        flooder.send(*(["WHO #lobby"] * 300))
+        yield wait_until(lambda: flooder.closed)
+        assert flooder.of("ERROR")[-1].params[0] == "Closing link: Excess Flood"
+        assert len(flooder.of("315")) < 100 + 300
+        talker.send("PING :still fine")
+        yield talker.wait_for("PONG", 2)
     finally:
         stop_services(service)
 

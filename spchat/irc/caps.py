@@ -15,8 +15,9 @@ OFFERED = {
     "echo-message": "",
     "labeled-response": "",
     "message-tags": "",
-    # A member has one role, so one prefix: every prefix is always shown.
-    "multi-prefix": "",
+    # Not multi-prefix: a member has one role, so one prefix, always shown;
+    # a client that asks gets what it would anyway.  Offering it would
+    # promise a voice (+v) beside an operator's @, which rooms do not have.
     "sasl": "PLAIN",
     "server-time": "",
     "userhost-in-names": "",

@@ -30,6 +30,11 @@ from spchat.server.rules import TokenBucket
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
 # A reader may fall behind for this long before a full send buffer cuts it.
 SLOW_READER_SECONDS = 2.0
+# A connection's commands are delayed by at most this much: one that sends
+# more at once than that would take (a paste of 100 lines takes 5 s with
+# the defaults) is cut for flooding.  Reading stops while they wait, so
+# only what came in one read counts.
+MAX_LAG_SECONDS = 10.0
 
 
 @implementer(IPushProducer)
@@ -112,6 +117,9 @@ class IrcProtocol(protocol.Protocol):
                 self._skipping = False
                 continue
             self._waiting.append(raw)
+        if len(self._waiting) > self.factory.max_waiting_lines:
+            self._excess_flood()
+            return
         if len(self._buffer) > MAX_INPUT_BYTES:
             self._buffer = b""
             if not self._skipping:
@@ -121,6 +129,16 @@ class IrcProtocol(protocol.Protocol):
             self._pace()
 
     # --- flood control: commands at a steady pace -----------------------------------
+
+    def _excess_flood(self) -> None:
+        """More commands wait than MAX_LAG_SECONDS would handle: cut."""
+        factory = self.factory
+        factory.refusals(self.host, "irc: {host}: closed: excess flood (more than {limit} "
+                         "commands waiting; {count} so far)", host=self.host,
+                         limit=factory.max_waiting_lines)
+        self._waiting.clear()
+        self.conn.quit_reason = "Excess Flood"
+        self.conn.goodbye("Excess Flood")
 
     def _pace(self) -> None:
         """Handle the lines that came, as fast as the line bucket allows; past
@@ -290,6 +308,7 @@ class IrcFactory(protocol.Factory):
         self.protocols: set[IrcProtocol] = set()
         self.capacity = capacity
         self.line_rate, self.line_burst = line_rate, line_burst
+        self.max_waiting_lines = max(line_burst, int(line_rate * MAX_LAG_SECONDS))
         self.created = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(clock.seconds()))
 
     def buildProtocol(self, addr):
