@@ -425,7 +425,7 @@ class Topic(Message):
     cid: str | None = None
 
 
-ROOM_FLAGS = ("private", "topic_locked")
+ROOM_FLAGS = ("private", "topic_locked", "moderated")
 
 
 def _room_flag(value: Any) -> str:
@@ -449,7 +449,8 @@ def _mode_flag(value: Any) -> str:
          password=_ROOM_PASSWORD, limit=_optional_integer)
 class Mode(Message):
     """Turn a room's flag on or off: ``private`` (invited people only, not
-    listed) or ``topic_locked`` (only operators set the topic); or set a
+    listed), ``topic_locked`` (only operators set the topic) or
+    ``moderated`` (only operators, owners and voices speak); or set a
     setting (``on``) or clear it: ``password`` (needed to join, given in
     ``password``) or ``member_limit`` (most members online, in ``limit``)."""
 
@@ -461,7 +462,8 @@ class Mode(Message):
     limit: int | None = None
 
 
-MODERATION_OPS = ("kick", "ban", "unban", "mute", "unmute", "invite", "op", "deop", "owner")
+MODERATION_OPS = ("kick", "ban", "unban", "mute", "unmute", "invite", "op", "deop", "owner",
+                  "voice", "devoice")
 
 
 def _moderation_op(value: Any) -> str:
@@ -476,7 +478,8 @@ def _moderation_op(value: Any) -> str:
 class Moderate(Message):
     """A room operation on a user: kick (out of the room), ban (for
     ``minutes``, or for ever), unban, mute, unmute, invite, op (make an
-    operator), deop (make a plain member), owner (make an owner)."""
+    operator), deop (make a plain member), owner (make an owner), voice
+    (may speak while the room is moderated), devoice."""
 
     room: str
     op: str
@@ -703,7 +706,8 @@ class Welcome(Message):
 
 
 @message("room", room=_NAME, topic=_REASON, private=_boolean, topic_locked=_boolean,
-         last_seq=_integer, password=_string(MAX_NAME_CHARS), member_limit=_integer)
+         last_seq=_integer, password=_string(MAX_NAME_CHARS), member_limit=_integer,
+         moderated=_boolean)
 class RoomState(Message):
     """You are in this room (after a join, a login or a resume), or its
     settings changed.  ``last_seq``: the room's newest message number."""
@@ -715,6 +719,7 @@ class RoomState(Message):
     last_seq: int
     password: str = ""  # "" for none; members know it (IRC shows it them too)
     member_limit: int = 0  # 0 for no limit
+    moderated: bool = False  # only operators, owners and voices speak
 
 
 @message("left", room=_NAME, code=_string(32), text=_REASON, by=_NAME, reason=_REASON)

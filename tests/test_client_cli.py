@@ -153,7 +153,8 @@ def test_room_commands_act_on_the_current_room(lobby):
     lobby.type("/topic", "/topic a new topic", "/topic -delete", "/mode +t", "/mode -i",
                "/invite bob", "/kick bob spamming links", "/ban bob 10 flooding", "/ban carol",
                "/unban carol", "/mute bob", "/unmute bob", "/op bob", "/deop bob",
-               "/owner bob", "/rooms", "/mode +k beer", "/mode -k", "/mode +l 5", "/mode -l")
+               "/owner bob", "/rooms", "/mode +k beer", "/mode -k", "/mode +l 5", "/mode -l",
+               "/mode +m", "/voice bob", "/devoice bob")
     assert lobby.said()[-1] == "* #lobby has no topic"
     assert lobby.sent() == [
         wire.Topic("lobby", "a new topic"), wire.Topic("lobby", ""),
@@ -167,7 +168,8 @@ def test_room_commands_act_on_the_current_room(lobby):
         wire.Moderate("lobby", "owner", "bob"), wire.ListRooms(),
         wire.Mode("lobby", "password", True, password="beer"), wire.Mode("lobby", "password", False),
         wire.Mode("lobby", "member_limit", True, limit=5),
-        wire.Mode("lobby", "member_limit", False)]
+        wire.Mode("lobby", "member_limit", False), wire.Mode("lobby", "moderated", True),
+        wire.Moderate("lobby", "voice", "bob"), wire.Moderate("lobby", "devoice", "bob")]
     lobby.server(wire.RoomState("lobby", "a new topic", False, True, 5))
     lobby.type("/topic")
     assert lobby.said()[-1] == "* topic of #lobby: a new topic (topic locked)"

@@ -99,7 +99,7 @@ def test_registration_welcomes_with_an_honest_isupport(service):
     welcome = client.of("001")[0]
     assert welcome.params[0] == "ircuser" and "ircuser!ircuseru@spchat" in welcome.params[1]
     tokens = {t for line in client.of("005") for t in line.params[1:-1]}
-    assert {"CHANTYPES=#", "PREFIX=(o)@", "CHANMODES=b,k,l,int", "NICKLEN=32"} <= tokens
+    assert {"CHANTYPES=#", "PREFIX=(ov)@+", "CHANMODES=b,k,l,imnt", "NICKLEN=32"} <= tokens
     # Everyone starts in the default room, as spchat users do.
     assert [line.params for line in client.of("JOIN")] == [["#lobby"]]
     assert "ircuser" in service.core.by_key
@@ -343,6 +343,34 @@ def test_moderation_from_irc_reaches_spchat_and_back(service):
                      ("MODE", ["#ops", "+t"]), ("KICK", ["#ops", "bob", "out"])]
     left = b.of(wire.RoomLeft)[-1]
     assert (left.room, left.code, left.by, left.reason) == ("ops", "kicked", "chanop", "out")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_moderated_channel_and_voices(service):
+    chanop = yield irc_client(service, "chanop", caps=("multi-prefix",))
+    plain = yield irc_client(service, "plain")
+    chanop.send("JOIN #stage")
+    yield chanop.wait_for("366", 2)
+    plain.send("JOIN #stage")
+    yield plain.wait_for("366", 2)
+    chanop.send("MODE #stage +m", "MODE #stage +v plain", "MODE #stage +v chanop",
+                "NAMES #stage", "PING :done")
+    yield chanop.wait_for("PONG")
+    assert [line.params for line in chanop.of("MODE")] == [
+        ["#stage", "+m"], ["#stage", "+v", "plain"], ["#stage", "+v", "chanop"]]
+    assert chanop.of("353")[-1].params[-1].split() == ["@+chanop", "+plain"]  # all prefixes
+    plain.send("NAMES #stage", "PRIVMSG #stage :with a voice", "PING :x")
+    yield plain.wait_for("PONG")
+    assert sorted(plain.of("353")[-1].params[-1].split()) == ["+plain", "@chanop"]  # highest
+    chanop.send("MODE #stage -v plain", "PING :again")
+    yield chanop.wait_for("PONG", 2)
+    plain.send("PRIVMSG #stage :without", "PING :y")
+    yield plain.wait_for("PONG", 2)
+    assert plain.of("404")[0].params[1] == "#stage"  # moderated: ERR_CANNOTSENDTOCHAN
+    yield wait_until(lambda: any(line.params[-1] == "with a voice" for line in chanop.of("PRIVMSG")))
+    assert not any(line.params[-1] == "without" for line in chanop.of("PRIVMSG"))
+    room = service.core.directory.get("stage")
+    assert room.moderated and set(room.voices) == {"chanop"}
 
 
 @pytest_twisted.inlineCallbacks

@@ -222,6 +222,40 @@ def test_a_member_limit_stops_joins_once_full_but_not_the_invited(core):
     assert a.of(wire.RoomState)[-1].member_limit == 0
 
 
+def test_a_moderated_room_hears_only_its_operators_and_voices(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    join(core, alice, "stage")
+    join(core, bob, "stage")
+    join(core, carol, "stage")
+    core.receive(alice, wire.Mode("stage", "moderated", True))
+    settle(core)
+    assert a.of(wire.RoomState)[-1].moderated
+    core.receive(bob, wire.Say("may I?", "b1", "stage"))
+    code, text = errors(b)[-1]
+    assert code == "moderated" and "voice" in text
+    mod(core, bob, "voice", "stage", "carol")  # only operators give voices
+    assert "operator or owner" in errors(b)[-1][1]
+    mod(core, alice, "voice", "stage", "bob")
+    assert any(n.kind == "voice" and n.name == "bob" for n in c.of(wire.Notice))
+    core.receive(bob, wire.Say("thank you", "b2", "stage"))
+    core.receive(alice, wire.Say("welcome", "a1", "stage"))
+    core.receive(carol, wire.Say("me too?", "c1", "stage"))
+    settle(core)
+    assert lines(c, "stage") == ["thank you", "welcome"]
+    assert errors(c)[-1][0] == "moderated"
+    mod(core, alice, "voice", "stage", "bob")  # twice is nothing new
+    assert errors(a)[-1][0] == "unchanged"
+    mod(core, alice, "devoice", "stage", "bob")
+    core.receive(bob, wire.Say("again", "b3", "stage"))
+    assert errors(b)[-1][0] == "moderated"
+    core.receive(alice, wire.Mode("stage", "moderated", False))
+    core.receive(carol, wire.Say("at last", "c2", "stage"))
+    settle(core)
+    assert lines(a, "stage")[-1] == "at last"
+
+
 def test_a_rooms_password_and_limit_are_kept_by_the_store(core):
     alice, a = login(core, "alice")
     join(core, alice, "kept")

@@ -311,13 +311,17 @@ async def test_server_bans(store):
 @pytest_twisted.ensureDeferred
 async def test_rooms_with_roles_bans_mutes_and_memberships_round_trip(store):
     await store.save_room(RoomRecord("dev", "Dev", "builds", private=True, topic_locked=True,
-                                     created=5, password="beer", member_limit=12))
+                                     created=5, password="beer", member_limit=12,
+                                     moderated=True))
     await store.save_room(RoomRecord("lobby", "lobby"))
     await store.set_role("dev", "zoe", "Zoe", "owner")
     await store.set_role("dev", "bob", "Bob", "operator")
     await store.set_room_ban("dev", "mal", "Mal", None, "spam", 7)
     await store.set_room_ban("dev", "eve", "Eve", 99.5, "rude", 7)
     await store.set_mute("dev", "carol", "Carol", True)
+    await store.set_voice("dev", "dan", "Dan", True)
+    await store.set_voice("dev", "eve", "Eve", True)
+    await store.set_voice("dev", "eve", "Eve", False)
     await store.add_membership("zoe", "dev")
     await store.add_membership("zoe", "lobby")
     await store.add_membership("zoe", "dev")  # twice is once
@@ -328,6 +332,7 @@ async def test_rooms_with_roles_bans_mutes_and_memberships_round_trip(store):
         roles={"zoe": ("Zoe", "owner"), "bob": ("Bob", "operator")},
         bans={"mal": ("Mal", None, "spam"), "eve": ("Eve", 99.5, "rude")},
         mutes={"carol": "Carol"}, last_seq=2, password="beer", member_limit=12,
+        moderated=True, voices={"dan": "Dan"},
     )
     assert lobby == RoomRecord("lobby", "lobby")
     assert await store.memberships("zoe") == ["dev", "lobby"]
@@ -342,7 +347,8 @@ async def test_rooms_with_roles_bans_mutes_and_memberships_round_trip(store):
     await store.remove_membership("zoe", "lobby")
     dev, _ = await store.load()
     assert (dev.topic, dev.private, dev.topic_locked, dev.created) == ("releases", False, False, 5)
-    assert (dev.password, dev.member_limit) == ("", 0)
+    assert (dev.password, dev.member_limit, dev.moderated) == ("", 0, False)
+    assert dev.voices == {"dan": "Dan"}  # a voice is standing, as a mute is
     assert dev.roles == {"zoe": ("Zoe", "owner")}
     assert dev.bans == {"eve": ("Eve", 99.5, "rude")} and dev.mutes == {}
     assert await store.memberships("zoe") == ["dev"]
@@ -418,7 +424,7 @@ async def test_new_database_is_private_versioned_and_in_wal_mode(db, tmp_path):
     path = tmp_path / DB_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
 

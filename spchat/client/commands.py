@@ -18,7 +18,7 @@ ROOM_USAGE = {
     "/part": "/part [#name] [reason]",
     "/rooms": "/rooms",
     "/topic": "/topic [text|-delete]",
-    "/mode": "/mode +i|-i|+t|-t|+k PASSWORD|-k|+l NUMBER|-l",
+    "/mode": "/mode +i|-i|+t|-t|+m|-m|+k PASSWORD|-k|+l NUMBER|-l",
     "/invite": "/invite NAME",
     "/kick": "/kick NAME [reason]",
     "/ban": "/ban NAME [minutes] [reason]",
@@ -28,13 +28,17 @@ ROOM_USAGE = {
     "/op": "/op NAME",
     "/deop": "/deop NAME",
     "/owner": "/owner NAME",
+    "/voice": "/voice NAME",
+    "/devoice": "/devoice NAME",
 }
 ROOM_HELP = ", ".join(ROOM_USAGE.values())
 NO_ROOM = "that needs a room, and you are in none here: /join #name first"
 # The /mode letters, as on IRC: +i invited people only, +t only operators
-# set the topic (and +k PASSWORD, +l NUMBER, see _mode).
+# set the topic, +m only operators and voices speak (and +k PASSWORD,
+# +l NUMBER, see _mode).
 MODES = {"+i": ("private", True), "-i": ("private", False),
-         "+t": ("topic_locked", True), "-t": ("topic_locked", False)}
+         "+t": ("topic_locked", True), "-t": ("topic_locked", False),
+         "+m": ("moderated", True), "-m": ("moderated", False)}
 CLEAR_TOPIC = "-delete"  # as irssi's /topic -delete
 _MINUTES = re.compile(r"\d+(\.\d+)?")
 
@@ -162,6 +166,7 @@ def room_flags(room) -> list[str]:
     """What sets a ``session.Room`` apart from a plain one: private, topic locked."""
     return [what for what, on in (("private", room.private),
                                   ("topic locked", room.topic_locked),
+                                  ("moderated", room.moderated),
                                   ("needs a password", room.password),
                                   (f"at most {room.member_limit} members", room.member_limit))
             if on]

@@ -77,6 +77,7 @@ class Room:
     topic_locked: bool = False
     password: str = ""  # needed to join ("" none); its members know it
     member_limit: int = 0  # most members online (0: no limit)
+    moderated: bool = False  # only operators and voices speak
     members: MemberList = field(default_factory=MemberList)
     members_known: bool = False  # a whole member list has come
 
@@ -423,6 +424,7 @@ class ChatClient:
         room.name, room.topic = msg.room, msg.topic
         room.private, room.topic_locked = msg.private, msg.topic_locked
         room.password, room.member_limit = msg.password, msg.member_limit
+        room.moderated = msg.moderated
         if key in self._entered:
             return  # a change of its settings
         self._entered.add(key)

@@ -15,9 +15,8 @@ OFFERED = {
     "echo-message": "",
     "labeled-response": "",
     "message-tags": "",
-    # Not multi-prefix: a member has one role, so one prefix, always shown;
-    # a client that asks gets what it would anyway.  Offering it would
-    # promise a voice (+v) beside an operator's @, which rooms do not have.
+    # An operator may have a voice too: "@+" in NAMES and WHO.
+    "multi-prefix": "",
     "sasl": "PLAIN",
     "server-time": "",
     "userhost-in-names": "",

@@ -15,7 +15,8 @@ from spchat.server.rules import Refused, normalise_name, normalise_room
 # an operator to IRC (IRC's channel creators are operators): WHOIS and the
 # room's notices say who owns it.
 ROLE_MODES = {"owner": ("o", "@"), "operator": ("o", "@")}
-PREFIX_ISUPPORT = "(o)@"
+# A voice (may speak while the room is moderated) stands beside the role.
+PREFIX_ISUPPORT = "(ov)@+"
 
 
 def name_key(name: str) -> str | None:
@@ -32,8 +33,11 @@ def room_key(name: str) -> str | None:
         return None
 
 
-def prefix_of(role: str) -> str:
-    return ROLE_MODES.get(role, ("", ""))[1]
+def prefix_of(role: str, voiced: bool = False, multi: bool = False) -> str:
+    """A member's NAMES and WHO prefixes, highest first: all of them for a
+    client with multi-prefix, the highest for the others."""
+    marks = ROLE_MODES.get(role, ("", ""))[1] + ("+" if voiced else "")
+    return marks if multi else marks[:1]
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Channel:
     topic_locked: bool = False
     password: str = ""  # +k
     member_limit: int = 0  # +l
+    moderated: bool = False  # +m
     # name key -> role, for the members whose role is not "member"
     ranked: dict[str, str] = field(default_factory=dict)
 
@@ -55,11 +60,13 @@ class Channel:
         """Take a room's settings from its ``wire.RoomState``."""
         self.topic, self.private, self.topic_locked = state.topic, state.private, state.topic_locked
         self.password, self.member_limit = state.password, state.member_limit
+        self.moderated = state.moderated
 
     def modes(self, member: bool = True) -> list[str]:
         """RPL_CHANNELMODEIS's mode string and its parameters (the password
         shown to members only, as IRC servers do)."""
-        letters = "+" + ("i" if self.private else "") + ("t" if self.topic_locked else "") + "n"
+        letters = "+" + ("i" if self.private else "") + ("m" if self.moderated else "") \
+            + ("t" if self.topic_locked else "") + "n"
         params = []
         if self.password:
             letters += "k"
@@ -88,6 +95,10 @@ class RoomView:
     name: str
     private: bool
     members: list[tuple[str, str, str]]  # (display name, role, state), by name
+    voices: frozenset[str] = frozenset()  # the keys of those with a voice
+
+    def prefix(self, name: str, role: str, multi: bool) -> str:
+        return prefix_of(role, name_key(name) in self.voices, multi)
 
     @property
     def irc_name(self) -> str:

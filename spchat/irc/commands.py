@@ -23,8 +23,9 @@ _FORMATTING = re.compile(r"\x03(\d{1,2}(,\d{1,2})?)?|[\x02\x0f\x11\x16\x1d\x1e\x
 _ACTION = re.compile(r"\x01ACTION(?: (.*?))?\x01?$", re.S)
 # Commands a client may send before it is registered.
 BEFORE_REGISTRATION = {"CAP", "NICK", "USER", "PASS", "AUTHENTICATE", "PING", "PONG", "QUIT"}
-_MODE_OPS = {("+", "o"): "op", ("-", "o"): "deop", ("+", "b"): "ban", ("-", "b"): "unban"}
-_ROOM_FLAGS = {"i": "private", "t": "topic_locked"}
+_MODE_OPS = {("+", "o"): "op", ("-", "o"): "deop", ("+", "b"): "ban", ("-", "b"): "unban",
+             ("+", "v"): "voice", ("-", "v"): "devoice"}
+_ROOM_FLAGS = {"i": "private", "t": "topic_locked", "m": "moderated"}
 _USER_MODES = {"i": "invisible", "w": "wallops"}
 
 
@@ -439,14 +440,15 @@ class Commands:
             room = self._room(mask)
             if room is not None and (not room.private or conn.channels.get(mask) is not None):
                 view = conn.room_view(room)
+                multi = "multi-prefix" in conn.caps
                 for name, role, state in view.members:
-                    self._who_reply(view.irc_name, name, state, prefix_of(role))
+                    self._who_reply(view.irc_name, name, state, view.prefix(name, role, multi))
         else:
             for session in self._matching(mask):
                 room = self._first_visible_room(session)
                 self._who_reply("#" + room.name if room else "*", session.name,
                                 conn.core.presence_state(session),
-                                prefix_of(room.role_of(session.key)) if room else "")
+                                self._prefix_in(room, session.key) if room else "")
         conn.numeric(N.RPL_ENDOFWHO, mask, "End of WHO list")
 
     def _matching(self, mask: str) -> list:
@@ -475,6 +477,9 @@ class Commands:
                 return room
         return None
 
+    def _prefix_in(self, room, key: str) -> str:
+        return prefix_of(room.role_of(key), key in room.voices, "multi-prefix" in self.conn.caps)
+
     def _who_reply(self, channel: str, name: str, state: str, prefix: str) -> None:
         conn = self.conn
         other = conn.registry.get(name)
@@ -501,7 +506,7 @@ class Commands:
         for key in sorted(session.rooms):
             room = conn.core.directory.get(key)
             if room is not None and (not room.private or key in conn.session.rooms):
-                rooms.append(prefix_of(room.role_of(session.key)) + "#" + room.name)
+                rooms.append(self._prefix_in(room, session.key) + "#" + room.name)
         if rooms:
             conn.numeric(N.RPL_WHOISCHANNELS, session.name, " ".join(rooms))
         conn.numeric(N.RPL_WHOISSERVER, session.name, conn.server_name, "spchat")

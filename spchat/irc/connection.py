@@ -25,7 +25,7 @@ import spchat
 from spchat import wire
 from spchat.irc import numerics as N
 from spchat.irc.caps import OFFERED, Caps, PlainSasl
-from spchat.irc.channels import PREFIX_ISUPPORT, Channels, RoomView, name_key, prefix_of, room_key
+from spchat.irc.channels import PREFIX_ISUPPORT, Channels, RoomView, name_key, room_key
 from spchat.irc.lines import MAX_LINE_BYTES, encode
 from spchat.irc.commands import Commands, Pending
 from spchat.irc.labels import Labels
@@ -56,6 +56,7 @@ REFUSALS = {
     "banned": N.ERR_BANNEDFROMCHAN,
     "too_many_rooms": N.ERR_TOOMANYCHANNELS,
     "muted": N.ERR_CANNOTSENDTOCHAN,
+    "moderated": N.ERR_CANNOTSENDTOCHAN,
     "already_in_room": N.ERR_USERONCHANNEL,
 }
 
@@ -159,10 +160,12 @@ class IrcConnection:
 
     def send_names(self, channel: RoomView) -> None:
         entries = channel.members
+        multi = "multi-prefix" in self.caps
         if "userhost-in-names" in self.caps:
-            names = [prefix_of(role) + self.mask(name) for name, role, _ in entries]
+            names = [channel.prefix(name, role, multi) + self.mask(name)
+                     for name, role, _ in entries]
         else:
-            names = [prefix_of(role) + name for name, role, _ in entries]
+            names = [channel.prefix(name, role, multi) + name for name, role, _ in entries]
         budget = MAX_LINE_BYTES - _NAMES_OVERHEAD - len(self.server_name) - len(self.nick) \
             - len(channel.irc_name)
         symbol = "@" if channel.private else "="
@@ -188,7 +191,8 @@ class IrcConnection:
         """A room as the core has it now (what this connection has been told
         may lag behind by one batch of the room's events)."""
         return RoomView(room.name, room.private, [
-            (name, role, state) for name, state, role in self.core.directory.member_rows(room)])
+            (name, role, state) for name, state, role in self.core.directory.member_rows(room)],
+            frozenset(room.voices))
 
     def goodbye(self, text: str) -> None:
         """ERROR and close (the core's bye, a failed login, QUIT)."""
@@ -384,7 +388,7 @@ class IrcConnection:
                      f"spchat-{spchat.__version__}")
         self.numeric(N.RPL_CREATED, f"This server was created {self.created}")
         self.numeric(N.RPL_MYINFO, self.server_name, f"spchat-{spchat.__version__}", "iow",
-                     "biklnot", "bklo")
+                     "biklmnotv", "bklov")
         for tokens in _chunks(self.isupport(), 12):
             self.numeric(N.RPL_ISUPPORT, *tokens, "are supported by this server")
         self.commands.lusers()
@@ -395,7 +399,7 @@ class IrcConnection:
 
     def isupport(self) -> list[str]:
         return [
-            "AWAYLEN=200", "CASEMAPPING=rfc8265", "CHANLIMIT=#:100", "CHANMODES=b,k,l,int",
+            "AWAYLEN=200", "CASEMAPPING=rfc8265", "CHANLIMIT=#:100", "CHANMODES=b,k,l,imnt",
             "CHANNELLEN=33", "CHANTYPES=#", "ELIST=", "KICKLEN=200", "MODES=1",
             f"NETWORK={self.server_name}", "NICKLEN=32", f"PREFIX={PREFIX_ISUPPORT}",
             "TARGMAX=PRIVMSG:1,NOTICE:1,JOIN:,PART:,KICK:1,NAMES:1,WHOIS:1",

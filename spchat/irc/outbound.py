@@ -96,7 +96,8 @@ class Outbound:
             return
         changes = self._modes.setdefault(room_key(msg.room) or msg.room, [])
         for letter, old, new in (("i", channel.private, msg.private),
-                                 ("t", channel.topic_locked, msg.topic_locked)):
+                                 ("t", channel.topic_locked, msg.topic_locked),
+                                 ("m", channel.moderated, msg.moderated)):
             if old != new:
                 changes.append((("+" if new else "-") + letter, ""))
         if msg.password != channel.password:
@@ -182,6 +183,8 @@ class Outbound:
             conn.emit(by, "TOPIC", channel.irc_name, channel.topic)
         elif kind in ("mode", "role"):
             self._flush_modes(channel, by)
+        elif kind in ("voice", "devoice"):
+            conn.emit(by, "MODE", channel.irc_name, "+v" if kind == "voice" else "-v", msg.name)
         else:  # mute, invite, broadcasts, gaps: in words
             conn.emit(conn.server_name, "NOTICE", channel.irc_name, msg.text)
 

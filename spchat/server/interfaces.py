@@ -151,6 +151,9 @@ class IRoomStore(Interface):
     def delete_room_ban(room, key):
         """Lift a room ban; fires with True if there was one."""
 
+    def set_voice(room, key, name, voiced):
+        """Give a name a voice in a room (True), or take it (False)."""
+
     def set_mute(room, key, name, muted):
         """Mute (True) or unmute a name in a room."""
 

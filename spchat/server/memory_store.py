@@ -224,7 +224,7 @@ class MemoryStore:
         old = self._rooms.get(room.key)
         settings = dict(key=room.key, name=room.name, topic=room.topic, private=room.private,
                         topic_locked=room.topic_locked, password=room.password,
-                        member_limit=room.member_limit)
+                        member_limit=room.member_limit, moderated=room.moderated)
         if old is None:
             self._rooms[room.key] = RoomRecord(**settings, created=room.created)
         else:
@@ -261,6 +261,13 @@ class MemoryStore:
             self._rooms[room].mutes[key] = name
         else:
             self._room_if_any(room).mutes.pop(key, None)
+
+    @_fired
+    def set_voice(self, room, key, name, voiced):
+        if voiced:
+            self._rooms[room].voices[key] = name
+        else:
+            self._room_if_any(room).voices.pop(key, None)
 
     def _room_if_any(self, key) -> RoomRecord:
         """The room, or an empty stand-in: removing from it removes nothing."""

@@ -55,8 +55,11 @@ class Messaging:
 
     def say(self, session: Session, msg: wire.Say) -> None:
         room = self.room_of(session, msg.room)
-        if room.role_of(session.key) == "muted":
-            raise Refused("muted", f"you are muted in #{room.name}: an operator can unmute you")
+        if not room.may_speak(session.key):
+            if room.role_of(session.key) == "muted":
+                raise Refused("muted", f"you are muted in #{room.name}: an operator can unmute you")
+            raise Refused("moderated", f"#{room.name} is moderated: only its operators and "
+                          "those an operator gave a voice may speak")
         check_text(msg.text, self.limits.max_message_bytes)
         if (session.lineage, msg.cid) not in self._unsaved:  # else its ack is on its way
             self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text,

@@ -79,6 +79,7 @@ MIGRATIONS = [
         topic_locked BOOLEAN NOT NULL DEFAULT FALSE,
         password TEXT NOT NULL DEFAULT '',
         member_limit INTEGER NOT NULL DEFAULT 0,
+        moderated BOOLEAN NOT NULL DEFAULT FALSE,
         created BIGINT NOT NULL
     );
     CREATE TABLE room_roles (
@@ -98,6 +99,12 @@ MIGRATIONS = [
         PRIMARY KEY (room, key)
     );
     CREATE TABLE room_mutes (
+        room TEXT COLLATE "C" NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
+        key TEXT COLLATE "C" NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (room, key)
+    );
+    CREATE TABLE room_voices (
         room TEXT COLLATE "C" NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
         key TEXT COLLATE "C" NOT NULL,
         name TEXT NOT NULL,

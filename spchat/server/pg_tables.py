@@ -269,12 +269,13 @@ class PgTables:
     def save_room(self, room: RoomRecord) -> None:
         self._write(
             "INSERT INTO rooms (key, name, topic, private, topic_locked, created, password, "
-            "member_limit) VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (key) DO UPDATE SET "
-            "name = excluded.name, topic = excluded.topic, private = excluded.private, "
-            "topic_locked = excluded.topic_locked, password = excluded.password, "
-            "member_limit = excluded.member_limit",
+            "member_limit, moderated) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (key) "
+            "DO UPDATE SET name = excluded.name, topic = excluded.topic, "
+            "private = excluded.private, topic_locked = excluded.topic_locked, "
+            "password = excluded.password, member_limit = excluded.member_limit, "
+            "moderated = excluded.moderated",
             (room.key, room.name, room.topic, room.private, room.topic_locked, room.created,
-             room.password, room.member_limit))
+             room.password, room.member_limit, room.moderated))
 
     def delete_room(self, key: str) -> None:
         with self.link.transaction() as cursor:
@@ -305,6 +306,14 @@ class PgTables:
         return self._write("DELETE FROM room_bans WHERE room = %s AND key = %s",
                            (room, key)) > 0
 
+    def set_voice(self, room: str, key: str, name: str, voiced: bool) -> None:
+        if voiced:
+            self._write("INSERT INTO room_voices (room, key, name) VALUES (%s,%s,%s) "
+                        "ON CONFLICT (room, key) DO UPDATE SET name = excluded.name",
+                        (room, key, name))
+        else:
+            self._write("DELETE FROM room_voices WHERE room = %s AND key = %s", (room, key))
+
     def set_mute(self, room: str, key: str, name: str, muted: bool) -> None:
         if muted:
             self._write("INSERT INTO room_mutes (room, key, name) VALUES (%s,%s,%s) "
@@ -333,11 +342,13 @@ def _load(cursor) -> list[RoomRecord]:
 
     rooms = {
         key: RoomRecord(key, name, topic, private, locked, created, password=password,
-                        member_limit=member_limit)
-        for key, name, topic, private, locked, created, password, member_limit in rows(
-            "SELECT key, name, topic, private, topic_locked, created, password, member_limit "
-            "FROM rooms ORDER BY key")
+                        member_limit=member_limit, moderated=moderated)
+        for key, name, topic, private, locked, created, password, member_limit, moderated
+        in rows("SELECT key, name, topic, private, topic_locked, created, password, "
+                "member_limit, moderated FROM rooms ORDER BY key")
     }
+    for room, key, name in rows("SELECT room, key, name FROM room_voices"):
+        rooms[room].voices[key] = name
     for room, key, name, role in rows("SELECT room, key, name, role FROM room_roles"):
         rooms[room].roles[key] = (name, role)
     for room, key, name, until, reason in rows(

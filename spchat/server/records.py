@@ -114,3 +114,5 @@ class RoomRecord:
     last_seq: int = 0
     password: str = ""  # to join (IRC's +k); "" for none
     member_limit: int = 0  # most members online (IRC's +l); 0 for no limit
+    moderated: bool = False  # only operators and voices speak (IRC's +m)
+    voices: dict[str, str] = field(default_factory=dict)  # key -> name (IRC's +v)

@@ -252,7 +252,8 @@ class RoomCommands:
             return self._set_limit(room, actor, value if msg.on else None)
         setattr(room, msg.flag, msg.on)
         what = {"private": "private (invited people only)",
-                "topic_locked": "topic-locked (only operators set the topic)"}[msg.flag]
+                "topic_locked": "topic-locked (only operators set the topic)",
+                "moderated": "moderated (only operators and voices speak)"}[msg.flag]
         self._changed(room, "mode", f"{actor.name} made the room {'' if msg.on else 'no longer '}"
                       f"{what}", actor.name)
         return f"#{room.name} is {'' if msg.on else 'no longer '}{msg.flag.replace('_', '-')}"
@@ -301,6 +302,8 @@ class RoomCommands:
         self._need(actor, room, OPERATOR, f"{op} someone")
         if op in ("kick", "ban", "mute"):
             self._outrank(actor, room, key, display, op)
+        if op in ("voice", "devoice"):
+            return self._voice(room, actor, display, key, op == "voice")
         if op == "kick":
             if target is None or key not in room.members:
                 raise Refused("not_in_room", f"{display} is not in #{room.name}")
@@ -335,6 +338,22 @@ class RoomCommands:
         self._standing_changed(room, key, display, actor, "unmute",
                                f"{actor.name} unmuted {display}")
         return f"unmuted {display} in #{room.name}"
+
+    def _voice(self, room: Room, actor: Actor, display: str, key: str, on: bool) -> str:
+        """A voice lets a member speak while the room is moderated; kept by
+        name, as a mute is."""
+        if on == (key in room.voices):
+            raise Refused("unchanged", f"{display} {'has' if on else 'has no'} voice in "
+                          f"#{room.name} already")
+        if on:
+            room.voices[key] = display
+        else:
+            del room.voices[key]
+        self._saved(self.store.set_voice(room.key, key, display, on))
+        self._standing_changed(room, key, display, actor, "voice" if on else "devoice",
+                               f"{actor.name} gave {display} a voice" if on
+                               else f"{actor.name} took {display}'s voice")
+        return f"{display} {'has a' if on else 'has no'} voice in #{room.name} now"
 
     def _ban(self, room, actor, display, key, target, minutes, reason) -> str:
         until = None if minutes is None else self.clock.seconds() + minutes * 60

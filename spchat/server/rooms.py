@@ -40,6 +40,8 @@ class Room:
         self.topic_locked = record.topic_locked
         self.password = record.password
         self.member_limit = record.member_limit
+        self.moderated = record.moderated
+        self.voices = dict(record.voices)  # key -> name: may speak while moderated
         self.created = record.created
         # Registered accounts' roles (kept by the store): key -> (name, role).
         self.roles = dict(record.roles)
@@ -67,9 +69,15 @@ class Room:
     def rank_of(self, key: str) -> int:
         return RANKS[self.role_of(key)]
 
+    def may_speak(self, key: str) -> bool:
+        """Not muted, and (the room moderated) an operator, owner or voice."""
+        rank = self.rank_of(key)
+        return rank > RANKS["muted"] and (
+            not self.moderated or key in self.voices or rank >= RANKS["operator"])
+
     def state(self) -> wire.RoomState:
         return wire.RoomState(self.name, self.topic, self.private, self.topic_locked,
-                              self.last_seq, self.password, self.member_limit)
+                              self.last_seq, self.password, self.member_limit, self.moderated)
 
     def full(self) -> bool:
         return 0 < self.member_limit <= len(self.members)
@@ -78,7 +86,7 @@ class Room:
         """The settings, as the store keeps them."""
         return RoomRecord(self.key, self.name, self.topic, self.private, self.topic_locked,
                           self.created, password=self.password,
-                          member_limit=self.member_limit)
+                          member_limit=self.member_limit, moderated=self.moderated)
 
 
 class RoomDirectory:

@@ -184,6 +184,16 @@ MIGRATIONS = [
     ALTER TABLE rooms ADD COLUMN password TEXT NOT NULL DEFAULT '';
     ALTER TABLE rooms ADD COLUMN member_limit INTEGER NOT NULL DEFAULT 0;
     """,
+    # Version 7: moderated rooms, and the names with a voice in them.
+    """
+    ALTER TABLE rooms ADD COLUMN moderated INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE room_voices (
+        room TEXT NOT NULL REFERENCES rooms (key) ON DELETE CASCADE,
+        key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        PRIMARY KEY (room, key)
+    );
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -474,11 +484,14 @@ class Tables:
         with _snapshot(self.conn):
             rooms = {
                 key: RoomRecord(key, name, topic, bool(private), bool(locked), created,
-                                password=password, member_limit=member_limit)
-                for key, name, topic, private, locked, created, password, member_limit
+                                password=password, member_limit=member_limit,
+                                moderated=bool(moderated))
+                for key, name, topic, private, locked, created, password, member_limit, moderated
                 in self._query("SELECT key, name, topic, private, topic_locked, created, "
-                               "password, member_limit FROM rooms ORDER BY key")
+                               "password, member_limit, moderated FROM rooms ORDER BY key")
             }
+            for room, key, name in self._query("SELECT room, key, name FROM room_voices"):
+                rooms[room].voices[key] = name
             for room, key, name, role in self._query(
                     "SELECT room, key, name, role FROM room_roles"):
                 rooms[room].roles[key] = (name, role)
@@ -498,12 +511,12 @@ class Tables:
         # it first, and its roles, bans and mutes with it.
         self._write(
             "INSERT INTO rooms (key, name, topic, private, topic_locked, created, password, "
-            "member_limit) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
-            "name = excluded.name, topic = excluded.topic, private = excluded.private, "
+            "member_limit, moderated) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO UPDATE "
+            "SET name = excluded.name, topic = excluded.topic, private = excluded.private, "
             "topic_locked = excluded.topic_locked, password = excluded.password, "
-            "member_limit = excluded.member_limit",
+            "member_limit = excluded.member_limit, moderated = excluded.moderated",
             (room.key, room.name, room.topic, room.private, room.topic_locked, room.created,
-             room.password, room.member_limit),
+             room.password, room.member_limit, room.moderated),
         )
 
     def delete_room(self, key: str) -> None:
@@ -531,6 +544,13 @@ class Tables:
 
     def delete_room_ban(self, room: str, key: str) -> bool:
         return self._write("DELETE FROM room_bans WHERE room = ? AND key = ?", (room, key)) > 0
+
+    def set_voice(self, room: str, key: str, name: str, voiced: bool) -> None:
+        if voiced:
+            self._write("INSERT OR REPLACE INTO room_voices (room, key, name) VALUES (?,?,?)",
+                        (room, key, name))
+        else:
+            self._write("DELETE FROM room_voices WHERE room = ? AND key = ?", (room, key))
 
     def set_mute(self, room: str, key: str, name: str, muted: bool) -> None:
         if muted:

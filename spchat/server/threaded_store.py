@@ -147,6 +147,9 @@ class ThreadedStore:
     def set_mute(self, room, key, name, muted):
         return self._write(self.tables.set_mute, room, key, name, muted)
 
+    def set_voice(self, room, key, name, voiced):
+        return self._write(self.tables.set_voice, room, key, name, voiced)
+
     def memberships(self, key):
         return self._read(self.tables.memberships, key)
 
