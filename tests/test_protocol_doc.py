@@ -137,7 +137,7 @@ def test_prose_names_only_real_settings(doc):
 def test_prose_limits_are_the_code_s(doc):
     from spchat.client import presence as client_presence
     from spchat.client import session as client_session
-    from spchat.server import accounts, messaging, presence, protocol, room_commands, rooms, rules
+    from spchat.server import accounts, messaging, presence, protocol, room_settings, rooms, rules
     from spchat.server import capacity, catch_up
 
     limits = {
@@ -154,7 +154,7 @@ def test_prose_limits_are_the_code_s(doc):
         "a password": (f"{accounts.MIN_PASSWORD_LENGTH} to {accounts.MAX_PASSWORD_LENGTH} "
                        "characters"),
         "a name": f"1 to {rules.NAME_MAX_CHARS} characters",
-        "a topic": f"{room_commands.MAX_TOPIC_BYTES} bytes of UTF-8",
+        "a topic": f"{room_settings.MAX_TOPIC_BYTES} bytes of UTF-8",
         "room events": f"within {rooms.ROOM_EVENT_SECONDS:g} seconds",
         "a slow reader": f"not drained for {protocol.SLOW_READER_SECONDS:g} seconds",
         "snapshots on change": f"at most every {presence.CHANGE_GAP_SECONDS:g} seconds",

@@ -14,7 +14,7 @@ from spchat.irc import numerics as N
 from spchat.irc.channels import Channel, name_key, prefix_of, room_key
 from spchat.irc.lines import IrcParseError, parse
 from spchat.irc.outbound import ACTION_PREFIX, irc_time
-from spchat.server.room_commands import check_room_password, parse_member_limit
+from spchat.server.room_settings import check_room_password, parse_member_limit
 from spchat.server.rules import Refused
 
 # IRC's text formatting (bold, colours, italics, ...): spchat's texts are

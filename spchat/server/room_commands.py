@@ -1,5 +1,6 @@
 """What users (and the administrator) do with rooms: join, part, list,
-topic, modes, and moderation by role.
+and moderation by role (the settings are ``spchat.server.room_settings``'s,
+the permissions ``spchat.server.room_permissions``').
 
 Owners and operators moderate their room; the administrator (an admin
 connection) may do all of it in every room.  Every refusal says which role
@@ -13,9 +14,13 @@ import hmac
 from spchat import wire
 from spchat.server.records import RoomRecord
 from spchat.server.new_names import check_one_script
-from spchat.server.rooms import ADMIN_RANK, RANKS, Room, RoomDirectory
+from spchat.server.room_permissions import (
+    MEMBER, OPERATOR, OWNER, Actor, need, outrank, role_words,
+)
+from spchat.server.room_settings import RoomSettings
+from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import (
-    Limits, Refused, ban_text, check_text, normalise_name, normalise_room, plain, quoted,
+    Limits, Refused, ban_text, normalise_name, normalise_room, plain, quoted,
 )
 from spchat.server.sessions import Session, SessionTable
 from spchat.terminal import SafeLogger
@@ -23,49 +28,6 @@ from spchat.terminal import SafeLogger
 # Rooms one session may be in: each costs it a member list and its lines,
 # and a welcome names them all.
 MAX_ROOMS_PER_SESSION = 100
-MAX_MEMBER_LIMIT = 100_000
-# A topic is shown above the conversation: one line, a few sentences.
-MAX_TOPIC_BYTES = 300
-OPERATOR = RANKS["operator"]
-OWNER = RANKS["owner"]
-MEMBER = RANKS["member"]
-
-
-def check_room_password(password: str) -> str:
-    """A room password must be typed after ``/join #room`` (and IRC's JOIN):
-    one word of printable characters."""
-    if not 1 <= len(password) <= wire.MAX_ROOM_PASSWORD_CHARS:
-        raise Refused("bad_mode_value", "a room password is 1 to "
-                      f"{wire.MAX_ROOM_PASSWORD_CHARS} characters")
-    if not password.isprintable() or any(ch.isspace() for ch in password):
-        raise Refused("bad_mode_value", "a room password is one word: no spaces or "
-                      "unprintable characters")
-    return password
-
-def check_member_limit(limit: int) -> int:
-    if not 1 <= limit <= MAX_MEMBER_LIMIT:
-        raise Refused("bad_mode_value", f"a member limit is 1 to {MAX_MEMBER_LIMIT}")
-    return limit
-
-
-def parse_member_limit(text: str) -> int:
-    """A member limit as typed (IRC's MODE +l)."""
-    if not text.strip().isdecimal():
-        raise Refused("bad_mode_value", f"a member limit is a number, 1 to {MAX_MEMBER_LIMIT}")
-    return check_member_limit(int(text))
-
-
-class Actor:
-    """Who asks: a member of the room, or the administrator (session None)."""
-
-    __slots__ = ("session", "name")
-
-    def __init__(self, session: Session | None):
-        self.session = session
-        self.name = session.name if session is not None else "the administrator"
-
-    def rank(self, room: Room) -> int:
-        return ADMIN_RANK if self.session is None else room.rank_of(self.session.key)
 
 
 class RoomCommands:
@@ -84,6 +46,8 @@ class RoomCommands:
         self.messaging = messaging
         self.on_presence = on_presence
         self.on_change = on_change
+        self.settings = RoomSettings(clock, store, directory, self.room_for, self._saved,
+                                     on_change)
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -219,70 +183,13 @@ class RoomCommands:
             raise Refused("banned", ban_text(ban[2], ban[1], self.clock.seconds(),
                                              f" from #{room.name}"))
 
-    # --- settings -------------------------------------------------------------------
+    # --- settings (spchat.server.room_settings) ---------------------------------------
 
     def topic(self, session: Session | None, msg: wire.Topic) -> str:
-        room, actor = self.room_for(session, msg.room)
-        if msg.text is None:  # asked, not set
-            if session is None:
-                raise Refused("bad_request", "a topic needs a text (\"\" clears it)")
-            session.link.conn.send(room.state())
-            return room.topic
-        need = OPERATOR if room.topic_locked else MEMBER
-        self._need(actor, room, need, "set the topic" + (" (the topic is locked)"
-                                                         if room.topic_locked else ""))
-        topic = " ".join(msg.text.split("\n")).strip()
-        if topic:  # "" clears it; any other topic is text like a chat line's
-            check_text(topic, MAX_TOPIC_BYTES)
-        room.topic = topic
-        self._changed(room, "topic", f"{actor.name} set the topic: {room.topic}" if room.topic
-                      else f"{actor.name} cleared the topic", actor.name)
-        return f"set the topic of #{room.name}"
+        return self.settings.topic(session, msg)
 
     def mode(self, session: Session | None, msg: wire.Mode) -> str:
-        room, actor = self.room_for(session, msg.room)
-        self._need(actor, room, OPERATOR, "change the room's modes")
-        if msg.flag in wire.ROOM_SETTINGS:
-            value = msg.password if msg.flag == "password" else msg.limit
-            if msg.on and value is None:
-                raise Refused("bad_mode_value", f"setting the room's {msg.flag.replace('_', ' ')} "
-                              "needs its value")
-            if msg.flag == "password":
-                return self._set_password(room, actor, value if msg.on else None)
-            return self._set_limit(room, actor, value if msg.on else None)
-        setattr(room, msg.flag, msg.on)
-        what = {"private": "private (invited people only)",
-                "topic_locked": "topic-locked (only operators set the topic)",
-                "moderated": "moderated (only operators and voices speak)"}[msg.flag]
-        self._changed(room, "mode", f"{actor.name} made the room {'' if msg.on else 'no longer '}"
-                      f"{what}", actor.name)
-        return f"#{room.name} is {'' if msg.on else 'no longer '}{msg.flag.replace('_', '-')}"
-
-    def _set_password(self, room: Room, actor, password: str | None) -> str:
-        if password is None:
-            room.password = ""
-            self._changed(room, "mode", f"{actor.name} removed the room's password", actor.name)
-            return f"#{room.name} needs no password now"
-        room.password = check_room_password(password)
-        self._changed(room, "mode", f"{actor.name} set a password for the room", actor.name)
-        return f"#{room.name} needs its password now"
-
-    def _set_limit(self, room: Room, actor, limit: int | None) -> str:
-        if limit is None:
-            room.member_limit = 0
-            self._changed(room, "mode", f"{actor.name} lifted the room's member limit",
-                          actor.name)
-            return f"#{room.name} has no member limit now"
-        room.member_limit = check_member_limit(limit)
-        self._changed(room, "mode", f"{actor.name} limited the room to {limit} members online",
-                      actor.name)
-        return f"#{room.name} takes at most {limit} members now"
-
-    def _changed(self, room: Room, kind: str, text: str, by: str) -> None:
-        self.on_change()
-        self._saved(self.store.save_room(room.record()))
-        self.directory.event(room, room.state())
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text, by=by))
+        return self.settings.mode(session, msg)
 
     # --- moderation -------------------------------------------------------------------
 
@@ -299,9 +206,9 @@ class RoomCommands:
             return self._invite(room, actor, display, key, target)
         if op in ("op", "deop", "owner"):
             return self._set_role_by(room, actor, op, display, key, target)
-        self._need(actor, room, OPERATOR, f"{op} someone")
+        need(actor, room, OPERATOR, f"{op} someone")
         if op in ("kick", "ban", "mute"):
-            self._outrank(actor, room, key, display, op)
+            outrank(actor, room, key, display, op)
         if op in ("voice", "devoice"):
             return self._voice(room, actor, display, key, op == "voice")
         if op == "kick":
@@ -378,7 +285,7 @@ class RoomCommands:
 
     def _invite(self, room: Room, actor: Actor, display: str, key: str,
                 target: Session | None) -> str:
-        self._need(actor, room, OPERATOR if room.private else MEMBER, "invite someone"
+        need(actor, room, OPERATOR if room.private else MEMBER, "invite someone"
                    + (" to a private room" if room.private else ""))
         if target is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
@@ -400,14 +307,14 @@ class RoomCommands:
         role = {"op": "operator", "deop": "member", "owner": "owner"}[op]
         own = actor.session is not None and actor.session.key == key
         if op == "owner":
-            self._need(actor, room, OWNER, "make owners")
+            need(actor, room, OWNER, "make owners")
         elif op == "op":
-            self._need(actor, room, OPERATOR, "make operators")
+            need(actor, room, OPERATOR, "make operators")
         elif not own:  # anyone may step down
-            self._need(actor, room, OPERATOR, "deop someone")
+            need(actor, room, OPERATOR, "deop someone")
         if not own and room.role_of(key) != role:
             # Never on someone as high: /op on an owner would demote them.
-            self._outrank(actor, room, key, display, op)
+            outrank(actor, room, key, display, op)
         if target is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
         if room.role_of(key) == role:
@@ -455,27 +362,3 @@ class RoomCommands:
         if room is None:
             raise Refused("no_such_room", f"there is no room {quoted(name)}")
         return room, Actor(None)
-
-    @staticmethod
-    def _need(actor: Actor, room: Room, rank: int, what: str) -> None:
-        if actor.rank(room) < rank:
-            role = {MEMBER: "an unmuted member", OPERATOR: "an operator or owner",
-                    OWNER: "an owner"}[rank]
-            raise Refused("not_allowed", f"to {what} in #{room.name} you must be {role} "
-                          f"of it (you are {role_words(actor_role(actor, room))})")
-
-    @staticmethod
-    def _outrank(actor: Actor, room: Room, key: str, display: str, op: str) -> None:
-        if actor.rank(room) <= room.rank_of(key):
-            raise Refused("not_allowed", f"you cannot {op} {display}: they are "
-                          f"{role_words(room.role_of(key))} of #{room.name}, as high as you "
-                          "or higher")
-
-
-def role_words(role: str) -> str:
-    return {"owner": "an owner", "operator": "an operator", "member": "a member",
-            "muted": "a muted member", "admin": "the administrator"}[role]
-
-
-def actor_role(actor: Actor, room: Room) -> str:
-    return "admin" if actor.session is None else room.role_of(actor.session.key)
