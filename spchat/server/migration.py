@@ -173,7 +173,8 @@ def _backup(db: Path, copy: Path) -> int:
         finally:
             source.close()
     except sqlite3.DatabaseError as e:
-        raise MigrationError(f"cannot read {db}: {e} (is it a spchat database?)") from None
+        hint = " (is it a spchat database?)" if "not a database" in str(e) else ""
+        raise MigrationError(f"cannot copy {db}: {e}{hint}") from None
     if version == 0 or "messages" not in tables:
         raise MigrationError(f"{db} is not a spchat database")
     if version > SCHEMA_VERSION:
