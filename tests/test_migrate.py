@@ -200,6 +200,26 @@ def test_the_source_is_only_read(tmp_path, node, pg_url):
     assert hashlib.sha256((node / DB_FILE).read_bytes()).hexdigest() == digest
 
 
+@pytest_twisted.ensureDeferred
+async def test_lines_a_killed_node_left_in_its_write_ahead_log_are_copied(tmp_path, node,
+                                                                          pg_url):
+    store = SQLiteStore.in_dir(node, mode="inline")
+    await store.open()
+    try:
+        await store.append([say("only in the log", ts=9000)])
+        # The files as kill -9 leaves them: the last commit not yet in spchat.db.
+        crashed = tmp_path / "crashed"
+        crashed.mkdir()
+        for name in (DB_FILE, DB_FILE + "-wal"):
+            shutil.copyfile(node / name, crashed / name)
+    finally:
+        await store.close()
+    assert (crashed / (DB_FILE + "-wal")).stat().st_size > 0
+    result = migrate_cli(tmp_path, "--from-sqlite", str(crashed), "--to", pg_url)
+    assert result.returncode == 0, result.stderr
+    assert sql(pg_url, "SELECT seq FROM messages WHERE text = 'only in the log'") == [(26,)]
+
+
 # --- interrupted -------------------------------------------------------------------------
 
 
@@ -272,6 +292,10 @@ def test_a_target_with_other_content_is_refused_in_one_line(tmp_path, node, pg_u
     line = one_line_error(migrate_cli(tmp_path, "--from-sqlite", str(node), "--to", pg_url))
     assert line.startswith("spchat.admin migrate: the target already has a different "
                            "message 4 of #dev")
+    refused = migrate_cli(tmp_path, "--from-sqlite", str(node), "--to", pg_url, "--json")
+    assert refused.returncode == 1 and refused.stderr == ""
+    report = json.loads(refused.stdout)
+    assert not report["ok"] and report["text"].startswith("the target already has")
     sql(pg_url, "UPDATE messages SET text = 'dev 3\nsecond line' WHERE conversation = '#dev' "
                 "AND seq = 4")
     sql(pg_url, "UPDATE rooms SET topic = 'changed on the new node' WHERE key = 'lobby'")
