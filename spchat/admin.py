@@ -17,12 +17,14 @@
     python -m spchat.admin room-unmute|room-op|room-deop|room-owner|room-invite ROOM NAME
     python -m spchat.admin room-topic ROOM TEXT
     python -m spchat.admin room-mode ROOM private|topic-locked on|off
+    python -m spchat.admin migrate --from-sqlite PATH --to postgresql://...
 
 It connects over the same encrypted channel as a chat client (pinning the
 server's key) and proves itself with the admin token from the server's data
 directory (``--data-dir``, ``CHAT_DATA_DIR``) or ``--token-file``.  Tables for
 people, ``--json`` for scripts; the exit status is non-zero on any error.
-ROOM may be written with or without its '#'.
+ROOM may be written with or without its '#'.  ``migrate`` (see
+spchat.migrate) works on the stores themselves, not on a running server.
 """
 
 from __future__ import annotations
@@ -166,6 +168,10 @@ def parse_args(argv, cfg):
     command("irc-operator-hash", help="a password's hash for CHAT_IRC_OPERATOR (asked for, "
             "or read from standard input; the server is not contacted)")
     add_room_commands(command)
+    from spchat import migrate
+
+    migrate.add_arguments(command("migrate", help="copy a stopped node's SQLite store into "
+                                  "PostgreSQL (safe to run again)"))
     return parser.parse_args(argv)
 
 
@@ -285,6 +291,10 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv, cfg)
     if args.command == "irc-operator-hash":
         return operator_hash()
+    if args.command == "migrate":
+        from spchat import migrate
+
+        return migrate.run(args)
     try:
         token = read_token(args)
     except ValueError as e:
