@@ -23,7 +23,7 @@ from spchat.server.accounts import verify_password
 from spchat.server.migration import copy_store, open_target, snapshot
 from spchat.server.pg_store import PostgresStore
 from spchat.server.records import RoomRecord
-from spchat.server.store import DB_FILE, SQLiteStore
+from spchat.server.store import DB_FILE, SCHEMA_VERSION, SQLiteStore
 
 from conftest import connect_client, server_config, start_service, stop_services, subprocess_env
 from conftest import wait_until
@@ -45,7 +45,8 @@ async def make_node(data_dir, lobby_lines=25):
     try:
         for room in (RoomRecord("lobby", "Lobby", topic="welcome", created=100),
                      RoomRecord("dev", "Dev", topic="code ☕", private=True, topic_locked=True,
-                                created=200, password="sesame", member_limit=7),
+                                created=200, password="sesame", member_limit=7,
+                                moderated=True),
                      RoomRecord("old", "old", created=300)):
             await store.save_room(room)
         await store.append([say("gone", room="old", ts=500) for _ in range(5)])
@@ -77,6 +78,7 @@ async def make_node(data_dir, lobby_lines=25):
         await store.set_room_ban("lobby", "eve", "Eve", 1e10, "flood", 30)
         await store.set_room_ban("dev", "bob", "Bob", None, "off topic", 31)
         await store.set_mute("lobby", "bob", "Bob", True)
+        await store.set_voice("dev", "dave", "Dave", True)
         for key, room in (("carol", "dev"), ("carol", "lobby"), ("dave", "lobby")):
             await store.add_membership(key, room)
     finally:
@@ -121,7 +123,7 @@ async def pg_contents(url):
 def dump(url):
     """Every row of every table the copy writes, in order."""
     tables = ["conversations", "accounts", "account_looks", "bans", "rooms", "room_roles",
-              "room_bans", "room_mutes", "memberships", "messages"]
+              "room_bans", "room_mutes", "room_voices", "memberships", "messages"]
     return {table: sql(url, f"SELECT * FROM {table} ORDER BY 1, 2") for table in tables}
 
 
@@ -170,11 +172,13 @@ async def test_everything_a_node_has_is_there_and_a_second_run_changes_nothing(
     first = migrate_cli(tmp_path, "--from-sqlite", str(node), "--to", pg_url)
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
-    assert lines[0].startswith(f"copying {node / DB_FILE} (schema 6) into postgresql://")
+    assert lines[0].startswith(f"copying {node / DB_FILE} (schema {SCHEMA_VERSION}) into "
+                               "postgresql://")
     assert "messages: 43 copied, 0 already there" in lines
     assert "conversations: 5 copied, 0 already there" in lines
     assert "room_bans: 2 copied, 0 already there" in lines
-    assert lines[-1] == "done: 63 rows copied, 0 already there"
+    assert "room_voices: 1 copied, 0 already there" in lines
+    assert lines[-1] == "done: 64 rows copied, 0 already there"
 
     after = await pg_contents(pg_url)
     assert after == before
@@ -187,9 +191,9 @@ async def test_everything_a_node_has_is_there_and_a_second_run_changes_nothing(
     again = migrate_cli(tmp_path, "--from-sqlite", str(node), "--to", pg_url, "--json")
     assert again.returncode == 0, again.stderr
     report = json.loads(again.stdout)
-    assert report["ok"] and report["copied"] == 0 and report["already_there"] == 63
+    assert report["ok"] and report["copied"] == 0 and report["already_there"] == 64
     assert report["tables"]["messages"] == {"copied": 0, "already_there": 43}
-    assert report["schema"] == 6
+    assert report["schema"] == SCHEMA_VERSION
     assert dump(pg_url) == rows
 
 
@@ -350,7 +354,7 @@ async def test_release_0_1_0_data_is_upgraded_on_a_copy_and_copied(tmp_path, pg_
     shutil.copyfile(FIXTURE, node / DB_FILE)
     result = migrate_cli(tmp_path, "--from-sqlite", str(node), "--to", pg_url)
     assert result.returncode == 0, result.stderr
-    assert "(schema 1, upgraded on a copy to 6)" in result.stdout.splitlines()[0]
+    assert f"(schema 1, upgraded on a copy to {SCHEMA_VERSION})" in result.stdout.splitlines()[0]
     assert (node / DB_FILE).read_bytes() == FIXTURE.read_bytes()  # still 0.1.0's
 
     store = PostgresStore(pg_url)

@@ -75,12 +75,13 @@ TABLES = [
            ("until", "double precision"), ("reason", "text"), ("created", "bigint")),
     _table("rooms", "room", 1, ("key", "text"), ("name", "text"), ("topic", "text"),
            ("private", "boolean"), ("topic_locked", "boolean"), ("password", "text"),
-           ("member_limit", "integer"), ("created", "bigint")),
+           ("member_limit", "integer"), ("moderated", "boolean"), ("created", "bigint")),
     _table("room_roles", "room role", 2, ("room", "text"), ("key", "text"), ("name", "text"),
            ("role", "text")),
     _table("room_bans", "room ban", 2, ("room", "text"), ("key", "text"), ("name", "text"),
            ("until", "double precision"), ("reason", "text"), ("created", "bigint")),
     _table("room_mutes", "room mute", 2, ("room", "text"), ("key", "text"), ("name", "text")),
+    _table("room_voices", "room voice", 2, ("room", "text"), ("key", "text"), ("name", "text")),
     _table("memberships", "membership", 2, ("key", "text"), ("room", "text")),
     _table("messages", "message", 2, ("conversation", "text"), ("seq", "bigint"),
            ("ts", "bigint"), ("sender", "text"), ("sender_key", "text"), ("text", "text"),
@@ -88,7 +89,7 @@ TABLES = [
            ("lineage", "text"), ("to_lineage", "text")),
 ]
 # SQLite keeps flags as 0 and 1.
-_BOOLEANS = {"private", "topic_locked"}
+_BOOLEANS = {"private", "topic_locked", "moderated"}
 
 # Each conversation's newest number: the larger of its row and its
 # messages' (a row is written with every append; the max is only a guard).

@@ -66,7 +66,7 @@ class RoomSettings:
             return room.topic
         rank = OPERATOR if room.topic_locked else MEMBER
         need(actor, room, rank, "set the topic" + (" (the topic is locked)"
-                                                         if room.topic_locked else ""))
+                                                   if room.topic_locked else ""))
         topic = " ".join(msg.text.split("\n")).strip()
         if topic:  # "" clears it; any other topic is text like a chat line's
             check_text(topic, MAX_TOPIC_BYTES)
