@@ -118,12 +118,27 @@ def test_direct_messages_have_their_own_view_and_unread_counts(chat):
     assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
 
 
-def test_msg_command_opens_the_conversation(chat):
+def test_msg_sends_from_where_one_is_and_query_opens_the_conversation(chat):
     chat.send("/msg Bob lunch?")
-    assert chat.active == "bob" and chat.lines()[-1].text == "lunch?"
+    # Still in the room: the next plain line goes to the room, not to bob.
+    assert chat.active == ROOM
+    assert [(l.kind, l.text) for l in chat.lines()] == [("notice", "to bob: lunch?")]
+    assert [(l.text, l.pending) for l in chat.lines("bob")] == [("lunch?", True)]
+    assert [c.view for c in chat.conversations()] == [ROOM, "bob"]
+    chat.send("for everyone")
+    assert chat.lines()[-1].text == "for everyone" and chat.lines()[-1].pending
     chat.send("/msg nobodytext")
-    # Above "lunch?", which waits for the server at the bottom.
-    assert [(l.kind, l.pending) for l in chat.lines()] == [("error", False), ("message", True)]
+    assert chat.lines()[-2].kind == "error" and chat.lines()[-2].text == "usage: /msg NAME TEXT"
+
+    chat.send("/query BOB")
+    assert chat.active == "bob" and len(chat.lines()) == 1
+    chat.open(ROOM)
+    chat.send("/query bob  still hungry?")
+    assert chat.active == "bob" and chat.lines()[-1].text == "still hungry?"
+    chat.send("/query")
+    assert chat.lines()[-3].text == "usage: /query NAME [TEXT]"
+    chat.send("/query #lobby")
+    assert chat.active == "bob" and chat.lines()[-3].kind == "error"
 
 
 def test_history_is_marked_and_kept_in_order(chat):
@@ -281,7 +296,7 @@ def test_a_dropped_connection_does_not_block_older_history_for_good(chat):
 
 def test_a_direct_message_typed_with_other_capitals_is_confirmed(chat):
     feed(chat, wire.Members("lobby", ()))  # nobody listed: "BOB" stays as typed
-    chat.send("/msg BOB hi")
+    chat.send("/query BOB hi")
     assert chat.active == "BOB" and chat.lines()[-1].pending
     cid = chat.lines()[-1].cid
     chat.event(wire.DirectMessage(9, T, "me", "bob", "hi", cid))

@@ -44,7 +44,8 @@ from spchat.p2p.manifest import safe_name
 from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
 
 HELP = (
-    "Enter says it in the open conversation. Commands: /msg NAME TEXT, /who, /history, "
+    "Enter says it in the open conversation, Shift+Enter starts a new line. Commands: "
+    "/msg NAME TEXT (stays here), /query NAME [TEXT] (opens the conversation), /who, /history, "
     f"{ROOM_HELP} (on the open room), /register PASSWORD, /password OLD NEW, /share PATH, "
     "/unshare ID, /files, /get ID [DIR], /reconnect, /help; //text says a line starting "
     "with /. Double-click a member to talk to them alone, right-click one for what your role "
@@ -749,24 +750,43 @@ class ChatPresenter:
         text = text.strip("\n")
         if not text.strip():
             return True
+        command = text.split(None, 1)[0]
         if text.startswith("//"):
             text = text[1:]
-        elif text.startswith("/") and not text.startswith("/msg "):
+        elif command in ("/msg", "/query"):
+            return self._to_person(text)
+        elif text.startswith("/"):
             self._command(text.strip())
             return True
-        view = self.active
-        if text.startswith("/msg "):
-            view, _, text = text[5:].strip().partition(" ")
-            if not view or view.startswith("#") or not text.strip():
-                self._say_error("usage: /msg NAME TEXT")
-                return False
+        return self._say(self.active, text)
+
+    def _to_person(self, text: str) -> bool:
+        """/msg NAME TEXT sends without leaving the open conversation (as
+        HexChat and WeeChat do); /query NAME [TEXT] opens NAME's."""
+        command, name, body = (text.split(None, 2) + ["", ""])[:3]
+        query = command == "/query"
+        if not name or name.startswith("#") or not (query or body.strip()):
+            self._say_error("usage: /query NAME [TEXT]" if query else "usage: /msg NAME TEXT")
+            return False
+        view = self._canonical(name)
+        if query:
             self.open(view)
-            view = self.active
+            return self._say(view, body) if body.strip() else True
+        here = self.active
+        if not self._say(view, body, where_error=here):
+            return False
+        if view_key(view) != view_key(here):
+            self.notice(f"to {view}: {body}", "direct", here)
+        return True
+
+    def _say(self, view: str, text: str, where_error: str | None = None) -> bool:
         try:
             cid = self._send_to(view, text)
         except (CommandError, ValueError) as e:  # not in a room; too long
-            self._say_error(f"{e} (it is still in the entry)")
+            self._add(self.active if where_error is None else where_error,
+                      Line("error", now_time(), f"{e} (it is still in the entry)"))
             return False
+        self._lines.setdefault(view, [])
         me = self.client.name or "me"
         self._add(view, Line("message", now_time(), text, me, name_colour(me), own=True,
                              pending=True, cid=cid))
