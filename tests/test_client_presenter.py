@@ -747,3 +747,11 @@ def test_a_pending_line_says_when_it_waits_for_reconnect_now(chat):
     assert chat.pending_note() == "sending…"
     chat.status(Status("offline", reason="could not reconnect after 3 attempts: refused"))
     assert chat.pending_note() == "not sent yet: offline; Reconnect now sends it"
+
+
+def test_tab_completes_the_members_beside_the_conversation_never_me(chat):
+    assert chat.completion_names() == ["bob"]
+    chat.open("carol")
+    assert sorted(chat.completion_names()) == ["bob", "carol"]
+    chat.status(Status("offline", reason="connection lost"))
+    assert chat.completion_names() == ["carol"]

@@ -80,7 +80,7 @@ def test_after_a_kick_a_new_line_says_it_will_not_be_sent(tk_root, server, tmp_p
                              "over, connect again to send it (it is still in the entry)"
                      in bob.text())
     assert "(sending…)" not in bob.text()
-    assert bob.window.entry.get() == "but I was only asking"
+    assert bob.window.entry.value() == "but I was only asking"
     screenshot(bob.top, display, "client-kicked-line-refused.png")
 
 

@@ -112,7 +112,7 @@ def test_room_list_unread_mentions_members_and_topic(window, display):
 def test_commands_typed_in_the_entry_act_on_the_open_room(window):
     click_conversation(window, 1)  # #dev
     for typed in ("/kick zed spam", "/join #ops"):
-        window.entry.insert(0, typed)
+        window.entry.insert("end", typed)
         window._send_clicked()
     assert joins_as_typed(window.presenter.client.sent) == [wire.Moderate("dev", "kick", "zed", "spam"),
                                             wire.Join("ops")]

@@ -454,6 +454,16 @@ class ChatPresenter:
         members = self.member_list()
         return [] if members is None else [self.member_row(m) for m in members.ranked()]
 
+    def completion_names(self) -> list[str]:
+        """The names Tab completes: the members beside the conversation, and
+        in a direct one its peer; never my own."""
+        members = self.member_list()
+        names = [m[0] for m in members.ranked()] if members is not None else []
+        if self.active and not self.active.startswith("#"):
+            names.append(self.active)
+        me = name_key(self.client.name or "")
+        return [n for n in names if name_key(n) != me]
+
     def my_role(self) -> str:
         """My role in ``member_room()`` ("member" until its list says)."""
         members = self.member_list()

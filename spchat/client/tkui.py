@@ -19,6 +19,8 @@ import tkinter as tk
 from tkinter import font as tkfont
 from tkinter import ttk
 
+from spchat.client.tkentry import MessageEntry
+
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
 STATUS_COLOURS = {"connected": "#1a7f37", "connecting": "#555555",
                   "reconnecting": "#9a6700", "offline": "#b42318"}
@@ -142,10 +144,11 @@ class ChatWindow:
         # Downloads under way, one row each (a bar and its line), above the
         # entry; packed only while there is one.
         self.downloads = ttk.Frame(f, padding=(6, 0, 6, 4))
-        self.entry = ttk.Entry(entry_row)
+        self.entry = MessageEntry(entry_row, self._send_clicked, self._completion_names,
+                                  font="TkDefaultFont")
         self.entry.pack(side="left", fill="x", expand=True)
-        self.entry.bind("<Return>", lambda e: self._send_clicked())
-        ttk.Button(entry_row, text="Send", command=self._send_clicked).pack(side="left", padx=4)
+        ttk.Button(entry_row, text="Send", command=self._send_clicked).pack(
+            side="left", padx=4, anchor="s")
 
         panes = self.panes = ttk.PanedWindow(f, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=6, pady=6)
@@ -575,11 +578,14 @@ class ChatWindow:
                                f["password"].get(), self.register.get())
 
     def _send_clicked(self) -> None:
-        text = self.entry.get()
+        text = self.entry.value()
         if text.strip() and self.controller.send(text) is not False:
             # Only what was taken goes: a refused text stays to be fixed.
-            if self.entry.get() == text:
-                self.entry.delete(0, "end")
+            if self.entry.value() == text:
+                self.entry.sent(text)
+
+    def _completion_names(self) -> list[str]:
+        return self.presenter.completion_names() if self.presenter is not None else []
 
     def _join_clicked(self) -> None:
         self.controller.join(self.join_entry.get(), self.join_private.get())
