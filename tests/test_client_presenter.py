@@ -755,3 +755,18 @@ def test_tab_completes_the_members_beside_the_conversation_never_me(chat):
     assert sorted(chat.completion_names()) == ["bob", "carol"]
     chat.status(Status("offline", reason="connection lost"))
     assert chat.completion_names() == ["carol"]
+
+
+def test_lines_from_another_day_carry_their_date_and_a_separator(chat):
+    from spchat.client.days import local_day
+
+    day = 86_400_000
+    chat.today = lambda: local_day(T + day)
+    chat.event(wire.RoomMessage(2, T, "lobby", "bob", "last night", history=True))
+    chat.event(wire.RoomMessage(3, T + day, "lobby", "bob", "this morning"))
+    old, new = chat.lines()
+    assert old.day == local_day(T) and new.day == local_day(T + day)
+    assert chat.stamp(old) == f"{int(local_day(T)[8:])} Nov {old.time}"
+    assert chat.stamp(new) == new.time
+    assert [chat.day_break(None, old), chat.day_break(old, new)] == ["Yesterday", "Today"]
+    assert chat.day_break(new, new) is None

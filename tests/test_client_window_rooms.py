@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 
 from spchat import wire
+from spchat.client.days import local_day
 from spchat.client.pins import PinStore
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient
@@ -63,6 +64,7 @@ def window(display, tmp_path):
     client.sent = []
     client._request = client.sent.append
     presenter = ChatPresenter(client)
+    presenter.today = lambda: local_day(T)  # the day of the lines fed here
     controller = Controller(presenter)
     window = controller.window = ChatWindow(root, controller)
     client.on_event = presenter.event

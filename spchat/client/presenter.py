@@ -28,7 +28,7 @@ import hashlib
 import math
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from twisted.internet import defer
@@ -37,6 +37,7 @@ from spchat import wire
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_flags, room_list_lines, who_text)
 from spchat.client.connect import KeyChange, key_change
+from spchat.client.days import day_break, local_day, stamp, today
 from spchat.client.members import RANKS, MemberList
 from spchat.client.pins import PinMismatch
 from spchat.client.session import Status, conversation_key, direct_peer, name_key
@@ -101,6 +102,7 @@ class Line:
     file: str = ""  # an offer's file id
     download: str = ""  # an offer's download: "", "running", "saved" or "failed"
     mention: bool = False  # someone else's line with my name in it
+    day: str = field(default_factory=today)  # YYYY-MM-DD, local
 
 
 class Conversation(NamedTuple):
@@ -180,6 +182,7 @@ class ChatPresenter:
         self._offered: dict[str, str] = {}  # file id -> its name, as offered
         self._next_download = 0
         self.clock = clock  # for the countdown to the next reconnect attempt
+        self.today = today  # the local date, YYYY-MM-DD: which lines need theirs
         self.state = getattr(client, "status", Status("connecting"))
         self._state_at = clock()
         self.active = ""
@@ -206,7 +209,8 @@ class ChatPresenter:
             self._add(view, Line("notice", now_time(), msg.text, notice=msg.code))
         elif isinstance(msg, wire.Notice):
             self._add(self._notice_view(msg.room),
-                      Line("notice", local_time(msg.ts), msg.text, notice=msg.kind))
+                      Line("notice", local_time(msg.ts), msg.text, notice=msg.kind,
+                           day=local_day(msg.ts)))
         elif isinstance(msg, wire.HistoryEnd):
             self._history_end(msg)
         elif isinstance(msg, wire.Error):
@@ -286,7 +290,8 @@ class ChatPresenter:
         own = name_key(msg.sender) == name_key(self.client.name or "")
         line = Line("message", local_time(msg.ts), msg.text, msg.sender, name_colour(msg.sender),
                     own, False, msg.history, msg.seq, msg.cid,
-                    mention=not own and mentions(msg.text, self.client.name))
+                    mention=not own and mentions(msg.text, self.client.name),
+                    day=local_day(msg.ts))
         if msg.cid is not None and self._confirm(line, view):
             return
         lines = self._lines.setdefault(view, [])
@@ -344,7 +349,7 @@ class ChatPresenter:
         self._add(self._room_view(msg.room),
                   Line("offer", local_time(msg.ts),
                        f"shares {safe_name(msg.name)} ({size_text(msg.size)})", msg.sharer,
-                       name_colour(msg.sharer), own, file=msg.file,
+                       name_colour(msg.sharer), own, file=msg.file, day=local_day(msg.ts),
                        download=self._download_state(msg.file)))
 
     def _error(self, msg: wire.Error) -> None:
@@ -383,6 +388,14 @@ class ChatPresenter:
 
     def lines(self, view: str | None = None) -> list[Line]:
         return list(self._lines.get(view or self.active, []))
+
+    def stamp(self, line: Line) -> str:
+        """A line's time, with its date if it is not from today."""
+        return stamp(line.time, line.day, self.today())
+
+    def day_break(self, previous: Line | None, line: Line) -> str | None:
+        """The day separator above ``line`` (after ``previous``), if any."""
+        return day_break(previous.day if previous is not None else None, line.day, self.today())
 
     def conversations(self) -> list[Conversation]:
         """The rooms first, in the order entered, then direct conversations."""

@@ -271,6 +271,9 @@ class ChatWindow:
         # Whoever reads the newest line keeps reading it when the window
         # (or the part of it the conversation has) changes size.
         self._at_bottom = True
+        self._unseen = 0  # messages come in below while scrolled up
+        self.jump_button = ttk.Button(f, style="Jump.TButton", cursor="hand2",
+                                      command=self.jump_to_latest)
         self.text.bind("<Configure>", lambda e: self._at_bottom and self.text.see("end"),
                        add="+")
         return f
@@ -294,6 +297,9 @@ class ChatWindow:
         # Wrapped lines start under the text, not under the time stamp.
         indent = self._base.measure("00:00:00  ")
         t.tag_configure("line", lmargin2=indent)
+        t.tag_configure("dated", lmargin2=self._base.measure("00 Mmm 0000 00:00:00  "))
+        t.tag_configure("day", foreground="#555555", font=(family, size, "bold"),
+                        justify="center", spacing1=8, spacing3=4)
         t.tag_configure("time", foreground="#8c8c8c")
         t.tag_configure("sender", font=(family, size, "bold"))
         t.tag_configure("own", background="#eef4ff")
@@ -310,7 +316,9 @@ class ChatWindow:
         # Last, so the mark is grey whatever the text around it is.
         t.tag_configure("continuation", lmargin1=indent)
         t.tag_configure("continuation_mark", foreground="#8c8c8c")
-        ttk.Style(self.master).configure("Offer.TButton", padding=(6, 0))
+        style = ttk.Style(self.master)
+        style.configure("Offer.TButton", padding=(6, 0))
+        style.configure("Jump.TButton", padding=(8, 2), foreground="#0b5394")
 
     # --- which panel ---------------------------------------------------------------
 
@@ -363,6 +371,7 @@ class ChatWindow:
     def show_chat(self, presenter) -> None:
         self.presenter = presenter
         self._shown, self._shown_view, self._starts = [], None, []
+        self._unseen = 0
         self._conversations_shown = self._members_drawn = None
         for frame, _, _ in self._download_rows.values():  # a previous chat's
             frame.destroy()
@@ -423,10 +432,39 @@ class ChatWindow:
             else:
                 at_bottom = True
         t.configure(state="disabled")
+        arrived = self._arrived(lines, view)
+        if any(line.pending for line in arrived):
+            at_bottom = True  # what one has just typed is followed down
+        self._unseen = 0 if at_bottom else self._unseen + sum(
+            1 for line in arrived if line.kind == "message")
         if at_bottom:
             t.see("end")
         self._at_bottom = at_bottom
         self._shown, self._shown_view = list(lines), view
+        self._draw_jump()
+
+    def _arrived(self, lines: list, view: str) -> list:
+        """The live lines drawn now for the first time (not an older page)."""
+        if view != self._shown_view:
+            return []
+        before = set(self._shown)
+        return [line for line in lines if line not in before and not line.history]
+
+    def _draw_jump(self) -> None:
+        """"N new messages below": over the text's corner while the user reads
+        higher up and lines come in."""
+        n = self._unseen
+        if not n:
+            self.jump_button.place_forget()
+            return
+        self.jump_button.configure(
+            text=f"↓ {n} new message{'s' if n != 1 else ''} below — jump to latest")
+        self.jump_button.place(in_=self.text, relx=1.0, rely=1.0, x=-10, y=-8, anchor="se")
+
+    def jump_to_latest(self) -> None:
+        self.text.see("end")
+        self._at_bottom, self._unseen = True, 0
+        self._draw_jump()
 
     def _top_line(self):
         """The drawn Line at the top of the visible text, if any."""
@@ -437,12 +475,18 @@ class ChatWindow:
         return self._shown[0] if self._shown else None
 
     def _insert(self, lines: list, i: int) -> None:
-        line, t = lines[i], self.text
+        line, t, p = lines[i], self.text, self.presenter
         if i and lines[i - 1].history and not line.history:
             t.insert("end", "— earlier messages above —\n", ("separator",))
+        day = p.day_break(lines[i - 1] if i else None, line)
+        if day is not None:
+            t.insert("end", f"{day}\n", ("day",))
         self._starts.append(t.index("end-1c"))
-        base = ("line", "history") if line.history else ("line",)
-        t.insert("end", f"{line.time}  ", ("time", *base))
+        time_stamp = p.stamp(line)
+        # A dated stamp is wider: its wrapped lines start further in.
+        base = ("line" if time_stamp == line.time else "dated",
+                *(("history",) if line.history else ()))
+        t.insert("end", f"{time_stamp}  ", ("time", *base))
         if line.kind == "message":
             colour_tag = "colour" + line.colour
             t.tag_configure(colour_tag, foreground=line.colour)
@@ -655,6 +699,9 @@ class ChatWindow:
     def _note_position(self) -> None:
         """The user scrolled: at the bottom still, or reading further up?"""
         self._at_bottom = self.text.yview()[1] >= 0.999
+        if self._at_bottom and self._unseen:
+            self._unseen = 0  # read down to them
+            self._draw_jump()
 
     def _check_top(self) -> None:
         if self.text.yview()[0] <= 0.0:
