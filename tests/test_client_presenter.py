@@ -770,3 +770,14 @@ def test_lines_from_another_day_carry_their_date_and_a_separator(chat):
     assert chat.stamp(new) == new.time
     assert [chat.day_break(None, old), chat.day_break(old, new)] == ["Yesterday", "Today"]
     assert chat.day_break(new, new) is None
+
+
+def test_a_direct_message_or_a_mention_asks_for_attention_nothing_else(chat):
+    asked = []
+    chat.on_attention = lambda title, text: asked.append((title, text))
+    feed(chat, wire.RoomMessage(1, T, "lobby", "bob", "just chatting"),
+         wire.RoomMessage(2, T, "lobby", "bob", "ME: look at this"),
+         wire.DirectMessage(3, T, "bob", "me", "psst"),
+         wire.RoomMessage(0, T, "lobby", "bob", "old news for me", history=True),
+         wire.RoomMessage(4, T, "lobby", "me", "me, myself"))
+    assert asked == [("bob in #lobby", "ME: look at this"), ("bob", "psst")]

@@ -79,6 +79,14 @@ def mentions(text: str, name: str | None) -> bool:
     return re.search(rf"(?<!\w){re.escape(name_key(name))}(?!\w)", name_key(text)) is not None
 
 
+def mention_spans(text: str, name: str | None) -> list[tuple[int, int]]:
+    """Where ``text`` says ``name`` as a word of its own: (start, end) pairs."""
+    if not name:
+        return []
+    pattern = rf"(?<!\w){re.escape(name)}(?!\w)"
+    return [m.span() for m in re.finditer(pattern, text, re.IGNORECASE)]
+
+
 def view_key(view: str) -> str:
     """Views compare as the server compares names."""
     return view[:1] + name_key(view[1:]) if view.startswith("#") else name_key(view)
@@ -178,6 +186,9 @@ class ChatPresenter:
         self.download_dir = download_dir
         # Called when something changed by itself (a download ended).
         self.on_change = lambda: None
+        # Called with (title, text) for a live line that is for me (a direct
+        # message, a mention), to draw the user's attention to it.
+        self.on_attention = lambda title, text: None
         self._downloads: dict[int, _Download] = {}
         self._offered: dict[str, str] = {}  # file id -> its name, as offered
         self._next_download = 0
@@ -297,8 +308,11 @@ class ChatPresenter:
         lines = self._lines.setdefault(view, [])
         if msg.history:
             self._insert_history(lines, line)
-        else:
-            self._add(view, line)
+            return
+        self._add(view, line)
+        if not own and (line.mention or not view.startswith("#")):
+            where = f" in {view}" if view.startswith("#") else ""
+            self.on_attention(f"{msg.sender}{where}", msg.text)
 
     def _confirm(self, line: Line, view: str) -> bool:
         """Put the server's copy of my line where the server numbered it

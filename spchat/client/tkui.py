@@ -19,6 +19,7 @@ import tkinter as tk
 from tkinter import font as tkfont
 from tkinter import ttk
 
+from spchat.client.presenter import mention_spans
 from spchat.client.tkentry import MessageEntry
 
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
@@ -58,6 +59,7 @@ class ChatWindow:
         master.title("spchat")
         master.minsize(520, 360)
         master.geometry("960x580")
+        master.bind("<FocusIn>", lambda e: self._focused_again(), add="+")
         self._base = tkfont.nametofont("TkDefaultFont")
         self._build_connect()
         self._build_trust()
@@ -313,12 +315,38 @@ class ChatWindow:
         t.tag_configure("offer", foreground="#0b5394", background="#eef6ee")
         t.tag_configure("saved", foreground="#1a7f37")
         t.tag_configure("mention", background="#fff4ce")
+        t.tag_configure("mention_name", foreground=MENTION_COLOUR, font=(family, size, "bold"))
         # Last, so the mark is grey whatever the text around it is.
         t.tag_configure("continuation", lmargin1=indent)
         t.tag_configure("continuation_mark", foreground="#8c8c8c")
         style = ttk.Style(self.master)
         style.configure("Offer.TButton", padding=(6, 0))
         style.configure("Jump.TButton", padding=(8, 2), foreground="#0b5394")
+
+    # --- drawing attention ------------------------------------------------------------
+
+    def focused(self) -> bool:
+        """Is this window the one the keyboard is in (the one being looked at)?"""
+        try:
+            widget = self.master.focus_displayof()
+            return widget is not None and widget.winfo_toplevel() is self.master
+        except (KeyError, tk.TclError):  # focus in a widget tkinter does not know
+            return False
+
+    def alert(self) -> None:
+        """The bell, and the urgency hint where this Tk has one (Tk 8.6 on
+        X11 has not: the unread count in the title says it there)."""
+        self.master.bell()
+        try:
+            self.master.wm_attributes("-urgent", 1)
+        except tk.TclError:
+            pass
+
+    def _focused_again(self) -> None:
+        try:
+            self.master.wm_attributes("-urgent", 0)
+        except tk.TclError:
+            pass
 
     # --- which panel ---------------------------------------------------------------
 
@@ -494,7 +522,10 @@ class ChatWindow:
             name = f"{line.sender} (you)" if line.own else line.sender
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
+            start = t.index("end-1c")
             self._insert_text(f": {line.text}", (*body, *extra, *base))
+            if line.mention:
+                self._mark_mentions(start, f": {line.text}")
             if line.pending:
                 t.insert("end", f"  ({self.presenter.pending_note()})",
                          ("pending", "notice", "line", *extra))
@@ -516,6 +547,15 @@ class ChatWindow:
             t.insert("end", "\n", tags)
             t.insert("end", CONTINUATION_MARK, ("continuation", "continuation_mark", *tags))
             t.insert("end", part, ("continuation", *tags))
+
+    def _mark_mentions(self, start: str, text: str) -> None:
+        """My name, where a line says it, stands out of the line."""
+        t = self.text
+        for first, last in mention_spans(text, self.presenter.client.name):
+            # Continuation marks were put in after each newline: count them in.
+            extra = len(CONTINUATION_MARK) * text.count("\n", 0, first)
+            t.tag_add("mention_name", f"{start} + {first + extra} chars",
+                      f"{start} + {last + extra} chars")
 
     def _insert_offer(self, line, base: tuple) -> None:
         """"alice shares talk.mp4 (12.0 MiB) [Download]": the button in the text."""
