@@ -136,7 +136,7 @@ def test_unreachable_server_and_changed_key_are_one_line_errors(tmp_path, server
     )
     assert gone.returncode != 0
     (line,) = gone.stderr.strip().splitlines()
-    assert "cannot reach the server" in line
+    assert "nothing is listening at 127.0.0.1:" in line
 
 
 def test_server_start_prints_address_and_fingerprint_and_keeps_its_key(tmp_path):

@@ -153,6 +153,18 @@ class DesktopController:
             return
         self.view.show_connect(None, str(failure.value))
 
+    def cancel(self) -> None:
+        """The connect form's Cancel while connecting: the attempt is dropped
+        (a port that takes the connection and says nothing waits no more)."""
+        client = self.client
+        if client is None or client.status.state != "connecting":
+            return
+        self.client = None
+        self._stop_sharing()
+        client.logout()
+        self.view.show_connect(None, f"not connected: cancelled while connecting to "
+                                     f"{client.host}:{client.port}")
+
     # --- trust on first contact -------------------------------------------------
 
     def trust(self) -> None:

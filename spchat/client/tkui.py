@@ -97,8 +97,13 @@ class ChatWindow:
         self.register = tk.BooleanVar(value=False)
         ttk.Checkbutton(f, text="Register this name with the password",
                         variable=self.register).grid(row=6, column=1, sticky="w", pady=6)
-        self.connect_button = ttk.Button(f, text="Connect", command=self._connect_clicked)
-        self.connect_button.grid(row=7, column=1, sticky="w", pady=6)
+        buttons = ttk.Frame(f)
+        buttons.grid(row=7, column=1, sticky="w", pady=6)
+        self.connect_button = ttk.Button(buttons, text="Connect", command=self._connect_clicked)
+        self.connect_button.pack(side="left")
+        # Shown while connecting: a port that says nothing need not be waited for.
+        self.cancel_button = ttk.Button(buttons, text="Cancel",
+                                        command=lambda: self.controller.cancel())
         self.connect_message = ttk.Label(f, wraplength=460, justify="left")
         self.connect_message.grid(row=8, column=0, columnspan=2, sticky="w", pady=6)
         f.columnconfigure(1, weight=1)
@@ -365,6 +370,7 @@ class ChatWindow:
             self.register.set(False)
         self.connect_message.configure(text=error, foreground="#b42318")
         self.connect_button.state(["!disabled"])
+        self.cancel_button.pack_forget()
         self.master.title("spchat")
         self.status.configure(text="")  # nothing left from a chat that was left
         self.presenter = None
@@ -375,6 +381,7 @@ class ChatWindow:
     def show_busy(self, text: str) -> None:
         self.connect_message.configure(text=text, foreground="#555555")
         self.connect_button.state(["disabled"])
+        self.cancel_button.pack(side="left", padx=(6, 0))
         self._show(self.connect_frame)
 
     def show_trust(self, question) -> None:
