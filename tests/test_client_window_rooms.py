@@ -2,11 +2,11 @@
 presenter's client is fed the server's messages by hand)."""
 
 import dataclasses
+import time
 
 import pytest
 
 from spchat import wire
-from spchat.client.days import local_day
 from spchat.client.pins import PinStore
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient
@@ -15,7 +15,7 @@ from conftest import screenshot
 from window_helpers import (choose, click_conversation, conversation_rows, menu_labels,
                             right_click_conversation, right_click_member)
 
-T = 1_700_000_000_000
+T = int(time.time() * 1000)  # lines of today: their stamps are times alone
 
 
 class Controller:
@@ -64,7 +64,6 @@ def window(display, tmp_path):
     client.sent = []
     client._request = client.sent.append
     presenter = ChatPresenter(client)
-    presenter.today = lambda: local_day(T)  # the day of the lines fed here
     controller = Controller(presenter)
     window = controller.window = ChatWindow(root, controller)
     client.on_event = presenter.event
@@ -126,6 +125,20 @@ def test_commands_typed_in_the_entry_act_on_the_open_room(window):
     window.refresh()
     assert conversation_rows(window)[-1] == ("# ops (left)", "")
     assert "you were kicked" in window.text.get("1.0", "end")
+
+
+def test_msg_keeps_the_room_open_and_query_opens_the_conversation(window, display):
+    click_conversation(window, 1)  # #dev
+    window.entry.insert("end", "/msg bob are you free?")
+    window._send_clicked()
+    assert window.presenter.active == "#dev" and window.room_list.selection() == ("1",)
+    assert conversation_rows(window) == [("# lobby", ""), ("# dev", ""), ("bob", "")]
+    assert "* to bob: are you free?" in window.text.get("1.0", "end")
+    screenshot(window.master, display, "client-msg-stays-in-the-room.png")
+    window.entry.insert("end", "/query bob")
+    window._send_clicked()
+    assert window.presenter.active == "bob" and window.room_list.selection() == ("2",)
+    assert "me (you): are you free?" in window.text.get("1.0", "end")
 
 
 def test_a_plain_member_is_offered_a_conversation_only(window):
