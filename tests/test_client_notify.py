@@ -1,12 +1,15 @@
 """Desktop notifications: notify-send spawned, never waited for; nothing
 without it."""
 
-from spchat.client.notify import BODY_CHARS, DesktopNotifier
+from spchat.client.notify import BODY_CHARS, QUIET_SECONDS, DesktopNotifier
 
 
 class Reactor:
     def __init__(self, fail=False):
-        self.spawned, self.fail = [], fail
+        self.spawned, self.fail, self.now = [], fail, 100.0
+
+    def seconds(self):
+        return self.now
 
     def spawnProcess(self, proto, executable, args, env):
         if self.fail:
@@ -22,6 +25,15 @@ def test_a_notification_is_spawned_with_its_title_and_a_short_body():
     assert executable == "/usr/bin/notify-send"
     assert args[:4] == [executable, "--app-name=spchat", "--", "bob"]
     assert len(args[4]) == BODY_CHARS and args[4].startswith("-x ")
+
+
+def test_a_burst_is_one_notification():
+    reactor = Reactor()
+    notifier = DesktopNotifier(reactor, which=lambda name: f"/usr/bin/{name}")
+    assert notifier.notify("bob", "one") and not notifier.notify("bob", "two")
+    reactor.now += QUIET_SECONDS
+    assert notifier.notify("bob", "three")
+    assert [args[-1] for _, args in reactor.spawned] == ["one", "three"]
 
 
 def test_without_notify_send_nothing_is_tried():

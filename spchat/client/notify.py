@@ -14,6 +14,8 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 BODY_CHARS = 200  # a notification is a glimpse, not the message
+# A burst (a replay of missed direct messages) is one notification, not a pile.
+QUIET_SECONDS = 3.0
 
 
 class _Quiet(protocol.ProcessProtocol):
@@ -30,6 +32,7 @@ class DesktopNotifier:
     def __init__(self, reactor, which=shutil.which):
         self.reactor = reactor
         self.command = which("notify-send")  # None: not on this system
+        self._last = None  # when the last notification went, by the reactor's clock
 
     @property
     def available(self) -> bool:
@@ -37,7 +40,8 @@ class DesktopNotifier:
 
     def notify(self, title: str, body: str) -> bool:
         """True if a notification was sent on its way."""
-        if self.command is None:
+        now = self.reactor.seconds()
+        if self.command is None or (self._last is not None and now - self._last < QUIET_SECONDS):
             return False
         if len(body) > BODY_CHARS:
             body = body[:BODY_CHARS - 1] + "…"
@@ -48,4 +52,5 @@ class DesktopNotifier:
         except OSError as e:  # gone since it was found: not the chat's problem
             _Quiet.log.info("notify-send: {error}", error=e)
             return False
+        self._last = now
         return True
