@@ -59,7 +59,7 @@ class Desk:
     def say(self, text):
         entry = self.window.entry
         entry.focus_force()  # keys go to the focused window, as for a user
-        entry.insert(0, text)
+        entry.insert("end", text)
         self.top.update()
         entry.event_generate("<Return>")
 
@@ -628,12 +628,12 @@ def test_a_message_over_the_limit_stays_in_the_entry(tk_root, tmp_path, display)
         long_text = "a rather long thought " * 10  # 220 bytes
         alice.say(long_text)
         yield wait_until(lambda: "it is still in the entry" in alice.text())
-        assert alice.window.entry.get() == long_text  # kept, to shorten or split
+        assert alice.window.entry.value() == long_text  # kept, to shorten or split
         assert "the limit is 100 bytes" in alice.text()
-        alice.window.entry.delete(0, "end")
+        alice.window.entry.set_value("")
         alice.say("short enough")
         yield wait_until(lambda: "short enough" in alice.text())
-        assert alice.window.entry.get() == ""  # what is taken goes
+        assert alice.window.entry.value() == ""  # what is taken goes
         screenshot(alice.top, display, "client-too-long.png")
     finally:
         stop_services(server)

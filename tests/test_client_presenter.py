@@ -118,12 +118,27 @@ def test_direct_messages_have_their_own_view_and_unread_counts(chat):
     assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
 
 
-def test_msg_command_opens_the_conversation(chat):
+def test_msg_sends_from_where_one_is_and_query_opens_the_conversation(chat):
     chat.send("/msg Bob lunch?")
-    assert chat.active == "bob" and chat.lines()[-1].text == "lunch?"
+    # Still in the room: the next plain line goes to the room, not to bob.
+    assert chat.active == ROOM
+    assert [(l.kind, l.text) for l in chat.lines()] == [("notice", "to bob: lunch?")]
+    assert [(l.text, l.pending) for l in chat.lines("bob")] == [("lunch?", True)]
+    assert [c.view for c in chat.conversations()] == [ROOM, "bob"]
+    chat.send("for everyone")
+    assert chat.lines()[-1].text == "for everyone" and chat.lines()[-1].pending
     chat.send("/msg nobodytext")
-    # Above "lunch?", which waits for the server at the bottom.
-    assert [(l.kind, l.pending) for l in chat.lines()] == [("error", False), ("message", True)]
+    assert chat.lines()[-2].kind == "error" and chat.lines()[-2].text == "usage: /msg NAME TEXT"
+
+    chat.send("/query BOB")
+    assert chat.active == "bob" and len(chat.lines()) == 1
+    chat.open(ROOM)
+    chat.send("/query bob  still hungry?")
+    assert chat.active == "bob" and chat.lines()[-1].text == "still hungry?"
+    chat.send("/query")
+    assert chat.lines()[-3].text == "usage: /query NAME [TEXT]"
+    chat.send("/query #lobby")
+    assert chat.active == "bob" and chat.lines()[-3].kind == "error"
 
 
 def test_history_is_marked_and_kept_in_order(chat):
@@ -281,7 +296,7 @@ def test_a_dropped_connection_does_not_block_older_history_for_good(chat):
 
 def test_a_direct_message_typed_with_other_capitals_is_confirmed(chat):
     feed(chat, wire.Members("lobby", ()))  # nobody listed: "BOB" stays as typed
-    chat.send("/msg BOB hi")
+    chat.send("/query BOB hi")
     assert chat.active == "BOB" and chat.lines()[-1].pending
     cid = chat.lines()[-1].cid
     chat.event(wire.DirectMessage(9, T, "me", "bob", "hi", cid))
@@ -732,3 +747,37 @@ def test_a_pending_line_says_when_it_waits_for_reconnect_now(chat):
     assert chat.pending_note() == "sending…"
     chat.status(Status("offline", reason="could not reconnect after 3 attempts: refused"))
     assert chat.pending_note() == "not sent yet: offline; Reconnect now sends it"
+
+
+def test_tab_completes_the_members_beside_the_conversation_never_me(chat):
+    assert chat.completion_names() == ["bob"]
+    chat.open("carol")
+    assert sorted(chat.completion_names()) == ["bob", "carol"]
+    chat.status(Status("offline", reason="connection lost"))
+    assert chat.completion_names() == ["carol"]
+
+
+def test_lines_from_another_day_carry_their_date_and_a_separator(chat):
+    from spchat.client.days import local_day
+
+    day = 86_400_000
+    chat.today = lambda: local_day(T + day)
+    chat.event(wire.RoomMessage(2, T, "lobby", "bob", "last night", history=True))
+    chat.event(wire.RoomMessage(3, T + day, "lobby", "bob", "this morning"))
+    old, new = chat.lines()
+    assert old.day == local_day(T) and new.day == local_day(T + day)
+    assert chat.stamp(old) == f"{int(local_day(T)[8:])} Nov {old.time}"
+    assert chat.stamp(new) == new.time
+    assert [chat.day_break(None, old), chat.day_break(old, new)] == ["Yesterday", "Today"]
+    assert chat.day_break(new, new) is None
+
+
+def test_a_direct_message_or_a_mention_asks_for_attention_nothing_else(chat):
+    asked = []
+    chat.on_attention = lambda title, text: asked.append((title, text))
+    feed(chat, wire.RoomMessage(1, T, "lobby", "bob", "just chatting"),
+         wire.RoomMessage(2, T, "lobby", "bob", "ME: look at this"),
+         wire.DirectMessage(3, T, "bob", "me", "psst"),
+         wire.RoomMessage(0, T, "lobby", "bob", "old news for me", history=True),
+         wire.RoomMessage(4, T, "lobby", "me", "me, myself"))
+    assert asked == [("bob in #lobby", "ME: look at this"), ("bob", "psst")]

@@ -2,6 +2,7 @@
 presenter's client is fed the server's messages by hand)."""
 
 import dataclasses
+import time
 
 import pytest
 
@@ -14,7 +15,7 @@ from conftest import screenshot
 from window_helpers import (choose, click_conversation, conversation_rows, menu_labels,
                             right_click_conversation, right_click_member)
 
-T = 1_700_000_000_000
+T = int(time.time() * 1000)  # lines of today: their stamps are times alone
 
 
 class Controller:
@@ -112,7 +113,7 @@ def test_room_list_unread_mentions_members_and_topic(window, display):
 def test_commands_typed_in_the_entry_act_on_the_open_room(window):
     click_conversation(window, 1)  # #dev
     for typed in ("/kick zed spam", "/join #ops"):
-        window.entry.insert(0, typed)
+        window.entry.insert("end", typed)
         window._send_clicked()
     assert joins_as_typed(window.presenter.client.sent) == [wire.Moderate("dev", "kick", "zed", "spam"),
                                             wire.Join("ops")]
@@ -124,6 +125,20 @@ def test_commands_typed_in_the_entry_act_on_the_open_room(window):
     window.refresh()
     assert conversation_rows(window)[-1] == ("# ops (left)", "")
     assert "you were kicked" in window.text.get("1.0", "end")
+
+
+def test_msg_keeps_the_room_open_and_query_opens_the_conversation(window, display):
+    click_conversation(window, 1)  # #dev
+    window.entry.insert("end", "/msg bob are you free?")
+    window._send_clicked()
+    assert window.presenter.active == "#dev" and window.room_list.selection() == ("1",)
+    assert conversation_rows(window) == [("# lobby", ""), ("# dev", ""), ("bob", "")]
+    assert "* to bob: are you free?" in window.text.get("1.0", "end")
+    screenshot(window.master, display, "client-msg-stays-in-the-room.png")
+    window.entry.insert("end", "/query bob")
+    window._send_clicked()
+    assert window.presenter.active == "bob" and window.room_list.selection() == ("2",)
+    assert "me (you): are you free?" in window.text.get("1.0", "end")
 
 
 def test_a_plain_member_is_offered_a_conversation_only(window):

@@ -136,7 +136,7 @@ def test_unreachable_server_and_changed_key_are_one_line_errors(tmp_path, server
     )
     assert gone.returncode != 0
     (line,) = gone.stderr.strip().splitlines()
-    assert "cannot reach the server" in line
+    assert "nothing is listening at 127.0.0.1:" in line
 
 
 def test_server_start_prints_address_and_fingerprint_and_keeps_its_key(tmp_path):
@@ -304,12 +304,21 @@ def test_line_mode_shows_history_and_pages_back(tmp_path, server):
 
 def test_line_mode_register_then_password_login(tmp_path, server):
     env = subprocess_env(tmp_path)
-    reg = subprocess.run(client_command(server.port, "rita", "--password", "s3cret pass",
+    # No terminal to ask on (standard input is what is said): refused in words.
+    unasked = subprocess.run(client_command(server.port, "rita", "--register"),
+                             input="hi\n", cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert unasked.returncode == 2
+    assert unasked.stderr == ("spchat: error: cannot ask for the password without a "
+                              "terminal; use --password-file FILE or $SPCHAT_PASSWORD\n")
+    (tmp_path / "pw").write_text("s3cret pass\n", encoding="utf-8")
+    reg = subprocess.run(client_command(server.port, "rita", "--password-file", "pw",
                                         "--register"),
                          input="", cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=60)
     assert reg.returncode == 0, reg.stderr
     assert "the name rita is now registered to you" in reg.stdout
+    assert "warning" not in reg.stderr
     guest = subprocess.run(client_command(server.port, "rita"), input="",
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert guest.returncode != 0
@@ -320,6 +329,12 @@ def test_line_mode_register_then_password_login(tmp_path, server):
                           text=True, timeout=60)
     assert back.returncode == 0, back.stderr
     assert "] rita: hello again" in back.stdout
+    assert "spchat: warning: --password puts the password where other users" in back.stderr
+    from_env = subprocess.run(client_command(server.port, "rita"), input="from env\n",
+                              cwd=tmp_path, env={**env, "SPCHAT_PASSWORD": "s3cret pass"},
+                              capture_output=True, text=True, timeout=60)
+    assert from_env.returncode == 0, from_env.stderr
+    assert "] rita: from env" in from_env.stdout and from_env.stderr == ""
 
 
 def test_line_mode_account_commands_typed_early_or_last_are_answered(tmp_path, server):

@@ -195,9 +195,9 @@ def irssi(tmp_path, tools):
 def register(tmp_path, port, name, password):
     """An account, registered by the line-mode client as a user would."""
     registration = subprocess.run(
-        client_command(port, name, "--password", password, "--register"),
-        input="", cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True,
-        timeout=60)
+        client_command(port, name, "--register"), input="", cwd=tmp_path,
+        env={**subprocess_env(tmp_path), "SPCHAT_PASSWORD": password}, capture_output=True,
+        text=True, timeout=60)
     assert registration.returncode == 0, registration.stdout + registration.stderr
     assert f"the name {name} is now registered to you" in registration.stdout
 

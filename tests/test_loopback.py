@@ -191,7 +191,7 @@ def test_unreachable_server_is_a_clear_error(pins):
 
     with pytest.raises(ClientError) as refused:
         yield connect_client(Nowhere, pins, "alice")
-    assert f"cannot reach the server at 127.0.0.1:{port}" in str(refused.value)
+    assert str(refused.value) == f"nothing is listening at 127.0.0.1:{port} (connection refused)"
 
 
 class Mute(Protocol):
@@ -199,20 +199,40 @@ class Mute(Protocol):
 
 
 @pytest_twisted.inlineCallbacks
-def test_a_server_that_never_answers_is_a_clear_error(pins):
-    factory = Factory.forProtocol(Mute)
-    listening = reactor.listenTCP(0, factory, interface="127.0.0.1")
+def refusal_from(protocol, pins, timeout):
+    """(port, why the client could not log in) at a server speaking ``protocol``."""
+    listening = reactor.listenTCP(0, Factory.forProtocol(protocol), interface="127.0.0.1")
     port = listening.getHost().port
 
-    class Silent:
+    class Other:
         address = type("A", (), {"port": port})
 
     try:
         with pytest.raises(ClientError) as refused:
-            yield connect_client(Silent, pins, "alice", connect_timeout=0.3)
-        assert "no answer from the server within 0.3 s" in str(refused.value)
+            yield connect_client(Other, pins, "alice", connect_timeout=timeout)
     finally:
         yield listening.stopListening()
+    return port, str(refused.value)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_that_never_answers_is_a_clear_error(pins):
+    port, why = yield refusal_from(Mute, pins, 0.3)
+    assert why == (f"no answer from 127.0.0.1:{port} within 0.3 s "
+                   "(is it an spchat server, and the right port?)")
+
+
+class Banner(Protocol):
+    """Another protocol's server: it speaks first (as SSH does)."""
+
+    def connectionMade(self):
+        self.transport.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_of_another_protocol_is_named_so(pins):
+    port, why = yield refusal_from(Banner, pins, 5)
+    assert why == f"127.0.0.1:{port} is not an spchat server (it answered in another protocol)"
 
 
 @pytest_twisted.inlineCallbacks

@@ -7,6 +7,7 @@ import signal
 import sys
 
 from spchat import config
+from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 
 
 def parse_args(argv, cfg: config.Config):
@@ -22,9 +23,10 @@ def parse_args(argv, cfg: config.Config):
     parser.add_argument(
         "--name", help="the name to chat under (the window then connects at once)"
     )
-    parser.add_argument("--password", help="password of a registered name")
+    add_password_options(parser)
     parser.add_argument(
-        "--register", action="store_true", help="register the name with --password now"
+        "--register", action="store_true",
+        help="register the name now, with the password (asked for if none is given)",
     )
     parser.add_argument(
         "--forget-server",
@@ -68,12 +70,14 @@ def main(argv=None) -> int:
     parser, args = parse_args(argv, cfg)
     if args.forget_server:
         return forget_server(pins, args.forget_server)
-    if args.register and not args.password:
-        parser.error("--register needs --password")
     if not args.cli:
+        # The window's form has a masked password field: nothing is asked here.
+        args.password = password_or_exit(args, ask=None, form=True)
         return run_desktop(cfg, args)
     if not args.name:
         parser.error("--name is required")
+    # Asked before the reactor runs: a prompt then stalls nothing.
+    args.password = password_or_exit(args, ask=terminal_prompt())
     host = args.host or cfg.client_host
     port = args.port or cfg.tcp_port
 

@@ -26,6 +26,7 @@ from twisted.logger import Logger
 
 from spchat.client.commands import unsent_text
 from spchat.client.connect import check_form, load_last, save_last, trust_question
+from spchat.client.notify import DesktopNotifier
 from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient, ClientError
@@ -53,6 +54,7 @@ class DesktopController:
         self.closed = False
         self._redraw = None
         self._ticker = task.LoopingCall(self._tick)  # the reconnect countdown
+        self.notifier = DesktopNotifier(reactor)
         self._ticker.clock = reactor
 
     # --- the connect form ------------------------------------------------------
@@ -104,6 +106,7 @@ class DesktopController:
         self.presenter = ChatPresenter(client, sharing=self.sharing,
                                        download_dir=cfg.download_dir)
         self.presenter.on_change = lambda: self._changed() if client is self.client else None
+        self.presenter.on_attention = lambda title, text: self._attention(client, title, text)
         if problem:
             self.presenter.notice(problem, "sharing")
         client.connect().addCallbacks(self._welcomed, self._not_in,
@@ -150,6 +153,18 @@ class DesktopController:
             return
         self.view.show_connect(None, str(failure.value))
 
+    def cancel(self) -> None:
+        """The connect form's Cancel while connecting: the attempt is dropped
+        (a port that takes the connection and says nothing waits no more)."""
+        client = self.client
+        if client is None or client.status.state != "connecting":
+            return
+        self.client = None
+        self._stop_sharing()
+        client.logout()
+        self.view.show_connect(None, f"not connected: cancelled while connecting to "
+                                     f"{client.host}:{client.port}")
+
     # --- trust on first contact -------------------------------------------------
 
     def trust(self) -> None:
@@ -176,6 +191,14 @@ class DesktopController:
         if client is self.client:
             self.presenter.status(status)
             self._changed()
+
+    def _attention(self, client, title: str, text: str) -> None:
+        """A line for me (a direct one, a mention): the bell and a desktop
+        notification, unless the window is the one being looked at."""
+        if client is not self.client or self.closed or self.view.focused():
+            return
+        self.view.alert()
+        self.notifier.notify(title, text)
 
     def _changed(self) -> None:
         """Something to draw: once, shortly, for everything that happens until then."""

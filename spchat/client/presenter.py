@@ -28,7 +28,7 @@ import hashlib
 import math
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from twisted.internet import defer
@@ -37,6 +37,7 @@ from spchat import wire
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_flags, room_list_lines, who_text)
 from spchat.client.connect import KeyChange, key_change
+from spchat.client.days import day_break, local_day, stamp, today
 from spchat.client.members import RANKS, MemberList
 from spchat.client.pins import PinMismatch
 from spchat.client.session import Status, conversation_key, direct_peer, name_key
@@ -44,7 +45,8 @@ from spchat.p2p.manifest import safe_name
 from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
 
 HELP = (
-    "Enter says it in the open conversation. Commands: /msg NAME TEXT, /who, /history, "
+    "Enter says it in the open conversation, Shift+Enter starts a new line. Commands: "
+    "/msg NAME TEXT (stays here), /query NAME [TEXT] (opens the conversation), /who, /history, "
     f"{ROOM_HELP} (on the open room), /register PASSWORD, /password OLD NEW, /share PATH, "
     "/unshare ID, /files, /get ID [DIR], /reconnect, /help; //text says a line starting "
     "with /. Double-click a member to talk to them alone, right-click one for what your role "
@@ -77,6 +79,14 @@ def mentions(text: str, name: str | None) -> bool:
     return re.search(rf"(?<!\w){re.escape(name_key(name))}(?!\w)", name_key(text)) is not None
 
 
+def mention_spans(text: str, name: str | None) -> list[tuple[int, int]]:
+    """Where ``text`` says ``name`` as a word of its own: (start, end) pairs."""
+    if not name:
+        return []
+    pattern = rf"(?<!\w){re.escape(name)}(?!\w)"
+    return [m.span() for m in re.finditer(pattern, text, re.IGNORECASE)]
+
+
 def view_key(view: str) -> str:
     """Views compare as the server compares names."""
     return view[:1] + name_key(view[1:]) if view.startswith("#") else name_key(view)
@@ -100,6 +110,7 @@ class Line:
     file: str = ""  # an offer's file id
     download: str = ""  # an offer's download: "", "running", "saved" or "failed"
     mention: bool = False  # someone else's line with my name in it
+    day: str = field(default_factory=today)  # YYYY-MM-DD, local
 
 
 class Conversation(NamedTuple):
@@ -175,10 +186,14 @@ class ChatPresenter:
         self.download_dir = download_dir
         # Called when something changed by itself (a download ended).
         self.on_change = lambda: None
+        # Called with (title, text) for a live line that is for me (a direct
+        # message, a mention), to draw the user's attention to it.
+        self.on_attention = lambda title, text: None
         self._downloads: dict[int, _Download] = {}
         self._offered: dict[str, str] = {}  # file id -> its name, as offered
         self._next_download = 0
         self.clock = clock  # for the countdown to the next reconnect attempt
+        self.today = today  # the local date, YYYY-MM-DD: which lines need theirs
         self.state = getattr(client, "status", Status("connecting"))
         self._state_at = clock()
         self.active = ""
@@ -205,7 +220,8 @@ class ChatPresenter:
             self._add(view, Line("notice", now_time(), msg.text, notice=msg.code))
         elif isinstance(msg, wire.Notice):
             self._add(self._notice_view(msg.room),
-                      Line("notice", local_time(msg.ts), msg.text, notice=msg.kind))
+                      Line("notice", local_time(msg.ts), msg.text, notice=msg.kind,
+                           day=local_day(msg.ts)))
         elif isinstance(msg, wire.HistoryEnd):
             self._history_end(msg)
         elif isinstance(msg, wire.Error):
@@ -285,14 +301,18 @@ class ChatPresenter:
         own = name_key(msg.sender) == name_key(self.client.name or "")
         line = Line("message", local_time(msg.ts), msg.text, msg.sender, name_colour(msg.sender),
                     own, False, msg.history, msg.seq, msg.cid,
-                    mention=not own and mentions(msg.text, self.client.name))
+                    mention=not own and mentions(msg.text, self.client.name),
+                    day=local_day(msg.ts))
         if msg.cid is not None and self._confirm(line, view):
             return
         lines = self._lines.setdefault(view, [])
         if msg.history:
             self._insert_history(lines, line)
-        else:
-            self._add(view, line)
+            return
+        self._add(view, line)
+        if not own and (line.mention or not view.startswith("#")):
+            where = f" in {view}" if view.startswith("#") else ""
+            self.on_attention(f"{msg.sender}{where}", msg.text)
 
     def _confirm(self, line: Line, view: str) -> bool:
         """Put the server's copy of my line where the server numbered it
@@ -343,7 +363,7 @@ class ChatPresenter:
         self._add(self._room_view(msg.room),
                   Line("offer", local_time(msg.ts),
                        f"shares {safe_name(msg.name)} ({size_text(msg.size)})", msg.sharer,
-                       name_colour(msg.sharer), own, file=msg.file,
+                       name_colour(msg.sharer), own, file=msg.file, day=local_day(msg.ts),
                        download=self._download_state(msg.file)))
 
     def _error(self, msg: wire.Error) -> None:
@@ -382,6 +402,14 @@ class ChatPresenter:
 
     def lines(self, view: str | None = None) -> list[Line]:
         return list(self._lines.get(view or self.active, []))
+
+    def stamp(self, line: Line) -> str:
+        """A line's time, with its date if it is not from today."""
+        return stamp(line.time, line.day, self.today())
+
+    def day_break(self, previous: Line | None, line: Line) -> str | None:
+        """The day separator above ``line`` (after ``previous``), if any."""
+        return day_break(previous.day if previous is not None else None, line.day, self.today())
 
     def conversations(self) -> list[Conversation]:
         """The rooms first, in the order entered, then direct conversations."""
@@ -452,6 +480,16 @@ class ChatPresenter:
         the server's order (by name); none while offline (no longer live)."""
         members = self.member_list()
         return [] if members is None else [self.member_row(m) for m in members.ranked()]
+
+    def completion_names(self) -> list[str]:
+        """The names Tab completes: the members beside the conversation, and
+        in a direct one its peer; never my own."""
+        members = self.member_list()
+        names = [m[0] for m in members.ranked()] if members is not None else []
+        if self.active and not self.active.startswith("#"):
+            names.append(self.active)
+        me = name_key(self.client.name or "")
+        return [n for n in names if name_key(n) != me]
 
     def my_role(self) -> str:
         """My role in ``member_room()`` ("member" until its list says)."""
@@ -749,24 +787,43 @@ class ChatPresenter:
         text = text.strip("\n")
         if not text.strip():
             return True
+        command = text.split(None, 1)[0]
         if text.startswith("//"):
             text = text[1:]
-        elif text.startswith("/") and not text.startswith("/msg "):
+        elif command in ("/msg", "/query"):
+            return self._to_person(text)
+        elif text.startswith("/"):
             self._command(text.strip())
             return True
-        view = self.active
-        if text.startswith("/msg "):
-            view, _, text = text[5:].strip().partition(" ")
-            if not view or view.startswith("#") or not text.strip():
-                self._say_error("usage: /msg NAME TEXT")
-                return False
+        return self._say(self.active, text)
+
+    def _to_person(self, text: str) -> bool:
+        """/msg NAME TEXT sends without leaving the open conversation (as
+        HexChat and WeeChat do); /query NAME [TEXT] opens NAME's."""
+        command, name, body = (text.split(None, 2) + ["", ""])[:3]
+        query = command == "/query"
+        if not name or name.startswith("#") or not (query or body.strip()):
+            self._say_error("usage: /query NAME [TEXT]" if query else "usage: /msg NAME TEXT")
+            return False
+        view = self._canonical(name)
+        if query:
             self.open(view)
-            view = self.active
+            return self._say(view, body) if body.strip() else True
+        here = self.active
+        if not self._say(view, body, where_error=here):
+            return False
+        if view_key(view) != view_key(here):
+            self.notice(f"to {view}: {body}", "direct", here)
+        return True
+
+    def _say(self, view: str, text: str, where_error: str | None = None) -> bool:
         try:
             cid = self._send_to(view, text)
         except (CommandError, ValueError) as e:  # not in a room; too long
-            self._say_error(f"{e} (it is still in the entry)")
+            self._add(self.active if where_error is None else where_error,
+                      Line("error", now_time(), f"{e} (it is still in the entry)"))
             return False
+        self._lines.setdefault(view, [])
         me = self.client.name or "me"
         self._add(view, Line("message", now_time(), text, me, name_colour(me), own=True,
                              pending=True, cid=cid))

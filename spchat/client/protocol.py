@@ -30,6 +30,7 @@ class ChatClientProtocol(NoiseChannel):
         self.server_hello: wire.ServerHello | None = None
         self.server_fingerprint: str | None = None
         self.failure: str | None = None
+        self.timed_out = False  # given up on: the server said nothing in time
         self.last_sent = clock.seconds()  # when a frame last went out (for keepalives)
 
     def make_handshake(self):

@@ -41,6 +41,7 @@ from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
 from spchat.client.keepalive import Keepalive
 from spchat.client.members import Member, MemberList, name_key
+from spchat.client.neterrors import dial_error_text, no_answer_text, not_spchat_text
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
 
@@ -210,6 +211,7 @@ class ChatClient:
         self._fatal: str | None = None  # a reason never to retry
         self._answer_timer = None
         self._dialing = False  # a connection attempt is under way
+        self._attempt_in_progress = None  # (its Deferred, its protocol) while dialing
         self._new_password: str | None = None  # sent, not yet confirmed
         self._requests: list[wire.Message] = []  # commands typed while not in
         self._udp = None
@@ -254,6 +256,7 @@ class ChatClient:
         )
         proto = ChatClientProtocol(self.reactor, self._verify_server, self)
         connecting = connectProtocol(endpoint, proto)
+        self._attempt_in_progress = (connecting, proto)
         connecting.addCallbacks(self._dialled, self._dial_failed)
 
     def _dialled(self, proto: ChatClientProtocol) -> None:
@@ -265,7 +268,8 @@ class ChatClient:
 
     def _no_answer(self, proto: ChatClientProtocol) -> None:
         self._answer_timer = None
-        proto.failure = f"no answer from the server within {self.connect_timeout:g} s"
+        proto.failure = no_answer_text(self.host, self.port, self.connect_timeout)
+        proto.timed_out = True
         proto.transport.abortConnection()
 
     def _stop_answer_timer(self) -> None:
@@ -273,10 +277,23 @@ class ChatClient:
             self._answer_timer.cancel()
         self._answer_timer = None
 
+    def _abort_dial(self) -> None:
+        """Stop the attempt under way, whether TCP is up yet or not."""
+        attempt, self._attempt_in_progress = self._attempt_in_progress, None
+        if attempt is None or not self._dialing:
+            return
+        connecting, proto = attempt
+        if not connecting.called:
+            connecting.cancel()
+        elif proto.transport is not None:
+            proto.transport.abortConnection()
+
     def _dial_failed(self, failure) -> None:
         self._dialing = False
-        reason = failure.getErrorMessage() or failure.type.__name__
-        self._connection_failed(f"cannot reach the server at {self.host}:{self.port}: {reason}")
+        if self._leaving:  # cancelled (logged out while dialing)
+            self._give_up("logged out", "never")
+            return
+        self._connection_failed(dial_error_text(failure, self.host, self.port))
 
     def _verify_server(self, fingerprint: str) -> None:
         self.server_fingerprint = fingerprint
@@ -494,10 +511,19 @@ class ChatClient:
             pass  # already decided (refused login)
         else:
             reason = bye.text if bye is not None else (failure or "connection lost")
+            if bye is None and failure and self._not_spchat(proto):
+                reason = not_spchat_text(self.host, self.port)
             self._connection_failed(reason)
         self._check_acks()
         if self._closed is not None and not self._closed.called:
             self._closed.callback(None)
+
+    @staticmethod
+    def _not_spchat(proto) -> bool:
+        """The connection failed in the handshake, on what the other side
+        sent (not on silence, not on its key): not an spchat server."""
+        return (proto is not None and proto.server_hello is None
+                and not proto.timed_out)
 
     # --- what happens after a connection or an attempt fails ----------------
 
@@ -853,6 +879,7 @@ class ChatClient:
         self._leaving = True
         self._cancel_retry()
         if self.proto is None:
+            self._abort_dial()  # a server that does not answer must not hold the leaving
             if self.status.state != "offline":
                 self._set_status(Status("offline", reason="logged out", recovery="never"))
             return defer.succeed(None)

@@ -19,6 +19,9 @@ import tkinter as tk
 from tkinter import font as tkfont
 from tkinter import ttk
 
+from spchat.client.presenter import mention_spans
+from spchat.client.tkentry import MessageEntry
+
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
 STATUS_COLOURS = {"connected": "#1a7f37", "connecting": "#555555",
                   "reconnecting": "#9a6700", "offline": "#b42318"}
@@ -56,6 +59,7 @@ class ChatWindow:
         master.title("spchat")
         master.minsize(520, 360)
         master.geometry("960x580")
+        master.bind("<FocusIn>", lambda e: self._focused_again(), add="+")
         self._base = tkfont.nametofont("TkDefaultFont")
         self._build_connect()
         self._build_trust()
@@ -93,8 +97,13 @@ class ChatWindow:
         self.register = tk.BooleanVar(value=False)
         ttk.Checkbutton(f, text="Register this name with the password",
                         variable=self.register).grid(row=6, column=1, sticky="w", pady=6)
-        self.connect_button = ttk.Button(f, text="Connect", command=self._connect_clicked)
-        self.connect_button.grid(row=7, column=1, sticky="w", pady=6)
+        buttons = ttk.Frame(f)
+        buttons.grid(row=7, column=1, sticky="w", pady=6)
+        self.connect_button = ttk.Button(buttons, text="Connect", command=self._connect_clicked)
+        self.connect_button.pack(side="left")
+        # Shown while connecting: a port that says nothing need not be waited for.
+        self.cancel_button = ttk.Button(buttons, text="Cancel",
+                                        command=lambda: self.controller.cancel())
         self.connect_message = ttk.Label(f, wraplength=460, justify="left")
         self.connect_message.grid(row=8, column=0, columnspan=2, sticky="w", pady=6)
         f.columnconfigure(1, weight=1)
@@ -142,10 +151,11 @@ class ChatWindow:
         # Downloads under way, one row each (a bar and its line), above the
         # entry; packed only while there is one.
         self.downloads = ttk.Frame(f, padding=(6, 0, 6, 4))
-        self.entry = ttk.Entry(entry_row)
+        self.entry = MessageEntry(entry_row, self._send_clicked, self._completion_names,
+                                  font="TkDefaultFont")
         self.entry.pack(side="left", fill="x", expand=True)
-        self.entry.bind("<Return>", lambda e: self._send_clicked())
-        ttk.Button(entry_row, text="Send", command=self._send_clicked).pack(side="left", padx=4)
+        ttk.Button(entry_row, text="Send", command=self._send_clicked).pack(
+            side="left", padx=4, anchor="s")
 
         panes = self.panes = ttk.PanedWindow(f, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=6, pady=6)
@@ -268,6 +278,9 @@ class ChatWindow:
         # Whoever reads the newest line keeps reading it when the window
         # (or the part of it the conversation has) changes size.
         self._at_bottom = True
+        self._unseen = 0  # messages come in below while scrolled up
+        self.jump_button = ttk.Button(f, style="Jump.TButton", cursor="hand2",
+                                      command=self.jump_to_latest)
         self.text.bind("<Configure>", lambda e: self._at_bottom and self.text.see("end"),
                        add="+")
         return f
@@ -291,6 +304,9 @@ class ChatWindow:
         # Wrapped lines start under the text, not under the time stamp.
         indent = self._base.measure("00:00:00  ")
         t.tag_configure("line", lmargin2=indent)
+        t.tag_configure("dated", lmargin2=self._base.measure("00 Mmm 0000 00:00:00  "))
+        t.tag_configure("day", foreground="#555555", font=(family, size, "bold"),
+                        justify="center", spacing1=8, spacing3=4)
         t.tag_configure("time", foreground="#8c8c8c")
         t.tag_configure("sender", font=(family, size, "bold"))
         t.tag_configure("own", background="#eef4ff")
@@ -304,10 +320,38 @@ class ChatWindow:
         t.tag_configure("offer", foreground="#0b5394", background="#eef6ee")
         t.tag_configure("saved", foreground="#1a7f37")
         t.tag_configure("mention", background="#fff4ce")
+        t.tag_configure("mention_name", foreground=MENTION_COLOUR, font=(family, size, "bold"))
         # Last, so the mark is grey whatever the text around it is.
         t.tag_configure("continuation", lmargin1=indent)
         t.tag_configure("continuation_mark", foreground="#8c8c8c")
-        ttk.Style(self.master).configure("Offer.TButton", padding=(6, 0))
+        style = ttk.Style(self.master)
+        style.configure("Offer.TButton", padding=(6, 0))
+        style.configure("Jump.TButton", padding=(8, 2), foreground="#0b5394")
+
+    # --- drawing attention ------------------------------------------------------------
+
+    def focused(self) -> bool:
+        """Is this window the one the keyboard is in (the one being looked at)?"""
+        try:
+            widget = self.master.focus_displayof()
+            return widget is not None and widget.winfo_toplevel() is self.master
+        except (KeyError, tk.TclError):  # focus in a widget tkinter does not know
+            return False
+
+    def alert(self) -> None:
+        """The bell, and the urgency hint where this Tk has one (Tk 8.6 on
+        X11 has not: the unread count in the title says it there)."""
+        self.master.bell()
+        try:
+            self.master.wm_attributes("-urgent", 1)
+        except tk.TclError:
+            pass
+
+    def _focused_again(self) -> None:
+        try:
+            self.master.wm_attributes("-urgent", 0)
+        except tk.TclError:
+            pass
 
     # --- which panel ---------------------------------------------------------------
 
@@ -326,6 +370,7 @@ class ChatWindow:
             self.register.set(False)
         self.connect_message.configure(text=error, foreground="#b42318")
         self.connect_button.state(["!disabled"])
+        self.cancel_button.pack_forget()
         self.master.title("spchat")
         self.status.configure(text="")  # nothing left from a chat that was left
         self.presenter = None
@@ -336,6 +381,7 @@ class ChatWindow:
     def show_busy(self, text: str) -> None:
         self.connect_message.configure(text=text, foreground="#555555")
         self.connect_button.state(["disabled"])
+        self.cancel_button.pack(side="left", padx=(6, 0))
         self._show(self.connect_frame)
 
     def show_trust(self, question) -> None:
@@ -360,6 +406,7 @@ class ChatWindow:
     def show_chat(self, presenter) -> None:
         self.presenter = presenter
         self._shown, self._shown_view, self._starts = [], None, []
+        self._unseen = 0
         self._conversations_shown = self._members_drawn = None
         for frame, _, _ in self._download_rows.values():  # a previous chat's
             frame.destroy()
@@ -420,10 +467,39 @@ class ChatWindow:
             else:
                 at_bottom = True
         t.configure(state="disabled")
+        arrived = self._arrived(lines, view)
+        if any(line.pending for line in arrived):
+            at_bottom = True  # what one has just typed is followed down
+        self._unseen = 0 if at_bottom else self._unseen + sum(
+            1 for line in arrived if line.kind == "message")
         if at_bottom:
             t.see("end")
         self._at_bottom = at_bottom
         self._shown, self._shown_view = list(lines), view
+        self._draw_jump()
+
+    def _arrived(self, lines: list, view: str) -> list:
+        """The live lines drawn now for the first time (not an older page)."""
+        if view != self._shown_view:
+            return []
+        before = set(self._shown)
+        return [line for line in lines if line not in before and not line.history]
+
+    def _draw_jump(self) -> None:
+        """"N new messages below": over the text's corner while the user reads
+        higher up and lines come in."""
+        n = self._unseen
+        if not n:
+            self.jump_button.place_forget()
+            return
+        self.jump_button.configure(
+            text=f"↓ {n} new message{'s' if n != 1 else ''} below — jump to latest")
+        self.jump_button.place(in_=self.text, relx=1.0, rely=1.0, x=-10, y=-8, anchor="se")
+
+    def jump_to_latest(self) -> None:
+        self.text.see("end")
+        self._at_bottom, self._unseen = True, 0
+        self._draw_jump()
 
     def _top_line(self):
         """The drawn Line at the top of the visible text, if any."""
@@ -434,12 +510,18 @@ class ChatWindow:
         return self._shown[0] if self._shown else None
 
     def _insert(self, lines: list, i: int) -> None:
-        line, t = lines[i], self.text
+        line, t, p = lines[i], self.text, self.presenter
         if i and lines[i - 1].history and not line.history:
             t.insert("end", "— earlier messages above —\n", ("separator",))
+        day = p.day_break(lines[i - 1] if i else None, line)
+        if day is not None:
+            t.insert("end", f"{day}\n", ("day",))
         self._starts.append(t.index("end-1c"))
-        base = ("line", "history") if line.history else ("line",)
-        t.insert("end", f"{line.time}  ", ("time", *base))
+        time_stamp = p.stamp(line)
+        # A dated stamp is wider: its wrapped lines start further in.
+        base = ("line" if time_stamp == line.time else "dated",
+                *(("history",) if line.history else ()))
+        t.insert("end", f"{time_stamp}  ", ("time", *base))
         if line.kind == "message":
             colour_tag = "colour" + line.colour
             t.tag_configure(colour_tag, foreground=line.colour)
@@ -447,7 +529,10 @@ class ChatWindow:
             name = f"{line.sender} (you)" if line.own else line.sender
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
+            start = t.index("end-1c")
             self._insert_text(f": {line.text}", (*body, *extra, *base))
+            if line.mention:
+                self._mark_mentions(start, f": {line.text}")
             if line.pending:
                 t.insert("end", f"  ({self.presenter.pending_note()})",
                          ("pending", "notice", "line", *extra))
@@ -469,6 +554,15 @@ class ChatWindow:
             t.insert("end", "\n", tags)
             t.insert("end", CONTINUATION_MARK, ("continuation", "continuation_mark", *tags))
             t.insert("end", part, ("continuation", *tags))
+
+    def _mark_mentions(self, start: str, text: str) -> None:
+        """My name, where a line says it, stands out of the line."""
+        t = self.text
+        for first, last in mention_spans(text, self.presenter.client.name):
+            # Continuation marks were put in after each newline: count them in.
+            extra = len(CONTINUATION_MARK) * text.count("\n", 0, first)
+            t.tag_add("mention_name", f"{start} + {first + extra} chars",
+                      f"{start} + {last + extra} chars")
 
     def _insert_offer(self, line, base: tuple) -> None:
         """"alice shares talk.mp4 (12.0 MiB) [Download]": the button in the text."""
@@ -575,11 +669,14 @@ class ChatWindow:
                                f["password"].get(), self.register.get())
 
     def _send_clicked(self) -> None:
-        text = self.entry.get()
+        text = self.entry.value()
         if text.strip() and self.controller.send(text) is not False:
             # Only what was taken goes: a refused text stays to be fixed.
-            if self.entry.get() == text:
-                self.entry.delete(0, "end")
+            if self.entry.value() == text:
+                self.entry.sent(text)
+
+    def _completion_names(self) -> list[str]:
+        return self.presenter.completion_names() if self.presenter is not None else []
 
     def _join_clicked(self) -> None:
         self.controller.join(self.join_entry.get(), self.join_private.get())
@@ -649,6 +746,9 @@ class ChatWindow:
     def _note_position(self) -> None:
         """The user scrolled: at the bottom still, or reading further up?"""
         self._at_bottom = self.text.yview()[1] >= 0.999
+        if self._at_bottom and self._unseen:
+            self._unseen = 0  # read down to them
+            self._draw_jump()
 
     def _check_top(self) -> None:
         if self.text.yview()[0] <= 0.0:

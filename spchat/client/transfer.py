@@ -21,6 +21,7 @@ import sys
 from twisted.internet import defer, task
 
 from spchat import config
+from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 from spchat.p2p.report import progress_text, size_text, summary_text
 
 PROGRESS_SECONDS = 1.0
@@ -41,10 +42,11 @@ def parse_args(argv, cfg: config.Config):
         p.add_argument("--host", help=f"server address (default {cfg.client_host})")
         p.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
         p.add_argument("--name", required=True, help="the name to log in with")
-        p.add_argument("--password", help="password of a registered name")
+        add_password_options(p)
     args = parser.parse_args(argv)
     if args.port is not None and not 1 <= args.port <= 65535:
         parser.error(f"--port {args.port}: port must be 1-65535")
+    args.password = password_or_exit(args, ask=terminal_prompt())  # before the reactor
     return args
 
 
