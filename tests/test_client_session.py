@@ -282,7 +282,7 @@ def test_room_requests_go_as_typed_and_wait_while_offline(tmp_path):
         wire.Topic("dev", "plans"), wire.Topic("dev", None),
         wire.Mode("dev", "topic_locked", True), wire.Moderate("dev", "ban", "bob", "flood", 10)]
     with pytest.raises(ValueError):
-        client.mode("dev", "moderated", True)
+        client.mode("dev", "loud", True)
     with pytest.raises(ValueError):
         client.moderate("dev", "smite", "bob")
 
