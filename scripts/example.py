@@ -85,6 +85,17 @@ def ignore_stop_signals() -> None:
         signal.signal(signum, _ignored)
 
 
+# Windows side by side (then a row lower), so that all of them show.
+WINDOW_SIZE = (600, 520)
+PER_ROW = 3
+
+
+def window_place(index: int) -> str:
+    width, height = WINDOW_SIZE
+    column, row = index % PER_ROW, index // PER_ROW
+    return f"{width}x{height}+{column * (width + 8)}+{row * (height + 40)}"
+
+
 def stop_server(server: subprocess.Popen) -> None:
     server.terminate()
     try:
@@ -117,12 +128,12 @@ def main(argv=None) -> int:
         port, fingerprint = wait_until_ready(server)
         print(f"example: server on 127.0.0.1:{port}, key {fingerprint}")
         print(f"example: everything is in {workdir} (removed at the end)")
-        for name in args.names:
+        for place, name in enumerate(args.names):
             config_dir = workdir / f"{name}-config"
             pin(config_dir, port, fingerprint)
             clients.append(subprocess.Popen(
                 [sys.executable, "-m", "spchat.client", "--host", "127.0.0.1",
-                 "--port", str(port), "--name", name],
+                 "--port", str(port), "--name", name, "--geometry", window_place(place)],
                 env={**env, "SPCHAT_CONFIG_DIR": str(config_dir)}, cwd=workdir,
                 start_new_session=True,
             ))

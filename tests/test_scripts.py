@@ -3,6 +3,7 @@ runs them."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,3 +116,44 @@ def test_a_signal_stops_the_examples_server_and_removes_its_folder(tmp_path, dis
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _window_places(display, names):
+    """Where each name's chat window is (x, y), by xdotool."""
+    places = {}
+    for name in names:
+        found = subprocess.run(["xdotool", "search", "--name", f" {name}@"],
+                               env={**os.environ, "DISPLAY": display}, capture_output=True,
+                               text=True)
+        ids = found.stdout.split()
+        if not ids:
+            return None
+        shown = subprocess.run(["xdotool", "getwindowgeometry", ids[-1]],
+                               env={**os.environ, "DISPLAY": display}, capture_output=True,
+                               text=True).stdout
+        x, y = shown.split("Position: ")[1].split()[0].split(",")
+        places[name] = (int(x), int(y))
+    return places
+
+
+def test_the_examples_windows_open_side_by_side(tmp_path, display):
+    if shutil.which("xdotool") is None:
+        if os.environ.get("SPCHAT_CI"):
+            pytest.fail("xdotool is missing: .ci/run must install it")
+        pytest.skip("no xdotool to find the windows with")
+    names = ["ann", "ben", "cat"]
+    env = subprocess_env(tmp_path, DISPLAY=display)
+    proc = subprocess.Popen([sys.executable, "scripts/example.py", "--names", *names],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        places = []
+        _wait_for(lambda: places.append(_window_places(display, names)) or places[-1],
+                  timeout=60)
+        xs = sorted(x for x, _ in places[-1].values())
+        # Apart by at least a window's width: none hides another.
+        assert all(b - a >= 600 for a, b in zip(xs, xs[1:])), places[-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, output

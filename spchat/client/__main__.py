@@ -29,6 +29,11 @@ def parse_args(argv, cfg: config.Config):
         help="register the name now, with the password (asked for if none is given)",
     )
     parser.add_argument(
+        "--geometry", metavar="WxH+X+Y",
+        help="the window's size and place on the screen, as X11's -geometry "
+             "(960x580, 960x580+0+0)",
+    )
+    parser.add_argument(
         "--forget-server",
         metavar="HOST:PORT",
         help="forget the pinned key of a server whose key was really replaced",
@@ -133,6 +138,13 @@ def run_desktop(cfg: config.Config, args) -> int:
 
     controller = DesktopController(reactor, cfg, config.client_config_dir())
     controller.view = ChatWindow(root, controller)
+    if args.geometry:
+        try:
+            root.geometry(args.geometry)
+        except tk.TclError:
+            root.destroy()
+            sys.stderr.write(f"spchat: --geometry {args.geometry!r}: not WIDTHxHEIGHT+X+Y\n")
+            return 2
     finished = []  # the first shutdown's Deferred
 
     def shut_down():
