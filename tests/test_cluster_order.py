@@ -133,6 +133,16 @@ def test_a_failed_read_pauses_the_room_and_is_tried_again(clock):
     assert node.seqs() == [1, 2] and not node.order.gaps
 
 
+def test_a_room_deleted_while_its_read_waits_to_be_tried_again_is_forgotten(clock):
+    log = Log()
+    node = Node(clock, log)
+    log.failing = True
+    node.order.announced("lobby", 2)
+    node.directory.remove(node.directory.get("lobby"))
+    clock.advance(READ_RETRY_SECONDS)
+    assert not node.order.gaps and not clock.getDelayedCalls()
+
+
 def test_a_reconnect_reads_every_room_with_members_here(clock):
     log = Log()
     log.save(line(1), line(2), line(1, "dev"))
@@ -148,6 +158,15 @@ def test_a_room_without_members_here_is_not_read_but_moves_on(clock):
     node = Node(clock, log, members=False)
     node.order.announced("lobby", 7)
     assert log.reads == [] and node.directory.get("lobby").last_seq == 7
+
+
+def test_a_room_made_on_another_node_starts_here_at_its_number(clock):
+    log = Log()
+    node = Node(clock, log)
+    node.order.announced("new", 7)
+    node.order.offer("new", [line(8, "new")])
+    node.order.announced("new", 5)  # late
+    assert node.directory.deleted_seqs == {"new": 8} and node.delivered == []
 
 
 def test_numbers_the_log_no_longer_has_do_not_stop_the_room(clock):

@@ -63,7 +63,8 @@ class RoomOrder:
         """Saved lines of the room ``key``, consecutive, in order."""
         room = self.directory.get(key)
         if room is None or self.stopped:
-            return  # a room this node does not have: none of its members are here
+            self._elsewhere(key, records[-1].seq)
+            return
         fresh = [r for r in records if r.seq > room.last_seq]
         if not fresh:
             return
@@ -81,7 +82,10 @@ class RoomOrder:
     def announced(self, key: str, last: int) -> None:
         """The room ``key`` has lines up to ``last`` (a notice without them)."""
         room = self.directory.get(key)
-        if room is None or self.stopped or last <= room.last_seq:
+        if room is None or self.stopped:
+            self._elsewhere(key, last)
+            return
+        if last <= room.last_seq:
             return
         self._mind(key, self._gap(key, last))
 
@@ -90,7 +94,9 @@ class RoomOrder:
         members here reads what came since its watermark."""
         for key, room in list(self.directory.rooms.items()):
             if _anyone_here(room):
-                self._mind(key, self._gap(key, room.last_seq))
+                gap = self._gap(key, room.last_seq)
+                gap.asked = -1  # a read under way began before: one more after it
+                self._mind(key, gap)
 
     def stop(self) -> None:
         self.stopped = True
@@ -98,6 +104,12 @@ class RoomOrder:
             if gap.retry is not None and gap.retry.active():
                 gap.retry.cancel()
         self.gaps.clear()
+
+    def _elsewhere(self, key: str, last: int) -> None:
+        """A room this node does not have (none of its members are here):
+        made here later, it starts at its number, its lines so far history."""
+        seqs = self.directory.deleted_seqs
+        seqs[key] = max(seqs.get(key, 0), last)
 
     # --- the gaps -------------------------------------------------------------
 
@@ -112,6 +124,9 @@ class RoomOrder:
         if gap.reading or gap.retry is not None:
             return
         room = self.directory.get(key)
+        if room is None:  # deleted meanwhile
+            del self.gaps[key]
+            return
         if not _anyone_here(room):
             # Nobody to deliver to: a later join reads the room's history.
             room.last_seq = max(room.last_seq, gap.top)
