@@ -5,8 +5,9 @@ subscribed to the channel, one that publishes; each is made again after
 it is lost, with a backoff from ``RETRY_FIRST`` to ``RETRY_MOST`` seconds.
 A notice published while the bus is away is dropped (the bus is lossy by
 design: the nodes read from the database what they missed, see
-``spchat.cluster.order``); each new subscription is reported as
-``connected()``, after which the node reads what it may have missed.
+``spchat.cluster.order``); each time both connections are up again is
+reported as ``connected()``, after which the node says where it is and
+reads what it may have missed.
 
 Pub/sub channels are the same for every database number of one Redis
 server: the channel's name carries the number, so that clusters given
@@ -98,6 +99,7 @@ class RedisBus:
         self._heard = self._connected = None
         self.publisher = None  # the publishing connection, while there is one
         self.subscribed = False
+        self.joined = False  # subscribed, and able to publish
         self.dropped = 0  # notices not published: the bus was away
         bus = self
 
@@ -155,9 +157,7 @@ class RedisBus:
     def _subscribe(self, proto) -> defer.Deferred:
         def subscribed(_):
             self.subscribed = True
-            self._back()
-            if self._connected is not None:
-                self._connected()
+            self._maybe_joined()
 
         return _usable(proto).addCallback(
             lambda _: proto.subscribe(self.channel)).addCallback(subscribed)
@@ -165,10 +165,21 @@ class RedisBus:
     def _publishing(self, proto) -> defer.Deferred:
         def ready(_):
             self.publisher = proto
+            self._maybe_joined()
 
         return _usable(proto).addCallback(ready)
 
+    def _maybe_joined(self) -> None:
+        """Both connections up: the node may say where it is, and read
+        what it missed while either was down."""
+        if self.subscribed and self.publisher is not None and not self.joined:
+            self.joined = True
+            self._back()
+            if self._connected is not None:
+                self._connected()
+
     def _lost(self, which: str) -> None:
+        self.joined = False
         if which == "subscriber":
             self.subscribed = False
         if not self._away_told and not self.stopping:
