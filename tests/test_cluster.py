@@ -5,6 +5,8 @@ members, whichever node each is on, and a bus that goes away loses nothing."""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor, task
@@ -12,7 +14,8 @@ from twisted.internet import reactor, task
 from spchat import wire
 from spchat.server.store import StoreError
 
-from conftest import connect_client, server_config, start_service, stop_services, wait_until
+from conftest import (connect_client, server_config, start_service, stop_services,
+                      subprocess_env, twistd_command, wait_until)
 
 
 def nodes(tmp_path, count, pg_url, redis_server, **options):
@@ -144,3 +147,11 @@ def test_a_bus_without_a_shared_database_is_refused_in_one_line(tmp_path):
     with pytest.raises(StoreError, match="CHAT_DATABASE_URL") as refused:
         make_bus(server_config(tmp_path, bus="redis://127.0.0.1:6379"), reactor)
     assert "\n" not in str(refused.value)
+    result = subprocess.run(
+        twistd_command() + ["-n", "--pidfile=", "spchat", "--data-dir", str(tmp_path / "data"),
+                            "--tcp-port", "0", "--udp-port", "0", "--relay-port", "0",
+                            "--bus", "redis://127.0.0.1:6379"],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"spchat: error: {refused.value}"]
+    assert "Traceback" not in result.stdout + result.stderr

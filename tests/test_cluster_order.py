@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from twisted.internet import defer
 
 from spchat.cluster import notices
-from spchat.cluster.node import TOPS_SECONDS, ClusterNode
+from spchat.cluster.node import TOPS_PER_NOTICE, TOPS_SECONDS, ClusterNode
 from spchat.cluster.order import MAX_EARLY, READ_RETRY_SECONDS, RoomOrder
 from spchat.server.records import Record, RoomRecord
 from spchat.server.rooms import Room, RoomDirectory
@@ -244,3 +244,13 @@ def test_a_node_publishes_what_it_saved_and_its_newest_numbers(clock):
     assert bus.sent[-1] == notices.Tops({"lobby": 3})
     cluster.stop()
     assert not clock.getDelayedCalls()
+
+
+def test_the_newest_numbers_go_in_notices_of_bounded_size(clock):
+    log = Log()
+    node = Node(clock, log, rooms=[f"room{i}" for i in range(TOPS_PER_NOTICE + 1)])
+    for room in node.directory.rooms.values():
+        room.last_seq = 3
+    bus = Bus()
+    ClusterNode(clock, bus, log.after, node.directory, node.deliver).connected()
+    assert [len(notice.tops) for notice in bus.sent] == [TOPS_PER_NOTICE, 1]

@@ -16,6 +16,8 @@ from spchat.server.rooms import RoomDirectory
 # Each node says its newest numbers this often: a notice lost without the
 # bus noticing (a subscriber dropped by Redis, say) is a gap within this long.
 TOPS_SECONDS = 5.0
+# Rooms in one of those notices (a room key is at most some 100 bytes).
+TOPS_PER_NOTICE = 200
 
 log = Logger()
 
@@ -68,7 +70,7 @@ class ClusterNode:
         self._tops_call = self.clock.callLater(TOPS_SECONDS, self._tell_tops)
 
     def _publish_tops(self) -> None:
-        numbers = {key: room.last_seq for key, room in self.directory.rooms.items()
-                   if room.last_seq}
-        if numbers:
-            self.bus.publish(notices.tops(numbers))
+        numbers = [(key, room.last_seq) for key, room in self.directory.rooms.items()
+                   if room.last_seq]
+        for start in range(0, len(numbers), TOPS_PER_NOTICE):  # each notice bounded
+            self.bus.publish(notices.tops(dict(numbers[start:start + TOPS_PER_NOTICE])))
