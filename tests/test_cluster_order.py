@@ -10,7 +10,7 @@ from twisted.internet import defer
 
 from spchat.cluster import notices
 from spchat.cluster.node import TOPS_PER_NOTICE, TOPS_SECONDS, ClusterNode
-from spchat.cluster.order import MAX_EARLY, READ_RETRY_SECONDS, RoomOrder
+from spchat.cluster.order import GAP_GRACE_SECONDS, MAX_EARLY, READ_RETRY_SECONDS, RoomOrder
 from spchat.server.records import Record, RoomRecord
 from spchat.server.rooms import Room, RoomDirectory
 
@@ -88,12 +88,24 @@ def test_a_gap_is_read_from_the_database_before_anything_newer(clock):
     node = Node(clock, log)
     node.order.offer("lobby", [line(1)])
     node.order.offer("lobby", [line(4)])  # 2 and 3: lost on the bus
+    assert log.reads == []  # they may still come
+    clock.advance(GAP_GRACE_SECONDS)
     node.order.offer("lobby", [line(5)])  # during the read: waits
     assert node.seqs() == [1] and [r[:2] for r in log.reads] == [("#lobby", 1)]
     log.answer()
     assert node.seqs() == [1, 2, 3, 4, 5] and not node.order.gaps
     node.order.offer("lobby", [line(3), line(4), line(5)])  # late copies
     assert node.seqs() == [1, 2, 3, 4, 5]
+
+
+def test_lines_a_moment_behind_on_the_bus_close_the_gap_without_a_read(clock):
+    log = Log(at_once=False)
+    node = Node(clock, log)
+    node.order.offer("lobby", [line(1)])
+    node.order.offer("lobby", [line(3)])  # this node's own, numbered after another's 2
+    node.order.offer("lobby", [line(2)])  # which comes now
+    assert node.seqs() == [1, 2, 3] and not node.order.gaps
+    assert log.reads == [] and not clock.getDelayedCalls()
 
 
 def test_a_notice_without_lines_is_read_and_other_rooms_go_on_meanwhile(clock):
@@ -127,7 +139,8 @@ def test_a_failed_read_pauses_the_room_and_is_tried_again(clock):
     node = Node(clock, log)
     log.failing = True
     node.order.offer("lobby", [line(2)])
-    assert node.seqs() == [] and node.order.gaps
+    clock.advance(GAP_GRACE_SECONDS)
+    assert node.seqs() == [] and node.order.gaps and not log.reads
     log.failing = False
     clock.advance(READ_RETRY_SECONDS)
     assert node.seqs() == [1, 2] and not node.order.gaps
@@ -187,6 +200,7 @@ def test_early_lines_past_the_bound_are_read_not_kept(clock):
     node = Node(clock, log)
     node.order.offer("lobby", records[1:])
     assert len(node.order.gaps["lobby"].early) == MAX_EARLY
+    clock.advance(GAP_GRACE_SECONDS)
     while log.reads:
         log.answer()
     assert node.seqs() == list(range(1, MAX_EARLY + 10))
@@ -237,6 +251,7 @@ def test_a_node_publishes_what_it_saved_and_its_newest_numbers(clock):
     bus.heard(notices.saved("lobby", [line(1)]))  # its own, back
     bus.heard(notices.tops({"lobby": 3}))  # another node is further
     bus.heard(b"not ours")
+    clock.advance(GAP_GRACE_SECONDS)
     assert node.seqs() == [1, 2, 3] and cluster.ignored == 1
     clock.advance(TOPS_SECONDS)
     assert bus.sent[-1] == notices.Tops({"lobby": 3})

@@ -49,7 +49,7 @@ class ClusterNode:
                 self.order.announced(notice.room, notice.last)
         elif isinstance(notice, notices.Tops):
             for key, last in notice.tops.items():
-                self.order.announced(key, last)
+                self.order.announced(key, last, grace=True)
         else:
             if not self.ignored:
                 log.warn("ignoring a notice on the bus that is not spchat's")

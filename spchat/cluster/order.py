@@ -12,7 +12,9 @@ Lines that follow it go out at once.  Lines further on (a notice lost or
 late, another node's commit that came first), or a notice that only says
 which numbers exist, open a gap: from then on nothing of that room goes
 out until what is missing has been read from the database; the lines that
-came meanwhile wait (up to ``MAX_EARLY``; the rest are read too).  A line
+came meanwhile wait (up to ``MAX_EARLY``; the rest are read too).  A gap
+that the bus may still fill (a line further on: the lines between are
+likely on their way) is given ``GAP_GRACE_SECONDS`` first.  A line
 at or below the watermark was delivered already and is dropped: a node's
 own commits coming back from the bus, a notice heard twice.
 """
@@ -30,12 +32,17 @@ PAGE_RECORDS = 200
 # Lines of one room kept while its gap is read; more are read again.
 MAX_EARLY = 1000
 READ_RETRY_SECONDS = 1.0
+# A gap opened by a line further on waits this long for the lines between
+# before it reads them: they are usually a moment behind on the bus
+# (another node's commit, numbered first), and the database is spared a
+# read for each batch when several nodes write to one room.
+GAP_GRACE_SECONDS = 0.05
 
 log = Logger()
 
 
 class _Gap:
-    __slots__ = ("top", "early", "reading", "asked", "retry")
+    __slots__ = ("top", "early", "reading", "asked", "timer")
 
     def __init__(self, top: int):
         self.top = top  # the newest number known to exist
@@ -44,7 +51,7 @@ class _Gap:
         # ``top`` when the last read began: a notice is sent after its
         # commit, so that read sees every line up to there.
         self.asked = 0
-        self.retry = None  # the timer of a read tried again
+        self.timer = None  # a read later: after the grace, or tried again
 
 
 class RoomOrder:
@@ -58,6 +65,7 @@ class RoomOrder:
         self.page = page
         self.gaps: dict[str, _Gap] = {}  # by room key
         self.stopped = False
+        self.reads = 0  # of the database, for gaps (backfills)
 
     def offer(self, key: str, records: list[Record]) -> None:
         """Saved lines of the room ``key``, consecutive, in order."""
@@ -72,22 +80,29 @@ class RoomOrder:
         if gap is None and fresh[0].seq == room.last_seq + 1:
             self.deliver(fresh)
             return
+        opened = gap is None
         gap = self._gap(key, fresh[-1].seq)
         for record in fresh:
             if len(gap.early) >= MAX_EARLY:
                 break
             gap.early[record.seq] = record
-        self._mind(key, gap)
+        if not gap.reading:
+            self._deliver_early(room, gap)  # what the gap waited for, come by the bus
+            if room.last_seq >= gap.top and not gap.early:
+                self._close(key, gap)
+                return
+        self._mind(key, gap, GAP_GRACE_SECONDS if opened else 0.0)
 
-    def announced(self, key: str, last: int) -> None:
-        """The room ``key`` has lines up to ``last`` (a notice without them)."""
+    def announced(self, key: str, last: int, grace: bool = False) -> None:
+        """The room ``key`` has lines up to ``last`` (a notice without them).
+        ``grace``: their notices may still come (a node's newest numbers)."""
         room = self.directory.get(key)
         if room is None or self.stopped:
             self._elsewhere(key, last)
             return
         if last <= room.last_seq:
             return
-        self._mind(key, self._gap(key, last))
+        self._mind(key, self._gap(key, last), GAP_GRACE_SECONDS if grace else 0.0)
 
     def resync(self) -> None:
         """Notices may have been lost (the bus was away): every room with
@@ -101,8 +116,8 @@ class RoomOrder:
     def stop(self) -> None:
         self.stopped = True
         for gap in self.gaps.values():
-            if gap.retry is not None and gap.retry.active():
-                gap.retry.cancel()
+            if gap.timer is not None and gap.timer.active():
+                gap.timer.cancel()
         self.gaps.clear()
 
     def _elsewhere(self, key: str, last: int) -> None:
@@ -120,8 +135,14 @@ class RoomOrder:
         gap.top = max(gap.top, top)
         return gap
 
-    def _mind(self, key: str, gap: _Gap) -> None:
-        if gap.reading or gap.retry is not None:
+    def _close(self, key: str, gap: _Gap) -> None:
+        if gap.timer is not None and gap.timer.active():
+            gap.timer.cancel()
+        del self.gaps[key]
+
+    def _mind(self, key: str, gap: _Gap, wait: float = 0.0) -> None:
+        """Read the gap now, or in ``wait`` seconds (unless it closes first)."""
+        if gap.reading or gap.timer is not None:
             return
         room = self.directory.get(key)
         if room is None:  # deleted meanwhile
@@ -132,8 +153,12 @@ class RoomOrder:
             room.last_seq = max(room.last_seq, gap.top)
             del self.gaps[key]
             return
+        if wait > 0:
+            gap.timer = self.clock.callLater(wait, self._again, key, gap)
+            return
         gap.reading = True
         gap.asked = gap.top
+        self.reads += 1
         d = self.read_after(room_conversation(key), room.last_seq, self.page)
         d.addCallbacks(self._read, self._failed, (key, gap), None, (key, gap))
 
@@ -179,10 +204,10 @@ class RoomOrder:
             return
         log.warn("cannot read the missed lines of #{room}: {error}; trying again",
                  room=key, error=failure.getErrorMessage())
-        gap.retry = self.clock.callLater(READ_RETRY_SECONDS, self._again, key, gap)
+        gap.timer = self.clock.callLater(READ_RETRY_SECONDS, self._again, key, gap)
 
     def _again(self, key: str, gap: _Gap) -> None:
-        gap.retry = None
+        gap.timer = None
         if self.gaps.get(key) is gap:
             self._mind(key, gap)
 
