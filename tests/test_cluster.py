@@ -120,6 +120,26 @@ def test_a_restarted_bus_pauses_deliveries_then_they_catch_up_from_the_database(
 
 
 @pytest_twisted.inlineCallbacks
+def test_nodes_start_without_their_bus_and_join_when_it_comes(tmp_path, pins, pg_url,
+                                                              redis_server):
+    redis_server.stop_server()
+    servers = nodes(tmp_path, 2, pg_url, redis_server)
+    try:
+        alice = yield connect_client(servers[0], pins, "alice")
+        bob = yield connect_client(servers[1], pins, "bob")
+        alice.say("alone")
+        yield wait_until(lambda: lines_in(alice, "lobby") == [(1, "alone")] and not alice.outbox)
+        assert lines_in(bob, "lobby") == []
+        redis_server.start()
+        yield wait_until(lambda: lines_in(bob, "lobby") == [(1, "alone")], timeout=30)
+        bob.say("together")
+        yield wait_until(lambda: lines_in(alice, "lobby") == [(1, "alone"), (2, "together")])
+        assert lines_in(bob, "lobby") == [(1, "alone"), (2, "together")]
+    finally:
+        yield stop_services(*servers)
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_room_made_on_another_node_shows_its_earlier_lines_as_history(tmp_path, pins,
                                                                         pg_url, redis_server):
     servers = nodes(tmp_path, 2, pg_url, redis_server)
