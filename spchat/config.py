@@ -248,6 +248,9 @@ def _bus_url(text: str) -> str:
     parts = urllib.parse.urlsplit(text)
     if parts.scheme != "redis" or not parts.hostname:
         raise ValueError("must be a redis://host:port[/db] URL (or empty)")
+    if parts.username or parts.password:
+        raise ValueError("a user or password for Redis is not supported yet: "
+                         "keep the bus on a private network")
     _check_url_port(parts)
     db = parts.path.strip("/")
     if db and not db.isdigit():

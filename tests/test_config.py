@@ -264,6 +264,7 @@ BAD_VALUES = [
     ("CHAT_BUS_URL", "bus", "http://bus:6379", "redis://"),
     ("CHAT_BUS_URL", "bus", "redis://bus:port", "port must be"),
     ("CHAT_BUS_URL", "bus", "redis://bus:6379/zero", "database must be a number"),
+    ("CHAT_BUS_URL", "bus", "redis://:secret@bus:6379", "not supported yet"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "-0.001", "0 or more"),
     ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
