@@ -14,8 +14,8 @@ from twisted.internet import reactor, task
 from spchat import wire
 from spchat.server.store import StoreError
 
-from conftest import (connect_client, server_config, start_service, stop_services,
-                      subprocess_env, twistd_command, wait_until)
+from conftest import (ServerProcess, connect_client, server_config, start_service,
+                      stop_services, subprocess_env, twistd_command, wait_until)
 
 
 def nodes(tmp_path, count, pg_url, redis_server, **options):
@@ -159,6 +159,31 @@ def test_a_room_made_on_another_node_shows_its_earlier_lines_as_history(tmp_path
         assert all(m.history for m in bob.rec.of(wire.RoomMessage) if m.seq < 4)
     finally:
         yield stop_services(*servers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_twistd_nodes_on_the_command_line_share_a_room(tmp_path, pins, pg_url,
+                                                           redis_server):
+    processes = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            processes.append(ServerProcess(tmp_path / name, "--relay-port", "0",
+                                           "--database", pg_url, "--bus", redis_server.url))
+        alice = yield connect_client(None, pins, "alice", port=processes[0].port)
+        bob = yield connect_client(None, pins, "bob", port=processes[1].port)
+        yield task.deferLater(reactor, 1.0, lambda: None)  # the nodes join the bus
+        alice.say("across")
+        yield wait_until(lambda: lines_in(bob, "lobby") == [(1, "across")], timeout=20)
+        bob.say("back")
+        yield wait_until(lambda: lines_in(alice, "lobby") == [(1, "across"), (2, "back")])
+    finally:
+        yield stop_services()
+        for process in processes:
+            process.stop()
+    for process in processes:
+        log = "".join(process.log)
+        assert "Traceback" not in log and "Unhandled" not in log, log
 
 
 def test_a_bus_without_a_shared_database_is_refused_in_one_line(tmp_path):
