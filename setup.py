@@ -9,8 +9,8 @@ setup(
     python_requires=">=3.11",
     # twisted.plugins is listed so the plugin module is installed next to
     # Twisted's own; there is deliberately no twisted/__init__.py here.
-    packages=["spchat", "spchat.server", "spchat.client", "spchat.monitor", "spchat.bench",
-              "spchat.irc", "spchat.p2p", "twisted.plugins"],
+    packages=["spchat", "spchat.server", "spchat.cluster", "spchat.client", "spchat.monitor",
+              "spchat.bench", "spchat.irc", "spchat.p2p", "twisted.plugins"],
     # confusable-homoglyphs: Unicode's confusables (TR39) and scripts, for look-alike names.
     install_requires=["Twisted[tls]>=23.10", "cryptography>=42", "python-dotenv>=1.0",
                       "confusable-homoglyphs>=3.3"],
@@ -18,9 +18,13 @@ setup(
     # bench: python -m spchat.bench draws its plot with matplotlib.
     # postgresql: the driver of --database (imported only when one is given);
     # the tests run the store on a real PostgreSQL server, so they need it too.
+    # bus: the Redis client of --bus (imported only when one is given), and
+    # the tests run the bus on a real Redis server.
     extras_require={
         "postgresql": ["psycopg2-binary>=2.9"],
-        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9"],
+        "bus": ["txredisapi>=1.4.10"],
+        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9",
+                 "txredisapi>=1.4.10"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
         "irc-test": ["pytest-xdist", "filelock"],

@@ -33,7 +33,7 @@ from twisted.internet import defer, task
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
-from measure_store import Saved, percentile  # noqa: E402 -- the same counting
+from measure_store import Saved, alternate, percentile  # noqa: E402 -- the same counting
 
 
 class Timed:
@@ -180,18 +180,8 @@ def main():
         server.start()
     print(f"{args.messages} appends, {args.rooms} rooms", flush=True)
 
-    @defer.inlineCallbacks
-    def all_runs(reactor):
-        for _ in range(args.rounds):
-            for driver in DRIVERS:
-                url = args.database or server.new_database()
-                yield measure(reactor, driver, url, args)
-
-    try:
-        task.react(all_runs)
-    finally:
-        if server is not None:
-            server.stop()
+    alternate(args.rounds, DRIVERS, lambda reactor, driver: measure(
+        reactor, driver, args.database or server.new_database(), args), server)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,23 @@ def percentile(values, p):
     return values[min(len(values) - 1, int(len(values) * p))]
 
 
+def alternate(rounds, names, measure_one, server=None):
+    """``measure_one(reactor, name)`` for each name, ``rounds`` times over,
+    on the real reactor; then stop ``server`` (a throwaway one), if any."""
+
+    @defer.inlineCallbacks
+    def all_runs(reactor):
+        for _ in range(rounds):
+            for name in names:
+                yield measure_one(reactor, name)
+
+    try:
+        task.react(all_runs)
+    finally:
+        if server is not None:
+            server.stop()
+
+
 class Target:
     """This tree's store and committer, as the server builds them."""
 

@@ -218,6 +218,15 @@ def _tls_endpoint(text: str) -> str:
     return text
 
 
+def _check_url_port(parts: urllib.parse.SplitResult) -> None:
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or past 65535
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError("its port must be a number 1-65535")
+
+
 def _database_url(text: str) -> str:
     """A PostgreSQL URL, or empty: whether the server can reach it is
     found at start."""
@@ -226,14 +235,26 @@ def _database_url(text: str) -> str:
     parts = urllib.parse.urlsplit(text)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError("must be a postgresql://user@host:port/database URL (or empty)")
-    try:
-        port = parts.port
-    except ValueError:  # not a number, or past 65535
-        port = -1
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError("its port must be a number 1-65535")
+    _check_url_port(parts)
     if not parts.path.strip("/"):
         raise ValueError("it names no database (postgresql://user@host:port/database)")
+    return text
+
+
+def _bus_url(text: str) -> str:
+    """A Redis URL, or empty: whether the server can reach it is found at start."""
+    if not text:
+        return ""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme != "redis" or not parts.hostname:
+        raise ValueError("must be a redis://host:port[/db] URL (or empty)")
+    if parts.username or parts.password:
+        raise ValueError("a user or password for Redis is not supported yet: "
+                         "keep the bus on a private network")
+    _check_url_port(parts)
+    db = parts.path.strip("/")
+    if db and not db.isdigit():
+        raise ValueError("its database must be a number (redis://host:port/0)")
     return text
 
 
@@ -351,6 +372,10 @@ SETTINGS: tuple[Setting, ...] = (
             "A PostgreSQL database for messages, accounts and rooms, in place of CHAT_STORE "
             "(postgresql://user@host:port/db; needs pip install 'spchat[postgresql]'); "
             "empty: CHAT_STORE decides."),
+    Setting("bus", "CHAT_BUS_URL", "bus", "", _bus_url,
+            "A Redis server that carries new messages between the nodes sharing "
+            "CHAT_DATABASE_URL (redis://host:port[/db]; needs pip install 'spchat[bus]'); "
+            "empty: one node."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
@@ -443,6 +468,7 @@ class Config:
     default_rooms: tuple[str, ...] = _default("default_rooms")
     store: str = _default("store")
     database: str = _default("database")
+    bus: str = _default("bus")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")

@@ -15,6 +15,7 @@ from spchat import config, noise
 from spchat.irc import tls
 from spchat.irc.protocol import IrcFactory
 from spchat.irc.tls import CertificateError
+from spchat.cluster.redis_bus import RedisBus
 from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
 from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
@@ -76,6 +77,7 @@ class ChatService(service.MultiService):
         self.server_key = load_or_create_server_key(cfg.data_dir)
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
         self.store = make_store(cfg, reactor)
+        self.bus = make_bus(cfg, reactor)
         self.store_open = False
         self.passwords = PasswordWorker(reactor)
         self.ports = Ports()  # filled in as the listeners are bound
@@ -93,6 +95,7 @@ class ChatService(service.MultiService):
             committer_factory=lambda log, published: GroupCommitter(
                 log, reactor, published, cfg.commit_interval),
             ports=self.ports,
+            bus=self.bus,
         )
         self.descriptors = raise_descriptor_limit()  # each connection is one
         self.factory = ChatServerFactory(
@@ -224,7 +227,10 @@ class ChatService(service.MultiService):
 
     def startService(self):
         self.open_store()  # opened already by privilegedStartService under twistd
-        self.core.start().addErrback(
+        started = self.core.start()
+        if self.bus is not None:  # once the rooms are there to deliver to
+            started.addCallback(lambda _: self.bus.start())
+        started.addErrback(
             lambda f: self.log.error("cannot load the rooms: {error}", error=f.getErrorMessage()))
         self.passwords.start()
         super().startService()  # the timers
@@ -272,6 +278,8 @@ class ChatService(service.MultiService):
         self.passwords.stop()
         waits = [timers,
                  saved.addBoth(lambda _: self.store.close() if self.store_open else None)]
+        if self.bus is not None:
+            waits.append(self.bus.stop())
         if self.relay_port is not None:
             waits.append(defer.maybeDeferred(self.relay_port.stopListening))
             self.relay_port = None
@@ -302,6 +310,17 @@ def make_store(cfg: config.Config, reactor):
         return MemoryStore()
     return SQLiteStore.in_dir(cfg.data_dir, sync=cfg.store_sync, mode=cfg.store_writer,
                               reactor=reactor)
+
+
+def make_bus(cfg: config.Config, reactor):
+    """The bus to the other nodes the settings ask for (None: this node is
+    alone); raise StoreError."""
+    if not cfg.bus:
+        return None
+    if not cfg.database:
+        raise StoreError("CHAT_BUS_URL (--bus) joins nodes that share one PostgreSQL "
+                         "database: give CHAT_DATABASE_URL (--database postgresql://...) too")
+    return RedisBus(cfg.bus, reactor)
 
 
 def chat_endpoint(cfg: config.Config) -> str:

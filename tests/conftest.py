@@ -19,6 +19,8 @@ from spchat.client.session import ChatClient
 
 # A real PostgreSQL server for the tests that ask for one (``pg_url``).
 from postgres import own_postgres, pg_url, postgres_server  # noqa: F401
+# And a real Redis server for the bus between nodes (``redis_server``).
+from redis_server import redis_server  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def test_defaults(tmp_path):
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
-    assert cfg.commit_interval == 0.005 and cfg.database == ""
+    assert cfg.commit_interval == 0.005 and cfg.database == "" and cfg.bus == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
     assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, Path("."))
     assert cfg.p2p_upload_bps == 0
@@ -261,6 +261,10 @@ BAD_VALUES = [
     ("CHAT_DATABASE_URL", "database", "postgresql://db:port/chat", "port must be"),
     ("CHAT_DATABASE_URL", "database", "postgresql://db:99999/chat", "port must be"),
     ("CHAT_DATABASE_URL", "database", "postgresql://db:5432", "names no database"),
+    ("CHAT_BUS_URL", "bus", "http://bus:6379", "redis://"),
+    ("CHAT_BUS_URL", "bus", "redis://bus:port", "port must be"),
+    ("CHAT_BUS_URL", "bus", "redis://bus:6379/zero", "database must be a number"),
+    ("CHAT_BUS_URL", "bus", "redis://:secret@bus:6379", "not supported yet"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "-0.001", "0 or more"),
     ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
@@ -423,7 +427,7 @@ def test_options_table_rows():
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
         "history-days", "default-rooms",
-        "store", "database", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "store", "database", "bus", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]

@@ -81,13 +81,16 @@ class ChatCore:
         on_shutdown: Callable[[], None] = lambda: None,
         committer_factory=None,
         ports: Ports | None = None,
+        bus=None,
     ):
         """``store``: an IStore (None: one in memory, ready at once);
         ``passwords``: hashes off the reactor thread (None: no accounts);
         ``throttle``: failed logins; ``signups``: new accounts (a
         ``SignupLimit``; None: no limit); ``committer_factory(log, on_committed)``:
         how lines are saved (None: one at a time, as they come); ``ports``:
-        the beacon's and the relay's, once the service has bound them."""
+        the beacon's and the relay's, once the service has bound them;
+        ``bus``: an ``IBus`` to the other nodes on the same database (None:
+        this node is alone)."""
         self.clock = clock
         self.limits = limits or Limits()
         self.ports = ports or Ports()
@@ -104,7 +107,7 @@ class ChatCore:
         make = committer_factory or ImmediateCommitter
         self.messaging = Messaging(clock, self.limits, self.store,
                                    lambda published: make(self.store, published),
-                                   self.directory, self.table)
+                                   self.directory, self.table, bus)
         self.room_commands = RoomCommands(clock, self.limits, self.store, self.directory,
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
@@ -199,6 +202,8 @@ class ChatCore:
             session.cancel_timers()
             session.stop_catching_up(answer=False)  # no read after the store closes
         self.admin.stop()
+        if self.messaging.cluster is not None:
+            self.messaging.cluster.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------

@@ -167,6 +167,19 @@ class IRoomStore(Interface):
         """A registered account left a room (or was kicked or banned)."""
 
 
+class IBus(Interface):
+    """What carries notices between the nodes that share one database: lossy
+    (a notice may be lost or late), so nothing relies on it for order."""
+
+    def listen(heard, connected):
+        """``heard(data)`` for each notice from any node (this one's too);
+        ``connected()`` each time the bus is (re)joined: what was said
+        while it was away is lost."""
+
+    def publish(data):
+        """Send ``data`` (bytes) to every node, if the bus is there now."""
+
+
 class IStore(IMessageLog, IAccounts, IBans, IRoomStore):
     """One engine holding all of it (SQLite, memory, PostgreSQL)."""
 

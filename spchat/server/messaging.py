@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from twisted.logger import Logger
 
 from spchat import wire
+from spchat.cluster.node import ClusterNode
 from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
 from spchat.server.numbering import RESEND_WINDOW_MS
@@ -35,15 +36,19 @@ class Messaging:
     log = Logger()
 
     def __init__(self, clock, limits: Limits, store, committer_factory,
-                 directory: RoomDirectory, sessions: SessionTable):
+                 directory: RoomDirectory, sessions: SessionTable, bus=None):
         """``committer_factory(on_committed)``: the group committer that saves
-        accepted records and reports them numbered."""
+        accepted records and reports them numbered; ``bus``: an ``IBus`` to
+        the other nodes on the same database (None: this node is alone)."""
         self.clock = clock
         self.limits = limits
         self.store = store
         self.directory = directory
         self.sessions = sessions
         self.committer = committer_factory(self.published)
+        # With other nodes, a room's lines go out in its order whoever saved them.
+        self.cluster = None if bus is None else ClusterNode(
+            clock, bus, store.after, directory, self._fan_out)
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
@@ -123,7 +128,7 @@ class Messaging:
             if sender is not None:
                 sender.messages_sent += 1
             if run and record.room != run[0].room:
-                self._fan_out(run)
+                self._room_saved(run)
                 run = []
             if record.room is not None:
                 run.append(record)
@@ -135,7 +140,13 @@ class Messaging:
                 if session is not None:
                     self._send_line(session, record)
         if run:
-            self._fan_out(run)
+            self._room_saved(run)
+
+    def _room_saved(self, records: list[Record]) -> None:
+        if self.cluster is None or self.directory.get(records[0].room) is None:
+            self._fan_out(records)
+        else:
+            self.cluster.saved_here(records[0].room, records)
 
     def _fan_out(self, records: list[Record]) -> None:
         """Saved lines of one room, in order, to every member online."""

@@ -99,8 +99,8 @@ class RoomDirectory:
         self._by_name: dict[str, Room] = {}  # by display form
         self._by_look: dict[str, Room] = {}  # by each skeleton of its name
         self._waiting: dict[str, Room] = {}  # rooms with events or newcomers waiting
-        # Rooms deleted in this run, by key: their newest number, where the
-        # store goes on numbering if the room is made again.
+        # Rooms not here, by key: their newest number known (deleted in this
+        # run, or made on another node), where a room made here starts.
         self.deleted_seqs: dict[str, int] = {}
         self._call = None
 

@@ -1,0 +1,91 @@
+"""What the nodes tell each other over the bus, as bytes.
+
+``Saved``: a room has new lines, numbered ``first`` to ``last``, and the
+lines themselves if they fit in ``MAX_ROWS_BYTES`` (else a node reads them
+from the database).  ``Tops``: a node's newest number in each room, sent
+when it (re)connects to the bus and every ``TOPS_SECONDS``: a notice lost
+while it was away shows as a gap.
+
+Nothing from the bus is trusted further than its shape: a notice that
+does not parse is dropped (``decode`` returns None), and lines that do not
+match their range are dropped and read from the database instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from spchat.server.records import Record
+
+# Lines larger than this (as JSON) go as a range only: every node gets
+# every notice, and a big one would cost them all.
+MAX_ROWS_BYTES = 16_000
+VERSION = 1
+_FIELDS = len(Record._fields)
+
+
+@dataclass(frozen=True)
+class Saved:
+    room: str  # the room's key
+    first: int
+    last: int
+    records: tuple[Record, ...] | None  # None: read them from the database
+
+
+@dataclass(frozen=True)
+class Tops:
+    tops: dict[str, int]  # room key -> newest number
+
+
+def saved(room: str, records: list[Record]) -> bytes:
+    """The notice for consecutive saved lines of one room."""
+    head = {"v": VERSION, "room": room, "first": records[0].seq, "last": records[-1].seq}
+    with_rows = json.dumps({**head, "rows": records}, separators=(",", ":"))
+    if len(with_rows) <= MAX_ROWS_BYTES:
+        return with_rows.encode()
+    return json.dumps(head, separators=(",", ":")).encode()
+
+
+def tops(numbers: dict[str, int]) -> bytes:
+    return json.dumps({"v": VERSION, "tops": numbers}, separators=(",", ":")).encode()
+
+
+def decode(data: bytes | str) -> Saved | Tops | None:
+    """The notice in ``data``, or None if it is not one of ours."""
+    try:
+        notice = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(notice, dict) or notice.get("v") != VERSION:
+        return None
+    if "tops" in notice:
+        numbers = notice["tops"]
+        if not isinstance(numbers, dict) or not all(
+                _number(seq) for seq in numbers.values()):
+            return None
+        return Tops(numbers)
+    room, first, last = notice.get("room"), notice.get("first"), notice.get("last")
+    if not (isinstance(room, str) and _number(first) and _number(last) and first <= last):
+        return None
+    return Saved(room, first, last, _records(notice.get("rows"), room, first, last))
+
+
+def _number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _records(rows, room: str, first: int, last: int) -> tuple[Record, ...] | None:
+    """The lines, if they are exactly those of the range, else None."""
+    if not isinstance(rows, list) or len(rows) != last - first + 1:
+        return None
+    records = []
+    for seq, row in enumerate(rows, first):
+        if not isinstance(row, list) or len(row) != _FIELDS:
+            return None
+        record = Record._make(row)
+        if (record.seq != seq or record.room != room or not _number(record.ts)
+                or not all(isinstance(record[i], str) for i in range(2, 6))):
+            return None
+        records.append(record)
+    return tuple(records)
