@@ -13,7 +13,9 @@ and no flood limits a test would trip over.
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional, Set, Type
@@ -27,6 +29,20 @@ from spchat.server.accounts import hash_password  # noqa: E402
 
 # The operator irctest's tests use (its controllers' "operuser"/"operpassword").
 OPERATOR_HASH = hash_password("operpassword")
+# Every server this process started.  A test whose setUp fails after the
+# server started (it was slow to listen on a loaded machine) never gets its
+# tearDown, so irctest never stops that server: this process does, at exit.
+STARTED: list = []
+
+
+@atexit.register
+def _stop_the_servers_left() -> None:
+    for proc in STARTED:
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)  # its own session: the whole group
+            except OSError:
+                pass
 
 
 class SpchatController(BaseServerController, DirectoryBasedController):
@@ -78,6 +94,7 @@ class SpchatController(BaseServerController, DirectoryBasedController):
             ],
             env=env,
         )
+        STARTED.append(self.proc)
 
 
     def wait_for_services(self) -> None:
