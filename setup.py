@@ -20,7 +20,10 @@ setup(
     # the tests run the store on a real PostgreSQL server, so they need it too.
     extras_require={
         "postgresql": ["psycopg2-binary>=2.9"],
-        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9"],
+        # metrics: --metrics serves Prometheus's text format (imported only then).
+        "metrics": ["prometheus_client>=0.20"],
+        "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9",
+                 "prometheus_client>=0.20"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
         "irc-test": ["pytest-xdist", "filelock"],
