@@ -81,13 +81,16 @@ class ChatCore:
         on_shutdown: Callable[[], None] = lambda: None,
         committer_factory=None,
         ports: Ports | None = None,
+        stats: Callable[[], tuple] | None = None,
     ):
         """``store``: an IStore (None: one in memory, ready at once);
         ``passwords``: hashes off the reactor thread (None: no accounts);
         ``throttle``: failed logins; ``signups``: new accounts (a
         ``SignupLimit``; None: no limit); ``committer_factory(log, on_committed)``:
         how lines are saved (None: one at a time, as they come); ``ports``:
-        the beacon's and the relay's, once the service has bound them."""
+        the beacon's and the relay's, once the service has bound them;
+        ``stats()``: the server's figures for ``admin stats`` (rows of
+        wire.STAT_FIELDS; None: none)."""
         self.clock = clock
         self.limits = limits or Limits()
         self.ports = ports or Ports()
@@ -117,7 +120,8 @@ class ChatCore:
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
-                                    on_shutdown, self.limits.refusal_log_seconds)
+                                    on_shutdown, self.limits.refusal_log_seconds,
+                                    stats or (lambda: ()))
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
