@@ -2,6 +2,7 @@
 against the traffic the test sent; and a bad --metrics value at start."""
 
 import subprocess
+import sys
 import urllib.request
 
 import pytest
@@ -116,6 +117,22 @@ def test_refusals_per_address_are_counted_by_each_server_of_its_own(tmp_path):
         yield stop_services(strict, other)
 
 
+def start_server(tmp_path, metrics, command=None):
+    return subprocess.run(
+        (command or twistd_command()) + [
+            "-n", "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0",
+            "--udp-port", "0", "--data-dir", str(tmp_path / "data"), "--metrics", metrics],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
 @pytest.mark.parametrize("value, error", [
     ("nonsense", "spchat: error: invalid --metrics='nonsense': must be an endpoint "
                  "description such as tcp:5000:interface=0.0.0.0"),
@@ -123,12 +140,13 @@ def test_refusals_per_address_are_counted_by_each_server_of_its_own(tmp_path):
                      "CHAT_METRICS_LISTEN): bad endpoint: "),
 ])
 def test_a_bad_metrics_value_is_one_line_at_start(tmp_path, value, error):
-    result = subprocess.run(
-        twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
-                            "--tcp-port", "0", "--udp-port", "0",
-                            "--data-dir", str(tmp_path / "data"), "--metrics", value],
-        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert "Traceback" not in result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith(error), result.stderr
+    assert one_error_line(start_server(tmp_path, value)).startswith(error)
+
+
+def test_metrics_without_prometheus_client_say_what_to_install(tmp_path):
+    without = [sys.executable, "-c", "import sys; sys.modules['prometheus_client'] = None; "
+               "from twisted.scripts.twistd import run; run()"]
+    result = start_server(tmp_path, LOOPBACK_ANY_PORT, without)
+    assert one_error_line(result) == (
+        "spchat: error: --metrics (CHAT_METRICS_LISTEN) needs the prometheus_client package: "
+        "pip install 'spchat[metrics]'")
