@@ -23,8 +23,10 @@ setup(
     extras_require={
         "postgresql": ["psycopg2-binary>=2.9"],
         "bus": ["txredisapi>=1.4.10"],
+        # metrics: --metrics serves Prometheus's text format (imported only then).
+        "metrics": ["prometheus_client>=0.20"],
         "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9",
-                 "txredisapi>=1.4.10"],
+                 "txredisapi>=1.4.10", "prometheus_client>=0.20"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
         "irc-test": ["pytest-xdist", "filelock"],

@@ -1,6 +1,7 @@
 """``python -m spchat.admin``: manage a running server from a script.
 
     python -m spchat.admin list
+    python -m spchat.admin stats
     python -m spchat.admin kick NAME [--reason R] [--ban-minutes M]
     python -m spchat.admin ban NAME [--minutes M] [--reason R]
     python -m spchat.admin unban NAME
@@ -151,6 +152,7 @@ def parse_args(argv, cfg):
         return commands.add_parser(name, parents=[common], **kwargs)
 
     command("list", help="every session")
+    command("stats", help="the server's figures, as --metrics serves them to Prometheus")
     kick = command("kick", help="disconnect a user; it does not come back by itself")
     kick.add_argument("name")
     kick.add_argument("--reason")
@@ -209,6 +211,9 @@ def render_json(reply: wire.AdminReply, op: str) -> str:
     elif op == "room_info":
         out["room"] = dict(zip(wire.ROOM_FIELDS, reply.rooms[0])) if reply.rooms else None
         out["members"] = [dict(zip(wire.MEMBER_FIELDS, row)) for row in reply.members]
+    elif op == "stats":
+        out["stats"] = [{"metric": metric, "labels": labels_of(labels), "value": value}
+                        for metric, labels, value in reply.stats]
     elif not op.startswith("room_"):
         out["sessions"] = [dict(zip(wire.SESSION_FIELDS, row)) for row in reply.sessions]
     return json.dumps(out)  # ASCII only: nothing in it can reach a terminal as a control
@@ -247,9 +252,22 @@ def rooms_table(rooms: tuple) -> str:
     return table(header, rows)
 
 
+def labels_of(text: str) -> dict[str, str]:
+    """A figure's labels, "kind=chat,x=y", as {"kind": "chat", "x": "y"}."""
+    return dict(part.partition("=")[::2] for part in text.split(",") if part)
+
+
+def stats_table(stats: tuple) -> str:
+    rows = [(metric, labels or "-", f"{value:g}" if isinstance(value, float) else value)
+            for metric, labels, value in stats]
+    return table(("METRIC", "LABELS", "VALUE"), rows)
+
+
 def render(reply: wire.AdminReply, op: str, as_json: bool) -> str:
     if as_json:
         return render_json(reply, op)
+    if reply.ok and op == "stats" and reply.stats:
+        return stats_table(reply.stats)
     if reply.ok and op == "room_info" and reply.rooms:
         members = (table(("NAME", "STATE", "ROLE"), list(reply.members)) if reply.members
                    else printable(reply.text))  # nobody online

@@ -311,6 +311,10 @@ SETTINGS: tuple[Setting, ...] = (
             "python -m spchat.admin irc-operator-hash. Empty: nobody."),
     Setting("irc_server_name", "CHAT_IRC_SERVER_NAME", "irc-server-name", "spchat", _irc_name,
             "The server's name as IRC clients see it (letters, digits, '.' and '-')."),
+    Setting("metrics_listen", "CHAT_METRICS_LISTEN", "metrics", "", _endpoint,
+            "Where Prometheus metrics are served over HTTP (at /metrics), as a Twisted endpoint "
+            "(tcp:9100:interface=127.0.0.1: anyone who reaches it can read them); needs "
+            "pip install 'spchat[metrics]'. Empty: none."),
     Setting("idle_timeout", "CHAT_IDLE_TIMEOUT", "idle-timeout", "120", _seconds(allow_zero=True),
             "Seconds a connection may send nothing (clients send a keepalive every third of it) "
             "before the server frees it as dead; its session waits CHAT_RESUME_GRACE, as after "
@@ -446,6 +450,7 @@ class Config:
     irc_key: Path | None = _default("irc_key")
     irc_operator: tuple[str, str] | None = _default("irc_operator")
     irc_server_name: str = _default("irc_server_name")
+    metrics_listen: str = _default("metrics_listen")
     idle_timeout: float = _default("idle_timeout")
     reconnect_delay: float = _default("reconnect_delay")
     max_retries: int = _default("max_retries")

@@ -20,6 +20,7 @@ from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
 from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
+from spchat.server.metrics import MetricsError, ServerFigures
 from spchat.server.rules import Ports
 from spchat.server.presence import PresenceServer
 from spchat.server.relay import RelayFactory
@@ -96,6 +97,7 @@ class ChatService(service.MultiService):
                 log, reactor, published, cfg.commit_interval),
             ports=self.ports,
             bus=self.bus,
+            stats=lambda: self.figures.rows(),
         )
         self.descriptors = raise_descriptor_limit()  # each connection is one
         self.factory = ChatServerFactory(
@@ -134,7 +136,9 @@ class ChatService(service.MultiService):
                               # Four commands for each line flood control lets through.
                               line_rate=4 * cfg.flood_rate, line_burst=4 * cfg.flood_burst) \
             if cfg.irc_listen or cfg.ircs_listen else None
+        self.figures = ServerFigures(self.core, self.factory, self.irc, self.relay, self.passwords)
         self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
+        self.metrics_port = None
 
     def listen(self):
         """Bind the TCP, UDP and relay ports; raise CannotListenError if one is taken."""
@@ -168,8 +172,10 @@ class ChatService(service.MultiService):
             )
         try:
             self._listen_irc()
-        except (net_error.CannotListenError, CertificateError):
-            for port in (self.port, self.udp_port, self.relay_port, self.irc_port):
+            self._listen_metrics()
+        except (net_error.CannotListenError, CertificateError, MetricsError):
+            for port in (self.port, self.udp_port, self.relay_port, self.irc_port,
+                         self.ircs_port):
                 if port is not None:
                     port.stopListening()
             raise
@@ -208,6 +214,23 @@ class ChatService(service.MultiService):
             self.log.info("IRC gateway with TLS on {host}:{port}{fingerprint}", host=ircs.host,
                           port=ircs.port, fingerprint="" if cert is None else
                           f", certificate SHA-256 fingerprint {tls.fingerprint(cert)}")
+
+    def _listen_metrics(self) -> None:
+        description = self.cfg.metrics_listen
+        if not description:
+            return
+        # Imported only now: a server without --metrics needs no prometheus_client.
+        from spchat.server.exposition import metrics_site
+
+        site = metrics_site(self.figures)
+        try:
+            self.metrics_port = listen_now(self.reactor, description, site)
+        except net_error.CannotListenError as e:
+            raise MetricsError(f"cannot serve metrics on {description!r} (--metrics, "
+                               f"CHAT_METRICS_LISTEN): {e.socketError}") from None
+        where = self.metrics_port.getHost()
+        self.log.info("Prometheus metrics on http://{host}:{port}/metrics (unauthenticated)",
+                      host=where.host, port=where.port)
 
     def open_store(self) -> None:
         """Open the store (its threads start here); raise StoreError."""
@@ -260,13 +283,13 @@ class ChatService(service.MultiService):
             self.listen()
         except net_error.CannotListenError as e:
             stop(f"cannot listen on {e.interface or '*'} port {e.port}: {e.socketError}", 1)
-        except CertificateError as e:
+        except (CertificateError, MetricsError) as e:
             stop(str(e))
         try:
             self.open_store()
         except StoreError as e:
             for port in (self.port, self.udp_port, self.relay_port, self.irc_port,
-                         self.ircs_port):
+                         self.ircs_port, self.metrics_port):
                 if port is not None:
                     port.stopListening()
             stop(str(e))
@@ -290,6 +313,9 @@ class ChatService(service.MultiService):
         if self.irc is not None:
             self.irc_port = self.ircs_port = None
             self.irc.close_all()
+        if self.metrics_port is not None:
+            waits.append(defer.maybeDeferred(self.metrics_port.stopListening))
+            self.metrics_port = None
         if self.udp_port is not None:
             waits.append(defer.maybeDeferred(self.udp_port.stopListening))
             self.udp_port = None

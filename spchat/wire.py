@@ -513,7 +513,8 @@ class AdminLogin(Message):
 
 
 ADMIN_OPS = ("list", "kick", "ban", "unban", "broadcast", "disconnect_all", "shutdown",
-             "rooms", "room_info", "room_delete", "room_moderate", "room_topic", "room_mode")
+             "rooms", "room_info", "room_delete", "room_moderate", "room_topic", "room_mode",
+             "stats")
 
 
 def _admin_op(value: Any) -> str:
@@ -592,13 +593,28 @@ MEMBER_FIELDS = ("name", "state", "role")
 _MEMBER_ROWS = _rows("members", (_NAME, _member_state, _role), 100000)
 
 
+def _figure(value: Any) -> int | float:
+    """A metric's value: a finite number, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not 0 <= value <= MAX_INT:
+        raise WireError("must be a number from 0 to 2^53")
+    return value
+
+
+# One figure of ``admin stats``: its Prometheus name, its labels
+# ("kind=chat"; "" for none), its value.
+STAT_FIELDS = ("metric", "labels", "value")
+_STAT_ROWS = _rows("stats", (_string(100), _string(200), _figure), 1000)
+
+
 @message("admin_reply", rid=_ID,
          ok=_boolean, text=_REASON, sessions=_session_rows, more=_boolean, rooms=_ROOM_ROWS,
-         members=_MEMBER_ROWS)
+         members=_MEMBER_ROWS, stats=_STAT_ROWS)
 class AdminReply(Message):
     """``more``: a long table comes in parts; the next reply with the same
     ``rid`` continues it.  ``rooms`` (see ROOM_FIELDS) and ``members`` (see
-    MEMBER_FIELDS) answer the room operations."""
+    MEMBER_FIELDS) answer the room operations, ``stats`` (see STAT_FIELDS)
+    the ``stats`` operation."""
 
     rid: str
     ok: bool
@@ -607,6 +623,7 @@ class AdminReply(Message):
     more: bool = False
     rooms: tuple = ()
     members: tuple = ()
+    stats: tuple = ()
 
 
 @message("admin_event", sessions=_session_rows, more=_boolean,
@@ -623,7 +640,7 @@ class AdminEvent(Message):
 
 
 # The tables an admin_reply or admin_event may carry, in the order they are cut.
-TABLES = ("sessions", "rooms", "members")
+TABLES = ("sessions", "rooms", "members", "stats")
 
 
 def table_parts(tables: dict[str, tuple], max_bytes: int = 48_000) -> list[dict[str, tuple]]:

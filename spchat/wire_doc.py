@@ -70,6 +70,7 @@ ROW_COLUMNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("swarm", "peers"): ("name", "host", "port", "transfer", "key"),
     ("admin_reply", "rooms"): wire.ROOM_FIELDS,
     ("admin_reply", "members"): wire.MEMBER_FIELDS,
+    ("admin_reply", "stats"): wire.STAT_FIELDS,
     ("admin_event", "rooms"): wire.ROOM_FIELDS,
 }
 
@@ -138,6 +139,7 @@ RULE_WORDS: dict[str, Words] = {
     "_integer": Words(INTEGER),
     "_optional_integer": Words(f"{INTEGER}, or ``null``"),
     "_boolean": Words("``true`` or ``false``"),
+    "_figure": Words(f"number from 0 to {_large(wire.MAX_INT)} (a fraction is allowed)"),
     "_optional_boolean": Words("``true``, ``false`` or ``null``"),
     "_optional_number": Words("number of minutes, 0 or more (a fraction is allowed), "
                               "or ``null``"),

@@ -168,6 +168,46 @@ def test_admin_command_against_a_real_server(tmp_path, pins):
 
 
 @pytest_twisted.inlineCallbacks
+def test_admin_stats_shows_the_figures_of_the_traffic_sent(tmp_path, pins):
+    server = ServerProcess(tmp_path)
+
+    class Address:
+        address = type("A", (), {"port": server.port})
+
+    try:
+        clients = []
+        for name in ("alice", "bob"):
+            clients.append((yield connect_client(Address, pins, name, max_retries=0)))
+        for i in range(4):
+            clients[i % 2].say(f"line {i}")
+        yield wait_until(lambda: all(len(c.rec.of(wire.RoomMessage)) == 4 for c in clients))
+
+        shown = yield threads.deferToThread(admin_command, server, tmp_path, "stats", "--json")
+        assert shown.returncode == 0, shown.stderr
+        figures = {(row["metric"], tuple(row["labels"].items())): row["value"]
+                   for row in json.loads(shown.stdout)["stats"]}
+        assert figures[("spchat_messages_received_total", ())] == 4
+        assert figures[("spchat_messages_delivered_total", ())] == 4 * 2  # each to both
+        assert figures[("spchat_connections", (("kind", "chat"),))] == 2
+        assert figures[("spchat_connections", (("kind", "admin"),))] == 1  # this request's
+        assert figures[("spchat_sessions", (("state", "connected"),))] == 2
+        assert figures[("spchat_commit_batch_messages_sum", ())] == 4
+        assert figures[("spchat_connections_refused_total", (("reason", "full"),))] == 0
+
+        table = yield threads.deferToThread(admin_command, server, tmp_path, "stats")
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[0].split() == ["METRIC", "LABELS", "VALUE"]
+        rows = [line.split() for line in lines]
+        assert ["spchat_messages_received_total", "-", "4"] in rows
+        assert ["spchat_connections", "kind=chat", "2"] in rows
+    finally:
+        while OPEN_CLIENTS:
+            OPEN_CLIENTS.pop().logout()
+        server.stop()
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_administrators_actions_reach_irc_users(tmp_path):
     server = ServerProcess(tmp_path, "--irc", "tcp:0:interface=127.0.0.1")
     peers = []

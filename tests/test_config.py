@@ -422,7 +422,7 @@ def test_options_table_rows():
     rows = config.options_table()
     assert [row[0] for row in rows] == [
         "host", "tcp-port", "udp-port", "listen", "irc", "ircs", "irc-cert", "irc-key", "irc-operator",
-        "irc-server-name", "idle-timeout", "data-dir",
+        "irc-server-name", "metrics", "idle-timeout", "data-dir",
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",

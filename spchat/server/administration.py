@@ -22,12 +22,18 @@ from spchat.server.rules import Refused, plain, quoted
 from spchat.server.sessions import Link, SessionTable
 
 
+# Operations that change nothing: no audit line.
+READ_ONLY_OPS = ("list", "rooms", "room_info", "stats")
+
+
 class Administration:
     def __init__(self, clock, sessions: SessionTable, directory: RoomDirectory, logins,
                  room_commands, admin_token: str | None, end_session: Callable, kick: Callable,
                  audit: Callable[[str], None] = lambda line: None,
                  on_shutdown: Callable[[], None] = lambda: None,
-                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS,
+                 stats: Callable[[], tuple] = lambda: ()):
+        """``stats()``: the server's figures, rows of wire.STAT_FIELDS."""
         self.clock = clock
         self.sessions = sessions
         self.directory = directory
@@ -38,6 +44,7 @@ class Administration:
         self.kick = kick
         self.audit = audit
         self.on_shutdown = on_shutdown
+        self.stats = stats
         self.links: set[Link] = set()
         self._push = None  # a pending push of the session table
         self.refused = Refusals(clock, refusal_log_seconds)  # by address, for the audit lines
@@ -61,11 +68,12 @@ class Administration:
             self._done, self._refused, (link, msg), None, (link, msg))
 
     def _done(self, result: tuple, link: Link, msg: wire.AdminRequest) -> None:
-        text, rows, *room_tables = result
-        if msg.op not in ("list", "rooms", "room_info"):
+        text, rows, *more = result
+        if msg.op not in READ_ONLY_OPS:
             self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
-        rooms, members = room_tables if room_tables else ((), ())
-        parts = wire.table_parts({"sessions": rows, "rooms": rooms, "members": members})
+        rooms, members, stats = (*more, (), (), ())[:3]
+        parts = wire.table_parts({"sessions": rows, "rooms": rooms, "members": members,
+                                  "stats": stats})
         for i, part in enumerate(parts):
             link.conn.send(wire.AdminReply(msg.rid, True, text, **part,
                                            more=i < len(parts) - 1))
@@ -148,6 +156,9 @@ class Administration:
         if msg.op == "list":
             rows = self.session_rows()
             return f"{len(rows)} sessions", rows
+        if msg.op == "stats":
+            figures = self.stats()
+            return f"{len(figures)} figures", (), (), (), figures
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":

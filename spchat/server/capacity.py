@@ -68,6 +68,7 @@ class Slots:
         self.held: set = set()
         self.waiting: dict = {}  # not logged in yet, oldest first
         self.shed_count = 0
+        self.refused = 0  # newcomers refused: full, and nobody to shed
 
     def __len__(self) -> int:
         return len(self.held)
@@ -81,6 +82,7 @@ class Slots:
         if len(self.held) < self.limit and known():
             return True
         if not self.waiting:
+            self.refused += 1
             return False
         oldest = next(iter(self.waiting))
         self.release(oldest)

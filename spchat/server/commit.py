@@ -23,6 +23,7 @@ from typing import Callable
 from twisted.internet import defer
 
 from spchat.server.interfaces import IMessageLog
+from spchat.server.metrics import BATCH_MESSAGES_BUCKETS, COMMIT_SECONDS_BUCKETS, Histogram
 from spchat.server.records import Record
 from spchat.terminal import SafeLogger
 
@@ -53,6 +54,9 @@ class GroupCommitter:
         self._flush_call = None
         self._stopping = False
         self._waiting: list[defer.Deferred] = []  # stop()'s callers
+        # For the metrics: how long each transaction took, and how many it saved.
+        self.durations = Histogram(COMMIT_SECONDS_BUCKETS)
+        self.batch_sizes = Histogram(BATCH_MESSAGES_BUCKETS)
 
     def add(self, record: Record) -> None:
         self.pending.append(record)
@@ -85,6 +89,8 @@ class GroupCommitter:
     def _done(self, result: tuple[list[Record], list[tuple[Record, Record]]]) -> None:
         """Saved (numbered now), and re-sent ones found saved before."""
         self.writing = False
+        self.durations.observe(self.clock.seconds() - self._started)
+        self.batch_sizes.observe(len(result[0]) + len(result[1]))
         try:
             self.on_committed(*result)
         finally:

@@ -82,6 +82,7 @@ class ChatCore:
         committer_factory=None,
         ports: Ports | None = None,
         bus=None,
+        stats: Callable[[], tuple] | None = None,
     ):
         """``store``: an IStore (None: one in memory, ready at once);
         ``passwords``: hashes off the reactor thread (None: no accounts);
@@ -90,7 +91,9 @@ class ChatCore:
         how lines are saved (None: one at a time, as they come); ``ports``:
         the beacon's and the relay's, once the service has bound them;
         ``bus``: an ``IBus`` to the other nodes on the same database (None:
-        this node is alone)."""
+        this node is alone);
+        ``stats()``: the server's figures for ``admin stats`` (rows of
+        wire.STAT_FIELDS; None: none)."""
         self.clock = clock
         self.limits = limits or Limits()
         self.ports = ports or Ports()
@@ -120,7 +123,8 @@ class ChatCore:
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
-                                    on_shutdown, self.limits.refusal_log_seconds)
+                                    on_shutdown, self.limits.refusal_log_seconds,
+                                    stats or (lambda: ()))
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,

@@ -18,6 +18,7 @@ from spchat import wire
 from spchat.cluster.node import ClusterNode
 from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
+from spchat.server.metrics import MessageCounts
 from spchat.server.numbering import RESEND_WINDOW_MS
 from spchat.server.records import Record, direct_conversation
 from spchat.server.rooms import Room, RoomDirectory
@@ -49,6 +50,7 @@ class Messaging:
         # With other nodes, a room's lines go out in its order whoever saved them.
         self.cluster = None if bus is None else ClusterNode(
             clock, bus, store.after, directory, self._fan_out)
+        self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
@@ -121,6 +123,7 @@ class Messaging:
             session = self.sessions.by_key.get(old.sender_key)
             if session is not None:
                 self._send_line(session, old)
+        self.counts.received += len(saved)
         run: list[Record] = []
         for record in saved:
             self._unsaved.pop(record.sent_as, None)
@@ -161,16 +164,22 @@ class Messaging:
         self.directory.flush(room)  # a join before the line it says
         lines = LineBatch(room.name, records)
         conversation = "#" + room.key
-        for member in room.members.values():
+        # Counted by who is skipped (few), not by who is given the lines:
+        # nothing added per recipient.
+        members, skipped = room.members.values(), 0
+        for member in members:
             link = member.link
             if link is None:
+                skipped += 1
                 continue
             if member.catching_up:
                 hold = member.catching_up.get(conversation)
                 if hold is not None:  # read back later, after what it waits for
                     hold.noted += 1
+                    skipped += 1
                     continue
             link.conn.deliver(lines)
+        self.counts.delivered += len(records) * (len(members) - skipped)
 
     def _send_line(self, session: Session, record: Record) -> None:
         """One saved line to one session (a direct line, an acknowledgement)."""
@@ -181,6 +190,8 @@ class Messaging:
             if hold is not None:
                 hold.noted += 1
                 return
+        if session.link is not None:
+            self.counts.delivered += 1
         self._tell(session, record.for_recipient(session.key, self._room_name(record)))
 
     def _room_name(self, record: Record) -> str | None:

@@ -71,10 +71,12 @@ class PerAddress:
     def __init__(self, limit: int):
         self.limit = limit
         self.held: Counter[str] = Counter()
+        self.refused = 0  # takes refused, from every address (for the metrics)
 
     def take(self, host: str) -> bool:
         """One more for ``host``, unless it holds ``limit`` already."""
         if self.held[host] >= self.limit:
+            self.refused += 1
             return False
         self.held[host] += 1
         return True

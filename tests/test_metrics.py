@@ -1,0 +1,152 @@
+"""--metrics: the figures scraped over HTTP from a real server, checked
+against the traffic the test sent; and a bad --metrics value at start."""
+
+import subprocess
+import sys
+import urllib.request
+
+import pytest
+import pytest_twisted
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet import reactor, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+from conftest import (connect_client, server_config, start_service, stop_services,
+                      subprocess_env, twistd_command, wait_until)
+from spchat import wire
+
+LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
+
+
+def metrics_port(service) -> int:
+    return service.metrics_port.getHost().port
+
+
+def get(url: str) -> tuple[int, str, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.headers["Content-Type"], response.read().decode()
+
+
+@pytest_twisted.inlineCallbacks
+def scrape(service):
+    """{(name, labels as a sorted tuple): value} of one GET /metrics (in a
+    thread: the server answers on this reactor)."""
+    status, kind, body = yield threads.deferToThread(
+        get, f"http://127.0.0.1:{metrics_port(service)}/metrics")
+    assert status == 200 and kind.startswith("text/plain; version=")
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
+def room_lines(client):
+    return client.rec.of(wire.RoomMessage)
+
+
+@pytest_twisted.inlineCallbacks
+def test_scraped_counters_match_the_traffic_sent(tmp_path, pins):
+    service = start_service(server_config(tmp_path / "data", metrics=LOOPBACK_ANY_PORT))
+    try:
+        clients = []
+        for name in ("alice", "bob", "carol"):
+            clients.append((yield connect_client(service, pins, name, max_retries=0)))
+        alice, bob, carol = clients
+        lines = {alice: 5, bob: 3}
+        for client, count in lines.items():
+            for i in range(count):
+                client.say(f"{client.name} {i}")
+        sent = sum(lines.values())
+        yield wait_until(lambda: all(len(room_lines(c)) == sent for c in clients))
+
+        figures = yield scrape(service)
+        assert figures[("spchat_messages_received_total", ())] == sent
+        # Every member online gets each line once; the sender's copy is its ack.
+        assert figures[("spchat_messages_delivered_total", ())] == sent * len(clients)
+        assert figures[("spchat_connections", (("kind", "chat"),))] == len(clients)
+        assert figures[("spchat_connections", (("kind", "admin"),))] == 0
+        assert figures[("spchat_sessions", (("state", "connected"),))] == len(clients)
+        assert figures[("spchat_sessions", (("state", "reconnecting"),))] == 0
+        batches = figures[("spchat_commit_batch_messages_count", ())]
+        assert 1 <= batches <= sent
+        assert figures[("spchat_commit_batch_messages_sum", ())] == sent
+        assert figures[("spchat_commit_duration_seconds_count", ())] == batches
+        assert figures[("spchat_commit_duration_seconds_bucket", (("le", "+Inf"),))] == batches
+        for reason in ("per_ip", "full", "shed"):
+            assert figures[("spchat_connections_refused_total", (("reason", reason),))] == 0
+        assert figures[("spchat_relay_bytes_total", ())] == 0
+        assert figures[("spchat_password_queue_depth", ())] == 0
+
+        # A direct line: one copy to its recipient, one (the ack) to its sender.
+        alice.direct("bob", "psst")
+        yield wait_until(lambda: bob.rec.of(wire.DirectMessage))
+        carol.proto.transport.abortConnection()  # carol's network goes away
+        yield wait_until(lambda: service.core.by_key["carol"].state.value == "reconnecting")
+        figures = yield scrape(service)
+        assert figures[("spchat_messages_received_total", ())] == sent + 1
+        assert figures[("spchat_messages_delivered_total", ())] == sent * len(clients) + 2
+        assert figures[("spchat_connections", (("kind", "chat"),))] == 2
+        assert figures[("spchat_sessions", (("state", "connected"),))] == 2
+        assert figures[("spchat_sessions", (("state", "reconnecting"),))] == 1
+    finally:
+        yield stop_services(service)
+
+
+class Silent(Protocol):
+    """A TCP connection that says nothing: it holds a place until cut."""
+
+
+@pytest_twisted.inlineCallbacks
+def test_refusals_per_address_are_counted_by_each_server_of_its_own(tmp_path):
+    # Two servers in one process: each its own registry and its own figures.
+    strict = start_service(server_config(tmp_path / "strict", metrics=LOOPBACK_ANY_PORT,
+                                         **{"max-connections-per-ip": "1"}))
+    other = start_service(server_config(tmp_path / "other", metrics=LOOPBACK_ANY_PORT))
+    held = []
+    try:
+        for _ in range(3):  # the first is held, the next two refused
+            endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", strict.address.port)
+            held.append((yield connectProtocol(endpoint, Silent())))
+        refused = ("spchat_connections_refused_total", (("reason", "per_ip"),))
+        yield wait_until(lambda: strict.factory.per_ip.refused == 2)
+        assert (yield scrape(strict))[refused] == 2
+        assert (yield scrape(other))[refused] == 0
+        assert (yield scrape(strict))[("spchat_connections", (("kind", "chat"),))] == 1
+    finally:
+        for proto in held:
+            proto.transport.abortConnection()
+        yield stop_services(strict, other)
+
+
+def start_server(tmp_path, metrics, command=None):
+    return subprocess.run(
+        (command or twistd_command()) + [
+            "-n", "--pidfile=", "spchat", "--host", "127.0.0.1", "--tcp-port", "0",
+            "--udp-port", "0", "--data-dir", str(tmp_path / "data"), "--metrics", metrics],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60)
+
+
+def one_error_line(result) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("value, error", [
+    ("nonsense", "spchat: error: invalid --metrics='nonsense': must be an endpoint "
+                 "description such as tcp:5000:interface=0.0.0.0"),
+    ("tcp:notaport", "spchat: error: cannot serve metrics on 'tcp:notaport' (--metrics, "
+                     "CHAT_METRICS_LISTEN): bad endpoint: "),
+])
+def test_a_bad_metrics_value_is_one_line_at_start(tmp_path, value, error):
+    assert one_error_line(start_server(tmp_path, value)).startswith(error)
+
+
+def test_metrics_without_prometheus_client_say_what_to_install(tmp_path):
+    without = [sys.executable, "-c", "import sys; sys.modules['prometheus_client'] = None; "
+               "from twisted.scripts.twistd import run; run()"]
+    result = start_server(tmp_path, LOOPBACK_ANY_PORT, without)
+    assert one_error_line(result) == (
+        "spchat: error: --metrics (CHAT_METRICS_LISTEN) needs the prometheus_client package: "
+        "pip install 'spchat[metrics]'")
