@@ -318,6 +318,31 @@ def test_a_flood_of_commands_is_handled_at_a_steady_pace(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_what_waits_for_saving_is_bounded(tmp_path):
+    # PONGs wait for one's own lines to be saved; with the store stuck (held
+    # here as OPER's check holds them) a client that keeps pinging must not
+    # make the server keep an answer for each.
+    from spchat.irc.connection import MAX_PENDING
+
+    service = start_service(server_config(
+        tmp_path / "data", irc="tcp:0:interface=127.0.0.1",
+        **{"flood-burst": "100000", "flood-rate": "100000"}))
+    try:
+        client = yield irc_client(service, "pinger")
+        [conn] = [p.conn for p in service.irc.protocols if p.conn.nick == "pinger"]
+        conn.hold_pongs("stuck store")
+        client.send(*[f"PING :p{i}" for i in range(MAX_PENDING + 100)])
+        yield client.wait_for("PONG", 100)  # past the bound, answered at once
+        assert len(conn._after_saved) <= MAX_PENDING
+        conn.release_pongs("stuck store")
+        yield client.wait_for("PONG", MAX_PENDING + 100)
+        assert [line.params[-1] for line in client.of("PONG")][-MAX_PENDING:] == [
+            f"p{i}" for i in range(MAX_PENDING)]  # the held ones, in order
+    finally:
+        stop_services(service)
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_connection_that_never_registers_is_closed(service):
     client = yield irc_client(service)
     client.send("NICK halfway")

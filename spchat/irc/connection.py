@@ -262,9 +262,9 @@ class IrcConnection:
     def when_saved(self, then) -> None:
         """Call ``then()`` once this connection's own lines sent so far are
         saved (at once if they are): a command after a line sees it."""
-        if self._unsaved:
+        if self._unsaved and len(self._after_saved) < MAX_PENDING:
             self._after_saved.append(then)
-        else:
+        else:  # saved, or too much waits (the store is down): no more holding back
             then()
 
     def hold_pongs(self, reason: str) -> None:
@@ -278,11 +278,14 @@ class IrcConnection:
         """PING's answer comes after the answers to everything before it
         (the echo of a line still being saved, say): a client that pings to
         know it has seen everything then has."""
+        def answer():
+            self.emit(self.server_name, "PONG", self.server_name, token)
+
         if self._unsaved:
             held = self.labels.later()
-            self.when_saved(lambda: self.labels.answer(held, lambda: self.pong(token)))
+            self.when_saved(lambda: self.labels.answer(held, answer))
             return
-        self.emit(self.server_name, "PONG", self.server_name, token)
+        answer()
 
     def refused(self, error: wire.Error) -> None:
         if not self.registered:
