@@ -343,6 +343,33 @@ def test_what_waits_for_saving_is_bounded(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_a_line_then_part_still_gets_its_answer(service):
+    # The line is saved after its sender left the room: its acknowledgement
+    # must still come, or every later PONG would wait for it for ever.
+    client = yield irc_client(service, "pat", caps=("echo-message",))
+    client.send("JOIN #room1")
+    yield client.wait_for("366", 2)
+    client.send("PRIVMSG #room1 :bye", "PART #room1", "PING :after")
+    yield client.wait_for("PONG")
+    assert [line.params[-1] for line in client.of("PRIVMSG")] == ["bye"]  # its echo
+
+
+@pytest_twisted.inlineCallbacks
+def test_tagmsg_keeps_to_a_moderated_rooms_rules(service):
+    chanop = yield irc_client(service, "chanop", caps=("message-tags",))
+    other = yield irc_client(service, "other", caps=("message-tags",))
+    chanop.send("JOIN #quiet")
+    yield chanop.wait_for("366", 2)
+    other.send("JOIN #quiet")
+    yield other.wait_for("366", 2)
+    chanop.send("MODE #quiet +m", "PING :x")
+    yield chanop.wait_for("PONG")
+    other.send("@+draft/react=x TAGMSG #quiet", "PING :y")
+    yield other.wait_for("PONG")
+    assert other.of("404") and not chanop.of("TAGMSG")
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_connection_that_never_registers_is_closed(service):
     client = yield irc_client(service)
     client.send("NICK halfway")

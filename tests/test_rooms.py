@@ -4,35 +4,44 @@ role's powers and each refusal, room kicks and bans that stick, mutes,
 membership kept across logins and resumes, and each room's own numbers."""
 
 import pytest
+from twisted.internet import defer
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
 
-from helpers import MemoryClient, fired, login, settle
-
-
-class InstantPasswords:
-    """The password worker's interface, answered at once (the hashing is
-    tested in test_accounts; here it would only cost time)."""
-
-    waiting = 0
-
-    def waiting_in(self, lane):
-        return 0
-
-    def hash(self, password, lane=None):
-        from twisted.internet import defer
-        return defer.succeed("hash:" + password)
-
-    def verify(self, password, encoded):
-        from twisted.internet import defer
-        return defer.succeed(encoded == "hash:" + password)
+from helpers import InstantPasswords, MemoryClient, fired, login, settle
 
 
 @pytest.fixture
 def core(clock):
     return ChatCore(clock, Limits(flood_burst=1000, flood_rate=1000, flood_queue=1000),
                     passwords=InstantPasswords())
+
+
+class HeldSaving:
+    """The store's appends held back, to be saved later (a slow disk)."""
+
+    def __init__(self, log):
+        self.log, self.real, self.held = log, log.append, []
+        log.append = self._append
+
+    def _append(self, records):
+        d = defer.Deferred()
+        self.held.append((d, records))
+        return d
+
+    def stop_holding(self):
+        self.log.append = self.real
+
+    def release(self):
+        self.stop_holding()
+        for d, records in self.held:
+            self.real(records).chainDeferred(d)
+        self.held = []
+
+
+def hold_saving(core):
+    return HeldSaving(core.messaging.committer.log)
 
 
 def errors(conn):
@@ -186,6 +195,12 @@ def test_a_room_password_is_needed_to_join_but_not_by_the_invited(core):
     core.receive(alice, wire.Mode("club", "password", False))
     settle(core)
     assert a.of(wire.RoomState)[-1].password == ""
+    # Compared as NFC: "café" typed as one é or as e + accent is one password.
+    core.receive(alice, wire.Mode("club", "password", True, password="caf\u00e9"))
+    dan, d = login(core, "dan")
+    core.receive(dan, wire.Join("club", password="cafe\u0301"))
+    settle(core)
+    assert "club" in dan.session.rooms
 
 
 def test_a_member_limit_stops_joins_once_full_but_not_the_invited(core):
@@ -254,6 +269,71 @@ def test_a_moderated_room_hears_only_its_operators_and_voices(core):
     core.receive(carol, wire.Say("at last", "c2", "stage"))
     settle(core)
     assert lines(a, "stage")[-1] == "at last"
+
+
+def test_a_default_room_with_a_closed_door_takes_no_newcomer(core):
+    # What a join refuses, being put there at login does not do either.
+    for flag, settings in (("password", {"password": "sekrit"}), ("private", {}),
+                           ("member_limit", {"limit": 1})):
+        alice, a = login(core, f"a{flag[:3]}")
+        core.room_commands.mode(None, wire.Mode("lobby", flag, True, **settings))
+        settle(core)
+        newcomer, n = login(core, f"n{flag[:3]}")
+        settle(core)
+        assert "lobby" not in newcomer.session.rooms, flag
+        core.room_commands.mode(None, wire.Mode("lobby", flag, False))
+        for link in (alice, newcomer):
+            core.receive(link, wire.Logout())
+        settle(core)
+
+
+def test_only_operators_invite_past_a_password_or_a_limit(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    carol, c = login(core, "carol")
+    join(core, alice, "club")
+    core.receive(alice, wire.Mode("club", "password", True, password="beer"))
+    core.receive(bob, wire.Join("club", password="beer"))
+    core.receive(alice, wire.Mode("club", "member_limit", True, limit=2))
+    settle(core)
+    mod(core, bob, "invite", "club", "carol")  # a plain member: the invitation would open both
+    assert "operator or owner" in errors(b)[-1][1]
+    join(core, carol, "club")
+    assert "club" not in carol.session.rooms
+    mod(core, alice, "invite", "club", "carol")
+    join(core, carol, "club")
+    assert "club" in carol.session.rooms
+
+
+def test_a_direct_line_saved_late_goes_to_its_two_not_the_next_holder_of_a_name(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    held = hold_saving(core)
+    core.receive(alice, wire.Direct("bob", "for the first bob only", "c1"))
+    settle(core)
+    core.receive(bob, wire.Logout())
+    settle(core)
+    bob2, b2 = login(core, "bob", address="10.0.0.9:1")
+    settle(core)
+    held.release()
+    assert [m.text for m in a.of(wire.DirectMessage)] == ["for the first bob only"]  # the ack
+    assert b2.of(wire.DirectMessage) == []
+
+
+def test_lines_still_being_saved_at_registration_are_the_accounts(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    held = hold_saving(core)
+    core.receive(alice, wire.Direct("bob", "said as a guest", "c1"))
+    settle(core)
+    held.stop_holding()
+    core.receive(alice, wire.Register("a long password"))
+    settle(core)
+    assert alice.session.registered
+    held.release()  # saved after the account took the guest's lineage
+    settle(core)
+    seen = fired(core.store.before("@alice bob", 10**9, 50, alice.session.lineage))
+    assert [r.text for r in seen] == ["said as a guest"]
 
 
 def test_a_rooms_password_and_limit_are_kept_by_the_store(core):

@@ -408,6 +408,9 @@ class Commands:
             if not self._may_send_to(target):
                 return
             room = self._room(target)
+            if not room.may_speak(conn.session.key):  # muted, or moderated without a voice
+                conn.numeric(N.ERR_CANNOTSENDTOCHAN, target, "Cannot send to channel")
+                return
             keys = list(room.members)
             shown = "#" + room.name
         else:

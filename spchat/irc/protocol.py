@@ -157,8 +157,13 @@ class IrcProtocol(protocol.Protocol):
             raw = self._waiting.popleft()
             if raw is None or too_long(raw):
                 self.conn.numeric(N.ERR_INPUTTOOLONG, "Input line was too long")
-            else:
+                continue
+            try:
                 self.conn.line_received(raw.rstrip(b"\r"))
+            except Exception:  # a bug of ours: said and logged, and the next line goes on
+                self.factory.log.failure("irc: {host}: a command failed", host=self.host)
+                self.conn.emit(self.factory.server_name, "NOTICE", self.conn.nick,
+                               "the server could not handle that command")
         if self._reading_paused and not self.conn.closed:
             self._reading_paused = False
             self.transport.resumeProducing()

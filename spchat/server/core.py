@@ -118,6 +118,7 @@ class ChatCore:
                              self._start_session, self._end, signups,
                              self.limits.refusal_log_seconds)
         self.logins.links = self.links
+        self.logins.adopt_lineage = self.messaging.adopt_lineage
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)

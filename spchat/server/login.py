@@ -50,6 +50,9 @@ class Logins:
         its refusals are logged once per address per ``refusal_log_seconds``."""
         self.clock = clock
         self.store = store
+        # (old, new): a lineage becomes an account's (set by the core to
+        # the messaging's, which knows the lines still being saved).
+        self.adopt_lineage = store.adopt_lineage
         self.passwords = passwords
         self.throttle = throttle
         self.signups = signups
@@ -261,17 +264,12 @@ class Logins:
             session.registered = True
             # What it said and was told as a guest stays its own (its
             # direct conversations, its cids), now as the account's.
-            self.store.adopt_lineage(guest, session.lineage).addErrback(
-                self._adopt_failed, session)
+            self.adopt_lineage(guest, session.lineage)
             self.account_notice(session, f"the name {session.name} is now registered to you; "
                                 "log in with its password from now on")
 
         self._account_change(session, self.store.account(session.key).addCallback(looked_up)
                              .addCallback(hashed).addCallback(saved))
-
-    def _adopt_failed(self, failure, session: Session) -> None:
-        self.log.error("cannot give {name}'s guest messages to its account: {error}",
-                       name=session.name, error=failure.getErrorMessage())
 
     def change_password(self, session: Session, msg: wire.ChangePassword) -> None:
         self._need_accounts()

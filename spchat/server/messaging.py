@@ -54,6 +54,9 @@ class Messaging:
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
+        # Lineages handed to an account (old -> new) while lines of theirs
+        # were still being saved: handed over again once those are.
+        self._adopting: dict[str, str] = {}
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -110,6 +113,24 @@ class Messaging:
             raise Refused("not_in_room", f"you are not in the room {quoted(name)}")
         return room
 
+    def adopt_lineage(self, old: str, new: str) -> None:
+        """A guest registered: what its lineage sent and was sent is the
+        account's, those lines still being saved included."""
+        self._adopt(old, new)
+        if any(old in (r.lineage, r.to_lineage) for r in self._unsaved.values()):
+            self._adopting[old] = new
+
+    def _adopt(self, old: str, new: str) -> None:
+        self.store.adopt_lineage(old, new).addErrback(
+            lambda f: self.log.error("cannot give {old}'s messages to {new}: {error}",
+                                     old=old, new=new, error=f.getErrorMessage()))
+
+    def _adoptions_due(self) -> None:
+        for old, new in list(self._adopting.items()):
+            if not any(old in (r.lineage, r.to_lineage) for r in self._unsaved.values()):
+                del self._adopting[old]
+                self._adopt(old, new)
+
     # --- delivering -------------------------------------------------------------
 
     def published(self, saved: list[Record],
@@ -140,10 +161,14 @@ class Messaging:
             self.directory.flush_all()
             for key in {record.to_key, record.sender_key}:
                 session = self.sessions.by_key.get(key)
-                if session is not None:
+                # Its two's, not their names': the name may be someone
+                # else's since the line was sent (Record.readable_by).
+                if session is not None and record.readable_by(session.lineage):
                     self._send_line(session, record)
         if run:
             self._room_saved(run)
+        if self._adopting:
+            self._adoptions_due()
 
     def _room_saved(self, records: list[Record]) -> None:
         if self.cluster is None or self.directory.get(records[0].room) is None:
@@ -180,6 +205,11 @@ class Messaging:
                     continue
             link.conn.deliver(lines)
         self.counts.delivered += len(records) * (len(members) - skipped)
+        for record in records:  # a sender who left before it was saved still hears back
+            if record.sender_key not in room.members:
+                sender = self.sessions.by_key.get(record.sender_key)
+                if sender is not None and sender.lineage == record.lineage:
+                    self._send_line(sender, record)
 
     def _send_line(self, session: Session, record: Record) -> None:
         """One saved line to one session (a direct line, an acknowledgement)."""

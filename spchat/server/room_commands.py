@@ -17,7 +17,7 @@ from spchat.server.new_names import check_one_script
 from spchat.server.room_permissions import (
     MEMBER, OPERATOR, OWNER, Actor, need, outrank, role_words,
 )
-from spchat.server.room_settings import RoomSettings
+from spchat.server.room_settings import RoomSettings, room_password_form
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import (
     Limits, Refused, ban_text, normalise_name, normalise_room, plain, quoted,
@@ -100,7 +100,7 @@ class RoomCommands:
             raise Refused("invite_only", f"#{room.name} is private: an operator of it must "
                           "/invite you first")
         if room.password and not let_in and not hmac.compare_digest(
-                (msg.password or "").encode(), room.password.encode()):
+                room_password_form(msg.password or "").encode(), room.password.encode()):
             raise Refused("room_password", f"#{room.name} needs its password: "
                           f"/join #{room.name} PASSWORD" if msg.password is None
                           else f"wrong password for #{room.name}")
@@ -136,7 +136,10 @@ class RoomCommands:
     def default_rooms_for(self, key: str) -> list[Room]:
         """The default rooms a newcomer is put in (those it is not banned from)."""
         rooms = [self.directory.get(normalise_room(name)[1]) for name in self.limits.default_rooms]
-        return [room for room in rooms if room is not None and not self._banned(room, key)]
+        # Not past a door an operator closed: a ban, an invitation or a
+        # password needed, a full room (a join is refused them too).
+        return [room for room in rooms if room is not None and not self._banned(room, key)
+                and not (room.private or room.password or room.full())]
 
     def part(self, session: Session, msg: wire.Part) -> None:
         room = self.messaging.room_of(session, msg.room)
@@ -285,8 +288,12 @@ class RoomCommands:
 
     def _invite(self, room: Room, actor: Actor, display: str, key: str,
                 target: Session | None) -> str:
-        need(actor, room, OPERATOR if room.private else MEMBER, "invite someone"
-                   + (" to a private room" if room.private else ""))
+        # An invitation opens every door, so where there is one it is an
+        # operator's to give.
+        closed = room.private or room.password or room.member_limit
+        need(actor, room, OPERATOR if closed else MEMBER, "invite someone"
+             + (" to a room that is private, has a password or a member limit"
+                if closed else ""))
         if target is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
         if key in room.members:

@@ -4,6 +4,7 @@ to its members."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Callable
 
 from spchat import wire
@@ -17,9 +18,16 @@ MAX_MEMBER_LIMIT = 100_000
 MAX_TOPIC_BYTES = 300
 
 
+def room_password_form(password: str) -> str:
+    """As passwords are kept and compared: NFC, so an é typed as one
+    character and an é sent as e + accent are the same."""
+    return unicodedata.normalize("NFC", password)
+
+
 def check_room_password(password: str) -> str:
     """A room password must be typed after ``/join #room`` (and IRC's JOIN):
     one word of printable characters."""
+    password = room_password_form(password)
     if not 1 <= len(password) <= wire.MAX_ROOM_PASSWORD_CHARS:
         raise Refused("bad_mode_value", "a room password is 1 to "
                       f"{wire.MAX_ROOM_PASSWORD_CHARS} characters")
