@@ -271,6 +271,23 @@ def test_a_moderated_room_hears_only_its_operators_and_voices(core):
     assert lines(a, "stage")[-1] == "at last"
 
 
+def test_a_guests_voice_goes_with_it(core):
+    alice, a = login(core, "alice")
+    bob, b = login(core, "bob")
+    join(core, alice, "stage")
+    join(core, bob, "stage")
+    core.receive(alice, wire.Mode("stage", "moderated", True))
+    mod(core, alice, "voice", "stage", "bob")
+    core.receive(bob, wire.Logout())
+    settle(core)
+    bob2, b2 = login(core, "bob", address="10.0.0.9:1")  # someone else, the name free again
+    join(core, bob2, "stage")
+    core.receive(bob2, wire.Say("am I heard?", "x1", "stage"))
+    assert errors(b2)[-1][0] == "moderated"
+    [record] = [r for r in fired(core.store.load()) if r.key == "stage"]
+    assert record.voices == {}  # a guest's voice is not kept
+
+
 def test_a_default_room_with_a_closed_door_takes_no_newcomer(core):
     # What a join refuses, being put there at login does not do either.
     for flag, settings in (("password", {"password": "sekrit"}), ("private", {}),

@@ -481,7 +481,7 @@ class Commands:
         return None
 
     def _prefix_in(self, room, key: str) -> str:
-        return prefix_of(room.role_of(key), key in room.voices, "multi-prefix" in self.conn.caps)
+        return prefix_of(room.role_of(key), room.has_voice(key), "multi-prefix" in self.conn.caps)
 
     def _who_reply(self, channel: str, name: str, state: str, prefix: str) -> None:
         conn = self.conn

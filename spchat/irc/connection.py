@@ -192,7 +192,7 @@ class IrcConnection:
         may lag behind by one batch of the room's events)."""
         return RoomView(room.name, room.private, [
             (name, role, state) for name, state, role in self.core.directory.member_rows(room)],
-            frozenset(room.voices))
+            frozenset(room.voices) | room.guest_voices)
 
     def goodbye(self, text: str) -> None:
         """ERROR and close (the core's bye, a failed login, QUIT)."""

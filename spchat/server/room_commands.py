@@ -213,7 +213,7 @@ class RoomCommands:
         if op in ("kick", "ban", "mute"):
             outrank(actor, room, key, display, op)
         if op in ("voice", "devoice"):
-            return self._voice(room, actor, display, key, op == "voice")
+            return self._voice(room, actor, display, key, target, op == "voice")
         if op == "kick":
             if target is None or key not in room.members:
                 raise Refused("not_in_room", f"{display} is not in #{room.name}")
@@ -249,17 +249,24 @@ class RoomCommands:
                                f"{actor.name} unmuted {display}")
         return f"unmuted {display} in #{room.name}"
 
-    def _voice(self, room: Room, actor: Actor, display: str, key: str, on: bool) -> str:
-        """A voice lets a member speak while the room is moderated; kept by
-        name, as a mute is."""
-        if on == (key in room.voices):
+    def _voice(self, room: Room, actor: Actor, display: str, key: str,
+               target: Session | None, on: bool) -> str:
+        """A voice lets a member speak while the room is moderated: a
+        guest's while it is in the room, anyone else's kept by name (as a
+        mute is)."""
+        if on == room.has_voice(key):
             raise Refused("unchanged", f"{display} {'has' if on else 'has no'} voice in "
                           f"#{room.name} already")
-        if on:
-            room.voices[key] = display
+        guest = target is not None and not target.registered
+        if not on:
+            room.guest_voices.discard(key)
+            if room.voices.pop(key, None) is not None:
+                self._saved(self.store.set_voice(room.key, key, display, False))
+        elif guest:
+            room.guest_voices.add(key)
         else:
-            del room.voices[key]
-        self._saved(self.store.set_voice(room.key, key, display, on))
+            room.voices[key] = display
+            self._saved(self.store.set_voice(room.key, key, display, True))
         self._standing_changed(room, key, display, actor, "voice" if on else "devoice",
                                f"{actor.name} gave {display} a voice" if on
                                else f"{actor.name} took {display}'s voice")

@@ -42,6 +42,9 @@ class Room:
         self.member_limit = record.member_limit
         self.moderated = record.moderated
         self.voices = dict(record.voices)  # key -> name: may speak while moderated
+        # A guest's voice lasts while it is in the room, as a guest's role
+        # does: the name may be someone else's tomorrow.
+        self.guest_voices: set[str] = set()
         self.created = record.created
         # Registered accounts' roles (kept by the store): key -> (name, role).
         self.roles = dict(record.roles)
@@ -73,7 +76,10 @@ class Room:
         """Not muted, and (the room moderated) an operator, owner or voice."""
         rank = self.rank_of(key)
         return rank > RANKS["muted"] and (
-            not self.moderated or key in self.voices or rank >= RANKS["operator"])
+            not self.moderated or self.has_voice(key) or rank >= RANKS["operator"])
+
+    def has_voice(self, key: str) -> bool:
+        return key in self.voices or key in self.guest_voices
 
     def state(self) -> wire.RoomState:
         return wire.RoomState(self.name, self.topic, self.private, self.topic_locked,
@@ -166,6 +172,7 @@ class RoomDirectory:
         room.newcomers.pop(session.key, None)
         session.rooms.discard(room.key)
         room.guest_roles.pop(session.key, None)
+        room.guest_voices.discard(session.key)
         self.event(room, wire.Notice(room.name, self.now_ms(), kind, text, session.name, by,
                                      reason))
         self.event(room, wire.MemberUpdate(room.name, session.name, "gone",
