@@ -1,8 +1,17 @@
+import re
+from pathlib import Path
+
 from setuptools import setup
+
+# One version, spchat.__version__'s: read, not imported (what spchat
+# imports may not be installed yet when this runs).
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (Path(__file__).parent / "spchat" / "__init__.py").read_text(),
+                    re.M).group(1)
 
 setup(
     name="spchat",
-    version="0.2.0.dev0",
+    version=VERSION,
     description="Encrypted, self-hosted chat room on Twisted",
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",

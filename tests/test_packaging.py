@@ -57,6 +57,9 @@ def test_wheel_ships_the_plugin_without_shadowing_twisted(tmp_path):
     if built.returncode != 0:
         pytest.fail("pip wheel failed:\n" + built.stdout + built.stderr)
     (wheel,) = tmp_path.glob("spchat-*.whl")
+    # One version: the wheel's is spchat.__version__ (setup.py has none of its own).
+    from spchat import __version__
+    assert wheel.name.startswith(f"spchat-{__version__}-")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "twisted/plugins/spchat_plugin.py" in names
     # An __init__.py here would replace Twisted's own package (or hide its plugins).
