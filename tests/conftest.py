@@ -21,6 +21,7 @@ from spchat.client.session import ChatClient
 from postgres import own_postgres, pg_url, postgres_server  # noqa: F401
 # And a real Redis server for the bus between nodes (``redis_server``).
 from redis_server import redis_server  # noqa: F401
+from local_servers import missing
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -222,9 +223,7 @@ def display():
         return
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
-        if os.environ.get("SPCHAT_CI"):
-            pytest.fail("Xvfb is missing: .ci/run must install it (apt-get install xvfb)")
-        pytest.skip("no display and no Xvfb: install xvfb to run the window tests")
+        missing("no display and no Xvfb: install Debian's xvfb package to run the window tests")
     # Xvfb picks a free display number itself and tells it on a pipe.
     read_end, write_end = os.pipe()
     proc = subprocess.Popen([xvfb, "-displayfd", str(write_end), "-screen", "0", "1280x800x24",

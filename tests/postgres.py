@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from local_servers import missing, stop_process
+
 BIN = Path("/usr/lib/postgresql/15/bin")
 USER = "spchat"  # the cluster's superuser: trust on loopback, no password
 START_SECONDS = 30
@@ -121,15 +123,9 @@ class TemporaryPostgres:
 
     def stop_server(self) -> None:
         """Stop the server, keeping the cluster: ``start()`` starts it again."""
-        if self.proc is not None and self.proc.poll() is None:
-            # SIGINT: "fast" shutdown, without waiting for clients to leave.
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
+            # SIGINT: "fast" shutdown, without waiting for clients to leave.
+            stop_process(self.proc, signal.SIGINT)
             self._log.close()
             self.proc = None
 
@@ -142,15 +138,12 @@ class TemporaryPostgres:
 def _require_postgres() -> None:
     """Skip (fail, in CI) where no PostgreSQL server can be started."""
     reason = TemporaryPostgres.missing()
-    if reason is None:
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            reason = "psycopg2 is missing: pip install '.[test]'"
     if reason is not None:
-        if os.environ.get("SPCHAT_CI"):
-            pytest.fail(f"{reason} (.ci/run must install it)")
-        pytest.skip(reason)
+        missing(reason)
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        missing("psycopg2 is missing: pip install '.[test]'")
 
 
 def _running():

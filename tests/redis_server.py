@@ -9,7 +9,6 @@ where that is a failure.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from local_servers import missing, stop_process
 from postgres import _free_port as free_port
 
 BIN = Path("/usr/bin/redis-server")
@@ -62,12 +62,7 @@ class TemporaryRedis:
     def stop_server(self) -> None:
         """Stop the server (it forgets everything): ``start()`` starts it again."""
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc)
             self._log.close()
             self.proc = None
 
@@ -78,18 +73,12 @@ class TemporaryRedis:
 
 def _require_redis() -> None:
     """Skip (fail, in CI) where no Redis server or client can be had."""
-    reason = None
     if not BIN.exists():
-        reason = f"{BIN} is missing: install Debian's redis-server package"
-    else:
-        try:
-            import txredisapi  # noqa: F401
-        except ImportError:
-            reason = "txredisapi is missing: pip install '.[test]'"
-    if reason is not None:
-        if os.environ.get("SPCHAT_CI"):
-            pytest.fail(f"{reason} (.ci/run must install it)")
-        pytest.skip(reason)
+        missing(f"{BIN} is missing: install Debian's redis-server package")
+    try:
+        import txredisapi  # noqa: F401
+    except ImportError:
+        missing("txredisapi is missing: pip install '.[test]'")
 
 
 @pytest.fixture

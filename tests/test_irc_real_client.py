@@ -2,7 +2,6 @@
 a person would (keys in, the screen read back), beside a spchat line-mode
 client, both on a real ``twistd -n spchat``."""
 
-import os
 import re
 import shutil
 import subprocess
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from conftest import ServerProcess, client_command, subprocess_env
+from local_servers import missing as needs
 
 PASSWORD = "correct horse battery"
 # Both clients show times in this zone, not UTC: equal times mean each
@@ -66,9 +66,7 @@ def poll(what, read, timeout=TIMEOUT):
 def tools():
     missing = [tool for tool in ("irssi", "tmux") if shutil.which(tool) is None]
     if missing:
-        if os.environ.get("SPCHAT_CI"):
-            pytest.fail(f"missing {' and '.join(missing)}: .ci/run must install them")
-        pytest.skip(f"no {' and '.join(missing)}: apt-get install irssi tmux to run this test")
+        needs(f"no {' and '.join(missing)}: apt-get install irssi tmux to run this test")
 
 
 @pytest.fixture

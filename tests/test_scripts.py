@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, subprocess_env
+from local_servers import missing
 
 
 def test_run_server_and_run_client_scripts(tmp_path):
@@ -138,9 +139,7 @@ def _window_places(display, names):
 
 def test_the_examples_windows_open_side_by_side(tmp_path, display):
     if shutil.which("xdotool") is None:
-        if os.environ.get("SPCHAT_CI"):
-            pytest.fail("xdotool is missing: .ci/run must install it")
-        pytest.skip("no xdotool to find the windows with")
+        missing("no xdotool to find the windows with: apt-get install xdotool")
     names = ["ann", "ben", "cat"]
     env = subprocess_env(tmp_path, DISPLAY=display)
     proc = subprocess.Popen([sys.executable, "scripts/example.py", "--names", *names],
