@@ -180,6 +180,41 @@ class IBus(Interface):
         """Send ``data`` (bytes) to every node, if the bus is there now."""
 
 
+class INameClaims(Interface):
+    """Which session holds each name, across the nodes sharing one database
+    (``spchat.server.claims``).  Every call is made for this node, and
+    changes only claims it holds, but for a claim taken over."""
+
+    shared = Attribute("True if other nodes' sessions are here too (a resume may find one).")
+    node = Attribute("This node's name.")
+    node_timeout = Attribute("Seconds without a beat after which a node is taken for dead.")
+
+    def open():
+        """Drop this node's claims left from before (it has no sessions yet),
+        and say it is alive; fires when done."""
+
+    def close():
+        """Fires when the claims' connection is closed."""
+
+    def claim(claim, takeover):
+        """Claim a name (a ``Claim``) for a new session of this node, if
+        ``spchat.server.claims.may_take`` allows; fires with a ``Claimed``."""
+
+    def update(claim):
+        """What a session of this node is now (its rooms, registered)."""
+
+    def release(key, session):
+        """The session ended: its name is free, if the claim is still its own."""
+
+    def resume(session, token_hash):
+        """The claim of ``session`` with that token hash, moved to this node;
+        fires with the claim as it was (its old node), or None."""
+
+    def beat():
+        """This node is alive; fires with {session id: name key} of the
+        claims it holds (a session missing was taken, the bus lost saying so)."""
+
+
 class IStore(IMessageLog, IAccounts, IBans, IRoomStore):
     """One engine holding all of it (SQLite, memory, PostgreSQL)."""
 

@@ -1,7 +1,7 @@
 """The PostgreSQL store's schema and its migrations.
 
 The same tables as the SQLite store's (its version 4), in PostgreSQL's
-types.  The version is the one row of ``schema_version``; ``migrate``
+types, and (version 2) the names claimed across the nodes.  The version is the one row of ``schema_version``; ``migrate``
 brings a database up to date under an advisory lock, so that two servers
 starting at once on one database migrate it once, one after the other.
 
@@ -116,6 +116,29 @@ MIGRATIONS = [
         PRIMARY KEY (key, room)
     );
     CREATE INDEX memberships_by_room ON memberships (room);
+    """,
+    # 2: names claimed across the nodes (spchat.server.pg_claims).
+    """
+    -- Each node's last beat, in the database's time: whether it is alive
+    -- is judged on one clock, whatever the nodes' own say.
+    CREATE TABLE nodes (
+        name TEXT COLLATE "C" PRIMARY KEY,
+        last_seen TIMESTAMPTZ NOT NULL
+    );
+    -- Who holds each name, and what another node needs to carry the
+    -- session on after a resume there.
+    CREATE TABLE claims (
+        key TEXT COLLATE "C" PRIMARY KEY,
+        session TEXT COLLATE "C" NOT NULL UNIQUE,
+        node TEXT COLLATE "C" NOT NULL,
+        token_hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        registered BOOLEAN NOT NULL,
+        lineage TEXT COLLATE "C" NOT NULL,
+        rooms TEXT[] NOT NULL DEFAULT '{}',
+        claimed_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE INDEX claims_by_node ON claims (node);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
