@@ -392,6 +392,10 @@ SETTINGS: tuple[Setting, ...] = (
             "This node's name among the nodes on one bus, as admin list and shutdown --node "
             "show and take it (at most 64 characters, no spaces); empty: this machine's "
             "name and the chat port, host:port."),
+    Setting("node_timeout", "CHAT_NODE_TIMEOUT", "node-timeout", "20", _seconds(allow_zero=False),
+            "Seconds a node on the database may go without saying it is alive before the "
+            "names its users hold may be taken by users of other nodes (its users resume "
+            "on another node at any time)."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
@@ -487,6 +491,7 @@ class Config:
     database: str = _default("database")
     bus: str = _default("bus")
     node: str = _default("node")
+    node_timeout: float = _default("node_timeout")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")

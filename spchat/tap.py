@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sys
 
@@ -27,6 +28,8 @@ from spchat.server.rules import Ports
 from spchat.server.presence import PresenceServer
 from spchat.server.relay import RelayFactory
 from spchat.server.memory_store import MemoryStore
+from spchat.server.claims import LocalClaims
+from spchat.server.pg_claims import PgClaims
 from spchat.server.pg_store import PostgresStore
 from spchat.server.store import SQLiteStore, StoreError
 from spchat.server.identity import (
@@ -81,6 +84,8 @@ class ChatService(service.MultiService):
         self.fingerprint = noise.fingerprint(noise.public_key(self.server_key))
         self.store = make_store(cfg, reactor)
         self.bus = make_bus(cfg, reactor)
+        self.node = node_name(cfg)
+        self.names = make_claims(cfg, reactor, clock or reactor, self.store, self.node)
         self.store_open = False
         self.passwords = PasswordWorker(reactor)
         self.ports = Ports()  # filled in as the listeners are bound
@@ -100,8 +105,9 @@ class ChatService(service.MultiService):
             ports=self.ports,
             bus=self.bus,
             bus_key=bus_key(self.server_key),
-            node=node_name(cfg),
+            node=self.node,
             stats=lambda: self.figures.rows(),
+            names=self.names,
         )
         self.descriptors = raise_descriptor_limit()  # each connection is one
         self.factory = ChatServerFactory(
@@ -304,7 +310,8 @@ class ChatService(service.MultiService):
         self.factory.flush_now()  # what is queued for each connection goes now
         self.passwords.stop()
         waits = [timers,
-                 saved.addBoth(lambda _: self.store.close() if self.store_open else None)]
+                 saved.addBoth(lambda _: self.store.close() if self.store_open else None)
+                 .addBoth(lambda _: self.names.close())]
         if self.bus is not None:
             waits.append(self.bus.stop())
         if self.relay_port is not None:
@@ -342,9 +349,17 @@ def make_store(cfg: config.Config, reactor):
                               reactor=reactor)
 
 
+def make_claims(cfg: config.Config, reactor, clock, store, node: str):
+    """Who holds each name: in the shared database, or this node's own."""
+    if isinstance(store, PostgresStore):
+        return PgClaims(cfg.database, store.path, reactor, node, cfg.node_timeout)
+    return LocalClaims(clock, node, node_timeout=cfg.node_timeout)
+
+
 def node_name(cfg: config.Config) -> str:
-    """``CHAT_NODE``, or this machine's name and the chat port."""
-    return cfg.node or f"{socket.gethostname()}:{cfg.tcp_port}"
+    """``CHAT_NODE``, or this machine's name and the chat port (any free
+    port: a random tag, so that two such nodes are never taken for one)."""
+    return cfg.node or f"{socket.gethostname()}:{cfg.tcp_port or secrets.token_hex(4)}"
 
 
 def make_bus(cfg: config.Config, reactor):

@@ -429,7 +429,7 @@ def test_options_table_rows():
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
         "history-days", "default-rooms",
-        "store", "database", "bus", "node", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "store", "database", "bus", "node", "node-timeout", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]

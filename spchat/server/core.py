@@ -25,8 +25,10 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
+from spchat.cluster.moves import MOVED, REPLACED, SessionMoves
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
+from spchat.server.claims import ClaimRefresher, LocalClaims, token_hash
 from spchat.server.flood import FloodControl
 from spchat.server.login import Logins
 from spchat.server.memory_store import MemoryStore
@@ -86,6 +88,7 @@ class ChatCore:
         bus_key: bytes | None = None,
         node: str = "local",
         stats: Callable[[], tuple] | None = None,
+        names=None,
     ):
         """``store``: an IStore (None: one in memory, ready at once);
         ``passwords``: hashes off the reactor thread (None: no accounts);
@@ -97,7 +100,8 @@ class ChatCore:
         this node is alone), its notices sealed with ``bus_key``
         (``spchat.cluster.seal.bus_key``); ``node``: this node's name;
         ``stats()``: the server's figures for ``admin stats`` (rows of
-        wire.STAT_FIELDS; None: none)."""
+        wire.STAT_FIELDS; None: none); ``names``: the ``INameClaims`` of
+        the nodes on one database (None: this node's own)."""
         self.clock = clock
         self.node = node
         self.limits = limits or Limits()
@@ -119,10 +123,17 @@ class ChatCore:
         self.room_commands = RoomCommands(clock, self.limits, self.store, self.directory,
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
+        self.names = names or LocalClaims(clock, node)
         self.logins = Logins(clock, self.store, passwords, throttle, self.table,
                              self._start_session, self._end, signups,
-                             self.limits.refusal_log_seconds)
+                             self.limits.refusal_log_seconds, self.names)
         self.logins.links = self.links
+        self.moves = SessionMoves(clock, self.names, self.table, self.logins.claims,
+                                  self._taken, self.logins.release, self.messaging.cluster)
+        self.logins.replaced_elsewhere = lambda claim: self.moves.tell(claim, REPLACED)
+        self.claim_refresher = ClaimRefresher(clock, self.names)
+        self.logins.claim_changed = self.claim_refresher.changed
+        self.directory.rooms_changed = self.claim_refresher.changed
         self.logins.adopt_lineage = self.messaging.adopt_lineage
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)
@@ -211,7 +222,8 @@ class ChatCore:
                 if link in self.links:
                     self.receive(link, msg)
 
-        return self.store.load().addCallback(loaded)
+        # This node's claims left from before go first: it has no sessions yet.
+        return self.names.open().addCallback(lambda _: self.store.load()).addCallback(loaded)
 
     def stop(self) -> defer.Deferred:
         """The server is stopping: no flood drain or grace timer may fire
@@ -224,6 +236,8 @@ class ChatCore:
             session.cancel_timers()
             session.stop_catching_up(answer=False)  # no read after the store closes
         self.admin.stop()
+        self.moves.stop()
+        self.claim_refresher.stop()
         if self.cluster is not None:
             self.cluster.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
@@ -339,15 +353,15 @@ class ChatCore:
         return math.ceil(self.limits.idle_timeout * 1000 / KEEPALIVES_PER_TIMEOUT)
 
     def _start_session(self, link: Link, display: str, key: str, registered: bool,
-                       msg: wire.Login) -> defer.Deferred:
+                       msg: wire.Login, ids: tuple[str, str]) -> defer.Deferred:
         """A user logged in: welcome it, and put it back in its rooms (a
         registered account's, kept by the store) or in the default ones.
         Fires with the session (the name stays claimed until then)."""
         kept = self.store.memberships(key) if registered else defer.succeed([])
-        return kept.addCallback(self._welcomed, link, display, key, registered, msg)
+        return kept.addCallback(self._welcomed, link, display, key, registered, msg, ids)
 
     def _welcomed(self, keys: list[str], link: Link, display: str, key: str,
-                  registered: bool, msg: wire.Login) -> Session | None:
+                  registered: bool, msg: wire.Login, ids: tuple[str, str]) -> Session | None:
         if link not in self.links or link.session is not None:
             return None  # gone, or logged in otherwise, while the store looked
         rooms = [room for room in map(self.directory.get, sorted(keys)) if room is not None]
@@ -355,7 +369,7 @@ class ChatCore:
         if not rooms:
             rooms = self.room_commands.default_rooms_for(key)
         bucket = TokenBucket(self.limits.flood_rate, self.limits.flood_burst, self.now())
-        session = self.table.create(link, display, key, bucket, registered, msg.outbox)
+        session = self.table.create(link, display, key, bucket, registered, msg.outbox, ids)
         link.conn.started(session, resumed=False)
         self._send(session, self._welcome(session, rooms, resumed=False))
         returning = msg.positions is not None
@@ -367,6 +381,9 @@ class ChatCore:
 
     def _resume(self, link: Link, msg: wire.Resume) -> None:
         session = self.table.by_id.get(msg.session)
+        if session is None and msg.session not in self.table.ended and self.names.shared:
+            self._resume_from_elsewhere(link, msg)
+            return
         # compare_digest: the time taken says nothing about the token.
         if session is None or not hmac.compare_digest(
             session.token.encode(), msg.token.encode()
@@ -402,6 +419,61 @@ class ChatCore:
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
 
+    def _resume_from_elsewhere(self, link: Link, msg: wire.Resume) -> None:
+        """A session of another node (gone, or left by its client) goes on
+        here, if its claim has this token: the claim moves here first."""
+        link.login_pending = True
+
+        def finished(result):
+            link.login_pending = False
+            return result
+
+        d = self.names.resume(msg.session, token_hash(msg.token))
+        d.addBoth(finished).addCallback(self._arrived, link, msg)
+        d.addErrback(self.logins.refused, link)
+
+    def _arrived(self, claim, link: Link, msg: wire.Resume) -> None:
+        if claim is None:
+            raise Refused("resume_failed", "that session has ended; log in again")
+        if claim.key in self.table.by_key or claim.key in self.logins.claims:
+            self.logins.release(claim.key, claim.session)  # someone here has the name now
+            raise Refused("resume_failed", "that session has ended; log in again")
+        if claim.node != self.node:
+            self.moves.tell(claim, MOVED)
+        bucket = TokenBucket(self.limits.flood_rate, self.limits.flood_burst, self.now())
+        session = self.table.create(link, claim.name, claim.key, bucket, claim.registered,
+                                    ids=(claim.session, msg.token))
+        session.kept_lineage = claim.lineage  # the same cids, the same lines
+        rooms = [room for room in map(self.directory.get, claim.rooms) if room is not None]
+        for room in rooms:
+            self.directory.arrive(room, session)
+        if link not in self.links:  # gone meanwhile: the session waits here
+            self.link_lost(link)
+            return
+        link.conn.started(session, resumed=True)
+        self._send(session, self._welcome(session, rooms, resumed=True))
+        for room in rooms:
+            self._send(session, room.state())
+        self.messaging.replay(session, msg.positions, msg.since)
+        self._presence_changed()
+
+    def _taken(self, session: Session, why: str) -> None:
+        """Another node took this session's claim: a login with the name's
+        password replaced it, or its client resumed it there."""
+        if why == REPLACED:
+            self._end(session, "replaced", "you logged in from somewhere else",
+                      "logged in elsewhere", f"{session.name} left")
+            return
+        # It lives on there: no one is told it left.
+        link = session.link
+        self.table.remove(session, "moved to another node")
+        self.sharing.tracker.forget_session(session.id)
+        for key in sorted(session.rooms):
+            self.directory.depart(self.directory.get(key), session)
+        self._presence_changed()
+        if link is not None:
+            link.conn.close("replaced", "this session continues on another node")
+
     def _grace_expired(self, session: Session) -> None:
         session.grace_call = None
         if session.state is State.RECONNECTING:
@@ -411,6 +483,7 @@ class ChatCore:
 
     def _go_offline(self, session: Session, reason: str, notice: str) -> None:
         self.table.remove(session, reason)
+        self.logins.release(session.key, session.id)
         self.sharing.tracker.forget_session(session.id)
         for key in sorted(session.rooms):
             self.directory.leave(self.directory.get(key), session, "quit", notice, reason=reason)

@@ -7,6 +7,11 @@ link may not start another.  A name new to the server must pass the rule
 of new names (``spchat.server.new_names``); a new account must fit the
 limits on new accounts (``SignupLimit``), and waits for the password
 worker behind every login of an existing account.
+
+Before its welcome a login claims its name in the claims of the nodes
+(``spchat.server.claims``): a name another node's session holds is taken
+there too, and the owner of a registered name replaces its session
+wherever it is.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.server.accounts import ACCOUNTS, SIGNUPS, normalise_password
+from spchat.server.claims import Claim, token_hash
 from spchat.server.new_names import NewNames
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, ThrottledLog
 from spchat.server.rules import Refused, ban_text, normalise_name, plain
-from spchat.server.sessions import Link, Session, SessionTable
+from spchat.server.sessions import Link, Session, SessionTable, lineage_of, new_ids
 from spchat.terminal import SafeLogger
 
 # Password hashes and checks waiting for a worker, beyond which logins are
@@ -41,13 +47,16 @@ class Logins:
 
     def __init__(self, clock, store, passwords, throttle, sessions: SessionTable,
                  start_session: Callable, end_session: Callable, signups=None,
-                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS):
-        """``start_session(link, display, key, registered, msg)`` puts a
-        logged-in user on the server (a Deferred firing with its session);
+                 refusal_log_seconds: float = REFUSAL_LOG_SECONDS, names=None):
+        """``start_session(link, display, key, registered, msg, ids)`` puts a
+        logged-in user on the server with the id and token its name was
+        claimed for (a Deferred firing with its session, or None);
         ``end_session(session, code, text,
         reason, notice)`` takes one off (a replaced or banned user);
         ``signups``: a ``SignupLimit`` (None: no limit on new accounts);
-        its refusals are logged once per address per ``refusal_log_seconds``."""
+        its refusals are logged once per address per ``refusal_log_seconds``;
+        ``names``: the ``INameClaims`` of the nodes (None: none, in tests
+        of the logins alone)."""
         self.clock = clock
         self.store = store
         # (old, new): a lineage becomes an account's (set by the core to
@@ -63,6 +72,12 @@ class Logins:
         self.end_session = end_session
         self.claims: set[str] = set()  # names with a login or password change under way
         self.links: set[Link] = set()  # links still open (set by the core)
+        self.names = names
+        # A claim taken over from another node's session (set by the core,
+        # which tells that node).
+        self.replaced_elsewhere: Callable[[Claim], None] = lambda claim: None
+        # A session's claim is out of date: it registered (set by the core).
+        self.claim_changed: Callable[[Session], None] = lambda session: None
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -141,7 +156,7 @@ class Logins:
             return result
 
         d.addBoth(finished)
-        d.addErrback(self._refused, link)
+        d.addErrback(self.refused, link)
 
     def _with_account(self, account, link: Link, msg: wire.Login, display: str, key: str,
                       ip: str):
@@ -171,8 +186,55 @@ class Logins:
     def _guest_checked(self, _, link: Link, msg: wire.Login, display: str, key: str):
         if self._still_waiting(link):
             self._check_free(display, key)  # a registered owner may have come meanwhile
-            return self.start_session(link, display, key, False, msg)
+            return self._claim_name(display, key, False, msg, takeover=False).addCallback(
+                self._start, link, display, key, False, msg)
         return None
+
+    def _claim_name(self, display: str, key: str, registered: bool, msg: wire.Login,
+                    takeover: bool) -> defer.Deferred:
+        """Claim the name for a new session; fires with its (id, token), or
+        fails with ``Refused`` if another node's session holds the name."""
+        ids = new_ids()
+        if self.names is None:
+            return defer.succeed(ids)
+        wanted = Claim(key, ids[0], self.names.node, token_hash(ids[1]), display, registered,
+                       lineage_of(key, registered, msg.outbox, ids[0]))
+
+        def judged(claimed):
+            if not claimed.granted:
+                raise Refused("name_taken", f"the name {display!r} is taken")
+            if claimed.replaced is not None and claimed.replaced.node != self.names.node:
+                self.replaced_elsewhere(claimed.replaced)
+            return ids
+
+        return self.names.claim(wanted, takeover).addCallback(judged)
+
+    def _start(self, ids: tuple[str, str], link: Link, display: str, key: str,
+               registered: bool, msg: wire.Login) -> defer.Deferred:
+        """Start the session the name was claimed for; if none starts (the
+        link went meanwhile), give the name back."""
+        if self._still_waiting(link):
+            d = self.start_session(link, display, key, registered, msg, ids)
+        else:
+            d = defer.succeed(None)
+
+        def started(session):
+            if session is None:
+                self.release(key, ids[0])
+            return session
+
+        def failed(failure):
+            self.release(key, ids[0])
+            return failure
+
+        return d.addCallbacks(started, failed)
+
+    def release(self, key: str, session_id: str) -> None:
+        """The session ``session_id`` holds the name no more."""
+        if self.names is not None:
+            self.names.release(key, session_id).addErrback(
+                lambda f: self.log.error("cannot give back the name {key}: {error}", key=key,
+                                         error=f.getErrorMessage()))
 
     def _still_waiting(self, link: Link) -> bool:
         """The link is open and not logged in otherwise meanwhile."""
@@ -198,12 +260,17 @@ class Logins:
             if session is not None:
                 self.account_notice(session, f"the name {display} is now registered to you")
 
-        def saved(_):
-            if self._still_waiting(link):
-                return self.start_session(link, display, key, True, msg).addCallback(started)
-            return None
+        def claimed(ids):
+            # Claimed first: a guest of another node holding the name keeps it.
+            def unsaved(failure):
+                self.release(key, ids[0])
+                return failure
 
-        return self.store.set_account(key, display, encoded, self.now_ms()).addCallback(saved)
+            return self.store.set_account(key, display, encoded, self.now_ms()).addCallbacks(
+                lambda _: self._start(ids, link, display, key, True, msg), unsaved) \
+                .addCallback(started)
+
+        return self._claim_name(display, key, True, msg, takeover=False).addCallback(claimed)
 
     def _verified(self, ok: bool, link: Link, msg, display: str, key: str, ip: str):
         if not ok:
@@ -214,19 +281,25 @@ class Logins:
             self.throttle.succeeded(key, ip)
         if not self._still_waiting(link):
             return None
-        old = self.sessions.by_key.get(key)
-        if old is not None:
-            # The owner of the name, proven by its password, wins over a
-            # session left behind (a crashed client, another device).
-            self.end_session(old, "replaced", "you logged in from somewhere else",
-                             "logged in elsewhere", f"{old.name} left")
-        return self.start_session(link, display, key, True, msg)
+
+        def claimed(ids):
+            old = self.sessions.by_key.get(key)
+            if old is not None and self._still_waiting(link):
+                # The owner of the name, proven by its password, wins over a
+                # session left behind (a crashed client, another device).
+                self.end_session(old, "replaced", "you logged in from somewhere else",
+                                 "logged in elsewhere", f"{old.name} left")
+            return ids
+
+        return self._claim_name(display, key, True, msg, takeover=True).addCallback(claimed) \
+            .addCallback(self._start, link, display, key, True, msg)
 
     def _check_free(self, display: str, key: str) -> None:
         if key in self.sessions.by_key:
             raise Refused("name_taken", f"the name {display!r} is taken")
 
-    def _refused(self, failure, link: Link) -> None:
+    def refused(self, failure, link: Link) -> None:
+        """A login (or resume) failed: the client is told why, in one line."""
         if failure.check(Refused):
             error = wire.Error(failure.value.code, failure.value.text)
         else:
@@ -265,6 +338,7 @@ class Logins:
             # What it said and was told as a guest stays its own (its
             # direct conversations, its cids), now as the account's.
             self.adopt_lineage(guest, session.lineage)
+            self.claim_changed(session)
             self.account_notice(session, f"the name {session.name} is now registered to you; "
                                 "log in with its password from now on")
 

@@ -109,6 +109,8 @@ class RoomDirectory:
         # run, or made on another node), where a room made here starts.
         self.deleted_seqs: dict[str, int] = {}
         self._call = None
+        # A session joined or left a room (its claim says which it is in).
+        self.rooms_changed: Callable[[Session], None] = lambda session: None
 
     def get(self, key: str) -> Room | None:
         return self.rooms.get(key)
@@ -153,12 +155,22 @@ class RoomDirectory:
     def join(self, room: Room, session: Session) -> None:
         """``session`` is in ``room`` now: it gets the whole list soon, the
         others the news."""
-        room.members[session.key] = session
-        session.rooms.add(room.key)
-        self.newcomer(room, session)
+        self._add(room, session)
         self.event(room, wire.Notice(room.name, self.now_ms(), "join", f"{session.name} joined",
                                      session.name))
         self.member_changed(room, session)
+
+    def arrive(self, room: Room, session: Session) -> None:
+        """``session`` is in ``room`` here, with no news of a join: it was in
+        the room already, on another node."""
+        self._add(room, session)
+        self.member_changed(room, session)
+
+    def _add(self, room: Room, session: Session) -> None:
+        room.members[session.key] = session
+        session.rooms.add(room.key)
+        self.rooms_changed(session)
+        self.newcomer(room, session)
 
     def newcomer(self, room: Room, session: Session) -> None:
         """The whole member list for ``session`` with the room's next events
@@ -168,15 +180,21 @@ class RoomDirectory:
 
     def leave(self, room: Room, session: Session, kind: str, text: str, by: str = "",
               reason: str = "") -> None:
+        self.depart(room, session)
+        self.rooms_changed(session)
+        self.event(room, wire.Notice(room.name, self.now_ms(), kind, text, session.name, by,
+                                     reason))
+        self.event(room, wire.MemberUpdate(room.name, session.name, "gone",
+                                           room.role_of(session.key)))
+
+    def depart(self, room: Room, session: Session) -> None:
+        """``session`` is no longer in ``room`` here, with no news: it goes
+        on in the room on another node."""
         room.members.pop(session.key, None)
         room.newcomers.pop(session.key, None)
         session.rooms.discard(room.key)
         room.guest_roles.pop(session.key, None)
         room.guest_voices.discard(session.key)
-        self.event(room, wire.Notice(room.name, self.now_ms(), kind, text, session.name, by,
-                                     reason))
-        self.event(room, wire.MemberUpdate(room.name, session.name, "gone",
-                                           room.role_of(session.key)))
 
     def member_changed(self, room: Room, session: Session) -> None:
         """A member's state or role changed."""

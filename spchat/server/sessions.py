@@ -40,6 +40,17 @@ TRANSITIONS = {
 }
 
 
+def lineage_of(key: str, registered: bool, outbox: str | None, session_id: str) -> str:
+    """``Session.lineage`` for a session begun with these."""
+    if registered:
+        return account_lineage(key)
+    if outbox is not None:
+        # Hashed: the secret itself is never stored or shown.
+        digest = hashlib.blake2b(f"{key}\0{outbox}".encode(), digest_size=16)
+        return f"outbox:{digest.hexdigest()}"
+    return f"guest:{session_id}"
+
+
 @dataclass(eq=False, slots=True)
 class Link:
     """One network connection, before and after login."""
@@ -72,6 +83,9 @@ class Session:
     bucket: TokenBucket
     registered: bool = False
     outbox: str | None = None  # the guest's client's outbox secret (wire.Login)
+    # A guest's lineage as the node it began on made it (a session resumed
+    # here from another node: its outbox secret was not passed on).
+    kept_lineage: str | None = None
     looks: frozenset = frozenset()  # its name's skeletons (spchat.server.lookalikes)
     state: State = State.CONNECTED
     link: Link | None = None
@@ -106,13 +120,9 @@ class Session:
         holder of the name is someone else), or, if its client named an
         outbox, that outbox's under this name, so that lines re-sent after
         the session was lost (a server restart) are known as copies."""
-        if self.registered:
-            return account_lineage(self.key)
-        if self.outbox is not None:
-            # Hashed: the secret itself is never stored or shown.
-            digest = hashlib.blake2b(f"{self.key}\0{self.outbox}".encode(), digest_size=16)
-            return f"outbox:{digest.hexdigest()}"
-        return f"guest:{self.id}"
+        if not self.registered and self.kept_lineage is not None:
+            return self.kept_lineage
+        return lineage_of(self.key, self.registered, self.outbox, self.id)
 
     def stop_catching_up(self, answer: bool = True) -> None:
         """Its connection is gone or replaced: drop the reads queued for it
@@ -127,6 +137,11 @@ class Session:
             if call is not None and call.active():
                 call.cancel()
         self.grace_call = self.drain_call = None
+
+
+def new_ids() -> tuple[str, str]:
+    """A new session's id and resume token."""
+    return secrets.token_urlsafe(12), secrets.token_urlsafe(24)
 
 
 class SessionTable:
@@ -148,10 +163,13 @@ class SessionTable:
         return len(self.by_id)
 
     def create(self, link: Link, display: str, key: str, bucket: TokenBucket,
-               registered: bool, outbox: str | None = None) -> Session:
+               registered: bool, outbox: str | None = None,
+               ids: tuple[str, str] | None = None) -> Session:
+        """``ids``: its id and resume token (``new_ids()``), if claimed already."""
         now = self.clock.seconds()
+        session_id, token = ids or new_ids()
         session = Session(
-            id=secrets.token_urlsafe(12), token=secrets.token_urlsafe(24), name=display,
+            id=session_id, token=token, name=display,
             key=key, address=link.address, first_connected_at=now, state_since=now,
             last_activity=now, bucket=bucket, registered=registered, outbox=outbox,
             looks=looks(display, key),

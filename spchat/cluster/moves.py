@@ -1,0 +1,120 @@
+"""Sessions that leave this node for another: a resume there, or the owner
+of a registered name logging in there.
+
+The node that takes a session's claim says so on the bus (a ``taken``
+notice); the node that had the session ends its copy, quietly if the
+session lives on elsewhere, or as on one node if a login replaced it.
+The bus is lossy, so every beat (``INameClaims.beat``, each
+``node_timeout / BEATS_PER_TIMEOUT``) also says which claims this node
+still holds: a session whose claim is gone was taken, the notice lost;
+a claim with no session here (one not given back: the database was
+away) is given back.  Sans-IO: the clock, the claims and the session
+table are given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from twisted.logger import Logger
+
+from spchat.server.claims import BEATS_PER_TIMEOUT, Claim
+from spchat.server.sessions import Session, SessionTable
+
+TAKEN = "taken"
+MOVED = "moved"  # resumed on another node
+REPLACED = "replaced"  # its registered name logged in on another node
+_WHY = (MOVED, REPLACED)
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class Taken:
+    session: str  # its id
+    key: str  # its name's
+    why: str  # MOVED or REPLACED
+
+
+def taken(claim: Claim, why: str) -> dict:
+    return {"session": claim.session, "key": claim.key, "why": why}
+
+
+def read_taken(body: dict) -> Taken | None:
+    session, key, why = body.get("session"), body.get("key"), body.get("why")
+    if not (isinstance(session, str) and isinstance(key, str) and why in _WHY):
+        return None
+    return Taken(session, key, why)
+
+
+class SessionMoves:
+    def __init__(self, clock, names, table: SessionTable, logging_in: set[str],
+                 on_taken: Callable[[Session, str], None], release: Callable[[str, str], None],
+                 cluster=None):
+        """``names``: the ``INameClaims``; ``logging_in``: the name keys of
+        logins under way here (claimed, no session yet); ``on_taken(session,
+        why)`` ends a session taken by another node; ``release(key, id)``
+        gives a claim back; ``cluster``: the ``ClusterNode`` (None: alone)."""
+        self.clock = clock
+        self.names = names
+        self.table = table
+        self.logging_in = logging_in
+        self.on_taken = on_taken
+        self.release = release
+        self.cluster = cluster
+        self.ignored = 0  # notices that did not parse
+        self.beat_failures = 0
+        if cluster is not None:
+            cluster.on(TAKEN, self._heard)
+        self._call = None
+        if names.shared:
+            self._call = clock.callLater(self.beat_seconds, self._beat)
+
+    @property
+    def beat_seconds(self) -> float:
+        return self.names.node_timeout / BEATS_PER_TIMEOUT
+
+    def tell(self, claim: Claim, why: str) -> None:
+        """This node took ``claim`` from its node: that node ends its copy."""
+        if self.cluster is not None:
+            self.cluster.send(TAKEN, taken(claim, why))
+
+    def _heard(self, node: str, body: dict) -> None:
+        if node == self.cluster.name:
+            return  # ours: the session is here now
+        notice = read_taken(body)
+        if notice is None:
+            if not self.ignored:
+                log.warn("ignoring a taken-session notice that does not parse "
+                         "(counted, not logged again)")
+            self.ignored += 1
+            return
+        session = self.table.by_id.get(notice.session)
+        if session is not None and session.key == notice.key:
+            self.on_taken(session, notice.why)
+
+    def _beat(self) -> None:
+        asked = self.clock.seconds()
+        self.names.beat().addCallbacks(self._held, self._failed, (asked,))
+        self._call = self.clock.callLater(self.beat_seconds, self._beat)
+
+    def _held(self, held: dict[str, str], asked: float) -> None:
+        for session in list(self.table.by_id.values()):
+            # One made after the beat was asked for may have claimed since.
+            if session.id not in held and session.first_connected_at < asked:
+                self.on_taken(session, MOVED)
+        for session_id, key in held.items():
+            if session_id not in self.table.by_id and key not in self.logging_in:
+                self.release(key, session_id)
+
+    def _failed(self, failure) -> None:
+        if not self.beat_failures:
+            log.warn("cannot tell the other nodes this one is alive: {error} "
+                     "(counted, not logged again)", error=failure.getErrorMessage())
+        self.beat_failures += 1
+
+    def stop(self) -> None:
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
