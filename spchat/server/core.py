@@ -34,7 +34,7 @@ from spchat.server.login import Logins
 from spchat.server.memory_store import MemoryStore
 from spchat.server.messaging import Messaging
 from spchat.server.room_commands import RoomCommands
-from spchat.server.rooms import ROOM_EVENT_SECONDS, RoomDirectory  # noqa: F401 (tests)
+from spchat.server.rooms import ROOM_EVENT_SECONDS, Room, RoomDirectory  # noqa: F401 (tests)
 from spchat.server.rules import Limits, Ports, Refused, TokenBucket, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable, State
 from spchat.server.sharing import Sharing
@@ -429,8 +429,23 @@ class ChatCore:
             return result
 
         d = self.names.resume(msg.session, token_hash(msg.token))
-        d.addBoth(finished).addCallback(self._arrived, link, msg)
+        d.addCallback(self._with_rooms).addBoth(finished).addCallback(self._arrived, link, msg)
         d.addErrback(self.logins.refused, link)
+
+    def _with_rooms(self, claim):
+        """The claim, once the rooms it names that were made on another
+        node are known here too (as the database has them)."""
+        if claim is None or all(self.directory.get(key) is not None for key in claim.rooms):
+            return claim
+
+        def loaded(records):
+            for record in records:
+                if record.key in claim.rooms and self.directory.get(record.key) is None:
+                    self.directory.add(Room(record))
+                    self.directory.deleted_seqs.pop(record.key, None)
+            return claim
+
+        return self.store.load().addCallback(loaded)
 
     def _arrived(self, claim, link: Link, msg: wire.Resume) -> None:
         if claim is None:
