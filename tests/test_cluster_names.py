@@ -11,6 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from spchat import wire
+from spchat.client.session import ChatClient
 
 from helpers import node_dirs
 from conftest import ServerProcess, connect_client, server_config, start_service, \
@@ -170,5 +171,33 @@ def test_a_registered_name_logging_in_on_another_node_ends_its_session_on_the_fi
         assert second.status.state == "connected"
         yield wait_until(lambda: "alice" not in servers[0].core.by_key)
         assert servers[1].core.by_key["alice"].id == second._welcome.session
+    finally:
+        yield stop_services(*servers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_moves_while_its_old_connection_is_open_resumes_and_the_old_one_closes(
+        tmp_path, pins, pg_url, redis_server):
+    servers = nodes(tmp_path, 2, pg_url, redis_server)
+    try:
+        yield bus_up(*servers)
+        old = yield connect_client(servers[0], pins, "alice")
+        old.say("from the first node")
+        yield wait_until(lambda: not old.outbox)
+        # The same client (its session and token), now through the other node.
+        new = ChatClient(reactor, "127.0.0.1", servers[1].address.port, "alice", pins)
+        new._welcome = old._welcome
+        yield new.connect()
+        try:
+            assert new._welcome.resumed and new._welcome.session == old._welcome.session
+            yield wait_until(lambda: old.status.state == "offline")
+            assert old.status.reason == "this session continues on another node"
+            assert "alice" not in servers[0].core.by_key
+            new.say("from the second node")
+            yield wait_until(lambda: not new.outbox)
+            saved = yield servers[1].store.after("#lobby", 0, 100)
+            assert [r.text for r in saved] == ["from the first node", "from the second node"]
+        finally:
+            new.logout()
     finally:
         yield stop_services(*servers)
