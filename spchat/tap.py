@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sys
 
@@ -343,8 +344,12 @@ def make_store(cfg: config.Config, reactor):
 
 
 def node_name(cfg: config.Config) -> str:
-    """``CHAT_NODE``, or this machine's name and the chat port."""
-    return cfg.node or f"{socket.gethostname()}:{cfg.tcp_port}"
+    """``CHAT_NODE``, or this machine's name and the chat port (a port
+    the system picks, 0, is not known yet: a random tag instead, so that
+    two such nodes on one machine still differ)."""
+    if cfg.node:
+        return cfg.node
+    return f"{socket.gethostname()}:{cfg.tcp_port or secrets.token_hex(4)}"
 
 
 def make_bus(cfg: config.Config, reactor):
