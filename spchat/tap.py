@@ -19,7 +19,8 @@ from spchat.irc.protocol import IrcFactory
 from spchat.irc.tls import CertificateError
 from spchat.cluster.redis_bus import RedisBus
 from spchat.cluster.seal import bus_key
-from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
+from spchat.server.password_worker import PasswordWorker
+from spchat.server.throttles import LoginThrottle, SignupLimit
 from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
@@ -357,9 +358,12 @@ def make_claims(cfg: config.Config, reactor, clock, store, node: str):
 
 
 def node_name(cfg: config.Config) -> str:
-    """``CHAT_NODE``, or this machine's name and the chat port (any free
-    port: a random tag, so that two such nodes are never taken for one)."""
-    return cfg.node or f"{socket.gethostname()}:{cfg.tcp_port or secrets.token_hex(4)}"
+    """``CHAT_NODE``, or this machine's name and the chat port (a port
+    the system picks, 0, is not known yet: a random tag instead, so that
+    two such nodes on one machine still differ)."""
+    if cfg.node:
+        return cfg.node
+    return f"{socket.gethostname()}:{cfg.tcp_port or secrets.token_hex(4)}"
 
 
 def make_bus(cfg: config.Config, reactor):
