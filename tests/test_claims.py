@@ -217,3 +217,12 @@ def test_a_taken_notice_that_does_not_parse_is_dropped_and_counted(cluster):
     b.cluster.send(moves.TAKEN, {"session": 3, "key": "alice", "why": "moved"})
     b.cluster.send(moves.TAKEN, {"session": "x", "key": "alice", "why": "because"})
     assert a.moves.ignored == 2 and "alice" in a.by_key
+
+
+def test_a_look_alike_of_a_name_online_on_another_node_is_refused(cluster):
+    login(cluster["a"], "alice")
+    _, conn = login(cluster["b"], "\u0430lice")  # a Cyrillic a
+    error = conn.of(wire.Error)[0]
+    assert error.code == "name_lookalike"
+    assert error.text == ("the name '\u0430lice' looks like 'alice', who is online; "
+                          "choose another")

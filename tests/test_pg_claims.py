@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 from spchat.server.claims import Claim, token_hash
 from spchat.server.pg_claims import PgClaimTables
@@ -119,6 +120,26 @@ def test_a_resume_moves_the_claim_only_with_its_token_and_release_is_conditional
             ("b", True, ["dev"])]
         b.release("alice", "s1")
         assert sql(pg_url, "SELECT * FROM claims") == []
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_name_like_one_held_on_another_live_node_is_found(pg_url):
+    from spchat.server.lookalikes import looks
+
+    migrated(pg_url)
+    a, b = tables(pg_url, "a", timeout=1.0), tables(pg_url, "b", timeout=1.0)
+    try:
+        a.beat()
+        held = replace(claim("alice", "s1", "a"), looks=tuple(sorted(looks("Alice", "alice"))))
+        assert a.claim(held, takeover=False).granted
+        like = sorted(looks("\u0430lice", "\u0430lice"))
+        assert b.lookalike(like, "\u0430lice") == "Alice"
+        assert a.lookalike(like, "\u0430lice") is None  # its own node's: its sessions say
+        assert b.lookalike(like, "alice") is None  # the name itself: not a look-alike
+        time.sleep(1.2)  # a is dead: its names no longer count
+        assert b.lookalike(like, "\u0430lice") is None
     finally:
         a.close()
         b.close()

@@ -48,6 +48,7 @@ class Claim:
     registered: bool
     lineage: str  # whose cids its lines carry (``Session.lineage``)
     rooms: tuple[str, ...] = ()  # room keys
+    looks: tuple[str, ...] = ()  # its name's skeletons (spchat.server.lookalikes)
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class Claimed:
 def claim_of(session: Session, node: str) -> Claim:
     """The claim of a session of ``node`` as it is now."""
     return Claim(session.key, session.id, node, token_hash(session.token), session.name,
-                 session.registered, session.lineage, tuple(sorted(session.rooms)))
+                 session.registered, session.lineage, tuple(sorted(session.rooms)),
+                 tuple(sorted(session.looks)))
 
 
 def may_take(held: Claim | None, wanted: Claim, takeover: bool, holder_alive: bool) -> bool:
@@ -134,6 +136,13 @@ class LocalClaims:
             if claim.session == session and claim.token_hash == token_hash:
                 self.book.claims[claim.key] = replace(claim, node=self.node)
                 return defer.succeed(claim)
+        return defer.succeed(None)
+
+    def lookalike(self, looks, key: str) -> defer.Deferred:
+        for claim in self.book.claims.values():
+            if (claim.node != self.node and claim.key != key and self._alive(claim.node)
+                    and set(claim.looks) & set(looks)):
+                return defer.succeed(claim.name)
         return defer.succeed(None)
 
     def beat(self) -> defer.Deferred:

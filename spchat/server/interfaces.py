@@ -210,6 +210,10 @@ class INameClaims(Interface):
         """The claim of ``session`` with that token hash, moved to this node;
         fires with the claim as it was (its old node), or None."""
 
+    def lookalike(looks, key):
+        """Fires with the name of a session of another live node (not
+        ``key``'s) whose name has one of these looks, or None."""
+
     def beat():
         """This node is alive; fires with {session id: name key} of the
         claims it holds (a session missing was taken, the bus lost saying so)."""

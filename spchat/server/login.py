@@ -25,6 +25,7 @@ from spchat import wire
 from spchat.server.claims import Claim, token_hash
 from spchat.server.password_worker import ACCOUNTS, SIGNUPS
 from spchat.server.passwords import normalise_password
+from spchat.server.lookalikes import looks
 from spchat.server.new_names import NewNames
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, ThrottledLog
 from spchat.server.rules import Refused, ban_text, normalise_name, plain
@@ -68,7 +69,7 @@ class Logins:
         self.signups = signups
         self.signups_refused = ThrottledLog(self.log, clock, refusal_log_seconds)
         self.sessions = sessions
-        self.new_names = NewNames(sessions, store)
+        self.new_names = NewNames(sessions, store, names)
         self.start_session = start_session
         self.end_session = end_session
         self.claims: set[str] = set()  # names with a login or password change under way
@@ -199,7 +200,8 @@ class Logins:
         if self.names is None:
             return defer.succeed(ids)
         wanted = Claim(key, ids[0], self.names.node, token_hash(ids[1]), display, registered,
-                       lineage_of(key, registered, msg.outbox, ids[0]))
+                       lineage_of(key, registered, msg.outbox, ids[0]),
+                       looks=tuple(sorted(looks(display, key))))
 
         def judged(claimed):
             if not claimed.granted:

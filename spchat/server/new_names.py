@@ -2,7 +2,8 @@
 room's): letters of one script, and no look-alike of a name it has.
 
 "Look-alike" is ``spchat.server.lookalikes``: the same TR39 skeleton.  A
-user name is refused if it looks like the name of someone online, of a
+user name is refused if it looks like the name of someone online (on
+this node or, by its claim, on another: ``spchat.server.claims``), of a
 login taking a new name right now, or of a registered account; the refusal
 names the name it looks like (a registered name is no secret: logging in
 with it says that it is registered).  Names the server has already, a
@@ -30,9 +31,12 @@ class NewNames:
     """New user names: checks them, and holds their looks while a login
     takes one, so that two look-alikes cannot both get through."""
 
-    def __init__(self, sessions: SessionTable, store):
+    def __init__(self, sessions: SessionTable, store, names=None):
+        """``names``: the ``INameClaims`` of the nodes, whose sessions'
+        names count as online (None: this node's alone)."""
         self.sessions = sessions
         self.store = store
+        self.names = names
         self.claims: dict[str, str] = {}  # look -> name key of the login holding it
 
     def check(self, display: str, key: str) -> defer.Deferred:
@@ -49,6 +53,11 @@ class NewNames:
         for look in name_looks:
             self.claims[look] = key
 
+        def online_elsewhere(name):
+            if name is not None:
+                raise Refused("name_lookalike", f"the name {display!r} looks like {name!r}, "
+                              "who is online; choose another")
+
         def looked_up(registered):
             if registered is not None:
                 raise Refused("name_lookalike", f"the name {display!r} looks like {registered!r}, "
@@ -56,7 +65,10 @@ class NewNames:
             # After the look-alikes: "аlice" is better told whom it looks like.
             check_one_script(display, "name_invalid", "a name")
 
-        return self.store.lookalike_account(name_looks, key).addCallback(looked_up)
+        d = defer.succeed(None) if self.names is None else \
+            self.names.lookalike(name_looks, key).addCallback(online_elsewhere)
+        d.addCallback(lambda _: self.store.lookalike_account(name_looks, key))
+        return d.addCallback(looked_up)
 
     def release(self, display: str, key: str) -> None:
         for look in looks(display, key):

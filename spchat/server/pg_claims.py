@@ -20,17 +20,18 @@ from spchat.server.interfaces import INameClaims
 from spchat.server.pg_link import Link, parse_url
 from spchat.server.threaded_store import StatementThread
 
-_COLUMNS = "key, session, node, token_hash, name, registered, lineage, rooms"
+_COLUMNS = "key, session, node, token_hash, name, registered, lineage, rooms, looks"
+_ALIVE = "n.last_seen > clock_timestamp() - make_interval(secs => %s)"
 
 
 def _claim(row) -> Claim:
-    *head, rooms = row
-    return Claim(*head, tuple(rooms))
+    *head, rooms, looks = row
+    return Claim(*head, tuple(rooms), tuple(looks))
 
 
 def _row(claim: Claim) -> tuple:
     return (claim.key, claim.session, claim.node, claim.token_hash, claim.name,
-            claim.registered, claim.lineage, list(claim.rooms))
+            claim.registered, claim.lineage, list(claim.rooms), list(claim.looks))
 
 
 class PgClaimTables:
@@ -52,13 +53,12 @@ class PgClaimTables:
         with self.link.transaction() as cursor:
             while True:
                 cursor.execute(f"INSERT INTO claims ({_COLUMNS}) VALUES "
-                               "(%s, %s, %s, %s, %s, %s, %s, %s) "
+                               "(%s, %s, %s, %s, %s, %s, %s, %s, %s) "
                                "ON CONFLICT (key) DO NOTHING RETURNING key", _row(wanted))
                 if cursor.fetchone() is not None:
                     return Claimed(True)
                 cursor.execute(
-                    f"SELECT {', '.join('c.' + c for c in _COLUMNS.split(', '))}, "
-                    "n.last_seen > clock_timestamp() - make_interval(secs => %s) "
+                    f"SELECT {', '.join('c.' + c for c in _COLUMNS.split(', '))}, {_ALIVE} "
                     "FROM claims c LEFT JOIN nodes n ON n.name = c.node "
                     "WHERE c.key = %s FOR UPDATE OF c", (self.node_timeout, wanted.key))
                 row = cursor.fetchone()
@@ -68,7 +68,7 @@ class PgClaimTables:
                 if not may_take(held, wanted, takeover, alive):
                     return Claimed(False)
                 cursor.execute(f"UPDATE claims SET ({_COLUMNS}, claimed_at) = "
-                               "(%s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp()) "
+                               "(%s, %s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp()) "
                                "WHERE key = %s", (*_row(wanted), wanted.key))
                 return Claimed(True, held if held.session != wanted.session else None)
 
@@ -94,6 +94,14 @@ class PgClaimTables:
             cursor.execute("UPDATE claims SET node = %s, claimed_at = clock_timestamp() "
                            "WHERE session = %s", (self.node, session))
             return _claim(row)
+
+    def lookalike(self, looks, key: str) -> str | None:
+        with self.link.cursor() as cursor:
+            cursor.execute(f"SELECT c.name FROM claims c JOIN nodes n ON n.name = c.node "
+                           f"WHERE c.looks && %s AND c.key <> %s AND c.node <> %s AND {_ALIVE} "
+                           "LIMIT 1", (list(looks), key, self.node, self.node_timeout))
+            row = cursor.fetchone()
+            return None if row is None else row[0]
 
     def beat(self) -> dict[str, str]:
         with self.link.transaction() as cursor:
@@ -151,6 +159,9 @@ class PgClaims:
 
     def resume(self, session: str, token_hash: str) -> defer.Deferred:
         return self._run(PgClaimTables.resume, session, token_hash)
+
+    def lookalike(self, looks, key: str) -> defer.Deferred:
+        return self._run(PgClaimTables.lookalike, sorted(looks), key)
 
     def beat(self) -> defer.Deferred:
         return self._run(PgClaimTables.beat)

@@ -136,9 +136,11 @@ MIGRATIONS = [
         registered BOOLEAN NOT NULL,
         lineage TEXT COLLATE "C" NOT NULL,
         rooms TEXT[] NOT NULL DEFAULT '{}',
+        looks TEXT[] NOT NULL DEFAULT '{}',
         claimed_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
     );
     CREATE INDEX claims_by_node ON claims (node);
+    CREATE INDEX claims_by_looks ON claims USING GIN (looks);
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
