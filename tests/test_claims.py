@@ -226,3 +226,13 @@ def test_a_look_alike_of_a_name_online_on_another_node_is_refused(cluster):
     assert error.code == "name_lookalike"
     assert error.text == ("the name '\u0430lice' looks like 'alice', who is online; "
                           "choose another")
+
+
+def test_a_claim_left_with_no_session_behind_it_is_given_back_at_the_next_beat(
+        cluster, clock, book):
+    a = cluster["a"]
+    login(a, "alice")
+    book.claims["bob"] = claim("bob", "gone", "a")  # its release never reached the database
+    clock.advance(a.moves.beat_seconds)
+    assert sorted(book.claims) == ["alice"]
+    assert "alice" in a.by_key
