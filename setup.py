@@ -24,6 +24,7 @@ setup(
     install_requires=["Twisted[tls]>=23.10", "cryptography>=42", "python-dotenv>=1.0",
                       "confusable-homoglyphs>=3.3"],
     # pillow: the window tests save screenshots of the real Tk windows.
+    # docutils: the docs' test renders every page, as PyPI and GitHub would.
     # bench: python -m spchat.bench draws its plot with matplotlib.
     # postgresql: the driver of --database (imported only when one is given);
     # the tests run the store on a real PostgreSQL server, so they need it too.
@@ -35,7 +36,7 @@ setup(
         # metrics: --metrics serves Prometheus's text format (imported only then).
         "metrics": ["prometheus_client>=0.20"],
         "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9",
-                 "txredisapi>=1.4.10", "prometheus_client>=0.20"],
+                 "txredisapi>=1.4.10", "prometheus_client>=0.20", "docutils"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
         "irc-test": ["pytest-xdist", "filelock"],
