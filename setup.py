@@ -24,7 +24,6 @@ setup(
     install_requires=["Twisted[tls]>=23.10", "cryptography>=42", "python-dotenv>=1.0",
                       "confusable-homoglyphs>=3.3"],
     # pillow: the window tests save screenshots of the real Tk windows.
-    # docutils: the docs' test renders every page, as PyPI and GitHub would.
     # bench: python -m spchat.bench draws its plot with matplotlib.
     # postgresql: the driver of --database (imported only when one is given);
     # the tests run the store on a real PostgreSQL server, so they need it too.
@@ -35,6 +34,7 @@ setup(
         "bus": ["txredisapi>=1.4.10"],
         # metrics: --metrics serves Prometheus's text format (imported only then).
         "metrics": ["prometheus_client>=0.20"],
+        # docutils: the test that README.rst and docs/ render without errors.
         "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9",
                  "txredisapi>=1.4.10", "prometheus_client>=0.20", "docutils"],
         "bench": ["matplotlib"],

@@ -1,6 +1,6 @@
 """The documentation stays true of the code: every setting it names exists,
-README links to every page of docs/, links between pages lead somewhere,
-and every page renders without a reST error."""
+README links to every page of docs/, and links to files lead to one.
+(That every page renders is tests/test_rst.py's.)"""
 
 import re
 from pathlib import Path
@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 from spchat import config
-
-from local_servers import missing
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ("design.rst", "operations.rst", "development.rst", "protocol.rst")
@@ -44,17 +42,3 @@ def test_every_link_to_a_file_leads_to_one(document):
         path = target.split("#")[0]
         assert (document.parent / path).exists(), f"{document.name} links to {target}"
 
-
-@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.name)
-def test_every_document_renders_without_a_warning(document):
-    try:
-        from docutils.core import publish_doctree
-        from docutils.utils import SystemMessage
-    except ImportError:
-        missing("docutils is not installed: pip install '.[test]'")
-    text = document.read_text(encoding="utf-8")
-    try:
-        publish_doctree(text, source_path=str(document), settings_overrides={
-            "halt_level": 2, "report_level": 5, "file_insertion_enabled": False})
-    except SystemMessage as problem:
-        pytest.fail(f"{document.name}: {problem}")
