@@ -235,6 +235,9 @@ class Message:
     TYPE: ClassVar[str]
     SCHEMA: ClassVar[dict[str, Callable[[Any], Any]]]
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Made by message() for each subclass: any message is a dataclass to
+    # dataclasses.replace and dataclasses.fields.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 @typing.dataclass_transform(frozen_default=True)
