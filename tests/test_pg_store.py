@@ -3,7 +3,6 @@ several servers on one database, its schema's migrations, a database
 that cannot be used or goes away, and a chat server on it.  What every
 store does is in test_store.py, run on PostgreSQL too."""
 
-import socket
 import subprocess
 import threading
 
@@ -12,6 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from spchat import wire
+from spchat.bench.engines import free_port
 from spchat.server.commit import GroupCommitter
 from spchat.server.pg_link import Link, StoreUnavailable, parse_url
 from spchat.server.pg_schema import SCHEMA_VERSION, migrate
@@ -40,12 +40,6 @@ async def opened(url):
     store = PostgresStore(url)
     await store.open()
     return store
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- several servers on one database ---------------------------------------------
