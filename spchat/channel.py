@@ -14,11 +14,12 @@ rules for closing are the security design's:
 from __future__ import annotations
 
 from twisted.internet import error as net_error
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall
 from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise, wire
 from spchat.terminal import SafeLogger
+from spchat.transports import IStreamTransport
 
 # After loseConnection() a peer that never reads would keep us waiting for the
 # send buffer to drain forever; abort if it has not happened by then.
@@ -35,9 +36,7 @@ class NoiseChannel(Int32StringReceiver):
     MAX_LENGTH = noise.MAX_MESSAGE_LEN
     initiator = False
     log = SafeLogger()
-    # Always TCP's (abortConnection is ITCPTransport's), and set by
-    # makeConnection before anything here runs.
-    transport: ITCPTransport
+    transport: IStreamTransport  # set by makeConnection before anything here runs
 
     def __init__(self, clock):
         self.clock = clock

@@ -16,7 +16,7 @@ import collections
 import time
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -26,6 +26,7 @@ from spchat.irc.connection import HOST, IrcConnection
 from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
 from spchat.server.rules import TokenBucket
+from spchat.transports import IStreamTransport
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
 # A reader may fall behind for this long before a full send buffer cuts it.
@@ -39,9 +40,7 @@ MAX_LAG_SECONDS = 10.0
 
 @implementer(IPushProducer)
 class IrcProtocol(protocol.Protocol):
-    # TCP's or TLS's (abortConnection is ITCPTransport's), and set by
-    # makeConnection before anything here runs.
-    transport: ITCPTransport
+    transport: IStreamTransport  # set by makeConnection before anything here runs
 
     def __init__(self, factory: IrcFactory, host: str):
         self.factory = factory
@@ -159,7 +158,7 @@ class IrcProtocol(protocol.Protocol):
                 self._pace_call = clock.callLater(self._lines.wait(clock.seconds()), self._pace)
                 if not self._reading_paused:
                     self._reading_paused = True
-                    self.transport.pauseProducing()  # type: ignore[attr-defined]  # an IProducer too
+                    self.transport.pauseProducing()
                 return
             raw = self._waiting.popleft()
             if raw is None or too_long(raw):
@@ -173,7 +172,7 @@ class IrcProtocol(protocol.Protocol):
                                "the server could not handle that command")
         if self._reading_paused and not self.conn.closed:
             self._reading_paused = False
-            self.transport.resumeProducing()  # type: ignore[attr-defined]  # an IProducer too
+            self.transport.resumeProducing()
 
     # --- timeouts ------------------------------------------------------------------
 

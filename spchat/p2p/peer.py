@@ -23,9 +23,10 @@ import re
 
 from twisted.internet import defer
 from twisted.internet import error as net_error
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
 
 from spchat import noise
 from spchat.p2p import peerwire
@@ -33,6 +34,7 @@ from spchat.p2p.manifest import Manifest
 from spchat.p2p.tags import TAG_BYTES, lookup_tag, relay_name
 from spchat.server.refusals import PerAddress, ThrottledLog
 from spchat.terminal import SafeLogger
+from spchat.transports import IStreamTransport
 
 log = SafeLogger()
 
@@ -61,6 +63,7 @@ def relay_header(transfer: str, key: bytes, side: str) -> bytes:
     return f"spchat-relay {relay_name(transfer, key)} {side}\n".encode("ascii")
 
 
+@implementer(IPushProducer)  # of our reads, to the transport (see hold)
 class PeerConnection(Int32StringReceiver):
     """``handler`` gets ``peer_open(conn)``, ``peer_message(conn, msg)`` and
     ``peer_closed(conn, reason)``.  The responder learns its key and handler
@@ -68,9 +71,7 @@ class PeerConnection(Int32StringReceiver):
     or None)."""
 
     MAX_LENGTH = noise.MAX_MESSAGE_LEN
-    # Always TCP's (abortConnection is ITCPTransport's), and set by
-    # makeConnection before anything here runs.
-    transport: ITCPTransport
+    transport: IStreamTransport  # set by makeConnection before anything here runs
 
     def __init__(self, clock, initiator: bool, transfer: str, key: bytes | None = None,
                  handler=None, name: str = "?", introductions=None, preamble: bytes = b"",
@@ -189,7 +190,7 @@ class PeerConnection(Int32StringReceiver):
             self._timer.cancel()
         # Back-pressure: while our sends wait (a peer that does not read),
         # stop reading its requests.
-        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # TCP's is an IConsumer too
+        self.transport.registerProducer(self, True)
         self.handler.peer_open(self)
         self.opened.callback(self)
 
