@@ -20,6 +20,20 @@ from local_servers import missing
 from spchat.bench.engines import TemporaryPostgres
 
 
+def sql(url, query, params=()):
+    """One statement in a transaction on a connection of the test's own;
+    its rows, if it has any."""
+    from spchat.server.pg_link import Link, parse_url
+
+    link = Link(parse_url(url), url)
+    try:
+        with link.transaction() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else None
+    finally:
+        link.close()
+
+
 def _require_postgres() -> None:
     """Skip (fail, in CI) where no PostgreSQL server can be started."""
     reason = TemporaryPostgres.missing()

@@ -21,19 +21,9 @@ from spchat.server.store import DB_FILE, StoreError
 
 from conftest import (connect_client, server_config, start_service, stop_services,
                       subprocess_env, twistd_command, wait_until)
-from test_store import dm, numbered, say
-
-
-def sql(url, query, params=()):
-    """One statement in a transaction on a connection of the test's own;
-    its rows, if it has any."""
-    link = Link(parse_url(url), url)
-    try:
-        with link.transaction() as cursor:
-            cursor.execute(query, params)
-            return cursor.fetchall() if cursor.description else None
-    finally:
-        link.close()
+from helpers import room_lines
+from postgres import sql
+from store_lines import dm, numbered, say
 
 
 async def opened(url):
@@ -285,10 +275,6 @@ async def test_a_connection_lost_under_commit_loses_nothing_and_saves_nothing_tw
 
 
 # --- a chat server on PostgreSQL -------------------------------------------------------
-
-
-def room_lines(client, history):
-    return [m.text for m in client.rec.of(wire.RoomMessage) if m.history == history]
 
 
 @pytest_twisted.inlineCallbacks
