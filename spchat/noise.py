@@ -17,7 +17,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Iterable
-from typing import Any, Callable, Union
+from typing import Any, Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
@@ -120,7 +120,7 @@ def _dh(local: _KeyPair, remote: X25519PublicKey) -> bytes:
 
 # Nonce layouts from the spec (section 12): 32 zero bits, then the 64-bit
 # counter, big-endian for AES-GCM and little-endian for ChaChaPoly.
-_AEAD = Union[AESGCM, ChaCha20Poly1305]
+_AEAD = AESGCM | ChaCha20Poly1305
 _CIPHERS: dict[str, tuple[type[_AEAD], Callable[[int], bytes]]] = {
     "AESGCM": (AESGCM, struct.Struct(">4xQ").pack),
     "ChaChaPoly": (ChaCha20Poly1305, struct.Struct("<4xQ").pack),

@@ -31,7 +31,7 @@ import itertools
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from spchat.p2p.node import SharingNode
 
 # What the outbox holds: the lines typed, until the server acknowledges them.
-Line = Union[wire.Say, wire.Direct]
+Line = wire.Say | wire.Direct
 
 MAX_RETRY_DELAY = 30.0
 # Unacknowledged lines at the start of each connection (see _pump).
