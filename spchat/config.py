@@ -165,7 +165,7 @@ def _irc_operator(text: str) -> tuple[str, str] | None:
     text = text.strip()
     if not text:
         return None
-    from spchat.server.accounts import _parse
+    from spchat.server.passwords import _parse
 
     name, _, encoded = text.partition(":")
     try:

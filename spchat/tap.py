@@ -22,7 +22,8 @@ from spchat.irc.protocol import IrcFactory
 from spchat.irc.tls import CertificateError
 from spchat.cluster.redis_bus import RedisBus
 from spchat.cluster.seal import bus_key
-from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
+from spchat.server.password_worker import PasswordWorker
+from spchat.server.throttles import LoginThrottle, SignupLimit
 from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits

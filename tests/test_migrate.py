@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from spchat import wire
 from spchat.server import lookalikes
-from spchat.server.accounts import verify_password
+from spchat.server.passwords import verify_password
 from spchat.server.migration import copy_store, open_target, snapshot
 from spchat.server.pg_store import PostgresStore
 from spchat.server.records import RoomRecord

@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 
 from spchat.server import lookalikes
-from spchat.server.accounts import verify_password
+from spchat.server.passwords import verify_password
 from spchat.server.records import RoomRecord
 from spchat.server.store import DB_FILE, SCHEMA_VERSION, SQLiteStore
 
