@@ -485,7 +485,7 @@ class ChatCore:
         self.table.remove(session, "moved to another node")
         self.sharing.tracker.forget_session(session.id)
         for key in sorted(session.rooms):
-            self.directory.depart(self.directory.get(key), session)
+            self.directory.depart(self.directory.rooms[key], session)
         self._presence_changed()
         if link is not None:
             link.conn.close("replaced", "this session continues on another node")

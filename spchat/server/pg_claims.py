@@ -25,8 +25,9 @@ _ALIVE = "n.last_seen > clock_timestamp() - make_interval(secs => %s)"
 
 
 def _claim(row) -> Claim:
-    *head, rooms, looks = row
-    return Claim(*head, tuple(rooms), tuple(looks))
+    key, session, node, token, name, registered, lineage, rooms, looks = row
+    return Claim(key, session, node, token, name, registered, lineage, tuple(rooms),
+                 tuple(looks))
 
 
 def _row(claim: Claim) -> tuple:
