@@ -173,6 +173,23 @@ class Swarm:
         have = self.picker.have if self.picker is not None else self.source.have
         return sum(self.manifest.piece_range(i)[1] for i in have)
 
+    @property
+    def fetching(self) -> bool:
+        """A block is asked of a peer (it answers, or is dropped in time),
+        or a piece is being hashed and written: the download moves."""
+        return bool(self._storing) or any(peer.asked for peer in self.peers.values())
+
+    def why_idle(self, seconds: float) -> str:
+        """Why nothing was fetched for ``seconds``, though pieces are missing."""
+        if not self.peers:
+            return f"no peer could be reached for {seconds:.0f} s (directly or through the relay)"
+        missing = self.picker.wanted() if self.picker is not None else set()
+        if any(peer.have & missing for peer in self.peers.values()):
+            return f"nothing came from the connected peers ({len(self.peers)}) for {seconds:.0f} s"
+        what = "the piece" if len(missing) == 1 else f"the {len(missing)} pieces"
+        return (f"none of the connected peers ({len(self.peers)}) has had {what} still "
+                f"missing for {seconds:.0f} s")
+
     def stats_for(self, conn) -> PeerStats:
         return self.stats.setdefault(conn.name, PeerStats(path=conn.path))
 
