@@ -66,7 +66,7 @@ def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
         file_id, _ = yield sharer.share(source)
         (tmp_path / "got").mkdir()
         fetch = yield downloader.fetch(file_id, tmp_path / "got")
-        yield fetch.result
+        yield fetch.result.addTimeout(30, reactor)  # a stuck download fails, not hangs
         yield sharer.stop()
         yield alice.logout()  # the file is offered no more
         # The server restarts: bob's session is gone, he logs in anew and
