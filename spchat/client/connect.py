@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from spchat.client.addresses import parse_addresses
 from spchat.client.pins import PinMismatch, UnknownServer
 
 LAST_VALUES_FILE = "desktop.json"
@@ -20,7 +21,7 @@ LAST_VALUES_FILE = "desktop.json"
 
 @dataclass(frozen=True)
 class ConnectForm:
-    host: str
+    host: str  # one address, or several: the nodes of one server
     port: int
     name: str
     password: str | None = None
@@ -32,14 +33,13 @@ def check_form(host: str, port: str, name: str, password: str, register: bool) -
     host, port, name = host.strip(), port.strip(), name.strip()
     if not host:
         raise ValueError("enter the server's address")
-    if any(c.isspace() for c in host):
-        raise ValueError(f"the server address {host!r} has spaces in it")
     try:
         number = int(port)
     except ValueError:
         raise ValueError(f"the port must be a number, not {port!r}") from None
     if not 1 <= number <= 65535:
         raise ValueError(f"the port must be 1-65535, not {number}")
+    parse_addresses(host, number)  # several are a server's nodes ("a,b:7001")
     if not name:
         raise ValueError("enter the name to chat under")
     if register and not password:
