@@ -1,28 +1,15 @@
-"""The nodes of one server, for the tests: data directories that share one
-server key (as an operator copies ``server_key`` to every node), chat
-services on them in this process, and ``three_nodes``: a fixture of three
-on one PostgreSQL and one Redis (real servers, see tests/postgres.py and
-tests/redis_server.py)."""
+"""The nodes of one server, for the tests: chat services in this process
+on data directories that share one server key (helpers.node_dirs, as an
+operator copies ``server_key`` to every node), and ``three_nodes``: a
+fixture of three on one PostgreSQL and one Redis (real servers, see
+tests/postgres.py and tests/redis_server.py)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from spchat.server.identity import KEY_FILE, load_or_create_server_key
-
 from conftest import server_config, start_service, stop_services
-
-
-def share_key(dirs):
-    """The first data directory's server key (made if it has none) copied
-    to the others; returns ``dirs``."""
-    load_or_create_server_key(dirs[0])
-    for data_dir in dirs[1:]:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        shutil.copy2(dirs[0] / KEY_FILE, data_dir / KEY_FILE)
-    return dirs
+from helpers import node_dirs
 
 
 def start_nodes(tmp_path, count, **options):
@@ -30,7 +17,7 @@ def start_nodes(tmp_path, count, **options):
     Without ``database`` and ``bus`` each has a store of its own: one key,
     but not one chat."""
     return [start_service(server_config(data_dir, **options))
-            for data_dir in share_key([tmp_path / f"node{i}" for i in range(count)])]
+            for data_dir in node_dirs(tmp_path, count)]
 
 
 def addresses(nodes) -> str:

@@ -31,9 +31,10 @@ from spchat.client.connect import check_form
 from spchat.client.pins import PinMismatch, UnknownServer
 from spchat.client.session import ClientError
 
-from cluster_nodes import addresses, share_key, start_nodes
+from cluster_nodes import addresses, start_nodes
 from conftest import (ServerProcess, connect_client, server_config, start_service,
                       stop_servers, stop_services, subprocess_env, wait_until)
+from helpers import share_key
 from local_servers import stop_process
 
 FP1 = "SHA256:" + "1" * 43
@@ -220,7 +221,8 @@ def test_a_client_whose_node_stops_moves_to_another_and_keeps_chatting(tmp_path,
         yield wait_until(lambda: said(alice) == ["before"] and not alice.outbox)
         yield stop_servers(first)
         alice.say("while moving")  # kept in the outbox, sent once it is in
-        yield wait_until(lambda: alice.connected, timeout=20)
+        yield wait_until(lambda: alice.connected and alice.port == second.address.port,
+                         timeout=20)
         assert alice.where == f"127.0.0.1:{second.address.port}"
         assert alice.status.address == alice.where and alice.status.resumed
         assert any(s.state == "reconnecting" for s in alice.rec.statuses)
