@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 
 from spchat import wire
 
 import cluster_nodes
 from cluster_nodes import addresses, start_nodes
-from conftest import connect_client, stop_servers, stop_services, wait_until
+from conftest import ServerProcess, connect_client, stop_servers, stop_services, wait_until
 from cutting_proxy import CuttingProxy
+from helpers import share_key
 from test_cluster import lines_in
 
 three_nodes = cluster_nodes.three_nodes
@@ -134,3 +135,71 @@ def test_a_client_whose_node_stops_goes_on_on_another_node_of_the_list(three_nod
     assert live_lines(alice) == log  # the same, in the same order, each once
     stored = [r.text for r in (yield second.store.after("#lobby", 0, 1000))]
     assert sorted(stored) == sorted(sent)
+
+
+def twistd_nodes(tmp_path, count, pg_url, redis_server):
+    """``count`` ``twistd -n spchat`` nodes of one server (one copied key)."""
+    dirs = share_key([tmp_path / f"node{i}" / "data" for i in range(count)])
+    # Flood control off the table: the test is about the nodes.
+    return [ServerProcess(data_dir.parent, "--relay-port", "0", "--database", pg_url,
+                          "--bus", redis_server.url, "--flood-burst", "10000",
+                          "--flood-rate", "100000", "--flood-queue", "10000")
+            for data_dir in dirs]
+
+
+def logged(pg_url, conversation):
+    """The texts of a conversation's lines in the database, in its order."""
+    from contextlib import closing
+
+    import psycopg2
+
+    with closing(psycopg2.connect(pg_url)) as db, db.cursor() as cursor:
+        cursor.execute("SELECT text FROM messages WHERE conversation = %s ORDER BY seq",
+                       (conversation,))
+        return [text for (text,) in cursor.fetchall()]
+
+
+@pytest_twisted.inlineCallbacks
+def test_kill_9_of_a_node_while_its_clients_send_loses_nothing(tmp_path, pins, pg_url,
+                                                               redis_server):
+    nodes = twistd_nodes(tmp_path, 3, pg_url, redis_server)
+    ports = [node.port for node in nodes]
+    try:
+        clients = []
+        for i, name in enumerate(("alice", "bob", "carol")):  # one on each node
+            listed = ",".join(f"127.0.0.1:{port}" for port in ports[i:] + ports[:i])
+            clients.append((yield connect_client(None, pins, name, port=ports[i], host=listed,
+                                                 presence=False)))
+        yield task.deferLater(reactor, 1.0, lambda: None)  # the nodes join the bus
+        alice, bob, carol = clients
+        sent = []
+        sending = task.LoopingCall(lambda: (say(sent, alice, 1), say(sent, bob, 1)))
+        sending.start(0.005)
+        yield wait_until(lambda: len(sent) >= 200)
+        say(sent, alice, 30)  # a burst on its way (some saved, none acknowledged yet) ...
+        yield task.deferLater(reactor, 0.002, lambda: None)
+        nodes[0].proc.kill()  # ... as alice's node dies
+        yield wait_until(lambda: len(sent) >= 600)
+        sending.stop()
+
+        def everyone_has_everything():
+            return (not alice.outbox and not bob.outbox
+                    and all(len(lines_in(c, "lobby")) >= len(sent) for c in clients))
+
+        yield wait_until(lambda: everyone_has_everything() or alice.status.state == "offline",
+                         timeout=60)
+        assert alice.status.state == "connected", alice.status
+        assert alice.port != ports[0]
+        yield task.deferLater(reactor, 0.5, lambda: None)  # a copy would come by now
+    finally:
+        yield stop_services()
+        nodes[0].proc.kill()
+        nodes[0].proc.wait()
+        for node in nodes[1:]:
+            node.stop()
+    for node in nodes:
+        assert "Traceback" not in "".join(node.log) and "Unhandled" not in "".join(node.log)
+    log = logged(pg_url, "#lobby")
+    assert sorted(log) == sorted(sent)  # every line once, acknowledged or not when it died
+    for client in clients:
+        assert [text for _, text in lines_in(client, "lobby")] == log, client.name
