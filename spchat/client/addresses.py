@@ -19,6 +19,7 @@ from typing import Callable
 
 from twisted.internet import defer, threads
 from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 
 from spchat.client.neterrors import dial_error_text
 
@@ -112,6 +113,12 @@ def _all_addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(info[4][0] for info in found))
 
 
+def endpoint(reactor, candidate: Candidate, timeout: float):
+    """The TCP endpoint that dials ``candidate``."""
+    kind = TCP6ClientEndpoint if isIPv6Address(candidate.ip) else TCP4ClientEndpoint
+    return kind(reactor, candidate.ip, candidate.address.port, timeout=timeout)
+
+
 def add_server_options(parser, cfg) -> None:
     """``--host`` and ``--port``, for every command that talks to the server."""
     parser.add_argument(
@@ -163,6 +170,19 @@ class Failover:
             start = candidates.index(self.current) + 1
             candidates = candidates[start:] + candidates[:start]
         self._round = deque(candidates)
+
+    @property
+    def address(self) -> Address:
+        """The address being tried or used, as given (the first before any)."""
+        return self.current.address if self.current is not None else self.addresses[0]
+
+    @property
+    def where(self) -> str:
+        return str(self.current) if self.current is not None else str(self.addresses[0])
+
+    @property
+    def ip(self) -> str:
+        return self.current.ip if self.current is not None else self.addresses[0].host
 
     def next(self) -> Candidate | None:
         """The next candidate to dial, or None: the round is over."""

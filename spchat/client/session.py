@@ -39,13 +39,12 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from twisted.internet import defer
-from twisted.internet.abstract import isIPv6Address
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.logger import Logger
 
 from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
-from spchat.client.addresses import Candidate, Failover, Resolve, parse_addresses, system_resolver
+from spchat.client.addresses import Failover, Resolve, endpoint, parse_addresses, system_resolver
 from spchat.client.keepalive import Keepalive
 from spchat.client.members import Member, MemberList, name_key
 from spchat.client.neterrors import dial_error_text, no_answer_text, not_spchat_text
@@ -267,31 +266,25 @@ class ChatClient:
         self._set_status(Status("connecting"))
         self._dial()
 
+    # Where it is (or is trying to get in), as given; the first address before any.
+
     @property
     def host(self) -> str:
-        """The host it is on (or trying), as given: the first before any."""
-        return self._address.host
+        return self.failover.address.host
 
     @property
     def port(self) -> int:
-        return self._address.port
-
-    @property
-    def _address(self):
-        current = self.failover.current
-        return current.address if current is not None else self.addresses[0]
+        return self.failover.address.port
 
     @property
     def where(self) -> str:
-        """The address it is on (or trying), with the IP dialed if a name was given."""
-        current = self.failover.current
-        return str(current) if current is not None else str(self.addresses[0])
+        """``host:port``, and the IP dialed if a name was given."""
+        return self.failover.where
 
     @property
     def server_ip(self) -> str:
         """The IP address of the node it is on: that node's relay is there too."""
-        current = self.failover.current
-        return current.ip if current is not None else self.host
+        return self.failover.ip
 
     def _dial(self) -> None:
         """A round: each address once, in turn, until one lets us in."""
@@ -313,14 +306,10 @@ class ChatClient:
             return
         self._dialing = True
         proto = ChatClientProtocol(self.reactor, self._verify_server, self)
-        connecting = connectProtocol(self._endpoint(candidate), proto)
+        connecting = connectProtocol(endpoint(self.reactor, candidate, self.connect_timeout),
+                                     proto)
         self._attempt_in_progress = (connecting, proto)
         connecting.addCallbacks(self._dialled, self._dial_failed)
-
-    def _endpoint(self, candidate: Candidate):
-        kind = TCP6ClientEndpoint if isIPv6Address(candidate.ip) else TCP4ClientEndpoint
-        return kind(self.reactor, candidate.ip, candidate.address.port,
-                    timeout=self.connect_timeout)
 
     def _candidate_failed(self, reason: str) -> None:
         """This address did not let us in: the next of the round, if any."""
@@ -361,12 +350,11 @@ class ChatClient:
         if self._leaving:  # cancelled (logged out while dialing)
             self._give_up("logged out", "never")
             return
-        address = self._address
-        self._candidate_failed(dial_error_text(failure, address.host, address.port, self.where))
+        self._candidate_failed(dial_error_text(failure, self.host, self.port, self.where))
 
     def _verify_server(self, fingerprint: str) -> None:
         self.server_fingerprint = fingerprint
-        address = self._address
+        address = self.failover.address
         # The addresses given together are one server's nodes: one key.
         others = tuple((a.host, a.port) for a in self.addresses if a != address)
         try:
