@@ -200,6 +200,29 @@ def test_the_first_address_refuses_and_the_client_gets_in_on_the_second(chat_ser
     yield wait_until(lambda: said(client) == ["in"] and not client.outbox)
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+@pytest_twisted.inlineCallbacks
+def test_an_ipv6_address_in_brackets_with_its_port(tmp_path, pins):
+    node = start_service(server_config(tmp_path / "data", host="::1"))
+    try:
+        client = yield connect_client(node, pins, "alice",
+                                      host=f"127.0.0.1:{dead_port()},[::1]:{node.address.port}")
+        assert (client.where, client.server_ip) == (f"[::1]:{node.address.port}", "::1")
+        client.say("over IPv6")
+        yield wait_until(lambda: said(client) == ["over IPv6"] and not client.outbox)
+    finally:
+        yield stop_services(node)
+
+
 @pytest_twisted.inlineCallbacks
 def test_when_no_address_answers_the_first_connection_says_why_for_each(pins):
     one, two = dead_port(), dead_port()
