@@ -110,7 +110,7 @@ def system_resolver(reactor) -> Resolve:
 
 def _all_addresses(host: str, port: int) -> list[str]:
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(info[4][0] for info in found))
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
 
 
 def endpoint(reactor, candidate: Candidate, timeout: float):
