@@ -27,7 +27,7 @@ from twisted.internet import defer, reactor
 from spchat import wire
 from spchat.client.addresses import (Address, Candidate, Failover, parse_addresses,
                                      system_resolver)
-from spchat.client.connect import check_form
+from spchat.client.connect import check_form, forget_command, key_change
 from spchat.client.pins import PinMismatch, UnknownServer
 from spchat.client.session import ClientError
 
@@ -271,6 +271,11 @@ def test_a_node_with_another_key_is_refused_as_a_changed_key(tmp_path, pins):
         assert isinstance(alice.trust_problem, PinMismatch)
         assert alice.trust_problem.where == f"127.0.0.1:{first.address.port}"
         assert alice.trust_problem.presented == other.fingerprint
+        # The window's panel names both: the node that presented it, and the pin.
+        there, pinned = f"127.0.0.1:{other.address.port}", f"127.0.0.1:{first.address.port}"
+        assert key_change(alice.trust_problem).title == (
+            f"{there} presents another key than {pinned}: not reconnecting")
+        assert forget_command(pinned) in key_change(alice.trust_problem).text
         assert not other.core.table.by_id  # it never logged in there
         assert f":{other.address.port} " not in pins.path.read_text()
     finally:

@@ -96,7 +96,7 @@ def trust_question(problem: Exception) -> TrustQuestion:
         )
     if isinstance(problem, PinMismatch):
         return TrustQuestion(
-            f"The key of {problem.where} has CHANGED",
+            changed_title(problem),
             f"Remembered: {problem.pinned}\nPresented:  {problem.presented}\n\n"
             "This may be an attack, so spchat will not connect. If the server's key "
             "was really replaced, ask its admin, then forget the old key with: "
@@ -105,6 +105,12 @@ def trust_question(problem: Exception) -> TrustQuestion:
             False,
         )
     raise TypeError(f"not a trust problem: {problem!r}")
+
+
+def changed_title(problem: PinMismatch) -> str:
+    if problem.presented_at != problem.where:  # another node of the list
+        return f"{problem.presented_at} presents another key than {problem.where}"
+    return f"The key of {problem.where} has CHANGED"
 
 
 def forget_command(where: str) -> str:
@@ -126,7 +132,7 @@ class KeyChange:
 def key_change(problem: PinMismatch) -> KeyChange:
     return KeyChange(
         problem.where, problem.pinned, problem.presented,
-        f"The server key of {problem.where} has CHANGED: not reconnecting",
+        f"{changed_title(problem)}: not reconnecting",
         "This may be an attack (someone between you and the server, posing as it), so "
         "spchat will not talk to it. If the server's key was really replaced, ask its admin "
         "for the new fingerprint, then forget the old key (the button below, or "

@@ -15,11 +15,17 @@ PIN_FILE = "known_servers"
 
 
 class PinMismatch(Exception):
-    """The server presented a key other than the pinned one."""
+    """The server presented a key other than the pinned one.
 
-    def __init__(self, text: str, where: str = "", pinned: str = "", presented: str = ""):
+    ``where`` is the pin it disagrees with; ``presented_at`` the address
+    that presented it, when that is another node of the same server.
+    """
+
+    def __init__(self, text: str, where: str = "", pinned: str = "", presented: str = "",
+                 presented_at: str = ""):
         super().__init__(text)
         self.where, self.pinned, self.presented = where, pinned, presented
+        self.presented_at = presented_at or where
 
 
 class UnknownServer(Exception):
@@ -99,7 +105,7 @@ class PinStore:
             f"key was really replaced, reset the pin with: "
             f"python -m spchat.client --forget-server {pinned_at} "
             f"(pins are in {self.path})",
-            pinned_at, pinned, presented,
+            pinned_at, pinned, presented, where,
         )
 
     def trust(self, host: str, port: int, fingerprint: str) -> None:
