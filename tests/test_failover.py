@@ -401,13 +401,34 @@ def test_share_and_get_take_a_list_and_the_relay_of_the_node_they_are_on(tmp_pat
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_client_knows_the_address_of_the_node_it_is_on_for_its_relay(tmp_path, pins):
+def test_sharing_dials_the_relay_of_the_node_it_is_on_not_the_name(tmp_path, pins):
+    """A name's addresses may be different nodes: the relay is dialed at
+    the address the client is on (here a name only the client's resolver
+    knows: dialed by name, the relay would not be found at all)."""
+    from spchat.p2p.node import SharingNode
+
     resolve = names({"chat.test": ["127.0.0.2", "127.0.0.3"]})
     node = start_service(server_config(tmp_path / "data", host="127.0.0.3"))
+    nodes = []
     try:
         alice = yield connect_client(None, pins, "alice", host="chat.test",
                                      port=node.address.port, resolve=resolve)
+        bob = yield connect_client(None, pins, "bob", host="chat.test",
+                                   port=node.address.port, resolve=resolve)
         assert (alice.host, alice.server_ip) == ("chat.test", "127.0.0.3")
+        # No direct connections: the relay carries it, or nothing does.
+        nodes = [SharingNode(reactor, client, direct=False) for client in (alice, bob)]
+        for sharing in nodes:
+            sharing.start()
+        source = tmp_path / "notes.bin"
+        source.write_bytes(os.urandom(100_000))
+        file_id, _ = yield nodes[0].share(source)
+        (tmp_path / "got").mkdir()
+        fetch = yield nodes[1].fetch(file_id, tmp_path / "got")
+        yield fetch.result.addTimeout(30, reactor)
+        assert (tmp_path / "got" / "notes.bin").read_bytes() == source.read_bytes()
+        assert fetch.summary()["from"]["alice"]["path"] == "relay"
     finally:
+        for sharing in nodes:
+            yield sharing.stop()
         yield stop_services(node)
-
