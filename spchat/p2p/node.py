@@ -110,7 +110,7 @@ class Fetch:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.node.reactor, True, transfer, key, self.swarm, name,
             preamble=peer.relay_header(transfer, key, "fetch"), path="relay")
-        d = peer.dial(self.node.reactor, self.node.client.host, port, make, RELAY_TIMEOUT)
+        d = peer.dial(self.node.reactor, self.node.client.server_ip, port, make, RELAY_TIMEOUT)
         d.addErrback(lambda f: self.swarm.unreachable(name, "relay", f.getErrorMessage()))
 
     # --- progress ---------------------------------------------------------------
@@ -416,7 +416,7 @@ class SharingNode:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
             preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
-        peer.dial(self.reactor, self.client.host, msg.relay_port, make,
+        peer.dial(self.reactor, self.client.server_ip, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 
     def welcomed(self, welcome: wire.Welcome) -> None:
