@@ -23,12 +23,7 @@ ROOMS = ("lobby", "dev")
 LINES = 100  # per client
 
 
-@pytest.mark.parametrize("moving", [
-    False,
-    pytest.param(True, marks=pytest.mark.xfail(strict=True, reason=(
-        "a session resumes only on its own node so far: while it waits there "
-        "for its client, its name is taken for a login on any other node"))),
-], ids=["back-to-its-node", "onto-another-node"])
+@pytest.mark.parametrize("moving", [False, True], ids=["back-to-its-node", "onto-another-node"])
 @pytest_twisted.inlineCallbacks
 def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
         tmp_path, pins, pg_url, redis_server, moving):

@@ -34,9 +34,13 @@ def bus_up(*servers):
     return wait_until(lambda: all(server.bus.subscribed for server in servers))
 
 
-def move(client, port):
-    """The client's node is gone from under it: it reconnects to ``port``."""
-    client.port = port
+def both(*ports):
+    """Two nodes as a client is given them: after a cut it tries the other first."""
+    return ",".join(f"127.0.0.1:{port}" for port in ports)
+
+
+def cut(client):
+    """The client's connection is gone from under it."""
     client.proto.transport.abortConnection()
 
 
@@ -65,7 +69,8 @@ def test_a_guest_resumes_on_another_node_with_its_name_rooms_and_lineage(tmp_pat
     servers = nodes(tmp_path, 2, pg_url, redis_server)
     try:
         yield bus_up(*servers)
-        alice = yield connect_client(servers[0], pins, "alice", reconnect_delay=2.0)
+        alice = yield connect_client(servers[0], pins, "alice", reconnect_delay=2.0,
+                                     host=both(*(server.address.port for server in servers)))
         carol = yield connect_client(servers[0], pins, "carol")
         bob = yield connect_client(servers[1], pins, "bob")
         alice.join("dev")  # made here: a room the other node reads when alice comes
@@ -76,7 +81,7 @@ def test_a_guest_resumes_on_another_node_with_its_name_rooms_and_lineage(tmp_pat
         first = alice._welcome
         old = servers[0].core.by_key["alice"]
         lineage, rooms = old.lineage, set(old.rooms)
-        move(alice, servers[1].address.port)
+        cut(alice)  # it comes back on the other node
         bob.say("while away")  # alice misses it, then sees it once
         yield wait_until(lambda: not bob.outbox)
         yield wait_until(lambda: "alice" in servers[1].core.by_key, timeout=20)
@@ -115,12 +120,12 @@ def test_a_node_killed_frees_its_names_after_the_timeout_and_its_clients_resume_
     survivor = start_service(server_config(dirs[1], database=pg_url, bus=redis_server.url,
                                            node="survivor", **{"node-timeout": str(timeout)}))
     try:
-        alice = yield connect_client(None, pins, "alice", port=doomed.port, max_retries=20)
+        alice = yield connect_client(None, pins, "alice", port=doomed.port, max_retries=20,
+                                     host=both(doomed.port, survivor.address.port))
         yield connect_client(None, pins, "erin", port=doomed.port, max_retries=0)
         alice.say("said on the doomed node")
         yield wait_until(lambda: not alice.outbox)
         session = alice._welcome.session
-        alice.port = survivor.address.port
         doomed.proc.kill()  # kill -9
         killed = time.monotonic()
         doomed.proc.wait()
