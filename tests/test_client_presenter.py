@@ -70,12 +70,13 @@ def test_a_line_typed_offline_goes_after_the_lines_missed_meanwhile(chat):
     chat.event(wire.Notice("lobby", T, "join", "carol joined"))
     chat.event(wire.RoomMessage(3, T, "lobby", "bob", "missed two"))
     assert [(l.text, l.pending) for l in chat.lines()] == [
+        ("connection lost; reconnecting…", False), ("reconnected", False),
         ("missed one", False), ("carol joined", False), ("missed two", False),
         ("typed offline", True)]
     cid = chat.lines()[-1].cid
     chat.event(wire.RoomMessage(4, T, "lobby", "me", "typed offline", cid))  # its ack
     chat.event(wire.RoomMessage(5, T, "lobby", "bob", "after it"))
-    assert [(l.text, l.seq) for l in chat.lines()] == [
+    assert [(l.text, l.seq) for l in chat.lines()][2:] == [
         ("missed one", 2), ("carol joined", 0), ("missed two", 3), ("typed offline", 4),
         ("after it", 5)]
 
@@ -781,3 +782,26 @@ def test_a_direct_message_or_a_mention_asks_for_attention_nothing_else(chat):
          wire.RoomMessage(0, T, "lobby", "bob", "old news for me", history=True),
          wire.RoomMessage(4, T, "lobby", "me", "me, myself"))
     assert asked == [("bob in #lobby", "ME: look at this"), ("bob", "psst")]
+
+
+def test_a_drop_and_the_return_show_in_the_conversation(chat):
+    assert not chat.members_stale
+    chat.status(Status("reconnecting", 1, 3, 1.0, "the server went away"))
+    chat.status(Status("reconnecting", 2, 3, 2.0, "the server went away"))  # said once
+    assert chat.members_stale  # greyed, not shown as online
+    chat.status(Status("connected", resumed=True))
+    assert not chat.members_stale
+    assert [(l.text, l.notice) for l in chat.lines()] == [
+        ("connection lost (the server went away); reconnecting…", "connection"),
+        ("reconnected", "connection")]
+    # Given up, then Reconnect now: the same story.
+    chat.status(Status("offline", reason="could not connect"))
+    chat.status(Status("connecting"))
+    chat.status(Status("connected", resumed=True))
+    assert [l.text for l in chat.lines()][2:] == [
+        "connection lost (could not connect); Reconnect now tries again", "reconnected"]
+
+
+def test_a_kick_or_a_logout_is_no_lost_connection(chat):
+    chat.status(Status("offline", reason="you were kicked: spam", recovery="never"))
+    assert chat.lines() == []

@@ -196,6 +196,7 @@ class ChatPresenter:
         self.today = today  # the local date, YYYY-MM-DD: which lines need theirs
         self.state = getattr(client, "status", Status("connecting"))
         self._state_at = clock()
+        self._dropped = False  # "connection lost" was said: "reconnected" is due
         self.active = ""
         self._lines: dict[str, list[Line]] = {"": []}
         self._rooms: list[str] = []  # room views, in the order first entered
@@ -239,6 +240,7 @@ class ChatPresenter:
                 self.notice(file_row_text(row), "files")
 
     def status(self, status: Status) -> None:
+        self._say_connection(status)
         self.state = status
         self._state_at = self.clock()
         if status.state != "connected":
@@ -247,6 +249,30 @@ class ChatPresenter:
         if status.state == "offline" and status.recovery == "never":
             changed = self.key_change() is not None  # its panel says the rest
             self._unsendable("the server's key has changed" if changed else status.reason)
+
+    def _say_connection(self, status: Status) -> None:
+        """A drop and a return show in the conversations, where one reads,
+        not only in the status line (a kick or a logout says it itself)."""
+        if self.state.state == "connected" and status.state != "connected":
+            lost = ("connection lost" if status.reason in ("", "connection lost")
+                    else f"connection lost ({status.reason})")
+            if status.state == "reconnecting":
+                self._connection_line(f"{lost}; reconnecting…")
+                self._dropped = True
+            elif status.recovery != "never":
+                self._connection_line(f"{lost}; Reconnect now tries again")
+                self._dropped = True
+        elif status.state == "connected" and self._dropped:
+            self._connection_line("reconnected")
+            self._dropped = False
+
+    def _connection_line(self, text: str) -> None:
+        """In every room still joined, and in the open conversation."""
+        views = [v for v in self._rooms if v not in self._left]
+        if self.active not in views:
+            views.append(self.active)
+        for view in views:
+            self._add(view, Line("notice", now_time(), text, notice="connection"))
 
     def _unsendable(self, reason: str) -> None:
         """The client will not come back by itself: "sending…" would be a lie."""
@@ -468,6 +494,11 @@ class ChatPresenter:
         if known is None or self.state.state == "offline":
             return None
         return known.members
+
+    @property
+    def members_stale(self) -> bool:
+        """The member list shown is as it was when the connection went."""
+        return self.state.state != "connected"
 
     def member_row(self, member) -> MemberRow:
         """One member of ``member_list()`` as the window shows it."""

@@ -23,6 +23,7 @@ from spchat.client.presenter import mention_spans
 from spchat.client.tkentry import MessageEntry
 
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
+STALE_COLOUR = "#b0b0b0"
 STATUS_COLOURS = {"connected": "#1a7f37", "connecting": "#555555",
                   "reconnecting": "#9a6700", "offline": "#b42318"}
 NOTICE_STYLES = {"broadcast": "broadcast", "kicked": "alert", "banned": "alert",
@@ -75,7 +76,7 @@ class ChatWindow:
         self._offer_buttons: list = []  # (file id, button) in the text, in order
         self._download_rows: dict = {}  # key -> (frame, bar, label)
         self._members_shown: list = []  # the MemberRows drawn, in order
-        self._members_drawn = None  # (the MemberList drawn, its version), None: nothing yet
+        self._members_drawn = None  # (the MemberList drawn, its version, stale), None: nothing yet
 
     # --- building ----------------------------------------------------------------
 
@@ -432,7 +433,10 @@ class ChatWindow:
         self._draw_conversations(p.conversations(), p.active)
         self.header.configure(text=p.header())
         room = p.member_room()
-        self.members_title.configure(text=f"Members of #{room}" if room else "Members")
+        title = f"Members of #{room}" if room else "Members"
+        if room and p.members_stale:
+            title += " (as last seen: reconnecting…)"
+        self.members_title.configure(text=title)
         self._draw_members()
         s = p.state
         self.status.configure(text=p.status_text(), foreground=STATUS_COLOURS.get(s.state, "#555"))
@@ -633,13 +637,15 @@ class ChatWindow:
         p = self.presenter
         members = p.member_list()
         version = members.version if members is not None else 0
-        if self._members_drawn == (members, version):
+        drawn = (members, version, p.members_stale)
+        if self._members_drawn == drawn:
             return
         changes = None
-        if self._members_drawn is not None and self._members_drawn[0] is members is not None:
-            changes = members.changes_since(self._members_drawn[1])
-        self._members_drawn = (members, version)
-        if changes is None:  # another list, or too far behind: all again
+        last = self._members_drawn
+        if last is not None and last[0] is members is not None and last[2] == drawn[2]:
+            changes = members.changes_since(last[1])
+        self._members_drawn = drawn
+        if changes is None:  # another list, too far behind, or greyed: all again
             self.members.delete(0, "end")
             self._members_shown = []
             changes = [("insert", row, m) for row, m in
@@ -658,7 +664,9 @@ class ChatWindow:
         label = (f"● {row.name}" + (" (you)" if row.me else "")
                  + (f" — {', '.join(notes)}" if notes else ""))
         self.members.insert(index, label)
-        self.members.itemconfigure(index, foreground=STATE_COLOURS.get(row.state, "#333"))
+        # While reconnecting nobody's state is known: none shows as online.
+        colour = STALE_COLOUR if self.presenter.members_stale else STATE_COLOURS.get(row.state)
+        self.members.itemconfigure(index, foreground=colour or "#333")
         self._members_shown.insert(index, row)
 
     # --- what the user does --------------------------------------------------------------
