@@ -205,3 +205,18 @@ def test_a_server_restart_shows_in_the_conversation_and_greys_the_members(
         screenshot(alice.top, display, "client-restart-reconnected.png")
     finally:
         stop_services(second)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_taken_name_comes_back_with_a_free_one_filled_in(tk_root, server, tmp_path, display):
+    yield log_in(tk_root, server, tmp_path, "alice")
+    other = yield log_in(tk_root, server, tmp_path, "Alice", trust=False)
+    other.window.trust_button.invoke()
+    yield wait_until(lambda: other.panel() == "connect"
+                     and other.window.fields["name"].get() == "Alice2")
+    assert other.window.connect_message.cget("text") == (
+        "login refused: the name 'Alice' is taken; Alice2 is filled in instead: Connect to "
+        "use it, or type another name")
+    screenshot(other.top, display, "client-name-taken.png")
+    other.press_connect()
+    yield wait_until(lambda: other.panel() == "chat" and other.status() == "connected as Alice2")

@@ -84,7 +84,8 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
         cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
     )
     assert taken.returncode != 0
-    assert taken.stderr.strip().splitlines() == ["spchat: login refused: the name 'BOB' is taken"]
+    assert taken.stderr.strip().splitlines() == [
+        "spchat: login refused: the name 'BOB' is taken; try --name BOB2"]
     errors = subprocess.run(
         client_command(server.port, "carol"),
         input="x" * 9000 + "\n/msg nobody hi\n/bogus\n",

@@ -27,6 +27,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from spchat import wire
+from spchat.client.alternate import alternate_name
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_list_lines, unsent_text, who_text)
 from spchat.client.session import (ChatClient, ClientError, Status, conversation_key,
@@ -213,7 +214,9 @@ class LineModeClient:
         try:
             welcome = yield self.client.connect()
         except ClientError as e:
-            self.fatal(str(e))
+            taken = e.code == "name_taken"
+            self.fatal(f"{e}; try --name {alternate_name(self.client.requested_name)}"
+                       if taken else str(e))
             self._login.callback(False)
             return (yield self.done)
         self.logged_in(welcome)

@@ -24,6 +24,7 @@ from pathlib import Path
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from spchat.client.alternate import alternate_name
 from spchat.client.commands import unsent_text
 from spchat.client.connect import check_form, load_last, save_last, trust_question
 from spchat.client.notify import DesktopNotifier
@@ -151,7 +152,20 @@ class DesktopController:
             self.trust_problem = client.trust_problem
             self.view.show_trust(trust_question(client.trust_problem))
             return
+        if failure.value.code == "name_taken":
+            self._offer_another_name(str(failure.value))
+            return
         self.view.show_connect(None, str(failure.value))
+
+    def _offer_another_name(self, refusal: str) -> None:
+        """The name is in use: the form comes back with another one in it,
+        one Connect away (as an IRC client tries its alternate nick)."""
+        form = self.form
+        other = alternate_name(form.name)
+        values = {"host": form.host, "port": str(form.port), "name": other,
+                  "password": form.password or "", "register": form.register}
+        self.view.show_connect(values, f"{refusal}; {other} is filled in instead: "
+                                       "Connect to use it, or type another name")
 
     def cancel(self) -> None:
         """The connect form's Cancel while connecting: the attempt is dropped

@@ -368,7 +368,7 @@ class ChatWindow:
             for key, entry in self.fields.items():
                 entry.delete(0, "end")
                 entry.insert(0, values.get(key, ""))
-            self.register.set(False)
+            self.register.set(bool(values.get("register")))
         self.connect_message.configure(text=error, foreground="#b42318")
         self.connect_button.state(["!disabled"])
         self.cancel_button.pack_forget()
