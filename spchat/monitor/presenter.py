@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from spchat import wire
-from spchat.admin import room_flags
+from spchat.admin import duration, room_flags
 from spchat.terminal import printable
 
 STATES = ("connected", "reconnecting", "offline")
@@ -77,15 +77,6 @@ class MemberRow:
     name: str
     state: str
     role: str
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)

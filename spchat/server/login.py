@@ -20,7 +20,7 @@ from spchat import wire
 from spchat.server.accounts import ACCOUNTS, SIGNUPS, normalise_password
 from spchat.server.new_names import NewNames
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, ThrottledLog
-from spchat.server.rules import Refused, ban_text, normalise_name, plain
+from spchat.server.rules import Refused, ban_text, counted, normalise_name, plain
 from spchat.server.sessions import Link, Session, SessionTable
 from spchat.terminal import SafeLogger
 
@@ -99,7 +99,7 @@ class Logins:
         self.signups_refused(ip, "{host}: refused a new account: the {which} limit is reached "
                              "({count} refused so far)", host=ip, which=which)
         minutes = math.ceil(seconds / 60)
-        later = f"try again in {minutes} minute{'s' * (minutes != 1)}"
+        later = f"try again in {counted(minutes, 'minute')}"
         if which == "address":
             raise Refused("throttled", f"too many new accounts from your address (at most "
                           f"{self.signups.per_address} an hour); {later}")
