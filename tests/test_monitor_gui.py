@@ -52,10 +52,11 @@ def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
         window.tree.selection_set(window.tree.get_children()[1])
         window.reason.insert(0, "spam")
         window.buttons["kick"].invoke()
-        assert window.question.cget("text") == "Kick bob?"
+        assert window.question.cget("text") == "Kick bob: spam?"
         assert window.confirm_bar.winfo_manager() == "pack"
         window.yes.invoke()
         assert window.confirm_bar.winfo_manager() == ""
+        assert window.reason.get() == ""  # not left for the next action
         yield wait_until(lambda: bob.status.state == "offline")
         assert bob.status.reason == "you were kicked: spam"
         yield wait_until(lambda: "bob" not in names() or any(

@@ -53,7 +53,7 @@ def test_header_counts_and_message_rate(view):
 
 
 def test_actions_ask_first_then_send(view):
-    assert view.ask("kick", "bob", "spam", 10) == "Kick bob?"
+    assert view.ask("kick", "bob", "spam", 10) == "Kick bob and ban them for 10 minutes: spam?"
     request = view.confirm()
     assert (request.op, request.name, request.reason, request.minutes) == ("kick", "bob", "spam", 10)
     assert view.confirm() is None  # one yes, one request
@@ -64,8 +64,22 @@ def test_actions_ask_first_then_send(view):
         view.ask("ban")
     with pytest.raises(ValueError, match="write the notice"):
         view.ask("broadcast", reason="  ")
-    view.ask("broadcast", reason="restart at noon")
+    assert view.ask("broadcast", reason="restart at noon") == (
+        "Send this notice to everyone: restart at noon?")
     assert view.confirm().reason == "restart at noon"
+
+
+@pytest.mark.parametrize("asked, question", [
+    (("kick", "bob"), "Kick bob: no reason given?"),
+    (("ban", "bob", "spam", 1), "Ban bob for 1 minute: spam?"),
+    (("ban", "bob", None, 90), "Ban bob for 90 minutes: no reason given?"),
+    (("ban", "bob", "spam"), "Ban bob for ever: spam?"),
+    (("unban", "bob", "spam", 5), "Unban bob?"),
+    (("disconnect_all", None, "upgrade"), "Disconnect everyone: upgrade?"),
+    (("shutdown",), "Shut the server down: no reason given?"),
+])
+def test_a_question_says_the_reason_and_the_length_that_will_be_sent(view, asked, question):
+    assert view.ask(*asked) == question
 
 
 def test_status_says_when_the_server_is_gone(view):

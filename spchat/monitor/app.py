@@ -304,6 +304,9 @@ class MonitorWindow:
         self.confirm_bar.pack_forget()
         if request is not None:
             self.send(request)
+            # Used: a reason left in the field would go with the next action.
+            self.reason.delete(0, "end")
+            self.minutes.delete(0, "end")
 
     def cancel(self) -> None:
         self.presenter.cancel()

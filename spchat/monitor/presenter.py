@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from spchat import wire
 from spchat.admin import duration, room_flags
+from spchat.server.rules import ban_length
 from spchat.terminal import printable
 
 STATES = ("connected", "reconnecting", "offline")
@@ -23,13 +24,14 @@ RATE_WINDOW = 60.0  # seconds of message rate: the header chart, each room's rat
 ROOM_INFO_RID = "room_info "  # the presenter's own questions, told apart by their rid
 NO_ROOM = "Select a room to see its members"
 ACTIONS = {
-    # action -> (needs a name, question asked before it is sent)
-    "kick": (True, "Kick {name}?"),
-    "ban": (True, "Ban {name}?"),
+    # action -> (needs a name, question asked before it is sent); {why} is
+    # the reason (or the notice), {banned} the ban that goes with a kick.
+    "kick": (True, "Kick {name}{banned}: {why}?"),
+    "ban": (True, "Ban {name} {length}: {why}?"),
     "unban": (True, "Unban {name}?"),
-    "broadcast": (False, "Send this notice to everyone?"),
-    "disconnect_all": (False, "Disconnect everyone?"),
-    "shutdown": (False, "Shut the server down?"),
+    "broadcast": (False, "Send this notice to everyone: {why}?"),
+    "disconnect_all": (False, "Disconnect everyone: {why}?"),
+    "shutdown": (False, "Shut the server down: {why}?"),
 }
 
 
@@ -263,8 +265,12 @@ class MonitorPresenter:
             raise ValueError(f"choose a session to {action.replace('_', ' ')}")
         if action == "broadcast" and not (reason or "").strip():
             raise ValueError("write the notice first")
-        self.pending = Pending(action, name, reason, minutes, question.format(name=name))
-        return self.pending.question
+        # What will be sent, said in full: the reason and the ban's length.
+        banned = "" if minutes is None else f" and ban them {ban_length(minutes)}"
+        text = question.format(name=name, why=reason or "no reason given", banned=banned,
+                               length=ban_length(minutes))
+        self.pending = Pending(action, name, reason, minutes, text)
+        return text
 
     def confirm(self) -> wire.AdminRequest | None:
         """Yes: the request to send (None if nothing was pending)."""
