@@ -93,7 +93,7 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
     )
     # Refused messages are reported, and the exit status tells a script.
     assert errors.returncode == 1
-    assert errors.stderr == "spchat: 2 message(s) refused by the server\n"
+    assert errors.stderr == "spchat: 2 messages refused\n"
     assert "the limit is 8192 bytes" in errors.stdout
     assert "nobody called 'nobody' is here" in errors.stdout
     assert "unknown command /bogus" in errors.stdout
@@ -249,7 +249,7 @@ def test_over_long_and_unterminated_lines(tmp_path, server):
     assert said == ["after", "last without newline"]
     assert result.stdout.count("it was not sent") + result.stdout.count("; not sent") == 2
     assert result.returncode == 1
-    assert result.stderr == "spchat: 2 message(s) refused by the server\n"
+    assert result.stderr == "spchat: 2 messages refused\n"
 
 
 def test_closed_output_ends_the_client_quietly(tmp_path, server):
