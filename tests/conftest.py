@@ -147,6 +147,8 @@ def subprocess_env(tmp_path, **extra):
     env["SPCHAT_CONFIG_DIR"] = str(tmp_path / "client-config")
     env["PYTHONUNBUFFERED"] = "1"
     env["CHAT_RELAY_PORT"] = "0"  # a server started here takes any free port for its relay
+    # Downloads stay in the test's directory, never in the user's download folder.
+    env["CHAT_DOWNLOAD_DIR"] = str(tmp_path)
     env.update(extra)
     return env
 

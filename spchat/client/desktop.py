@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from spchat.client.alternate import alternate_name
 from spchat.client.commands import unsent_text
 from spchat.client.connect import check_form, load_last, save_last, trust_question
+from spchat.client.downloads import download_dir
 from spchat.client.notify import DesktopNotifier
 from spchat.client.pins import PinMismatch, PinStore
 from spchat.client.presenter import ChatPresenter
@@ -105,7 +106,7 @@ class DesktopController:
         self.client = client
         self.sharing, problem = self._start_sharing(client)
         self.presenter = ChatPresenter(client, sharing=self.sharing,
-                                       download_dir=cfg.download_dir)
+                                       download_dir=download_dir(cfg.download_dir))
         self.presenter.on_change = lambda: self._changed() if client is self.client else None
         self.presenter.on_attention = lambda title, text: self._attention(client, title, text)
         if problem:
