@@ -179,6 +179,19 @@ def test_obsolete_secret_settings_warn(tmp_path):
     assert "CHAT_SECRET_KEY is ignored" in log and "CHAT_IV is ignored" in log
 
 
+def test_twistd_n_as_the_readme_writes_it_leaves_no_pid_file(tmp_path):
+    # Two nodes from one directory (as in the README's cluster): the second
+    # would be refused if the first had left a twistd.pid there.
+    first = ServerProcess(tmp_path, no_pid_file=False)
+    try:
+        second = ServerProcess(tmp_path, "--data-dir", str(tmp_path / "data2"),
+                               no_pid_file=False)
+        second.stop()
+        assert not (tmp_path / "twistd.pid").exists()
+    finally:
+        first.stop()
+
+
 def test_port_in_use_is_a_one_line_error(tmp_path, server):
     result = subprocess.run(
         twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
