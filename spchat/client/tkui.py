@@ -115,7 +115,7 @@ class ChatWindow:
         self.trust_title.pack(anchor="w", pady=(0, 10))
         ttk.Label(f, text="Server key fingerprint:").pack(anchor="w")
         # An entry, read-only, so the fingerprint can be selected and copied.
-        self.trust_fingerprint = ttk.Entry(f, width=72, font=("TkFixedFont", 10))
+        self.trust_fingerprint = ttk.Entry(f, width=72, font="TkFixedFont")
         self.trust_fingerprint.pack(anchor="w", fill="x", pady=4)
         self.trust_text = ttk.Label(f, wraplength=620, justify="left")
         self.trust_text.pack(anchor="w", pady=10)
@@ -182,7 +182,7 @@ class ChatWindow:
             tk.Label(f, text=label, background="#fdecea").grid(row=row, column=0, sticky="w",
                                                                padx=(0, 8))
             # Read-only entries: a fingerprint can be selected and compared.
-            entry = ttk.Entry(f, font=("TkFixedFont", 10))
+            entry = ttk.Entry(f, font="TkFixedFont")
             entry.grid(row=row, column=1, sticky="we", pady=1)
             self.key_fingerprints[key] = entry
         self.key_text = tk.Label(f, justify="left", anchor="w", background="#fdecea")
