@@ -8,7 +8,7 @@ from spchat import wire
 from spchat.client.pins import PinStore
 from spchat.client.commands import NO_ROOM, ROOM_USAGE
 from spchat.client.presenter import (ChatPresenter, Conversation, MemberRow, mentions,
-                                     moderation_actions, name_colour)
+                                     PALETTE, moderation_actions, name_colour)
 from spchat.client.session import ChatClient, Status
 
 T = 1_700_000_000_000
@@ -169,6 +169,32 @@ def test_notices_errors_members_and_offline(chat):
 def test_names_keep_their_colour():
     assert name_colour("Alice") == name_colour("alice")
     assert len({name_colour(n) for n in ("a", "b", "c", "d", "e", "f")}) > 1
+
+
+def contrast(colour, background):
+    """WCAG 2's contrast ratio of two "#rrggbb" colours."""
+    def luminance(text):
+        def linear(c):
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+        r, g, b = (linear(int(text[i:i + 2], 16) / 255) for i in (1, 3, 5))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(colour), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_name_colours_are_readable_on_white_and_told_apart():
+    import colorsys
+
+    hues = []
+    for colour in PALETTE:
+        # White, and the tints of history, own and mentioning lines.
+        assert min(contrast(colour, bg) for bg in ("#ffffff", "#f4f4f4", "#eef4ff", "#fff4ce")) >= 4.5
+        hue, _, saturation = colorsys.rgb_to_hls(*(int(colour[i:i + 2], 16) / 255
+                                                   for i in (1, 3, 5)))
+        assert saturation >= 0.4, colour  # no grey
+        hues.append(hue * 360)
+    gaps = [(b - a) % 360 for a, b in zip(sorted(hues), sorted(hues)[1:] + sorted(hues)[:1])]
+    assert min(gaps) >= 15
 
 
 class FakeClock:
