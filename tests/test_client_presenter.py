@@ -119,6 +119,31 @@ def test_direct_messages_have_their_own_view_and_unread_counts(chat):
     assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
 
 
+def test_a_direct_conversation_closes_and_comes_back_with_a_new_line(chat):
+    from spchat.client.presenter import MenuAction
+
+    feed(chat, wire.DirectMessage(3, T, "bob", "me", "psst"))
+    chat.open("bob")
+    chat.send("typed, not yet sent")
+    (close,) = chat.conversation_actions("bob")
+    assert close == MenuAction("Close the conversation with bob", "close")
+    chat.act_on_conversation("bob", close)  # its line is still on its way: kept
+    assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
+    assert "still on their way" in chat.lines()[-2].text  # above the pending line
+    cid = [l for l in chat.lines() if l.pending][0].cid
+    feed(chat, wire.DirectMessage(4, T, "me", "bob", "typed, not yet sent", cid))
+    chat.act_on_conversation("bob", close)
+    assert tabs(chat) == [(ROOM, 0)] and chat.active == ROOM  # the room opens instead
+    # Scrolling up in it again starts from the newest page, not past what was shown.
+    chat.open("bob")
+    chat.client.sent = []
+    chat.client._request = chat.client.sent.append
+    assert chat.reached_top()
+    assert chat.client.sent[-1].before > 4
+    feed(chat, wire.DirectMessage(5, T, "bob", "me", "back again"))
+    assert [l.text for l in chat.lines("bob")] == ["back again"]
+
+
 def test_msg_sends_from_where_one_is_and_query_opens_the_conversation(chat):
     chat.send("/msg Bob lunch?")
     # Still in the room: the next plain line goes to the room, not to bob.
@@ -582,7 +607,7 @@ def test_a_left_room_can_be_joined_again_or_taken_off_the_list(rooms):
     chat = rooms
     chat.open("#Dev")
     assert labels(chat.conversation_actions("#Dev")) == ["Leave #Dev"]
-    assert chat.conversation_actions("bob") == []
+    assert labels(chat.conversation_actions("bob")) == ["Close the conversation with bob"]
     chat.act_on_conversation("#Dev", chat.conversation_actions("#Dev")[0])
     assert chat.sent == [wire.Part("Dev", None)]
     feed(chat, wire.RoomLeft("Dev", "kicked", "you were kicked from #Dev by alice: spam"))

@@ -539,10 +539,10 @@ class ChatPresenter:
                 *moderation_actions(self.my_role(), row.role, row.name)]
 
     def conversation_actions(self, view: str) -> list[MenuAction]:
-        """A room's context menu in the list: leave it, or once left join it
-        again or take it off the list."""
+        """A conversation's context menu in the list: close a direct one;
+        leave a room, or once left join it again or take it off the list."""
         if not view.startswith("#"):
-            return []
+            return [MenuAction(f"Close the conversation with {view}", "close")]
         if view in self._left:
             return [MenuAction(f"Join {view} again", "join"),
                     MenuAction(f"Remove {view} from the list", "remove")]
@@ -616,6 +616,8 @@ class ChatPresenter:
         """An entry of a room's context menu in the list."""
         if action.op == "remove":
             self.remove(view)
+        elif action.op == "close":
+            self.close(view)
         elif action.op == "join":
             self.join(view)
         elif action.op == "part":
@@ -631,13 +633,31 @@ class ChatPresenter:
             return
         self._left.discard(view)
         self._rooms.remove(view)
+        if self._last_room == view:
+            self._last_room = ""
+        self._forget(view)
+
+    def close(self, view: str) -> None:
+        """Take a direct conversation off the list (as a tab is closed); a
+        new line from that person, or /query, opens it again, its history
+        on the server. Lines still waiting for the server keep it open."""
+        if view.startswith("#") or view not in self._lines:
+            return
+        if any(line.pending for line in self._lines[view]):
+            self._say_error(f"lines to {view} are still on their way: close it once they are "
+                            "sent")
+            return
+        self.client.forget_shown("@" + view)
+        self._forget(view)
+
+    def _forget(self, view: str) -> None:
+        """A conversation and all it showed go; another opens if it was open."""
+        key = conversation_key(view if view.startswith("#") else "@" + view)
         self._lines.pop(view, None)
         self._unread.pop(view, None)
         self._mentioned.discard(view)
-        self._history_asked.discard(conversation_key(view))
-        self._no_older.discard(conversation_key(view))
-        if self._last_room == view:
-            self._last_room = ""
+        self._history_asked.discard(key)
+        self._no_older.discard(key)
         if self.active == view:
             self._open_another()
 

@@ -786,6 +786,11 @@ class ChatClient:
         before = self._oldest.get(key, wire.MAX_INT if seen is None else seen + 1)
         self._request(wire.HistoryRequest(before, limit, conversation))
 
+    def forget_shown(self, conversation: str) -> None:
+        """What was shown of a conversation is gone (its tab was closed): its
+        next page of history is the newest again."""
+        self._oldest.pop(conversation_key(conversation), None)
+
     def join(self, room: str, private: bool = False, password: str | None = None) -> None:
         """Join a room, creating it (``private``: invited people only) if new;
         ``password``: the room's, if it has one."""
