@@ -26,6 +26,8 @@ def monitor_root(display, tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
+    from spchat.monitor.app import GREYED
+
     root, server = monitor_root
     connection = None
     try:
@@ -44,6 +46,14 @@ def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
         assert "2 online, 1 reconnecting, 0 offline" in window.header.cget("text")
         tags = [window.tree.item(i, "tags")[0] for i in window.tree.get_children()]
         assert tags == ["connected", "connected", "reconnecting"]  # rows coloured by state
+        assert str(window.tree.tag_configure("offline", "foreground")) == GREYED
+        # The sorted column has its arrow; a click moves it, a second turns it.
+        assert window.tree.heading("name", "text") == "Name ▲"
+        window._sort("idle")
+        window._sort("idle")
+        assert window.tree.heading("idle", "text") == "Idle ▼"
+        assert window.tree.heading("name", "text") == "Name"
+        window._sort("name")
         shot = screenshot(root, display, "monitor-sessions.png")
         assert shot.size == (root.winfo_width(), root.winfo_height())
         assert len(shot.getcolors(1 << 16) or range(1 << 16)) > 10  # drawn, not blank
@@ -63,9 +73,13 @@ def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
             window.tree.item(i, "values")[2] == "offline" for i in window.tree.get_children()))
         yield wait_until(lambda: "kicked bob" in window.status.cget("text"))
 
-        # The server goes away: the window says so.
+        # The server goes away: the window says so, and greys what it shows.
         stop_services(server)
         yield wait_until(lambda: "server gone" in window.status.cget("text"), timeout=10)
+        assert window.header.cget("text") == "server unreachable: the tables are as last seen"
+        assert {window.tree.item(i, "tags")[0] for i in window.tree.get_children()} == {
+            "unreachable"}
+        screenshot(root, display, "monitor-unreachable.png")
         assert alice.status.state != "connected"
     finally:
         if connection is not None:

@@ -83,10 +83,22 @@ def test_a_question_says_the_reason_and_the_length_that_will_be_sent(view, asked
 
 
 def test_status_says_when_the_server_is_gone(view):
+    view.connected()
+    assert view.reachable and view.header().startswith("1 online")
     view.disconnected("connection refused", 2)
     assert view.status == "server gone (connection refused); trying again in 2 s"
+    assert not view.reachable
+    assert view.header() == "server unreachable: the tables are as last seen"
     view.connected()
-    assert view.status == "connected"
+    assert view.status == "connected" and view.reachable
+
+
+def test_the_sorted_column_has_an_arrow_that_turns(view):
+    assert view.heading("name", "Name") == "Name ▲" and view.heading("idle", "Idle") == "Idle"
+    view.sort_by("idle")
+    assert view.heading("idle", "Idle") == "Idle ▲" and view.heading("name", "Name") == "Name"
+    view.sort_by("idle")
+    assert view.heading("idle", "Idle") == "Idle ▼"
 
 
 def test_durations():

@@ -26,6 +26,7 @@ COLUMNS = (
     ("bytes_out", "Out", 80),
 )
 STATE_COLOURS = {"connected": "#e3f6e3", "reconnecting": "#fff4cc", "offline": "#e6e6e6"}
+GREYED = "#7a7a7a"  # the text of offline rows, and of every row while the server is away
 ROOM_COLUMNS = (
     ("room", "Room", 110), ("members", "Online", 60), ("rate", "Msgs/min", 85),
     ("flags", "Flags", 130), ("last_seq", "Last #", 65), ("topic", "Topic", 260),
@@ -156,7 +157,9 @@ class MonitorWindow:
             self.tree.heading(column, text=title, command=lambda c=column: self._sort(c))
             self.tree.column(column, width=width, stretch=column in ("name", "client"))
         for state, colour in STATE_COLOURS.items():
-            self.tree.tag_configure(state, background=colour)
+            self.tree.tag_configure(state, background=colour,
+                                    foreground=GREYED if state == "offline" else "")
+        self.tree.tag_configure("unreachable", foreground=GREYED, background="#f2f2f2")
         self.tree.pack(fill="both", expand=True, padx=6, pady=6)
 
         buttons = ttk.Frame(root, padding=(6, 0))
@@ -223,7 +226,10 @@ class MonitorWindow:
                       row.messages, row.bytes_in, row.bytes_out)
             # Named by its session, so the row selected stays the one selected.
             iid = row.id if not self.tree.exists(row.id) else None  # None: Tk names it
-            self.tree.insert("", "end", iid=iid, values=values, tags=(row.state,))
+            tags = (row.state,) if self.presenter.reachable else ("unreachable",)
+            self.tree.insert("", "end", iid=iid, values=values, tags=tags)
+        for column, title, _ in COLUMNS:
+            self.tree.heading(column, text=self.presenter.heading(column, title))
         kept = [item for item in selected if self.tree.exists(item)]
         if kept:
             self.tree.selection_set(kept)

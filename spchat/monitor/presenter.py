@@ -97,6 +97,7 @@ class MonitorPresenter:
     def __init__(self, clock):
         self.clock = clock  # seconds(): the reactor, or task.Clock in tests
         self.status = "connecting"
+        self._away = False  # the server went: what is shown is as last seen
         self.pending: Pending | None = None
         self.sort_key = "name"
         self.sort_reverse = False
@@ -161,10 +162,12 @@ class MonitorPresenter:
 
     def connected(self) -> None:
         self.status = "connected"
+        self._away = False
         self._rooms = ()  # the first table after a (re)connection asks for members afresh
 
     def disconnected(self, reason: str, retry_in: float) -> None:
         self.status = f"server gone ({reason}); trying again in {retry_in:g} s"
+        self._away = True
 
     # --- what the window shows ----------------------------------------------
 
@@ -188,7 +191,20 @@ class MonitorPresenter:
         }.get(column, lambda r: getattr(r, column))
         return sorted(shown, key=key, reverse=self.sort_reverse)
 
+    @property
+    def reachable(self) -> bool:
+        """False while the server is away: the tables are as last seen."""
+        return not self._away
+
+    def heading(self, column: str, title: str) -> str:
+        """A column's heading, with an arrow on the one the rows are sorted by."""
+        if column != self.sort_key:
+            return title
+        return f"{title} {'▼' if self.sort_reverse else '▲'}"
+
     def header(self) -> str:
+        if not self.reachable and self._table:
+            return "server unreachable: the tables are as last seen"
         counts = {state: 0 for state in STATES}
         for row in self._table:
             counts[row[2]] = counts.get(row[2], 0) + 1
