@@ -240,13 +240,18 @@ class MonitorWindow:
         self._draw_chart()
 
     def _refresh_rooms(self) -> None:
+        # A click not yet told (Tk sends <<TreeviewSelect>> later) is kept too.
+        clicked = self.rooms.selection()
         self.rooms.delete(*self.rooms.get_children())
         for row in self.presenter.room_rows():
             # The item is named after the room, so that a click says which room.
             self.rooms.insert("", "end", iid=row.name, values=(
                 f"#{row.name}", row.members, f"{row.per_minute:.1f}", row.flags, row.last_seq,
                 row.topic))
-        if self.presenter.selected_room in self.rooms.get_children():
+        kept = [room for room in clicked if self.rooms.exists(room)]
+        if kept:
+            self.rooms.selection_set(kept)
+        elif self.presenter.selected_room in self.rooms.get_children():
             self.rooms.selection_set(self.presenter.selected_room)
         self.members.delete(*self.members.get_children())
         for member in self.presenter.member_rows():
