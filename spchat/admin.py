@@ -5,6 +5,7 @@
     python -m spchat.admin kick NAME [--reason R] [--ban-minutes M]
     python -m spchat.admin ban NAME [--minutes M] [--reason R]
     python -m spchat.admin unban NAME
+    python -m spchat.admin bans
     python -m spchat.admin broadcast TEXT
     python -m spchat.admin disconnect-all [--reason R]
     python -m spchat.admin shutdown [--reason R]
@@ -166,6 +167,7 @@ def parse_args(argv, cfg):
 
     command("list", help="every session")
     command("stats", help="the server's figures, as --metrics serves them to Prometheus")
+    command("bans", help="the server bans still running: name, time left, reason")
     kick = command("kick", help="disconnect a user; it does not come back by itself")
     kick.add_argument("name")
     kick.add_argument("--reason")
@@ -227,6 +229,8 @@ def render_json(reply: wire.AdminReply, op: str) -> str:
     elif op == "stats":
         out["stats"] = [{"metric": metric, "labels": labels_of(labels), "value": value}
                         for metric, labels, value in reply.stats]
+    elif op == "bans":
+        out["bans"] = [dict(zip(wire.BAN_FIELDS, row)) for row in reply.bans]
     elif not op.startswith("room_"):
         out["sessions"] = [dict(zip(wire.SESSION_FIELDS, row)) for row in reply.sessions]
     return json.dumps(out)  # ASCII only: nothing in it can reach a terminal as a control
@@ -260,6 +264,17 @@ def sessions_table(sessions: tuple) -> str:
     return table(header, rows)
 
 
+def time_left(until_ms: int | None, now: float) -> str:
+    """How long a ban still runs, as the admin table and the monitor say it."""
+    return "for ever" if until_ms is None else duration(until_ms / 1000 - now)
+
+
+def bans_table(bans: tuple) -> str:
+    now = time.time()
+    return table(("NAME", "LEFT", "REASON"),
+                 [(name, time_left(until, now), reason) for name, until, reason in bans])
+
+
 def room_flags(private: bool, topic_locked: bool) -> str:
     """A room's flags as one word, "private,topic-locked"; "" for neither
     (admin and monitor)."""
@@ -291,6 +306,8 @@ def render(reply: wire.AdminReply, op: str, as_json: bool) -> str:
         return render_json(reply, op)
     if reply.ok and op == "stats" and reply.stats:
         return stats_table(reply.stats)
+    if reply.ok and op == "bans" and reply.bans:
+        return bans_table(reply.bans)
     if reply.ok and op == "room_info" and reply.rooms:
         members = (table(("NAME", "STATE", "ROLE"), list(reply.members)) if reply.members
                    else printable(reply.text))  # nobody online

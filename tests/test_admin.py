@@ -75,6 +75,28 @@ def test_every_admin_operation(admin_core):
     assert any("kick bob" in line for line in core.lines)
 
 
+def test_the_bans_still_running_are_listed(admin_core):
+    from spchat import admin as admin_command
+
+    core = admin_core
+    link, conn = admin(core)
+    assert ask(core, link, conn, "bans").text == "0 bans"
+    ask(core, link, conn, "ban", name="Carol", reason="spam")
+    ask(core, link, conn, "ban", name="dave", reason="flood", minutes=1)
+    listed = ask(core, link, conn, "bans")
+    assert listed.text == "2 bans"
+    ends = int((core.clock.seconds() + 60) * 1000)
+    assert listed.bans == (("Carol", None, "spam"), ("dave", ends, "flood"))
+    shown = admin_command.render(listed, "bans", as_json=False).splitlines()
+    assert shown[0].split() == ["NAME", "LEFT", "REASON"]
+    assert shown[1].split() == ["Carol", "for", "ever", "spam"]
+    assert json.loads(admin_command.render(listed, "bans", as_json=True))["bans"][0] == {
+        "name": "Carol", "until": None, "reason": "spam"}
+    core.clock.advance(61)  # dave's has run out
+    assert ask(core, link, conn, "bans").bans == (("Carol", None, "spam"),)
+    assert not any("bans" in line for line in core.lines)  # read-only: no audit line
+
+
 def test_everyone_else_is_refused_and_closed(admin_core):
     core = admin_core
     alice, a = login(core, "alice")
@@ -157,6 +179,13 @@ def test_admin_command_against_a_real_server(tmp_path, pins):
         assert kicked.returncode == 0 and kicked.stdout.strip() == "kicked bob"
         yield wait_until(lambda: bob.status.state == "offline")
         assert bob.status.reason == "you were kicked: spam" and bob.status.recovery == "never"
+
+        yield threads.deferToThread(admin_command, server, tmp_path, "ban", "mallory",
+                                    "--minutes", "30", "--reason", "spam")
+        bans = yield threads.deferToThread(admin_command, server, tmp_path, "bans")
+        assert bans.returncode == 0, bans.stderr
+        name, minutes, _, reason = bans.stdout.splitlines()[1].split()
+        assert (name, minutes, reason) == ("mallory", "29m", "spam"), bans.stdout
 
         unknown = yield threads.deferToThread(admin_command, server, tmp_path, "kick", "nobody")
         assert unknown.returncode != 0 and "nobody called 'nobody'" in unknown.stderr

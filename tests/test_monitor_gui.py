@@ -182,3 +182,39 @@ def test_the_selected_row_stays_selected_beside_an_old_row_of_its_name(monitor_r
     finally:
         if connection is not None:
             connection.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_bans_list_shows_each_ban_and_lifts_the_one_selected(monitor_root, display, pins):
+    root, server = monitor_root
+    connection = None
+    try:
+        yield connect_client(server, pins, "alice")
+        server.core.ban("mallory", None, "spam")
+        window, connection = open_monitor(root, server, pins)
+
+        def bans():
+            return [tuple(window.bans.item(i, "values")) for i in window.bans.get_children()]
+
+        yield wait_until(lambda: bans() == [("mallory", "for ever", "spam")])
+        # A ban from the window shows in the list once the server has it.
+        window.tree.selection_set(window.tree.get_children()[0])  # alice
+        window.reason.insert(0, "flood")
+        window.minutes.insert(0, "10")
+        window.buttons["ban"].invoke()
+        assert window.question.cget("text") == "Ban alice for 10 minutes: flood?"
+        window.yes.invoke()
+        yield wait_until(lambda: [b[0] for b in bans()] == ["alice", "mallory"])
+        assert bans()[0][1] in ("10m 00s", "9m 59s", "9m 58s") and bans()[0][2] == "flood"
+        screenshot(root, display, "monitor-bans.png")
+
+        window.unban_button.invoke()  # nothing selected in the list
+        assert window.status.cget("text") == "choose a ban in the list to lift"
+        window.bans.selection_set("mallory")
+        window.unban_button.invoke()
+        assert window.question.cget("text") == "Unban mallory?"
+        window.yes.invoke()
+        yield wait_until(lambda: [b[0] for b in bans()] == ["alice"])
+    finally:
+        if connection is not None:
+            connection.stop()

@@ -207,3 +207,16 @@ def test_an_old_offline_row_and_a_live_one_of_a_name_are_told_apart(view):
     view.sessions(wire.AdminEvent((live, old)))
     ids = [r.id for r in view.rows()]
     assert len(set(ids)) == 2
+
+
+def test_bans_are_asked_and_listed_with_the_time_left(view):
+    request = view.ask_bans()
+    assert request.op == "bans"
+    assert not view.bans(wire.AdminReply("7", True, "kicked bob"))  # not an answer to it
+    ends = (T0 + 90) * 1000
+    assert view.bans(wire.AdminReply(request.rid, True, "2 bans", bans=(
+        ("zed", None, "spam"), ("Bob", ends, "flood\x1b[2J"))))
+    assert [(b.name, b.left, b.reason) for b in view.ban_rows()] == [
+        ("Bob", "1m 30s", "flood\\x1b[2J"), ("zed", "for ever", "spam")]
+    view.clock.advance(91)  # Bob's ran out: gone before the next answer
+    assert [b.name for b in view.ban_rows()] == ["zed"]

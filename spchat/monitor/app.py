@@ -32,6 +32,7 @@ ROOM_COLUMNS = (
     ("flags", "Flags", 130), ("last_seq", "Last #", 65), ("topic", "Topic", 260),
 )
 MEMBER_COLUMNS = (("name", "Name", 120), ("state", "State", 90), ("role", "Role", 80))
+BAN_COLUMNS = (("name", "Name", 110), ("left", "Left", 80), ("reason", "Reason", 160))
 
 
 class MonitorConnection:
@@ -85,6 +86,7 @@ class MonitorConnection:
             self.presenter.connected()
             self.send(wire.AdminRequest("list", "list"))
             self.send(wire.AdminRequest("rooms", "rooms"))
+            self.send(self.presenter.ask_bans())
         elif isinstance(msg, wire.AdminReply):
             msg = self.reply_parts.setdefault(msg.rid, wire.RowCollector()).add(msg)
             if msg is None:
@@ -94,8 +96,9 @@ class MonitorConnection:
                 self.presenter.sessions(msg)
             elif msg.rid == "rooms":
                 self._rooms(msg.rooms)
-            elif not self.presenter.room_info(msg):
+            elif not (self.presenter.room_info(msg) or self.presenter.bans(msg)):
                 self.result = msg.text if msg.ok else f"refused: {msg.text}"
+                self.send(self.presenter.ask_bans())  # the action may have changed them
         elif isinstance(msg, wire.AdminEvent):
             whole = self.event_parts.add(msg)
             if whole is None:
@@ -214,6 +217,20 @@ class MonitorWindow:
             self.members.column(column, width=width, stretch=False)
         self.members.tag_configure("muted", foreground="#888")
         self.members.pack(fill="y", expand=True)
+        self._build_bans(panel)
+
+    def _build_bans(self, panel) -> None:
+        """The server bans still running, and Unban for the one selected."""
+        frame = ttk.LabelFrame(panel, text="Bans", padding=4)
+        frame.pack(side="left", fill="y", padx=(6, 0))
+        self.bans = ttk.Treeview(frame, show="headings", height=5, selectmode="browse",
+                                 columns=[c for c, _, _ in BAN_COLUMNS])
+        for column, title, width in BAN_COLUMNS:
+            self.bans.heading(column, text=title)
+            self.bans.column(column, width=width, stretch=column == "reason")
+        self.bans.pack(fill="both", expand=True)
+        self.unban_button = ttk.Button(frame, text="Unban selected", command=self._unban_selected)
+        self.unban_button.pack(anchor="e", pady=(4, 0))
 
     # --- drawing ----------------------------------------------------------
 
@@ -258,6 +275,13 @@ class MonitorWindow:
             self.members.insert("", "end", values=(member.name, member.state, member.role),
                                 tags=(member.role,))
         self.members_frame.configure(text=self.presenter.members_title)
+        selected = self.selected_ban()
+        self.bans.delete(*self.bans.get_children())
+        for ban in self.presenter.ban_rows():
+            # Named after the ban's name, so that the one selected stays so.
+            self.bans.insert("", "end", iid=ban.name, values=(ban.name, ban.left, ban.reason))
+        if selected is not None and self.bans.exists(selected):
+            self.bans.selection_set(selected)
 
     def _draw_chart(self) -> None:
         rates = self.presenter.rate_series()[-60:]
@@ -275,6 +299,10 @@ class MonitorWindow:
     def selected_name(self) -> str | None:
         selection = self.tree.selection()
         return self.tree.item(selection[0], "values")[0] if selection else None
+
+    def selected_ban(self) -> str | None:
+        selection = self.bans.selection()
+        return selection[0] if selection else None
 
     def _room_selected(self) -> None:
         selection = self.rooms.selection()
@@ -297,18 +325,26 @@ class MonitorWindow:
         self.presenter.set_filter(self.filter.get())
         self.refresh()
 
-    def ask(self, action: str) -> None:
+    def ask(self, action: str, name: str | None = None) -> None:
+        """A button: ``name``, or the session selected, is whom it acts on."""
         minutes_text = self.minutes.get().strip()
         try:
             minutes = float(minutes_text) if minutes_text else None
             question = self.presenter.ask(
-                action, self.selected_name(), self.reason.get().strip() or None, minutes
+                action, name or self.selected_name(), self.reason.get().strip() or None, minutes
             )
         except ValueError as e:
             self.status.configure(text=str(e))
             return
         self.question.configure(text=question)
         self.confirm_bar.pack(fill="x", before=self.status)
+
+    def _unban_selected(self) -> None:
+        name = self.selected_ban()
+        if name is None:
+            self.status.configure(text="choose a ban in the list to lift")
+        else:
+            self.ask("unban", name)
 
     def confirm(self) -> None:
         request = self.presenter.confirm()

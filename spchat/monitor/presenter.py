@@ -15,13 +15,14 @@ from collections import deque
 from dataclasses import dataclass
 
 from spchat import wire
-from spchat.admin import duration, room_flags
+from spchat.admin import duration, room_flags, time_left
 from spchat.server.rules import ban_length
 from spchat.terminal import printable
 
 STATES = ("connected", "reconnecting", "offline")
 RATE_WINDOW = 60.0  # seconds of message rate: the header chart, each room's rate
 ROOM_INFO_RID = "room_info "  # the presenter's own questions, told apart by their rid
+BANS_RID = "bans "
 NO_ROOM = "Select a room to see its members"
 ACTIONS = {
     # action -> (needs a name, question asked before it is sent); {why} is
@@ -75,6 +76,15 @@ class RoomRow:
 
 
 @dataclass(frozen=True)
+class BanRow:
+    """One server ban still running, as the bans list shows it."""
+
+    name: str
+    left: str  # "for ever", "9m 59s": ticking
+    reason: str
+
+
+@dataclass(frozen=True)
 class MemberRow:
     name: str
     state: str
@@ -112,6 +122,7 @@ class MonitorPresenter:
         self._room_samples: dict[str, deque[tuple[float, int]]] = {}  # (time, last_seq)
         self._members: tuple = ()
         self._info_rid: str | None = None  # the room_info whose answer is awaited
+        self._bans: tuple = ()  # (name, until in UTC ms or None, reason), as last asked
 
     # --- from the server ----------------------------------------------------
 
@@ -158,6 +169,19 @@ class MonitorPresenter:
         if reply.rid == self._info_rid:  # not an older question's, for another room
             self._members = reply.members if reply.ok else ()
             self.members_title = printable(reply.text)
+        return True
+
+    def ask_bans(self) -> wire.AdminRequest:
+        """The bans, asked at login and after each action (a ban, an unban or
+        a kick with a ban changes them; none of them is pushed)."""
+        return wire.AdminRequest(BANS_RID + next(self._rids), "bans")
+
+    def bans(self, reply: wire.AdminReply) -> bool:
+        """An answer to ``ask_bans``; False if the reply is not one."""
+        if not reply.rid.startswith(BANS_RID):
+            return False
+        if reply.ok:
+            self._bans = reply.bans
         return True
 
     def connected(self) -> None:
@@ -237,6 +261,13 @@ class MonitorPresenter:
             return 0.0
         (t0, seq0), (t1, seq1) = samples[0], samples[-1]
         return (seq1 - seq0) / (t1 - t0) * 60 if t1 > t0 else 0.0
+
+    def ban_rows(self) -> list[BanRow]:
+        """The bans still running, by name; one that ran out meanwhile is gone."""
+        now = self.clock.seconds()
+        rows = [BanRow(printable(name), time_left(until, now), printable(reason))
+                for name, until, reason in self._bans if until is None or until / 1000 > now]
+        return sorted(rows, key=lambda b: b.name.casefold())
 
     def member_rows(self) -> list[MemberRow]:
         """The selected room's members, owners first, then by name."""

@@ -23,7 +23,7 @@ from spchat.server.sessions import Link, SessionTable
 
 
 # Operations that change nothing: no audit line.
-READ_ONLY_OPS = ("list", "rooms", "room_info", "stats")
+READ_ONLY_OPS = ("list", "rooms", "room_info", "stats", "bans")
 
 
 class Administration:
@@ -71,9 +71,9 @@ class Administration:
         text, rows, *more = result
         if msg.op not in READ_ONLY_OPS:
             self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
-        rooms, members, stats = (*more, (), (), ())[:3]
+        rooms, members, stats, bans = (*more, (), (), (), ())[:4]
         parts = wire.table_parts({"sessions": rows, "rooms": rooms, "members": members,
-                                  "stats": stats})
+                                  "stats": stats, "bans": bans})
         for i, part in enumerate(parts):
             link.conn.send(wire.AdminReply(msg.rid, True, text, **part,
                                            more=i < len(parts) - 1))
@@ -159,6 +159,8 @@ class Administration:
         if msg.op == "stats":
             figures = self.stats()
             return counted(len(figures), "figure"), (), (), (), figures
+        if msg.op == "bans":
+            return self.logins.bans().addCallback(self._ban_rows)
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
@@ -198,6 +200,12 @@ class Administration:
         for session in list(self.sessions.by_id.values()):
             self.end_session(session, code, text, code, f"{session.name} left ({code})")
         return f"disconnected {counted(count, 'session')}", ()
+
+    @staticmethod
+    def _ban_rows(bans: list) -> tuple:
+        rows = tuple((name, None if until is None else int(until * 1000), reason)
+                     for name, until, reason in bans)
+        return counted(len(rows), "ban"), (), (), (), (), rows
 
     def session_rows(self) -> tuple[tuple, ...]:
         """The admin's table: one row per session, offline ones last (see

@@ -50,6 +50,8 @@ class Logins:
         its refusals are logged once per address per ``refusal_log_seconds``."""
         self.clock = clock
         self.store = store
+        # Bans being saved: reads go on another thread and could overtake them.
+        self._bans_saving: set[defer.Deferred] = set()
         # (old, new): a lineage becomes an account's (set by the core to
         # the messaging's, which knows the lines still being saved).
         self.adopt_lineage = store.adopt_lineage
@@ -343,13 +345,27 @@ class Logins:
             return False
         reason = plain(reason)
         until = None if minutes is None else self.clock.seconds() + minutes * 60
-        self.store.set_ban(key, display, until, reason, self.now_ms()).addErrback(
+        saving = self.store.set_ban(key, display, until, reason, self.now_ms()).addErrback(
             lambda f: self.log.error("cannot save a ban: {error}", error=f.getErrorMessage()))
+        if not saving.called:
+            self._bans_saving.add(saving)
+            saving.addBoth(lambda result: (self._bans_saving.discard(saving), result)[1])
         session = self.sessions.by_key.get(key)
         if session is not None:
             self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
                              f"banned: {reason}", f"{session.name} was banned ({reason})")
         return True
+
+    def bans(self) -> defer.Deferred:
+        """Fires with the server bans still running, by name: [(name, until
+        (server seconds) or None for ever, reason)]."""
+        def running(bans):
+            now = self.clock.seconds()
+            return [(name, until, reason) for _, name, until, reason in bans
+                    if until is None or until > now]
+
+        saved = defer.DeferredList(list(self._bans_saving))  # the bans just made, too
+        return saved.addCallback(lambda _: self.store.bans()).addCallback(running)
 
     def unban(self, name: str) -> defer.Deferred:
         """Fires with True if the name was banned."""
