@@ -165,7 +165,7 @@ def _irc_operator(text: str) -> tuple[str, str] | None:
     text = text.strip()
     if not text:
         return None
-    from spchat.server.accounts import _parse
+    from spchat.server.passwords import _parse
 
     name, _, encoded = text.partition(":")
     try:
@@ -255,6 +255,14 @@ def _bus_url(text: str) -> str:
     db = parts.path.strip("/")
     if db and not db.isdigit():
         raise ValueError("its database must be a number (redis://host:port/0)")
+    return text
+
+
+def _node_name(text: str) -> str:
+    """A node's name, or empty: this machine's name and the chat port."""
+    text = text.strip()
+    if len(text) > 64 or any(not c.isprintable() or c.isspace() for c in text):
+        raise ValueError("must be at most 64 printable characters without spaces")
     return text
 
 
@@ -380,6 +388,10 @@ SETTINGS: tuple[Setting, ...] = (
             "A Redis server that carries new messages between the nodes sharing "
             "CHAT_DATABASE_URL (redis://host:port[/db]; needs pip install 'spchat[bus]'); "
             "empty: one node."),
+    Setting("node", "CHAT_NODE", "node", "", _node_name,
+            "This node's name among the nodes on one bus, as admin list and shutdown --node "
+            "show and take it (at most 64 characters, no spaces); empty: this machine's "
+            "name and the chat port, host:port."),
     Setting("store_writer", "CHAT_STORE_WRITER", "store-writer", "thread",
             _choice("thread", "inline"),
             "How messages are saved: a writer thread, or short transactions inline."),
@@ -475,6 +487,7 @@ class Config:
     store: str = _default("store")
     database: str = _default("database")
     bus: str = _default("bus")
+    node: str = _default("node")
     store_writer: str = _default("store_writer")
     store_sync: str = _default("store_sync")
     commit_interval: float = _default("commit_interval")

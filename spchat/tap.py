@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import socket
 import sys
 
 from twisted.application import internet, service
@@ -17,7 +19,9 @@ from spchat.irc import tls
 from spchat.irc.protocol import IrcFactory
 from spchat.irc.tls import CertificateError
 from spchat.cluster.redis_bus import RedisBus
-from spchat.server.accounts import LoginThrottle, PasswordWorker, SignupLimit
+from spchat.cluster.seal import bus_key
+from spchat.server.password_worker import PasswordWorker
+from spchat.server.throttles import LoginThrottle, SignupLimit
 from spchat.server.capacity import connections_for, raise_descriptor_limit
 from spchat.server.commit import GroupCommitter
 from spchat.server.core import ChatCore, Limits
@@ -98,6 +102,8 @@ class ChatService(service.MultiService):
                 log, reactor, published, cfg.commit_interval),
             ports=self.ports,
             bus=self.bus,
+            bus_key=bus_key(self.server_key),
+            node=node_name(cfg),
             stats=lambda: self.figures.rows(),
         )
         self.descriptors = raise_descriptor_limit()  # each connection is one
@@ -337,6 +343,15 @@ def make_store(cfg: config.Config, reactor):
         return MemoryStore()
     return SQLiteStore.in_dir(cfg.data_dir, sync=cfg.store_sync, mode=cfg.store_writer,
                               reactor=reactor)
+
+
+def node_name(cfg: config.Config) -> str:
+    """``CHAT_NODE``, or this machine's name and the chat port (a port
+    the system picks, 0, is not known yet: a random tag instead, so that
+    two such nodes on one machine still differ)."""
+    if cfg.node:
+        return cfg.node
+    return f"{socket.gethostname()}:{cfg.tcp_port or secrets.token_hex(4)}"
 
 
 def make_bus(cfg: config.Config, reactor):

@@ -106,3 +106,23 @@ class InstantPasswords:
     def verify(self, password, encoded):
         from twisted.internet import defer
         return defer.succeed(encoded == "hash:" + password)
+
+
+def node_dirs(root, count: int) -> list:
+    """Data directories for ``count`` nodes of one cluster: each its own,
+    with one server key copied to all (as README's "Running several
+    nodes" asks), so they seal notices alike and pinned clients trust all."""
+    from spchat.server.identity import KEY_FILE, load_or_create_server_key
+
+    dirs = [root / f"node{i}" for i in range(count)]
+    key = load_or_create_server_key(dirs[0])
+    for data_dir in dirs[1:]:
+        data_dir.mkdir(mode=0o700, parents=True)
+        (data_dir / KEY_FILE).write_bytes(key)
+        (data_dir / KEY_FILE).chmod(0o600)
+    return dirs
+
+
+def room_lines(client, history):
+    """The texts of the room lines a test client got, of history or live."""
+    return [m.text for m in client.rec.of(wire.RoomMessage) if m.history == history]

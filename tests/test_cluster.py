@@ -14,6 +14,7 @@ from twisted.internet import reactor, task
 from spchat import wire
 from spchat.server.store import StoreError
 
+from helpers import node_dirs
 from conftest import (ServerProcess, connect_client, server_config, start_service,
                       stop_services, subprocess_env, twistd_command, wait_until)
 
@@ -21,9 +22,9 @@ from conftest import (ServerProcess, connect_client, server_config, start_servic
 def nodes(tmp_path, count, pg_url, redis_server, **options):
     """``count`` chat servers in this process, each with its own data
     directory, on one database and one bus."""
-    return [start_service(server_config(tmp_path / f"node{i}", database=pg_url,
-                                        bus=redis_server.url, **options))
-            for i in range(count)]
+    return [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                        **options))
+            for data_dir in node_dirs(tmp_path, count)]
 
 
 def lines_in(client, room):
@@ -166,9 +167,10 @@ def test_two_twistd_nodes_on_the_command_line_share_a_room(tmp_path, pins, pg_ur
                                                            redis_server):
     processes = []
     try:
-        for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            processes.append(ServerProcess(tmp_path / name, "--relay-port", "0",
+        for data_dir in node_dirs(tmp_path, 2):
+            # Its data directory given last: the one with the shared key.
+            processes.append(ServerProcess(data_dir, "--data-dir", str(data_dir),
+                                           "--relay-port", "0",
                                            "--database", pg_url, "--bus", redis_server.url))
         alice = yield connect_client(None, pins, "alice", port=processes[0].port)
         bob = yield connect_client(None, pins, "bob", port=processes[1].port)

@@ -3,13 +3,14 @@ order whichever way they come, and what goes over the bus."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 
-from twisted.internet import defer
+import pytest
+from twisted.internet import defer, task
 
 from spchat.cluster import notices
 from spchat.cluster.node import TOPS_PER_NOTICE, TOPS_SECONDS, ClusterNode
+from spchat.cluster.seal import MAX_AGE_SECONDS, Notice, Seal, bus_key
 from spchat.cluster.order import GAP_GRACE_SECONDS, MAX_EARLY, READ_RETRY_SECONDS, RoomOrder
 from spchat.server.records import Record, RoomRecord
 from spchat.server.rooms import Room, RoomDirectory
@@ -209,56 +210,122 @@ def test_early_lines_past_the_bound_are_read_not_kept(clock):
 # --- the notices --------------------------------------------------------------
 
 
+KEY = bus_key(b"k" * 32)
+
+
+def through(body):
+    """A body as another node reads it: sealed, sent, opened."""
+    seal = Seal(KEY, "node-a", task.Clock())
+    return seal.open(seal.seal("x", body)).body
+
+
 def test_a_notice_carries_its_lines_if_they_are_small():
-    sent = notices.decode(notices.saved("lobby", [line(3), line(4)]))
+    sent = notices.read_saved(through(notices.saved("lobby", [line(3), line(4)])))
     assert sent == notices.Saved("lobby", 3, 4, (line(3), line(4)))
-    big = notices.decode(notices.saved("lobby", [line(1, text="x" * notices.MAX_ROWS_BYTES)]))
-    assert big == notices.Saved("lobby", 1, 1, None)
-    assert notices.decode(notices.tops({"lobby": 4})) == notices.Tops({"lobby": 4})
+    big = notices.saved("lobby", [line(1, text="x" * notices.MAX_ROWS_BYTES)])
+    assert notices.read_saved(through(big)) == notices.Saved("lobby", 1, 1, None)
+    assert notices.read_tops(through(notices.tops({"lobby": 4}))) == notices.Tops({"lobby": 4})
 
 
 def test_what_is_not_a_notice_is_dropped_and_lines_out_of_their_range_are_read():
-    for junk in (b"\xff", b"[]", b"{}", b'{"v":2,"tops":{}}', b'{"v":1,"tops":{"a":"1"}}',
-                 b'{"v":1,"room":"a","first":3,"last":2}', b'{"v":1,"room":1,"first":1,"last":1}'):
-        assert notices.decode(junk) is None, junk
-    wrong = json.dumps({"v": 1, "room": "lobby", "first": 1, "last": 2,
-                        "rows": [list(line(1)), list(line(3))]})
-    assert notices.decode(wrong) == notices.Saved("lobby", 1, 2, None)
-    other_room = json.dumps({"v": 1, "room": "lobby", "first": 1, "last": 1,
-                             "rows": [list(line(1, "dev"))]})
-    assert notices.decode(other_room).records is None
+    assert notices.read_tops({}) is None and notices.read_tops({"tops": {"a": "1"}}) is None
+    for junk in ({}, {"room": "a", "first": 3, "last": 2}, {"room": 1, "first": 1, "last": 1},
+                 {"room": "a", "first": True, "last": 1}):
+        assert notices.read_saved(junk) is None, junk
+    wrong = through({"room": "lobby", "first": 1, "last": 2, "rows": [line(1), line(3)]})
+    assert notices.read_saved(wrong) == notices.Saved("lobby", 1, 2, None)
+    other_room = through({"room": "lobby", "first": 1, "last": 1, "rows": [line(1, "dev")]})
+    assert notices.read_saved(other_room).records is None
+
+
+def test_only_fresh_notices_sealed_with_the_cluster_key_are_opened(clock):
+    ours, theirs = Seal(KEY, "a", clock), Seal(bus_key(b"x" * 32), "a", clock)
+    sealed = ours.seal("kick", {"name": "bob"})
+    assert Seal(KEY, "b", clock).open(sealed) == Notice("kick", "a", {"name": "bob"})
+    hearer = Seal(KEY, "b", clock)
+    assert hearer.open(theirs.seal("kick", {"name": "bob"})) is None  # another key
+    forged = sealed.replace(b'"bob"', b'"eve"')
+    assert hearer.open(forged) is None  # changed after sealing
+    for junk in (b"", b"spc1.", b"spc1.00.{}", "not bytes", b'{"k":"kick"}'):
+        assert hearer.open(junk) is None, junk
+    assert hearer.open(sealed) is not None
+    assert hearer.open(sealed) is None  # heard twice: a replay
+    old = ours.seal("kick", {"name": "bob"})
+    clock.advance(MAX_AGE_SECONDS + 1)
+    assert hearer.open(old) is None  # too old to be news
+    early = Seal(KEY, "a", task.Clock())
+    early.clock.advance(clock.seconds() + MAX_AGE_SECONDS + 1)
+    assert hearer.open(early.seal("kick", {})) is None  # from too far ahead
+    assert hearer.open(ours.seal("kick", {})) is not None
 
 
 class Bus:
-    def __init__(self):
+    """What a node published, opened as the other nodes open it."""
+
+    def __init__(self, clock):
         self.sent = []
+        self.reader = Seal(KEY, "reader", clock)
 
     def listen(self, heard, connected):
         self.heard, self.connected = heard, connected
 
     def publish(self, data):
-        self.sent.append(notices.decode(data))
+        notice = self.reader.open(data)
+        read = notices.read_tops if notice.kind == notices.TOPS else notices.read_saved
+        self.sent.append(read(notice.body))
 
 
 def test_a_node_publishes_what_it_saved_and_its_newest_numbers(clock):
     log = Log()
     log.save(line(1), line(2), line(3))
     node = Node(clock, log)
-    bus = Bus()
-    cluster = ClusterNode(clock, bus, log.after, node.directory, node.deliver)
+    bus = Bus(clock)
+    other = Seal(KEY, "other", clock)
+    cluster = ClusterNode(clock, bus, Seal(KEY, "here", clock), log.after, node.directory,
+                          node.deliver)
     cluster.saved_here("lobby", [line(1)])
     assert node.seqs() == [1] and bus.sent == [notices.Saved("lobby", 1, 1, (line(1),))]
-    bus.heard(notices.saved("lobby", [line(1)]))  # its own, back
-    bus.heard(notices.tops({"lobby": 3}))  # another node is further
+    bus.heard(other.seal(notices.SAVED, notices.saved("lobby", [line(1)])))  # heard again
+    bus.heard(other.seal(notices.TOPS, notices.tops({"lobby": 3})))  # another node is further
     bus.heard(b"not ours")
+    bus.heard(Seal(bus_key(b"x" * 32), "eve", clock).seal(notices.TOPS,
+                                                         notices.tops({"lobby": 9})))
+    bus.heard(other.seal("unknown kind", {}))
+    bus.heard(other.seal(notices.TOPS, {"tops": "all"}))
     clock.advance(GAP_GRACE_SECONDS)
-    assert node.seqs() == [1, 2, 3] and cluster.ignored == 1
+    # Only the sealed notices moved it; the forged "9" opened no gap.
+    assert node.seqs() == [1, 2, 3] and cluster.ignored == 4
+    assert node.directory.get("lobby").last_seq == 3 and not cluster.order.gaps
     clock.advance(TOPS_SECONDS)
     assert bus.sent[-1] == notices.Tops({"lobby": 3})
+    reconnected = []
+    cluster.on_connected.append(lambda: reconnected.append(True))
     bus.connected()  # a reconnect: reads, and says where it is
-    assert bus.sent[-1] == notices.Tops({"lobby": 3})
+    assert bus.sent[-1] == notices.Tops({"lobby": 3}) and reconnected == [True]
     cluster.stop()
     assert not clock.getDelayedCalls()
+
+
+def test_other_parts_add_their_kinds_of_notice(clock):
+    log = Log()
+    node = Node(clock, log)
+    bus = Bus(clock)
+    cluster = ClusterNode(clock, bus, Seal(KEY, "here", clock), log.after, node.directory,
+                          node.deliver)
+    heard = []
+    cluster.on("kick", lambda sender, body: heard.append((sender, body)))
+    with pytest.raises(ValueError):
+        cluster.on("kick", lambda sender, body: None)
+    with pytest.raises(ValueError):
+        cluster.on(notices.SAVED, lambda sender, body: None)
+    bus.heard(Seal(KEY, "there", clock).seal("kick", {"name": "bob"}))
+    assert heard == [("there", {"name": "bob"})] and cluster.name == "here"
+    published = []
+    bus.publish = published.append
+    cluster.send("kick", {"name": "carol"})
+    bus.heard(published[0])  # its own, back
+    assert heard[-1] == ("here", {"name": "carol"})
+    cluster.stop()
 
 
 def test_the_newest_numbers_go_in_notices_of_bounded_size(clock):
@@ -266,6 +333,7 @@ def test_the_newest_numbers_go_in_notices_of_bounded_size(clock):
     node = Node(clock, log, rooms=[f"room{i}" for i in range(TOPS_PER_NOTICE + 1)])
     for room in node.directory.rooms.values():
         room.last_seq = 3
-    bus = Bus()
-    ClusterNode(clock, bus, log.after, node.directory, node.deliver).connected()
+    bus = Bus(clock)
+    ClusterNode(clock, bus, Seal(KEY, "here", clock), log.after, node.directory,
+                node.deliver).connected()
     assert [len(notice.tops) for notice in bus.sent] == [TOPS_PER_NOTICE, 1]

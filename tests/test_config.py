@@ -265,6 +265,8 @@ BAD_VALUES = [
     ("CHAT_BUS_URL", "bus", "redis://bus:port", "port must be"),
     ("CHAT_BUS_URL", "bus", "redis://bus:6379/zero", "database must be a number"),
     ("CHAT_BUS_URL", "bus", "redis://:secret@bus:6379", "not supported yet"),
+    ("CHAT_NODE", "node", "two words", "without spaces"),
+    ("CHAT_NODE", "node", "n" * 65, "at most 64"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "-0.001", "0 or more"),
     ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
@@ -427,7 +429,7 @@ def test_options_table_rows():
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
         "history-days", "default-rooms",
-        "store", "database", "bus", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "store", "database", "bus", "node", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]

@@ -3,7 +3,6 @@ store, the SQLite store in both of its modes and the PostgreSQL store (on a
 real server, tests/postgres.py); then what only SQLite has
 (the file, its schema, damage, threads, what it keeps across reopening)."""
 
-import itertools
 import sqlite3
 import threading
 
@@ -19,19 +18,7 @@ from spchat.server.records import Record, RoomRecord, direct_conversation
 from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, SCHEMA_VERSION, SQLiteStore,
                                  StoreError, Tables)
 
-_cids = itertools.count(1)
-
-
-def say(text="hi", room="lobby", sender="alice", ts=1000, cid=None):
-    """A new room line, not numbered yet."""
-    return Record(0, ts, sender, sender.casefold(), text, cid or f"c{next(_cids)}", room=room)
-
-
-def dm(text, sender, to, ts=1000, cid=None):
-    """A new direct message, not numbered yet."""
-    return Record(0, ts, sender, sender.casefold(), text, cid or f"c{next(_cids)}",
-                  to=to, to_key=to.casefold())
-
+from store_lines import dm, numbered, say
 
 @pytest_twisted.async_yield_fixture(params=["memory", "inline", "thread", "postgres"])
 async def store(request, tmp_path):
@@ -90,10 +77,6 @@ def integrity_error():
     except ImportError:
         return KeyError
     return psycopg2.IntegrityError
-
-
-def numbered(records):
-    return [(r.conversation, r.seq, r.text) for r in records]
 
 
 # --- every store ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What the nodes tell each other over the bus, as bytes.
+"""What the nodes tell each other about saved lines: the bodies of the
+``saved`` and ``tops`` notices (sealed and sent by ``spchat.cluster.seal``).
 
 ``Saved``: a room has new lines, numbered ``first`` to ``last``, and the
 lines themselves if they fit in ``MAX_ROWS_BYTES`` (else a node reads them
@@ -6,9 +7,10 @@ from the database).  ``Tops``: a node's newest number in each room, sent
 when it (re)connects to the bus and every ``TOPS_SECONDS``: a notice lost
 while it was away shows as a gap.
 
-Nothing from the bus is trusted further than its shape: a notice that
-does not parse is dropped (``decode`` returns None), and lines that do not
-match their range are dropped and read from the database instead.
+Even a sealed notice is trusted no further than its shape: a body that
+does not parse is dropped (``read_saved`` and ``read_tops`` return None),
+and lines that do not match their range are dropped and read from the
+database instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from spchat.server.records import Record
 # Lines larger than this (as JSON) go as a range only: every node gets
 # every notice, and a big one would cost them all.
 MAX_ROWS_BYTES = 16_000
-VERSION = 1
+SAVED = "saved"
+TOPS = "tops"
 _FIELDS = len(Record._fields)
 
 
@@ -38,37 +41,31 @@ class Tops:
     tops: dict[str, int]  # room key -> newest number
 
 
-def saved(room: str, records: list[Record]) -> bytes:
-    """The notice for consecutive saved lines of one room."""
-    head = {"v": VERSION, "room": room, "first": records[0].seq, "last": records[-1].seq}
-    with_rows = json.dumps({**head, "rows": records}, separators=(",", ":"))
-    if len(with_rows) <= MAX_ROWS_BYTES:
-        return with_rows.encode()
-    return json.dumps(head, separators=(",", ":")).encode()
+def saved(room: str, records: list[Record]) -> dict:
+    """The body for consecutive saved lines of one room."""
+    head = {"room": room, "first": records[0].seq, "last": records[-1].seq}
+    with_rows = {**head, "rows": records}
+    if len(json.dumps(with_rows, separators=(",", ":"))) <= MAX_ROWS_BYTES:
+        return with_rows
+    return head
 
 
-def tops(numbers: dict[str, int]) -> bytes:
-    return json.dumps({"v": VERSION, "tops": numbers}, separators=(",", ":")).encode()
+def tops(numbers: dict[str, int]) -> dict:
+    return {"tops": numbers}
 
 
-def decode(data: bytes | str) -> Saved | Tops | None:
-    """The notice in ``data``, or None if it is not one of ours."""
-    try:
-        notice = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(notice, dict) or notice.get("v") != VERSION:
-        return None
-    if "tops" in notice:
-        numbers = notice["tops"]
-        if not isinstance(numbers, dict) or not all(
-                _number(seq) for seq in numbers.values()):
-            return None
-        return Tops(numbers)
-    room, first, last = notice.get("room"), notice.get("first"), notice.get("last")
+def read_saved(body: dict) -> Saved | None:
+    room, first, last = body.get("room"), body.get("first"), body.get("last")
     if not (isinstance(room, str) and _number(first) and _number(last) and first <= last):
         return None
-    return Saved(room, first, last, _records(notice.get("rows"), room, first, last))
+    return Saved(room, first, last, _records(body.get("rows"), room, first, last))
+
+
+def read_tops(body: dict) -> Tops | None:
+    numbers = body.get("tops")
+    if not isinstance(numbers, dict) or not all(_number(seq) for seq in numbers.values()):
+        return None
+    return Tops(numbers)
 
 
 def _number(value) -> bool:

@@ -25,6 +25,7 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
+from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
 from spchat.server.flood import FloodControl
 from spchat.server.login import Logins
@@ -83,6 +84,8 @@ class ChatCore:
         committer_factory=None,
         ports: Ports | None = None,
         bus=None,
+        bus_key: bytes | None = None,
+        node: str = "local",
         stats: Callable[[], tuple] | None = None,
     ):
         """``store``: an IStore (None: one in memory, ready at once);
@@ -92,10 +95,12 @@ class ChatCore:
         how lines are saved (None: one at a time, as they come); ``ports``:
         the beacon's and the relay's, once the service has bound them;
         ``bus``: an ``IBus`` to the other nodes on the same database (None:
-        this node is alone);
+        this node is alone), its notices sealed with ``bus_key``
+        (``spchat.cluster.seal.bus_key``); ``node``: this node's name;
         ``stats()``: the server's figures for ``admin stats`` (rows of
         wire.STAT_FIELDS; None: none)."""
         self.clock = clock
+        self.node = node
         self.limits = limits or Limits()
         self.ports = ports or Ports()
         self.stopped = False  # stop() was called: the server is going down
@@ -111,7 +116,7 @@ class ChatCore:
         make = committer_factory or ImmediateCommitter
         self.messaging = Messaging(clock, self.limits, self.store,
                                    lambda published: make(self.store, published),
-                                   self.directory, self.table, bus)
+                                   self.directory, self.table, bus, self._seal(bus, bus_key))
         self.room_commands = RoomCommands(clock, self.limits, self.store, self.directory,
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
@@ -155,6 +160,13 @@ class ChatCore:
         if own_store:
             self.start()
 
+    def _seal(self, bus, bus_key: bytes | None) -> Seal | None:
+        if bus is None:
+            return None
+        if not bus_key:
+            raise ValueError("a bus needs the key its notices are sealed with")
+        return Seal(bus_key, self.node, self.clock)
+
     # --- what the service and the tests look at -------------------------------------
 
     @property
@@ -165,6 +177,11 @@ class ChatCore:
     @property
     def by_key(self) -> dict[str, Session]:
         return self.table.by_key
+
+    @property
+    def cluster(self):
+        """This node on the bus (a ``ClusterNode``), or None: alone."""
+        return self.messaging.cluster
 
     @property
     def tracker(self):
@@ -208,8 +225,8 @@ class ChatCore:
             session.cancel_timers()
             session.stop_catching_up(answer=False)  # no read after the store closes
         self.admin.stop()
-        if self.messaging.cluster is not None:
-            self.messaging.cluster.stop()
+        if self.cluster is not None:
+            self.cluster.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from spchat import wire
 from spchat.cluster.node import ClusterNode
+from spchat.cluster.seal import Seal
 from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
 from spchat.server.metrics import MessageCounts
@@ -37,10 +38,12 @@ class Messaging:
     log = Logger()
 
     def __init__(self, clock, limits: Limits, store, committer_factory,
-                 directory: RoomDirectory, sessions: SessionTable, bus=None):
+                 directory: RoomDirectory, sessions: SessionTable, bus=None,
+                 seal: Seal | None = None):
         """``committer_factory(on_committed)``: the group committer that saves
         accepted records and reports them numbered; ``bus``: an ``IBus`` to
-        the other nodes on the same database (None: this node is alone)."""
+        the other nodes on the same database (None: this node is alone),
+        and this node's ``Seal`` on it."""
         self.clock = clock
         self.limits = limits
         self.store = store
@@ -49,7 +52,7 @@ class Messaging:
         self.committer = committer_factory(self.published)
         # With other nodes, a room's lines go out in its order whoever saved them.
         self.cluster = None if bus is None else ClusterNode(
-            clock, bus, store.after, directory, self._fan_out)
+            clock, bus, seal, store.after, directory, self._fan_out)
         self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
