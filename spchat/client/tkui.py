@@ -289,7 +289,10 @@ class ChatWindow:
     def _build_member_list(self, parent) -> ttk.Frame:
         f = ttk.Frame(parent)
         self.members_title = ttk.Label(f, text="Members", font=self._bold())
-        self.members_title.pack(anchor="w", padx=4)
+        self.members_title.pack(anchor="w", fill="x", padx=4)
+        # "(reconnecting…)" after a long room name wraps in the narrow pane.
+        self.members_title.bind("<Configure>", lambda e: self.members_title.configure(
+            wraplength=max(e.width - 4, 60)))
         ttk.Label(f, text="double-click a name to talk privately, right-click it for more",
                   foreground="#777", wraplength=160).pack(anchor="w", padx=4, side="bottom")
         self.members = tk.Listbox(f, activestyle="none", width=22, relief="flat",
@@ -435,7 +438,7 @@ class ChatWindow:
         room = p.member_room()
         title = f"Members of #{room}" if room else "Members"
         if room and p.members_stale:
-            title += " (as last seen: reconnecting…)"
+            title += " (as last seen, reconnecting…)"
         self.members_title.configure(text=title)
         self._draw_members()
         s = p.state

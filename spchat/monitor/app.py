@@ -29,10 +29,10 @@ STATE_COLOURS = {"connected": "#e3f6e3", "reconnecting": "#fff4cc", "offline": "
 GREYED = "#7a7a7a"  # the text of offline rows, and of every row while the server is away
 ROOM_COLUMNS = (
     ("room", "Room", 110), ("members", "Online", 60), ("rate", "Msgs/min", 85),
-    ("flags", "Flags", 130), ("last_seq", "Last #", 65), ("topic", "Topic", 260),
+    ("flags", "Flags", 110), ("last_seq", "Last #", 60), ("topic", "Topic", 180),
 )
-MEMBER_COLUMNS = (("name", "Name", 120), ("state", "State", 90), ("role", "Role", 80))
-BAN_COLUMNS = (("name", "Name", 110), ("left", "Left", 80), ("reason", "Reason", 160))
+MEMBER_COLUMNS = (("name", "Name", 100), ("state", "State", 70), ("role", "Role", 70))
+BAN_COLUMNS = (("name", "Name", 90), ("left", "Left", 70), ("reason", "Reason", 110))
 
 
 class MonitorConnection:
