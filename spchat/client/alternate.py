@@ -4,12 +4,11 @@ try an alternate nick: a number at the end, counted up ("bob" gives "bob2",
 
 from __future__ import annotations
 
-import re
-
 from spchat.server.rules import NAME_MAX_CHARS
 
 
 def alternate_name(name: str) -> str:
-    base, digits = re.fullmatch(r"(.*?)(\d*)", name).groups()
+    base = name.rstrip("0123456789")
+    digits = name[len(base):]
     number = str(int(digits) + 1 if digits else 2)
     return base[:NAME_MAX_CHARS - len(number)] + number

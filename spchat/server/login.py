@@ -350,7 +350,12 @@ class Logins:
             lambda f: self.log.error("cannot save a ban: {error}", error=f.getErrorMessage()))
         if not saving.called:
             self._bans_saving.add(saving)
-            saving.addBoth(lambda result: (self._bans_saving.discard(saving), result)[1])
+
+            def saved(result):
+                self._bans_saving.discard(saving)
+                return result
+
+            saving.addBoth(saved)
         session = self.sessions.by_key.get(key)
         if session is not None:
             self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
