@@ -254,3 +254,16 @@ def test_a_join_in_a_big_room_changes_one_row_not_the_whole_list(window):
     # Right-clicking a row finds the member drawn there.
     members.update()
     assert window._member_at(members.bbox(1)[1] + 2).name == "user00010"
+
+
+def test_a_direct_conversation_is_closed_from_its_menu(window, display):
+    client = window.presenter.client
+    client.message_received(wire.DirectMessage(1, T, "bob", "me", "got a minute?"))
+    window.controller.open("bob")
+    assert conversation_rows(window)[-1] == ("bob", "")
+    menu = right_click_conversation(window, 2)
+    assert menu_labels(menu) == ["Close the conversation with bob"]
+    screenshot(window.master, display, "client-close-direct.png")
+    choose(menu, "Close the conversation with bob")
+    assert conversation_rows(window) == [("# lobby", ""), ("# dev", "")]
+    assert window.presenter.active == "#lobby"
