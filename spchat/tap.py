@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 import sys
 
@@ -343,8 +344,12 @@ def make_store(cfg: config.Config, reactor):
 
 
 def node_name(cfg: config.Config) -> str:
-    """``CHAT_NODE``, or this machine's name and the chat port."""
-    return cfg.node or f"{socket.gethostname()}:{cfg.tcp_port}"
+    """``CHAT_NODE``, or this machine's name and the chat port (any free
+    port, 0: a name of this run's own, or two such nodes would be one)."""
+    if cfg.node:
+        return cfg.node
+    port = cfg.tcp_port or f"0-{secrets.token_hex(3)}"
+    return f"{socket.gethostname()}:{port}"
 
 
 def make_bus(cfg: config.Config, reactor):

@@ -25,6 +25,7 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
+from spchat.cluster.remote_members import ClusterRoster
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
 from spchat.server.flood import FloodControl
@@ -108,6 +109,7 @@ class ChatCore:
         self._early: list[tuple[Link, wire.Message]] = []
         self.links: set[Link] = set()
         self.presence_listeners: list[Callable[[], None]] = []
+        self.roster: ClusterRoster | None = None  # the sessions of the other nodes
         self.table = SessionTable(clock, self._sessions_changed)
         self.directory = RoomDirectory(clock, self.presence_state)
         own_store = store is None
@@ -116,6 +118,9 @@ class ChatCore:
         self.messaging = Messaging(clock, self.limits, self.store,
                                    lambda published: make(self.store, published),
                                    self.directory, self.table, bus, self._seal(bus, bus_key))
+        if self.cluster is not None:
+            self.roster = ClusterRoster(clock, self.cluster, self.table, self.directory,
+                                        self.presence_state, self._elsewhere_changed)
         self.room_commands = RoomCommands(clock, self.limits, self.store, self.directory,
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
@@ -226,6 +231,7 @@ class ChatCore:
         self.admin.stop()
         if self.cluster is not None:
             self.cluster.stop()
+            self.roster.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------
@@ -483,6 +489,14 @@ class ChatCore:
 
     def _sessions_changed(self) -> None:
         self.admin.sessions_changed()
+        if self.roster is not None:
+            self.roster.changed()
+
+    def _elsewhere_changed(self) -> None:
+        """Someone on another node came, went or changed."""
+        self.admin.sessions_changed()
+        for listener in self.presence_listeners:
+            listener()
 
     # --- presence ---------------------------------------------------------------------
 
@@ -500,8 +514,11 @@ class ChatCore:
     def presence_snapshot(self) -> tuple[tuple[str, str], ...]:
         """Everyone on the server and their state, for the presence beacon."""
         now = self.now()
-        sessions = sorted(self.table.by_id.values(), key=lambda s: s.name.casefold())
-        return tuple((s.name, self.presence_state(s, now)) for s in sessions)
+        everyone = [(s.name, self.presence_state(s, now)) for s in self.table.by_id.values()]
+        if self.roster is not None:  # and those connected on the other nodes
+            everyone += [(s.name, s.state) for s in self.roster.remote.sessions()
+                         if s.key not in self.table.by_key]
+        return tuple(sorted(everyone, key=lambda entry: entry[0].casefold()))
 
     def _presence_changed(self) -> None:
         """Someone came, went or may have changed state: the listeners
@@ -509,6 +526,8 @@ class ChatCore:
         join would make a join storm quadratic."""
         for listener in self.presence_listeners:
             listener()
+        if self.roster is not None:
+            self.roster.changed()
 
     def beacon_peer(self, key_id: bytes) -> Session | None:
         # Linear, but only for hellos (a few per client per minute).

@@ -1,0 +1,120 @@
+"""Who is where, across nodes on one PostgreSQL database and one Redis bus,
+real servers all: every member list shows every member wherever it is
+connected, comings and goings on one node reach the members on the
+others, and a node that dies leaves their lists within ``SILENT_SECONDS``."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest_twisted
+from twisted.internet import reactor, task
+
+from spchat import wire
+from spchat.cluster.roster import SILENT_SECONDS, SNAPSHOT_SECONDS
+
+from helpers import node_dirs
+from conftest import ServerProcess, connect_client, server_config, start_service, \
+    stop_services, wait_until
+
+ROOMS = {"red": ["alice", "bob", "carol", "dave"], "blue": ["carol", "erin", "frank", "alice"]}
+NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
+
+
+def nodes(dirs, pg_url, redis_server):
+    return [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                        **{"default-rooms": " "}))
+            for data_dir in dirs]
+
+
+def names_in(client, room):
+    return sorted(member[0] for member in client.room_members(room))
+
+
+def notices(client, kind, room):
+    return [m.name for m in client.rec.of(wire.Notice) if m.kind == kind and m.room == room]
+
+
+@pytest_twisted.inlineCallbacks
+def spread(ports, pins):
+    """The six clients, two on each node, in their rooms."""
+    clients = {}
+    for i, name in enumerate(NAMES):
+        clients[name] = yield connect_client(None, pins, name, port=ports[i % len(ports)])
+    for room, members in ROOMS.items():
+        for name in members:
+            clients[name].join(room)
+    return clients
+
+
+def lists_complete(clients, rooms=ROOMS):
+    return all(names_in(clients[name], room) == sorted(members)
+               for room, members in rooms.items() for name in members)
+
+
+@pytest_twisted.inlineCallbacks
+def test_member_lists_and_comings_and_goings_span_three_nodes(tmp_path, pins, pg_url,
+                                                              redis_server):
+    servers = nodes(node_dirs(tmp_path, 3), pg_url, redis_server)
+    try:
+        yield wait_until(lambda: all(s.bus.joined for s in servers))
+        clients = yield spread([s.address.port for s in servers], pins)
+        yield wait_until(lambda: lists_complete(clients), timeout=20)
+        # Each one's own view of a room: the same, with everyone's state.
+        assert {m[1] for m in clients["bob"].room_members("red")} == {"online"}
+        # A join on node 2 (frank), a part on node 1 (bob), a quit on node 0 (dave).
+        clients["frank"].join("red")
+        yield wait_until(lambda: "frank" in names_in(clients["bob"], "red")
+                         and "frank" in names_in(clients["alice"], "red"))
+        assert "frank" in notices(clients["bob"], "join", "red")
+        clients["bob"].part("red")
+        yield wait_until(lambda: "bob" not in names_in(clients["carol"], "red")
+                         and "bob" not in names_in(clients["frank"], "red"))
+        assert "bob" in notices(clients["carol"], "leave", "red")
+        yield clients["dave"].logout()
+        yield wait_until(lambda: "dave" not in names_in(clients["carol"], "red")
+                         and "dave" not in names_in(clients["frank"], "red"))
+        assert "dave" in notices(clients["frank"], "quit", "red")
+        assert sorted(servers[1].core.directory.member_rows(
+            servers[1].core.directory.get("red"))) == [
+            ("alice", "online", "member"), ("carol", "online", "member"),
+            ("frank", "online", "member")]
+        # The presence beacon's snapshot is everyone's, wherever they are.
+        assert [name for name, _ in servers[2].core.presence_snapshot()] == [
+            "alice", "bob", "carol", "erin", "frank"]
+    finally:
+        yield stop_services(*servers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_killed_node_leaves_the_others_member_lists_in_time(tmp_path, pins, pg_url,
+                                                              redis_server):
+    dirs = node_dirs(tmp_path, 3)
+    servers = nodes(dirs[:2], pg_url, redis_server)
+    killed = ServerProcess(dirs[2], "--data-dir", str(dirs[2]), "--relay-port", "0",
+                           "--database", pg_url, "--bus", redis_server.url,
+                           "--default-rooms", " ")
+    try:
+        yield wait_until(lambda: all(s.bus.joined for s in servers))
+        clients = yield spread([servers[0].address.port, servers[1].address.port,
+                                killed.port], pins)
+        yield wait_until(lambda: lists_complete(clients), timeout=20)
+        # carol and frank are on the node killed (no goodbye from it)
+        for name in ("carol", "frank"):
+            clients[name].reconnect_delay = 3600
+        killed.proc.send_signal(signal.SIGKILL)
+        killed.proc.wait(timeout=10)
+        gone = time.monotonic()
+        yield wait_until(lambda: lists_complete(clients, {
+            "red": ["alice", "bob", "dave"], "blue": ["erin", "alice"]}),
+            timeout=SILENT_SECONDS + 2 * SNAPSHOT_SECONDS)
+        took = time.monotonic() - gone
+        assert took <= SILENT_SECONDS + SNAPSHOT_SECONDS + 1, took
+        assert "carol" in notices(clients["alice"], "quit", "blue")
+        assert "frank" in notices(clients["erin"], "quit", "blue")
+    finally:
+        yield stop_services(*servers)
+        if killed.proc.poll() is None:
+            killed.stop()
+    yield task.deferLater(reactor, 0, lambda: None)
