@@ -229,12 +229,14 @@ def table(header: tuple[str, ...], rows: list[tuple]) -> str:
 
 def sessions_table(sessions: tuple) -> str:
     header = ("NAME", "ADDRESS", "STATE", "CLIENT", "FOR", "SINCE", "IDLE", "MSGS", "IN", "OUT")
+    clustered = any(len(row) > len(header) for row in sessions)
     now = time.time()
     rows = [(name, address, state, agent, f"{in_state:.0f}s",
              time.strftime("%H:%M:%S", time.localtime(since / 1000)),
-             f"{max(0, now - last / 1000):.0f}s", msgs, b_in, b_out)
-            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out in sessions]
-    return table(header, rows)
+             f"{max(0, now - last / 1000):.0f}s", msgs, b_in, b_out, *node)
+            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out, *node
+            in sessions]
+    return table(header + ("NODE",) if clustered else header, rows)
 
 
 def room_flags(private: bool, topic_locked: bool) -> str:

@@ -5,18 +5,21 @@ others, and a node that dies leaves their lists within ``SILENT_SECONDS``."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 
 import pytest_twisted
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 
 from spchat import wire
 from spchat.cluster.roster import SILENT_SECONDS, SNAPSHOT_SECONDS
 
 from helpers import node_dirs
 from conftest import ServerProcess, connect_client, server_config, start_service, \
-    stop_services, wait_until
+    stop_services, subprocess_env, wait_until
 
 ROOMS = {"red": ["alice", "bob", "carol", "dave"], "blue": ["carol", "erin", "frank", "alice"]}
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
@@ -53,14 +56,30 @@ def lists_complete(clients, rooms=ROOMS):
                for room, members in rooms.items() for name in members)
 
 
+def admin_list(tmp_path, server, data_dir):
+    """``python -m spchat.admin list --json`` against one node."""
+    done = subprocess.run(
+        [sys.executable, "-m", "spchat.admin", "--port", str(server.address.port),
+         "--data-dir", str(data_dir), "--json", "list"],
+        cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["sessions"]
+
+
 @pytest_twisted.inlineCallbacks
 def test_member_lists_and_comings_and_goings_span_three_nodes(tmp_path, pins, pg_url,
                                                               redis_server):
-    servers = nodes(node_dirs(tmp_path, 3), pg_url, redis_server)
+    dirs = node_dirs(tmp_path, 3)
+    servers = nodes(dirs, pg_url, redis_server)
     try:
         yield wait_until(lambda: all(s.bus.joined for s in servers))
         clients = yield spread([s.address.port for s in servers], pins)
         yield wait_until(lambda: lists_complete(clients), timeout=20)
+        # admin list on one node: every node's sessions, each with its node.
+        rows = yield threads.deferToThread(admin_list, tmp_path, servers[1], dirs[1])
+        assert sorted((row["name"], row["node"], row["state"]) for row in rows) == sorted(
+            (name, servers[i % 3].core.node, "connected") for i, name in enumerate(NAMES))
+        assert len({servers[i].core.node for i in range(3)}) == 3
         # Each one's own view of a room: the same, with everyone's state.
         assert {m[1] for m in clients["bob"].room_members("red")} == {"online"}
         # A join on node 2 (frank), a part on node 1 (bob), a quit on node 0 (dave).

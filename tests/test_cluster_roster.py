@@ -4,6 +4,8 @@ loses, delays or repeats what it says."""
 
 from __future__ import annotations
 
+import pytest
+
 from spchat.cluster import roster_notices
 from spchat.cluster.roster import SILENT_SECONDS, SNAPSHOT_SECONDS, RemoteRoster
 from spchat.cluster.roster_announcer import CHANGE_SECONDS, RosterAnnouncer
@@ -174,3 +176,19 @@ def test_bodies_that_do_not_parse_are_counted_and_own_notices_ignored(clock):
     b.hear([good], node="b")  # its own name: this node's own notice
     assert b.names() == []
     assert roster_notices.read_roster("a", good) is not None
+
+
+def test_admin_rows_say_their_node_only_with_other_nodes():
+    from spchat import wire
+    from spchat.admin import sessions_table
+
+    alone = ("alice", "127.0.0.1:1", "connected", "test/1", 1.0, 1000, 1000, 0, 0, 0)
+    clustered = ("bob", *alone[1:], "node-b")
+    for rows in ([alone], [alone, clustered]):
+        reply = wire.decode(wire.encode(wire.AdminReply("r", True, "ok", sessions=tuple(rows))))
+        assert reply.sessions == tuple(rows)
+    assert "NODE" not in sessions_table((alone,))
+    assert sessions_table((clustered,)).split("\n")[1].endswith("node-b")
+    too_long = wire.encode(wire.AdminReply("r", True, "ok", sessions=((*clustered, "x"),)))
+    with pytest.raises(wire.WireError):
+        wire.decode(too_long)

@@ -62,6 +62,14 @@ class ClusterRoster:
             _ms(s.state_since), _ms(s.last_activity), s.messages_sent, s.bytes_in,
             s.bytes_out) for s in self.table.by_id.values()}
 
+    def admin_rows(self, now: float) -> list[tuple]:
+        """The other nodes' sessions in the administrators' table
+        (wire.SESSION_FIELDS)."""
+        return [(s.name, s.address, _SESSION_STATE[s.state], s.agent,
+                 round(max(0.0, now - s.state_ms / 1000), 3), s.connected_ms, s.active_ms,
+                 s.messages, s.bytes_in, s.bytes_out, s.node)
+                for s in self.remote.sessions() if s.key not in self.table.by_key]
+
     def _left_here(self, room, session: Session, notice) -> None:
         self.announcer.member_left(session.id, room.key, notice.kind, notice.text,
                                    notice.by or "", notice.reason or "")
@@ -92,6 +100,10 @@ class ClusterRoster:
         """The room here, if the news of this member is news there."""
         room = self.directory.get(key)
         return None if room is None or session.key in room.members else room
+
+
+# A session's state in the administrators' table, from its presence.
+_SESSION_STATE = {"online": "connected", "idle": "connected", "reconnecting": "reconnecting"}
 
 
 def _default(session: RemoteSession, offline: bool) -> Departure:

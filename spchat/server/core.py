@@ -136,6 +136,8 @@ class ChatCore:
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
+        if self.roster is not None:
+            self.admin.node, self.admin.elsewhere = self.node, self.roster.admin_rows
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
