@@ -137,3 +137,36 @@ def test_a_killed_node_leaves_the_others_member_lists_in_time(tmp_path, pins, pg
         if killed.proc.poll() is None:
             killed.stop()
     yield task.deferLater(reactor, 0, lambda: None)
+
+
+def directs(client):
+    """(seq, sender, text) of the live direct lines a client was sent."""
+    return [(m.seq, m.sender, m.text) for m in client.rec.of(wire.DirectMessage)
+            if not m.history]
+
+
+@pytest_twisted.inlineCallbacks
+def test_direct_messages_between_two_nodes_arrive_once_live_in_order(tmp_path, pins, pg_url,
+                                                                     redis_server):
+    servers = nodes(node_dirs(tmp_path, 2), pg_url, redis_server)
+    try:
+        yield wait_until(lambda: all(s.bus.joined for s in servers))
+        alice = yield connect_client(servers[0], pins, "alice")
+        bob = yield connect_client(servers[1], pins, "bob")
+        # Each node knows of the other's user (a name is found on the roster).
+        yield wait_until(lambda: servers[0].core.roster.elsewhere("bob") is not None
+                         and servers[1].core.roster.elsewhere("alice") is not None)
+        sent = []
+        for i in range(10):  # both ways, interleaved
+            alice.direct("bob", f"a{i}")
+            bob.direct("alice", f"b{i}")
+            sent += [("alice", f"a{i}"), ("bob", f"b{i}")]
+        yield wait_until(lambda: len(directs(alice)) == len(directs(bob)) == 20
+                         and not alice.outbox and not bob.outbox, timeout=20)
+        yield task.deferLater(reactor, 0.5, lambda: None)  # a copy would come by now
+        # One conversation, one order: its numbers, each line once, for both.
+        assert directs(alice) == directs(bob)
+        assert [seq for seq, _, _ in directs(bob)] == list(range(1, 21))
+        assert sorted((sender, text) for _, sender, text in directs(bob)) == sorted(sent)
+    finally:
+        yield stop_services(*servers)

@@ -138,6 +138,7 @@ class ChatCore:
                                     stats or (lambda: ()))
         if self.roster is not None:
             self.admin.node, self.admin.elsewhere = self.node, self.roster.admin_rows
+            self.messaging.elsewhere = self.roster.elsewhere
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
@@ -234,6 +235,7 @@ class ChatCore:
         if self.cluster is not None:
             self.cluster.stop()
             self.roster.stop()
+            self.messaging.directs.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------
@@ -420,6 +422,8 @@ class ChatCore:
     def _go_offline(self, session: Session, reason: str, notice: str) -> None:
         self.table.remove(session, reason)
         self.sharing.tracker.forget_session(session.id)
+        if self.messaging.directs is not None:
+            self.messaging.directs.forget(session)
         for key in sorted(session.rooms):
             self.directory.leave(self.directory.get(key), session, "quit", notice, reason=reason)
         self._presence_changed()
