@@ -18,6 +18,7 @@ from spchat import wire
 from spchat.cluster.roster import SILENT_SECONDS, SNAPSHOT_SECONDS
 
 from helpers import node_dirs
+from irc_peer import irc_peer
 from conftest import ServerProcess, connect_client, server_config, start_service, \
     stop_services, subprocess_env, wait_until
 
@@ -25,9 +26,9 @@ ROOMS = {"red": ["alice", "bob", "carol", "dave"], "blue": ["carol", "erin", "fr
 NAMES = ["alice", "bob", "carol", "dave", "erin", "frank"]
 
 
-def nodes(dirs, pg_url, redis_server):
+def nodes(dirs, pg_url, redis_server, **options):
     return [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
-                                        **{"default-rooms": " "}))
+                                        **{"default-rooms": " ", **options}))
             for data_dir in dirs]
 
 
@@ -168,5 +169,38 @@ def test_direct_messages_between_two_nodes_arrive_once_live_in_order(tmp_path, p
         assert directs(alice) == directs(bob)
         assert [seq for seq, _, _ in directs(bob)] == list(range(1, 21))
         assert sorted((sender, text) for _, sender, text in directs(bob)) == sorted(sent)
+    finally:
+        yield stop_services(*servers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_irc_gateway_names_and_tells_of_members_on_other_nodes(tmp_path, pins, pg_url,
+                                                                   redis_server):
+    servers = nodes(node_dirs(tmp_path, 2), pg_url, redis_server,
+                    irc="tcp:0:interface=127.0.0.1")
+    try:
+        yield wait_until(lambda: all(s.bus.joined for s in servers))
+        alice = yield connect_client(servers[1], pins, "alice")
+        alice.join("red")
+        yield wait_until(lambda: servers[0].core.roster.elsewhere("alice") is not None
+                         and "red" in servers[0].core.roster.elsewhere("alice").rooms)
+        irc = yield irc_peer(servers[0].irc_port.getHost().port, nick="ircbob")
+        irc.send("JOIN #red")
+        yield wait_until(lambda: b" 366 " in irc.data)  # end of NAMES
+        names = [line for line in irc.data.decode().split("\r\n") if " 353 " in line]
+        # (ircbob made the room on its node: its owner there, "@".)
+        assert sorted(n.lstrip("@+") for n in names[0].rpartition(":")[2].split()) == [
+            "alice", "ircbob"]
+        irc.send("WHO #red")
+        yield wait_until(lambda: b" 315 " in irc.data)
+        assert b" 352 ircbob #red alice " in irc.data
+        carol = yield connect_client(servers[1], pins, "carol")
+        carol.join("red")
+        yield wait_until(lambda: b":carol!carol@" in irc.data and b" JOIN #red" in irc.data)
+        carol.part("red")
+        yield wait_until(lambda: b" PART #red" in irc.data)
+        yield alice.logout()
+        yield wait_until(lambda: b":alice!alice@" in irc.data and b" QUIT " in irc.data)
+        irc.transport.loseConnection()
     finally:
         yield stop_services(*servers)
