@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet import defer
 
@@ -139,7 +139,8 @@ class ChatCore:
         if self.roster is not None:
             self.admin.node, self.admin.elsewhere = self.node, self.roster.admin_rows
             self.messaging.elsewhere = self.roster.elsewhere
-        self._handlers = {
+        # By message type: (link, msg) before login, (session, msg) after.
+        self._handlers: dict[type, Callable[[Any, Any], object]] = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
             wire.Say: self.messaging.say,
@@ -404,7 +405,7 @@ class ChatCore:
         if session.state is State.RECONNECTING:
             self.table.set_state(session, State.CONNECTED)
         link.conn.started(session, resumed=True)
-        rooms = [self.directory.get(key) for key in sorted(session.rooms)]
+        rooms = [self.directory.rooms[key] for key in sorted(session.rooms)]  # none left empty
         self._send(session, self._welcome(session, rooms, resumed=True))
         for room in rooms:
             self._send(session, room.state())
@@ -425,7 +426,7 @@ class ChatCore:
         if self.messaging.directs is not None:
             self.messaging.directs.forget(session)
         for key in sorted(session.rooms):
-            self.directory.leave(self.directory.get(key), session, "quit", notice, reason=reason)
+            self.directory.leave(self.directory.rooms[key], session, "quit", notice, reason=reason)
         self._presence_changed()
 
     def _end(self, session: Session, code: str, text: str, reason: str, notice: str) -> None:
@@ -507,8 +508,11 @@ class ChatCore:
     # --- presence ---------------------------------------------------------------------
 
     def _who(self, session: Session, msg: wire.Message) -> None:
+        link = session.link
+        if link is None:
+            return  # as _send: nobody to answer
         for key in sorted(session.rooms):
-            session.link.conn.send_shared(self.directory.member_list(self.directory.get(key)))
+            link.conn.send_shared(self.directory.member_list(self.directory.rooms[key]))
 
     def presence_state(self, session: Session, now: float | None = None) -> str:
         if session.state is State.RECONNECTING:
