@@ -149,7 +149,7 @@ class DirectCarrier:
 
     def _offer(self, record: Record) -> None:
         """A saved direct line, maybe for a session here."""
-        session = self.sessions.by_key.get(record.to_key)
+        session = self.sessions.by_key.get(record.to_key or "")
         if session is not None and record.readable_by(session.lineage):
             self._take(session, record)
 
@@ -220,7 +220,7 @@ class DirectCarrier:
     def _read_back(self, records: list[Record], session: Session, thread: _Thread,
                    conversation: str, top: int) -> None:
         thread.reading = False
-        if self._gone(session):
+        if self._gone(session) or thread.floor is None:
             return
         for record in records:
             if record.seq <= thread.floor or record.seq in thread.above:

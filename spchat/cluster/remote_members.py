@@ -17,7 +17,7 @@ from typing import Callable
 from spchat.cluster.roster import RemoteRoster
 from spchat.cluster.roster_announcer import RosterAnnouncer
 from spchat.cluster.roster_notices import ROSTER, Departure, RemoteSession
-from spchat.server.rooms import RoomDirectory
+from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.sessions import Session, SessionTable
 
 
@@ -79,27 +79,23 @@ class ClusterRoster:
         """A remote session came, changed or went: the news to its rooms here."""
         was = before.rooms if before is not None else frozenset()
         now = after.rooms if after is not None else frozenset()
-        for key in sorted(now - was):
-            room = self._room(key, after)
-            if room is not None:
+        if after is not None:
+            for room in self._rooms(now - was, after):
                 self.directory.joined(room, after.name, after.key, after.state)
-        for key in sorted(was - now):
-            room = self._room(key, before)
-            if room is not None:
-                why = departures.get(key) or _default(before, after is None)
+        if before is not None:
+            for room in self._rooms(was - now, before):
+                why = departures.get(room.key) or _default(before, after is None)
                 self.directory.left(room, before.name, before.key, why.kind, why.text,
                                     why.by, why.reason)
         if before is not None and after is not None and before.state != after.state:
-            for key in sorted(was & now):
-                room = self._room(key, after)
-                if room is not None:
-                    self.directory.updated(room, after.name, after.key, after.state)
+            for room in self._rooms(was & now, after):
+                self.directory.updated(room, after.name, after.key, after.state)
         self.on_change()
 
-    def _room(self, key: str, session: RemoteSession):
-        """The room here, if the news of this member is news there."""
-        room = self.directory.get(key)
-        return None if room is None or session.key in room.members else room
+    def _rooms(self, keys, session: RemoteSession) -> list[Room]:
+        """The rooms here of these keys where the news of this member is news."""
+        rooms = (self.directory.get(key) for key in sorted(keys))
+        return [room for room in rooms if room is not None and session.key not in room.members]
 
 
 # A session's state in the administrators' table, from its presence.

@@ -14,6 +14,7 @@ does not parse is dropped (``read_roster`` returns None).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 ROSTER = "roster"
 # Sessions in one notice (an entry is some 200 bytes; names are short).
@@ -92,21 +93,29 @@ def snapshot(boot: int, seq: int, entries: list[list]) -> list[dict]:
 
 
 def read_roster(node: str, body: dict) -> Roster | None:
-    boot, seq, full, part, parts = (body.get(f) for f in ("boot", "seq", "full", "part", "parts"))
+    boot, seq, full = body.get("boot"), body.get("seq"), body.get("full")
+    part, parts = body.get("part"), body.get("parts")
     if not (_number(boot) and _number(seq) and isinstance(full, bool) and _number(part)
             and _number(parts) and part < parts <= 10_000):
         return None
     entries, gone, left = body.get("sessions"), body.get("gone"), body.get("left")
-    if not (isinstance(entries, list) and isinstance(gone, list) and isinstance(left, list)):
+    if not (isinstance(entries, list) and isinstance(gone, list) and isinstance(left, list)
+            and all(_text(i) for i in gone)):
         return None
-    sessions = tuple(_session(node, entry) for entry in entries)
-    departures = [_departure(row) for row in left]
-    if None in sessions or None in departures or not all(_text(i) for i in gone):
-        return None
+    sessions = []
+    for entry in entries:
+        session = _session(node, entry)
+        if session is None:
+            return None
+        sessions.append(session)
     why: dict[str, dict[str, Departure]] = {}
-    for (session_id, room), departure in departures:
-        why.setdefault(session_id, {})[room] = departure
-    return Roster(boot, seq, full, part, parts, sessions, tuple(gone), why)
+    for row in left:
+        departure = _departure(row)
+        if departure is None:
+            return None
+        (session_id, room), reason = departure
+        why.setdefault(session_id, {})[room] = reason
+    return Roster(boot, seq, full, part, parts, tuple(sessions), tuple(gone), why)
 
 
 def _session(node: str, entry) -> RemoteSession | None:
@@ -122,7 +131,7 @@ def _session(node: str, entry) -> RemoteSession | None:
                          address, agent, *numbers)
 
 
-def _departure(row) -> tuple | None:
+def _departure(row) -> tuple[tuple[str, str], Departure] | None:
     if not (isinstance(row, list) and len(row) == 6 and all(_text(v) for v in row)):
         return None
     return (row[0], row[1]), Departure(*row[2:])
@@ -132,5 +141,5 @@ def _text(value) -> bool:
     return isinstance(value, str) and len(value) <= _TEXT_MAX
 
 
-def _number(value) -> bool:
+def _number(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -235,7 +235,9 @@ class ChatCore:
         self.admin.stop()
         if self.cluster is not None:
             self.cluster.stop()
+        if self.roster is not None:
             self.roster.stop()
+        if self.messaging.directs is not None:
             self.messaging.directs.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from spchat import wire
 from spchat.cluster.directs import DirectCarrier
 from spchat.cluster.node import ClusterNode
+from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
 from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
@@ -62,7 +63,7 @@ class Messaging:
                                                       session.lineage),
             self._send_now)
         # The session of a name on another node (``ClusterRoster.elsewhere``).
-        self.elsewhere: Callable[[str], object] = lambda key: None
+        self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
         self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
