@@ -107,13 +107,14 @@ class RemoteRoster:
         if seq <= state.seqs.get(session.id, 0) or seq <= state.gone.get(session.id, 0):
             return
         before = state.sessions.get(session.id)
-        state.sessions[session.id] = session
         state.seqs[session.id] = seq
+        if before == session:
+            return  # a snapshot's news of most: nothing new
+        state.sessions[session.id] = session
         if before is not None:
             self._unindex(before)
         self._index(session)
-        if before != session:
-            self.on_change(before, session, left)
+        self.on_change(before, session, left)
 
     def _remove(self, state: _Node, seq: int, session_id: str, left) -> None:
         if seq <= state.seqs.get(session_id, 0):
