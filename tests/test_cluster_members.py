@@ -174,8 +174,8 @@ def test_direct_messages_between_two_nodes_arrive_once_live_in_order(tmp_path, p
 
 
 @pytest_twisted.inlineCallbacks
-def test_the_irc_gateway_names_and_tells_of_members_on_other_nodes(tmp_path, pins, pg_url,
-                                                                   redis_server):
+def test_the_irc_gateway_names_tells_of_and_writes_to_users_on_other_nodes(
+        tmp_path, pins, pg_url, redis_server):
     servers = nodes(node_dirs(tmp_path, 2), pg_url, redis_server,
                     irc="tcp:0:interface=127.0.0.1")
     try:
@@ -186,6 +186,8 @@ def test_the_irc_gateway_names_and_tells_of_members_on_other_nodes(tmp_path, pin
                          and "red" in servers[0].core.roster.elsewhere("alice").rooms)
         irc = yield irc_peer(servers[0].irc_port.getHost().port, nick="ircbob")
         irc.send("JOIN #red")
+        # (the other node knows of ircbob once its node has told the others)
+        yield wait_until(lambda: servers[1].core.roster.elsewhere("ircbob") is not None)
         yield wait_until(lambda: b" 366 " in irc.data)  # end of NAMES
         names = [line for line in irc.data.decode().split("\r\n") if " 353 " in line]
         # (ircbob made the room on its node: its owner there, "@".)
@@ -194,6 +196,16 @@ def test_the_irc_gateway_names_and_tells_of_members_on_other_nodes(tmp_path, pin
         irc.send("WHO #red")
         yield wait_until(lambda: b" 315 " in irc.data)
         assert b" 352 ircbob #red alice " in irc.data
+        irc.send("WHOIS alice", "ISON alice nobody")
+        yield wait_until(lambda: b" 318 " in irc.data and b" 303 " in irc.data)
+        replies = irc.data.decode().split("\r\n")
+        assert any(" 319 ircbob alice " in r and r.endswith("#red") for r in replies)
+        assert any(" 303 ircbob " in r and r.endswith("alice") for r in replies)
+        irc.send("PRIVMSG alice :hello across")  # a direct line to the other node
+        yield wait_until(lambda: [m.text for m in alice.rec.of(wire.DirectMessage)]
+                         == ["hello across"])
+        alice.direct("ircbob", "and back")
+        yield wait_until(lambda: b"PRIVMSG ircbob :and back" in irc.data)
         carol = yield connect_client(servers[1], pins, "carol")
         carol.join("red")
         yield wait_until(lambda: b":carol!carol@" in irc.data and b" JOIN #red" in irc.data)

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import hmac
 import math
-from typing import Any, Callable
+from collections import ChainMap
+from typing import Any, Callable, Mapping
 
 from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
 from spchat.cluster.remote_members import ClusterRoster
+from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
 from spchat.server.flood import FloodControl
@@ -185,6 +187,14 @@ class ChatCore:
     @property
     def by_key(self) -> dict[str, Session]:
         return self.table.by_key
+
+    @property
+    def everyone(self) -> Mapping[str, Session | RemoteSession]:
+        """Every name online by key: here, or on another node (a
+        ``RemoteSession``: a name, rooms, a state), this node's first."""
+        if self.roster is None:
+            return self.table.by_key
+        return ChainMap(self.table.by_key, self.roster.remote.by_key)  # type: ignore[arg-type]
 
     @property
     def cluster(self):
@@ -516,7 +526,9 @@ class ChatCore:
         for key in sorted(session.rooms):
             link.conn.send_shared(self.directory.member_list(self.directory.rooms[key]))
 
-    def presence_state(self, session: Session, now: float | None = None) -> str:
+    def presence_state(self, session: Session | RemoteSession, now: float | None = None) -> str:
+        if isinstance(session, RemoteSession):
+            return session.state  # as its node said
         if session.state is State.RECONNECTING:
             return "reconnecting"
         if (self.now() if now is None else now) - session.last_activity >= self.limits.idle_after:
