@@ -296,7 +296,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server_host", "CHAT_SERVER_HOST", "host", "0.0.0.0", _host,
             "Address the server listens on (0.0.0.0 = every IPv4 interface)."),
     Setting("client_host", "CHAT_CLIENT_HOST", None, "127.0.0.1", _host,
-            "Server address clients connect to by default (client --host overrides)."),
+            "Server address clients connect to by default (client --host overrides); several "
+            "nodes of one server as a list, a,b:7001,[::1]:7002, tried in turn."),
     Setting("tcp_port", "CHAT_TCP_PORT", "tcp-port", "5000", _port,
             "TCP chat port, 1-65535 (0 lets the server pick any free port)."),
     Setting("udp_port", "CHAT_UDP_PORT", "udp-port", "5001", _port,

@@ -225,11 +225,12 @@ class LineModeClient:
         """The first welcome: say so, and wait (bounded) for the first room."""
         if self.client.newly_pinned:
             self.notice(
-                f"new server {self.client.host}:{self.client.port}, "
+                f"new server {self.client.where}, "
                 f"key {self.client.server_fingerprint} pinned"
             )
         self._logged_in = True
-        self.notice(f"logged in as {welcome.name}")
+        on = self.client.status.address
+        self.notice(f"logged in as {welcome.name}" + (f" on {on}" if on else ""))
         if self._awaited is not None:  # the rooms follow the welcome
             self._await(self._awaited)
         self._login.callback(True)
@@ -340,7 +341,7 @@ class LineModeClient:
                 f"in {status.retry_in:g} s: {status.reason}"
             )
         elif status.state == "connected" and status.resumed:
-            self.notice("reconnected")
+            self.notice("reconnected" + (f" to {status.address}" if status.address else ""))
         elif status.state == "offline":
             if status.recovery == "never":
                 if self.client.outbox:

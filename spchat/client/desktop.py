@@ -26,6 +26,7 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from spchat.client.addresses import listed
 from spchat.client.commands import unsent_text
 from spchat.client.connect import ConnectForm, check_form, load_last, save_last, trust_question
 from spchat.client.notify import DesktopNotifier
@@ -96,7 +97,6 @@ class DesktopController:
     def _dial(self) -> None:
         form, cfg = self.form, self.cfg
         assert form is not None, "submit() fills the form before any dial"
-        self.view.show_busy(f"connecting to {form.host}:{form.port}…")
         client = ChatClient(
             self.reactor, form.host, form.port, form.name, self.pins,
             # Tied to this client: a client left behind (Leave, then Connect
@@ -106,6 +106,7 @@ class DesktopController:
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=form.password, register=form.register, accept_new_keys=False,
         )
+        self.view.show_busy(f"connecting to {listed(client.addresses)}…")
         self.client = client
         self.sharing, problem = self._start_sharing(client)
         self.presenter = ChatPresenter(client, sharing=self.sharing,
@@ -168,7 +169,7 @@ class DesktopController:
         self._stop_sharing()
         client.logout()
         self.view.show_connect(None, f"not connected: cancelled while connecting to "
-                                     f"{client.host}:{client.port}")
+                                     f"{client.where}")
 
     # --- trust on first contact -------------------------------------------------
 
@@ -277,7 +278,8 @@ class DesktopController:
         client = self.client
         if client is None or not isinstance(client.trust_problem, PinMismatch):
             return
-        self.pins.forget(client.host, client.port)
+        host, _, port = client.trust_problem.where.rpartition(":")
+        self.pins.forget(host, int(port))  # the pin that disagrees (one of a list's)
         self._logout()
         self._dial()
 

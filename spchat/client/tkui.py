@@ -86,27 +86,33 @@ class ChatWindow:
                   font=(self._base.actual("family"), 14, "bold")).grid(
             row=0, column=0, columnspan=2, sticky="w", pady=(0, 12))
         self.fields = {}
-        for row, (key, label) in enumerate((("host", "Server"), ("port", "Port"),
-                                            ("name", "Name"), ("password", "Password")), 1):
+        hints = {"host": "(a server of several nodes: a,b,c or a:7000,b:7001)",
+                 "password": "(optional: only for a registered name)"}
+        row = 1
+        for key, label in (("host", "Server"), ("port", "Port"), ("name", "Name"),
+                           ("password", "Password")):
             ttk.Label(f, text=label).grid(row=row, column=0, sticky="w", pady=3, padx=(0, 8))
             entry = ttk.Entry(f, width=32, show="•" if key == "password" else "")
             entry.grid(row=row, column=1, sticky="we", pady=3)
             entry.bind("<Return>", lambda e: self._connect_clicked())
             self.fields[key] = entry
-        ttk.Label(f, text="(optional: only for a registered name)", foreground="#666").grid(
-            row=5, column=1, sticky="w")
+            row += 1
+            if key in hints:
+                ttk.Label(f, text=hints[key], foreground="#666").grid(
+                    row=row, column=1, sticky="w")
+                row += 1
         self.register = tk.BooleanVar(value=False)
         ttk.Checkbutton(f, text="Register this name with the password",
-                        variable=self.register).grid(row=6, column=1, sticky="w", pady=6)
+                        variable=self.register).grid(row=row, column=1, sticky="w", pady=6)
         buttons = ttk.Frame(f)
-        buttons.grid(row=7, column=1, sticky="w", pady=6)
+        buttons.grid(row=row + 1, column=1, sticky="w", pady=6)
         self.connect_button = ttk.Button(buttons, text="Connect", command=self._connect_clicked)
         self.connect_button.pack(side="left")
         # Shown while connecting: a port that says nothing need not be waited for.
         self.cancel_button = ttk.Button(buttons, text="Cancel",
                                         command=lambda: self.controller.cancel())
         self.connect_message = ttk.Label(f, wraplength=460, justify="left")
-        self.connect_message.grid(row=8, column=0, columnspan=2, sticky="w", pady=6)
+        self.connect_message.grid(row=row + 2, column=0, columnspan=2, sticky="w", pady=6)
         f.columnconfigure(1, weight=1)
 
     def _build_trust(self) -> None:
@@ -440,7 +446,7 @@ class ChatWindow:
         client = p.client
         unread = p.unread_total()
         self.master.title(f"{'(%d) ' % unread if unread else ''}spchat — "
-                          f"{client.name}@{client.host}:{client.port}")
+                          f"{client.name}@{client.where}")
 
     def _draw_lines(self, lines: list, view: str, changed: bool = False) -> None:
         shown = self._shown

@@ -21,6 +21,7 @@ import sys
 from twisted.internet import defer, task
 
 from spchat import config
+from spchat.client.addresses import add_server_options, check_server_options
 from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 from spchat.p2p.report import progress_text, size_text, summary_text
 
@@ -39,13 +40,11 @@ def parse_args(argv, cfg: config.Config):
     get.add_argument("--dir", help=f"where to save it (default {cfg.download_dir})")
     get.add_argument("--json", action="store_true", help="print the summary as JSON")
     for p in (share, get):
-        p.add_argument("--host", help=f"server address (default {cfg.client_host})")
-        p.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
+        add_server_options(p, cfg)
         p.add_argument("--name", required=True, help="the name to log in with")
         add_password_options(p)
     args = parser.parse_args(argv)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        parser.error(f"--port {args.port}: port must be 1-65535")
+    check_server_options(parser, args, cfg)
     args.password = password_or_exit(args, ask=terminal_prompt())  # before the reactor
     return args
 
