@@ -256,12 +256,14 @@ def duration(seconds: float) -> str:
 
 def sessions_table(sessions: tuple) -> str:
     header = ("NAME", "ADDRESS", "STATE", "CLIENT", "FOR", "SINCE", "IDLE", "MSGS", "IN", "OUT")
+    clustered = any(len(row) > len(header) for row in sessions)
     now = time.time()
     rows = [(name, address, state, agent, duration(in_state),
              time.strftime("%H:%M:%S", time.localtime(since / 1000)),
-             duration(now - last / 1000), msgs, b_in, b_out)
-            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out in sessions]
-    return table(header, rows)
+             duration(now - last / 1000), msgs, b_in, b_out, *node)
+            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out, *node
+            in sessions]
+    return table(header + ("NODE",) if clustered else header, rows)
 
 
 def time_left(until_ms: int | None, now: float) -> str:

@@ -568,8 +568,11 @@ class AdminRequest(Message):
 # bytes out.
 SESSION_FIELDS = (
     "name", "address", "state", "client", "in_state_s", "connected_since",
-    "last_activity", "messages", "bytes_in", "bytes_out",
+    "last_activity", "messages", "bytes_in", "bytes_out", "node",
 )
+# A node alone sends its rows without the last field, the node (as
+# servers before clusters did).
+_SESSION_FIELDS_ALONE = len(SESSION_FIELDS) - 1
 
 
 def _session_rows(value: Any) -> tuple[tuple, ...]:
@@ -577,13 +580,15 @@ def _session_rows(value: Any) -> tuple[tuple, ...]:
         raise WireError("must be a list of rows")
     rows = []
     for row in value:
-        if not (isinstance(row, list) and len(row) == len(SESSION_FIELDS)):
+        if not (isinstance(row, list)
+                and len(row) in (_SESSION_FIELDS_ALONE, len(SESSION_FIELDS))):
             raise WireError("rows must have the session fields")
         texts = tuple(_string(100)(v) for v in row[:4])
-        numbers = row[4:]
+        numbers = row[4:_SESSION_FIELDS_ALONE]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
             raise WireError("session numbers must be numbers")
-        rows.append((*texts, *numbers))
+        node = tuple(_string(100)(v) for v in row[_SESSION_FIELDS_ALONE:])
+        rows.append((*texts, *numbers, *node))
     return tuple(rows)
 
 

@@ -15,7 +15,7 @@ from spchat.client.commands import NO_ROOM, ROOM_USAGE
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
 
-from test_client_session import FakeProto, room, say, welcome
+from client_fakes import FakeProto, room, say, welcome
 
 
 class FakeTerminal:

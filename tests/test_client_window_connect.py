@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from conftest import screenshot, wait_until
-import test_client_gui as gui
+import window_desks as gui
 
 # The chat window tests' fixtures: a Tk root on the reactor, a real server.
 tk_root, server = gui.tk_root, gui.server

@@ -7,8 +7,8 @@ from twisted.internet import reactor
 
 from conftest import screenshot, server_config, start_service, stop_services, wait_until
 from cutting_proxy import CuttingProxy
-import test_client_gui as gui
-from test_client_gui import log_in
+import window_desks as gui
+from window_desks import log_in
 
 # The chat window tests' fixtures: a Tk root on the reactor, a real server.
 tk_root, server = gui.tk_root, gui.server

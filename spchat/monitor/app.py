@@ -24,7 +24,7 @@ COLUMNS = (
     ("name", "Name", 120), ("address", "Address", 150), ("state", "State", 100),
     ("client", "Client", 150), ("in_state", "For", 80), ("since", "Since", 80),
     ("idle", "Idle", 70), ("messages", "Msgs", 60), ("bytes_in", "In", 80),
-    ("bytes_out", "Out", 80),
+    ("bytes_out", "Out", 80), ("node", "Node", 120),
 )
 STATE_COLOURS = {"connected": "#e3f6e3", "reconnecting": "#fff4cc", "offline": "#e6e6e6"}
 GREYED = "#7a7a7a"  # the text of offline rows, and of every row while the server is away
@@ -241,7 +241,7 @@ class MonitorWindow:
         for row in self.presenter.rows():
             values = (row.name, row.address, row.state, row.client, row.in_state,
                       time.strftime("%H:%M:%S", time.localtime(row.since)), row.idle,
-                      row.messages, row.bytes_in, row.bytes_out)
+                      row.messages, row.bytes_in, row.bytes_out, row.node)
             # Named by its session, so the row selected stays the one selected.
             iid = row.id if not self.tree.exists(row.id) else None  # None: Tk names it
             tags = (row.state,) if self.presenter.reachable else ("unreachable",)

@@ -52,6 +52,7 @@ class Row:
     bytes_out: int
     in_state_seconds: float = 0.0  # what "For" and "Idle" sort by: "2s" is not after "2m"
     idle_seconds: float = 0.0
+    node: str = ""  # where it is connected ("": a server alone)
 
     @property
     def id(self) -> str:
@@ -199,14 +200,16 @@ class MonitorPresenter:
         now = self.clock.seconds()
         aged = now - self._received_at  # durations tick between pushes
         shown = []
-        for name, address, state, client, in_state, since, last, msgs, b_in, b_out in self._table:
+        for name, address, state, client, in_state, since, last, msgs, b_in, b_out, *node \
+                in self._table:
+            node = node[0] if node else ""
             if self.filter and not any(self.filter in field.casefold()
-                                       for field in (name, address, state, client)):
+                                       for field in (name, address, state, client, node)):
                 continue
             idle = now - last / 1000
             shown.append(Row(
                 name, address, state, printable(client), duration(in_state + aged), since / 1000,
-                duration(idle), msgs, b_in, b_out, in_state + aged, idle,
+                duration(idle), msgs, b_in, b_out, in_state + aged, idle, printable(node),
             ))
         column = SORTED_BY.get(self.sort_key, self.sort_key)
         key = {

@@ -48,6 +48,10 @@ class Administration:
         self.links: set[Link] = set()
         self._push = None  # a pending push of the session table
         self.refused = Refusals(clock, refusal_log_seconds)  # by address, for the audit lines
+        # With other nodes: this node's name, and the rows of their sessions
+        # (``ClusterRoster.admin_rows``); every row then says its node.
+        self.node = ""
+        self.elsewhere: Callable[[float], list[tuple]] | None = None
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -213,12 +217,17 @@ class Administration:
         now = self.clock.seconds()
         live = sorted(self.sessions.by_id.values(), key=lambda s: s.name.casefold())
         gone = sorted(self.sessions.offline.values(), key=lambda s: -s.state_since)
-        return tuple(
-            (s.name, s.address, s.state.value, s.agent, round(now - s.state_since, 3),
-             int(s.first_connected_at * 1000), int(s.last_activity * 1000),
-             s.messages_sent, s.bytes_in, s.bytes_out)
-            for s in live + gone
-        )
+        node = () if self.elsewhere is None else (self.node,)
+
+        def row(s) -> tuple:
+            return (s.name, s.address, s.state.value, s.agent, round(now - s.state_since, 3),
+                    int(s.first_connected_at * 1000), int(s.last_activity * 1000),
+                    s.messages_sent, s.bytes_in, s.bytes_out, *node)
+
+        rows = [row(s) for s in live]
+        if self.elsewhere is not None:
+            rows = sorted(rows + self.elsewhere(now), key=lambda r: r[0].casefold())
+        return tuple(rows + [row(s) for s in gone])
 
     def sessions_changed(self) -> None:
         """Push the table to administrators, once per reactor turn at most."""
