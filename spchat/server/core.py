@@ -25,6 +25,7 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
+from spchat.cluster.acts import ClusterActs
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
 from spchat.server.flood import FloodControl
@@ -131,6 +132,9 @@ class ChatCore:
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
+        self.admin.node = node
+        if self.cluster is not None:
+            self.admin.acts = ClusterActs(self.cluster, self.admin.act_here, audit)
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,

@@ -345,10 +345,22 @@ class Logins:
         until = None if minutes is None else self.clock.seconds() + minutes * 60
         self.store.set_ban(key, display, until, reason, self.now_ms()).addErrback(
             lambda f: self.log.error("cannot save a ban: {error}", error=f.getErrorMessage()))
+        self.end_banned(name, until, reason)
+        return True
+
+    def end_banned(self, name: str, until: float | None, reason: str) -> bool:
+        """A banned name's session here goes at once (the ban is saved
+        already, here or by another node); False if it has none here."""
+        try:
+            _, key = normalise_name(name)
+        except Refused:
+            return False
         session = self.sessions.by_key.get(key)
-        if session is not None:
-            self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
-                             f"banned: {reason}", f"{session.name} was banned ({reason})")
+        if session is None:
+            return False
+        reason = plain(reason)
+        self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
+                         f"banned: {reason}", f"{session.name} was banned ({reason})")
         return True
 
     def unban(self, name: str) -> defer.Deferred:

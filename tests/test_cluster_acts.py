@@ -1,0 +1,163 @@
+"""The administrator's acts and the rooms' state across nodes, sans-IO: two
+chat cores on one store (in memory) and an in-memory bus, on a
+``task.Clock``."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import task
+
+from spchat import wire
+from spchat.cluster.acts import ACT
+from spchat.server.core import ChatCore, Limits
+from spchat.server.memory_store import MemoryStore
+
+from helpers import MemoryClient, fired, login, settle
+
+KEY = b"k" * 32
+TOKEN = "t" * 43
+
+
+class Hub:
+    """One bus for every node: what a node publishes, each hears (itself
+    too), unless the hub is ``down``; ``kept`` has every notice sent."""
+
+    def __init__(self):
+        self.listeners = []
+        self.kept = []
+        self.down = False
+
+    def bus(self):
+        hub = self
+
+        class Bus:
+            def listen(self, heard, connected):
+                hub.listeners.append((heard, connected))
+
+            def publish(self, data):
+                hub.kept.append(data)
+                if not hub.down:
+                    for heard, _ in list(hub.listeners):
+                        heard(data)
+
+        return Bus()
+
+    def back(self):
+        self.down = False
+        for _, connected in list(self.listeners):
+            connected()
+
+
+class Cluster:
+    def __init__(self, names=("a", "b"), **limits):
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.store = MemoryStore()
+        self.hub = Hub()
+        self.audit = {name: [] for name in names}
+        self.shutdowns = {name: [] for name in names}
+        self.nodes = {}
+        for name in names:
+            core = ChatCore(self.clock, Limits(**limits), store=self.store,
+                            admin_token=TOKEN, audit=self.audit[name].append,
+                            on_shutdown=lambda name=name: self.shutdowns[name].append(1),
+                            bus=self.hub.bus(), bus_key=KEY, node=name)
+            core.start()
+            self.nodes[name] = core
+
+    def __getitem__(self, name) -> ChatCore:
+        return self.nodes[name]
+
+    def admin(self, at, op, **fields) -> wire.AdminReply:
+        core = self.nodes[at]
+        conn = MemoryClient()
+        link = core.open_link(conn, "127.0.0.1:9")
+        core.receive(link, wire.AdminLogin(TOKEN))
+        core.receive(link, wire.AdminRequest("r", op, **fields))
+        self.clock.advance(0)
+        return conn.of(wire.AdminReply)[-1]
+
+
+@pytest.fixture
+def cluster():
+    return Cluster()
+
+
+def test_a_kick_asked_of_one_node_ends_the_session_on_another(cluster):
+    _, bob = login(cluster["b"], "bob")
+    reply = cluster.admin("a", "kick", name="bob", reason="rude")
+    assert reply.ok and reply.text == "the kick of bob was sent to every node"
+    assert bob.closed == ("kicked", "you were kicked: rude")
+    assert "bob" not in cluster["b"].by_key
+    assert cluster.audit["b"] == ["admin act from node a: kick bob: kicked here"]
+    # Where the user is, the reply says it was done there.
+    _, carol = login(cluster["a"], "carol")
+    assert cluster.admin("a", "kick", name="carol").text == "kicked carol (on node a)"
+    assert cluster.audit["b"][-1] == "admin act from node a: kick carol: not on this node"
+
+
+def test_a_ban_on_one_node_ends_the_session_on_another_and_refuses_its_next_login(cluster):
+    _, bob = login(cluster["b"], "bob")
+    reply = cluster.admin("a", "ban", name="bob", reason="spam", minutes=10)
+    assert reply.ok and reply.text == "banned bob for 10 minutes; sent to every node"
+    assert bob.closed[0] == "banned" and "spam" in bob.closed[1]
+    _, again = login(cluster["b"], "bob")
+    assert again.of(wire.Error)[-1].code == "banned"
+    assert fired(cluster.store.ban("bob"))[2] == "spam"
+
+
+def test_a_broadcast_and_a_disconnect_all_reach_every_node(cluster):
+    _, alice = login(cluster["a"], "alice")
+    _, bob = login(cluster["b"], "bob")
+    settle(cluster["b"])
+    reply = cluster.admin("a", "broadcast", reason="maintenance at noon")
+    assert reply.text == "broadcast to 1 sessions on node a; sent to every node"
+    assert [n.text for n in bob.of(wire.Notice) if n.kind == "broadcast"] == [
+        "server: maintenance at noon"]
+    assert cluster.admin("a", "disconnect_all", reason="moving").ok
+    assert alice.closed[0] == bob.closed[0] == "disconnected"
+    assert cluster.audit["b"][-1] == "admin act from node a: disconnect_all: " \
+                                     "disconnected 1 sessions here"
+
+
+def test_a_shutdown_with_a_node_stops_that_node_only_and_without_one_every_node(cluster):
+    _, alice = login(cluster["a"], "alice")
+    _, bob = login(cluster["b"], "bob")
+    reply = cluster.admin("a", "shutdown", node="b", reason="upgrade")
+    assert reply.text == "shutdown sent to node b; this node (a) stays up"
+    assert bob.closed == ("shutdown", "the server is shutting down: upgrade")
+    assert cluster.shutdowns == {"a": [], "b": [1]} and alice.closed is None
+    assert cluster.admin("a", "shutdown", node="a").ok
+    assert cluster.shutdowns == {"a": [1], "b": [1]}
+    cluster.admin("b", "shutdown")
+    assert cluster.shutdowns == {"a": [1, 1], "b": [1, 1]}
+
+
+def test_an_act_heard_twice_is_done_once_and_a_bad_one_is_dropped(cluster):
+    cluster.admin("a", "broadcast", reason="once")
+    _, bob = login(cluster["b"], "bob")
+    settle(cluster["b"])
+    replay = cluster.hub.kept[-1]
+    cluster["b"].cluster.heard(replay)
+    assert bob.of(wire.Notice) == [n for n in bob.of(wire.Notice) if n.text != "server: once"]
+    before = cluster["b"].cluster.ignored
+    for body in ({"op": "explode"}, {"op": "kick", "name": 3, "reason": "", "node": ""},
+                 {"op": "ban", "name": "bob", "reason": "", "node": "", "until": "soon"}):
+        cluster["a"].cluster.send(ACT, body)
+    assert cluster["b"].cluster.ignored == before + 3 and bob.closed is None
+
+
+def test_alone_a_shutdown_of_another_node_is_refused_and_a_kick_of_nobody_too():
+    clock = task.Clock()
+    shutdowns = []
+    core = ChatCore(clock, Limits(), admin_token=TOKEN, node="solo",
+                    on_shutdown=lambda: shutdowns.append(1))
+    conn = MemoryClient()
+    link = core.open_link(conn, "127.0.0.1:9")
+    core.receive(link, wire.AdminLogin(TOKEN))
+    core.receive(link, wire.AdminRequest("r", "shutdown", node="other"))
+    core.receive(link, wire.AdminRequest("r", "kick", name="nobody"))
+    assert [(r.ok, r.text) for r in conn.of(wire.AdminReply)[1:]] == [
+        (False, "this server is node 'solo', not 'other'"),
+        (False, "nobody called 'nobody' is here")]
+    assert shutdowns == []
