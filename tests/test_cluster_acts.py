@@ -9,6 +9,7 @@ from twisted.internet import task
 
 from spchat import wire
 from spchat.cluster.acts import ACT
+from spchat.cluster.room_news import CHECK_SECONDS, ROOM
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 
@@ -161,3 +162,124 @@ def test_alone_a_shutdown_of_another_node_is_refused_and_a_kick_of_nobody_too():
         (False, "this server is node 'solo', not 'other'"),
         (False, "nobody called 'nobody' is here")]
     assert shutdowns == []
+
+
+# --- the rooms' state ------------------------------------------------------------
+
+
+def say(core, link, msg):
+    core.receive(link, msg)
+    settle(core)
+
+
+def topics(conn, room="lobby"):
+    return [m.topic for m in conn.of(wire.RoomState) if m.room == room]
+
+
+def test_a_topic_and_a_mode_set_on_one_node_reach_members_on_another_and_newcomers(cluster):
+    alice_link, alice = login(cluster["a"], "alice")
+    _, bob = login(cluster["b"], "bob")
+    settle(cluster["b"])
+    say(cluster["a"], alice_link, wire.Topic("lobby", "read the rules"))
+    settle(cluster["b"])
+    assert topics(bob)[-1] == "read the rules"
+    assert [n.text for n in bob.of(wire.Notice) if n.kind == "topic"] == [
+        "alice set the topic: read the rules"]
+    assert cluster.admin("a", "room_mode", room="lobby", action="topic_locked", on=True).ok
+    settle(cluster["b"])
+    assert bob.of(wire.RoomState)[-1].topic_locked
+    _, carol = login(cluster["b"], "carol")  # a newcomer on b
+    assert carol.of(wire.RoomState)[-1] == cluster["a"].directory.get("lobby").state()
+    assert cluster.audit["b"] == []  # room changes are the nodes' own, not the admin's acts
+
+
+def test_an_operator_on_one_node_kicks_bans_and_mutes_members_on_another(cluster):
+    cluster.admin("a", "room_mode", room="lobby", action="moderated", on=False)
+    _, bob = login(cluster["b"], "bob")
+    _, carol = login(cluster["b"], "carol")
+    dave_link, dave = login(cluster["b"], "dave")
+    reply = cluster.admin("a", "room_moderate", room="lobby", action="kick", name="bob",
+                          reason="rude")
+    assert reply.text == "the kick of bob from #lobby was sent to every node"
+    settle(cluster["b"])
+    assert bob.of(wire.RoomLeft)[-1] == wire.RoomLeft(
+        "lobby", "kicked", "you were kicked from #lobby by the administrator: rude",
+        "the administrator", "rude")
+    assert "bob" not in cluster["b"].directory.get("lobby").members
+    assert [n.text for n in dave.of(wire.Notice) if n.kind == "kick"] == [
+        "bob was kicked by the administrator (rude)"]
+
+    assert cluster.admin("a", "room_moderate", room="lobby", action="ban", name="carol",
+                         reason="spam").ok
+    settle(cluster["b"])
+    assert carol.of(wire.RoomLeft)[-1].code == "banned"
+    assert [n.kind for n in dave.of(wire.Notice)].count("ban") == 1
+    carol_link = next(link for link in cluster["b"].links if link.conn is carol)
+    cluster["b"].receive(carol_link, wire.Join("lobby"))
+    assert carol.of(wire.Error)[-1].code == "banned"
+
+    assert cluster.admin("a", "room_moderate", room="lobby", action="mute", name="dave").ok
+    settle(cluster["b"])
+    assert dave.of(wire.MemberUpdate)[-1] == wire.MemberUpdate("lobby", "dave", "online",
+                                                               "muted")
+    cluster["b"].receive(dave_link, wire.Say("c1", "hello", "lobby"))
+    assert dave.of(wire.Error)[-1].code == "muted"
+
+
+def test_a_room_made_and_deleted_on_one_node_is_made_and_deleted_on_the_others(cluster):
+    alice_link, alice = login(cluster["a"], "alice")
+    say(cluster["a"], alice_link, wire.Join("dev"))
+    assert cluster["b"].directory.get("dev") is not None
+    bob_link, bob = login(cluster["b"], "bob")
+    say(cluster["b"], bob_link, wire.Join("dev"))
+    assert cluster.admin("a", "room_delete", room="dev").ok
+    assert cluster["b"].directory.get("dev") is None
+    assert bob.of(wire.RoomLeft)[-1] == wire.RoomLeft(
+        "dev", "deleted", "#dev was deleted by the administrator")
+
+
+def test_a_room_made_on_a_node_that_did_not_hear_of_it_keeps_the_first_makers_settings(
+        cluster):
+    cluster.hub.down = True  # b hears nothing of #dev
+    alice_link, alice = login(cluster["a"], "alice")
+    say(cluster["a"], alice_link, wire.Join("dev", private=True))
+    say(cluster["a"], alice_link, wire.Topic("dev", "alice's"))
+    assert cluster["b"].directory.get("dev") is None
+    bob_link, bob = login(cluster["b"], "bob")
+    say(cluster["b"], bob_link, wire.Join("dev"))
+    room = cluster["b"].directory.get("dev")
+    assert (room.topic, room.private) == ("alice's", True)
+    assert room.role_of("bob") == "member" and "bob" not in room.members
+    assert bob.of(wire.RoomLeft)[-1] == wire.RoomLeft(
+        "dev", "invite_only", "#dev was made a moment before, elsewhere, and is private")
+    assert fired(cluster.store.room("dev")).topic == "alice's"
+
+
+def test_a_room_notice_lost_is_caught_up_on_reconnecting_and_by_the_periodic_check(cluster):
+    alice_link, alice = login(cluster["a"], "alice")
+    _, bob = login(cluster["b"], "bob")
+    cluster.hub.down = True
+    say(cluster["a"], alice_link, wire.Topic("lobby", "said while b was away"))
+    settle(cluster["b"])
+    assert topics(bob) == [""]
+    cluster.hub.back()
+    settle(cluster["b"])
+    assert topics(bob)[-1] == "said while b was away"
+
+    cluster.hub.down = True
+    say(cluster["a"], alice_link, wire.Topic("lobby", "lost without a reconnect"))
+    cluster.hub.down = False
+    cluster.clock.advance(CHECK_SECONDS)
+    settle(cluster["b"])
+    assert topics(bob)[-1] == "lost without a reconnect"
+    assert topics(bob).count("lost without a reconnect") == 1
+
+
+def test_a_room_notice_that_does_not_parse_is_dropped_and_counted(cluster):
+    _, bob = login(cluster["b"], "bob")
+    before = cluster["b"].cluster.ignored
+    for body in ({"room": 5}, {"room": "lobby", "notice": ["topic"]},
+                 {"room": "lobby", "notice": None, "leave": ["bob", "kicked", 3]}):
+        cluster["a"].cluster.send(ROOM, body)
+    assert cluster["b"].cluster.ignored == before + 3
+    assert bob.of(wire.RoomLeft) == []

@@ -26,6 +26,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.beacon import BeaconKeys
 from spchat.cluster.acts import ClusterActs
+from spchat.cluster.room_news import RoomNews
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
 from spchat.server.flood import FloodControl
@@ -133,8 +134,10 @@ class ChatCore:
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
         self.admin.node = node
+        self.room_news = None  # rooms changed on other nodes (None: alone)
         if self.cluster is not None:
             self.admin.acts = ClusterActs(self.cluster, self.admin.act_here, audit)
+            self.room_news = RoomNews(clock, self.cluster, self.store, self.room_commands)
         self._handlers = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
@@ -230,6 +233,7 @@ class ChatCore:
         self.admin.stop()
         if self.cluster is not None:
             self.cluster.stop()
+            self.room_news.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------
