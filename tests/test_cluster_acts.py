@@ -5,11 +5,11 @@ chat cores on one store (in memory) and an in-memory bus, on a
 from __future__ import annotations
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from spchat import wire
 from spchat.cluster.acts import ACT
-from spchat.cluster.room_news import CHECK_SECONDS, ROOM
+from spchat.cluster.room_news import CHECK_SECONDS, READ_RETRY_SECONDS, ROOM
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 
@@ -50,10 +50,10 @@ class Hub:
 
 
 class Cluster:
-    def __init__(self, names=("a", "b"), **limits):
+    def __init__(self, names=("a", "b"), store=None, **limits):
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
-        self.store = MemoryStore()
+        self.store = store or MemoryStore()
         self.hub = Hub()
         self.audit = {name: [] for name in names}
         self.shutdowns = {name: [] for name in names}
@@ -283,3 +283,58 @@ def test_a_room_notice_that_does_not_parse_is_dropped_and_counted(cluster):
         cluster["a"].cluster.send(ROOM, body)
     assert cluster["b"].cluster.ignored == before + 3
     assert bob.of(wire.RoomLeft) == []
+
+
+class SlowRooms(MemoryStore):
+    """A room read sees the room as it is when asked, and comes back when
+    ``answer()`` says (or fails, while ``failing``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+        self.failing = False
+
+    def room(self, key):
+        seen, later = super().room(key), defer.Deferred()
+        self.asked.append((seen, later))
+        return later
+
+    def answer(self):
+        while self.asked:
+            seen, later = self.asked.pop(0)
+            if self.failing:
+                later.errback(RuntimeError("the database is away"))
+            else:
+                seen.chainDeferred(later)
+
+
+def test_a_room_read_begun_before_a_change_here_is_read_again_not_applied():
+    store = SlowRooms()
+    cluster = Cluster(store=store)
+    alice_link, alice = login(cluster["a"], "alice")
+    bob_link, bob = login(cluster["b"], "bob")
+    say(cluster["a"], alice_link, wire.Topic("lobby", "alice's"))  # b begins to read it
+    say(cluster["b"], bob_link, wire.Topic("lobby", "bob's"))  # and changes it meanwhile
+    store.answer()  # b's read saw alice's topic: stale now
+    store.answer()  # read again, behind bob's change
+    settle(cluster["b"])
+    assert cluster["b"].directory.get("lobby").topic == "bob's"
+    assert topics(bob) == ["", "bob's"]  # never back to alice's
+    assert cluster["a"].directory.get("lobby").topic == "bob's"
+
+
+def test_a_room_read_that_fails_is_tried_again_and_what_it_told_still_comes():
+    store = SlowRooms()
+    cluster = Cluster(store=store)
+    _, bob = login(cluster["b"], "bob")
+    store.failing = True
+    cluster.admin("a", "room_moderate", room="lobby", action="kick", name="bob")
+    cluster.admin("a", "room_topic", room="lobby", reason="after the kick")
+    store.answer()
+    assert cluster["b"].directory.get("lobby").members  # not yet
+    store.failing = False
+    cluster.clock.advance(READ_RETRY_SECONDS)
+    store.answer()
+    settle(cluster["b"])
+    assert bob.of(wire.RoomLeft)[-1].code == "kicked"
+    assert cluster["b"].directory.get("lobby").topic == "after the kick"

@@ -24,6 +24,7 @@ from spchat import wire
 ROOM = "room"
 CHECK_SECONDS = 60.0
 READ_RETRY_SECONDS = 5.0
+MAX_AGAIN = 1000  # notices kept while the database cannot be read
 MAX_TEXT_CHARS = 2000
 _NOTICE_FIELDS = ("kind", "text", "name", "by", "reason")
 
@@ -73,6 +74,9 @@ class RoomNews:
         # Reads of each room begun: what a read of all rooms begun before
         # one of them says of that room is older than what that one says.
         self._read_rooms: dict[str, int] = {}
+        self._again: list[RoomNotice] = []  # reads that failed, tried again together
+        self._again_all = False  # too many of them: every room read again instead
+        self._retry = None
         commands.tell_nodes = self.send
         cluster.on(ROOM, self._heard)
         cluster.on_connected.append(self.check)
@@ -93,6 +97,8 @@ class RoomNews:
         self._read(news)
 
     def _read(self, news: RoomNotice) -> None:
+        if self.stopped:
+            return
         # On the store's writer: it sees the changes this node asked for
         # before, and two reads of a room come back in order.
         asked = self.commands.writes.get(news.room, 0)
@@ -112,9 +118,24 @@ class RoomNews:
     def _failed(self, failure, news: RoomNotice) -> None:
         if self.stopped:
             return
-        log.warn("cannot read room #{room} as another node changed it: {error}; trying again",
-                 room=news.room, error=failure.getErrorMessage())
-        self.clock.callLater(READ_RETRY_SECONDS, self._read, news)
+        if not self._again:  # once for each time the database goes away
+            log.warn("cannot read room #{room} as another node changed it: {error}; "
+                     "trying again", room=news.room, error=failure.getErrorMessage())
+        if len(self._again) < MAX_AGAIN:
+            self._again.append(news)
+        else:  # the rooms' state is caught up; what was told with them is not
+            self._again_all = True
+        if self._retry is None:
+            self._retry = self.clock.callLater(READ_RETRY_SECONDS, self._read_again)
+
+    def _read_again(self) -> None:
+        self._retry = None
+        again, self._again = self._again, []
+        for news in again:
+            self._read(news)
+        if self._again_all:
+            self._again_all = False
+            self.check()
 
     # --- notices lost: every room read again ----------------------------------------
 
@@ -155,5 +176,6 @@ class RoomNews:
 
     def stop(self) -> None:
         self.stopped = True
-        if self._timer.active():
-            self._timer.cancel()
+        for timer in (self._timer, self._retry):
+            if timer is not None and timer.active():
+                timer.cancel()
