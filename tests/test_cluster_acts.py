@@ -338,3 +338,17 @@ def test_a_room_read_that_fails_is_tried_again_and_what_it_told_still_comes():
     settle(cluster["b"])
     assert bob.of(wire.RoomLeft)[-1].code == "kicked"
     assert cluster["b"].directory.get("lobby").topic == "after the kick"
+
+
+def test_an_invitation_on_one_node_lets_in_someone_on_another(cluster):
+    alice_link, alice = login(cluster["a"], "alice")
+    bob_link, bob = login(cluster["b"], "bob")
+    say(cluster["a"], alice_link, wire.Join("club", private=True))
+    cluster["b"].receive(bob_link, wire.Join("club"))
+    assert bob.of(wire.Error)[-1].code == "invite_only"
+    say(cluster["a"], alice_link, wire.Moderate("club", "invite", "bob"))
+    assert bob.of(wire.Notice)[-1] == wire.Notice(
+        "club", bob.of(wire.Notice)[-1].ts, "invite",
+        "alice invited you to #club; /join #club to accept", "bob", "alice")
+    say(cluster["b"], bob_link, wire.Join("club"))
+    assert "bob" in cluster["b"].directory.get("club").members

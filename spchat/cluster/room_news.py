@@ -35,24 +35,29 @@ log = Logger()
 class RoomNotice:
     room: str  # the room's key
     notice: wire.Notice | None  # what its members were told ("room" and "ts" are the reader's)
-    leave: tuple[str, str, str] | None  # (key, code, text): put out of the room
+    leave: tuple[str, str, str] | None = None  # (key, code, text): put out of the room
+    invite: tuple[str, str] | None = None  # (key, text): let in, and told so
 
 
-def body(key: str, notice: wire.Notice | None, leave: tuple[str, str, str] | None) -> dict:
+def body(key: str, notice: wire.Notice | None, leave: tuple[str, str, str] | None = None,
+         invite: tuple[str, str] | None = None) -> dict:
     return {"room": key,
             "notice": None if notice is None else [getattr(notice, f) for f in _NOTICE_FIELDS],
-            "leave": None if leave is None else list(leave)}
+            "leave": None if leave is None else list(leave),
+            "invite": None if invite is None else list(invite)}
 
 
 def read_room_notice(body: dict) -> RoomNotice | None:
     """The body of a ``room`` notice, or None if it does not parse."""
-    key, notice, leave = body.get("room"), body.get("notice"), body.get("leave")
+    key, notice = body.get("room"), body.get("notice")
+    leave, invite = body.get("leave"), body.get("invite")
     if not _texts([key], 1) or not (notice is None or _texts(notice, len(_NOTICE_FIELDS))):
         return None
-    if not (leave is None or _texts(leave, 3)):
+    if not (leave is None or _texts(leave, 3)) or not (invite is None or _texts(invite, 2)):
         return None
     return RoomNotice(key, None if notice is None else wire.Notice(key, 0, *notice),
-                      None if leave is None else tuple(leave))
+                      None if leave is None else tuple(leave),
+                      None if invite is None else tuple(invite))
 
 
 def _texts(value, count: int) -> bool:
@@ -83,9 +88,10 @@ class RoomNews:
         self._timer = clock.callLater(CHECK_SECONDS, self._check_again)
 
     def send(self, key: str, notice: wire.Notice | None,
-             leave: tuple[str, str, str] | None) -> None:
+             leave: tuple[str, str, str] | None = None,
+             invite: tuple[str, str] | None = None) -> None:
         if not self.stopped:
-            self.cluster.send(ROOM, body(key, notice, leave))
+            self.cluster.send(ROOM, body(key, notice, leave, invite))
 
     def _heard(self, node: str, notice: dict) -> None:
         if node == self.cluster.name or self.stopped:
@@ -113,7 +119,7 @@ class RoomNews:
         if self.commands.writes.get(news.room, 0) != asked:
             self._read(news)  # changed here meanwhile: read behind that change
             return
-        self.commands.sync.apply(news.room, record, news.notice, news.leave)
+        self.commands.sync.apply(news.room, record, news.notice, news.leave, news.invite)
 
     def _failed(self, failure, news: RoomNotice) -> None:
         if self.stopped:
@@ -146,6 +152,11 @@ class RoomNews:
             self.commands.after_writes(self._read_all)
 
     def _read_all(self) -> None:
+        if self.stopped:
+            return
+        if self.commands.writing:  # asked for since: what is counted must be saved
+            self.commands.after_writes(self._read_all)
+            return
         asked = self._changes()
         self.reads += 1
         self.store.load().addCallbacks(self._got_all, self._failed_all, (asked,))
@@ -163,7 +174,10 @@ class RoomNews:
         for key in sorted(set(kept) | set(self.commands.directory.rooms)):
             if now.get(key) != asked.get(key):
                 continue  # changed here or read again since: that is newer
-            self.commands.sync.apply(key, kept.get(key))
+            if key in kept:
+                self.commands.sync.apply(key, kept[key])
+            else:  # deleted? Its members would be put out: made sure of first
+                self._read(RoomNotice(key, None))
 
     def _failed_all(self, failure) -> None:
         if not self.stopped:

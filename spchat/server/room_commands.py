@@ -59,7 +59,8 @@ class RoomCommands:
         self.tell_nodes: Callable | None = None
         self.settings = RoomSettings(clock, store, directory, self.room_for, self._saved,
                                      on_change, self._told)
-        self.sync = RoomSync(clock, directory, self._remove, self.close_room, on_change)
+        self.sync = RoomSync(clock, directory, sessions.by_key.get, self._remove,
+                             self.close_room, on_change)
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -78,14 +79,21 @@ class RoomCommands:
         writes in order)."""
         self._last_write.addBoth(lambda result: then())
 
+    @property
+    def writing(self) -> bool:
+        """A write asked for is not done yet."""
+        return not self._last_write.called
+
     def _told(self, room: Room, notice: wire.Notice | None = None,
-              leave: tuple[str, str, str] | None = None) -> None:
+              leave: tuple[str, str, str] | None = None,
+              invite: tuple[str, str] | None = None) -> None:
         """A change here: once it is saved, the other nodes read the room
-        again, tell their members ``notice`` and put ``leave`` (a key, and
-        the code and text it is told) out of it."""
+        again, tell their members ``notice``, put ``leave`` (a key, and the
+        code and text it is told) out of it and let ``invite`` (a key, and
+        what it is told) in."""
         tell = self.tell_nodes
         if tell is not None:
-            self.after_writes(lambda: tell(room.key, notice, leave))
+            self.after_writes(lambda: tell(room.key, notice, leave, invite))
 
     # --- the directory at start -------------------------------------------------
 
@@ -387,19 +395,22 @@ class RoomCommands:
         need(actor, room, OPERATOR if closed else MEMBER, "invite someone"
              + (" to a room that is private, has a password or a member limit"
                 if closed else ""))
-        if target is None:
+        if target is None and self.tell_nodes is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
         if key in room.members:
             raise Refused("already_in_room", f"{display} is in #{room.name} already")
         room.invited.add(key)
-        if target.link is not None:
-            target.link.conn.send(wire.Notice(
-                room.name, self.now_ms(), "invite",
-                f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept",
-                display, actor.name))
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), "invite",
-                                               f"{actor.name} invited {display}", display,
-                                               actor.name))
+        told = f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept"
+        if target is not None and target.link is not None:
+            target.link.conn.send(wire.Notice(room.name, self.now_ms(), "invite", told, display,
+                                              actor.name))
+        notice = wire.Notice(room.name, self.now_ms(), "invite",
+                             f"{actor.name} invited {display}", display, actor.name)
+        self.directory.event(room, notice)
+        # Invitations are kept by each node: the node the invitee is on lets it in.
+        self._told(room, notice, invite=(key, told))
+        if target is None:
+            return f"the invitation of {display} to #{room.name} was sent to every node"
         return f"invited {display} to #{room.name}"
 
     def _set_role_by(self, room: Room, actor: Actor, op: str, display: str, key: str,

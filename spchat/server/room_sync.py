@@ -22,24 +22,28 @@ def _settings(room) -> tuple:
 
 
 class RoomSync:
-    def __init__(self, clock, directory: RoomDirectory, remove: Callable, close: Callable,
-                 on_change: Callable[[], None]):
-        """``remove(room, session, kind, notice, code, text, by, reason)``:
+    def __init__(self, clock, directory: RoomDirectory, session: Callable, remove: Callable,
+                 close: Callable, on_change: Callable[[], None]):
+        """``session(key)``: the session here of that name, or None;
+        ``remove(room, session, kind, notice, code, text, by, reason)``:
         a member out of the room here; ``close(room, text)``: the room's
         members told and the room gone from here; ``on_change``: the admin
         tools' tables changed."""
         self.clock = clock
         self.directory = directory
+        self.session = session
         self.remove = remove
         self.close = close
         self.on_change = on_change
 
     def apply(self, key: str, record: RoomRecord | None, notice: wire.Notice | None = None,
-              leave: tuple[str, str, str] | None = None) -> None:
+              leave: tuple[str, str, str] | None = None,
+              invite: tuple[str, str] | None = None) -> None:
         """The room ``key`` is ``record`` now (None: deleted), after
         ``notice`` (told to its members here) made by another node, which
         put ``leave`` (a key, the code and the text a member leaving is
-        told) out of the room if it is here."""
+        told) out of the room if it is here, and let ``invite`` (a key, and
+        what it is told) in."""
         room = self.directory.get(key)
         if record is None:
             if room is not None:
@@ -58,6 +62,15 @@ class RoomSync:
             self.directory.event(room, wire.Notice(room.name, self.now_ms(), notice.kind,
                                                    notice.text, notice.name, notice.by,
                                                    notice.reason))
+        if invite is not None:
+            self._invited(room, *invite, by=notice.by if notice is not None else "")
+
+    def _invited(self, room: Room, key: str, text: str, by: str) -> None:
+        room.invited.add(key)
+        invitee = self.session(key)
+        if invitee is not None and invitee.link is not None:
+            invitee.link.conn.send(wire.Notice(room.name, self.now_ms(), "invite", text,
+                                               invitee.name, by))
 
     def add(self, record: RoomRecord) -> Room:
         """A room made elsewhere: nobody is in it here yet."""
