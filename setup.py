@@ -34,8 +34,9 @@ setup(
         "bus": ["txredisapi>=1.4.10"],
         # metrics: --metrics serves Prometheus's text format (imported only then).
         "metrics": ["prometheus_client>=0.20"],
+        # docutils: the test that README.rst and docs/ render without errors.
         "test": ["pytest", "pytest-twisted", "hypothesis", "pillow", "psycopg2-binary>=2.9",
-                 "txredisapi>=1.4.10", "prometheus_client>=0.20"],
+                 "txredisapi>=1.4.10", "prometheus_client>=0.20", "docutils"],
         "bench": ["matplotlib"],
         # scripts/run_irctest.sh: the IRC conformance suite, two tests at a time.
         "irc-test": ["pytest-xdist", "filelock"],

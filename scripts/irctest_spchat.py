@@ -25,7 +25,7 @@ from irctest.runner import NotImplementedByController
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CHECKOUT))
-from spchat.server.accounts import hash_password  # noqa: E402
+from spchat.server.passwords import hash_password  # noqa: E402
 
 # The operator irctest's tests use (its controllers' "operuser"/"operpassword").
 OPERATOR_HASH = hash_password("operpassword")

@@ -13,9 +13,10 @@ loopback with real clients:
 
 * "Carol" registers an account (password "correct horse battery"); "alice"
   and "Bob" are guests;
-* ``LOBBY`` below: room messages in the lobby, each sent once the one before
-  is acknowledged, so their sequence numbers follow the list;
-* ``DIRECT`` below: direct messages (alice->Bob, Bob->alice, Carol->alice);
+* ``LOBBY`` (tests/release_fixture.py, which the tests check the file
+  against): room messages in the lobby, each sent once the one before is
+  acknowledged, so their sequence numbers follow the list;
+* ``DIRECT`` (likewise): direct messages (alice->Bob, Bob->alice, Carol->alice);
 * two bans through the core, on names not online: "mallory" for ever and
   "trudy" for 100 years (so that it has an ``until`` but never runs out).
 
@@ -34,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's spchat, not an installed one
+sys.path.insert(0, str(REPO / "tests"))  # what the fixture holds, as its test reads it
 
 from twisted.internet import defer, task  # noqa: E402
 
@@ -43,53 +45,12 @@ from spchat.client.pins import PinStore  # noqa: E402
 from spchat.client.session import ChatClient  # noqa: E402
 from spchat.tap import ChatService  # noqa: E402
 
+from release_fixture import DIRECT, LOBBY  # noqa: E402
+
 DEFAULT_OUTPUT = REPO / "tests" / "fixtures" / "spchat-0.1.0.db"
 CAROL_PASSWORD = "correct horse battery"
 TRUDY_MINUTES = 100 * 365 * 24 * 60  # 100 years: timed, but it does not expire
 ACK_TIMEOUT = 20.0
-
-# (sender, text), in the order they are sent (and numbered).
-LOBBY = [
-    ("alice", "hi all"),
-    ("Bob", "hey alice"),
-    ("Carol", "good morning"),
-    ("alice", "anyone tried the new build?"),
-    ("Bob", "yes, it starts fine here"),
-    ("Carol", "same here"),
-    ("alice", "great"),
-    ("Bob", "the reconnect is much quicker now"),
-    ("Carol", "shopping list:\n- milk\n- bread\n- coffee"),
-    ("alice", "ha, thanks Carol"),
-    ("Bob", "Grüße ☕"),
-    ("Carol", "Grüße zurück"),
-    ("alice", "lunch at noon?"),
-    ("Bob", "sure"),
-    ("Carol", "count me in"),
-    ("alice", "the usual place"),
-    ("Bob", "ok"),
-    ("Carol", "I'll book a table"),
-    ("alice", "thanks"),
-    ("Bob", "brb"),
-    ("Carol", "np"),
-    ("alice", "back to work then"),
-    ("Bob", "back"),
-    ("Carol", "welcome back"),
-    ("alice", "quotes \"double\" and 'single' and a tab\there"),
-    ("Bob", "emoji test 😀👍"),
-    ("Carol", "see you at noon"),
-    ("alice", "see you"),
-    ("Bob", "bye for now"),
-    ("Carol", "last message of the morning"),
-]
-
-# (sender, to, text), sent after the lobby messages, in this order.
-DIRECT = [
-    ("alice", "Bob", "psst, Bob"),
-    ("Bob", "alice", "what is it?"),
-    ("alice", "Bob", "can you review my patch?"),
-    ("Bob", "alice", "sure, after lunch"),
-    ("Carol", "alice", "the table is booked for 12:00"),
-]
 
 # (name, minutes or None for ever, reason)
 BANS = [

@@ -261,8 +261,8 @@ def main():
     server = None
     url = args.redis
     if url is None:
-        sys.path.insert(0, str(REPO / "tests"))
-        from redis_server import TemporaryRedis
+        sys.path.insert(0, str(REPO))  # this checkout's spchat
+        from spchat.bench.engines import TemporaryRedis
 
         server = TemporaryRedis()
         server.start()

@@ -173,8 +173,8 @@ def main():
 
     server = None
     if args.database is None:
-        sys.path.insert(0, str(REPO / "tests"))
-        from postgres import TemporaryPostgres
+        sys.path.insert(0, str(REPO))  # this checkout's spchat
+        from spchat.bench.engines import TemporaryPostgres
 
         server = TemporaryPostgres(fsync=True)
         server.start()

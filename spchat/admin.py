@@ -288,7 +288,7 @@ def operator_hash() -> int:
     """Print the Argon2id hash of a password typed (without echo) or piped in."""
     import getpass
 
-    from spchat.server.accounts import hash_password
+    from spchat.server.passwords import hash_password
 
     if sys.stdin.isatty():
         password = getpass.getpass("IRC operator password: ")

@@ -30,7 +30,7 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, TypeGuard
 
 import dotenv
 
@@ -165,7 +165,7 @@ def _irc_operator(text: str) -> tuple[str, str] | None:
     text = text.strip()
     if not text:
         return None
-    from spchat.server.accounts import _parse
+    from spchat.server.passwords import _parse
 
     name, _, encoded = text.partition(":")
     try:
@@ -536,7 +536,7 @@ def _read_dotenv(path: str | os.PathLike) -> dict[str, str | None]:
         raise ConfigError(f"cannot read .env file {os.fspath(path)!r}: {reason}") from None
 
 
-def _set(value: str | None) -> bool:
+def _set(value: str | None) -> TypeGuard[str]:
     return value is not None and value != ""
 
 
@@ -567,8 +567,8 @@ def load_config(
             raw, shown, where = str(given), f"--{s.option}", ""
         elif _set(environ.get(s.env)):
             raw, shown, where = environ[s.env], s.env, ""
-        elif _set(file_values.get(s.env)):
-            raw, shown, where = file_values[s.env], s.env, f" (in {dotenv_label})"
+        elif _set(in_file := file_values.get(s.env)):
+            raw, shown, where = in_file, s.env, f" (in {dotenv_label})"
         else:
             continue
         try:
@@ -581,7 +581,7 @@ def load_config(
         places = []
         if _set(environ.get(name)):
             places.append("the environment")
-        if _set(file_values.get(name)):
+        if dotenv_label is not None and _set(file_values.get(name)):
             places.append(dotenv_label)
         if places:
             warnings.append(

@@ -121,3 +121,8 @@ def node_dirs(root, count: int) -> list:
         (data_dir / KEY_FILE).write_bytes(key)
         (data_dir / KEY_FILE).chmod(0o600)
     return dirs
+
+
+def room_lines(client, history):
+    """The texts of the room lines a test client got, of history or live."""
+    return [m.text for m in client.rec.of(wire.RoomMessage) if m.history == history]

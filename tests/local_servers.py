@@ -1,15 +1,14 @@
 """What the tests that start programs of their own share (PostgreSQL,
 Redis, Xvfb, irssi): the rule for a program that is not here, and how one
-is stopped.  No spchat imports: ``scripts/measure_*.py`` use the servers
-too."""
+is stopped (``spchat.bench.engines.stop_process``)."""
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 
 import pytest
+
+from spchat.bench.engines import stop_process  # noqa: F401 (one way to stop one)
 
 
 def missing(reason: str):
@@ -18,14 +17,3 @@ def missing(reason: str):
     if os.environ.get("SPCHAT_CI"):
         pytest.fail(f"{reason} (.ci/run must install it)")
     pytest.skip(reason)
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
-    """Stop a program a test started: ``sig``, then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -9,18 +9,10 @@ import pytest_twisted
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from twisted.internet import defer, reactor, task
 
-from spchat.server import accounts
-from spchat.server.accounts import (
-    ACCOUNTS,
-    SIGNUPS,
-    LoginThrottle,
-    PasswordWorker,
-    PasswordWorkerStopped,
-    SignupLimit,
-    hash_password,
-    needs_rehash,
-    verify_password,
-)
+from spchat.server import passwords as accounts
+from spchat.server.password_worker import ACCOUNTS, SIGNUPS, PasswordWorker, PasswordWorkerStopped
+from spchat.server.passwords import hash_password, needs_rehash, verify_password
+from spchat.server.throttles import LoginThrottle, SignupLimit
 
 PASSWORD = "correct horse battery"
 

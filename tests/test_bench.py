@@ -1,8 +1,14 @@
 """The bench's own bookkeeping: if it miscounted, every figure would lie."""
 
+import os
+import subprocess
+import sys
+import time
+
 from twisted.internet.testing import StringTransport
 
 from spchat.bench.clients import MqttClient, IrcClient, _packet, _string
+from spchat.bench.cluster import cost_note, tree_cpu, process_cpu
 from spchat.bench.load import Recorder, Result
 
 
@@ -67,3 +73,36 @@ def test_irc_payloads_keep_their_colons():
     client.lineReceived(b":bench.irc.local 001 u1 :Welcome")
     client.lineReceived(b":bench.irc.local 366 u1 #bench :End of NAMES list")
     assert client.ready.called
+
+
+def test_each_nodes_cost_is_of_the_deliveries_to_its_own_clients():
+    recorder = Recorder(clients=4, senders=1, per_sender=4)
+    at = [recorder.receiver(i) for i in range(4)]
+    for seq in range(4):
+        for i in (1, 2, 3):
+            at[i](f"0:{seq}:0:pad")
+    at[2]("0:0:0:pad")  # a copy: not a delivery
+    result = Result("spchat, 2 nodes", "f", 4, 1, 10.0)
+    result.per_client = recorder.per_client()
+    assert result.per_client == [0, 4, 4, 4]
+    # Clients 0 and 2 are on node 1 (4 deliveries), 1 and 3 on node 2 (8).
+    result.parts_cpu = {"node 1": 2.0, "node 2": 2.0, "PostgreSQL": 0.5}
+    note = cost_note(result, 2)
+    assert note == ("CPU s per M deliveries on each node: node 1 500000.00, "
+                    "node 2 250000.00; CPU in the run: PostgreSQL 0.50 s")
+    result.per_client = [0, 0, 0, 0]
+    assert "node 1 –" in cost_note(result, 2)
+
+
+def test_a_process_trees_cpu_counts_its_children():
+    child = subprocess.Popen([sys.executable, "-c", "sum(range(10**7)); input()"],
+                             stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while process_cpu(child.pid) < 0.05 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree_cpu(os.getpid()) >= process_cpu(os.getpid()) + process_cpu(child.pid) - 0.01
+        assert process_cpu(child.pid) >= 0.05
+    finally:
+        child.communicate(b"\n", timeout=10)
+    assert process_cpu(child.pid) == 0.0  # gone: nothing to read

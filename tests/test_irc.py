@@ -770,7 +770,7 @@ def test_an_irc_client_that_does_not_read_is_cut_not_buffered_for(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_an_irc_operator_kills_and_sends_wallops(tmp_path):
-    from spchat.server.accounts import hash_password
+    from spchat.server.passwords import hash_password
 
     service = start_service(server_config(
         tmp_path / "data", irc="tcp:0:interface=127.0.0.1",

@@ -14,6 +14,8 @@ from twisted.internet.protocol import Protocol
 
 from conftest import (connect_client, server_config, start_service, stop_services,
                       subprocess_env, twistd_command, wait_until)
+from helpers import node_dirs
+from spchat.cluster import notices
 from spchat import wire
 
 LOOPBACK_ANY_PORT = "tcp:0:interface=127.0.0.1"
@@ -117,6 +119,44 @@ def test_refusals_per_address_are_counted_by_each_server_of_its_own(tmp_path):
         yield stop_services(strict, other)
 
 
+@pytest_twisted.inlineCallbacks
+def test_bus_figures_count_lines_heard_and_notices_from_strangers(tmp_path, pins, pg_url,
+                                                                  redis_server):
+    a, b = (start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                        metrics=LOOPBACK_ANY_PORT))
+            for data_dir in node_dirs(tmp_path, 2))
+    # A node with a key of its own: not of this cluster, whatever it says.
+    stranger = start_service(server_config(tmp_path / "stranger", database=pg_url,
+                                           bus=redis_server.url))
+    try:
+        yield wait_until(lambda: a.bus.joined and b.bus.joined and stranger.bus.joined)
+        alice = yield connect_client(a, pins, "alice")
+        bob = yield connect_client(b, pins, "bob")
+        for i in range(3):
+            alice.say(f"line {i}")
+        yield wait_until(lambda: len(room_lines(bob)) == 3)
+        stranger.bus.publish(b"not a notice")
+        # Sealed, but with another key: were it believed, bob's node would
+        # wait for lines up to 99 that are not there.
+        stranger.core.cluster.send(notices.TOPS, notices.tops({"lobby": 99}))
+        yield wait_until(lambda: b.core.cluster.ignored >= 2)
+        assert not b.core.cluster.order.gaps and b.core.directory.get("lobby").last_seq == 3
+        figures = yield scrape(b)
+        assert figures[("spchat_bus_connected", ())] == 1
+        heard = figures[("spchat_bus_lag_seconds_count", ())]
+        assert 1 <= heard <= 3  # a notice per batch of alice's lines
+        assert figures[("spchat_bus_lag_seconds_bucket", (("le", "+Inf"),))] == heard
+        assert figures[("spchat_bus_notices_dropped_total", ())] >= 2
+        assert figures[("spchat_bus_backfills_total", ())] == b.core.cluster.order.reads
+        # alice's node heard nothing of its own lines as lag.
+        assert (yield scrape(a))[("spchat_bus_lag_seconds_count", ())] == 0
+        redis_server.stop_server()
+        yield wait_until(lambda: not b.bus.joined)
+        assert (yield scrape(b))[("spchat_bus_connected", ())] == 0
+    finally:
+        yield stop_services(a, b, stranger)
+
+
 def start_server(tmp_path, metrics, command=None):
     return subprocess.run(
         (command or twistd_command()) + [
@@ -150,3 +190,27 @@ def test_metrics_without_prometheus_client_say_what_to_install(tmp_path):
     assert one_error_line(result) == (
         "spchat: error: --metrics (CHAT_METRICS_LISTEN) needs the prometheus_client package: "
         "pip install 'spchat[metrics]'")
+
+
+def get_over_unix_socket(path: str, target: str) -> str:
+    """The status line of one HTTP GET over a UNIX socket."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        return sock.makefile("rb").readline().decode().strip()
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_on_a_unix_socket(tmp_path):
+    """A UNIX socket is an endpoint too (a scraper on the same host, say):
+    the server starts, says where it serves, and answers there."""
+    path = str(tmp_path / "metrics.sock")
+    service = start_service(server_config(tmp_path / "data", metrics=f"unix:{path}"))
+    try:
+        status = yield threads.deferToThread(get_over_unix_socket, path, "/metrics")
+        assert status.split()[1] == "200"
+    finally:
+        yield stop_services(service)

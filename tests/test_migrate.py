@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from spchat import wire
 from spchat.server import lookalikes
-from spchat.server.accounts import verify_password
+from spchat.server.passwords import verify_password
 from spchat.server.migration import copy_store, open_target, snapshot
 from spchat.server.pg_store import PostgresStore
 from spchat.server.records import RoomRecord
@@ -27,9 +27,10 @@ from spchat.server.store import DB_FILE, SCHEMA_VERSION, SQLiteStore
 
 from conftest import connect_client, server_config, start_service, stop_services, subprocess_env
 from conftest import wait_until
-from test_pg_store import room_lines, sql
-from test_store import dm, say
-from test_upgrade import FIXTURE, LOBBY
+from helpers import room_lines
+from postgres import sql
+from release_fixture import FIXTURE, LOBBY
+from store_lines import dm, say
 
 CONVERSATIONS = ["#lobby", "#dev", "#old", "@alice bob", "@alice carol"]
 KEYS = ["alice", "bob", "carol", "dave", "nobody"]

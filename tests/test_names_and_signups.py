@@ -6,7 +6,7 @@ import pytest
 from twisted.internet import defer
 
 from spchat import wire
-from spchat.server.accounts import SignupLimit
+from spchat.server.throttles import SignupLimit
 from spchat.server.core import ChatCore, Limits
 
 from helpers import login, settle

@@ -16,7 +16,7 @@ from spchat.p2p.storage import Download
 from spchat.p2p.swarm import SeedFile
 
 from conftest import connect_client, wait_until
-from test_p2p_swarm import PIECE, Seeder, connect, downloading, shared_file
+from p2p_peers import PIECE, Seeder, connect, downloading, shared_file
 
 MAIN = threading.main_thread()
 

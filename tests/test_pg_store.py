@@ -3,7 +3,6 @@ several servers on one database, its schema's migrations, a database
 that cannot be used or goes away, and a chat server on it.  What every
 store does is in test_store.py, run on PostgreSQL too."""
 
-import socket
 import subprocess
 import threading
 
@@ -12,6 +11,7 @@ import pytest_twisted
 from twisted.internet import defer, reactor, task
 
 from spchat import wire
+from spchat.bench.engines import free_port
 from spchat.server.commit import GroupCommitter
 from spchat.server.pg_link import Link, StoreUnavailable, parse_url
 from spchat.server.pg_schema import SCHEMA_VERSION, migrate
@@ -21,31 +21,15 @@ from spchat.server.store import DB_FILE, StoreError
 
 from conftest import (connect_client, server_config, start_service, stop_services,
                       subprocess_env, twistd_command, wait_until)
-from test_store import dm, numbered, say
-
-
-def sql(url, query, params=()):
-    """One statement in a transaction on a connection of the test's own;
-    its rows, if it has any."""
-    link = Link(parse_url(url), url)
-    try:
-        with link.transaction() as cursor:
-            cursor.execute(query, params)
-            return cursor.fetchall() if cursor.description else None
-    finally:
-        link.close()
+from helpers import room_lines
+from postgres import sql
+from store_lines import dm, numbered, say
 
 
 async def opened(url):
     store = PostgresStore(url)
     await store.open()
     return store
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- several servers on one database ---------------------------------------------
@@ -291,10 +275,6 @@ async def test_a_connection_lost_under_commit_loses_nothing_and_saves_nothing_tw
 
 
 # --- a chat server on PostgreSQL -------------------------------------------------------
-
-
-def room_lines(client, history):
-    return [m.text for m in client.rec.of(wire.RoomMessage) if m.history == history]
 
 
 @pytest_twisted.inlineCallbacks

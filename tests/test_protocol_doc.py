@@ -137,7 +137,7 @@ def test_prose_names_only_real_settings(doc):
 def test_prose_limits_are_the_code_s(doc):
     from spchat.client import presence as client_presence
     from spchat.client import session as client_session
-    from spchat.server import accounts, messaging, presence, protocol, room_settings, rooms, rules
+    from spchat.server import passwords, messaging, presence, protocol, room_settings, rooms, rules
     from spchat.server import capacity, catch_up
 
     limits = {
@@ -151,7 +151,7 @@ def test_prose_limits_are_the_code_s(doc):
         "malformed messages": f"More than {protocol.MAX_MALFORMED} such messages",
         "positions": f"at most {wire.MAX_POSITIONS}",
         "a chat text": f"at most {config.MAX_MESSAGE_BYTES_LIMIT}",
-        "a password": (f"{accounts.MIN_PASSWORD_LENGTH} to {accounts.MAX_PASSWORD_LENGTH} "
+        "a password": (f"{passwords.MIN_PASSWORD_LENGTH} to {passwords.MAX_PASSWORD_LENGTH} "
                        "characters"),
         "a name": f"1 to {rules.NAME_MAX_CHARS} characters",
         "a topic": f"{room_settings.MAX_TOPIC_BYTES} bytes of UTF-8",

@@ -3,7 +3,6 @@ store, the SQLite store in both of its modes and the PostgreSQL store (on a
 real server, tests/postgres.py); then what only SQLite has
 (the file, its schema, damage, threads, what it keeps across reopening)."""
 
-import itertools
 import sqlite3
 import threading
 
@@ -19,19 +18,7 @@ from spchat.server.records import Record, RoomRecord, direct_conversation
 from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, SCHEMA_VERSION, SQLiteStore,
                                  StoreError, Tables)
 
-_cids = itertools.count(1)
-
-
-def say(text="hi", room="lobby", sender="alice", ts=1000, cid=None):
-    """A new room line, not numbered yet."""
-    return Record(0, ts, sender, sender.casefold(), text, cid or f"c{next(_cids)}", room=room)
-
-
-def dm(text, sender, to, ts=1000, cid=None):
-    """A new direct message, not numbered yet."""
-    return Record(0, ts, sender, sender.casefold(), text, cid or f"c{next(_cids)}",
-                  to=to, to_key=to.casefold())
-
+from store_lines import dm, numbered, say
 
 @pytest_twisted.async_yield_fixture(params=["memory", "inline", "thread", "postgres"])
 async def store(request, tmp_path):
@@ -90,10 +77,6 @@ def integrity_error():
     except ImportError:
         return KeyError
     return psycopg2.IntegrityError
-
-
-def numbered(records):
-    return [(r.conversation, r.seq, r.text) for r in records]
 
 
 # --- every store ---------------------------------------------------------------------
@@ -676,6 +659,20 @@ async def test_close_waits_for_what_is_queued(tmp_path):
     assert [r.seq for r in fired(again.after("#lobby", 0, 99))] == list(range(1, 21))
     fired(again.close())
     assert not [t for t in threading.enumerate() if t.name.startswith("spchat-store")]
+
+
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+@pytest_twisted.ensureDeferred
+async def test_a_closed_store_refuses_work_with_a_store_error(tmp_path, mode):
+    """Late work (a line saved as the server stops) fails as the store's
+    other problems do, not with an AttributeError raised at the caller."""
+    store = SQLiteStore(tmp_path / DB_FILE, mode=mode)
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreError, match="not open"):
+        await store.append([say("late")])
+    with pytest.raises(StoreError, match="not open"):
+        await store.after("#lobby", 0, 9)
 
 
 @pytest_twisted.ensureDeferred

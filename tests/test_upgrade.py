@@ -11,60 +11,17 @@ never opened in place.
 
 import shutil
 import sqlite3
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from spchat.server import lookalikes
-from spchat.server.accounts import verify_password
+from spchat.server.passwords import verify_password
 from spchat.server.records import RoomRecord
 from spchat.server.store import DB_FILE, SCHEMA_VERSION, SQLiteStore
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "spchat-0.1.0.db"
+from release_fixture import DIRECT, FIXTURE, LOBBY
 
-# The lobby, in the order it was sent (seq 1 to 30): (sender, text).
-LOBBY = [
-    ("alice", "hi all"),
-    ("Bob", "hey alice"),
-    ("Carol", "good morning"),
-    ("alice", "anyone tried the new build?"),
-    ("Bob", "yes, it starts fine here"),
-    ("Carol", "same here"),
-    ("alice", "great"),
-    ("Bob", "the reconnect is much quicker now"),
-    ("Carol", "shopping list:\n- milk\n- bread\n- coffee"),
-    ("alice", "ha, thanks Carol"),
-    ("Bob", "Grüße ☕"),
-    ("Carol", "Grüße zurück"),
-    ("alice", "lunch at noon?"),
-    ("Bob", "sure"),
-    ("Carol", "count me in"),
-    ("alice", "the usual place"),
-    ("Bob", "ok"),
-    ("Carol", "I'll book a table"),
-    ("alice", "thanks"),
-    ("Bob", "brb"),
-    ("Carol", "np"),
-    ("alice", "back to work then"),
-    ("Bob", "back"),
-    ("Carol", "welcome back"),
-    ("alice", "quotes \"double\" and 'single' and a tab\there"),
-    ("Bob", "emoji test 😀👍"),
-    ("Carol", "see you at noon"),
-    ("alice", "see you"),
-    ("Bob", "bye for now"),
-    ("Carol", "last message of the morning"),
-]
-
-# Then the direct messages (old seq 31 to 35): (sender, to, text).
-DIRECT = [
-    ("alice", "Bob", "psst, Bob"),
-    ("Bob", "alice", "what is it?"),
-    ("alice", "Bob", "can you review my patch?"),
-    ("Bob", "alice", "sure, after lunch"),
-    ("Carol", "alice", "the table is booked for 12:00"),
-]
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from twisted.internet import defer, task
 
-from spchat.bench import report, scenarios
+from spchat.bench import cluster, report, scenarios
 from spchat.bench.load import run_room
 from spchat.bench.servers import SERVERS, Unavailable, stop_all
 
@@ -33,7 +33,7 @@ def crypto_share(profile: Path) -> float | None:
     spchat/noise.py and the cryptography library, over everything but the
     reactor waiting in epoll."""
     try:
-        stats = pstats.Stats(str(profile)).stats
+        stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]  # not in typeshed
     except (OSError, TypeError, ValueError, EOFError):
         return None
     total = crypto = 0.0
@@ -50,7 +50,7 @@ def crypto_share(profile: Path) -> float | None:
 def errors_in(results) -> list[str]:
     problems = []
     for r in results:
-        if r.server not in ("spchat", "spchat-irc") or r.note == "saturated":
+        if not r.server.startswith("spchat") or r.note == "saturated":
             continue
         if r.lost or r.duplicated or r.out_of_order:
             problems.append(f"{r.server} ({r.scenario}, {r.offered_rate:g}/s): lost {r.lost}, "
@@ -66,9 +66,13 @@ def bench(reactor, args, workdir: Path):
     results, skipped, failures = [], {}, []
     # Interrupted (Ctrl-C, SIGTERM): the reactor stops mid-run; so do its
     # servers, and no new run starts.
-    interrupted = []
-    reactor.addSystemEventTrigger("before", "shutdown",
-                                  lambda: (interrupted.append(True), stop_all()))
+    interrupted: list[bool] = []
+
+    def interrupt() -> None:
+        interrupted.append(True)
+        stop_all()
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupt)
     runs = iter(range(1_000_000))
 
     def starter(kind, **options):
@@ -86,7 +90,7 @@ def bench(reactor, args, workdir: Path):
     servers = [k for k in args.servers if k not in skipped]
     for key in args.scenarios:
         for kind in servers:
-            if key == "e" and kind != "spchat" or interrupted:
+            if key in "ef" and kind != "spchat" or interrupted:
                 continue
             print(f"bench: ({key}) {kind}…", file=sys.stderr, flush=True)
             start = starter(kind)
@@ -97,6 +101,8 @@ def bench(reactor, args, workdir: Path):
                     got = yield scenarios.room(reactor, start, key, getattr(plan, key))
                 elif key == "d":
                     got = yield scenarios.idle(reactor, start, plan)
+                elif key == "f":
+                    got = yield cluster.spread(reactor, workdir / f"f-{next(runs)}", plan)
                 else:
                     got = yield scenarios.storm(reactor, start, plan, workdir / "pins")
             except Exception as e:  # one server failing must not hide the others
@@ -121,7 +127,9 @@ def bench(reactor, args, workdir: Path):
         share = crypto_share(profile)
     md, png = report.save(results, Path(args.out), args.quick, share, skipped)
     print(md.read_text(encoding="utf-8"))
-    print(f"bench: wrote {md}" + (f" and {png}" if png else " (no plot: pip install '.[bench]')"),
+    no_plot = " (no plot: no sweep (a) in this run)" if not any(
+        r.scenario == "a" for r in results) else " (no plot: pip install '.[bench]')"
+    print(f"bench: wrote {md}" + (f" and {png}" if png else no_plot),
           file=sys.stderr)
     problems = failures + errors_in(results)
     for problem in problems:
@@ -136,7 +144,7 @@ def main(argv=None) -> int:
     parser.add_argument("--servers", default="spchat,spchat-irc,ngircd,mosquitto",
                         help="comma-separated: spchat, spchat-irc (its IRC gateway), ngircd, "
                         "mosquitto (default: all)")
-    parser.add_argument("--scenarios", default="abcde", help="letters a-e (default: abcde)")
+    parser.add_argument("--scenarios", default="abcdef", help="letters a-f (default: abcdef)")
     parser.add_argument("--out", default="bench/results", help="where the results go")
     parser.add_argument("--no-profile", dest="profile", action="store_false",
                         help="skip the profile of spchat that measures the cost of cryptography")
@@ -145,11 +153,11 @@ def main(argv=None) -> int:
     unknown = [s for s in args.servers if s not in SERVERS]
     if unknown:
         parser.error(f"unknown server {unknown[0]!r}; choose from {', '.join(SERVERS)}")
-    if not args.scenarios or set(args.scenarios) - set("abcde"):
-        parser.error(f"--scenarios takes letters a to e, not {args.scenarios!r}")
+    if not args.scenarios or set(args.scenarios) - set("abcdef"):
+        parser.error(f"--scenarios takes letters a to f, not {args.scenarios!r}")
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {GENERATOR_CORE})  # the server gets core 0
-    status = []
+    status: list[int] = []
     with tempfile.TemporaryDirectory(prefix="spchat-bench-") as tmp:
         def run(reactor):
             return bench(reactor, args, Path(tmp)).addCallback(status.append)
@@ -157,7 +165,7 @@ def main(argv=None) -> int:
             task.react(run)
         except SystemExit as e:
             if e.code:
-                return e.code
+                return int(e.code)  # react exits with the status it was given
     return status[0] if status else 1
 
 

@@ -45,6 +45,11 @@ class Result:
     generator_cpu: float = 0.0
     rss_per_connection_kib: float | None = None
     note: str = ""
+    # Deliveries to each client, by its index (scenario (f) sums them by node).
+    per_client: list = field(default_factory=list, repr=False)
+    # CPU seconds of each part of a server of several processes (its nodes,
+    # PostgreSQL, Redis) in the run; empty for a server of one.
+    parts_cpu: dict = field(default_factory=dict)
 
     @property
     def delivered_per_s(self) -> float:
@@ -85,8 +90,8 @@ class Recorder:
         clock = time.monotonic_ns
 
         def on_payload(payload: str) -> None:
-            sender, seq, scheduled, _ = payload.split(":", 3)
-            sender, seq = int(sender), int(seq)
+            sender_text, seq_text, scheduled, _ = payload.split(":", 3)
+            sender, seq = int(sender_text), int(seq_text)
             if sender == index:
                 return  # its own message, echoed by the server
             now = clock()
@@ -104,6 +109,9 @@ class Recorder:
                 highest[sender] = seq
 
         return on_payload
+
+    def per_client(self) -> list[int]:
+        return [sum(sum(marks) for marks in client) for client in self.seen]
 
     def lost(self, sent_by: list[int], receivers: int) -> int:
         missing = 0
@@ -125,7 +133,9 @@ def ignore_input(client) -> None:
 def connect_all(kind, reactor, port, count, senders, recorder=None, prefix="u", bind_hosts=None,
                 idle=False, budget=None):
     """``count`` ready clients, or fail; with ``budget`` (seconds), as many
-    as get in by then (a server may admit connections slowly)."""
+    as get in by then (a server may admit connections slowly).  ``port``:
+    one, or a list that the clients are dealt to in turn."""
+    ports = port if isinstance(port, list) else [port]
     clients = []
     deadline = None if budget is None else time.monotonic() + budget
     for start in range(0, count, CONNECT_BATCH):
@@ -135,7 +145,7 @@ def connect_all(kind, reactor, port, count, senders, recorder=None, prefix="u", 
         for i in range(start, min(count, start + CONNECT_BATCH)):
             on_payload = recorder.receiver(i) if recorder else (lambda payload: None)
             host = bind_hosts[i % len(bind_hosts)] if bind_hosts else None
-            d = connect_client(kind, reactor, port, f"{prefix}{i}", on_payload,
+            d = connect_client(kind, reactor, ports[i % len(ports)], f"{prefix}{i}", on_payload,
                                sender=i < senders, bind_host=host)
             if idle:  # deaf from the moment it is in, not when its batch is
                 d.addCallback(lambda client: (ignore_input(client), client)[1])
@@ -152,18 +162,23 @@ def connect_all(kind, reactor, port, count, senders, recorder=None, prefix="u", 
 @defer.inlineCallbacks
 def run_room(reactor, server, scenario: str, clients: int, senders: int, rate: float,
              duration: float):
-    """One measured run; the server is already up.  Fires with a Result."""
+    """One measured run; the server is already up.  Fires with a Result.
+    A server of several processes (``spchat.bench.cluster.Nodes``) gives
+    its clients' kind, its ``ports`` and the CPU of its parts."""
     per_sender_rate = rate / senders
     per_sender = max(1, int(per_sender_rate * duration))
     recorder = Recorder(clients, senders, per_sender)
     result = Result(server.name, scenario, clients, senders, rate)
-    conns = yield connect_all(server.name, reactor, server.port, clients, senders, recorder)
+    conns = yield connect_all(getattr(server, "kind", server.name), reactor,
+                              server.ports if hasattr(server, "ports") else server.port,
+                              clients, senders, recorder)
     # Joins settle.  ngIRCd charges a penalty for each setup command (OPER,
     # MODE, JOIN) and holds a client's later lines until it has passed: the
     # bench measures chat, not that, so it waits the penalty out.
     yield task.deferLater(reactor, SETTLE_SECONDS.get(server.name, 0.5), lambda: None)
 
     cpu0, gen0 = server.cpu_seconds(), sum(os.times()[:2])
+    parts0 = server.cpu_parts() if hasattr(server, "cpu_parts") else {}
     start = time.monotonic_ns()
     sent_by = [0] * senders
     interval_ns = 1e9 / per_sender_rate
@@ -193,6 +208,9 @@ def run_room(reactor, server, scenario: str, clients: int, senders: int, rate: f
         yield task.deferLater(reactor, 0.05, lambda: None)
 
     result.server_cpu = server.cpu_seconds() - cpu0
+    if parts0:
+        result.parts_cpu = {k: v - parts0[k] for k, v in server.cpu_parts().items()}
+    result.per_client = recorder.per_client()
     result.generator_cpu = sum(os.times()[:2]) - gen0
     result.elapsed = (max(recorder.last_at, start) - start) / 1e9
     result.sent = sum(sent_by)

@@ -6,7 +6,9 @@
 (d) 10,000 idle connections and one sender at 1 message/s: memory per
     connection, and latency;
 (e) reconnect storm (spchat only: the others have no sessions to resume):
-    1,000 clients cut at once, time until all have resumed, nothing lost.
+    1,000 clients cut at once, time until all have resumed, nothing lost;
+(f) one room over 1, 2 and 3 nodes on PostgreSQL and Redis, and SQLite
+    against PostgreSQL on one node (spchat only; ``spchat.bench.cluster``).
 
 Each run gets a fresh server: no state carried from one to the next.
 """
@@ -31,11 +33,14 @@ class Plan:
     idle_seconds: float
     idle_budget: float  # seconds to connect them; a slow server gets fewer
     storm_clients: int
+    f: tuple[int, int, float, float, tuple[int, ...]]  # clients, senders, rate, seconds, nodes
 
 
 FULL = Plan((2000, 5000, 10000, 15000, 20000, 30000, 40000), 5.0,
-            (100, 10, 1000, 10.0), (1000, 10, 100, 10.0), 10000, 10.0, 120.0, 1000)
-QUICK = Plan((2000, 5000), 1.5, (100, 10, 1000, 2.0), (300, 10, 100, 2.0), 1000, 2.0, 20.0, 100)
+            (100, 10, 1000, 10.0), (1000, 10, 100, 10.0), 10000, 10.0, 120.0, 1000,
+            (100, 10, 200, 10.0, (1, 2, 3)))
+QUICK = Plan((2000, 5000), 1.5, (100, 10, 1000, 2.0), (300, 10, 100, 2.0), 1000, 2.0, 20.0, 100,
+             (30, 6, 100, 2.0, (2,)))
 
 
 STORM_BATCH = 100  # (e): clients logging in at the same time before the cut
@@ -112,7 +117,7 @@ def storm(reactor, start_server, plan: Plan, config_dir):
     clients = []
     try:
         pins = PinStore(config_dir)
-        seqs = [set() for _ in range(plan.storm_clients)]
+        seqs: list[set[int]] = [set() for _ in range(plan.storm_clients)]
 
         def make(i):
             def event(msg, got=seqs[i]):
@@ -130,7 +135,7 @@ def storm(reactor, start_server, plan: Plan, config_dir):
             logins.append(time.monotonic() - t0)
             clients.extend(batch)
         sender = clients[0]
-        sent = []
+        sent: list[str] = []  # cids
 
         def say():
             sent.append(sender.say(f"storm message {len(sent)}"))

@@ -145,7 +145,7 @@ def run_desktop(cfg: config.Config, args) -> int:
             root.destroy()
             sys.stderr.write(f"spchat: --geometry {args.geometry!r}: not WIDTHxHEIGHT+X+Y\n")
             return 2
-    finished = []  # the first shutdown's Deferred
+    finished: list[defer.Deferred] = []  # the first shutdown's Deferred
 
     def shut_down():
         """Log out, then uninstall Tk from the reactor, then destroy it.
@@ -167,7 +167,7 @@ def run_desktop(cfg: config.Config, args) -> int:
 
     # Closing the window, Ctrl-C and SIGTERM all log out the same way, and
     # a second one while that happens only waits (no "reactor not running").
-    stopping = []
+    stopping: list[bool] = []
 
     def stop_once(*_):
         if not stopping:
@@ -189,7 +189,7 @@ def run_desktop(cfg: config.Config, args) -> int:
     given = {"host": args.host, "port": args.port, "name": args.name,
              "password": args.password, "register": args.register}
     reactor.callWhenRunning(controller.start, given, connect_now=bool(args.name))
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # the real reactor's run takes it
     return 0
 
 

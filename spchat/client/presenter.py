@@ -64,7 +64,7 @@ def name_colour(name: str) -> str:
     return PALETTE[digest[0] % len(PALETTE)]
 
 
-def local_time(ts_ms: int) -> str:
+def local_time(ts_ms: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
 
 

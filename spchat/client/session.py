@@ -31,9 +31,10 @@ import itertools
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.logger import Logger
 
@@ -44,6 +45,13 @@ from spchat.client.members import Member, MemberList, name_key
 from spchat.client.neterrors import dial_error_text, no_answer_text, not_spchat_text
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
+
+if TYPE_CHECKING:
+    from spchat.client.presence import PresenceClient
+    from spchat.p2p.node import SharingNode
+
+# What the outbox holds: the lines typed, until the server acknowledges them.
+Line = wire.Say | wire.Direct
 
 MAX_RETRY_DELAY = 30.0
 # Unacknowledged lines at the start of each connection (see _pump).
@@ -193,10 +201,10 @@ class ChatClient:
         self._joins: dict[str, str] = {}  # join request cid -> conversation key
         self._sent_positions: set[str] | None = None  # None: a first login
         self._member_parts: dict[str, list[Member]] = {}  # lists still coming, by room key
-        self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
+        self.outbox: OrderedDict[str, Line] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
-        self.presence = None
-        self.keepalive = None  # a spchat.client.keepalive.Keepalive while connected
+        self.presence: PresenceClient | None = None
+        self.keepalive: Keepalive | None = None  # while connected
         self._welcome: wire.Welcome | None = None  # the latest
         self._in_flight: set[str] = set()  # cids sent on this connection
         self._window = FIRST_WINDOW  # how many may be in flight now
@@ -204,18 +212,19 @@ class ChatClient:
         self._first: defer.Deferred | None = None
         self._closed: defer.Deferred | None = None
         self._attempt = 0
-        self._retry_call = None
-        self._logout_timer = None
+        self._retry_call: IDelayedCall | None = None
+        self._logout_timer: IDelayedCall | None = None
         self._bye: wire.Bye | None = None
         self._leaving = False  # a logout was asked for
         self._fatal: str | None = None  # a reason never to retry
-        self._answer_timer = None
+        self._answer_timer: IDelayedCall | None = None
         self._dialing = False  # a connection attempt is under way
-        self._attempt_in_progress = None  # (its Deferred, its protocol) while dialing
+        # (its Deferred, its protocol) while dialing
+        self._attempt_in_progress: tuple[defer.Deferred, ChatClientProtocol] | None = None
         self._new_password: str | None = None  # sent, not yet confirmed
         self._requests: list[wire.Message] = []  # commands typed while not in
-        self._udp = None
-        self.sharing = None  # a spchat.p2p.node.SharingNode, if files are shared
+        self._udp: IListeningPort | None = None
+        self.sharing: SharingNode | None = None  # if files are shared
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
         self._cids = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count(1))
@@ -317,6 +326,7 @@ class ChatClient:
             proto.hang_up()
             return
         self._bye = None
+        assert proto.server_hello is not None, "the channel opens after the handshake"
         self.max_message_bytes = proto.server_hello.max_message_bytes
         # Typed before the limit was known: refuse here what the server would.
         for cid, msg in list(self.outbox.items()):
@@ -337,7 +347,8 @@ class ChatClient:
         # join).  Been here before (the session ended): only what came since.
         first = self.name is None
         positions = None if first else self.positions.as_wire()
-        self._sent_positions = None if first else {conversation_key(c) for c, _ in positions}
+        self._sent_positions = (None if positions is None
+                                else {conversation_key(c) for c, _ in positions})
         proto.send_message(wire.Login(self.requested_name, self.password,
                                       self.register_on_login and first, positions, self.since,
                                       self._outbox_secret))
@@ -372,9 +383,10 @@ class ChatClient:
             if msg.cid is None:
                 self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
-            msg = self._member_part(msg)
-            if msg is None:
+            whole = self._member_part(msg)
+            if whole is None:
                 return  # a long list comes in parts: shown once it is whole
+            msg = whole
         elif isinstance(msg, wire.MemberUpdate):
             # One change, made in place: a room of thousands hears of every
             # join, and must not rebuild its list for each.
@@ -594,11 +606,12 @@ class ChatClient:
         self._set_status(Status("connected", resumed=not first))
         self._start_presence(welcome)
         self._start_keepalive(welcome)
-        if first:
+        if first and self._first is not None:
             self._first.callback(welcome)
-        requests, self._requests = self._requests, []
-        for request in requests:
-            self.proto.send_message(request)
+        if self.proto is not None:  # the channel the welcome came on
+            requests, self._requests = self._requests, []
+            for request in requests:
+                self.proto.send_message(request)
         self._pump()
 
     def _expect_rooms(self, welcome: wire.Welcome) -> None:
@@ -641,6 +654,7 @@ class ChatClient:
         from spchat.client.presence import PresenceClient
 
         server_ip = self.proto.transport.getPeer().host
+        assert self.proto.handshake_hash is not None, "known once the channel is open"
         self.presence = PresenceClient(
             beacon.derive_keys(self.proto.handshake_hash),
             (server_ip, welcome.udp_port),
@@ -658,7 +672,8 @@ class ChatClient:
     def _stop_presence(self) -> None:
         if self.presence is not None:
             self.presence.stop()
-            self._udp.stopListening()
+            if self._udp is not None:
+                self._udp.stopListening()
             self.presence = None
 
     def _presence_snapshot(self, members) -> None:
@@ -676,7 +691,7 @@ class ChatClient:
 
     def _presence_silent(self) -> None:
         # UDP blocked or lost: ask over TCP, which always gets through.
-        if self.connected:
+        if self.connected and self.proto is not None:
             self.proto.send_message(wire.PresenceRequest())
 
     # --- sending -----------------------------------------------------------
@@ -687,18 +702,19 @@ class ChatClient:
 
     def _pump(self) -> None:
         """Send what the outbox holds, keeping the in-flight window."""
-        if not self.connected:
+        proto, welcome = self.proto, self._welcome
+        if not self.connected or proto is None or welcome is None:
             return
         # The whole outbox at once after a reconnect would be cut off again
         # by a link that dies after a few kilobytes, before any of it is
         # acknowledged, for ever.
-        window = min(self._window, self._welcome.max_in_flight)
+        window = min(self._window, welcome.max_in_flight)
         while self._to_send and len(self._in_flight) < window:
             cid = self._to_send.popleft()
             msg = self.outbox.get(cid)
             if msg is not None:  # not refused meanwhile
                 self._in_flight.add(cid)
-                self.proto.send_message(msg)
+                proto.send_message(msg)
 
     def _acknowledged(self, cid: str | None) -> None:
         if cid is not None and self.outbox.pop(cid, None) is not None:
@@ -738,7 +754,7 @@ class ChatClient:
             return "not connected yet"
         return "the server had not acknowledged them yet"
 
-    def _queue(self, msg: wire.Message) -> str:
+    def _queue(self, msg: Line) -> str:
         problem = self._session_over() or self._too_long(msg.text)
         if problem:
             raise ValueError(problem)
@@ -757,7 +773,7 @@ class ChatClient:
 
     def _request(self, msg: wire.Message) -> None:
         """Send a command now, or as soon as the client is (back) in."""
-        if self.connected:
+        if self.connected and self.proto is not None:
             self.proto.send_message(msg)
         elif len(self._requests) < MAX_WAITING_REQUESTS:
             self._requests.append(msg)
@@ -841,7 +857,7 @@ class ChatClient:
         or as soon as the client has given up reconnecting."""
         if not self.outbox or self._hopeless():
             return defer.succeed(not self.outbox)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._ack_waiters.append(d)
         timer = self.reactor.callLater(timeout, self._ack_timeout, d)
         d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])

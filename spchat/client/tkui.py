@@ -16,6 +16,7 @@ Everything shown comes from the ``ChatPresenter`` (what to show) and
 from __future__ import annotations
 
 import tkinter as tk
+from functools import partial
 from tkinter import font as tkfont
 from tkinter import ttk
 
@@ -281,8 +282,7 @@ class ChatWindow:
         self._unseen = 0  # messages come in below while scrolled up
         self.jump_button = ttk.Button(f, style="Jump.TButton", cursor="hand2",
                                       command=self.jump_to_latest)
-        self.text.bind("<Configure>", lambda e: self._at_bottom and self.text.see("end"),
-                       add="+")
+        self.text.bind("<Configure>", self._resized, add="+")
         return f
 
     def _build_member_list(self, parent) -> ttk.Frame:
@@ -496,6 +496,10 @@ class ChatWindow:
             text=f"↓ {n} new message{'s' if n != 1 else ''} below — jump to latest")
         self.jump_button.place(in_=self.text, relx=1.0, rely=1.0, x=-10, y=-8, anchor="se")
 
+    def _resized(self, event) -> None:
+        if self._at_bottom:  # the latest line stays in sight
+            self.text.see("end")
+
     def jump_to_latest(self) -> None:
         self.text.see("end")
         self._at_bottom, self._unseen = True, 0
@@ -577,7 +581,7 @@ class ChatWindow:
             return  # one's own offer: nothing to download
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
         button = ttk.Button(t, text=label, style="Offer.TButton", cursor="hand2",
-                            command=lambda f=line.file: self.controller.download(f))
+                            command=partial(self.controller.download, line.file))
         if line.download in ("running", "saved"):
             button.state(["disabled"])
         t.window_create("end", window=button, padx=2, align="center")
@@ -735,7 +739,7 @@ class ChatWindow:
         for i, action in enumerate(actions):
             if i and actions[i - 1].op == "message":  # talking, then moderating
                 menu.add_separator()
-            menu.add_command(label=action.label, command=lambda a=action: act(a))
+            menu.add_command(label=action.label, command=partial(act, action))
         menu.tk_popup(event.x_root, event.y_root)
 
     def _scrollbar_moved(self, *args) -> None:

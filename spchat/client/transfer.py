@@ -68,12 +68,12 @@ def main(argv, cfg: config.Config, pins) -> int:
     # Ctrl-C and SIGTERM end it the normal way (a download kept resumable,
     # a logout), not by stopping the reactor under it: our own handlers,
     # and the reactor runs without its own.
-    stop_requested = defer.Deferred()
+    stop_requested: defer.Deferred = defer.Deferred()
 
     def on_signal(signum, frame):
         reactor.callFromThread(lambda: stop_requested.called or stop_requested.callback(None))
 
-    offline = defer.Deferred()  # fires with the reason once the client gives up
+    offline: defer.Deferred = defer.Deferred()  # fires with the reason once the client gives up
 
     def on_status(status) -> None:
         if status.state == "offline" and not offline.called:
@@ -144,5 +144,5 @@ def main(argv, cfg: config.Config, pins) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     reactor.callWhenRunning(lambda: run(reactor).addBoth(finished))
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # the real reactor's run takes it
     return status[0] if status else 1

@@ -38,12 +38,13 @@ def body(act: Act) -> dict:
 def read_act(body: dict) -> Act | None:
     """The act in a notice's body, or None if it does not parse."""
     op, until = body.get("op"), body.get("until")
-    texts = [body.get(field) for field in ("name", "reason", "node")]
-    if op not in OPS or not all(isinstance(t, str) and len(t) <= MAX_TEXT_CHARS for t in texts):
+    name, reason, node = body.get("name"), body.get("reason"), body.get("node")
+    if not (op in OPS and isinstance(name, str) and isinstance(reason, str)
+            and isinstance(node, str)) or max(map(len, (name, reason, node))) > MAX_TEXT_CHARS:
         return None
     if until is not None and (isinstance(until, bool) or not isinstance(until, (int, float))):
         return None
-    return Act(op, *texts[:2], until, texts[2])
+    return Act(op, name, reason, until, node)
 
 
 class ClusterActs:

@@ -18,6 +18,7 @@ from twisted.logger import Logger
 
 from spchat.cluster import notices
 from spchat.cluster.order import RoomOrder
+from spchat.server.metrics import BUS_LAG_SECONDS_BUCKETS, Histogram
 from spchat.server.records import Record
 from spchat.server.rooms import RoomDirectory
 
@@ -45,6 +46,7 @@ class ClusterNode:
         self.directory = directory
         self.order = RoomOrder(clock, directory, read_after, deliver)
         self.ignored = 0  # notices dropped: not sealed by us, stale, unknown
+        self.lag = Histogram(BUS_LAG_SECONDS_BUCKETS)  # of other nodes' lines, heard
         self._handlers: dict[str, Handler] = {
             notices.SAVED: self._heard_saved, notices.TOPS: self._heard_tops}
         # Called on each (re)connection to the bus, after the rooms' resync.
@@ -86,6 +88,8 @@ class ClusterNode:
         if saved is None:
             self._drop("a saved-lines notice that does not parse")
         elif saved.records is not None:
+            if node != self.name:
+                self.lag.observe(max(0.0, self.clock.seconds() - saved.records[-1].ts / 1000))
             self.order.offer(saved.room, list(saved.records))
         else:
             self.order.announced(saved.room, saved.last)

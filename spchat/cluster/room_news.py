@@ -51,7 +51,9 @@ def read_room_notice(body: dict) -> RoomNotice | None:
     """The body of a ``room`` notice, or None if it does not parse."""
     key, notice = body.get("room"), body.get("notice")
     leave, invite = body.get("leave"), body.get("invite")
-    if not _texts([key], 1) or not (notice is None or _texts(notice, len(_NOTICE_FIELDS))):
+    if not isinstance(key, str) or not _texts([key], 1):
+        return None
+    if not (notice is None or _texts(notice, len(_NOTICE_FIELDS))):
         return None
     if not (leave is None or _texts(leave, 3)) or not (invite is None or _texts(invite, 2)):
         return None

@@ -25,10 +25,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall
 
 from spchat.p2p import peerwire
 from spchat.p2p.diskqueue import DiskClosed, DiskQueue
 from spchat.p2p.manifest import Manifest
+from spchat.p2p.peer import PeerConnection
 from spchat.p2p.ondisk import DownloadOnDisk, SeedOnDisk
 from spchat.p2p.picker import PiecePicker
 from spchat.p2p.storage import Download, StorageError
@@ -53,17 +55,19 @@ class SeedFile:
     def __init__(self, path, manifest: Manifest):
         self.path = path
         self.manifest = manifest
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd: int | None = os.open(path, os.O_RDONLY)
         self.have = set(range(len(manifest.pieces)))
         self._checked: set[int] = set()
         self._stamp = self._now_stamp()
 
     def _now_stamp(self) -> tuple[int, int]:
+        assert self._fd is not None, "read after close"
         st = os.fstat(self._fd)
         return st.st_size, st.st_mtime_ns
 
     def read_piece(self, index: int) -> bytes | None:
         offset, length = self.manifest.piece_range(index)
+        assert self._fd is not None, "read after close"
         data = os.pread(self._fd, length, offset)
         if not self.manifest.verify(index, data):
             self.have.discard(index)  # changed on disk: no longer ours to give
@@ -78,6 +82,7 @@ class SeedFile:
             self._checked.clear()
         if index not in self._checked and self.read_piece(index) is None:
             return None
+        assert self._fd is not None, "read after close"
         return os.pread(self._fd, length, self.manifest.piece_range(index)[0] + offset)
 
     def close(self) -> None:
@@ -88,7 +93,7 @@ class SeedFile:
 
 @dataclass(eq=False)
 class PeerState:
-    conn: object
+    conn: PeerConnection
     have: set = field(default_factory=set)
     asked: dict = field(default_factory=dict)  # (piece, offset) -> (length, when)
     cancelled: set = field(default_factory=set)  # asked, then cancelled: may still come
@@ -124,23 +129,29 @@ class Swarm:
         self.manifest = manifest
         self.disk = DiskQueue(clock)  # the one file's, reads and writes in order
         self.download = DownloadOnDisk(self.disk, download) if download is not None else None
-        self.source = SeedOnDisk(self.disk, source) if source is not None else self.download
+        self.source: SeedOnDisk | DownloadOnDisk
+        if source is not None:
+            self.source = SeedOnDisk(self.disk, source)
+        elif self.download is not None:
+            self.source = self.download
+        else:
+            raise TypeError("a swarm serves a source, or a download")
         self.upload_bps = upload_bps
         self.on_piece = on_piece
         self.on_complete = on_complete
         self.on_failed = on_failed
-        self.peers: dict[object, PeerState] = {}
+        self.peers: dict[PeerConnection, PeerState] = {}
         self.stats: dict[str, PeerStats] = {}
         self.banned: set[str] = set()  # names dropped for bad data
         self.failed: str | None = None
         self.closed = False  # closed: late peers are turned away
-        self.picker = None
+        self.picker: PiecePicker | None = None
         self._serve_queue: deque = deque()
         self._storing: set[int] = set()  # pieces being hashed and written
         self._tokens = float(upload_bps)
         self._refill_at = clock.seconds()
-        self._serve_call = None
-        self._ticker = None
+        self._serve_call: IDelayedCall | None = None
+        self._ticker: task.LoopingCall | None = None
         if download is not None and not download.complete:
             self.picker = PiecePicker(len(manifest.pieces), download.have)
             self._ticker = task.LoopingCall(self._tick)
@@ -168,7 +179,7 @@ class Swarm:
 
     # --- the connection's handler interface ------------------------------------
 
-    def peer_open(self, conn) -> None:
+    def peer_open(self, conn: PeerConnection) -> None:
         if self.closed or self.failed:
             conn.fail("no longer sharing this file")
             return
@@ -180,7 +191,7 @@ class Swarm:
         stats.connected, stats.path, stats.dropped = True, conn.path, ""
         conn.send(peerwire.Bitfield(frozenset(self.source.have)))
 
-    def peer_closed(self, conn, reason: str) -> None:
+    def peer_closed(self, conn: PeerConnection, reason: str) -> None:
         peer = self.peers.pop(conn, None)
         if peer is None:
             return
@@ -194,7 +205,7 @@ class Swarm:
             self.picker.peer_gone(conn)
             self._fill_all()
 
-    def peer_message(self, conn, msg) -> None:
+    def peer_message(self, conn: PeerConnection, msg) -> None:
         peer = self.peers.get(conn)
         if peer is None or self.closed or self.failed:
             return  # closing: its files may be gone
@@ -338,6 +349,8 @@ class Swarm:
         thread (it stays this peer's in the picker until then)."""
         data = bytes(peer.buffers[piece])
         self._forget(peer, piece, cancel=False)
+        # Blocks come only when asked for, and only a download asks.
+        assert self.picker is not None and self.download is not None
         if piece in self._storing or piece in self.picker.have:
             return  # the endgame: another peer's copy came first
         self._storing.add(piece)
@@ -358,6 +371,7 @@ class Swarm:
     def _piece_stored(self, written: bool, peer: PeerState, piece: int) -> None:
         if self.closed or self.failed:
             return
+        assert self.picker is not None, "only a download stores pieces"
         if not written:
             if self.peers.get(peer.conn) is peer:
                 self._strike(peer, piece)
@@ -380,6 +394,7 @@ class Swarm:
         peer.strikes += 1
         stats = self.stats_for(peer.conn)
         stats.bad_pieces += 1
+        assert self.picker is not None, "only a download stores pieces"
         self.picker.failed(piece, peer.conn)
         if peer.strikes >= MAX_STRIKES:
             self.banned.add(peer.conn.name)
@@ -391,6 +406,7 @@ class Swarm:
         if peer.asked.pop((reject.piece, reject.offset), None) is None:
             return
         self._forget(peer, reject.piece, cancel=True)
+        assert self.picker is not None, "only a download asks for pieces"
         # It said it had the piece, but will not give it: ask others.
         peer.have.discard(reject.piece)
         self.picker.failed(reject.piece, peer.conn)

@@ -16,7 +16,7 @@ from typing import Callable
 from twisted.internet import defer
 
 from spchat import wire
-from spchat.cluster.acts import Act
+from spchat.cluster.acts import Act, ClusterActs
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.rooms import RoomDirectory
 from spchat.server.rules import Refused, normalise_name, plain, quoted
@@ -29,7 +29,7 @@ READ_ONLY_OPS = ("list", "rooms", "room_info", "stats")
 
 class Administration:
     # With other nodes: ``spchat.cluster.acts.ClusterActs``, and this node's name.
-    acts = None
+    acts: ClusterActs | None = None
     node = "local"
 
     def __init__(self, clock, sessions: SessionTable, directory: RoomDirectory, logins,
@@ -70,7 +70,7 @@ class Administration:
             link.conn.send(wire.Error("unexpected", f"an admin connection may not send {msg.TYPE}"))
             return
         defer.maybeDeferred(self._operation, msg).addCallbacks(
-            self._done, self._refused, (link, msg), None, (link, msg))
+            self._done, self._refused, callbackArgs=(link, msg), errbackArgs=(link, msg))
 
     def _done(self, result: tuple, link: Link, msg: wire.AdminRequest) -> None:
         text, rows, *more = result
@@ -167,29 +167,31 @@ class Administration:
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
-            kicked = self.kick(msg.name, reason)
+            name = msg.name or ""
+            kicked = self.kick(name, reason)
             if not kicked and self.acts is None:
-                raise Refused("unknown_user", f"nobody called {quoted(msg.name)} is here")
+                raise Refused("unknown_user", f"nobody called {quoted(name)} is here")
             banned = ""
             if msg.minutes is not None:
-                self.logins.ban(msg.name, msg.minutes, reason)
+                self.logins.ban(name, msg.minutes, reason)
                 banned = f" and banned for {msg.minutes:g} minutes"
-            self._tell_nodes(Act("kick", msg.name, reason))
-            return self._where(f"kicked {msg.name}{banned}", kicked,
-                               f"the kick of {msg.name}{banned} was sent to every node"), ()
+            self._tell_nodes(Act("kick", name, reason))
+            return self._where(f"kicked {name}{banned}", kicked,
+                               f"the kick of {name}{banned} was sent to every node"), ()
         if msg.op == "ban":
-            here = self.sessions.by_key.get(self._key(msg.name)) is not None
-            if not self.logins.ban(msg.name, msg.minutes, reason):
-                raise Refused("bad_request", f"cannot ban {quoted(msg.name)}")
+            name = msg.name or ""
+            here = self.sessions.by_key.get(self._key(name) or "") is not None
+            if not self.logins.ban(name, msg.minutes, reason):
+                raise Refused("bad_request", f"cannot ban {quoted(name)}")
             how_long = "for ever" if msg.minutes is None else f"for {msg.minutes:g} minutes"
             until = None if msg.minutes is None else self.clock.seconds() + msg.minutes * 60
-            self._tell_nodes(Act("ban", msg.name, reason, until))
-            return self._where(f"banned {msg.name} {how_long}", here,
-                               f"banned {msg.name} {how_long}; sent to every node"), ()
+            self._tell_nodes(Act("ban", name, reason, until))
+            return self._where(f"banned {name} {how_long}", here,
+                               f"banned {name} {how_long}; sent to every node"), ()
         if msg.op == "unban":
             def unbanned(found: bool) -> tuple[str, tuple]:
                 if not found:
-                    raise Refused("unknown_user", f"{quoted(msg.name)} is not banned")
+                    raise Refused("unknown_user", f"{quoted(msg.name or '')} is not banned")
                 return f"unbanned {msg.name}", ()
 
             return self.logins.unban(msg.name).addCallback(unbanned)
@@ -203,8 +205,8 @@ class Administration:
         if msg.op == "shutdown" and not self.stops_here(msg):
             if self.acts is None:
                 raise Refused("unknown_node", f"this server is node {quoted(self.node)}, "
-                              f"not {quoted(msg.node)}")
-            self._tell_nodes(Act("shutdown", reason=reason, node=msg.node))
+                              f"not {quoted(msg.node or '')}")
+            self._tell_nodes(Act("shutdown", reason=reason, node=msg.node or ""))
             return f"shutdown sent to node {msg.node}; this node ({self.node}) stays up", ()
         count = self._disconnect_all(msg.op, reason)
         if not msg.node:  # a shutdown of one node is that node's only

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet import defer
 
@@ -134,11 +134,12 @@ class ChatCore:
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
         self.admin.node = node
-        self.room_news = None  # rooms changed on other nodes (None: alone)
+        self.room_news: RoomNews | None = None  # rooms changed on other nodes (None: alone)
         if self.cluster is not None:
             self.admin.acts = ClusterActs(self.cluster, self.admin.act_here, audit)
             self.room_news = RoomNews(clock, self.cluster, self.store, self.room_commands)
-        self._handlers = {
+        # By message type: (link, msg) before login, (session, msg) after.
+        self._handlers: dict[type, Callable[[Any, Any], object]] = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
             wire.Say: self.messaging.say,
@@ -233,6 +234,7 @@ class ChatCore:
         self.admin.stop()
         if self.cluster is not None:
             self.cluster.stop()
+        if self.room_news is not None:
             self.room_news.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
@@ -402,7 +404,7 @@ class ChatCore:
         if session.state is State.RECONNECTING:
             self.table.set_state(session, State.CONNECTED)
         link.conn.started(session, resumed=True)
-        rooms = [self.directory.get(key) for key in sorted(session.rooms)]
+        rooms = [self.directory.rooms[key] for key in sorted(session.rooms)]  # none left empty
         self._send(session, self._welcome(session, rooms, resumed=True))
         for room in rooms:
             self._send(session, room.state())
@@ -421,7 +423,7 @@ class ChatCore:
         self.table.remove(session, reason)
         self.sharing.tracker.forget_session(session.id)
         for key in sorted(session.rooms):
-            self.directory.leave(self.directory.get(key), session, "quit", notice, reason=reason)
+            self.directory.leave(self.directory.rooms[key], session, "quit", notice, reason=reason)
         self._presence_changed()
 
     def _end(self, session: Session, code: str, text: str, reason: str, notice: str) -> None:
@@ -495,8 +497,11 @@ class ChatCore:
     # --- presence ---------------------------------------------------------------------
 
     def _who(self, session: Session, msg: wire.Message) -> None:
+        link = session.link
+        if link is None:
+            return  # as _send: nobody to answer
         for key in sorted(session.rooms):
-            session.link.conn.send_shared(self.directory.member_list(self.directory.get(key)))
+            link.conn.send_shared(self.directory.member_list(self.directory.rooms[key]))
 
     def presence_state(self, session: Session, now: float | None = None) -> str:
         if session.state is State.RECONNECTING:

@@ -17,7 +17,8 @@ from typing import Callable
 from twisted.internet import defer
 
 from spchat import wire
-from spchat.server.accounts import ACCOUNTS, SIGNUPS, normalise_password
+from spchat.server.password_worker import ACCOUNTS, SIGNUPS
+from spchat.server.passwords import normalise_password
 from spchat.server.new_names import NewNames
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, ThrottledLog
 from spchat.server.rules import Refused, ban_text, normalise_name, plain

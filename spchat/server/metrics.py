@@ -20,6 +20,10 @@ from typing import Callable, Iterable, NamedTuple
 # well under a millisecond, a busy disk takes tens of them.
 COMMIT_SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                           1.0, 2.5, 5.0)
+# Seconds from a line's server time on the node that took it to its
+# notice being heard on another: a commit, a publish and a hop through Redis.
+BUS_LAG_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                           2.5, 5.0, 10.0)
 # Messages in one commit: one alone when the server is quiet, hundreds under load.
 BATCH_MESSAGES_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
 
@@ -95,6 +99,15 @@ HELP = {
                                   "shed: cut, not logged in, to make room).",
     "spchat_relay_bytes": "Bytes the file-sharing relay carried between peers.",
     "spchat_password_queue_depth": "Password checks and hashes waiting for a free worker.",
+    "spchat_bus_connected": "1 while this node is on the bus (subscribed and able to "
+                            "publish), else 0; only with --bus.",
+    "spchat_bus_lag_seconds": "For each notice of another node's lines: seconds from the "
+                              "newest one's server time to the notice being heard here (the "
+                              "nodes' clocks must agree).",
+    "spchat_bus_backfills": "Reads of the database for lines the bus did not bring (a gap "
+                            "in a room's numbers, a reconnection to the bus).",
+    "spchat_bus_notices_dropped": "Notices on the bus dropped: not sealed with this "
+                                  "cluster's key, stale, heard twice, or malformed.",
 }
 
 CONNECTION_KINDS = ("chat", "irc", "admin", "relay")
@@ -155,6 +168,8 @@ class ServerFigures:
                     relay.relayed_bytes if relay is not None else 0),
             _figure("spchat_password_queue_depth", "gauge", None, self.passwords.waiting),
         ]
+        if core.cluster is not None:
+            figures += bus_figures(core.cluster)
         for source in self.more:
             figures += source()
         return figures
@@ -162,7 +177,7 @@ class ServerFigures:
     def rows(self) -> tuple[tuple[str, str, float], ...]:
         """The figures as ``admin stats`` shows them: (metric, labels, value),
         a histogram as its count and sum."""
-        out = []
+        out: list[tuple[str, str, float]] = []
         for figure in self.figures():
             suffix = "_total" if figure.kind == "counter" else ""
             for labels, value in figure.samples:
@@ -173,6 +188,17 @@ class ServerFigures:
                 else:
                     out.append((figure.name + suffix, shown, value))
         return tuple(out)
+
+
+def bus_figures(cluster) -> list[Figure]:
+    """The figures of this node on the bus (a ``ClusterNode``)."""
+    return [
+        _figure("spchat_bus_connected", "gauge", None,
+                int(bool(getattr(cluster.bus, "joined", True)))),
+        _figure("spchat_bus_lag_seconds", "histogram", None, cluster.lag),
+        _figure("spchat_bus_backfills", "counter", None, cluster.order.reads),
+        _figure("spchat_bus_notices_dropped", "counter", None, cluster.ignored),
+    ]
 
 
 def _figure(name: str, kind: str, label: str | None, values) -> Figure:

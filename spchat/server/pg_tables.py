@@ -271,7 +271,7 @@ class PgTables:
         rooms = self.link.read(lambda cursor: _load(cursor, key), snapshot=True)
         return rooms[0] if rooms else None
 
-    def create_room(self, room: RoomRecord) -> tuple[RoomRecord, bool]:
+    def create_room(self, room: RoomRecord) -> tuple[RoomRecord | None, bool]:
         # Never over a room that is there (another node's, made first):
         # its settings and owner stand, and are read back.
         created = self._write(

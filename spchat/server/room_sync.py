@@ -54,7 +54,7 @@ class RoomSync:
             self.add(record)
             return
         member = None if leave is None else room.members.get(leave[0])
-        if member is not None and notice is not None:
+        if member is not None and notice is not None and leave is not None:
             self.remove(room, member, notice.kind, notice.text, leave[1], leave[2],
                         notice.by, notice.reason)
         self.adopt(room, record)
