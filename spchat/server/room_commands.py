@@ -54,8 +54,8 @@ class RoomCommands:
         # one of them may be stale.
         self.writes: dict[str, int] = {}
         self._last_write = defer.succeed(None)
-        # With other nodes: ``tell_nodes(key, notice, leave)``, once a
-        # change here is saved (spchat.cluster.room_news).
+        # With other nodes: ``tell_nodes(key, notice, leave, invite)``, once
+        # a change here is saved (spchat.cluster.room_news).
         self.tell_nodes: Callable | None = None
         self.settings = RoomSettings(clock, store, directory, self.room_for, self._saved,
                                      on_change, self._told)
@@ -124,10 +124,10 @@ class RoomCommands:
         self._saved(made, key)
         return room
 
-    def _created(self, result: tuple[RoomRecord, bool], room: Room,
+    def _created(self, result: tuple[RoomRecord | None, bool], room: Room,
                  creator: Session | None) -> None:
         record, created = result
-        if self.directory.get(room.key) is not room:
+        if record is None or self.directory.get(room.key) is not room:
             return  # deleted meanwhile
         if created:
             if creator is not None and creator.registered and (
