@@ -71,6 +71,7 @@ ROW_COLUMNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("admin_reply", "rooms"): wire.ROOM_FIELDS,
     ("admin_reply", "members"): wire.MEMBER_FIELDS,
     ("admin_reply", "stats"): wire.STAT_FIELDS,
+    ("admin_reply", "bans"): wire.BAN_FIELDS,
     ("admin_event", "rooms"): wire.ROOM_FIELDS,
 }
 

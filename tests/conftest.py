@@ -57,6 +57,12 @@ def stop_services(*services):
     fires once every store is closed (its data directory free again)."""
     while OPEN_CLIENTS:
         OPEN_CLIENTS.pop().logout()
+    return stop_servers(*services)
+
+
+def stop_servers(*services):
+    """Stop servers as a crash or a restart would for their clients: every
+    connection cut, the clients left to find their way (see stop_services)."""
     stopped = []
     for service in services:
         stopped.append(defer.maybeDeferred(service.stopService))
@@ -118,12 +124,14 @@ class Recorder:
 
 
 @defer.inlineCallbacks
-def connect_client(server, pins, name, port=None, **options):
+def connect_client(server, pins, name, port=None, host="127.0.0.1", **options):
+    """A ChatClient logged in to ``server`` (or ``host``: one address or
+    several, on ``port``), recording what it is told in ``client.rec``."""
     rec = Recorder()
     options.setdefault("reconnect_delay", 0.05)
     client = ChatClient(
         reactor,
-        "127.0.0.1",
+        host,
         port or server.address.port,
         name,
         pins,
@@ -147,6 +155,8 @@ def subprocess_env(tmp_path, **extra):
     env["SPCHAT_CONFIG_DIR"] = str(tmp_path / "client-config")
     env["PYTHONUNBUFFERED"] = "1"
     env["CHAT_RELAY_PORT"] = "0"  # a server started here takes any free port for its relay
+    # Downloads stay in the test's directory, never in the user's download folder.
+    env["CHAT_DOWNLOAD_DIR"] = str(tmp_path)
     env.update(extra)
     return env
 
@@ -165,10 +175,12 @@ class ServerProcess:
     """``twistd -n spchat`` in a subprocess, on a free loopback port (and
     its IRC gateway's, if ``--irc`` is given: ``irc_port``)."""
 
-    def __init__(self, tmp_path, *args, env=None, preexec_fn=None):
-        """``preexec_fn``: run in the child before twistd (set its limits)."""
+    def __init__(self, tmp_path, *args, env=None, preexec_fn=None, no_pid_file=True):
+        """``preexec_fn``: run in the child before twistd (set its limits);
+        ``no_pid_file`` False: without ``--pidfile=``, as the README writes it."""
         self.proc = subprocess.Popen(
-            twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
+            twistd_command() + ["-n", *(["--pidfile="] if no_pid_file else []), "spchat",
+                                "--host", "127.0.0.1",
                                 "--tcp-port", "0", "--udp-port", "0",
                                 "--data-dir", str(tmp_path / "data"), *args],
             cwd=tmp_path,

@@ -112,13 +112,13 @@ def test_a_broadcast_and_a_disconnect_all_reach_every_node(cluster):
     _, bob = login(cluster["b"], "bob")
     settle(cluster["b"])
     reply = cluster.admin("a", "broadcast", reason="maintenance at noon")
-    assert reply.text == "broadcast to 1 sessions on node a; sent to every node"
+    assert reply.text == "broadcast to 1 session on node a; sent to every node"
     assert [n.text for n in bob.of(wire.Notice) if n.kind == "broadcast"] == [
         "server: maintenance at noon"]
     assert cluster.admin("a", "disconnect_all", reason="moving").ok
     assert alice.closed[0] == bob.closed[0] == "disconnected"
     assert cluster.audit["b"][-1] == "admin act from node a: disconnect_all: " \
-                                     "disconnected 1 sessions here"
+                                     "disconnected 1 session here"
 
 
 def test_a_shutdown_with_a_node_stops_that_node_only_and_without_one_every_node(cluster):

@@ -72,7 +72,7 @@ def test_admin_acts_asked_of_node_a_act_on_users_of_node_b(tmp_path, pins, pg_ur
 
         said = yield admin("broadcast", "maintenance at noon")
         assert said.returncode == 0, said.stderr
-        assert said.stdout.strip() == "broadcast to 1 sessions on node a; sent to every node"
+        assert said.stdout.strip() == "broadcast to 1 session on node a; sent to every node"
         for client in (alice, dave):
             yield wait_until(lambda c=client: any(
                 n.text == "server: maintenance at noon" for n in c.rec.of(wire.Notice)))
@@ -91,7 +91,7 @@ def test_admin_acts_asked_of_node_a_act_on_users_of_node_b(tmp_path, pins, pg_ur
         log = "".join(process.log)
         assert "Traceback" not in log and "Unhandled" not in log, log
     assert "audit: admin act from node a: kick bob: kicked here" in "".join(b.log)
-    assert "audit: admin act from node a: broadcast: broadcast to 1 sessions here" \
+    assert "audit: admin act from node a: broadcast: broadcast to 1 session here" \
         in "".join(b.log)
 
 
@@ -134,7 +134,7 @@ def test_shutdown_of_one_node_stops_it_alone_and_without_a_node_stops_all(tmp_pa
         for process in (a, b, c):
             if process.proc.poll() is None:
                 process.stop()
-    assert "audit: admin act from node a: shutdown: disconnected 1 sessions here" \
+    assert "audit: admin act from node a: shutdown: disconnected 1 session here" \
         in "".join(c.log)
 
 

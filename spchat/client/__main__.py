@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
+from pathlib import Path
 
 from spchat import config
+from spchat.client.addresses import add_server_options, check_server_options
 from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 
 
@@ -18,8 +21,7 @@ def parse_args(argv, cfg: config.Config):
         "--cli", action="store_true",
         help="line mode for terminals and scripts (default: the desktop window)",
     )
-    parser.add_argument("--host", help=f"server address (default {cfg.client_host})")
-    parser.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
+    add_server_options(parser, cfg)
     parser.add_argument(
         "--name", help="the name to chat under (the window then connects at once)"
     )
@@ -34,13 +36,17 @@ def parse_args(argv, cfg: config.Config):
              "(960x580, 960x580+0+0)",
     )
     parser.add_argument(
+        "--download-dir", type=Path, metavar="DIR",
+        help="where downloads are saved (default: CHAT_DOWNLOAD_DIR, else spchat/ in the "
+             "desktop's download folder)",
+    )
+    parser.add_argument(
         "--forget-server",
         metavar="HOST:PORT",
         help="forget the pinned key of a server whose key was really replaced",
     )
     args = parser.parse_args(argv)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        parser.error(f"--port {args.port}: port must be 1-65535")
+    check_server_options(parser, args, cfg)
     return parser, args
 
 
@@ -73,6 +79,8 @@ def main(argv=None) -> int:
 
         return transfer.main(argv, cfg, pins)
     parser, args = parse_args(argv, cfg)
+    if args.download_dir is not None:
+        cfg = dataclasses.replace(cfg, download_dir=args.download_dir)
     if args.forget_server:
         return forget_server(pins, args.forget_server)
     if not args.cli:
@@ -89,6 +97,7 @@ def main(argv=None) -> int:
     from twisted.internet import defer, task
 
     from spchat.client.cli import LineModeClient
+    from spchat.client.downloads import download_dir
     from spchat.client.session import ChatClient
 
     def run(reactor):
@@ -107,7 +116,8 @@ def main(argv=None) -> int:
             sys.stderr.write(f"spchat: warning: file sharing is off: cannot take peer "
                              f"connections on port {cfg.p2p_port}: {e}\n")
             sharing = None
-        cli = LineModeClient(reactor, client, sharing=sharing, download_dir=cfg.download_dir)
+        cli = LineModeClient(reactor, client, sharing=sharing,
+                             download_dir=download_dir(cfg.download_dir))
         return cli.run().addBoth(lambda status: (sharing.stop() if sharing else
                                                  defer.succeed(None)).addBoth(lambda _: status))
 

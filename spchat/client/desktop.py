@@ -26,8 +26,11 @@ from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from spchat.client.addresses import listed
+from spchat.client.alternate import alternate_name
 from spchat.client.commands import unsent_text
 from spchat.client.connect import ConnectForm, check_form, load_last, save_last, trust_question
+from spchat.client.downloads import download_dir
 from spchat.client.notify import DesktopNotifier
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.presenter import ChatPresenter
@@ -96,7 +99,6 @@ class DesktopController:
     def _dial(self) -> None:
         form, cfg = self.form, self.cfg
         assert form is not None, "submit() fills the form before any dial"
-        self.view.show_busy(f"connecting to {form.host}:{form.port}…")
         client = ChatClient(
             self.reactor, form.host, form.port, form.name, self.pins,
             # Tied to this client: a client left behind (Leave, then Connect
@@ -106,10 +108,11 @@ class DesktopController:
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=form.password, register=form.register, accept_new_keys=False,
         )
+        self.view.show_busy(f"connecting to {listed(client.addresses)}…")
         self.client = client
         self.sharing, problem = self._start_sharing(client)
         self.presenter = ChatPresenter(client, sharing=self.sharing,
-                                       download_dir=cfg.download_dir)
+                                       download_dir=download_dir(cfg.download_dir))
         self.presenter.on_change = lambda: self._changed() if client is self.client else None
         self.presenter.on_attention = lambda title, text: self._attention(client, title, text)
         if problem:
@@ -156,7 +159,21 @@ class DesktopController:
             self.trust_problem = client.trust_problem
             self.view.show_trust(trust_question(client.trust_problem))
             return
+        if failure.value.code == "name_taken":
+            self._offer_another_name(str(failure.value))
+            return
         self.view.show_connect(None, str(failure.value))
+
+    def _offer_another_name(self, refusal: str) -> None:
+        """The name is in use: the form comes back with another one in it,
+        one Connect away (as an IRC client tries its alternate nick)."""
+        form = self.form
+        assert form is not None, "a login refused was dialled from the form"
+        other = alternate_name(form.name)
+        values = {"host": form.host, "port": str(form.port), "name": other,
+                  "password": form.password or "", "register": form.register}
+        self.view.show_connect(values, f"{refusal}; {other} is filled in instead: "
+                                       "Connect to use it, or type another name")
 
     def cancel(self) -> None:
         """The connect form's Cancel while connecting: the attempt is dropped
@@ -168,7 +185,7 @@ class DesktopController:
         self._stop_sharing()
         client.logout()
         self.view.show_connect(None, f"not connected: cancelled while connecting to "
-                                     f"{client.host}:{client.port}")
+                                     f"{client.where}")
 
     # --- trust on first contact -------------------------------------------------
 
@@ -277,7 +294,8 @@ class DesktopController:
         client = self.client
         if client is None or not isinstance(client.trust_problem, PinMismatch):
             return
-        self.pins.forget(client.host, client.port)
+        host, _, port = client.trust_problem.where.rpartition(":")
+        self.pins.forget(host, int(port))  # the pin that disagrees (one of a list's)
         self._logout()
         self._dial()
 

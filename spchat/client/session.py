@@ -21,6 +21,11 @@ terminals or windows.
   drops any number it has already seen in a conversation, so each message
   shows once.
 * If the session has expired it logs in again with the same positions.
+* It may be given several addresses (the nodes of one server, or a name
+  with several A records; see spchat.client.addresses).  Each attempt tries
+  them all in turn, starting after the one it was on, and the key pinned
+  for one of them is the key of all.  One node shutting down sends it to
+  the others.
 * After a kick, flooding or a logout it does not come back by itself.
 """
 
@@ -35,11 +40,12 @@ from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IListeningPort
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import connectProtocol
 from twisted.logger import Logger
 
 from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
+from spchat.client.addresses import Failover, Resolve, endpoint, parse_addresses, system_resolver
 from spchat.client.keepalive import Keepalive
 from spchat.client.members import Member, MemberList, name_key
 from spchat.client.neterrors import dial_error_text, no_answer_text, not_spchat_text
@@ -131,6 +137,10 @@ class Positions:
 class ClientError(Exception):
     """Something the user must be told in one line; the session cannot go on."""
 
+    def __init__(self, text: str, code: str = ""):
+        super().__init__(text)
+        self.code = code  # the server's refusal code, if it refused the login
+
 
 @dataclass(frozen=True)
 class Status:
@@ -142,6 +152,9 @@ class Status:
     retry_in: float = 0.0  # reconnecting: seconds until this attempt starts
     reason: str = ""  # reconnecting, offline: what happened
     resumed: bool = False  # connected: back after a drop
+    # connected: the address it is on, when it has several to choose from
+    # ("" with a single one).
+    address: str = ""
     # offline: "manual" (the user may reconnect), or "never" (kicked, name
     # lost, key changed).
     recovery: str = "manual"
@@ -166,9 +179,16 @@ class ChatClient:
         password: str | None = None,
         register: bool = False,
         accept_new_keys: bool = True,
+        resolve: Resolve | None = None,
     ):
+        """``host``: one address or several (``a,b:7001``, see
+        spchat.client.addresses), each on ``port`` unless it names its own;
+        ValueError if it cannot be read.  ``resolve``: how names are looked
+        up (the system's resolver by default)."""
         self.reactor = reactor
-        self.host, self.port, self.requested_name = host, port, name
+        self.addresses = parse_addresses(host, port)
+        self.failover = Failover(self.addresses, resolve or system_resolver(reactor))
+        self.requested_name = name
         self.pins = pins
         self.on_event = on_event
         self.on_status = on_status
@@ -219,8 +239,9 @@ class ChatClient:
         self._fatal: str | None = None  # a reason never to retry
         self._answer_timer: IDelayedCall | None = None
         self._dialing = False  # a connection attempt is under way
-        # (its Deferred, its protocol) while dialing
-        self._attempt_in_progress: tuple[defer.Deferred, ChatClientProtocol] | None = None
+        self._in_round = False  # trying the addresses, not yet let in
+        # (its Deferred, its protocol: None while names are looked up) while dialing
+        self._attempt_in_progress: tuple[defer.Deferred, ChatClientProtocol | None] | None = None
         self._new_password: str | None = None  # sent, not yet confirmed
         self._requests: list[wire.Message] = []  # commands typed while not in
         self._udp: IListeningPort | None = None
@@ -258,15 +279,55 @@ class ChatClient:
         self._set_status(Status("connecting"))
         self._dial()
 
+    # Where it is (or is trying to get in), as given; the first address before any.
+
+    @property
+    def host(self) -> str:
+        return self.failover.address.host
+
+    @property
+    def port(self) -> int:
+        return self.failover.address.port
+
+    @property
+    def where(self) -> str:
+        """``host:port``, and the IP dialed if a name was given."""
+        return self.failover.where
+
+    @property
+    def server_ip(self) -> str:
+        """The IP address of the node it is on: that node's relay is there too."""
+        return self.failover.ip
+
     def _dial(self) -> None:
+        """A round: each address once, in turn, until one lets us in."""
         self._dialing = True
-        endpoint = HostnameEndpoint(
-            self.reactor, self.host, self.port, timeout=self.connect_timeout
-        )
+        self._in_round = True
+        resolving = self.failover.new_round()
+        self._attempt_in_progress = (resolving, None)
+        resolving.addCallbacks(lambda _: self._dial_next(), self._dial_failed)
+
+    def _dial_next(self) -> None:
+        if self._leaving:  # logged out while the names were looked up
+            self._dialing = False
+            self._give_up("logged out", "never")
+            return
+        candidate = self.failover.next()
+        if candidate is None:
+            self._dialing = self._in_round = False
+            self._connection_failed(self.failover.round_failure())
+            return
+        self._dialing = True
         proto = ChatClientProtocol(self.reactor, self._verify_server, self)
-        connecting = connectProtocol(endpoint, proto)
+        connecting = connectProtocol(endpoint(self.reactor, candidate, self.connect_timeout),
+                                     proto)
         self._attempt_in_progress = (connecting, proto)
         connecting.addCallbacks(self._dialled, self._dial_failed)
+
+    def _candidate_failed(self, reason: str) -> None:
+        """This address did not let us in: the next of the round, if any."""
+        self.failover.failed(reason)
+        self._dial_next()
 
     def _dialled(self, proto: ChatClientProtocol) -> None:
         # TCP is up; a server that then says nothing (stopped, or not spchat
@@ -277,7 +338,7 @@ class ChatClient:
 
     def _no_answer(self, proto: ChatClientProtocol) -> None:
         self._answer_timer = None
-        proto.failure = no_answer_text(self.host, self.port, self.connect_timeout)
+        proto.failure = no_answer_text(self.where, self.connect_timeout)
         proto.timed_out = True
         proto.transport.abortConnection()
 
@@ -294,7 +355,7 @@ class ChatClient:
         connecting, proto = attempt
         if not connecting.called:
             connecting.cancel()
-        elif proto.transport is not None:
+        elif proto is not None and proto.transport is not None:
             proto.transport.abortConnection()
 
     def _dial_failed(self, failure) -> None:
@@ -302,13 +363,16 @@ class ChatClient:
         if self._leaving:  # cancelled (logged out while dialing)
             self._give_up("logged out", "never")
             return
-        self._connection_failed(dial_error_text(failure, self.host, self.port))
+        self._candidate_failed(dial_error_text(failure, self.host, self.port, self.where))
 
     def _verify_server(self, fingerprint: str) -> None:
         self.server_fingerprint = fingerprint
+        address = self.failover.address
+        # The addresses given together are one server's nodes: one key.
+        others = tuple((a.host, a.port) for a in self.addresses if a != address)
         try:
             self.newly_pinned = self.pins.check(
-                self.host, self.port, fingerprint, self.accept_new_keys
+                address.host, address.port, fingerprint, self.accept_new_keys, others
             )
         except (PinMismatch, UnknownServer) as e:
             self.trust_problem = e
@@ -513,7 +577,7 @@ class ChatClient:
         bye = self._bye
         if self._leaving:
             self._set_status(Status("offline", reason="logged out", recovery="never"))
-        elif bye is not None and bye.code in wire.NO_RECONNECT_CODES:
+        elif bye is not None and bye.code in wire.NO_RECONNECT_CODES and not self._moves_on(bye):
             self._welcome = None  # that session is over: a new one next time
             recovery = "manual" if bye.code == "shutdown" else "never"
             self._set_status(Status("offline", reason=bye.text, recovery=recovery))
@@ -524,11 +588,18 @@ class ChatClient:
         else:
             reason = bye.text if bye is not None else (failure or "connection lost")
             if bye is None and failure and self._not_spchat(proto):
-                reason = not_spchat_text(self.host, self.port)
-            self._connection_failed(reason)
+                reason = not_spchat_text(self.where)
+            if self._in_round:
+                self._candidate_failed(reason)
+            else:
+                self._connection_failed(reason)
         self._check_acks()
         if self._closed is not None and not self._closed.called:
             self._closed.callback(None)
+
+    def _moves_on(self, bye: wire.Bye) -> bool:
+        """One node of several shutting down: another one takes us in."""
+        return bye.code == "shutdown" and self.failover.seen_several
 
     @staticmethod
     def _not_spchat(proto) -> bool:
@@ -567,10 +638,10 @@ class ChatClient:
             self._retry_call.cancel()
         self._retry_call = None
 
-    def _give_up(self, reason: str, recovery: str) -> None:
+    def _give_up(self, reason: str, recovery: str, code: str = "") -> None:
         self._set_status(Status("offline", reason=reason, recovery=recovery))
         if self._first is not None and not self._first.called:
-            self._first.errback(ClientError(reason))
+            self._first.errback(ClientError(reason, code))
         self._check_acks()
 
     def _refused(self, error: wire.Error) -> None:
@@ -584,7 +655,7 @@ class ChatClient:
         text = f"login refused: {error.text}"
         if self._first is None or self._first.called:
             text = f"could not log in again: {error.text}"
-        self._give_up(text, "never")
+        self._give_up(text, "never", error.code)
         if self.proto is not None:
             self.proto.hang_up()
 
@@ -595,6 +666,7 @@ class ChatClient:
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
+        self._in_round = False
         self._member_parts = {}
         self._entered = set()  # the rooms come again, each with where it is now
         self._expect_rooms(welcome)
@@ -603,7 +675,8 @@ class ChatClient:
         self._window = FIRST_WINDOW
         self._to_send = deque(self.outbox)
         first = self._first is not None and not self._first.called
-        self._set_status(Status("connected", resumed=not first))
+        shown = self.where if self.failover.seen_several else ""
+        self._set_status(Status("connected", resumed=not first, address=shown))
         self._start_presence(welcome)
         self._start_keepalive(welcome)
         if first and self._first is not None:
@@ -797,6 +870,11 @@ class ChatClient:
         seen = self.positions.get(conversation)
         before = self._oldest.get(key, wire.MAX_INT if seen is None else seen + 1)
         self._request(wire.HistoryRequest(before, limit, conversation))
+
+    def forget_shown(self, conversation: str) -> None:
+        """What was shown of a conversation is gone (its tab was closed): its
+        next page of history is the newest again."""
+        self._oldest.pop(conversation_key(conversation), None)
 
     def join(self, room: str, private: bool = False, password: str | None = None) -> None:
         """Join a room, creating it (``private``: invited people only) if new;

@@ -21,6 +21,8 @@ import sys
 from twisted.internet import defer, task
 
 from spchat import config
+from spchat.client.addresses import add_server_options, check_server_options
+from spchat.client.downloads import download_dir
 from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 from spchat.p2p.report import progress_text, size_text, summary_text
 
@@ -36,16 +38,14 @@ def parse_args(argv, cfg: config.Config):
     share.add_argument("paths", nargs="+", metavar="PATH")
     get = sub.add_parser("get", help="download one file and exit")
     get.add_argument("file", metavar="ID", help="the file's id (6 or more hex digits)")
-    get.add_argument("--dir", help=f"where to save it (default {cfg.download_dir})")
+    get.add_argument("--dir", help=f"where to save it (default {download_dir(cfg.download_dir)})")
     get.add_argument("--json", action="store_true", help="print the summary as JSON")
     for p in (share, get):
-        p.add_argument("--host", help=f"server address (default {cfg.client_host})")
-        p.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
+        add_server_options(p, cfg)
         p.add_argument("--name", required=True, help="the name to log in with")
         add_password_options(p)
     args = parser.parse_args(argv)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        parser.error(f"--port {args.port}: port must be 1-65535")
+    check_server_options(parser, args, cfg)
     args.password = password_or_exit(args, ask=terminal_prompt())  # before the reactor
     return args
 
@@ -111,7 +111,7 @@ def main(argv, cfg: config.Config, pins) -> int:
                     return 1
                 yield client.logout()
                 return 0
-            fetch = yield node.fetch(args.file, args.dir or cfg.download_dir)
+            fetch = yield node.fetch(args.file, args.dir or download_dir(cfg.download_dir))
             stop_requested.addCallback(lambda _: fetch.stop())
             ticker = task.LoopingCall(lambda: err(progress_text(fetch.progress())))
             ticker.clock = reactor

@@ -29,7 +29,7 @@ RELAY_TIMEOUT = 15.0
 HOLDING_EVERY = 2.0  # seconds between "I have N pieces" reports
 SAVE_EVERY = 2.0  # seconds between saves of a download's state
 ASK_AGAIN_AFTER = 3.0  # seconds with no peer before asking the server for others
-GIVE_UP_AFTER = 60.0  # seconds with no peer and no progress: the download fails
+GIVE_UP_AFTER = 60.0  # seconds with nothing fetched from anyone: the download fails
 
 
 class SharingError(Exception):
@@ -110,7 +110,7 @@ class Fetch:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.node.reactor, True, transfer, key, self.swarm, name,
             preamble=peer.relay_header(transfer, key, "fetch"), path="relay")
-        d = peer.dial(self.node.reactor, self.node.client.host, port, make, RELAY_TIMEOUT)
+        d = peer.dial(self.node.reactor, self.node.client.server_ip, port, make, RELAY_TIMEOUT)
         d.addErrback(lambda f: self.swarm.unreachable(name, "relay", f.getErrorMessage()))
 
     # --- progress ---------------------------------------------------------------
@@ -151,15 +151,15 @@ class Fetch:
 
     def _save(self) -> None:
         """Every SAVE_EVERY seconds: save the state, and look for peers if
-        none is left."""
+        nothing is being fetched (none is left, or those left lack what
+        is missing): a download finishes, or says why it stopped."""
         self.download.save_state().addErrback(self._not_saved)
         now = time.monotonic()
-        if self.swarm.peers:
+        if self.swarm.fetching:
             self._last_progress = now
             return
         if now - self._last_progress > GIVE_UP_AFTER:
-            self.swarm.fail(f"no peer could be reached for {GIVE_UP_AFTER:.0f} s "
-                            f"(directly or through the relay); run it again to resume")
+            self.swarm.fail(f"{self.swarm.why_idle(GIVE_UP_AFTER)}; run it again to resume")
         elif now - self._last_asked >= ASK_AGAIN_AFTER:
             self._last_asked = now
             self.node.ask_again(self)
@@ -416,7 +416,7 @@ class SharingNode:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
             preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
-        peer.dial(self.reactor, self.client.host, msg.relay_port, make,
+        peer.dial(self.reactor, self.client.server_ip, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 
     def welcomed(self, welcome: wire.Welcome) -> None:

@@ -8,6 +8,8 @@ which piece to ask each peer for; a piece is asked of one peer, block by
 block, ``PIPELINE`` blocks in flight per peer; a piece that is complete is
 hashed before it is written or announced; a bad one is a strike against the
 one peer that sent it and is asked for again, elsewhere if possible.  A
+copy that comes while another is being hashed is kept until that one is
+known good (then it is dropped) or bad (then it is tried).  A
 peer that sends a block nobody asked for, or does not answer for
 ``REQUEST_TIMEOUT`` seconds, is dropped and its pieces go to the others.
 
@@ -124,10 +126,11 @@ class Swarm:
     def __init__(self, clock, manifest: Manifest, source=None,
                  download: Download | None = None, upload_bps: int = 0,
                  on_piece=lambda index: None, on_complete=lambda: None,
-                 on_failed=lambda reason: None):
+                 on_failed=lambda reason: None, disk: DiskQueue | None = None):
         self.clock = clock
         self.manifest = manifest
-        self.disk = DiskQueue(clock)  # the one file's, reads and writes in order
+        # The one file's, reads and writes in order.
+        self.disk = disk if disk is not None else DiskQueue(clock)
         self.download = DownloadOnDisk(self.disk, download) if download is not None else None
         self.source: SeedOnDisk | DownloadOnDisk
         if source is not None:
@@ -147,7 +150,9 @@ class Swarm:
         self.closed = False  # closed: late peers are turned away
         self.picker: PiecePicker | None = None
         self._serve_queue: deque = deque()
-        self._storing: set[int] = set()  # pieces being hashed and written
+        # Pieces being hashed and written -> the copies other peers sent
+        # meanwhile, (peer, data): tried in turn if that one is bad.
+        self._storing: dict[int, deque] = {}
         self._tokens = float(upload_bps)
         self._refill_at = clock.seconds()
         self._serve_call: IDelayedCall | None = None
@@ -167,6 +172,23 @@ class Swarm:
     def bytes_done(self) -> int:
         have = self.picker.have if self.picker is not None else self.source.have
         return sum(self.manifest.piece_range(i)[1] for i in have)
+
+    @property
+    def fetching(self) -> bool:
+        """A block is asked of a peer (it answers, or is dropped in time),
+        or a piece is being hashed and written: the download moves."""
+        return bool(self._storing) or any(peer.asked for peer in self.peers.values())
+
+    def why_idle(self, seconds: float) -> str:
+        """Why nothing was fetched for ``seconds``, though pieces are missing."""
+        if not self.peers:
+            return f"no peer could be reached for {seconds:.0f} s (directly or through the relay)"
+        missing = self.picker.wanted() if self.picker is not None else set()
+        if any(peer.have & missing for peer in self.peers.values()):
+            return f"nothing came from the connected peers ({len(self.peers)}) for {seconds:.0f} s"
+        what = "the piece" if len(missing) == 1 else f"the {len(missing)} pieces"
+        return (f"none of the connected peers ({len(self.peers)}) has had {what} still "
+                f"missing for {seconds:.0f} s")
 
     def stats_for(self, conn) -> PeerStats:
         return self.stats.setdefault(conn.name, PeerStats(path=conn.path))
@@ -351,19 +373,24 @@ class Swarm:
         self._forget(peer, piece, cancel=False)
         # Blocks come only when asked for, and only a download asks.
         assert self.picker is not None and self.download is not None
-        if piece in self._storing or piece in self.picker.have:
+        if piece in self.picker.have:
             return  # the endgame: another peer's copy came first
-        self._storing.add(piece)
+        if piece in self._storing:
+            # Another copy is being hashed (the endgame, or a dropped peer's
+            # piece asked again): keep this one in case that one is bad.
+            self._storing[piece].append((peer, data))
+            return
+        self._storing[piece] = deque()
+        self._store(peer, piece, data)
+
+    def _store(self, peer: PeerState, piece: int, data: bytes) -> None:
+        assert self.download is not None, "only a download stores pieces"
         d = self.download.write_piece(piece, data)
-        d.addBoth(self._stored, piece)
         d.addCallbacks(self._piece_stored, self._piece_not_stored,
-                       callbackArgs=(peer, piece))
+                       callbackArgs=(peer, piece), errbackArgs=(piece,))
 
-    def _stored(self, result, piece: int):
-        self._storing.discard(piece)
-        return result
-
-    def _piece_not_stored(self, failure) -> None:
+    def _piece_not_stored(self, failure, piece: int) -> None:
+        self._storing.pop(piece, None)
         if not failure.check(DiskClosed):  # closed: nothing more to do
             self.fail(failure.getErrorMessage() if failure.check(StorageError)
                       else f"cannot write the download: {failure.getErrorMessage()}")
@@ -373,12 +400,16 @@ class Swarm:
             return
         assert self.picker is not None, "only a download stores pieces"
         if not written:
-            if self.peers.get(peer.conn) is peer:
-                self._strike(peer, piece)
-            else:  # it left meanwhile: the piece is free for the others
-                self.picker.failed(piece, peer.conn)
-                self._fill_all()
+            self._bad_copy(peer, piece)
+            spares = self._storing[piece]
+            if spares:
+                spare_peer, data = spares.popleft()
+                self._store(spare_peer, piece, data)
+            else:
+                del self._storing[piece]
+            self._fill_all()
             return
+        del self._storing[piece]  # and the other copies with it
         for other in self.picker.done(piece):
             if other is not peer.conn and other in self.peers:
                 self._forget(self.peers[other], piece, cancel=True)
@@ -390,17 +421,19 @@ class Swarm:
         else:
             self._fill_all()
 
-    def _strike(self, peer: PeerState, piece: int) -> None:
+    def _bad_copy(self, peer: PeerState, piece: int) -> None:
+        """``peer``'s copy of ``piece`` did not match its hash."""
+        assert self.picker is not None, "only a download stores pieces"
+        self.picker.failed(piece, peer.conn)
+        if self.peers.get(peer.conn) is not peer or peer.conn.closing:
+            return  # it left, or is being dropped, meanwhile: no more strikes
         peer.strikes += 1
         stats = self.stats_for(peer.conn)
         stats.bad_pieces += 1
-        assert self.picker is not None, "only a download stores pieces"
-        self.picker.failed(piece, peer.conn)
         if peer.strikes >= MAX_STRIKES:
             self.banned.add(peer.conn.name)
             stats.dropped = f"dropped: {peer.strikes} pieces did not match their hashes"
             peer.conn.fail(stats.dropped)
-        self._fill_all()
 
     def _rejected(self, peer: PeerState, reject: peerwire.Reject) -> None:
         if peer.asked.pop((reject.piece, reject.offset), None) is None:

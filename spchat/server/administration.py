@@ -19,12 +19,12 @@ from spchat import wire
 from spchat.cluster.acts import Act, ClusterActs
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.rooms import RoomDirectory
-from spchat.server.rules import Refused, normalise_name, plain, quoted
+from spchat.server.rules import Refused, ban_length, counted, normalise_name, plain, quoted
 from spchat.server.sessions import Link, SessionTable
 
 
 # Operations that change nothing: no audit line.
-READ_ONLY_OPS = ("list", "rooms", "room_info", "stats")
+READ_ONLY_OPS = ("list", "rooms", "room_info", "stats", "bans")
 
 
 class Administration:
@@ -76,9 +76,9 @@ class Administration:
         text, rows, *more = result
         if msg.op not in READ_ONLY_OPS:
             self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
-        rooms, members, stats = (*more, (), (), ())[:3]
+        rooms, members, stats, bans = (*more, (), (), (), ())[:4]
         parts = wire.table_parts({"sessions": rows, "rooms": rooms, "members": members,
-                                  "stats": stats})
+                                  "stats": stats, "bans": bans})
         for i, part in enumerate(parts):
             link.conn.send(wire.AdminReply(msg.rid, True, text, **part,
                                            more=i < len(parts) - 1))
@@ -160,21 +160,24 @@ class Administration:
             return self._room_operation(msg)
         if msg.op == "list":
             rows = self.session_rows()
-            return f"{len(rows)} sessions", rows
+            return counted(len(rows), "session"), rows
         if msg.op == "stats":
             figures = self.stats()
-            return f"{len(figures)} figures", (), (), (), figures
+            return counted(len(figures), "figure"), (), (), (), figures
+        if msg.op == "bans":
+            return self.logins.bans().addCallback(self._ban_rows)
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
             name = msg.name or ""
-            kicked = self.kick(name, reason)
+            # The one kicked is told of the ban too, and for how long.
+            kicked = self.kick(name, reason, msg.minutes)
             if not kicked and self.acts is None:
                 raise Refused("unknown_user", f"nobody called {quoted(name)} is here")
             banned = ""
             if msg.minutes is not None:
                 self.logins.ban(name, msg.minutes, reason)
-                banned = f" and banned for {msg.minutes:g} minutes"
+                banned = f" and banned {ban_length(msg.minutes)}"
             self._tell_nodes(Act("kick", name, reason))
             return self._where(f"kicked {name}{banned}", kicked,
                                f"the kick of {name}{banned} was sent to every node"), ()
@@ -183,7 +186,7 @@ class Administration:
             here = self.sessions.by_key.get(self._key(name) or "") is not None
             if not self.logins.ban(name, msg.minutes, reason):
                 raise Refused("bad_request", f"cannot ban {quoted(name)}")
-            how_long = "for ever" if msg.minutes is None else f"for {msg.minutes:g} minutes"
+            how_long = ban_length(msg.minutes)
             until = None if msg.minutes is None else self.clock.seconds() + msg.minutes * 60
             self._tell_nodes(Act("ban", name, reason, until))
             return self._where(f"banned {name} {how_long}", here,
@@ -228,11 +231,11 @@ class Administration:
             return "its session here ended" if ended else "not on this node"
         if act.op == "broadcast":
             self._broadcast(act.reason)
-            return f"broadcast to {len(self.sessions)} sessions here"
+            return f"broadcast to {counted(len(self.sessions), 'session')} here"
         count = self._disconnect_all(act.op, act.reason)
         if act.op == "shutdown":
             self.clock.callLater(0, self.on_shutdown)  # after the goodbyes are written
-        return f"disconnected {count} sessions here"
+        return f"disconnected {counted(count, 'session')} here"
 
     def _tell_nodes(self, act: Act) -> None:
         if self.acts is not None:
@@ -246,8 +249,8 @@ class Administration:
 
     def _counted(self, done: str, count: int) -> str:
         if self.acts is None:
-            return f"{done} {count} sessions"
-        return f"{done} {count} sessions on node {self.node}; sent to every node"
+            return f"{done} {counted(count, 'session')}"
+        return f"{done} {counted(count, 'session')} on node {self.node}; sent to every node"
 
     @staticmethod
     def _key(name: str) -> str | None:
@@ -272,6 +275,12 @@ class Administration:
         for session in list(self.sessions.by_id.values()):
             self.end_session(session, code, text, code, f"{session.name} left ({code})")
         return count
+
+    @staticmethod
+    def _ban_rows(bans: list) -> tuple:
+        rows = tuple((name, None if until is None else int(until * 1000), reason)
+                     for name, until, reason in bans)
+        return counted(len(rows), "ban"), (), (), (), (), rows
 
     def session_rows(self) -> tuple[tuple, ...]:
         """The admin's table: one row per session, offline ones last (see

@@ -35,7 +35,8 @@ from spchat.server.memory_store import MemoryStore
 from spchat.server.messaging import Messaging
 from spchat.server.room_commands import RoomCommands
 from spchat.server.rooms import ROOM_EVENT_SECONDS, RoomDirectory  # noqa: F401 (tests)
-from spchat.server.rules import Limits, Ports, Refused, TokenBucket, normalise_name, plain
+from spchat.server.rules import (Limits, Ports, Refused, TokenBucket, ban_length, normalise_name,
+                                 plain)
 from spchat.server.sessions import Link, Session, SessionTable, State
 from spchat.server.sharing import Sharing
 
@@ -434,8 +435,9 @@ class ChatCore:
         if link is not None:
             link.conn.close(code, text)
 
-    def kick(self, name: str, reason: str) -> bool:
-        """Take a user off the server at once; the client is told and stays away."""
+    def kick(self, name: str, reason: str, ban_minutes: float | None = None) -> bool:
+        """Take a user off the server at once; the client is told (of the ban
+        that goes with it, if any: ``ban_minutes``) and stays away."""
         try:
             _, key = normalise_name(name)
         except Refused:
@@ -444,8 +446,9 @@ class ChatCore:
         if session is None:
             return False
         reason = plain(reason)
+        banned = "" if ban_minutes is None else f" and banned {ban_length(ban_minutes)}"
         self._end(
-            session, "kicked", f"you were kicked: {reason}",
+            session, "kicked", f"you were kicked{banned}: {reason}",
             f"kicked: {reason}", f"{session.name} was kicked ({reason})",
         )
         return True

@@ -103,8 +103,10 @@ class Messaging:
         if record is not None:
             self._send_line(session, record)  # its acknowledgement, again
             return
+        # Said in full: the sender must not think it will wait for them.
         self._tell(session, wire.Error(
-            "unknown_user", f"nobody called {quoted(msg.to)} is here", msg.cid))
+            "unknown_user", f"nobody called {quoted(msg.to)} is online, and direct messages "
+            "are not kept for anyone away: send it again when they are back", msg.cid))
 
     def _accept(self, record: Record) -> None:
         self._unsaved[record.sent_as] = record

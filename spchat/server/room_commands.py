@@ -24,7 +24,7 @@ from spchat.server.room_settings import RoomSettings, room_password_form
 from spchat.server.room_sync import RoomSync
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import (
-    Limits, Refused, ban_text, normalise_name, normalise_room, plain, quoted,
+    Limits, Refused, ban_length, ban_text, normalise_name, normalise_room, plain, quoted,
 )
 from spchat.server.sessions import Session, SessionTable
 from spchat.terminal import SafeLogger
@@ -361,7 +361,7 @@ class RoomCommands:
         if room.roles.pop(key, None) is not None:
             self._saved(self.store.set_role(room.key, key, display, None), room.key)
         self._saved(self.store.remove_membership(key, room.key))
-        how_long = "for ever" if minutes is None else f"for {minutes:g} minutes"
+        how_long = ban_length(minutes)
         notice = wire.Notice(room.name, self.now_ms(), "ban",
                              f"{display} was banned by {actor.name} {how_long} ({reason})",
                              display, actor.name, reason)
