@@ -432,10 +432,22 @@ class Logins:
                 return result
 
             saving.addBoth(saved)
+        self.end_banned(name, until, reason)
+        return True
+
+    def end_banned(self, name: str, until: float | None, reason: str) -> bool:
+        """A banned name's session here goes at once (the ban is saved
+        already, here or by another node); False if it has none here."""
+        try:
+            _, key = normalise_name(name)
+        except Refused:
+            return False
         session = self.sessions.by_key.get(key)
-        if session is not None:
-            self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
-                             f"banned: {reason}", f"{session.name} was banned ({reason})")
+        if session is None:
+            return False
+        reason = plain(reason)
+        self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
+                         f"banned: {reason}", f"{session.name} was banned ({reason})")
         return True
 
     def bans(self) -> defer.Deferred:
