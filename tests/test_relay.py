@@ -474,3 +474,11 @@ def test_a_relay_that_carries_nothing_is_cut(make_relay, tickets):
     for peer in busy:
         peer.transport.loseConnection()
 
+
+
+def test_the_wait_for_a_debt_pays_it_whatever_the_clocks_rounding(clock):
+    bucket = relay_module.ByteBucket(500_000, clock.seconds())
+    wait = bucket.spend(65536, clock.seconds())
+    assert wait > 0
+    clock.advance(wait)  # at 1.7e9 s, 0.13 s is not exact
+    assert bucket.spend(0, clock.seconds()) == 0.0
