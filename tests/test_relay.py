@@ -11,8 +11,8 @@ import time
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import StringTransport
@@ -24,6 +24,7 @@ from spchat.server import relay as relay_module
 from spchat.server.relay import RelayFactory
 
 from conftest import server_config, start_service, stop_services, wait_until
+from helpers import run_until
 
 UNCAPPED = 10**12  # bytes per second: the cap never bites
 
@@ -400,17 +401,6 @@ def pair_in_memory(factory, clock, transfer):
     serve = connect_in_memory(factory, clock, header(transfer, "serve"))
     assert factory.relays[transfer].spliced_at is not None
     return fetch, serve
-
-
-def run_until(clock, predicate, limit=60.0, step=0.01):
-    """Advance ``clock`` a step at a time until ``predicate``; the fake
-    seconds it took."""
-    started = clock.seconds()
-    clock.advance(0)
-    while not predicate():
-        assert clock.seconds() - started < limit, f"not within {limit} s: {predicate}"
-        clock.advance(step)
-    return clock.seconds() - started
 
 
 def test_bytes_sent_before_pairing_are_kept_and_not_read_until_then(memory_relay, fake_tickets,
