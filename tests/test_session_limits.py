@@ -10,6 +10,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from spchat import wire
 from spchat.client.protocol import ChatClientProtocol
+from spchat.server.rules import TokenBucket
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
 
@@ -185,3 +186,12 @@ def test_a_client_that_does_not_read_is_cut_and_the_others_are_not(make_server, 
         raise AssertionError(f"sent {sent}, bob has {len(texts(bob))}, outbox {len(alice.outbox)}, {alice.status}")
     assert [int(t.split()[0]) for t in texts(bob)] == list(range(sent))
     sleepy.proto.transport.abortConnection()
+
+
+def test_the_wait_for_a_token_gives_one_whatever_the_clocks_rounding(clock):
+    bucket = TokenBucket(50, 5, clock.seconds())
+    while bucket.take(clock.seconds()):
+        pass  # the burst spent
+    for _ in range(100):
+        clock.advance(bucket.wait(clock.seconds()))  # at 1.7e9 s, 0.02 s is not exact
+        assert bucket.take(clock.seconds())
