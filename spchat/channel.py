@@ -14,10 +14,12 @@ rules for closing are the security design's:
 from __future__ import annotations
 
 from twisted.internet import error as net_error
+from twisted.internet.interfaces import IDelayedCall
 from twisted.protocols.basic import Int32StringReceiver
 
 from spchat import noise, wire
 from spchat.terminal import SafeLogger
+from spchat.transports import IStreamTransport
 
 # After loseConnection() a peer that never reads would keep us waiting for the
 # send buffer to drain forever; abort if it has not happened by then.
@@ -34,6 +36,7 @@ class NoiseChannel(Int32StringReceiver):
     MAX_LENGTH = noise.MAX_MESSAGE_LEN
     initiator = False
     log = SafeLogger()
+    transport: IStreamTransport  # set by makeConnection before anything here runs
 
     def __init__(self, clock):
         self.clock = clock
@@ -43,7 +46,7 @@ class NoiseChannel(Int32StringReceiver):
         # Int32StringReceiver keeps delivering frames it has already buffered
         # after loseConnection(); this flag makes them go nowhere.
         self.closing = False
-        self._abort_call = None
+        self._abort_call: IDelayedCall | None = None
         self.peer = "?"
         self.handshake_hash: bytes | None = None
 
@@ -155,6 +158,7 @@ class NoiseChannel(Int32StringReceiver):
 
     def _write_handshake(self, refusal: str | None = None) -> None:
         payload = wire.encode(self.handshake_payload())
+        assert self._handshake is not None, "made in connectionMade"
         self.sendString(self._handshake.write_message(payload))
         self._check_complete(refusal)
 

@@ -30,7 +30,7 @@ import sys
 import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple, TypeGuard
 
 import dotenv
 
@@ -296,7 +296,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server_host", "CHAT_SERVER_HOST", "host", "0.0.0.0", _host,
             "Address the server listens on (0.0.0.0 = every IPv4 interface)."),
     Setting("client_host", "CHAT_CLIENT_HOST", None, "127.0.0.1", _host,
-            "Server address clients connect to by default (client --host overrides)."),
+            "Server address clients connect to by default (client --host overrides); several "
+            "nodes of one server as a list, a,b:7001,[::1]:7002, tried in turn."),
     Setting("tcp_port", "CHAT_TCP_PORT", "tcp-port", "5000", _port,
             "TCP chat port, 1-65535 (0 lets the server pick any free port)."),
     Setting("udp_port", "CHAT_UDP_PORT", "udp-port", "5001", _port,
@@ -536,7 +537,7 @@ def _read_dotenv(path: str | os.PathLike) -> dict[str, str | None]:
         raise ConfigError(f"cannot read .env file {os.fspath(path)!r}: {reason}") from None
 
 
-def _set(value: str | None) -> bool:
+def _set(value: str | None) -> TypeGuard[str]:
     return value is not None and value != ""
 
 
@@ -567,8 +568,8 @@ def load_config(
             raw, shown, where = str(given), f"--{s.option}", ""
         elif _set(environ.get(s.env)):
             raw, shown, where = environ[s.env], s.env, ""
-        elif _set(file_values.get(s.env)):
-            raw, shown, where = file_values[s.env], s.env, f" (in {dotenv_label})"
+        elif _set(in_file := file_values.get(s.env)):
+            raw, shown, where = in_file, s.env, f" (in {dotenv_label})"
         else:
             continue
         try:
@@ -581,7 +582,7 @@ def load_config(
         places = []
         if _set(environ.get(name)):
             places.append("the environment")
-        if _set(file_values.get(name)):
+        if dotenv_label is not None and _set(file_values.get(name)):
             places.append(dotenv_label)
         if places:
             warnings.append(

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import struct
 from collections.abc import Iterable
+from typing import Any, Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric.x25519 import (
@@ -119,7 +120,8 @@ def _dh(local: _KeyPair, remote: X25519PublicKey) -> bytes:
 
 # Nonce layouts from the spec (section 12): 32 zero bits, then the 64-bit
 # counter, big-endian for AES-GCM and little-endian for ChaChaPoly.
-_CIPHERS = {
+_AEAD = AESGCM | ChaCha20Poly1305
+_CIPHERS: dict[str, tuple[type[_AEAD], Callable[[int], bytes]]] = {
     "AESGCM": (AESGCM, struct.Struct(">4xQ").pack),
     "ChaChaPoly": (ChaCha20Poly1305, struct.Struct("<4xQ").pack),
 }
@@ -128,7 +130,7 @@ _CIPHERS = {
 
 # name -> (constructor, HASHLEN); hmac derives BLOCKLEN (64/128/64/128) from
 # the constructor's block_size, as RFC 2104 requires.
-_HASHES = {
+_HASHES: dict[str, tuple[Callable[..., Any], int]] = {
     "SHA256": (hashlib.sha256, 32),
     "SHA512": (hashlib.sha512, 64),
     "BLAKE2s": (hashlib.blake2s, 32),
@@ -159,6 +161,7 @@ class CipherState:
     """
 
     __slots__ = ("_aead_cls", "_nonce", "_aead", "_key", "n")
+    _aead: _AEAD | None
 
     def __init__(self, cipher: str = "AESGCM", key: bytes | None = None):
         try:
@@ -353,7 +356,7 @@ def _parse_pattern(text: str):
         arrow, _, rest = line.partition(" ")
         return arrow, tuple(t.strip() for t in rest.split(","))
 
-    pre = {"->": (), "<-": ()}
+    pre: dict[str, tuple[str, ...]] = {"->": (), "<-": ()}
     for line in pre_lines:
         arrow, tokens = split(line)
         pre[arrow] = tokens
@@ -385,6 +388,17 @@ class NoiseProtocol:
         "one_way",
         "psk_count",
     )
+    name: str
+    pattern: str
+    base_pattern: str
+    modifiers: tuple[str, ...]
+    cipher: str
+    hash: str
+    pre_initiator: tuple[str, ...]
+    pre_responder: tuple[str, ...]
+    messages: tuple[tuple[str, ...], ...]
+    one_way: bool
+    psk_count: int
 
     def __repr__(self) -> str:
         return f"<noise.NoiseProtocol {self.name}>"
@@ -492,18 +506,26 @@ class HandshakeState:
         for owner_is_me, tokens in ((self.initiator, proto.pre_initiator),
                                     (not self.initiator, proto.pre_responder)):
             for token in tokens:
-                if token == "e":
-                    key = self._e.public if owner_is_me else self._re
-                    self._sym.mix_hash(key)
-                    if self._psk_mode:
-                        self._sym.mix_key(key)
-                else:  # "s"
-                    self._sym.mix_hash(self._s.public if owner_is_me else self._rs)
+                key = self._pre_message_key(token, owner_is_me)
+                self._sym.mix_hash(key)
+                if token == "e" and self._psk_mode:
+                    self._sym.mix_key(key)
 
         self._index = 0  # next message in proto.messages
         self._psk_index = 0
         self._failed = False
         self._ciphers: tuple[CipherState | None, CipherState | None] | None = None
+
+    def _pre_message_key(self, token: str, mine: bool) -> bytes:
+        """The public key a pre-message names ("e" or "s"), mine or the
+        peer's: _check_keys has made sure it was given."""
+        if mine:
+            pair = self._e if token == "e" else self._s
+            key = pair.public if pair is not None else None
+        else:
+            key = self._re if token == "e" else self._rs
+        assert key is not None, f"a pre-message {token} key, checked at start"
+        return key
 
     def _check_keys(self) -> None:
         """Refuse at once a handshake that lacks a key it will need."""
@@ -619,6 +641,7 @@ class HandshakeState:
                 if self._psk_mode:
                     sym.mix_key(self._e.public)
             elif token == "s":
+                assert self._s is not None, "a static key to send, checked at start"
                 out.append(sym.encrypt_and_hash(self._s.public))
             elif token == "psk":
                 sym.mix_key_and_hash(self._next_psk())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import sys
@@ -9,6 +10,8 @@ import sys
 from twisted.application import internet, service
 from twisted.internet import defer, endpoints
 from twisted.internet import error as net_error
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.interfaces import IAddress, IListeningPort
 from twisted.python import usage
 from twisted.python.failure import Failure
 
@@ -53,8 +56,9 @@ def stop(message: str, status: int = 2) -> None:
     """End start-up with one line on stderr, no traceback."""
     # Once twistd has started logging, sys.stderr feeds the log; the user
     # must see this line on the real stderr.
-    sys.__stderr__.write(f"spchat: error: {message}\n")
-    sys.__stderr__.flush()
+    stderr = sys.__stderr__ or sys.stderr  # None only in a windowed Python
+    stderr.write(f"spchat: error: {message}\n")
+    stderr.flush()
     raise SystemExit(status)
 
 
@@ -143,8 +147,12 @@ class ChatService(service.MultiService):
                               line_rate=4 * cfg.flood_rate, line_burst=4 * cfg.flood_burst) \
             if cfg.irc_listen or cfg.ircs_listen else None
         self.figures = ServerFigures(self.core, self.factory, self.irc, self.relay, self.passwords)
-        self.port = self.udp_port = self.relay_port = self.irc_port = self.ircs_port = None
-        self.metrics_port = None
+        self.port: IListeningPort | None = None
+        self.udp_port: IListeningPort | None = None
+        self.relay_port: IListeningPort | None = None
+        self.irc_port: IListeningPort | None = None
+        self.ircs_port: IListeningPort | None = None
+        self.metrics_port: IListeningPort | None = None
 
     def listen(self):
         """Bind the TCP, UDP and relay ports; raise CannotListenError if one is taken."""
@@ -206,8 +214,7 @@ class ChatService(service.MultiService):
         cfg = self.cfg
         if cfg.irc_listen:
             self.irc_port = listen_now(self.reactor, cfg.irc_listen, self.irc)
-            irc = self.irc_port.getHost()
-            self.log.info("IRC gateway on {host}:{port}", host=irc.host, port=irc.port)
+            self.log.info("IRC gateway on {where}", where=address_text(self.irc_port.getHost()))
         if cfg.ircs_listen:
             description, cert = cfg.ircs_listen, None
             if "privateKey=" not in description:  # ours, or the configured pair
@@ -216,9 +223,9 @@ class ChatService(service.MultiService):
                 quote = endpoints.quoteStringArgument
                 description += f":privateKey={quote(str(key))}:certKey={quote(str(cert))}"
             self.ircs_port = listen_now(self.reactor, description, self.irc)
-            ircs = self.ircs_port.getHost()
-            self.log.info("IRC gateway with TLS on {host}:{port}{fingerprint}", host=ircs.host,
-                          port=ircs.port, fingerprint="" if cert is None else
+            self.log.info("IRC gateway with TLS on {where}{fingerprint}",
+                          where=address_text(self.ircs_port.getHost()),
+                          fingerprint="" if cert is None else
                           f", certificate SHA-256 fingerprint {tls.fingerprint(cert)}")
 
     def _listen_metrics(self) -> None:
@@ -235,8 +242,9 @@ class ChatService(service.MultiService):
             raise MetricsError(f"cannot serve metrics on {description!r} (--metrics, "
                                f"CHAT_METRICS_LISTEN): {e.socketError}") from None
         where = self.metrics_port.getHost()
-        self.log.info("Prometheus metrics on http://{host}:{port}/metrics (unauthenticated)",
-                      host=where.host, port=where.port)
+        url = (f"http://{address_text(where)}/metrics" if not isinstance(where, UNIXAddress)
+               else f"/metrics over {address_text(where)}")
+        self.log.info("Prometheus metrics on {url} (unauthenticated)", url=url)
 
     def open_store(self) -> None:
         """Open the store (its threads start here); raise StoreError."""
@@ -373,6 +381,16 @@ def chat_endpoint(cfg: config.Config) -> str:
     return f"tcp:{cfg.tcp_port}:interface={host}:backlog={LISTEN_BACKLOG}"
 
 
+def address_text(address: IAddress) -> str:
+    """Where a port listens: host:port, or a UNIX socket's unix:path (the
+    endpoints of --irc and --metrics may be either)."""
+    if isinstance(address, (IPv4Address, IPv6Address)):
+        return f"{address.host}:{address.port}"
+    if isinstance(address, UNIXAddress) and address.name is not None:
+        return f"unix:{os.fsdecode(address.name)}"
+    return str(address)
+
+
 def listen_now(reactor, description: str, factory):
     """Bind a stream endpoint before the reactor runs (TCP, SSL and UNIX
     endpoints listen at once); raise CannotListenError if it cannot."""
@@ -380,7 +398,7 @@ def listen_now(reactor, description: str, factory):
         endpoint = endpoints.serverFromString(reactor, description)
     except (ValueError, TypeError, KeyError) as e:
         raise net_error.CannotListenError(description, 0, f"bad endpoint: {e}") from None
-    bound = []
+    bound: list = []  # the port, or the Failure
     endpoint.listen(factory).addBoth(bound.append)
     if not bound:
         raise net_error.CannotListenError(description, 0, "it does not listen at once")

@@ -235,6 +235,9 @@ class Message:
     TYPE: ClassVar[str]
     SCHEMA: ClassVar[dict[str, Callable[[Any], Any]]]
     DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # Made by message() for each subclass: any message is a dataclass to
+    # dataclasses.replace and dataclasses.fields.
+    __dataclass_fields__: ClassVar[dict[str, Any]]
 
 
 @typing.dataclass_transform(frozen_default=True)
@@ -1038,7 +1041,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 # The C scanner behind json.loads, without json.loads' checks of its
 # argument: a third of the cost of decoding a chat line.
 _DECODER = json.JSONDecoder()
-_SCAN = json.scanner.make_scanner(_DECODER)
+_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # typeshed: a scanner; it is a decoder
 # A JSON string literal, as _ENCODER writes one (ensure_ascii=False).
 _quote = json.encoder.encode_basestring
 

@@ -28,7 +28,7 @@ import re
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 from spchat import wire
 
@@ -234,14 +234,14 @@ def rules_of(cls: type[wire.Message]):
 def has_docstring(cls: type) -> bool:
     """False if the docstring is the one ``dataclass`` makes up ("Name(a: 'str')")."""
     doc = cls.__doc__
-    return bool(doc) and not doc.startswith(f"{cls.__name__}(")
+    return bool(doc and not doc.startswith(f"{cls.__name__}("))
 
 
 def summary(cls: type) -> str:
     """The first sentence of a class's docstring, on one line ("" if none)."""
     if not has_docstring(cls):
         return ""
-    paragraph = inspect.cleandoc(cls.__doc__).split("\n\n")[0]
+    paragraph = inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0]
     text = " ".join(paragraph.split())
     end = re.search(r"[.!?](?=\s+[A-Z`\"(])", text)
     return text[: end.end()] if end else text
@@ -265,7 +265,7 @@ WIDTH = 78
 LAST_COLUMN = 48
 
 
-def _simple_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+def _simple_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     widths[-1] = max(len(header[-1]), min(widths[-1], LAST_COLUMN))
     border = "  ".join("=" * width for width in widths)
@@ -329,7 +329,7 @@ def _bounds(text: str) -> tuple[int, int]:
     """Where the generated part starts (after the BEGIN line) and ends (at
     the END line); ValueError if the markers are not there once each, in order."""
     lines = text.splitlines(keepends=True)
-    marks = {BEGIN: [], END: []}
+    marks: dict[str, list[tuple[int, int]]] = {BEGIN: [], END: []}
     offset = 0
     for line in lines:
         if line.rstrip() in marks:

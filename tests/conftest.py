@@ -57,6 +57,12 @@ def stop_services(*services):
     fires once every store is closed (its data directory free again)."""
     while OPEN_CLIENTS:
         OPEN_CLIENTS.pop().logout()
+    return stop_servers(*services)
+
+
+def stop_servers(*services):
+    """Stop servers as a crash or a restart would for their clients: every
+    connection cut, the clients left to find their way (see stop_services)."""
     stopped = []
     for service in services:
         stopped.append(defer.maybeDeferred(service.stopService))
@@ -118,12 +124,14 @@ class Recorder:
 
 
 @defer.inlineCallbacks
-def connect_client(server, pins, name, port=None, **options):
+def connect_client(server, pins, name, port=None, host="127.0.0.1", **options):
+    """A ChatClient logged in to ``server`` (or ``host``: one address or
+    several, on ``port``), recording what it is told in ``client.rec``."""
     rec = Recorder()
     options.setdefault("reconnect_delay", 0.05)
     client = ChatClient(
         reactor,
-        "127.0.0.1",
+        host,
         port or server.address.port,
         name,
         pins,

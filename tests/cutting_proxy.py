@@ -1,6 +1,7 @@
 """A proxy that keeps cutting connections, often in the middle of a frame
 or a line: what the reconnect tests (spchat's protocol and IRC) go through."""
 
+import itertools
 import random
 
 from twisted.internet import protocol, reactor
@@ -44,10 +45,14 @@ class Pipe(protocol.Protocol):
 
 class CuttingProxy(protocol.Factory):
     """Forwards to the server; each connection dies after a random number of
-    bytes in either direction."""
+    bytes in either direction.  ``target_port`` may be several ports (the
+    nodes of one server): each connection then goes to the next of them,
+    and ``sent_to`` says where each went."""
 
     def __init__(self, target_port, seed, low=400, high=6000):
-        self.target_port = target_port
+        ports = list(target_port) if isinstance(target_port, (list, tuple)) else [target_port]
+        self.targets = itertools.cycle(ports)
+        self.sent_to = []
         self.random = random.Random(seed)
         self.low, self.high = low, high
         self.cuts = 0
@@ -61,7 +66,8 @@ class CuttingProxy(protocol.Factory):
         server_side = Pipe(self, self.budget())
         client_side.other, server_side.other = server_side, client_side
         connector = protocol.ClientCreator(reactor, lambda: server_side)
-        d = connector.connectTCP("127.0.0.1", self.target_port)
+        self.sent_to.append(next(self.targets))
+        d = connector.connectTCP("127.0.0.1", self.sent_to[-1])
 
         def connected(_):
             for data in client_side.pending:

@@ -132,12 +132,17 @@ def node_dirs(root, count: int) -> list:
     """Data directories for ``count`` nodes of one cluster: each its own,
     with one server key copied to all (as README's "Running several
     nodes" asks), so they seal notices alike and pinned clients trust all."""
+    return share_key([root / f"node{i}" for i in range(count)])
+
+
+def share_key(dirs: list) -> list:
+    """The first data directory's server key (made if it has none) copied
+    to the others, made if need be; returns ``dirs``."""
     from spchat.server.identity import KEY_FILE, load_or_create_server_key
 
-    dirs = [root / f"node{i}" for i in range(count)]
     key = load_or_create_server_key(dirs[0])
     for data_dir in dirs[1:]:
-        data_dir.mkdir(mode=0o700, parents=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         (data_dir / KEY_FILE).write_bytes(key)
         (data_dir / KEY_FILE).chmod(0o600)
     return dirs

@@ -8,11 +8,13 @@ import secrets
 from twisted.internet import defer, reactor
 
 from spchat.p2p import peer
+from spchat.p2p.diskqueue import DiskQueue
 from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
 from spchat.p2p.storage import Download
 from spchat.p2p.swarm import SeedFile, Swarm
 
 PIECE = MIN_PIECE_SIZE * 4  # 64 KiB: two blocks a piece
+DOWNLOAD_SECONDS = 30.0  # a download of the tests' files that takes longer is stuck
 
 
 class Seeder:
@@ -56,9 +58,52 @@ def connect(downloader: Swarm, seeder: Seeder, name: str, key=None):
                      timeout=5)
 
 
-def downloading(tmp_path, manifest):
+def downloading(tmp_path, manifest, disk=None):
+    """A downloader's swarm, its Download, and a Deferred fired when it is
+    complete (see ``finished``)."""
     download = Download(tmp_path / "downloads", manifest)
     done = defer.Deferred()
-    swarm = Swarm(reactor, manifest, download=download,
-                  on_complete=lambda: done.callback(None))
+    swarm = Swarm(reactor, manifest, download=download, disk=disk,
+                  on_complete=lambda: done.called or done.callback(None))
     return swarm, download, done
+
+
+def finished(done, swarm: Swarm, seconds=DOWNLOAD_SECONDS):
+    """``done`` (of ``downloading``), failing with what it was waiting for if the
+    download is not complete within ``seconds``: a stuck download fails
+    the test instead of hanging it."""
+
+    def stuck(result, timeout):
+        have = len(swarm.picker.have) if swarm.picker else len(swarm.manifest.pieces)
+        peers = {conn.name: sorted(state.asked) for conn, state in swarm.peers.items()}
+        raise AssertionError(
+            f"the download is not complete after {timeout:g} s: {have} of "
+            f"{len(swarm.manifest.pieces)} pieces, blocks asked of each peer {peers}, "
+            f"stats {swarm.stats}")
+
+    return done.addTimeout(seconds, reactor, onTimeoutCancel=stuck)
+
+
+class HeldDisk(DiskQueue):
+    """A file's disk queue whose jobs wait until ``release()``: a disk (or
+    a machine) slow at the worst moment."""
+
+    def __init__(self, reactor):
+        super().__init__(reactor)
+        self.held = True
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def release(self) -> None:
+        self.held = False
+        self._next()
+
+    def _next(self) -> None:
+        if not self.held:
+            super()._next()
+
+    def close(self, last=None):
+        self.held = False  # closing runs the last job
+        return super().close(last)

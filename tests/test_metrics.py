@@ -190,3 +190,27 @@ def test_metrics_without_prometheus_client_say_what_to_install(tmp_path):
     assert one_error_line(result) == (
         "spchat: error: --metrics (CHAT_METRICS_LISTEN) needs the prometheus_client package: "
         "pip install 'spchat[metrics]'")
+
+
+def get_over_unix_socket(path: str, target: str) -> str:
+    """The status line of one HTTP GET over a UNIX socket."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(path)
+        sock.sendall(f"GET {target} HTTP/1.0\r\n\r\n".encode())
+        return sock.makefile("rb").readline().decode().strip()
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_on_a_unix_socket(tmp_path):
+    """A UNIX socket is an endpoint too (a scraper on the same host, say):
+    the server starts, says where it serves, and answers there."""
+    path = str(tmp_path / "metrics.sock")
+    service = start_service(server_config(tmp_path / "data", metrics=f"unix:{path}"))
+    try:
+        status = yield threads.deferToThread(get_over_unix_socket, path, "/metrics")
+        assert status.split()[1] == "200"
+    finally:
+        yield stop_services(service)

@@ -16,7 +16,7 @@ from spchat.p2p.storage import Download
 from spchat.p2p.swarm import SeedFile
 
 from conftest import connect_client, wait_until
-from p2p_peers import PIECE, Seeder, connect, downloading, shared_file
+from p2p_peers import PIECE, Seeder, connect, downloading, finished, shared_file
 
 MAIN = threading.main_thread()
 
@@ -77,10 +77,10 @@ def test_the_reactor_thread_never_reads_writes_or_hashes_a_shared_file(tmp_path,
     second, second_download, second_done = downloading(tmp_path / "b", manifest)
     try:
         yield connect(first, seeder, "seed")
-        yield first_done
+        yield finished(first_done, first)
         yield first.download.save_state()
         yield connect(second, relay, "first")
-        yield second_done
+        yield finished(second_done, second)
         saved = yield second.download.finish()
         assert saved.read_bytes() == path.read_bytes()
         called = {name for name, _, _ in disk_calls}

@@ -7,6 +7,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from spchat import wire
+from spchat.p2p import node as node_mod
 from spchat.p2p.node import SharingError, SharingNode
 
 from conftest import connect_client, wait_until
@@ -65,7 +66,7 @@ def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
         file_id, _ = yield sharer.share(source)
         (tmp_path / "got").mkdir()
         fetch = yield downloader.fetch(file_id, tmp_path / "got")
-        yield fetch.result
+        yield fetch.result.addTimeout(30, reactor)  # a stuck download fails, not hangs
         yield sharer.stop()
         yield alice.logout()  # the file is offered no more
         # The server restarts: bob's session is gone, he logs in anew and
@@ -85,3 +86,40 @@ def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
         yield downloader.stop()
         if second is not None:
             yield stop_services(second)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_download_whose_peers_lack_a_piece_stops_and_says_why(chat_server, pins, tmp_path,
+                                                                 monkeypatch):
+    # The sharer's file changed on disk after it was shared: it no longer
+    # gives piece 2, and stays connected.  The download must not wait for
+    # it for ever: it asks the server for others, then stops, saying why.
+    monkeypatch.setattr(node_mod, "SAVE_EVERY", 0.2)
+    monkeypatch.setattr(node_mod, "ASK_AGAIN_AFTER", 0.2)
+    monkeypatch.setattr(node_mod, "GIVE_UP_AFTER", 1.0)
+    alice = yield connect_client(chat_server, pins, "alice")
+    bob = yield connect_client(chat_server, pins, "bob")
+    sharer, downloader = SharingNode(reactor, alice), SharingNode(reactor, bob)
+    sharer.start()
+    downloader.start()
+    source = tmp_path / "talk.bin"
+    source.write_bytes(os.urandom(4 * 256 * 1024))
+    asked_again = []
+    ask_again = downloader.ask_again
+    downloader.ask_again = lambda fetch: (asked_again.append(fetch), ask_again(fetch))
+    try:
+        file_id, manifest = yield sharer.share(source)
+        with open(source, "r+b") as f:
+            f.seek(manifest.piece_range(2)[0] + 10)
+            f.write(b"edited")
+        (tmp_path / "got").mkdir()
+        fetch = yield downloader.fetch(file_id, tmp_path / "got")
+        with pytest.raises(SharingError) as stopped:
+            yield fetch.result.addTimeout(20, reactor)
+        assert str(stopped.value) == ("none of the connected peers (1) has had the piece "
+                                      "still missing for 1 s; run it again to resume")
+        assert asked_again  # it looked for someone else first
+        assert fetch.swarm.download.have == {0, 1, 3}  # kept, to resume
+    finally:
+        yield downloader.stop()
+        yield sharer.stop()

@@ -29,11 +29,12 @@ def sha256(path):
 class Peer:
     """One client process; its stderr lines are collected as they come."""
 
-    def __init__(self, tmp_path, server, args, env=None, script=None):
+    def __init__(self, tmp_path, server, args, env=None, script=None, host="127.0.0.1"):
+        """``host``: one address or several (on the server's port unless named)."""
         command = [sys.executable, str(script)] if script else [sys.executable, "-m",
                                                                  "spchat.client"]
         self.proc = subprocess.Popen(
-            command + args + ["--host", "127.0.0.1", "--port", str(server.port)],
+            command + args + ["--host", host, "--port", str(server.port)],
             cwd=tmp_path, env=subprocess_env(tmp_path, **(env or {})),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.err: list[str] = []

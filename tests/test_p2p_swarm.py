@@ -17,7 +17,8 @@ from spchat.p2p.tags import relay_name
 from spchat.p2p.swarm import SeedFile, Swarm
 
 from conftest import wait_until
-from p2p_peers import PIECE, Seeder, connect, downloading, shared_file
+from p2p_peers import (DOWNLOAD_SECONDS, PIECE, HeldDisk, Seeder, connect, downloading, finished,
+                       shared_file)
 
 
 class FlippingSeed(SeedFile):
@@ -42,7 +43,7 @@ def test_three_seeders_each_give_a_share_and_the_file_is_whole(tmp_path, shared)
     try:
         for i, seeder in enumerate(seeders):
             yield connect(swarm, seeder, f"seed{i}")
-        yield done
+        yield finished(done, swarm)
         saved = download.finish()
         assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(
             path.read_bytes()).digest()
@@ -95,7 +96,7 @@ def test_bad_pieces_are_fetched_again_elsewhere_and_the_flipper_is_dropped(tmp_p
     try:
         yield connect(swarm, flipper, "flipper")
         yield connect(swarm, honest, "honest")
-        yield done
+        yield finished(done, swarm)
         saved = download.finish()
         assert saved.read_bytes() == path.read_bytes()
         bad = swarm.stats["flipper"]
@@ -103,6 +104,36 @@ def test_bad_pieces_are_fetched_again_elsewhere_and_the_flipper_is_dropped(tmp_p
         assert "did not match" in bad.dropped and not bad.connected
         assert "flipper" in swarm.banned
         assert swarm.stats["honest"].bad_pieces == 0
+    finally:
+        yield swarm.close()
+        yield honest.stop()
+        yield flipper.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_good_copy_that_comes_while_a_bad_one_is_hashed_is_not_lost(tmp_path, shared):
+    # Under load, the flipper's pieces wait in the disk queue while the
+    # honest seeder's copies of the same pieces come in (the endgame, or
+    # once the flipper is dropped): those copies must be kept, or asked for
+    # again, never thrown away with the piece still counted as on its way.
+    path, manifest = shared
+    pieces = len(manifest.pieces)
+    honest = Seeder(path, manifest)
+    flipper = Seeder(path, manifest, source=FlippingSeed(path, manifest))
+    disk = HeldDisk(reactor)
+    swarm, download, done = downloading(tmp_path, manifest, disk=disk)
+    try:
+        yield connect(swarm, flipper, "flipper")
+        yield wait_until(lambda: disk.waiting == pieces)  # every piece, bad, waits
+        yield connect(swarm, honest, "honest")
+        yield wait_until(lambda: swarm.stats["honest"].received == manifest.size)
+        disk.release()
+        yield finished(done, swarm, seconds=10)
+        assert (yield swarm.download.finish()).read_bytes() == path.read_bytes()
+        bad = swarm.stats["flipper"]
+        assert bad.bad_pieces == swarm_mod.MAX_STRIKES  # none counted once it was dropped
+        assert "did not match" in bad.dropped and "flipper" in swarm.banned
+        assert swarm.stats["honest"].received == manifest.size  # nothing fetched twice
     finally:
         yield swarm.close()
         yield honest.stop()
@@ -184,7 +215,7 @@ def test_a_silent_peer_is_dropped_and_its_pieces_go_to_another(tmp_path, shared,
         assert "no answer for 0.5 s" in swarm.stats["mute"].dropped
         assert not swarm.picker._fetching  # its pieces are free for others
         yield connect(swarm, honest, "honest")
-        yield done
+        yield finished(done, swarm)
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
         yield swarm.close()
@@ -200,7 +231,7 @@ def test_the_upload_cap_paces_a_seeder(tmp_path, shared):
     try:
         started = reactor.seconds()
         yield connect(swarm, seeder, "slow")
-        yield done
+        yield finished(done, swarm)
         took = reactor.seconds() - started
         # 2.6 MB at 2 MiB/s, with one second's burst: over half a second.
         assert took > (manifest.size - 2 * 1024 * 1024) / (2 * 1024 * 1024) * 0.8
@@ -230,8 +261,8 @@ def test_a_downloader_serves_the_pieces_it_already_has(tmp_path, shared):
         # Only the first downloader is connected to the second one.
         yield wait_until(lambda: second.stats["first"].received > 0, timeout=10)
         assert not first.complete  # it served while still downloading
-        yield first_done
-        yield second_done
+        yield finished(first_done, first)
+        yield finished(second_done, second)
         assert second_download.finish().read_bytes() == path.read_bytes()
         assert first.stats["second"].sent == manifest.size
     finally:
@@ -267,7 +298,7 @@ def test_a_full_disk_stops_the_download_with_one_line_and_keeps_the_part(tmp_pat
                   on_failed=failed.callback)
     try:
         yield connect(swarm, seeder, "seed")
-        reason = yield failed
+        reason = yield failed.addTimeout(DOWNLOAD_SECONDS, reactor)
         assert reason.startswith("the disk is full writing ") and "partial file is kept" in reason
         assert "\n" not in reason
         yield swarm.close()  # the state cannot be saved either: no exception
@@ -298,7 +329,7 @@ def test_a_peer_that_comes_before_the_servers_introduction_is_kept_waiting(tmp_p
         assert not opening.called
         seeder.intros.add(transfer, key, seeder.swarm, "downloader")
         yield opening
-        yield done
+        yield finished(done, swarm)
         assert download.finish().read_bytes() == path.read_bytes()
         assert not seeder.intros._waiting  # nothing left behind
     finally:
@@ -328,7 +359,7 @@ def test_a_seeder_whose_file_changed_on_disk_serves_only_pieces_that_still_match
         assert swarm.stats["changed"].bad_pieces == 0
         assert changed.swarm.source.have == everything_else
         yield connect(swarm, honest, "honest")
-        yield done
+        yield finished(done, swarm)
         assert download.finish().read_bytes() == path.read_bytes()
     finally:
         yield swarm.close()
@@ -377,7 +408,7 @@ def test_an_observer_on_the_network_never_sees_the_transfer_id(tmp_path, shared)
         yield peer.dial(reactor, "127.0.0.1", listening.getHost().port,
                         lambda: peer.PeerConnection(reactor, True, transfer, key, swarm, "seed"),
                         timeout=5)
-        yield done
+        yield finished(done, swarm)
         seen = bytes(proxy.seen)
         assert len(seen) > manifest.size  # the whole transfer went through it
         for form in (transfer.encode(), transfer.upper().encode(), bytes.fromhex(transfer)):

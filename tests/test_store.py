@@ -643,6 +643,20 @@ async def test_close_waits_for_what_is_queued(tmp_path):
     assert not [t for t in threading.enumerate() if t.name.startswith("spchat-store")]
 
 
+@pytest.mark.parametrize("mode", ["inline", "thread"])
+@pytest_twisted.ensureDeferred
+async def test_a_closed_store_refuses_work_with_a_store_error(tmp_path, mode):
+    """Late work (a line saved as the server stops) fails as the store's
+    other problems do, not with an AttributeError raised at the caller."""
+    store = SQLiteStore(tmp_path / DB_FILE, mode=mode)
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreError, match="not open"):
+        await store.append([say("late")])
+    with pytest.raises(StoreError, match="not open"):
+        await store.after("#lobby", 0, 9)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_thread_store_fails_to_open_like_an_inline_one(tmp_path):
     (tmp_path / DB_FILE).write_bytes(b"this is not a database" * 100)

@@ -33,7 +33,7 @@ def crypto_share(profile: Path) -> float | None:
     spchat/noise.py and the cryptography library, over everything but the
     reactor waiting in epoll."""
     try:
-        stats = pstats.Stats(str(profile)).stats
+        stats = pstats.Stats(str(profile)).stats  # type: ignore[attr-defined]  # not in typeshed
     except (OSError, TypeError, ValueError, EOFError):
         return None
     total = crypto = 0.0
@@ -66,9 +66,13 @@ def bench(reactor, args, workdir: Path):
     results, skipped, failures = [], {}, []
     # Interrupted (Ctrl-C, SIGTERM): the reactor stops mid-run; so do its
     # servers, and no new run starts.
-    interrupted = []
-    reactor.addSystemEventTrigger("before", "shutdown",
-                                  lambda: (interrupted.append(True), stop_all()))
+    interrupted: list[bool] = []
+
+    def interrupt() -> None:
+        interrupted.append(True)
+        stop_all()
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupt)
     runs = iter(range(1_000_000))
 
     def starter(kind, **options):
@@ -153,7 +157,7 @@ def main(argv=None) -> int:
         parser.error(f"--scenarios takes letters a to f, not {args.scenarios!r}")
     if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
         os.sched_setaffinity(0, {GENERATOR_CORE})  # the server gets core 0
-    status = []
+    status: list[int] = []
     with tempfile.TemporaryDirectory(prefix="spchat-bench-") as tmp:
         def run(reactor):
             return bench(reactor, args, Path(tmp)).addCallback(status.append)
@@ -161,7 +165,7 @@ def main(argv=None) -> int:
             task.react(run)
         except SystemExit as e:
             if e.code:
-                return e.code
+                return int(e.code)  # react exits with the status it was given
     return status[0] if status else 1
 
 

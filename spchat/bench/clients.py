@@ -20,6 +20,7 @@ import json
 import struct
 
 from twisted.internet import defer, protocol
+from twisted.internet.interfaces import ITransport
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.protocols.basic import LineOnlyReceiver
 
@@ -174,6 +175,8 @@ def _string(s: bytes) -> bytes:
 
 
 class MqttClient(protocol.Protocol):
+    transport: ITransport  # set by makeConnection before anything here runs
+
     def __init__(self, name, on_payload):
         self.name, self.on_payload = name, on_payload
         self.ready = defer.Deferred()

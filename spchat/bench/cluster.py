@@ -155,6 +155,7 @@ def spread(reactor, workdir: Path, plan):
     try:
         redis.start()
         runs = [(1, None)] + [(count, redis.url) for count in counts]
+        assert postgres.proc is not None and redis.proc is not None, "started above"
         for number, (count, bus) in enumerate(runs):
             engines = {"PostgreSQL": postgres.proc.pid, **({"Redis": redis.proc.pid} if bus else {})}
             label = (f"spchat, PostgreSQL, {count} node" + ("s" if count > 1 else "")

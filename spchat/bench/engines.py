@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from typing import Any
 from pathlib import Path
 
 
@@ -55,10 +56,10 @@ class TemporaryPostgres:
         self.fsync = fsync
         self.dir = Path(tempfile.mkdtemp(prefix="spchat-pg-"))
         self.port = free_port()
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
         self._numbers = itertools.count(1)
         # As root, the cluster belongs to (and runs as) the postgres user.
-        self._run_as = {}
+        self._run_as: dict[str, Any] = {}  # Popen's user, group and extra_groups
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.dir, owner.pw_uid, owner.pw_gid)
@@ -95,6 +96,7 @@ class TemporaryPostgres:
     def _wait_until_ready(self) -> None:
         import psycopg2
 
+        assert self.proc is not None, "started by start()"
         deadline = time.monotonic() + PG_START_SECONDS
         while True:
             try:
@@ -150,7 +152,7 @@ class TemporaryRedis:
     def __init__(self):
         self.dir = Path(tempfile.mkdtemp(prefix="spchat-redis-"))
         self.port = free_port()
-        self.proc = None
+        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:

@@ -90,8 +90,8 @@ class Recorder:
         clock = time.monotonic_ns
 
         def on_payload(payload: str) -> None:
-            sender, seq, scheduled, _ = payload.split(":", 3)
-            sender, seq = int(sender), int(seq)
+            sender_text, seq_text, scheduled, _ = payload.split(":", 3)
+            sender, seq = int(sender_text), int(seq_text)
             if sender == index:
                 return  # its own message, echoed by the server
             now = clock()

@@ -185,11 +185,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 # --- the HTTP servers of case (3): python -m spchat.bench.p2p --serve-http DIR
 
 
+class FileServer(http.server.ThreadingHTTPServer):
+    """The HTTP server of one directory's files, ``root``."""
+
+    daemon_threads = True
+    root: Path
+
+
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     """GET and HEAD of the files in one directory, with byte ranges, sent
     with sendfile(2); each response's byte count goes to stdout."""
 
     protocol_version = "HTTP/1.1"
+    server: FileServer
 
     def do_HEAD(self):
         self._respond(body=False)
@@ -242,8 +250,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 
 def serve_http(directory: str) -> int:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    server.daemon_threads = True
+    server = FileServer(("127.0.0.1", 0), RangeHandler)
     server.root = Path(directory).resolve()
     print(f"serving on port {server.server_address[1]}", flush=True)
     try:
@@ -309,6 +316,7 @@ class Child:
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _drain(self) -> None:
+        assert self.proc.stdout is not None, "started with stdout=PIPE"
         for line in self.proc.stdout:
             with self._new:
                 self.lines.append(line.rstrip("\n"))

@@ -117,7 +117,7 @@ def storm(reactor, start_server, plan: Plan, config_dir):
     clients = []
     try:
         pins = PinStore(config_dir)
-        seqs = [set() for _ in range(plan.storm_clients)]
+        seqs: list[set[int]] = [set() for _ in range(plan.storm_clients)]
 
         def make(i):
             def event(msg, got=seqs[i]):
@@ -135,7 +135,7 @@ def storm(reactor, start_server, plan: Plan, config_dir):
             logins.append(time.monotonic() - t0)
             clients.extend(batch)
         sender = clients[0]
-        sent = []
+        sent: list[str] = []  # cids
 
         def say():
             sent.append(sender.say(f"storm message {len(sent)}"))

@@ -95,17 +95,17 @@ class ServerUnderTest:
     def start(self, timeout: float = 30.0) -> None:
         self.check_available()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             pinned(self.command(), SERVER_CORE), cwd=self.workdir, env=self.environment(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace",
         )
         RUNNING.add(self)
         # Keep reading its output, or a full pipe would stall the server.
-        threading.Thread(target=self._drain, daemon=True).start()
+        threading.Thread(target=self._drain, args=(proc,), daemon=True).start()
         deadline = time.monotonic() + timeout
         while not self.ready():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start:\n" + "".join(self.log[-20:]))
             time.sleep(0.05)
@@ -113,8 +113,9 @@ class ServerUnderTest:
     def environment(self) -> dict:
         return {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
 
-    def _drain(self) -> None:
-        for line in self.proc.stdout:
+    def _drain(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None, "started with stdout=PIPE"
+        for line in proc.stdout:
             self.log.append(line)
             del self.log[:-200]
 
@@ -132,16 +133,18 @@ class ServerUnderTest:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the server process so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
+        with open(f"/proc/{self.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def memory_kib(self, field: str = "VmHWM") -> int:
         """Peak (VmHWM) or current (VmRSS) resident memory, KiB."""
-        return memory_kib(self.proc.pid, field)
+        return memory_kib(self.pid, field)
 
     @property
     def pid(self) -> int:
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} is not started")
         return self.proc.pid
 
 

@@ -7,6 +7,7 @@ import signal
 import sys
 
 from spchat import config
+from spchat.client.addresses import add_server_options, check_server_options
 from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 
 
@@ -18,8 +19,7 @@ def parse_args(argv, cfg: config.Config):
         "--cli", action="store_true",
         help="line mode for terminals and scripts (default: the desktop window)",
     )
-    parser.add_argument("--host", help=f"server address (default {cfg.client_host})")
-    parser.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
+    add_server_options(parser, cfg)
     parser.add_argument(
         "--name", help="the name to chat under (the window then connects at once)"
     )
@@ -39,8 +39,7 @@ def parse_args(argv, cfg: config.Config):
         help="forget the pinned key of a server whose key was really replaced",
     )
     args = parser.parse_args(argv)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        parser.error(f"--port {args.port}: port must be 1-65535")
+    check_server_options(parser, args, cfg)
     return parser, args
 
 
@@ -145,7 +144,7 @@ def run_desktop(cfg: config.Config, args) -> int:
             root.destroy()
             sys.stderr.write(f"spchat: --geometry {args.geometry!r}: not WIDTHxHEIGHT+X+Y\n")
             return 2
-    finished = []  # the first shutdown's Deferred
+    finished: list[defer.Deferred] = []  # the first shutdown's Deferred
 
     def shut_down():
         """Log out, then uninstall Tk from the reactor, then destroy it.
@@ -167,7 +166,7 @@ def run_desktop(cfg: config.Config, args) -> int:
 
     # Closing the window, Ctrl-C and SIGTERM all log out the same way, and
     # a second one while that happens only waits (no "reactor not running").
-    stopping = []
+    stopping: list[bool] = []
 
     def stop_once(*_):
         if not stopping:
@@ -189,7 +188,7 @@ def run_desktop(cfg: config.Config, args) -> int:
     given = {"host": args.host, "port": args.port, "name": args.name,
              "password": args.password, "register": args.register}
     reactor.callWhenRunning(controller.start, given, connect_now=bool(args.name))
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # the real reactor's run takes it
     return 0
 
 

@@ -106,11 +106,13 @@ def _elsewhere(msg: wire.Message, current: str | None) -> str:
 class _Terminal(Protocol):
     """Standard input split into lines; standard output as a transport."""
 
+    transport: interfaces.ITransport  # standard output's, set by makeConnection
+
     def __init__(self, cli: LineModeClient):
         self.cli = cli
         self.buffer = b""
         self.discarding = False  # inside a line that was too long
-        self.closed = defer.Deferred()
+        self.closed: defer.Deferred = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
         self.buffer += data
@@ -172,7 +174,7 @@ class LineModeClient:
         self._finishing = False
         self._logged_in = False
         self._output_gone = False
-        self._login = defer.Deferred()  # fires True once logged in, False if not
+        self._login: defer.Deferred = defer.Deferred()  # fires True once logged in, False if not
         client.on_event = self.event
         client.on_status = self.status_changed
 
@@ -223,11 +225,12 @@ class LineModeClient:
         """The first welcome: say so, and wait (bounded) for the first room."""
         if self.client.newly_pinned:
             self.notice(
-                f"new server {self.client.host}:{self.client.port}, "
+                f"new server {self.client.where}, "
                 f"key {self.client.server_fingerprint} pinned"
             )
         self._logged_in = True
-        self.notice(f"logged in as {welcome.name}")
+        on = self.client.status.address
+        self.notice(f"logged in as {welcome.name}" + (f" on {on}" if on else ""))
         if self._awaited is not None:  # the rooms follow the welcome
             self._await(self._awaited)
         self._login.callback(True)
@@ -259,7 +262,7 @@ class LineModeClient:
         """Fires once no typed line waits for a room."""
         if self._awaited is None:
             return defer.succeed(None)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._settled_waiters.append(d)
         return d
 
@@ -338,7 +341,7 @@ class LineModeClient:
                 f"in {status.retry_in:g} s: {status.reason}"
             )
         elif status.state == "connected" and status.resumed:
-            self.notice("reconnected")
+            self.notice("reconnected" + (f" to {status.address}" if status.address else ""))
         elif status.state == "offline":
             if status.recovery == "never":
                 if self.client.outbox:

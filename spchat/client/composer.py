@@ -67,7 +67,9 @@ class NameCompleter:
             start, candidates, index, inserted = self._cycle
             if before[start:] == inserted:  # Tab again, nothing typed between
                 return self._take(start, candidates, (index + 1) % len(candidates))
-        word = re.search(r"\S*$", before).group()
+        found = re.search(r"\S*$", before)
+        assert found is not None, "an empty match at the end at least"
+        word = found.group()
         start = len(before) - len(word)
         prefix = name_key(word.removeprefix("@"))
         candidates = sorted({n for n in names if name_key(n).startswith(prefix)},

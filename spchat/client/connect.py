@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from spchat.client.addresses import parse_addresses
 from spchat.client.pins import PinMismatch, UnknownServer
 
 LAST_VALUES_FILE = "desktop.json"
@@ -20,7 +21,7 @@ LAST_VALUES_FILE = "desktop.json"
 
 @dataclass(frozen=True)
 class ConnectForm:
-    host: str
+    host: str  # one address, or several: the nodes of one server
     port: int
     name: str
     password: str | None = None
@@ -32,14 +33,13 @@ def check_form(host: str, port: str, name: str, password: str, register: bool) -
     host, port, name = host.strip(), port.strip(), name.strip()
     if not host:
         raise ValueError("enter the server's address")
-    if any(c.isspace() for c in host):
-        raise ValueError(f"the server address {host!r} has spaces in it")
     try:
         number = int(port)
     except ValueError:
         raise ValueError(f"the port must be a number, not {port!r}") from None
     if not 1 <= number <= 65535:
         raise ValueError(f"the port must be 1-65535, not {number}")
+    parse_addresses(host, number)  # several are a server's nodes ("a,b:7001")
     if not name:
         raise ValueError("enter the name to chat under")
     if register and not password:
@@ -96,7 +96,7 @@ def trust_question(problem: Exception) -> TrustQuestion:
         )
     if isinstance(problem, PinMismatch):
         return TrustQuestion(
-            f"The key of {problem.where} has CHANGED",
+            changed_title(problem),
             f"Remembered: {problem.pinned}\nPresented:  {problem.presented}\n\n"
             "This may be an attack, so spchat will not connect. If the server's key "
             "was really replaced, ask its admin, then forget the old key with: "
@@ -105,6 +105,12 @@ def trust_question(problem: Exception) -> TrustQuestion:
             False,
         )
     raise TypeError(f"not a trust problem: {problem!r}")
+
+
+def changed_title(problem: PinMismatch) -> str:
+    if problem.presented_at != problem.where:  # another node of the list
+        return f"{problem.presented_at} presents another key than {problem.where}"
+    return f"The key of {problem.where} has CHANGED"
 
 
 def forget_command(where: str) -> str:
@@ -126,7 +132,7 @@ class KeyChange:
 def key_change(problem: PinMismatch) -> KeyChange:
     return KeyChange(
         problem.where, problem.pinned, problem.presented,
-        f"The server key of {problem.where} has CHANGED: not reconnecting",
+        f"{changed_title(problem)}: not reconnecting",
         "This may be an attack (someone between you and the server, posing as it), so "
         "spchat will not talk to it. If the server's key was really replaced, ask its admin "
         "for the new fingerprint, then forget the old key (the button below, or "

@@ -20,14 +20,17 @@ reconnect) is drawn once, not once per message.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
+from spchat.client.addresses import listed
 from spchat.client.commands import unsent_text
-from spchat.client.connect import check_form, load_last, save_last, trust_question
+from spchat.client.connect import ConnectForm, check_form, load_last, save_last, trust_question
 from spchat.client.notify import DesktopNotifier
-from spchat.client.pins import PinMismatch, PinStore
+from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.presenter import ChatPresenter
 from spchat.client.session import ChatClient, ClientError
 from spchat.p2p.node import SharingNode
@@ -45,14 +48,16 @@ class DesktopController:
         self.reactor, self.cfg = reactor, cfg
         self.config_dir = Path(config_dir)
         self.pins = PinStore(self.config_dir)
-        self.view = None  # set before start()
+        # The window (or a test's stand-in): any object with the show_*,
+        # refresh, focused and alert methods; set before start().
+        self.view: Any = None
         self.client: ChatClient | None = None
         self.sharing: SharingNode | None = None
         self.presenter: ChatPresenter | None = None
-        self.form = None
-        self.trust_problem = None
+        self.form: ConnectForm | None = None
+        self.trust_problem: Exception | None = None
         self.closed = False
-        self._redraw = None
+        self._redraw: IDelayedCall | None = None
         self._ticker = task.LoopingCall(self._tick)  # the reconnect countdown
         self.notifier = DesktopNotifier(reactor)
         self._ticker.clock = reactor
@@ -91,7 +96,7 @@ class DesktopController:
 
     def _dial(self) -> None:
         form, cfg = self.form, self.cfg
-        self.view.show_busy(f"connecting to {form.host}:{form.port}…")
+        assert form is not None, "submit() fills the form before any dial"
         client = ChatClient(
             self.reactor, form.host, form.port, form.name, self.pins,
             # Tied to this client: a client left behind (Leave, then Connect
@@ -101,6 +106,7 @@ class DesktopController:
             reconnect_delay=cfg.reconnect_delay, max_retries=cfg.max_retries,
             password=form.password, register=form.register, accept_new_keys=False,
         )
+        self.view.show_busy(f"connecting to {listed(client.addresses)}…")
         self.client = client
         self.sharing, problem = self._start_sharing(client)
         self.presenter = ChatPresenter(client, sharing=self.sharing,
@@ -141,7 +147,7 @@ class DesktopController:
         self.view.show_chat(self.presenter)
         self._changed()
 
-    def _not_in(self, failure, client) -> None:
+    def _not_in(self, failure, client: ChatClient) -> None:
         if self.closed or client is not self.client:
             return
         failure.trap(ClientError)
@@ -163,14 +169,14 @@ class DesktopController:
         self._stop_sharing()
         client.logout()
         self.view.show_connect(None, f"not connected: cancelled while connecting to "
-                                     f"{client.host}:{client.port}")
+                                     f"{client.where}")
 
     # --- trust on first contact -------------------------------------------------
 
     def trust(self) -> None:
         """"Trust and connect": pin exactly the key that was shown, dial again."""
         problem, self.trust_problem = self.trust_problem, None
-        if problem is None or not hasattr(problem, "host"):
+        if not isinstance(problem, UnknownServer):
             return  # a changed key is never trusted from here
         self.pins.trust(problem.host, problem.port, problem.fingerprint)
         self._dial()
@@ -183,12 +189,12 @@ class DesktopController:
     # --- the chat ------------------------------------------------------------------
 
     def _event(self, client, msg) -> None:
-        if client is self.client:
+        if client is self.client and self.presenter is not None:
             self.presenter.event(msg)
             self._changed()
 
     def _status(self, client, status) -> None:
-        if client is self.client:
+        if client is self.client and self.presenter is not None:
             self.presenter.status(status)
             self._changed()
 
@@ -221,47 +227,48 @@ class DesktopController:
 
     def send(self, text: str) -> bool:
         """False: not taken (the window keeps it in the entry)."""
-        if self.client is None:
+        if self.client is None or self.presenter is None:
             return False
         taken = self.presenter.send(text)
         self._changed()
         return taken
 
     def open(self, view: str) -> None:
-        if self.client is not None:
+        if self.client is not None and self.presenter is not None:
             self.presenter.open(view)
             self._changed()
 
     def join(self, typed: str, private: bool) -> None:
         """The join box."""
-        if self.client is not None:
+        if self.client is not None and self.presenter is not None:
             self.presenter.join(typed, private)
             self._changed()
 
     def act_on_member(self, name: str, action) -> None:
         """An entry of a member's context menu (a presenter MenuAction)."""
-        if self.client is not None:
+        if self.client is not None and self.presenter is not None:
             self.presenter.act_on_member(name, action)
             self._changed()
 
     def act_on_conversation(self, view: str, action) -> None:
         """An entry of a room's context menu in the room list."""
-        if self.client is not None:
+        if self.client is not None and self.presenter is not None:
             self.presenter.act_on_conversation(view, action)
             self._changed()
 
     def reached_top(self) -> None:
-        if self.client is not None and self.presenter.reached_top():
+        if (self.client is not None and self.presenter is not None
+                and self.presenter.reached_top()):
             self._changed()
 
     def download(self, file_id: str) -> None:
         """Download on an offer."""
-        if self.client is not None:
+        if self.client is not None and self.presenter is not None:
             self.presenter.download(file_id)
             self._changed()
 
     def reconnect(self) -> None:
-        if self.client is not None:
+        if self.client is not None and self.presenter is not None:
             self.presenter.reconnect()
             self._changed()
 
@@ -271,7 +278,8 @@ class DesktopController:
         client = self.client
         if client is None or not isinstance(client.trust_problem, PinMismatch):
             return
-        self.pins.forget(client.host, client.port)
+        host, _, port = client.trust_problem.where.rpartition(":")
+        self.pins.forget(host, int(port))  # the pin that disagrees (one of a list's)
         self._logout()
         self._dial()
 
@@ -280,6 +288,7 @@ class DesktopController:
         and will not be sent."""
         client = self.client
         d = self._logout()
+        assert self.form is not None, "a chat to leave was dialled from the form"
         values = self.form_values({"host": self.form.host, "port": self.form.port,
                                    "name": self.form.name})
         self.view.show_connect(values, self._unsent(client))

@@ -7,15 +7,17 @@ connect form or line mode gets what it means for them.
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet import error
 
 
-def dial_error_text(failure, host: str, port: int) -> str:
-    """Why a TCP connection to ``host:port`` could not be made."""
-    where = f"{host}:{port}"
+def dial_error_text(failure, host: str, port: int, where: str | None = None) -> str:
+    """Why a TCP connection to ``host:port`` (shown as ``where``) could not be made."""
+    where = where or f"{host}:{port}"
     if failure.check(error.ConnectionRefusedError):
         return f"nothing is listening at {where} (connection refused)"
-    if failure.check(error.DNSLookupError):
+    if failure.check(error.DNSLookupError, socket.gaierror):
         return f"{host}: no such host"
     if failure.check(error.TimeoutError, error.TCPTimedOutError):
         return f"no answer from {where}"
@@ -25,12 +27,12 @@ def dial_error_text(failure, host: str, port: int) -> str:
     return f"cannot reach {where}: {text.rstrip('.')}"
 
 
-def not_spchat_text(host: str, port: int) -> str:
-    """Something answered at ``host:port``, not in spchat's handshake."""
-    return f"{host}:{port} is not an spchat server (it answered in another protocol)"
+def not_spchat_text(where: str) -> str:
+    """Something answered at ``where`` (host:port), not in spchat's handshake."""
+    return f"{where} is not an spchat server (it answered in another protocol)"
 
 
-def no_answer_text(host: str, port: int, seconds: float) -> str:
-    """A connection was taken at ``host:port``, and nothing said on it."""
-    return (f"no answer from {host}:{port} within {seconds:g} s "
+def no_answer_text(where: str, seconds: float) -> str:
+    """A connection was taken at ``where`` (host:port), and nothing said on it."""
+    return (f"no answer from {where} within {seconds:g} s "
             "(is it an spchat server, and the right port?)")

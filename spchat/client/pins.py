@@ -15,11 +15,17 @@ PIN_FILE = "known_servers"
 
 
 class PinMismatch(Exception):
-    """The server presented a key other than the pinned one."""
+    """The server presented a key other than the pinned one.
 
-    def __init__(self, text: str, where: str = "", pinned: str = "", presented: str = ""):
+    ``where`` is the pin it disagrees with; ``presented_at`` the address
+    that presented it, when that is another node of the same server.
+    """
+
+    def __init__(self, text: str, where: str = "", pinned: str = "", presented: str = "",
+                 presented_at: str = ""):
         super().__init__(text)
         self.where, self.pinned, self.presented = where, pinned, presented
+        self.presented_at = presented_at or where
 
 
 class UnknownServer(Exception):
@@ -63,31 +69,44 @@ class PinStore:
             os.unlink(tmp)
             raise
 
-    def check(self, host: str, port: int, fingerprint: str, accept_new: bool = True) -> bool:
-        """Accept a known or new key; return True if it was just pinned.
+    def check(self, host: str, port: int, fingerprint: str, accept_new: bool = True,
+              same_server: tuple[tuple[str, int], ...] = ()) -> bool:
+        """Accept a known or new key; return True if it was new to us.
+
+        ``same_server``: the other addresses given with this one (the nodes
+        of one server, which all present its key).  A key pinned for any of
+        them is this address's key too: it is accepted and pinned here, and
+        any other key is refused as a changed key.
 
         With ``accept_new=False`` a first contact raises UnknownServer
         instead, so a window can show the fingerprint and ask.
         """
         where = f"{host}:{port}"
         pins = self._load()
-        pinned = pins.get(where)
-        if pinned == fingerprint:
+        for other in [where, *(f"{h}:{p}" for h, p in same_server)]:
+            pinned = pins.get(other)
+            if pinned is not None and pinned != fingerprint:
+                raise self._mismatch(where, other, pinned, fingerprint)
+        if where in pins:
             return False
-        if pinned is not None:
-            raise PinMismatch(
-                f"the server key of {where} has CHANGED: pinned {pinned}, "
-                f"presented {fingerprint}. This may be an attack. If the server's "
-                f"key was really replaced, reset the pin with: "
-                f"python -m spchat.client --forget-server {where} "
-                f"(pins are in {self.path})",
-                where, pinned, fingerprint,
-            )
-        if not accept_new:
+        known = any(f"{h}:{p}" in pins for h, p in same_server)
+        if not known and not accept_new:
             raise UnknownServer(host, port, fingerprint)
         pins[where] = fingerprint
         self._save(pins)
-        return True
+        return not known
+
+    def _mismatch(self, where: str, pinned_at: str, pinned: str, presented: str) -> PinMismatch:
+        of = (f"the server key of {where} has CHANGED: pinned {pinned}" if pinned_at == where
+              else f"{where} presents another key than {pinned_at} of the same server: "
+                   f"pinned {pinned}")
+        return PinMismatch(
+            f"{of}, presented {presented}. This may be an attack. If the server's "
+            f"key was really replaced, reset the pin with: "
+            f"python -m spchat.client --forget-server {pinned_at} "
+            f"(pins are in {self.path})",
+            pinned_at, pinned, presented, where,
+        )
 
     def trust(self, host: str, port: int, fingerprint: str) -> None:
         """Pin this key for host:port (the user said yes to it)."""

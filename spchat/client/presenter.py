@@ -64,7 +64,7 @@ def name_colour(name: str) -> str:
     return PALETTE[digest[0] % len(PALETTE)]
 
 
-def local_time(ts_ms: int) -> str:
+def local_time(ts_ms: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(ts_ms / 1000))
 
 
@@ -430,7 +430,8 @@ class ChatPresenter:
         if self.key_change() is not None:  # the whole story is in its panel
             return "offline: the server's key has changed (see above)"
         if s.state == "connected":
-            return f"connected as {self.client.name}"
+            on = f" on {s.address}" if s.address else ""  # one of several nodes
+            return f"connected as {self.client.name}{on}"
         if s.state == "connecting":
             return "connecting…"
         if s.state == "reconnecting":

@@ -21,6 +21,11 @@ terminals or windows.
   drops any number it has already seen in a conversation, so each message
   shows once.
 * If the session has expired it logs in again with the same positions.
+* It may be given several addresses (the nodes of one server, or a name
+  with several A records; see spchat.client.addresses).  Each attempt tries
+  them all in turn, starting after the one it was on, and the key pinned
+  for one of them is the key of all.  One node shutting down sends it to
+  the others.
 * After a kick, flooding or a logout it does not come back by itself.
 """
 
@@ -31,19 +36,28 @@ import itertools
 import secrets
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from twisted.internet import defer
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
+from twisted.internet.endpoints import connectProtocol
 from twisted.logger import Logger
 
 from spchat import beacon, wire
 from spchat.config import MAX_MESSAGE_BYTES_LIMIT
+from spchat.client.addresses import Failover, Resolve, endpoint, parse_addresses, system_resolver
 from spchat.client.keepalive import Keepalive
 from spchat.client.members import Member, MemberList, name_key
 from spchat.client.neterrors import dial_error_text, no_answer_text, not_spchat_text
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
+
+if TYPE_CHECKING:
+    from spchat.client.presence import PresenceClient
+    from spchat.p2p.node import SharingNode
+
+# What the outbox holds: the lines typed, until the server acknowledges them.
+Line = wire.Say | wire.Direct
 
 MAX_RETRY_DELAY = 30.0
 # Unacknowledged lines at the start of each connection (see _pump).
@@ -134,6 +148,9 @@ class Status:
     retry_in: float = 0.0  # reconnecting: seconds until this attempt starts
     reason: str = ""  # reconnecting, offline: what happened
     resumed: bool = False  # connected: back after a drop
+    # connected: the address it is on, when it has several to choose from
+    # ("" with a single one).
+    address: str = ""
     # offline: "manual" (the user may reconnect), or "never" (kicked, name
     # lost, key changed).
     recovery: str = "manual"
@@ -158,9 +175,16 @@ class ChatClient:
         password: str | None = None,
         register: bool = False,
         accept_new_keys: bool = True,
+        resolve: Resolve | None = None,
     ):
+        """``host``: one address or several (``a,b:7001``, see
+        spchat.client.addresses), each on ``port`` unless it names its own;
+        ValueError if it cannot be read.  ``resolve``: how names are looked
+        up (the system's resolver by default)."""
         self.reactor = reactor
-        self.host, self.port, self.requested_name = host, port, name
+        self.addresses = parse_addresses(host, port)
+        self.failover = Failover(self.addresses, resolve or system_resolver(reactor))
+        self.requested_name = name
         self.pins = pins
         self.on_event = on_event
         self.on_status = on_status
@@ -193,10 +217,10 @@ class ChatClient:
         self._joins: dict[str, str] = {}  # join request cid -> conversation key
         self._sent_positions: set[str] | None = None  # None: a first login
         self._member_parts: dict[str, list[Member]] = {}  # lists still coming, by room key
-        self.outbox: OrderedDict[str, wire.Message] = OrderedDict()
+        self.outbox: OrderedDict[str, Line] = OrderedDict()
         self.proto: ChatClientProtocol | None = None
-        self.presence = None
-        self.keepalive = None  # a spchat.client.keepalive.Keepalive while connected
+        self.presence: PresenceClient | None = None
+        self.keepalive: Keepalive | None = None  # while connected
         self._welcome: wire.Welcome | None = None  # the latest
         self._in_flight: set[str] = set()  # cids sent on this connection
         self._window = FIRST_WINDOW  # how many may be in flight now
@@ -204,18 +228,20 @@ class ChatClient:
         self._first: defer.Deferred | None = None
         self._closed: defer.Deferred | None = None
         self._attempt = 0
-        self._retry_call = None
-        self._logout_timer = None
+        self._retry_call: IDelayedCall | None = None
+        self._logout_timer: IDelayedCall | None = None
         self._bye: wire.Bye | None = None
         self._leaving = False  # a logout was asked for
         self._fatal: str | None = None  # a reason never to retry
-        self._answer_timer = None
+        self._answer_timer: IDelayedCall | None = None
         self._dialing = False  # a connection attempt is under way
-        self._attempt_in_progress = None  # (its Deferred, its protocol) while dialing
+        self._in_round = False  # trying the addresses, not yet let in
+        # (its Deferred, its protocol: None while names are looked up) while dialing
+        self._attempt_in_progress: tuple[defer.Deferred, ChatClientProtocol | None] | None = None
         self._new_password: str | None = None  # sent, not yet confirmed
         self._requests: list[wire.Message] = []  # commands typed while not in
-        self._udp = None
-        self.sharing = None  # a spchat.p2p.node.SharingNode, if files are shared
+        self._udp: IListeningPort | None = None
+        self.sharing: SharingNode | None = None  # if files are shared
         self._ack_waiters: list[defer.Deferred] = []
         # Random prefix: ids from two runs of the same user never collide.
         self._cids = (f"{secrets.token_hex(8)}-{n}" for n in itertools.count(1))
@@ -249,15 +275,55 @@ class ChatClient:
         self._set_status(Status("connecting"))
         self._dial()
 
+    # Where it is (or is trying to get in), as given; the first address before any.
+
+    @property
+    def host(self) -> str:
+        return self.failover.address.host
+
+    @property
+    def port(self) -> int:
+        return self.failover.address.port
+
+    @property
+    def where(self) -> str:
+        """``host:port``, and the IP dialed if a name was given."""
+        return self.failover.where
+
+    @property
+    def server_ip(self) -> str:
+        """The IP address of the node it is on: that node's relay is there too."""
+        return self.failover.ip
+
     def _dial(self) -> None:
+        """A round: each address once, in turn, until one lets us in."""
         self._dialing = True
-        endpoint = HostnameEndpoint(
-            self.reactor, self.host, self.port, timeout=self.connect_timeout
-        )
+        self._in_round = True
+        resolving = self.failover.new_round()
+        self._attempt_in_progress = (resolving, None)
+        resolving.addCallbacks(lambda _: self._dial_next(), self._dial_failed)
+
+    def _dial_next(self) -> None:
+        if self._leaving:  # logged out while the names were looked up
+            self._dialing = False
+            self._give_up("logged out", "never")
+            return
+        candidate = self.failover.next()
+        if candidate is None:
+            self._dialing = self._in_round = False
+            self._connection_failed(self.failover.round_failure())
+            return
+        self._dialing = True
         proto = ChatClientProtocol(self.reactor, self._verify_server, self)
-        connecting = connectProtocol(endpoint, proto)
+        connecting = connectProtocol(endpoint(self.reactor, candidate, self.connect_timeout),
+                                     proto)
         self._attempt_in_progress = (connecting, proto)
         connecting.addCallbacks(self._dialled, self._dial_failed)
+
+    def _candidate_failed(self, reason: str) -> None:
+        """This address did not let us in: the next of the round, if any."""
+        self.failover.failed(reason)
+        self._dial_next()
 
     def _dialled(self, proto: ChatClientProtocol) -> None:
         # TCP is up; a server that then says nothing (stopped, or not spchat
@@ -268,7 +334,7 @@ class ChatClient:
 
     def _no_answer(self, proto: ChatClientProtocol) -> None:
         self._answer_timer = None
-        proto.failure = no_answer_text(self.host, self.port, self.connect_timeout)
+        proto.failure = no_answer_text(self.where, self.connect_timeout)
         proto.timed_out = True
         proto.transport.abortConnection()
 
@@ -285,7 +351,7 @@ class ChatClient:
         connecting, proto = attempt
         if not connecting.called:
             connecting.cancel()
-        elif proto.transport is not None:
+        elif proto is not None and proto.transport is not None:
             proto.transport.abortConnection()
 
     def _dial_failed(self, failure) -> None:
@@ -293,13 +359,16 @@ class ChatClient:
         if self._leaving:  # cancelled (logged out while dialing)
             self._give_up("logged out", "never")
             return
-        self._connection_failed(dial_error_text(failure, self.host, self.port))
+        self._candidate_failed(dial_error_text(failure, self.host, self.port, self.where))
 
     def _verify_server(self, fingerprint: str) -> None:
         self.server_fingerprint = fingerprint
+        address = self.failover.address
+        # The addresses given together are one server's nodes: one key.
+        others = tuple((a.host, a.port) for a in self.addresses if a != address)
         try:
             self.newly_pinned = self.pins.check(
-                self.host, self.port, fingerprint, self.accept_new_keys
+                address.host, address.port, fingerprint, self.accept_new_keys, others
             )
         except (PinMismatch, UnknownServer) as e:
             self.trust_problem = e
@@ -317,6 +386,7 @@ class ChatClient:
             proto.hang_up()
             return
         self._bye = None
+        assert proto.server_hello is not None, "the channel opens after the handshake"
         self.max_message_bytes = proto.server_hello.max_message_bytes
         # Typed before the limit was known: refuse here what the server would.
         for cid, msg in list(self.outbox.items()):
@@ -337,7 +407,8 @@ class ChatClient:
         # join).  Been here before (the session ended): only what came since.
         first = self.name is None
         positions = None if first else self.positions.as_wire()
-        self._sent_positions = None if first else {conversation_key(c) for c, _ in positions}
+        self._sent_positions = (None if positions is None
+                                else {conversation_key(c) for c, _ in positions})
         proto.send_message(wire.Login(self.requested_name, self.password,
                                       self.register_on_login and first, positions, self.since,
                                       self._outbox_secret))
@@ -372,9 +443,10 @@ class ChatClient:
             if msg.cid is None:
                 self._new_password = None  # an account request was refused
         elif isinstance(msg, wire.Members):
-            msg = self._member_part(msg)
-            if msg is None:
+            whole = self._member_part(msg)
+            if whole is None:
                 return  # a long list comes in parts: shown once it is whole
+            msg = whole
         elif isinstance(msg, wire.MemberUpdate):
             # One change, made in place: a room of thousands hears of every
             # join, and must not rebuild its list for each.
@@ -501,7 +573,7 @@ class ChatClient:
         bye = self._bye
         if self._leaving:
             self._set_status(Status("offline", reason="logged out", recovery="never"))
-        elif bye is not None and bye.code in wire.NO_RECONNECT_CODES:
+        elif bye is not None and bye.code in wire.NO_RECONNECT_CODES and not self._moves_on(bye):
             self._welcome = None  # that session is over: a new one next time
             recovery = "manual" if bye.code == "shutdown" else "never"
             self._set_status(Status("offline", reason=bye.text, recovery=recovery))
@@ -512,11 +584,18 @@ class ChatClient:
         else:
             reason = bye.text if bye is not None else (failure or "connection lost")
             if bye is None and failure and self._not_spchat(proto):
-                reason = not_spchat_text(self.host, self.port)
-            self._connection_failed(reason)
+                reason = not_spchat_text(self.where)
+            if self._in_round:
+                self._candidate_failed(reason)
+            else:
+                self._connection_failed(reason)
         self._check_acks()
         if self._closed is not None and not self._closed.called:
             self._closed.callback(None)
+
+    def _moves_on(self, bye: wire.Bye) -> bool:
+        """One node of several shutting down: another one takes us in."""
+        return bye.code == "shutdown" and self.failover.seen_several
 
     @staticmethod
     def _not_spchat(proto) -> bool:
@@ -583,6 +662,7 @@ class ChatClient:
         self._welcome = welcome
         self.name = welcome.name
         self._attempt = 0
+        self._in_round = False
         self._member_parts = {}
         self._entered = set()  # the rooms come again, each with where it is now
         self._expect_rooms(welcome)
@@ -591,14 +671,16 @@ class ChatClient:
         self._window = FIRST_WINDOW
         self._to_send = deque(self.outbox)
         first = self._first is not None and not self._first.called
-        self._set_status(Status("connected", resumed=not first))
+        shown = self.where if self.failover.seen_several else ""
+        self._set_status(Status("connected", resumed=not first, address=shown))
         self._start_presence(welcome)
         self._start_keepalive(welcome)
-        if first:
+        if first and self._first is not None:
             self._first.callback(welcome)
-        requests, self._requests = self._requests, []
-        for request in requests:
-            self.proto.send_message(request)
+        if self.proto is not None:  # the channel the welcome came on
+            requests, self._requests = self._requests, []
+            for request in requests:
+                self.proto.send_message(request)
         self._pump()
 
     def _expect_rooms(self, welcome: wire.Welcome) -> None:
@@ -641,6 +723,7 @@ class ChatClient:
         from spchat.client.presence import PresenceClient
 
         server_ip = self.proto.transport.getPeer().host
+        assert self.proto.handshake_hash is not None, "known once the channel is open"
         self.presence = PresenceClient(
             beacon.derive_keys(self.proto.handshake_hash),
             (server_ip, welcome.udp_port),
@@ -658,7 +741,8 @@ class ChatClient:
     def _stop_presence(self) -> None:
         if self.presence is not None:
             self.presence.stop()
-            self._udp.stopListening()
+            if self._udp is not None:
+                self._udp.stopListening()
             self.presence = None
 
     def _presence_snapshot(self, members) -> None:
@@ -676,7 +760,7 @@ class ChatClient:
 
     def _presence_silent(self) -> None:
         # UDP blocked or lost: ask over TCP, which always gets through.
-        if self.connected:
+        if self.connected and self.proto is not None:
             self.proto.send_message(wire.PresenceRequest())
 
     # --- sending -----------------------------------------------------------
@@ -687,18 +771,19 @@ class ChatClient:
 
     def _pump(self) -> None:
         """Send what the outbox holds, keeping the in-flight window."""
-        if not self.connected:
+        proto, welcome = self.proto, self._welcome
+        if not self.connected or proto is None or welcome is None:
             return
         # The whole outbox at once after a reconnect would be cut off again
         # by a link that dies after a few kilobytes, before any of it is
         # acknowledged, for ever.
-        window = min(self._window, self._welcome.max_in_flight)
+        window = min(self._window, welcome.max_in_flight)
         while self._to_send and len(self._in_flight) < window:
             cid = self._to_send.popleft()
             msg = self.outbox.get(cid)
             if msg is not None:  # not refused meanwhile
                 self._in_flight.add(cid)
-                self.proto.send_message(msg)
+                proto.send_message(msg)
 
     def _acknowledged(self, cid: str | None) -> None:
         if cid is not None and self.outbox.pop(cid, None) is not None:
@@ -738,7 +823,7 @@ class ChatClient:
             return "not connected yet"
         return "the server had not acknowledged them yet"
 
-    def _queue(self, msg: wire.Message) -> str:
+    def _queue(self, msg: Line) -> str:
         problem = self._session_over() or self._too_long(msg.text)
         if problem:
             raise ValueError(problem)
@@ -757,7 +842,7 @@ class ChatClient:
 
     def _request(self, msg: wire.Message) -> None:
         """Send a command now, or as soon as the client is (back) in."""
-        if self.connected:
+        if self.connected and self.proto is not None:
             self.proto.send_message(msg)
         elif len(self._requests) < MAX_WAITING_REQUESTS:
             self._requests.append(msg)
@@ -841,7 +926,7 @@ class ChatClient:
         or as soon as the client has given up reconnecting."""
         if not self.outbox or self._hopeless():
             return defer.succeed(not self.outbox)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._ack_waiters.append(d)
         timer = self.reactor.callLater(timeout, self._ack_timeout, d)
         d.addBoth(lambda result: (timer.active() and timer.cancel(), result)[1])

@@ -95,8 +95,8 @@ class MessageEntry(tk.Text):
         if not self.edit_modified():
             return
         self.edit_modified(False)
-        lines = self.count("1.0", "end-1c", "displaylines")
-        lines = (lines[0] if isinstance(lines, tuple) else lines or 0) + 1
+        counted = self.count("1.0", "end-1c", "displaylines")
+        lines = (counted[0] if isinstance(counted, tuple) else counted or 0) + 1
         height = max(1, min(MAX_HEIGHT, lines))
         if int(self.cget("height")) != height:
             self.configure(height=height)

@@ -16,6 +16,7 @@ Everything shown comes from the ``ChatPresenter`` (what to show) and
 from __future__ import annotations
 
 import tkinter as tk
+from functools import partial
 from tkinter import font as tkfont
 from tkinter import ttk
 
@@ -85,27 +86,33 @@ class ChatWindow:
                   font=(self._base.actual("family"), 14, "bold")).grid(
             row=0, column=0, columnspan=2, sticky="w", pady=(0, 12))
         self.fields = {}
-        for row, (key, label) in enumerate((("host", "Server"), ("port", "Port"),
-                                            ("name", "Name"), ("password", "Password")), 1):
+        hints = {"host": "(a server of several nodes: a,b,c or a:7000,b:7001)",
+                 "password": "(optional: only for a registered name)"}
+        row = 1
+        for key, label in (("host", "Server"), ("port", "Port"), ("name", "Name"),
+                           ("password", "Password")):
             ttk.Label(f, text=label).grid(row=row, column=0, sticky="w", pady=3, padx=(0, 8))
             entry = ttk.Entry(f, width=32, show="•" if key == "password" else "")
             entry.grid(row=row, column=1, sticky="we", pady=3)
             entry.bind("<Return>", lambda e: self._connect_clicked())
             self.fields[key] = entry
-        ttk.Label(f, text="(optional: only for a registered name)", foreground="#666").grid(
-            row=5, column=1, sticky="w")
+            row += 1
+            if key in hints:
+                ttk.Label(f, text=hints[key], foreground="#666").grid(
+                    row=row, column=1, sticky="w")
+                row += 1
         self.register = tk.BooleanVar(value=False)
         ttk.Checkbutton(f, text="Register this name with the password",
-                        variable=self.register).grid(row=6, column=1, sticky="w", pady=6)
+                        variable=self.register).grid(row=row, column=1, sticky="w", pady=6)
         buttons = ttk.Frame(f)
-        buttons.grid(row=7, column=1, sticky="w", pady=6)
+        buttons.grid(row=row + 1, column=1, sticky="w", pady=6)
         self.connect_button = ttk.Button(buttons, text="Connect", command=self._connect_clicked)
         self.connect_button.pack(side="left")
         # Shown while connecting: a port that says nothing need not be waited for.
         self.cancel_button = ttk.Button(buttons, text="Cancel",
                                         command=lambda: self.controller.cancel())
         self.connect_message = ttk.Label(f, wraplength=460, justify="left")
-        self.connect_message.grid(row=8, column=0, columnspan=2, sticky="w", pady=6)
+        self.connect_message.grid(row=row + 2, column=0, columnspan=2, sticky="w", pady=6)
         f.columnconfigure(1, weight=1)
 
     def _build_trust(self) -> None:
@@ -281,8 +288,7 @@ class ChatWindow:
         self._unseen = 0  # messages come in below while scrolled up
         self.jump_button = ttk.Button(f, style="Jump.TButton", cursor="hand2",
                                       command=self.jump_to_latest)
-        self.text.bind("<Configure>", lambda e: self._at_bottom and self.text.see("end"),
-                       add="+")
+        self.text.bind("<Configure>", self._resized, add="+")
         return f
 
     def _build_member_list(self, parent) -> ttk.Frame:
@@ -440,7 +446,7 @@ class ChatWindow:
         client = p.client
         unread = p.unread_total()
         self.master.title(f"{'(%d) ' % unread if unread else ''}spchat — "
-                          f"{client.name}@{client.host}:{client.port}")
+                          f"{client.name}@{client.where}")
 
     def _draw_lines(self, lines: list, view: str, changed: bool = False) -> None:
         shown = self._shown
@@ -495,6 +501,10 @@ class ChatWindow:
         self.jump_button.configure(
             text=f"↓ {n} new message{'s' if n != 1 else ''} below — jump to latest")
         self.jump_button.place(in_=self.text, relx=1.0, rely=1.0, x=-10, y=-8, anchor="se")
+
+    def _resized(self, event) -> None:
+        if self._at_bottom:  # the latest line stays in sight
+            self.text.see("end")
 
     def jump_to_latest(self) -> None:
         self.text.see("end")
@@ -577,7 +587,7 @@ class ChatWindow:
             return  # one's own offer: nothing to download
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
         button = ttk.Button(t, text=label, style="Offer.TButton", cursor="hand2",
-                            command=lambda f=line.file: self.controller.download(f))
+                            command=partial(self.controller.download, line.file))
         if line.download in ("running", "saved"):
             button.state(["disabled"])
         t.window_create("end", window=button, padx=2, align="center")
@@ -735,7 +745,7 @@ class ChatWindow:
         for i, action in enumerate(actions):
             if i and actions[i - 1].op == "message":  # talking, then moderating
                 menu.add_separator()
-            menu.add_command(label=action.label, command=lambda a=action: act(a))
+            menu.add_command(label=action.label, command=partial(act, action))
         menu.tk_popup(event.x_root, event.y_root)
 
     def _scrollbar_moved(self, *args) -> None:

@@ -21,6 +21,7 @@ import sys
 from twisted.internet import defer, task
 
 from spchat import config
+from spchat.client.addresses import add_server_options, check_server_options
 from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 from spchat.p2p.report import progress_text, size_text, summary_text
 
@@ -39,13 +40,11 @@ def parse_args(argv, cfg: config.Config):
     get.add_argument("--dir", help=f"where to save it (default {cfg.download_dir})")
     get.add_argument("--json", action="store_true", help="print the summary as JSON")
     for p in (share, get):
-        p.add_argument("--host", help=f"server address (default {cfg.client_host})")
-        p.add_argument("--port", type=int, help=f"server TCP port (default {cfg.tcp_port})")
+        add_server_options(p, cfg)
         p.add_argument("--name", required=True, help="the name to log in with")
         add_password_options(p)
     args = parser.parse_args(argv)
-    if args.port is not None and not 1 <= args.port <= 65535:
-        parser.error(f"--port {args.port}: port must be 1-65535")
+    check_server_options(parser, args, cfg)
     args.password = password_or_exit(args, ask=terminal_prompt())  # before the reactor
     return args
 
@@ -68,12 +67,12 @@ def main(argv, cfg: config.Config, pins) -> int:
     # Ctrl-C and SIGTERM end it the normal way (a download kept resumable,
     # a logout), not by stopping the reactor under it: our own handlers,
     # and the reactor runs without its own.
-    stop_requested = defer.Deferred()
+    stop_requested: defer.Deferred = defer.Deferred()
 
     def on_signal(signum, frame):
         reactor.callFromThread(lambda: stop_requested.called or stop_requested.callback(None))
 
-    offline = defer.Deferred()  # fires with the reason once the client gives up
+    offline: defer.Deferred = defer.Deferred()  # fires with the reason once the client gives up
 
     def on_status(status) -> None:
         if status.state == "offline" and not offline.called:
@@ -144,5 +143,5 @@ def main(argv, cfg: config.Config, pins) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     reactor.callWhenRunning(lambda: run(reactor).addBoth(finished))
-    reactor.run(installSignalHandlers=False)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]  # the real reactor's run takes it
     return status[0] if status else 1

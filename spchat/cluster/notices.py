@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from spchat.server.records import Record
 
@@ -68,7 +69,7 @@ def read_tops(body: dict) -> Tops | None:
     return Tops(numbers)
 
 
-def _number(value) -> bool:
+def _number(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 

@@ -20,6 +20,7 @@ commit that added it).
 from __future__ import annotations
 
 import urllib.parse
+from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer, endpoints, error, protocol
@@ -45,10 +46,12 @@ def parse_url(url: str) -> tuple[str, int, int]:
     """(host, port, database number) of a ``redis://`` URL."""
     parts = urllib.parse.urlsplit(url)
     db = parts.path.strip("/")
+    if not parts.hostname:  # the configuration refuses it already
+        raise BusError(f"no host in the bus URL {url!r}")
     return parts.hostname, parts.port or DEFAULT_PORT, int(db) if db else 0
 
 
-def _driver():
+def _driver() -> Any:  # the txredisapi module, untyped
     try:
         import txredisapi
     except ImportError:
@@ -71,7 +74,7 @@ def _usable(proto) -> defer.Deferred:
     """Fires once the connection is usable, fails if it is lost first
     (txredisapi's ``whenConnected`` alone would then wait for ever, and the
     service with it, never trying again)."""
-    d = defer.Deferred()
+    d: defer.Deferred = defer.Deferred()
 
     def fire(result):
         if not d.called:
@@ -103,7 +106,7 @@ class RedisBus:
         self.dropped = 0  # notices not published: the bus was away
         bus = self
 
-        class Subscriber(txredisapi.SubscriberProtocol):
+        class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[name-defined]  # imported at start
             def messageReceived(self, pattern, channel, message):
                 bus._heard(message)
 
@@ -111,7 +114,7 @@ class RedisBus:
                 super().connectionLost(why)
                 bus._lost("subscriber")
 
-        class Publisher(txredisapi.RedisProtocol):
+        class Publisher(txredisapi.RedisProtocol):  # type: ignore[name-defined]  # imported at start
             def connectionLost(self, why):
                 super().connectionLost(why)
                 if bus.publisher is self:

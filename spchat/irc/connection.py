@@ -33,6 +33,7 @@ from spchat.irc.history import ChatHistory
 from spchat.irc.outbound import Outbound
 from spchat.server.events import LineBatch, SharedEvents
 from spchat.server.interfaces import IChatClient
+from spchat.server.sessions import Session
 
 HOST = "spchat"  # every user's host: the gateway does not tell anyone's address
 USERLEN = 16
@@ -92,7 +93,7 @@ class IrcConnection:
         self.quit_reason: str | None = None
         self.caps = Caps()
         self.sasl = PlainSasl()
-        self.session = None
+        self.session: Session | None = None
         self.registered = False  # 001 sent
         self.closed = False
         self.login_via: str | None = None  # how the login in flight was asked for
@@ -383,6 +384,7 @@ class IrcConnection:
         self.try_register()
 
     def _finish_registration(self) -> None:
+        assert self.session is not None, "registration ends once logged in"
         self.nick = self.session.name  # the name as the chat spells it
         self.registered = True
         self.registry.add(self)
@@ -461,7 +463,7 @@ class IrcConnection:
     def connection_lost(self, reason: str) -> None:
         self.closed = True
         self.registry.remove(self)
-        rooms = list(self.session.rooms) if self.session is not None else []
+        rooms: list[str] = list(self.session.rooms) if self.session is not None else []
         self.core.link_lost(self.link, resumable=False, reason=self.quit_reason or reason)
         for key in rooms:  # the QUIT reaches the others now, as IRC servers send it
             room = self.core.directory.get(key)

@@ -45,7 +45,8 @@ class Reference:
 
     def __init__(self, text: str, conversation: str):
         kind, _, value = text.partition("=")
-        self.seq = self.ts = None
+        self.seq: int | None = None
+        self.ts: int | None = None
         if kind == "msgid":
             head, _, number = value.rpartition("/")
             if head != conversation.replace(" ", "~") or not number.isdigit():
@@ -65,6 +66,7 @@ class Reference:
         those before it below ``upper``."""
         if self.seq is not None:
             return self.seq, self.seq
+        assert self.ts is not None, "a reference is by number or by time"
         up_to = yield store.last_before_time(conversation, self.ts + 1)  # stamped <= ts
         before = yield store.last_before_time(conversation, self.ts)  # stamped < ts
         return up_to, before + 1

@@ -41,7 +41,7 @@ class Labels:
 
     @staticmethod
     def usable(label: str | None) -> bool:
-        return bool(label) and len(label.encode("utf-8")) <= MAX_LABEL_BYTES
+        return bool(label and len(label.encode("utf-8")) <= MAX_LABEL_BYTES)
 
     def hold(self, data: bytes) -> bool:
         """Keep ``data`` for the answer being written, if there is one."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections import OrderedDict
+from typing import Any, Callable
 
 from spchat import wire
 from spchat.irc import numerics as N
@@ -91,7 +92,7 @@ class Outbound:
                 view = conn.room_view(room)
                 for name, role, _ in view.members:
                     channel.set_role(name, role)
-                    self._quits.pop(name_key(name), None)
+                    self._quits.pop(name_key(name) or name, None)
                 conn.send_names(view)
             return
         changes = self._modes.setdefault(room_key(msg.room) or msg.room, [])
@@ -154,7 +155,7 @@ class Outbound:
             return
         by = self._source(msg.by)
         if kind == "join":
-            self._quits.pop(name_key(msg.name), None)
+            self._quits.pop(name_key(msg.name) or msg.name, None)
             if not conn.is_me(msg.name):
                 conn.emit(conn.mask(msg.name), "JOIN", channel.irc_name)
                 joiner = conn.registry.get(msg.name)
@@ -298,7 +299,7 @@ class Outbound:
                            f"{msg.sharer} shares {msg.name!r} ({msg.size} bytes); "
                            "fetch it with a spchat client")
 
-    _handlers = {
+    _handlers: dict[type, Callable[[Outbound, Any], None]] = {
         wire.RoomState: _room_state,
         wire.Members: _members,
         wire.MemberUpdate: _member,

@@ -16,7 +16,7 @@ import collections
 import time
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -26,6 +26,7 @@ from spchat.irc.connection import HOST, IrcConnection
 from spchat.irc.lines import MAX_CLIENT_TAG_BYTES, MAX_LINE_BYTES, MAX_TAG_BYTES
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
 from spchat.server.rules import TokenBucket
+from spchat.transports import IStreamTransport
 
 MAX_INPUT_BYTES = MAX_LINE_BYTES + MAX_TAG_BYTES
 # A reader may fall behind for this long before a full send buffer cuts it.
@@ -39,21 +40,23 @@ MAX_LAG_SECONDS = 10.0
 
 @implementer(IPushProducer)
 class IrcProtocol(protocol.Protocol):
+    transport: IStreamTransport  # set by makeConnection before anything here runs
+
     def __init__(self, factory: IrcFactory, host: str):
         self.factory = factory
         self.host = host
         self.conn: IrcConnection | None = None
         self._buffer = b""
         self._skipping = False  # inside a line that was too long
-        self._registration_timer = None
-        self._ping_timer = None
+        self._registration_timer: IDelayedCall | None = None
+        self._ping_timer: IDelayedCall | None = None
         self._pinged = False
         self._paused_since: float | None = None  # the peer stopped reading then
         self._unsent = 0  # bytes written since
         # Lines received, waiting for their turn (None: one too long).
         self._waiting: collections.deque[bytes | None] = collections.deque()
         self._lines = TokenBucket(factory.line_rate, factory.line_burst, factory.clock.seconds())
-        self._pace_call = None
+        self._pace_call: IDelayedCall | None = None
         self._reading_paused = False
 
     @property
@@ -83,6 +86,7 @@ class IrcProtocol(protocol.Protocol):
     # --- a peer that does not read ------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        assert self.conn is not None, "made in connectionMade"
         self.transport.write(data)
         if self._paused_since is None:
             return
@@ -137,6 +141,7 @@ class IrcProtocol(protocol.Protocol):
                          "commands waiting; {count} so far)", host=self.host,
                          limit=factory.max_waiting_lines)
         self._waiting.clear()
+        assert self.conn is not None, "made in connectionMade"
         self.conn.quit_reason = "Excess Flood"
         self.conn.goodbye("Excess Flood")
 
@@ -147,6 +152,7 @@ class IrcProtocol(protocol.Protocol):
         at most one read's worth."""
         self._pace_call = None
         clock = self.factory.clock
+        assert self.conn is not None, "made in connectionMade"
         while self._waiting and not self.conn.closed:
             if not self._lines.take(clock.seconds()):
                 self._pace_call = clock.callLater(self._lines.wait(clock.seconds()), self._pace)
@@ -172,6 +178,7 @@ class IrcProtocol(protocol.Protocol):
 
     def _registration_over(self) -> None:
         self._registration_timer = None
+        assert self.conn is not None, "made in connectionMade"
         if not self.conn.registered:
             self.conn.goodbye("Registration timed out")
 
@@ -187,6 +194,7 @@ class IrcProtocol(protocol.Protocol):
                                                             self._quiet)
 
     def _quiet(self) -> None:
+        assert self.conn is not None, "made in connectionMade"
         if self._pinged:
             self._ping_timer = None
             self.conn.quit_reason = f"Ping timeout: {self.factory.ping_interval:.0f} seconds"
@@ -233,6 +241,7 @@ class IrcRegistry:
             maxlen=self.MAX_GONE)  # (name key, nick, user, real name), newest last
 
     def add(self, conn: IrcConnection) -> None:
+        assert conn.session is not None, "added once registered"
         self._by_key[conn.session.key] = conn
 
     def remove(self, conn: IrcConnection) -> None:

@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     from spchat.monitor.presenter import MonitorPresenter
 
     presenter = MonitorPresenter(reactor)
+    connection: MonitorConnection  # made next, once the window it refreshes is
     window = MonitorWindow(root, presenter, send=lambda request: connection.send(request))
     connection = MonitorConnection(
         reactor, args.host, args.port, token, PinStore(config.client_config_dir()),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import tkinter as tk
+from functools import partial
 from tkinter import ttk
 
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
@@ -126,7 +127,7 @@ class MonitorConnection:
 class MonitorWindow:
     def __init__(self, root: tk.Tk, presenter: MonitorPresenter, send):
         self.root, self.presenter, self.send = root, presenter, send
-        self.connection = None  # set by the caller, for its status text
+        self.connection: MonitorConnection | None = None  # set by the caller, for its status text
         root.title("spchat monitor")
         root.minsize(760, 480)
 
@@ -153,7 +154,7 @@ class MonitorWindow:
 
         self.tree = ttk.Treeview(root, columns=[c for c, _, _ in COLUMNS], show="headings")
         for column, title, width in COLUMNS:
-            self.tree.heading(column, text=title, command=lambda c=column: self._sort(c))
+            self.tree.heading(column, text=title, command=partial(self._sort, column))
             self.tree.column(column, width=width, stretch=column in ("name", "client"))
         for state, colour in STATE_COLOURS.items():
             self.tree.tag_configure(state, background=colour)
@@ -165,7 +166,7 @@ class MonitorWindow:
         for action, label in (("kick", "Kick"), ("ban", "Ban"), ("unban", "Unban"),
                               ("broadcast", "Broadcast"), ("disconnect_all", "Disconnect all"),
                               ("shutdown", "Shut down")):
-            button = ttk.Button(buttons, text=label, command=lambda a=action: self.ask(a))
+            button = ttk.Button(buttons, text=label, command=partial(self.ask, action))
             button.pack(side="left", padx=2)
             self.buttons[action] = button
 
@@ -185,7 +186,7 @@ class MonitorWindow:
 
         self.menu = tk.Menu(root, tearoff=False)
         for action, label in (("kick", "Kick"), ("ban", "Ban"), ("unban", "Unban")):
-            self.menu.add_command(label=label, command=lambda a=action: self.ask(a))
+            self.menu.add_command(label=label, command=partial(self.ask, action))
         self.tree.bind("<Button-3>", self._context_menu)
         self.refresh()
 

@@ -34,7 +34,7 @@ class DiskQueue:
     def run(self, function, *args) -> defer.Deferred:
         """``function(*args)`` in a worker thread, after the jobs asked
         before it: a Deferred of its result, on the reactor thread."""
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         if self.closed:
             d.errback(DiskClosed())
         else:
@@ -67,7 +67,7 @@ class DiskQueue:
             return defer.succeed(None)
         dropped = list(self._waiting)
         self._waiting.clear()
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         if last is not None:
             self._waiting.append((last, (), d))
         self.closed = True

@@ -59,6 +59,12 @@ def safe_name(name: str) -> str:
     return name
 
 
+def _count(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ManifestError(f"{field} must be a whole number, 0 or more")
+    return value
+
+
 @dataclass(frozen=True)
 class Manifest:
     name: str
@@ -103,9 +109,7 @@ class Manifest:
         piece_size, pieces = body.get("piece_size"), body.get("pieces")
         if not isinstance(name, str) or len(name) > 4 * MAX_NAME_BYTES:
             raise ManifestError("name must be a text of reasonable length")
-        for field, value in (("size", size), ("piece_size", piece_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ManifestError(f"{field} must be a whole number, 0 or more")
+        size, piece_size = _count("size", size), _count("piece_size", piece_size)
         if size > max_share_bytes:
             raise ManifestError(f"the file is {size} bytes; shares are limited to "
                                 f"{max_share_bytes} bytes")

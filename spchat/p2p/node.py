@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any, Generator
 
 from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from spchat import wire
@@ -27,7 +29,7 @@ RELAY_TIMEOUT = 15.0
 HOLDING_EVERY = 2.0  # seconds between "I have N pieces" reports
 SAVE_EVERY = 2.0  # seconds between saves of a download's state
 ASK_AGAIN_AFTER = 3.0  # seconds with no peer before asking the server for others
-GIVE_UP_AFTER = 60.0  # seconds with no peer and no progress: the download fails
+GIVE_UP_AFTER = 60.0  # seconds with nothing fetched from anyone: the download fails
 
 
 class SharingError(Exception):
@@ -52,7 +54,7 @@ class Fetch:
         self.file_id = answer.file
         self.started = time.monotonic()
         self.start_bytes = 0
-        self.result = defer.Deferred()  # fires with the saved file's Path
+        self.result: defer.Deferred = defer.Deferred()  # fires with the saved file's Path
         self.path: Path | None = None
         self._rows = {row[3]: row for row in answer.peers}  # transfer -> row
         self._last_holding = 0.0
@@ -61,6 +63,7 @@ class Fetch:
         self.swarm = Swarm(node.reactor, manifest, download=download,
                            upload_bps=node.upload_bps, on_piece=self._piece,
                            on_complete=self._complete, on_failed=self._failed)
+        assert self.swarm.download is not None, "a swarm given a download"
         self.download = self.swarm.download  # its reactor side: the disk work is queued
         self.start_bytes = self.swarm.bytes_done()
         self._saver = task.LoopingCall(self._save)
@@ -102,10 +105,12 @@ class Fetch:
             return
         name, _, _, _, key_text = row
         key = _key(key_text)
+        if key is None:  # never dialled directly either (see _connect)
+            return
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.node.reactor, True, transfer, key, self.swarm, name,
             preamble=peer.relay_header(transfer, key, "fetch"), path="relay")
-        d = peer.dial(self.node.reactor, self.node.client.host, port, make, RELAY_TIMEOUT)
+        d = peer.dial(self.node.reactor, self.node.client.server_ip, port, make, RELAY_TIMEOUT)
         d.addErrback(lambda f: self.swarm.unreachable(name, "relay", f.getErrorMessage()))
 
     # --- progress ---------------------------------------------------------------
@@ -146,15 +151,15 @@ class Fetch:
 
     def _save(self) -> None:
         """Every SAVE_EVERY seconds: save the state, and look for peers if
-        none is left."""
+        nothing is being fetched (none is left, or those left lack what
+        is missing): a download finishes, or says why it stopped."""
         self.download.save_state().addErrback(self._not_saved)
         now = time.monotonic()
-        if self.swarm.peers:
+        if self.swarm.fetching:
             self._last_progress = now
             return
         if now - self._last_progress > GIVE_UP_AFTER:
-            self.swarm.fail(f"no peer could be reached for {GIVE_UP_AFTER:.0f} s "
-                            f"(directly or through the relay); run it again to resume")
+            self.swarm.fail(f"{self.swarm.why_idle(GIVE_UP_AFTER)}; run it again to resume")
         elif now - self._last_asked >= ASK_AGAIN_AFTER:
             self._last_asked = now
             self.node.ask_again(self)
@@ -223,7 +228,7 @@ class SharingNode:
         self._waiting: dict[str, list] = {}
         self._starting: set[str] = set()  # fetches between answer and start
         self._relay_for: dict[str, Fetch] = {}
-        self._listener = None
+        self._listener: IListeningPort | None = None
         client.sharing = self
 
     def start(self) -> None:
@@ -232,7 +237,7 @@ class SharingNode:
             self._listener = self.reactor.listenTCP(
                 self.requested_port,
                 peer.ListenFactory(self.reactor, self.introductions, self.max_per_ip))
-            self.port = self._listener.getHost().port
+            self.port = self._listener.getHost().port  # type: ignore[union-attr]  # a TCP address
 
     def stop(self) -> defer.Deferred:
         """Fires once every file is closed (after the disk job under way on
@@ -250,7 +255,7 @@ class SharingNode:
     # --- what the user does ------------------------------------------------------
 
     @defer.inlineCallbacks
-    def share(self, path) -> defer.Deferred:
+    def share(self, path) -> Generator[defer.Deferred, Any, tuple[str, Manifest]]:
         """Hash a file and offer it: fires with (file id, manifest)."""
         path = Path(path).expanduser()
         if not path.is_file():
@@ -287,7 +292,7 @@ class SharingNode:
         self.client.request(wire.ListFiles())
 
     @defer.inlineCallbacks
-    def fetch(self, ref: str, directory) -> defer.Deferred:
+    def fetch(self, ref: str, directory) -> Generator[defer.Deferred, Any, Fetch]:
         """Ask the server for a file's swarm and start downloading: fires
         with the running Fetch (its ``result`` fires with the saved path)."""
         answer = yield self._ask("fetch", wire.Fetch(ref.strip().lower(), self._cid()), "")
@@ -301,7 +306,7 @@ class SharingNode:
         return fetch
 
     @defer.inlineCallbacks
-    def _start_fetch(self, answer: wire.Swarm, directory) -> defer.Deferred:
+    def _start_fetch(self, answer: wire.Swarm, directory) -> Generator[defer.Deferred, Any, Fetch]:
         try:
             manifest = Manifest.parse(answer.manifest.encode("utf-8"), 2**53)
         except ManifestError as e:
@@ -346,7 +351,7 @@ class SharingNode:
         return self.client.next_cid()
 
     def _ask(self, kind: str, msg, file_id: str) -> defer.Deferred:
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._waiting[msg.cid] = [kind, d, file_id,
                                   self.client.proto if self.client.connected else None]
         try:
@@ -411,7 +416,7 @@ class SharingNode:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
             preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
-        peer.dial(self.reactor, self.client.host, msg.relay_port, make,
+        peer.dial(self.reactor, self.client.server_ip, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 
     def welcomed(self, welcome: wire.Welcome) -> None:

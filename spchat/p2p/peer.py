@@ -23,14 +23,18 @@ import re
 
 from twisted.internet import defer
 from twisted.internet import error as net_error
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory
 from twisted.protocols.basic import Int32StringReceiver
+from zope.interface import implementer
 
 from spchat import noise
 from spchat.p2p import peerwire
+from spchat.p2p.manifest import Manifest
 from spchat.p2p.tags import TAG_BYTES, lookup_tag, relay_name
 from spchat.server.refusals import PerAddress, ThrottledLog
 from spchat.terminal import SafeLogger
+from spchat.transports import IStreamTransport
 
 log = SafeLogger()
 
@@ -59,6 +63,7 @@ def relay_header(transfer: str, key: bytes, side: str) -> bytes:
     return f"spchat-relay {relay_name(transfer, key)} {side}\n".encode("ascii")
 
 
+@implementer(IPushProducer)  # of our reads, to the transport (see hold)
 class PeerConnection(Int32StringReceiver):
     """``handler`` gets ``peer_open(conn)``, ``peer_message(conn, msg)`` and
     ``peer_closed(conn, reason)``.  The responder learns its key and handler
@@ -66,6 +71,7 @@ class PeerConnection(Int32StringReceiver):
     or None)."""
 
     MAX_LENGTH = noise.MAX_MESSAGE_LEN
+    transport: IStreamTransport  # set by makeConnection before anything here runs
 
     def __init__(self, clock, initiator: bool, transfer: str, key: bytes | None = None,
                  handler=None, name: str = "?", introductions=None, preamble: bytes = b"",
@@ -80,14 +86,15 @@ class PeerConnection(Int32StringReceiver):
         self.path = path  # "direct" or "relay"
         self.introductions = introductions
         self.preamble = preamble
-        self.manifest = None
+        self.manifest: Manifest | None = None  # the handler's, from the handshake on
         self._hs: noise.HandshakeState | None = None
-        self._send = self._recv = None
-        self._timer = None
+        self._send: noise.CipherState | None = None
+        self._recv: noise.CipherState | None = None
+        self._timer: IDelayedCall | None = None
         self.closing = False
         self._holds: set[str] = set()  # why we are not reading (see hold)
         self.reason = ""
-        self.opened = defer.Deferred()  # fires once the handshake is done
+        self.opened: defer.Deferred = defer.Deferred()  # fires once the handshake is done
 
     # --- set-up ---------------------------------------------------------------
 
@@ -98,14 +105,16 @@ class PeerConnection(Int32StringReceiver):
             self.transport.write(self.preamble)
         if self.initiator:
             self.sendString(opening(self.transfer, self.key))
-            self._start_handshake()
-            self.sendString(self._hs.write_message())
+            hs = self._start_handshake()
+            self.sendString(hs.write_message())
 
-    def _start_handshake(self) -> None:
+    def _start_handshake(self) -> noise.HandshakeState:
+        assert self.key is not None, "the key is known before the handshake starts"
         self.manifest = self.handler.manifest
         self._hs = noise.HandshakeState(
             PROTOCOL, self.initiator, prologue=PROLOGUE + self.transfer.encode("ascii"),
             psks=[self.key])
+        return self._hs
 
     def stringReceived(self, frame: bytes) -> None:
         if self.closing:
@@ -116,6 +125,7 @@ class PeerConnection(Int32StringReceiver):
             except noise.NoiseError:
                 self.fail("a frame failed authentication")
                 return
+            assert self.manifest is not None, "taken when the handshake started"
             try:
                 msg = peerwire.decode(plaintext, self.manifest)
             except peerwire.PeerWireError as e:
@@ -165,14 +175,16 @@ class PeerConnection(Int32StringReceiver):
         self.release("introduction")  # and go on with the frames already in
 
     def _handshake_frame(self, frame: bytes) -> None:
+        hs = self._hs
+        assert hs is not None, "started on connecting, or on the peer's opening"
         try:
-            self._hs.read_message(frame)
-            if not self._hs.complete:
-                self.sendString(self._hs.write_message())
+            hs.read_message(frame)
+            if not hs.complete:
+                self.sendString(hs.write_message())
         except noise.NoiseError as e:
             self.fail(f"handshake failed (wrong key?): {e}")
             return
-        self._send, self._recv = self._hs.split()
+        self._send, self._recv = hs.split()
         self._hs = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -216,7 +228,7 @@ class PeerConnection(Int32StringReceiver):
         return self._send is not None and not self.closing
 
     def send(self, msg) -> None:
-        if self.is_open:
+        if self.is_open and self._send is not None and self.manifest is not None:
             plain = peerwire.encode(msg, len(self.manifest.pieces))
             self.sendString(self._send.encrypt_with_ad(b"", plain))
 
@@ -291,7 +303,7 @@ class Introductions:
         known = self.take(tag)
         if known is not None:
             return defer.succeed(known)
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         waiting = self._waiting.setdefault(tag, [])
         waiting.append(d)
 
@@ -341,7 +353,7 @@ class DialFactory(ClientFactory):
     def __init__(self, make, where: str):
         self.make = make
         self.where = where
-        self.result = defer.Deferred()
+        self.result: defer.Deferred = defer.Deferred()
 
     def buildProtocol(self, addr):
         conn = self.make()

@@ -50,15 +50,16 @@ class Download:
         self.part = inside(self.directory, manifest.name + PART_SUFFIX)
         self.state_path = inside(self.directory, manifest.name + STATE_SUFFIX)
         fresh = not self.part.exists()
-        self._fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o600)
+        self._fd: int | None = fd
         try:  # two downloads of one name (another file, or a second run) must not mix
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            os.close(self._fd)
+            os.close(fd)
             self._fd = None
             raise StorageError(f"{self.part} is being written by another download") from None
-        if os.fstat(self._fd).st_size != manifest.size:
-            os.ftruncate(self._fd, manifest.size)
+        if os.fstat(fd).st_size != manifest.size:
+            os.ftruncate(fd, manifest.size)
         self.have: set[int] = set() if fresh else self._recover()
 
     # --- what is on disk ----------------------------------------------------------
@@ -79,9 +80,16 @@ class Download:
                 return listed | {i for i in pieces if i not in listed and self._verifies(i)}
         return {i for i in pieces if self._verifies(i)}
 
+    @property
+    def _file(self) -> int:
+        """The part file's descriptor: a closed download is used no more."""
+        if self._fd is None:
+            raise StorageError(f"{self.part} is closed")
+        return self._fd
+
     def _verifies(self, index: int) -> bool:
         offset, length = self.manifest.piece_range(index)
-        return self.manifest.verify(index, os.pread(self._fd, length, offset))
+        return self.manifest.verify(index, os.pread(self._file, length, offset))
 
     def missing(self) -> set[int]:
         return set(range(len(self.manifest.pieces))) - self.have
@@ -99,7 +107,7 @@ class Download:
             raise StorageError(f"piece {index} does not match its hash: not written")
         offset, _ = self.manifest.piece_range(index)
         try:
-            written = os.pwrite(self._fd, data, offset)
+            written = os.pwrite(self._file, data, offset)
             if written != len(data):
                 raise OSError(errno.ENOSPC, "short write")
         except OSError as e:
@@ -113,11 +121,11 @@ class Download:
         """Part of a piece we have (checked when it was written)."""
         if index not in self.have:
             raise StorageError(f"piece {index} is not here yet")
-        return os.pread(self._fd, length, self.manifest.piece_range(index)[0] + offset)
+        return os.pread(self._file, length, self.manifest.piece_range(index)[0] + offset)
 
     def save_state(self) -> None:
         """Which pieces are in: replaced atomically (temp, fsync, rename)."""
-        os.fsync(self._fd)  # the pieces first, then the state that lists them
+        os.fsync(self._file)  # the pieces first, then the state that lists them
         body = json.dumps({"file_id": self.manifest.file_id, "have": sorted(self.have)})
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state.")
         try:
@@ -134,8 +142,8 @@ class Download:
         """Every piece is in: the file gets its own name; returns it."""
         if not self.complete:
             raise StorageError(f"{len(self.missing())} pieces are still missing")
-        os.fsync(self._fd)
-        os.close(self._fd)
+        os.fsync(self._file)
+        os.close(self._file)
         self._fd = None
         stem, dot, ext = self.manifest.name.rpartition(".")
         if not stem:

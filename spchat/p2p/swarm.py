@@ -8,6 +8,8 @@ which piece to ask each peer for; a piece is asked of one peer, block by
 block, ``PIPELINE`` blocks in flight per peer; a piece that is complete is
 hashed before it is written or announced; a bad one is a strike against the
 one peer that sent it and is asked for again, elsewhere if possible.  A
+copy that comes while another is being hashed is kept until that one is
+known good (then it is dropped) or bad (then it is tried).  A
 peer that sends a block nobody asked for, or does not answer for
 ``REQUEST_TIMEOUT`` seconds, is dropped and its pieces go to the others.
 
@@ -25,10 +27,12 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall
 
 from spchat.p2p import peerwire
 from spchat.p2p.diskqueue import DiskClosed, DiskQueue
 from spchat.p2p.manifest import Manifest
+from spchat.p2p.peer import PeerConnection
 from spchat.p2p.ondisk import DownloadOnDisk, SeedOnDisk
 from spchat.p2p.picker import PiecePicker
 from spchat.p2p.storage import Download, StorageError
@@ -53,17 +57,19 @@ class SeedFile:
     def __init__(self, path, manifest: Manifest):
         self.path = path
         self.manifest = manifest
-        self._fd = os.open(path, os.O_RDONLY)
+        self._fd: int | None = os.open(path, os.O_RDONLY)
         self.have = set(range(len(manifest.pieces)))
         self._checked: set[int] = set()
         self._stamp = self._now_stamp()
 
     def _now_stamp(self) -> tuple[int, int]:
+        assert self._fd is not None, "read after close"
         st = os.fstat(self._fd)
         return st.st_size, st.st_mtime_ns
 
     def read_piece(self, index: int) -> bytes | None:
         offset, length = self.manifest.piece_range(index)
+        assert self._fd is not None, "read after close"
         data = os.pread(self._fd, length, offset)
         if not self.manifest.verify(index, data):
             self.have.discard(index)  # changed on disk: no longer ours to give
@@ -78,6 +84,7 @@ class SeedFile:
             self._checked.clear()
         if index not in self._checked and self.read_piece(index) is None:
             return None
+        assert self._fd is not None, "read after close"
         return os.pread(self._fd, length, self.manifest.piece_range(index)[0] + offset)
 
     def close(self) -> None:
@@ -88,7 +95,7 @@ class SeedFile:
 
 @dataclass(eq=False)
 class PeerState:
-    conn: object
+    conn: PeerConnection
     have: set = field(default_factory=set)
     asked: dict = field(default_factory=dict)  # (piece, offset) -> (length, when)
     cancelled: set = field(default_factory=set)  # asked, then cancelled: may still come
@@ -119,28 +126,37 @@ class Swarm:
     def __init__(self, clock, manifest: Manifest, source=None,
                  download: Download | None = None, upload_bps: int = 0,
                  on_piece=lambda index: None, on_complete=lambda: None,
-                 on_failed=lambda reason: None):
+                 on_failed=lambda reason: None, disk: DiskQueue | None = None):
         self.clock = clock
         self.manifest = manifest
-        self.disk = DiskQueue(clock)  # the one file's, reads and writes in order
+        # The one file's, reads and writes in order.
+        self.disk = disk if disk is not None else DiskQueue(clock)
         self.download = DownloadOnDisk(self.disk, download) if download is not None else None
-        self.source = SeedOnDisk(self.disk, source) if source is not None else self.download
+        self.source: SeedOnDisk | DownloadOnDisk
+        if source is not None:
+            self.source = SeedOnDisk(self.disk, source)
+        elif self.download is not None:
+            self.source = self.download
+        else:
+            raise TypeError("a swarm serves a source, or a download")
         self.upload_bps = upload_bps
         self.on_piece = on_piece
         self.on_complete = on_complete
         self.on_failed = on_failed
-        self.peers: dict[object, PeerState] = {}
+        self.peers: dict[PeerConnection, PeerState] = {}
         self.stats: dict[str, PeerStats] = {}
         self.banned: set[str] = set()  # names dropped for bad data
         self.failed: str | None = None
         self.closed = False  # closed: late peers are turned away
-        self.picker = None
+        self.picker: PiecePicker | None = None
         self._serve_queue: deque = deque()
-        self._storing: set[int] = set()  # pieces being hashed and written
+        # Pieces being hashed and written -> the copies other peers sent
+        # meanwhile, (peer, data): tried in turn if that one is bad.
+        self._storing: dict[int, deque] = {}
         self._tokens = float(upload_bps)
         self._refill_at = clock.seconds()
-        self._serve_call = None
-        self._ticker = None
+        self._serve_call: IDelayedCall | None = None
+        self._ticker: task.LoopingCall | None = None
         if download is not None and not download.complete:
             self.picker = PiecePicker(len(manifest.pieces), download.have)
             self._ticker = task.LoopingCall(self._tick)
@@ -157,6 +173,23 @@ class Swarm:
         have = self.picker.have if self.picker is not None else self.source.have
         return sum(self.manifest.piece_range(i)[1] for i in have)
 
+    @property
+    def fetching(self) -> bool:
+        """A block is asked of a peer (it answers, or is dropped in time),
+        or a piece is being hashed and written: the download moves."""
+        return bool(self._storing) or any(peer.asked for peer in self.peers.values())
+
+    def why_idle(self, seconds: float) -> str:
+        """Why nothing was fetched for ``seconds``, though pieces are missing."""
+        if not self.peers:
+            return f"no peer could be reached for {seconds:.0f} s (directly or through the relay)"
+        missing = self.picker.wanted() if self.picker is not None else set()
+        if any(peer.have & missing for peer in self.peers.values()):
+            return f"nothing came from the connected peers ({len(self.peers)}) for {seconds:.0f} s"
+        what = "the piece" if len(missing) == 1 else f"the {len(missing)} pieces"
+        return (f"none of the connected peers ({len(self.peers)}) has had {what} still "
+                f"missing for {seconds:.0f} s")
+
     def stats_for(self, conn) -> PeerStats:
         return self.stats.setdefault(conn.name, PeerStats(path=conn.path))
 
@@ -168,7 +201,7 @@ class Swarm:
 
     # --- the connection's handler interface ------------------------------------
 
-    def peer_open(self, conn) -> None:
+    def peer_open(self, conn: PeerConnection) -> None:
         if self.closed or self.failed:
             conn.fail("no longer sharing this file")
             return
@@ -180,7 +213,7 @@ class Swarm:
         stats.connected, stats.path, stats.dropped = True, conn.path, ""
         conn.send(peerwire.Bitfield(frozenset(self.source.have)))
 
-    def peer_closed(self, conn, reason: str) -> None:
+    def peer_closed(self, conn: PeerConnection, reason: str) -> None:
         peer = self.peers.pop(conn, None)
         if peer is None:
             return
@@ -194,7 +227,7 @@ class Swarm:
             self.picker.peer_gone(conn)
             self._fill_all()
 
-    def peer_message(self, conn, msg) -> None:
+    def peer_message(self, conn: PeerConnection, msg) -> None:
         peer = self.peers.get(conn)
         if peer is None or self.closed or self.failed:
             return  # closing: its files may be gone
@@ -338,19 +371,26 @@ class Swarm:
         thread (it stays this peer's in the picker until then)."""
         data = bytes(peer.buffers[piece])
         self._forget(peer, piece, cancel=False)
-        if piece in self._storing or piece in self.picker.have:
+        # Blocks come only when asked for, and only a download asks.
+        assert self.picker is not None and self.download is not None
+        if piece in self.picker.have:
             return  # the endgame: another peer's copy came first
-        self._storing.add(piece)
+        if piece in self._storing:
+            # Another copy is being hashed (the endgame, or a dropped peer's
+            # piece asked again): keep this one in case that one is bad.
+            self._storing[piece].append((peer, data))
+            return
+        self._storing[piece] = deque()
+        self._store(peer, piece, data)
+
+    def _store(self, peer: PeerState, piece: int, data: bytes) -> None:
+        assert self.download is not None, "only a download stores pieces"
         d = self.download.write_piece(piece, data)
-        d.addBoth(self._stored, piece)
         d.addCallbacks(self._piece_stored, self._piece_not_stored,
-                       callbackArgs=(peer, piece))
+                       callbackArgs=(peer, piece), errbackArgs=(piece,))
 
-    def _stored(self, result, piece: int):
-        self._storing.discard(piece)
-        return result
-
-    def _piece_not_stored(self, failure) -> None:
+    def _piece_not_stored(self, failure, piece: int) -> None:
+        self._storing.pop(piece, None)
         if not failure.check(DiskClosed):  # closed: nothing more to do
             self.fail(failure.getErrorMessage() if failure.check(StorageError)
                       else f"cannot write the download: {failure.getErrorMessage()}")
@@ -358,13 +398,18 @@ class Swarm:
     def _piece_stored(self, written: bool, peer: PeerState, piece: int) -> None:
         if self.closed or self.failed:
             return
+        assert self.picker is not None, "only a download stores pieces"
         if not written:
-            if self.peers.get(peer.conn) is peer:
-                self._strike(peer, piece)
-            else:  # it left meanwhile: the piece is free for the others
-                self.picker.failed(piece, peer.conn)
-                self._fill_all()
+            self._bad_copy(peer, piece)
+            spares = self._storing[piece]
+            if spares:
+                spare_peer, data = spares.popleft()
+                self._store(spare_peer, piece, data)
+            else:
+                del self._storing[piece]
+            self._fill_all()
             return
+        del self._storing[piece]  # and the other copies with it
         for other in self.picker.done(piece):
             if other is not peer.conn and other in self.peers:
                 self._forget(self.peers[other], piece, cancel=True)
@@ -376,21 +421,25 @@ class Swarm:
         else:
             self._fill_all()
 
-    def _strike(self, peer: PeerState, piece: int) -> None:
+    def _bad_copy(self, peer: PeerState, piece: int) -> None:
+        """``peer``'s copy of ``piece`` did not match its hash."""
+        assert self.picker is not None, "only a download stores pieces"
+        self.picker.failed(piece, peer.conn)
+        if self.peers.get(peer.conn) is not peer or peer.conn.closing:
+            return  # it left, or is being dropped, meanwhile: no more strikes
         peer.strikes += 1
         stats = self.stats_for(peer.conn)
         stats.bad_pieces += 1
-        self.picker.failed(piece, peer.conn)
         if peer.strikes >= MAX_STRIKES:
             self.banned.add(peer.conn.name)
             stats.dropped = f"dropped: {peer.strikes} pieces did not match their hashes"
             peer.conn.fail(stats.dropped)
-        self._fill_all()
 
     def _rejected(self, peer: PeerState, reject: peerwire.Reject) -> None:
         if peer.asked.pop((reject.piece, reject.offset), None) is None:
             return
         self._forget(peer, reject.piece, cancel=True)
+        assert self.picker is not None, "only a download asks for pieces"
         # It said it had the piece, but will not give it: ask others.
         peer.have.discard(reject.piece)
         self.picker.failed(reject.piece, peer.conn)

@@ -65,7 +65,7 @@ class Administration:
             link.conn.send(wire.Error("unexpected", f"an admin connection may not send {msg.TYPE}"))
             return
         defer.maybeDeferred(self._operation, msg).addCallbacks(
-            self._done, self._refused, (link, msg), None, (link, msg))
+            self._done, self._refused, callbackArgs=(link, msg), errbackArgs=(link, msg))
 
     def _done(self, result: tuple, link: Link, msg: wire.AdminRequest) -> None:
         text, rows, *more = result
@@ -163,20 +163,20 @@ class Administration:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
             if not self.kick(msg.name, reason):
-                raise Refused("unknown_user", f"nobody called {quoted(msg.name)} is here")
+                raise Refused("unknown_user", f"nobody called {quoted(msg.name or '')} is here")
             if msg.minutes is not None:
                 self.logins.ban(msg.name, msg.minutes, reason)
                 return f"kicked {msg.name} and banned for {msg.minutes:g} minutes", ()
             return f"kicked {msg.name}", ()
         if msg.op == "ban":
             if not self.logins.ban(msg.name, msg.minutes, reason):
-                raise Refused("bad_request", f"cannot ban {quoted(msg.name)}")
+                raise Refused("bad_request", f"cannot ban {quoted(msg.name or '')}")
             how_long = "for ever" if msg.minutes is None else f"for {msg.minutes:g} minutes"
             return f"banned {msg.name} {how_long}", ()
         if msg.op == "unban":
             def unbanned(found: bool) -> tuple[str, tuple]:
                 if not found:
-                    raise Refused("unknown_user", f"{quoted(msg.name)} is not banned")
+                    raise Refused("unknown_user", f"{quoted(msg.name or '')} is not banned")
                 return f"unbanned {msg.name}", ()
 
             return self.logins.unban(msg.name).addCallback(unbanned)

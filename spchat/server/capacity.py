@@ -18,12 +18,12 @@ anywhere cannot take them all.
 
 from __future__ import annotations
 
-from typing import Callable, Hashable
+from typing import Any, Callable, Hashable
 
 try:
     import resource
 except ImportError:  # Windows: no descriptor limit of this kind
-    resource = None
+    resource = None  # type: ignore[assignment]  # checked before each use
 
 # Descriptors kept for the server's own files and its other listeners.
 DESCRIPTOR_MARGIN = 64
@@ -60,7 +60,7 @@ class Slots:
     ``shed(conn)`` cuts a connection to make room; it is then no longer
     counted, whenever its end is reported (``release``)."""
 
-    def __init__(self, limit: int, reserve: int, shed: Callable[[Hashable], None]):
+    def __init__(self, limit: int, reserve: int, shed: Callable[[Any], None]):
         self.limit = limit
         # At least one place is for anyone.
         self.reserve = min(reserve, limit - 1)

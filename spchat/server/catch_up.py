@@ -20,7 +20,8 @@ conversation costs the same memory whatever its room says meanwhile.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Iterator
+from functools import partial
+from typing import Any, Callable, Generator
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,6 +41,9 @@ log = Logger()
 
 DRAIN = object()  # what a job yields to wait until the connection drained
 PAUSE = object()  # ... to wait READ_RETRY_SECONDS
+# A job: a generator that yields what it waits for (a Deferred, DRAIN or
+# PAUSE) and is sent what that gave.
+Job = Generator[Any, Any, None]
 
 
 def wire_size(record: Record) -> int:
@@ -79,9 +83,9 @@ class CatchUp:
         self.link = link
         self.clock = clock
         self.answered = answered
-        self.jobs: deque[tuple[Iterator, str | None]] = deque()
+        self.jobs: deque[tuple[Job, str | None]] = deque()
         self.stopped = False
-        self._current: tuple[Iterator, str | None] | None = None
+        self._current: tuple[Job, str | None] | None = None
         self._waiting = False
         self._running = False
         self._result = None
@@ -109,7 +113,7 @@ class CatchUp:
 
     # --- running ----------------------------------------------------------------------
 
-    def add(self, job: Iterator, holding: str | None = None) -> None:
+    def add(self, job: Job, holding: str | None = None) -> None:
         """Queue ``job``; ``holding``: the conversation whose live lines it
         holds back (the hold is taken now)."""
         self.jobs.append((job, holding))
@@ -189,7 +193,7 @@ class Reader:
         self.failed = failed
 
     def send_parts(self, records: list[Record], history: bool,
-                   still: Callable[[], bool] = lambda: True) -> Iterator:
+                   still: Callable[[], bool] = lambda: True) -> Job:
         """Send ``records``, waiting for the connection to drain after each
         PART_BYTES but the last: what follows (the next read, or the live
         lines once caught up) waits for its own turn.  Stops early once
@@ -204,7 +208,7 @@ class Reader:
             self.tell(self.render(record, history))
             size += wire_size(record)
 
-    def read(self, reading: Callable[[], object]) -> Iterator:
+    def read(self, reading: Callable[[], object]) -> Generator[Any, Any, list[Record]]:
         """The records ``reading()`` fires with; after a failure (told to
         the client once) it tries again a moment later."""
         told = False
@@ -218,7 +222,7 @@ class Reader:
             yield PAUSE
 
     def page(self, conversation: str, before: int, limit: int,
-             after: Callable[[list[Record]], None]) -> Iterator:
+             after: Callable[[list[Record]], None]) -> Job:
         """Up to ``limit`` lines below ``before``, as history; then ``after``."""
         yield DRAIN
         records = yield self.store.before(conversation, before, limit,
@@ -230,7 +234,7 @@ class Reader:
         after(records)
 
     def forward(self, conversation: str, start: int, hold: Hold,
-                still: Callable[[], bool] = lambda: True) -> Iterator:
+                still: Callable[[], bool] = lambda: True) -> Job:
         """Every line above ``start`` not sent yet, as news, until a read
         issued after the last line held back comes back short (or, before a
         read, ``still()`` says the session has left the room)."""
@@ -241,8 +245,8 @@ class Reader:
                 return
             mark = hold.noted
             records = yield from self.read(
-                lambda cursor=cursor: self.store.after(conversation, cursor, PAGE_RECORDS,
-                                                       reader_of(conversation, self.lineage)))
+                partial(self.store.after, conversation, cursor, PAGE_RECORDS,
+                        reader_of(conversation, self.lineage)))
             fresh = [r for r in records if r.seq > hold.sent]
             if records:
                 cursor = records[-1].seq
@@ -254,13 +258,13 @@ class Reader:
                 return
 
     def join(self, conversation: str, before: int, limit: int, hold: Hold,
-             after: Callable[[list[Record]], None], still: Callable[[], bool]) -> Iterator:
+             after: Callable[[list[Record]], None], still: Callable[[], bool]) -> Job:
         """A join's history, then what came since the join (if anything did)."""
         yield from self.page(conversation, before, limit, after)
         if hold.behind:
             yield from self.forward(conversation, before - 1, hold, still)
 
-    def directs(self, key: str, since: int, named: set[str], hold: Hold) -> Iterator:
+    def directs(self, key: str, since: int, named: set[str], hold: Hold) -> Job:
         """Every direct message to or from ``key`` from ``since`` (ms) on,
         but those of the ``named`` conversations (replayed on their own).
         Pages follow the store's order, (time, conversation, number)."""
@@ -270,8 +274,7 @@ class Reader:
             yield DRAIN
             mark = hold.noted
             records = yield from self.read(
-                lambda since=since, limit=limit: self.store.direct_since(
-                    key, since, limit, self.lineage))
+                partial(self.store.direct_since, key, since, limit, self.lineage))
             fresh = [r for r in records if last is None or _order(r) > last]
             full = len(records) >= limit
             if records:

@@ -128,7 +128,7 @@ class GroupCommitter:
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        d = defer.Deferred()
+        d: defer.Deferred = defer.Deferred()
         self._waiting.append(d)
         self._flush()  # in flight already: its end goes on with the rest
         return d

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from typing import Callable
+from typing import Any, Callable
 
 from twisted.internet import defer
 
@@ -131,7 +131,8 @@ class ChatCore:
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
-        self._handlers = {
+        # By message type: (link, msg) before login, (session, msg) after.
+        self._handlers: dict[type, Callable[[Any, Any], object]] = {
             wire.Login: self.logins.login,
             wire.Resume: self._resume,
             wire.Say: self.messaging.say,
@@ -394,7 +395,7 @@ class ChatCore:
         if session.state is State.RECONNECTING:
             self.table.set_state(session, State.CONNECTED)
         link.conn.started(session, resumed=True)
-        rooms = [self.directory.get(key) for key in sorted(session.rooms)]
+        rooms = [self.directory.rooms[key] for key in sorted(session.rooms)]  # none left empty
         self._send(session, self._welcome(session, rooms, resumed=True))
         for room in rooms:
             self._send(session, room.state())
@@ -413,7 +414,7 @@ class ChatCore:
         self.table.remove(session, reason)
         self.sharing.tracker.forget_session(session.id)
         for key in sorted(session.rooms):
-            self.directory.leave(self.directory.get(key), session, "quit", notice, reason=reason)
+            self.directory.leave(self.directory.rooms[key], session, "quit", notice, reason=reason)
         self._presence_changed()
 
     def _end(self, session: Session, code: str, text: str, reason: str, notice: str) -> None:
@@ -487,8 +488,11 @@ class ChatCore:
     # --- presence ---------------------------------------------------------------------
 
     def _who(self, session: Session, msg: wire.Message) -> None:
+        link = session.link
+        if link is None:
+            return  # as _send: nobody to answer
         for key in sorted(session.rooms):
-            session.link.conn.send_shared(self.directory.member_list(self.directory.get(key)))
+            link.conn.send_shared(self.directory.member_list(self.directory.rooms[key]))
 
     def presence_state(self, session: Session, now: float | None = None) -> str:
         if session.state is State.RECONNECTING:

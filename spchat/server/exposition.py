@@ -22,7 +22,7 @@ try:
     from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                         HistogramMetricFamily)
 except ImportError:  # not installed: registry_for says what to install
-    CollectorRegistry = None
+    CollectorRegistry = None  # type: ignore[assignment,misc]  # checked by registry_for
 
 PATH = b"metrics"
 
@@ -40,13 +40,15 @@ class FiguresCollector:
 def _family(figure: Figure):
     labels = list(figure.labels)
     if figure.kind == "histogram":
-        family = HistogramMetricFamily(figure.name, figure.help, labels=labels)
+        histograms = HistogramMetricFamily(figure.name, figure.help, labels=labels)
         for values, histogram in figure.samples:
-            family.add_metric(list(values), _buckets(histogram), histogram.sum)
-        return family
+            assert isinstance(histogram, Histogram), "a histogram's samples"
+            histograms.add_metric(list(values), _buckets(histogram), histogram.sum)
+        return histograms
     make = CounterMetricFamily if figure.kind == "counter" else GaugeMetricFamily
     family = make(figure.name, figure.help, labels=labels)
     for values, value in figure.samples:
+        assert not isinstance(value, Histogram), "a counter's or a gauge's samples"
         family.add_metric(list(values), value)
     return family
 

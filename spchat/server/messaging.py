@@ -51,7 +51,8 @@ class Messaging:
         self.sessions = sessions
         self.committer = committer_factory(self.published)
         # With other nodes, a room's lines go out in its order whoever saved them.
-        self.cluster = None if bus is None else ClusterNode(
+        assert bus is None or seal is not None, "a bus comes with its seal (ChatCore._seal)"
+        self.cluster = None if bus is None or seal is None else ClusterNode(
             clock, bus, seal, store.after, directory, self._fan_out)
         self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
@@ -85,7 +86,7 @@ class Messaging:
             _, key = normalise_name(msg.to)
         except Refused:
             key = None
-        target = self.sessions.by_key.get(key)
+        target = self.sessions.by_key.get(key) if key is not None else None
         if target is None:
             # Sent before a drop, maybe, and the recipient left since.
             since = self.now_ms() - RESEND_WINDOW_MS
@@ -163,7 +164,7 @@ class Messaging:
             # A direct line must not overtake its sender's (or anyone's) join.
             self.directory.flush_all()
             for key in {record.to_key, record.sender_key}:
-                session = self.sessions.by_key.get(key)
+                session = self.sessions.by_key.get(key) if key is not None else None
                 # Its two's, not their names': the name may be someone
                 # else's since the line was sent (Record.readable_by).
                 if session is not None and record.readable_by(session.lineage):
@@ -174,14 +175,18 @@ class Messaging:
             self._adoptions_due()
 
     def _room_saved(self, records: list[Record]) -> None:
-        if self.cluster is None or self.directory.get(records[0].room) is None:
+        room_key = records[0].room
+        assert room_key is not None, "a run of one room's lines"
+        if self.cluster is None or self.directory.get(room_key) is None:
             self._fan_out(records)
         else:
-            self.cluster.saved_here(records[0].room, records)
+            self.cluster.saved_here(room_key, records)
 
     def _fan_out(self, records: list[Record]) -> None:
         """Saved lines of one room, in order, to every member online."""
-        room = self.directory.get(records[0].room)
+        room_key = records[0].room
+        assert room_key is not None, "a run of one room's lines"
+        room = self.directory.get(room_key)
         if room is None:  # deleted meanwhile: only the senders hear back
             for record in records:
                 sender = self.sessions.by_key.get(record.sender_key)

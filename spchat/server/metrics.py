@@ -177,7 +177,7 @@ class ServerFigures:
     def rows(self) -> tuple[tuple[str, str, float], ...]:
         """The figures as ``admin stats`` shows them: (metric, labels, value),
         a histogram as its count and sum."""
-        out = []
+        out: list[tuple[str, str, float]] = []
         for figure in self.figures():
             suffix = "_total" if figure.kind == "counter" else ""
             for labels, value in figure.samples:

@@ -98,6 +98,7 @@ class PostgresStore(ThreadedStore):
         """After the work queued already, close both connections."""
         if self._writer is None:
             return defer.succeed(None)
-        runners, self._writer, self._reader = (self._writer, self._reader), None, None
+        runners = [r for r in (self._writer, self._reader) if r is not None]
+        self._writer = self._reader = None
         d = defer.gatherResults([runner.close() for runner in runners], consumeErrors=True)
         return d.addCallbacks(lambda _: None, lambda failure: failure.value.subFailure)

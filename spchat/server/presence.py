@@ -71,7 +71,7 @@ class PresenceServer(DatagramProtocol):
         self._loop: task.LoopingCall | None = None
         self._pending = None  # the coalesced send after changed()
         self._last_change_send = None  # when a change last went out
-        self._last_snapshot = None  # what the peers were sent last
+        self._last_snapshot: tuple | None = None  # what the peers were sent last
         self._last_log: dict[str, float] = {}
 
     # --- Twisted side ------------------------------------------------------

@@ -79,7 +79,7 @@ class ChatServerProtocol(NoiseChannel):
         # they go as one encrypted frame (or as few as fit), one write.
         self._outbox: list[bytes] = []
         self._frames: list[bytes] = []  # sealed frames; the outbox comes after them
-        self._writer = None
+        self._writer: SocketWriter | None = None  # from connectionMade on
         self._drained: list = []  # the core's when_drained callbacks
 
     # --- channel hooks -----------------------------------------------------
@@ -306,7 +306,8 @@ class ChatServerProtocol(NoiseChannel):
         if self.is_open and frames:
             data = self.seal(frames)
             self.frame_sent(len(data))
-            if self.is_open:  # else cut as a slow reader: nothing more is written
+            # Else cut as a slow reader: nothing more is written.
+            if self.is_open and self._writer is not None:
                 self._writer.write(data)
         self._tell_drained()
 

@@ -80,6 +80,7 @@ class Record(NamedTuple):
     def conversation(self) -> str:
         if self.room is not None:
             return "#" + self.room
+        assert self.to_key is not None, "a record is a room's line or a direct one"
         return direct_conversation(self.sender_key, self.to_key)
 
     def for_recipient(self, key: str, room_name: str | None = None,
@@ -90,6 +91,7 @@ class Record(NamedTuple):
         if self.room is not None:
             return wire.RoomMessage(self.seq, self.ts, room_name or self.room, self.sender,
                                     self.text, cid, history)
+        assert self.to is not None, "a record is a room's line or a direct one"
         return wire.DirectMessage(self.seq, self.ts, self.sender, self.to, self.text, cid,
                                   history)
 

@@ -31,11 +31,12 @@ from __future__ import annotations
 import re
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, PerAddress, ThrottledLog
+from spchat.transports import IStreamTransport
 
 MAGIC = b"spchat-relay"
 SIDES = ("fetch", "serve")
@@ -87,7 +88,7 @@ class Relay:
         self.ends: dict[str, RelayProtocol] = {}
         self.spliced_at: float | None = None
         self.last_active = 0.0  # when a byte last went through, either way
-        self.idle_call = None
+        self.idle_call: IDelayedCall | None = None
         self.sent = {side: 0 for side in SIDES}  # bytes from each side to the other
 
 
@@ -95,6 +96,8 @@ class Relay:
 class RelayProtocol(protocol.Protocol):
     """One end of a relay.  Registered as the producer on the other end's
     transport, which pauses it when its send buffer is full."""
+
+    transport: IStreamTransport  # set by makeConnection before anything here runs
 
     def __init__(self, factory: RelayFactory, host: str):
         self.factory = factory
@@ -105,8 +108,8 @@ class RelayProtocol(protocol.Protocol):
         self.bucket: ByteBucket | None = None
         self.header = b""  # before pairing: the header, then what came after it
         self.holds: set[str] = set()
-        self.timer = None  # header or pairing timeout, or the close's abort
-        self.cap_timer = None
+        self.timer: IDelayedCall | None = None  # header or pairing timeout, or the close's abort
+        self.cap_timer: IDelayedCall | None = None
         self.in_header = False  # in the factory's ``in_header``
         self.gone = False
 
@@ -158,15 +161,17 @@ class RelayProtocol(protocol.Protocol):
                 self.close()
 
     def forward(self, data: bytes) -> None:
-        relay, factory = self.relay, self.factory
+        relay, factory, peer = self.relay, self.factory, self.peer
+        assert relay is not None and self.side is not None and peer is not None, "spliced"
         relay.sent[self.side] += len(data)
         factory.relayed_bytes += len(data)
-        self.peer.transport.write(data)
+        peer.transport.write(data)
         relay.last_active = now = factory.clock.seconds()
         self._pace(len(data), now)
 
     def _pace(self, count: int, now: float) -> None:
         """Over the rate cap: stop reading until the debt is paid."""
+        assert self.bucket is not None, "given at the splice"
         wait = self.bucket.spend(count, now)
         if wait > 0:
             self.hold(CAP)
@@ -335,6 +340,7 @@ class RelayFactory(protocol.Factory):
 
     def _detach(self, end: RelayProtocol) -> None:
         relay = end.relay
+        assert relay is not None and end.side is not None, "detached once paired with its relay"
         if relay.ends.get(end.side) is end:
             del relay.ends[end.side]
         if not relay.ends and self.relays.get(relay.transfer) is relay:

@@ -90,6 +90,7 @@ class RoomCommands:
             self.enter(session, self._create(display, key, msg.private, session))
             return
         if key in session.rooms:  # again: the state again, nothing new
+            assert session.link is not None, "asked over its link"
             session.link.conn.send(room.state())
             session.link.conn.send_shared(self.directory.member_list(room))
             return
@@ -170,6 +171,7 @@ class RoomCommands:
         return f"deleted #{room.name}"
 
     def list_rooms(self, session: Session, msg: wire.ListRooms) -> None:
+        assert session.link is not None, "asked over its link"
         session.link.conn.send(wire.RoomList(self.directory.listing(session.rooms)))
 
     def _banned(self, room: Room, key: str) -> tuple | None:

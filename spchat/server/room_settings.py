@@ -70,7 +70,8 @@ class RoomSettings:
         if msg.text is None:  # asked, not set
             if session is None:
                 raise Refused("bad_request", "a topic needs a text (\"\" clears it)")
-            session.link.conn.send(room.state())
+            if session.link is not None:
+                session.link.conn.send(room.state())
             return room.topic
         rank = OPERATOR if room.topic_locked else MEMBER
         need(actor, room, rank, "set the topic" + (" (the topic is locked)"
@@ -92,8 +93,8 @@ class RoomSettings:
                 raise Refused("bad_mode_value", f"setting the room's {msg.flag.replace('_', ' ')} "
                               "needs its value")
             if msg.flag == "password":
-                return self._set_password(room, actor, value if msg.on else None)
-            return self._set_limit(room, actor, value if msg.on else None)
+                return self._set_password(room, actor, msg.password if msg.on else None)
+            return self._set_limit(room, actor, msg.limit if msg.on else None)
         setattr(room, msg.flag, msg.on)
         what = {"private": "private (invited people only)",
                 "topic_locked": "topic-locked (only operators set the topic)",

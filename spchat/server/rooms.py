@@ -64,9 +64,9 @@ class Room:
         role = self.roles.get(key)
         if role is not None:
             return role[1]
-        role = self.guest_roles.get(key)
-        if role is not None:
-            return role
+        guest_role = self.guest_roles.get(key)
+        if guest_role is not None:
+            return guest_role
         return "muted" if key in self.mutes else "member"
 
     def rank_of(self, key: str) -> int:
@@ -254,7 +254,8 @@ class RoomDirectory:
              for key, s in room.members.items()),
             key=lambda entry: entry[0].casefold(),
         )
-        part, size, parts = [], 0, []
+        part: list[tuple[str, str, str]] = []
+        size, parts = 0, []
         for entry in entries:
             cost = len(entry[0].encode()) + len(entry[1]) + len(entry[2]) + 12
             if part and size + cost > MEMBERS_PART_BYTES:
@@ -283,7 +284,7 @@ class RoomDirectory:
     def member_rows(self, room: Room) -> tuple[tuple, ...]:
         """A room's members online, with state and role (see wire.MEMBER_FIELDS)."""
         return tuple(member for part in self.member_list(room).messages
-                     for member in part.members)
+                     if isinstance(part, wire.Members) for member in part.members)
 
     def stop(self) -> None:
         """The server is stopping: what waits goes out now, and no timer stays."""

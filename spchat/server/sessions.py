@@ -17,8 +17,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
+from twisted.internet.interfaces import IDelayedCall
+
 from spchat.beacon import BeaconKeys, ReplayWindow
 from spchat.server.catch_up import CatchUp, Hold
+from spchat.server.interfaces import IChatClient
 from spchat.server.lookalikes import looks
 from spchat.server.records import account_lineage
 from spchat.server.rules import TokenBucket
@@ -44,7 +47,7 @@ TRANSITIONS = {
 class Link:
     """One network connection, before and after login."""
 
-    conn: object  # an IChatClient
+    conn: IChatClient
     address: str
     opened_at: float
     beacon_keys: BeaconKeys | None = None
@@ -90,8 +93,8 @@ class Session:
     reads: int = 0
     after_reads: list = field(default_factory=list)
     backlog: deque = field(default_factory=deque)  # flood-delayed messages
-    drain_call: object = None
-    grace_call: object = None
+    drain_call: IDelayedCall | None = None
+    grace_call: IDelayedCall | None = None
     # Presence beacon peer (see spchat.server.presence): keys of the current
     # link, its replay window, the proven UDP endpoint, our datagram counter.
     keys: BeaconKeys | None = None

@@ -170,6 +170,7 @@ class Sharing:
             self._send(peer, wire.PeerRequest(
                 transfer.id, transfer.key, shared.file_id, session.name, relay_port=0
             ))
+            assert peer.link is not None, "picked as _linked"
             rows.append((peer.name, host_of(peer.link.address), holder.port,
                          transfer.id, transfer.key))
         self._send(session, wire.Swarm(shared.file_id, shared.manifest, msg.cid, tuple(rows)))

@@ -688,15 +688,14 @@ class SQLiteStore(ThreadedStore):
         self.sync = sync
         self.mode = mode
         self.reactor = reactor
-        self._lock = None
-        self._writer = self._reader = None
+        self._lock: int | None = None
 
     @classmethod
     def in_dir(cls, data_dir: Path, **options) -> SQLiteStore:
         return cls(Path(data_dir) / DB_FILE, **options)
 
     def _open(self) -> None:
-        self._lock = _lock_dir(self.path.parent)
+        self._lock = lock = _lock_dir(self.path.parent)
         try:
             writer = Tables(_connect(self.path, self.sync))
             if self.mode == "inline":
@@ -708,7 +707,7 @@ class SQLiteStore(ThreadedStore):
                 writer.close()
                 raise
         except StoreError:
-            os.close(self._lock)
+            os.close(lock)
             self._lock = None
             raise
         if self.reactor is None:
@@ -722,13 +721,14 @@ class SQLiteStore(ThreadedStore):
         the data directory."""
         if self._writer is None:
             return defer.succeed(None)
-        runners = {self._writer, self._reader}  # one in inline mode
+        runners = {r for r in (self._writer, self._reader) if r is not None}  # one if inline
         self._writer = self._reader = None
         d = defer.gatherResults([runner.close() for runner in runners], consumeErrors=True)
         d.addCallbacks(lambda _: None, lambda failure: failure.value.subFailure)
         return d.addBoth(self._unlock)
 
     def _unlock(self, result):
-        os.close(self._lock)
+        if self._lock is not None:
+            os.close(self._lock)
         self._lock = None
         return result

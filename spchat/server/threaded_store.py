@@ -8,6 +8,8 @@ on that thread, in the order asked.  ``ThreadedStore`` sends each
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from twisted.internet import defer, threads
 from twisted.python.threadpool import ThreadPool
 
@@ -43,6 +45,15 @@ class StatementThread:
         return self.run(lambda tables: tables.close()).addBoth(stop)
 
 
+class Runner(Protocol):
+    """Runs statements on the tables it holds: a StatementThread, or (the
+    SQLite store's inline mode) the calling thread."""
+
+    def run(self, statement, *args) -> defer.Deferred: ...
+
+    def close(self) -> defer.Deferred: ...
+
+
 class ThreadedStore:
     """What a store on two ``StatementThread``s does with each ``IStore``
     call: a write on ``_writer``, a read on ``_reader``, each the
@@ -50,8 +61,8 @@ class ThreadedStore:
     threads hold)."""
 
     tables: type
-    _writer: StatementThread | None = None
-    _reader: StatementThread | None = None
+    _writer: Runner | None = None
+    _reader: Runner | None = None
 
     def open(self) -> defer.Deferred:
         """Open, migrate and check before returning (blocking: it runs at
@@ -67,9 +78,13 @@ class ThreadedStore:
         raise NotImplementedError
 
     def _write(self, statement, *args) -> defer.Deferred:
+        if self._writer is None:
+            return defer.fail(StoreError("the store is not open"))
         return self._writer.run(statement, *args)
 
     def _read(self, statement, *args) -> defer.Deferred:
+        if self._reader is None:
+            return defer.fail(StoreError("the store is not open"))
         return self._reader.run(statement, *args)
 
     # --- IMessageLog -----------------------------------------------------------
