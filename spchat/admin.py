@@ -5,6 +5,7 @@
     python -m spchat.admin kick NAME [--reason R] [--ban-minutes M]
     python -m spchat.admin ban NAME [--minutes M] [--reason R]
     python -m spchat.admin unban NAME
+    python -m spchat.admin bans
     python -m spchat.admin broadcast TEXT
     python -m spchat.admin disconnect-all [--reason R]
     python -m spchat.admin shutdown [--reason R]
@@ -92,13 +93,22 @@ class AdminSession:
             ))
 
 
-def add_server_options(parser: argparse.ArgumentParser, cfg: config.Config) -> None:
-    """Where the server is and where its admin token is (admin and monitor)."""
-    parser.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=cfg.tcp_port, help=f"TCP port (default {cfg.tcp_port})")
-    parser.add_argument("--data-dir", type=Path, default=cfg.data_dir,
+def add_server_options(parser: argparse.ArgumentParser, cfg: config.Config,
+                       defaults: bool = True) -> None:
+    """Where the server is and where its admin token is (admin and monitor).
+    ``defaults`` False: a sub-command's copy, which sets only what is typed
+    after it (so the options go before or after the sub-command)."""
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--host", default=default("127.0.0.1"),
+                        help="server address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=default(cfg.tcp_port),
+                        help=f"TCP port (default {cfg.tcp_port})")
+    parser.add_argument("--data-dir", type=Path, default=default(cfg.data_dir),
                         help=f"the server's data directory, for its admin token (default {cfg.data_dir})")
-    parser.add_argument("--token-file", type=Path, help="the admin token, copied from the server")
+    parser.add_argument("--token-file", type=Path, default=default(None),
+                        help="the admin token, copied from the server")
 
 
 def read_token(args) -> str:
@@ -143,16 +153,21 @@ def parse_args(argv, cfg):
     parser = argparse.ArgumentParser(prog="python -m spchat.admin", description=__doc__.split("\n\n")[0])
     add_server_options(parser, cfg)
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    # --json may come before or after the command.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    # The common options may come before or after the command.
+    json_option = argparse.ArgumentParser(add_help=False)
+    json_option.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    server_options = argparse.ArgumentParser(add_help=False, parents=[json_option])
+    add_server_options(server_options, cfg, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name, **kwargs):
-        return commands.add_parser(name, parents=[common], **kwargs)
+    def command(name, local=False, **kwargs):
+        """``local``: a command that does not reach the server."""
+        parents = [json_option if local else server_options]
+        return commands.add_parser(name, parents=parents, **kwargs)
 
     command("list", help="every session")
     command("stats", help="the server's figures, as --metrics serves them to Prometheus")
+    command("bans", help="the server bans still running: name, time left, reason")
     kick = command("kick", help="disconnect a user; it does not come back by itself")
     kick.add_argument("name")
     kick.add_argument("--reason")
@@ -167,12 +182,12 @@ def parse_args(argv, cfg):
     broadcast.add_argument("text")
     for name in ("disconnect-all", "shutdown"):
         command(name).add_argument("--reason")
-    command("irc-operator-hash", help="a password's hash for CHAT_IRC_OPERATOR (asked for, "
+    command("irc-operator-hash", local=True, help="a password's hash for CHAT_IRC_OPERATOR (asked for, "
             "or read from standard input; the server is not contacted)")
     add_room_commands(command)
     from spchat import migrate
 
-    migrate.add_arguments(command("migrate", help="copy a stopped node's SQLite store into "
+    migrate.add_arguments(command("migrate", local=True, help="copy a stopped node's SQLite store into "
                                   "PostgreSQL (safe to run again)"))
     return parser.parse_args(argv)
 
@@ -214,6 +229,8 @@ def render_json(reply: wire.AdminReply, op: str) -> str:
     elif op == "stats":
         out["stats"] = [{"metric": metric, "labels": labels_of(labels), "value": value}
                         for metric, labels, value in reply.stats]
+    elif op == "bans":
+        out["bans"] = [dict(zip(wire.BAN_FIELDS, row)) for row in reply.bans]
     elif not op.startswith("room_"):
         out["sessions"] = [dict(zip(wire.SESSION_FIELDS, row)) for row in reply.sessions]
     return json.dumps(out)  # ASCII only: nothing in it can reach a terminal as a control
@@ -227,14 +244,37 @@ def table(header: tuple[str, ...], rows: list[tuple]) -> str:
     return "\n".join(fmt.format(*row).rstrip() for row in [header, *cells])
 
 
+def duration(seconds: float) -> str:
+    """"47s", "1m 47s", "2h 05m": as the admin table and the monitor show it."""
+    seconds = max(0, int(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+
+
 def sessions_table(sessions: tuple) -> str:
     header = ("NAME", "ADDRESS", "STATE", "CLIENT", "FOR", "SINCE", "IDLE", "MSGS", "IN", "OUT")
+    clustered = any(len(row) > len(header) for row in sessions)
     now = time.time()
-    rows = [(name, address, state, agent, f"{in_state:.0f}s",
+    rows = [(name, address, state, agent, duration(in_state),
              time.strftime("%H:%M:%S", time.localtime(since / 1000)),
-             f"{max(0, now - last / 1000):.0f}s", msgs, b_in, b_out)
-            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out in sessions]
-    return table(header, rows)
+             duration(now - last / 1000), msgs, b_in, b_out, *node)
+            for name, address, state, agent, in_state, since, last, msgs, b_in, b_out, *node
+            in sessions]
+    return table(header + ("NODE",) if clustered else header, rows)
+
+
+def time_left(until_ms: int | None, now: float) -> str:
+    """How long a ban still runs, as the admin table and the monitor say it."""
+    return "for ever" if until_ms is None else duration(until_ms / 1000 - now)
+
+
+def bans_table(bans: tuple) -> str:
+    now = time.time()
+    return table(("NAME", "LEFT", "REASON"),
+                 [(name, time_left(until, now), reason) for name, until, reason in bans])
 
 
 def room_flags(private: bool, topic_locked: bool) -> str:
@@ -268,6 +308,8 @@ def render(reply: wire.AdminReply, op: str, as_json: bool) -> str:
         return render_json(reply, op)
     if reply.ok and op == "stats" and reply.stats:
         return stats_table(reply.stats)
+    if reply.ok and op == "bans" and reply.bans:
+        return bans_table(reply.bans)
     if reply.ok and op == "room_info" and reply.rooms:
         members = (table(("NAME", "STATE", "ROLE"), list(reply.members)) if reply.members
                    else printable(reply.text))  # nobody online

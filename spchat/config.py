@@ -430,8 +430,9 @@ SETTINGS: tuple[Setting, ...] = (
             "TCP port a client takes file-sharing peers on (0 = any free port)."),
     Setting("p2p_direct", "CHAT_P2P_DIRECT", None, "yes", _yes_no,
             "yes: peers connect to this client directly; no: only through the relay."),
-    Setting("download_dir", "CHAT_DOWNLOAD_DIR", None, ".", _path,
-            "Where a client saves downloaded files (relative to the working directory)."),
+    Setting("download_dir", "CHAT_DOWNLOAD_DIR", None, "", _optional_path,
+            "Where a client saves downloaded files; empty: spchat/ in the desktop's download "
+            "folder (XDG_DOWNLOAD_DIR, else ~/Downloads)."),
     Setting("p2p_upload_bps", "CHAT_P2P_UPLOAD_BPS", None, "0", _int_range(0, 2**53),
             "Bytes per second a client uploads to other peers at most (0 = no limit)."),
     Setting("p2p_max_per_ip", "CHAT_P2P_MAX_PER_IP", None, "4", _int_range(1),
@@ -502,7 +503,7 @@ class Config:
     relay_idle_timeout: float = _default("relay_idle_timeout")
     p2p_port: int = _default("p2p_port")
     p2p_direct: bool = _default("p2p_direct")
-    download_dir: Path = _default("download_dir")
+    download_dir: Path | None = _default("download_dir")  # see spchat.client.downloads
     p2p_upload_bps: int = _default("p2p_upload_bps")
     p2p_max_per_ip: int = _default("p2p_max_per_ip")
 

@@ -426,7 +426,20 @@ def core_limits(cfg: config.Config) -> Limits:
     )
 
 
+def _no_pid_file_in_the_foreground(options) -> None:
+    """``twistd -n`` writes twistd.pid into the working directory (often a
+    checkout) unless told ``--pidfile=``; in the foreground nothing needs it
+    (the shell or the service manager holds the process), and a second node
+    started from the same directory would be refused because of it. A pid
+    file named on the command line, or a daemon's, is kept."""
+    twistd = getattr(options, "parent", None)  # twistd's own options
+    default = os.path.abspath("twistd.pid")  # twistd's default, made absolute as twistd does
+    if twistd is not None and twistd.get("nodaemon") and twistd.get("pidfile") == default:
+        twistd["pidfile"] = ""
+
+
 def makeService(options) -> service.MultiService:
+    _no_pid_file_in_the_foreground(options)
     try:
         cfg, warnings = config.load_config(options=dict(options))
     except config.ConfigError as e:

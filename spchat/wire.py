@@ -517,7 +517,7 @@ class AdminLogin(Message):
 
 ADMIN_OPS = ("list", "kick", "ban", "unban", "broadcast", "disconnect_all", "shutdown",
              "rooms", "room_info", "room_delete", "room_moderate", "room_topic", "room_mode",
-             "stats")
+             "stats", "bans")
 
 
 def _admin_op(value: Any) -> str:
@@ -568,8 +568,11 @@ class AdminRequest(Message):
 # bytes out.
 SESSION_FIELDS = (
     "name", "address", "state", "client", "in_state_s", "connected_since",
-    "last_activity", "messages", "bytes_in", "bytes_out",
+    "last_activity", "messages", "bytes_in", "bytes_out", "node",
 )
+# A node alone sends its rows without the last field, the node (as
+# servers before clusters did).
+_SESSION_FIELDS_ALONE = len(SESSION_FIELDS) - 1
 
 
 def _session_rows(value: Any) -> tuple[tuple, ...]:
@@ -577,13 +580,15 @@ def _session_rows(value: Any) -> tuple[tuple, ...]:
         raise WireError("must be a list of rows")
     rows = []
     for row in value:
-        if not (isinstance(row, list) and len(row) == len(SESSION_FIELDS)):
+        if not (isinstance(row, list)
+                and len(row) in (_SESSION_FIELDS_ALONE, len(SESSION_FIELDS))):
             raise WireError("rows must have the session fields")
         texts = tuple(_string(100)(v) for v in row[:4])
-        numbers = row[4:]
+        numbers = row[4:_SESSION_FIELDS_ALONE]
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
             raise WireError("session numbers must be numbers")
-        rows.append((*texts, *numbers))
+        node = tuple(_string(100)(v) for v in row[_SESSION_FIELDS_ALONE:])
+        rows.append((*texts, *numbers, *node))
     return tuple(rows)
 
 
@@ -610,14 +615,20 @@ STAT_FIELDS = ("metric", "labels", "value")
 _STAT_ROWS = _rows("stats", (_string(100), _string(200), _figure), 1000)
 
 
+# One server-wide ban of ``admin bans``: the name as banned, when it ends
+# (UTC ms; null: for ever), why.
+BAN_FIELDS = ("name", "until", "reason")
+_BAN_ROWS = _rows("bans", (_NAME, _optional_integer, _REASON), 100000)
+
+
 @message("admin_reply", rid=_ID,
          ok=_boolean, text=_REASON, sessions=_session_rows, more=_boolean, rooms=_ROOM_ROWS,
-         members=_MEMBER_ROWS, stats=_STAT_ROWS)
+         members=_MEMBER_ROWS, stats=_STAT_ROWS, bans=_BAN_ROWS)
 class AdminReply(Message):
     """``more``: a long table comes in parts; the next reply with the same
     ``rid`` continues it.  ``rooms`` (see ROOM_FIELDS) and ``members`` (see
     MEMBER_FIELDS) answer the room operations, ``stats`` (see STAT_FIELDS)
-    the ``stats`` operation."""
+    the ``stats`` operation, ``bans`` (see BAN_FIELDS) the ``bans`` one."""
 
     rid: str
     ok: bool
@@ -627,6 +638,7 @@ class AdminReply(Message):
     rooms: tuple = ()
     members: tuple = ()
     stats: tuple = ()
+    bans: tuple = ()
 
 
 @message("admin_event", sessions=_session_rows, more=_boolean,
@@ -643,7 +655,7 @@ class AdminEvent(Message):
 
 
 # The tables an admin_reply or admin_event may carry, in the order they are cut.
-TABLES = ("sessions", "rooms", "members", "stats")
+TABLES = ("sessions", "rooms", "members", "stats", "bans")
 
 
 def table_parts(tables: dict[str, tuple], max_bytes: int = 48_000) -> list[dict[str, tuple]]:

@@ -71,6 +71,7 @@ ROW_COLUMNS: dict[tuple[str, str], tuple[str, ...]] = {
     ("admin_reply", "rooms"): wire.ROOM_FIELDS,
     ("admin_reply", "members"): wire.MEMBER_FIELDS,
     ("admin_reply", "stats"): wire.STAT_FIELDS,
+    ("admin_reply", "bans"): wire.BAN_FIELDS,
     ("admin_event", "rooms"): wire.ROOM_FIELDS,
 }
 
@@ -128,7 +129,8 @@ def _entries(columns, what: str = "") -> str:
 INTEGER = f"integer from 0 to {_large(wire.MAX_INT)}"
 NAME = _string_words(wire.MAX_NAME_CHARS)
 # A session row (wire.SESSION_FIELDS): its first four columns are texts, the
-# others numbers (wire._session_rows checks them so).
+# others numbers but the last, the node, a text sent only by a node with
+# others (wire._session_rows checks them so).
 SESSION_TEXT_COLUMNS = 4
 
 # Words for the rules that are module-level functions of wire.py, by name.
@@ -173,8 +175,9 @@ RULE_WORDS: dict[str, Words] = {
     "_rows_of_names": Words(f"list of at most {wire.MAX_POSITIONS} names, each a {NAME}"),
     "_session_rows": Words(_entries(wire.SESSION_FIELDS), tuple(
         (column, "string" if i < SESSION_TEXT_COLUMNS else "number")
-        for i, column in enumerate(wire.SESSION_FIELDS)
-    )),
+        for i, column in enumerate(wire.SESSION_FIELDS[:-1])
+    ) + (("node", "string, only from a node with others (a row without it is "
+                  "of a node alone)"),)),
 }
 
 

@@ -155,6 +155,8 @@ def subprocess_env(tmp_path, **extra):
     env["SPCHAT_CONFIG_DIR"] = str(tmp_path / "client-config")
     env["PYTHONUNBUFFERED"] = "1"
     env["CHAT_RELAY_PORT"] = "0"  # a server started here takes any free port for its relay
+    # Downloads stay in the test's directory, never in the user's download folder.
+    env["CHAT_DOWNLOAD_DIR"] = str(tmp_path)
     env.update(extra)
     return env
 
@@ -173,10 +175,12 @@ class ServerProcess:
     """``twistd -n spchat`` in a subprocess, on a free loopback port (and
     its IRC gateway's, if ``--irc`` is given: ``irc_port``)."""
 
-    def __init__(self, tmp_path, *args, env=None, preexec_fn=None):
-        """``preexec_fn``: run in the child before twistd (set its limits)."""
+    def __init__(self, tmp_path, *args, env=None, preexec_fn=None, no_pid_file=True):
+        """``preexec_fn``: run in the child before twistd (set its limits);
+        ``no_pid_file`` False: without ``--pidfile=``, as the README writes it."""
         self.proc = subprocess.Popen(
-            twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
+            twistd_command() + ["-n", *(["--pidfile="] if no_pid_file else []), "spchat",
+                                "--host", "127.0.0.1",
                                 "--tcp-port", "0", "--udp-port", "0",
                                 "--data-dir", str(tmp_path / "data"), *args],
             cwd=tmp_path,

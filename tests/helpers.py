@@ -151,3 +151,10 @@ def share_key(dirs: list) -> list:
 def room_lines(client, history):
     """The texts of the room lines a test client got, of history or live."""
     return [m.text for m in client.rec.of(wire.RoomMessage) if m.history == history]
+
+
+def dead_port() -> int:
+    """A loopback port nobody listens on."""
+    from spchat.bench.engines import free_port
+
+    return free_port()  # free now, and nobody is to take it

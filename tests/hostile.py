@@ -144,12 +144,16 @@ class HostileClient(Int32StringReceiver):
     @defer.inlineCallbacks
     def ask(self, body, until: str, timeout: float = 10.0):
         """Send ``body``, then wait for a message of type ``until`` (or the
-        end of the connection); the messages that came meanwhile."""
+        end of the connection); the messages that came meanwhile, up to and
+        with the first of that type (what others' chat brings after it, by
+        the time this looks, is not part of the answer)."""
         start = len(self.received)
         self.send(body)
         yield wait_until(lambda: self.closed or any(
             m.get("t") == until for m in self.received[start:]), timeout=timeout)
-        return self.received[start:]
+        replies = self.received[start:]
+        ends = [i for i, m in enumerate(replies) if m.get("t") == until]
+        return replies[:ends[0] + 1] if ends else replies
 
     @defer.inlineCallbacks
     def log_in(self, name: str):

@@ -4,6 +4,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import pytest_twisted
@@ -49,20 +50,51 @@ def test_every_admin_operation(admin_core):
     bob, b = login(core, "bob")
     link, conn = admin(core)
     assert conn.of(wire.AdminReply)[0].ok
-    rows = ask(core, link, conn, "list").sessions
-    assert [(r[0], r[2]) for r in rows] == [("alice", "connected"), ("bob", "connected")]
+    listed = ask(core, link, conn, "list")
+    assert listed.text == "2 sessions"
+    assert [(r[0], r[2]) for r in listed.sessions] == [("alice", "connected"),
+                                                        ("bob", "connected")]
     assert ask(core, link, conn, "broadcast", reason="maintenance at noon").ok
     assert a.of(wire.Notice)[-1].text == "server: maintenance at noon"
     reply = ask(core, link, conn, "kick", name="bob", reason="rude", minutes=5)
-    assert reply.ok and b.closed == ("kicked", "you were kicked: rude")
+    # The one kicked learns of the ban and its length, not only of the kick.
+    assert reply.text == "kicked bob and banned for 5 minutes"
+    assert b.closed == ("kicked", "you were kicked and banned for 5 minutes: rude")
     assert fired(core.store.ban("bob"))[2] == "rude"
     assert ask(core, link, conn, "unban", name="bob").ok
-    assert ask(core, link, conn, "ban", name="carol").ok
+    assert ask(core, link, conn, "ban", name="carol").text == "banned carol for ever"
+    assert ask(core, link, conn, "ban", name="dave", minutes=1).text == (
+        "banned dave for 1 minute")
     assert not ask(core, link, conn, "kick", name="nobody").ok
-    assert ask(core, link, conn, "disconnect_all", reason="upgrade").ok
+    assert ask(core, link, conn, "broadcast", reason="last one").text == (
+        "broadcast to 1 session")
+    assert ask(core, link, conn, "disconnect_all", reason="upgrade").text == (
+        "disconnected 1 session")
     assert a.closed == ("disconnected", "the server disconnected everyone: upgrade")
     assert ask(core, link, conn, "shutdown").ok and core.shutdowns == [1]
     assert any("kick bob" in line for line in core.lines)
+
+
+def test_the_bans_still_running_are_listed(admin_core):
+    from spchat import admin as admin_command
+
+    core = admin_core
+    link, conn = admin(core)
+    assert ask(core, link, conn, "bans").text == "0 bans"
+    ask(core, link, conn, "ban", name="Carol", reason="spam")
+    ask(core, link, conn, "ban", name="dave", reason="flood", minutes=1)
+    listed = ask(core, link, conn, "bans")
+    assert listed.text == "2 bans"
+    ends = int((core.clock.seconds() + 60) * 1000)
+    assert listed.bans == (("Carol", None, "spam"), ("dave", ends, "flood"))
+    shown = admin_command.render(listed, "bans", as_json=False).splitlines()
+    assert shown[0].split() == ["NAME", "LEFT", "REASON"]
+    assert shown[1].split() == ["Carol", "for", "ever", "spam"]
+    assert json.loads(admin_command.render(listed, "bans", as_json=True))["bans"][0] == {
+        "name": "Carol", "until": None, "reason": "spam"}
+    core.clock.advance(61)  # dave's has run out
+    assert ask(core, link, conn, "bans").bans == (("Carol", None, "spam"),)
+    assert not any("bans" in line for line in core.lines)  # read-only: no audit line
 
 
 def test_everyone_else_is_refused_and_closed(admin_core):
@@ -148,12 +180,27 @@ def test_admin_command_against_a_real_server(tmp_path, pins):
         yield wait_until(lambda: bob.status.state == "offline")
         assert bob.status.reason == "you were kicked: spam" and bob.status.recovery == "never"
 
+        yield threads.deferToThread(admin_command, server, tmp_path, "ban", "mallory",
+                                    "--minutes", "30", "--reason", "spam")
+        bans = yield threads.deferToThread(admin_command, server, tmp_path, "bans")
+        assert bans.returncode == 0, bans.stderr
+        name, minutes, _, reason = bans.stdout.splitlines()[1].split()
+        assert (name, minutes, reason) == ("mallory", "29m", "spam"), bans.stdout
+
         unknown = yield threads.deferToThread(admin_command, server, tmp_path, "kick", "nobody")
         assert unknown.returncode != 0 and "nobody called 'nobody'" in unknown.stderr
 
         refused = yield threads.deferToThread(
             admin_command, server, tmp_path, "--token-file", str(tmp_path / "none"), "list")
         assert refused.returncode != 0 and "cannot read the admin token" in refused.stderr
+        # The common options go after the command too, as --json does.
+        after = yield threads.deferToThread(
+            admin_command, server, tmp_path, "list", "--token-file", str(tmp_path / "none"))
+        assert after.returncode != 0 and "cannot read the admin token" in after.stderr
+        token = tmp_path / "data" / "admin_token"
+        listed = yield threads.deferToThread(
+            admin_command, server, tmp_path, "list", "--token-file", str(token), "--json")
+        assert listed.returncode == 0, listed.stderr
 
         down = yield threads.deferToThread(admin_command, server, tmp_path, "shutdown")
         assert down.returncode == 0, down.stderr
@@ -499,6 +546,17 @@ def test_room_tables_print_what_peers_wrote_without_terminal_controls():
     assert "x\\x1b[2Jy" in admin.render(sessions, "list", as_json=False)
     printed = admin.render(rooms, "rooms", as_json=True)
     assert printed.isascii() and json.loads(printed)["rooms"][0]["topic"] == topic
+
+
+def test_the_session_table_says_durations_as_the_monitor_does():
+    from spchat import admin
+
+    now_ms = time.time() * 1000
+    sessions = wire.AdminReply("1", True, "1 session", sessions=(
+        ("bob", "127.0.0.1:1", "connected", "spchat", 107, now_ms - 3_723_000, now_ms - 5_000,
+         0, 0, 0),))
+    (row,) = admin.render(sessions, "list", as_json=False).splitlines()[1:]
+    assert row.split()[4:6] == ["1m", "47s"] and row.split()[7] == "5s", row
 
 
 def test_a_room_change_made_in_chat_reaches_the_administrators(admin_core):

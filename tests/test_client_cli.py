@@ -15,7 +15,7 @@ from spchat.client.commands import NO_ROOM, ROOM_USAGE
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
 
-from test_client_session import FakeProto, room, say, welcome
+from client_fakes import FakeProto, room, say, welcome
 
 
 class FakeTerminal:
@@ -132,7 +132,7 @@ def test_a_refused_join_lets_the_lines_go_on_in_the_current_room(lobby):
     lobby.type("/join #secret", "still here")
     lobby.server(wire.Error("not_invited", "#secret is private: you need an invitation"))
     assert lobby.sent(wire.Say)[0].room == "lobby" and lobby.cli.room == "lobby"
-    assert lobby.cli.refused == 1
+    assert (lobby.cli.refused, lobby.cli.commands_refused) == (0, 1)  # a command, not a line
 
 
 def test_part_and_being_kicked_move_on_to_another_room(lobby):
@@ -249,3 +249,36 @@ def test_lines_typed_after_giving_up_wait_for_reconnect_or_are_said_lost(lobby):
     assert lobby.cli.err.getvalue() == (
         "spchat: 1 line you typed was not sent (could not reconnect after 3 attempts: "
         "refused): “anyone?”\n")
+
+
+def test_reconnect_while_connected_says_so(lobby):
+    lobby.type("/reconnect")
+    assert lobby.said()[-1] == "* already connected to 127.0.0.1:5000"
+    assert lobby.client.status.state == "connected"
+
+
+def test_refused_commands_are_not_called_refused_messages(lobby):
+    for _ in range(3):
+        lobby.type("/register short")
+        lobby.server(wire.Error("bad_password", "a password has 8 to 1024 characters"))
+    lobby.type("hello", "/msg nobody hi")
+    direct = lobby.sent(wire.Direct)[-1]
+    lobby.server(wire.Error("unknown_user", "nobody called 'nobody' is here", direct.cid))
+    lobby.server(say(6, "lobby", "Me", "hello", lobby.sent(wire.Say)[-1].cid))
+    lobby.type("/quit")
+    assert lobby.sent()[-1] == wire.Logout()
+    lobby.client.connection_lost(None, lobby.proto)
+    assert lobby.cli.done.called and lobby.cli.done.result == 1
+    assert lobby.cli.err.getvalue() == (
+        "spchat: 1 message refused\n"
+        "spchat: 3 commands refused (said above)\n")
+
+
+def test_quit_while_reconnecting_leaves_at_once_saying_what_is_lost(lobby):
+    lobby.client.connection_lost("connection lost", lobby.proto)
+    assert lobby.client.status.state == "reconnecting"
+    lobby.type("anyone?", "/quit")
+    # Not a second of waiting for a connection that is away.
+    assert lobby.cli.done.called and lobby.cli.done.result == 1
+    assert lobby.cli.err.getvalue() == (
+        "spchat: 1 line you typed was not sent (offline: connection lost): “anyone?”\n")

@@ -8,7 +8,7 @@ from spchat import wire
 from spchat.client.pins import PinStore
 from spchat.client.commands import NO_ROOM, ROOM_USAGE
 from spchat.client.presenter import (ChatPresenter, Conversation, MemberRow, mentions,
-                                     moderation_actions, name_colour)
+                                     PALETTE, moderation_actions, name_colour)
 from spchat.client.session import ChatClient, Status
 
 T = 1_700_000_000_000
@@ -70,12 +70,13 @@ def test_a_line_typed_offline_goes_after_the_lines_missed_meanwhile(chat):
     chat.event(wire.Notice("lobby", T, "join", "carol joined"))
     chat.event(wire.RoomMessage(3, T, "lobby", "bob", "missed two"))
     assert [(l.text, l.pending) for l in chat.lines()] == [
+        ("connection lost; reconnecting…", False), ("reconnected", False),
         ("missed one", False), ("carol joined", False), ("missed two", False),
         ("typed offline", True)]
     cid = chat.lines()[-1].cid
     chat.event(wire.RoomMessage(4, T, "lobby", "me", "typed offline", cid))  # its ack
     chat.event(wire.RoomMessage(5, T, "lobby", "bob", "after it"))
-    assert [(l.text, l.seq) for l in chat.lines()] == [
+    assert [(l.text, l.seq) for l in chat.lines()][2:] == [
         ("missed one", 2), ("carol joined", 0), ("missed two", 3), ("typed offline", 4),
         ("after it", 5)]
 
@@ -116,6 +117,31 @@ def test_direct_messages_have_their_own_view_and_unread_counts(chat):
     chat.open(ROOM)
     chat.event(wire.RoomMessage(6, T, "lobby", "bob", "in the room"))
     assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
+
+
+def test_a_direct_conversation_closes_and_comes_back_with_a_new_line(chat):
+    from spchat.client.presenter import MenuAction
+
+    feed(chat, wire.DirectMessage(3, T, "bob", "me", "psst"))
+    chat.open("bob")
+    chat.send("typed, not yet sent")
+    (close,) = chat.conversation_actions("bob")
+    assert close == MenuAction("Close the conversation with bob", "close")
+    chat.act_on_conversation("bob", close)  # its line is still on its way: kept
+    assert tabs(chat) == [(ROOM, 0), ("bob", 0)]
+    assert "still on their way" in chat.lines()[-2].text  # above the pending line
+    cid = [l for l in chat.lines() if l.pending][0].cid
+    feed(chat, wire.DirectMessage(4, T, "me", "bob", "typed, not yet sent", cid))
+    chat.act_on_conversation("bob", close)
+    assert tabs(chat) == [(ROOM, 0)] and chat.active == ROOM  # the room opens instead
+    # Scrolling up in it again starts from the newest page, not past what was shown.
+    chat.open("bob")
+    chat.client.sent = []
+    chat.client._request = chat.client.sent.append
+    assert chat.reached_top()
+    assert chat.client.sent[-1].before > 4
+    feed(chat, wire.DirectMessage(5, T, "bob", "me", "back again"))
+    assert [l.text for l in chat.lines("bob")] == ["back again"]
 
 
 def test_msg_sends_from_where_one_is_and_query_opens_the_conversation(chat):
@@ -168,6 +194,32 @@ def test_notices_errors_members_and_offline(chat):
 def test_names_keep_their_colour():
     assert name_colour("Alice") == name_colour("alice")
     assert len({name_colour(n) for n in ("a", "b", "c", "d", "e", "f")}) > 1
+
+
+def contrast(colour, background):
+    """WCAG 2's contrast ratio of two "#rrggbb" colours."""
+    def luminance(text):
+        def linear(c):
+            return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+        r, g, b = (linear(int(text[i:i + 2], 16) / 255) for i in (1, 3, 5))
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(colour), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_name_colours_are_readable_on_white_and_told_apart():
+    import colorsys
+
+    hues = []
+    for colour in PALETTE:
+        # White, and the tints of history, own and mentioning lines.
+        assert min(contrast(colour, bg) for bg in ("#ffffff", "#f4f4f4", "#eef4ff", "#fff4ce")) >= 4.5
+        hue, _, saturation = colorsys.rgb_to_hls(*(int(colour[i:i + 2], 16) / 255
+                                                   for i in (1, 3, 5)))
+        assert saturation >= 0.4, colour  # no grey
+        hues.append(hue * 360)
+    gaps = [(b - a) % 360 for a, b in zip(sorted(hues), sorted(hues)[1:] + sorted(hues)[:1])]
+    assert min(gaps) >= 15
 
 
 class FakeClock:
@@ -555,7 +607,7 @@ def test_a_left_room_can_be_joined_again_or_taken_off_the_list(rooms):
     chat = rooms
     chat.open("#Dev")
     assert labels(chat.conversation_actions("#Dev")) == ["Leave #Dev"]
-    assert chat.conversation_actions("bob") == []
+    assert labels(chat.conversation_actions("bob")) == ["Close the conversation with bob"]
     chat.act_on_conversation("#Dev", chat.conversation_actions("#Dev")[0])
     assert chat.sent == [wire.Part("Dev", None)]
     feed(chat, wire.RoomLeft("Dev", "kicked", "you were kicked from #Dev by alice: spam"))
@@ -781,3 +833,26 @@ def test_a_direct_message_or_a_mention_asks_for_attention_nothing_else(chat):
          wire.RoomMessage(0, T, "lobby", "bob", "old news for me", history=True),
          wire.RoomMessage(4, T, "lobby", "me", "me, myself"))
     assert asked == [("bob in #lobby", "ME: look at this"), ("bob", "psst")]
+
+
+def test_a_drop_and_the_return_show_in_the_conversation(chat):
+    assert not chat.members_stale
+    chat.status(Status("reconnecting", 1, 3, 1.0, "the server went away"))
+    chat.status(Status("reconnecting", 2, 3, 2.0, "the server went away"))  # said once
+    assert chat.members_stale  # greyed, not shown as online
+    chat.status(Status("connected", resumed=True))
+    assert not chat.members_stale
+    assert [(l.text, l.notice) for l in chat.lines()] == [
+        ("connection lost (the server went away); reconnecting…", "connection"),
+        ("reconnected", "connection")]
+    # Given up, then Reconnect now: the same story.
+    chat.status(Status("offline", reason="could not connect"))
+    chat.status(Status("connecting"))
+    chat.status(Status("connected", resumed=True))
+    assert [l.text for l in chat.lines()][2:] == [
+        "connection lost (could not connect); Reconnect now tries again", "reconnected"]
+
+
+def test_a_kick_or_a_logout_is_no_lost_connection(chat):
+    chat.status(Status("offline", reason="you were kicked: spam", recovery="never"))
+    assert chat.lines() == []

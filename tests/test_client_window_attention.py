@@ -7,7 +7,7 @@ import tkinter as tk
 from spchat import wire
 
 from conftest import screenshot
-import test_client_window_rooms as rooms
+import lone_window as rooms
 
 # A window in #lobby and #dev, fed by hand; its user is "me".
 window = rooms.window

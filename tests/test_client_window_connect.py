@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from conftest import screenshot, wait_until
-import test_client_gui as gui
+import window_desks as gui
 
 # The chat window tests' fixtures: a Tk root on the reactor, a real server.
 tk_root, server = gui.tk_root, gui.server
@@ -70,3 +70,12 @@ def test_a_refused_connection_is_said_in_plain_words(tk_root, server, tmp_path, 
     assert w.connect_message.cget("text") == (
         f"nothing is listening at 127.0.0.1:{port} (connection refused)")
     screenshot(desk.top, display, "connect-refused-plain.png")
+
+
+def test_fingerprints_are_in_a_monospaced_font(tk_root, server, tmp_path):
+    from tkinter import font as tkfont
+
+    w = form(tk_root, server, tmp_path, server.address.port).window
+    # The named font: a family called "TkFixedFont" would be a proportional fallback.
+    for entry in (w.trust_fingerprint, *w.key_fingerprints.values()):
+        assert tkfont.Font(font=entry.cget("font")).metrics("fixed") == 1

@@ -5,7 +5,7 @@ test_client_window_rooms)."""
 from spchat import wire
 
 from conftest import screenshot
-import test_client_window_rooms as rooms
+import lone_window as rooms
 from window_helpers import click_conversation
 
 # A window in #lobby and #dev, fed by hand.

@@ -10,8 +10,8 @@ from spchat.client.connect import load_last
 
 from cluster_nodes import start_nodes
 from conftest import connect_client, screenshot, stop_servers, stop_services, wait_until
-from test_failover import dead_port
-import test_client_gui as gui
+from helpers import dead_port
+import window_desks as gui
 
 tk_root = gui.tk_root
 

@@ -7,8 +7,8 @@ from twisted.internet import reactor
 
 from conftest import screenshot, server_config, start_service, stop_services, wait_until
 from cutting_proxy import CuttingProxy
-import test_client_gui as gui
-from test_client_gui import log_in
+import window_desks as gui
+from window_desks import log_in
 
 # The chat window tests' fixtures: a Tk root on the reactor, a real server.
 tk_root, server = gui.tk_root, gui.server
@@ -170,3 +170,53 @@ def test_leave_right_after_a_burst_lets_every_line_go_first(tk_root, server, tmp
     yield wait_until(lambda: "alice left" in bob.text())
     assert all(f"alice: burst {n}\n" in bob.text() for n in range(1, 21)), bob.text()
     assert alice.window.connect_message.cget("text") == ""
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_server_restart_shows_in_the_conversation_and_greys_the_members(
+        tk_root, tmp_path, display):
+    from spchat.client.tkui import STALE_COLOUR
+
+    first = start_service(server_config(tmp_path / "data"))
+    port = first.address.port
+    alice = yield log_in(tk_root, first, tmp_path, "alice")
+    yield log_in(tk_root, first, tmp_path, "bob")
+    yield wait_until(lambda: alice.members() == ["● alice (you)", "● bob"])
+    members = alice.window.members
+    assert members.itemcget(1, "foreground") != STALE_COLOUR
+    yield stop_services(first)
+    yield wait_until(lambda: alice.status().startswith("reconnecting (attempt"))
+    yield wait_until(lambda: "* connection lost" in alice.text() and "reconnecting…" in alice.text())
+    # Nobody shows as online while nothing is known.
+    yield wait_until(lambda: all(members.itemcget(i, "foreground") == STALE_COLOUR
+                                 for i in range(members.size())))
+    assert "reconnecting" in alice.window.members_title.cget("text")
+    screenshot(alice.top, display, "client-restart-reconnecting.png")
+
+    second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+    try:
+        yield wait_until(lambda: alice.status() == "connected as alice", timeout=20)
+        yield wait_until(lambda: "* reconnected" in alice.text())
+        yield wait_until(lambda: members.size() and all(
+            members.itemcget(i, "foreground") != STALE_COLOUR for i in range(members.size())))
+        assert alice.window.members_title.cget("text") == "Members of #lobby"
+        text = alice.text()
+        assert text.index("* connection lost") < text.index("* reconnected")
+        screenshot(alice.top, display, "client-restart-reconnected.png")
+    finally:
+        stop_services(second)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_taken_name_comes_back_with_a_free_one_filled_in(tk_root, server, tmp_path, display):
+    yield log_in(tk_root, server, tmp_path, "alice")
+    other = yield log_in(tk_root, server, tmp_path, "Alice", trust=False)
+    other.window.trust_button.invoke()
+    yield wait_until(lambda: other.panel() == "connect"
+                     and other.window.fields["name"].get() == "Alice2")
+    assert other.window.connect_message.cget("text") == (
+        "login refused: the name 'Alice' is taken; Alice2 is filled in instead: Connect to "
+        "use it, or type another name")
+    screenshot(other.top, display, "client-name-taken.png")
+    other.press_connect()
+    yield wait_until(lambda: other.panel() == "chat" and other.status() == "connected as Alice2")

@@ -6,7 +6,7 @@ from spchat import wire
 from spchat.client.days import day_label, local_day
 
 from conftest import screenshot
-import test_client_window_rooms as rooms
+import lone_window as rooms
 
 # A window in #lobby and #dev, fed by hand.
 window = rooms.window

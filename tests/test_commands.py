@@ -84,7 +84,8 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
         cwd=tmp_path, env=subprocess_env(tmp_path), capture_output=True, text=True, timeout=60,
     )
     assert taken.returncode != 0
-    assert taken.stderr.strip().splitlines() == ["spchat: login refused: the name 'BOB' is taken"]
+    assert taken.stderr.strip().splitlines() == [
+        "spchat: login refused: the name 'BOB' is taken; try --name BOB2"]
     errors = subprocess.run(
         client_command(server.port, "carol"),
         input="x" * 9000 + "\n/msg nobody hi\n/bogus\n",
@@ -92,9 +93,9 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
     )
     # Refused messages are reported, and the exit status tells a script.
     assert errors.returncode == 1
-    assert errors.stderr == "spchat: 2 message(s) refused by the server\n"
+    assert errors.stderr == "spchat: 2 messages refused\n"
     assert "the limit is 8192 bytes" in errors.stdout
-    assert "nobody called 'nobody' is here" in errors.stdout
+    assert "nobody called 'nobody' is online, and direct messages are not kept" in errors.stdout
     assert "unknown command /bogus" in errors.stdout
     bob.communicate(input="", timeout=60)
 
@@ -178,6 +179,19 @@ def test_obsolete_secret_settings_warn(tmp_path):
     assert "CHAT_SECRET_KEY is ignored" in log and "CHAT_IV is ignored" in log
 
 
+def test_twistd_n_as_the_readme_writes_it_leaves_no_pid_file(tmp_path):
+    # Two nodes from one directory (as in the README's cluster): the second
+    # would be refused if the first had left a twistd.pid there.
+    first = ServerProcess(tmp_path, no_pid_file=False)
+    try:
+        second = ServerProcess(tmp_path, "--data-dir", str(tmp_path / "data2"),
+                               no_pid_file=False)
+        second.stop()
+        assert not (tmp_path / "twistd.pid").exists()
+    finally:
+        first.stop()
+
+
 def test_port_in_use_is_a_one_line_error(tmp_path, server):
     result = subprocess.run(
         twistd_command() + ["-n", "--pidfile=", "spchat", "--host", "127.0.0.1",
@@ -248,7 +262,7 @@ def test_over_long_and_unterminated_lines(tmp_path, server):
     assert said == ["after", "last without newline"]
     assert result.stdout.count("it was not sent") + result.stdout.count("; not sent") == 2
     assert result.returncode == 1
-    assert result.stderr == "spchat: 2 message(s) refused by the server\n"
+    assert result.stderr == "spchat: 2 messages refused\n"
 
 
 def test_closed_output_ends_the_client_quietly(tmp_path, server):

@@ -57,7 +57,7 @@ def test_defaults(tmp_path):
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
     assert cfg.commit_interval == 0.005 and cfg.database == "" and cfg.bus == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
-    assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, Path("."))
+    assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, None)
     assert cfg.p2p_upload_bps == 0
 
 

@@ -187,7 +187,11 @@ def test_direct_message_reaches_only_the_target(core):
     assert ack.cid == "d1" and ack.seq == to_bob.seq
     assert not c.of(wire.DirectMessage)
     core.receive(alice, wire.Direct("nobody", "?", "d2"))
-    assert a.of(wire.Error)[-1].code == "unknown_user"
+    refused = a.of(wire.Error)[-1]
+    assert (refused.code, refused.cid) == ("unknown_user", "d2")
+    # Nobody is led to think it waits for them.
+    assert refused.text == ("nobody called 'nobody' is online, and direct messages are not "
+                            "kept for anyone away: send it again when they are back")
     core.receive(alice, wire.Direct("alice", "note to self", "d3"))
     assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1", "d3"]
 

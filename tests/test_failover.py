@@ -32,6 +32,7 @@ from spchat.client.pins import PinMismatch, UnknownServer
 from spchat.client.session import ClientError
 
 from cluster_nodes import addresses, start_nodes
+from helpers import dead_port
 from conftest import (ServerProcess, connect_client, server_config, start_service,
                       stop_servers, stop_services, subprocess_env, wait_until)
 from helpers import share_key
@@ -39,13 +40,6 @@ from local_servers import stop_process
 
 FP1 = "SHA256:" + "1" * 43
 FP2 = "SHA256:" + "2" * 43
-
-
-def dead_port() -> int:
-    """A loopback port nobody listens on."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def names(table):

@@ -38,7 +38,8 @@ def test_a_reused_cid_under_a_freed_guest_name_is_a_new_line(server, pins):
     # Someone else takes the free name and sends the same cid.
     second = yield hostile_client(server.port, ATTACKERS[1], name="kim")
     theirs = yield say(second, "a different line", "c-1")
-    assert theirs["text"] == "a different line" and theirs["seq"] == mine["seq"] + 1
+    # A new line (the others' lines may come between: they go on chatting).
+    assert theirs["text"] == "a different line" and theirs["seq"] > mine["seq"]
     # ... and the chatting users see both, each once.
     yield wait_until(lambda: all(
         [m.text for m in c.rec.of(wire.RoomMessage) if m.sender == "kim"]
@@ -85,7 +86,7 @@ def test_a_guest_back_with_its_outbox_re_sends_copies_and_others_do_not(server, 
     other = yield hostile_client(server.port, ATTACKERS[4])
     yield other.ask({"t": "login", "name": "mo", "outbox": "z" * 24}, "welcome")
     theirs = yield say(other, "said anew", "c-5")
-    assert theirs["seq"] == original["seq"] + 1 and theirs["text"] == "said anew"
+    assert theirs["seq"] > original["seq"] and theirs["text"] == "said anew"
     yield wait_until(lambda: all(
         [m.text for m in c.rec.of(wire.RoomMessage) if m.sender == "mo"]
         == ["said once", "said anew"] for c in chat.clients))

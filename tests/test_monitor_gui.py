@@ -26,6 +26,8 @@ def monitor_root(display, tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
+    from spchat.monitor.app import GREYED
+
     root, server = monitor_root
     connection = None
     try:
@@ -44,6 +46,14 @@ def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
         assert "2 online, 1 reconnecting, 0 offline" in window.header.cget("text")
         tags = [window.tree.item(i, "tags")[0] for i in window.tree.get_children()]
         assert tags == ["connected", "connected", "reconnecting"]  # rows coloured by state
+        assert str(window.tree.tag_configure("offline", "foreground")) == GREYED
+        # The sorted column has its arrow; a click moves it, a second turns it.
+        assert window.tree.heading("name", "text") == "Name ▲"
+        window._sort("idle")
+        window._sort("idle")
+        assert window.tree.heading("idle", "text") == "Idle ▼"
+        assert window.tree.heading("name", "text") == "Name"
+        window._sort("name")
         shot = screenshot(root, display, "monitor-sessions.png")
         assert shot.size == (root.winfo_width(), root.winfo_height())
         assert len(shot.getcolors(1 << 16) or range(1 << 16)) > 10  # drawn, not blank
@@ -52,19 +62,24 @@ def test_monitor_window_shows_sessions_and_kicks(monitor_root, display, pins):
         window.tree.selection_set(window.tree.get_children()[1])
         window.reason.insert(0, "spam")
         window.buttons["kick"].invoke()
-        assert window.question.cget("text") == "Kick bob?"
+        assert window.question.cget("text") == "Kick bob: spam?"
         assert window.confirm_bar.winfo_manager() == "pack"
         window.yes.invoke()
         assert window.confirm_bar.winfo_manager() == ""
+        assert window.reason.get() == ""  # not left for the next action
         yield wait_until(lambda: bob.status.state == "offline")
         assert bob.status.reason == "you were kicked: spam"
         yield wait_until(lambda: "bob" not in names() or any(
             window.tree.item(i, "values")[2] == "offline" for i in window.tree.get_children()))
         yield wait_until(lambda: "kicked bob" in window.status.cget("text"))
 
-        # The server goes away: the window says so.
+        # The server goes away: the window says so, and greys what it shows.
         stop_services(server)
         yield wait_until(lambda: "server gone" in window.status.cget("text"), timeout=10)
+        assert window.header.cget("text") == "server unreachable: the tables are as last seen"
+        assert {window.tree.item(i, "tags")[0] for i in window.tree.get_children()} == {
+            "unreachable"}
+        screenshot(root, display, "monitor-unreachable.png")
         assert alice.status.state != "connected"
     finally:
         if connection is not None:
@@ -164,6 +179,42 @@ def test_the_selected_row_stays_selected_beside_an_old_row_of_its_name(monitor_r
         (selected,) = window.tree.selection()
         assert window.tree.item(selected, "values")[2] == "connected"  # not the old row
         screenshot(root, display, "monitor-two-rows-of-a-name.png")
+    finally:
+        if connection is not None:
+            connection.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_bans_list_shows_each_ban_and_lifts_the_one_selected(monitor_root, display, pins):
+    root, server = monitor_root
+    connection = None
+    try:
+        yield connect_client(server, pins, "alice")
+        server.core.ban("mallory", None, "spam")
+        window, connection = open_monitor(root, server, pins)
+
+        def bans():
+            return [tuple(window.bans.item(i, "values")) for i in window.bans.get_children()]
+
+        yield wait_until(lambda: bans() == [("mallory", "for ever", "spam")])
+        # A ban from the window shows in the list once the server has it.
+        window.tree.selection_set(window.tree.get_children()[0])  # alice
+        window.reason.insert(0, "flood")
+        window.minutes.insert(0, "10")
+        window.buttons["ban"].invoke()
+        assert window.question.cget("text") == "Ban alice for 10 minutes: flood?"
+        window.yes.invoke()
+        yield wait_until(lambda: [b[0] for b in bans()] == ["alice", "mallory"])
+        assert bans()[0][1] in ("10m 00s", "9m 59s", "9m 58s") and bans()[0][2] == "flood"
+        screenshot(root, display, "monitor-bans.png")
+
+        window.unban_button.invoke()  # nothing selected in the list
+        assert window.status.cget("text") == "choose a ban in the list to lift"
+        window.bans.selection_set("mallory")
+        window.unban_button.invoke()
+        assert window.question.cget("text") == "Unban mallory?"
+        window.yes.invoke()
+        yield wait_until(lambda: [b[0] for b in bans()] == ["alice"])
     finally:
         if connection is not None:
             connection.stop()

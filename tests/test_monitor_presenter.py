@@ -53,7 +53,7 @@ def test_header_counts_and_message_rate(view):
 
 
 def test_actions_ask_first_then_send(view):
-    assert view.ask("kick", "bob", "spam", 10) == "Kick bob?"
+    assert view.ask("kick", "bob", "spam", 10) == "Kick bob and ban them for 10 minutes: spam?"
     request = view.confirm()
     assert (request.op, request.name, request.reason, request.minutes) == ("kick", "bob", "spam", 10)
     assert view.confirm() is None  # one yes, one request
@@ -64,15 +64,41 @@ def test_actions_ask_first_then_send(view):
         view.ask("ban")
     with pytest.raises(ValueError, match="write the notice"):
         view.ask("broadcast", reason="  ")
-    view.ask("broadcast", reason="restart at noon")
+    assert view.ask("broadcast", reason="restart at noon") == (
+        "Send this notice to everyone: restart at noon?")
     assert view.confirm().reason == "restart at noon"
 
 
+@pytest.mark.parametrize("asked, question", [
+    (("kick", "bob"), "Kick bob: no reason given?"),
+    (("ban", "bob", "spam", 1), "Ban bob for 1 minute: spam?"),
+    (("ban", "bob", None, 90), "Ban bob for 90 minutes: no reason given?"),
+    (("ban", "bob", "spam"), "Ban bob for ever: spam?"),
+    (("unban", "bob", "spam", 5), "Unban bob?"),
+    (("disconnect_all", None, "upgrade"), "Disconnect everyone: upgrade?"),
+    (("shutdown",), "Shut the server down: no reason given?"),
+])
+def test_a_question_says_the_reason_and_the_length_that_will_be_sent(view, asked, question):
+    assert view.ask(*asked) == question
+
+
 def test_status_says_when_the_server_is_gone(view):
+    view.connected()
+    assert view.reachable and view.header().startswith("1 online")
     view.disconnected("connection refused", 2)
     assert view.status == "server gone (connection refused); trying again in 2 s"
+    assert not view.reachable
+    assert view.header() == "server unreachable: the tables are as last seen"
     view.connected()
-    assert view.status == "connected"
+    assert view.status == "connected" and view.reachable
+
+
+def test_the_sorted_column_has_an_arrow_that_turns(view):
+    assert view.heading("name", "Name") == "Name ▲" and view.heading("idle", "Idle") == "Idle"
+    view.sort_by("idle")
+    assert view.heading("idle", "Idle") == "Idle ▲" and view.heading("name", "Name") == "Name"
+    view.sort_by("idle")
+    assert view.heading("idle", "Idle") == "Idle ▼"
 
 
 def test_durations():
@@ -181,3 +207,16 @@ def test_an_old_offline_row_and_a_live_one_of_a_name_are_told_apart(view):
     view.sessions(wire.AdminEvent((live, old)))
     ids = [r.id for r in view.rows()]
     assert len(set(ids)) == 2
+
+
+def test_bans_are_asked_and_listed_with_the_time_left(view):
+    request = view.ask_bans()
+    assert request.op == "bans"
+    assert not view.bans(wire.AdminReply("7", True, "kicked bob"))  # not an answer to it
+    ends = (T0 + 90) * 1000
+    assert view.bans(wire.AdminReply(request.rid, True, "2 bans", bans=(
+        ("zed", None, "spam"), ("Bob", ends, "flood\x1b[2J"))))
+    assert [(b.name, b.left, b.reason) for b in view.ban_rows()] == [
+        ("Bob", "1m 30s", "flood\\x1b[2J"), ("zed", "for ever", "spam")]
+    view.clock.advance(91)  # Bob's ran out: gone before the next answer
+    assert [b.name for b in view.ban_rows()] == ["zed"]

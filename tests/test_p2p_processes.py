@@ -256,6 +256,20 @@ def test_line_mode_share_files_and_get(tmp_path, server):
     assert rest.count(f"alice shares notes.txt (3.0 MiB): /get {short_id}") == 1, rest
 
 
+def test_with_no_folder_given_a_download_goes_to_the_download_folder(tmp_path, server, peers):
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"minutes of the meeting\n" * 1000)
+    _, file_id = seed(tmp_path, server, peers, source, "alice")
+    home = tmp_path / "home"
+    p = Peer(tmp_path, server, ["get", file_id[:10], "--name", "bob", "--json"],
+             env={"CHAT_DOWNLOAD_DIR": "", "HOME": str(home), "XDG_CONFIG_HOME": ""})
+    peers.append(p)
+    summary = finished(p)
+    saved = home / "Downloads" / "spchat" / "notes.txt"
+    assert summary["path"] == str(saved) and sha256(saved) == sha256(source)
+    assert not (tmp_path / "notes (1).txt").exists()  # not in the working directory
+
+
 def test_sigterm_stops_a_download_resumably_and_a_sharer_cleanly(tmp_path, server, peers):
     source = tmp_path / "data.bin"
     source.write_bytes(os.urandom(16 * MIB))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
+from pathlib import Path
 
 from spchat import config
 from spchat.client.addresses import add_server_options, check_server_options
@@ -32,6 +34,11 @@ def parse_args(argv, cfg: config.Config):
         "--geometry", metavar="WxH+X+Y",
         help="the window's size and place on the screen, as X11's -geometry "
              "(960x580, 960x580+0+0)",
+    )
+    parser.add_argument(
+        "--download-dir", type=Path, metavar="DIR",
+        help="where downloads are saved (default: CHAT_DOWNLOAD_DIR, else spchat/ in the "
+             "desktop's download folder)",
     )
     parser.add_argument(
         "--forget-server",
@@ -72,6 +79,8 @@ def main(argv=None) -> int:
 
         return transfer.main(argv, cfg, pins)
     parser, args = parse_args(argv, cfg)
+    if args.download_dir is not None:
+        cfg = dataclasses.replace(cfg, download_dir=args.download_dir)
     if args.forget_server:
         return forget_server(pins, args.forget_server)
     if not args.cli:
@@ -88,6 +97,7 @@ def main(argv=None) -> int:
     from twisted.internet import defer, task
 
     from spchat.client.cli import LineModeClient
+    from spchat.client.downloads import download_dir
     from spchat.client.session import ChatClient
 
     def run(reactor):
@@ -106,7 +116,8 @@ def main(argv=None) -> int:
             sys.stderr.write(f"spchat: warning: file sharing is off: cannot take peer "
                              f"connections on port {cfg.p2p_port}: {e}\n")
             sharing = None
-        cli = LineModeClient(reactor, client, sharing=sharing, download_dir=cfg.download_dir)
+        cli = LineModeClient(reactor, client, sharing=sharing,
+                             download_dir=download_dir(cfg.download_dir))
         return cli.run().addBoth(lambda status: (sharing.stop() if sharing else
                                                  defer.succeed(None)).addBoth(lambda _: status))
 

@@ -27,11 +27,13 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from spchat import wire
+from spchat.client.alternate import alternate_name
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_list_lines, unsent_text, who_text)
 from spchat.client.session import (ChatClient, ClientError, Status, conversation_key,
                                    name_key)
 from spchat.p2p.report import file_row_text, offer_text, progress_text, size_text, summary_text
+from spchat.server.rules import counted
 
 # At the end of input, how long to wait for an acknowledgement that does
 # not come before giving up.
@@ -159,7 +161,9 @@ class LineModeClient:
         self._downloads: list[defer.Deferred] = []
         self.err = err or sys.stderr
         self.done: defer.Deferred = defer.Deferred()
-        self.refused = 0
+        self.refused = 0  # messages the server (or the client) turned down
+        self.commands_refused = 0  # commands: said when refused, not "messages"
+        self._in_flight: set[str] = set()  # cids of my messages, until answered
         self.room: str | None = None  # the current room, as the server spells it
         self._fds = (stdin, stdout)
         self._terminal: _Terminal | None = None
@@ -215,7 +219,9 @@ class LineModeClient:
         try:
             welcome = yield self.client.connect()
         except ClientError as e:
-            self.fatal(str(e))
+            taken = e.code == "name_taken"
+            self.fatal(f"{e}; try --name {alternate_name(self.client.requested_name)}"
+                       if taken else str(e))
             self._login.callback(False)
             return (yield self.done)
         self.logged_in(welcome)
@@ -281,9 +287,15 @@ class LineModeClient:
             self._history_end(msg)
             return
         if isinstance(msg, wire.Error):
-            self.refused += 1  # a message or a command the server turned down
+            if msg.cid in self._in_flight:
+                self._in_flight.discard(msg.cid)
+                self.refused += 1
+            else:
+                self.commands_refused += 1
             if msg.cid is None and self._awaited not in (None, FIRST_ROOM):
                 self._release()  # most likely the /join, refused
+        elif isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
+            self._in_flight.discard(msg.cid)  # mine, acknowledged (or not mine)
         line = render(msg, self.room)
         if line is not None:
             self.print(line)
@@ -371,13 +383,16 @@ class LineModeClient:
         except CommandError as e:  # typed wrong: nothing was sent
             self.notice(str(e))
         except ValueError as e:  # refused before sending: too long, not connected
-            self.refused += 1
+            if text.startswith("/") and not text.startswith(("//", "/msg ")):
+                self.commands_refused += 1
+            else:
+                self.refused += 1
             self.notice(f"error: {e}")
 
     def _say(self, text: str) -> None:
         if self.room is None:
             raise ValueError(NO_ROOM)
-        self.client.say(text, self.room)
+        self._in_flight.add(self.client.say(text, self.room))
         if self.client.status.state == "offline":  # given up: it waits for the user
             self.notice("not sent yet: offline; /reconnect sends it")
 
@@ -388,7 +403,7 @@ class LineModeClient:
             if not to or not body.strip():
                 self.notice("usage: /msg NAME TEXT")
             else:
-                self.client.direct(to, body)
+                self._in_flight.add(self.client.direct(to, body))
         elif word == "/who":
             self._show_who(rest.strip())
         elif word == "/history":
@@ -413,7 +428,7 @@ class LineModeClient:
         elif word in ("/share", "/unshare", "/files", "/get"):
             self.sharing_command(word, rest.strip())
         elif word == "/reconnect":
-            self.client.reconnect()
+            self._reconnect()
         elif word == "/quit":
             self._quit = True
             self.end_of_input()
@@ -483,7 +498,7 @@ class LineModeClient:
         try:
             file_id, manifest = yield self.sharing.share(path)
         except SharingError as e:
-            self.refused += 1
+            self.commands_refused += 1
             self.notice(f"error: cannot share {path}: {e}")
             return
         self.notice(f"sharing {manifest.name} ({size_text(manifest.size)}) as {file_id[:12]}")
@@ -495,7 +510,7 @@ class LineModeClient:
         try:
             fetch = yield self.sharing.fetch(ref, directory)
         except SharingError as e:
-            self.refused += 1
+            self.commands_refused += 1
             self.notice(f"error: cannot get {ref}: {e}")
             return
         ticker = task.LoopingCall(lambda: self.notice(progress_text(fetch.progress())))
@@ -504,7 +519,7 @@ class LineModeClient:
         try:
             yield fetch.result
         except SharingError as e:
-            self.refused += 1
+            self.commands_refused += 1
             self.notice(f"error: {fetch.manifest.name}: {e}")
             return
         finally:
@@ -519,6 +534,25 @@ class LineModeClient:
         self._output_gone = True
         self.end_of_input()
 
+    def _reconnect(self) -> None:
+        """/reconnect: at once if the connection is away; else say why not."""
+        state = self.client.status.state
+        if state == "connected":
+            self.notice(f"already connected to {self.client.host}:{self.client.port}")
+        elif state == "connecting":
+            self.notice(f"connecting to {self.client.host}:{self.client.port} already")
+        else:
+            self.notice(f"reconnecting to {self.client.host}:{self.client.port} now")
+            self.client.reconnect()
+
+    @defer.inlineCallbacks
+    def _answers(self):
+        """A /register or /password at the very end: wait (bounded) for its answer."""
+        for _ in range(int(ACK_WAIT_SECONDS * 10)):
+            if not self.client.account_request_pending:
+                break
+            yield task.deferLater(self.reactor, 0.1, lambda: None)
+
     @defer.inlineCallbacks
     def end_of_input(self):
         if self._finishing or self.done.called:
@@ -531,12 +565,12 @@ class LineModeClient:
         if self._downloads:
             self.notice(f"waiting for {len(self._downloads)} download(s) to finish")
             yield defer.DeferredList(self._downloads)
-        # A /register or /password at the very end: wait for its answer.
-        for _ in range(int(ACK_WAIT_SECONDS * 10)):
-            if not self.client.account_request_pending:
-                break
-            yield task.deferLater(self.reactor, 0.1, lambda: None)
-        all_acked = yield self.client.drain(ACK_WAIT_SECONDS)
+        if self._quit and self.client.status.state != "connected":
+            # /quit while the connection is away: leave now, saying what is lost.
+            all_acked = not self.client.outbox
+        else:
+            yield self._answers()
+            all_acked = yield self.client.drain(ACK_WAIT_SECONDS)
         # Why, as it is before the logout: offline, or the server's silence.
         why = (self.client.why_unsent() if self.client.status.state != "connected"
                else "not acknowledged by the server in time")
@@ -545,7 +579,9 @@ class LineModeClient:
         if not all_acked:
             problems.append(unsent_text(self.client.unsent(), why))
         if self.refused:
-            problems.append(f"{self.refused} message(s) refused by the server")
+            problems.append(f"{counted(self.refused, 'message')} refused")
+        if self.commands_refused:
+            problems.append(f"{counted(self.commands_refused, 'command')} refused (said above)")
         for problem in problems:
             self.err.write(f"spchat: {problem}\n")
         self._finish(1 if problems else 0)

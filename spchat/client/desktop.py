@@ -27,8 +27,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from spchat.client.addresses import listed
+from spchat.client.alternate import alternate_name
 from spchat.client.commands import unsent_text
 from spchat.client.connect import ConnectForm, check_form, load_last, save_last, trust_question
+from spchat.client.downloads import download_dir
 from spchat.client.notify import DesktopNotifier
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.presenter import ChatPresenter
@@ -110,7 +112,7 @@ class DesktopController:
         self.client = client
         self.sharing, problem = self._start_sharing(client)
         self.presenter = ChatPresenter(client, sharing=self.sharing,
-                                       download_dir=cfg.download_dir)
+                                       download_dir=download_dir(cfg.download_dir))
         self.presenter.on_change = lambda: self._changed() if client is self.client else None
         self.presenter.on_attention = lambda title, text: self._attention(client, title, text)
         if problem:
@@ -157,7 +159,21 @@ class DesktopController:
             self.trust_problem = client.trust_problem
             self.view.show_trust(trust_question(client.trust_problem))
             return
+        if failure.value.code == "name_taken":
+            self._offer_another_name(str(failure.value))
+            return
         self.view.show_connect(None, str(failure.value))
+
+    def _offer_another_name(self, refusal: str) -> None:
+        """The name is in use: the form comes back with another one in it,
+        one Connect away (as an IRC client tries its alternate nick)."""
+        form = self.form
+        assert form is not None, "a login refused was dialled from the form"
+        other = alternate_name(form.name)
+        values = {"host": form.host, "port": str(form.port), "name": other,
+                  "password": form.password or "", "register": form.register}
+        self.view.show_connect(values, f"{refusal}; {other} is filled in instead: "
+                                       "Connect to use it, or type another name")
 
     def cancel(self) -> None:
         """The connect form's Cancel while connecting: the attempt is dropped

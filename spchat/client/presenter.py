@@ -54,8 +54,10 @@ HELP = (
     "offer saves the file."
 )
 BAN_HOUR = 60.0  # minutes: the menu's short ban
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2",
-           "#17becf", "#bcbd22", "#ff7f0e", "#7f7f7f")
+# Name colours: each readable on white and on the tinted lines (contrast
+# 4.5:1 or more, as WCAG asks of text), none grey, hues far apart.
+PALETTE = ("#c0392b", "#a84300", "#8a5a00", "#1e7b34", "#00707a", "#1f5fbf",
+           "#7b3fb5", "#b0206e")
 
 
 def name_colour(name: str) -> str:
@@ -196,6 +198,7 @@ class ChatPresenter:
         self.today = today  # the local date, YYYY-MM-DD: which lines need theirs
         self.state = getattr(client, "status", Status("connecting"))
         self._state_at = clock()
+        self._dropped = False  # "connection lost" was said: "reconnected" is due
         self.active = ""
         self._lines: dict[str, list[Line]] = {"": []}
         self._rooms: list[str] = []  # room views, in the order first entered
@@ -239,6 +242,7 @@ class ChatPresenter:
                 self.notice(file_row_text(row), "files")
 
     def status(self, status: Status) -> None:
+        self._say_connection(status)
         self.state = status
         self._state_at = self.clock()
         if status.state != "connected":
@@ -247,6 +251,30 @@ class ChatPresenter:
         if status.state == "offline" and status.recovery == "never":
             changed = self.key_change() is not None  # its panel says the rest
             self._unsendable("the server's key has changed" if changed else status.reason)
+
+    def _say_connection(self, status: Status) -> None:
+        """A drop and a return show in the conversations, where one reads,
+        not only in the status line (a kick or a logout says it itself)."""
+        if self.state.state == "connected" and status.state != "connected":
+            lost = ("connection lost" if status.reason in ("", "connection lost")
+                    else f"connection lost ({status.reason})")
+            if status.state == "reconnecting":
+                self._connection_line(f"{lost}; reconnecting…")
+                self._dropped = True
+            elif status.recovery != "never":
+                self._connection_line(f"{lost}; Reconnect now tries again")
+                self._dropped = True
+        elif status.state == "connected" and self._dropped:
+            self._connection_line("reconnected")
+            self._dropped = False
+
+    def _connection_line(self, text: str) -> None:
+        """In every room still joined, and in the open conversation."""
+        views = [v for v in self._rooms if v not in self._left]
+        if self.active not in views:
+            views.append(self.active)
+        for view in views:
+            self._add(view, Line("notice", now_time(), text, notice="connection"))
 
     def _unsendable(self, reason: str) -> None:
         """The client will not come back by itself: "sending…" would be a lie."""
@@ -470,6 +498,11 @@ class ChatPresenter:
             return None
         return known.members
 
+    @property
+    def members_stale(self) -> bool:
+        """The member list shown is as it was when the connection went."""
+        return self.state.state != "connected"
+
     def member_row(self, member) -> MemberRow:
         """One member of ``member_list()`` as the window shows it."""
         name, state, role = member
@@ -507,10 +540,10 @@ class ChatPresenter:
                 *moderation_actions(self.my_role(), row.role, row.name)]
 
     def conversation_actions(self, view: str) -> list[MenuAction]:
-        """A room's context menu in the list: leave it, or once left join it
-        again or take it off the list."""
+        """A conversation's context menu in the list: close a direct one;
+        leave a room, or once left join it again or take it off the list."""
         if not view.startswith("#"):
-            return []
+            return [MenuAction(f"Close the conversation with {view}", "close")]
         if view in self._left:
             return [MenuAction(f"Join {view} again", "join"),
                     MenuAction(f"Remove {view} from the list", "remove")]
@@ -584,6 +617,8 @@ class ChatPresenter:
         """An entry of a room's context menu in the list."""
         if action.op == "remove":
             self.remove(view)
+        elif action.op == "close":
+            self.close(view)
         elif action.op == "join":
             self.join(view)
         elif action.op == "part":
@@ -599,13 +634,31 @@ class ChatPresenter:
             return
         self._left.discard(view)
         self._rooms.remove(view)
+        if self._last_room == view:
+            self._last_room = ""
+        self._forget(view)
+
+    def close(self, view: str) -> None:
+        """Take a direct conversation off the list (as a tab is closed); a
+        new line from that person, or /query, opens it again, its history
+        on the server. Lines still waiting for the server keep it open."""
+        if view.startswith("#") or view not in self._lines:
+            return
+        if any(line.pending for line in self._lines[view]):
+            self._say_error(f"lines to {view} are still on their way: close it once they are "
+                            "sent")
+            return
+        self.client.forget_shown("@" + view)
+        self._forget(view)
+
+    def _forget(self, view: str) -> None:
+        """A conversation and all it showed go; another opens if it was open."""
+        key = conversation_key(view if view.startswith("#") else "@" + view)
         self._lines.pop(view, None)
         self._unread.pop(view, None)
         self._mentioned.discard(view)
-        self._history_asked.discard(conversation_key(view))
-        self._no_older.discard(conversation_key(view))
-        if self._last_room == view:
-            self._last_room = ""
+        self._history_asked.discard(key)
+        self._no_older.discard(key)
         if self.active == view:
             self._open_another()
 

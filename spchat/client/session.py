@@ -137,6 +137,10 @@ class Positions:
 class ClientError(Exception):
     """Something the user must be told in one line; the session cannot go on."""
 
+    def __init__(self, text: str, code: str = ""):
+        super().__init__(text)
+        self.code = code  # the server's refusal code, if it refused the login
+
 
 @dataclass(frozen=True)
 class Status:
@@ -634,10 +638,10 @@ class ChatClient:
             self._retry_call.cancel()
         self._retry_call = None
 
-    def _give_up(self, reason: str, recovery: str) -> None:
+    def _give_up(self, reason: str, recovery: str, code: str = "") -> None:
         self._set_status(Status("offline", reason=reason, recovery=recovery))
         if self._first is not None and not self._first.called:
-            self._first.errback(ClientError(reason))
+            self._first.errback(ClientError(reason, code))
         self._check_acks()
 
     def _refused(self, error: wire.Error) -> None:
@@ -651,7 +655,7 @@ class ChatClient:
         text = f"login refused: {error.text}"
         if self._first is None or self._first.called:
             text = f"could not log in again: {error.text}"
-        self._give_up(text, "never")
+        self._give_up(text, "never", error.code)
         if self.proto is not None:
             self.proto.hang_up()
 
@@ -866,6 +870,11 @@ class ChatClient:
         seen = self.positions.get(conversation)
         before = self._oldest.get(key, wire.MAX_INT if seen is None else seen + 1)
         self._request(wire.HistoryRequest(before, limit, conversation))
+
+    def forget_shown(self, conversation: str) -> None:
+        """What was shown of a conversation is gone (its tab was closed): its
+        next page of history is the newest again."""
+        self._oldest.pop(conversation_key(conversation), None)
 
     def join(self, room: str, private: bool = False, password: str | None = None) -> None:
         """Join a room, creating it (``private``: invited people only) if new;

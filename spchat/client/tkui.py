@@ -24,6 +24,7 @@ from spchat.client.presenter import mention_spans
 from spchat.client.tkentry import MessageEntry
 
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
+STALE_COLOUR = "#b0b0b0"
 STATUS_COLOURS = {"connected": "#1a7f37", "connecting": "#555555",
                   "reconnecting": "#9a6700", "offline": "#b42318"}
 NOTICE_STYLES = {"broadcast": "broadcast", "kicked": "alert", "banned": "alert",
@@ -76,7 +77,7 @@ class ChatWindow:
         self._offer_buttons: list = []  # (file id, button) in the text, in order
         self._download_rows: dict = {}  # key -> (frame, bar, label)
         self._members_shown: list = []  # the MemberRows drawn, in order
-        self._members_drawn = None  # (the MemberList drawn, its version), None: nothing yet
+        self._members_drawn = None  # (the MemberList drawn, its version, stale), None: nothing yet
 
     # --- building ----------------------------------------------------------------
 
@@ -121,7 +122,7 @@ class ChatWindow:
         self.trust_title.pack(anchor="w", pady=(0, 10))
         ttk.Label(f, text="Server key fingerprint:").pack(anchor="w")
         # An entry, read-only, so the fingerprint can be selected and copied.
-        self.trust_fingerprint = ttk.Entry(f, width=72, font=("TkFixedFont", 10))
+        self.trust_fingerprint = ttk.Entry(f, width=72, font="TkFixedFont")
         self.trust_fingerprint.pack(anchor="w", fill="x", pady=4)
         self.trust_text = ttk.Label(f, wraplength=620, justify="left")
         self.trust_text.pack(anchor="w", pady=10)
@@ -188,7 +189,7 @@ class ChatWindow:
             tk.Label(f, text=label, background="#fdecea").grid(row=row, column=0, sticky="w",
                                                                padx=(0, 8))
             # Read-only entries: a fingerprint can be selected and compared.
-            entry = ttk.Entry(f, font=("TkFixedFont", 10))
+            entry = ttk.Entry(f, font="TkFixedFont")
             entry.grid(row=row, column=1, sticky="we", pady=1)
             self.key_fingerprints[key] = entry
         self.key_text = tk.Label(f, justify="left", anchor="w", background="#fdecea")
@@ -294,7 +295,10 @@ class ChatWindow:
     def _build_member_list(self, parent) -> ttk.Frame:
         f = ttk.Frame(parent)
         self.members_title = ttk.Label(f, text="Members", font=self._bold())
-        self.members_title.pack(anchor="w", padx=4)
+        self.members_title.pack(anchor="w", fill="x", padx=4)
+        # "(reconnecting…)" after a long room name wraps in the narrow pane.
+        self.members_title.bind("<Configure>", lambda e: self.members_title.configure(
+            wraplength=max(e.width - 4, 60)))
         ttk.Label(f, text="double-click a name to talk privately, right-click it for more",
                   foreground="#777", wraplength=160).pack(anchor="w", padx=4, side="bottom")
         self.members = tk.Listbox(f, activestyle="none", width=22, relief="flat",
@@ -373,7 +377,7 @@ class ChatWindow:
             for key, entry in self.fields.items():
                 entry.delete(0, "end")
                 entry.insert(0, values.get(key, ""))
-            self.register.set(False)
+            self.register.set(bool(values.get("register")))
         self.connect_message.configure(text=error, foreground="#b42318")
         self.connect_button.state(["!disabled"])
         self.cancel_button.pack_forget()
@@ -438,7 +442,10 @@ class ChatWindow:
         self._draw_conversations(p.conversations(), p.active)
         self.header.configure(text=p.header())
         room = p.member_room()
-        self.members_title.configure(text=f"Members of #{room}" if room else "Members")
+        title = f"Members of #{room}" if room else "Members"
+        if room and p.members_stale:
+            title += " (as last seen, reconnecting…)"
+        self.members_title.configure(text=title)
         self._draw_members()
         s = p.state
         self.status.configure(text=p.status_text(), foreground=STATUS_COLOURS.get(s.state, "#555"))
@@ -643,13 +650,15 @@ class ChatWindow:
         p = self.presenter
         members = p.member_list()
         version = members.version if members is not None else 0
-        if self._members_drawn == (members, version):
+        drawn = (members, version, p.members_stale)
+        if self._members_drawn == drawn:
             return
         changes = None
-        if self._members_drawn is not None and self._members_drawn[0] is members is not None:
-            changes = members.changes_since(self._members_drawn[1])
-        self._members_drawn = (members, version)
-        if changes is None:  # another list, or too far behind: all again
+        last = self._members_drawn
+        if last is not None and last[0] is members is not None and last[2] == drawn[2]:
+            changes = members.changes_since(last[1])
+        self._members_drawn = drawn
+        if changes is None:  # another list, too far behind, or greyed: all again
             self.members.delete(0, "end")
             self._members_shown = []
             changes = [("insert", row, m) for row, m in
@@ -668,7 +677,9 @@ class ChatWindow:
         label = (f"● {row.name}" + (" (you)" if row.me else "")
                  + (f" — {', '.join(notes)}" if notes else ""))
         self.members.insert(index, label)
-        self.members.itemconfigure(index, foreground=STATE_COLOURS.get(row.state, "#333"))
+        # While reconnecting nobody's state is known: none shows as online.
+        colour = STALE_COLOUR if self.presenter.members_stale else STATE_COLOURS.get(row.state)
+        self.members.itemconfigure(index, foreground=colour or "#333")
         self._members_shown.insert(index, row)
 
     # --- what the user does --------------------------------------------------------------

@@ -22,6 +22,7 @@ from twisted.internet import defer, task
 
 from spchat import config
 from spchat.client.addresses import add_server_options, check_server_options
+from spchat.client.downloads import download_dir
 from spchat.client.passwords import add_password_options, password_or_exit, terminal_prompt
 from spchat.p2p.report import progress_text, size_text, summary_text
 
@@ -37,7 +38,7 @@ def parse_args(argv, cfg: config.Config):
     share.add_argument("paths", nargs="+", metavar="PATH")
     get = sub.add_parser("get", help="download one file and exit")
     get.add_argument("file", metavar="ID", help="the file's id (6 or more hex digits)")
-    get.add_argument("--dir", help=f"where to save it (default {cfg.download_dir})")
+    get.add_argument("--dir", help=f"where to save it (default {download_dir(cfg.download_dir)})")
     get.add_argument("--json", action="store_true", help="print the summary as JSON")
     for p in (share, get):
         add_server_options(p, cfg)
@@ -110,7 +111,7 @@ def main(argv, cfg: config.Config, pins) -> int:
                     return 1
                 yield client.logout()
                 return 0
-            fetch = yield node.fetch(args.file, args.dir or cfg.download_dir)
+            fetch = yield node.fetch(args.file, args.dir or download_dir(cfg.download_dir))
             stop_requested.addCallback(lambda _: fetch.stop())
             ticker = task.LoopingCall(lambda: err(progress_text(fetch.progress())))
             ticker.clock = reactor

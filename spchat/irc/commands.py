@@ -330,7 +330,7 @@ class Commands:
     def _user_mode(self, line) -> None:
         conn = self.conn
         if name_key(line.params[0]) != conn.session.key:
-            if name_key(line.params[0]) in conn.core.by_key:
+            if name_key(line.params[0]) in conn.core.everyone:
                 conn.numeric(N.ERR_USERSDONTMATCH, "Cant change mode for other users")
             else:
                 conn.numeric(N.ERR_NOSUCHNICK, line.params[0], "No such nick")
@@ -376,7 +376,7 @@ class Commands:
                     continue
                 conn.request(wire.Say(text, "", room=target[1:]),
                              Pending(line.command, target[1:], client_tags=tags))
-            elif name_key(target) is None or name_key(target) not in conn.core.by_key:
+            elif name_key(target) is None or name_key(target) not in conn.core.everyone:
                 if not quiet:
                     conn.numeric(N.ERR_NOSUCHNICK, target, "No such nick/channel")
             else:
@@ -456,7 +456,7 @@ class Commands:
 
     def _matching(self, mask: str) -> list:
         """The users a WHO mask names: one nick, or a glob (* and ?) over nicks."""
-        sessions = self.conn.core.by_key
+        sessions = self.conn.core.everyone
         if not any(c in mask for c in "*?"):
             session = sessions.get(name_key(mask) or "")
             return [session] if session is not None else []
@@ -496,7 +496,7 @@ class Commands:
     def whois(self, line) -> None:
         conn = self.conn
         nick = line.params[-1]
-        session = conn.core.by_key.get(name_key(nick) or "")
+        session = conn.core.everyone.get(name_key(nick) or "")
         if session is None:
             conn.numeric(N.ERR_NOSUCHNICK, nick, "No such nick/channel")
             conn.numeric(N.RPL_ENDOFWHOIS, nick, "End of /WHOIS list")
@@ -601,14 +601,14 @@ class Commands:
 
     def lusers(self, line=None) -> None:
         conn = self.conn
-        users = len(conn.core.by_key)
+        users, here = len(conn.core.everyone), len(conn.core.by_key)  # all nodes', this one's
         rooms = len(conn.core.directory.rooms)
         conn.numeric(N.RPL_LUSERCLIENT, f"There are {users} users and 0 invisible on 1 servers")
         conn.numeric(N.RPL_LUSEROP, "0", "operator(s) online")
         conn.numeric(N.RPL_LUSERCHANNELS, str(rooms), "channels formed")
-        conn.numeric(N.RPL_LUSERME, f"I have {users} clients and 0 servers")
-        conn.numeric(N.RPL_LOCALUSERS, str(users), str(users),
-                     f"Current local users {users}, max {users}")
+        conn.numeric(N.RPL_LUSERME, f"I have {here} clients and 0 servers")
+        conn.numeric(N.RPL_LOCALUSERS, str(here), str(here),
+                     f"Current local users {here}, max {here}")
         conn.numeric(N.RPL_GLOBALUSERS, str(users), str(users),
                      f"Current global users {users}, max {users}")
 
@@ -629,8 +629,8 @@ class Commands:
 
     def ison(self, line) -> None:
         conn = self.conn
-        online = [conn.core.by_key[k].name for k in (name_key(n) for n in " ".join(
-            line.params).split()) if k is not None and k in conn.core.by_key]
+        online = [conn.core.everyone[k].name for k in (name_key(n) for n in " ".join(
+            line.params).split()) if k is not None and k in conn.core.everyone]
         conn.numeric(N.RPL_ISON, " ".join(online))
 
     def chathistory(self, line) -> None:
@@ -640,7 +640,7 @@ class Commands:
         conn = self.conn
         replies = []
         for nick in line.params[:5]:
-            session = conn.core.by_key.get(name_key(nick) or "")
+            session = conn.core.everyone.get(name_key(nick) or "")
             if session is not None:
                 other = conn.registry.get(session.name)
                 away = "-" if other is not None and other.away else "+"

@@ -133,7 +133,7 @@ class IrcConnection:
 
     def account_name(self, name: str) -> str | None:
         """``name``, if it is a registered account's online now (account-tag)."""
-        session = self.core.by_key.get(name_key(name) or "")
+        session = self.core.everyone.get(name_key(name) or "")
         return session.name if session is not None and session.registered else None
 
     def room_peers(self) -> list[IrcConnection]:

@@ -24,14 +24,16 @@ COLUMNS = (
     ("name", "Name", 120), ("address", "Address", 150), ("state", "State", 100),
     ("client", "Client", 150), ("in_state", "For", 80), ("since", "Since", 80),
     ("idle", "Idle", 70), ("messages", "Msgs", 60), ("bytes_in", "In", 80),
-    ("bytes_out", "Out", 80),
+    ("bytes_out", "Out", 80), ("node", "Node", 120),
 )
 STATE_COLOURS = {"connected": "#e3f6e3", "reconnecting": "#fff4cc", "offline": "#e6e6e6"}
+GREYED = "#7a7a7a"  # the text of offline rows, and of every row while the server is away
 ROOM_COLUMNS = (
     ("room", "Room", 110), ("members", "Online", 60), ("rate", "Msgs/min", 85),
-    ("flags", "Flags", 130), ("last_seq", "Last #", 65), ("topic", "Topic", 260),
+    ("flags", "Flags", 110), ("last_seq", "Last #", 60), ("topic", "Topic", 180),
 )
-MEMBER_COLUMNS = (("name", "Name", 120), ("state", "State", 90), ("role", "Role", 80))
+MEMBER_COLUMNS = (("name", "Name", 100), ("state", "State", 70), ("role", "Role", 70))
+BAN_COLUMNS = (("name", "Name", 90), ("left", "Left", 70), ("reason", "Reason", 110))
 
 
 class MonitorConnection:
@@ -85,6 +87,7 @@ class MonitorConnection:
             self.presenter.connected()
             self.send(wire.AdminRequest("list", "list"))
             self.send(wire.AdminRequest("rooms", "rooms"))
+            self.send(self.presenter.ask_bans())
         elif isinstance(msg, wire.AdminReply):
             msg = self.reply_parts.setdefault(msg.rid, wire.RowCollector()).add(msg)
             if msg is None:
@@ -94,8 +97,9 @@ class MonitorConnection:
                 self.presenter.sessions(msg)
             elif msg.rid == "rooms":
                 self._rooms(msg.rooms)
-            elif not self.presenter.room_info(msg):
+            elif not (self.presenter.room_info(msg) or self.presenter.bans(msg)):
                 self.result = msg.text if msg.ok else f"refused: {msg.text}"
+                self.send(self.presenter.ask_bans())  # the action may have changed them
         elif isinstance(msg, wire.AdminEvent):
             whole = self.event_parts.add(msg)
             if whole is None:
@@ -157,7 +161,9 @@ class MonitorWindow:
             self.tree.heading(column, text=title, command=partial(self._sort, column))
             self.tree.column(column, width=width, stretch=column in ("name", "client"))
         for state, colour in STATE_COLOURS.items():
-            self.tree.tag_configure(state, background=colour)
+            self.tree.tag_configure(state, background=colour,
+                                    foreground=GREYED if state == "offline" else "")
+        self.tree.tag_configure("unreachable", foreground=GREYED, background="#f2f2f2")
         self.tree.pack(fill="both", expand=True, padx=6, pady=6)
 
         buttons = ttk.Frame(root, padding=(6, 0))
@@ -212,6 +218,20 @@ class MonitorWindow:
             self.members.column(column, width=width, stretch=False)
         self.members.tag_configure("muted", foreground="#888")
         self.members.pack(fill="y", expand=True)
+        self._build_bans(panel)
+
+    def _build_bans(self, panel) -> None:
+        """The server bans still running, and Unban for the one selected."""
+        frame = ttk.LabelFrame(panel, text="Bans", padding=4)
+        frame.pack(side="left", fill="y", padx=(6, 0))
+        self.bans = ttk.Treeview(frame, show="headings", height=5, selectmode="browse",
+                                 columns=[c for c, _, _ in BAN_COLUMNS])
+        for column, title, width in BAN_COLUMNS:
+            self.bans.heading(column, text=title)
+            self.bans.column(column, width=width, stretch=column == "reason")
+        self.bans.pack(fill="both", expand=True)
+        self.unban_button = ttk.Button(frame, text="Unban selected", command=self._unban_selected)
+        self.unban_button.pack(anchor="e", pady=(4, 0))
 
     # --- drawing ----------------------------------------------------------
 
@@ -221,10 +241,13 @@ class MonitorWindow:
         for row in self.presenter.rows():
             values = (row.name, row.address, row.state, row.client, row.in_state,
                       time.strftime("%H:%M:%S", time.localtime(row.since)), row.idle,
-                      row.messages, row.bytes_in, row.bytes_out)
+                      row.messages, row.bytes_in, row.bytes_out, row.node)
             # Named by its session, so the row selected stays the one selected.
             iid = row.id if not self.tree.exists(row.id) else None  # None: Tk names it
-            self.tree.insert("", "end", iid=iid, values=values, tags=(row.state,))
+            tags = (row.state,) if self.presenter.reachable else ("unreachable",)
+            self.tree.insert("", "end", iid=iid, values=values, tags=tags)
+        for column, title, _ in COLUMNS:
+            self.tree.heading(column, text=self.presenter.heading(column, title))
         kept = [item for item in selected if self.tree.exists(item)]
         if kept:
             self.tree.selection_set(kept)
@@ -235,19 +258,31 @@ class MonitorWindow:
         self._draw_chart()
 
     def _refresh_rooms(self) -> None:
+        # A click not yet told (Tk sends <<TreeviewSelect>> later) is kept too.
+        clicked = self.rooms.selection()
         self.rooms.delete(*self.rooms.get_children())
         for row in self.presenter.room_rows():
             # The item is named after the room, so that a click says which room.
             self.rooms.insert("", "end", iid=row.name, values=(
                 f"#{row.name}", row.members, f"{row.per_minute:.1f}", row.flags, row.last_seq,
                 row.topic))
-        if self.presenter.selected_room in self.rooms.get_children():
+        kept = [room for room in clicked if self.rooms.exists(room)]
+        if kept:
+            self.rooms.selection_set(kept)
+        elif self.presenter.selected_room in self.rooms.get_children():
             self.rooms.selection_set(self.presenter.selected_room)
         self.members.delete(*self.members.get_children())
         for member in self.presenter.member_rows():
             self.members.insert("", "end", values=(member.name, member.state, member.role),
                                 tags=(member.role,))
         self.members_frame.configure(text=self.presenter.members_title)
+        selected = self.selected_ban()
+        self.bans.delete(*self.bans.get_children())
+        for ban in self.presenter.ban_rows():
+            # Named after the ban's name, so that the one selected stays so.
+            self.bans.insert("", "end", iid=ban.name, values=(ban.name, ban.left, ban.reason))
+        if selected is not None and self.bans.exists(selected):
+            self.bans.selection_set(selected)
 
     def _draw_chart(self) -> None:
         rates = self.presenter.rate_series()[-60:]
@@ -265,6 +300,10 @@ class MonitorWindow:
     def selected_name(self) -> str | None:
         selection = self.tree.selection()
         return self.tree.item(selection[0], "values")[0] if selection else None
+
+    def selected_ban(self) -> str | None:
+        selection = self.bans.selection()
+        return selection[0] if selection else None
 
     def _room_selected(self) -> None:
         selection = self.rooms.selection()
@@ -287,12 +326,13 @@ class MonitorWindow:
         self.presenter.set_filter(self.filter.get())
         self.refresh()
 
-    def ask(self, action: str) -> None:
+    def ask(self, action: str, name: str | None = None) -> None:
+        """A button: ``name``, or the session selected, is whom it acts on."""
         minutes_text = self.minutes.get().strip()
         try:
             minutes = float(minutes_text) if minutes_text else None
             question = self.presenter.ask(
-                action, self.selected_name(), self.reason.get().strip() or None, minutes
+                action, name or self.selected_name(), self.reason.get().strip() or None, minutes
             )
         except ValueError as e:
             self.status.configure(text=str(e))
@@ -300,11 +340,21 @@ class MonitorWindow:
         self.question.configure(text=question)
         self.confirm_bar.pack(fill="x", before=self.status)
 
+    def _unban_selected(self) -> None:
+        name = self.selected_ban()
+        if name is None:
+            self.status.configure(text="choose a ban in the list to lift")
+        else:
+            self.ask("unban", name)
+
     def confirm(self) -> None:
         request = self.presenter.confirm()
         self.confirm_bar.pack_forget()
         if request is not None:
             self.send(request)
+            # Used: a reason left in the field would go with the next action.
+            self.reason.delete(0, "end")
+            self.minutes.delete(0, "end")
 
     def cancel(self) -> None:
         self.presenter.cancel()

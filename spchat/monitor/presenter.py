@@ -15,21 +15,24 @@ from collections import deque
 from dataclasses import dataclass
 
 from spchat import wire
-from spchat.admin import room_flags
+from spchat.admin import duration, room_flags, time_left
+from spchat.server.rules import ban_length
 from spchat.terminal import printable
 
 STATES = ("connected", "reconnecting", "offline")
 RATE_WINDOW = 60.0  # seconds of message rate: the header chart, each room's rate
 ROOM_INFO_RID = "room_info "  # the presenter's own questions, told apart by their rid
+BANS_RID = "bans "
 NO_ROOM = "Select a room to see its members"
 ACTIONS = {
-    # action -> (needs a name, question asked before it is sent)
-    "kick": (True, "Kick {name}?"),
-    "ban": (True, "Ban {name}?"),
+    # action -> (needs a name, question asked before it is sent); {why} is
+    # the reason (or the notice), {banned} the ban that goes with a kick.
+    "kick": (True, "Kick {name}{banned}: {why}?"),
+    "ban": (True, "Ban {name} {length}: {why}?"),
     "unban": (True, "Unban {name}?"),
-    "broadcast": (False, "Send this notice to everyone?"),
-    "disconnect_all": (False, "Disconnect everyone?"),
-    "shutdown": (False, "Shut the server down?"),
+    "broadcast": (False, "Send this notice to everyone: {why}?"),
+    "disconnect_all": (False, "Disconnect everyone: {why}?"),
+    "shutdown": (False, "Shut the server down: {why}?"),
 }
 
 
@@ -49,6 +52,7 @@ class Row:
     bytes_out: int
     in_state_seconds: float = 0.0  # what "For" and "Idle" sort by: "2s" is not after "2m"
     idle_seconds: float = 0.0
+    node: str = ""  # where it is connected ("": a server alone)
 
     @property
     def id(self) -> str:
@@ -73,19 +77,19 @@ class RoomRow:
 
 
 @dataclass(frozen=True)
+class BanRow:
+    """One server ban still running, as the bans list shows it."""
+
+    name: str
+    left: str  # "for ever", "9m 59s": ticking
+    reason: str
+
+
+@dataclass(frozen=True)
 class MemberRow:
     name: str
     state: str
     role: str
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,7 @@ class MonitorPresenter:
     def __init__(self, clock):
         self.clock = clock  # seconds(): the reactor, or task.Clock in tests
         self.status = "connecting"
+        self._away = False  # the server went: what is shown is as last seen
         self.pending: Pending | None = None
         self.sort_key = "name"
         self.sort_reverse = False
@@ -118,6 +123,7 @@ class MonitorPresenter:
         self._room_samples: dict[str, deque[tuple[float, int]]] = {}  # (time, last_seq)
         self._members: tuple = ()
         self._info_rid: str | None = None  # the room_info whose answer is awaited
+        self._bans: tuple = ()  # (name, until in UTC ms or None, reason), as last asked
 
     # --- from the server ----------------------------------------------------
 
@@ -166,12 +172,27 @@ class MonitorPresenter:
             self.members_title = printable(reply.text)
         return True
 
+    def ask_bans(self) -> wire.AdminRequest:
+        """The bans, asked at login and after each action (a ban, an unban or
+        a kick with a ban changes them; none of them is pushed)."""
+        return wire.AdminRequest(BANS_RID + next(self._rids), "bans")
+
+    def bans(self, reply: wire.AdminReply) -> bool:
+        """An answer to ``ask_bans``; False if the reply is not one."""
+        if not reply.rid.startswith(BANS_RID):
+            return False
+        if reply.ok:
+            self._bans = reply.bans
+        return True
+
     def connected(self) -> None:
         self.status = "connected"
+        self._away = False
         self._rooms = ()  # the first table after a (re)connection asks for members afresh
 
     def disconnected(self, reason: str, retry_in: float) -> None:
         self.status = f"server gone ({reason}); trying again in {retry_in:g} s"
+        self._away = True
 
     # --- what the window shows ----------------------------------------------
 
@@ -179,14 +200,16 @@ class MonitorPresenter:
         now = self.clock.seconds()
         aged = now - self._received_at  # durations tick between pushes
         shown = []
-        for name, address, state, client, in_state, since, last, msgs, b_in, b_out in self._table:
+        for name, address, state, client, in_state, since, last, msgs, b_in, b_out, *node \
+                in self._table:
+            node = node[0] if node else ""
             if self.filter and not any(self.filter in field.casefold()
-                                       for field in (name, address, state, client)):
+                                       for field in (name, address, state, client, node)):
                 continue
             idle = now - last / 1000
             shown.append(Row(
                 name, address, state, printable(client), duration(in_state + aged), since / 1000,
-                duration(idle), msgs, b_in, b_out, in_state + aged, idle,
+                duration(idle), msgs, b_in, b_out, in_state + aged, idle, printable(node),
             ))
         column = SORTED_BY.get(self.sort_key, self.sort_key)
         key = {
@@ -195,7 +218,20 @@ class MonitorPresenter:
         }.get(column, lambda r: getattr(r, column))
         return sorted(shown, key=key, reverse=self.sort_reverse)
 
+    @property
+    def reachable(self) -> bool:
+        """False while the server is away: the tables are as last seen."""
+        return not self._away
+
+    def heading(self, column: str, title: str) -> str:
+        """A column's heading, with an arrow on the one the rows are sorted by."""
+        if column != self.sort_key:
+            return title
+        return f"{title} {'▼' if self.sort_reverse else '▲'}"
+
     def header(self) -> str:
+        if not self.reachable and self._table:
+            return "server unreachable: the tables are as last seen"
         counts = {state: 0 for state in STATES}
         for row in self._table:
             counts[row[2]] = counts.get(row[2], 0) + 1
@@ -228,6 +264,13 @@ class MonitorPresenter:
             return 0.0
         (t0, seq0), (t1, seq1) = samples[0], samples[-1]
         return (seq1 - seq0) / (t1 - t0) * 60 if t1 > t0 else 0.0
+
+    def ban_rows(self) -> list[BanRow]:
+        """The bans still running, by name; one that ran out meanwhile is gone."""
+        now = self.clock.seconds()
+        rows = [BanRow(printable(name), time_left(until, now), printable(reason))
+                for name, until, reason in self._bans if until is None or until / 1000 > now]
+        return sorted(rows, key=lambda b: b.name.casefold())
 
     def member_rows(self) -> list[MemberRow]:
         """The selected room's members, owners first, then by name."""
@@ -272,8 +315,12 @@ class MonitorPresenter:
             raise ValueError(f"choose a session to {action.replace('_', ' ')}")
         if action == "broadcast" and not (reason or "").strip():
             raise ValueError("write the notice first")
-        self.pending = Pending(action, name, reason, minutes, question.format(name=name))
-        return self.pending.question
+        # What will be sent, said in full: the reason and the ban's length.
+        banned = "" if minutes is None else f" and ban them {ban_length(minutes)}"
+        text = question.format(name=name, why=reason or "no reason given", banned=banned,
+                               length=ban_length(minutes))
+        self.pending = Pending(action, name, reason, minutes, text)
+        return text
 
     def confirm(self) -> wire.AdminRequest | None:
         """Yes: the request to send (None if nothing was pending)."""

@@ -18,12 +18,12 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.rooms import RoomDirectory
-from spchat.server.rules import Refused, plain, quoted
+from spchat.server.rules import Refused, ban_length, counted, plain, quoted
 from spchat.server.sessions import Link, SessionTable
 
 
 # Operations that change nothing: no audit line.
-READ_ONLY_OPS = ("list", "rooms", "room_info", "stats")
+READ_ONLY_OPS = ("list", "rooms", "room_info", "stats", "bans")
 
 
 class Administration:
@@ -48,6 +48,10 @@ class Administration:
         self.links: set[Link] = set()
         self._push = None  # a pending push of the session table
         self.refused = Refusals(clock, refusal_log_seconds)  # by address, for the audit lines
+        # With other nodes: this node's name, and the rows of their sessions
+        # (``ClusterRoster.admin_rows``); every row then says its node.
+        self.node = ""
+        self.elsewhere: Callable[[float], list[tuple]] | None = None
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -71,9 +75,9 @@ class Administration:
         text, rows, *more = result
         if msg.op not in READ_ONLY_OPS:
             self.audit(f"admin {link.address}: {msg.op} {self._subject(msg)}: {text}")
-        rooms, members, stats = (*more, (), (), ())[:3]
+        rooms, members, stats, bans = (*more, (), (), (), ())[:4]
         parts = wire.table_parts({"sessions": rows, "rooms": rooms, "members": members,
-                                  "stats": stats})
+                                  "stats": stats, "bans": bans})
         for i, part in enumerate(parts):
             link.conn.send(wire.AdminReply(msg.rid, True, text, **part,
                                            more=i < len(parts) - 1))
@@ -155,24 +159,26 @@ class Administration:
             return self._room_operation(msg)
         if msg.op == "list":
             rows = self.session_rows()
-            return f"{len(rows)} sessions", rows
+            return counted(len(rows), "session"), rows
         if msg.op == "stats":
             figures = self.stats()
-            return f"{len(figures)} figures", (), (), (), figures
+            return counted(len(figures), "figure"), (), (), (), figures
+        if msg.op == "bans":
+            return self.logins.bans().addCallback(self._ban_rows)
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
-            if not self.kick(msg.name, reason):
+            # The one kicked is told of the ban too, and for how long.
+            if not self.kick(msg.name, reason, msg.minutes):
                 raise Refused("unknown_user", f"nobody called {quoted(msg.name or '')} is here")
             if msg.minutes is not None:
                 self.logins.ban(msg.name, msg.minutes, reason)
-                return f"kicked {msg.name} and banned for {msg.minutes:g} minutes", ()
+                return f"kicked {msg.name} and banned {ban_length(msg.minutes)}", ()
             return f"kicked {msg.name}", ()
         if msg.op == "ban":
             if not self.logins.ban(msg.name, msg.minutes, reason):
                 raise Refused("bad_request", f"cannot ban {quoted(msg.name or '')}")
-            how_long = "for ever" if msg.minutes is None else f"for {msg.minutes:g} minutes"
-            return f"banned {msg.name} {how_long}", ()
+            return f"banned {msg.name} {ban_length(msg.minutes)}", ()
         if msg.op == "unban":
             def unbanned(found: bool) -> tuple[str, tuple]:
                 if not found:
@@ -187,7 +193,7 @@ class Administration:
             for room in self.directory.rooms.values():
                 self.directory.broadcast(room, wire.Notice(room.name, self.now_ms(),
                                                            "broadcast", text))
-            return f"broadcast to {len(self.sessions)} sessions", ()
+            return f"broadcast to {counted(len(self.sessions), 'session')}", ()
         # disconnect_all, shutdown
         code, text = (
             ("shutdown", f"the server is shutting down: {reason}")
@@ -197,7 +203,13 @@ class Administration:
         count = len(self.sessions)
         for session in list(self.sessions.by_id.values()):
             self.end_session(session, code, text, code, f"{session.name} left ({code})")
-        return f"disconnected {count} sessions", ()
+        return f"disconnected {counted(count, 'session')}", ()
+
+    @staticmethod
+    def _ban_rows(bans: list) -> tuple:
+        rows = tuple((name, None if until is None else int(until * 1000), reason)
+                     for name, until, reason in bans)
+        return counted(len(rows), "ban"), (), (), (), (), rows
 
     def session_rows(self) -> tuple[tuple, ...]:
         """The admin's table: one row per session, offline ones last (see
@@ -205,12 +217,17 @@ class Administration:
         now = self.clock.seconds()
         live = sorted(self.sessions.by_id.values(), key=lambda s: s.name.casefold())
         gone = sorted(self.sessions.offline.values(), key=lambda s: -s.state_since)
-        return tuple(
-            (s.name, s.address, s.state.value, s.agent, round(now - s.state_since, 3),
-             int(s.first_connected_at * 1000), int(s.last_activity * 1000),
-             s.messages_sent, s.bytes_in, s.bytes_out)
-            for s in live + gone
-        )
+        node = () if self.elsewhere is None else (self.node,)
+
+        def row(s) -> tuple:
+            return (s.name, s.address, s.state.value, s.agent, round(now - s.state_since, 3),
+                    int(s.first_connected_at * 1000), int(s.last_activity * 1000),
+                    s.messages_sent, s.bytes_in, s.bytes_out, *node)
+
+        rows = [row(s) for s in live]
+        if self.elsewhere is not None:
+            rows = sorted(rows + self.elsewhere(now), key=lambda r: r[0].casefold())
+        return tuple(rows + [row(s) for s in gone])
 
     def sessions_changed(self) -> None:
         """Push the table to administrators, once per reactor turn at most."""

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import hmac
 import math
-from typing import Any, Callable
+from collections import ChainMap
+from typing import Any, Callable, Mapping
 
 from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
+from spchat.cluster.remote_members import ClusterRoster
+from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
 from spchat.server.flood import FloodControl
@@ -33,7 +36,8 @@ from spchat.server.memory_store import MemoryStore
 from spchat.server.messaging import Messaging
 from spchat.server.room_commands import RoomCommands
 from spchat.server.rooms import ROOM_EVENT_SECONDS, RoomDirectory  # noqa: F401 (tests)
-from spchat.server.rules import Limits, Ports, Refused, TokenBucket, normalise_name, plain
+from spchat.server.rules import (Limits, Ports, Refused, TokenBucket, ban_length, normalise_name,
+                                 plain)
 from spchat.server.sessions import Link, Session, SessionTable, State
 from spchat.server.sharing import Sharing
 
@@ -108,6 +112,7 @@ class ChatCore:
         self._early: list[tuple[Link, wire.Message]] = []
         self.links: set[Link] = set()
         self.presence_listeners: list[Callable[[], None]] = []
+        self.roster: ClusterRoster | None = None  # the sessions of the other nodes
         self.table = SessionTable(clock, self._sessions_changed)
         self.directory = RoomDirectory(clock, self.presence_state)
         own_store = store is None
@@ -116,6 +121,9 @@ class ChatCore:
         self.messaging = Messaging(clock, self.limits, self.store,
                                    lambda published: make(self.store, published),
                                    self.directory, self.table, bus, self._seal(bus, bus_key))
+        if self.cluster is not None:
+            self.roster = ClusterRoster(clock, self.cluster, self.table, self.directory,
+                                        self.presence_state, self._elsewhere_changed)
         self.room_commands = RoomCommands(clock, self.limits, self.store, self.directory,
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
@@ -131,6 +139,9 @@ class ChatCore:
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
+        if self.roster is not None:
+            self.admin.node, self.admin.elsewhere = self.node, self.roster.admin_rows
+            self.messaging.elsewhere = self.roster.elsewhere
         # By message type: (link, msg) before login, (session, msg) after.
         self._handlers: dict[type, Callable[[Any, Any], object]] = {
             wire.Login: self.logins.login,
@@ -177,6 +188,14 @@ class ChatCore:
     @property
     def by_key(self) -> dict[str, Session]:
         return self.table.by_key
+
+    @property
+    def everyone(self) -> Mapping[str, Session | RemoteSession]:
+        """Every name online by key: here, or on another node (a
+        ``RemoteSession``: a name, rooms, a state), this node's first."""
+        if self.roster is None:
+            return self.table.by_key
+        return ChainMap(self.table.by_key, self.roster.remote.by_key)  # type: ignore[arg-type]
 
     @property
     def cluster(self):
@@ -227,6 +246,10 @@ class ChatCore:
         self.admin.stop()
         if self.cluster is not None:
             self.cluster.stop()
+        if self.roster is not None:
+            self.roster.stop()
+        if self.messaging.directs is not None:
+            self.messaging.directs.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------
@@ -413,6 +436,8 @@ class ChatCore:
     def _go_offline(self, session: Session, reason: str, notice: str) -> None:
         self.table.remove(session, reason)
         self.sharing.tracker.forget_session(session.id)
+        if self.messaging.directs is not None:
+            self.messaging.directs.forget(session)
         for key in sorted(session.rooms):
             self.directory.leave(self.directory.rooms[key], session, "quit", notice, reason=reason)
         self._presence_changed()
@@ -425,8 +450,9 @@ class ChatCore:
         if link is not None:
             link.conn.close(code, text)
 
-    def kick(self, name: str, reason: str) -> bool:
-        """Take a user off the server at once; the client is told and stays away."""
+    def kick(self, name: str, reason: str, ban_minutes: float | None = None) -> bool:
+        """Take a user off the server at once; the client is told (of the ban
+        that goes with it, if any: ``ban_minutes``) and stays away."""
         try:
             _, key = normalise_name(name)
         except Refused:
@@ -435,8 +461,9 @@ class ChatCore:
         if session is None:
             return False
         reason = plain(reason)
+        banned = "" if ban_minutes is None else f" and banned {ban_length(ban_minutes)}"
         self._end(
-            session, "kicked", f"you were kicked: {reason}",
+            session, "kicked", f"you were kicked{banned}: {reason}",
             f"kicked: {reason}", f"{session.name} was kicked ({reason})",
         )
         return True
@@ -484,6 +511,14 @@ class ChatCore:
 
     def _sessions_changed(self) -> None:
         self.admin.sessions_changed()
+        if self.roster is not None:
+            self.roster.changed()
+
+    def _elsewhere_changed(self) -> None:
+        """Someone on another node came, went or changed."""
+        self.admin.sessions_changed()
+        for listener in self.presence_listeners:
+            listener()
 
     # --- presence ---------------------------------------------------------------------
 
@@ -494,7 +529,9 @@ class ChatCore:
         for key in sorted(session.rooms):
             link.conn.send_shared(self.directory.member_list(self.directory.rooms[key]))
 
-    def presence_state(self, session: Session, now: float | None = None) -> str:
+    def presence_state(self, session: Session | RemoteSession, now: float | None = None) -> str:
+        if isinstance(session, RemoteSession):
+            return session.state  # as its node said
         if session.state is State.RECONNECTING:
             return "reconnecting"
         if (self.now() if now is None else now) - session.last_activity >= self.limits.idle_after:
@@ -504,8 +541,11 @@ class ChatCore:
     def presence_snapshot(self) -> tuple[tuple[str, str], ...]:
         """Everyone on the server and their state, for the presence beacon."""
         now = self.now()
-        sessions = sorted(self.table.by_id.values(), key=lambda s: s.name.casefold())
-        return tuple((s.name, self.presence_state(s, now)) for s in sessions)
+        everyone = [(s.name, self.presence_state(s, now)) for s in self.table.by_id.values()]
+        if self.roster is not None:  # and those connected on the other nodes
+            everyone += [(s.name, s.state) for s in self.roster.remote.sessions()
+                         if s.key not in self.table.by_key]
+        return tuple(sorted(everyone, key=lambda entry: entry[0].casefold()))
 
     def _presence_changed(self) -> None:
         """Someone came, went or may have changed state: the listeners
@@ -513,6 +553,8 @@ class ChatCore:
         join would make a join storm quadratic."""
         for listener in self.presence_listeners:
             listener()
+        if self.roster is not None:
+            self.roster.changed()
 
     def beacon_peer(self, key_id: bytes) -> Session | None:
         # Linear, but only for hellos (a few per client per minute).

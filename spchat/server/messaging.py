@@ -15,7 +15,9 @@ from typing import Callable, Iterable
 from twisted.logger import Logger
 
 from spchat import wire
+from spchat.cluster.directs import DirectCarrier
 from spchat.cluster.node import ClusterNode
+from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
 from spchat.server.catch_up import MAX_WAITING_JOBS, CatchUp, Reader
 from spchat.server.events import LineBatch
@@ -54,6 +56,14 @@ class Messaging:
         assert bus is None or seal is not None, "a bus comes with its seal (ChatCore._seal)"
         self.cluster = None if bus is None or seal is None else ClusterNode(
             clock, bus, seal, store.after, directory, self._fan_out)
+        # With other nodes, direct lines to their sessions go by the bus.
+        self.directs = None if bus is None else DirectCarrier(
+            clock, self.cluster, sessions, store.after, store.last_before_time,
+            lambda session, since: store.direct_since(session.key, since, HISTORY_PAGE_MAX,
+                                                      session.lineage),
+            self._send_now)
+        # The session of a name on another node (``ClusterRoster.elsewhere``).
+        self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
         self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
@@ -86,7 +96,8 @@ class Messaging:
             _, key = normalise_name(msg.to)
         except Refused:
             key = None
-        target = self.sessions.by_key.get(key) if key is not None else None
+        target = (self.sessions.by_key.get(key) or self.elsewhere(key)
+                  if key is not None else None)
         if target is None:
             # Sent before a drop, maybe, and the recipient left since.
             since = self.now_ms() - RESEND_WINDOW_MS
@@ -101,10 +112,12 @@ class Messaging:
 
     def _direct_to_nobody(self, record, session: Session, msg: wire.Direct) -> None:
         if record is not None:
-            self._send_line(session, record)  # its acknowledgement, again
+            self._send_now(session, record)  # its acknowledgement, again
             return
+        # Said in full: the sender must not think it will wait for them.
         self._tell(session, wire.Error(
-            "unknown_user", f"nobody called {quoted(msg.to)} is here", msg.cid))
+            "unknown_user", f"nobody called {quoted(msg.to)} is online, and direct messages "
+            "are not kept for anyone away: send it again when they are back", msg.cid))
 
     def _accept(self, record: Record) -> None:
         self._unsaved[record.sent_as] = record
@@ -147,7 +160,7 @@ class Messaging:
             self._unsaved.pop(resent.sent_as, None)
             session = self.sessions.by_key.get(old.sender_key)
             if session is not None:
-                self._send_line(session, old)
+                self._send_now(session, old)  # again: whatever came since
         self.counts.received += len(saved)
         run: list[Record] = []
         for record in saved:
@@ -169,6 +182,8 @@ class Messaging:
                 # else's since the line was sent (Record.readable_by).
                 if session is not None and record.readable_by(session.lineage):
                     self._send_line(session, record)
+                elif key == record.to_key and self.directs is not None:
+                    self.directs.saved(record)  # to the node that has the recipient
         if run:
             self._room_saved(run)
         if self._adopting:
@@ -221,6 +236,12 @@ class Messaging:
 
     def _send_line(self, session: Session, record: Record) -> None:
         """One saved line to one session (a direct line, an acknowledgement)."""
+        if record.room is None and self.directs is not None:
+            self.directs.send(session, record)  # in order with those from other nodes
+        else:
+            self._send_now(session, record)
+
+    def _send_now(self, session: Session, record: Record) -> None:
         if session.catching_up:
             hold = session.catching_up.get(record.conversation)
             if hold is None and record.room is None:
@@ -266,10 +287,13 @@ class Messaging:
         pager.add(job, holding)
 
     def _reader(self, session: Session) -> Reader:
+        def shown(record: Record, history: bool) -> wire.Message:
+            if record.room is None and not history and self.directs is not None:
+                self.directs.reached(session, record)  # a replay: not again from the bus
+            return record.for_recipient(session.key, self._room_name(record), history)
+
         return Reader(
-            self.store, session.lineage,
-            lambda record, history: record.for_recipient(
-                session.key, self._room_name(record), history),
+            self.store, session.lineage, shown,
             lambda message: self._tell(session, message),
             lambda failure: self._read_failed(failure, session))
 

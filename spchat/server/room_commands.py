@@ -20,7 +20,7 @@ from spchat.server.room_permissions import (
 from spchat.server.room_settings import RoomSettings, room_password_form
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import (
-    Limits, Refused, ban_text, normalise_name, normalise_room, plain, quoted,
+    Limits, Refused, ban_length, ban_text, normalise_name, normalise_room, plain, quoted,
 )
 from spchat.server.sessions import Session, SessionTable
 from spchat.terminal import SafeLogger
@@ -282,7 +282,7 @@ class RoomCommands:
         if room.roles.pop(key, None) is not None:
             self._saved(self.store.set_role(room.key, key, display, None))
         self._saved(self.store.remove_membership(key, room.key))
-        how_long = "for ever" if minutes is None else f"for {minutes:g} minutes"
+        how_long = ban_length(minutes)
         if target is not None and key in room.members:
             self._remove(room, target, "ban",
                          f"{display} was banned by {actor.name} {how_long} ({reason})", "banned",

@@ -109,6 +109,11 @@ class RoomDirectory:
         # run, or made on another node), where a room made here starts.
         self.deleted_seqs: dict[str, int] = {}
         self._call = None
+        # With other nodes (``spchat.cluster.remote_members``): the members
+        # of a room connected elsewhere, by key (each with a ``name`` and a
+        # ``state``), and who is told that a member here left a room.
+        self.remote: Callable[[str], dict] = lambda key: {}
+        self.on_leave: Callable[[Room, Session, wire.Notice], None] = lambda r, s, n: None
 
     def get(self, key: str) -> Room | None:
         return self.rooms.get(key)
@@ -156,9 +161,13 @@ class RoomDirectory:
         room.members[session.key] = session
         session.rooms.add(room.key)
         self.newcomer(room, session)
-        self.event(room, wire.Notice(room.name, self.now_ms(), "join", f"{session.name} joined",
-                                     session.name))
-        self.member_changed(room, session)
+        self.joined(room, session.name, session.key,
+                    self.presence_state(session, self.clock.seconds()))
+
+    def joined(self, room: Room, name: str, key: str, state: str) -> None:
+        """The news of a join, here or on another node."""
+        self.event(room, wire.Notice(room.name, self.now_ms(), "join", f"{name} joined", name))
+        self.updated(room, name, key, state)
 
     def newcomer(self, room: Room, session: Session) -> None:
         """The whole member list for ``session`` with the room's next events
@@ -173,16 +182,25 @@ class RoomDirectory:
         session.rooms.discard(room.key)
         room.guest_roles.pop(session.key, None)
         room.guest_voices.discard(session.key)
-        self.event(room, wire.Notice(room.name, self.now_ms(), kind, text, session.name, by,
-                                     reason))
-        self.event(room, wire.MemberUpdate(room.name, session.name, "gone",
-                                           room.role_of(session.key)))
+        notice = self.left(room, session.name, session.key, kind, text, by, reason)
+        self.on_leave(room, session, notice)
+
+    def left(self, room: Room, name: str, key: str, kind: str, text: str, by: str = "",
+             reason: str = "") -> wire.Notice:
+        """The news of a member leaving, here or on another node."""
+        notice = wire.Notice(room.name, self.now_ms(), kind, text, name, by, reason)
+        self.event(room, notice)
+        self.updated(room, name, key, "gone")
+        return notice
 
     def member_changed(self, room: Room, session: Session) -> None:
         """A member's state or role changed."""
-        self.event(room, wire.MemberUpdate(room.name, session.name,
-                                           self.presence_state(session, self.clock.seconds()),
-                                           room.role_of(session.key)))
+        self.updated(room, session.name, session.key,
+                     self.presence_state(session, self.clock.seconds()))
+
+    def updated(self, room: Room, name: str, key: str, state: str) -> None:
+        """A member's state or role, here or on another node."""
+        self.event(room, wire.MemberUpdate(room.name, name, state, room.role_of(key)))
 
     # --- events ---------------------------------------------------------------
 
@@ -249,11 +267,11 @@ class RoomDirectory:
     def member_list(self, room: Room) -> SharedEvents:
         """The whole member list, in parts that each fit one Noise message."""
         now = self.clock.seconds()
-        entries = sorted(
-            ((s.name, self.presence_state(s, now), room.role_of(key))
-             for key, s in room.members.items()),
-            key=lambda entry: entry[0].casefold(),
-        )
+        entries = [(s.name, self.presence_state(s, now), room.role_of(key))
+                   for key, s in room.members.items()]
+        entries += [(s.name, s.state, room.role_of(key))
+                    for key, s in self.remote(room.key).items() if key not in room.members]
+        entries.sort(key=lambda entry: entry[0].casefold())
         part: list[tuple[str, str, str]] = []
         size, parts = 0, []
         for entry in entries:
@@ -270,14 +288,19 @@ class RoomDirectory:
     def listing(self, viewer_rooms: set[str]) -> tuple[tuple[str, int, str], ...]:
         """Public rooms, and the private ones the viewer is in, by name."""
         return tuple(
-            (room.name, len(room.members), room.topic)
+            (room.name, self.count(room), room.topic)
             for room in sorted(self.rooms.values(), key=lambda r: r.key)
             if not room.private or room.key in viewer_rooms
         )
 
+    def count(self, room: Room) -> int:
+        """Its members, here and on the other nodes."""
+        remote = self.remote(room.key)
+        return len(room.members) + sum(1 for key in remote if key not in room.members)
+
     def rows(self) -> tuple[tuple, ...]:
         """The administrators' table of rooms (see wire.ROOM_FIELDS)."""
-        return tuple((room.name, len(room.members), room.topic, room.private,
+        return tuple((room.name, self.count(room), room.topic, room.private,
                       room.topic_locked, room.last_seq)
                      for room in sorted(self.rooms.values(), key=lambda r: r.key))
 

@@ -137,13 +137,22 @@ def check_text(text: str, max_bytes: int) -> None:
     raise Refused("bad_text", "the message contains control characters")
 
 
+def counted(count: float, word: str) -> str:
+    """"1 minute", "10 minutes", "1.5 minutes": a count and its noun."""
+    return f"{count:g} {word}{'s' * (count != 1)}"
+
+
+def ban_length(minutes: float | None) -> str:
+    """"for ever", "for 1 minute", "for 10 minutes"."""
+    return "for ever" if minutes is None else f"for {counted(minutes, 'minute')}"
+
+
 def ban_text(reason: str, until: float | None, now: float, where: str = "") -> str:
     """What a banned user is told; ``where``: " from #room" for a room ban."""
     if until is None:
         return f"you are banned{where}: {reason}"
     minutes = math.ceil((until - now) / 60)
-    return (f"you are banned{where} for another {minutes} minute{'s' * (minutes != 1)}: "
-            f"{reason}")
+    return f"you are banned{where} for another {counted(minutes, 'minute')}: {reason}"
 
 
 # A token due within this many seconds is here: after the wait for it, the
