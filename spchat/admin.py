@@ -8,7 +8,7 @@
     python -m spchat.admin bans
     python -m spchat.admin broadcast TEXT
     python -m spchat.admin disconnect-all [--reason R]
-    python -m spchat.admin shutdown [--reason R]
+    python -m spchat.admin shutdown [--node NAME] [--reason R]
     python -m spchat.admin rooms
     python -m spchat.admin room-info ROOM
     python -m spchat.admin room-delete ROOM
@@ -180,8 +180,12 @@ def parse_args(argv, cfg):
     unban.add_argument("name")
     broadcast = command("broadcast", help="a server notice to everyone")
     broadcast.add_argument("text")
-    for name in ("disconnect-all", "shutdown"):
-        command(name).add_argument("--reason")
+    command("disconnect-all", help="disconnect every session (of every node)").add_argument(
+        "--reason")
+    shutdown = command("shutdown", help="stop the server: every node of a cluster, or the "
+                       "one --node names")
+    shutdown.add_argument("--reason")
+    shutdown.add_argument("--node", help="stop this node only (its CHAT_NODE name)")
     command("irc-operator-hash", local=True, help="a password's hash for CHAT_IRC_OPERATOR (asked for, "
             "or read from standard input; the server is not contacted)")
     add_room_commands(command)
@@ -212,7 +216,8 @@ def build_request(args) -> wire.AdminRequest:
     op = args.command.replace("-", "_")
     minutes = getattr(args, "ban_minutes", None) if op == "kick" else getattr(args, "minutes", None)
     reason = args.text if op == "broadcast" else getattr(args, "reason", None)
-    return wire.AdminRequest("1", op, getattr(args, "name", None), reason, minutes)
+    return wire.AdminRequest("1", op, getattr(args, "name", None), reason, minutes,
+                             node=getattr(args, "node", None))
 
 
 # --- output --------------------------------------------------------------------

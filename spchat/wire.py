@@ -546,12 +546,14 @@ def _optional_boolean(value: Any) -> bool | None:
     room=_string(MAX_NAME_CHARS, optional=True),
     action=_admin_action,
     on=_optional_boolean,
+    node=_string(300, optional=True),  # CHAT_NODE, or host:port
 )
 class AdminRequest(Message):
     """One admin operation; ``reason`` is also the broadcast's text and the
     topic's.  The room operations name their ``room``; ``room_moderate``'s
     ``action`` is a ``moderate`` op (kick, ban, ...), ``room_mode``'s a room
-    flag turned ``on`` or off."""
+    flag turned ``on`` or off.  ``node``: the one node a ``shutdown`` stops
+    (without it, every node of the cluster stops)."""
 
     rid: str
     op: str
@@ -561,6 +563,7 @@ class AdminRequest(Message):
     room: str | None = None
     action: str | None = None
     on: bool | None = None
+    node: str | None = None
 
 
 # One row of the session table: name, address, state, seconds in that state,

@@ -338,6 +338,24 @@ async def test_rooms_with_roles_bans_mutes_and_memberships_round_trip(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_making_a_room_that_is_there_keeps_it_and_reads_back_what_is_kept(store):
+    # Two nodes making one room at once: the second finds the first's.
+    made, created = await store.create_room(RoomRecord("dev", "Dev", "first", private=True,
+                                                       created=5))
+    assert created and made == RoomRecord("dev", "Dev", "first", private=True, created=5)
+    await store.set_role("dev", "zoe", "Zoe", "owner")
+    await store.set_voice("dev", "dan", "Dan", True)
+    await store.append([say("x", room="dev")])
+    kept, created = await store.create_room(RoomRecord("dev", "DEV", "second", created=9))
+    assert not created
+    assert kept == RoomRecord("dev", "Dev", "first", private=True, created=5,
+                              roles={"zoe": ("Zoe", "owner")}, voices={"dan": "Dan"},
+                              last_seq=1)
+    assert await store.room("dev") == kept
+    assert await store.room("nope") is None
+
+
+@pytest_twisted.ensureDeferred
 async def test_what_load_gives_is_a_copy(store):
     await store.save_room(RoomRecord("dev", "Dev"))
     [dev] = await store.load()

@@ -102,6 +102,10 @@ class ClusterNode:
         for key, last in tops.tops.items():
             self.order.announced(key, last, grace=True)
 
+    def drop(self, what: str) -> None:
+        """A notice of another part's kind that does not parse: counted."""
+        self._drop(what)
+
     def _drop(self, what: str) -> None:
         if not self.ignored:  # once: a stranger on the bus could fill the log
             log.warn("ignoring {what} (counted, not logged again)", what=what)

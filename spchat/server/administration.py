@@ -16,9 +16,10 @@ from typing import Callable
 from twisted.internet import defer
 
 from spchat import wire
+from spchat.cluster.acts import Act, ClusterActs
 from spchat.server.refusals import REFUSAL_LOG_SECONDS, Refusals
 from spchat.server.rooms import RoomDirectory
-from spchat.server.rules import Refused, ban_length, counted, plain, quoted
+from spchat.server.rules import Refused, ban_length, counted, normalise_name, plain, quoted
 from spchat.server.sessions import Link, SessionTable
 
 
@@ -27,6 +28,10 @@ READ_ONLY_OPS = ("list", "rooms", "room_info", "stats", "bans")
 
 
 class Administration:
+    # With other nodes: ``spchat.cluster.acts.ClusterActs``, and this node's name.
+    acts: ClusterActs | None = None
+    node = "local"
+
     def __init__(self, clock, sessions: SessionTable, directory: RoomDirectory, logins,
                  room_commands, admin_token: str | None, end_session: Callable, kick: Callable,
                  audit: Callable[[str], None] = lambda line: None,
@@ -81,7 +86,7 @@ class Administration:
         for i, part in enumerate(parts):
             link.conn.send(wire.AdminReply(msg.rid, True, text, **part,
                                            more=i < len(parts) - 1))
-        if msg.op == "shutdown":
+        if self.stops_here(msg):
             self.on_shutdown()
 
     def _refused(self, failure, link: Link, msg: wire.AdminRequest) -> None:
@@ -168,17 +173,28 @@ class Administration:
         if msg.op in ("kick", "ban", "unban") and not msg.name:
             raise Refused("bad_request", f"{msg.op} needs a name")
         if msg.op == "kick":
+            name = msg.name or ""
             # The one kicked is told of the ban too, and for how long.
-            if not self.kick(msg.name, reason, msg.minutes):
-                raise Refused("unknown_user", f"nobody called {quoted(msg.name or '')} is here")
+            kicked = self.kick(name, reason, msg.minutes)
+            if not kicked and self.acts is None:
+                raise Refused("unknown_user", f"nobody called {quoted(name)} is here")
+            banned = ""
             if msg.minutes is not None:
-                self.logins.ban(msg.name, msg.minutes, reason)
-                return f"kicked {msg.name} and banned {ban_length(msg.minutes)}", ()
-            return f"kicked {msg.name}", ()
+                self.logins.ban(name, msg.minutes, reason)
+                banned = f" and banned {ban_length(msg.minutes)}"
+            self._tell_nodes(Act("kick", name, reason))
+            return self._where(f"kicked {name}{banned}", kicked,
+                               f"the kick of {name}{banned} was sent to every node"), ()
         if msg.op == "ban":
-            if not self.logins.ban(msg.name, msg.minutes, reason):
-                raise Refused("bad_request", f"cannot ban {quoted(msg.name or '')}")
-            return f"banned {msg.name} {ban_length(msg.minutes)}", ()
+            name = msg.name or ""
+            here = self.sessions.by_key.get(self._key(name) or "") is not None
+            if not self.logins.ban(name, msg.minutes, reason):
+                raise Refused("bad_request", f"cannot ban {quoted(name)}")
+            how_long = ban_length(msg.minutes)
+            until = None if msg.minutes is None else self.clock.seconds() + msg.minutes * 60
+            self._tell_nodes(Act("ban", name, reason, until))
+            return self._where(f"banned {name} {how_long}", here,
+                               f"banned {name} {how_long}; sent to every node"), ()
         if msg.op == "unban":
             def unbanned(found: bool) -> tuple[str, tuple]:
                 if not found:
@@ -189,21 +205,80 @@ class Administration:
         if msg.op == "broadcast":
             if not msg.reason:
                 raise Refused("bad_request", "broadcast needs a text")
-            text = f"server: {plain(msg.reason, 400)}"
-            for room in self.directory.rooms.values():
-                self.directory.broadcast(room, wire.Notice(room.name, self.now_ms(),
-                                                           "broadcast", text))
-            return f"broadcast to {counted(len(self.sessions), 'session')}", ()
+            self._broadcast(msg.reason)
+            self._tell_nodes(Act("broadcast", reason=msg.reason))
+            return self._counted("broadcast to", len(self.sessions)), ()
         # disconnect_all, shutdown
+        if msg.op == "shutdown" and not self.stops_here(msg):
+            if self.acts is None:
+                raise Refused("unknown_node", f"this server is node {quoted(self.node)}, "
+                              f"not {quoted(msg.node or '')}")
+            self._tell_nodes(Act("shutdown", reason=reason, node=msg.node or ""))
+            return f"shutdown sent to node {msg.node}; this node ({self.node}) stays up", ()
+        count = self._disconnect_all(msg.op, reason)
+        if not msg.node:  # a shutdown of one node is that node's only
+            self._tell_nodes(Act(msg.op, reason=reason))
+        return self._counted("disconnected", count), ()
+
+    def stops_here(self, msg: wire.AdminRequest) -> bool:
+        """A shutdown without a node stops every node; with one, that node."""
+        return msg.op == "shutdown" and msg.node in (None, "", self.node)
+
+    # --- acts that every node does (spchat.cluster.acts) --------------------------------
+
+    def act_here(self, act: Act) -> str:
+        """Another node's act, done to this node's sessions."""
+        if act.op == "kick":
+            return "kicked here" if self.kick(act.name, act.reason) else "not on this node"
+        if act.op == "ban":
+            ended = self.logins.end_banned(act.name, act.until, act.reason)
+            return "its session here ended" if ended else "not on this node"
+        if act.op == "broadcast":
+            self._broadcast(act.reason)
+            return f"broadcast to {counted(len(self.sessions), 'session')} here"
+        count = self._disconnect_all(act.op, act.reason)
+        if act.op == "shutdown":
+            self.clock.callLater(0, self.on_shutdown)  # after the goodbyes are written
+        return f"disconnected {counted(count, 'session')} here"
+
+    def _tell_nodes(self, act: Act) -> None:
+        if self.acts is not None:
+            self.acts.send(act)
+
+    def _where(self, done: str, here: bool, elsewhere: str) -> str:
+        """What the reply can honestly say: done on this node, or sent."""
+        if self.acts is None:
+            return done
+        return f"{done} (on node {self.node})" if here else elsewhere
+
+    def _counted(self, done: str, count: int) -> str:
+        if self.acts is None:
+            return f"{done} {counted(count, 'session')}"
+        return f"{done} {counted(count, 'session')} on node {self.node}; sent to every node"
+
+    @staticmethod
+    def _key(name: str) -> str | None:
+        try:
+            return normalise_name(name)[1]
+        except Refused:
+            return None
+
+    def _broadcast(self, text: str) -> None:
+        text = f"server: {plain(text, 400)}"
+        for room in self.directory.rooms.values():
+            self.directory.broadcast(room, wire.Notice(room.name, self.now_ms(),
+                                                       "broadcast", text))
+
+    def _disconnect_all(self, op: str, reason: str) -> int:
         code, text = (
             ("shutdown", f"the server is shutting down: {reason}")
-            if msg.op == "shutdown"
+            if op == "shutdown"
             else ("disconnected", f"the server disconnected everyone: {reason}")
         )
         count = len(self.sessions)
         for session in list(self.sessions.by_id.values()):
             self.end_session(session, code, text, code, f"{session.name} left ({code})")
-        return f"disconnected {counted(count, 'session')}", ()
+        return count
 
     @staticmethod
     def _ban_rows(bans: list) -> tuple:

@@ -26,7 +26,9 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.beacon import BeaconKeys
+from spchat.cluster.acts import ClusterActs
 from spchat.cluster.remote_members import ClusterRoster
+from spchat.cluster.room_news import RoomNews
 from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
 from spchat.server.administration import Administration
@@ -139,9 +141,14 @@ class ChatCore:
                                     self.room_commands, admin_token, self._end, self.kick, audit,
                                     on_shutdown, self.limits.refusal_log_seconds,
                                     stats or (lambda: ()))
+        self.admin.node = node
         if self.roster is not None:
-            self.admin.node, self.admin.elsewhere = self.node, self.roster.admin_rows
+            self.admin.elsewhere = self.roster.admin_rows
             self.messaging.elsewhere = self.roster.elsewhere
+        self.room_news: RoomNews | None = None  # rooms changed on other nodes (None: alone)
+        if self.cluster is not None:
+            self.admin.acts = ClusterActs(self.cluster, self.admin.act_here, audit)
+            self.room_news = RoomNews(clock, self.cluster, self.store, self.room_commands)
         # By message type: (link, msg) before login, (session, msg) after.
         self._handlers: dict[type, Callable[[Any, Any], object]] = {
             wire.Login: self.logins.login,
@@ -250,6 +257,8 @@ class ChatCore:
             self.roster.stop()
         if self.messaging.directs is not None:
             self.messaging.directs.stop()
+        if self.room_news is not None:
+            self.room_news.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------

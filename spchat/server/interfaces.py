@@ -134,6 +134,16 @@ class IRoomStore(Interface):
         """Fires with every room: a list of ``spchat.server.records.RoomRecord``,
         each with its roles, bans, mutes and newest message number."""
 
+    def room(key):
+        """Fires with the room as kept now (a ``RoomRecord``), or None; it
+        sees every change asked for before it (another node's change is
+        read so)."""
+
+    def create_room(room):
+        """Make a room (a ``RoomRecord``'s settings) unless one with its key
+        is there (another node may have made it first: it stays as it is);
+        fires with (the room as kept, True if this call made it)."""
+
     def save_room(room):
         """Create or update a room's settings (a ``RoomRecord``; its roles,
         bans and mutes are saved by the calls below)."""

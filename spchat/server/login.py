@@ -266,8 +266,11 @@ class Logins:
             guest = session.lineage
             session.registered = True
             # What it said and was told as a guest stays its own (its
-            # direct conversations, its cids), now as the account's.
-            self.adopt_lineage(guest, session.lineage)
+            # direct conversations, its cids), now as the account's; told
+            # once it is, so that what it reads next is all there.
+            return self.adopt_lineage(guest, session.lineage).addCallback(told)
+
+        def told(_):
             self.account_notice(session, f"the name {session.name} is now registered to you; "
                                 "log in with its password from now on")
 
@@ -356,10 +359,22 @@ class Logins:
                 return result
 
             saving.addBoth(saved)
+        self.end_banned(name, until, reason)
+        return True
+
+    def end_banned(self, name: str, until: float | None, reason: str) -> bool:
+        """A banned name's session here goes at once (the ban is saved
+        already, here or by another node); False if it has none here."""
+        try:
+            _, key = normalise_name(name)
+        except Refused:
+            return False
         session = self.sessions.by_key.get(key)
-        if session is not None:
-            self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
-                             f"banned: {reason}", f"{session.name} was banned ({reason})")
+        if session is None:
+            return False
+        reason = plain(reason)
+        self.end_session(session, "banned", ban_text(reason, until, self.clock.seconds()),
+                         f"banned: {reason}", f"{session.name} was banned ({reason})")
         return True
 
     def bans(self) -> defer.Deferred:

@@ -210,14 +210,26 @@ class MemoryStore:
 
     @_fired
     def load(self):
-        # Copies: a caller changing what it got must not change what is kept.
-        return [
-            dataclasses.replace(
-                room, roles=dict(room.roles), bans=dict(room.bans), mutes=dict(room.mutes),
-                last_seq=self._last_seq.get(room_conversation(key), 0),
-            )
-            for key, room in sorted(self._rooms.items())
-        ]
+        return [self._copy(key) for key in sorted(self._rooms)]
+
+    @_fired
+    def room(self, key):
+        return self._copy(key) if key in self._rooms else None
+
+    def _copy(self, key) -> RoomRecord:
+        # A copy: a caller changing what it got must not change what is kept.
+        room = self._rooms[key]
+        return dataclasses.replace(
+            room, roles=dict(room.roles), bans=dict(room.bans), mutes=dict(room.mutes),
+            voices=dict(room.voices), last_seq=self._last_seq.get(room_conversation(key), 0))
+
+    @_fired
+    def create_room(self, room):
+        created = room.key not in self._rooms
+        if created:
+            self._rooms[room.key] = dataclasses.replace(room, roles={}, bans={}, mutes={},
+                                                        voices={}, last_seq=0)
+        return self._copy(room.key), created
 
     @_fired
     def save_room(self, room):

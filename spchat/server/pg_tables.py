@@ -19,7 +19,8 @@ from __future__ import annotations
 from spchat.server import lookalikes
 from spchat.server.pg_link import CommitInDoubt
 from spchat.server.numbering import RESEND_WINDOW_MS, number
-from spchat.server.records import Record, RoomRecord, account_of, room_conversation
+from spchat.server.records import (Record, RoomRecord, account_of, read_rooms,
+                                    room_conversation)
 
 # A record's fields, in its order.
 _COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage, to_lineage"
@@ -266,6 +267,21 @@ class PgTables:
         # One snapshot: no commit lands between the reads.
         return self.link.read(_load, snapshot=True)
 
+    def room(self, key: str) -> RoomRecord | None:
+        rooms = self.link.read(lambda cursor: _load(cursor, key), snapshot=True)
+        return rooms[0] if rooms else None
+
+    def create_room(self, room: RoomRecord) -> tuple[RoomRecord | None, bool]:
+        # Never over a room that is there (another node's, made first):
+        # its settings and owner stand, and are read back.
+        created = self._write(
+            "INSERT INTO rooms (key, name, topic, private, topic_locked, created, password, "
+            "member_limit, moderated) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (key) DO NOTHING",
+            (room.key, room.name, room.topic, room.private, room.topic_locked, room.created,
+             room.password, room.member_limit, room.moderated)) > 0
+        return self.room(room.key), created
+
     def save_room(self, room: RoomRecord) -> None:
         self._write(
             "INSERT INTO rooms (key, name, topic, private, topic_locked, created, password, "
@@ -334,33 +350,16 @@ class PgTables:
         self._write("DELETE FROM memberships WHERE key = %s AND room = %s", (key, room))
 
 
-def _load(cursor) -> list[RoomRecord]:
-    """Every room with its standing and its newest number."""
-    def rows(sql):
-        cursor.execute(sql)
+def _load(cursor, only: str | None = None) -> list[RoomRecord]:
+    """Every room, or the one keyed ``only``."""
+    def rows(sql: str, column: str):
+        if only is None:
+            cursor.execute(sql)
+        else:
+            cursor.execute(f"{sql} WHERE {column} = %s", (only,))
         return cursor.fetchall()
 
-    rooms = {
-        key: RoomRecord(key, name, topic, private, locked, created, password=password,
-                        member_limit=member_limit, moderated=moderated)
-        for key, name, topic, private, locked, created, password, member_limit, moderated
-        in rows("SELECT key, name, topic, private, topic_locked, created, password, "
-                "member_limit, moderated FROM rooms ORDER BY key")
-    }
-    for room, key, name in rows("SELECT room, key, name FROM room_voices"):
-        rooms[room].voices[key] = name
-    for room, key, name, role in rows("SELECT room, key, name, role FROM room_roles"):
-        rooms[room].roles[key] = (name, role)
-    for room, key, name, until, reason in rows(
-            "SELECT room, key, name, until, reason FROM room_bans"):
-        rooms[room].bans[key] = (name, until, reason)
-    for room, key, name in rows("SELECT room, key, name FROM room_mutes"):
-        rooms[room].mutes[key] = name
-    for room, last_seq in rows(
-            "SELECT r.key, c.last_seq FROM rooms AS r "
-            "JOIN conversations AS c ON c.conversation = '#' || r.key"):
-        rooms[room].last_seq = last_seq
-    return list(rooms.values())
+    return read_rooms(rows)
 
 
 def _add_looks(cursor, accounts) -> None:

@@ -118,3 +118,30 @@ class RoomRecord:
     member_limit: int = 0  # most members online (IRC's +l); 0 for no limit
     moderated: bool = False  # only operators and voices speak (IRC's +m)
     voices: dict[str, str] = field(default_factory=dict)  # key -> name (IRC's +v)
+
+
+def read_rooms(rows) -> list[RoomRecord]:
+    """Rooms with their standing and newest number, by key, as both SQL
+    engines keep them: ``rows(sql, column)`` runs ``sql`` (for one room:
+    with ``WHERE column = key`` added) and returns its rows."""
+    rooms = {
+        key: RoomRecord(key, name, topic, bool(private), bool(locked), created,
+                        password=password, member_limit=member_limit, moderated=bool(moderated))
+        for key, name, topic, private, locked, created, password, member_limit, moderated
+        in rows("SELECT key, name, topic, private, topic_locked, created, password, "
+                "member_limit, moderated FROM rooms", "key")
+    }
+    for room, key, name in rows("SELECT room, key, name FROM room_voices", "room"):
+        rooms[room].voices[key] = name
+    for room, key, name, role in rows("SELECT room, key, name, role FROM room_roles", "room"):
+        rooms[room].roles[key] = (name, role)
+    for room, key, name, until, reason in rows(
+            "SELECT room, key, name, until, reason FROM room_bans", "room"):
+        rooms[room].bans[key] = (name, until, reason)
+    for room, key, name in rows("SELECT room, key, name FROM room_mutes", "room"):
+        rooms[room].mutes[key] = name
+    for room, last_seq in rows(
+            "SELECT r.key, c.last_seq FROM rooms AS r "
+            "JOIN conversations AS c ON c.conversation = '#' || r.key", "r.key"):
+        rooms[room].last_seq = last_seq
+    return [rooms[key] for key in sorted(rooms)]

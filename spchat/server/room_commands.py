@@ -10,6 +10,9 @@ it needs.  Changes are kept by the store as they are made.
 from __future__ import annotations
 
 import hmac
+from typing import Callable
+
+from twisted.internet import defer
 
 from spchat import wire
 from spchat.server.records import RoomRecord
@@ -18,6 +21,7 @@ from spchat.server.room_permissions import (
     MEMBER, OPERATOR, OWNER, Actor, need, outrank, role_words,
 )
 from spchat.server.room_settings import RoomSettings, room_password_form
+from spchat.server.room_sync import RoomSync
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import (
     Limits, Refused, ban_length, ban_text, normalise_name, normalise_room, plain, quoted,
@@ -46,16 +50,50 @@ class RoomCommands:
         self.messaging = messaging
         self.on_presence = on_presence
         self.on_change = on_change
+        # Writes of each room's state asked for: a read of it begun before
+        # one of them may be stale.
+        self.writes: dict[str, int] = {}
+        self._last_write = defer.succeed(None)
+        # With other nodes: ``tell_nodes(key, notice, leave, invite)``, once
+        # a change here is saved (spchat.cluster.room_news).
+        self.tell_nodes: Callable | None = None
         self.settings = RoomSettings(clock, store, directory, self.room_for, self._saved,
-                                     on_change)
+                                     on_change, self._told)
+        self.sync = RoomSync(clock, directory, sessions.by_key.get, self._remove,
+                             self.close_room, on_change)
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
 
-    def _saved(self, d) -> None:
-        """A store write: its failure is logged, never lost in silence."""
+    def _saved(self, d, room: str | None = None) -> None:
+        """A store write (of the state of ``room``, if given): its failure
+        is logged, never lost in silence."""
+        if room is not None:
+            self.writes[room] = self.writes.get(room, 0) + 1
         d.addErrback(lambda f: self.log.error("cannot save a room change: {error}",
                                               error=f.getErrorMessage()))
+        self._last_write = d
+
+    def after_writes(self, then: Callable[[], None]) -> None:
+        """``then()`` once every write asked for so far is done (the store
+        writes in order)."""
+        self._last_write.addBoth(lambda result: then())
+
+    @property
+    def writing(self) -> bool:
+        """A write asked for is not done yet."""
+        return not self._last_write.called
+
+    def _told(self, room: Room, notice: wire.Notice | None = None,
+              leave: tuple[str, str, str] | None = None,
+              invite: tuple[str, str] | None = None) -> None:
+        """A change here: once it is saved, the other nodes read the room
+        again, tell their members ``notice``, put ``leave`` (a key, and the
+        code and text it is told) out of it and let ``invite`` (a key, and
+        what it is told) in."""
+        tell = self.tell_nodes
+        if tell is not None:
+            self.after_writes(lambda: tell(room.key, notice, leave, invite))
 
     # --- the directory at start -------------------------------------------------
 
@@ -72,10 +110,51 @@ class RoomCommands:
             key, display, private=private, created=self.now_ms(),
             # Made again after a delete: its numbers go on (the store's do).
             last_seq=self.directory.deleted_seqs.pop(key, 0))))
-        self._saved(self.store.save_room(room.record()))
+        made = self.store.create_room(room.record())
         if creator is not None:
-            self._set_role(room, creator.key, creator.name, creator.registered, "owner")
+            # Its owner, as far as this node knows: kept once the store says
+            # this node made the room (another may have made it a moment
+            # before, and that one's owner stands).
+            if creator.registered:
+                room.roles[creator.key] = (creator.name, "owner")
+            else:
+                room.guest_roles[creator.key] = "owner"
+            self.enter(creator, room)
+        made.addCallback(self._created, room, creator)
+        self._saved(made, key)
         return room
+
+    def _created(self, result: tuple[RoomRecord | None, bool], room: Room,
+                 creator: Session | None) -> None:
+        record, created = result
+        if record is None or self.directory.get(room.key) is not room:
+            return  # deleted meanwhile
+        if created:
+            if creator is not None and creator.registered and (
+                    room.roles.get(creator.key) == (creator.name, "owner")):
+                self._saved(self.store.set_role(room.key, creator.key, creator.name, "owner"),
+                            room.key)
+            self.on_change()
+            self._told(room)
+            return
+        # Another node made it first: its settings and roles, not ours.
+        room.created = record.created
+        if creator is not None:
+            room.guest_roles.pop(creator.key, None)
+        self.sync.adopt(room, record)
+        if creator is not None and room.members.get(creator.key) is creator:
+            self.directory.member_changed(room, creator)
+            self._after_race(room, creator)
+
+    def _after_race(self, room: Room, session: Session) -> None:
+        """``session`` made a room that another node had made first: it
+        stays in it if it could have joined it."""
+        if room.rank_of(session.key) >= OPERATOR or not (room.private or room.password):
+            return
+        why = "is private" if room.private else "needs its password"
+        self._remove(room, session, "leave", f"{session.name} left",
+                     "invite_only" if room.private else "room_password",
+                     f"#{room.name} was made a moment before, elsewhere, and {why}")
 
     # --- entering and leaving -----------------------------------------------------
 
@@ -87,7 +166,7 @@ class RoomCommands:
         room = self.directory.get(key)
         if room is None:
             self._check_new_room(display, key)
-            self.enter(session, self._create(display, key, msg.private, session))
+            self._create(display, key, msg.private, session)
             return
         if key in session.rooms:  # again: the state again, nothing new
             assert session.link is not None, "asked over its link"
@@ -162,13 +241,17 @@ class RoomCommands:
         """The administrator deletes a room: its members are told, its lines,
         roles and bans are forgotten."""
         room, _ = self.room_for(None, name)
+        self.close_room(room, f"#{room.name} was deleted by the administrator")
+        self._saved(self.store.delete_room(room.key), room.key)
+        self._told(room)
+        return f"deleted #{room.name}"
+
+    def close_room(self, room: Room, text: str) -> None:
+        """The room's members here told ``text``; the room gone from here."""
         for member in list(room.members.values()):
-            self._remove(room, member, "leave", f"{member.name} left", "deleted",
-                         f"#{room.name} was deleted by the administrator")
+            self._remove(room, member, "leave", f"{member.name} left", "deleted", text)
         self.directory.flush(room)
         self.directory.remove(room)
-        self._saved(self.store.delete_room(room.key))
-        return f"deleted #{room.name}"
 
     def list_rooms(self, session: Session, msg: wire.ListRooms) -> None:
         assert session.link is not None, "asked over its link"
@@ -178,7 +261,7 @@ class RoomCommands:
         ban = room.bans.get(key)
         if ban is not None and ban[1] is not None and ban[1] <= self.clock.seconds():
             del room.bans[key]  # served its time
-            self._saved(self.store.delete_room_ban(room.key, key))
+            self._saved(self.store.delete_room_ban(room.key, key), room.key)
             return None
         return ban
 
@@ -217,36 +300,32 @@ class RoomCommands:
         if op in ("voice", "devoice"):
             return self._voice(room, actor, display, key, target, op == "voice")
         if op == "kick":
-            if target is None or key not in room.members:
-                raise Refused("not_in_room", f"{display} is not in #{room.name}")
-            self._remove(room, target, "kick",
-                         f"{display} was kicked by {actor.name} ({reason})", "kicked",
-                         f"you were kicked from #{room.name} by {actor.name}: {reason}",
-                         actor.name, reason)
-            return f"kicked {display} from #{room.name}"
+            return self._kick(room, actor, display, key, target, reason)
         if op == "ban":
             return self._ban(room, actor, display, key, target, msg.minutes, reason)
         if op == "unban":
             if room.bans.pop(key, None) is None:
                 raise Refused("not_banned", f"{display} is not banned from #{room.name}")
-            self._saved(self.store.delete_room_ban(room.key, key))
-            self.directory.event(room, wire.Notice(room.name, self.now_ms(), "unban",
-                                                   f"{actor.name} lifted the ban on {display}",
-                                                   display, actor.name))
+            self._saved(self.store.delete_room_ban(room.key, key), room.key)
+            notice = wire.Notice(room.name, self.now_ms(), "unban",
+                                 f"{actor.name} lifted the ban on {display}", display,
+                                 actor.name)
+            self.directory.event(room, notice)
+            self._told(room, notice)
             return f"unbanned {display} from #{room.name}"
         if op == "mute":
             if room.rank_of(key) > MEMBER:
                 raise Refused("not_allowed", f"{display} is an {room.role_of(key)} of "
                               f"#{room.name}: /deop them first")
             room.mutes[key] = display
-            self._saved(self.store.set_mute(room.key, key, display, True))
+            self._saved(self.store.set_mute(room.key, key, display, True), room.key)
             self._standing_changed(room, key, display, actor, "mute",
                                    f"{actor.name} muted {display} ({reason})", reason)
             return f"muted {display} in #{room.name}"
         # unmute
         if room.mutes.pop(key, None) is None:
             raise Refused("not_muted", f"{display} is not muted in #{room.name}")
-        self._saved(self.store.set_mute(room.key, key, display, False))
+        self._saved(self.store.set_mute(room.key, key, display, False), room.key)
         self._standing_changed(room, key, display, actor, "unmute",
                                f"{actor.name} unmuted {display}")
         return f"unmuted {display} in #{room.name}"
@@ -263,12 +342,12 @@ class RoomCommands:
         if not on:
             room.guest_voices.discard(key)
             if room.voices.pop(key, None) is not None:
-                self._saved(self.store.set_voice(room.key, key, display, False))
+                self._saved(self.store.set_voice(room.key, key, display, False), room.key)
         elif guest:
             room.guest_voices.add(key)
         else:
             room.voices[key] = display
-            self._saved(self.store.set_voice(room.key, key, display, True))
+            self._saved(self.store.set_voice(room.key, key, display, True), room.key)
         self._standing_changed(room, key, display, actor, "voice" if on else "devoice",
                                f"{actor.name} gave {display} a voice" if on
                                else f"{actor.name} took {display}'s voice")
@@ -278,22 +357,37 @@ class RoomCommands:
         until = None if minutes is None else self.clock.seconds() + minutes * 60
         room.bans[key] = (display, until, reason)
         self._saved(self.store.set_room_ban(room.key, key, display, until, reason,
-                                            self.now_ms()))
+                                            self.now_ms()), room.key)
         if room.roles.pop(key, None) is not None:
-            self._saved(self.store.set_role(room.key, key, display, None))
+            self._saved(self.store.set_role(room.key, key, display, None), room.key)
         self._saved(self.store.remove_membership(key, room.key))
         how_long = ban_length(minutes)
+        notice = wire.Notice(room.name, self.now_ms(), "ban",
+                             f"{display} was banned by {actor.name} {how_long} ({reason})",
+                             display, actor.name, reason)
+        told = ban_text(reason, until, self.clock.seconds(), f" from #{room.name}")
         if target is not None and key in room.members:
-            self._remove(room, target, "ban",
-                         f"{display} was banned by {actor.name} {how_long} ({reason})", "banned",
-                         ban_text(reason, until, self.clock.seconds(), f" from #{room.name}"),
-                         actor.name, reason)
+            self._remove(room, target, "ban", notice.text, "banned", told, actor.name, reason)
         else:
-            self.directory.event(room, wire.Notice(
-                room.name, self.now_ms(), "ban",
-                f"{display} was banned by {actor.name} {how_long} ({reason})", display,
-                actor.name, reason))
+            self.directory.event(room, notice)
+        self._told(room, notice, (key, "banned", told))
         return f"banned {display} from #{room.name} {how_long}"
+
+    def _kick(self, room: Room, actor: Actor, display: str, key: str, target: Session | None,
+              reason: str) -> str:
+        notice = wire.Notice(room.name, self.now_ms(), "kick",
+                             f"{display} was kicked by {actor.name} ({reason})", display,
+                             actor.name, reason)
+        told = f"you were kicked from #{room.name} by {actor.name}: {reason}"
+        if target is None and self.tell_nodes is not None:
+            # Not on this node: on another, maybe (the node it is on puts it out).
+            self._told(room, notice, (key, "kicked", told))
+            return f"the kick of {display} from #{room.name} was sent to every node"
+        if target is None or key not in room.members:
+            raise Refused("not_in_room", f"{display} is not in #{room.name}")
+        self._remove(room, target, "kick", notice.text, "kicked", told, actor.name, reason)
+        self._told(room, notice)
+        return f"kicked {display} from #{room.name}"
 
     def _invite(self, room: Room, actor: Actor, display: str, key: str,
                 target: Session | None) -> str:
@@ -303,19 +397,22 @@ class RoomCommands:
         need(actor, room, OPERATOR if closed else MEMBER, "invite someone"
              + (" to a room that is private, has a password or a member limit"
                 if closed else ""))
-        if target is None:
+        if target is None and self.tell_nodes is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
         if key in room.members:
             raise Refused("already_in_room", f"{display} is in #{room.name} already")
         room.invited.add(key)
-        if target.link is not None:
-            target.link.conn.send(wire.Notice(
-                room.name, self.now_ms(), "invite",
-                f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept",
-                display, actor.name))
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), "invite",
-                                               f"{actor.name} invited {display}", display,
-                                               actor.name))
+        told = f"{actor.name} invited you to #{room.name}; /join #{room.name} to accept"
+        if target is not None and target.link is not None:
+            target.link.conn.send(wire.Notice(room.name, self.now_ms(), "invite", told, display,
+                                              actor.name))
+        notice = wire.Notice(room.name, self.now_ms(), "invite",
+                             f"{actor.name} invited {display}", display, actor.name)
+        self.directory.event(room, notice)
+        # Invitations are kept by each node: the node the invitee is on lets it in.
+        self._told(room, notice, invite=(key, told))
+        if target is None:
+            return f"the invitation of {display} to #{room.name} was sent to every node"
         return f"invited {display} to #{room.name}"
 
     def _set_role_by(self, room: Room, actor: Actor, op: str, display: str, key: str,
@@ -349,7 +446,7 @@ class RoomCommands:
                 room.roles.pop(key, None)
             else:
                 room.roles[key] = (display, keep)
-            self._saved(self.store.set_role(room.key, key, display, keep))
+            self._saved(self.store.set_role(room.key, key, display, keep), room.key)
         elif keep is None:
             room.guest_roles.pop(key, None)
         else:
@@ -361,8 +458,9 @@ class RoomCommands:
         member = room.members.get(key)
         if member is not None:
             self.directory.member_changed(room, member)
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text, display,
-                                               actor.name, reason))
+        notice = wire.Notice(room.name, self.now_ms(), kind, text, display, actor.name, reason)
+        self.directory.event(room, notice)
+        self._told(room, notice)
 
     # --- permissions -------------------------------------------------------------------
 

@@ -52,15 +52,19 @@ def parse_member_limit(text: str) -> int:
 
 class RoomSettings:
     def __init__(self, clock, store, directory: RoomDirectory, room_for: Callable,
-                 saved: Callable, on_change: Callable[[], None]):
+                 saved: Callable, on_change: Callable[[], None],
+                 told: Callable = lambda room, notice: None):
         """``room_for(session, name)``: the room and the one who asks;
-        ``saved(d)``: a store write's failure is logged."""
+        ``saved(d, room_key)``: a store write's failure is logged;
+        ``told(room, notice)``: a change made and told here (the other
+        nodes are told too)."""
         self.clock = clock
         self.store = store
         self.directory = directory
         self.room_for = room_for
         self.saved = saved
         self.on_change = on_change
+        self.told = told
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -125,6 +129,8 @@ class RoomSettings:
 
     def changed(self, room: Room, kind: str, text: str, by: str) -> None:
         self.on_change()
-        self.saved(self.store.save_room(room.record()))
+        self.saved(self.store.save_room(room.record()), room.key)
         self.directory.event(room, room.state())
-        self.directory.event(room, wire.Notice(room.name, self.now_ms(), kind, text, by=by))
+        notice = wire.Notice(room.name, self.now_ms(), kind, text, by=by)
+        self.directory.event(room, notice)
+        self.told(room, notice)

@@ -28,7 +28,7 @@ from zope.interface import implementer
 from spchat.server import lookalikes
 from spchat.server.interfaces import IStore
 from spchat.server.numbering import RESEND_WINDOW_MS, number
-from spchat.server.records import Record, RoomRecord, account_of, room_conversation
+from spchat.server.records import Record, RoomRecord, account_of, read_rooms, room_conversation
 from spchat.server.threaded_store import StatementThread, StoreError, ThreadedStore
 
 DB_FILE = "spchat.db"
@@ -482,29 +482,31 @@ class Tables:
 
     def load(self) -> list[RoomRecord]:
         with _snapshot(self.conn):
-            rooms = {
-                key: RoomRecord(key, name, topic, bool(private), bool(locked), created,
-                                password=password, member_limit=member_limit,
-                                moderated=bool(moderated))
-                for key, name, topic, private, locked, created, password, member_limit, moderated
-                in self._query("SELECT key, name, topic, private, topic_locked, created, "
-                               "password, member_limit, moderated FROM rooms ORDER BY key")
-            }
-            for room, key, name in self._query("SELECT room, key, name FROM room_voices"):
-                rooms[room].voices[key] = name
-            for room, key, name, role in self._query(
-                    "SELECT room, key, name, role FROM room_roles"):
-                rooms[room].roles[key] = (name, role)
-            for room, key, name, until, reason in self._query(
-                    "SELECT room, key, name, until, reason FROM room_bans"):
-                rooms[room].bans[key] = (name, until, reason)
-            for room, key, name in self._query("SELECT room, key, name FROM room_mutes"):
-                rooms[room].mutes[key] = name
-            for room, last_seq in self._query(
-                    "SELECT r.key, c.last_seq FROM rooms AS r "
-                    "JOIN conversations AS c ON c.conversation = '#' || r.key"):
-                rooms[room].last_seq = last_seq
-        return list(rooms.values())
+            return self._rooms()
+
+    def room(self, key: str) -> RoomRecord | None:
+        with _snapshot(self.conn):
+            rooms = self._rooms(key)
+        return rooms[0] if rooms else None
+
+    def _rooms(self, only: str | None = None) -> list[RoomRecord]:
+        """Every room, or the one keyed ``only``."""
+        def rows(sql: str, column: str):
+            if only is None:
+                return self._query(sql)
+            return self._query(f"{sql} WHERE {column} = ?", (only,))
+
+        return read_rooms(rows)
+
+    def create_room(self, room: RoomRecord) -> tuple[RoomRecord | None, bool]:
+        # Never over a room that is there: its settings and owner stand.
+        with _transaction(self.conn):
+            created = self._execute(
+                "INSERT INTO rooms (key, name, topic, private, topic_locked, created, password, "
+                "member_limit, moderated) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (key) DO NOTHING",
+                (room.key, room.name, room.topic, room.private, room.topic_locked, room.created,
+                 room.password, room.member_limit, room.moderated)) > 0
+        return self.room(room.key), created
 
     def save_room(self, room: RoomRecord) -> None:
         # An upsert, never INSERT OR REPLACE: replacing the row would delete

@@ -144,6 +144,13 @@ class ThreadedStore:
     def load(self):
         return self._read(self.tables.load)
 
+    def room(self, key):
+        # On the writer: it sees every change this node asked for before.
+        return self._write(self.tables.room, key)
+
+    def create_room(self, room):
+        return self._write(self.tables.create_room, room)
+
     def save_room(self, room):
         return self._write(self.tables.save_room, room)
 
