@@ -73,6 +73,26 @@ def settle(core):
     core.clock.advance(ROOM_EVENT_SECONDS)
 
 
+def run_until(clock, predicate, limit=60.0, step=0.01):
+    """Advance a fake ``clock`` a step at a time until ``predicate``; the
+    fake seconds it took (the test fails past ``limit`` of them)."""
+    started = clock.seconds()
+    clock.advance(0)
+    while not predicate():
+        assert clock.seconds() - started < limit, f"not within {limit} s: {predicate}"
+        clock.advance(step)
+    return clock.seconds() - started
+
+
+def run_for(clock, seconds, step=0.01):
+    """Advance a fake ``clock`` by ``seconds``, a step at a time (as a
+    reactor would turn: each periodic call runs in its turn)."""
+    end = clock.seconds() + seconds
+    while clock.seconds() + step < end:
+        clock.advance(step)
+    clock.advance(max(0.0, end - clock.seconds()))
+
+
 def login(core, name, address="127.0.0.1:1", **options):
     conn = MemoryClient()
     link = core.open_link(conn, address)

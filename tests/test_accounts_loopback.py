@@ -3,7 +3,7 @@
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from spchat import wire
 from spchat.client.session import ClientError
@@ -95,26 +95,15 @@ def test_bans_last_across_restarts_and_expire(restartable, pins):
         yield connect_client(server, pins, "MAL")
     with pytest.raises(ClientError, match="banned for another 10 minutes: rude"):
         yield connect_client(server, pins, "tim")
-    server = yield restartable(FakeLater(reactor, 601))  # ten minutes on
+    later = task.Clock()  # the ban rules' time, ten minutes on
+    later.advance(reactor.seconds() + 601)
+    server = yield restartable(later)
     tim = yield connect_client(server, pins, "tim")
     assert tim.status.state == "connected"
     assert (yield server.store.ban("tim")) is None  # the served ban is gone
     assert (yield server.core.unban("mal"))
     mal = yield connect_client(server, pins, "mal")
     assert mal.status.state == "connected"
-
-
-class FakeLater:
-    """The reactor's clock, ``offset`` seconds in the future."""
-
-    def __init__(self, clock, offset):
-        self.clock, self.offset = clock, offset
-
-    def seconds(self):
-        return self.clock.seconds() + self.offset
-
-    def callLater(self, *args, **kwargs):
-        return self.clock.callLater(*args, **kwargs)
 
 
 @pytest_twisted.inlineCallbacks
@@ -152,8 +141,6 @@ def test_history_on_join_and_paging_back_to_the_first_message(tmp_path, pins):
 
 @pytest_twisted.inlineCallbacks
 def test_a_password_login_is_not_cut_by_the_login_deadline(tmp_path, pins):
-    from twisted.internet import task
-
     server = start_service(server_config(tmp_path / "data", **{"handshake-timeout": "0.5"}))
     try:
         ann = yield connect_client(server, pins, "ann", password="long password", register=True)

@@ -216,3 +216,32 @@ def test_logins_of_existing_accounts_are_not_limited(core):
         link, conn = login(core, "user0", password="a long password")
         assert welcomed(conn)
         log_out(core, link)
+
+
+def test_a_guest_is_told_it_is_registered_once_its_direct_lines_are_its_own(core):
+    # The store's hand-over of the guest's lines to the account waits
+    # (a busy writer): the notice waits for it, so that what the new
+    # account reads next (its direct conversations) is all there.
+    ann, _ = login(core, "ann")
+    link, lou = login(core, "lou")
+    core.receive(ann, wire.Direct("lou", "welcome, lou", "a1"))
+    settle(core)
+    held = []
+    adopt = core.store.adopt_lineage
+
+    def slow_adopt(old, new):
+        d = defer.Deferred()
+        held.append(lambda: adopt(old, new).chainDeferred(d))
+        return d
+
+    core.store.adopt_lineage = slow_adopt
+    core.receive(link, wire.Register("a long password"))
+    settle(core)
+    registered = [n for n in lou.of(wire.Notice) if "registered to you" in n.text]
+    assert held and registered == []
+    held.pop()()
+    registered = [n for n in lou.of(wire.Notice) if "registered to you" in n.text]
+    assert len(registered) == 1
+    core.receive(link, wire.HistoryRequest(2**53, 100, "@ann"))
+    settle(core)
+    assert [m.text for m in lou.of(wire.DirectMessage)] == ["welcome, lou", "welcome, lou"]

@@ -341,9 +341,12 @@ class Logins:
             guest = session.lineage
             session.registered = True
             # What it said and was told as a guest stays its own (its
-            # direct conversations, its cids), now as the account's.
-            self.adopt_lineage(guest, session.lineage)
+            # direct conversations, its cids), now as the account's; told
+            # once it is, so that what it reads next is all there.
             self.claim_changed(session)
+            return self.adopt_lineage(guest, session.lineage).addCallback(told)
+
+        def told(_):
             self.account_notice(session, f"the name {session.name} is now registered to you; "
                                 "log in with its password from now on")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from spchat import wire
@@ -130,15 +131,16 @@ class Messaging:
             raise Refused("not_in_room", f"you are not in the room {quoted(name)}")
         return room
 
-    def adopt_lineage(self, old: str, new: str) -> None:
+    def adopt_lineage(self, old: str, new: str) -> defer.Deferred:
         """A guest registered: what its lineage sent and was sent is the
-        account's, those lines still being saved included."""
-        self._adopt(old, new)
+        account's, those lines still being saved included.  Fires once
+        the saved ones are (a failure is logged, not passed on)."""
         if any(old in (r.lineage, r.to_lineage) for r in self._unsaved.values()):
             self._adopting[old] = new
+        return self._adopt(old, new)
 
-    def _adopt(self, old: str, new: str) -> None:
-        self.store.adopt_lineage(old, new).addErrback(
+    def _adopt(self, old: str, new: str) -> defer.Deferred:
+        return self.store.adopt_lineage(old, new).addErrback(
             lambda f: self.log.error("cannot give {old}'s messages to {new}: {error}",
                                      old=old, new=new, error=f.getErrorMessage()))
 

@@ -50,6 +50,10 @@ CLOSE_TIMEOUT = 30.0
 MAX_RELAYS = 200
 # The rate cap lets this many seconds' worth of bytes through at once.
 BURST_SECONDS = 0.1
+# A debt paid in less than this is let go: the clock's rounding can leave
+# a sliver of one after the wait that paid it, and a timer for a sliver
+# would not move the clock on (a fake clock's would fire for ever).
+MIN_WAIT = 0.001
 TRANSFER = re.compile(rb"[\x21-\x7e]+")
 
 # Why a connection's reading is paused; it reads only when none holds.
@@ -72,7 +76,8 @@ class ByteBucket:
         """Take ``count`` bytes; return the seconds until the debt is paid (0: none)."""
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate) - count
         self.stamp = now
-        return -self.tokens / self.rate if self.tokens < 0 else 0.0
+        wait = -self.tokens / self.rate
+        return wait if wait >= MIN_WAIT else 0.0
 
 
 class Relay:

@@ -155,6 +155,12 @@ def ban_text(reason: str, until: float | None, now: float, where: str = "") -> s
     return f"you are banned{where} for another {counted(minutes, 'minute')}: {reason}"
 
 
+# A token due within this many seconds is here: after the wait for it, the
+# clock's rounding (at 1.7e9 s, a quarter of a microsecond) can leave it a
+# sliver short, and a wait for the sliver would not move the clock on.
+CLOCK_ROUNDING = 1e-6
+
+
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up."""
 
@@ -170,7 +176,7 @@ class TokenBucket:
 
     def take(self, now: float) -> bool:
         self._refill(now)
-        if self.tokens >= 1:
+        if self.tokens >= 1 - self.rate * CLOCK_ROUNDING:
             self.tokens -= 1
             return True
         return False
