@@ -7,6 +7,7 @@ decode, so a test reads what a user would see.
 
 from __future__ import annotations
 
+from twisted.internet import protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -158,3 +159,26 @@ def dead_port() -> int:
     from spchat.bench.engines import free_port
 
     return free_port()  # free now, and nobody is to take it
+
+
+
+class Silent(protocol.Protocol):
+    """A TCP connection, at either end, that never says a word: a half-open
+    handshake, a place held until cut, a port that is not spchat's or a
+    stopped server.  ``open`` until it is lost; ``Silent.now_open``
+    counts those open now, of all of them."""
+
+    now_open = 0
+    open = True
+
+    def connectionMade(self):
+        Silent.now_open += 1
+
+    def connectionLost(self, reason=None):
+        if self.open:
+            Silent.now_open -= 1
+        self.open = False
+
+    def abort(self) -> None:
+        if self.open:
+            self.transport.abortConnection()

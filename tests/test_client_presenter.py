@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from twisted.internet.task import Clock
 
 from spchat import wire
 from spchat.client.pins import PinStore
@@ -222,23 +223,16 @@ def test_name_colours_are_readable_on_white_and_told_apart():
     assert min(gaps) >= 15
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_reconnect_countdown_ticks_and_the_button_follows(tmp_path):
-    clock = FakeClock()
+    clock = Clock()
+    clock.advance(100)
     client = ChatClient(None, "127.0.0.1", 5000, "me", PinStore(tmp_path))
-    chat = ChatPresenter(client, clock=clock)
+    chat = ChatPresenter(client, clock=clock.seconds)
     chat.status(Status("reconnecting", 1, 3, 4.0, "connection lost"))
     assert "next try in 4 s" in chat.status_text() and chat.can_reconnect
-    clock.now += 1.5
+    clock.advance(1.5)
     assert "next try in 3 s" in chat.status_text()
-    clock.now += 3
+    clock.advance(3)
     assert "trying now…" in chat.status_text()
     chat.status(Status("offline", reason="the server is shutting down"))
     assert chat.status_text() == "offline: the server is shutting down"

@@ -6,25 +6,14 @@ import socket
 
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory
 
+from helpers import Silent
 from conftest import screenshot, wait_until
 import window_desks as gui
 
 # The chat window tests' fixtures: a Tk root on the reactor, a real server.
 tk_root, server = gui.tk_root, gui.server
-
-
-class Mute(Protocol):
-    """Takes the connection and never says a word (not an spchat port)."""
-
-    open = 0
-
-    def connectionMade(self):
-        Mute.open += 1
-
-    def connectionLost(self, reason=None):
-        Mute.open -= 1
 
 
 def form(tk_root, server, tmp_path, port):
@@ -37,13 +26,13 @@ def form(tk_root, server, tmp_path, port):
 
 @pytest_twisted.inlineCallbacks
 def test_a_port_that_says_nothing_can_be_cancelled(tk_root, server, tmp_path, display):
-    listening = reactor.listenTCP(0, Factory.forProtocol(Mute), interface="127.0.0.1")
+    listening = reactor.listenTCP(0, Factory.forProtocol(Silent), interface="127.0.0.1")
     try:
         desk = form(tk_root, server, tmp_path, listening.getHost().port)
         w = desk.window
         assert not w.cancel_button.winfo_ismapped()
         desk.press_connect()
-        yield wait_until(lambda: Mute.open == 1)
+        yield wait_until(lambda: Silent.now_open == 1)
         desk.top.update()
         assert w.cancel_button.winfo_ismapped()
         screenshot(desk.top, display, "connect-cancel-while-connecting.png")
@@ -53,7 +42,7 @@ def test_a_port_that_says_nothing_can_be_cancelled(tk_root, server, tmp_path, di
         assert w.connect_message.cget("text") == (
             f"not connected: cancelled while connecting to 127.0.0.1:{listening.getHost().port}")
         assert "disabled" not in w.connect_button.state()
-        yield wait_until(lambda: Mute.open == 0, timeout=2)  # dropped now, not in 10 s
+        yield wait_until(lambda: Silent.now_open == 0, timeout=2)  # dropped now, not in 10 s
     finally:
         yield listening.stopListening()
 

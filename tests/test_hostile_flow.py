@@ -16,12 +16,13 @@ import socket
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from spchat.bench.servers import memory_kib
 from spchat.p2p.node import SharingNode
 
+from helpers import Silent
 from conftest import ServerProcess, wait_until
 from hostile import ATTACKERS, Chatters, HostileClient, HostileServer, hostile_client
 from irc_peer import irc_peer
@@ -118,19 +119,6 @@ def test_clients_that_ask_for_all_history_and_never_read_hold_little_memory(tmp_
         yield chat.check()
     finally:
         server.stop()
-
-
-class Silent(protocol.Protocol):
-    """A connection that says nothing (a half-open handshake, for the server)."""
-
-    open = True
-
-    def connectionLost(self, reason=None):
-        self.open = False
-
-    def abort(self) -> None:
-        if self.open:
-            self.transport.abortConnection()
 
 
 @defer.inlineCallbacks

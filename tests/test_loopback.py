@@ -12,6 +12,7 @@ from twisted.internet.protocol import Factory, Protocol
 from spchat import noise, wire
 from spchat.client.session import ClientError
 
+from helpers import Silent
 from conftest import connect_client, wait_until
 
 
@@ -194,10 +195,6 @@ def test_unreachable_server_is_a_clear_error(pins):
     assert str(refused.value) == f"nothing is listening at 127.0.0.1:{port} (connection refused)"
 
 
-class Mute(Protocol):
-    """Accepts a connection and never says a word (a stopped server)."""
-
-
 @pytest_twisted.inlineCallbacks
 def refusal_from(protocol, pins, timeout):
     """(port, why the client could not log in) at a server speaking ``protocol``."""
@@ -217,7 +214,7 @@ def refusal_from(protocol, pins, timeout):
 
 @pytest_twisted.inlineCallbacks
 def test_a_server_that_never_answers_is_a_clear_error(pins):
-    port, why = yield refusal_from(Mute, pins, 0.3)
+    port, why = yield refusal_from(Silent, pins, 0.3)
     assert why == (f"no answer from 127.0.0.1:{port} within 0.3 s "
                    "(is it an spchat server, and the right port?)")
 

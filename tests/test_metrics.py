@@ -10,11 +10,10 @@ import pytest_twisted
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import reactor, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
 
 from conftest import (connect_client, server_config, start_service, stop_services,
                       subprocess_env, twistd_command, wait_until)
-from helpers import node_dirs
+from helpers import Silent, node_dirs
 from spchat.cluster import notices
 from spchat import wire
 
@@ -91,10 +90,6 @@ def test_scraped_counters_match_the_traffic_sent(tmp_path, pins):
         assert figures[("spchat_sessions", (("state", "reconnecting"),))] == 1
     finally:
         yield stop_services(service)
-
-
-class Silent(Protocol):
-    """A TCP connection that says nothing: it holds a place until cut."""
 
 
 @pytest_twisted.inlineCallbacks

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import protocol, reactor, task
+from twisted.internet import reactor, task
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.testing import MemoryReactorClock
@@ -24,6 +24,7 @@ from spchat.server.protocol import ChatServerFactory
 from spchat.server.rules import TokenBucket
 from spchat.tap import SWEEP_SECONDS, core_limits
 
+from helpers import Silent
 from conftest import (Recorder, connect_client, server_config, start_service, stop_services,
                       wait_until)
 
@@ -64,11 +65,6 @@ def test_flooding_client_is_cut_while_others_keep_receiving(make_server, pins):
     assert len([t for t in texts(alice) if t.startswith("spam")]) == 5  # only the burst
 
 
-class Silent(protocol.Protocol):
-    def connectionLost(self, reason):
-        self.gone = True
-
-
 @pytest_twisted.inlineCallbacks
 def test_connections_per_ip_are_capped(make_server, pins):
     server = make_server(**{"max-connections-per-ip": "3"})
@@ -78,13 +74,13 @@ def test_connections_per_ip_are_capped(make_server, pins):
     for _ in range(2):
         held.append((yield connectProtocol(endpoint, Silent())))
     refused = yield connectProtocol(endpoint, Silent())
-    yield wait_until(lambda: getattr(refused, "gone", False))
-    assert not any(getattr(p, "gone", False) for p in held)
+    yield wait_until(lambda: not refused.open)
+    assert all(p.open for p in held)
     # Another address is not affected.
     other = TCP4ClientEndpoint(reactor, "127.0.0.1", server.address.port, bindAddress=("127.0.0.2", 0))
     accepted = yield connectProtocol(other, Silent())
     yield sleep(0.1)
-    assert not getattr(accepted, "gone", False)
+    assert accepted.open
     alice.say("hello")
     yield wait_until(lambda: "hello" in texts(alice))
     for p in held + [accepted]:
