@@ -245,3 +245,23 @@ def test_a_guest_is_told_it_is_registered_once_its_direct_lines_are_its_own(core
     core.receive(link, wire.HistoryRequest(2**53, 100, "@ann"))
     settle(core)
     assert [m.text for m in lou.of(wire.DirectMessage)] == ["welcome, lou", "welcome, lou"]
+
+
+def test_a_store_that_fails_is_not_described_to_clients(core):
+    # The store's own words name the database, its user and host: the log
+    # gets them; whoever connects is only told to try again.
+    secret = "cannot connect to the database postgresql://chat@db.internal:5432/spchat"
+
+    def failing(*args):
+        return defer.fail(RuntimeError(secret))
+
+    link, conn = login(core, "ann")
+    core.store.account = failing
+    core.receive(link, wire.Register("a long password"))
+    settle(core)
+    core.store.ban = failing
+    _, newcomer = login(core, "bob")
+    settle(core)
+    errors = [e for e in conn.of(wire.Error) + newcomer.of(wire.Error)]
+    assert [e.code for e in errors] == ["unavailable", "unavailable"]
+    assert all("db.internal" not in e.text and "try again" in e.text for e in errors)

@@ -308,9 +308,11 @@ class Logins:
         if failure.check(Refused):
             error = wire.Error(failure.value.code, failure.value.text)
         else:
+            # The details (a database's address, a driver's words) are for
+            # the log, not for whoever connects.
             self.log.error("login failed: {error}", error=failure.getErrorMessage())
-            error = wire.Error("unavailable", wire.clip(
-                f"the server cannot log you in now: {failure.getErrorMessage()}"))
+            error = wire.Error("unavailable", "the server cannot log you in now (its store "
+                               "is unavailable); try again in a while")
         if link in self.links:
             link.conn.send(error)
 
@@ -396,8 +398,8 @@ class Logins:
                 error = wire.Error(failure.value.code, failure.value.text)
             else:
                 self.log.error("account change failed: {error}", error=failure.getErrorMessage())
-                error = wire.Error("unavailable", wire.clip(
-                    f"the server cannot save: {failure.getErrorMessage()}"))
+                error = wire.Error("unavailable", "the server cannot save your account now "
+                                   "(its store is unavailable); try again in a while")
             if session.link is not None:
                 session.link.conn.send(error)
 
