@@ -182,3 +182,9 @@ class Silent(protocol.Protocol):
     def abort(self) -> None:
         if self.open:
             self.transport.abortConnection()
+
+
+def lines_in(client, room="lobby"):
+    """(seq, text) of the live lines a client was sent in ``room``."""
+    return [(m.seq, m.text) for m in client.rec.of(wire.RoomMessage)
+            if m.room == room and not m.history]

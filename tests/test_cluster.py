@@ -14,7 +14,7 @@ from twisted.internet import reactor, task
 from spchat import wire
 from spchat.server.store import StoreError
 
-from helpers import node_dirs
+from helpers import lines_in, node_dirs
 from conftest import (ServerProcess, connect_client, server_config, start_service,
                       stop_services, subprocess_env, twistd_command, wait_until)
 
@@ -25,12 +25,6 @@ def nodes(tmp_path, count, pg_url, redis_server, **options):
     return [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
                                         **options))
             for data_dir in node_dirs(tmp_path, count)]
-
-
-def lines_in(client, room):
-    """(seq, text) of the live lines a client was sent in ``room``."""
-    return [(m.seq, m.text) for m in client.rec.of(wire.RoomMessage)
-            if m.room == room and not m.history]
 
 
 @pytest_twisted.inlineCallbacks

@@ -15,8 +15,7 @@ import cluster_nodes
 from cluster_nodes import addresses, start_nodes
 from conftest import ServerProcess, connect_client, stop_servers, stop_services, wait_until
 from cutting_proxy import CuttingProxy
-from helpers import share_key
-from test_cluster import lines_in
+from helpers import lines_in, share_key
 
 three_nodes = cluster_nodes.three_nodes
 ROOMS = ("lobby", "dev")
@@ -94,10 +93,6 @@ def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
         assert set(proxy.sent_to) == (set(ports) if moving else {proxy.sent_to[0]})
 
 
-def live_lines(client):
-    return lines_in(client, "lobby")
-
-
 def say(sent, client, count):
     """``count`` lines from ``client``, each named by its place in ``sent``."""
     sent.extend(f"{client.name} {len(sent) + i}" for i in range(1, count + 1))
@@ -114,20 +109,20 @@ def test_a_client_whose_node_stops_goes_on_on_another_node_of_the_list(three_nod
     sent = []
     say(sent, alice, 5)
     say(sent, carol, 5)
-    yield wait_until(lambda: len(live_lines(carol)) == 10 and not alice.outbox)
+    yield wait_until(lambda: len(lines_in(carol)) == 10 and not alice.outbox)
     say(sent, alice, 20)  # on their way as its node stops: some saved, some not, none acknowledged
     yield stop_servers(first)
     say(sent, alice, 5)  # while it moves: kept, then sent on the next node
     yield wait_until(lambda: alice.connected and alice.port == second.address.port, timeout=20)
     say(sent, carol, 5)
     say(sent, alice, 5)
-    yield wait_until(lambda: len(live_lines(carol)) == len(sent) and not alice.outbox,
+    yield wait_until(lambda: len(lines_in(carol)) == len(sent) and not alice.outbox,
                      timeout=30)
-    yield wait_until(lambda: len(live_lines(alice)) >= len(sent), timeout=30)
-    log = live_lines(carol)
+    yield wait_until(lambda: len(lines_in(alice)) >= len(sent), timeout=30)
+    log = lines_in(carol)
     assert [seq for seq, _ in log] == list(range(1, len(sent) + 1))
     assert sorted(text for _, text in log) == sorted(sent)  # each line once
-    assert live_lines(alice) == log  # the same, in the same order, each once
+    assert lines_in(alice) == log  # the same, in the same order, each once
     stored = [r.text for r in (yield second.store.after("#lobby", 0, 1000))]
     assert sorted(stored) == sorted(sent)
 

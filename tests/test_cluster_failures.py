@@ -8,15 +8,9 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from spchat import wire
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
-from helpers import node_dirs
-
-
-def live_lines(client, room="lobby"):
-    return [(m.seq, m.text) for m in client.rec.of(wire.RoomMessage)
-            if m.room == room and not m.history]
+from helpers import lines_in, node_dirs
 
 
 @pytest_twisted.inlineCallbacks
@@ -38,23 +32,23 @@ def test_postgresql_restarted_under_two_nodes_holds_lines_then_saves_them_once(
 
         say(alice, 3, "before")
         say(bob, 3, "before")
-        yield wait_until(lambda: len(live_lines(alice)) == len(live_lines(bob)) == 6)
+        yield wait_until(lambda: len(lines_in(alice)) == len(lines_in(bob)) == 6)
         own_postgres.stop_server()
         say(alice, 3, "while away")
         say(bob, 3, "while away")
         yield task.deferLater(reactor, 2.0, lambda: None)  # retries meanwhile
         # Pending on both sides: not acknowledged, not delivered, not lost.
         assert len(alice.outbox) == len(bob.outbox) == 3
-        assert len(live_lines(alice)) == len(live_lines(bob)) == 6
+        assert len(lines_in(alice)) == len(lines_in(bob)) == 6
         own_postgres.start()
         yield wait_until(lambda: not alice.outbox and not bob.outbox, timeout=60)
-        yield wait_until(lambda: len(live_lines(alice)) == len(live_lines(bob)) == 12,
+        yield wait_until(lambda: len(lines_in(alice)) == len(lines_in(bob)) == 12,
                          timeout=30)
         say(alice, 1, "after")  # and the room goes on as before
-        yield wait_until(lambda: len(live_lines(bob)) == 13)
+        yield wait_until(lambda: len(lines_in(bob)) == 13)
         yield task.deferLater(reactor, 0.5, lambda: None)  # a copy would come by now
-        log = live_lines(alice)
-        assert live_lines(bob) == log
+        log = lines_in(alice)
+        assert lines_in(bob) == log
         assert [seq for seq, _ in log] == list(range(1, 14))
         assert sorted(text for _, text in log) == sorted(sent)
     finally:

@@ -13,10 +13,9 @@ from twisted.internet import defer, reactor, task
 from spchat import wire
 from spchat.client.session import ChatClient
 
-from helpers import node_dirs
+from helpers import lines_in, node_dirs
 from conftest import ServerProcess, connect_client, server_config, start_service, \
     stop_services, wait_until
-from test_cluster import lines_in
 
 
 def nodes(tmp_path, count, pg_url, redis_server, **options):

@@ -369,7 +369,7 @@ def test_line_mode_moves_to_the_next_node_when_its_node_shuts_down(tmp_path):
 
 
 def test_share_and_get_take_a_list_and_the_relay_of_the_node_they_are_on(tmp_path):
-    from test_p2p_processes import Peer, finished
+    from client_processes import Peer, finished
 
     server = ServerProcess(tmp_path)
     listed = f"127.0.0.1:{dead_port()},127.0.0.1"  # the second on --port: the server's

@@ -2,17 +2,16 @@
 (``python -m spchat.client share`` / ``get``), on loopback."""
 
 import hashlib
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 
+from client_processes import Peer, finished
 from conftest import REPO, ServerProcess, subprocess_env
 
 MIB = 1024 * 1024
@@ -24,35 +23,6 @@ def sha256(path):
         for block in iter(lambda: f.read(MIB), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-class Peer:
-    """One client process; its stderr lines are collected as they come."""
-
-    def __init__(self, tmp_path, server, args, env=None, script=None, host="127.0.0.1"):
-        """``host``: one address or several (on the server's port unless named)."""
-        command = [sys.executable, str(script)] if script else [sys.executable, "-m",
-                                                                 "spchat.client"]
-        self.proc = subprocess.Popen(
-            command + args + ["--host", host, "--port", str(server.port)],
-            cwd=tmp_path, env=subprocess_env(tmp_path, **(env or {})),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.err: list[str] = []
-        self._reader = threading.Thread(target=self._read_err, daemon=True)
-        self._reader.start()
-
-    def _read_err(self):
-        for line in self.proc.stderr:
-            self.err.append(line)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture
@@ -85,13 +55,6 @@ def get(tmp_path, server, peers, file_id, name, directory, env=None):
                                 "--json"], env)
     peers.append(p)
     return p
-
-
-def finished(p, timeout=120):
-    out, _ = p.proc.communicate(timeout=timeout)
-    p._reader.join(5)
-    assert p.proc.returncode == 0, "".join(p.err)
-    return json.loads(out)
 
 
 def progress_reaches(p, percent, timeout=60):

@@ -13,7 +13,7 @@ from spchat.server.pg_claims import PgClaimTables
 from spchat.server.pg_link import Link, parse_url
 from spchat.server.pg_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
-from test_pg_store import sql
+from postgres import sql
 
 
 def tables(url, node, timeout=20.0):
