@@ -7,7 +7,7 @@ decode, so a test reads what a user would see.
 
 from __future__ import annotations
 
-from twisted.internet import protocol
+from twisted.internet import defer, protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -121,11 +121,9 @@ class InstantPasswords:
         return 0
 
     def hash(self, password, lane=None):
-        from twisted.internet import defer
         return defer.succeed("hash:" + password)
 
     def verify(self, password, encoded):
-        from twisted.internet import defer
         return defer.succeed(encoded == "hash:" + password)
 
 
@@ -188,3 +186,19 @@ def lines_in(client, room="lobby"):
     """(seq, text) of the live lines a client was sent in ``room``."""
     return [(m.seq, m.text) for m in client.rec.of(wire.RoomMessage)
             if m.room == room and not m.history]
+
+
+class RawPeer(protocol.Protocol):
+    """A plain TCP connection at either end: sends what the test tells it
+    to, keeps every byte that comes (``received``), and fires ``lost``."""
+
+    def __init__(self):
+        self.received = bytearray()
+        self.lost = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.received += data
+
+    def connectionLost(self, reason=None):
+        if not self.lost.called:
+            self.lost.callback(None)

@@ -8,29 +8,30 @@ from spchat.client.keepalive import Keepalive
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
 
+from client_fakes import FakeProto
 
-class Proto:
-    """What Keepalive and ChatClient use of a ChatClientProtocol."""
 
-    is_open = True
+class TimedProto(FakeProto):
+    """The fake protocol, noting when each message went."""
 
     def __init__(self, clock):
+        super().__init__()
         self.clock = clock
-        self.server_hello = wire.ServerHello("test", 8192)
-        self.sent = []
+        self.times: list[float] = []
         self.last_sent = clock.seconds()
 
     def send_message(self, msg):
-        self.sent.append((self.clock.seconds(), msg))
+        super().send_message(msg)
+        self.times.append(self.clock.seconds())
         self.last_sent = self.clock.seconds()
 
     def keepalives(self):
-        return [t for t, msg in self.sent if isinstance(msg, wire.Keepalive)]
+        return [t for t, msg in zip(self.times, self.sent) if isinstance(msg, wire.Keepalive)]
 
 
 def test_a_keepalive_goes_only_after_a_whole_interval_of_silence():
     clock = Clock()
-    proto = Proto(clock)
+    proto = TimedProto(clock)
     keepalive = Keepalive(clock, proto, 20)
     clock.advance(15)
     proto.send_message(wire.Who())  # something else said: no keepalive due yet
@@ -50,7 +51,7 @@ def test_the_welcome_starts_it_and_a_lost_connection_stops_it(tmp_path):
     clock = Clock()
     client = ChatClient(clock, "127.0.0.1", 5000, "me", PinStore(tmp_path), presence=False,
                         max_retries=0)  # no redial here
-    proto = Proto(clock)
+    proto = TimedProto(clock)
     client.channel_open(proto)
     client.message_received(wire.Welcome("me", "s", "t", ("lobby",), 0, 0, 2000, 10,
                                          keepalive_ms=40_000))
@@ -65,7 +66,7 @@ def test_the_welcome_starts_it_and_a_lost_connection_stops_it(tmp_path):
 def test_no_keepalive_when_the_server_needs_none(tmp_path):
     clock = Clock()
     client = ChatClient(clock, "127.0.0.1", 5000, "me", PinStore(tmp_path), presence=False)
-    proto = Proto(clock)
+    proto = TimedProto(clock)
     client.channel_open(proto)
     client.message_received(wire.Welcome("me", "s", "t", ("lobby",), 0, 0, 2000, 10))
     clock.advance(3600)

@@ -5,14 +5,14 @@ import struct
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 
 from spchat import noise, wire
 from spchat.client.session import ClientError
 
-from helpers import Silent
+from helpers import RawPeer, Silent
 from conftest import connect_client, wait_until
 
 
@@ -92,20 +92,6 @@ def test_three_clients_see_every_message_in_the_same_order(chat_server, pins):
     for client in clients:
         yield client.logout()
     assert chat_server.core.sessions == {}
-
-
-class RawPeer(Protocol):
-    """A plain TCP connection that sends whatever the test tells it to."""
-
-    def connectionMade(self):
-        self.received = b""
-        self.lost = defer.Deferred()
-
-    def dataReceived(self, data):
-        self.received += data
-
-    def connectionLost(self, reason):
-        self.lost.callback(None)
 
 
 @pytest_twisted.inlineCallbacks

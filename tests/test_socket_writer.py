@@ -9,14 +9,7 @@ from twisted.internet.testing import StringTransport
 from spchat.server.socket_writer import SocketWriter
 
 from conftest import wait_until
-
-
-class Sink(protocol.Protocol):
-    def __init__(self):
-        self.received = bytearray()
-
-    def dataReceived(self, data):
-        self.received += data
+from helpers import RawPeer
 
 
 class Source(protocol.Protocol):
@@ -26,12 +19,12 @@ class Source(protocol.Protocol):
 
 @defer.inlineCallbacks
 def pair():
-    """(server-side Source, client-side Sink, listening port) on 127.0.0.1."""
+    """(server-side Source, client-side RawPeer, listening port) on 127.0.0.1."""
     factory = protocol.ServerFactory()
     factory.protocol = Source
     factory.connected = defer.Deferred()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    sink = Sink()
+    sink = RawPeer()
     yield protocol.ClientCreator(reactor, lambda: sink).connectTCP(
         "127.0.0.1", port.getHost().port)
     source = yield factory.connected
