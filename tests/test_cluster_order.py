@@ -306,12 +306,17 @@ def test_a_node_publishes_what_it_saved_and_its_newest_numbers(clock):
     assert not clock.getDelayedCalls()
 
 
-def test_other_parts_add_their_kinds_of_notice(clock):
+def a_node(clock):
+    """A node named "here" with rooms of its own, on a bus of its own."""
     log = Log()
     node = Node(clock, log)
     bus = Bus(clock)
-    cluster = ClusterNode(clock, bus, Seal(KEY, "here", clock), log.after, node.directory,
-                          node.deliver)
+    return ClusterNode(clock, bus, Seal(KEY, "here", clock), log.after, node.directory,
+                       node.deliver), bus
+
+
+def test_other_parts_add_their_kinds_of_notice(clock):
+    cluster, bus = a_node(clock)
     heard = []
     cluster.on("kick", lambda sender, body: heard.append((sender, body)))
     with pytest.raises(ValueError):
@@ -337,3 +342,20 @@ def test_the_newest_numbers_go_in_notices_of_bounded_size(clock):
     ClusterNode(clock, bus, Seal(KEY, "here", clock), log.after, node.directory,
                 node.deliver).connected()
     assert [len(notice.tops) for notice in bus.sent] == [TOPS_PER_NOTICE, 1]
+
+
+def test_a_handler_that_raises_costs_that_notice_only(clock):
+    cluster, bus = a_node(clock)
+    heard = []
+
+    def broken(sender, body):
+        if body.get("bad"):
+            raise KeyError("a field the sender did not send")
+        heard.append(body)
+
+    cluster.on("news", broken)
+    there = Seal(KEY, "there", clock)
+    bus.heard(there.seal("news", {"bad": True}))  # raised inside the handler: not here
+    bus.heard(there.seal("news", {"n": 1}))
+    assert heard == [{"n": 1}] and cluster.failed == 1
+    cluster.stop()

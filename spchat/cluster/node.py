@@ -46,6 +46,7 @@ class ClusterNode:
         self.directory = directory
         self.order = RoomOrder(clock, directory, read_after, deliver)
         self.ignored = 0  # notices dropped: not sealed by us, stale, unknown
+        self.failed = 0  # notices whose handler raised
         self.lag = Histogram(BUS_LAG_SECONDS_BUCKETS)  # of other nodes' lines, heard
         self._handlers: dict[str, Handler] = {
             notices.SAVED: self._heard_saved, notices.TOPS: self._heard_tops}
@@ -81,7 +82,13 @@ class ClusterNode:
         if notice is None or handler is None:
             self._drop("a notice on the bus that is not sealed by this cluster, or is stale")
             return
-        handler(notice.node, notice.body)
+        try:
+            handler(notice.node, notice.body)
+        except Exception:  # a notice must not cost the subscription (and its resync)
+            if not self.failed:
+                log.failure("a {kind} notice from {node} could not be handled (counted, "
+                            "not logged again)", kind=notice.kind, node=notice.node)
+            self.failed += 1
 
     def _heard_saved(self, node: str, body: dict) -> None:
         saved = notices.read_saved(body)
