@@ -202,3 +202,40 @@ class RawPeer(protocol.Protocol):
     def connectionLost(self, reason=None):
         if not self.lost.called:
             self.lost.callback(None)
+
+
+class SharedBus:
+    """One bus for every core: what one publishes, all hear at once (itself
+    too), unless it is down (``up`` False); ``kept`` has every notice
+    sent, and ``back()`` tells every core it is on the bus again."""
+
+    def __init__(self):
+        self.listeners = []  # (heard, connected) of each core
+        self.kept = []
+        self.up = True
+
+    def port(self):
+        bus = self
+
+        class Port:
+            def listen(self, heard, connected):
+                bus.listeners.append((heard, connected))
+
+            def publish(self, data):
+                bus.kept.append(data)
+                if bus.up:
+                    for heard, _ in list(bus.listeners):
+                        heard(data)
+
+        return Port()
+
+    def back(self):
+        self.up = True
+        for _, connected in list(self.listeners):
+            connected()
+
+    def deafen(self, core) -> None:
+        """``core`` hears nothing more, and says nothing more (it died)."""
+        self.listeners = [(heard, connected) for heard, connected in self.listeners
+                          if getattr(heard, "__self__", None) is not core.cluster]
+        core.cluster.bus.publish = lambda data: None

@@ -15,7 +15,7 @@ from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 from spchat.server.records import RoomRecord
 
-from helpers import InstantPasswords, fired, login, settle
+from helpers import InstantPasswords, SharedBus, fired, login, settle
 
 KEY = bus_key(b"k" * 32)
 
@@ -105,28 +105,6 @@ def test_a_node_starting_drops_the_claims_it_left(clock, book):
 
 
 # --- sessions moving between nodes ------------------------------------------------------
-
-
-class SharedBus:
-    """One bus for every core: what one publishes, all hear, at once."""
-
-    def __init__(self):
-        self.ears = []
-        self.up = True
-
-    def port(self):
-        bus = self
-
-        class Port:
-            def listen(self, heard, connected):
-                bus.ears.append(heard)
-
-            def publish(self, data):
-                if bus.up:
-                    for heard in list(bus.ears):
-                        heard(data)
-
-        return Port()
 
 
 @pytest.fixture

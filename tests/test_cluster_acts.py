@@ -13,40 +13,10 @@ from spchat.cluster.room_news import CHECK_SECONDS, READ_RETRY_SECONDS, ROOM
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 
-from helpers import MemoryClient, fired, login, settle
+from helpers import MemoryClient, SharedBus, fired, login, settle
 
 KEY = b"k" * 32
 TOKEN = "t" * 43
-
-
-class Hub:
-    """One bus for every node: what a node publishes, each hears (itself
-    too), unless the hub is ``down``; ``kept`` has every notice sent."""
-
-    def __init__(self):
-        self.listeners = []
-        self.kept = []
-        self.down = False
-
-    def bus(self):
-        hub = self
-
-        class Bus:
-            def listen(self, heard, connected):
-                hub.listeners.append((heard, connected))
-
-            def publish(self, data):
-                hub.kept.append(data)
-                if not hub.down:
-                    for heard, _ in list(hub.listeners):
-                        heard(data)
-
-        return Bus()
-
-    def back(self):
-        self.down = False
-        for _, connected in list(self.listeners):
-            connected()
 
 
 class Cluster:
@@ -54,7 +24,7 @@ class Cluster:
         self.clock = task.Clock()
         self.clock.advance(1_700_000_000)
         self.store = store or MemoryStore()
-        self.hub = Hub()
+        self.hub = SharedBus()
         self.audit = {name: [] for name in names}
         self.shutdowns = {name: [] for name in names}
         self.nodes = {}
@@ -62,7 +32,7 @@ class Cluster:
             core = ChatCore(self.clock, Limits(**limits), store=self.store,
                             admin_token=TOKEN, audit=self.audit[name].append,
                             on_shutdown=lambda name=name: self.shutdowns[name].append(1),
-                            bus=self.hub.bus(), bus_key=KEY, node=name)
+                            bus=self.hub.port(), bus_key=KEY, node=name)
             core.start()
             self.nodes[name] = core
 
@@ -240,7 +210,7 @@ def test_a_room_made_and_deleted_on_one_node_is_made_and_deleted_on_the_others(c
 
 def test_a_room_made_on_a_node_that_did_not_hear_of_it_keeps_the_first_makers_settings(
         cluster):
-    cluster.hub.down = True  # b hears nothing of #dev
+    cluster.hub.up = False  # b hears nothing of #dev
     alice_link, alice = login(cluster["a"], "alice")
     say(cluster["a"], alice_link, wire.Join("dev", private=True))
     say(cluster["a"], alice_link, wire.Topic("dev", "alice's"))
@@ -258,7 +228,7 @@ def test_a_room_made_on_a_node_that_did_not_hear_of_it_keeps_the_first_makers_se
 def test_a_room_notice_lost_is_caught_up_on_reconnecting_and_by_the_periodic_check(cluster):
     alice_link, alice = login(cluster["a"], "alice")
     _, bob = login(cluster["b"], "bob")
-    cluster.hub.down = True
+    cluster.hub.up = False
     say(cluster["a"], alice_link, wire.Topic("lobby", "said while b was away"))
     settle(cluster["b"])
     assert topics(bob) == [""]
@@ -266,9 +236,9 @@ def test_a_room_notice_lost_is_caught_up_on_reconnecting_and_by_the_periodic_che
     settle(cluster["b"])
     assert topics(bob)[-1] == "said while b was away"
 
-    cluster.hub.down = True
+    cluster.hub.up = False
     say(cluster["a"], alice_link, wire.Topic("lobby", "lost without a reconnect"))
-    cluster.hub.down = False
+    cluster.hub.up = True
     cluster.clock.advance(CHECK_SECONDS)
     settle(cluster["b"])
     assert topics(bob)[-1] == "lost without a reconnect"

@@ -34,6 +34,9 @@ class ClusterRoster:
         self.presence_state = presence_state
         self.on_change = on_change
         self.remote = RemoteRoster(clock, cluster.name, self._changed)
+        # Sessions of this node that went on on another node (by id, with
+        # when): their arrival there is no join here.
+        self._moved: dict[str, float] = {}
         self.announcer = RosterAnnouncer(clock, lambda body: cluster.send(ROSTER, body),
                                          self.own_sessions)
         cluster.on(ROSTER, self.remote.heard)
@@ -48,6 +51,19 @@ class ClusterRoster:
     def stop(self) -> None:
         self.announcer.stop()
         self.remote.stop()
+
+    def moved_away(self, session: Session) -> None:
+        """A session here went on on another node: the others are told so,
+        and its arrival there is no join here."""
+        self._mark_moved(session.id)
+        for room in sorted(session.rooms):
+            self.announcer.member_left(session.id, room, MOVED, "", "", "")
+
+    def _mark_moved(self, session_id: str) -> None:
+        now = self.clock.seconds()
+        self._moved[session_id] = now
+        while self._moved and now - next(iter(self._moved.values())) > MOVE_SECONDS:
+            self._moved.pop(next(iter(self._moved)))
 
     def elsewhere(self, key: str) -> RemoteSession | None:
         """The session of the name ``key`` on another node, if any."""
@@ -80,11 +96,25 @@ class ClusterRoster:
         was = before.rooms if before is not None else frozenset()
         now = after.rooms if after is not None else frozenset()
         if after is not None:
+            # A session that moves between nodes is listed by both for a
+            # moment, and came from here if it moved away from this node:
+            # neither is news of a join.
+            moved = before is None and self._moved.pop(after.id, None) is not None
             for room in self._rooms(now - was, after):
-                self.directory.joined(room, after.name, after.key, after.state)
+                if moved or self.remote.listed(after.key, room.key, after) is not None:
+                    self.directory.updated(room, after.name, after.key, after.state)
+                else:
+                    self.directory.joined(room, after.name, after.key, after.state)
         if before is not None:
             for room in self._rooms(was - now, before):
+                still = self.remote.listed(before.key, room.key, after)
+                if still is not None:  # it went on on another node
+                    self.directory.updated(room, still.name, still.key, still.state)
+                    continue
                 why = departures.get(room.key) or _default(before, after is None)
+                if why.kind == MOVED:  # on its way to another node: no news
+                    self._mark_moved(before.id)
+                    continue
                 self.directory.left(room, before.name, before.key, why.kind, why.text,
                                     why.by, why.reason)
         if before is not None and after is not None and before.state != after.state:
@@ -97,6 +127,12 @@ class ClusterRoster:
         rooms = (self.directory.get(key) for key in sorted(keys))
         return [room for room in rooms if room is not None and session.key not in room.members]
 
+
+# Why a session left its rooms on a node when it went on on another.
+MOVED = "moved"
+# How long a session that moved away is remembered, for its arrival on the
+# other node to be told as no join (the roster's notices come within seconds).
+MOVE_SECONDS = 60.0
 
 # A session's state in the administrators' table, from its presence.
 _SESSION_STATE = {"online": "connected", "idle": "connected", "reconnecting": "reconnecting"}

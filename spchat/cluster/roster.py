@@ -63,6 +63,10 @@ class RemoteRoster:
         self.nodes: dict[str, _Node] = {}
         self.by_key: dict[str, RemoteSession] = {}
         self.by_room: dict[str, dict[str, RemoteSession]] = {}  # room key -> by session key
+        # Every node's entry of each name: a session that moves to another
+        # node is listed by both for a moment (the new node tells of it
+        # before the old one hears that it left).
+        self.copies: dict[str, list[RemoteSession]] = {}
         self.ignored = 0  # notices that did not parse
         self._call = clock.callLater(SNAPSHOT_SECONDS, self._sweep)
 
@@ -72,6 +76,14 @@ class RemoteRoster:
     def in_room(self, key: str) -> dict[str, RemoteSession]:
         """The remote members of the room ``key``, by session key."""
         return self.by_room.get(key, {})
+
+    def listed(self, key: str, room: str, besides: RemoteSession | None) -> RemoteSession | None:
+        """An entry of the name ``key`` in the room ``room`` other than
+        ``besides``: the same member, on another node."""
+        for copy in self.copies.get(key, ()):
+            if copy is not besides and room in copy.rooms:
+                return copy
+        return None
 
     def heard(self, node: str, body: dict) -> None:
         if node == self.own:
@@ -159,16 +171,29 @@ class RemoteRoster:
             self.on_change(session, None, {room: quit_ for room in session.rooms})
 
     def _index(self, session: RemoteSession) -> None:
+        self.copies.setdefault(session.key, []).append(session)
         self.by_key[session.key] = session
         for room in session.rooms:
             self.by_room.setdefault(room, {})[session.key] = session
 
     def _unindex(self, session: RemoteSession) -> None:
+        copies = [copy for copy in self.copies.get(session.key, ()) if copy is not session]
+        if copies:
+            self.copies[session.key] = copies
+        else:
+            self.copies.pop(session.key, None)
         if self.by_key.get(session.key) is session:
-            del self.by_key[session.key]
+            if copies:  # still listed by another node
+                self.by_key[session.key] = copies[-1]
+            else:
+                del self.by_key[session.key]
         for room in session.rooms:
             members = self.by_room.get(room, {})
             if members.get(session.key) is session:
-                del members[session.key]
-                if not members:
-                    del self.by_room[room]
+                other = self.listed(session.key, room, session)
+                if other is not None:
+                    members[session.key] = other
+                else:
+                    del members[session.key]
+                    if not members:
+                        del self.by_room[room]

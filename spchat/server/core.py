@@ -462,8 +462,23 @@ class ChatCore:
             return result
 
         d = self.names.resume(msg.session, token_hash(msg.token))
-        d.addCallback(self._with_rooms).addBoth(finished).addCallback(self._arrived, link, msg)
+        d.addCallback(self._not_banned).addCallback(self._with_rooms).addBoth(finished)
+        d.addCallback(self._arrived, link, msg)
         d.addErrback(self.logins.refused, link)
+
+    def _not_banned(self, claim):
+        """The claim, if its name is not banned now: a ban made while the
+        session was on its way (its notice lost, or not yet heard where the
+        session was) holds here too."""
+        if claim is None:
+            return None
+
+        def banned(failure):
+            failure.trap(Refused)
+            self.logins.release(claim.key, claim.session)
+            return failure
+
+        return self.logins.check_ban(claim.key).addCallbacks(lambda _: claim, banned)
 
     def _with_rooms(self, claim):
         """The claim, once the rooms it names that were made on another
@@ -514,6 +529,10 @@ class ChatCore:
             return
         # It lives on there: no one is told it left.
         link = session.link
+        if self.roster is not None:
+            self.roster.moved_away(session)
+        if self.messaging.directs is not None:
+            self.messaging.directs.forget(session)  # where it is now keeps its own
         self.table.remove(session, "moved to another node")
         self.sharing.tracker.forget_session(session.id)
         for key in sorted(session.rooms):

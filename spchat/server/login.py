@@ -149,7 +149,7 @@ class Logins:
         self._queue_has_room(SIGNUPS if msg.register else ACCOUNTS)
         self.claims.add(key)
         link.login_pending = True
-        d = self._check_ban(key)
+        d = self.check_ban(key)
         d.addCallback(lambda _: self.store.account(key))
         d.addCallback(self._with_account, link, msg, display, key, ip)
 
@@ -407,7 +407,9 @@ class Logins:
 
     # --- server-wide bans ---------------------------------------------------------------
 
-    def _check_ban(self, key: str) -> defer.Deferred:
+    def check_ban(self, key: str) -> defer.Deferred:
+        """Fires if ``key`` may log in; fails with ``Refused`` if banned."""
+
         def looked_up(ban):
             if ban is None:
                 return None
