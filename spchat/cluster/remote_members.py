@@ -61,6 +61,7 @@ class ClusterRoster:
 
     def _mark_moved(self, session_id: str) -> None:
         now = self.clock.seconds()
+        self._moved.pop(session_id, None)  # oldest first, for the pruning below
         self._moved[session_id] = now
         while self._moved and now - next(iter(self._moved.values())) > MOVE_SECONDS:
             self._moved.pop(next(iter(self._moved)))
