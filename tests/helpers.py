@@ -137,13 +137,9 @@ def node_dirs(root, count: int) -> list:
 def share_key(dirs: list) -> list:
     """The first data directory's server key (made if it has none) copied
     to the others, made if need be; returns ``dirs``."""
-    from spchat.server.identity import KEY_FILE, load_or_create_server_key
+    from spchat.server.identity import share_server_key
 
-    key = load_or_create_server_key(dirs[0])
-    for data_dir in dirs[1:]:
-        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        (data_dir / KEY_FILE).write_bytes(key)
-        (data_dir / KEY_FILE).chmod(0o600)
+    share_server_key(dirs)
     return dirs
 
 

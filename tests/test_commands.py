@@ -150,6 +150,27 @@ def test_server_start_prints_address_and_fingerprint_and_keeps_its_key(tmp_path)
     again.stop()
 
 
+def test_the_nodes_of_a_cluster_share_the_first_ones_key(tmp_path):
+    from spchat.server.identity import KEY_FILE, share_server_key
+
+    dirs = [tmp_path / "a", tmp_path / "b" / "data", tmp_path / "c"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / KEY_FILE).write_bytes(b"an old key of its own".ljust(32, b"."))
+    share_server_key(dirs)
+    key = (dirs[0] / KEY_FILE).read_bytes()
+    for data_dir in dirs:
+        assert (data_dir / KEY_FILE).read_bytes() == key
+        assert (data_dir / KEY_FILE).stat().st_mode & 0o777 == 0o600
+        assert data_dir.stat().st_mode & 0o777 == 0o700 or data_dir == dirs[2]
+    first, second = (ServerProcess(tmp_path / name, "--data-dir", str(data_dir))
+                     for name, data_dir in (("a", dirs[0]), ("c", dirs[2])))
+    try:
+        assert first.fingerprint == second.fingerprint
+    finally:
+        first.stop()
+        second.stop()
+
+
 @pytest.mark.parametrize(
     "args, env, says",
     [

@@ -15,7 +15,6 @@ runs with fsync on, as SQLite's default (``CHAT_STORE_SYNC=full``) does.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from twisted.internet import defer
@@ -23,6 +22,7 @@ from twisted.internet import defer
 from spchat.bench.engines import TemporaryPostgres, TemporaryRedis
 from spchat.bench.load import run_room
 from spchat.bench.servers import CLOCK_TICKS, RUNNING, SpchatServer
+from spchat.server.identity import share_server_key
 
 
 class Node(SpchatServer):
@@ -94,14 +94,10 @@ class Nodes:
 
 
 def shared_key_dirs(root: Path, count: int) -> list[Path]:
-    """Each node's data directory, one server key copied to all."""
-    from spchat.server.identity import KEY_FILE, load_or_create_server_key
-
+    """Each node's working directory, one server key copied to all their
+    data directories (``data`` in each)."""
     dirs = [root / f"node{i + 1}" for i in range(count)]
-    load_or_create_server_key(dirs[0] / "data")
-    for data_dir in dirs[1:]:
-        (data_dir / "data").mkdir(mode=0o700, parents=True)
-        shutil.copy2(dirs[0] / "data" / KEY_FILE, data_dir / "data" / KEY_FILE)
+    share_server_key([workdir / "data" for workdir in dirs])
     return dirs
 
 

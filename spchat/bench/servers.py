@@ -23,6 +23,8 @@ import threading
 import time
 from pathlib import Path
 
+from spchat.bench.engines import free_port
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVER_CORE = "0"
 OPERATOR = ("bench", "bench")  # ngIRCd operator name and password, for user mode +F
@@ -43,12 +45,6 @@ atexit.register(stop_all)
 
 class Unavailable(Exception):
     """The server's program is not installed here."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pinned(command: list[str], core: str) -> list[str]:

@@ -52,6 +52,20 @@ def load_or_create_server_key(data_dir: Path) -> bytes:
     return private
 
 
+def share_server_key(data_dirs: list[Path]) -> None:
+    """The first data directory's server key (made there if it has none)
+    copied into the others (made if need be): the nodes of one cluster
+    present one key, and seal their notices to each other with it."""
+    key = load_or_create_server_key(data_dirs[0])
+    for data_dir in data_dirs[1:]:
+        prepare_data_dir(data_dir)
+        path = data_dir / KEY_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a key that was there keeps no wider mode
+        with os.fdopen(fd, "wb") as f:
+            f.write(key)
+
+
 def _read_key(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode
