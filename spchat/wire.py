@@ -1022,17 +1022,19 @@ class Swarm(Message):
 
 
 @message("peer_request", transfer=_ID, key=_ID, file=_FILE_ID, name=_NAME,
-         relay_port=_port)
+         relay_port=_port, relay_host=_string(255))
 class PeerRequest(Message):
     """To a peer that holds ``file``: ``name`` will connect for it with this
     transfer id and key, directly, or through the relay at ``relay_port``
-    (not 0) where this peer connects too."""
+    (not 0) where this peer connects too: at ``relay_host`` (the relay of
+    the downloader's node), or, if empty, at this server's address."""
 
     transfer: str
     key: str
     file: str
     name: str
     relay_port: int
+    relay_host: str = ""
 
 
 @message("relay_open", transfer=_ID, port=_port)

@@ -416,7 +416,8 @@ class SharingNode:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
             preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
-        peer.dial(self.reactor, self.client.server_ip, msg.relay_port, make,
+        host = msg.relay_host or self.client.server_ip  # the relay of the downloader's node
+        peer.dial(self.reactor, host, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 
     def welcomed(self, welcome: wire.Welcome) -> None:

@@ -32,6 +32,7 @@ from spchat.cluster.remote_members import ClusterRoster
 from spchat.cluster.room_news import RoomNews
 from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
+from spchat.cluster.shares import ClusterShares
 from spchat.server.administration import Administration
 from spchat.server.claims import ClaimRefresher, LocalClaims, token_hash
 from spchat.server.flood import FloodControl
@@ -147,6 +148,11 @@ class ChatCore:
         self.logins.adopt_lineage = self.messaging.adopt_lineage
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)
+        self.shares: ClusterShares | None = None  # the offers of other nodes (None: alone)
+        if self.roster is not None:
+            self.shares = ClusterShares(clock, self.cluster, self.sharing.tracker, self.table,
+                                        self._remote_session, self._offered_elsewhere)
+            self.sharing.elsewhere = self.shares
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
@@ -273,14 +279,16 @@ class ChatCore:
             self.messaging.directs.stop()
         if self.room_news is not None:
             self.room_news.stop()
+        if self.shares is not None:
+            self.shares.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------
 
     def open_link(self, conn, address: str, beacon_keys: BeaconKeys | None = None,
-                  agent: str = "?") -> Link:
+                  agent: str = "?", local: str = "") -> Link:
         now = self.now()
-        link = Link(conn, address, now, beacon_keys, agent=agent, last_heard=now)
+        link = Link(conn, address, now, beacon_keys, agent=agent, last_heard=now, local=local)
         self.links.add(link)
         return link
 
@@ -629,6 +637,18 @@ class ChatCore:
         self.admin.sessions_changed()
         if self.roster is not None:
             self.roster.changed()
+
+    def _remote_session(self, node: str, session_id: str) -> RemoteSession | None:
+        """A session of another node, if the roster lists it there."""
+        assert self.roster is not None, "only in a cluster"
+        listed = self.roster.remote.nodes.get(node)
+        return None if listed is None else listed.sessions.get(session_id)
+
+    def _offered_elsewhere(self, shared) -> None:
+        """A file offered on another node: news to its room's members here."""
+        room = self.directory.get(shared.room_key)
+        if room is not None:
+            self.directory.broadcast(room, shared.offer())
 
     def _elsewhere_changed(self) -> None:
         """Someone on another node came, went or changed."""

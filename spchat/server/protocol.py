@@ -117,7 +117,9 @@ class ChatServerProtocol(NoiseChannel):
 
     def channel_open(self):
         keys = beacon.derive_keys(self.handshake_hash)
-        self.link = self.factory.core.open_link(self, self.peer, keys, self.agent)
+        here = self.transport.getHost()  # where the client reached this server
+        local = f"{getattr(here, 'host', '')}:{getattr(here, 'port', 0)}"
+        self.link = self.factory.core.open_link(self, self.peer, keys, self.agent, local)
 
     def message_received(self, msg):
         try:
