@@ -714,6 +714,7 @@ class RowCollector:
     max_in_flight=_integer,
     resumed=_boolean,
     keepalive_ms=_integer,
+    shares_kept=_boolean,
 )
 class Welcome(Message):
     """Login (or resume) accepted.
@@ -726,6 +727,8 @@ class Welcome(Message):
     most ``max_in_flight`` messages unacknowledged, so flood control delays
     it instead of cutting it off; a client that has sent nothing for
     ``keepalive_ms`` milliseconds sends a ``keepalive`` (0: it need not).
+    ``shares_kept`` False: a session resumed where its file offers are not
+    known (its node died, or restarted): the client offers them again.
     """
 
     name: str
@@ -738,6 +741,7 @@ class Welcome(Message):
     max_in_flight: int
     resumed: bool = False
     keepalive_ms: int = 0
+    shares_kept: bool = True
 
 
 @message("room", room=_NAME, topic=_REASON, private=_boolean, topic_locked=_boolean,

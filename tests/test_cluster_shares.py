@@ -1,7 +1,8 @@
 """File sharing across nodes, real servers all (two nodes on one
 PostgreSQL and one Redis): an offer made on one node is seen, listed and
 fetched on the other, directly or through the relay of the downloader's
-node, and it goes when its holder does."""
+node, and it goes when its holder does; its holder's node dies, and it
+is offered again from the node the holder resumes on."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import os
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor, task
 
 from spchat import wire
+from spchat.cluster.roster import SILENT_SECONDS, SNAPSHOT_SECONDS
 from spchat.p2p.node import SharingError, SharingNode
 
-from cluster_nodes import start_nodes
+from cluster_nodes import start_nodes, twistd_nodes
 from conftest import connect_client, stop_services, wait_until
 
 
@@ -99,3 +101,41 @@ def test_an_offer_goes_when_its_only_holder_on_another_node_stops(two_nodes, pin
     finally:
         for sharing in (seeder, getter):
             yield sharing.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_offer_outlives_the_death_of_its_sharers_node(tmp_path, pins, pg_url, redis_server):
+    nodes = twistd_nodes(tmp_path, 2, pg_url, redis_server)
+    ports = [node.port for node in nodes]
+    sharing = []
+    try:
+        alice = yield connect_client(None, pins, "alice", port=ports[0], presence=False,
+                                     host=",".join(f"127.0.0.1:{port}" for port in ports))
+        bob = yield connect_client(None, pins, "bob", port=ports[1], presence=False)
+        seeder, getter = sharing[:] = [SharingNode(reactor, c) for c in (alice, bob)]
+        for node in sharing:
+            node.start()
+        source = tmp_path / "notes.bin"
+        source.write_bytes(os.urandom(300_000))
+        file_id, _ = yield seeder.share(source)
+        yield list_until(bob, getter, [file_id])
+        nodes[0].proc.kill()
+        yield wait_until(lambda: alice.connected and alice.port == ports[1], timeout=30)
+        # Long enough for the dead node's sessions, and what it said of
+        # them, to be forgotten: what is offered now is offered from here.
+        yield task.deferLater(reactor, SILENT_SECONDS + 2 * SNAPSHOT_SECONDS, lambda: None)
+        yield list_until(bob, getter, [file_id])
+        assert bob.rec.of(wire.FileList)[-1].files[0][4] == 1
+        (tmp_path / "got").mkdir()
+        fetch = yield getter.fetch(file_id, tmp_path / "got")
+        yield fetch.result.addTimeout(30, reactor)
+        assert (tmp_path / "got" / "notes.bin").read_bytes() == source.read_bytes()
+    finally:
+        for node in sharing:
+            yield node.stop()
+        yield stop_services()
+        nodes[0].proc.kill()
+        nodes[0].proc.wait()
+        nodes[1].stop()
+    for node in nodes:
+        assert "Traceback" not in "".join(node.log)

@@ -421,9 +421,10 @@ class SharingNode:
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 
     def welcomed(self, welcome: wire.Welcome) -> None:
-        """Logged in again as a new session: the server forgot our files."""
+        """Logged in again as a new session, or resumed where our files are
+        not known: the server forgot them."""
         self._lost_answers()
-        if welcome.resumed:
+        if welcome.resumed and welcome.shares_kept:
             return
         asking = {file_id for kind, _, file_id, _ in self._waiting.values() if kind == "share"}
         for file_id, (swarm, manifest) in self.seeds.items():

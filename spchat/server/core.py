@@ -380,11 +380,12 @@ class ChatCore:
         if session.link is not None:
             session.link.conn.send(message)
 
-    def _welcome(self, session: Session, rooms, resumed: bool) -> wire.Welcome:
+    def _welcome(self, session: Session, rooms, resumed: bool,
+                 shares_kept: bool = True) -> wire.Welcome:
         return wire.Welcome(
             session.name, session.id, session.token, tuple(room.name for room in rooms),
             self.now_ms(), self.ports.udp, int(self.limits.presence_interval * 1000),
-            self.limits.max_in_flight, resumed, self.keepalive_ms,
+            self.limits.max_in_flight, resumed, self.keepalive_ms, shares_kept,
         )
 
     @property
@@ -522,7 +523,8 @@ class ChatCore:
             self.link_lost(link)
             return
         link.conn.started(session, resumed=True)
-        self._send(session, self._welcome(session, rooms, resumed=True))
+        # What it offered was known where it was only: it offers it again.
+        self._send(session, self._welcome(session, rooms, resumed=True, shares_kept=False))
         for room in rooms:
             self._send(session, room.state())
         self.messaging.replay(session, msg.positions, msg.since)
