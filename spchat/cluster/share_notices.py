@@ -19,6 +19,7 @@ does not parse is dropped (the readers return None).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from spchat import wire
 from spchat.server.tracker import Holder, SharedFile
@@ -99,14 +100,16 @@ def introduce(intro: Introduction) -> dict:
 
 
 def read_introduce(body: dict) -> Introduction | None:
-    fields = [body.get(name) for name in ("to", "holder", "transfer", "key", "name")]
-    port, host, answer = body.get("relay_port"), body.get("relay_host"), body.get("answer")
-    if not (all(map(_text, fields)) and _file_id(body.get("file")) and _count(port)
-            and port <= 65535 and isinstance(host, str) and len(host) <= _TEXT_MAX
+    to, holder, transfer, key, name = (body.get(field) for field in (
+        "to", "holder", "transfer", "key", "name"))
+    file_id, port, host = body.get("file"), body.get("relay_port"), body.get("relay_host")
+    answer = body.get("answer")
+    if not (_text(to) and _text(holder) and _text(transfer) and _text(key) and _text(name)
+            and _file_id(file_id) and _count(port) and port <= 65535
+            and isinstance(host, str) and len(host) <= _TEXT_MAX
             and isinstance(answer, bool)):
         return None
-    to, holder, transfer, key, name = fields
-    return Introduction(to, holder, transfer, key, body["file"], name, port, host, answer)
+    return Introduction(to, holder, transfer, key, file_id, name, port, host, answer)
 
 
 def introduced(to: str, transfer: str, manifest: str) -> dict:
@@ -121,14 +124,14 @@ def read_introduced(body: dict) -> Introduced | None:
     return Introduced(to, transfer, manifest)
 
 
-def _text(value) -> bool:
+def _text(value) -> TypeGuard[str]:
     return isinstance(value, str) and 0 < len(value) <= _TEXT_MAX
 
 
-def _count(value) -> bool:
+def _count(value) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _file_id(value) -> bool:
+def _file_id(value) -> TypeGuard[str]:
     return (isinstance(value, str) and len(value) == 64
             and set(value) <= set("0123456789abcdef"))

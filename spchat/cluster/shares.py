@@ -25,6 +25,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from twisted.internet.interfaces import IDelayedCall
+
 from spchat import wire
 from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.share_notices import (
@@ -53,7 +55,7 @@ class _Fetch:
     manifest: str
     rows: list = field(default_factory=list)  # wire.Swarm's, of the holders told
     waiting: dict = field(default_factory=dict)  # transfer id -> its row
-    timer: object = None
+    timer: IDelayedCall | None = None
     answered: bool = False
 
 

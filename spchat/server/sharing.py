@@ -7,6 +7,8 @@ the relay, spchat.server.relay), never through the chat connection.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from spchat import wire
 from spchat.p2p.manifest import Manifest, ManifestError
 from spchat.p2p.tags import relay_name
@@ -17,6 +19,9 @@ from spchat.server.tracker import (
     HEX_DIGITS, MAX_FILES_PER_SESSION, MIN_PREFIX, RELAY_TICKET_SECONDS, SharedFile, Tracker,
     host_of,
 )
+
+if TYPE_CHECKING:
+    from spchat.cluster.shares import ClusterShares
 
 
 class Sharing:
@@ -36,7 +41,7 @@ class Sharing:
         self.tracker = Tracker()
         # The offers of the other nodes (spchat.cluster.shares.ClusterShares;
         # None: this node is alone).
-        self.elsewhere = None
+        self.elsewhere: ClusterShares | None = None
 
     def now(self) -> float:
         return self.clock.seconds()
