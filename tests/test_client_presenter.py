@@ -692,6 +692,12 @@ def test_an_offer_is_a_line_of_its_own_with_the_file_id(sharing_chat):
     # A name that could fake a line is shown harmless.
     chat.event(wire.Offer("lobby", T, "ef" * 32, "evil\nbob: hi", 1, "alice"))
     assert "\n" not in chat.lines()[-1].text
+    # The same offer again (the room joined again, a sharer confirmed): not twice;
+    # the file offered anew later: a line of its own.
+    chat.event(wire.Offer("lobby", T, FILE, "talk.mp4", 12 * 1048576, "alice"))
+    assert [line.file for line in chat.lines(ROOM)].count(FILE) == 1
+    chat.event(wire.Offer("lobby", T + 60_000, FILE, "talk.mp4", 12 * 1048576, "alice"))
+    assert [line.file for line in chat.lines(ROOM)].count(FILE) == 2
 
 
 def test_download_runs_with_a_progress_row_and_ends_saved(sharing_chat):

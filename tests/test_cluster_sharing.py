@@ -89,6 +89,12 @@ def test_an_offer_on_one_node_is_news_and_listed_on_the_other(cluster, manifest)
         (manifest.file_id, "notes.bin", manifest.size, "alice", 1),)
 
 
+def test_a_newcomer_on_one_node_is_shown_the_offers_made_on_another(cluster, manifest):
+    shared_on_a(cluster, manifest)
+    _, carol = cluster.login("b", "carol", "198.51.100.10:4002")
+    assert [(o.file, o.sharer) for o in carol.of(wire.Offer)] == [(manifest.file_id, "alice")]
+
+
 def test_a_fetch_across_nodes_waits_for_the_holders_node_to_tell_it(cluster, manifest):
     _, alice, bob_link, bob = shared_on_a(cluster, manifest)
     cluster.hub.up = False  # the holder's node does not hear the introduction

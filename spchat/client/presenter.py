@@ -193,6 +193,7 @@ class ChatPresenter:
         self.on_attention = lambda title, text: None
         self._downloads: dict[int, _Download] = {}
         self._offered: dict[str, str] = {}  # file id -> its name, as offered
+        self._offers_shown: set[tuple[str, str, int]] = set()  # (view, file id, ts) shown
         self._next_download = 0
         self.clock = clock  # for the countdown to the next reconnect attempt
         self.today = today  # the local date, YYYY-MM-DD: which lines need theirs
@@ -388,7 +389,13 @@ class ChatPresenter:
     def _offer(self, msg: wire.Offer) -> None:
         own = name_key(msg.sharer) == name_key(self.client.name or "")
         self._offered[msg.file] = safe_name(msg.name)
-        self._add(self._room_view(msg.room),
+        view = self._room_view(msg.room)
+        # An offer shown already (the room joined again shows its offers
+        # again; a sharer is confirmed its own): not twice.
+        if (view, msg.file, msg.ts) in self._offers_shown:
+            return
+        self._offers_shown.add((view, msg.file, msg.ts))
+        self._add(view,
                   Line("offer", local_time(msg.ts),
                        f"shares {safe_name(msg.name)} ({size_text(msg.size)})", msg.sharer,
                        name_colour(msg.sharer), own, file=msg.file, day=local_day(msg.ts),
@@ -655,6 +662,7 @@ class ChatPresenter:
         """A conversation and all it showed go; another opens if it was open."""
         key = conversation_key(view if view.startswith("#") else "@" + view)
         self._lines.pop(view, None)
+        self._offers_shown = {shown for shown in self._offers_shown if shown[0] != view}
         self._unread.pop(view, None)
         self._mentioned.discard(view)
         self._history_asked.discard(key)

@@ -148,6 +148,7 @@ class ChatCore:
         self.logins.adopt_lineage = self.messaging.adopt_lineage
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)
+        self.messaging.history_shown = self.sharing.offers_to
         self.shares: ClusterShares | None = None  # the offers of other nodes (None: alone)
         if self.roster is not None:
             self.shares = ClusterShares(clock, self.cluster, self.sharing.tracker, self.table,

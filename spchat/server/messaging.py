@@ -65,6 +65,9 @@ class Messaging:
             self._send_now)
         # The session of a name on another node (``ClusterRoster.elsewhere``).
         self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
+        # After a joined room's history: what else a newcomer is shown (the
+        # files offered there now).
+        self.history_shown: Callable[[Session, Room], None] = lambda session, room: None
         self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
@@ -341,6 +344,7 @@ class Messaging:
 
         def end(records: list[Record]) -> None:
             self._history_end(session, "#" + room.name, records, limit, before)
+            self.history_shown(session, room)
 
         self._queue(session, self._reader(session).join(
             conversation, before, limit, hold, end, lambda: room.key in session.rooms),

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from spchat import wire
 from spchat.p2p.manifest import Manifest, ManifestError
 from spchat.p2p.tags import relay_name
-from spchat.server.rooms import RoomDirectory
+from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import Limits, Ports, Refused, quoted
 from spchat.server.sessions import Session, SessionTable
 from spchat.server.tracker import (
@@ -22,6 +22,11 @@ from spchat.server.tracker import (
 
 if TYPE_CHECKING:
     from spchat.cluster.shares import ClusterShares
+
+
+# A newcomer to a room is shown this many of its newest offers (the
+# others are in the list of files).
+MAX_OFFERS_ON_JOIN = 20
 
 
 class Sharing:
@@ -164,6 +169,16 @@ class Sharing:
         if shared is None or shared.room_key not in session.rooms:
             raise Refused("no_such_file", f"no file {quoted(ref)} is offered in your rooms")
         return shared
+
+    def offers_to(self, session: Session, room: Room) -> None:
+        """The files offered in a room now, to a member who just joined it
+        (the offers it was not there to see), oldest first."""
+        if session.link is None or room.key not in session.rooms:
+            return
+        offers = [f for f in self._files().values()
+                  if f.room_key == room.key and any(map(self._linked, f.holders))]
+        for shared in offers[-MAX_OFFERS_ON_JOIN:]:
+            session.link.conn.send(shared.offer())
 
     def list_files(self, session: Session, msg: wire.ListFiles) -> None:
         self._send(session, wire.FileList(self.tracker.listing(self._linked, session.rooms,
