@@ -132,7 +132,9 @@ def test_the_relay_of_the_downloaders_node_carries_a_transfer_across_nodes(clust
 def test_a_downloader_elsewhere_becomes_a_holder_of_its_node(cluster, manifest):
     _, _, bob_link, bob = shared_on_a(cluster, manifest)
     cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    cluster.clock.advance(RESEND_SECONDS)  # a's offers said again meanwhile
     cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, 2, 7001))
+    assert bob.of(wire.Error) == []
     carol_link, carol = cluster.login("a", "carol", "192.0.2.8:4002")
     cluster.settle()
     assert listing(cluster["a"], carol_link, carol)[0][4] == 2
@@ -153,6 +155,8 @@ def test_an_offer_goes_with_its_holder_and_with_its_holders_node(cluster, manife
     assert listing(cluster["b"], bob_link, bob) == ()
     cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
     assert bob.of(wire.Error)[-1].code == "no_such_file"
+    cluster.clock.advance(RESEND_SECONDS)  # and what it said is forgotten
+    assert "a" not in cluster["b"].shares.nodes and not cluster["b"].shares.holder_nodes
 
 
 def test_a_node_back_on_the_bus_hears_the_offers_said_meanwhile(cluster, manifest):

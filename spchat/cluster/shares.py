@@ -71,6 +71,7 @@ class ClusterShares:
         self.on_offer = on_offer
         self.boot = secrets.token_hex(8)
         self.nodes: dict[str, tuple[str, dict[str, SharedFile]]] = {}  # name -> (boot, files)
+        self.holder_nodes: dict[str, str] = {}  # a holder's session id -> its node
         self.manifests: dict[str, str] = {}  # of files offered elsewhere, as introduced
         self.fetches: dict[str, _Fetch] = {}  # by transfer id
         self.ignored = 0
@@ -110,7 +111,26 @@ class ClusterShares:
 
     def _resend(self) -> None:
         self._tell()
+        # A node none of whose holders the roster lists is gone (or holds
+        # nothing any more): what it said is forgotten.
+        for node in [name for name, (_, files) in self.nodes.items()
+                     if not any(self.remote_session(name, sid) is not None
+                                for shared in files.values() for sid in shared.holders)]:
+            self._forget_node(node)
+        self._forget_manifests()
         self._resend_call = self.clock.callLater(RESEND_SECONDS, self._resend)
+
+    def _forget_node(self, node: str) -> None:
+        _, files = self.nodes.pop(node, ("", {}))
+        for shared in files.values():
+            for sid in shared.holders:
+                if self.holder_nodes.get(sid) == node:
+                    del self.holder_nodes[sid]
+
+    def _forget_manifests(self) -> None:
+        """Those of files offered on no other node any more."""
+        for file_id in set(self.manifests) - {f for _, fs in self.nodes.values() for f in fs}:
+            del self.manifests[file_id]
 
     def stop(self) -> None:
         for call in (self._tell_call, self._resend_call):
@@ -125,10 +145,8 @@ class ClusterShares:
 
     def holder(self, session_id: str) -> RemoteSession | None:
         """The session on another node that holds files, if the roster lists it."""
-        for name, (_, files) in self.nodes.items():
-            if any(session_id in f.holders for f in files.values()):
-                return self.remote_session(name, session_id)
-        return None
+        node = self.holder_nodes.get(session_id)
+        return None if node is None else self.remote_session(node, session_id)
 
     def live(self, session_id: str) -> bool:
         """A holder elsewhere, connected there now (not reconnecting)."""
@@ -158,9 +176,11 @@ class ClusterShares:
             return
         before = self.nodes.get(node)
         known = set(self.files())
+        self._forget_node(node)
         self.nodes[node] = (heard.boot, heard.files)
-        for file_id in set(self.manifests) - {f for _, fs in self.nodes.values() for f in fs}:
-            del self.manifests[file_id]  # offered nowhere else any more
+        for shared in heard.files.values():
+            self.holder_nodes.update(dict.fromkeys(shared.holders, node))
+        self._forget_manifests()
         if heard.ask or before is None or before[0] != heard.boot:
             self._tell()  # it did not know ours
         for file_id, shared in self.files().items():
