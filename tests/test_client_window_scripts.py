@@ -50,6 +50,19 @@ def test_a_hebrew_line_is_shown_in_reading_order(window, display):
     screenshot(window.master, display, "scripts-hebrew.png")
 
 
+def test_a_hebrew_name_reads_right_to_left_wherever_it_is_shown(window, display):
+    name = "דנה"
+    client = window.presenter.client
+    client.message_received(wire.MemberUpdate("lobby", name, "online"))
+    client.message_received(wire.RoomMessage(1, rooms.T, "lobby", name, "hi"))
+    client.message_received(wire.DirectMessage(1, rooms.T, name, "me", "psst"))
+    window.refresh()
+    assert f"{name[::-1]}: hi" in window.text.get("1.0", "end")
+    assert any(name[::-1] in label for label in window.members.get(0, "end"))
+    tree = window.room_list
+    assert name[::-1] in [tree.item(row, "text") for row in tree.get_children()]
+
+
 def _ink_box(image):
     """The bounding box of what is not white, and the image's pixels."""
     grey = image.convert("L")

@@ -544,7 +544,7 @@ class ChatWindow:
             colour_tag = "colour" + line.colour
             t.tag_configure(colour_tag, foreground=line.colour)
             extra = ("own",) if line.own else ()
-            name = f"{line.sender} (you)" if line.own else line.sender
+            name = display_order(line.sender) + (" (you)" if line.own else "")
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
             start = t.index("end-1c")
@@ -589,7 +589,7 @@ class ChatWindow:
         colour_tag = "colour" + line.colour
         t.tag_configure(colour_tag, foreground=line.colour)
         t.insert("end", "⇩ ", ("offer", *base))
-        name = f"{line.sender} (you)" if line.own else line.sender
+        name = display_order(line.sender) + (" (you)" if line.own else "")
         t.insert("end", name, ("offer", "sender", colour_tag, *base))
         self._insert_text(f" {display_order(line.text)}  ", ("offer", *base))
         if line.own:
@@ -636,7 +636,7 @@ class ChatWindow:
         self._conversation_views = [c.view for c in conversations]
         for i, c in enumerate(conversations):
             name, badge = conversation_label(c)
-            tree.insert("", "end", iid=str(i), text=name, values=(badge,),
+            tree.insert("", "end", iid=str(i), text=display_order(name), values=(badge,),
                         tags=conversation_tags(c))
         if active in self._conversation_views:
             row = str(self._conversation_views.index(active))
@@ -676,7 +676,7 @@ class ChatWindow:
     def _insert_member(self, index: int, row) -> None:
         notes = [note for note in (row.role if row.role != "member" else "",
                                    row.state if row.state != "online" else "") if note]
-        label = (f"● {row.name}" + (" (you)" if row.me else "")
+        label = (f"● {display_order(row.name)}" + (" (you)" if row.me else "")
                  + (f" — {', '.join(notes)}" if notes else ""))
         self.members.insert(index, label)
         # While reconnecting nobody's state is known: none shows as online.
