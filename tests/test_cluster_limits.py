@@ -1,0 +1,174 @@
+"""Failed logins and new accounts counted across nodes, sans-IO: chat cores
+on one store (in memory) and an in-memory bus, on a fake clock; and the
+windows' own handling of events heard late."""
+
+from __future__ import annotations
+
+import pytest
+
+from spchat import wire
+from spchat.cluster.limits import LIMIT, ClusterLimits, read_event
+from spchat.cluster.seal import Seal
+from spchat.server.core import ChatCore, Limits
+from spchat.server.memory_store import MemoryStore
+from spchat.server.throttles import LoginThrottle, SignupLimit
+
+from helpers import InstantPasswords, SharedBus, fired, login
+
+KEY = b"k" * 32
+FAILURES = 5  # per name and per address, in a minute
+
+
+def make_cores(clock, names=("a", "b"), bus=True, per_address=2, total=3):
+    store = MemoryStore()
+    fired(store.set_account("alice", "alice", "hash:right", 0))
+    hub = SharedBus()
+    cores = {}
+    for name in names:
+        core = ChatCore(clock, Limits(), store=store, passwords=InstantPasswords(),
+                        throttle=LoginThrottle(clock, limit=FAILURES, window=60.0),
+                        signups=SignupLimit(clock, per_address, total),
+                        bus=hub.port() if bus else None, bus_key=KEY if bus else None,
+                        node=name)
+        fired(core.start())
+        cores[name] = core
+    return cores, hub
+
+
+def attempt(core, name="alice", password="wrong", address="192.0.2.1:5", **options):
+    """A login; the error it got, or None if it got in."""
+    link, conn = login(core, name, address, password=password, **options)
+    core.clock.advance(0)
+    errors = conn.of(wire.Error)
+    if not errors:
+        core.link_lost(link, resumable=False)
+    return errors[-1] if errors else None
+
+
+def guesses_until_throttled(cores, order, address_of=lambda i: f"198.51.100.{i}:5"):
+    """Wrong passwords for alice on the cores in turn (each from its own
+    address), one a second, until one is throttled; how many failed first."""
+    for i in range(100):
+        error = attempt(cores[order[i % len(order)]], address=address_of(i))
+        if error.code == "throttled":
+            return i, error
+        assert error.code == "login_failed"
+        cores[order[0]].clock.advance(1)
+    raise AssertionError("never throttled")
+
+
+def test_wrong_passwords_spread_over_nodes_hit_the_limit_of_one_node(clock):
+    alone, _ = make_cores(clock, names=("a",), bus=False)
+    on_one, _ = guesses_until_throttled(alone, "a")
+    cores, _ = make_cores(clock)
+    spread, error = guesses_until_throttled(cores, "ab")
+    assert on_one == spread == FAILURES
+    # Locked out on both nodes, with the same wait.
+    waits = {attempt(core, address="203.0.113.9:5").text for core in cores.values()}
+    assert waits == {error.text} and "try again in 55 s" in error.text
+
+
+def test_failures_from_one_address_count_on_every_node(clock):
+    cores, _ = make_cores(clock)
+    for i in range(FAILURES):
+        assert attempt(cores["ab"[i % 2]], name=f"user{i}", password=None, register=False,
+                       address="192.0.2.7:5") is None  # guests: no failure
+    for i in range(FAILURES):
+        assert attempt(cores["ab"[i % 2]], address="192.0.2.7:5").code == "login_failed"
+    for core in cores.values():
+        error = attempt(core, name="bob", password=None, address="192.0.2.7:6")
+        assert error.code == "throttled"
+
+
+def test_a_good_login_on_one_node_clears_the_name_on_the_others(clock):
+    cores, _ = make_cores(clock)
+    for _ in range(FAILURES - 1):
+        assert attempt(cores["a"], address="192.0.2.1:5").code == "login_failed"
+    assert attempt(cores["b"], password="right", address="192.0.2.2:5") is None
+    # The name starts afresh on a too: four more failures pass there.
+    for i in range(FAILURES - 1):
+        assert attempt(cores["a"], address=f"198.51.100.{i}:5").code == "login_failed"
+
+
+def test_new_accounts_spread_over_nodes_count_once_per_address_and_in_all(clock):
+    cores, _ = make_cores(clock, per_address=2, total=3)
+    for i, node in enumerate("ab"):
+        assert attempt(cores[node], name=f"new{i}", password="secret words",
+                       register=True, address="192.0.2.1:5") is None
+    error = attempt(cores["a"], name="new2", password="secret words", register=True,
+                    address="192.0.2.1:5")
+    assert error.code == "throttled" and "from your address" in error.text
+    assert attempt(cores["b"], name="new3", password="secret words", register=True,
+                   address="192.0.2.2:5") is None
+    for core in cores.values():  # three in all: the server's limit, on each node
+        error = attempt(core, name="new4", password="secret words", register=True,
+                        address="192.0.2.3:5")
+        assert error.code == "throttled" and "no more new accounts" in error.text
+
+
+def test_a_node_alone_keeps_its_own_limits_unchanged(clock):
+    cores, _ = make_cores(clock, names=("a",), bus=False)
+    logins = cores["a"].logins
+    assert type(logins.throttle) is LoginThrottle and type(logins.signups) is SignupLimit
+
+
+class Node:
+    """Just what ``ClusterLimits`` uses of a ``ClusterNode``."""
+
+    name = "here"
+
+    def __init__(self):
+        self.sent, self.dropped, self.handlers = [], [], {}
+
+    def on(self, kind, handler):
+        self.handlers[kind] = handler
+
+    def send(self, kind, body):
+        self.sent.append((kind, body))
+
+    def drop(self, what):
+        self.dropped.append(what)
+
+
+def test_notices_that_do_not_parse_are_dropped_and_our_own_not_counted_twice(clock):
+    node, throttle = Node(), LoginThrottle(clock, limit=2)
+    shared = ClusterLimits(clock, node, throttle, None)
+    heard = node.handlers[LIMIT]
+    shared.throttle.failed("alice", "192.0.2.1")
+    kind, body = node.sent[-1]
+    assert kind == LIMIT and read_event(body).at == clock.seconds()
+    heard("here", body)  # our own, back from the bus
+    assert throttle.retry_after("alice", "192.0.2.9") is None
+    for bad in ({}, {**body, "event": "guess"}, {**body, "name": 5}, {**body, "ip": "x" * 201},
+                {**body, "at": "now"}, {**body, "at": True}, {**body, "at": float("nan")}):
+        heard("there", bad)
+    assert len(node.dropped) == 7 and shared.heard == 0
+    heard("there", {**body, "event": "signup"})  # no sign-up limit here: nothing to count
+    heard("there", body)
+    assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(60.0)
+
+
+def test_events_heard_late_count_at_their_own_time(clock):
+    throttle = LoginThrottle(clock, limit=3, window=60.0)
+    now = clock.seconds()
+    throttle.failed("alice", "192.0.2.1")
+    throttle.failed("alice", "192.0.2.2", at=now - 30)  # another node's, heard after ours
+    throttle.failed("alice", "192.0.2.3", at=now - 61)  # too old to count
+    assert throttle.retry_after("alice", "192.0.2.9") is None
+    throttle.failed("alice", "192.0.2.4", at=now + 5)  # a clock ahead: counts as now
+    assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(30.0)
+    throttle.failed("alice", "192.0.2.5", at=now - 40)  # older than the three kept
+    assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(30.0)
+    throttle.failed("alice", "192.0.2.5", at=now - 10)  # newer than the oldest kept
+    assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(50.0)
+    signups = SignupLimit(clock, per_address=1, total=0)
+    signups.counted("192.0.2.1", at=now - 3000)
+    assert signups.retry_after("192.0.2.1") == (pytest.approx(600.0), "address")
+
+
+def test_limit_notices_are_sealed_like_every_other(clock):
+    cores, hub = make_cores(clock)
+    attempt(cores["a"])
+    opened = Seal(KEY, "reader", clock).open(hub.kept[-1])
+    assert opened.kind == LIMIT and opened.node == "a"
+    assert read_event(opened.body).name == "alice"
