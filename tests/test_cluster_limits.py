@@ -5,6 +5,7 @@ windows' own handling of events heard late."""
 from __future__ import annotations
 
 import pytest
+import pytest_twisted
 
 from spchat import wire
 from spchat.cluster.limits import LIMIT, ClusterLimits, read_event
@@ -13,7 +14,8 @@ from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 from spchat.server.throttles import LoginThrottle, SignupLimit
 
-from helpers import InstantPasswords, SharedBus, fired, login
+from conftest import connect_client, server_config, start_service, stop_services, wait_until
+from helpers import InstantPasswords, SharedBus, fired, login, node_dirs
 
 KEY = b"k" * 32
 FAILURES = 5  # per name and per address, in a minute
@@ -172,3 +174,64 @@ def test_limit_notices_are_sealed_like_every_other(clock):
     opened = Seal(KEY, "reader", clock).open(hub.kept[-1])
     assert opened.kind == LIMIT and opened.node == "a"
     assert read_event(opened.body).name == "alice"
+
+
+# --- real servers: PostgreSQL, Redis and two nodes ------------------------------
+
+
+@pytest_twisted.inlineCallbacks
+def failures_until_throttled(servers, pins):
+    """Wrong passwords for alice on ``servers`` in turn until one is
+    throttled: (how many failed first, the refusal)."""
+    for i in range(50):
+        server = servers[i % len(servers)]
+        others = [s.core.cluster_limits for s in servers if s is not server]
+        before = [limits.heard for limits in others]
+        try:
+            yield connect_client(server, pins, "alice", password="wrong words")
+        except Exception as e:
+            refusal = str(e)
+        else:
+            raise AssertionError("a wrong password let alice in")
+        if "too many failed logins" in refusal:
+            return i, refusal
+        assert refusal == "login refused: wrong name or password", refusal
+        # The others hear of it before the next try (the bus takes a moment).
+        yield wait_until(lambda: all(limits.heard > count
+                                     for limits, count in zip(others, before)))
+    raise AssertionError("never throttled")
+
+
+@pytest_twisted.inlineCallbacks
+def registered_alice(server, pins):
+    alice = yield connect_client(server, pins, "alice", password="right words", register=True)
+    yield alice.logout()
+
+
+@pytest_twisted.inlineCallbacks
+def test_wrong_passwords_over_two_real_nodes_are_refused_at_one_nodes_total(
+        tmp_path, pins, pg_url, redis_server):
+    alone = start_service(server_config(tmp_path / "alone", store="memory"))
+    try:
+        yield registered_alice(alone, pins)
+        on_one, _ = yield failures_until_throttled([alone], pins)
+    finally:
+        yield stop_services(alone)
+    servers = [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                           node=f"node{i}"))
+               for i, data_dir in enumerate(node_dirs(tmp_path, 2))]
+    try:
+        yield wait_until(lambda: all(server.bus.subscribed for server in servers))
+        yield registered_alice(servers[0], pins)
+        spread, refusal = yield failures_until_throttled(servers, pins)
+        assert on_one == spread == servers[0].cfg.login_failures
+        # Locked out on the other node too, for as long (to the second).
+        waits = []
+        for server in servers:
+            try:
+                yield connect_client(server, pins, "alice", password="right words")
+            except Exception as e:
+                waits.append(int(str(e).split("try again in ")[1].split()[0]))
+        assert len(waits) == 2 and max(waits) - min(waits) <= 1, waits
+    finally:
+        yield stop_services(*servers)
