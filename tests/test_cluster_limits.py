@@ -15,7 +15,7 @@ from spchat.server.memory_store import MemoryStore
 from spchat.server.throttles import LoginThrottle, SignupLimit
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
-from helpers import InstantPasswords, SharedBus, fired, login, node_dirs
+from helpers import InstantPasswords, SharedBus, fired, login, node_dirs, run_for
 
 KEY = b"k" * 32
 FAILURES = 5  # per name and per address, in a minute
@@ -235,3 +235,30 @@ def test_wrong_passwords_over_two_real_nodes_are_refused_at_one_nodes_total(
         assert len(waits) == 2 and max(waits) - min(waits) <= 1, waits
     finally:
         yield stop_services(*servers)
+
+
+# --- a room's member limit (+l), sans-IO ------------------------------------------
+
+
+def session_on(core, name):
+    """``name`` logged in on ``core`` as a guest: its link and client."""
+    link, conn = login(core, name, f"192.0.2.{len(core.sessions) + 10}:5")
+    core.clock.advance(0)
+    return core.by_key[name], conn
+
+
+def test_a_rooms_member_limit_counts_its_members_on_every_node(clock):
+    cores, _ = make_cores(clock)
+    alice, alice_conn = session_on(cores["a"], "ann")
+    bob, bob_conn = session_on(cores["b"], "bob")
+    cores["a"].receive(alice.link, wire.Join("dev"))
+    cores["a"].receive(alice.link, wire.Mode("dev", "member_limit", True, limit=2))
+    run_for(clock, 5)  # the room and its limit reach b
+    assert cores["b"].directory.get("dev").member_limit == 2
+    cores["b"].receive(bob.link, wire.Join("dev"))
+    run_for(clock, 5)  # b's member reaches a's roster
+    for core in cores.values():
+        _, conn = session_on(core, f"late{core.node}")
+        core.receive(core.by_key[f"late{core.node}"].link, wire.Join("dev"))
+        assert conn.of(wire.Error)[-1].code == "room_full"
+        assert core.directory.count(core.directory.get("dev")) == 2

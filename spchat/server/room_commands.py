@@ -184,7 +184,7 @@ class RoomCommands:
             raise Refused("room_password", f"#{room.name} needs its password: "
                           f"/join #{room.name} PASSWORD" if msg.password is None
                           else f"wrong password for #{room.name}")
-        if room.full() and not let_in:
+        if self.directory.full(room) and not let_in:
             raise Refused("room_full", f"#{room.name} is full ({room.member_limit} members); "
                           "an operator of it may /invite you")
         room.invited.discard(session.key)
@@ -219,7 +219,7 @@ class RoomCommands:
         # Not past a door an operator closed: a ban, an invitation or a
         # password needed, a full room (a join is refused them too).
         return [room for room in rooms if room is not None and not self._banned(room, key)
-                and not (room.private or room.password or room.full())]
+                and not (room.private or room.password or self.directory.full(room))]
 
     def part(self, session: Session, msg: wire.Part) -> None:
         room = self.messaging.room_of(session, msg.room)
