@@ -262,3 +262,37 @@ def test_a_rooms_member_limit_counts_its_members_on_every_node(clock):
         core.receive(core.by_key[f"late{core.node}"].link, wire.Join("dev"))
         assert conn.of(wire.Error)[-1].code == "room_full"
         assert core.directory.count(core.directory.get("dev")) == 2
+
+
+# --- roles of members on another node, sans-IO ------------------------------------
+
+
+def test_an_operator_gives_and_takes_the_role_of_a_registered_member_on_another_node(clock):
+    cores, _ = make_cores(clock)
+    fired(cores["a"].store.set_account("bob", "bob", "hash:bobs", 0))
+    _, alice_conn = login(cores["a"], "alice", "192.0.2.1:6", password="right")
+    _, bob_conn = login(cores["b"], "bob", "192.0.2.2:6", password="bobs")
+    guest, guest_conn = session_on(cores["b"], "gus")
+    alice, bob = cores["a"].by_key["alice"], cores["b"].by_key["bob"]
+    cores["a"].receive(alice.link, wire.Join("dev"))
+    run_for(clock, 5)
+    for session, core in ((bob, cores["b"]), (guest, cores["b"])):
+        core.receive(session.link, wire.Join("dev"))
+    run_for(clock, 5)  # b's members reach a's roster
+    cores["a"].receive(alice.link, wire.Moderate("dev", "op", "bob"))
+    run_for(clock, 5)
+    assert not alice_conn.of(wire.Error)
+    assert cores["b"].directory.get("dev").role_of("bob") == "operator"
+    cores["b"].receive(bob.link, wire.Mode("dev", "topic_locked", True))  # an operator's act
+    run_for(clock, 5)
+    assert not bob_conn.of(wire.Error) and cores["a"].directory.get("dev").topic_locked
+    cores["a"].receive(alice.link, wire.Moderate("dev", "deop", "bob"))
+    run_for(clock, 5)
+    assert cores["b"].directory.get("dev").role_of("bob") == "member"
+    # A guest's role is its node's: refused plainly from another node.
+    cores["a"].receive(alice.link, wire.Moderate("dev", "op", "gus"))
+    error = alice_conn.of(wire.Error)[-1]
+    assert error.code == "guest_elsewhere" and "connected to another node" in error.text
+    assert cores["b"].directory.get("dev").role_of("gus") == "member"
+    cores["a"].receive(alice.link, wire.Moderate("dev", "op", "nobody"))
+    assert alice_conn.of(wire.Error)[-1].code == "unknown_user"

@@ -428,15 +428,30 @@ class RoomCommands:
         if not own and room.role_of(key) != role:
             # Never on someone as high: /op on an owner would demote them.
             outrank(actor, room, key, display, op)
-        if target is None:
-            raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
+        registered = self._registered_target(display, key, target)
         if room.role_of(key) == role:
             raise Refused("unchanged", f"{display} is {role_words(role)} of #{room.name} already")
         room.mutes.pop(key, None)
-        self._set_role(room, key, display, target.registered, role)
+        self._set_role(room, key, display, registered, role)
         self._standing_changed(room, key, display, actor, "role",
                                f"{actor.name} made {display} {role_words(role)}")
         return f"made {display} {role_words(role)} of #{room.name}"
+
+    def _registered_target(self, display: str, key: str, target: Session | None) -> bool:
+        """Whether the one given a role is registered: here, or on another
+        node (a registered account's role is saved, and read there)."""
+        if target is not None:
+            return target.registered
+        remote = self.messaging.elsewhere(key)
+        if remote is None:
+            raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
+        if not remote.registered:
+            # A guest's role is kept by the node it is on, which this
+            # change would not reach.
+            raise Refused("guest_elsewhere", f"{display} is a guest connected to another "
+                          "node: a guest's role can only be given on its own node (or once "
+                          "they register)")
+        return True
 
     def _set_role(self, room: Room, key: str, display: str, registered: bool,
                   role: str) -> None:
