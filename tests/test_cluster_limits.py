@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from spchat import wire
 from spchat.cluster.limits import LIMIT, ClusterLimits, read_event
@@ -15,6 +17,7 @@ from spchat.server.memory_store import MemoryStore
 from spchat.server.throttles import LoginThrottle, SignupLimit
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
+from hostile import ATTACKERS, HostileClient, hostile_client
 from helpers import InstantPasswords, SharedBus, fired, login, node_dirs, run_for
 
 KEY = b"k" * 32
@@ -296,3 +299,36 @@ def test_an_operator_gives_and_takes_the_role_of_a_registered_member_on_another_
     assert cores["b"].directory.get("dev").role_of("gus") == "member"
     cores["a"].receive(alice.link, wire.Moderate("dev", "op", "nobody"))
     assert alice_conn.of(wire.Error)[-1].code == "unknown_user"
+
+
+# --- connections: per node, but a client coming back from another node is known -------
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_places_kept_for_returning_clients_take_one_whose_session_is_on_another_node(
+        tmp_path, pg_url, redis_server):
+    small = {"max-connections": "4", "login-reserve": "2"}  # two places open to anyone
+    servers = [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                           node=f"node{i}", **(small if i == 0 else {})))
+               for i, data_dir in enumerate(node_dirs(tmp_path, 2))]
+    full, other = (server.address.port for server in servers)
+    clients = []
+    try:
+        yield wait_until(lambda: all(server.bus.subscribed for server in servers))
+        clients.append((yield hostile_client(other, ATTACKERS[0], name="wanderer")))
+        yield wait_until(lambda: "wanderer" in servers[0].core.everyone)
+        for source in ATTACKERS[1:3]:
+            clients.append((yield hostile_client(full, source, name=f"g{len(clients)}")))
+        late = yield connectProtocol(
+            TCP4ClientEndpoint(reactor, "127.0.0.1", full, timeout=10,
+                               bindAddress=(ATTACKERS[3], 0)), HostileClient())
+        late.opened.addErrback(lambda _: None)
+        yield late.lost  # a stranger finds the node full
+        assert not hasattr(late, "server_hello")
+        # From where a session of another node is: a place kept for it.
+        clients.append((yield hostile_client(full, ATTACKERS[0])))
+        assert len(servers[0].factory.slots) == 3
+    finally:
+        for client in clients:
+            client.abort()
+        yield stop_services(*servers)
