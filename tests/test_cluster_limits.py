@@ -18,6 +18,7 @@ from spchat.server.throttles import LoginThrottle, SignupLimit
 
 from conftest import connect_client, server_config, start_service, stop_services, wait_until
 from hostile import ATTACKERS, HostileClient, hostile_client
+from irc_peer import irc_peer
 from helpers import InstantPasswords, SharedBus, fired, login, node_dirs, run_for
 
 KEY = b"k" * 32
@@ -270,6 +271,11 @@ def test_a_rooms_member_limit_counts_its_members_on_every_node(clock):
 # --- roles of members on another node, sans-IO ------------------------------------
 
 
+def roles_told(conn, name):
+    """The roles a client was told ``name`` has in #dev, in turn."""
+    return [u.role for u in conn.of(wire.MemberUpdate) if u.name == name and u.room == "dev"]
+
+
 def test_an_operator_gives_and_takes_the_role_of_a_registered_member_on_another_node(clock):
     cores, _ = make_cores(clock)
     fired(cores["a"].store.set_account("bob", "bob", "hash:bobs", 0))
@@ -282,16 +288,19 @@ def test_an_operator_gives_and_takes_the_role_of_a_registered_member_on_another_
     for session, core in ((bob, cores["b"]), (guest, cores["b"])):
         core.receive(session.link, wire.Join("dev"))
     run_for(clock, 5)  # b's members reach a's roster
+    alice_conn.clear()
     cores["a"].receive(alice.link, wire.Moderate("dev", "op", "bob"))
     run_for(clock, 5)
     assert not alice_conn.of(wire.Error)
     assert cores["b"].directory.get("dev").role_of("bob") == "operator"
+    assert roles_told(alice_conn, "bob") == ["operator"]  # its node's members are told too
     cores["b"].receive(bob.link, wire.Mode("dev", "topic_locked", True))  # an operator's act
     run_for(clock, 5)
     assert not bob_conn.of(wire.Error) and cores["a"].directory.get("dev").topic_locked
-    cores["a"].receive(alice.link, wire.Moderate("dev", "deop", "bob"))
+    cores["b"].receive(bob.link, wire.Moderate("dev", "deop", "bob"))  # steps down, on b
     run_for(clock, 5)
-    assert cores["b"].directory.get("dev").role_of("bob") == "member"
+    assert cores["a"].directory.get("dev").role_of("bob") == "member"
+    assert roles_told(alice_conn, "bob") == ["operator", "member"]  # heard from b, told on a
     # A guest's role is its node's: refused plainly from another node.
     cores["a"].receive(alice.link, wire.Moderate("dev", "op", "gus"))
     error = alice_conn.of(wire.Error)[-1]
@@ -331,4 +340,37 @@ def test_the_places_kept_for_returning_clients_take_one_whose_session_is_on_anot
     finally:
         for client in clients:
             client.abort()
+        yield stop_services(*servers)
+
+
+# --- IRC's MODE +o/-o of members on another node, real servers ----------------------
+
+
+@pytest_twisted.inlineCallbacks
+def test_irc_mode_o_of_a_member_on_another_node(tmp_path, pins, pg_url, redis_server):
+    servers = [start_service(server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                           node=f"node{i}", irc="tcp:0:interface=127.0.0.1"))
+               for i, data_dir in enumerate(node_dirs(tmp_path, 2))]
+    here, there = (server.core for server in servers)
+    try:
+        yield wait_until(lambda: all(server.bus.subscribed for server in servers))
+        carol = yield irc_peer(servers[0].irc_port.getHost().port, nick="carol")
+        carol.send("JOIN #ops")  # made here: carol is its owner
+        yield wait_until(lambda: b" 366 carol #ops" in carol.data)
+        yield wait_until(lambda: there.directory.get("ops") is not None)
+        bob = yield connect_client(servers[1], pins, "bob", password="bob's words",
+                                   register=True)
+        gus = yield connect_client(servers[1], pins, "gus")
+        for client in (bob, gus):
+            client.join("ops")
+        yield wait_until(lambda: set(here.directory.remote("ops")) == {"bob", "gus"})
+        carol.send("MODE #ops +o bob")
+        yield wait_until(lambda: there.directory.get("ops").role_of("bob") == "operator")
+        yield wait_until(lambda: b"MODE #ops +o bob" in carol.data)
+        carol.send("MODE #ops +o gus")  # a guest there: refused, in words
+        yield wait_until(lambda: b"connected to another node" in carol.data)
+        assert there.directory.get("ops").role_of("gus") == "member"
+        carol.send("MODE #ops -o bob")
+        yield wait_until(lambda: there.directory.get("ops").role_of("bob") == "member")
+    finally:
         yield stop_services(*servers)

@@ -473,6 +473,8 @@ class RoomCommands:
         member = room.members.get(key)
         if member is not None:
             self.directory.member_changed(room, member)
+        else:
+            self.directory.remote_changed(room, key)
         notice = wire.Notice(room.name, self.now_ms(), kind, text, display, actor.name, reason)
         self.directory.event(room, notice)
         self._told(room, notice)

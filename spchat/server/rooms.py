@@ -213,6 +213,13 @@ class RoomDirectory:
         self.updated(room, session.name, session.key,
                      self.presence_state(session, self.clock.seconds()))
 
+    def remote_changed(self, room: Room, key: str) -> None:
+        """The role of a member on another node changed: told here as for
+        a member here (nothing if it is not in the room there)."""
+        member = self.remote(room.key).get(key)
+        if member is not None and key not in room.members:
+            self.updated(room, member.name, key, member.state)
+
     def updated(self, room: Room, name: str, key: str, state: str) -> None:
         """A member's state or role, here or on another node."""
         self.event(room, wire.MemberUpdate(room.name, name, state, room.role_of(key)))
