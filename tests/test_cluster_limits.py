@@ -306,6 +306,13 @@ def test_an_operator_gives_and_takes_the_role_of_a_registered_member_on_another_
     error = alice_conn.of(wire.Error)[-1]
     assert error.code == "guest_elsewhere" and "connected to another node" in error.text
     assert cores["b"].directory.get("dev").role_of("gus") == "member"
+    cores["a"].receive(alice.link, wire.Moderate("dev", "voice", "gus"))  # a guest's too
+    error = alice_conn.of(wire.Error)[-1]
+    assert error.code == "guest_elsewhere" and "guest's voice" in error.text
+    cores["a"].receive(alice.link, wire.Moderate("dev", "voice", "bob"))  # a name's: kept
+    run_for(clock, 5)
+    assert cores["b"].directory.get("dev").has_voice("bob")
+    assert not cores["b"].directory.get("dev").has_voice("gus")
     cores["a"].receive(alice.link, wire.Moderate("dev", "op", "nobody"))
     assert alice_conn.of(wire.Error)[-1].code == "unknown_user"
 

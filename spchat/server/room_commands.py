@@ -335,6 +335,8 @@ class RoomCommands:
         """A voice lets a member speak while the room is moderated: a
         guest's while it is in the room, anyone else's kept by name (as a
         mute is)."""
+        if target is None and (on or key not in room.voices):
+            self._not_a_guest_elsewhere(display, key, "voice")
         if on == room.has_voice(key):
             raise Refused("unchanged", f"{display} {'has' if on else 'has no'} voice in "
                           f"#{room.name} already")
@@ -442,16 +444,19 @@ class RoomCommands:
         node (a registered account's role is saved, and read there)."""
         if target is not None:
             return target.registered
-        remote = self.messaging.elsewhere(key)
-        if remote is None:
+        if self.messaging.elsewhere(key) is None:
             raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
-        if not remote.registered:
-            # A guest's role is kept by the node it is on, which this
-            # change would not reach.
-            raise Refused("guest_elsewhere", f"{display} is a guest connected to another "
-                          "node: a guest's role can only be given on its own node (or once "
-                          "they register)")
+        self._not_a_guest_elsewhere(display, key, "role")
         return True
+
+    def _not_a_guest_elsewhere(self, display: str, key: str, what: str) -> None:
+        """A guest's role and voice are kept by the node it is on, which a
+        change here would not reach: refused, in words."""
+        remote = self.messaging.elsewhere(key)
+        if remote is not None and not remote.registered:
+            raise Refused("guest_elsewhere", f"{display} is a guest connected to another "
+                          f"node: a guest's {what} can only be given on its own node (or "
+                          "once they register)")
 
     def _set_role(self, room: Room, key: str, display: str, registered: bool,
                   role: str) -> None:
