@@ -455,8 +455,8 @@ class RoomCommands:
         remote = self.messaging.elsewhere(key)
         if remote is not None and not remote.registered:
             raise Refused("guest_elsewhere", f"{display} is a guest connected to another "
-                          f"node: a guest's {what} can only be given on its own node (or "
-                          "once they register)")
+                          f"node: a guest's {what} is kept there and can only be changed "
+                          "there (or once they register)")
 
     def _set_role(self, room: Room, key: str, display: str, registered: bool,
                   role: str) -> None:
