@@ -172,6 +172,7 @@ class LineModeClient:
         self._history_asked: set[str] = set()  # conversation keys /history asked for
         self._held: deque[str] = deque()  # lines waiting for the room they are meant for
         self._awaited: str | None = FIRST_ROOM  # that room's key; None: no waiting
+        self._awaited_join: str | None = None  # the cid of the /join awaited
         self._await_timer = None
         self._settled_waiters: list[defer.Deferred] = []
         self._quit = False
@@ -243,9 +244,10 @@ class LineModeClient:
 
     # --- waiting for a room -------------------------------------------------
 
-    def _await(self, key: str) -> None:
-        """Hold typed lines until the room ``key`` (or FIRST_ROOM) is entered."""
-        self._awaited = key
+    def _await(self, key: str, join_cid: str | None = None) -> None:
+        """Hold typed lines until the room ``key`` (or FIRST_ROOM) is entered,
+        or the /join of cid ``join_cid`` is refused."""
+        self._awaited, self._awaited_join = key, join_cid
         if self._await_timer is not None and self._await_timer.active():
             self._await_timer.cancel()
         self._await_timer = self.reactor.callLater(ROOM_WAIT_SECONDS, self._release)
@@ -292,8 +294,9 @@ class LineModeClient:
                 self.refused += 1
             else:
                 self.commands_refused += 1
-            if msg.cid is None and self._awaited not in (None, FIRST_ROOM):
-                self._release()  # most likely the /join, refused
+            if self._awaited not in (None, FIRST_ROOM) and msg.cid in (None,
+                                                                     self._awaited_join):
+                self._release()  # the /join, refused (or, with no cid, most likely)
         elif isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._in_flight.discard(msg.cid)  # mine, acknowledged (or not mine)
         line = render(msg, self.room)
@@ -413,7 +416,7 @@ class LineModeClient:
             if outcome.show:
                 self.notice(outcome.show)
             if outcome.joining:
-                self._join(outcome.joining)
+                self._join(outcome.joining, outcome.join_cid)
         elif word == "/register":
             if not rest.strip():
                 self.notice("usage: /register PASSWORD")
@@ -437,14 +440,14 @@ class LineModeClient:
         else:
             self.notice(f"unknown command {word}; {HELP}")
 
-    def _join(self, name: str) -> None:
+    def _join(self, name: str, cid: str | None) -> None:
         """The room /join asked for becomes current: now if the client is in
         it already, else once it is in (the lines after wait for that)."""
         known = self.client.room(name)
         if known is not None:
             self._make_current(known.name)
         else:
-            self._await(name_key(name))
+            self._await(name_key(name), cid)
 
     def _show_who(self, args: str) -> None:
         """The current room's members, now or as soon as the list is whole."""

@@ -254,11 +254,13 @@ class DesktopController:
             self.presenter.open(view)
             self._changed()
 
-    def join(self, typed: str, private: bool) -> None:
-        """The join box."""
-        if self.client is not None and self.presenter is not None:
-            self.presenter.join(typed, private)
-            self._changed()
+    def join(self, typed: str, private: bool) -> bool:
+        """The join box; False: refused as typed (the box keeps it)."""
+        if self.client is None or self.presenter is None:
+            return True
+        taken = self.presenter.join(typed, private)
+        self._changed()
+        return taken
 
     def act_on_member(self, name: str, action) -> None:
         """An entry of a member's context menu (a presenter MenuAction)."""

@@ -591,14 +591,15 @@ class ChatPresenter:
         self._unread.pop(view, None)
         self._mentioned.discard(view)
 
-    def join(self, typed: str, private: bool = False) -> None:
+    def join(self, typed: str, private: bool = False) -> bool:
         """The join box: join the room typed ("#dev" or "dev"), creating it
-        (``private``: invited people only) if it is new."""
+        (``private``: invited people only) if it is new.  False: refused as
+        typed (said why)."""
         words = typed.split()
         if len(words) != 1 or not words[0].removeprefix("#"):
             self._say_error("type the name of one room to join or create, as #name")
-            return
-        self._command(f"/join {words[0]}" + (" private" if private else ""))
+            return False
+        return self._command(f"/join {words[0]}" + (" private" if private else ""))
 
     def act_on_member(self, name: str, action: MenuAction) -> None:
         """An entry of a member's context menu, on ``member_room()``."""
@@ -674,8 +675,8 @@ class ChatPresenter:
     def _say_error(self, text: str) -> None:
         self._add(self.active, Line("error", now_time(), text))
 
-    def _command(self, text: str) -> None:
-        """Run a /command typed in the entry."""
+    def _command(self, text: str) -> bool:
+        """Run a /command typed in the entry; False if it was refused as typed."""
         command, _, rest = text.partition(" ")
         args = rest.split()
         try:
@@ -705,6 +706,8 @@ class ChatPresenter:
                 self._say_error(f"unknown command {command}; /help lists them")
         except (CommandError, ValueError) as e:  # typed wrong; too many queued offline
             self._say_error(str(e))
+            return False
+        return True
 
     def _who(self) -> None:
         room = self.client.room(self.open_room() or "")

@@ -700,7 +700,8 @@ class ChatWindow:
         return self.presenter.completion_names() if self.presenter is not None else []
 
     def _join_clicked(self) -> None:
-        self.controller.join(self.join_entry.get(), self.join_private.get())
+        if self.controller.join(self.join_entry.get(), self.join_private.get()) is False:
+            return  # refused as typed (said in the conversation): kept to be fixed
         self.join_entry.delete(0, "end")
         self.join_entry.insert(0, "#")
         self.join_private.set(False)
