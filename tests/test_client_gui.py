@@ -492,10 +492,11 @@ def test_share_files_and_get_typed_in_two_windows(tk_root, server, tmp_path, dis
     alice.say(f"/share {source}")
     yield wait_until(lambda: "sharing notes one.txt (68.4 KiB) as " in alice.text())
     file_id = re.search(r"sharing notes one.txt \(68.4 KiB\) as (\w+)", alice.text()).group(1)
-    # Her own offer, marked as hers, has no button; bob's has one.
+    # Her own offer, marked as hers, has Stop sharing; bob's has Download.
     yield wait_until(lambda: "alice shares notes one.txt" in bob.text())
     assert "⇩ alice (you) shares notes one.txt (68.4 KiB)" in alice.text()
-    assert alice.window._offer_buttons == [] and len(bob.window._offer_buttons) == 1
+    assert [b.cget("text") for _, b in alice.window._offer_buttons] == ["Stop sharing"]
+    assert [b.cget("text") for _, b in bob.window._offer_buttons] == ["Download"]
     bob.say("/files")
     yield wait_until(lambda: "offered files:" in bob.text())
     assert f"{file_id}  notes one.txt (68.4 KiB) from alice, 1 peer online" in bob.text()

@@ -773,6 +773,20 @@ def test_a_file_is_shared_in_the_open_room_and_not_from_a_direct_conversation(sh
         "error", "a file is offered to a room's members: open a room to share it")
 
 
+def test_my_own_offer_can_be_stopped_while_i_share_the_file(sharing_chat):
+    chat = sharing_chat
+    chat.sharing.seeds[FILE] = object()
+    chat.sharing.unshare = lambda ref: chat.sharing.seeds.pop(FILE) and FILE
+    chat.event(wire.Offer("lobby", T, FILE, "mine.txt", 10, "Me"))
+    assert chat.lines()[-1].download == "sharing"  # Stop sharing on it
+    chat.unshare(FILE)
+    offer, notice = chat.lines()
+    assert offer.download == "" and notice.text == f"no longer sharing {FILE[:12]}"
+    chat.sharing.unshare = lambda ref: None
+    chat.send(f"/unshare {FILE[:8]}")
+    assert chat.lines()[-1].text == f"you are not sharing a file {FILE[:8]}"
+
+
 def test_cancel_stops_the_fetch_keeps_what_it_has_and_says_cancelled(sharing_chat):
     from spchat.p2p.node import SharingError
 

@@ -74,6 +74,23 @@ def test_share_file_picks_a_file_in_the_picker_and_another_window_fetches_it(
 
 
 @pytest_twisted.inlineCallbacks
+def test_stop_sharing_on_ones_own_offer_takes_it_off_the_room(tk_root, server, tmp_path):
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    source = tmp_path / "notes.txt"
+    source.write_bytes(b"minutes\n" * 100)
+    alice.say(f"/share {source}")
+    yield wait_until(lambda: alice.window._offer_buttons)
+    ((file_id, button),) = alice.window._offer_buttons
+    assert button.cget("text") == "Stop sharing"
+    button.invoke()
+    yield wait_until(lambda: f"no longer sharing {file_id[:12]}" in alice.text())
+    assert alice.window._offer_buttons == []  # shared no more: nothing to stop
+    bob.say("/files")
+    yield wait_until(lambda: "no files are offered" in bob.text())
+
+
+@pytest_twisted.inlineCallbacks
 def test_the_picker_says_what_is_wrong_with_a_typed_name_and_stays_open(
         tk_root, server, tmp_path):
     alice = yield log_in(tk_root, server, tmp_path, "alice")

@@ -293,6 +293,12 @@ class DesktopController:
             self.presenter.share(path)
             self._changed()
 
+    def unshare(self, file_id: str) -> None:
+        """Stop sharing, on my own offer."""
+        if self.client is not None and self.presenter is not None:
+            self.presenter.unshare(file_id)
+            self._changed()
+
     def cancel_download(self, key: int) -> None:
         if self.presenter is not None:
             self.presenter.cancel_download(key)

@@ -113,7 +113,9 @@ class Line:
     cid: str | None = None
     notice: str = ""  # a notice's kind: join, leave, broadcast, kick, idle, ...
     file: str = ""  # an offer's file id
-    download: str = ""  # an offer's download: "", "running", "saved" or "failed"
+    # An offer's download: "", "running", "saved" or "failed"; of my own
+    # offer, "sharing" while I still share the file.
+    download: str = ""
     mention: bool = False  # someone else's line with my name in it
     day: str = field(default_factory=today)  # YYYY-MM-DD, local
 
@@ -411,7 +413,8 @@ class ChatPresenter:
                   Line("offer", local_time(msg.ts),
                        f"shares {safe_name(msg.name)} ({size_text(msg.size)})", msg.sharer,
                        name_colour(msg.sharer), own, file=msg.file, day=local_day(msg.ts),
-                       download=self._download_state(msg.file)))
+                       download=self._shared_state(msg.file) if own
+                       else self._download_state(msg.file)))
 
     def _error(self, msg: wire.Error) -> None:
         text = msg.text
@@ -760,11 +763,7 @@ class ChatPresenter:
         elif command == "/share":
             self.share(rest)
         elif command == "/unshare":
-            file_id = self.sharing.unshare(rest)
-            if file_id is not None:
-                self.notice(f"no longer sharing {file_id[:SHORT_ID]}", "files")
-            else:
-                self._say_error(f"you are not sharing a file {rest}")
+            self.unshare(rest)
         else:
             ref, _, directory = rest.partition(" ")
             self._get(ref, directory.strip() or self.download_dir, ref)
@@ -788,7 +787,23 @@ class ChatPresenter:
         else:
             self.notice(f"sharing {safe_name(manifest.name)} ({size_text(manifest.size)}) "
                          f"as {file_id[:SHORT_ID]}", "files", view)
+            self._mark(file_id, "sharing", own=True)  # offered before, unshared since
         self.on_change()
+
+    def unshare(self, ref: str) -> None:
+        """Stop sharing a file (/unshare ID, Stop sharing on my own offer)."""
+        if self.sharing is None:
+            self._say_error("file sharing is off in this window")
+            return
+        file_id = self.sharing.unshare(ref)
+        if file_id is None:
+            self._say_error(f"you are not sharing a file {ref}")
+            return
+        self._mark(file_id, "", own=True)
+        self.notice(f"no longer sharing {file_id[:SHORT_ID]}", "files")
+
+    def _shared_state(self, file_id: str) -> str:
+        return "sharing" if file_id in getattr(self.sharing, "seeds", {}) else ""
 
     def download(self, file_id: str) -> None:
         """Download on an offer: fetch the file into the download folder."""
@@ -887,12 +902,14 @@ class ChatPresenter:
             return "saved" if fetch.path is not None else "running"
         return ""
 
-    def _mark(self, ref: str, state: str) -> None:
-        """The offers of a file (or of an id prefix) show where its download is."""
+    def _mark(self, ref: str, state: str, own: bool = False) -> None:
+        """The offers of a file (or of an id prefix) show where its download
+        is (``own``: my own offers, whether I still share it)."""
         ref = ref.lower()
         for lines in self._lines.values():
             for i, old in enumerate(lines):
-                if old.kind == "offer" and old.file.startswith(ref) and old.download != state:
+                if (old.kind == "offer" and old.own == own and old.file.startswith(ref)
+                        and old.download != state):
                     lines[i] = replace(old, download=state)
 
     def download_rows(self) -> list[DownloadRow]:

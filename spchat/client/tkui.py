@@ -596,15 +596,22 @@ class ChatWindow:
         name = f"{line.sender} (you)" if line.own else line.sender
         t.insert("end", name, ("offer", "sender", colour_tag, *base))
         self._insert_text(f" {line.text}  ", ("offer", *base))
-        if line.own:
-            return  # one's own offer: nothing to download
+        if line.own:  # nothing to download; a file still shared can be stopped
+            if line.download == "sharing":
+                self._offer_button(line.file, "Stop sharing", self.controller.unshare)
+            return
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
-        button = ttk.Button(t, text=label, style="Offer.TButton", cursor="hand2",
-                            command=partial(self.controller.download, line.file))
+        button = self._offer_button(line.file, label, self.controller.download)
         if line.download in ("running", "saved"):
             button.state(["disabled"])
-        t.window_create("end", window=button, padx=2, align="center")
-        self._offer_buttons.append((line.file, button))
+
+    def _offer_button(self, file_id: str, label: str, act):
+        """A button in the text, after an offer; ``act(file_id)`` when pressed."""
+        button = ttk.Button(self.text, text=label, style="Offer.TButton", cursor="hand2",
+                            command=partial(act, file_id))
+        self.text.window_create("end", window=button, padx=2, align="center")
+        self._offer_buttons.append((file_id, button))
+        return button
 
     def offer_buttons(self, file_id: str) -> list:
         """The Download buttons shown for a file (for tests, and for focus)."""
