@@ -322,3 +322,23 @@ def test_an_invitation_on_one_node_lets_in_someone_on_another(cluster):
         "alice invited you to #club; /join #club to accept", "bob", "alice")
     say(cluster["b"], bob_link, wire.Join("club"))
     assert "bob" in cluster["b"].directory.get("club").members
+
+
+@pytest.mark.parametrize("action", ["kick", "ban"])
+def test_a_member_put_out_on_another_node_is_told_once_to_every_node(action):
+    cluster = Cluster(names=("a", "b", "c"))
+    cluster.admin("a", "room_mode", room="lobby", action="moderated", on=False)
+    _, bob = login(cluster["b"], "bob")
+    watchers = {name: login(cluster[name], f"eve{name}")[1] for name in ("a", "b", "c")}
+    for name in ("a", "b", "c"):
+        settle(cluster[name])
+    assert cluster.admin("a", "room_moderate", room="lobby", action=action, name="bob",
+                         reason="rude").ok
+    for _ in range(5):  # the room notice, the reads, bob's node's roster news
+        for name in ("a", "b", "c"):
+            settle(cluster[name])
+    assert bob.of(wire.RoomLeft)[-1].code == ("kicked" if action == "kick" else "banned")
+    for name, watcher in watchers.items():
+        told = [n.text for n in watcher.of(wire.Notice) if n.kind == action]
+        assert len(told) == 1, (name, told)
+        assert watcher.of(wire.MemberUpdate)[-1].state == "gone"

@@ -381,6 +381,8 @@ class RoomCommands:
         told = f"you were kicked from #{room.name} by {actor.name}: {reason}"
         if target is None and self.tell_nodes is not None:
             # Not on this node: on another, maybe (the node it is on puts it out).
+            if key in self.directory.remote(room.key):
+                self.directory.event(room, notice)
             self._told(room, notice, (key, "kicked", told))
             return f"the kick of {display} from #{room.name} was sent to every node"
         if target is None or key not in room.members:
