@@ -5,6 +5,7 @@ leaves nothing behind on the node it left, and a ban holds wherever it
 goes."""
 
 import pytest
+from twisted.internet import task
 
 from spchat import wire
 from spchat.server.claims import ClaimBook, LocalClaims
@@ -16,9 +17,25 @@ from helpers import InstantPasswords, MemoryClient, SharedBus, fired, login, run
 KEY = b"k" * 32
 
 
+class SlowBans(MemoryStore):
+    """A store whose look-ups of bans take ``delay`` seconds of the clock
+    (0: at once), as a busy database's may."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.delay = 0.0
+
+    def ban(self, key):
+        if not self.delay:
+            return super().ban(key)
+        return task.deferLater(self.clock, self.delay, lambda: fired(super(SlowBans, self)
+                                                                       .ban(key)))
+
+
 @pytest.fixture
 def nodes(clock):
-    store, book, bus = MemoryStore(), ClaimBook(), SharedBus()
+    store, book, bus = SlowBans(clock), ClaimBook(), SharedBus()
     cores = {}
     for node in "abc":
         core = ChatCore(clock, Limits(), store=store, passwords=InstantPasswords(),
@@ -106,3 +123,15 @@ def test_a_name_banned_while_its_session_was_on_its_way_cannot_resume_elsewhere(
     assert "bob" not in nodes["c"].by_key
     claim = nodes["book"].claims.get("bob")
     assert claim is None or claim.node != "c"  # not taken here
+
+
+def test_a_beat_while_a_resume_is_on_its_way_leaves_the_claim_to_the_session(
+        nodes, four, clock):
+    c = nodes["c"]
+    bob = nodes["b"].by_key["bob"]
+    c.store.delay = c.moves.beat_seconds + 1  # a beat of c's comes while it looks
+    moved = resume_on(c, bob)
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert moved.of(wire.Welcome)[0].resumed and moved.closed is None
+    assert "bob" in c.by_key
+    assert nodes["book"].claims["bob"].node == "c"

@@ -63,6 +63,9 @@ class SessionMoves:
         self.on_taken = on_taken
         self.release = release
         self.cluster = cluster
+        # Sessions resumed here whose claim is here already, on their way
+        # (bans and rooms looked up): no session yet, but not a claim to give back.
+        self.arriving: set[str] = set()
         self.ignored = 0  # notices that did not parse
         self.beat_failures = 0
         if cluster is not None:
@@ -105,7 +108,8 @@ class SessionMoves:
             if session.id not in held and session.first_connected_at < asked:
                 self.on_taken(session, MOVED)
         for session_id, key in held.items():
-            if session_id not in self.table.by_id and key not in self.logging_in:
+            if (session_id not in self.table.by_id and key not in self.logging_in
+                    and session_id not in self.arriving):
                 self.release(key, session_id)
 
     def _failed(self, failure) -> None:

@@ -456,9 +456,11 @@ class ChatCore:
         """A session of another node (gone, or left by its client) goes on
         here, if its claim has this token: the claim moves here first."""
         link.login_pending = True
+        self.moves.arriving.add(msg.session)
 
         def finished(result):
             link.login_pending = False
+            self.moves.arriving.discard(msg.session)
             return result
 
         d = self.names.resume(msg.session, token_hash(msg.token))
