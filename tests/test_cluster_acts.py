@@ -67,6 +67,16 @@ def test_a_kick_asked_of_one_node_ends_the_session_on_another(cluster):
     assert cluster.audit["b"][-1] == "admin act from node a: kick carol: not on this node"
 
 
+def test_a_kick_with_a_ban_tells_the_one_kicked_of_the_ban_on_any_node(cluster):
+    _, bob = login(cluster["b"], "bob")
+    _, carol = login(cluster["a"], "carol")
+    for name in ("bob", "carol"):
+        reply = cluster.admin("a", "kick", name=name, reason="rude", minutes=10)
+        assert reply.ok, reply
+    for conn in (bob, carol):  # told alike, on its node or on another
+        assert conn.closed == ("kicked", "you were kicked and banned for 10 minutes: rude")
+
+
 def test_a_ban_on_one_node_ends_the_session_on_another_and_refuses_its_next_login(cluster):
     _, bob = login(cluster["b"], "bob")
     reply = cluster.admin("a", "ban", name="bob", reason="spam", minutes=10)
