@@ -352,3 +352,21 @@ def test_a_member_put_out_on_another_node_is_told_once_to_every_node(action):
         told = [n.text for n in watcher.of(wire.Notice) if n.kind == action]
         assert len(told) == 1, (name, told)
         assert watcher.of(wire.MemberUpdate)[-1].state == "gone"
+
+
+def test_what_the_nodes_count_of_each_room_is_let_go_once_it_is_read():
+    cluster = Cluster()
+    alone = ChatCore(cluster.clock, Limits(), store=MemoryStore(), admin_token=TOKEN)
+    alone.start()
+    for core in (cluster["a"], alone):
+        link, _ = login(core, "alice")
+        for n in range(20):  # rooms made and their topics set
+            say(core, link, wire.Join(f"room{n}"))
+            say(core, link, wire.Topic(f"room{n}", "a topic"))
+    cluster.clock.advance(0)
+    assert cluster["b"].directory.get("room19").topic == "a topic"  # read there
+    assert cluster["b"].room_news._read_rooms == {}
+    assert alone.room_commands.writes == {}
+    # Where they were made, until the next read of rooms (once a minute at most).
+    cluster.clock.advance(CHECK_SECONDS)
+    assert cluster["a"].room_commands.writes == {}
