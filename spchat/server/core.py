@@ -271,6 +271,8 @@ class ChatCore:
             self.roster.stop()
         if self.messaging.directs is not None:
             self.messaging.directs.stop()
+        if self.messaging.arrivals is not None:
+            self.messaging.arrivals.stop()
         if self.room_news is not None:
             self.room_news.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
@@ -631,12 +633,18 @@ class ChatCore:
         self.admin.sessions_changed()
         if self.roster is not None:
             self.roster.changed()
+        self._arrived_somewhere()
 
     def _elsewhere_changed(self) -> None:
         """Someone on another node came, went or changed."""
         self.admin.sessions_changed()
+        self._arrived_somewhere()
         for listener in self.presence_listeners:
             listener()
+
+    def _arrived_somewhere(self) -> None:
+        if self.messaging.arrivals is not None:  # direct lines may wait for them
+            self.messaging.arrivals.changed()
 
     # --- presence ---------------------------------------------------------------------
 

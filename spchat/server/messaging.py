@@ -16,6 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from spchat import wire
+from spchat.cluster.arrivals import Arrivals
 from spchat.cluster.directs import DirectCarrier
 from spchat.cluster.node import ClusterNode
 from spchat.cluster.roster_notices import RemoteSession
@@ -65,6 +66,9 @@ class Messaging:
             self._send_now)
         # The session of a name on another node (``ClusterRoster.elsewhere``).
         self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
+        # With other nodes, a direct line to a name not known yet waits for
+        # the roster a moment (a login there is heard of a little later).
+        self.arrivals = None if self.cluster is None else Arrivals(clock, self._recipient)
         self.counts = MessageCounts()
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
@@ -97,8 +101,25 @@ class Messaging:
             _, key = normalise_name(msg.to)
         except Refused:
             key = None
-        target = (self.sessions.by_key.get(key) or self.elsewhere(key)
-                  if key is not None else None)
+        target = self._recipient(key) if key is not None else None
+        if self.arrivals is not None and key is not None and (
+                target is None or self.arrivals.waits(session.id, key)):
+            check_text(msg.text, self.limits.max_message_bytes)
+            session.reads += 1  # answered before a logout's goodbye, as a read is
+
+            def decided(found) -> None:
+                self._direct_to(session, msg, found)
+                self._answered(session)
+
+            self.arrivals.hold(session.id, key, decided)
+            return
+        self._direct_to(session, msg, target)
+
+    def _recipient(self, key: str) -> Session | RemoteSession | None:
+        return self.sessions.by_key.get(key) or self.elsewhere(key)
+
+    def _direct_to(self, session: Session, msg: wire.Direct,
+                   target: Session | RemoteSession | None) -> None:
         if target is None:
             # Sent before a drop, maybe, and the recipient left since.
             since = self.now_ms() - RESEND_WINDOW_MS
