@@ -135,3 +135,29 @@ def test_a_beat_while_a_resume_is_on_its_way_leaves_the_claim_to_the_session(
     assert moved.of(wire.Welcome)[0].resumed and moved.closed is None
     assert "bob" in c.by_key
     assert nodes["book"].claims["bob"].node == "c"
+
+
+def test_a_resume_is_not_told_a_room_is_behind_what_its_client_was_sent(nodes, four, clock):
+    # b has not heard of alice's lines (their notice lost), but the
+    # database has them: bob's replay there sends them.  A client takes
+    # a room's number lower than its own as a server that lost its data,
+    # and would take those lines as new again, so b must not say less.
+    a, b = nodes["a"], nodes["b"]
+    alice = next(link for link in a.links if link.session is not None
+                 and link.session.name == "alice")
+    nodes["bus"].up = False
+    for n in range(3):
+        a.receive(alice, wire.Say(f"c{n}", f"line {n}", "lobby"))
+    nodes["bus"].up = True
+    bob = b.by_key["bob"]
+    assert b.directory.get("lobby").last_seq == 0  # b's watermark: not heard yet
+    seen = 0
+    for _ in range(2):
+        b.link_lost(bob.link)
+        conn = MemoryClient()
+        link = b.open_link(conn, "127.0.0.1:9")
+        b.receive(link, wire.Resume(bob.id, bob.token, (("#lobby", seen),), 0))
+        run_for(clock, 0.1)
+        assert conn.of(wire.RoomState)[0].last_seq >= seen
+        seen = max([seen] + [m.seq for m in conn.of(wire.RoomMessage)])
+    assert seen == 3

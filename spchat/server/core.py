@@ -449,7 +449,7 @@ class ChatCore:
         rooms = [self.directory.rooms[key] for key in sorted(session.rooms)]  # none left empty
         self._send(session, self._welcome(session, rooms, resumed=True))
         for room in rooms:
-            self._send(session, room.state())
+            self._send(session, self.messaging.resumed_state(room, msg.positions))
             self.directory.newcomer(room, session)
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
@@ -520,7 +520,7 @@ class ChatCore:
         link.conn.started(session, resumed=True)
         self._send(session, self._welcome(session, rooms, resumed=True))
         for room in rooms:
-            self._send(session, room.state())
+            self._send(session, self.messaging.resumed_state(room, msg.positions))
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
 

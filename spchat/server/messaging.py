@@ -10,6 +10,7 @@ what it waits for, so nothing newer overtakes it and nothing comes twice.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable
 
 from twisted.internet import defer
@@ -429,6 +430,23 @@ class Messaging:
         self._queue(session, reader.directs(session.key, since, set(directs),
                                             self._held(session, ANY_DIRECT)),
                     holding=ANY_DIRECT)
+
+    @staticmethod
+    def resumed_state(room: Room, positions) -> wire.RoomState:
+        """The room's state for a session that goes on, never behind the
+        number its client named: with other nodes, the replay may have sent
+        it lines from the database that this node's delivery has not reached
+        yet, and a lower number would look to the client like a server that
+        lost its data (it would take those lines as new when they come)."""
+        state = room.state()
+        for name, seq in positions:
+            try:
+                named = name.startswith("#") and normalise_room(name)[1] == room.key
+            except Refused:
+                continue
+            if named and seq > state.last_seq:
+                state = dataclasses.replace(state, last_seq=seq)
+        return state
 
     def _replay_room(self, session: Session, room: Room, seen: int) -> None:
         # A client gone for long gets at most the newest MAX_REPLAY (older
