@@ -61,8 +61,14 @@ def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
 
         def how_far():
             return "; ".join(f"{c.name}: {c.status} outbox={len(c.outbox)} "
-                             f"got={len(c.rec.of(wire.RoomMessage))}" for c in clients) + (
+                             f"got={len(c.rec.of(wire.RoomMessage))} "
+                             f"missing={missing(c)}" for c in clients) + (
                 f"; cuts={[p.cuts for p in proxies]}")
+
+        def missing(client):
+            got = {(m.room, m.seq) for m in client.rec.of(wire.RoomMessage)}
+            return [(room, seq) for room in ROOMS for seq in range(1, total // 2 + 1)
+                    if (room, seq) not in got][:10]
 
         try:
             yield wait_until(lambda: done() or gave_up(), timeout=90)
