@@ -161,3 +161,21 @@ def test_a_resume_is_not_told_a_room_is_behind_what_its_client_was_sent(nodes, f
         assert conn.of(wire.RoomState)[0].last_seq >= seen
         seen = max([seen] + [m.seq for m in conn.of(wire.RoomMessage)])
     assert seen == 3
+
+
+def test_a_session_back_on_a_node_that_missed_its_move_takes_its_claim_back(
+        nodes, four, clock):
+    b, c = nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    b.link_lost(bob.link)
+    nodes["bus"].up = False  # b does not hear that c took bob's claim
+    on_c = resume_on(c, bob)
+    nodes["bus"].up = True
+    assert on_c.of(wire.Welcome)[0].resumed and "bob" in b.by_key
+    on_c_link = next(link for link in c.links if link.conn is on_c)
+    c.link_lost(on_c_link)
+    back = resume_on(b, bob)  # and back on b, which still has it
+    run_for(clock, 4 * b.moves.beat_seconds)
+    assert back.of(wire.Welcome)[0].resumed and back.closed is None
+    assert nodes["book"].claims["bob"].node == "b"
+    assert "bob" in b.by_key and "bob" not in c.by_key

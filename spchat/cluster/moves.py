@@ -66,6 +66,9 @@ class SessionMoves:
         # Sessions resumed here whose claim is here already, on their way
         # (bans and rooms looked up): no session yet, but not a claim to give back.
         self.arriving: set[str] = set()
+        # When sessions here took their claims back (a resume here after
+        # a move this node missed): a beat asked before says nothing of them.
+        self._claimed_back: dict[str, float] = {}
         self.ignored = 0  # notices that did not parse
         self.beat_failures = 0
         if cluster is not None:
@@ -83,6 +86,10 @@ class SessionMoves:
         if self.cluster is not None:
             self.cluster.send(TAKEN, taken(claim, why))
 
+    def claimed_back(self, session_id: str) -> None:
+        """A session here took its claim back from another node."""
+        self._claimed_back[session_id] = self.clock.seconds()
+
     def _heard(self, node: str, body: dict) -> None:
         if node == self.cluster.name:
             return  # ours: the session is here now
@@ -95,7 +102,17 @@ class SessionMoves:
             return
         session = self.table.by_id.get(notice.session)
         if session is not None and session.key == notice.key:
-            self.on_taken(session, notice.why)
+            # Late, maybe: the session may have come back here since.  The
+            # claims say whose it is now.
+            asked = self.clock.seconds()
+            self.names.beat().addCallbacks(self._still_taken, self._failed,
+                                           (session, notice.why, asked))
+
+    def _still_taken(self, held: dict[str, str], session: Session, why: str,
+                     asked: float) -> None:
+        if (session.id not in held and self.table.by_id.get(session.id) is session
+                and self._claimed_back.get(session.id, float("-inf")) < asked):
+            self.on_taken(session, why)
 
     def _beat(self) -> None:
         asked = self.clock.seconds()
@@ -103,9 +120,14 @@ class SessionMoves:
         self._call = self.clock.callLater(self.beat_seconds, self._beat)
 
     def _held(self, held: dict[str, str], asked: float) -> None:
+        for session_id in [s for s in self._claimed_back if s not in self.table.by_id]:
+            del self._claimed_back[session_id]
         for session in list(self.table.by_id.values()):
-            # One made after the beat was asked for may have claimed since.
-            if session.id not in held and session.first_connected_at < asked:
+            # One made (or that took its claim back) after the beat was
+            # asked for may have claimed since.
+            claimed = max(session.first_connected_at,
+                          self._claimed_back.get(session.id, float("-inf")))
+            if session.id not in held and claimed < asked:
                 self.on_taken(session, MOVED)
         for session_id, key in held.items():
             if (session_id not in self.table.by_id and key not in self.logging_in

@@ -430,6 +430,37 @@ class ChatCore:
                 link.conn.close(*ended[1:])
                 return
             raise Refused("resume_failed", "that session has ended; log in again")
+        if self.names.shared:
+            self._resume_claimed(link, msg, session)
+            return
+        self._resume_here(link, msg, session)
+
+    def _resume_claimed(self, link: Link, msg: wire.Resume, session: Session) -> None:
+        """With other nodes, the session may have gone on on another one
+        without this node hearing of it: its claim comes back here first,
+        and the node it was on is told."""
+        link.login_pending = True
+        self.moves.arriving.add(session.id)
+
+        def finished(result):
+            link.login_pending = False
+            self.moves.arriving.discard(session.id)
+            return result
+
+        d = self.names.resume(session.id, token_hash(msg.token)).addBoth(finished)
+        d.addCallback(self._claimed_back, link, msg, session)
+        d.addErrback(self.logins.refused, link)
+
+    def _claimed_back(self, claim, link: Link, msg: wire.Resume, session: Session) -> None:
+        if claim is None or self.table.by_id.get(session.id) is not session:
+            raise Refused("resume_failed", "that session has ended; log in again")
+        if claim.node != self.node:
+            self.moves.tell(claim, MOVED)
+        self.moves.claimed_back(session.id)
+        if link in self.links:  # else gone meanwhile: the session waits here
+            self._resume_here(link, msg, session)
+
+    def _resume_here(self, link: Link, msg: wire.Resume, session: Session) -> None:
         old = self.table.detach(session)
         if old is not None:  # the client saw the drop before we did
             old.conn.close("replaced", "this session continues on a newer connection")
