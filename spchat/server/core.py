@@ -439,15 +439,8 @@ class ChatCore:
         """With other nodes, the session may have gone on on another one
         without this node hearing of it: its claim comes back here first,
         and the node it was on is told."""
-        link.login_pending = True
-        self.moves.arriving.add(session.id)
-
-        def finished(result):
-            link.login_pending = False
-            self.moves.arriving.discard(session.id)
-            return result
-
-        d = self.names.resume(session.id, token_hash(msg.token)).addBoth(finished)
+        d = self._moving_here(link, session.id,
+                              lambda: self.names.resume(session.id, token_hash(msg.token)))
         d.addCallback(self._claimed_back, link, msg, session)
         d.addErrback(self.logins.refused, link)
 
@@ -488,18 +481,24 @@ class ChatCore:
     def _resume_from_elsewhere(self, link: Link, msg: wire.Resume) -> None:
         """A session of another node (gone, or left by its client) goes on
         here, if its claim has this token: the claim moves here first."""
+        d = self._moving_here(link, msg.session, lambda: self.names.resume(
+            msg.session, token_hash(msg.token)).addCallback(self._not_banned).addCallback(
+            self._with_rooms))
+        d.addCallback(self._arrived, link, msg)
+        d.addErrback(self.logins.refused, link)
+
+    def _moving_here(self, link: Link, session_id: str, work) -> defer.Deferred:
+        """``work()``'s Deferred, while a session's claim moves here: no
+        other login on the link meanwhile, and no beat gives the claim back."""
         link.login_pending = True
-        self.moves.arriving.add(msg.session)
+        self.moves.arriving.add(session_id)
 
         def finished(result):
             link.login_pending = False
-            self.moves.arriving.discard(msg.session)
+            self.moves.arriving.discard(session_id)
             return result
 
-        d = self.names.resume(msg.session, token_hash(msg.token))
-        d.addCallback(self._not_banned).addCallback(self._with_rooms).addBoth(finished)
-        d.addCallback(self._arrived, link, msg)
-        d.addErrback(self.logins.refused, link)
+        return work().addBoth(finished)
 
     def _not_banned(self, claim):
         """The claim, if its name is not banned now: a ban made while the
