@@ -33,6 +33,19 @@ class SlowBans(MemoryStore):
                                                                        .ban(key)))
 
 
+class SlowClaims(LocalClaims):
+    """Claims whose resume (a claim moving to this node) takes ``delay``
+    seconds of the clock (0: at once), as a busy database's may."""
+
+    delay = 0.0
+
+    def resume(self, session, token_hash):
+        if not self.delay:
+            return super().resume(session, token_hash)
+        return task.deferLater(self.clock, self.delay, lambda: fired(
+            super(SlowClaims, self).resume(session, token_hash)))
+
+
 @pytest.fixture
 def nodes(clock):
     store, book, bus = SlowBans(clock), ClaimBook(), SharedBus()
@@ -40,7 +53,7 @@ def nodes(clock):
     for node in "abc":
         core = ChatCore(clock, Limits(), store=store, passwords=InstantPasswords(),
                         bus=bus.port(), bus_key=KEY, node=node,
-                        names=LocalClaims(clock, node, book))
+                        names=SlowClaims(clock, node, book))
         fired(core.start())
         cores[node] = core
     cores["bus"], cores["book"] = bus, book
@@ -163,9 +176,11 @@ def test_a_resume_is_not_told_a_room_is_behind_what_its_client_was_sent(nodes, f
     assert seen == 3
 
 
+@pytest.mark.parametrize("taking", [0.0, 6.0], ids=["at-once", "over-a-beat"])
 def test_a_session_back_on_a_node_that_missed_its_move_takes_its_claim_back(
-        nodes, four, clock):
+        nodes, four, clock, taking):
     b, c = nodes["b"], nodes["c"]
+    b.names.delay = taking  # longer than a beat: one comes while it is taken back
     bob = b.by_key["bob"]
     b.link_lost(bob.link)
     nodes["bus"].up = False  # b does not hear that c took bob's claim

@@ -110,9 +110,19 @@ class SessionMoves:
 
     def _still_taken(self, held: dict[str, str], session: Session, why: str,
                      asked: float) -> None:
-        if (session.id not in held and self.table.by_id.get(session.id) is session
-                and self._claimed_back.get(session.id, float("-inf")) < asked):
+        # (It was here before the notice came: when it was made says nothing.)
+        if self.table.by_id.get(session.id) is session and self._gone_from(
+                session, held, asked, made=float("-inf")):
             self.on_taken(session, why)
+
+    def _gone_from(self, session: Session, held: dict[str, str], asked: float,
+                   made: float) -> bool:
+        """Whether ``held`` (this node's claims when ``asked``) says the
+        session's claim went elsewhere: not if the session claimed its name
+        here (``made``), took it back, or is taking it back since."""
+        if session.id in held or session.id in self.arriving:
+            return False
+        return max(made, self._claimed_back.get(session.id, float("-inf"))) < asked
 
     def _beat(self) -> None:
         asked = self.clock.seconds()
@@ -123,11 +133,7 @@ class SessionMoves:
         for session_id in [s for s in self._claimed_back if s not in self.table.by_id]:
             del self._claimed_back[session_id]
         for session in list(self.table.by_id.values()):
-            # One made (or that took its claim back) after the beat was
-            # asked for may have claimed since.
-            claimed = max(session.first_connected_at,
-                          self._claimed_back.get(session.id, float("-inf")))
-            if session.id not in held and claimed < asked:
+            if self._gone_from(session, held, asked, session.first_connected_at):
                 self.on_taken(session, MOVED)
         for session_id, key in held.items():
             if (session_id not in self.table.by_id and key not in self.logging_in
