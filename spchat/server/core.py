@@ -445,7 +445,10 @@ class ChatCore:
         d.addErrback(self.logins.refused, link)
 
     def _claimed_back(self, claim, link: Link, msg: wire.Resume, session: Session) -> None:
-        if claim is None or self.table.by_id.get(session.id) is not session:
+        if claim is not None and self.table.by_id.get(session.id) is not session:
+            self.logins.release(claim.key, claim.session)  # it ended meanwhile
+            claim = None
+        if claim is None:
             raise Refused("resume_failed", "that session has ended; log in again")
         if claim.node != self.node:
             self.moves.tell(claim, MOVED)
