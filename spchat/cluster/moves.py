@@ -3,7 +3,10 @@ of a registered name logging in there.
 
 The node that takes a session's claim says so on the bus (a ``taken``
 notice); the node that had the session ends its copy, quietly if the
-session lives on elsewhere, or as on one node if a login replaced it.
+session lives on elsewhere, or as on one node if a login replaced it,
+once the claims say the claim is no longer its own: the notice may come
+late, after the client came back to this node (a resume here takes the
+claim back first, wherever it is).
 The bus is lossy, so every beat (``INameClaims.beat``, each
 ``node_timeout / BEATS_PER_TIMEOUT``) also says which claims this node
 still holds: a session whose claim is gone was taken, the notice lost;
@@ -63,8 +66,9 @@ class SessionMoves:
         self.on_taken = on_taken
         self.release = release
         self.cluster = cluster
-        # Sessions resumed here whose claim is here already, on their way
-        # (bans and rooms looked up): no session yet, but not a claim to give back.
+        # Sessions resumed here whose claim is moving here (from another
+        # node, or back to this one), by id: not a claim to give back, nor
+        # a session whose claim went.
         self.arriving: set[str] = set()
         # When sessions here took their claims back (a resume here after
         # a move this node missed): a beat asked before says nothing of them.
