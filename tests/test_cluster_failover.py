@@ -67,8 +67,18 @@ def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
 
         def missing(client):
             got = {(m.room, m.seq) for m in client.rec.of(wire.RoomMessage)}
-            return [(room, seq) for room in ROOMS for seq in range(1, total // 2 + 1)
-                    if (room, seq) not in got][:10]
+            lacking = [(room, seq) for room in ROOMS for seq in range(1, total // 2 + 1)
+                       if (room, seq) not in got]
+            return lacking[:10] + around(client, *lacking[0]) if lacking else []
+
+        def around(client, room, seq):
+            """What the client was told in ``room`` about where it lacks ``seq``."""
+            told = [m.seq if isinstance(m, wire.RoomMessage) else f"state:{m.last_seq}"
+                    for m in client.rec.events if getattr(m, "room", None) == room
+                    and isinstance(m, (wire.RoomMessage, wire.RoomState))]
+            after = next((i for i, t in enumerate(told) if isinstance(t, int) and t > seq),
+                         len(told))
+            return [f"told in {room}: {told[max(0, after - 6):after + 6]}"]
 
         try:
             yield wait_until(lambda: done() or gave_up(), timeout=90)
