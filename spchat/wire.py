@@ -39,10 +39,12 @@ class WireError(ValueError):
     acknowledgement.
     """
 
-    def __init__(self, text: str, kind: str | None = None, cid: str | None = None):
+    def __init__(self, text: str, kind: str | None = None, cid: str | None = None,
+                 field: str | None = None):
         super().__init__(text)
         self.kind = kind
         self.cid = cid
+        self.field = field  # the field at fault, when check() found it
 
 
 def clip(text: str, limit: int = 500) -> str:
@@ -1065,11 +1067,27 @@ def encode(msg: Message) -> bytes:
     """Serialise a message; the output always decodes back to an equal one."""
     body = {"t": msg.TYPE}
     for name in msg.SCHEMA:
-        value = getattr(msg, name)
-        if isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
-        body[name] = value
+        body[name] = _json_value(getattr(msg, name))
     return _ENCODER.encode(body).encode("utf-8")
+
+
+def check(msg: Message) -> None:
+    """Raise WireError (its ``field`` named) if the other side would refuse
+    ``msg`` as malformed: a sender finds out before sending, not from the
+    answer."""
+    for name, rule in msg.SCHEMA.items():
+        try:
+            rule(_json_value(getattr(msg, name)))
+        except WireError as e:
+            raise WireError(f"{msg.TYPE}.{name} {e}", msg.TYPE, getattr(msg, "cid", None),
+                            field=name) from None
+
+
+def _json_value(value):
+    """A field's value as JSON has it (a tuple of tuples is a list of lists)."""
+    if isinstance(value, tuple):
+        return [list(v) if isinstance(v, tuple) else v for v in value]
+    return value
 
 
 def encode_room_line(seq: int, ts: int, room: str, sender: str, text: str,

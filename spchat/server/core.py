@@ -27,6 +27,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.beacon import BeaconKeys
 from spchat.cluster.acts import ClusterActs
+from spchat.cluster.limits import ClusterLimits
 from spchat.cluster.moves import MOVED, REPLACED, SessionMoves
 from spchat.cluster.remote_members import ClusterRoster
 from spchat.cluster.room_news import RoomNews
@@ -134,6 +135,10 @@ class ChatCore:
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
         self.names = names or LocalClaims(clock, node)
+        self.cluster_limits: ClusterLimits | None = None  # (None: alone)
+        if self.cluster is not None:  # failed logins and new accounts: every node's
+            self.cluster_limits = ClusterLimits(clock, self.cluster, throttle, signups)
+            throttle, signups = self.cluster_limits.throttle, self.cluster_limits.signups
         self.logins = Logins(clock, self.store, passwords, throttle, self.table,
                              self._start_session, self._end, signups,
                              self.limits.refusal_log_seconds, self.names)

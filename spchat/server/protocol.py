@@ -418,14 +418,15 @@ class ChatServerFactory(protocol.Factory):
         return False
 
     def _has_session(self, host: str) -> bool:
-        """Whether a session (connected or waiting to be resumed) was last
+        """Whether a session (connected or waiting to be resumed, on this
+        node or another: a client moving here when its node went) was last
         seen at ``host``: only then may it use the last reserved places.
         The addresses are gathered at most once a second (a flood of
         connections must not walk every session each time)."""
         now = self.clock.seconds()
         if self._session_hosts is None or now - self._session_hosts[0] >= 1.0:
             hosts = {session.address.rpartition(":")[0]
-                     for session in self.core.sessions.values()}
+                     for session in self.core.everyone.values()}
             self._session_hosts = (now, hosts)
         return host in self._session_hosts[1]
 
