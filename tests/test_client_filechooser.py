@@ -52,3 +52,14 @@ def test_a_folder_that_cannot_be_listed_is_said_and_the_listing_stays(tree):
     assert chooser.folder == tree
     assert chooser.problem == f"cannot open {tree / 'A.bin'}: Not a directory"
     assert Item("photos", True) in chooser.items
+
+
+@pytest.mark.parametrize("typed, said", [
+    ("x" * 300, "File name too long"),
+    ("~nosuchuser-of-spchat/notes.txt", "home directory"),
+])
+def test_a_name_that_cannot_be_looked_at_is_said_not_raised(tree, typed, said):
+    chooser = FileChooser(tree)
+    assert chooser.choose(typed) is None
+    assert chooser.problem.startswith("cannot open ") and said in chooser.problem
+    assert chooser.folder == tree and Item("photos", True) in chooser.items

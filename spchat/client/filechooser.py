@@ -52,11 +52,16 @@ class FileChooser:
         if not typed:
             self.problem = "pick a file, or type its name"
             return None
-        path = self.folder / Path(typed).expanduser()  # an absolute path stays itself
-        if path.is_dir():
+        try:
+            path = self.folder / Path(typed).expanduser()  # an absolute path stays itself
+            folder, file = path.is_dir(), path.is_file()
+        except (OSError, RuntimeError) as e:  # too long a name, a folder shut, ~nobody
+            self.problem = f"cannot open {typed}: {getattr(e, 'strerror', None) or e}"
+            return None
+        if folder:
             self.go(Path(os.path.normpath(path)))
             return None
-        if not path.is_file():
+        if not file:
             self.problem = f"no file {typed} in {self.folder}"
             return None
         return path
