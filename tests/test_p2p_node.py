@@ -14,6 +14,34 @@ from conftest import connect_client, wait_until
 
 
 @pytest_twisted.inlineCallbacks
+def restarted(first, tmp_path, client):
+    """``first`` stopped and started again on its data and port, with
+    ``client`` left connected through it (it comes back by itself)."""
+    from conftest import OPEN_CLIENTS, server_config, start_service, stop_services
+
+    port = first.address.port
+    OPEN_CLIENTS.remove(client)  # not logged out with the server: it comes back
+    yield stop_services(first)
+    OPEN_CLIENTS.append(client)
+    return start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+
+
+@pytest_twisted.inlineCallbacks
+def sharing_alice(tmp_path, pins, name):
+    """A server on ``tmp_path``'s data, alice on it with a sharing node,
+    and a file ``name`` for her to share."""
+    from conftest import server_config, start_service
+
+    first = start_service(server_config(tmp_path / "data"))
+    alice = yield connect_client(first, pins, "alice", max_retries=50)
+    sharer = SharingNode(reactor, alice)
+    sharer.start()
+    source = tmp_path / name
+    source.write_bytes(os.urandom(50_000))
+    return first, alice, sharer, source
+
+
+@pytest_twisted.inlineCallbacks
 def test_a_request_lost_with_the_connection_fails_instead_of_hanging(chat_server, pins,
                                                                      tmp_path):
     alice = yield connect_client(chat_server, pins, "alice")
@@ -50,10 +78,9 @@ def test_a_request_lost_with_the_connection_fails_instead_of_hanging(chat_server
 
 @pytest_twisted.inlineCallbacks
 def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
-    from conftest import OPEN_CLIENTS, server_config, start_service, stop_services
+    from conftest import server_config, start_service, stop_services
 
     first = start_service(server_config(tmp_path / "data"))
-    port = first.address.port
     alice = yield connect_client(first, pins, "alice")
     bob = yield connect_client(first, pins, "bob", max_retries=20)
     sharer, downloader = SharingNode(reactor, alice), SharingNode(reactor, bob)
@@ -72,10 +99,7 @@ def test_a_file_once_downloaded_raises_no_error_on_a_new_login(tmp_path, pins):
         # The server restarts: bob's session is gone, he logs in anew and
         # says again what he holds, of a file that is no longer offered.
         errors_before, statuses = len(bob.rec.of(wire.Error)), len(bob.rec.statuses)
-        OPEN_CLIENTS.remove(bob)  # bob is not logged out with it: he comes back
-        yield stop_services(first)
-        OPEN_CLIENTS.append(bob)
-        second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+        second = yield restarted(first, tmp_path, bob)
         yield wait_until(lambda: any(s.state == "connected"  # back, on a new connection
                                      for s in bob.rec.statuses[statuses:]), timeout=20)
         bob.list_rooms()  # a round trip: an answer to the holding would be in by its end
@@ -127,22 +151,13 @@ def test_a_download_whose_peers_lack_a_piece_stops_and_says_why(chat_server, pin
 
 @pytest_twisted.inlineCallbacks
 def test_an_offer_outlives_a_server_restart_and_reaches_who_comes_after(tmp_path, pins):
-    from conftest import OPEN_CLIENTS, server_config, start_service, stop_services
+    from conftest import stop_services
 
-    first = start_service(server_config(tmp_path / "data"))
-    port = first.address.port
-    alice = yield connect_client(first, pins, "alice", max_retries=50)
-    sharer = SharingNode(reactor, alice)
-    sharer.start()
-    source = tmp_path / "talk.bin"
-    source.write_bytes(os.urandom(50_000))
+    first, alice, sharer, source = yield sharing_alice(tmp_path, pins, "talk.bin")
     second, sharing = None, [sharer]
     try:
         file_id, _ = yield sharer.share(source)
-        OPEN_CLIENTS.remove(alice)  # alice is not logged out with it: she comes back
-        yield stop_services(first)
-        OPEN_CLIENTS.append(alice)
-        second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+        second = yield restarted(first, tmp_path, alice)
         yield wait_until(lambda: file_id in second.core.tracker.files, timeout=20)
         # bob comes after the restart: he is shown the offer, and gets the file.
         bob = yield connect_client(second, pins, "bob")
@@ -157,5 +172,34 @@ def test_an_offer_outlives_a_server_restart_and_reaches_who_comes_after(tmp_path
     finally:
         for node in sharing:
             yield node.stop()
+        if second is not None:
+            yield stop_services(second)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_offered_in_a_room_is_offered_again_there_after_a_restart(tmp_path, pins):
+    """A new session offers again what it shared: in its room, never in
+    #lobby (a file of a private room must not reach everyone)."""
+    from conftest import stop_services
+
+    first, alice, sharer, source = yield sharing_alice(tmp_path, pins, "plans.bin")
+    second = None
+    try:
+        alice.join("dev", private=True)
+        yield wait_until(lambda: alice.room("dev") is not None)
+        file_id, _ = yield sharer.share(source, "dev")
+        assert first.core.tracker.files[file_id].room == "dev"
+        yield wait_until(lambda: alice.rec.of(wire.Offer))  # her confirmation
+        offers, errors = len(alice.rec.of(wire.Offer)), len(alice.rec.of(wire.Error))
+        second = yield restarted(first, tmp_path, alice)
+        # Her new session offers it again: taken (in #dev), or refused (a
+        # guest is in #lobby only now), but never offered in #lobby.
+        yield wait_until(lambda: len(alice.rec.of(wire.Offer)) > offers
+                         or len(alice.rec.of(wire.Error)) > errors, timeout=20)
+        shared = second.core.tracker.files.get(file_id)
+        assert shared is None or shared.room == "dev"
+        assert all(o.room == "dev" for o in alice.rec.of(wire.Offer)[offers:])
+    finally:
+        yield sharer.stop()
         if second is not None:
             yield stop_services(second)

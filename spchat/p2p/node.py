@@ -235,6 +235,9 @@ class SharingNode:
         self.port = 0  # ours for peers; 0: only through the relay
         self.introductions = peer.Introductions(reactor)
         self.seeds: dict[str, tuple[Swarm, Manifest]] = {}  # file id -> ours whole
+        # The room each of them is offered in: offered there again, not in
+        # #lobby, by a new session (a file of a private room stays in it).
+        self.offered_in: dict[str, str] = {}
         self.fetches: dict[str, Fetch] = {}
         # Requests waiting for the server's answer: cid -> (kind, Deferred,
         # file id, the connection it went out on or None while queued).
@@ -260,6 +263,7 @@ class SharingNode:
         closing += [swarm.close() for swarm, _ in self.seeds.values()]
         self.fetches.clear()
         self.seeds.clear()
+        self.offered_in.clear()
         listener, self._listener = self._listener, None
         if listener:
             closing.append(defer.maybeDeferred(listener.stopListening))
@@ -283,11 +287,13 @@ class SharingNode:
             raise SharingError(f"cannot read {path}: {e.strerror or e}") from None
         swarm = Swarm(self.reactor, manifest, source, upload_bps=self.upload_bps)
         self.seeds[manifest.file_id] = (swarm, manifest)
+        self.offered_in[manifest.file_id] = room
         try:
             yield self._ask("share", wire.Share(manifest.canonical().decode("utf-8"),
                                                 self.port, self._cid(), room), manifest.file_id)
         except SharingError:
             self.seeds.pop(manifest.file_id, None)
+            self.offered_in.pop(manifest.file_id, None)
             swarm.close()
             raise
         return manifest.file_id, manifest
@@ -300,6 +306,7 @@ class SharingNode:
             return None
         file_id = matches[0]
         self.seeds.pop(file_id)[0].close()
+        self.offered_in.pop(file_id, None)
         self.client.request(wire.Unshare(file_id))
         return file_id
 
@@ -455,7 +462,7 @@ class SharingNode:
             if file_id in asking:
                 continue  # its share is about to go out anyway
             self.client.request(wire.Share(manifest.canonical().decode("utf-8"), self.port,
-                                            self._cid()))
+                                            self._cid(), self.offered_in[file_id]))
         for file_id, fetch in self.fetches.items():
             if fetch.download.have:
                 self.holding(file_id, len(fetch.download.have))
