@@ -523,3 +523,24 @@ def test_an_offer_belongs_to_the_room_it_was_made_in(core, files):
     assert b.of(wire.Swarm)[-1].file == m.file_id
     core.receive(carol, wire.Share(m.canonical().decode(), 7000, "s2", "dev"))
     assert last_error(c).code == "not_in_room"
+
+
+def test_a_file_offered_in_one_room_is_not_offered_in_another_nor_shown(core, files):
+    """Who shares, in its room, a file offered already in a room it is
+    not in is refused without being shown that offer (its room, sharer
+    and time are for that room's members only), and holds nothing."""
+    alice, a = login(core, "alice")
+    carol, c = login(core, "carol", "127.0.0.3:1")
+    core.receive(alice, wire.Join("secret", True))
+    settle(core)
+    m = files()
+    core.receive(alice, wire.Share(m.canonical().decode(), 7000, "s1", "secret"))
+    core.receive(carol, wire.Share(m.canonical().decode(), 7001, "s2"))
+    assert not c.of(wire.Offer)
+    error = last_error(c)
+    assert (error.code, error.cid) == ("offered_elsewhere", "s2")
+    assert "in a room you are not in" in error.text and "secret" not in error.text
+    assert listing(core, alice, a)[0][4] == 1  # carol is no holder of it
+    # A member of both rooms is told which.
+    core.receive(alice, wire.Share(m.canonical().decode(), 7000, "s3"))
+    assert "offered in #secret already" in last_error(a).text

@@ -123,10 +123,21 @@ class Sharing:
             self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
             self.directory.broadcast(room, shared.offer())
             return
+        if shared.room_key != room.key:
+            raise self._offered_in_another_room(session, shared)
         # Offered already (by this user before a reconnect, or by another):
         # one more source, and the offer again as this sharer's confirmation.
         self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
         self._send(session, shared.offer())
+
+    @staticmethod
+    def _offered_in_another_room(session: Session, shared: SharedFile) -> Refused:
+        """A file is offered in one room at a time.  Its offer (room,
+        sharer, time) is not for who is not in that room to see."""
+        where = (f"in #{shared.room}" if shared.room_key in session.rooms
+                 else "in a room you are not in")
+        return Refused("offered_elsewhere", f"this file is offered {where} already; a file "
+                       "is offered in one room at a time")
 
     @staticmethod
     def _manifest_refusal(data: bytes, error: ManifestError, limit: int) -> Refused:
