@@ -194,3 +194,23 @@ def test_notices_that_do_not_parse_are_dropped_and_counted(cluster, manifest):
         cluster["a"].cluster.send(kind, body)
     assert cluster["b"].cluster.ignored == before + 5
     assert len(listing(cluster["b"], bob_link, bob)) == 1  # what it knew stands
+
+
+def test_holders_of_a_file_offered_in_another_room_elsewhere_are_not_shown(cluster, manifest):
+    """alice offers the file in a private room on a, bob the same file in
+    the lobby on b: the lobby's downloaders are not introduced to alice
+    (nor told her name and address), only to bob."""
+    alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
+    bob_link, bob = cluster.login("b", "bob", "198.51.100.9:4001")
+    dave_link, dave = cluster.login("b", "dave", "198.51.100.11:4003")
+    cluster["a"].receive(alice_link, wire.Join("secret", True))
+    cluster.settle()
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s1",
+                                                "secret"))
+    cluster["b"].receive(bob_link, wire.Share(manifest.canonical().decode(), 7001, "s2"))
+    cluster.settle()
+    assert listing(cluster["b"], dave_link, dave)[0][3:] == ("bob", 1)
+    cluster["b"].receive(dave_link, wire.Fetch(manifest.file_id, "f1"))
+    cluster.clock.advance(INTRODUCE_SECONDS)
+    assert [p[0] for p in dave.of(wire.Swarm)[-1].peers] == ["bob"]
+    assert alice.of(wire.PeerRequest) == []

@@ -155,7 +155,9 @@ class ClusterShares:
 
     def files(self) -> dict[str, SharedFile]:
         """Every offer, here and elsewhere, oldest first, each with its
-        holders on every node (those of other nodes the roster lists)."""
+        holders on every node (those of other nodes the roster lists).  A
+        file offered in two rooms is the offer of one (here first): the
+        holders of the other are not its holders, nor shown to its room."""
         merged: dict[str, SharedFile] = {}
         for shared in self.tracker.files.values():
             merged[shared.file_id] = _copy(shared, shared.manifest)
@@ -168,6 +170,8 @@ class ClusterShares:
                 into = merged.get(file_id)
                 if into is None:
                     into = merged[file_id] = _copy(shared, self.manifests.get(file_id, ""), {})
+                elif into.room_key != shared.room_key:
+                    continue
                 into.holders.update(holders)
         return dict(sorted(merged.items(), key=lambda item: item[1].ts))
 
