@@ -203,3 +203,19 @@ def test_a_file_offered_in_a_room_is_offered_again_there_after_a_restart(tmp_pat
         yield sharer.stop()
         if second is not None:
             yield stop_services(second)
+
+
+@pytest.mark.parametrize("path, said", [
+    ("x" * 300, "File name too long"),
+    ("~nosuchuser-of-spchat/notes.txt", "home directory"),
+])
+@pytest_twisted.inlineCallbacks
+def test_a_path_that_cannot_be_looked_at_is_a_sharing_error(chat_server, pins, path, said):
+    alice = yield connect_client(chat_server, pins, "alice")
+    node = SharingNode(reactor, alice)
+    try:
+        with pytest.raises(SharingError, match=said):
+            yield node.share(path)
+        assert not node.seeds
+    finally:
+        yield node.stop()

@@ -276,8 +276,13 @@ class SharingNode:
                                                             tuple[str, Manifest]]:
         """Hash a file and offer it to ``room``'s members: fires with (file
         id, manifest)."""
-        path = Path(path).expanduser()
-        if not path.is_file():
+        try:
+            path = Path(path).expanduser()
+            is_file = path.is_file()
+        except (OSError, RuntimeError) as e:  # too long a name, a folder shut, ~nobody
+            raise SharingError(f"cannot open {path}: {getattr(e, 'strerror', None) or e}") \
+                from None
+        if not is_file:
             raise SharingError(f"{path} is not a file")
         try:
             manifest = yield hash_file(self.reactor, path)
