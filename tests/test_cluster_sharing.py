@@ -214,3 +214,17 @@ def test_holders_of_a_file_offered_in_another_room_elsewhere_are_not_shown(clust
     cluster.clock.advance(INTRODUCE_SECONDS)
     assert [p[0] for p in dave.of(wire.Swarm)[-1].peers] == ["bob"]
     assert alice.of(wire.PeerRequest) == []
+
+
+@pytest.mark.parametrize("pieces", [0, 99], ids=["none", "too_many"])
+def test_a_holding_not_taken_leaves_no_offer_of_another_node_here(cluster, manifest, pieces):
+    """A downloader on b that says it holds none (or more pieces than the
+    file has) of a's offer is not made a holder: no offer of it is left
+    on b, to outlive a's and stand in the way of the file's next offer."""
+    alice_link, _, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, pieces, 7001))
+    assert manifest.file_id not in cluster["b"].sharing.tracker.files
+    cluster["a"].receive(alice_link, wire.Unshare(manifest.file_id))
+    cluster.settle()
+    assert listing(cluster["b"], bob_link, bob) == ()

@@ -153,24 +153,30 @@ class Sharing:
         self.tracker.release(session.id, msg.file.lower())
 
     def holding(self, session: Session, msg: wire.Holding) -> None:
-        file_id = msg.file.lower()
-        shared = self.tracker.files.get(file_id)
-        if shared is None and self.elsewhere is not None:
-            shared = self._adopted(self._files().get(file_id), session)
-        shared = self._visible(session, shared, msg.file)
+        shared = self._visible(session, self._offer_to_hold(msg.file.lower()), msg.file)
         if msg.pieces == 0:
             self.tracker.release(session.id, shared.file_id)
             return
         if msg.pieces > shared.piece_count:
             raise Refused("bad_request", f"{shared.name} has only {shared.piece_count} pieces")
         self._may_hold(session, shared.file_id)
+        if shared.file_id not in self.tracker.files:
+            shared = self._adopted(shared)
         self.tracker.hold(shared, session.id, msg.port, msg.pieces)
 
-    def _adopted(self, offer: SharedFile | None, session: Session) -> SharedFile | None:
-        """An offer of another node, offered here too as a downloader here
-        comes to hold pieces of it."""
-        if offer is None or offer.room_key not in session.rooms or not offer.manifest:
-            return None
+    def _offer_to_hold(self, file_id: str) -> SharedFile | None:
+        """The offer here, or one of another node whose manifest this node
+        has (from an introduction): a downloader here may come to hold it."""
+        shared = self.tracker.files.get(file_id)
+        if shared is None and self.elsewhere is not None:
+            shared = self._files().get(file_id)
+            if shared is not None and not shared.manifest:
+                return None
+        return shared
+
+    def _adopted(self, offer: SharedFile) -> SharedFile:
+        """An offer of another node, offered here too now that a downloader
+        here holds pieces of it (only then: one nobody holds is none)."""
         return self.tracker.add(offer.file_id, offer.manifest, offer.name, offer.size,
                                 offer.piece_count, offer.sharer, offer.room, offer.ts,
                                 room_key=offer.room_key)
