@@ -198,3 +198,26 @@ def test_open_folder_runs_the_opener_on_the_downloads_folder_or_shows_the_path(
         screenshot(bob.top, display, "client-download-open-folder.png")
     finally:
         yield node.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_picker_shares_in_the_room_it_was_opened_for(tk_root, server, tmp_path):
+    """The chat goes on behind the picker: another room opened meanwhile
+    is not where the file goes (nor what the picker said)."""
+    alice = yield log_in(tk_root, server, tmp_path, "alice")
+    bob = yield log_in(tk_root, server, tmp_path, "bob")
+    alice.say("/join #dev")
+    yield wait_until(lambda: alice.controller.presenter.open_room() == "dev")
+    (tmp_path / "plans.txt").write_text("for #dev only\n")
+    alice.window._picker_folder = tmp_path
+    alice.window.share_button.invoke()
+    picker = alice.window.picker
+    assert picker.top.title() == "Share a file in #dev — spchat"
+    alice.controller.presenter.open("#lobby")  # a click on #lobby in the room list
+    picker.name.insert(0, "plans.txt")
+    picker.share_button.invoke()
+    yield wait_until(lambda: "sharing plans.txt" in alice.text())
+    (offer,) = [f for f in server.core.tracker.files.values() if f.name == "plans.txt"]
+    assert offer.room == "dev"
+    bob.say("/files")
+    yield wait_until(lambda: "no files are offered" in bob.text())

@@ -287,10 +287,11 @@ class DesktopController:
             self.presenter.download(file_id)
             self._changed()
 
-    def share(self, path: str) -> None:
-        """A file chosen in the window's picker: shared as /share PATH does."""
+    def share(self, path: str, room: str | None = None) -> None:
+        """A file chosen in the window's picker: shared as /share PATH does,
+        in ``room`` (the one open when the picker was; None: the open one)."""
         if self.client is not None and self.presenter is not None:
-            self.presenter.share(path)
+            self.presenter.share(path, room)
             self._changed()
 
     def unshare(self, file_id: str) -> None:

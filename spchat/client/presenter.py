@@ -777,11 +777,12 @@ class ChatPresenter:
             self._get(ref, directory.strip() or self.download_dir, ref)
 
     @defer.inlineCallbacks
-    def share(self, path: str):
-        """Offer a file in the open room (/share PATH, the window's picker)."""
+    def share(self, path: str, room: str | None = None):
+        """Offer a file in ``room``, or the open room (/share PATH, the
+        window's picker)."""
         from spchat.p2p.node import SharingError
 
-        room = self.open_room()
+        room = room or self.open_room()
         if self.sharing is None or room is None:
             self._say_error("file sharing is off in this window" if self.sharing is None else
                             "a file is offered to a room's members: open a room to share it")

@@ -708,15 +708,20 @@ class ChatWindow:
         self.join_private.set(False)
 
     def _share_clicked(self) -> None:
-        """Share file…: the picker (one at a time), not a modal dialog."""
+        """Share file…: the picker (one at a time), not a modal dialog, for
+        the room open now (the chat goes on behind it: another room may be
+        open by the time a file is chosen)."""
         if self.picker is not None and self.picker.is_open():
             self.picker.top.lift()
             return
-        self.picker = FilePicker(self.master, self._picker_folder, self._file_chosen)
+        room = self.presenter.open_room() if self.presenter is not None else None
+        self.picker = FilePicker(self.master, self._picker_folder,
+                                 partial(self._file_chosen, room),
+                                 "Share a file" if room is None else f"Share a file in #{room}")
 
-    def _file_chosen(self, path: Path) -> None:
+    def _file_chosen(self, room: str | None, path: Path) -> None:
         self._picker_folder = path.parent
-        self.controller.share(str(path))
+        self.controller.share(str(path), room)
 
     def _conversation_selected(self) -> None:
         """A click (or an arrow key) in the room list opens that conversation."""
