@@ -228,3 +228,33 @@ def test_a_holding_not_taken_leaves_no_offer_of_another_node_here(cluster, manif
     cluster["a"].receive(alice_link, wire.Unshare(manifest.file_id))
     cluster.settle()
     assert listing(cluster["b"], bob_link, bob) == ()
+
+
+def shares_said_by(cluster, node):
+    """How many ``shares`` notices ``node`` has put on the bus."""
+    import json
+
+    notices = [json.loads(data.split(b".", 2)[2]) for data in cluster.hub.kept]
+    return sum(1 for n in notices if n["k"] == share_notices.SHARES and n["n"] == node)
+
+
+def test_a_downloaders_progress_is_not_told_to_every_node_each_time(cluster, manifest):
+    """A downloader says how many pieces it holds every few seconds (and
+    a client may say it as often as it likes): the other nodes hear of a
+    holder that came, went or became complete at once, of the rest with
+    the next resend, not a notice of all the node's offers each time."""
+    _, _, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    before = shares_said_by(cluster, "b")
+    cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, 1, 7001))
+    cluster.settle()
+    assert shares_said_by(cluster, "b") == before + 1  # a new holder: told
+    for pieces in (2, 1, 2, 3, 2, 3):
+        cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, pieces, 7001))
+        cluster.settle()
+    assert shares_said_by(cluster, "b") == before + 1
+    cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, 4, 7001))  # all of it
+    cluster.settle()
+    assert shares_said_by(cluster, "b") == before + 2
+    holders = cluster["a"].shares.nodes["b"][1][manifest.file_id].holders
+    assert [h.pieces for h in holders.values()] == [4]

@@ -5,7 +5,8 @@ other nodes.  Sans-IO: a clock, the cluster node (``on``, ``send``,
 roster's ``remote_session(node, id)`` and ``on_offer(shared)`` (an offer
 new to this node, for its room's members here).
 
-- Each node says its offers and holders (``shares``) when they change,
+- Each node says its offers and holders (``shares``) when they change
+  (a holder's progress short of the whole file waits for the next notice),
   when it (re)joins the bus (asking the others for theirs) and every
   ``RESEND_SECONDS`` (for a notice the bus lost).  Whether a holder on
   another node is there is the roster's to say: one it does not list

@@ -109,11 +109,16 @@ class Tracker:
         return file_id in held or len(held) < MAX_FILES_PER_SESSION
 
     def hold(self, shared: SharedFile, session: str, port: int, pieces: int) -> None:
-        holder = Holder(port, pieces)
-        if shared.holders.get(session) != holder:
-            shared.holders[session] = holder
-            self.on_change()
+        before = shared.holders.get(session)
+        shared.holders[session] = Holder(port, pieces)
         self.held.setdefault(session, set()).add(shared.file_id)
+        # A downloader's progress (said every few seconds, or as often as a
+        # client likes) is no change worth telling at once: a holder that
+        # came, moved or became complete is (holders are picked by that).
+        complete = pieces >= shared.piece_count
+        if (before is None or before.port != port
+                or (before.pieces >= shared.piece_count) != complete):
+            self.on_change()
 
     def holds(self, session: str, file_id: str) -> bool:
         return file_id in self.held.get(session, ())
