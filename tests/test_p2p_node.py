@@ -219,3 +219,31 @@ def test_a_path_that_cannot_be_looked_at_is_a_sharing_error(chat_server, pins, p
         assert not node.seeds
     finally:
         yield node.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_file_shared_again_in_another_room_is_refused_and_still_served(
+        chat_server, pins, tmp_path):
+    alice = yield connect_client(chat_server, pins, "alice")
+    bob = yield connect_client(chat_server, pins, "bob")
+    sharer, downloader = SharingNode(reactor, alice), SharingNode(reactor, bob)
+    for node in (sharer, downloader):
+        node.start()
+    source = tmp_path / "plans.bin"
+    source.write_bytes(os.urandom(80_000))
+    try:
+        for client in (alice, bob):
+            client.join("dev")
+        yield wait_until(lambda: alice.room("dev") is not None and bob.room("dev") is not None)
+        file_id, _ = yield sharer.share(source, "dev")
+        swarm = sharer.seeds[file_id][0]
+        with pytest.raises(SharingError, match="offered in #dev already"):
+            yield sharer.share(source)  # in #lobby
+        assert sharer.seeds[file_id][0] is swarm and sharer.offered_in[file_id] == "dev"
+        (tmp_path / "got").mkdir()
+        fetch = yield downloader.fetch(file_id, tmp_path / "got")
+        yield fetch.result.addTimeout(30, reactor)
+        assert (tmp_path / "got" / "plans.bin").read_bytes() == source.read_bytes()
+    finally:
+        for node in (sharer, downloader):
+            yield node.stop()

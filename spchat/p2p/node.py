@@ -286,6 +286,12 @@ class SharingNode:
             raise SharingError(f"{path} is not a file")
         try:
             manifest = yield hash_file(self.reactor, path)
+        except OSError as e:
+            raise SharingError(f"cannot read {path}: {e.strerror or e}") from None
+        if manifest.file_id in self.seeds:
+            result = yield self._share_again(manifest, room)
+            return result
+        try:
             source = yield threads.deferToThreadPool(
                 self.reactor, self.reactor.getThreadPool(), SeedFile, path, manifest)
         except OSError as e:
@@ -301,6 +307,16 @@ class SharingNode:
             self.offered_in.pop(manifest.file_id, None)
             swarm.close()
             raise
+        return manifest.file_id, manifest
+
+    @defer.inlineCallbacks
+    def _share_again(self, manifest: Manifest, room: str):
+        """A file shared already, offered again (in another room, maybe):
+        the swarm serving it stays, whatever the server answers (it offers
+        a file in one room at a time)."""
+        yield self._ask("share", wire.Share(manifest.canonical().decode("utf-8"), self.port,
+                                            self._cid(), room), manifest.file_id)
+        self.offered_in[manifest.file_id] = room
         return manifest.file_id, manifest
 
     def unshare(self, ref: str) -> str | None:
