@@ -258,3 +258,18 @@ def test_a_downloaders_progress_is_not_told_to_every_node_each_time(cluster, man
     assert shares_said_by(cluster, "b") == before + 2
     holders = cluster["a"].shares.nodes["b"][1][manifest.file_id].holders
     assert [h.pieces for h in holders.values()] == [4]
+
+
+def test_a_holder_changing_as_fast_as_it_can_is_told_once_a_second(cluster, manifest):
+    """A client that says it holds all of a file and then not, again and
+    again, makes its node put its offers on the bus at most once a second."""
+    _, _, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    before = shares_said_by(cluster, "b")
+    for pieces in [4, 3] * 10:  # complete, not: each a change
+        cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, pieces, 7001))
+        cluster.clock.advance(0.1)
+    assert shares_said_by(cluster, "b") - before <= 3  # in 2 s
+    cluster.settle()  # the last change is told all the same
+    holders = cluster["a"].shares.nodes["b"][1][manifest.file_id].holders
+    assert [h.pieces for h in holders.values()] == [3]

@@ -6,7 +6,8 @@ roster's ``remote_session(node, id)`` and ``on_offer(shared)`` (an offer
 new to this node, for its room's members here).
 
 - Each node says its offers and holders (``shares``) when they change
-  (a holder's progress short of the whole file waits for the next notice),
+  (at most once a second; a holder's progress short of the whole file
+  waits for the next notice),
   when it (re)joins the bus (asking the others for theirs) and every
   ``RESEND_SECONDS`` (for a notice the bus lost).  Whether a holder on
   another node is there is the roster's to say: one it does not list
@@ -41,6 +42,9 @@ from spchat.server.tracker import Holder, SharedFile, Tracker, host_of
 RESEND_SECONDS = 30.0
 # Changes that come together go out in one notice.
 TELL_DELAY = 0.05
+# And at most one such notice a second: each carries all of the node's
+# offers, and a client may change what it holds as often as it likes.
+TELL_SPACING = 1.0
 # A holder's node that has not said it told its holder within this long
 # is left out of the answer to the fetch.
 INTRODUCE_SECONDS = 3.0
@@ -77,6 +81,7 @@ class ClusterShares:
         self.fetches: dict[str, _Fetch] = {}  # by transfer id
         self.ignored = 0
         self._tell_call = None
+        self._told_at = float("-inf")
         self._resend_call = clock.callLater(RESEND_SECONDS, self._resend)
         tracker.on_change = self.changed
         cluster.on(SHARES, self._parsed(read_shares, self._heard_shares))
@@ -102,12 +107,14 @@ class ClusterShares:
     def changed(self) -> None:
         """An offer or a holder here came or went."""
         if self._tell_call is None:
-            self._tell_call = self.clock.callLater(TELL_DELAY, self._tell)
+            wait = max(TELL_DELAY, self._told_at + TELL_SPACING - self.clock.seconds())
+            self._tell_call = self.clock.callLater(wait, self._tell)
 
     def _tell(self, ask: bool = False) -> None:
         if self._tell_call is not None and self._tell_call.active():
             self._tell_call.cancel()
         self._tell_call = None
+        self._told_at = self.clock.seconds()
         self.cluster.send(SHARES, shares(self.boot, ask, self.tracker.files.values()))
 
     def _resend(self) -> None:
