@@ -273,3 +273,19 @@ def test_a_holder_changing_as_fast_as_it_can_is_told_once_a_second(cluster, mani
     cluster.settle()  # the last change is told all the same
     holders = cluster["a"].shares.nodes["b"][1][manifest.file_id].holders
     assert [h.pieces for h in holders.values()] == [3]
+
+
+def test_a_relay_across_nodes_with_no_address_to_tell_is_refused_plainly(cluster, manifest):
+    """A downloader that reached its node on a Unix socket (behind a
+    proxy) gives no address of the node's relay to tell the holder: the
+    relay is refused in words, the holder never sent to its own node."""
+    alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
+    bob_link, bob = cluster.login("b", "bob", "198.51.100.9:4001", local=":0")
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s1"))
+    cluster.settle()
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    (_, _, _, transfer, _), = bob.of(wire.Swarm)[-1].peers
+    cluster["b"].receive(bob_link, wire.RelayRequest(transfer))
+    assert bob.of(wire.RelayOpen) == []
+    assert bob.of(wire.Error)[-1].code == "no_relay"
+    assert [r.relay_port for r in alice.of(wire.PeerRequest)] == [0]  # the fetch's only

@@ -254,6 +254,7 @@ class Sharing:
         if not (self._linked(transfer.holder) and offer is not None
                 and transfer.holder in offer.holders):
             raise Refused("no_peers", "the peer of this transfer is not online now")
+        relay_host = "" if holder is not None else self._relay_host(session)
         name = relay_name(transfer.id, bytes.fromhex(transfer.key))
         if not self.relay_allowed(name):
             # One call to the relay per live ticket: asking again must not
@@ -264,9 +265,20 @@ class Sharing:
                     transfer.id, transfer.key, transfer.file, session.name, self.ports.relay
                 ))
             elif self.elsewhere is not None:
-                # On another node: this node's relay carries it, at the
-                # address the downloader reached this node at.
-                assert session.link is not None, "it asked on it"
                 self.elsewhere.relay(session, transfer.holder, transfer.id, transfer.key,
-                                     transfer.file, self.ports.relay, host_of(session.link.local))
+                                     transfer.file, self.ports.relay, relay_host)
         self._send(session, wire.RelayOpen(transfer.id, self.ports.relay))
+
+    @staticmethod
+    def _relay_host(session: Session) -> str:
+        """Where a holder on another node dials this node's relay: the
+        address the downloader reached this node at.  None known (a Unix
+        socket behind a proxy): refused, or the holder would dial its own
+        node's address instead."""
+        assert session.link is not None, "it asked on it"
+        host = host_of(session.link.local)
+        if not host:
+            raise Refused("no_relay", "the peer is connected to another node, which cannot be "
+                          "told where this server's relay is (this connection does not come "
+                          "over TCP): only a direct connection can reach it")
+        return host
