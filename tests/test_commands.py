@@ -95,7 +95,7 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
     assert errors.returncode == 1
     assert errors.stderr == "spchat: 2 messages refused\n"
     assert "the limit is 8192 bytes" in errors.stdout
-    assert "nobody called 'nobody' is online, and direct messages are not kept" in errors.stdout
+    assert "nobody called 'nobody' is online, and direct messages are kept only for registered" in errors.stdout
     assert "unknown command /bogus" in errors.stdout
     bob.communicate(input="", timeout=60)
 

@@ -190,8 +190,8 @@ def test_direct_message_reaches_only_the_target(core):
     refused = a.of(wire.Error)[-1]
     assert (refused.code, refused.cid) == ("unknown_user", "d2")
     # Nobody is led to think it waits for them.
-    assert refused.text == ("nobody called 'nobody' is online, and direct messages are not "
-                            "kept for anyone away: send it again when they are back")
+    assert refused.text == ("nobody called 'nobody' is online, and direct messages are kept "
+                            "only for registered names: send it again when they are back")
     core.receive(alice, wire.Direct("alice", "note to self", "d3"))
     assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1", "d3"]
 

@@ -290,5 +290,26 @@ class Reader:
                 return
 
 
+    def waiting(self, key: str, since: int, hold: Hold, had: Callable[[list], object]) -> Job:
+        """The direct messages that waited for the account ``key`` to log
+        in (spchat.server.waiting), by conversation and number, each marked
+        ``had`` (a store write: fires, or fails) once sent; then the live
+        ones held back meanwhile, from ``since`` (ms) on."""
+        while True:
+            yield DRAIN
+            records = yield from self.read(partial(self.store.waiting_directs, key,
+                                                   PAGE_RECORDS))
+            yield from self.send_parts(records, history=False)
+            if records:
+                marked = yield had([(r.conversation, r.seq) for r in records])
+                if isinstance(marked, Failure):
+                    self.failed(marked)
+                    break  # not had: they wait for the next login
+            if len(records) < PAGE_RECORDS:
+                break
+        if hold.behind:
+            yield from self.directs(key, since, set(), hold)
+
+
 def _order(record: Record) -> tuple[int, str, int]:
     return record.ts, record.conversation, record.seq

@@ -28,6 +28,7 @@ from spchat.server.records import Record, direct_conversation
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import Limits, Refused, check_text, normalise_name, normalise_room, quoted
 from spchat.server.sessions import Session, SessionTable
+from spchat.server.waiting import WaitingDirects
 
 HISTORY_PAGE_MAX = 200
 # Most messages replayed per conversation after a reconnect; older ones are
@@ -66,6 +67,7 @@ class Messaging:
         # The session of a name on another node (``ClusterRoster.elsewhere``).
         self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
         self.counts = MessageCounts()
+        self.waiting = WaitingDirects(limits, self.now_ms, self._unsaved_waiting_for)
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
@@ -100,25 +102,45 @@ class Messaging:
         target = (self.sessions.by_key.get(key) or self.elsewhere(key)
                   if key is not None else None)
         if target is None:
-            # Sent before a drop, maybe, and the recipient left since.
-            since = self.now_ms() - RESEND_WINDOW_MS
-            reading = self.store.find_cid(session.lineage, msg.cid, since)
-            self._answering(session, reading.addCallback(
-                self._direct_to_nobody, session, msg).addErrback(self._read_failed, session))
+            if key is not None:
+                check_text(msg.text, self.limits.max_message_bytes)
+            # Kept for an account, if it is one (spchat.server.waiting).
+            looking = self.store.waiting_for(key) if key is not None else defer.succeed(None)
+            self._answering(session, looking.addCallback(
+                self._to_absent, session, msg, key).addErrback(self._read_failed, session))
             return
         check_text(msg.text, self.limits.max_message_bytes)
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
                             to=target.name, to_key=target.key, lineage=session.lineage,
                             to_lineage=target.lineage))
 
-    def _direct_to_nobody(self, record, session: Session, msg: wire.Direct) -> None:
+    def _to_absent(self, account, session: Session, msg: wire.Direct, key: str | None) -> None:
+        if (session.lineage, msg.cid) in self._unsaved:
+            return  # a copy, re-sent while the store looked
+        refusal = self.waiting.refusal(msg.to, key or "", account)
+        if refusal is not None:
+            # Sent before a drop, maybe, and saved then.
+            since = self.now_ms() - RESEND_WINDOW_MS
+            reading = self.store.find_cid(session.lineage, msg.cid, since)
+            self._answering(session, reading.addCallback(
+                self._direct_to_nobody, session, msg, refusal).addErrback(
+                    self._read_failed, session))
+            return
+        name = account[0]
+        self._accept(self.waiting.record(session, msg, key, name))
+        notice = self.waiting.notice(session, key, name)
+        if notice is not None:
+            self._tell(session, notice)
+
+    def _direct_to_nobody(self, record, session: Session, msg: wire.Direct,
+                          refusal: Refused) -> None:
         if record is not None:
             self._send_now(session, record)  # its acknowledgement, again
             return
-        # Said in full: the sender must not think it will wait for them.
-        self._tell(session, wire.Error(
-            "unknown_user", f"nobody called {quoted(msg.to)} is online, and direct messages "
-            "are not kept for anyone away: send it again when they are back", msg.cid))
+        self._tell(session, wire.Error(refusal.code, refusal.text, msg.cid))
+
+    def _unsaved_waiting_for(self, key: str) -> int:
+        return sum(1 for r in self._unsaved.values() if r.waiting and r.to_key == key)
 
     def _accept(self, record: Record) -> None:
         self._unsaved[record.sent_as] = record
@@ -408,6 +430,15 @@ class Messaging:
         self._queue(session, reader.directs(session.key, since, set(directs),
                                             self._held(session, ANY_DIRECT)),
                     holding=ANY_DIRECT)
+
+    def deliver_waiting(self, session: Session) -> None:
+        """An account logged in: what waited for it (spchat.server.waiting),
+        before any direct line that comes live meanwhile."""
+        if session.link is None or not session.registered:
+            return
+        self._queue(session, self._reader(session).waiting(
+            session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had),
+            holding=ANY_DIRECT)
 
     def _replay_room(self, session: Session, room: Room, seen: int) -> None:
         # A client gone for long gets at most the newest MAX_REPLAY (older
