@@ -239,6 +239,29 @@ def test_sasl_plain_logs_in_to_a_registered_account(service):
 
 
 @pytest_twisted.inlineCallbacks
+def test_what_waited_for_an_account_comes_as_privmsg_at_its_sasl_login(service):
+    yield registered(service, "carol", "correct horse battery")
+    alice, a = spchat_user(service, "alice")
+    yield wait_until(lambda: a.of(wire.Welcome))
+    for i in range(2):
+        service.core.receive(alice, wire.Direct("carol", f"while you were out {i}", f"d{i}"))
+    yield wait_until(lambda: len(a.of(wire.DirectMessage)) == 2)
+    client = yield irc_client(service)
+    client.send("CAP LS 302", "CAP REQ :sasl server-time", "NICK someone", "USER c 0 * :C",
+                "AUTHENTICATE PLAIN")
+    yield client.wait_for("AUTHENTICATE")
+    client.send("AUTHENTICATE " + base64.b64encode(b"\0carol\0correct horse battery").decode())
+    yield client.wait_for("903")
+    client.send("CAP END")
+    yield client.wait_for("PRIVMSG", 2)
+    got = client.of("PRIVMSG")
+    assert [(m.source.split("!")[0], m.params) for m in got] == [
+        ("alice", ["carol", f"while you were out {i}"]) for i in range(2)]
+    # At the times they were sent.
+    assert [m.tags["time"] for m in got] == [irc_time(m.ts) for m in a.of(wire.DirectMessage)]
+
+
+@pytest_twisted.inlineCallbacks
 def test_account_tag_marks_lines_of_registered_senders_only(service):
     yield registered(service, "erin", "correct horse battery")
     tagged = yield irc_client(service, "tagged", caps=("account-tag", "message-tags"))
