@@ -2,6 +2,7 @@
 at their next login, in order, once (the core on the memory store)."""
 
 import pytest
+from twisted.internet import defer
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
@@ -51,9 +52,17 @@ def test_a_line_sent_while_the_waiting_ones_are_read_comes_after_them(core, cloc
     register(core, "bob")
     alice, a = login(core, "alice")
     core.receive(alice, wire.Direct("bob", "first", "d1"))
+    # The store's answer held back, as a busy disk would.
+    store, reading = core.store, defer.Deferred()
+    waiting_directs, store.waiting_directs = store.waiting_directs, lambda *args: reading
     bob, b = login(core, "bob", password="secret-words")
+    clock.advance(1)
     core.receive(alice, wire.Direct("bob", "second", "d2"))
+    assert b.of(wire.DirectMessage) == []  # not before what waited for him
+    store.waiting_directs = waiting_directs
+    waiting_directs("bob", 50).chainDeferred(reading)
     assert [m.text for m in b.of(wire.DirectMessage)] == ["first", "second"]
+    assert [m.text for m in a.of(wire.DirectMessage)] == ["first", "second"]
 
 
 def test_a_guest_name_offline_is_refused_plainly(core):
