@@ -7,7 +7,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
 
-from helpers import InstantPasswords, login, settle
+from helpers import Batching, InstantPasswords, login, settle
 
 
 @pytest.fixture
@@ -110,3 +110,16 @@ def test_none_wait_when_the_limit_is_zero(clock):
     (refused,) = a.of(wire.Error)
     assert refused.text == ("nobody called 'bob' is online, and direct messages are kept "
                             "for nobody away: send it again when they are back")
+
+
+def test_a_line_kept_while_its_account_logged_in_is_had_when_it_reaches_it_live(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    committer = Batching(core)
+    core.receive(alice, wire.Direct("bob", "just now", "d1"))  # kept: bob is not on
+    bob, b = login(core, "bob", password="secret-words")  # nothing saved to read yet
+    committer.commit()
+    assert directs(b) == [("alice", "bob", "just now")]  # live, as saved
+    core.receive(bob, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []

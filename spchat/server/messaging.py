@@ -63,7 +63,7 @@ class Messaging:
             clock, self.cluster, sessions, store.after, store.last_before_time,
             lambda session, since: store.direct_since(session.key, since, HISTORY_PAGE_MAX,
                                                       session.lineage),
-            self._send_now)
+            self._send_direct)
         # The session of a name on another node (``ClusterRoster.elsewhere``).
         self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
         self.counts = MessageCounts()
@@ -205,6 +205,7 @@ class Messaging:
                 # Its two's, not their names': the name may be someone
                 # else's since the line was sent (Record.readable_by).
                 if session is not None and record.readable_by(session.lineage):
+                    self._had_live(session, record)
                     self._send_line(session, record)
                 elif key == record.to_key and self.directs is not None:
                     self.directs.saved(record)  # to the node that has the recipient
@@ -264,6 +265,19 @@ class Messaging:
             self.directs.send(session, record)  # in order with those from other nodes
         else:
             self._send_now(session, record)
+
+    def _send_direct(self, session: Session, record: Record) -> None:
+        """A direct line from another node's bus (or read back after it)."""
+        self._had_live(session, record)
+        self._send_now(session, record)
+
+    def _had_live(self, session: Session, record: Record) -> None:
+        """A line kept for an account that has logged in meanwhile (on a node
+        that had not heard of it yet) reaches it live: it waits no more."""
+        if record.waiting and session.key == record.to_key:
+            self.store.directs_had([(record.conversation, record.seq)]).addErrback(
+                lambda f: self.log.error("cannot mark a direct message had: {error}",
+                                         error=f.getErrorMessage()))
 
     def _send_now(self, session: Session, record: Record) -> None:
         if session.catching_up:
