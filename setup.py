@@ -21,8 +21,10 @@ setup(
     packages=["spchat", "spchat.server", "spchat.cluster", "spchat.client", "spchat.monitor",
               "spchat.bench", "spchat.irc", "spchat.p2p", "twisted.plugins"],
     # confusable-homoglyphs: Unicode's confusables (TR39) and scripts, for look-alike names.
+    # python-bidi, arabic-reshaper: the window draws right-to-left text in
+    # reading order (Tk 8.6 does not).
     install_requires=["Twisted[tls]>=23.10", "cryptography>=42", "python-dotenv>=1.0",
-                      "confusable-homoglyphs>=3.3"],
+                      "confusable-homoglyphs>=3.3", "python-bidi>=0.6", "arabic-reshaper>=3.0"],
     # pillow: the window tests save screenshots of the real Tk windows.
     # bench: python -m spchat.bench draws its plot with matplotlib.
     # postgresql: the driver of --database (imported only when one is given);

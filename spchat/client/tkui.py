@@ -20,6 +20,7 @@ from functools import partial
 from tkinter import font as tkfont
 from tkinter import ttk
 
+from spchat.client.bidi import display_order
 from spchat.client.presenter import mention_spans
 from spchat.client.tkentry import MessageEntry
 
@@ -440,7 +441,7 @@ class ChatWindow:
         self._draw_downloads(p.download_rows())
         self._draw_key_change(p.key_change())
         self._draw_conversations(p.conversations(), p.active)
-        self.header.configure(text=p.header())
+        self.header.configure(text=display_order(p.header()))
         room = p.member_room()
         title = f"Members of #{room}" if room else "Members"
         if room and p.members_stale:
@@ -543,22 +544,23 @@ class ChatWindow:
             colour_tag = "colour" + line.colour
             t.tag_configure(colour_tag, foreground=line.colour)
             extra = ("own",) if line.own else ()
-            name = f"{line.sender} (you)" if line.own else line.sender
+            name = display_order(line.sender) + (" (you)" if line.own else "")
             t.insert("end", name, ("sender", colour_tag, *extra, *base))
             body = ("pending",) if line.pending else ("mention",) if line.mention else ()
             start = t.index("end-1c")
-            self._insert_text(f": {line.text}", (*body, *extra, *base))
+            said = f": {display_order(line.text)}"
+            self._insert_text(said, (*body, *extra, *base))
             if line.mention:
-                self._mark_mentions(start, f": {line.text}")
+                self._mark_mentions(start, said)
             if line.pending:
                 t.insert("end", f"  ({self.presenter.pending_note()})",
                          ("pending", "notice", "line", *extra))
         elif line.kind == "offer":
             self._insert_offer(line, base)
         elif line.kind == "notice":
-            self._insert_text(f"* {line.text}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
+            self._insert_text(f"* {display_order(line.text)}", (NOTICE_STYLES.get(line.notice, "notice"), *base))
         else:
-            self._insert_text(f"! {line.text}", ("error", "line"))
+            self._insert_text(f"! {display_order(line.text)}", ("error", "line"))
         t.insert("end", "\n")
 
     def _insert_text(self, text: str, tags: tuple) -> None:
@@ -587,9 +589,9 @@ class ChatWindow:
         colour_tag = "colour" + line.colour
         t.tag_configure(colour_tag, foreground=line.colour)
         t.insert("end", "⇩ ", ("offer", *base))
-        name = f"{line.sender} (you)" if line.own else line.sender
+        name = display_order(line.sender) + (" (you)" if line.own else "")
         t.insert("end", name, ("offer", "sender", colour_tag, *base))
-        self._insert_text(f" {line.text}  ", ("offer", *base))
+        self._insert_text(f" {display_order(line.text)}  ", ("offer", *base))
         if line.own:
             return  # one's own offer: nothing to download
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
@@ -634,7 +636,7 @@ class ChatWindow:
         self._conversation_views = [c.view for c in conversations]
         for i, c in enumerate(conversations):
             name, badge = conversation_label(c)
-            tree.insert("", "end", iid=str(i), text=name, values=(badge,),
+            tree.insert("", "end", iid=str(i), text=display_order(name), values=(badge,),
                         tags=conversation_tags(c))
         if active in self._conversation_views:
             row = str(self._conversation_views.index(active))
@@ -674,7 +676,7 @@ class ChatWindow:
     def _insert_member(self, index: int, row) -> None:
         notes = [note for note in (row.role if row.role != "member" else "",
                                    row.state if row.state != "online" else "") if note]
-        label = (f"● {row.name}" + (" (you)" if row.me else "")
+        label = (f"● {display_order(row.name)}" + (" (you)" if row.me else "")
                  + (f" — {', '.join(notes)}" if notes else ""))
         self.members.insert(index, label)
         # While reconnecting nobody's state is known: none shows as online.
