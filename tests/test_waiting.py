@@ -7,7 +7,7 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
 
-from helpers import Batching, InstantPasswords, login, settle
+from helpers import Batching, InstantPasswords, MemoryClient, login, settle
 
 
 @pytest.fixture
@@ -121,5 +121,34 @@ def test_a_line_kept_while_its_account_logged_in_is_had_when_it_reaches_it_live(
     committer.commit()
     assert directs(b) == [("alice", "bob", "just now")]  # live, as saved
     core.receive(bob, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []
+
+
+def test_a_line_to_an_account_whose_connection_dropped_waits_if_it_does_not_resume(core,
+                                                                                    clock):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, _ = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    assert not [n for n in a.of(wire.Notice) if n.kind == "waiting"]  # he may be back soon
+    clock.advance(core.limits.resume_grace)  # he was not: a new client logs in later
+    _, b = login(core, "bob", password="secret-words")
+    assert directs(b) == [("alice", "bob", "call me")]
+
+
+def test_a_line_replayed_at_a_resume_does_not_wait_for_the_next_login(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, first = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    welcome = first.of(wire.Welcome)[0]
+    back = MemoryClient()
+    link = core.open_link(back, "127.0.0.1:2")
+    core.receive(link, wire.Resume(welcome.session, welcome.token, (), welcome.server_time))
+    assert directs(back) == [("alice", "bob", "call me")]
+    core.receive(link, wire.Logout())
     _, again = login(core, "bob", password="secret-words")
     assert directs(again) == []

@@ -110,9 +110,12 @@ class Messaging:
                 self._to_absent, session, msg, key).addErrback(self._read_failed, session))
             return
         check_text(msg.text, self.limits.max_message_bytes)
+        # An account whose connection dropped may not resume but log in
+        # afresh: then the line waits for it, as for one away.
+        dropped = isinstance(target, Session) and target.link is None and target.registered
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
                             to=target.name, to_key=target.key, lineage=session.lineage,
-                            to_lineage=target.lineage))
+                            to_lineage=target.lineage, waiting=dropped))
 
     def _to_absent(self, account, session: Session, msg: wire.Direct, key: str | None) -> None:
         if (session.lineage, msg.cid) in self._unsaved:
@@ -272,9 +275,10 @@ class Messaging:
         self._send_now(session, record)
 
     def _had_live(self, session: Session, record: Record) -> None:
-        """A line kept for an account that has logged in meanwhile (on a node
-        that had not heard of it yet) reaches it live: it waits no more."""
-        if record.waiting and session.key == record.to_key:
+        """A line kept for an account reaches it otherwise than by what waited
+        for its login (live: it logged in meanwhile on a node that had not
+        heard of it yet; or in a resume's replay): it waits no more."""
+        if record.waiting and session.key == record.to_key and session.link is not None:
             self.store.directs_had([(record.conversation, record.seq)]).addErrback(
                 lambda f: self.log.error("cannot mark a direct message had: {error}",
                                          error=f.getErrorMessage()))
@@ -324,10 +328,14 @@ class Messaging:
         session.reads += 1
         pager.add(job, holding)
 
-    def _reader(self, session: Session) -> Reader:
+    def _reader(self, session: Session, replay: bool = True) -> Reader:
+        """``replay`` False: for what waited for a login, marked had by its job."""
         def shown(record: Record, history: bool) -> wire.Message:
-            if record.room is None and not history and self.directs is not None:
-                self.directs.reached(session, record)  # a replay: not again from the bus
+            if record.room is None and not history:
+                if self.directs is not None:
+                    self.directs.reached(session, record)  # a replay: not again from the bus
+                if replay:
+                    self._had_live(session, record)
             return record.for_recipient(session.key, self._room_name(record), history)
 
         return Reader(
@@ -450,7 +458,7 @@ class Messaging:
         before any direct line that comes live meanwhile."""
         if session.link is None or not session.registered:
             return
-        self._queue(session, self._reader(session).waiting(
+        self._queue(session, self._reader(session, replay=False).waiting(
             session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had),
             holding=ANY_DIRECT)
 
