@@ -342,11 +342,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds a new connection has to finish the encrypted handshake and log in."),
     Setting("max_connections_per_ip", "CHAT_MAX_CONNECTIONS_PER_IP", "max-connections-per-ip",
             "20", _int_range(1),
-            "Concurrent TCP connections allowed from one IP address (1 or more)."),
+            "Concurrent TCP connections allowed from one IP address (1 or more), on each node."),
     Setting("max_connections", "CHAT_MAX_CONNECTIONS", "max-connections", "0", _int_range(0),
-            "Chat and IRC connections the server holds at once (0: its file-descriptor limit, "
-            "raised to the hard limit at start, less 64); when full, the oldest not logged in "
-            "goes."),
+            "Chat and IRC connections the server (each node) holds at once (0: its "
+            "file-descriptor limit, raised to the hard limit at start, less 64); when full, the "
+            "oldest not logged in goes."),
     Setting("login_reserve", "CHAT_LOGIN_RESERVE", "login-reserve", "32", _int_range(0),
             "Of those, the last ones only for addresses with a session on the server "
             "(a client coming back), so guests cannot take every place."),
@@ -411,13 +411,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Under load, messages are saved at most once per this many seconds, so more of "
             "them share one disk sync and one write to each member (0: at once)."),
     Setting("login_failures", "CHAT_LOGIN_FAILURES", "login-failures", "5", _int_range(1),
-            "Failed logins per minute, per name and per address, before a wait is imposed."),
+            "Failed logins per minute, per name and per address (all nodes together), before a "
+            "wait is imposed."),
     Setting("registrations_per_hour", "CHAT_REGISTRATIONS_PER_HOUR", "registrations-per-hour",
             "5", _int_range(0),
-            "New accounts one IP address may register per hour (0 = no limit)."),
+            "New accounts one IP address may register per hour, all nodes together (0 = no limit)."),
     Setting("registrations_per_hour_total", "CHAT_REGISTRATIONS_PER_HOUR_TOTAL",
             "registrations-per-hour-total", "100", _int_range(0),
-            "New accounts the whole server takes per hour, from all addresses (0 = no limit)."),
+            "New accounts the whole server (all nodes) takes per hour, from all addresses "
+            "(0 = no limit)."),
     Setting("offline_retention", "CHAT_OFFLINE_RETENTION", "offline-retention", "600",
             _seconds(allow_zero=True),
             "Seconds an offline session stays in the admin tools' list."),

@@ -39,10 +39,12 @@ class WireError(ValueError):
     acknowledgement.
     """
 
-    def __init__(self, text: str, kind: str | None = None, cid: str | None = None):
+    def __init__(self, text: str, kind: str | None = None, cid: str | None = None,
+                 field: str | None = None):
         super().__init__(text)
         self.kind = kind
         self.cid = cid
+        self.field = field  # the field at fault, when check() found it
 
 
 def clip(text: str, limit: int = 500) -> str:
@@ -714,6 +716,7 @@ class RowCollector:
     max_in_flight=_integer,
     resumed=_boolean,
     keepalive_ms=_integer,
+    shares_kept=_boolean,
 )
 class Welcome(Message):
     """Login (or resume) accepted.
@@ -726,6 +729,8 @@ class Welcome(Message):
     most ``max_in_flight`` messages unacknowledged, so flood control delays
     it instead of cutting it off; a client that has sent nothing for
     ``keepalive_ms`` milliseconds sends a ``keepalive`` (0: it need not).
+    ``shares_kept`` False: a session resumed where its file offers are not
+    known (its node died, or restarted): the client offers them again.
     """
 
     name: str
@@ -738,6 +743,7 @@ class Welcome(Message):
     max_in_flight: int
     resumed: bool = False
     keepalive_ms: int = 0
+    shares_kept: bool = True
 
 
 @message("room", room=_NAME, topic=_REASON, private=_boolean, topic_locked=_boolean,
@@ -1022,17 +1028,19 @@ class Swarm(Message):
 
 
 @message("peer_request", transfer=_ID, key=_ID, file=_FILE_ID, name=_NAME,
-         relay_port=_port)
+         relay_port=_port, relay_host=_string(255))
 class PeerRequest(Message):
     """To a peer that holds ``file``: ``name`` will connect for it with this
     transfer id and key, directly, or through the relay at ``relay_port``
-    (not 0) where this peer connects too."""
+    (not 0) where this peer connects too: at ``relay_host`` (the relay of
+    the downloader's node), or, if empty, at this server's address."""
 
     transfer: str
     key: str
     file: str
     name: str
     relay_port: int
+    relay_host: str = ""
 
 
 @message("relay_open", transfer=_ID, port=_port)
@@ -1065,11 +1073,27 @@ def encode(msg: Message) -> bytes:
     """Serialise a message; the output always decodes back to an equal one."""
     body = {"t": msg.TYPE}
     for name in msg.SCHEMA:
-        value = getattr(msg, name)
-        if isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
-        body[name] = value
+        body[name] = _json_value(getattr(msg, name))
     return _ENCODER.encode(body).encode("utf-8")
+
+
+def check(msg: Message) -> None:
+    """Raise WireError (its ``field`` named) if the other side would refuse
+    ``msg`` as malformed: a sender finds out before sending, not from the
+    answer."""
+    for name, rule in msg.SCHEMA.items():
+        try:
+            rule(_json_value(getattr(msg, name)))
+        except WireError as e:
+            raise WireError(f"{msg.TYPE}.{name} {e}", msg.TYPE, getattr(msg, "cid", None),
+                            field=name) from None
+
+
+def _json_value(value):
+    """A field's value as JSON has it (a tuple of tuples is a list of lists)."""
+    if isinstance(value, tuple):
+        return [list(v) if isinstance(v, tuple) else v for v in value]
+    return value
 
 
 def encode_room_line(seq: int, ts: int, room: str, sender: str, text: str,

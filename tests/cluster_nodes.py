@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import server_config, start_service, stop_services
-from helpers import node_dirs
+from conftest import ServerProcess, server_config, start_service, stop_services
+from helpers import node_dirs, share_key
 
 
 def start_nodes(tmp_path, count, **options):
@@ -23,6 +23,16 @@ def start_nodes(tmp_path, count, **options):
 def addresses(nodes) -> str:
     """The nodes as a client is given them: ``127.0.0.1:P1,127.0.0.1:P2,…``."""
     return ",".join(f"127.0.0.1:{node.address.port}" for node in nodes)
+
+
+def twistd_nodes(tmp_path, count, pg_url, redis_server):
+    """``count`` ``twistd -n spchat`` nodes of one server (one copied key)."""
+    dirs = share_key([tmp_path / f"node{i}" / "data" for i in range(count)])
+    # Flood control off the table: the test is about the nodes.
+    return [ServerProcess(data_dir.parent, "--relay-port", "0", "--database", pg_url,
+                          "--bus", redis_server.url, "--flood-burst", "10000",
+                          "--flood-rate", "100000", "--flood-queue", "10000")
+            for data_dir in dirs]
 
 
 @pytest.fixture

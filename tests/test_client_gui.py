@@ -451,23 +451,28 @@ def test_an_offer_has_a_download_button_that_saves_the_file_with_a_progress_bar(
         assert button.cget("text") == "Download" and not button.instate(["disabled"])
         button.invoke()
         # A row with a bar and its line; the offer's button is disabled meanwhile.
-        yield wait_until(lambda: bob.window._download_rows)
+        rows = bob.window.download_bar.rows
+        yield wait_until(lambda: rows)
         yield wait_until(lambda: any(
-            "talk.bin: " in row[2].cget("text") and "%" in row[2].cget("text")
-            for row in bob.window._download_rows.values()))
+            "talk.bin: " in row.label.cget("text") and "%" in row.label.cget("text")
+            for row in rows.values()))
         (button,) = bob.window.offer_buttons(file_id)
         assert button.instate(["disabled"]) and button.cget("text") == "Downloading…"
-        (frame, bar, label), = bob.window._download_rows.values()
+        (row,) = rows.values()
         assert bob.window.downloads.winfo_manager() == "pack"
-        yield wait_until(lambda: 0 < bar.cget("value") < 1000, timeout=10)
+        assert row.visible_buttons() == ["Cancel"]
+        yield wait_until(lambda: 0 < row.bar.cget("value") < 1000, timeout=10)
         screenshot(bob.top, display, "client-download-progress.png")
-        # Done: the file as shared, a "saved" line, and no row left.
+        # Done: the file as shared, a "saved" line, and the row saved till closed.
         yield wait_until(lambda: "saved " in bob.text(), timeout=30)
         saved = downloads / "talk.bin"
         assert saved.read_bytes() == source.read_bytes()
         assert re.search(rf"^{STAMP}  \* saved {re.escape(str(saved))} \(1.5 MiB in ", bob.text(),
                          re.M)
-        yield wait_until(lambda: not bob.window._download_rows)
+        yield wait_until(lambda: row.visible_buttons() == ["Close", "Open folder"])
+        assert row.label.cget("text") == f"talk.bin: saved in {downloads}"
+        row.buttons["Close"].invoke()
+        yield wait_until(lambda: not rows)
         assert not bob.window.downloads.winfo_manager()
         (button,) = bob.window.offer_buttons(file_id)
         assert button.instate(["disabled"]) and button.cget("text") == "Saved"
@@ -487,10 +492,11 @@ def test_share_files_and_get_typed_in_two_windows(tk_root, server, tmp_path, dis
     alice.say(f"/share {source}")
     yield wait_until(lambda: "sharing notes one.txt (68.4 KiB) as " in alice.text())
     file_id = re.search(r"sharing notes one.txt \(68.4 KiB\) as (\w+)", alice.text()).group(1)
-    # Her own offer, marked as hers, has no button; bob's has one.
+    # Her own offer, marked as hers, has Stop sharing; bob's has Download.
     yield wait_until(lambda: "alice shares notes one.txt" in bob.text())
     assert "⇩ alice (you) shares notes one.txt (68.4 KiB)" in alice.text()
-    assert alice.window._offer_buttons == [] and len(bob.window._offer_buttons) == 1
+    assert [b.cget("text") for _, b in alice.window._offer_buttons] == ["Stop sharing"]
+    assert [b.cget("text") for _, b in bob.window._offer_buttons] == ["Download"]
     bob.say("/files")
     yield wait_until(lambda: "offered files:" in bob.text())
     assert f"{file_id}  notes one.txt (68.4 KiB) from alice, 1 peer online" in bob.text()
@@ -500,7 +506,8 @@ def test_share_files_and_get_typed_in_two_windows(tk_root, server, tmp_path, dis
     assert (downloads / "notes one.txt").read_bytes() == source.read_bytes()
     # The offer's button follows a download started by /get too.
     yield wait_until(lambda: bob.window._offer_buttons[0][1].cget("text") == "Saved")
-    yield wait_until(lambda: not bob.window._download_rows)
+    yield wait_until(lambda: [row.visible_buttons() for row in bob.window.download_bar.rows.values()]
+                     == [["Close", "Open folder"]])
     bob.say("/get 0123456789ab")
     yield wait_until(lambda: re.search(rf"^{STAMP}  ! cannot get 0123456789ab: ", bob.text(),
                                        re.M))

@@ -649,6 +649,11 @@ class FakeSharing:
 
     def __init__(self):
         self.fetches, self.seeds, self.asked, self.listed = {}, {}, [], 0
+        self.cancelled = []
+
+    def cancel(self, file_id):
+        self.cancelled.append(file_id)
+        self.fetches.pop(file_id, None)  # as the node's: no longer its download
 
     def fetch(self, ref, directory):
         from twisted.internet import defer
@@ -657,11 +662,11 @@ class FakeSharing:
         self.asked.append(("fetch", ref, str(directory), d))
         return d
 
-    def share(self, path):
+    def share(self, path, room):
         from twisted.internet import defer
 
         d = defer.Deferred()
-        self.asked.append(("share", path, None, d))
+        self.asked.append(("share", path, room, d))
         return d
 
     def list_files(self):
@@ -692,6 +697,12 @@ def test_an_offer_is_a_line_of_its_own_with_the_file_id(sharing_chat):
     # A name that could fake a line is shown harmless.
     chat.event(wire.Offer("lobby", T, "ef" * 32, "evil\nbob: hi", 1, "alice"))
     assert "\n" not in chat.lines()[-1].text
+    # The same offer again (the room joined again, a sharer confirmed): not twice;
+    # the file offered anew later: a line of its own.
+    chat.event(wire.Offer("lobby", T, FILE, "talk.mp4", 12 * 1048576, "alice"))
+    assert [line.file for line in chat.lines(ROOM)].count(FILE) == 1
+    chat.event(wire.Offer("lobby", T + 60_000, FILE, "talk.mp4", 12 * 1048576, "alice"))
+    assert [line.file for line in chat.lines(ROOM)].count(FILE) == 2
 
 
 def test_download_runs_with_a_progress_row_and_ends_saved(sharing_chat):
@@ -715,6 +726,14 @@ def test_download_runs_with_a_progress_row_and_ends_saved(sharing_chat):
     fetch.path = "/tmp/dl/talk.mp4"
     fetch.done = 2048
     fetch.result.callback(fetch.path)
+    # The row stays, saved (Open folder), until it is closed.
+    (row,) = chat.download_rows()
+    assert (row.state, row.fraction, row.text, row.folder) == (
+        "saved", 1.0, "talk.mp4: saved in /tmp/dl", "/tmp/dl")
+    assert not chat.downloads_running() and chat.download_folder(row.key) == "/tmp/dl"
+    chat.show_folder(row.key)  # nothing opened it: the path is shown
+    assert chat.download_rows()[0].folder_shown
+    chat.close_download(row.key)
     assert chat.download_rows() == []
     offer, saved = chat.lines()
     assert offer.download == "saved"
@@ -747,13 +766,79 @@ def test_a_failed_download_says_why_in_red_and_can_be_tried_again(sharing_chat):
     assert chat.lines()[0].download == "failed" and chat.download_rows() == []
 
 
+def test_a_file_is_shared_in_the_open_room_and_not_from_a_direct_conversation(sharing_chat):
+    chat = sharing_chat
+    chat.event(room("dev"))
+    chat.open("#dev")
+    chat.share("/tmp/notes.txt")  # as the window's picker does
+    assert chat.sharing.asked[-1][:3] == ("share", "/tmp/notes.txt", "dev")
+    chat.open("bob")
+    chat.send("/share /tmp/notes.txt")
+    assert len(chat.sharing.asked) == 1
+    assert (chat.lines()[-1].kind, chat.lines()[-1].text) == (
+        "error", "a file is offered to a room's members: open a room to share it")
+
+
+def test_my_own_offer_can_be_stopped_while_i_share_the_file(sharing_chat):
+    chat = sharing_chat
+    chat.sharing.seeds[FILE] = object()
+    chat.sharing.unshare = lambda ref: chat.sharing.seeds.pop(FILE) and FILE
+    chat.event(wire.Offer("lobby", T, FILE, "mine.txt", 10, "Me"))
+    assert chat.lines()[-1].download == "sharing"  # Stop sharing on it
+    chat.unshare(FILE)
+    offer, notice = chat.lines()
+    assert offer.download == "" and notice.text == f"no longer sharing {FILE[:12]}"
+    chat.sharing.unshare = lambda ref: None
+    chat.send(f"/unshare {FILE[:8]}")
+    assert chat.lines()[-1].text == f"you are not sharing a file {FILE[:8]}"
+
+
+def test_cancel_stops_the_fetch_keeps_what_it_has_and_says_cancelled(sharing_chat):
+    from spchat.p2p.node import SharingError
+
+    chat = sharing_chat
+    chat.event(wire.Offer("lobby", T, FILE, "talk.mp4", 2048, "alice"))
+    chat.download(FILE)
+    fetch = FakeFetch(FILE, "talk.mp4", 2048)
+    chat.sharing.fetches[FILE] = fetch
+    chat.sharing.asked[0][3].callback(fetch)
+    fetch.done = 1024
+    (row,) = chat.download_rows()
+    assert chat.downloads_running() and row.state == "running"
+    chat.cancel_download(row.key)
+    assert chat.sharing.cancelled == [FILE]
+    fetch.result.errback(SharingError("interrupted; run it again to resume"))  # as node's
+    (row,) = chat.download_rows()
+    assert (row.state, row.text) == (
+        "cancelled", "talk.mp4: cancelled at 50%; what was fetched is kept, Download resumes it")
+    assert not chat.downloads_running() and chat.download_folder(row.key) is None
+    offer = chat.lines()[0]
+    assert offer.download == "failed"  # its button says Download again
+    assert not [line for line in chat.lines() if line.kind == "error"]  # not an error
+    chat.close_download(row.key)
+    assert chat.download_rows() == []
+
+
+def test_cancel_pressed_before_the_server_answered_stops_it_once_it_does(sharing_chat):
+    chat = sharing_chat
+    chat.download(FILE)
+    (row,) = chat.download_rows()
+    chat.cancel_download(row.key)
+    chat.close_download(row.key)  # still running: a row is closed only once it is over
+    assert len(chat.download_rows()) == 1
+    fetch = FakeFetch(FILE, "talk.mp4", 2048)
+    chat.sharing.fetches[FILE] = fetch
+    chat.sharing.asked[0][3].callback(fetch)
+    assert chat.sharing.cancelled == [FILE]
+
+
 def test_share_files_and_get_typed_in_the_entry(sharing_chat):
     from spchat.p2p.node import SharingError
 
     chat = sharing_chat
     chat.send("/share /tmp/my talk.mp4")  # a path with a space
-    kind, path, _, d = chat.sharing.asked[-1]
-    assert (kind, path) == ("share", "/tmp/my talk.mp4")
+    kind, path, room, d = chat.sharing.asked[-1]
+    assert (kind, path, room) == ("share", "/tmp/my talk.mp4", chat.open_room())
     d.callback((FILE, type("M", (), {"name": "my talk.mp4", "size": 5 * 1024})()))
     assert chat.lines()[-1].text == f"sharing my talk.mp4 (5.0 KiB) as {FILE[:12]}"
     chat.send("/share /nope")

@@ -12,10 +12,10 @@ from twisted.internet import reactor, task
 from spchat import wire
 
 import cluster_nodes
-from cluster_nodes import addresses, start_nodes
-from conftest import ServerProcess, connect_client, stop_servers, stop_services, wait_until
+from cluster_nodes import addresses, start_nodes, twistd_nodes
+from conftest import connect_client, stop_servers, stop_services, wait_until
 from cutting_proxy import CuttingProxy
-from helpers import lines_in, share_key
+from helpers import lines_in
 
 three_nodes = cluster_nodes.three_nodes
 ROOMS = ("lobby", "dev")
@@ -125,16 +125,6 @@ def test_a_client_whose_node_stops_goes_on_on_another_node_of_the_list(three_nod
     assert lines_in(alice) == log  # the same, in the same order, each once
     stored = [r.text for r in (yield second.store.after("#lobby", 0, 1000))]
     assert sorted(stored) == sorted(sent)
-
-
-def twistd_nodes(tmp_path, count, pg_url, redis_server):
-    """``count`` ``twistd -n spchat`` nodes of one server (one copied key)."""
-    dirs = share_key([tmp_path / f"node{i}" / "data" for i in range(count)])
-    # Flood control off the table: the test is about the nodes.
-    return [ServerProcess(data_dir.parent, "--relay-port", "0", "--database", pg_url,
-                          "--bus", redis_server.url, "--flood-burst", "10000",
-                          "--flood-rate", "100000", "--flood-queue", "10000")
-            for data_dir in dirs]
 
 
 def logged(pg_url, conversation):

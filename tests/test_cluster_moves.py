@@ -106,3 +106,17 @@ def test_a_name_banned_while_its_session_was_on_its_way_cannot_resume_elsewhere(
     assert "bob" not in nodes["c"].by_key
     claim = nodes["book"].claims.get("bob")
     assert claim is None or claim.node != "c"  # not taken here
+
+
+def test_a_session_resumed_on_another_node_is_told_to_offer_its_files_again(nodes, four,
+                                                                             clock):
+    bob = nodes["b"].by_key["bob"]
+    nodes["bus"].deafen(nodes["b"])  # bob's node dies with what he offered
+    moved = resume_on(nodes["c"], bob)
+    welcome = moved.of(wire.Welcome)[0]
+    assert welcome.resumed and not welcome.shares_kept
+    # Back on its own node, its offers are known there still.
+    carol = nodes["c"].by_key["carol"]
+    nodes["c"].link_lost(carol.link)
+    back = resume_on(nodes["c"], carol)
+    assert back.of(wire.Welcome)[0].shares_kept

@@ -123,3 +123,39 @@ def test_a_download_whose_peers_lack_a_piece_stops_and_says_why(chat_server, pin
     finally:
         yield downloader.stop()
         yield sharer.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_an_offer_outlives_a_server_restart_and_reaches_who_comes_after(tmp_path, pins):
+    from conftest import OPEN_CLIENTS, server_config, start_service, stop_services
+
+    first = start_service(server_config(tmp_path / "data"))
+    port = first.address.port
+    alice = yield connect_client(first, pins, "alice", max_retries=50)
+    sharer = SharingNode(reactor, alice)
+    sharer.start()
+    source = tmp_path / "talk.bin"
+    source.write_bytes(os.urandom(50_000))
+    second, sharing = None, [sharer]
+    try:
+        file_id, _ = yield sharer.share(source)
+        OPEN_CLIENTS.remove(alice)  # alice is not logged out with it: she comes back
+        yield stop_services(first)
+        OPEN_CLIENTS.append(alice)
+        second = start_service(server_config(tmp_path / "data", **{"tcp-port": str(port)}))
+        yield wait_until(lambda: file_id in second.core.tracker.files, timeout=20)
+        # bob comes after the restart: he is shown the offer, and gets the file.
+        bob = yield connect_client(second, pins, "bob")
+        yield wait_until(lambda: [o.file for o in bob.rec.of(wire.Offer)] == [file_id])
+        downloader = SharingNode(reactor, bob)
+        sharing.append(downloader)
+        downloader.start()
+        (tmp_path / "got").mkdir()
+        fetch = yield downloader.fetch(file_id, tmp_path / "got")
+        yield fetch.result.addTimeout(30, reactor)
+        assert (tmp_path / "got" / "talk.bin").read_bytes() == source.read_bytes()
+    finally:
+        for node in sharing:
+            yield node.stop()
+        if second is not None:
+            yield stop_services(second)

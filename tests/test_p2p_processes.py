@@ -184,22 +184,43 @@ def test_hostile_names_stay_inside_the_download_directory(tmp_path, server, peer
     assert [p.name for p in (tmp_path / "dl").iterdir()] == [saved_as]
 
 
+def line_mode_command(server):
+    return [sys.executable, "-m", "spchat.client", "--cli", "--host", "127.0.0.1",
+            "--port", str(server.port)]
+
+
+def line_mode(tmp_path, server, name, env=None):
+    """A line-mode client, its input and output piped."""
+    return subprocess.Popen(line_mode_command(server) + ["--name", name], cwd=tmp_path,
+                            env={**subprocess_env(tmp_path), **(env or {})},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def read_until(proc, text):
+    """Its output up to the line saying ``text``; that line."""
+    line = ""
+    while text not in line:
+        line = proc.stdout.readline()
+        assert line, f"{text!r} never came"
+    return line
+
+
+def share_typed(sharer, path):
+    """/share PATH typed in a line-mode client; the file's short id."""
+    sharer.stdin.write(f"/share {path}\n")
+    sharer.stdin.flush()
+    return re.search(r"as ([0-9a-f]{12})$",
+                     read_until(sharer, f"sharing {path.name}").strip()).group(1)
+
+
 def test_line_mode_share_files_and_get(tmp_path, server):
     source = tmp_path / "notes.txt"
     source.write_bytes(os.urandom(3 * MIB))
     env = subprocess_env(tmp_path)
-    command = [sys.executable, "-m", "spchat.client", "--cli", "--host", "127.0.0.1",
-               "--port", str(server.port)]
-    sharer = subprocess.Popen(command + ["--name", "alice"], cwd=tmp_path, env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    command = line_mode_command(server)
+    sharer = line_mode(tmp_path, server, "alice")
     try:
-        sharer.stdin.write(f"/share {source}\n")
-        sharer.stdin.flush()
-        line = ""
-        while "sharing notes.txt" not in line:
-            line = sharer.stdout.readline()
-            assert line, "the sharer ended"
-        short_id = re.search(r"as ([0-9a-f]{12})$", line.strip()).group(1)
+        short_id = share_typed(sharer, source)
         getter = subprocess.run(
             command + ["--name", "bob"], cwd=tmp_path, env=env, text=True, timeout=60,
             input=f"/files\n/get {short_id} {tmp_path / 'dl'}\n/get 0000000\n",
@@ -281,3 +302,35 @@ def test_a_sharer_with_no_server_left_says_why_and_exits_1(tmp_path, peers):
     sharer._reader.join(5)
     assert "".join(sharer.err).startswith("spchat: stopped sharing: could not reconnect"), (
         sharer.err)
+
+
+def test_line_mode_cancel_stops_a_download_and_get_resumes_it(tmp_path, server):
+    source = tmp_path / "talk.bin"
+    source.write_bytes(os.urandom(8 * MIB))
+    sharer = line_mode(tmp_path, server, "alice", {"CHAT_P2P_UPLOAD_BPS": str(MIB)})  # 8 s
+    getter = line_mode(tmp_path, server, "bob")
+    try:
+        short_id = share_typed(sharer, source)
+        getter.stdin.write(f"/get {short_id} {tmp_path / 'dl'}\n")
+        getter.stdin.flush()
+        read_until(getter, "% (")  # a progress line: under way
+        getter.stdin.write("/cancel 0000\n")  # no such download
+        getter.stdin.write(f"/cancel {short_id[:8]}\n")
+        getter.stdin.flush()
+        assert "no download 0000 is under way" in read_until(getter, "no download")
+        line = read_until(getter, "cancelled at ")
+        assert re.search(rf"talk\.bin: cancelled at \d+%; what was fetched is kept, "
+                         rf"/get {short_id} resumes it$", line.strip()), line
+        assert (tmp_path / "dl" / "talk.bin.part").exists()
+        assert not (tmp_path / "dl" / "talk.bin").exists()
+        getter.stdin.write(f"/get {short_id} {tmp_path / 'dl'}\n")  # resumed
+        getter.stdin.close()
+        rest = getter.stdout.read()
+        assert getter.wait(60) == 0  # a cancelled download is no failure
+        assert re.search(r"saved .*talk\.bin \(8\.0 MiB", rest), rest
+        assert (tmp_path / "dl" / "talk.bin").read_bytes() == source.read_bytes()
+    finally:
+        for proc in (getter, sharer):
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)

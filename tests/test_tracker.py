@@ -91,6 +91,31 @@ def test_an_offer_reaches_every_room_member_after_the_joins_before_it(core, file
     assert listing(core, bob, b) == ((m.file_id, "holiday.tar", m.size, "alice", 1),)
 
 
+def test_a_newcomer_to_a_room_is_shown_its_live_offers_after_its_history(core, files):
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Join("dev"))
+    gone, g = login(core, "gone", "127.0.0.2:1")
+    core.receive(alice, wire.Say("look", "c1", "dev"))
+    holiday, notes, elsewhere = files("holiday.tar"), files("notes.txt"), files("other.bin")
+    core.receive(alice, wire.Share(holiday.canonical().decode(), 7000, "s1", "dev"))
+    core.receive(gone, wire.Share(elsewhere.canonical().decode(), 7000, "s2"))
+    core.clock.advance(1)
+    core.receive(alice, wire.Share(notes.canonical().decode(), 7000, "s3", "dev"))
+    core.receive(gone, wire.Join("dev"))
+    core.receive(gone, wire.Share(files("soon.bin").canonical().decode(), 7000, "s4", "dev"))
+    core.receive(gone, wire.Logout())  # nobody holds its file now
+    settle(core)
+    bob, b = login(core, "bob", "127.0.0.3:1")
+    core.receive(bob, wire.Join("dev"))
+    kinds = [type(msg).__name__ for msg in b.sent]
+    dev_history_end = max(i for i, kind in enumerate(kinds) if kind == "HistoryEnd")
+    assert kinds.index("RoomMessage") < dev_history_end < kinds.index("Offer")
+    assert [(o.room, o.name) for o in b.of(wire.Offer)] == [
+        ("dev", "holiday.tar"), ("dev", "notes.txt")]  # none of those nobody holds
+    # The offer the newcomer sees is the one its room saw, made before it came.
+    assert b.of(wire.Offer)[0] == a.of(wire.Offer)[0]
+
+
 def test_sharing_what_is_offered_already_confirms_to_that_sharer_only(core, files):
     (alice, a), (bob, b) = login(core, "alice"), login(core, "bob")
     m = files()

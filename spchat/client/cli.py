@@ -32,7 +32,8 @@ from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError
                                     room_command, room_list_lines, unsent_text, who_text)
 from spchat.client.session import (ChatClient, ClientError, Status, conversation_key,
                                    name_key)
-from spchat.p2p.report import file_row_text, offer_text, progress_text, size_text, summary_text
+from spchat.p2p.report import (cancelled_text, file_row_text, offer_text, progress_text,
+                               size_text, summary_text)
 from spchat.server.rules import counted
 
 # At the end of input, how long to wait for an acknowledgement that does
@@ -44,7 +45,7 @@ MAX_LINE_BYTES = 1 << 20
 HELP = (
     f"commands: /msg NAME TEXT, /who, /history [#room|@name], {ROOM_HELP}, "
     "/register PASSWORD, /password OLD NEW, /share PATH, /unshare ID, /files, "
-    "/get ID [DIR], /reconnect, /quit, /help; //text says a line starting with /; "
+    "/get ID [DIR], /cancel ID, /reconnect, /quit, /help; //text says a line starting with /; "
     "room commands act on the current room, the last one joined"
 )
 # How long typed lines wait for the room they are meant for (see above).
@@ -159,6 +160,7 @@ class LineModeClient:
         self.sharing = sharing  # a SharingNode, or None: no file sharing
         self.download_dir = download_dir
         self._downloads: list[defer.Deferred] = []
+        self._cancelled: set[str] = set()  # ids of the downloads /cancel stopped
         self.err = err or sys.stderr
         self.done: defer.Deferred = defer.Deferred()
         self.refused = 0  # messages the server (or the client) turned down
@@ -172,6 +174,7 @@ class LineModeClient:
         self._history_asked: set[str] = set()  # conversation keys /history asked for
         self._held: deque[str] = deque()  # lines waiting for the room they are meant for
         self._awaited: str | None = FIRST_ROOM  # that room's key; None: no waiting
+        self._awaited_join: str | None = None  # the cid of the /join awaited
         self._await_timer = None
         self._settled_waiters: list[defer.Deferred] = []
         self._quit = False
@@ -243,9 +246,10 @@ class LineModeClient:
 
     # --- waiting for a room -------------------------------------------------
 
-    def _await(self, key: str) -> None:
-        """Hold typed lines until the room ``key`` (or FIRST_ROOM) is entered."""
-        self._awaited = key
+    def _await(self, key: str, join_cid: str | None = None) -> None:
+        """Hold typed lines until the room ``key`` (or FIRST_ROOM) is entered,
+        or the /join of cid ``join_cid`` is refused."""
+        self._awaited, self._awaited_join = key, join_cid
         if self._await_timer is not None and self._await_timer.active():
             self._await_timer.cancel()
         self._await_timer = self.reactor.callLater(ROOM_WAIT_SECONDS, self._release)
@@ -292,8 +296,9 @@ class LineModeClient:
                 self.refused += 1
             else:
                 self.commands_refused += 1
-            if msg.cid is None and self._awaited not in (None, FIRST_ROOM):
-                self._release()  # most likely the /join, refused
+            if self._awaited not in (None, FIRST_ROOM) and msg.cid in (None,
+                                                                     self._awaited_join):
+                self._release()  # the /join, refused (or, with no cid, most likely)
         elif isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._in_flight.discard(msg.cid)  # mine, acknowledged (or not mine)
         line = render(msg, self.room)
@@ -413,7 +418,7 @@ class LineModeClient:
             if outcome.show:
                 self.notice(outcome.show)
             if outcome.joining:
-                self._join(outcome.joining)
+                self._join(outcome.joining, outcome.join_cid)
         elif word == "/register":
             if not rest.strip():
                 self.notice("usage: /register PASSWORD")
@@ -425,7 +430,7 @@ class LineModeClient:
                 self.notice("usage: /password OLD NEW")
             else:
                 self.client.change_password(old, new.strip())
-        elif word in ("/share", "/unshare", "/files", "/get"):
+        elif word in ("/share", "/unshare", "/files", "/get", "/cancel"):
             self.sharing_command(word, rest.strip())
         elif word == "/reconnect":
             self._reconnect()
@@ -437,14 +442,14 @@ class LineModeClient:
         else:
             self.notice(f"unknown command {word}; {HELP}")
 
-    def _join(self, name: str) -> None:
+    def _join(self, name: str, cid: str | None) -> None:
         """The room /join asked for becomes current: now if the client is in
         it already, else once it is in (the lines after wait for that)."""
         known = self.client.room(name)
         if known is not None:
             self._make_current(known.name)
         else:
-            self._await(name_key(name))
+            self._await(name_key(name), cid)
 
     def _show_who(self, args: str) -> None:
         """The current room's members, now or as soon as the list is whole."""
@@ -479,29 +484,43 @@ class LineModeClient:
             self.notice(f"usage: {word} {'PATH' if word == '/share' else 'ID'}"
                         f"{' [DIR]' if word == '/get' else ''}")
         elif word == "/share":
-            self._share(rest)
+            if self.room is None:
+                raise ValueError(NO_ROOM)
+            self._share(rest, self.room)
         elif word == "/unshare":
             file_id = self.sharing.unshare(rest)
             if file_id is not None:
                 self.notice(f"no longer sharing {file_id[:12]}")
             else:
                 self.notice(f"you are not sharing a file {rest}")
+        elif word == "/cancel":
+            self._cancel(rest)
         else:
             ref, _, directory = rest.partition(" ")
             d = self._get(ref, directory.strip() or self.download_dir)
             self._downloads.append(d)
 
     @defer.inlineCallbacks
-    def _share(self, path: str):
+    def _share(self, path: str, room: str):
         from spchat.p2p.node import SharingError
 
         try:
-            file_id, manifest = yield self.sharing.share(path)
+            file_id, manifest = yield self.sharing.share(path, room)
         except SharingError as e:
             self.commands_refused += 1
             self.notice(f"error: cannot share {path}: {e}")
             return
         self.notice(f"sharing {manifest.name} ({size_text(manifest.size)}) as {file_id[:12]}")
+
+    def _cancel(self, ref: str) -> None:
+        """/cancel ID: stop a download under way (what it has is kept)."""
+        running = [file_id for file_id, fetch in self.sharing.fetches.items()
+                   if file_id.startswith(ref.lower()) and fetch.path is None]
+        if len(running) != 1:
+            raise CommandError(f"no download {ref} is under way" if not running else
+                               f"{ref} is more than one download: type more of its id")
+        self._cancelled.add(running[0])
+        self.sharing.cancel(running[0])
 
     @defer.inlineCallbacks
     def _get(self, ref: str, directory: str):
@@ -519,6 +538,11 @@ class LineModeClient:
         try:
             yield fetch.result
         except SharingError as e:
+            if fetch.file_id in self._cancelled:
+                self._cancelled.discard(fetch.file_id)
+                self.notice(cancelled_text(fetch.progress(),
+                                           f"/get {fetch.file_id[:12]} resumes it"))
+                return
             self.commands_refused += 1
             self.notice(f"error: {fetch.manifest.name}: {e}")
             return

@@ -50,6 +50,7 @@ class CommandError(Exception):
 class Outcome(NamedTuple):
     show: str = ""  # something to tell the user (the topic asked for)
     joining: str = ""  # the room a /join asked for, as typed
+    join_cid: str | None = None  # that request's id: a refusal names it
 
 
 def room_command(client, word: str, rest: str, room: str | None) -> Outcome:
@@ -99,10 +100,10 @@ def _join(client, args: str) -> Outcome:
     name = _room_name("/join", words[0])
     extra = words[1] if len(words) == 2 else None
     if extra is not None and extra.lower() == "private":
-        client.join(name, private=True)
+        cid = client.join(name, private=True)
     else:
-        client.join(name, password=extra)
-    return Outcome(joining=name)
+        cid = client.join(name, password=extra)
+    return Outcome(joining=name, join_cid=cid)
 
 
 def _mode(client, args: str, room: str) -> None:

@@ -31,6 +31,7 @@ from spchat.client.alternate import alternate_name
 from spchat.client.commands import unsent_text
 from spchat.client.connect import ConnectForm, check_form, load_last, save_last, trust_question
 from spchat.client.downloads import download_dir
+from spchat.client.folders import FolderOpener
 from spchat.client.notify import DesktopNotifier
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.presenter import ChatPresenter
@@ -62,6 +63,7 @@ class DesktopController:
         self._redraw: IDelayedCall | None = None
         self._ticker = task.LoopingCall(self._tick)  # the reconnect countdown
         self.notifier = DesktopNotifier(reactor)
+        self.folder_opener = FolderOpener(reactor)  # Open folder on a saved download
         self._ticker.clock = reactor
 
     # --- the connect form ------------------------------------------------------
@@ -236,7 +238,7 @@ class DesktopController:
     def _tick(self) -> None:
         """Once a second: the reconnect countdown and the downloads' progress."""
         p = self.presenter
-        if p is not None and (p.state.state == "reconnecting" or p.download_rows()):
+        if p is not None and (p.state.state == "reconnecting" or p.downloads_running()):
             self._changed()
 
     # What the user does in the chat; nothing once it has been left.
@@ -254,11 +256,13 @@ class DesktopController:
             self.presenter.open(view)
             self._changed()
 
-    def join(self, typed: str, private: bool) -> None:
-        """The join box."""
-        if self.client is not None and self.presenter is not None:
-            self.presenter.join(typed, private)
-            self._changed()
+    def join(self, typed: str, private: bool) -> bool:
+        """The join box; False: refused as typed (the box keeps it)."""
+        if self.client is None or self.presenter is None:
+            return True
+        taken = self.presenter.join(typed, private)
+        self._changed()
+        return taken
 
     def act_on_member(self, name: str, action) -> None:
         """An entry of a member's context menu (a presenter MenuAction)."""
@@ -281,6 +285,39 @@ class DesktopController:
         """Download on an offer."""
         if self.client is not None and self.presenter is not None:
             self.presenter.download(file_id)
+            self._changed()
+
+    def share(self, path: str) -> None:
+        """A file chosen in the window's picker: shared as /share PATH does."""
+        if self.client is not None and self.presenter is not None:
+            self.presenter.share(path)
+            self._changed()
+
+    def unshare(self, file_id: str) -> None:
+        """Stop sharing, on my own offer."""
+        if self.client is not None and self.presenter is not None:
+            self.presenter.unshare(file_id)
+            self._changed()
+
+    def cancel_download(self, key: int) -> None:
+        if self.presenter is not None:
+            self.presenter.cancel_download(key)
+            self._changed()
+
+    def close_download(self, key: int) -> None:
+        if self.presenter is not None:
+            self.presenter.close_download(key)
+            self._changed()
+
+    def open_folder(self, key: int) -> None:
+        """Open folder on a saved download: the file manager, or (with none
+        to start) the folder's path shown in the row, to be copied."""
+        p = self.presenter
+        folder = p.download_folder(key) if p is not None else None
+        if p is None or folder is None:
+            return
+        if not self.folder_opener.open(folder):
+            p.show_folder(key)
             self._changed()
 
     def reconnect(self) -> None:

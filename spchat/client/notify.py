@@ -1,31 +1,19 @@
 """Desktop notifications through ``notify-send``, where the system has it.
 
-Spawned by the reactor and never waited for: a notification daemon that is
-slow or missing cannot stall the chat. Without ``notify-send`` nothing is
-sent (the window's bell and its title still say it).
+Spawned by the reactor and never waited for (``spawn``): a notification
+daemon that is slow or missing cannot stall the chat.  Without
+``notify-send`` nothing is sent (the window's bell and its title still say it).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 
-from twisted.internet import protocol
-from twisted.logger import Logger
+from spchat.client.spawn import spawn_quietly
 
 BODY_CHARS = 200  # a notification is a glimpse, not the message
 # A burst (a replay of missed direct messages) is one notification, not a pile.
 QUIET_SECONDS = 3.0
-
-
-class _Quiet(protocol.ProcessProtocol):
-    """notify-send's output and exit are of no interest; its failure only logged."""
-
-    log = Logger()
-
-    def processEnded(self, reason):
-        if reason.value.exitCode:
-            self.log.info("notify-send: {reason}", reason=reason.getErrorMessage())
 
 
 class DesktopNotifier:
@@ -46,11 +34,7 @@ class DesktopNotifier:
         if len(body) > BODY_CHARS:
             body = body[:BODY_CHARS - 1] + "…"
         # "--" so that a body starting with "-" is not taken as an option.
-        args = [self.command, "--app-name=spchat", "--", title, body]
-        try:
-            self.reactor.spawnProcess(_Quiet(), self.command, args, env=dict(os.environ))
-        except OSError as e:  # gone since it was found: not the chat's problem
-            _Quiet.log.info("notify-send: {error}", error=e)
+        if not spawn_quietly(self.reactor, [self.command, "--app-name=spchat", "--", title, body]):
             return False
         self._last = now
         return True

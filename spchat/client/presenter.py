@@ -29,6 +29,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import NamedTuple
 
 from twisted.internet import defer
@@ -42,7 +43,8 @@ from spchat.client.members import RANKS, MemberList
 from spchat.client.pins import PinMismatch
 from spchat.client.session import Status, conversation_key, direct_peer, name_key
 from spchat.p2p.manifest import safe_name
-from spchat.p2p.report import SHORT_ID, file_row_text, progress_text, size_text, summary_text
+from spchat.p2p.report import (SHORT_ID, cancelled_text, file_row_text, progress_text,
+                               size_text, summary_text)
 
 HELP = (
     "Enter says it in the open conversation, Shift+Enter starts a new line. Commands: "
@@ -50,8 +52,9 @@ HELP = (
     f"{ROOM_HELP} (on the open room), /register PASSWORD, /password OLD NEW, /share PATH, "
     "/unshare ID, /files, /get ID [DIR], /reconnect, /help; //text says a line starting "
     "with /. Double-click a member to talk to them alone, right-click one for what your role "
-    "lets you do; the box under the room list joins or creates a room; Download on an "
-    "offer saves the file."
+    "lets you do; the box under the room list joins or creates a room; Share file… picks a "
+    "file to offer in the open room; Download on an offer saves the file (Cancel on its row "
+    "stops it)."
 )
 BAN_HOUR = 60.0  # minutes: the menu's short ban
 # Name colours: each readable on white and on the tinted lines (contrast
@@ -110,7 +113,9 @@ class Line:
     cid: str | None = None
     notice: str = ""  # a notice's kind: join, leave, broadcast, kick, idle, ...
     file: str = ""  # an offer's file id
-    download: str = ""  # an offer's download: "", "running", "saved" or "failed"
+    # An offer's download: "", "running", "saved" or "failed"; of my own
+    # offer, "sharing" while I still share the file.
+    download: str = ""
     mention: bool = False  # someone else's line with my name in it
     day: str = field(default_factory=today)  # YYYY-MM-DD, local
 
@@ -167,18 +172,34 @@ def moderation_actions(mine: str, theirs: str, name: str) -> list[MenuAction]:
 
 @dataclass
 class DownloadRow:
-    """One download under way, as the view shows it (a bar and a line)."""
+    """One download, as the view shows it (a bar, a line and its buttons):
+    Cancel while it runs; Open folder once saved (and the folder's path
+    itself where no program opens it); a saved or cancelled one stays
+    until it is closed."""
 
     key: int
     name: str
     fraction: float  # 0 to 1
     text: str
+    state: str = "running"  # "running", "saved" or "cancelled"
+    folder: str = ""  # where it is saved
+    folder_shown: bool = False  # no program opened it: the path is shown instead
 
 
 class _Download:
-    def __init__(self, ref: str, name: str):
-        self.ref, self.name = ref, name
+    def __init__(self, ref: str, name: str, directory):
+        self.ref, self.name, self.directory = ref, name, directory
         self.fetch = None  # the node's Fetch, once the server has answered
+        self.state = "running"
+        self.cancelled = False  # Cancel was pressed (maybe before the server answered)
+        self.text = ""  # what its row says once it is over
+        self.folder_shown = False
+
+    def folder(self) -> str:
+        """The folder it was saved in ("" until it is)."""
+        if self.state != "saved" or self.fetch is None:
+            return ""
+        return str(Path(self.fetch.path).parent)
 
 
 class ChatPresenter:
@@ -193,6 +214,7 @@ class ChatPresenter:
         self.on_attention = lambda title, text: None
         self._downloads: dict[int, _Download] = {}
         self._offered: dict[str, str] = {}  # file id -> its name, as offered
+        self._offers_shown: set[tuple[str, str, int]] = set()  # (view, file id, ts) shown
         self._next_download = 0
         self.clock = clock  # for the countdown to the next reconnect attempt
         self.today = today  # the local date, YYYY-MM-DD: which lines need theirs
@@ -388,11 +410,18 @@ class ChatPresenter:
     def _offer(self, msg: wire.Offer) -> None:
         own = name_key(msg.sharer) == name_key(self.client.name or "")
         self._offered[msg.file] = safe_name(msg.name)
-        self._add(self._room_view(msg.room),
+        view = self._room_view(msg.room)
+        # An offer shown already (the room joined again shows its offers
+        # again; a sharer is confirmed its own): not twice.
+        if (view, msg.file, msg.ts) in self._offers_shown:
+            return
+        self._offers_shown.add((view, msg.file, msg.ts))
+        self._add(view,
                   Line("offer", local_time(msg.ts),
                        f"shares {safe_name(msg.name)} ({size_text(msg.size)})", msg.sharer,
                        name_colour(msg.sharer), own, file=msg.file, day=local_day(msg.ts),
-                       download=self._download_state(msg.file)))
+                       download=self._shared_state(msg.file) if own
+                       else self._download_state(msg.file)))
 
     def _error(self, msg: wire.Error) -> None:
         text = msg.text
@@ -591,14 +620,15 @@ class ChatPresenter:
         self._unread.pop(view, None)
         self._mentioned.discard(view)
 
-    def join(self, typed: str, private: bool = False) -> None:
+    def join(self, typed: str, private: bool = False) -> bool:
         """The join box: join the room typed ("#dev" or "dev"), creating it
-        (``private``: invited people only) if it is new."""
+        (``private``: invited people only) if it is new.  False: refused as
+        typed (said why)."""
         words = typed.split()
         if len(words) != 1 or not words[0].removeprefix("#"):
             self._say_error("type the name of one room to join or create, as #name")
-            return
-        self._command(f"/join {words[0]}" + (" private" if private else ""))
+            return False
+        return self._command(f"/join {words[0]}" + (" private" if private else ""))
 
     def act_on_member(self, name: str, action: MenuAction) -> None:
         """An entry of a member's context menu, on ``member_room()``."""
@@ -655,6 +685,7 @@ class ChatPresenter:
         """A conversation and all it showed go; another opens if it was open."""
         key = conversation_key(view if view.startswith("#") else "@" + view)
         self._lines.pop(view, None)
+        self._offers_shown = {shown for shown in self._offers_shown if shown[0] != view}
         self._unread.pop(view, None)
         self._mentioned.discard(view)
         self._history_asked.discard(key)
@@ -674,8 +705,8 @@ class ChatPresenter:
     def _say_error(self, text: str) -> None:
         self._add(self.active, Line("error", now_time(), text))
 
-    def _command(self, text: str) -> None:
-        """Run a /command typed in the entry."""
+    def _command(self, text: str) -> bool:
+        """Run a /command typed in the entry; False if it was refused as typed."""
         command, _, rest = text.partition(" ")
         args = rest.split()
         try:
@@ -705,6 +736,8 @@ class ChatPresenter:
                 self._say_error(f"unknown command {command}; /help lists them")
         except (CommandError, ValueError) as e:  # typed wrong; too many queued offline
             self._say_error(str(e))
+            return False
+        return True
 
     def _who(self) -> None:
         room = self.client.room(self.open_room() or "")
@@ -736,31 +769,49 @@ class ChatPresenter:
             self._say_error(f"usage: {command} {'PATH' if command == '/share' else 'ID'}"
                             f"{' [DIR]' if command == '/get' else ''}")
         elif command == "/share":
-            self._share(rest)
+            self.share(rest)
         elif command == "/unshare":
-            file_id = self.sharing.unshare(rest)
-            if file_id is not None:
-                self.notice(f"no longer sharing {file_id[:SHORT_ID]}", "files")
-            else:
-                self._say_error(f"you are not sharing a file {rest}")
+            self.unshare(rest)
         else:
             ref, _, directory = rest.partition(" ")
             self._get(ref, directory.strip() or self.download_dir, ref)
 
     @defer.inlineCallbacks
-    def _share(self, path: str):
+    def share(self, path: str):
+        """Offer a file in the open room (/share PATH, the window's picker)."""
         from spchat.p2p.node import SharingError
 
+        room = self.open_room()
+        if self.sharing is None or room is None:
+            self._say_error("file sharing is off in this window" if self.sharing is None else
+                            "a file is offered to a room's members: open a room to share it")
+            return
         view = self.active
         try:
-            file_id, manifest = yield self.sharing.share(path)
+            file_id, manifest = yield self.sharing.share(path, room)
         except SharingError as e:
             self._add(view, Line("error", now_time(),
                                  f"cannot share {path}: {e}"))
         else:
             self.notice(f"sharing {safe_name(manifest.name)} ({size_text(manifest.size)}) "
                          f"as {file_id[:SHORT_ID]}", "files", view)
+            self._mark(file_id, "sharing", own=True)  # offered before, unshared since
         self.on_change()
+
+    def unshare(self, ref: str) -> None:
+        """Stop sharing a file (/unshare ID, Stop sharing on my own offer)."""
+        if self.sharing is None:
+            self._say_error("file sharing is off in this window")
+            return
+        file_id = self.sharing.unshare(ref)
+        if file_id is None:
+            self._say_error(f"you are not sharing a file {ref}")
+            return
+        self._mark(file_id, "", own=True)
+        self.notice(f"no longer sharing {file_id[:SHORT_ID]}", "files")
+
+    def _shared_state(self, file_id: str) -> str:
+        return "sharing" if file_id in getattr(self.sharing, "seeds", {}) else ""
 
     def download(self, file_id: str) -> None:
         """Download on an offer: fetch the file into the download folder."""
@@ -777,7 +828,7 @@ class ChatPresenter:
 
         view = self.active
         key, self._next_download = self._next_download, self._next_download + 1
-        download = self._downloads[key] = _Download(ref.lower(), name)
+        download = self._downloads[key] = _Download(ref.lower(), name, directory)
         self._mark(ref, "running")
         try:
             try:
@@ -787,24 +838,70 @@ class ChatPresenter:
             download.fetch, download.ref = fetch, fetch.file_id
             download.name = safe_name(fetch.manifest.name)
             self._mark(fetch.file_id, "running")
+            if download.cancelled:  # pressed while the server was asked
+                self.sharing.cancel(fetch.file_id)
             self.on_change()
             try:
                 yield fetch.result
             except SharingError as e:
                 raise SharingError(f"{download.name}: {e}") from None
         except Exception as e:  # noqa: BLE001 - said in the window, never lost
-            del self._downloads[key]
+            if download.cancelled:
+                self._cancelled(download)
+            else:
+                del self._downloads[key]
+                self._add(view, Line("error", now_time(), str(e)))
             self._mark(download.ref, self._download_state(download.ref) or "failed")
-            self._add(view, Line("error", now_time(), str(e)))
         else:
-            del self._downloads[key]
+            download.state = "saved"
+            download.text = f"{download.name}: saved in"  # its folder follows
             self._mark(fetch.file_id, "saved")
             self.notice(summary_text(fetch.summary()), "saved", view)
         self.on_change()
 
+    def _cancelled(self, download: _Download) -> None:
+        download.state = "cancelled"
+        fetch = download.fetch
+        if fetch is None:
+            download.text = f"{download.name}: cancelled"
+            return
+        download.text = cancelled_text(fetch.progress(), "Download resumes it")
+
+    def cancel_download(self, key: int) -> None:
+        """Cancel on a download's row: its peers are hung up, the part
+        fetched stays (resumable), the row says "cancelled"."""
+        download = self._downloads.get(key)
+        if download is None or download.state != "running" or download.cancelled:
+            return
+        download.cancelled = True
+        if download.fetch is not None:
+            self.sharing.cancel(download.fetch.file_id)
+
+    def close_download(self, key: int) -> None:
+        """The row of a download that is over goes from the bar."""
+        download = self._downloads.get(key)
+        if download is not None and download.state != "running":
+            del self._downloads[key]
+
+    def download_folder(self, key: int) -> str | None:
+        """Where a saved download is, for Open folder."""
+        download = self._downloads.get(key)
+        if download is None:
+            return None
+        return download.folder() or None
+
+    def show_folder(self, key: int) -> None:
+        """Nothing opened the folder: its row shows the path, to be copied."""
+        download = self._downloads.get(key)
+        if download is not None:
+            download.folder_shown = True
+
+    def downloads_running(self) -> bool:
+        return any(d.state == "running" for d in self._downloads.values())
+
     def _download_state(self, file_id: str) -> str:
         """"running", "saved" or "" for a file id (or an id prefix)."""
-        if any(d.ref.startswith(file_id) or file_id.startswith(d.ref)
+        if any(d.state == "running" and (d.ref.startswith(file_id) or file_id.startswith(d.ref))
                for d in self._downloads.values()):
             return "running"
         fetches = getattr(self.sharing, "fetches", {})
@@ -813,25 +910,32 @@ class ChatPresenter:
             return "saved" if fetch.path is not None else "running"
         return ""
 
-    def _mark(self, ref: str, state: str) -> None:
-        """The offers of a file (or of an id prefix) show where its download is."""
+    def _mark(self, ref: str, state: str, own: bool = False) -> None:
+        """The offers of a file (or of an id prefix) show where its download
+        is (``own``: my own offers, whether I still share it)."""
         ref = ref.lower()
         for lines in self._lines.values():
             for i, old in enumerate(lines):
-                if old.kind == "offer" and old.file.startswith(ref) and old.download != state:
+                if (old.kind == "offer" and old.own == own and old.file.startswith(ref)
+                        and old.download != state):
                     lines[i] = replace(old, download=state)
 
     def download_rows(self) -> list[DownloadRow]:
-        """The downloads under way, oldest first."""
+        """The downloads under way, then over but not closed, oldest first."""
         rows = []
         for key, download in self._downloads.items():
             if download.fetch is None:
-                rows.append(DownloadRow(key, download.name, 0.0,
-                                        f"{download.name}: asking the server for peers…"))
+                text = f"{download.name}: asking the server for peers…"
+                rows.append(DownloadRow(key, download.name, 0.0, download.text or text,
+                                        download.state))
                 continue
             p = download.fetch.progress()
             fraction = p["done"] / p["size"] if p["size"] else 1.0
-            rows.append(DownloadRow(key, download.name, fraction, progress_text(p)))
+            text = download.text or progress_text(p)
+            if download.state == "saved" and not download.folder_shown:
+                text += f" {download.folder()}"  # else in an entry of its own, to copy
+            rows.append(DownloadRow(key, download.name, fraction, text, download.state,
+                                    download.folder(), download.folder_shown))
         return rows
 
     def send(self, text: str) -> bool:

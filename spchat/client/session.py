@@ -49,6 +49,7 @@ from spchat.client.addresses import Failover, Resolve, endpoint, parse_addresses
 from spchat.client.keepalive import Keepalive
 from spchat.client.members import Member, MemberList, name_key
 from spchat.client.neterrors import dial_error_text, no_answer_text, not_spchat_text
+from spchat.client.outgoing import refusal
 from spchat.client.pins import PinMismatch, PinStore, UnknownServer
 from spchat.client.protocol import ChatClientProtocol
 
@@ -828,7 +829,7 @@ class ChatClient:
         return "the server had not acknowledged them yet"
 
     def _queue(self, msg: Line) -> str:
-        problem = self._session_over() or self._too_long(msg.text)
+        problem = self._session_over() or self._too_long(msg.text) or refusal(msg)
         if problem:
             raise ValueError(problem)
         self.outbox[msg.cid] = msg
@@ -844,8 +845,17 @@ class ChatClient:
     def direct(self, to: str, text: str) -> str:
         return self._queue(wire.Direct(to, text, next(self._cids)))
 
+    @staticmethod
+    def _sendable(msg: wire.Message) -> None:
+        """Raise ValueError, in a person's words, if the wire cannot carry
+        ``msg`` (the server would answer "malformed message")."""
+        problem = refusal(msg)
+        if problem:
+            raise ValueError(problem)
+
     def _request(self, msg: wire.Message) -> None:
         """Send a command now, or as soon as the client is (back) in."""
+        self._sendable(msg)
         if self.connected and self.proto is not None:
             self.proto.send_message(msg)
         elif len(self._requests) < MAX_WAITING_REQUESTS:
@@ -876,15 +886,19 @@ class ChatClient:
         next page of history is the newest again."""
         self._oldest.pop(conversation_key(conversation), None)
 
-    def join(self, room: str, private: bool = False, password: str | None = None) -> None:
+    def join(self, room: str, private: bool = False, password: str | None = None) -> str | None:
         """Join a room, creating it (``private``: invited people only) if new;
-        ``password``: the room's, if it has one."""
-        cid = None
-        if self.room(room) is None:  # a room joined anew brings its history
-            cid, key = self.next_cid(), "#" + name_key(room.removeprefix("#"))
+        ``password``: the room's, if it has one.  Returns the request's cid
+        (a refusal names it), None for a room the client is in already."""
+        new = self.room(room) is None  # a room joined anew brings its history
+        msg = wire.Join(room, private, self.next_cid() if new else None, password)
+        self._sendable(msg)  # refused here: no history is waited for
+        if msg.cid is not None:
+            key = "#" + name_key(room.removeprefix("#"))
             self._history_due.add(key)
-            self._joins[cid] = key  # a refusal names it, and no history comes
-        self._request(wire.Join(room, private, cid, password))
+            self._joins[msg.cid] = key  # a refusal names it, and no history comes
+        self._request(msg)
+        return msg.cid
 
     def part(self, room: str, reason: str | None = None) -> None:
         self._request(wire.Part(room, reason))

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import tkinter as tk
 from functools import partial
+from pathlib import Path
 from tkinter import font as tkfont
 from tkinter import ttk
 
 from spchat.client.bidi import display_order
 from spchat.client.presenter import mention_spans
+from spchat.client.tkdownloads import DownloadBar
 from spchat.client.tkentry import MessageEntry
+from spchat.client.tkfiles import FilePicker
 
 STATE_COLOURS = {"online": "#1a7f37", "idle": "#9a6700", "reconnecting": "#8c8c8c"}
 STALE_COLOUR = "#b0b0b0"
@@ -76,7 +79,8 @@ class ChatWindow:
         self._conversation_views: list[str] = []  # the room list's rows, in order
         self._drawn_selection = ()  # the room list's row selected by drawing it
         self._offer_buttons: list = []  # (file id, button) in the text, in order
-        self._download_rows: dict = {}  # key -> (frame, bar, label)
+        self.picker: FilePicker | None = None  # Share file…'s, while it is open
+        self._picker_folder = Path.home()  # where the next one opens: the last one's
         self._members_shown: list = []  # the MemberRows drawn, in order
         self._members_drawn = None  # (the MemberList drawn, its version, stale), None: nothing yet
 
@@ -160,11 +164,15 @@ class ChatWindow:
         # Downloads under way, one row each (a bar and its line), above the
         # entry; packed only while there is one.
         self.downloads = ttk.Frame(f, padding=(6, 0, 6, 4))
+        self.download_bar = DownloadBar(self.downloads, self.controller)
         self.entry = MessageEntry(entry_row, self._send_clicked, self._completion_names,
                                   font="TkDefaultFont")
         self.entry.pack(side="left", fill="x", expand=True)
         ttk.Button(entry_row, text="Send", command=self._send_clicked).pack(
             side="left", padx=4, anchor="s")
+        self.share_button = ttk.Button(entry_row, text="Share file…",
+                                       command=self._share_clicked)
+        self.share_button.pack(side="left", anchor="s")
 
         panes = self.panes = ttk.PanedWindow(f, orient="horizontal")
         panes.pack(fill="both", expand=True, padx=6, pady=6)
@@ -419,9 +427,7 @@ class ChatWindow:
         self._shown, self._shown_view, self._starts = [], None, []
         self._unseen = 0
         self._conversations_shown = self._members_drawn = None
-        for frame, _, _ in self._download_rows.values():  # a previous chat's
-            frame.destroy()
-        self._download_rows = {}
+        self.download_bar.clear()  # a previous chat's
         self.key_panel.pack_forget()  # a previous chat's
         self._key_shown = None
         self.fields["password"].delete(0, "end")  # not kept on screen
@@ -592,39 +598,32 @@ class ChatWindow:
         name = display_order(line.sender) + (" (you)" if line.own else "")
         t.insert("end", name, ("offer", "sender", colour_tag, *base))
         self._insert_text(f" {display_order(line.text)}  ", ("offer", *base))
-        if line.own:
-            return  # one's own offer: nothing to download
+        if line.own:  # nothing to download; a file still shared can be stopped
+            if line.download == "sharing":
+                self._offer_button(line.file, "Stop sharing", self.controller.unshare)
+            return
         label = {"running": "Downloading…", "saved": "Saved"}.get(line.download, "Download")
-        button = ttk.Button(t, text=label, style="Offer.TButton", cursor="hand2",
-                            command=partial(self.controller.download, line.file))
+        button = self._offer_button(line.file, label, self.controller.download)
         if line.download in ("running", "saved"):
             button.state(["disabled"])
-        t.window_create("end", window=button, padx=2, align="center")
-        self._offer_buttons.append((line.file, button))
+
+    def _offer_button(self, file_id: str, label: str, act):
+        """A button in the text, after an offer; ``act(file_id)`` when pressed."""
+        button = ttk.Button(self.text, text=label, style="Offer.TButton", cursor="hand2",
+                            command=partial(act, file_id))
+        self.text.window_create("end", window=button, padx=2, align="center")
+        self._offer_buttons.append((file_id, button))
+        return button
 
     def offer_buttons(self, file_id: str) -> list:
         """The Download buttons shown for a file (for tests, and for focus)."""
         return [b for f, b in self._offer_buttons if f == file_id]
 
     def _draw_downloads(self, rows: list) -> None:
-        shown = self._download_rows
-        for key in [k for k in shown if k not in {r.key for r in rows}]:
-            shown.pop(key)[0].destroy()
-        for row in rows:
-            if row.key not in shown:
-                frame = ttk.Frame(self.downloads)
-                bar = ttk.Progressbar(frame, length=220, maximum=1000, mode="determinate")
-                bar.pack(side="left", padx=(0, 8))
-                label = ttk.Label(frame, anchor="w")
-                label.pack(side="left", fill="x", expand=True)
-                frame.pack(fill="x", pady=1)
-                shown[row.key] = (frame, bar, label)
-            _, bar, label = shown[row.key]
-            bar.configure(value=round(1000 * row.fraction))
-            label.configure(text=row.text)
-        if shown and not self.downloads.winfo_manager():
+        self.download_bar.draw(rows)
+        if rows and not self.downloads.winfo_manager():
             self.downloads.pack(fill="x", side="bottom", before=self.panes)
-        elif not shown:
+        elif not rows:
             self.downloads.pack_forget()
 
     def _draw_conversations(self, conversations: list, active: str) -> None:
@@ -702,10 +701,22 @@ class ChatWindow:
         return self.presenter.completion_names() if self.presenter is not None else []
 
     def _join_clicked(self) -> None:
-        self.controller.join(self.join_entry.get(), self.join_private.get())
+        if self.controller.join(self.join_entry.get(), self.join_private.get()) is False:
+            return  # refused as typed (said in the conversation): kept to be fixed
         self.join_entry.delete(0, "end")
         self.join_entry.insert(0, "#")
         self.join_private.set(False)
+
+    def _share_clicked(self) -> None:
+        """Share file…: the picker (one at a time), not a modal dialog."""
+        if self.picker is not None and self.picker.is_open():
+            self.picker.top.lift()
+            return
+        self.picker = FilePicker(self.master, self._picker_folder, self._file_chosen)
+
+    def _file_chosen(self, path: Path) -> None:
+        self._picker_folder = path.parent
+        self.controller.share(str(path))
 
     def _conversation_selected(self) -> None:
         """A click (or an arrow key) in the room list opens that conversation."""

@@ -203,9 +203,22 @@ class Fetch:
         is closed and its state saved."""
         self._stop_saver()
         closed = self.swarm.close()
+        self._interrupted()
+        return closed
+
+    def cancel(self) -> defer.Deferred:
+        """Stopped by its user: as ``stop``, but ``result`` fails only once
+        the file is closed, so a fetch of it again can take it up at once."""
+        self._stop_saver()
+        closed = self.swarm.close()
+        closed.addBoth(self._interrupted)
+        return closed
+
+    def _interrupted(self, passed=None):
+        """The result fails (if it has not fired); ``passed`` goes on."""
         if not self.result.called:
             self.result.errback(SharingError("interrupted; run it again to resume"))
-        return closed
+        return passed
 
 
 class SharingNode:
@@ -255,8 +268,10 @@ class SharingNode:
     # --- what the user does ------------------------------------------------------
 
     @defer.inlineCallbacks
-    def share(self, path) -> Generator[defer.Deferred, Any, tuple[str, Manifest]]:
-        """Hash a file and offer it: fires with (file id, manifest)."""
+    def share(self, path, room: str = "lobby") -> Generator[defer.Deferred, Any,
+                                                            tuple[str, Manifest]]:
+        """Hash a file and offer it to ``room``'s members: fires with (file
+        id, manifest)."""
         path = Path(path).expanduser()
         if not path.is_file():
             raise SharingError(f"{path} is not a file")
@@ -270,7 +285,7 @@ class SharingNode:
         self.seeds[manifest.file_id] = (swarm, manifest)
         try:
             yield self._ask("share", wire.Share(manifest.canonical().decode("utf-8"),
-                                                self.port, self._cid()), manifest.file_id)
+                                                self.port, self._cid(), room), manifest.file_id)
         except SharingError:
             self.seeds.pop(manifest.file_id, None)
             swarm.close()
@@ -287,6 +302,15 @@ class SharingNode:
         self.seeds.pop(file_id)[0].close()
         self.client.request(wire.Unshare(file_id))
         return file_id
+
+    def cancel(self, file_id: str) -> defer.Deferred:
+        """Stop a download under way: its peers are hung up, what it has is
+        kept (a fetch of it again resumes).  Fires once its file is closed."""
+        fetch = self.fetches.get(file_id)
+        if fetch is None or fetch.path is not None:  # none, or saved (and seeding)
+            return defer.succeed(None)
+        del self.fetches[file_id]
+        return fetch.cancel()
 
     def list_files(self) -> None:
         self.client.request(wire.ListFiles())
@@ -416,13 +440,15 @@ class SharingNode:
         make = lambda: peer.PeerConnection(  # noqa: E731
             self.reactor, False, msg.transfer, key, swarm, msg.name,
             preamble=peer.relay_header(msg.transfer, key, "serve"), path="relay")
-        peer.dial(self.reactor, self.client.server_ip, msg.relay_port, make,
+        host = msg.relay_host or self.client.server_ip  # the relay of the downloader's node
+        peer.dial(self.reactor, host, msg.relay_port, make,
                   RELAY_TIMEOUT).addErrback(lambda _: None)
 
     def welcomed(self, welcome: wire.Welcome) -> None:
-        """Logged in again as a new session: the server forgot our files."""
+        """Logged in again as a new session, or resumed where our files are
+        not known: the server forgot them."""
         self._lost_answers()
-        if welcome.resumed:
+        if welcome.resumed and welcome.shares_kept:
             return
         asking = {file_id for kind, _, file_id, _ in self._waiting.values() if kind == "share"}
         for file_id, (swarm, manifest) in self.seeds.items():

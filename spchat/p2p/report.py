@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from spchat.p2p.manifest import safe_name
 
 SHORT_ID = 12  # hex digits shown of a file id (6 or more are enough to /get it)
@@ -37,6 +39,12 @@ def progress_text(p: dict) -> str:
     return (f"{p['name']}: {percent:.0f}% ({size_text(p['done'])} of {size_text(p['size'])}) "
             f"at {rate_text(p['rate'])} from {p['peers']} peer{'s' if p['peers'] != 1 else ''}"
             f"{paths}{eta}")
+
+
+def cancelled_text(p: dict, again: str) -> str:
+    """A download stopped by its user: how far it got, and that it resumes."""
+    percent = math.floor(100 * p["done"] / p["size"]) if p["size"] else 100
+    return f"{safe_name(p['name'])}: cancelled at {percent}%; what was fetched is kept, {again}"
 
 
 def summary_text(s: dict) -> str:

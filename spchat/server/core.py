@@ -27,11 +27,13 @@ from twisted.internet import defer
 from spchat import wire
 from spchat.beacon import BeaconKeys
 from spchat.cluster.acts import ClusterActs
+from spchat.cluster.limits import ClusterLimits
 from spchat.cluster.moves import MOVED, REPLACED, SessionMoves
 from spchat.cluster.remote_members import ClusterRoster
 from spchat.cluster.room_news import RoomNews
 from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.seal import Seal
+from spchat.cluster.shares import ClusterShares
 from spchat.server.administration import Administration
 from spchat.server.claims import ClaimRefresher, LocalClaims, token_hash
 from spchat.server.flood import FloodControl
@@ -134,6 +136,10 @@ class ChatCore:
                                           self.table, self.messaging, self._presence_changed,
                                           self._sessions_changed)
         self.names = names or LocalClaims(clock, node)
+        self.cluster_limits: ClusterLimits | None = None  # (None: alone)
+        if self.cluster is not None:  # failed logins and new accounts: every node's
+            self.cluster_limits = ClusterLimits(clock, self.cluster, throttle, signups)
+            throttle, signups = self.cluster_limits.throttle, self.cluster_limits.signups
         self.logins = Logins(clock, self.store, passwords, throttle, self.table,
                              self._start_session, self._end, signups,
                              self.limits.refusal_log_seconds, self.names)
@@ -147,6 +153,12 @@ class ChatCore:
         self.logins.adopt_lineage = self.messaging.adopt_lineage
         self.sharing = Sharing(clock, self.limits, self.table, self.directory,
                                self.messaging.room_of, self.ports)
+        self.messaging.history_shown = self.sharing.offers_to
+        self.shares: ClusterShares | None = None  # the offers of other nodes (None: alone)
+        if self.roster is not None:
+            self.shares = ClusterShares(clock, self.cluster, self.sharing.tracker, self.table,
+                                        self._remote_session, self._offered_elsewhere)
+            self.sharing.elsewhere = self.shares
         self.flood = FloodControl(clock, self.limits, self._handle, self._end)
         self.admin = Administration(clock, self.table, self.directory, self.logins,
                                     self.room_commands, admin_token, self._end, self.kick, audit,
@@ -273,14 +285,16 @@ class ChatCore:
             self.messaging.directs.stop()
         if self.room_news is not None:
             self.room_news.stop()
+        if self.shares is not None:
+            self.shares.stop()
         return defer.maybeDeferred(self.messaging.committer.stop)
 
     # --- connection lifecycle, called by the protocol ---------------------------------
 
     def open_link(self, conn, address: str, beacon_keys: BeaconKeys | None = None,
-                  agent: str = "?") -> Link:
+                  agent: str = "?", local: str = "") -> Link:
         now = self.now()
-        link = Link(conn, address, now, beacon_keys, agent=agent, last_heard=now)
+        link = Link(conn, address, now, beacon_keys, agent=agent, last_heard=now, local=local)
         self.links.add(link)
         return link
 
@@ -372,11 +386,12 @@ class ChatCore:
         if session.link is not None:
             session.link.conn.send(message)
 
-    def _welcome(self, session: Session, rooms, resumed: bool) -> wire.Welcome:
+    def _welcome(self, session: Session, rooms, resumed: bool,
+                 shares_kept: bool = True) -> wire.Welcome:
         return wire.Welcome(
             session.name, session.id, session.token, tuple(room.name for room in rooms),
             self.now_ms(), self.ports.udp, int(self.limits.presence_interval * 1000),
-            self.limits.max_in_flight, resumed, self.keepalive_ms,
+            self.limits.max_in_flight, resumed, self.keepalive_ms, shares_kept,
         )
 
     @property
@@ -515,7 +530,8 @@ class ChatCore:
             self.link_lost(link)
             return
         link.conn.started(session, resumed=True)
-        self._send(session, self._welcome(session, rooms, resumed=True))
+        # What it offered was known where it was only: it offers it again.
+        self._send(session, self._welcome(session, rooms, resumed=True, shares_kept=False))
         for room in rooms:
             self._send(session, room.state())
         self.messaging.replay(session, msg.positions, msg.since)
@@ -630,6 +646,18 @@ class ChatCore:
         self.admin.sessions_changed()
         if self.roster is not None:
             self.roster.changed()
+
+    def _remote_session(self, node: str, session_id: str) -> RemoteSession | None:
+        """A session of another node, if the roster lists it there."""
+        assert self.roster is not None, "only in a cluster"
+        listed = self.roster.remote.nodes.get(node)
+        return None if listed is None else listed.sessions.get(session_id)
+
+    def _offered_elsewhere(self, shared) -> None:
+        """A file offered on another node: news to its room's members here."""
+        room = self.directory.get(shared.room_key)
+        if room is not None:
+            self.directory.broadcast(room, shared.offer())
 
     def _elsewhere_changed(self) -> None:
         """Someone on another node came, went or changed."""

@@ -66,6 +66,9 @@ class Messaging:
             self._send_direct)
         # The session of a name on another node (``ClusterRoster.elsewhere``).
         self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
+        # After a joined room's history: what else a newcomer is shown (the
+        # files offered there now).
+        self.history_shown: Callable[[Session, Room], None] = lambda session, room: None
         self.counts = MessageCounts()
         self.waiting = WaitingDirects(limits, self.now_ms, self._unsaved_waiting_for)
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
@@ -385,6 +388,7 @@ class Messaging:
 
         def end(records: list[Record]) -> None:
             self._history_end(session, "#" + room.name, records, limit, before)
+            self.history_shown(session, room)
 
         self._queue(session, self._reader(session).join(
             conversation, before, limit, hold, end, lambda: room.key in session.rooms),

@@ -117,7 +117,9 @@ class ChatServerProtocol(NoiseChannel):
 
     def channel_open(self):
         keys = beacon.derive_keys(self.handshake_hash)
-        self.link = self.factory.core.open_link(self, self.peer, keys, self.agent)
+        here = self.transport.getHost()  # where the client reached this server
+        local = f"{getattr(here, 'host', '')}:{getattr(here, 'port', 0)}"
+        self.link = self.factory.core.open_link(self, self.peer, keys, self.agent, local)
 
     def message_received(self, msg):
         try:
@@ -418,14 +420,15 @@ class ChatServerFactory(protocol.Factory):
         return False
 
     def _has_session(self, host: str) -> bool:
-        """Whether a session (connected or waiting to be resumed) was last
+        """Whether a session (connected or waiting to be resumed, on this
+        node or another: a client moving here when its node went) was last
         seen at ``host``: only then may it use the last reserved places.
         The addresses are gathered at most once a second (a flood of
         connections must not walk every session each time)."""
         now = self.clock.seconds()
         if self._session_hosts is None or now - self._session_hosts[0] >= 1.0:
             hosts = {session.address.rpartition(":")[0]
-                     for session in self.core.sessions.values()}
+                     for session in self.core.everyone.values()}
             self._session_hosts = (now, hosts)
         return host in self._session_hosts[1]
 

@@ -184,7 +184,7 @@ class RoomCommands:
             raise Refused("room_password", f"#{room.name} needs its password: "
                           f"/join #{room.name} PASSWORD" if msg.password is None
                           else f"wrong password for #{room.name}")
-        if room.full() and not let_in:
+        if self.directory.full(room) and not let_in:
             raise Refused("room_full", f"#{room.name} is full ({room.member_limit} members); "
                           "an operator of it may /invite you")
         room.invited.discard(session.key)
@@ -219,7 +219,7 @@ class RoomCommands:
         # Not past a door an operator closed: a ban, an invitation or a
         # password needed, a full room (a join is refused them too).
         return [room for room in rooms if room is not None and not self._banned(room, key)
-                and not (room.private or room.password or room.full())]
+                and not (room.private or room.password or self.directory.full(room))]
 
     def part(self, session: Session, msg: wire.Part) -> None:
         room = self.messaging.room_of(session, msg.room)
@@ -335,6 +335,8 @@ class RoomCommands:
         """A voice lets a member speak while the room is moderated: a
         guest's while it is in the room, anyone else's kept by name (as a
         mute is)."""
+        if target is None and (on or key not in room.voices):
+            self._not_a_guest_elsewhere(display, key, "voice")
         if on == room.has_voice(key):
             raise Refused("unchanged", f"{display} {'has' if on else 'has no'} voice in "
                           f"#{room.name} already")
@@ -428,15 +430,33 @@ class RoomCommands:
         if not own and room.role_of(key) != role:
             # Never on someone as high: /op on an owner would demote them.
             outrank(actor, room, key, display, op)
-        if target is None:
-            raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
+        registered = self._registered_target(display, key, target)
         if room.role_of(key) == role:
             raise Refused("unchanged", f"{display} is {role_words(role)} of #{room.name} already")
         room.mutes.pop(key, None)
-        self._set_role(room, key, display, target.registered, role)
+        self._set_role(room, key, display, registered, role)
         self._standing_changed(room, key, display, actor, "role",
                                f"{actor.name} made {display} {role_words(role)}")
         return f"made {display} {role_words(role)} of #{room.name}"
+
+    def _registered_target(self, display: str, key: str, target: Session | None) -> bool:
+        """Whether the one given a role is registered: here, or on another
+        node (a registered account's role is saved, and read there)."""
+        if target is not None:
+            return target.registered
+        if self.messaging.elsewhere(key) is None:
+            raise Refused("unknown_user", f"nobody called {quoted(display)} is here")
+        self._not_a_guest_elsewhere(display, key, "role")
+        return True
+
+    def _not_a_guest_elsewhere(self, display: str, key: str, what: str) -> None:
+        """A guest's role and voice are kept by the node it is on, which a
+        change here would not reach: refused, in words."""
+        remote = self.messaging.elsewhere(key)
+        if remote is not None and not remote.registered:
+            raise Refused("guest_elsewhere", f"{display} is a guest connected to another "
+                          f"node: a guest's {what} is kept there and can only be changed "
+                          "there (or once they register)")
 
     def _set_role(self, room: Room, key: str, display: str, registered: bool,
                   role: str) -> None:
@@ -458,6 +478,8 @@ class RoomCommands:
         member = room.members.get(key)
         if member is not None:
             self.directory.member_changed(room, member)
+        else:
+            self.directory.remote_changed(room, key)
         notice = wire.Notice(room.name, self.now_ms(), kind, text, display, actor.name, reason)
         self.directory.event(room, notice)
         self._told(room, notice)

@@ -83,7 +83,9 @@ class RoomSync:
         """The room's settings and standings as kept; its members here told
         what changed for them."""
         settings = _settings(room)
-        standing = {key: (room.role_of(key), room.has_voice(key)) for key in room.members}
+        # Of its members here and on the other nodes.
+        standing = {key: (room.role_of(key), room.has_voice(key))
+                    for key in [*room.members, *self.directory.remote(room.key)]}
         before = (room.voices, room.roles, room.bans, room.mutes)
         room.topic, room.private, room.topic_locked = (record.topic, record.private,
                                                        record.topic_locked)
@@ -93,6 +95,9 @@ class RoomSync:
         room.bans, room.mutes = dict(record.bans), dict(record.mutes)
         if settings != _settings(room):
             self.directory.event(room, room.state())
+        for key in sorted(standing.keys() - room.members.keys()):
+            if standing[key] != (room.role_of(key), room.has_voice(key)):
+                self.directory.remote_changed(room, key)
         for key, member in list(room.members.items()):
             if standing[key] != (room.role_of(key), room.has_voice(key)):
                 self.directory.member_changed(room, member)

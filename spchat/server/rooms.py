@@ -85,9 +85,6 @@ class Room:
         return wire.RoomState(self.name, self.topic, self.private, self.topic_locked,
                               self.last_seq, self.password, self.member_limit, self.moderated)
 
-    def full(self) -> bool:
-        return 0 < self.member_limit <= len(self.members)
-
     def record(self) -> RoomRecord:
         """The settings, as the store keeps them."""
         return RoomRecord(self.key, self.name, self.topic, self.private, self.topic_locked,
@@ -216,6 +213,13 @@ class RoomDirectory:
         self.updated(room, session.name, session.key,
                      self.presence_state(session, self.clock.seconds()))
 
+    def remote_changed(self, room: Room, key: str) -> None:
+        """The role of a member on another node changed: told here as for
+        a member here (nothing if it is not in the room there)."""
+        member = self.remote(room.key).get(key)
+        if member is not None and key not in room.members:
+            self.updated(room, member.name, key, member.state)
+
     def updated(self, room: Room, name: str, key: str, state: str) -> None:
         """A member's state or role, here or on another node."""
         self.event(room, wire.MemberUpdate(room.name, name, state, room.role_of(key)))
@@ -315,6 +319,10 @@ class RoomDirectory:
         """Its members, here and on the other nodes."""
         remote = self.remote(room.key)
         return len(room.members) + sum(1 for key in remote if key not in room.members)
+
+    def full(self, room: Room) -> bool:
+        """At its member limit (``+l``), counting its members on every node."""
+        return 0 < room.member_limit <= self.count(room)
 
     def rows(self) -> tuple[tuple, ...]:
         """The administrators' table of rooms (see wire.ROOM_FIELDS)."""

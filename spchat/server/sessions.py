@@ -69,6 +69,7 @@ class Link:
     # When it last sent anything: a connection is alive while it speaks
     # (the reference client sends a keepalive when it has nothing to say).
     last_heard: float = 0.0
+    local: str = ""  # this server's end of it, "host:port" (where the client reached it)
 
 
 @dataclass(eq=False, slots=True)

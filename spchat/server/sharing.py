@@ -7,16 +7,26 @@ the relay, spchat.server.relay), never through the chat connection.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from spchat import wire
 from spchat.p2p.manifest import Manifest, ManifestError
 from spchat.p2p.tags import relay_name
-from spchat.server.rooms import RoomDirectory
+from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import Limits, Ports, Refused, quoted
 from spchat.server.sessions import Session, SessionTable
 from spchat.server.tracker import (
     HEX_DIGITS, MAX_FILES_PER_SESSION, MIN_PREFIX, RELAY_TICKET_SECONDS, SharedFile, Tracker,
     host_of,
 )
+
+if TYPE_CHECKING:
+    from spchat.cluster.shares import ClusterShares
+
+
+# A newcomer to a room is shown this many of its newest offers (the
+# others are in the list of files).
+MAX_OFFERS_ON_JOIN = 20
 
 
 class Sharing:
@@ -34,6 +44,9 @@ class Sharing:
         # does not cross the network in clear), each until an expiry time.
         self.relay_tickets: dict[str, float] = {}
         self.tracker = Tracker()
+        # The offers of the other nodes (spchat.cluster.shares.ClusterShares;
+        # None: this node is alone).
+        self.elsewhere: ClusterShares | None = None
 
     def now(self) -> float:
         return self.clock.seconds()
@@ -66,9 +79,16 @@ class Sharing:
         return limit
 
     def _linked(self, session_id: str) -> bool:
-        """Online now, with a connection to reach it on (not reconnecting)."""
+        """Online now, with a connection to reach it on (not reconnecting),
+        here or on another node."""
         session = self.sessions.by_id.get(session_id)
-        return session is not None and session.link is not None
+        if session is None:
+            return self.elsewhere is not None and self.elsewhere.live(session_id)
+        return session.link is not None
+
+    def _files(self) -> dict[str, SharedFile]:
+        """The offers of every node, with their holders on every node."""
+        return self.tracker.files if self.elsewhere is None else self.elsewhere.files()
 
     def _may_hold(self, session: Session, file_id: str) -> None:
         if not self.tracker.may_hold(session.id, file_id):
@@ -122,7 +142,11 @@ class Sharing:
         self.tracker.release(session.id, msg.file.lower())
 
     def holding(self, session: Session, msg: wire.Holding) -> None:
-        shared = self._visible(session, self.tracker.files.get(msg.file.lower()), msg.file)
+        file_id = msg.file.lower()
+        shared = self.tracker.files.get(file_id)
+        if shared is None and self.elsewhere is not None:
+            shared = self._adopted(self._files().get(file_id), session)
+        shared = self._visible(session, shared, msg.file)
         if msg.pieces == 0:
             self.tracker.release(session.id, shared.file_id)
             return
@@ -131,14 +155,34 @@ class Sharing:
         self._may_hold(session, shared.file_id)
         self.tracker.hold(shared, session.id, msg.port, msg.pieces)
 
+    def _adopted(self, offer: SharedFile | None, session: Session) -> SharedFile | None:
+        """An offer of another node, offered here too as a downloader here
+        comes to hold pieces of it."""
+        if offer is None or offer.room_key not in session.rooms or not offer.manifest:
+            return None
+        return self.tracker.add(offer.file_id, offer.manifest, offer.name, offer.size,
+                                offer.piece_count, offer.sharer, offer.room, offer.ts,
+                                room_key=offer.room_key)
+
     @staticmethod
     def _visible(session: Session, shared: SharedFile | None, ref: str) -> SharedFile:
         if shared is None or shared.room_key not in session.rooms:
             raise Refused("no_such_file", f"no file {quoted(ref)} is offered in your rooms")
         return shared
 
+    def offers_to(self, session: Session, room: Room) -> None:
+        """The files offered in a room now, to a member who just joined it
+        (the offers it was not there to see), oldest first."""
+        if session.link is None or room.key not in session.rooms:
+            return
+        offers = [f for f in self._files().values()
+                  if f.room_key == room.key and any(map(self._linked, f.holders))]
+        for shared in offers[-MAX_OFFERS_ON_JOIN:]:
+            session.link.conn.send(shared.offer())
+
     def list_files(self, session: Session, msg: wire.ListFiles) -> None:
-        self._send(session, wire.FileList(self.tracker.listing(self._linked, session.rooms)))
+        self._send(session, wire.FileList(self.tracker.listing(self._linked, session.rooms,
+                                                                self._files())))
 
     def _find_file(self, session: Session, ref: str) -> SharedFile:
         ref = ref.lower()
@@ -147,7 +191,7 @@ class Sharing:
         if len(ref) < MIN_PREFIX:
             raise Refused("no_such_file", f"give at least {MIN_PREFIX} hex digits of the "
                           "file's id")
-        found = [f for f in self.tracker.find(ref) if f.room_key in session.rooms]
+        found = [f for f in self.tracker.find(ref, self._files()) if f.room_key in session.rooms]
         if not found:
             raise Refused("no_such_file", f"no file {ref} is offered in your rooms")
         if len(found) > 1:
@@ -162,10 +206,13 @@ class Sharing:
         )
         if not peers:
             raise Refused("no_peers", f"nobody who has {shared.name} is online now")
-        rows = []
+        rows, elsewhere = [], []
         for holder_id, holder in peers:
+            peer = self.sessions.by_id.get(holder_id)
+            if peer is None:  # on another node: introduced by it
+                elsewhere.append((holder_id, holder))
+                continue
             transfer = self.tracker.introduce(shared.file_id, session.id, holder_id, self.now())
-            peer = self.sessions.by_id[holder_id]
             # The holder hears of the key before the downloader can use it.
             self._send(peer, wire.PeerRequest(
                 transfer.id, transfer.key, shared.file_id, session.name, relay_port=0
@@ -173,6 +220,9 @@ class Sharing:
             assert peer.link is not None, "picked as _linked"
             rows.append((peer.name, host_of(peer.link.address), holder.port,
                          transfer.id, transfer.key))
+        if elsewhere and self.elsewhere is not None:
+            self.elsewhere.fetch(session, msg.cid, shared, rows, elsewhere)
+            return
         self._send(session, wire.Swarm(shared.file_id, shared.manifest, msg.cid, tuple(rows)))
 
     def relay_request(self, session: Session, msg: wire.RelayRequest) -> None:
@@ -182,16 +232,24 @@ class Sharing:
                           "fetch the file again")
         if self.ports.relay == 0:
             raise Refused("no_relay", "this server has no relay: peers must connect directly")
-        if not (self._linked(transfer.holder)
-                and self.tracker.holds(transfer.holder, transfer.file)):
+        holder = self.sessions.by_id.get(transfer.holder)
+        offer = self._files().get(transfer.file)
+        if not (self._linked(transfer.holder) and offer is not None
+                and transfer.holder in offer.holders):
             raise Refused("no_peers", "the peer of this transfer is not online now")
-        holder = self.sessions.by_id[transfer.holder]
         name = relay_name(transfer.id, bytes.fromhex(transfer.key))
         if not self.relay_allowed(name):
             # One call to the relay per live ticket: asking again must not
             # make the holder dial the relay again and again.
             self.relay_tickets[name] = self.now() + RELAY_TICKET_SECONDS
-            self._send(holder, wire.PeerRequest(
-                transfer.id, transfer.key, transfer.file, session.name, self.ports.relay
-            ))
+            if holder is not None:
+                self._send(holder, wire.PeerRequest(
+                    transfer.id, transfer.key, transfer.file, session.name, self.ports.relay
+                ))
+            elif self.elsewhere is not None:
+                # On another node: this node's relay carries it, at the
+                # address the downloader reached this node at.
+                assert session.link is not None, "it asked on it"
+                self.elsewhere.relay(session, transfer.holder, transfer.id, transfer.key,
+                                     transfer.file, self.ports.relay, host_of(session.link.local))
         self._send(session, wire.RelayOpen(transfer.id, self.ports.relay))

@@ -35,14 +35,34 @@ class _Window(collections.OrderedDict):
             return None
         return min(wait, self.window)
 
-    def record(self, key, now: float) -> None:
+    def record(self, key, when: float) -> None:
+        """One event of ``key`` at ``when`` (now, or a moment ago: one
+        heard from another node may come after a newer one here)."""
+        times = self.get(key)
+        if times is not None and when < times[-1]:
+            if len(times) < self.limit or when > times[0]:
+                kept = sorted([*times, when])[-self.limit:]
+                times.clear()
+                times.extend(kept)
+            return  # its newest event is the same: it stays where it is
         times = self.pop(key, None)
         if times is None:
             times = collections.deque(maxlen=self.limit)
-        times.append(now)
+        times.append(when)
         self[key] = times  # now the newest entry
         while len(self) > self.max_entries:
             self.popitem(last=False)
+
+
+def _when(at: float | None, now: float, window: float) -> float | None:
+    """When an event counts: now, or at ``at`` if that is within the window
+    (never later than now: another node's clock may be a little ahead);
+    None if it is too old to count."""
+    if at is None:
+        return now
+    if at <= now - window:
+        return None
+    return min(at, now)
 
 
 def _check_limits(limit: int, window: float, max_entries: int) -> None:
@@ -95,12 +115,15 @@ class LoginThrottle:
                  if w is not None]
         return max(waits) if waits else None
 
-    def failed(self, name_key, ip) -> None:
-        """Record a failed login for this name and this IP."""
+    def failed(self, name_key, ip, at: float | None = None) -> None:
+        """Record a failed login for this name and this IP, now or ``at``
+        (a moment ago, on another node)."""
         now = self._clock.seconds()
         self._prune(now)
-        self._names.record(name_key, now)
-        self._ips.record(ip, now)
+        when = _when(at, now, self.window)
+        if when is not None:
+            self._names.record(name_key, when)
+            self._ips.record(ip, when)
 
     def succeeded(self, name_key, ip) -> None:
         """A good login clears the name's failures (not the IP's)."""
@@ -143,9 +166,10 @@ class SignupLimit:
                     return wait, which
         return None
 
-    def counted(self, ip) -> None:
-        """One more new account (being made) from ``ip``."""
-        now = self._clock.seconds()
+    def counted(self, ip, at: float | None = None) -> None:
+        """One more new account (being made) from ``ip``, now or ``at`` (a
+        moment ago, on another node)."""
+        when = _when(at, self._clock.seconds(), self.window)
         for table, key in ((self._ips, ip), (self._all, None)):
-            if table is not None:
-                table.record(key, now)
+            if table is not None and when is not None:
+                table.record(key, when)

@@ -92,6 +92,8 @@ class Tracker:
         # By downloader session id, each oldest first: a relay request comes
         # from the downloader, so only its own transfers are looked at.
         self.transfers: dict[str, dict[str, Transfer]] = {}
+        # An offer or a holder came or went (the other nodes are told).
+        self.on_change: Callable[[], None] = lambda: None
 
     # --- offers and holders ----------------------------------------------------
 
@@ -107,7 +109,10 @@ class Tracker:
         return file_id in held or len(held) < MAX_FILES_PER_SESSION
 
     def hold(self, shared: SharedFile, session: str, port: int, pieces: int) -> None:
-        shared.holders[session] = Holder(port, pieces)
+        holder = Holder(port, pieces)
+        if shared.holders.get(session) != holder:
+            shared.holders[session] = holder
+            self.on_change()
         self.held.setdefault(session, set()).add(shared.file_id)
 
     def holds(self, session: str, file_id: str) -> bool:
@@ -124,6 +129,7 @@ class Tracker:
             del self.held[session]
         if not shared.holders:
             del self.files[file_id]
+        self.on_change()
 
     def forget_session(self, session: str) -> None:
         """The session went offline: out of every swarm, its introductions void."""
@@ -133,20 +139,24 @@ class Tracker:
 
     # --- finding and listing ----------------------------------------------------
 
-    def find(self, ref: str) -> list[SharedFile]:
+    def find(self, ref: str, files: dict[str, SharedFile] | None = None) -> list[SharedFile]:
         """The offers whose id is ``ref`` or starts with it (a linear scan:
-        fetches are flood-limited, and offers at most 50 a session)."""
-        shared = self.files.get(ref)
+        fetches are flood-limited, and offers at most 50 a session), of
+        ``files`` (None: those here)."""
+        files = self.files if files is None else files
+        shared = files.get(ref)
         if shared is not None:
             return [shared]
-        return [f for file_id, f in self.files.items() if file_id.startswith(ref)]
+        return [f for file_id, f in files.items() if file_id.startswith(ref)]
 
-    def listing(self, linked: Callable[[str], bool],
-                rooms: set[str] | None = None) -> tuple[tuple, ...]:
+    def listing(self, linked: Callable[[str], bool], rooms: set[str] | None = None,
+                files: dict[str, SharedFile] | None = None) -> tuple[tuple, ...]:
         """Rows for wire.FileList, newest first, of the offers made in
-        ``rooms`` (room keys; None: all); holders counted if ``linked``."""
+        ``rooms`` (room keys; None: all) of ``files`` (None: those here);
+        holders counted if ``linked``."""
         rows, size = [], 0
-        offers = (f for f in reversed(self.files.values()) if rooms is None or f.room_key in rooms)
+        files = self.files if files is None else files
+        offers = (f for f in reversed(files.values()) if rooms is None or f.room_key in rooms)
         for shared in itertools.islice(offers, MAX_LISTED):
             row = (shared.file_id, shared.name, shared.size, shared.sharer,
                    sum(map(linked, shared.holders)))

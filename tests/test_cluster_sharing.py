@@ -1,0 +1,196 @@
+"""File sharing across nodes, sans-IO: two chat cores on one store (in
+memory) and an in-memory bus, on a ``task.Clock``: offers seen and listed
+everywhere, fetches introduced by the holder's node before the downloader
+is answered, the relay of the downloader's node, and holders that go."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from twisted.internet import task
+
+from spchat import wire
+from spchat.cluster import share_notices
+from spchat.cluster.roster import SILENT_SECONDS
+from spchat.cluster.shares import INTRODUCE_SECONDS, RESEND_SECONDS, TELL_DELAY
+from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
+from spchat.p2p.tags import relay_name
+from spchat.server.core import ChatCore, Limits
+from spchat.server.memory_store import MemoryStore
+
+from helpers import MemoryClient, SharedBus, settle
+
+KEY = b"k" * 32
+
+
+class Cluster:
+    def __init__(self, names=("a", "b")):
+        self.clock = task.Clock()
+        self.clock.advance(1_700_000_000)
+        self.store = MemoryStore()
+        self.hub = SharedBus()
+        self.nodes = {}
+        for name in names:
+            core = ChatCore(self.clock, Limits(flood_burst=10_000), store=self.store,
+                            bus=self.hub.port(), bus_key=KEY, node=name)
+            core.start()
+            core.ports.relay = 7100 + len(self.nodes)
+            self.nodes[name] = core
+
+    def __getitem__(self, name) -> ChatCore:
+        return self.nodes[name]
+
+    def login(self, at, name, address, local="10.0.0.1:5000"):
+        conn = MemoryClient()
+        link = self.nodes[at].open_link(conn, address, local=local)
+        self.nodes[at].receive(link, wire.Login(name))
+        return link, conn
+
+    def settle(self):
+        """Comings and goings, and the offers, told to every node."""
+        for core in self.nodes.values():
+            settle(core)
+        self.clock.advance(TELL_DELAY)
+        self.clock.advance(3.0)  # the roster's snapshot
+
+
+@pytest.fixture
+def cluster():
+    return Cluster()
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "notes.bin"
+    path.write_bytes(os.urandom(3 * MIN_PIECE_SIZE + 10))
+    return build_manifest(path, MIN_PIECE_SIZE)
+
+
+def shared_on_a(cluster, manifest):
+    """alice on a shares the file; bob on b: both in the lobby."""
+    alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
+    bob_link, bob = cluster.login("b", "bob", "198.51.100.9:4001", local="203.0.113.5:5000")
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s1"))
+    cluster.settle()
+    return alice_link, alice, bob_link, bob
+
+
+def listing(core, link, conn):
+    core.receive(link, wire.ListFiles())
+    return conn.of(wire.FileList)[-1].files
+
+
+def test_an_offer_on_one_node_is_news_and_listed_on_the_other(cluster, manifest):
+    _, _, bob_link, bob = shared_on_a(cluster, manifest)
+    assert [(o.file, o.name, o.sharer) for o in bob.of(wire.Offer)] == [
+        (manifest.file_id, "notes.bin", "alice")]
+    assert listing(cluster["b"], bob_link, bob) == (
+        (manifest.file_id, "notes.bin", manifest.size, "alice", 1),)
+
+
+def test_a_newcomer_on_one_node_is_shown_the_offers_made_on_another(cluster, manifest):
+    shared_on_a(cluster, manifest)
+    _, carol = cluster.login("b", "carol", "198.51.100.10:4002")
+    assert [(o.file, o.sharer) for o in carol.of(wire.Offer)] == [(manifest.file_id, "alice")]
+
+
+def test_a_fetch_across_nodes_waits_for_the_holders_node_to_tell_it(cluster, manifest):
+    _, alice, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster.hub.up = False  # the holder's node does not hear the introduction
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id[:8], "f1"))
+    assert bob.of(wire.Swarm) == [] and alice.of(wire.PeerRequest) == []
+    cluster.clock.advance(INTRODUCE_SECONDS)
+    assert bob.of(wire.Error)[-1] == wire.Error(
+        "no_peers", "nobody who has notes.bin is online now", "f1")
+    cluster.hub.up = True
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f2"))
+    # The in-memory bus carries notices at once: alice heard of bob's key
+    # before bob got it.
+    (request,) = alice.of(wire.PeerRequest)
+    (swarm,) = bob.of(wire.Swarm)
+    assert (request.name, request.file, request.relay_port) == ("bob", manifest.file_id, 0)
+    assert swarm.manifest == manifest.canonical().decode() and swarm.cid == "f2"
+    assert swarm.peers == (("alice", "192.0.2.7", 7000, request.transfer, request.key),)
+
+
+def test_the_relay_of_the_downloaders_node_carries_a_transfer_across_nodes(cluster, manifest):
+    _, alice, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    (_, _, _, transfer, key), = bob.of(wire.Swarm)[-1].peers
+    cluster["b"].receive(bob_link, wire.RelayRequest(transfer))
+    assert bob.of(wire.RelayOpen) == [wire.RelayOpen(transfer, 7101)]
+    relayed = alice.of(wire.PeerRequest)[-1]
+    # alice dials bob's node at the address bob reached it at.
+    assert (relayed.relay_port, relayed.relay_host) == (7101, "203.0.113.5")
+    ticket = relay_name(transfer, bytes.fromhex(key))
+    assert cluster["b"].relay_allowed(ticket) and not cluster["a"].relay_allowed(ticket)
+    cluster["b"].receive(bob_link, wire.RelayRequest(transfer))  # asked again
+    assert len(alice.of(wire.PeerRequest)) == 2  # no second dial of the relay
+
+
+def test_a_downloader_elsewhere_becomes_a_holder_of_its_node(cluster, manifest):
+    _, _, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    cluster.clock.advance(RESEND_SECONDS)  # a's offers said again meanwhile
+    cluster["b"].receive(bob_link, wire.Holding(manifest.file_id, 2, 7001))
+    assert bob.of(wire.Error) == []
+    carol_link, carol = cluster.login("a", "carol", "192.0.2.8:4002")
+    cluster.settle()
+    assert listing(cluster["a"], carol_link, carol)[0][4] == 2
+    cluster["a"].receive(carol_link, wire.Fetch(manifest.file_id, "f1"))
+    assert sorted(p[0] for p in carol.of(wire.Swarm)[-1].peers) == ["alice", "bob"]
+
+
+def test_an_offer_goes_with_its_holder_and_with_its_holders_node(cluster, manifest):
+    alice_link, _, bob_link, bob = shared_on_a(cluster, manifest)
+    cluster["a"].receive(alice_link, wire.Unshare(manifest.file_id))
+    cluster.settle()
+    assert listing(cluster["b"], bob_link, bob) == ()
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s2"))
+    cluster.settle()
+    assert len(listing(cluster["b"], bob_link, bob)) == 1
+    cluster.hub.deafen(cluster["a"])  # node a dies
+    cluster.clock.advance(SILENT_SECONDS + 3.0)
+    assert listing(cluster["b"], bob_link, bob) == ()
+    cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
+    assert bob.of(wire.Error)[-1].code == "no_such_file"
+    cluster.clock.advance(RESEND_SECONDS)  # and what it said is forgotten
+    assert "a" not in cluster["b"].shares.nodes and not cluster["b"].shares.holder_nodes
+
+
+def test_a_node_back_on_the_bus_hears_the_offers_said_meanwhile(cluster, manifest):
+    alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
+    bob_link, bob = cluster.login("b", "bob", "198.51.100.9:4001")
+    cluster.settle()
+    cluster.hub.up = False
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s1"))
+    cluster.settle()
+    assert listing(cluster["b"], bob_link, bob) == ()
+    cluster.hub.back()
+    cluster.settle()
+    assert len(listing(cluster["b"], bob_link, bob)) == 1
+    # And a notice lost without the bus noticing is mended within RESEND_SECONDS.
+    cluster.hub.up = False
+    cluster["a"].receive(alice_link, wire.Unshare(manifest.file_id))
+    cluster.settle()
+    cluster.hub.up = True
+    cluster.clock.advance(RESEND_SECONDS)
+    assert listing(cluster["b"], bob_link, bob) == ()
+
+
+def test_notices_that_do_not_parse_are_dropped_and_counted(cluster, manifest):
+    _, _, bob_link, bob = shared_on_a(cluster, manifest)
+    before = cluster["b"].cluster.ignored
+    good = share_notices.shares("x", False, [])
+    for kind, body in [
+        (share_notices.SHARES, {**good, "files": [["f" * 64, "n", -1, 1, "s", "r", "r", 0, []]]}),
+        (share_notices.SHARES, {**good, "files": [["f" * 64, "n", 1, 1, "s", "r", "r", 0,
+                                                  [["sid", 70000, 1]]]]}),
+        (share_notices.SHARES, {"boot": "x"}),
+        (share_notices.INTRODUCE, {"to": "b", "holder": "h"}),
+        (share_notices.INTRODUCED, {"to": "b", "transfer": "t", "manifest": 5}),
+    ]:
+        cluster["a"].cluster.send(kind, body)
+    assert cluster["b"].cluster.ignored == before + 5
+    assert len(listing(cluster["b"], bob_link, bob)) == 1  # what it knew stands
