@@ -377,7 +377,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_waiting_directs", "CHAT_MAX_WAITING_DIRECTS", "max-waiting-directs", "100",
             _int_range(0, 10000),
             "Direct messages kept for a registered user who is offline, delivered at their next "
-            "login (0-10000; 0: refused, as for guests); more are refused."),
+            "login (0-10000, all nodes together; 0: refused, as for guests); more are refused."),
     Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
     Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
