@@ -67,6 +67,16 @@ def test_a_kick_asked_of_one_node_ends_the_session_on_another(cluster):
     assert cluster.audit["b"][-1] == "admin act from node a: kick carol: not on this node"
 
 
+def test_a_kick_with_a_ban_tells_the_one_kicked_of_the_ban_on_any_node(cluster):
+    _, bob = login(cluster["b"], "bob")
+    _, carol = login(cluster["a"], "carol")
+    for name in ("bob", "carol"):
+        reply = cluster.admin("a", "kick", name=name, reason="rude", minutes=10)
+        assert reply.ok, reply
+    for conn in (bob, carol):  # told alike, on its node or on another
+        assert conn.closed == ("kicked", "you were kicked and banned for 10 minutes: rude")
+
+
 def test_a_ban_on_one_node_ends_the_session_on_another_and_refuses_its_next_login(cluster):
     _, bob = login(cluster["b"], "bob")
     reply = cluster.admin("a", "ban", name="bob", reason="spam", minutes=10)
@@ -322,3 +332,41 @@ def test_an_invitation_on_one_node_lets_in_someone_on_another(cluster):
         "alice invited you to #club; /join #club to accept", "bob", "alice")
     say(cluster["b"], bob_link, wire.Join("club"))
     assert "bob" in cluster["b"].directory.get("club").members
+
+
+@pytest.mark.parametrize("action", ["kick", "ban"])
+def test_a_member_put_out_on_another_node_is_told_once_to_every_node(action):
+    cluster = Cluster(names=("a", "b", "c"))
+    cluster.admin("a", "room_mode", room="lobby", action="moderated", on=False)
+    _, bob = login(cluster["b"], "bob")
+    watchers = {name: login(cluster[name], f"eve{name}")[1] for name in ("a", "b", "c")}
+    for name in ("a", "b", "c"):
+        settle(cluster[name])
+    assert cluster.admin("a", "room_moderate", room="lobby", action=action, name="bob",
+                         reason="rude").ok
+    for _ in range(5):  # the room notice, the reads, bob's node's roster news
+        for name in ("a", "b", "c"):
+            settle(cluster[name])
+    assert bob.of(wire.RoomLeft)[-1].code == ("kicked" if action == "kick" else "banned")
+    for name, watcher in watchers.items():
+        told = [n.text for n in watcher.of(wire.Notice) if n.kind == action]
+        assert len(told) == 1, (name, told)
+        assert watcher.of(wire.MemberUpdate)[-1].state == "gone"
+
+
+def test_what_the_nodes_count_of_each_room_is_let_go_once_it_is_read():
+    cluster = Cluster()
+    alone = ChatCore(cluster.clock, Limits(), store=MemoryStore(), admin_token=TOKEN)
+    alone.start()
+    for core in (cluster["a"], alone):
+        link, _ = login(core, "alice")
+        for n in range(20):  # rooms made and their topics set
+            say(core, link, wire.Join(f"room{n}"))
+            say(core, link, wire.Topic(f"room{n}", "a topic"))
+    cluster.clock.advance(0)
+    assert cluster["b"].directory.get("room19").topic == "a topic"  # read there
+    assert cluster["b"].room_news._read_rooms == {}
+    assert alone.room_commands.writes == {}
+    # Where they were made, until the next read of rooms (once a minute at most).
+    cluster.clock.advance(CHECK_SECONDS)
+    assert cluster["a"].room_commands.writes == {}

@@ -31,6 +31,7 @@ def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
         "flood-burst": "10000", "flood-rate": "100000", "flood-queue": "10000",
         "default-rooms": "lobby,dev"})
     ports = [node.address.port for node in nodes]
+    saved_by = watch_saves(nodes)
     proxies, listening = [], []
     try:
         yield wait_until(lambda: all(node.bus.subscribed for node in nodes), timeout=20)
@@ -60,8 +61,24 @@ def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
 
         def how_far():
             return "; ".join(f"{c.name}: {c.status} outbox={len(c.outbox)} "
-                             f"got={len(c.rec.of(wire.RoomMessage))}" for c in clients) + (
+                             f"got={len(c.rec.of(wire.RoomMessage))} "
+                             f"missing={missing(c)}" for c in clients) + (
                 f"; cuts={[p.cuts for p in proxies]}")
+
+        def missing(client):
+            got = {(m.room, m.seq) for m in client.rec.of(wire.RoomMessage)}
+            lacking = [(room, seq) for room in ROOMS for seq in range(1, total // 2 + 1)
+                       if (room, seq) not in got]
+            return lacking[:10] + around(client, *lacking[0]) if lacking else []
+
+        def around(client, room, seq):
+            """What the client was told in ``room`` about where it lacks ``seq``."""
+            told = [m.seq if isinstance(m, wire.RoomMessage) else f"state:{m.last_seq}"
+                    for m in client.rec.events if getattr(m, "room", None) == room
+                    and isinstance(m, (wire.RoomMessage, wire.RoomState))]
+            after = next((i for i, t in enumerate(told) if isinstance(t, int) and t > seq),
+                         len(told))
+            return [f"told in {room}: {told[max(0, after - 6):after + 6]}"]
 
         try:
             yield wait_until(lambda: done() or gave_up(), timeout=90)
@@ -74,23 +91,63 @@ def test_clients_cut_again_and_again_lose_nothing_and_get_nothing_twice(
         for proxy in proxies:
             for pipe in list(proxy.pipes):
                 pipe.transport.abortConnection()
-        stored = {}
+        rows = []
         for room in ROOMS:
-            stored[room] = [r.text for r in (yield nodes[0].store.after("#" + room, 0, 10_000))]
+            rows += (yield nodes[0].store.after("#" + room, 0, 10_000))
         yield stop_services(*nodes)
 
+    copies = copies_saved(rows, saved_by) + "; " + "; ".join(map(copies_received, clients))
     expected = {f"{n} {i}" for n in names for i in range(LINES)}
     for client in clients:
         received = client.rec.of(wire.RoomMessage)
         texts = [m.text for m in received]
-        assert len(texts) == total and set(texts) == expected  # all, and each once
+        assert len(texts) == total and set(texts) == expected, copies  # all, and each once
         for room in ROOMS:  # each room in its one order, numbered without gaps
-            assert [m.seq for m in received if m.room == room] == list(range(1, total // 2 + 1))
+            assert [m.seq for m in received if m.room == room] == list(
+                range(1, total // 2 + 1)), copies
     # The log holds each line once, whatever was sent again on another node.
-    assert sorted(stored["lobby"] + stored["dev"]) == sorted(expected)
+    assert sorted(r.text for r in rows) == sorted(expected), copies
     for proxy in proxies:
         assert proxy.cuts >= 5, proxy.cuts
         assert set(proxy.sent_to) == (set(ports) if moving else {proxy.sent_to[0]})
+
+
+def watch_saves(nodes):
+    """Which node saved each line, by (conversation, seq): told by each
+    node's committer as it publishes a batch."""
+    saved_by = {}
+    for node in nodes:
+        committer = node.core.messaging.committer
+        publish = committer.on_committed
+
+        def published(saved, again, publish=publish, name=node.core.node):
+            saved_by.update(((r.conversation, r.seq), name) for r in saved)
+            publish(saved, again)
+
+        committer.on_committed = published
+    return saved_by
+
+
+def copies_saved(rows, saved_by) -> str:
+    """The stored lines whose text is there more than once, told in full
+    (numbers, cid, lineage, time, node): a copy not recognised as one."""
+    by_text = {}
+    for row in rows:
+        by_text.setdefault(row.text, []).append(row)
+    told = [f"{r.text!r} {r.conversation} seq={r.seq} cid={r.cid} lineage={r.lineage} "
+            f"ts={r.ts} by {saved_by.get((r.conversation, r.seq), '?')}"
+            for same in by_text.values() if len(same) > 1 for r in same]
+    return "copies saved: " + ("; ".join(told) or "none")
+
+
+def copies_received(client) -> str:
+    """The lines a client was given more than once, each time told."""
+    by_text = {}
+    for message in client.rec.of(wire.RoomMessage):
+        by_text.setdefault(message.text, []).append(message)
+    told = [f"{m.text!r} #{m.room} seq={m.seq} history={m.history}"
+            for same in by_text.values() if len(same) > 1 for m in same]
+    return f"{client.name} was given again: " + (", ".join(told) or "none")
 
 
 def say(sent, client, count):

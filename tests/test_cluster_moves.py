@@ -5,6 +5,7 @@ leaves nothing behind on the node it left, and a ban holds wherever it
 goes."""
 
 import pytest
+from twisted.internet import task
 
 from spchat import wire
 from spchat.server.claims import ClaimBook, LocalClaims
@@ -16,14 +17,43 @@ from helpers import InstantPasswords, MemoryClient, SharedBus, fired, login, run
 KEY = b"k" * 32
 
 
+class SlowBans(MemoryStore):
+    """A store whose look-ups of bans take ``delay`` seconds of the clock
+    (0: at once), as a busy database's may."""
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+        self.delay = 0.0
+
+    def ban(self, key):
+        if not self.delay:
+            return super().ban(key)
+        return task.deferLater(self.clock, self.delay, lambda: fired(super(SlowBans, self)
+                                                                       .ban(key)))
+
+
+class SlowClaims(LocalClaims):
+    """Claims whose resume (a claim moving to this node) takes ``delay``
+    seconds of the clock (0: at once), as a busy database's may."""
+
+    delay = 0.0
+
+    def resume(self, session, token_hash):
+        if not self.delay:
+            return super().resume(session, token_hash)
+        return task.deferLater(self.clock, self.delay, lambda: fired(
+            super(SlowClaims, self).resume(session, token_hash)))
+
+
 @pytest.fixture
 def nodes(clock):
-    store, book, bus = MemoryStore(), ClaimBook(), SharedBus()
+    store, book, bus = SlowBans(clock), ClaimBook(), SharedBus()
     cores = {}
     for node in "abc":
         core = ChatCore(clock, Limits(), store=store, passwords=InstantPasswords(),
                         bus=bus.port(), bus_key=KEY, node=node,
-                        names=LocalClaims(clock, node, book))
+                        names=SlowClaims(clock, node, book))
         fired(core.start())
         cores[node] = core
     cores["bus"], cores["book"] = bus, book
@@ -120,3 +150,61 @@ def test_a_session_resumed_on_another_node_is_told_to_offer_its_files_again(node
     nodes["c"].link_lost(carol.link)
     back = resume_on(nodes["c"], carol)
     assert back.of(wire.Welcome)[0].shares_kept
+
+
+def test_a_beat_while_a_resume_is_on_its_way_leaves_the_claim_to_the_session(
+        nodes, four, clock):
+    c = nodes["c"]
+    bob = nodes["b"].by_key["bob"]
+    c.store.delay = c.moves.beat_seconds + 1  # a beat of c's comes while it looks
+    moved = resume_on(c, bob)
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert moved.of(wire.Welcome)[0].resumed and moved.closed is None
+    assert "bob" in c.by_key
+    assert nodes["book"].claims["bob"].node == "c"
+
+
+def test_a_resume_is_not_told_a_room_is_behind_what_its_client_was_sent(nodes, four, clock):
+    # b has not heard of alice's lines (their notice lost), but the
+    # database has them: bob's replay there sends them.  A client takes
+    # a room's number lower than its own as a server that lost its data,
+    # and would take those lines as new again, so b must not say less.
+    a, b = nodes["a"], nodes["b"]
+    alice = next(link for link in a.links if link.session is not None
+                 and link.session.name == "alice")
+    nodes["bus"].up = False
+    for n in range(3):
+        a.receive(alice, wire.Say(f"c{n}", f"line {n}", "lobby"))
+    nodes["bus"].up = True
+    bob = b.by_key["bob"]
+    assert b.directory.get("lobby").last_seq == 0  # b's watermark: not heard yet
+    seen = 0
+    for _ in range(2):
+        b.link_lost(bob.link)
+        conn = MemoryClient()
+        link = b.open_link(conn, "127.0.0.1:9")
+        b.receive(link, wire.Resume(bob.id, bob.token, (("#lobby", seen),), 0))
+        run_for(clock, 0.1)
+        assert conn.of(wire.RoomState)[0].last_seq >= seen
+        seen = max([seen] + [m.seq for m in conn.of(wire.RoomMessage)])
+    assert seen == 3
+
+
+@pytest.mark.parametrize("taking", [0.0, 6.0], ids=["at-once", "over-a-beat"])
+def test_a_session_back_on_a_node_that_missed_its_move_takes_its_claim_back(
+        nodes, four, clock, taking):
+    b, c = nodes["b"], nodes["c"]
+    b.names.delay = taking  # longer than a beat: one comes while it is taken back
+    bob = b.by_key["bob"]
+    b.link_lost(bob.link)
+    nodes["bus"].up = False  # b does not hear that c took bob's claim
+    on_c = resume_on(c, bob)
+    nodes["bus"].up = True
+    assert on_c.of(wire.Welcome)[0].resumed and "bob" in b.by_key
+    on_c_link = next(link for link in c.links if link.conn is on_c)
+    c.link_lost(on_c_link)
+    back = resume_on(b, bob)  # and back on b, which still has it
+    run_for(clock, 4 * b.moves.beat_seconds)
+    assert back.of(wire.Welcome)[0].resumed and back.closed is None
+    assert nodes["book"].claims["bob"].node == "b"
+    assert "bob" in b.by_key and "bob" not in c.by_key

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from twisted.internet import defer, task
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from spchat.cluster import notices
 from spchat.cluster.node import TOPS_PER_NOTICE, TOPS_SECONDS, ClusterNode
@@ -241,7 +242,7 @@ def test_what_is_not_a_notice_is_dropped_and_lines_out_of_their_range_are_read()
 def test_only_fresh_notices_sealed_with_the_cluster_key_are_opened(clock):
     ours, theirs = Seal(KEY, "a", clock), Seal(bus_key(b"x" * 32), "a", clock)
     sealed = ours.seal("kick", {"name": "bob"})
-    assert Seal(KEY, "b", clock).open(sealed) == Notice("kick", "a", {"name": "bob"})
+    assert Seal(KEY, "b", clock).open(sealed) == Notice("kick", "a", {"name": "bob"}, ours.run)
     hearer = Seal(KEY, "b", clock)
     assert hearer.open(theirs.seal("kick", {"name": "bob"})) is None  # another key
     forged = sealed.replace(b'"bob"', b'"eve"')
@@ -358,4 +359,29 @@ def test_a_handler_that_raises_costs_that_notice_only(clock):
     bus.heard(there.seal("news", {"bad": True}))  # raised inside the handler: not here
     bus.heard(there.seal("news", {"n": 1}))
     assert heard == [{"n": 1}] and cluster.failed == 1
+    cluster.stop()
+
+
+def test_a_node_that_hears_its_own_name_from_another_process_says_so(clock):
+    cluster, bus = a_node(clock)
+    said = []
+
+    def observe(event):
+        if event.get("log_level") == LogLevel.error:
+            said.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        published = []
+        bus.publish = published.append
+        cluster.send(notices.TOPS, notices.tops({}))
+        bus.heard(published[0])  # its own, back: nothing to say
+        assert said == [] and cluster.twins == 0
+        twin = Seal(KEY, "here", clock)  # another start under the same name
+        bus.heard(twin.seal(notices.TOPS, notices.tops({})))
+        bus.heard(twin.seal(notices.TOPS, notices.tops({})))
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert cluster.twins == 2 and len(said) == 1
+    assert "also node here" in said[0] and "--node" in said[0]
     cluster.stop()

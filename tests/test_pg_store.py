@@ -16,7 +16,7 @@ from spchat.server.commit import GroupCommitter
 from spchat.server.pg_link import Link, StoreUnavailable, parse_url
 from spchat.server.pg_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from spchat.server.pg_store import PostgresStore
-from spchat.server.pg_tables import append_rows
+from spchat.server.pg_tables import PgTables, append_rows
 from spchat.server.store import DB_FILE, StoreError
 
 from conftest import (connect_client, server_config, start_service, stop_services,
@@ -233,6 +233,41 @@ async def test_the_first_read_and_write_after_the_database_restarted_find_it_bac
         assert [r.seq for r in saved] == [2]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("conversation", ["a room's", "a new direct one"])
+def test_a_copy_saved_on_another_node_as_the_first_commits_is_known_as_a_copy(
+        pg_url, conversation):
+    # A client's line is being saved by the node it left when it sends the
+    # line again to the node it is on now: the second transaction waits for
+    # the first's numbers, and must then see its line, not save it again.
+    links = [Link(parse_url(pg_url), pg_url) for _ in range(2)]
+    first, copy = ((say("again", cid="c1", ts=ts) for ts in (1000, 1050))
+                   if conversation == "a room's" else
+                   (dm("again", "alice", "Bob", cid="c1", ts=ts) for ts in (1000, 1050)))
+    results = []
+    try:
+        migrate(links[0])
+        with links[0].transaction() as cursor:
+            append_rows(cursor, [first])
+            other = threading.Thread(
+                target=lambda: results.append(PgTables(links[1]).append([copy])))
+            other.start()
+            waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                       "AND datname = current_database()")
+            with links[0].cursor() as watch:  # not in the transaction: a statement of its own
+                for _ in range(500):
+                    watch.execute(waiting)
+                    if watch.fetchone()[0]:
+                        break
+                    other.join(0.01)
+        other.join(10)
+        saved, again = results[0]
+        assert saved == [] and [(r.text, old.seq) for r, old in again] == [("again", 1)]
+        assert [r.text for r in PgTables(links[1]).after(first.conversation, 0, 10)] == ["again"]
+    finally:
+        for link in links:
+            link.close()
 
 
 def test_lines_whose_commit_landed_unseen_are_published_once_not_as_copies(pg_url):

@@ -26,7 +26,7 @@ class Act:
     op: str
     name: str = ""  # whom a kick or a ban is about
     reason: str = ""  # the reason, or a broadcast's text
-    until: float | None = None  # a ban's end (UTC s), None: for ever
+    until: float | None = None  # a ban's end (UTC s), None: for ever (a kick's: no ban)
     node: str = ""  # a shutdown's node; "": every node
 
 

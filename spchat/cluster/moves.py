@@ -3,7 +3,10 @@ of a registered name logging in there.
 
 The node that takes a session's claim says so on the bus (a ``taken``
 notice); the node that had the session ends its copy, quietly if the
-session lives on elsewhere, or as on one node if a login replaced it.
+session lives on elsewhere, or as on one node if a login replaced it,
+once the claims say the claim is no longer its own: the notice may come
+late, after the client came back to this node (a resume here takes the
+claim back first, wherever it is).
 The bus is lossy, so every beat (``INameClaims.beat``, each
 ``node_timeout / BEATS_PER_TIMEOUT``) also says which claims this node
 still holds: a session whose claim is gone was taken, the notice lost;
@@ -63,6 +66,13 @@ class SessionMoves:
         self.on_taken = on_taken
         self.release = release
         self.cluster = cluster
+        # Sessions resumed here whose claim is moving here (from another
+        # node, or back to this one), by id: not a claim to give back, nor
+        # a session whose claim went.
+        self.arriving: set[str] = set()
+        # When sessions here took their claims back (a resume here after
+        # a move this node missed): a beat asked before says nothing of them.
+        self._claimed_back: dict[str, float] = {}
         self.ignored = 0  # notices that did not parse
         self.beat_failures = 0
         if cluster is not None:
@@ -80,6 +90,10 @@ class SessionMoves:
         if self.cluster is not None:
             self.cluster.send(TAKEN, taken(claim, why))
 
+    def claimed_back(self, session_id: str) -> None:
+        """A session here took its claim back from another node."""
+        self._claimed_back[session_id] = self.clock.seconds()
+
     def _heard(self, node: str, body: dict) -> None:
         if node == self.cluster.name:
             return  # ours: the session is here now
@@ -92,7 +106,27 @@ class SessionMoves:
             return
         session = self.table.by_id.get(notice.session)
         if session is not None and session.key == notice.key:
-            self.on_taken(session, notice.why)
+            # Late, maybe: the session may have come back here since.  The
+            # claims say whose it is now.
+            asked = self.clock.seconds()
+            self.names.beat().addCallbacks(self._still_taken, self._failed,
+                                           (session, notice.why, asked))
+
+    def _still_taken(self, held: dict[str, str], session: Session, why: str,
+                     asked: float) -> None:
+        # (It was here before the notice came: when it was made says nothing.)
+        if self.table.by_id.get(session.id) is session and self._gone_from(
+                session, held, asked, made=float("-inf")):
+            self.on_taken(session, why)
+
+    def _gone_from(self, session: Session, held: dict[str, str], asked: float,
+                   made: float) -> bool:
+        """Whether ``held`` (this node's claims when ``asked``) says the
+        session's claim went elsewhere: not if the session claimed its name
+        here (``made``), took it back, or is taking it back since."""
+        if session.id in held or session.id in self.arriving:
+            return False
+        return max(made, self._claimed_back.get(session.id, float("-inf"))) < asked
 
     def _beat(self) -> None:
         asked = self.clock.seconds()
@@ -100,12 +134,14 @@ class SessionMoves:
         self._call = self.clock.callLater(self.beat_seconds, self._beat)
 
     def _held(self, held: dict[str, str], asked: float) -> None:
+        for session_id in [s for s in self._claimed_back if s not in self.table.by_id]:
+            del self._claimed_back[session_id]
         for session in list(self.table.by_id.values()):
-            # One made after the beat was asked for may have claimed since.
-            if session.id not in held and session.first_connected_at < asked:
+            if self._gone_from(session, held, asked, session.first_connected_at):
                 self.on_taken(session, MOVED)
         for session_id, key in held.items():
-            if session_id not in self.table.by_id and key not in self.logging_in:
+            if (session_id not in self.table.by_id and key not in self.logging_in
+                    and session_id not in self.arriving):
                 self.release(key, session_id)
 
     def _failed(self, failure) -> None:

@@ -47,6 +47,7 @@ class ClusterNode:
         self.order = RoomOrder(clock, directory, read_after, deliver)
         self.ignored = 0  # notices dropped: not sealed by us, stale, unknown
         self.failed = 0  # notices whose handler raised
+        self.twins = 0  # notices heard from another process under this node's name
         self.lag = Histogram(BUS_LAG_SECONDS_BUCKETS)  # of other nodes' lines, heard
         self._handlers: dict[str, Handler] = {
             notices.SAVED: self._heard_saved, notices.TOPS: self._heard_tops}
@@ -82,6 +83,8 @@ class ClusterNode:
         if notice is None or handler is None:
             self._drop("a notice on the bus that is not sealed by this cluster, or is stale")
             return
+        if notice.node == self.name and notice.run not in ("", self.seal.run):
+            self._twin()
         try:
             handler(notice.node, notice.body)
         except Exception:  # a notice must not cost the subscription (and its resync)
@@ -108,6 +111,15 @@ class ClusterNode:
             return
         for key, last in tops.tops.items():
             self.order.announced(key, last, grace=True)
+
+    def _twin(self) -> None:
+        """Another process calls itself this node: each takes the other's
+        notices for its own, and their clients miss lines and names."""
+        if not self.twins:
+            log.error("another process on the bus is also node {node}: two nodes were "
+                      "started with one name (--node, CHAT_NODE); give each node its own "
+                      "(counted, not logged again)", node=self.name)
+        self.twins += 1
 
     def drop(self, what: str) -> None:
         """A notice of another part's kind that does not parse: counted."""

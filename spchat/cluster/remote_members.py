@@ -116,6 +116,9 @@ class ClusterRoster:
                 if why.kind == MOVED:  # on its way to another node: no news
                     self._mark_moved(before.id)
                     continue
+                if why.kind in PUT_OUT:  # told here by the room notice of the node that did it
+                    self.directory.updated(room, before.name, before.key, "gone")
+                    continue
                 self.directory.left(room, before.name, before.key, why.kind, why.text,
                                     why.by, why.reason)
         if before is not None and after is not None and before.state != after.state:
@@ -131,6 +134,10 @@ class ClusterRoster:
 
 # Why a session left its rooms on a node when it went on on another.
 MOVED = "moved"
+# Departures an operator's act caused: every node tells its members of
+# them from the act's room notice (spchat.cluster.room_news), so the roster
+# news of one is not told again.
+PUT_OUT = ("kick", "ban")
 # How long a session that moved away is remembered, for its arrival on the
 # other node to be told as no join (the roster's notices come within seconds).
 MOVE_SECONDS = 60.0

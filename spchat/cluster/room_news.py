@@ -81,6 +81,9 @@ class RoomNews:
         # Reads of each room begun: what a read of all rooms begun before
         # one of them says of that room is older than what that one says.
         self._read_rooms: dict[str, int] = {}
+        # Reads under way: with none, nothing is compared with the counts
+        # (these and ``commands.writes``), which start again from nothing.
+        self._reading = 0
         self._again: list[RoomNotice] = []  # reads that failed, tried again together
         self._again_all = False  # too many of them: every room read again instead
         self._retry = None
@@ -109,11 +112,28 @@ class RoomNews:
             return
         # On the store's writer: it sees the changes this node asked for
         # before, and two reads of a room come back in order.
+        self._begin()
         asked = self.commands.writes.get(news.room, 0)
         self.reads += 1
         self._read_rooms[news.room] = self._read_rooms.get(news.room, 0) + 1
-        self.store.room(news.room).addCallbacks(self._got, self._failed, (news, asked), None,
-                                                (news,))
+        d = self.store.room(news.room)
+        d.addCallbacks(self._got, self._failed, (news, asked), None, (news,))
+        d.addBoth(self._ended)
+
+    def _begin(self) -> None:
+        if not self._reading:
+            self._forget_counts()
+        self._reading += 1
+
+    def _ended(self, _) -> None:
+        self._reading -= 1
+        if not self._reading:
+            self._forget_counts()
+
+    def _forget_counts(self) -> None:
+        """No read under way: none compares the counts so far."""
+        self._read_rooms.clear()
+        self.commands.writes.clear()
 
     def _got(self, record, news: RoomNotice, asked: int) -> None:
         if self.stopped:
@@ -159,9 +179,12 @@ class RoomNews:
         if self.commands.writing:  # asked for since: what is counted must be saved
             self.commands.after_writes(self._read_all)
             return
+        self._begin()
         asked = self._changes()
         self.reads += 1
-        self.store.load().addCallbacks(self._got_all, self._failed_all, (asked,))
+        d = self.store.load()
+        d.addCallbacks(self._got_all, self._failed_all, (asked,))
+        d.addBoth(self._ended)
 
     def _changes(self) -> dict[str, tuple[int, int]]:
         """Each room's writes asked for here and reads begun, so far."""

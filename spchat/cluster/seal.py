@@ -8,8 +8,13 @@ random id: one older than ``MAX_AGE_SECONDS`` (or as far in the future:
 the nodes' clocks may differ a little) or heard twice is dropped, so an
 old "kick" or "shutdown" recorded off the bus cannot be played again.
 
+A notice names the run of its node too (a random id for each start), so
+that a node hearing its own name from another run knows that two
+processes were given one name.
+
 On the wire: ``spc1.`` MAC (hex) ``.`` JSON ``{"k": kind, "n": node,
-"t": ms, "i": id, "b": body}``.
+"t": ms, "i": id, "r": run, "b": body}`` (``r`` may be missing, from a
+node of an earlier version).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Notice(NamedTuple):
     kind: str
     node: str  # the node that sent it
     body: dict
+    run: str = ""  # its node's run ("": not said)
 
 
 class Seal:
@@ -46,11 +52,12 @@ class Seal:
         self.key = key
         self.node = node
         self.clock = clock
+        self.run = secrets.token_hex(8)  # this start of the node
         self._seen: OrderedDict[str, float] = OrderedDict()  # id -> time heard
 
     def seal(self, kind: str, body: dict) -> bytes:
         notice = {"k": kind, "n": self.node, "t": int(self.clock.seconds() * 1000),
-                  "i": secrets.token_hex(8), "b": body}
+                  "i": secrets.token_hex(8), "r": self.run, "b": body}
         text = json.dumps(notice, separators=(",", ":")).encode()
         return PREFIX + self._mac(text).encode() + b"." + text
 
@@ -71,14 +78,15 @@ class Seal:
         if not isinstance(notice, dict):
             return None
         kind, node, ms, nonce, body = (notice.get(f) for f in ("k", "n", "t", "i", "b"))
+        run = notice.get("r", "")
         if not (isinstance(kind, str) and isinstance(node, str) and isinstance(nonce, str)
-                and isinstance(ms, int) and isinstance(body, dict)):
+                and isinstance(ms, int) and isinstance(body, dict) and isinstance(run, str)):
             return None
         now = self.clock.seconds()
         if abs(now - ms / 1000) > MAX_AGE_SECONDS or nonce in self._seen:
             return None
         self._remember(nonce, now)
-        return Notice(kind, node, body)
+        return Notice(kind, node, body, run)
 
     def _mac(self, text: bytes) -> str:
         return hashlib.blake2b(text, key=self.key, digest_size=MAC_BYTES).hexdigest()

@@ -11,6 +11,7 @@ once per CHAT_REFUSAL_LOG_SECONDS for each (see ``spchat.server.refusals``).
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Callable
 
 from twisted.internet import defer
@@ -178,11 +179,12 @@ class Administration:
             kicked = self.kick(name, reason, msg.minutes)
             if not kicked and self.acts is None:
                 raise Refused("unknown_user", f"nobody called {quoted(name)} is here")
-            banned = ""
+            banned, until = "", None
             if msg.minutes is not None:
                 self.logins.ban(name, msg.minutes, reason)
                 banned = f" and banned {ban_length(msg.minutes)}"
-            self._tell_nodes(Act("kick", name, reason))
+                until = self.clock.seconds() + msg.minutes * 60
+            self._tell_nodes(Act("kick", name, reason, until))
             return self._where(f"kicked {name}{banned}", kicked,
                                f"the kick of {name}{banned} was sent to every node"), ()
         if msg.op == "ban":
@@ -229,7 +231,11 @@ class Administration:
     def act_here(self, act: Act) -> str:
         """Another node's act, done to this node's sessions."""
         if act.op == "kick":
-            return "kicked here" if self.kick(act.name, act.reason) else "not on this node"
+            # A kick's ``until``: the ban that goes with it, told as it was asked.
+            minutes = (None if act.until is None
+                       else max(1, math.ceil((act.until - self.clock.seconds()) / 60)))
+            kicked = self.kick(act.name, act.reason, minutes)
+            return "kicked here" if kicked else "not on this node"
         if act.op == "ban":
             ended = self.logins.end_banned(act.name, act.until, act.reason)
             return "its session here ended" if ended else "not on this node"

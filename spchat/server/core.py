@@ -283,6 +283,8 @@ class ChatCore:
             self.roster.stop()
         if self.messaging.directs is not None:
             self.messaging.directs.stop()
+        if self.messaging.arrivals is not None:
+            self.messaging.arrivals.stop()
         if self.room_news is not None:
             self.room_news.stop()
         if self.shares is not None:
@@ -444,6 +446,33 @@ class ChatCore:
                 link.conn.close(*ended[1:])
                 return
             raise Refused("resume_failed", "that session has ended; log in again")
+        if self.names.shared:
+            self._resume_claimed(link, msg, session)
+            return
+        self._resume_here(link, msg, session)
+
+    def _resume_claimed(self, link: Link, msg: wire.Resume, session: Session) -> None:
+        """With other nodes, the session may have gone on on another one
+        without this node hearing of it: its claim comes back here first,
+        and the node it was on is told."""
+        d = self._moving_here(link, session.id,
+                              lambda: self.names.resume(session.id, token_hash(msg.token)))
+        d.addCallback(self._claimed_back, link, msg, session)
+        d.addErrback(self.logins.refused, link)
+
+    def _claimed_back(self, claim, link: Link, msg: wire.Resume, session: Session) -> None:
+        if claim is not None and self.table.by_id.get(session.id) is not session:
+            self.logins.release(claim.key, claim.session)  # it ended meanwhile
+            claim = None
+        if claim is None:
+            raise Refused("resume_failed", "that session has ended; log in again")
+        if claim.node != self.node:
+            self.moves.tell(claim, MOVED)
+        self.moves.claimed_back(session.id)
+        if link in self.links:  # else gone meanwhile: the session waits here
+            self._resume_here(link, msg, session)
+
+    def _resume_here(self, link: Link, msg: wire.Resume, session: Session) -> None:
         old = self.table.detach(session)
         if old is not None:  # the client saw the drop before we did
             old.conn.close("replaced", "this session continues on a newer connection")
@@ -463,7 +492,7 @@ class ChatCore:
         rooms = [self.directory.rooms[key] for key in sorted(session.rooms)]  # none left empty
         self._send(session, self._welcome(session, rooms, resumed=True))
         for room in rooms:
-            self._send(session, room.state())
+            self._send(session, self.messaging.resumed_state(room, msg.positions))
             self.directory.newcomer(room, session)
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
@@ -471,16 +500,24 @@ class ChatCore:
     def _resume_from_elsewhere(self, link: Link, msg: wire.Resume) -> None:
         """A session of another node (gone, or left by its client) goes on
         here, if its claim has this token: the claim moves here first."""
+        d = self._moving_here(link, msg.session, lambda: self.names.resume(
+            msg.session, token_hash(msg.token)).addCallback(self._not_banned).addCallback(
+            self._with_rooms))
+        d.addCallback(self._arrived, link, msg)
+        d.addErrback(self.logins.refused, link)
+
+    def _moving_here(self, link: Link, session_id: str, work) -> defer.Deferred:
+        """``work()``'s Deferred, while a session's claim moves here: no
+        other login on the link meanwhile, and no beat gives the claim back."""
         link.login_pending = True
+        self.moves.arriving.add(session_id)
 
         def finished(result):
             link.login_pending = False
+            self.moves.arriving.discard(session_id)
             return result
 
-        d = self.names.resume(msg.session, token_hash(msg.token))
-        d.addCallback(self._not_banned).addCallback(self._with_rooms).addBoth(finished)
-        d.addCallback(self._arrived, link, msg)
-        d.addErrback(self.logins.refused, link)
+        return work().addBoth(finished)
 
     def _not_banned(self, claim):
         """The claim, if its name is not banned now: a ban made while the
@@ -533,7 +570,7 @@ class ChatCore:
         # What it offered was known where it was only: it offers it again.
         self._send(session, self._welcome(session, rooms, resumed=True, shares_kept=False))
         for room in rooms:
-            self._send(session, room.state())
+            self._send(session, self.messaging.resumed_state(room, msg.positions))
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
 
@@ -646,6 +683,7 @@ class ChatCore:
         self.admin.sessions_changed()
         if self.roster is not None:
             self.roster.changed()
+        self._arrived_somewhere()
 
     def _remote_session(self, node: str, session_id: str) -> RemoteSession | None:
         """A session of another node, if the roster lists it there."""
@@ -662,8 +700,13 @@ class ChatCore:
     def _elsewhere_changed(self) -> None:
         """Someone on another node came, went or changed."""
         self.admin.sessions_changed()
+        self._arrived_somewhere()
         for listener in self.presence_listeners:
             listener()
+
+    def _arrived_somewhere(self) -> None:
+        if self.messaging.arrivals is not None:  # direct lines may wait for them
+            self.messaging.arrivals.changed()
 
     # --- presence ---------------------------------------------------------------------
 

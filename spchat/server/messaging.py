@@ -10,12 +10,14 @@ what it waits for, so nothing newer overtakes it and nothing comes twice.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Iterable
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from spchat import wire
+from spchat.cluster.arrivals import Arrivals
 from spchat.cluster.directs import DirectCarrier
 from spchat.cluster.node import ClusterNode
 from spchat.cluster.roster_notices import RemoteSession
@@ -69,6 +71,9 @@ class Messaging:
         # After a joined room's history: what else a newcomer is shown (the
         # files offered there now).
         self.history_shown: Callable[[Session, Room], None] = lambda session, room: None
+        # With other nodes, a direct line to a name not known yet waits for
+        # the roster a moment (a login there is heard of a little later).
+        self.arrivals = None if self.cluster is None else Arrivals(clock, self._recipient)
         self.counts = MessageCounts()
         self.waiting = WaitingDirects(limits, self.now_ms, self._unsaved_waiting_for)
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
@@ -102,8 +107,25 @@ class Messaging:
             _, key = normalise_name(msg.to)
         except Refused:
             key = None
-        target = (self.sessions.by_key.get(key) or self.elsewhere(key)
-                  if key is not None else None)
+        target = self._recipient(key) if key is not None else None
+        if self.arrivals is not None and key is not None and (
+                target is None or self.arrivals.waits(session.id, key)):
+            check_text(msg.text, self.limits.max_message_bytes)
+            session.reads += 1  # answered before a logout's goodbye, as a read is
+
+            def decided(found) -> None:
+                self._direct_to(session, msg, key, found)
+                self._answered(session)
+
+            self.arrivals.hold(session.id, key, decided)
+            return
+        self._direct_to(session, msg, key, target)
+
+    def _recipient(self, key: str) -> Session | RemoteSession | None:
+        return self.sessions.by_key.get(key) or self.elsewhere(key)
+
+    def _direct_to(self, session: Session, msg: wire.Direct, key: str | None,
+                   target: Session | RemoteSession | None) -> None:
         if target is None:
             if key is not None:
                 check_text(msg.text, self.limits.max_message_bytes)
@@ -465,6 +487,23 @@ class Messaging:
         self._queue(session, self._reader(session, replay=False).waiting(
             session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had),
             holding=ANY_DIRECT)
+
+    @staticmethod
+    def resumed_state(room: Room, positions) -> wire.RoomState:
+        """The room's state for a session that goes on, never behind the
+        number its client named: with other nodes, the replay may have sent
+        it lines from the database that this node's delivery has not reached
+        yet, and a lower number would look to the client like a server that
+        lost its data (it would take those lines as new when they come)."""
+        state = room.state()
+        for name, seq in positions:
+            try:
+                named = name.startswith("#") and normalise_room(name)[1] == room.key
+            except Refused:
+                continue
+            if named and seq > state.last_seq:
+                state = dataclasses.replace(state, last_seq=seq)
+        return state
 
     def _replay_room(self, session: Session, room: Room, seen: int) -> None:
         # A client gone for long gets at most the newest MAX_REPLAY (older

@@ -5,12 +5,14 @@
 append transaction's body on any DB-API cursor (the measurement script
 runs it on other drivers too).
 
-How numbers are given: the batch is de-duplicated and counted per
-conversation first; then one ``INSERT ... ON CONFLICT DO UPDATE ...
-RETURNING`` adds each conversation's count to its ``last_seq`` row, which
-locks the row until COMMIT.  Another server appending to the same
-conversation waits on that lock and then numbers after this batch: no gap,
-no number twice.  The rows are locked in the order of their conversations,
+How numbers are given: first one ``INSERT ... ON CONFLICT DO UPDATE ...
+RETURNING`` locks the ``last_seq`` row of each conversation of the batch
+until COMMIT (made if it is new) and reads its number.  Another server
+appending to the same conversation waits on that lock, and only then looks
+for copies of its lines saved before and numbers after this batch: no gap,
+no number twice, and a line this server saved as the other one got it
+again from its client (the client moved between them) is found as a copy,
+not saved twice.  The rows are locked in the order of their conversations,
 so two batches touching the same ones cannot deadlock.
 """
 
@@ -47,11 +49,18 @@ SAVED_BEFORE = (
     "AS k (lineage, cid, since) "
     "JOIN messages AS m ON m.lineage = k.lineage AND m.cid = k.cid AND m.ts >= k.since"
 )
-TAKE_NUMBERS = (
+# Read committed: each statement sees what was committed when it began, so
+# the copies are looked for once the locks are held.
+LOCK_NUMBERS = (
     "INSERT INTO conversations AS c (conversation, last_seq) "
-    "SELECT * FROM unnest(%s::text[], %s::bigint[]) AS n ORDER BY 1 "
-    "ON CONFLICT (conversation) DO UPDATE SET last_seq = c.last_seq + excluded.last_seq "
+    "SELECT n, 0 FROM unnest(%s::text[]) AS n ORDER BY 1 "
+    "ON CONFLICT (conversation) DO UPDATE SET last_seq = c.last_seq "
     "RETURNING conversation, last_seq"
+)
+SET_NUMBERS = (
+    "UPDATE conversations AS c SET last_seq = n.last_seq "
+    "FROM unnest(%s::text[], %s::bigint[]) AS n (conversation, last_seq) "
+    "WHERE c.conversation = n.conversation"
 )
 INSERT_MESSAGES = (
     f"INSERT INTO messages (conversation, {_COLUMNS}) SELECT * FROM unnest(%s::text[], "
@@ -66,9 +75,10 @@ def append_rows(cursor, records: list[Record], in_doubt: frozenset = frozenset()
     with their own time, they are returned as saved (to be published, the
     first time), not as copies."""
     conversations = [r.conversation for r in records]
+    cursor.execute(LOCK_NUMBERS, (sorted(set(conversations)),))
+    last_seq = dict(cursor.fetchall())
     saved = _saved_before(cursor, records)
-    # Numbered from 0 first: what each conversation needs, after copies.
-    fresh, fresh_conversations, again, counts = number(records, conversations, saved, {})
+    fresh, fresh_conversations, again, newest = number(records, conversations, saved, last_seq)
     landed = []
     if in_doubt:
         from_before = {id(old) for old in saved.values()}
@@ -78,15 +88,8 @@ def append_rows(cursor, records: list[Record], in_doubt: frozenset = frozenset()
         again = [pair for pair in again if pair not in mine]
     if not fresh:
         return landed, again
-    names = sorted(counts)
-    cursor.execute(TAKE_NUMBERS, (names, [counts[c] for c in names]))
-    base = {c: last - counts[c] for c, last in cursor.fetchall()}
-    make = Record._make
-    numbered = {id(r): make((r.seq + base[c],) + r[1:])
-                for r, c in zip(fresh, fresh_conversations)}
-    # A second copy within the batch is acknowledged with its first's number.
-    again = [(r, numbered.get(id(old), old)) for r, old in again]
-    fresh = [numbered[id(r)] for r in fresh]
+    names = sorted(newest)
+    cursor.execute(SET_NUMBERS, (names, [newest[c] for c in names]))
     cursor.execute(INSERT_MESSAGES, [fresh_conversations, *map(list, zip(*fresh))])
     # The landed ones were the front of the batch (the committer puts a
     # failed batch back first): they come first.

@@ -50,8 +50,9 @@ class RoomCommands:
         self.messaging = messaging
         self.on_presence = on_presence
         self.on_change = on_change
-        # Writes of each room's state asked for: a read of it begun before
-        # one of them may be stale.
+        # With other nodes, writes of each room's state asked for: a read of
+        # it begun before one of them may be stale (spchat.cluster.room_news
+        # compares them, and lets them go when no read is under way).
         self.writes: dict[str, int] = {}
         self._last_write = defer.succeed(None)
         # With other nodes: ``tell_nodes(key, notice, leave, invite)``, once
@@ -68,7 +69,7 @@ class RoomCommands:
     def _saved(self, d, room: str | None = None) -> None:
         """A store write (of the state of ``room``, if given): its failure
         is logged, never lost in silence."""
-        if room is not None:
+        if room is not None and self.tell_nodes is not None:
             self.writes[room] = self.writes.get(room, 0) + 1
         d.addErrback(lambda f: self.log.error("cannot save a room change: {error}",
                                               error=f.getErrorMessage()))
@@ -383,6 +384,8 @@ class RoomCommands:
         told = f"you were kicked from #{room.name} by {actor.name}: {reason}"
         if target is None and self.tell_nodes is not None:
             # Not on this node: on another, maybe (the node it is on puts it out).
+            if key in self.directory.remote(room.key):
+                self.directory.event(room, notice)
             self._told(room, notice, (key, "kicked", told))
             return f"the kick of {display} from #{room.name} was sent to every node"
         if target is None or key not in room.members:
