@@ -154,6 +154,7 @@ class Messaging:
                 self._direct_to_nobody, session, msg, refusal).addErrback(
                     self._read_failed, session))
             return
+        assert key is not None, "an account was found: by its key"
         name = account[0]
         self._accept(self.waiting.record(session, msg, key, name))
         notice = self.waiting.notice(session, key, name)
