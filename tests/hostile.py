@@ -142,17 +142,22 @@ class HostileClient(Int32StringReceiver):
             self.transport.abortConnection()
 
     @defer.inlineCallbacks
-    def ask(self, body, until: str, timeout: float = 10.0):
+    def ask(self, body, until: str, timeout: float = 10.0, cid: str | None = None):
         """Send ``body``, then wait for a message of type ``until`` (or the
         end of the connection); the messages that came meanwhile, up to and
         with the first of that type (what others' chat brings after it, by
-        the time this looks, is not part of the answer)."""
+        the time this looks, is not part of the answer).  With ``cid``, the
+        first of that type carrying it: others' lines may come before a
+        line's own copy."""
+        def answers(m) -> bool:
+            return m.get("t") == until and (cid is None or m.get("cid") == cid)
+
         start = len(self.received)
         self.send(body)
         yield wait_until(lambda: self.closed or any(
-            m.get("t") == until for m in self.received[start:]), timeout=timeout)
+            answers(m) for m in self.received[start:]), timeout=timeout)
         replies = self.received[start:]
-        ends = [i for i, m in enumerate(replies) if m.get("t") == until]
+        ends = [i for i, m in enumerate(replies) if answers(m)]
         return replies[:ends[0] + 1] if ends else replies
 
     @defer.inlineCallbacks

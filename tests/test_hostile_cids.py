@@ -22,18 +22,12 @@ def server(tmp_path):
 
 @defer.inlineCallbacks
 def say(client, text, cid):
-    """The acknowledgement of a line: its own copy, carrying its cid (the
-    others' lines, which may come first, are not the answer)."""
-    start = len(client.received)
-    client.send({"t": "say", "room": "lobby", "text": text, "cid": cid})
-
-    def acknowledged():
-        return [m for m in client.received[start:]
-                if m.get("t") == "message" and m.get("cid") == cid]
-
-    yield wait_until(lambda: client.closed or acknowledged())
-    assert acknowledged(), client.received[start:]
-    return acknowledged()[0]
+    """The acknowledgement of a line: its own copy, carrying its cid."""
+    replies = yield client.ask({"t": "say", "room": "lobby", "text": text, "cid": cid},
+                               "message", cid=cid)
+    acknowledged = [m for m in replies if m.get("t") == "message" and m.get("cid") == cid]
+    assert acknowledged, replies
+    return acknowledged[0]
 
 
 @pytest_twisted.inlineCallbacks
