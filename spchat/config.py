@@ -374,6 +374,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Unsent bytes a connection may pile up (a client that does not read) before it is cut."),
     Setting("history_on_join", "CHAT_HISTORY_ON_JOIN", "history-on-join", "50", _int_range(0, 200),
             "Messages of history a client receives when it logs in (0-200)."),
+    Setting("max_waiting_directs", "CHAT_MAX_WAITING_DIRECTS", "max-waiting-directs", "100",
+            _int_range(0, 10000),
+            "Direct messages kept for a registered user who is offline, delivered at their next "
+            "login (0-10000, all nodes together; 0: refused, as for guests); more are refused."),
     Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
     Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
@@ -489,6 +493,7 @@ class Config:
     refusal_log_seconds: float = _default("refusal_log_seconds")
     send_buffer_bytes: int = _default("send_buffer_bytes")
     history_on_join: int = _default("history_on_join")
+    max_waiting_directs: int = _default("max_waiting_directs")
     history_days: float = _default("history_days")
     default_rooms: tuple[str, ...] = _default("default_rooms")
     store: str = _default("store")

@@ -432,6 +432,7 @@ def core_limits(cfg: config.Config) -> Limits:
         flood_queue=cfg.flood_queue,
         presence_interval=cfg.presence_interval,
         history_on_join=cfg.history_on_join,
+        max_waiting_directs=cfg.max_waiting_directs,
         offline_retention=cfg.offline_retention,
         max_share_bytes=cfg.max_share_bytes,
         default_rooms=cfg.default_rooms,

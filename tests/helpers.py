@@ -101,6 +101,23 @@ def login(core, name, address="127.0.0.1:1", **options):
     return link, conn
 
 
+class Batching:
+    """A committer that numbers and saves nothing until told: as the store's
+    writer, which publishes everything of one transaction together."""
+
+    def __init__(self, core):
+        self.core, self.pending = core, []
+        core.messaging.committer = self
+
+    def add(self, record):
+        self.pending.append(record)
+
+    def commit(self):
+        batch, self.pending = self.pending, []
+        self.core.store.append(batch).addCallback(
+            lambda result: self.core.messaging.published(*result))
+
+
 def fired(d):
     """The result of a Deferred that has fired already (the memory store's)."""
     out = []

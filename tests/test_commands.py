@@ -95,7 +95,7 @@ def test_taken_name_and_refused_messages_in_line_mode(tmp_path, server):
     assert errors.returncode == 1
     assert errors.stderr == "spchat: 2 messages refused\n"
     assert "the limit is 8192 bytes" in errors.stdout
-    assert "nobody called 'nobody' is online, and direct messages are not kept" in errors.stdout
+    assert "nobody called 'nobody' is online, and direct messages are kept only for registered" in errors.stdout
     assert "unknown command /bogus" in errors.stdout
     bob.communicate(input="", timeout=60)
 
@@ -370,6 +370,31 @@ def test_line_mode_register_then_password_login(tmp_path, server):
                               capture_output=True, text=True, timeout=60)
     assert from_env.returncode == 0, from_env.stderr
     assert "] rita: from env" in from_env.stdout and from_env.stderr == ""
+
+
+def test_line_mode_gets_what_waited_for_it_at_login(tmp_path, server):
+    env = subprocess_env(tmp_path)
+    (tmp_path / "pw").write_text("s3cret pass\n", encoding="utf-8")
+    rita = client_command(server.port, "rita", "--password-file", "pw")
+    reg = subprocess.run(rita + ["--register"], input="", cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert reg.returncode == 0, reg.stderr
+    sent = subprocess.run(client_command(server.port, "alice"),
+                          input="/msg rita are you there?\n/msg rita call me\n",
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0, sent.stderr
+    assert "] * rita is offline: they will get your messages when they log in" in sent.stdout
+    acked = [line for line in sent.stdout.splitlines() if "alice -> rita" in line]
+    # /history is answered after what waited: the client stays for both.
+    back = subprocess.run(rita, input="/history\n", cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert back.returncode == 0, back.stderr
+    got = [line for line in back.stdout.splitlines() if "alice -> rita" in line]
+    assert got == acked and [line[11:] for line in got] == [
+        "alice -> rita: are you there?", "alice -> rita: call me"]  # at the times sent
+    again = subprocess.run(rita, input="/history\n", cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert "alice -> rita" not in again.stdout
 
 
 def test_line_mode_account_commands_typed_early_or_last_are_answered(tmp_path, server):

@@ -54,6 +54,7 @@ def test_defaults(tmp_path):
     assert (cfg.flood_burst, cfg.flood_rate, cfg.flood_queue) == (10, 5.0, 20)
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
+    assert cfg.max_waiting_directs == 100
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
     assert cfg.commit_interval == 0.005 and cfg.database == "" and cfg.bus == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
@@ -270,6 +271,7 @@ BAD_VALUES = [
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "-0.001", "0 or more"),
     ("CHAT_HISTORY_ON_JOIN", "history-on-join", "500", "0-200"),
+    ("CHAT_MAX_WAITING_DIRECTS", "max-waiting-directs", "-1", "0-10000"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "soon", "not a number"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "nan", "finite"),
     ("CHAT_IDLE_TIMEOUT", "idle-timeout", "inf", "finite"),
@@ -428,7 +430,7 @@ def test_options_table_rows():
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
-        "history-days", "default-rooms",
+        "max-waiting-directs", "history-days", "default-rooms",
         "store", "database", "bus", "node", "node-timeout", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",

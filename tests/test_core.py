@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from spchat import wire
 from spchat.server.core import ChatCore, Limits, Refused, normalise_name
 
-from helpers import Deaf, MemoryClient, login, settle
+from helpers import Batching, Deaf, MemoryClient, login, settle
 
 
 @pytest.fixture
@@ -48,23 +48,6 @@ def test_a_storm_of_joins_gives_each_newcomer_one_whole_list(core):
     who, w = login(core, "who")
     core.receive(who, wire.Who())
     assert [m.names for m in w.of(wire.Members)] == [tuple(sorted(names + ("who",)))]
-
-
-class Batching:
-    """A committer that numbers and saves nothing until told: as the store's
-    writer, which publishes everything of one transaction together."""
-
-    def __init__(self, core):
-        self.core, self.pending = core, []
-        core.messaging.committer = self
-
-    def add(self, record):
-        self.pending.append(record)
-
-    def commit(self):
-        batch, self.pending = self.pending, []
-        self.core.store.append(batch).addCallback(
-            lambda result: self.core.messaging.published(*result))
 
 
 def test_one_commit_of_many_lines_reaches_everyone_in_order_with_each_sender_acked(core):
@@ -190,8 +173,8 @@ def test_direct_message_reaches_only_the_target(core):
     refused = a.of(wire.Error)[-1]
     assert (refused.code, refused.cid) == ("unknown_user", "d2")
     # Nobody is led to think it waits for them.
-    assert refused.text == ("nobody called 'nobody' is online, and direct messages are not "
-                            "kept for anyone away: send it again when they are back")
+    assert refused.text == ("nobody called 'nobody' is online, and direct messages are kept "
+                            "only for registered names: send it again when they are back")
     core.receive(alice, wire.Direct("alice", "note to self", "d3"))
     assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1", "d3"]
 

@@ -217,6 +217,19 @@ def test_an_irc_reader_is_left_to_the_gateways_ping_watch(tmp_path):
         yield stop_services(service)
 
 
+@defer.inlineCallbacks
+def sasl_client(service, name: bytes, password: bytes, *caps):
+    """Connected, authenticated by SASL PLAIN (and ``caps`` asked for), not
+    registered yet: CAP END is the caller's."""
+    client = yield irc_client(service)
+    client.send("CAP LS 302", f"CAP REQ :{' '.join(('sasl',) + caps)}", "NICK someone",
+                "USER c 0 * :C", "AUTHENTICATE PLAIN")
+    yield client.wait_for("AUTHENTICATE")
+    client.send("AUTHENTICATE " + base64.b64encode(b"\0" + name + b"\0" + password).decode())
+    yield client.wait_for("903")
+    return client
+
+
 @pytest_twisted.inlineCallbacks
 def test_sasl_plain_logs_in_to_a_registered_account(service):
     yield registered(service, "carol", "correct horse battery")
@@ -225,17 +238,30 @@ def test_sasl_plain_logs_in_to_a_registered_account(service):
     yield wrong.wait_for("AUTHENTICATE")
     wrong.send("AUTHENTICATE " + base64.b64encode(b"\0carol\0wrong password").decode())
     yield wrong.wait_for("904")
-    client = yield irc_client(service)
-    client.send("CAP LS 302", "CAP REQ :sasl", "NICK someone", "USER c 0 * :C",
-                "AUTHENTICATE PLAIN")
-    yield client.wait_for("AUTHENTICATE")
-    client.send("AUTHENTICATE " + base64.b64encode(b"\0carol\0correct horse battery").decode())
-    yield client.wait_for("903")
+    client = yield sasl_client(service, b"carol", b"correct horse battery")
     assert client.of("900")[0].params[2] == "carol"
     client.send("CAP END")
     yield client.wait_for("001")
     assert client.of("001")[0].params[0] == "carol"  # the account's name, not the NICK
     assert service.core.by_key["carol"].registered
+
+
+@pytest_twisted.inlineCallbacks
+def test_what_waited_for_an_account_comes_as_privmsg_at_its_sasl_login(service):
+    yield registered(service, "carol", "correct horse battery")
+    alice, a = spchat_user(service, "alice")
+    yield wait_until(lambda: a.of(wire.Welcome))
+    for i in range(2):
+        service.core.receive(alice, wire.Direct("carol", f"while you were out {i}", f"d{i}"))
+    yield wait_until(lambda: len(a.of(wire.DirectMessage)) == 2)
+    client = yield sasl_client(service, b"carol", b"correct horse battery", "server-time")
+    client.send("CAP END")
+    yield client.wait_for("PRIVMSG", 2)
+    got = client.of("PRIVMSG")
+    assert [(m.source.split("!")[0], m.params) for m in got] == [
+        ("alice", ["carol", f"while you were out {i}"]) for i in range(2)]
+    # At the times they were sent.
+    assert [m.tags["time"] for m in got] == [irc_time(m.ts) for m in a.of(wire.DirectMessage)]
 
 
 @pytest_twisted.inlineCallbacks

@@ -64,7 +64,8 @@ async def make_node(data_dir, lobby_lines=25):
             dm("from before lineages", "alice", "Bob", ts=3002),
             dm("table booked", "Carol", "alice", ts=3003)._replace(lineage="account:carol"),
             dm("thanks", "alice", "Carol", ts=3004)._replace(lineage="guest:alice-1",
-                                                            to_lineage="account:carol"),
+                                                            to_lineage="account:carol",
+                                                            waiting=True),
             dm("Grüße 😀", "Carol", "alice", ts=3005)._replace(lineage="account:carol"),
         ])
         # The old room's lines all, and the lobby's first three: their
@@ -98,6 +99,7 @@ async def contents(store):
     found["accounts"] = [await store.account(key) for key in KEYS]
     found["bans"] = await store.bans()
     found["memberships"] = [await store.memberships(key) for key in KEYS]
+    found["waiting"] = [await store.waiting_directs(key, 100) for key in KEYS]
     found["lookalike"] = await store.lookalike_account(lookalikes.looks("CaroI", "caroi"),
                                                        "caroi")
     return found
@@ -183,6 +185,8 @@ async def test_everything_a_node_has_is_there_and_a_second_run_changes_nothing(
 
     after = await pg_contents(pg_url)
     assert after == before
+    assert [[r.text for r in waiting] for waiting in after["waiting"]] == [
+        [], [], ["thanks"], [], []]  # still waiting for Carol's next login
     assert after["#dev"][0].text == "dev 0\nsecond line"
     # Numbers pruned away are not given again: each conversation's newest, not its max.
     assert sorted(sql(pg_url, "SELECT conversation, last_seq FROM conversations")) == [

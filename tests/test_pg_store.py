@@ -14,7 +14,7 @@ from spchat import wire
 from spchat.bench.engines import free_port
 from spchat.server.commit import GroupCommitter
 from spchat.server.pg_link import Link, StoreUnavailable, parse_url
-from spchat.server.pg_schema import SCHEMA_VERSION, migrate
+from spchat.server.pg_schema import MIGRATIONS, SCHEMA_VERSION, migrate
 from spchat.server.pg_store import PostgresStore
 from spchat.server.pg_tables import PgTables, append_rows
 from spchat.server.store import DB_FILE, StoreError
@@ -103,6 +103,25 @@ def test_migrations_started_at_once_by_several_servers_run_once(pg_url):
         assert migrate(link) == SCHEMA_VERSION  # once more: nothing to do
     finally:
         link.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_version_2_gets_waiting_direct_messages_and_keeps_its_old_ones_had(pg_url):
+    sql(pg_url, "CREATE TABLE schema_version (version INTEGER NOT NULL); "
+        f"{MIGRATIONS[0]}; {MIGRATIONS[1]}; INSERT INTO schema_version VALUES (2)")
+    sql(pg_url, "INSERT INTO accounts VALUES ('bob', 'Bob', 'x', 1)")
+    sql(pg_url, "INSERT INTO messages VALUES ('@alice bob', 1, 5, 'alice', 'alice', 'old', 'c1', "
+        "NULL, 'Bob', 'bob', 'account:alice', 'account:bob')")
+    sql(pg_url, "INSERT INTO conversations VALUES ('@alice bob', 1)")
+    store = await opened(pg_url)
+    try:
+        assert sql(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(3,)]
+        assert await store.waiting_for("bob") == ("Bob", 0)  # seen live, before
+        await store.append([dm("new", "alice", "Bob")._replace(to_lineage="account:bob",
+                                                             waiting=True)])
+        assert [(r.seq, r.text) for r in await store.waiting_directs("bob", 9)] == [(2, "new")]
+    finally:
+        await store.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -15,7 +15,7 @@ from zope.interface.verify import verifyObject
 from spchat.server.interfaces import IStore
 from spchat.server.memory_store import MemoryStore
 from spchat.server.records import Record, RoomRecord, direct_conversation
-from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, SCHEMA_VERSION, SQLiteStore,
+from spchat.server.store import (DB_FILE, LOOKUP_CHUNK, MIGRATIONS, SCHEMA_VERSION, SQLiteStore,
                                  StoreError, Tables)
 
 from store_lines import dm, numbered, say
@@ -270,6 +270,29 @@ async def test_a_deleted_conversation_is_forgotten(store):
 
 
 @pytest_twisted.ensureDeferred
+async def test_direct_messages_wait_for_an_account_until_had(store):
+    assert await store.waiting_for("bob") is None  # no account: nothing can wait
+    await store.set_account("bob", "Bob", "$argon2id$x", 1)
+    assert await store.waiting_for("bob") == ("Bob", 0)
+    waiting = [dm(f"w{i}", sender, "Bob", ts=ts)._replace(to_lineage="account:bob", waiting=True)
+               for i, (sender, ts) in enumerate([("zoe", 10), ("alice", 20), ("zoe", 30)])]
+    await store.append([waiting[0], dm("live", "zoe", "Bob", ts=15), *waiting[1:]])
+    assert await store.waiting_for("bob") == ("Bob", 3)
+    # By conversation, each in its order; as saved, with their own times.
+    got = await store.waiting_directs("bob", 9)
+    assert [(r.conversation, r.seq, r.text, r.ts) for r in got] == [
+        ("@alice bob", 1, "w1", 20), ("@bob zoe", 1, "w0", 10), ("@bob zoe", 3, "w2", 30)]
+    assert all(r.waiting for r in got)
+    assert [r.text for r in await store.waiting_directs("bob", 1)] == ["w1"]
+    await store.directs_had([("@alice bob", 1), ("@bob zoe", 1)])
+    assert [r.text for r in await store.waiting_directs("bob", 9)] == ["w2"]
+    assert await store.waiting_for("bob") == ("Bob", 1)
+    # Had or not, they are the conversation's lines.
+    assert [r.text for r in await store.after("@bob zoe", 0, 9)] == ["w0", "live", "w2"]
+    assert not (await store.after("@bob zoe", 0, 9))[0].waiting
+
+
+@pytest_twisted.ensureDeferred
 async def test_accounts(store):
     assert await store.account("zoe") is None
     await store.set_account("zoe", "Zoe", "$argon2id$one", 1)
@@ -425,8 +448,33 @@ async def test_new_database_is_private_versioned_and_in_wal_mode(db, tmp_path):
     path = tmp_path / DB_FILE
     assert path.stat().st_mode & 0o777 == 0o600
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_version_7_gets_waiting_direct_messages_and_keeps_its_old_ones_had(tmp_path):
+    path = tmp_path / DB_FILE
+    conn = sqlite3.connect(path, isolation_level=None)
+    for step, migration in enumerate(MIGRATIONS[:7], 1):
+        conn.executescript(f"BEGIN; {migration}; PRAGMA user_version = {step}; COMMIT;")
+    conn.execute("INSERT INTO accounts VALUES ('bob', 'Bob', 'x', 1)")
+    conn.execute("INSERT INTO messages (seq, ts, sender, sender_key, text, cid, to_name, to_key, "
+                 "conversation, lineage, to_lineage) VALUES (1, 5, 'alice', 'alice', 'old', "
+                 "'c1', 'Bob', 'bob', '@alice bob', 'account:alice', 'account:bob')")
+    conn.execute("INSERT INTO conversations VALUES ('@alice bob', 1)")
+    conn.close()
+    store = SQLiteStore(path, mode="inline")
+    fired(store.open())
+    try:
+        assert fired(store.waiting_for("bob")) == ("Bob", 0)  # seen live, before
+        fired(store.append([dm("new", "alice", "Bob")._replace(to_lineage="account:bob",
+                                                             waiting=True)]))
+        assert [(r.seq, r.text) for r in fired(store.waiting_directs("bob", 9))] == [(2, "new")]
+    finally:
+        fired(store.close())
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 8
     conn.close()
 
 
@@ -477,9 +525,9 @@ async def test_the_schema_refuses_a_number_twice_but_not_a_cid(db, tmp_path):
     conn = sqlite3.connect(tmp_path / DB_FILE)
 
     def insert(seq, cid):
-        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        conn.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                      (seq, 1000, "alice", "alice", "b", cid, "lobby", None, None, "#lobby",
-                      "name:alice", None))
+                      "name:alice", None, 0))
 
     with pytest.raises(sqlite3.IntegrityError):
         insert(1, "y")  # the same number in its conversation
@@ -600,6 +648,8 @@ def test_lookups_use_the_indexes(tmp_path):
     assert "USING INDEX direct_from" in direct and "USING INDEX direct_to" in direct
     assert "SCAN messages" not in direct
     assert "USING INDEX messages_by_ts" in plan("prune", 5)
+    assert "USING INDEX directs_waiting" in plan("waiting_directs", "bob", 5)
+    assert "USING INDEX directs_waiting" in plan("waiting_for", "bob")
     conn.close()
 
 

@@ -67,7 +67,7 @@ def version(data_dir):
 
 @pytest_twisted.ensureDeferred
 async def test_release_0_1_0_lobby_becomes_the_lobby_room_in_its_order(store, data_dir):
-    assert version(data_dir) == SCHEMA_VERSION == 7
+    assert version(data_dir) == SCHEMA_VERSION == 8
     lobby = await store.after("#lobby", 0, 100)
     assert [r.seq for r in lobby] == list(range(1, 31))
     assert [(r.sender, r.text) for r in lobby] == LOBBY

@@ -85,13 +85,15 @@ def desk_config(server, **changes):
 
 
 @pytest_twisted.inlineCallbacks
-def log_in(tk_root, server, tmp_path, name, trust=True, port=None, **changes):
-    """A new window: fill the form, connect (to ``port``, a proxy, if given),
-    trust the new server, wait until in."""
+def log_in(tk_root, server, tmp_path, name, trust=True, port=None, password=None, **changes):
+    """A new window: fill the form (with ``password``, for a registered
+    name), connect (to ``port``, a proxy, if given), trust the new server,
+    wait until in."""
     root, desks = tk_root
     desk = Desk(root, desk_config(server, **changes), tmp_path / f"{name}-config")
     desks.append(desk)
-    desk.fill(host="127.0.0.1", port=port or server.address.port, name=name)
+    desk.fill(host="127.0.0.1", port=port or server.address.port, name=name,
+              **({} if password is None else {"password": password}))
     desk.press_connect()
     yield wait_until(lambda: desk.panel() == "trust")
     # First contact: the window shows the key and asks; nothing is pinned yet.

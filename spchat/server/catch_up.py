@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import deque
 from functools import partial
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Collection, Generator
 
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -264,10 +264,12 @@ class Reader:
         if hold.behind:
             yield from self.forward(conversation, before - 1, hold, still)
 
-    def directs(self, key: str, since: int, named: set[str], hold: Hold) -> Job:
+    def directs(self, key: str, since: int, named: set[str], hold: Hold,
+                sent: Collection[tuple[str, int]] = ()) -> Job:
         """Every direct message to or from ``key`` from ``since`` (ms) on,
-        but those of the ``named`` conversations (replayed on their own).
-        Pages follow the store's order, (time, conversation, number)."""
+        but those of the ``named`` conversations (replayed on their own)
+        and those ``sent`` already, by (conversation, number).  Pages
+        follow the store's order, (time, conversation, number)."""
         last = None  # the order key of the last one sent
         limit = PAGE_RECORDS
         while True:
@@ -283,11 +285,36 @@ class Reader:
                 stuck = full and records[0].ts == records[-1].ts == since
                 limit = limit * 2 if stuck else PAGE_RECORDS
                 since = records[-1].ts
-            yield from self.send_parts([r for r in fresh if r.conversation not in named],
+            yield from self.send_parts([r for r in fresh if r.conversation not in named
+                                        and (r.conversation, r.seq) not in sent],
                                        history=False)
             if not full and hold.noted == mark:
                 hold.covered = mark
                 return
+
+
+    def waiting(self, key: str, since: int, hold: Hold, had: Callable[[list], object]) -> Job:
+        """The direct messages that waited for the account ``key`` to log
+        in (spchat.server.waiting), by conversation and number, each marked
+        ``had`` (a store write: fires, or fails) once sent; then the live
+        ones held back meanwhile, from ``since`` (ms) on."""
+        sent: set[tuple[str, int]] = set()
+        while True:
+            yield DRAIN
+            records = yield from self.read(partial(self.store.waiting_directs, key,
+                                                   PAGE_RECORDS))
+            yield from self.send_parts(records, history=False)
+            numbers = [(r.conversation, r.seq) for r in records]
+            sent.update(numbers)
+            if records:
+                marked = yield had(numbers)
+                if isinstance(marked, Failure):
+                    self.failed(marked)
+                    break  # not had: they wait for the next login
+            if len(records) < PAGE_RECORDS:
+                break
+        if hold.behind:
+            yield from self.directs(key, since, set(), hold, sent)
 
 
 def _order(record: Record) -> tuple[int, str, int]:

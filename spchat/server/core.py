@@ -427,6 +427,7 @@ class ChatCore:
             self.room_commands.enter(session, room, history=not returning, remember=remember)
         if returning:
             self.messaging.replay(session, msg.positions, msg.since)
+        self.messaging.deliver_waiting(session)
         return session
 
     def _resume(self, link: Link, msg: wire.Resume) -> None:

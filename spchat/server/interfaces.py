@@ -86,6 +86,18 @@ class IMessageLog(Interface):
         """Fires with the newest record saved with this cid in this lineage
         (``Record.sent_as``) stamped at or after ``since_ms``, or None."""
 
+    def waiting_for(key):
+        """Fires with (the account's name, how many direct messages wait
+        for its next login: ``Record.waiting``), or None if ``key`` is no
+        account."""
+
+    def waiting_directs(key, limit):
+        """Fires with up to ``limit`` of the direct messages that wait for
+        ``key``, by conversation and number."""
+
+    def directs_had(numbers):
+        """The direct messages numbered ``(conversation, seq)`` wait no more."""
+
     def adopt_lineage(old, new):
         """A guest registered its name: the messages its session sent and
         received (lineage ``old``) are its account's (``new``) from now on."""

@@ -138,6 +138,31 @@ class MemoryStore:
     def find_cid(self, lineage, cid, since_ms):
         return _Since(self._by_cid, since_ms).get((lineage, cid))
 
+    def _waiting(self, key):
+        return sorted((r for conversation in self._directs.get(key, ())
+                       for r in self._messages.get(conversation, ())
+                       if r.waiting and r.to_key == key),
+                      key=lambda r: (r.conversation, r.seq))
+
+    @_fired
+    def waiting_for(self, key):
+        account = self._accounts.get(key)
+        return None if account is None else (account[0], len(self._waiting(key)))
+
+    @_fired
+    def waiting_directs(self, key, limit):
+        return self._waiting(key)[:limit]
+
+    @_fired
+    def directs_had(self, numbers):
+        for conversation, seq in numbers:
+            kept = self._messages.get(conversation, [])
+            i = bisect_left(kept, seq, key=_seq)
+            if i < len(kept) and kept[i].seq == seq:
+                self._forget([kept[i]])
+                kept[i] = record = kept[i]._replace(waiting=False)
+                self._by_cid[record.sent_as] = record
+
     @_fired
     def adopt_lineage(self, old, new):
         for kept in self._messages.values():

@@ -30,6 +30,7 @@ from spchat.server.records import Record, direct_conversation
 from spchat.server.rooms import Room, RoomDirectory
 from spchat.server.rules import Limits, Refused, check_text, normalise_name, normalise_room, quoted
 from spchat.server.sessions import Session, SessionTable
+from spchat.server.waiting import WaitingDirects
 
 HISTORY_PAGE_MAX = 200
 # Most messages replayed per conversation after a reconnect; older ones are
@@ -64,7 +65,7 @@ class Messaging:
             clock, self.cluster, sessions, store.after, store.last_before_time,
             lambda session, since: store.direct_since(session.key, since, HISTORY_PAGE_MAX,
                                                       session.lineage),
-            self._send_now)
+            self._send_direct)
         # The session of a name on another node (``ClusterRoster.elsewhere``).
         self.elsewhere: Callable[[str], RemoteSession | None] = lambda key: None
         # After a joined room's history: what else a newcomer is shown (the
@@ -74,6 +75,7 @@ class Messaging:
         # the roster a moment (a login there is heard of a little later).
         self.arrivals = None if self.cluster is None else Arrivals(clock, self._recipient)
         self.counts = MessageCounts()
+        self.waiting = WaitingDirects(limits, self.now_ms, self._unsaved_waiting_for)
         # Accepted but not yet saved, by Record.sent_as: a copy re-sent
         # meanwhile is not a new message.
         self._unsaved: dict[tuple[str, str], Record] = {}
@@ -112,38 +114,62 @@ class Messaging:
             session.reads += 1  # answered before a logout's goodbye, as a read is
 
             def decided(found) -> None:
-                self._direct_to(session, msg, found)
+                self._direct_to(session, msg, key, found)
                 self._answered(session)
 
             self.arrivals.hold(session.id, key, decided)
             return
-        self._direct_to(session, msg, target)
+        self._direct_to(session, msg, key, target)
 
     def _recipient(self, key: str) -> Session | RemoteSession | None:
         return self.sessions.by_key.get(key) or self.elsewhere(key)
 
-    def _direct_to(self, session: Session, msg: wire.Direct,
+    def _direct_to(self, session: Session, msg: wire.Direct, key: str | None,
                    target: Session | RemoteSession | None) -> None:
         if target is None:
-            # Sent before a drop, maybe, and the recipient left since.
+            if key is not None:
+                check_text(msg.text, self.limits.max_message_bytes)
+            # Kept for an account, if it is one (spchat.server.waiting).
+            looking = self.store.waiting_for(key) if key is not None else defer.succeed(None)
+            self._answering(session, looking.addCallback(
+                self._to_absent, session, msg, key).addErrback(self._read_failed, session))
+            return
+        check_text(msg.text, self.limits.max_message_bytes)
+        # An account whose connection dropped may not resume but log in
+        # afresh: then the line waits for it, as for one away.
+        dropped = isinstance(target, Session) and target.link is None and target.registered
+        self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
+                            to=target.name, to_key=target.key, lineage=session.lineage,
+                            to_lineage=target.lineage, waiting=dropped))
+
+    def _to_absent(self, account, session: Session, msg: wire.Direct, key: str | None) -> None:
+        if (session.lineage, msg.cid) in self._unsaved:
+            return  # a copy, re-sent while the store looked
+        refusal = self.waiting.refusal(msg.to, key or "", account)
+        if refusal is not None:
+            # Sent before a drop, maybe, and saved then.
             since = self.now_ms() - RESEND_WINDOW_MS
             reading = self.store.find_cid(session.lineage, msg.cid, since)
             self._answering(session, reading.addCallback(
-                self._direct_to_nobody, session, msg).addErrback(self._read_failed, session))
+                self._direct_to_nobody, session, msg, refusal).addErrback(
+                    self._read_failed, session))
             return
-        check_text(msg.text, self.limits.max_message_bytes)
-        self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
-                            to=target.name, to_key=target.key, lineage=session.lineage,
-                            to_lineage=target.lineage))
+        assert key is not None, "an account was found: by its key"
+        name = account[0]
+        self._accept(self.waiting.record(session, msg, key, name))
+        notice = self.waiting.notice(session, key, name)
+        if notice is not None:
+            self._tell(session, notice)
 
-    def _direct_to_nobody(self, record, session: Session, msg: wire.Direct) -> None:
+    def _direct_to_nobody(self, record, session: Session, msg: wire.Direct,
+                          refusal: Refused) -> None:
         if record is not None:
             self._send_now(session, record)  # its acknowledgement, again
             return
-        # Said in full: the sender must not think it will wait for them.
-        self._tell(session, wire.Error(
-            "unknown_user", f"nobody called {quoted(msg.to)} is online, and direct messages "
-            "are not kept for anyone away: send it again when they are back", msg.cid))
+        self._tell(session, wire.Error(refusal.code, refusal.text, msg.cid))
+
+    def _unsaved_waiting_for(self, key: str) -> int:
+        return sum(1 for r in self._unsaved.values() if r.waiting and r.to_key == key)
 
     def _accept(self, record: Record) -> None:
         self._unsaved[record.sent_as] = record
@@ -209,6 +235,7 @@ class Messaging:
                 # Its two's, not their names': the name may be someone
                 # else's since the line was sent (Record.readable_by).
                 if session is not None and record.readable_by(session.lineage):
+                    self._had_live(session, record)
                     self._send_line(session, record)
                 elif key == record.to_key and self.directs is not None:
                     self.directs.saved(record)  # to the node that has the recipient
@@ -279,6 +306,20 @@ class Messaging:
         else:
             self._send_now(session, record)
 
+    def _send_direct(self, session: Session, record: Record) -> None:
+        """A direct line from another node's bus (or read back after it)."""
+        self._had_live(session, record)
+        self._send_now(session, record)
+
+    def _had_live(self, session: Session, record: Record) -> None:
+        """A line kept for an account reaches it otherwise than by what waited
+        for its login (live: it logged in meanwhile on a node that had not
+        heard of it yet; or in a resume's replay): it waits no more."""
+        if record.waiting and session.key == record.to_key and session.link is not None:
+            self.store.directs_had([(record.conversation, record.seq)]).addErrback(
+                lambda f: self.log.error("cannot mark a direct message had: {error}",
+                                         error=f.getErrorMessage()))
+
     def _send_now(self, session: Session, record: Record) -> None:
         if session.catching_up:
             hold = session.catching_up.get(record.conversation)
@@ -324,10 +365,14 @@ class Messaging:
         session.reads += 1
         pager.add(job, holding)
 
-    def _reader(self, session: Session) -> Reader:
+    def _reader(self, session: Session, replay: bool = True) -> Reader:
+        """``replay`` False: for what waited for a login, marked had by its job."""
         def shown(record: Record, history: bool) -> wire.Message:
-            if record.room is None and not history and self.directs is not None:
-                self.directs.reached(session, record)  # a replay: not again from the bus
+            if record.room is None and not history:
+                if self.directs is not None:
+                    self.directs.reached(session, record)  # a replay: not again from the bus
+                if replay:
+                    self._had_live(session, record)
             return record.for_recipient(session.key, self._room_name(record), history)
 
         return Reader(
@@ -445,6 +490,15 @@ class Messaging:
         self._queue(session, reader.directs(session.key, since, set(directs),
                                             self._held(session, ANY_DIRECT)),
                     holding=ANY_DIRECT)
+
+    def deliver_waiting(self, session: Session) -> None:
+        """An account logged in: what waited for it (spchat.server.waiting),
+        before any direct line that comes live meanwhile."""
+        if session.link is None or not session.registered:
+            return
+        self._queue(session, self._reader(session, replay=False).waiting(
+            session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had),
+            holding=ANY_DIRECT)
 
     @staticmethod
     def resumed_state(room: Room, positions) -> wire.RoomState:

@@ -86,10 +86,10 @@ TABLES = [
     _table("messages", "message", 2, ("conversation", "text"), ("seq", "bigint"),
            ("ts", "bigint"), ("sender", "text"), ("sender_key", "text"), ("text", "text"),
            ("cid", "text"), ("room", "text"), ("to_name", "text"), ("to_key", "text"),
-           ("lineage", "text"), ("to_lineage", "text")),
+           ("lineage", "text"), ("to_lineage", "text"), ("waiting", "boolean")),
 ]
 # SQLite keeps flags as 0 and 1.
-_BOOLEANS = {"private", "topic_locked", "moderated"}
+_BOOLEANS = {"private", "topic_locked", "moderated", "waiting"}
 
 # Each conversation's newest number: the larger of its row and its
 # messages' (a row is written with every append; the max is only a guard).

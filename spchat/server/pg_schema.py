@@ -1,8 +1,9 @@
 """The PostgreSQL store's schema and its migrations.
 
 The same tables as the SQLite store's (its version 4), in PostgreSQL's
-types, and (version 2) the names claimed across the nodes.  The version is the one row of ``schema_version``; ``migrate``
-brings a database up to date under an advisory lock, so that two servers
+types, (version 2) the names claimed across the nodes, and (version 3)
+the direct messages that wait for a login.  The version is the one row
+of ``schema_version``; ``migrate`` brings a database up to date under an advisory lock, so that two servers
 starting at once on one database migrate it once, one after the other.
 
 Keys, names and conversations are ``COLLATE "C"``: ordered by code point,
@@ -141,6 +142,11 @@ MIGRATIONS = [
     );
     CREATE INDEX claims_by_node ON claims (node);
     CREATE INDEX claims_by_looks ON claims USING GIN (looks);
+    """,
+    # 3: direct messages that wait for their recipient's next login.
+    """
+    ALTER TABLE messages ADD COLUMN waiting BOOLEAN NOT NULL DEFAULT FALSE;
+    CREATE INDEX directs_waiting ON messages (to_key, ts) WHERE waiting;
     """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -25,10 +25,11 @@ from spchat.server.records import (Record, RoomRecord, account_of, read_rooms,
                                     room_conversation)
 
 # A record's fields, in its order.
-_COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage, to_lineage"
+_COLUMNS = ("seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage, to_lineage, "
+            "waiting")
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
 _TYPES = ("bigint", "bigint", "text", "text", "text", "text", "text", "text", "text", "text",
-          "text")
+          "text", "boolean")
 # Record.readable_by in SQL, for a reader's lineage and its account's key
 # (NULL for a guest).
 _READABLE = ("(lineage = %(lineage)s OR to_lineage = %(lineage)s OR "
@@ -193,6 +194,23 @@ class PgTables:
             f"SELECT {_COLUMNS} FROM messages WHERE lineage = %s AND cid = %s AND ts >= %s "
             "ORDER BY ts DESC LIMIT 1", (lineage, cid, since_ms))
         return Record._make(row) if row else None
+
+    def waiting_for(self, key: str) -> tuple[str, int] | None:
+        row = self._one("SELECT name, (SELECT count(*) FROM messages "
+                        "WHERE to_key = %(key)s AND waiting) FROM accounts WHERE key = %(key)s",
+                        {"key": key})
+        return tuple(row) if row else None
+
+    def waiting_directs(self, key: str, limit: int) -> list[Record]:
+        rows = self._query(f"SELECT {_COLUMNS} FROM messages WHERE to_key = %s AND waiting "
+                           "ORDER BY conversation, seq LIMIT %s", (key, limit))
+        return [Record._make(row) for row in rows]
+
+    def directs_had(self, numbers: list[tuple[str, int]]) -> None:
+        self._write("UPDATE messages SET waiting = FALSE FROM unnest(%s::text[], %s::bigint[]) "
+                    "AS h (conversation, seq) "
+                    "WHERE messages.conversation = h.conversation AND messages.seq = h.seq",
+                    ([c for c, _ in numbers], [n for _, n in numbers]))
 
     def adopt_lineage(self, old: str, new: str) -> None:
         with self.link.transaction() as cursor:

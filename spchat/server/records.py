@@ -57,6 +57,9 @@ class Record(NamedTuple):
     # A direct message's recipient's lineage: with ``lineage``, whose the
     # message is (``readable_by``); None before there were lineages.
     to_lineage: str | None = None
+    # A direct message to an account nobody was logged in as: it waits for
+    # the account's next login (``spchat.server.waiting``), then is had.
+    waiting: bool = False
 
     @property
     def sent_as(self) -> tuple[str, str]:

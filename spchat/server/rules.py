@@ -67,6 +67,7 @@ class Limits:
     flood_rate: float = 5.0
     flood_queue: int = 20
     history_on_join: int = 50
+    max_waiting_directs: int = 100  # per account, kept until it logs in; 0: none
     offline_retention: float = 600.0  # seconds an offline session stays listed
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
     max_share_bytes: int = 4 * 1024**3  # largest shared file; 0: sharing off

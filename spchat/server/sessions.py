@@ -99,6 +99,8 @@ class Session:
     bytes_in: int = 0
     bytes_out: int = 0
     rooms: set[str] = field(default_factory=set)  # room keys
+    # Names told to be offline when it messaged them (spchat.server.waiting).
+    told_waiting: set[str] = field(default_factory=set)
     # Conversations whose history or replay is being read: their live lines
     # wait here, so they cannot overtake what came before them.
     catching_up: dict[str, Hold] = field(default_factory=dict)

@@ -194,13 +194,19 @@ MIGRATIONS = [
         PRIMARY KEY (room, key)
     );
     """,
+    # Version 8: direct messages that wait for their recipient's next login.
+    """
+    ALTER TABLE messages ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX directs_waiting ON messages (to_key, ts) WHERE waiting;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # A record's fields, in its order; the row also holds its conversation.
-_COLUMNS = "seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage, to_lineage"
+_COLUMNS = ("seq, ts, sender, sender_key, text, cid, room, to_name, to_key, lineage, to_lineage, "
+            "waiting")
 _M_COLUMNS = ", ".join(f"m.{c}" for c in _COLUMNS.split(", "))
-_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT = f"INSERT INTO messages ({_COLUMNS}, conversation) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 # Record.readable_by in SQL, for a reader's lineage (?5) and its account's
 # key (?4: NULL for a guest); every read puts its own three first.
 _READABLE = ("(lineage = ?5 OR to_lineage = ?5 OR (?4 IS NOT NULL AND ("
@@ -395,6 +401,21 @@ class Tables:
             (lineage, cid, since_ms),
         )
         return Record._make(row) if row else None
+
+    def waiting_for(self, key: str) -> tuple[str, int] | None:
+        row = self._one("SELECT name, (SELECT count(*) FROM messages WHERE to_key = ?1 AND waiting) "
+                        "FROM accounts WHERE key = ?1", (key,))
+        return tuple(row) if row else None
+
+    def waiting_directs(self, key: str, limit: int) -> list[Record]:
+        rows = self._query(f"SELECT {_COLUMNS} FROM messages WHERE to_key = ? AND waiting "
+                           "ORDER BY conversation, seq LIMIT ?", (key, limit))
+        return [Record._make(row) for row in rows]
+
+    def directs_had(self, numbers: list[tuple[str, int]]) -> None:
+        with _transaction(self.conn):
+            self._execute_many("UPDATE messages SET waiting = 0 WHERE conversation = ? AND seq = ?",
+                               numbers)
 
     def adopt_lineage(self, old: str, new: str) -> None:
         with _transaction(self.conn):

@@ -110,6 +110,15 @@ class ThreadedStore:
     def adopt_lineage(self, old, new):
         return self._write(self.tables.adopt_lineage, old, new)
 
+    def waiting_for(self, key):
+        return self._read(self.tables.waiting_for, key)
+
+    def waiting_directs(self, key, limit):
+        return self._read(self.tables.waiting_directs, key, limit)
+
+    def directs_had(self, numbers):
+        return self._write(self.tables.directs_had, numbers)
+
     def delete_conversation(self, conversation):
         return self._write(self.tables.delete_conversation, conversation)
 

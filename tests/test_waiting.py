@@ -1,0 +1,154 @@
+"""Direct messages to a registered user who is offline: kept, and delivered
+at their next login, in order, once (the core on the memory store)."""
+
+import pytest
+from twisted.internet import defer
+
+from spchat import wire
+from spchat.server.core import ChatCore, Limits
+
+from helpers import Batching, InstantPasswords, MemoryClient, login, settle
+
+
+@pytest.fixture
+def core(clock):
+    return ChatCore(clock, Limits(max_waiting_directs=3), passwords=InstantPasswords())
+
+
+def register(core, name):
+    link, conn = login(core, name, password="secret-words", register=True)
+    assert conn.of(wire.Welcome), conn.sent
+    core.receive(link, wire.Logout())
+    settle(core)
+
+
+def directs(conn):
+    return [(m.sender, m.to, m.text) for m in conn.of(wire.DirectMessage)]
+
+
+def test_lines_to_an_offline_account_wait_for_its_next_login_and_come_once(core, clock):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    for i in range(3):
+        core.receive(alice, wire.Direct("BOB", f"line {i}", f"d{i}"))
+        clock.advance(1)
+    # Acknowledged as any line, with the recipient's name as registered.
+    assert [(m.cid, m.to) for m in a.of(wire.DirectMessage)] == [
+        ("d0", "bob"), ("d1", "bob"), ("d2", "bob")]
+    assert not a.of(wire.Error)
+    (told,) = [n for n in a.of(wire.Notice) if n.kind == "waiting"]  # once, not per line
+    assert told.text == "bob is offline: they will get your messages when they log in"
+    bob, b = login(core, "bob", password="secret-words")
+    got = b.of(wire.DirectMessage)
+    assert directs(b) == [("alice", "bob", f"line {i}") for i in range(3)]
+    assert [m.seq for m in got] == [1, 2, 3] and not any(m.history for m in got)
+    assert [m.ts for m in got] == [m.ts for m in a.of(wire.DirectMessage)]  # their own times
+    core.receive(bob, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []
+
+
+def test_a_line_sent_while_the_waiting_ones_are_read_comes_after_them(core, clock):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Direct("bob", "first", "d1"))
+    # The store's answer held back, as a busy disk would.
+    store, reading = core.store, defer.Deferred()
+    waiting_directs, store.waiting_directs = store.waiting_directs, lambda *args: reading
+    bob, b = login(core, "bob", password="secret-words")
+    clock.advance(1)
+    core.receive(alice, wire.Direct("bob", "second", "d2"))
+    assert b.of(wire.DirectMessage) == []  # not before what waited for him
+    store.waiting_directs = waiting_directs
+    waiting_directs("bob", 50).chainDeferred(reading)
+    assert [m.text for m in b.of(wire.DirectMessage)] == ["first", "second"]
+    assert [m.text for m in a.of(wire.DirectMessage)] == ["first", "second"]
+
+
+def test_a_guest_name_offline_is_refused_plainly(core):
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Direct("nobody", "?", "d1"))
+    (refused,) = a.of(wire.Error)
+    assert (refused.code, refused.cid) == ("unknown_user", "d1")
+    assert refused.text == ("nobody called 'nobody' is online, and direct messages are kept "
+                            "only for registered names: send it again when they are back")
+    assert not a.of(wire.DirectMessage)
+
+
+def test_no_more_wait_for_one_account_than_the_limit(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    for i in range(4):
+        core.receive(alice, wire.Direct("bob", f"line {i}", f"d{i}"))
+    assert [m.cid for m in a.of(wire.DirectMessage)] == ["d0", "d1", "d2"]
+    (refused,) = a.of(wire.Error)
+    assert (refused.code, refused.cid) == ("inbox_full", "d3")
+    assert refused.text == ("bob is offline and has 3 messages waiting already: "
+                            "send it again when they are back")
+    # Had, they no longer count.
+    bob, _ = login(core, "bob", password="secret-words")
+    core.receive(bob, wire.Logout())
+    core.receive(alice, wire.Direct("bob", "line 4", "d4"))
+    assert a.of(wire.DirectMessage)[-1].cid == "d4"
+
+
+def test_a_line_resent_after_a_drop_is_not_kept_twice(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Direct("bob", "once", "d1"))
+    core.receive(alice, wire.Direct("bob", "once", "d1"))
+    assert [m.seq for m in a.of(wire.DirectMessage)] == [1, 1]
+    _, b = login(core, "bob", password="secret-words")
+    assert directs(b) == [("alice", "bob", "once")]
+
+
+def test_none_wait_when_the_limit_is_zero(clock):
+    core = ChatCore(clock, Limits(max_waiting_directs=0), passwords=InstantPasswords())
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    core.receive(alice, wire.Direct("bob", "?", "d1"))
+    (refused,) = a.of(wire.Error)
+    assert refused.text == ("nobody called 'bob' is online, and direct messages are kept "
+                            "for nobody away: send it again when they are back")
+
+
+def test_a_line_kept_while_its_account_logged_in_is_had_when_it_reaches_it_live(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    committer = Batching(core)
+    core.receive(alice, wire.Direct("bob", "just now", "d1"))  # kept: bob is not on
+    bob, b = login(core, "bob", password="secret-words")  # nothing saved to read yet
+    committer.commit()
+    assert directs(b) == [("alice", "bob", "just now")]  # live, as saved
+    core.receive(bob, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []
+
+
+def test_a_line_to_an_account_whose_connection_dropped_waits_if_it_does_not_resume(core,
+                                                                                    clock):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, _ = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    assert not [n for n in a.of(wire.Notice) if n.kind == "waiting"]  # he may be back soon
+    clock.advance(core.limits.resume_grace)  # he was not: a new client logs in later
+    _, b = login(core, "bob", password="secret-words")
+    assert directs(b) == [("alice", "bob", "call me")]
+
+
+def test_a_line_replayed_at_a_resume_does_not_wait_for_the_next_login(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, first = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    welcome = first.of(wire.Welcome)[0]
+    back = MemoryClient()
+    link = core.open_link(back, "127.0.0.1:2")
+    core.receive(link, wire.Resume(welcome.session, welcome.token, (), welcome.server_time))
+    assert directs(back) == [("alice", "bob", "call me")]
+    core.receive(link, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []
