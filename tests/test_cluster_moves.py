@@ -5,7 +5,7 @@ leaves nothing behind on the node it left, and a ban holds wherever it
 goes."""
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from spchat import wire
 from spchat.server.claims import ClaimBook, LocalClaims
@@ -19,12 +19,27 @@ KEY = b"k" * 32
 
 class SlowBans(MemoryStore):
     """A store whose look-ups of bans take ``delay`` seconds of the clock
-    (0: at once), as a busy database's may."""
+    (0: at once), as a busy database's may, and whose batches wait to be
+    saved while ``saving`` is False (until ``save_held()``)."""
 
     def __init__(self, clock):
         super().__init__()
         self.clock = clock
         self.delay = 0.0
+        self.saving = True
+        self.held: list[tuple[list, defer.Deferred]] = []
+
+    def append(self, records):
+        if self.saving:
+            return super().append(records)
+        self.held.append((records, d := defer.Deferred()))
+        return d
+
+    def save_held(self):
+        self.saving = True
+        held, self.held = self.held, []
+        for records, d in held:
+            d.callback(fired(defer.maybeDeferred(super().append, records)))
 
     def ban(self, key):
         if not self.delay:
@@ -208,3 +223,32 @@ def test_a_session_back_on_a_node_that_missed_its_move_takes_its_claim_back(
     assert back.of(wire.Welcome)[0].resumed and back.closed is None
     assert nodes["book"].claims["bob"].node == "b"
     assert "bob" in b.by_key and "bob" not in c.by_key
+
+
+
+def test_a_line_sent_again_is_acknowledged_in_its_rooms_order_on_a_node_behind(
+        nodes, four, clock):
+    # bob's line is saved, then alice's, both after her replay on c read
+    # the log; her client sends hers again on c, which has heard of
+    # neither yet.  The copy's acknowledgement is the line itself: sent at
+    # once, it would overtake bob's, and her client, past it, would never
+    # show bob's line when it comes.
+    a, b, c, store = nodes["a"], nodes["b"], nodes["c"], nodes["a"].store
+    alice = a.by_key["alice"]
+    nodes["bus"].up = False  # c hears of neither line
+    store.saving = False
+    b.receive(b.by_key["bob"].link, wire.Say("bob's", "b1", "lobby"))
+    a.receive(alice.link, wire.Say("alice's", "a1", "lobby"))
+    clock.advance(0)
+    a.link_lost(alice.link)  # before its acknowledgement
+    on_c = resume_on(c, alice)
+    run_for(clock, 0.1)  # her replay: nothing saved yet
+    store.save_held()  # bob's line 1, alice's 2
+    on_c_link = next(link for link in c.links if link.conn is on_c)
+    c.receive(on_c_link, wire.Say("alice's", "a1", "lobby"))
+    run_for(clock, 0.1)  # her copy is found saved
+    nodes["bus"].back()
+    run_for(clock, 1)
+    told = [(m.seq, m.cid) for m in on_c.of(wire.RoomMessage) if m.room == "lobby"]
+    assert [seq for seq, _ in told] == [1, 2], told
+    assert told[-1][1] == "a1"  # acknowledged

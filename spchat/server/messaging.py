@@ -208,11 +208,12 @@ class Messaging:
         """Records are saved and numbered: now they go out, and the senders'
         copies acknowledge them.  ``again``: messages re-sent after a
         reconnect, each with its copy saved before, which acknowledges it
-        once more.  Consecutive lines of one room go out together."""
+        once more (with other nodes, in its room's order).  Consecutive
+        lines of one room go out together."""
         for resent, old in again:
             self._unsaved.pop(resent.sent_as, None)
             session = self.sessions.by_key.get(old.sender_key)
-            if session is not None:
+            if session is not None and not self._in_order_later(session, old):
                 self._send_now(session, old)  # again: whatever came since
         self.counts.received += len(saved)
         run: list[Record] = []
@@ -242,6 +243,16 @@ class Messaging:
             self._room_saved(run)
         if self._adopting:
             self._adoptions_due()
+
+    def _in_order_later(self, session: Session, record: Record) -> bool:
+        """Whether a room line saved before, sent again by its sender, is
+        one this node's delivery has not reached yet (with other nodes):
+        the room's order brings it to its sender, as its acknowledgement,
+        after the lines before it, which it must not overtake (a client
+        takes nothing older than its newest line as news)."""
+        room = self.directory.get(record.room) if record.room is not None else None
+        return (self.cluster is not None and room is not None
+                and session.key in room.members and record.seq > room.last_seq)
 
     def _room_saved(self, records: list[Record]) -> None:
         room_key = records[0].room
