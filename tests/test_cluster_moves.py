@@ -252,3 +252,15 @@ def test_a_line_sent_again_is_acknowledged_in_its_rooms_order_on_a_node_behind(
     told = [(m.seq, m.cid) for m in on_c.of(wire.RoomMessage) if m.room == "lobby"]
     assert [seq for seq, _ in told] == [1, 2], told
     assert told[-1][1] == "a1"  # acknowledged
+
+
+def test_a_session_cut_right_after_its_welcome_resumes_elsewhere_in_its_rooms(nodes, clock):
+    # The login's rooms must be in its claim before the client can be cut
+    # and resume on another node, which knows its rooms from the claim only.
+    link, _ = login(nodes["a"], "dana")
+    session = link.session
+    assert session.rooms  # in #lobby, the default room
+    nodes["a"].link_lost(link)
+    moved = resume_on(nodes["b"], session)  # before a's clock turns again
+    assert moved.of(wire.Welcome)[0].rooms == ("lobby",)
+    assert "lobby" in nodes["b"].by_key["dana"].rooms

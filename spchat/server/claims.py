@@ -184,9 +184,13 @@ class ClaimRefresher:
         due, self._due = self._due, {}
         for session in due.values():
             if session.state is not State.OFFLINE:
-                self.names.update(claim_of(session, self.names.node)).addErrback(
-                    lambda f: self.log.warn("cannot update a claim: {error}",
-                                            error=f.getErrorMessage()))
+                self.write(claim_of(session, self.names.node))
+
+    def write(self, claim: Claim) -> defer.Deferred:
+        """Write ``claim`` now; fires when written (or not: a failure is
+        logged, and the session's next change writes it again)."""
+        return self.names.update(claim).addErrback(
+            lambda f: self.log.warn("cannot update a claim: {error}", error=f.getErrorMessage()))
 
     def stop(self) -> None:
         if self._call is not None and self._call.active():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hmac
 import math
 from collections import ChainMap
+from dataclasses import replace as dataclass_replace
 from typing import Any, Callable, Mapping
 
 from twisted.internet import defer
@@ -408,16 +409,33 @@ class ChatCore:
         registered account's, kept by the store) or in the default ones.
         Fires with the session (the name stays claimed until then)."""
         kept = self.store.memberships(key) if registered else defer.succeed([])
-        return kept.addCallback(self._welcomed, link, display, key, registered, msg, ids)
+        d = kept.addCallback(self._login_rooms, key)
+        if self.names.shared:
+            d.addCallback(self._rooms_claimed,
+                          self.logins.login_claim(ids, display, key, registered, msg))
+        return d.addCallback(self._welcomed, link, display, key, registered, msg, ids)
 
-    def _welcomed(self, keys: list[str], link: Link, display: str, key: str,
+    def _login_rooms(self, keys: list[str], key: str) -> tuple[list[Room], bool]:
+        """The rooms a login goes back to, and whether they are the default
+        ones (the first login, or every room left: to be remembered)."""
+        rooms = [room for room in map(self.directory.get, sorted(keys)) if room is not None]
+        if rooms:
+            return rooms, False
+        return self.room_commands.default_rooms_for(key), True
+
+    def _rooms_claimed(self, found: tuple[list[Room], bool], claim) -> defer.Deferred:
+        """The rooms written into the claim before the welcome: a client cut
+        at once resumes on another node, which knows them from the claim
+        alone (the refresher's later update would come too late)."""
+        rooms = tuple(sorted(room.key for room in found[0]))
+        return self.claim_refresher.write(dataclass_replace(claim, rooms=rooms)).addCallback(
+            lambda _: found)
+
+    def _welcomed(self, found: tuple[list[Room], bool], link: Link, display: str, key: str,
                   registered: bool, msg: wire.Login, ids: tuple[str, str]) -> Session | None:
         if link not in self.links or link.session is not None:
             return None  # gone, or logged in otherwise, while the store looked
-        rooms = [room for room in map(self.directory.get, sorted(keys)) if room is not None]
-        remember = not rooms  # the first login (or every room left): the defaults
-        if not rooms:
-            rooms = self.room_commands.default_rooms_for(key)
+        rooms, remember = found
         bucket = TokenBucket(self.limits.flood_rate, self.limits.flood_burst, self.now())
         session = self.table.create(link, display, key, bucket, registered, msg.outbox, ids)
         link.conn.started(session, resumed=False)

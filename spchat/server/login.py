@@ -201,9 +201,7 @@ class Logins:
         ids = new_ids()
         if self.names is None:
             return defer.succeed(ids)
-        wanted = Claim(key, ids[0], self.names.node, token_hash(ids[1]), display, registered,
-                       lineage_of(key, registered, msg.outbox, ids[0]),
-                       looks=tuple(sorted(looks(display, key))))
+        wanted = self.login_claim(ids, display, key, registered, msg)
 
         def judged(claimed):
             if not claimed.granted:
@@ -213,6 +211,13 @@ class Logins:
             return ids
 
         return self.names.claim(wanted, takeover).addCallback(judged)
+
+    def login_claim(self, ids: tuple[str, str], display: str, key: str, registered: bool,
+                    msg: wire.Login, rooms: tuple[str, ...] = ()) -> Claim:
+        """The claim of the session a login starts, in ``rooms`` (keys)."""
+        return Claim(key, ids[0], self.names.node, token_hash(ids[1]), display, registered,
+                     lineage_of(key, registered, msg.outbox, ids[0]), rooms,
+                     tuple(sorted(looks(display, key))))
 
     def _start(self, ids: tuple[str, str], link: Link, display: str, key: str,
                registered: bool, msg: wire.Login) -> defer.Deferred:
