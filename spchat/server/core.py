@@ -509,8 +509,9 @@ class ChatCore:
         link.conn.started(session, resumed=True)
         rooms = [self.directory.rooms[key] for key in sorted(session.rooms)]  # none left empty
         self._send(session, self._welcome(session, rooms, resumed=True))
+        seen = self.messaging.room_positions(msg.positions)
         for room in rooms:
-            self._send(session, self.messaging.resumed_state(room, msg.positions))
+            self._send(session, self.messaging.resumed_state(room, seen))
             self.directory.newcomer(room, session)
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
@@ -587,8 +588,9 @@ class ChatCore:
         link.conn.started(session, resumed=True)
         # What it offered was known where it was only: it offers it again.
         self._send(session, self._welcome(session, rooms, resumed=True, shares_kept=False))
+        seen = self.messaging.room_positions(msg.positions)
         for room in rooms:
-            self._send(session, self.messaging.resumed_state(room, msg.positions))
+            self._send(session, self.messaging.resumed_state(room, seen))
         self.messaging.replay(session, msg.positions, msg.since)
         self._presence_changed()
 

@@ -462,18 +462,16 @@ class Messaging:
         ``since``."""
         if session.link is None:
             return
-        rooms: dict[str, int] = {}
+        rooms = self.room_positions(positions)
         directs: dict[str, int] = {}
         for name, seq in positions:
+            if name.startswith("#"):
+                continue
             try:
-                if name.startswith("#"):
-                    key = normalise_room(name)[1]
-                    rooms[key] = max(seq, rooms.get(key, 0))
-                else:
-                    key = direct_conversation(session.key, normalise_name(name[1:])[1])
-                    directs[key] = max(seq, directs.get(key, 0))
+                key = direct_conversation(session.key, normalise_name(name[1:])[1])
             except Refused:
-                continue  # a room or name that cannot exist: nothing to replay
+                continue  # a name that cannot exist: nothing to replay
+            directs[key] = max(seq, directs.get(key, 0))
         for key in sorted(session.rooms):
             room = self.directory.get(key)
             if room is None:
@@ -501,20 +499,31 @@ class Messaging:
             holding=ANY_DIRECT)
 
     @staticmethod
-    def resumed_state(room: Room, positions) -> wire.RoomState:
-        """The room's state for a session that goes on, never behind the
-        number its client named: with other nodes, the replay may have sent
-        it lines from the database that this node's delivery has not reached
-        yet, and a lower number would look to the client like a server that
-        lost its data (it would take those lines as new when they come)."""
-        state = room.state()
+    def room_positions(positions) -> dict[str, int]:
+        """The newest number a returning client names for each room, by
+        room key (a name that cannot be a room's is left out)."""
+        rooms: dict[str, int] = {}
         for name, seq in positions:
+            if not name.startswith("#"):
+                continue
             try:
-                named = name.startswith("#") and normalise_room(name)[1] == room.key
+                key = normalise_room(name)[1]
             except Refused:
                 continue
-            if named and seq > state.last_seq:
-                state = dataclasses.replace(state, last_seq=seq)
+            rooms[key] = max(seq, rooms.get(key, 0))
+        return rooms
+
+    @staticmethod
+    def resumed_state(room: Room, seen: dict[str, int]) -> wire.RoomState:
+        """The room's state for a session that goes on, never behind the
+        number its client named (``seen``: ``room_positions``): with other
+        nodes, the replay may have sent it lines from the database that
+        this node's delivery has not reached yet, and a lower number would
+        look to the client like a server that lost its data (it would take
+        those lines as new when they come)."""
+        state = room.state()
+        if seen.get(room.key, 0) > state.last_seq:
+            state = dataclasses.replace(state, last_seq=seen[room.key])
         return state
 
     def _replay_room(self, session: Session, room: Room, seen: int) -> None:
