@@ -61,6 +61,12 @@ class ClusterNode:
         """This node's name (``CHAT_NODE``)."""
         return self.seal.node
 
+    @property
+    def run(self) -> str:
+        """This start of the node (a random id): a node heard from under
+        another run has started again and lost what it knew."""
+        return self.seal.run
+
     def on(self, kind: str, handler: Handler) -> None:
         """``handler(node, body)`` for each notice of ``kind`` (this
         node's own too: each handler decides what its own notices mean)."""

@@ -23,7 +23,6 @@ new to this node, for its room's members here).
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -74,7 +73,7 @@ class ClusterShares:
         self.sessions = sessions
         self.remote_session = remote_session
         self.on_offer = on_offer
-        self.boot = secrets.token_hex(8)
+        self.boot = cluster.run
         self.nodes: dict[str, tuple[str, dict[str, SharedFile]]] = {}  # name -> (boot, files)
         self.holder_nodes: dict[str, str] = {}  # a holder's session id -> its node
         self.manifests: dict[str, str] = {}  # of files offered elsewhere, as introduced
