@@ -201,6 +201,15 @@ def _host(text: str) -> str:
     return text
 
 
+def _optional_host(text: str) -> str:
+    """A host name or IP address (IPv6 without brackets), or "" for none."""
+    text = text.strip()
+    if text and not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", text):
+        raise ValueError("must be a host name or an IP address (letters, digits, '.', "
+                         "'-' and ':'), or empty")
+    return text
+
+
 def _endpoint(text: str) -> str:
     """A Twisted server endpoint description, or "" for the default."""
     text = text.strip()
@@ -428,6 +437,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Largest file a user may share, in bytes (0 = file sharing off)."),
     Setting("relay_port", "CHAT_RELAY_PORT", "relay-port", "5002", _port,
             "TCP port of the file-sharing relay for peers that cannot connect directly."),
+    Setting("relay_host", "CHAT_RELAY_HOST", "relay-host", "", _optional_host,
+            "Host name or address at which clients connected to other nodes reach this "
+            "node's relay (empty: the address the downloader reached this node at; set it "
+            "behind NAT or a load balancer)."),
     Setting("relay_max_bps", "CHAT_RELAY_MAX_BPS", "relay-max-bps", "10485760",
             _int_range(0, 2**53),
             "Bytes per second the relay carries for one transfer (0 = no relay)."),
@@ -510,6 +523,7 @@ class Config:
     offline_retention: float = _default("offline_retention")
     max_share_bytes: int = _default("max_share_bytes")
     relay_port: int = _default("relay_port")
+    relay_host: str = _default("relay_host")
     relay_max_bps: int = _default("relay_max_bps")
     relay_max_per_ip: int = _default("relay_max_per_ip")
     relay_idle_timeout: float = _default("relay_idle_timeout")

@@ -93,7 +93,8 @@ class ChatService(service.MultiService):
         self.names = make_claims(cfg, reactor, clock or reactor, self.store, self.node)
         self.store_open = False
         self.passwords = PasswordWorker(reactor)
-        self.ports = Ports()  # filled in as the listeners are bound
+        # Filled in as the listeners are bound.
+        self.ports = Ports(relay_host=cfg.relay_host)
         self.core = ChatCore(
             clock or reactor,
             core_limits(cfg),

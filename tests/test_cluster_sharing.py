@@ -275,10 +275,9 @@ def test_a_holder_changing_as_fast_as_it_can_is_told_once_a_second(cluster, mani
     assert [h.pieces for h in holders.values()] == [3]
 
 
-def test_a_relay_across_nodes_with_no_address_to_tell_is_refused_plainly(cluster, manifest):
-    """A downloader that reached its node on a Unix socket (behind a
-    proxy) gives no address of the node's relay to tell the holder: the
-    relay is refused in words, the holder never sent to its own node."""
+def relay_asked_by_bob_on_a_unix_socket(cluster, manifest):
+    """alice on a shares; bob, on b by a Unix socket (no address of its
+    own), fetches and asks for the relay."""
     alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
     bob_link, bob = cluster.login("b", "bob", "198.51.100.9:4001", local=":0")
     cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s1"))
@@ -286,6 +285,25 @@ def test_a_relay_across_nodes_with_no_address_to_tell_is_refused_plainly(cluster
     cluster["b"].receive(bob_link, wire.Fetch(manifest.file_id, "f1"))
     (_, _, _, transfer, _), = bob.of(wire.Swarm)[-1].peers
     cluster["b"].receive(bob_link, wire.RelayRequest(transfer))
+    return alice, bob, transfer
+
+
+def test_a_relay_host_set_is_the_address_a_holder_elsewhere_dials(cluster, manifest):
+    """Behind NAT the address bob reached his node at is not one alice's
+    client can reach: the node's ``relay_host`` is told instead, even where
+    the downloader's connection gives no address at all."""
+    cluster["b"].ports.relay_host = "relay-b.example.org"
+    alice, bob, transfer = relay_asked_by_bob_on_a_unix_socket(cluster, manifest)
+    assert bob.of(wire.RelayOpen) == [wire.RelayOpen(transfer, 7101)]
+    relayed = alice.of(wire.PeerRequest)[-1]
+    assert (relayed.relay_port, relayed.relay_host) == (7101, "relay-b.example.org")
+
+
+def test_a_relay_across_nodes_with_no_address_to_tell_is_refused_plainly(cluster, manifest):
+    """A downloader that reached its node on a Unix socket (behind a
+    proxy) gives no address of the node's relay to tell the holder: the
+    relay is refused in words, the holder never sent to its own node."""
+    alice, bob, _ = relay_asked_by_bob_on_a_unix_socket(cluster, manifest)
     assert bob.of(wire.RelayOpen) == []
     assert bob.of(wire.Error)[-1].code == "no_relay"
     assert [r.relay_port for r in alice.of(wire.PeerRequest)] == [0]  # the fetch's only

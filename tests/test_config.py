@@ -59,7 +59,14 @@ def test_defaults(tmp_path):
     assert cfg.commit_interval == 0.005 and cfg.database == "" and cfg.bus == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
     assert (cfg.p2p_port, cfg.p2p_direct, cfg.download_dir) == (0, True, None)
-    assert cfg.p2p_upload_bps == 0
+    assert cfg.p2p_upload_bps == 0 and cfg.relay_host == ""
+
+
+def test_a_relay_host_is_a_name_or_an_address(tmp_path):
+    for host in ("relay.example.org", "203.0.113.5", "2001:db8::5"):
+        cfg, _ = load(tmp_path, environ={"CHAT_RELAY_HOST": host})
+        assert cfg.relay_host == host
+    assert load(tmp_path, options={"relay-host": " chat.example "})[0].relay_host == "chat.example"
 
 
 def test_a_database_url_is_kept_as_given(tmp_path):
@@ -298,6 +305,8 @@ BAD_VALUES = [
     ("CHAT_MAX_SHARE_BYTES", "max-share-bytes", "-1", "must be 0-"),
     ("CHAT_RELAY_PORT", "relay-port", "65536", "port must be"),
     ("CHAT_RELAY_MAX_BPS", "relay-max-bps", "fast", "not an integer"),
+    ("CHAT_RELAY_HOST", "relay-host", "relay.example:5002/x", "host name or an IP address"),
+    ("CHAT_RELAY_HOST", "relay-host", "relay example", "host name or an IP address"),
     ("CHAT_P2P_PORT", None, "-5", "port must be"),
     ("CHAT_P2P_DIRECT", None, "maybe", "yes or no"),
     ("CHAT_DOWNLOAD_DIR", None, "a\0b", "NUL"),
@@ -433,7 +442,7 @@ def test_options_table_rows():
         "max-waiting-directs", "history-days", "default-rooms",
         "store", "database", "bus", "node", "node-timeout", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
-        "max-share-bytes", "relay-port", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
+        "max-share-bytes", "relay-port", "relay-host", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]
     for row in rows:
         long, short, default, help_text = row

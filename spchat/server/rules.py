@@ -88,6 +88,9 @@ class Ports:
 
     udp: int = 0  # the presence beacon
     relay: int = 0  # the file-sharing relay
+    # Where peers connected to other nodes dial this node's relay ("": the
+    # address the downloader reached this node at, wrong behind NAT).
+    relay_host: str = ""
 
 
 def _normalise(text: str, code: str, noun: str) -> tuple[str, str]:

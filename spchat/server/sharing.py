@@ -269,16 +269,18 @@ class Sharing:
                                      transfer.file, self.ports.relay, relay_host)
         self._send(session, wire.RelayOpen(transfer.id, self.ports.relay))
 
-    @staticmethod
-    def _relay_host(session: Session) -> str:
+    def _relay_host(self, session: Session) -> str:
         """Where a holder on another node dials this node's relay: the
-        address the downloader reached this node at.  None known (a Unix
-        socket behind a proxy): refused, or the holder would dial its own
-        node's address instead."""
+        configured ``relay_host``, else the address the downloader reached
+        this node at.  None known (a Unix socket behind a proxy): refused,
+        or the holder would dial its own node's address instead."""
+        if self.ports.relay_host:
+            return self.ports.relay_host
         assert session.link is not None, "it asked on it"
         host = host_of(session.link.local)
         if not host:
             raise Refused("no_relay", "the peer is connected to another node, which cannot be "
                           "told where this server's relay is (this connection does not come "
-                          "over TCP): only a direct connection can reach it")
+                          "over TCP, and no relay host is set): only a direct connection can "
+                          "reach it")
         return host
