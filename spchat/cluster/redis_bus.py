@@ -89,6 +89,21 @@ def _usable(proto) -> defer.Deferred:
     return d
 
 
+def _in_time(reactor, proto, preparing: defer.Deferred) -> defer.Deferred:
+    """``preparing``, or a failure and the connection cut if it has not
+    fired in ``CONNECT_SECONDS``: a peer that takes the connection but never
+    answers (not Redis, or a Redis that hangs) would otherwise hold the
+    service for ever, never trying again."""
+
+    def too_slow(failure):
+        failure.trap(defer.TimeoutError)
+        if proto.transport is not None:
+            proto.transport.abortConnection()
+        raise error.TimeoutError(f"no answer from the bus in {CONNECT_SECONDS:g} s")
+
+    return preparing.addTimeout(CONNECT_SECONDS, reactor).addErrback(too_slow)
+
+
 @implementer(IBus)
 class RedisBus:
     def __init__(self, url: str, reactor):
@@ -130,6 +145,7 @@ class RedisBus:
         ]
         self._away_told = False
         self.stopping = False
+        self._preparing: set = set()  # connections made, not yet ready
 
     def listen(self, heard, connected) -> None:
         self._heard, self._connected = heard, connected
@@ -140,8 +156,16 @@ class RedisBus:
 
     def stop(self) -> defer.Deferred:
         self.stopping = True
-        return defer.gatherResults([defer.maybeDeferred(s.stopService)
-                                    for s in self._services], consumeErrors=True)
+        # A connection still being made ready is cut first, and its loss
+        # waited for: stopped under it, the service would be told of the loss
+        # after it had stopped, which it cannot take.
+        cut = []
+        for proto in list(self._preparing):
+            cut.append(proto.whenDisconnected())
+            proto.transport.abortConnection()
+        return defer.gatherResults(cut, consumeErrors=True).addBoth(
+            lambda _: defer.gatherResults([defer.maybeDeferred(s.stopService)
+                                           for s in self._services], consumeErrors=True))
 
     def publish(self, data: bytes) -> None:
         publisher = self.publisher
@@ -162,15 +186,26 @@ class RedisBus:
             self.subscribed = True
             self._maybe_joined()
 
-        return _usable(proto).addCallback(
-            lambda _: proto.subscribe(self.channel)).addCallback(subscribed)
+        return self._prepared(proto, _usable(proto).addCallback(
+            lambda _: proto.subscribe(self.channel))).addCallback(subscribed)
 
     def _publishing(self, proto) -> defer.Deferred:
         def ready(_):
             self.publisher = proto
             self._maybe_joined()
 
-        return _usable(proto).addCallback(ready)
+        # A PING answered: it is Redis, and it answers.
+        return self._prepared(proto, _usable(proto).addCallback(
+            lambda _: proto.ping())).addCallback(ready)
+
+    def _prepared(self, proto, preparing: defer.Deferred) -> defer.Deferred:
+        self._preparing.add(proto)
+
+        def done(result):
+            self._preparing.discard(proto)
+            return result
+
+        return _in_time(self.reactor, proto, preparing).addBoth(done)
 
     def _maybe_joined(self) -> None:
         """Both connections up: the node may say where it is, and read
