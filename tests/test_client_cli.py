@@ -136,9 +136,10 @@ def test_a_refused_join_lets_the_lines_go_on_in_the_current_room(lobby):
 
 
 def test_a_join_refused_by_the_server_names_its_cid_and_nothing_waits(lobby):
-    lobby.type("/join #" + "n" * 40, "still here")
+    lobby.type("/join #secret", "still here")
     (join,) = lobby.sent()  # the line waits for the room, or for the refusal
-    lobby.server(wire.Error("room_invalid", "a room name must be 1 to 32 characters long",
+    assert isinstance(join, wire.Join)
+    lobby.server(wire.Error("not_invited", "#secret is private: you need an invitation",
                             join.cid))
     assert lobby.sent(wire.Say)[0].room == "lobby"  # at once, not after ROOM_WAIT_SECONDS
 
@@ -147,7 +148,7 @@ def test_an_overlong_room_name_is_refused_before_sending(lobby):
     lobby.type("/join #" + "x" * 65, "still here")
     assert [type(m) for m in lobby.sent()] == [wire.Say]  # no join; the line went on
     assert lobby.sent(wire.Say)[0].room == "lobby"
-    assert "* error: room names are at most 64 characters" in lobby.said()
+    assert "* error: a room name must be 1 to 32 characters long" in lobby.said()
     assert lobby.cli.commands_refused == 1 and lobby.cli.refused == 0
 
 

@@ -19,7 +19,12 @@ def test_check_names_the_field_the_other_side_would_refuse():
 
 
 @pytest.mark.parametrize("msg, said", [
-    (wire.Join("x" * 65), "room names are at most 64 characters"),
+    # A room to join, by the server's rule (the wire's would say 64).
+    (wire.Join("x" * 33), "a room name must be 1 to 32 characters long"),
+    (wire.Join("x" * 65), "a room name must be 1 to 32 characters long"),
+    (wire.Join("#" + "x" * 33), "a room name must be 1 to 32 characters long"),
+    (wire.Join("my room"), "a room name may contain only letters, digits, '_', '-' and '.' "
+                           "(not ' ')"),
     (wire.Join("dev", password="p" * 65), "room passwords are at most 64 characters"),
     (wire.Topic("dev", "t" * 501), "a topic is at most 500 characters"),
     (wire.Part("dev", "r" * 501), "reasons are at most 500 characters"),
@@ -32,5 +37,5 @@ def test_the_refusal_is_said_in_a_persons_words(msg, said):
 
 
 def test_what_the_wire_carries_is_not_refused():
-    for msg in (wire.Join("x" * 64), wire.Topic("dev", "t" * 500), wire.Say("hi", "c1", "dev")):
+    for msg in (wire.Join("x" * 32), wire.Join("#Dev.ops_2"), wire.Topic("dev", "t" * 500), wire.Say("hi", "c1", "dev")):
         assert refusal(msg) is None

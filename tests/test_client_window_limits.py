@@ -24,7 +24,7 @@ def test_an_overlong_room_name_is_refused_in_the_window_with_no_pause(
     bob.window.join_entry.delete(0, "end")
     bob.window.join_entry.insert(0, typed)
     bob.window.join_button.invoke()
-    yield wait_until(lambda: "! room names are at most 64 characters" in bob.text())
+    yield wait_until(lambda: "! a room name must be 1 to 32 characters long" in bob.text())
     assert bob.window.join_entry.get() == typed  # kept, to be shortened
     assert not [m for m in sent if isinstance(m, wire.Join)]  # nothing went
     bob.say("/topic " + "t" * 600)

@@ -5,11 +5,15 @@ The server answers a message its wire rules refuse with "malformed message:
 join.room longer than 64 characters", the protocol's words for a typo.  The
 client checks each message against the same rules (``wire.check``) and
 refuses it itself: "room names are at most 64 characters", nothing sent.
+A room to join is checked first against the server's own rule for room
+names (``spchat.server.rules``), stricter than the wire's: one mistake,
+one answer, whichever side finds it.
 """
 
 from __future__ import annotations
 
 from spchat import wire
+from spchat.server.rules import Refused, normalise_room
 
 # What a field holds, by its name; by message and field where that says more.
 _HOLDS = {"room": "room names are", "to": "names are", "name": "names are",
@@ -22,6 +26,11 @@ _HOLDS_IN = {("topic", "text"): "a topic is", ("join", "password"): "room passwo
 
 def refusal(msg: wire.Message) -> str | None:
     """Why ``msg`` cannot go, as a person reads it; None if it can."""
+    try:
+        if isinstance(msg, wire.Join):
+            normalise_room(msg.room)
+    except Refused as refused:
+        return refused.text  # the server's words
     try:
         wire.check(msg)
     except wire.WireError as e:
