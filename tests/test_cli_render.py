@@ -3,7 +3,15 @@
 import time
 
 from spchat import wire
-from spchat.client.cli import render
+from spchat.client.cli import render as render_on_any_day
+from spchat.client.days import local_day
+
+TS = 1_700_000_000_000
+
+
+def render(msg, current=None):
+    """As printed on the day of ``TS``."""
+    return render_on_any_day(msg, current, local_day(TS))
 
 
 def test_lines_show_server_time_in_local_time():
@@ -45,6 +53,22 @@ def test_rooms_and_leaving_are_printed():
     assert listing.split("\n")[0].endswith("] * rooms:")
     assert render(wire.RoomList(()), None).endswith("] * no public rooms")
     assert render(wire.RoomState("dev", "", False, False, 0), "dev") is None  # said otherwise
+
+
+def test_a_line_from_another_day_carries_its_date():
+    """History, and messages that waited for a login, may be days old."""
+    day = 86_400_000
+    local = time.strftime("%H:%M:%S", time.localtime(TS / 1000))
+    today = local_day(TS + 3 * day)
+    date = time.localtime(TS / 1000)
+    assert render_on_any_day(wire.DirectMessage(2, TS, "alice", "bob", "psst"), None, today) == (
+        f"[{date.tm_mday} {time.strftime('%b', date)} {local}] alice -> bob: psst")
+    next_year = local_day(TS + 400 * day)
+    assert render_on_any_day(wire.RoomMessage(1, TS, "lobby", "alice", "hi", history=True),
+                             "lobby", next_year).startswith(
+        f"[{date.tm_mday} {time.strftime('%b', date)} {date.tm_year} {local}] (history)")
+    assert render_on_any_day(wire.Notice("lobby", TS, "join", "bob joined"), "lobby",
+                             local_day(TS)) == f"[{local}] * bob joined"
 
 
 def test_continuation_lines_cannot_pass_for_other_lines():

@@ -12,10 +12,11 @@ from twisted.internet.task import Clock
 from spchat import wire
 from spchat.client.cli import ROOM_WAIT_SECONDS, LineModeClient
 from spchat.client.commands import NO_ROOM, ROOM_USAGE
+from spchat.client.days import local_day
 from spchat.client.pins import PinStore
 from spchat.client.session import ChatClient
 
-from client_fakes import FakeProto, room, say, welcome
+from client_fakes import T, FakeProto, room, say, welcome
 
 
 class FakeTerminal:
@@ -39,6 +40,7 @@ class Terminal:
         self.client = ChatClient(self.clock, "127.0.0.1", 5000, "me", PinStore(tmp_path),
                                  presence=False)
         self.cli = LineModeClient(self.clock, self.client, err=io.StringIO())
+        self.cli.today = lambda: local_day(T)  # the fakes' lines are today's
         self.terminal = self.cli._terminal = FakeTerminal()
         self.proto = FakeProto()
         self.client.channel_open(self.proto)
@@ -231,7 +233,7 @@ def test_who_and_history_are_the_current_rooms(lobby):
 
 def test_room_list_and_notices_of_no_room(lobby):
     lobby.server(wire.RoomList((("lobby", 2, ""), ("dev", 5, "plans"))),
-                 wire.Notice("", 0, "invite", "alice invited you to #secret; /join #secret "
+                 wire.Notice("", T, "invite", "alice invited you to #secret; /join #secret "
                              "to accept"))
     assert lobby.said()[-4:] == ["* rooms:", "| #lobby (2 members)", "| #dev (5 members): plans",
                                  "* alice invited you to #secret; /join #secret to accept"]

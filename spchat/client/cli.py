@@ -30,6 +30,7 @@ from spchat import wire
 from spchat.client.alternate import alternate_name
 from spchat.client.commands import (NO_ROOM, ROOM_HELP, ROOM_USAGE, CommandError,
                                     room_command, room_list_lines, unsent_text, who_text)
+from spchat.client.days import local_day, stamp, today as days_today
 from spchat.client.session import (ChatClient, ClientError, Status, conversation_key,
                                    name_key)
 from spchat.p2p.report import (cancelled_text, file_row_text, offer_text, progress_text,
@@ -64,19 +65,26 @@ def clock_text(ts_ms: int | None = None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(seconds))
 
 
-def render(msg: wire.Message, current: str | None = None) -> str | None:
+def render(msg: wire.Message, current: str | None = None,
+           today: str | None = None) -> str | None:
     """The line printed for an event, or None for events shown otherwise.
 
     A line of a room other than ``current`` (None: no room is current)
-    starts with that room's name.
+    starts with that room's name.  A line from before ``today`` (local
+    YYYY-MM-DD; None: this machine's) carries its date: history, and
+    messages that waited for a login, may be days old.
     """
     where = _elsewhere(msg, current)
+
+    def when(ts_ms: int) -> str:
+        return stamp(clock_text(ts_ms), local_day(ts_ms), today or days_today())
+
     if isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
         mark = "(history) " if msg.history else ""
         who = msg.sender if isinstance(msg, wire.RoomMessage) else f"{msg.sender} -> {msg.to}"
-        line = f"[{clock_text(msg.ts)}] {where}{mark}{who}: {msg.text}"
+        line = f"[{when(msg.ts)}] {where}{mark}{who}: {msg.text}"
     elif isinstance(msg, wire.Notice):
-        line = f"[{clock_text(msg.ts)}] {where}* {msg.text}"
+        line = f"[{when(msg.ts)}] {where}* {msg.text}"
     elif isinstance(msg, wire.RoomLeft):
         line = f"[{clock_text()}] {where}* {msg.text}"
     elif isinstance(msg, wire.RoomList):
@@ -86,7 +94,7 @@ def render(msg: wire.Message, current: str | None = None) -> str | None:
     elif isinstance(msg, wire.Bye):
         line = f"[{clock_text()}] * server: {msg.text}"
     elif isinstance(msg, wire.Offer):
-        line = (f"[{clock_text(msg.ts)}] {where}* "
+        line = (f"[{when(msg.ts)}] {where}* "
                 f"{offer_text(msg.sharer, msg.name, msg.size, msg.file)}")
     elif isinstance(msg, wire.FileList):
         rows = [file_row_text(row) for row in msg.files] or ["no files are offered"]
@@ -159,6 +167,7 @@ class LineModeClient:
         self.client = client
         self.sharing = sharing  # a SharingNode, or None: no file sharing
         self.download_dir = download_dir
+        self.today = days_today  # the local date, for which lines need none
         self._downloads: list[defer.Deferred] = []
         self._cancelled: set[str] = set()  # ids of the downloads /cancel stopped
         self.err = err or sys.stderr
@@ -301,7 +310,7 @@ class LineModeClient:
                 self._release()  # the /join, refused (or, with no cid, most likely)
         elif isinstance(msg, (wire.RoomMessage, wire.DirectMessage)):
             self._in_flight.discard(msg.cid)  # mine, acknowledged (or not mine)
-        line = render(msg, self.room)
+        line = render(msg, self.room, self.today())
         if line is not None:
             self.print(line)
         if isinstance(msg, wire.RoomLeft):
