@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from spchat import config, noise, wire
 from spchat.client.protocol import ChatClientProtocol
 from spchat.server.core import ROOM_EVENT_SECONDS, ChatCore, Limits
-from spchat.server.protocol import ChatServerFactory
+from spchat.server.protocol import MAX_MALFORMED, ChatServerFactory
 
 
 class Listener:
@@ -229,6 +229,26 @@ def test_malformed_messages_name_their_cid_and_too_many_close(factory, clock):
     link.pump()
     assert link.server_closed
     assert "more than 10 malformed" in link.listener.of(wire.Bye)[-1].text
+
+
+def test_malformed_messages_now_and_then_do_not_close_a_long_connection(factory, clock):
+    link = Link(factory, clock, name="alice")
+    link.pump()
+    cipher = link.client._send_cipher
+    for _ in range(3 * MAX_MALFORMED):  # one every 7 s: ten take more than the window
+        link.client.sendString(cipher.encrypt_with_ad(b"", b"junk"))
+        link.pump()
+        clock.advance(7)
+        link.listener.proto.send_message(wire.Keepalive())  # a live client
+        link.pump()
+    assert not link.server_closed
+    assert len(link.listener.of(wire.Error)) == 3 * MAX_MALFORMED
+    # A burst is still too many: the window counts the newest ten.
+    for _ in range(MAX_MALFORMED):
+        link.client.sendString(cipher.encrypt_with_ad(b"", b"junk"))
+    link.pump()
+    assert link.server_closed
+    assert "more than 10 malformed messages in 60 seconds" in link.listener.of(wire.Bye)[-1].text
 
 
 def test_malformed_message_gets_an_error_and_the_connection_stays(factory, clock):

@@ -148,7 +148,8 @@ def test_prose_limits_are_the_code_s(doc):
                        f"{catch_up.PART_BYTES // 1024} KiB",
         "history requests waiting": f"waiting {catch_up.MAX_WAITING_JOBS}, then",
         "descriptors kept": f"descriptor limit less {capacity.DESCRIPTOR_MARGIN}",
-        "malformed messages": f"More than {protocol.MAX_MALFORMED} such messages",
+        "malformed messages": (f"More than {protocol.MAX_MALFORMED} such messages within "
+                               f"{protocol.MALFORMED_WINDOW_SECONDS:g} seconds"),
         "positions": f"at most {wire.MAX_POSITIONS}",
         "a chat text": f"at most {config.MAX_MESSAGE_BYTES_LIMIT}",
         "a password": (f"{passwords.MIN_PASSWORD_LENGTH} to {passwords.MAX_PASSWORD_LENGTH} "

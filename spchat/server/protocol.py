@@ -5,6 +5,7 @@ Thin on purpose: every chat rule is in ``spchat.server.core``.
 
 from __future__ import annotations
 
+from collections import deque
 
 from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
@@ -25,6 +26,9 @@ from spchat.terminal import SafeLogger
 AGENT = f"spchat-server/{spchat.__version__}"
 # A client that keeps sending what cannot be parsed is broken or hostile.
 MAX_MALFORMED = 10
+# ...within this many seconds: a client that now and then sends something
+# the server cannot read is not cut off after days of chatting.
+MALFORMED_WINDOW_SECONDS = 60.0
 # A connection is cut for not reading only if it has not drained its
 # buffer for this long, as well as having too much unsent.
 SLOW_READER_SECONDS = 2.0
@@ -74,7 +78,7 @@ class ChatServerProtocol(NoiseChannel):
         self._paused = False
         self._paused_since = 0.0
         self._unsent = 0
-        self._malformed = 0
+        self._malformed: deque[float] = deque()  # when, the newest MAX_MALFORMED
         # Encoded messages waiting for the end of this reactor turn: then
         # they go as one encrypted frame (or as few as fit), one write.
         self._outbox: list[bytes] = []
@@ -146,10 +150,15 @@ class ChatServerProtocol(NoiseChannel):
         )
 
     def malformed_message(self, error):
-        self._malformed += 1
-        if self._malformed > MAX_MALFORMED:
-            self.fail(f"more than {MAX_MALFORMED} malformed messages")
+        now = self.clock.seconds()
+        if (len(self._malformed) == MAX_MALFORMED
+                and now - self._malformed[0] < MALFORMED_WINDOW_SECONDS):
+            self.fail(f"more than {MAX_MALFORMED} malformed messages in "
+                      f"{MALFORMED_WINDOW_SECONDS:g} seconds")
             return
+        if len(self._malformed) == MAX_MALFORMED:
+            self._malformed.popleft()
+        self._malformed.append(now)
         self._log_fault("malformed message: {problem}", problem=str(error))
         # Named by its cid if it had a valid one, so the client can stop
         # waiting for its acknowledgement.
