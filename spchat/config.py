@@ -387,6 +387,10 @@ SETTINGS: tuple[Setting, ...] = (
             _int_range(0, 10000),
             "Direct messages kept for a registered user who is offline, delivered at their next "
             "login (0-10000, all nodes together; 0: refused, as for guests); more are refused."),
+    Setting("max_waiting_from_one", "CHAT_MAX_WAITING_FROM_ONE", "max-waiting-from-one", "25",
+            _int_range(1, 10000),
+            "Of those, how many one sender may have waiting for one user (1-10000), so that "
+            "one sender cannot fill someone's inbox and keep everyone else's out."),
     Setting("history_days", "CHAT_HISTORY_DAYS", "history-days", "0", _seconds(allow_zero=True),
             "Days to keep messages (0 = keep for ever); older ones are deleted hourly."),
     Setting("default_rooms", "CHAT_DEFAULT_ROOMS", "default-rooms", "lobby", _room_names,
@@ -507,6 +511,7 @@ class Config:
     send_buffer_bytes: int = _default("send_buffer_bytes")
     history_on_join: int = _default("history_on_join")
     max_waiting_directs: int = _default("max_waiting_directs")
+    max_waiting_from_one: int = _default("max_waiting_from_one")
     history_days: float = _default("history_days")
     default_rooms: tuple[str, ...] = _default("default_rooms")
     store: str = _default("store")

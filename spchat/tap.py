@@ -434,6 +434,7 @@ def core_limits(cfg: config.Config) -> Limits:
         presence_interval=cfg.presence_interval,
         history_on_join=cfg.history_on_join,
         max_waiting_directs=cfg.max_waiting_directs,
+        max_waiting_from_one=cfg.max_waiting_from_one,
         offline_retention=cfg.offline_retention,
         max_share_bytes=cfg.max_share_bytes,
         default_rooms=cfg.default_rooms,

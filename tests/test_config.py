@@ -54,7 +54,7 @@ def test_defaults(tmp_path):
     assert (cfg.flood_burst, cfg.flood_rate, cfg.flood_queue) == (10, 5.0, 20)
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
-    assert cfg.max_waiting_directs == 100
+    assert (cfg.max_waiting_directs, cfg.max_waiting_from_one) == (100, 25)
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
     assert cfg.commit_interval == 0.005 and cfg.database == "" and cfg.bus == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
@@ -306,6 +306,7 @@ BAD_VALUES = [
     ("CHAT_RELAY_PORT", "relay-port", "65536", "port must be"),
     ("CHAT_RELAY_MAX_BPS", "relay-max-bps", "fast", "not an integer"),
     ("CHAT_RELAY_HOST", "relay-host", "relay.example:5002/x", "host name or an IP address"),
+    ("CHAT_MAX_WAITING_FROM_ONE", "max-waiting-from-one", "0", "1-10000"),
     ("CHAT_RELAY_HOST", "relay-host", "relay example", "host name or an IP address"),
     ("CHAT_P2P_PORT", None, "-5", "port must be"),
     ("CHAT_P2P_DIRECT", None, "maybe", "yes or no"),
@@ -439,7 +440,7 @@ def test_options_table_rows():
         "max-message-bytes", "handshake-timeout", "max-connections-per-ip",
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
-        "max-waiting-directs", "history-days", "default-rooms",
+        "max-waiting-directs", "max-waiting-from-one", "history-days", "default-rooms",
         "store", "database", "bus", "node", "node-timeout", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-host", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",

@@ -116,7 +116,7 @@ async def test_version_2_gets_waiting_direct_messages_and_keeps_its_old_ones_had
     store = await opened(pg_url)
     try:
         assert sql(pg_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(3,)]
-        assert await store.waiting_for("bob") == ("Bob", 0)  # seen live, before
+        assert await store.waiting_for("bob", "@alice bob") == ("Bob", 0, 0)  # seen live, before
         await store.append([dm("new", "alice", "Bob")._replace(to_lineage="account:bob",
                                                              waiting=True)])
         assert [(r.seq, r.text) for r in await store.waiting_directs("bob", 9)] == [(2, "new")]

@@ -271,13 +271,16 @@ async def test_a_deleted_conversation_is_forgotten(store):
 
 @pytest_twisted.ensureDeferred
 async def test_direct_messages_wait_for_an_account_until_had(store):
-    assert await store.waiting_for("bob") is None  # no account: nothing can wait
+    assert await store.waiting_for("bob", "@bob zoe") is None  # no account: nothing can wait
     await store.set_account("bob", "Bob", "$argon2id$x", 1)
-    assert await store.waiting_for("bob") == ("Bob", 0)
+    assert await store.waiting_for("bob", "@bob zoe") == ("Bob", 0, 0)
     waiting = [dm(f"w{i}", sender, "Bob", ts=ts)._replace(to_lineage="account:bob", waiting=True)
                for i, (sender, ts) in enumerate([("zoe", 10), ("alice", 20), ("zoe", 30)])]
     await store.append([waiting[0], dm("live", "zoe", "Bob", ts=15), *waiting[1:]])
-    assert await store.waiting_for("bob") == ("Bob", 3)
+    # All that waits for bob, and how much of it is zoe's.
+    assert await store.waiting_for("bob", "@bob zoe") == ("Bob", 3, 2)
+    assert await store.waiting_for("bob", "@alice bob") == ("Bob", 3, 1)
+    assert await store.waiting_for("bob", "@bob carol") == ("Bob", 3, 0)
     # By conversation, each in its order; as saved, with their own times.
     got = await store.waiting_directs("bob", 9)
     assert [(r.conversation, r.seq, r.text, r.ts) for r in got] == [
@@ -286,7 +289,7 @@ async def test_direct_messages_wait_for_an_account_until_had(store):
     assert [r.text for r in await store.waiting_directs("bob", 1)] == ["w1"]
     await store.directs_had([("@alice bob", 1), ("@bob zoe", 1)])
     assert [r.text for r in await store.waiting_directs("bob", 9)] == ["w2"]
-    assert await store.waiting_for("bob") == ("Bob", 1)
+    assert await store.waiting_for("bob", "@bob zoe") == ("Bob", 1, 1)
     # Had or not, they are the conversation's lines.
     assert [r.text for r in await store.after("@bob zoe", 0, 9)] == ["w0", "live", "w2"]
     assert not (await store.after("@bob zoe", 0, 9))[0].waiting
@@ -467,7 +470,7 @@ def test_version_7_gets_waiting_direct_messages_and_keeps_its_old_ones_had(tmp_p
     store = SQLiteStore(path, mode="inline")
     fired(store.open())
     try:
-        assert fired(store.waiting_for("bob")) == ("Bob", 0)  # seen live, before
+        assert fired(store.waiting_for("bob", "@alice bob")) == ("Bob", 0, 0)  # seen live, before
         fired(store.append([dm("new", "alice", "Bob")._replace(to_lineage="account:bob",
                                                              waiting=True)]))
         assert [(r.seq, r.text) for r in fired(store.waiting_directs("bob", 9))] == [(2, "new")]
@@ -649,7 +652,7 @@ def test_lookups_use_the_indexes(tmp_path):
     assert "SCAN messages" not in direct
     assert "USING INDEX messages_by_ts" in plan("prune", 5)
     assert "USING INDEX directs_waiting" in plan("waiting_directs", "bob", 5)
-    assert "USING INDEX directs_waiting" in plan("waiting_for", "bob")
+    assert "USING INDEX directs_waiting" in plan("waiting_for", "bob", "@bob zoe")
     conn.close()
 
 

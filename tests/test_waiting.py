@@ -92,6 +92,29 @@ def test_no_more_wait_for_one_account_than_the_limit(core):
     assert a.of(wire.DirectMessage)[-1].cid == "d4"
 
 
+def test_one_sender_cannot_fill_an_inbox_and_keep_the_others_out(clock):
+    core = ChatCore(clock, Limits(max_waiting_directs=5, max_waiting_from_one=2),
+                    passwords=InstantPasswords())
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    for i in range(3):
+        core.receive(alice, wire.Direct("bob", f"line {i}", f"d{i}"))
+    assert [m.cid for m in a.of(wire.DirectMessage)] == ["d0", "d1"]
+    (refused,) = a.of(wire.Error)
+    assert (refused.code, refused.cid, refused.text) == (
+        "inbox_full", "d2", "bob is offline and has 2 messages from you waiting already: "
+        "send it again when they are back")
+    settle(core)  # saved now: counted by the store, not as accepted
+    core.receive(alice, wire.Direct("bob", "line 3", "d3"))
+    assert a.of(wire.Error)[-1].cid == "d3"
+    carol, c = login(core, "carol")  # someone else still gets in
+    core.receive(carol, wire.Direct("bob", "hi bob", "c1"))
+    assert [m.cid for m in c.of(wire.DirectMessage)] == ["c1"] and not c.of(wire.Error)
+    _, b = login(core, "bob", password="secret-words")
+    assert directs(b) == [("alice", "bob", "line 0"), ("alice", "bob", "line 1"),
+                          ("carol", "bob", "hi bob")]
+
+
 def test_a_line_resent_after_a_drop_is_not_kept_twice(core):
     register(core, "bob")
     alice, a = login(core, "alice")

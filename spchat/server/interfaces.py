@@ -86,9 +86,10 @@ class IMessageLog(Interface):
         """Fires with the newest record saved with this cid in this lineage
         (``Record.sent_as``) stamped at or after ``since_ms``, or None."""
 
-    def waiting_for(key):
+    def waiting_for(key, conversation):
         """Fires with (the account's name, how many direct messages wait
-        for its next login: ``Record.waiting``), or None if ``key`` is no
+        for its next login: ``Record.waiting``, how many of those are of
+        ``conversation``: from one sender), or None if ``key`` is no
         account."""
 
     def waiting_directs(key, limit):

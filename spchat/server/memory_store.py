@@ -145,9 +145,12 @@ class MemoryStore:
                       key=lambda r: (r.conversation, r.seq))
 
     @_fired
-    def waiting_for(self, key):
+    def waiting_for(self, key, conversation):
         account = self._accounts.get(key)
-        return None if account is None else (account[0], len(self._waiting(key)))
+        if account is None:
+            return None
+        waiting = self._waiting(key)
+        return (account[0], len(waiting), sum(r.conversation == conversation for r in waiting))
 
     @_fired
     def waiting_directs(self, key, limit):

@@ -130,7 +130,8 @@ class Messaging:
             if key is not None:
                 check_text(msg.text, self.limits.max_message_bytes)
             # Kept for an account, if it is one (spchat.server.waiting).
-            looking = self.store.waiting_for(key) if key is not None else defer.succeed(None)
+            looking = (self.store.waiting_for(key, direct_conversation(session.key, key))
+                       if key is not None else defer.succeed(None))
             self._answering(session, looking.addCallback(
                 self._to_absent, session, msg, key).addErrback(self._read_failed, session))
             return
@@ -145,7 +146,7 @@ class Messaging:
     def _to_absent(self, account, session: Session, msg: wire.Direct, key: str | None) -> None:
         if (session.lineage, msg.cid) in self._unsaved:
             return  # a copy, re-sent while the store looked
-        refusal = self.waiting.refusal(msg.to, key or "", account)
+        refusal = self.waiting.refusal(msg.to, key or "", account, session.key)
         if refusal is not None:
             # Sent before a drop, maybe, and saved then.
             since = self.now_ms() - RESEND_WINDOW_MS
@@ -168,8 +169,11 @@ class Messaging:
             return
         self._tell(session, wire.Error(refusal.code, refusal.text, msg.cid))
 
-    def _unsaved_waiting_for(self, key: str) -> int:
-        return sum(1 for r in self._unsaved.values() if r.waiting and r.to_key == key)
+    def _unsaved_waiting_for(self, key: str, conversation: str) -> tuple[int, int]:
+        """Waiting messages to ``key`` accepted, not saved yet: all, and of
+        ``conversation``."""
+        waiting = [r for r in self._unsaved.values() if r.waiting and r.to_key == key]
+        return len(waiting), sum(1 for r in waiting if r.conversation == conversation)
 
     def _accept(self, record: Record) -> None:
         self._unsaved[record.sent_as] = record

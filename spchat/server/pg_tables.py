@@ -195,10 +195,12 @@ class PgTables:
             "ORDER BY ts DESC LIMIT 1", (lineage, cid, since_ms))
         return Record._make(row) if row else None
 
-    def waiting_for(self, key: str) -> tuple[str, int] | None:
-        row = self._one("SELECT name, (SELECT count(*) FROM messages "
-                        "WHERE to_key = %(key)s AND waiting) FROM accounts WHERE key = %(key)s",
-                        {"key": key})
+    def waiting_for(self, key: str, conversation: str) -> tuple[str, int, int] | None:
+        row = self._one("SELECT name, count(conversation), "
+                        "count(conversation) FILTER (WHERE conversation = %(conversation)s) "
+                        "FROM accounts LEFT JOIN messages ON to_key = key AND waiting "
+                        "WHERE key = %(key)s GROUP BY name",
+                        {"key": key, "conversation": conversation})
         return tuple(row) if row else None
 
     def waiting_directs(self, key: str, limit: int) -> list[Record]:

@@ -68,6 +68,7 @@ class Limits:
     flood_queue: int = 20
     history_on_join: int = 50
     max_waiting_directs: int = 100  # per account, kept until it logs in; 0: none
+    max_waiting_from_one: int = 25  # of those, from one sender
     offline_retention: float = 600.0  # seconds an offline session stays listed
     presence_interval: float = 2.0  # told to clients, for their beacon watchdog
     max_share_bytes: int = 4 * 1024**3  # largest shared file; 0: sharing off

@@ -402,9 +402,10 @@ class Tables:
         )
         return Record._make(row) if row else None
 
-    def waiting_for(self, key: str) -> tuple[str, int] | None:
-        row = self._one("SELECT name, (SELECT count(*) FROM messages WHERE to_key = ?1 AND waiting) "
-                        "FROM accounts WHERE key = ?1", (key,))
+    def waiting_for(self, key: str, conversation: str) -> tuple[str, int, int] | None:
+        row = self._one("SELECT name, count(conversation), count(conversation = ?2 OR NULL) "
+                        "FROM accounts LEFT JOIN messages ON to_key = key AND waiting "
+                        "WHERE key = ?1 GROUP BY name", (key, conversation))
         return tuple(row) if row else None
 
     def waiting_directs(self, key: str, limit: int) -> list[Record]:

@@ -110,8 +110,8 @@ class ThreadedStore:
     def adopt_lineage(self, old, new):
         return self._write(self.tables.adopt_lineage, old, new)
 
-    def waiting_for(self, key):
-        return self._read(self.tables.waiting_for, key)
+    def waiting_for(self, key, conversation):
+        return self._read(self.tables.waiting_for, key, conversation)
 
     def waiting_directs(self, key, limit):
         return self._read(self.tables.waiting_directs, key, limit)

@@ -6,7 +6,9 @@ share one store) is sent what waits for it, conversation by conversation
 in their order, each message once: a message sent is marked had.  A
 guest's name is refused as before, since nobody can ever log in as that
 guest again.  At most ``Limits.max_waiting_directs`` messages wait for one
-account, so that an inbox cannot be used to fill the disk.
+account, so that an inbox cannot be used to fill the disk, and at most
+``Limits.max_waiting_from_one`` of those from one sender, so that one
+sender cannot fill it and keep everyone else's out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from spchat import wire
-from spchat.server.records import Record, account_lineage
+from spchat.server.records import Record, account_lineage, direct_conversation
 from spchat.server.rules import Limits, Refused, quoted
 from spchat.server.sessions import Session
 
@@ -23,27 +25,35 @@ class WaitingDirects:
     """What may wait for whom, and what the sender is told."""
 
     def __init__(self, limits: Limits, now_ms: Callable[[], int],
-                 unsaved_for: Callable[[str], int]):
-        """``unsaved_for(key)``: waiting messages to ``key`` accepted but not
-        saved yet (the store does not count them yet)."""
+                 unsaved_for: Callable[[str, str], tuple[int, int]]):
+        """``unsaved_for(key, conversation)``: waiting messages to ``key``
+        accepted but not saved yet (the store does not count them yet), all
+        and of that conversation."""
         self.limits = limits
         self.now_ms = now_ms
         self.unsaved_for = unsaved_for
 
-    def refusal(self, typed: str, key: str, account: tuple[str, int] | None) -> Refused | None:
-        """Why a message to ``key`` (``typed`` so) cannot wait for it, or
-        None if it can; ``account``: its name and how many messages wait
-        for it (the store's ``waiting_for``), None for a guest's name."""
+    def refusal(self, typed: str, key: str, account: tuple[str, int, int] | None,
+                sender_key: str) -> Refused | None:
+        """Why a message from ``sender_key`` to ``key`` (``typed`` so) cannot
+        wait for it, or None if it can; ``account``: its name, how many
+        messages wait for it and how many of those from this sender (the
+        store's ``waiting_for``), None for a guest's name."""
         most = self.limits.max_waiting_directs
         if account is None or most == 0:
             # Said in full: the sender must not think it will wait for them.
             kept = "only for registered names" if most else "for nobody away"
             return Refused("unknown_user", f"nobody called {quoted(typed)} is online, and "
                            f"direct messages are kept {kept}: send it again when they are back")
-        name, count = account
-        if count + self.unsaved_for(key) >= most:
+        name, count, from_sender = account
+        unsaved, unsaved_from_sender = self.unsaved_for(key, direct_conversation(sender_key, key))
+        if count + unsaved >= most:
             return Refused("inbox_full", f"{name} is offline and has {most} messages waiting "
                            "already: send it again when they are back")
+        share = self.limits.max_waiting_from_one
+        if share < most and from_sender + unsaved_from_sender >= share:
+            return Refused("inbox_full", f"{name} is offline and has {share} messages from you "
+                           "waiting already: send it again when they are back")
         return None
 
     def record(self, session: Session, msg: wire.Direct, key: str, name: str) -> Record:
