@@ -6,8 +6,9 @@ from twisted.internet import defer
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
+from spchat.server.memory_store import MemoryStore
 
-from helpers import Batching, InstantPasswords, MemoryClient, login, settle
+from helpers import Batching, InstantPasswords, MemoryClient, SharedBus, login, settle
 
 
 @pytest.fixture
@@ -175,3 +176,54 @@ def test_a_line_replayed_at_a_resume_does_not_wait_for_the_next_login(core):
     core.receive(link, wire.Logout())
     _, again = login(core, "bob", password="secret-words")
     assert directs(again) == []
+
+
+def two_nodes(clock):
+    """Nodes a and b on one store and one bus."""
+    store, hub = MemoryStore(), SharedBus()
+    cores = {}
+    for name in ("a", "b"):
+        cores[name] = ChatCore(clock, Limits(), store=store, bus=hub.port(), bus_key=b"k" * 32,
+                               node=name, passwords=InstantPasswords())
+        cores[name].start()
+    return cores
+
+
+def test_a_line_to_an_account_dropped_on_another_node_waits_if_it_does_not_resume(clock):
+    a, b = two_nodes(clock).values()
+    register(b, "bob")
+    alice, sent = login(a, "alice")
+    bob, _ = login(b, "bob", password="secret-words")
+    clock.advance(1)  # the roster: bob is on b
+    b.link_lost(bob)
+    clock.advance(1)  # ... and reconnecting
+    a.receive(alice, wire.Direct("bob", "call me", "d1"))
+    clock.advance(1)
+    assert sent.of(wire.DirectMessage)[-1].cid == "d1"
+    clock.advance(b.limits.resume_grace)  # he was not back: a new client logs in, on a
+    _, again = login(a, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == [("alice", "bob", "call me")]
+
+
+def test_a_line_to_an_account_dropped_on_another_node_is_had_when_it_resumes(clock):
+    a, b = two_nodes(clock).values()
+    register(b, "bob")
+    alice, _ = login(a, "alice")
+    bob, first = login(b, "bob", password="secret-words")
+    clock.advance(1)
+    b.link_lost(bob)
+    clock.advance(1)
+    a.receive(alice, wire.Direct("bob", "call me", "d1"))
+    clock.advance(1)
+    welcome = first.of(wire.Welcome)[0]
+    back = MemoryClient()
+    link = b.open_link(back, "127.0.0.1:2")
+    b.receive(link, wire.Resume(welcome.session, welcome.token, (), welcome.server_time))
+    clock.advance(1)
+    assert directs(back) == [("alice", "bob", "call me")]  # in the resume's replay
+    b.receive(link, wire.Logout())
+    clock.advance(1)
+    _, again = login(a, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []  # had: it waits no more

@@ -136,9 +136,11 @@ class Messaging:
                 self._to_absent, session, msg, key).addErrback(self._read_failed, session))
             return
         check_text(msg.text, self.limits.max_message_bytes)
-        # An account whose connection dropped may not resume but log in
-        # afresh: then the line waits for it, as for one away.
-        dropped = isinstance(target, Session) and target.link is None and target.registered
+        # An account whose connection dropped (here, or on another node as
+        # its roster says) may not resume but log in afresh: then the line
+        # waits for it, as for one away.
+        dropped = target.registered and (target.link is None if isinstance(target, Session)
+                                         else target.state == "reconnecting")
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
                             to=target.name, to_key=target.key, lineage=session.lineage,
                             to_lineage=target.lineage, waiting=dropped))
