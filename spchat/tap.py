@@ -68,6 +68,9 @@ def stop(message: str, status: int = 2) -> None:
 SWEEP_SECONDS = 1.0
 # Old messages are deleted this often when CHAT_HISTORY_DAYS is set.
 PRUNE_SECONDS = 3600.0
+# A start that cannot load the rooms (the database went away after it was
+# opened) is tried again this often: until then logins wait, unanswered.
+START_RETRY_SECONDS = 5.0
 
 
 LISTEN_BACKLOG = 1024
@@ -92,6 +95,8 @@ class ChatService(service.MultiService):
         self.node = node_name(cfg)
         self.names = make_claims(cfg, reactor, clock or reactor, self.store, self.node)
         self.store_open = False
+        self._start_retry = None  # a start tried again, while it waits
+        self._stopping = False
         self.passwords = PasswordWorker(reactor)
         # Filled in as the listeners are bound.
         self.ports = Ports(relay_host=cfg.relay_host)
@@ -270,13 +275,23 @@ class ChatService(service.MultiService):
 
     def startService(self):
         self.open_store()  # opened already by privilegedStartService under twistd
+        self._start_core()
+        self.passwords.start()
+        super().startService()  # the timers
+
+    def _start_core(self):
+        self._start_retry = None
         started = self.core.start()
         if self.bus is not None:  # once the rooms are there to deliver to
             started.addCallback(lambda _: self.bus.start())
-        started.addErrback(
-            lambda f: self.log.error("cannot load the rooms: {error}", error=f.getErrorMessage()))
-        self.passwords.start()
-        super().startService()  # the timers
+        started.addErrback(self._not_started)
+
+    def _not_started(self, failure):
+        if self._stopping:
+            return
+        self.log.error("cannot load the rooms: {error}; trying again in {seconds:g} s",
+                       error=failure.getErrorMessage(), seconds=START_RETRY_SECONDS)
+        self._start_retry = self.reactor.callLater(START_RETRY_SECONDS, self._start_core)
 
     def shut_down(self):
         """An administrator asked: let the byes go out, then stop (status 0)."""
@@ -315,6 +330,9 @@ class ChatService(service.MultiService):
             stop(str(e))
 
     def stopService(self):
+        self._stopping = True
+        if self._start_retry is not None and self._start_retry.active():
+            self._start_retry.cancel()
         timers = defer.maybeDeferred(super().stopService)
         saved = self.core.stop()  # everything accepted is saved
         self.factory.flush_now()  # what is queued for each connection goes now

@@ -1,6 +1,7 @@
 """The store in the running server, seen from outside (the real command
-line): a database it cannot use is one line at start, and old messages are
-pruned by ``--history-days``."""
+line): a database it cannot use is one line at start, old messages are
+pruned by ``--history-days``, and a start that cannot load the rooms is
+tried again."""
 
 import os
 import sqlite3
@@ -8,11 +9,14 @@ import subprocess
 import time
 
 import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
 
 from spchat.server.records import Record
-from spchat.server.store import DB_FILE, SQLiteStore
+from spchat.server.store import DB_FILE, SQLiteStore, StoreError
 
-from conftest import ServerProcess, subprocess_env, twistd_command
+from conftest import (ServerProcess, connect_client, server_config, stop_services,
+                      subprocess_env, twistd_command)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "unreadable"])
@@ -64,3 +68,33 @@ def test_server_prunes_by_history_days(tmp_path):
         conn.close()
     finally:
         server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_start_that_cannot_load_the_rooms_is_tried_again(tmp_path, pins, monkeypatch):
+    """The database opened, then failed to give the rooms (it went away a
+    moment): the start is tried again, and the login waiting meanwhile is
+    answered, instead of a server that never answers anyone."""
+    from spchat import tap
+    from spchat.tap import ChatService
+
+    monkeypatch.setattr(tap, "START_RETRY_SECONDS", 0.2)
+    service = ChatService(server_config(tmp_path / "data"), reactor)
+    load, failures = service.store.load, []
+
+    def load_once_failing():
+        if not failures:
+            failures.append(1)
+            return defer.fail(StoreError("the database is away"))
+        return load()
+
+    service.store.load = load_once_failing
+    service.address = service.listen()
+    service.startService()
+    try:
+        assert failures and not service.core.ready
+        yield connect_client(service, pins, "alice")  # answered once it is up
+        assert service.core.ready
+        assert [s.name for s in service.core.table.by_id.values()] == ["alice"]
+    finally:
+        yield stop_services(service)

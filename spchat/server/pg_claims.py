@@ -131,9 +131,10 @@ class PgClaims:
         self._thread: StatementThread | None = None
 
     def open(self) -> defer.Deferred:
-        tables = PgClaimTables(Link(parse_url(self.url), self.where), self.node,
-                               self.node_timeout)
-        self._thread = StatementThread(self.reactor, tables, "spchat-pg-claims")
+        if self._thread is None:  # else opened, and its start tried again
+            tables = PgClaimTables(Link(parse_url(self.url), self.where), self.node,
+                                   self.node_timeout)
+            self._thread = StatementThread(self.reactor, tables, "spchat-pg-claims")
         # First in its queue: before any claim this node makes.
         return self._run(PgClaimTables.drop_own).addCallback(lambda _: self.beat()) \
             .addCallback(lambda _: None)
