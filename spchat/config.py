@@ -256,10 +256,9 @@ def _bus_url(text: str) -> str:
         return ""
     parts = urllib.parse.urlsplit(text)
     if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError("must be a redis://host:port[/db] URL (or empty)")
-    if parts.username or parts.password:
-        raise ValueError("a user or password for Redis is not supported yet: "
-                         "keep the bus on a private network")
+        raise ValueError("must be a redis://[[user]:password@]host:port[/db] URL (or empty)")
+    if parts.username and parts.password is None:
+        raise ValueError("a Redis user needs its password too (redis://user:password@host)")
     _check_url_port(parts)
     db = parts.path.strip("/")
     if db and not db.isdigit():
@@ -404,7 +403,8 @@ SETTINGS: tuple[Setting, ...] = (
             "empty: CHAT_STORE decides."),
     Setting("bus", "CHAT_BUS_URL", "bus", "", _bus_url,
             "A Redis server that carries new messages between the nodes sharing "
-            "CHAT_DATABASE_URL (redis://host:port[/db]; needs pip install 'spchat[bus]'); "
+            "CHAT_DATABASE_URL (redis://[[user]:password@]host:port[/db], the password "
+            "%-encoded; needs pip install 'spchat[bus]'); "
             "empty: one node."),
     Setting("node", "CHAT_NODE", "node", "", _node_name,
             "This node's name among the nodes on one bus, as admin list and shutdown --node "

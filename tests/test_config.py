@@ -69,6 +69,11 @@ def test_a_relay_host_is_a_name_or_an_address(tmp_path):
     assert load(tmp_path, options={"relay-host": " chat.example "})[0].relay_host == "chat.example"
 
 
+def test_a_bus_url_may_carry_a_password_and_a_user(tmp_path):
+    for url in ("redis://:s3cret@bus:6379/0", "redis://chat:s3cret@bus/1"):
+        assert load(tmp_path, environ={"CHAT_BUS_URL": url})[0].bus == url
+
+
 def test_a_database_url_is_kept_as_given(tmp_path):
     url = "postgresql://chat:secret@db.example:5433/spchat?sslmode=require"
     cfg, _ = load(tmp_path, environ={"CHAT_DATABASE_URL": url})
@@ -272,7 +277,7 @@ BAD_VALUES = [
     ("CHAT_BUS_URL", "bus", "http://bus:6379", "redis://"),
     ("CHAT_BUS_URL", "bus", "redis://bus:port", "port must be"),
     ("CHAT_BUS_URL", "bus", "redis://bus:6379/zero", "database must be a number"),
-    ("CHAT_BUS_URL", "bus", "redis://:secret@bus:6379", "not supported yet"),
+    ("CHAT_BUS_URL", "bus", "redis://chat@bus:6379", "needs its password too"),
     ("CHAT_NODE", "node", "two words", "without spaces"),
     ("CHAT_NODE", "node", "n" * 65, "at most 64"),
     ("CHAT_COMMIT_INTERVAL", "commit-interval", "2", "at most 1 s"),

@@ -1,25 +1,99 @@
 """The bus's Redis connections themselves: on a real Redis server they
-join and carry notices; a peer that takes the connection and never
-answers is cut and tried again, not waited on for ever."""
+join and carry notices, signing in where it asks for a password; a peer
+that takes the connection and never answers is cut and tried again, not
+waited on for ever."""
 
 from __future__ import annotations
 
-import pytest_twisted
-from twisted.internet import protocol, reactor
+import socket
 
+import pytest
+import pytest_twisted
+from twisted.internet import protocol, reactor, task
+from twisted.logger import globalLogPublisher
+
+from spchat.bench.engines import TemporaryRedis
 from spchat.cluster import redis_bus
 
 from conftest import wait_until
+from redis_server import _require_redis
 
 
 class Silent(protocol.Protocol):
     """Takes a connection and never says a word."""
 
 
+@pytest.fixture
+def redis_with_password():
+    _require_redis()
+    server = TemporaryRedis(password="s3cret/pass")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_bus_url_gives_its_user_and_password_decoded():
+    assert redis_bus.credentials("redis://127.0.0.1:6379/0") == (None, None)
+    assert redis_bus.credentials("redis://:s3cret%2Fpass@h/0") == (None, "s3cret/pass")
+    assert redis_bus.credentials("redis://chat:pw@h:1/2") == ("chat", "pw")
+
+
 @pytest_twisted.inlineCallbacks
 def test_two_buses_on_one_redis_join_and_hear_each_other(redis_server):
+    yield buses_joined_and_heard(redis_server.url)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bus_signs_in_to_a_redis_that_asks_for_a_password(redis_with_password):
+    assert redis_with_password.url.startswith("redis://:s3cret%2Fpass@")
+    yield buses_joined_and_heard(redis_with_password.url)
+    # As Redis 6's default user, by name.
+    yield buses_joined_and_heard(redis_with_password.url.replace("://:", "://default:"))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_wrong_password_is_said_once_and_tried_again(redis_with_password, monkeypatch):
+    monkeypatch.setattr(redis_bus, "RETRY_MOST", 0.3)
+    said: list[dict] = []
+    globalLogPublisher.addObserver(said.append)
+    bus = redis_bus.RedisBus(redis_with_password.url.replace("s3cret", "wrong"), reactor)
+    bus.listen(lambda data: None, lambda: None)
+    before = connections_received(redis_with_password)
+    bus.start()
+    try:
+        yield wait_until(lambda: refusals(said))
+        yield task.deferLater(reactor, 1.5, lambda: None)
+        assert connections_received(redis_with_password) - before >= 4  # tried again
+        (refusal,) = refusals(said)  # said once
+        assert "WRONGPASS" in refusal["error"] and "wrong" not in refusal["where"]
+        assert not bus.joined and bus.publisher is None
+    finally:
+        globalLogPublisher.removeObserver(said.append)
+        yield bus.stop()
+
+
+def refusals(events):
+    return [e for e in events if "refused this node's sign-in" in str(e.get("log_format"))]
+
+
+def connections_received(server) -> int:
+    """Redis's own count of the connections it took."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(f"AUTH {server.password}\r\nINFO stats\r\n".encode())
+        text = b""
+        while b"total_connections_received:" not in text or not text.endswith(b"\r\n\r\n"):
+            text += s.recv(65536)
+    line = next(x for x in text.decode().split("\r\n")
+                if x.startswith("total_connections_received:"))
+    return int(line.split(":")[1])
+
+
+@pytest_twisted.inlineCallbacks
+def buses_joined_and_heard(url):
     heard: list[bytes] = []
-    buses = [redis_bus.RedisBus(redis_server.url, reactor) for _ in range(2)]
+    buses = [redis_bus.RedisBus(url, reactor) for _ in range(2)]
     for bus in buses:
         # txredisapi gives the text decoded (the seal takes either).
         bus.listen(lambda data: heard.append(data.encode() if isinstance(data, str) else data),

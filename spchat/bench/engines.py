@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from typing import Any
 from pathlib import Path
 
@@ -149,27 +150,31 @@ class TemporaryRedis:
     """A throwaway Redis server: ``start()``, ``stop_server()`` and
     ``start()`` again (same port), ``stop()``."""
 
-    def __init__(self):
+    def __init__(self, password: str | None = None):
+        """``password``: one that clients must give (``requirepass``)."""
         self.dir = Path(tempfile.mkdtemp(prefix="spchat-redis-"))
         self.port = free_port()
+        self.password = password
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        signed = "" if self.password is None else f":{urllib.parse.quote(self.password, safe='')}@"
+        return f"redis://{signed}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self._log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
             [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir],
+             "--appendonly", "no", "--dir", self.dir,
+             *(() if self.password is None else ("--requirepass", self.password))],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + REDIS_START_SECONDS
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up
                         return
             except OSError:
                 pass

@@ -1,6 +1,8 @@
 """The bus on Redis pub/sub, with txredisapi (``pip install 'spchat[bus]'``).
 
-``--bus redis://host:port[/db]`` (``CHAT_BUS_URL``).  Two connections: one
+``--bus redis://[[user]:password@]host:port[/db]`` (``CHAT_BUS_URL``; with
+a password, each connection sends ``AUTH`` first, a Redis 6 ACL user's
+name too).  Two connections: one
 subscribed to the channel, one that publishes; each is made again after
 it is lost, with a backoff from ``RETRY_FIRST`` to ``RETRY_MOST`` seconds.
 A notice published while the bus is away is dropped (the bus is lossy by
@@ -49,6 +51,14 @@ def parse_url(url: str) -> tuple[str, int, int]:
     if not parts.hostname:  # the configuration refuses it already
         raise BusError(f"no host in the bus URL {url!r}")
     return parts.hostname, parts.port or DEFAULT_PORT, int(db) if db else 0
+
+
+def credentials(url: str) -> tuple[str | None, str | None]:
+    """(user, password) of a ``redis://`` URL, decoded; None where not given."""
+    parts = urllib.parse.urlsplit(url)
+    unquote = urllib.parse.unquote
+    return (unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password is not None else None)
 
 
 def _driver() -> Any:  # the txredisapi module, untyped
@@ -109,7 +119,8 @@ class RedisBus:
     def __init__(self, url: str, reactor):
         txredisapi = self._driver = _driver()
         host, port, db = parse_url(url)
-        self.where = f"redis://{host}:{port}/{db}"
+        self.user, self.password = credentials(url)
+        self.where = f"redis://{host}:{port}/{db}"  # never the password
         self.channel = f"spchat.lines.{db}"
         self.reactor = reactor
         self.endpoint = endpoints.HostnameEndpoint(reactor, host, port,
@@ -146,6 +157,7 @@ class RedisBus:
         self._away_told = False
         self.stopping = False
         self._preparing: set = set()  # connections made, not yet ready
+        self._refusal_told = False  # a wrong password is logged once, not each try
 
     def listen(self, heard, connected) -> None:
         self._heard, self._connected = heard, connected
@@ -186,7 +198,7 @@ class RedisBus:
             self.subscribed = True
             self._maybe_joined()
 
-        return self._prepared(proto, _usable(proto).addCallback(
+        return self._prepared(proto, self._signed_in(proto).addCallback(
             lambda _: proto.subscribe(self.channel))).addCallback(subscribed)
 
     def _publishing(self, proto) -> defer.Deferred:
@@ -195,8 +207,33 @@ class RedisBus:
             self._maybe_joined()
 
         # A PING answered: it is Redis, and it answers.
-        return self._prepared(proto, _usable(proto).addCallback(
+        return self._prepared(proto, self._signed_in(proto).addCallback(
             lambda _: proto.ping())).addCallback(ready)
+
+    def _signed_in(self, proto) -> defer.Deferred:
+        """Usable, and signed in if the URL has a password."""
+        usable = _usable(proto)
+        if self.password is None:
+            return usable
+
+        def answered(reply):
+            if isinstance(reply, Exception):  # txredisapi returns some errors
+                raise reply
+            return reply
+
+        def refused(failure):
+            failure.trap(self._driver.ResponseError)
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+            if not self._refusal_told:
+                self._refusal_told = True
+                log.error("the bus {where} refused this node's sign-in: {error} (the "
+                          "user and password of CHAT_BUS_URL); trying again",
+                          where=self.where, error=failure.getErrorMessage())
+            return failure
+
+        return usable.addCallback(lambda _: proto.auth(self.password, self.user)).addCallback(
+            answered).addErrback(refused)
 
     def _prepared(self, proto, preparing: defer.Deferred) -> defer.Deferred:
         self._preparing.add(proto)
@@ -226,6 +263,7 @@ class RedisBus:
                      "wait until it is back)", where=self.where)
 
     def _back(self) -> None:
+        self._refusal_told = False
         if self._away_told:
             self._away_told = False
             log.info("the bus {where} is back", where=self.where)
