@@ -25,13 +25,14 @@ def addresses(nodes) -> str:
     return ",".join(f"127.0.0.1:{node.address.port}" for node in nodes)
 
 
-def twistd_nodes(tmp_path, count, pg_url, redis_server):
-    """``count`` ``twistd -n spchat`` nodes of one server (one copied key)."""
+def twistd_nodes(tmp_path, count, pg_url, redis_server, *args):
+    """``count`` ``twistd -n spchat`` nodes of one server (one copied key),
+    each given ``args`` too."""
     dirs = share_key([tmp_path / f"node{i}" / "data" for i in range(count)])
     # Flood control off the table: the test is about the nodes.
     return [ServerProcess(data_dir.parent, "--relay-port", "0", "--database", pg_url,
                           "--bus", redis_server.url, "--flood-burst", "10000",
-                          "--flood-rate", "100000", "--flood-queue", "10000")
+                          "--flood-rate", "100000", "--flood-queue", "10000", *args)
             for data_dir in dirs]
 
 

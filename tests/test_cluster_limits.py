@@ -4,13 +4,20 @@ windows' own handling of events heard late."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
 from spchat import wire
-from spchat.cluster.limits import LIMIT, ClusterLimits, read_event
+from spchat.cluster.limit_log import ANSWER_PER_EVENT
+from spchat.cluster.limit_notices import (
+    EVENTS_PER_NOTICE, LIMIT, LIMIT_ASK, LIMIT_EVENTS, read_answer, read_event,
+)
+from spchat.cluster.limits import ClusterLimits
 from spchat.cluster.seal import Seal
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
@@ -28,17 +35,20 @@ FAILURES = 5  # per name and per address, in a minute
 def make_cores(clock, names=("a", "b"), bus=True, per_address=2, total=3):
     store = MemoryStore()
     fired(store.set_account("alice", "alice", "hash:right", 0))
-    hub = SharedBus()
-    cores = {}
-    for name in names:
-        core = ChatCore(clock, Limits(), store=store, passwords=InstantPasswords(),
-                        throttle=LoginThrottle(clock, limit=FAILURES, window=60.0),
-                        signups=SignupLimit(clock, per_address, total),
-                        bus=hub.port() if bus else None, bus_key=KEY if bus else None,
-                        node=name)
-        fired(core.start())
-        cores[name] = core
+    hub = SharedBus() if bus else None
+    cores = {name: add_core(clock, store, hub, name, per_address, total) for name in names}
     return cores, hub
+
+
+def add_core(clock, store, hub, name, per_address=2, total=3):
+    """A node on ``store`` and ``hub`` (None: alone), started."""
+    core = ChatCore(clock, Limits(), store=store, passwords=InstantPasswords(),
+                    throttle=LoginThrottle(clock, limit=FAILURES, window=60.0),
+                    signups=SignupLimit(clock, per_address, total),
+                    bus=None if hub is None else hub.port(),
+                    bus_key=None if hub is None else KEY, node=name)
+    fired(core.start())
+    return core
 
 
 def attempt(core, name="alice", password="wrong", address="192.0.2.1:5", **options):
@@ -112,6 +122,112 @@ def test_new_accounts_spread_over_nodes_count_once_per_address_and_in_all(clock)
         assert error.code == "throttled" and "no more new accounts" in error.text
 
 
+def joined(clock, cores, hub, name):
+    """A node started after the others, on the bus now (which tells it so)."""
+    some = next(iter(cores.values()))
+    core = cores[name] = add_core(clock, some.store, hub, name)
+    core.cluster.connected()
+    return core
+
+
+@contextlib.contextmanager
+def cut_off(hub, core):
+    """``core`` neither hears nor is heard on the bus meanwhile; then it is
+    back, and told so (as Redis's subscription, made again, tells it)."""
+    listener = next(pair for pair in hub.listeners
+                    if getattr(pair[0], "__self__", None) is core.cluster)
+    hub.listeners.remove(listener)
+    publish = core.cluster.bus.publish
+    core.cluster.bus.publish = lambda data: None
+    yield
+    core.cluster.bus.publish = publish
+    hub.listeners.append(listener)
+    listener[1]()
+
+
+def test_a_node_started_late_refuses_at_the_clusters_count_not_its_own(clock):
+    cores, hub = make_cores(clock)
+    for i in range(FAILURES - 1):
+        assert attempt(cores["ab"[i % 2]], address=f"198.51.100.{i}:5").code == "login_failed"
+        clock.advance(1)
+    for i in range(2):  # new accounts from one address: its allowance
+        assert attempt(cores["ab"[i]], name=f"new{i}", password="secret words", register=True,
+                       address="192.0.2.1:5") is None
+    late = joined(clock, cores, hub, "c")
+    assert late.cluster_limits.replayed == FAILURES - 1 + 2  # once each, from two answers
+    assert attempt(late, address="203.0.113.1:5").code == "login_failed"  # the fifth
+    error = attempt(late, address="203.0.113.2:5")
+    assert error.code == "throttled" and "try again in 56 s" in error.text
+    assert {attempt(core, address="203.0.113.3:5").text for core in cores.values()} == {
+        error.text}
+    error = attempt(late, name="new2", password="secret words", register=True,
+                    address="192.0.2.1:5")
+    assert error.code == "throttled" and "from your address" in error.text
+
+
+def test_a_node_back_after_a_gap_counts_what_it_missed_once(clock):
+    cores, hub = make_cores(clock, names=("a", "b", "c"))
+    gapped = cores["c"]
+    for i in range(2):  # heard live on c
+        assert attempt(cores["a"], address=f"198.51.100.{i}:5").code == "login_failed"
+    with cut_off(hub, gapped):
+        for i in range(2, FAILURES - 1):  # missed by c
+            assert attempt(cores["ab"[i % 2]], address=f"198.51.100.{i}:5").code == \
+                "login_failed"
+            clock.advance(1)
+        assert gapped.cluster_limits.replayed == 0
+    # The answers of a and b hold all four: the two heard live count once.
+    assert gapped.cluster_limits.replayed == FAILURES - 3
+    assert attempt(gapped, address="203.0.113.1:5").code == "login_failed"
+    assert attempt(gapped, address="203.0.113.2:5").code == "throttled"
+    with cut_off(hub, gapped):  # again: nothing new, nothing counted again
+        pass
+    assert gapped.cluster_limits.replayed == FAILURES - 3
+
+
+def test_failures_replayed_after_a_good_login_do_not_lock_its_name_out(clock):
+    cores, hub = make_cores(clock)
+    for i in range(FAILURES - 1):
+        assert attempt(cores["a"], address=f"198.51.100.{i}:5").code == "login_failed"
+        clock.advance(1)
+    assert attempt(cores["b"], password="right", address="192.0.2.2:5") is None
+    clock.advance(1)
+    for i in range(FAILURES - 1):
+        assert attempt(cores["a"], address=f"198.51.100.{10 + i}:5").code == "login_failed"
+    late = joined(clock, cores, hub, "c")  # hears the good login among the failures
+    assert attempt(late, address="203.0.113.1:5").code == "login_failed"  # the fifth since
+    assert attempt(late, address="203.0.113.2:5").code == "throttled"
+
+
+def test_an_answer_is_capped_and_says_what_it_left_out(clock):
+    node, throttle = Node(), LoginThrottle(clock, limit=FAILURES)
+    shared = ClusterLimits(clock, node, throttle, None)
+    many = ANSWER_PER_EVENT + 7
+    for i in range(many):  # an attacker with many addresses
+        shared.throttle.failed(f"user{i}", f"2001:db8::{i:x}")
+    node.sent.clear()
+    node.handlers[LIMIT_ASK]("there", {})
+    answers = [read_answer(body) for kind, body in node.sent]
+    assert {kind for kind, _ in node.sent} == {LIMIT_EVENTS}
+    assert all(a.to == "there" and len(a.events) <= EVENTS_PER_NOTICE for a in answers)
+    told = [e for a in answers for e in a.events]
+    assert len(told) == ANSWER_PER_EVENT and told[0].name == f"user{many - 1}"  # the newest
+    assert sum(a.left_out for a in answers) == 7 and answers[-1].left_out == 7
+    assert max(len(json.dumps(body)) for _, body in node.sent) < 20_000
+    # Heard there: the events counted, what was left out said and counted.
+    other, other_throttle = Node(), LoginThrottle(clock, limit=1)
+    other.name = "there"
+    heard = ClusterLimits(clock, other, other_throttle, None)
+    for _, body in node.sent:
+        other.handlers[LIMIT_EVENTS]("here", body)
+        other.handlers[LIMIT_EVENTS]("here", {**body, "to": "elsewhere"})  # not for it
+    assert heard.replayed == ANSWER_PER_EVENT and heard.left_out == 7
+    assert other_throttle.retry_after(f"user{many - 1}", "192.0.2.1") is not None
+    other.handlers[LIMIT_EVENTS]("here", {"to": "there", "events": "all"})
+    other.handlers[LIMIT_EVENTS]("here", {"to": "there", "events": [{"event": "failed"}]})
+    assert len(other.dropped) == 2 and heard.replayed == ANSWER_PER_EVENT
+
+
 def test_a_node_alone_keeps_its_own_limits_unchanged(clock):
     cores, _ = make_cores(clock, names=("a",), bus=False)
     logins = cores["a"].logins
@@ -121,10 +237,10 @@ def test_a_node_alone_keeps_its_own_limits_unchanged(clock):
 class Node:
     """Just what ``ClusterLimits`` uses of a ``ClusterNode``."""
 
-    name = "here"
+    name, run = "here", "r1"
 
     def __init__(self):
-        self.sent, self.dropped, self.handlers = [], [], {}
+        self.sent, self.dropped, self.handlers, self.on_connected = [], [], {}, []
 
     def on(self, kind, handler):
         self.handlers[kind] = handler
@@ -146,11 +262,15 @@ def test_notices_that_do_not_parse_are_dropped_and_our_own_not_counted_twice(clo
     heard("here", body)  # our own, back from the bus
     assert throttle.retry_after("alice", "192.0.2.9") is None
     for bad in ({}, {**body, "event": "guess"}, {**body, "name": 5}, {**body, "ip": "x" * 201},
-                {**body, "at": "now"}, {**body, "at": True}, {**body, "at": float("nan")}):
+                {**body, "at": "now"}, {**body, "at": True}, {**body, "at": float("nan")},
+                {**body, "id": 5}, {**body, "id": "x" * 65}):
         heard("there", bad)
-    assert len(node.dropped) == 7 and shared.heard == 0
-    heard("there", {**body, "event": "signup"})  # no sign-up limit here: nothing to count
-    heard("there", body)
+    assert len(node.dropped) == 9 and shared.heard == 0
+    heard("there", body)  # ours again, by its identity (an answer passed on): counted once
+    assert throttle.retry_after("alice", "192.0.2.9") is None
+    theirs = {**body, "id": "r2.1"}
+    heard("there", {**theirs, "event": "signup"})  # no sign-up limit here: nothing to count
+    heard("there", theirs)
     assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(60.0)
 
 
@@ -167,6 +287,14 @@ def test_events_heard_late_count_at_their_own_time(clock):
     assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(30.0)
     throttle.failed("alice", "192.0.2.5", at=now - 10)  # newer than the oldest kept
     assert throttle.retry_after("alice", "192.0.2.9") == pytest.approx(50.0)
+    throttle.succeeded("alice", "192.0.2.9", at=now - 5)  # another node's, just now
+    assert throttle.retry_after("alice", "192.0.2.9") is None  # the two since it are left
+    throttle.failed("alice", "192.0.2.6", at=now - 25)  # heard after: its address's only
+    throttle.failed("alice", "192.0.2.6", at=now - 24)
+    assert throttle.retry_after("alice", "192.0.2.9") is None
+    assert throttle.retry_after("bob", "192.0.2.6") is None
+    throttle.failed("alice", "192.0.2.6", at=now - 23)
+    assert throttle.retry_after("bob", "192.0.2.6") == pytest.approx(35.0)
     signups = SignupLimit(clock, per_address=1, total=0)
     signups.counted("192.0.2.1", at=now - 3000)
     assert signups.retry_after("192.0.2.1") == (pytest.approx(600.0), "address")
@@ -237,6 +365,32 @@ def test_wrong_passwords_over_two_real_nodes_are_refused_at_one_nodes_total(
             except Exception as e:
                 waits.append(int(str(e).split("try again in ")[1].split()[0]))
         assert len(waits) == 2 and max(waits) - min(waits) <= 1, waits
+    finally:
+        yield stop_services(*servers)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_real_node_started_late_is_told_the_failures_before_it(
+        tmp_path, pins, pg_url, redis_server):
+    first, second = (server_config(data_dir, database=pg_url, bus=redis_server.url,
+                                   node=f"node{i}")
+                     for i, data_dir in enumerate(node_dirs(tmp_path, 2)))
+    servers = [start_service(first)]
+    try:
+        yield wait_until(lambda: servers[0].bus.subscribed)
+        yield registered_alice(servers[0], pins)
+        allowed = servers[0].cfg.login_failures
+        for _ in range(allowed - 1):
+            with pytest.raises(Exception, match="wrong name or password"):
+                yield connect_client(servers[0], pins, "alice", password="wrong words")
+        servers.append(start_service(second))
+        late = servers[1].core.cluster_limits
+        yield wait_until(lambda: late.replayed >= allowed)  # the failures, alice's sign-up
+        with pytest.raises(Exception, match="wrong name or password"):
+            yield connect_client(servers[1], pins, "alice", password="wrong words")
+        with pytest.raises(Exception, match="too many failed logins"):
+            yield connect_client(servers[1], pins, "alice", password="right words")
+        assert late.replayed == allowed
     finally:
         yield stop_services(*servers)
 

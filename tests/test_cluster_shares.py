@@ -18,6 +18,7 @@ from spchat.p2p.node import SharingError, SharingNode
 
 from cluster_nodes import start_nodes, twistd_nodes
 from conftest import connect_client, stop_services, wait_until
+from irc_peer import irc_peer
 
 
 @pytest.fixture
@@ -105,13 +106,16 @@ def test_an_offer_goes_when_its_only_holder_on_another_node_stops(two_nodes, pin
 
 @pytest_twisted.inlineCallbacks
 def test_an_offer_outlives_the_death_of_its_sharers_node(tmp_path, pins, pg_url, redis_server):
-    nodes = twistd_nodes(tmp_path, 2, pg_url, redis_server)
+    nodes = twistd_nodes(tmp_path, 2, pg_url, redis_server, "--irc", "tcp:0:interface=127.0.0.1")
     ports = [node.port for node in nodes]
     sharing = []
     try:
         alice = yield connect_client(None, pins, "alice", port=ports[0], presence=False,
                                      host=",".join(f"127.0.0.1:{port}" for port in ports))
         bob = yield connect_client(None, pins, "bob", port=ports[1], presence=False)
+        carol = yield irc_peer(nodes[1].irc_port, nick="carol")
+        carol.send("JOIN #lobby")
+        yield wait_until(lambda: b" 366 carol #lobby" in carol.data)
         seeder, getter = sharing[:] = [SharingNode(reactor, c) for c in (alice, bob)]
         for node in sharing:
             node.start()
@@ -130,6 +134,10 @@ def test_an_offer_outlives_the_death_of_its_sharers_node(tmp_path, pins, pg_url,
         fetch = yield getter.fetch(file_id, tmp_path / "got")
         yield fetch.result.addTimeout(30, reactor)
         assert (tmp_path / "got" / "notes.bin").read_bytes() == source.read_bytes()
+        # Offered again from the node alice resumed on: the same offer, no
+        # news to bob, nor to carol on IRC.
+        assert [offer.file for offer in bob.rec.of(wire.Offer)] == [file_id]
+        assert carol.data.count(b"alice shares 'notes.bin'") == 1
     finally:
         for node in sharing:
             yield node.stop()

@@ -13,9 +13,11 @@ from twisted.internet import task
 from spchat import wire
 from spchat.cluster import share_notices
 from spchat.cluster.roster import SILENT_SECONDS
+from spchat.cluster.roster_notices import ROSTER
 from spchat.cluster.shares import INTRODUCE_SECONDS, RESEND_SECONDS, TELL_DELAY
 from spchat.p2p.manifest import MIN_PIECE_SIZE, build_manifest
 from spchat.p2p.tags import relay_name
+from spchat.server.claims import ClaimBook, LocalClaims
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 
@@ -30,10 +32,12 @@ class Cluster:
         self.clock.advance(1_700_000_000)
         self.store = MemoryStore()
         self.hub = SharedBus()
+        self.book = ClaimBook()  # names claimed on every node (a session may move)
         self.nodes = {}
         for name in names:
             core = ChatCore(self.clock, Limits(flood_burst=10_000), store=self.store,
-                            bus=self.hub.port(), bus_key=KEY, node=name)
+                            bus=self.hub.port(), bus_key=KEY, node=name,
+                            names=LocalClaims(self.clock, name, self.book))
             core.start()
             core.ports.relay = 7100 + len(self.nodes)
             self.nodes[name] = core
@@ -45,6 +49,13 @@ class Cluster:
         conn = MemoryClient()
         link = self.nodes[at].open_link(conn, address, local=local)
         self.nodes[at].receive(link, wire.Login(name))
+        return link, conn
+
+    def resume(self, at, session, address):
+        """``session``'s client, back on node ``at`` with its resume token."""
+        conn = MemoryClient()
+        link = self.nodes[at].open_link(conn, address)
+        self.nodes[at].receive(link, wire.Resume(session.id, session.token, (("#lobby", 0),), 0))
         return link, conn
 
     def settle(self):
@@ -157,6 +168,70 @@ def test_an_offer_goes_with_its_holder_and_with_its_holders_node(cluster, manife
     assert bob.of(wire.Error)[-1].code == "no_such_file"
     cluster.clock.advance(RESEND_SECONDS)  # and what it said is forgotten
     assert "a" not in cluster["b"].shares.nodes and not cluster["b"].shares.holder_nodes
+
+
+def offers_of(conn, file_id):
+    return [(o.sharer, o.ts) for o in conn.of(wire.Offer) if o.file == file_id]
+
+
+def test_an_offer_made_again_after_its_node_died_is_no_news_but_a_new_one_is(
+        manifest, tmp_path):
+    cluster = Cluster(names=("a", "b", "c"))
+    alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
+    _, bob = cluster.login("b", "bob", "198.51.100.9:4001")
+    carol_link, carol = cluster.login("c", "carol", "198.51.100.10:4002")
+    cluster.settle()
+    text = manifest.canonical().decode()
+    cluster["a"].receive(alice_link, wire.Share(text, 7000, "s1"))
+    cluster.settle()
+    ((_, offered_at),) = offers_of(alice, manifest.file_id)
+    for conn in (bob, carol):
+        assert offers_of(conn, manifest.file_id) == [("alice", offered_at)]
+    # Node a dies; alice resumes on b, where her offers are not: her client
+    # offers them again.
+    cluster.hub.deafen(cluster["a"])
+    cluster.clock.advance(5)
+    session = cluster["a"].by_key["alice"]
+    link, again = cluster.resume("b", session, "192.0.2.7:4010")
+    assert not again.of(wire.Welcome)[0].shares_kept
+    cluster["b"].receive(link, wire.Share(text, 7000, "s2"))
+    cluster.clock.advance(SILENT_SECONDS)  # a is forgotten meanwhile
+    cluster.settle()
+    # The same offer to the room: told once, and confirmed to alice as it was.
+    for conn in (bob, carol):
+        assert offers_of(conn, manifest.file_id) == [("alice", offered_at)]
+    assert offers_of(again, manifest.file_id) == [("alice", offered_at)]
+    assert listing(cluster["c"], carol_link, carol) == (
+        (manifest.file_id, "notes.bin", manifest.size, "alice", 1),)
+    # A file not offered before is news still, everywhere.
+    other = tmp_path / "other.bin"
+    other.write_bytes(os.urandom(MIN_PIECE_SIZE + 1))
+    fresh = build_manifest(other, MIN_PIECE_SIZE)
+    cluster["b"].receive(link, wire.Share(fresh.canonical().decode(), 7000, "s3"))
+    cluster.settle()
+    for conn in (bob, carol, again):
+        assert [sharer for sharer, _ in offers_of(conn, fresh.file_id)] == ["alice"]
+
+
+def test_an_offer_heard_before_its_sharer_is_news_once_the_sharer_is_known(cluster, manifest):
+    _, bob = cluster.login("b", "bob", "198.51.100.9:4001")
+    cluster.settle()
+    # b hears of alice's session later than of her offer (the bus may
+    # bring a roster notice after another's).
+    handlers = cluster["b"].cluster._handlers
+    held, roster = [], handlers[ROSTER]
+    handlers[ROSTER] = lambda node, body: held.append((node, body))
+    alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s1"))
+    cluster.clock.advance(TELL_DELAY)
+    assert offers_of(bob, manifest.file_id) == []  # whose holder b does not know yet
+    handlers[ROSTER] = roster
+    for node, body in held:
+        roster(node, body)
+    assert offers_of(bob, manifest.file_id) == offers_of(alice, manifest.file_id)  # at once
+    cluster.settle()
+    cluster.clock.advance(RESEND_SECONDS)  # and once
+    assert len(offers_of(bob, manifest.file_id)) == 1
 
 
 def test_a_node_back_on_the_bus_hears_the_offers_said_meanwhile(cluster, manifest):

@@ -19,6 +19,8 @@ new to this node, for its room's members here).
   up to ``INTRODUCE_SECONDS``, and lists the holders whose node answered.
 - The relay of a transfer across nodes is the downloader's node's: its
   ticket is kept there, and the holder is told that relay's host and port.
+- An offer made again soon after its node was lost (its sharer resumed
+  elsewhere) is the same offer: no news (``spchat.cluster.recent_offers``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, Callable
 from twisted.internet.interfaces import IDelayedCall
 
 from spchat import wire
+from spchat.cluster.recent_offers import RecentOffers
 from spchat.cluster.roster_notices import RemoteSession
 from spchat.cluster.share_notices import (
     INTRODUCE, INTRODUCED, SHARES, Introduced, Introduction, Shares, introduce, introduced, read_introduce,
@@ -78,6 +81,8 @@ class ClusterShares:
         self.holder_nodes: dict[str, str] = {}  # a holder's session id -> its node
         self.manifests: dict[str, str] = {}  # of files offered elsewhere, as introduced
         self.fetches: dict[str, _Fetch] = {}  # by transfer id
+        self.recent = RecentOffers(clock)  # the offers of every node, lately
+        self._unlisted = False  # offers elsewhere whose holders the roster does not list
         self.ignored = 0
         self._tell_call = None
         self._told_at = float("-inf")
@@ -114,7 +119,14 @@ class ClusterShares:
             self._tell_call.cancel()
         self._tell_call = None
         self._told_at = self.clock.seconds()
+        for shared in self.tracker.files.values():
+            self.recent.seen(shared)
         self.cluster.send(SHARES, shares(self.boot, ask, self.tracker.files.values()))
+
+    def made_at(self, file_id: str, room_key: str, sharer: str) -> int | None:
+        """When an offer known lately on some node was first made (ms): made
+        again now, it is the same offer; None if it is new."""
+        return self.recent.made_at(room_key, file_id, sharer)
 
     def _resend(self) -> None:
         self._tell()
@@ -186,17 +198,36 @@ class ClusterShares:
         if node == self.cluster.name:
             return
         before = self.nodes.get(node)
-        known = set(self.files())
         self._forget_node(node)
         self.nodes[node] = (heard.boot, heard.files)
         for shared in heard.files.values():
             self.holder_nodes.update(dict.fromkeys(shared.holders, node))
         self._forget_manifests()
+        news = self._news()
         if heard.ask or before is None or before[0] != heard.boot:
-            self._tell()  # it did not know ours
-        for file_id, shared in self.files().items():
-            if file_id not in known:
+            self._tell()  # it did not know ours (its answer may come back at once)
+        for shared in news:
+            self.on_offer(shared)
+
+    def roster_changed(self) -> None:
+        """Someone on another node came or went: an offer heard before the
+        roster listed its holder is shown now."""
+        if self._unlisted:
+            for shared in self._news():
                 self.on_offer(shared)
+
+    def _news(self) -> list[SharedFile]:
+        """The offers of other nodes shown now (a holder listed) that this
+        node's rooms were not told of lately; from now on they have been."""
+        offered = self.files()
+        news = [shared for file_id, shared in offered.items()
+                if file_id not in self.tracker.files  # (told when made here)
+                and self.made_at(file_id, shared.room_key, shared.sharer) is None]
+        for shared in offered.values():
+            self.recent.seen(shared)
+        self._unlisted = any(file_id not in offered
+                             for _, files in self.nodes.values() for file_id in files)
+        return news
 
     # --- introductions -------------------------------------------------------------
 

@@ -720,6 +720,8 @@ class ChatCore:
     def _elsewhere_changed(self) -> None:
         """Someone on another node came, went or changed."""
         self.admin.sessions_changed()
+        if self.shares is not None:
+            self.shares.roster_changed()
         self._arrived_somewhere()
         for listener in self.presence_listeners:
             listener()

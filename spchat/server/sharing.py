@@ -117,11 +117,19 @@ class Sharing:
         self._may_hold(session, file_id)
         shared = self.tracker.files.get(file_id)
         if shared is None:
+            # Made again, its node lost (the sharer resumed here): the
+            # room was told of it, and it is the same offer.
+            made = (None if self.elsewhere is None
+                    else self.elsewhere.made_at(file_id, room.key, session.name))
             shared = self.tracker.add(file_id, msg.manifest, manifest.name, manifest.size,
                                       len(manifest.pieces), session.name, room.name,
-                                      int(self.now() * 1000), room_key=room.key)
+                                      int(self.now() * 1000) if made is None else made,
+                                      room_key=room.key)
             self.tracker.hold(shared, session.id, msg.port, shared.piece_count)
-            self.directory.broadcast(room, shared.offer())
+            if made is None:
+                self.directory.broadcast(room, shared.offer())
+            else:
+                self._send(session, shared.offer())
             return
         if shared.room_key != room.key:
             raise self._offered_in_another_room(session, shared)

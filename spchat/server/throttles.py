@@ -87,6 +87,12 @@ class LoginThrottle:
     whose newest failure is older than the window are dropped (amortised on
     every call), and each table holds at most ``max_entries`` keys (the
     least recently failed are dropped first when an attack brings more).
+
+    A good login clears the name's failures up to its time, and a failure
+    of the name at or before that time heard afterwards (from another
+    node, late or replayed after a gap on the bus) counts for its address
+    only: the name's last good login is kept (one time per name, bounded
+    and pruned alike).
     """
 
     def __init__(self, clock, limit: int = 5, window: float = 60.0,
@@ -98,6 +104,7 @@ class LoginThrottle:
         self.max_entries = max_entries
         self._names = _Window(limit, self.window, max_entries)
         self._ips = _Window(limit, self.window, max_entries)
+        self._cleared = _Window(1, self.window, max_entries)  # a name's last good login
 
     def __len__(self) -> int:
         """Number of keys (names plus IPs) currently remembered."""
@@ -106,6 +113,7 @@ class LoginThrottle:
     def _prune(self, now: float) -> None:
         self._names.prune(now)
         self._ips.prune(now)
+        self._cleared.prune(now)
 
     def retry_after(self, name_key, ip) -> float | None:
         """Seconds until another attempt is allowed, or None if allowed now."""
@@ -121,15 +129,30 @@ class LoginThrottle:
         now = self._clock.seconds()
         self._prune(now)
         when = _when(at, now, self.window)
-        if when is not None:
+        if when is None:
+            return
+        cleared = self._cleared.get(name_key)
+        if cleared is None or when > cleared[-1]:
             self._names.record(name_key, when)
-            self._ips.record(ip, when)
+        self._ips.record(ip, when)
 
-    def succeeded(self, name_key, ip) -> None:
-        """A good login clears the name's failures (not the IP's)."""
+    def succeeded(self, name_key, ip, at: float | None = None) -> None:
+        """A good login, now or ``at``: it clears the name's failures up
+        to then (not the IP's)."""
         now = self._clock.seconds()
-        self._names.pop(name_key, None)
         self._prune(now)
+        when = _when(at, now, self.window)
+        if when is None:
+            return  # the failures before it are out of the window too
+        self._cleared.record(name_key, when)
+        times = self._names.get(name_key)
+        if times is not None:
+            later = [t for t in times if t > when]
+            if later:
+                times.clear()
+                times.extend(later)
+            else:
+                del self._names[name_key]
 
 
 class SignupLimit:
