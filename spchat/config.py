@@ -255,8 +255,9 @@ def _bus_url(text: str) -> str:
     if not text:
         return ""
     parts = urllib.parse.urlsplit(text)
-    if parts.scheme != "redis" or not parts.hostname:
-        raise ValueError("must be a redis://[[user]:password@]host:port[/db] URL (or empty)")
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError("must be a redis://[[user]:password@]host:port[/db] URL (rediss:// "
+                         "for TLS), or empty")
     if parts.username and parts.password is None:
         raise ValueError("a Redis user needs its password too (redis://user:password@host)")
     _check_url_port(parts)
@@ -404,8 +405,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bus", "CHAT_BUS_URL", "bus", "", _bus_url,
             "A Redis server that carries new messages between the nodes sharing "
             "CHAT_DATABASE_URL (redis://[[user]:password@]host:port[/db], the password "
-            "%-encoded; needs pip install 'spchat[bus]'); "
+            "%-encoded; rediss:// for TLS; needs pip install 'spchat[bus]'); "
             "empty: one node."),
+    Setting("bus_ca", "CHAT_BUS_CA", "bus-ca", "", _optional_path,
+            "For a rediss:// bus: a PEM file of the certificates (a CA, or the server's own) "
+            "that the Redis server's certificate must be signed by; empty: the system's."),
     Setting("node", "CHAT_NODE", "node", "", _node_name,
             "This node's name among the nodes on one bus, as admin list and shutdown --node "
             "show and take it (at most 64 characters, no spaces); empty: this machine's "
@@ -517,6 +521,7 @@ class Config:
     store: str = _default("store")
     database: str = _default("database")
     bus: str = _default("bus")
+    bus_ca: Path | None = _default("bus_ca")
     node: str = _default("node")
     node_timeout: float = _default("node_timeout")
     store_writer: str = _default("store_writer")

@@ -401,7 +401,7 @@ def make_bus(cfg: config.Config, reactor):
     if not cfg.database:
         raise StoreError("CHAT_BUS_URL (--bus) joins nodes that share one PostgreSQL "
                          "database: give CHAT_DATABASE_URL (--database postgresql://...) too")
-    return RedisBus(cfg.bus, reactor)
+    return RedisBus(cfg.bus, reactor, ca=cfg.bus_ca)
 
 
 def chat_endpoint(cfg: config.Config) -> str:

@@ -55,6 +55,7 @@ def test_defaults(tmp_path):
     assert cfg.send_buffer_bytes == 1 << 20
     assert (cfg.history_on_join, cfg.history_days) == (50, 0.0)
     assert (cfg.max_waiting_directs, cfg.max_waiting_from_one) == (100, 25)
+    assert cfg.bus_ca is None
     assert (cfg.store_writer, cfg.store_sync, cfg.login_failures) == ("thread", "full", 5)
     assert cfg.commit_interval == 0.005 and cfg.database == "" and cfg.bus == ""
     assert (cfg.max_share_bytes, cfg.relay_port, cfg.relay_max_bps) == (4 << 30, 5002, 10 << 20)
@@ -70,7 +71,8 @@ def test_a_relay_host_is_a_name_or_an_address(tmp_path):
 
 
 def test_a_bus_url_may_carry_a_password_and_a_user(tmp_path):
-    for url in ("redis://:s3cret@bus:6379/0", "redis://chat:s3cret@bus/1"):
+    for url in ("redis://:s3cret@bus:6379/0", "redis://chat:s3cret@bus/1",
+                "rediss://:s3cret@bus.example:6380/0"):
         assert load(tmp_path, environ={"CHAT_BUS_URL": url})[0].bus == url
 
 
@@ -446,7 +448,7 @@ def test_options_table_rows():
         "max-connections", "login-reserve", "resume-grace", "presence-interval", "idle-after",
         "flood-burst", "flood-rate", "flood-queue", "refusal-log-seconds", "send-buffer-bytes", "history-on-join",
         "max-waiting-directs", "max-waiting-from-one", "history-days", "default-rooms",
-        "store", "database", "bus", "node", "node-timeout", "store-writer", "store-sync", "commit-interval", "login-failures",
+        "store", "database", "bus", "bus-ca", "node", "node-timeout", "store-writer", "store-sync", "commit-interval", "login-failures",
         "registrations-per-hour", "registrations-per-hour-total", "offline-retention",
         "max-share-bytes", "relay-port", "relay-host", "relay-max-bps", "relay-max-per-ip", "relay-idle-timeout",
     ]

@@ -1,11 +1,13 @@
 """The bus's Redis connections themselves: on a real Redis server they
-join and carry notices, signing in where it asks for a password; a peer
+join and carry notices, signing in where it asks for a password and over
+TLS (``rediss://``) where the server's certificate checks out; a peer
 that takes the connection and never answers is cut and tried again, not
 waited on for ever."""
 
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 import pytest_twisted
@@ -14,6 +16,7 @@ from twisted.logger import globalLogPublisher
 
 from spchat.bench.engines import TemporaryRedis
 from spchat.cluster import redis_bus
+from spchat.irc import tls
 
 from conftest import wait_until
 from redis_server import _require_redis
@@ -32,6 +35,57 @@ def redis_with_password():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_over_tls(tmp_path):
+    """A Redis server that speaks TLS only, with a self-signed certificate
+    for localhost and 127.0.0.1 (``tls`` is its PEM files)."""
+    _require_redis()
+    (tmp_path / "redis-tls").mkdir()
+    cert, key = tls.certificate_paths(tmp_path / "redis-tls", None, None, "redis.test")
+    server = TemporaryRedis(password="s3cret", tls=(cert, key))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_bus_over_tls_checks_the_servers_certificate(redis_over_tls, tmp_path):
+    cert = redis_over_tls.tls[0]
+    assert redis_over_tls.url.startswith("rediss://")
+    yield buses_joined_and_heard(redis_over_tls.url, ca=cert)
+    # Signed by nobody it was told to trust: never joined.
+    (tmp_path / "other").mkdir()
+    other, _ = tls.certificate_paths(tmp_path / "other", None, None, "other.test")
+    said: list[dict] = []
+    globalLogPublisher.addObserver(said.append)
+    bus = redis_bus.RedisBus(redis_over_tls.url, reactor, ca=other)
+    bus.listen(lambda data: None, lambda: None)
+    before = connections_received(redis_over_tls)
+    bus.start()
+    try:
+        yield task.deferLater(reactor, 1.0, lambda: None)
+        assert connections_received(redis_over_tls) > before  # it tried
+        assert not bus.joined and bus.publisher is None
+        (told,) = [e for e in said if "cannot use the bus" in str(e.get("log_format"))]
+        assert "certificate verify failed" in told["error"]
+    finally:
+        globalLogPublisher.removeObserver(said.append)
+        yield bus.stop()
+
+
+def test_a_bus_ca_that_cannot_be_used_is_one_line(tmp_path):
+    url = "rediss://127.0.0.1:6379/0"
+    with pytest.raises(redis_bus.BusError, match="cannot read the bus's CA file"):
+        redis_bus.RedisBus(url, reactor, ca=tmp_path / "missing.pem")
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(redis_bus.BusError, match="holds no PEM certificate"):
+        redis_bus.RedisBus(url, reactor, ca=tmp_path / "junk.pem")
+    with pytest.raises(redis_bus.BusError, match="is for a TLS bus"):
+        redis_bus.RedisBus("redis://127.0.0.1:6379/0", reactor, ca=tmp_path / "junk.pem")
 
 
 def test_the_bus_url_gives_its_user_and_password_decoded():
@@ -80,7 +134,11 @@ def refusals(events):
 
 def connections_received(server) -> int:
     """Redis's own count of the connections it took."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        s = raw
+        if server.tls is not None:
+            context = ssl.create_default_context(cafile=str(server.tls[0]))
+            s = context.wrap_socket(raw, server_hostname="127.0.0.1")
         s.sendall(f"AUTH {server.password}\r\nINFO stats\r\n".encode())
         text = b""
         while b"total_connections_received:" not in text or not text.endswith(b"\r\n\r\n"):
@@ -91,9 +149,9 @@ def connections_received(server) -> int:
 
 
 @pytest_twisted.inlineCallbacks
-def buses_joined_and_heard(url):
+def buses_joined_and_heard(url, ca=None):
     heard: list[bytes] = []
-    buses = [redis_bus.RedisBus(url, reactor) for _ in range(2)]
+    buses = [redis_bus.RedisBus(url, reactor, ca=ca) for _ in range(2)]
     for bus in buses:
         # txredisapi gives the text decoded (the seal takes either).
         bus.listen(lambda data: heard.append(data.encode() if isinstance(data, str) else data),

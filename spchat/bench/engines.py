@@ -17,6 +17,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -150,32 +151,50 @@ class TemporaryRedis:
     """A throwaway Redis server: ``start()``, ``stop_server()`` and
     ``start()`` again (same port), ``stop()``."""
 
-    def __init__(self, password: str | None = None):
-        """``password``: one that clients must give (``requirepass``)."""
+    def __init__(self, password: str | None = None, tls: tuple[Path, Path] | None = None):
+        """``password``: one that clients must give (``requirepass``);
+        ``tls``: (certificate, key) PEM files: TLS only, on its port."""
         self.dir = Path(tempfile.mkdtemp(prefix="spchat-redis-"))
         self.port = free_port()
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         signed = "" if self.password is None else f":{urllib.parse.quote(self.password, safe='')}@"
-        return f"redis://{signed}127.0.0.1:{self.port}/0"
+        scheme = "redis" if self.tls is None else "rediss"
+        return f"{scheme}://{signed}127.0.0.1:{self.port}/0"
+
+    def _listening(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        cert, key = map(str, self.tls)
+        return ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert,
+                "--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
+
+    def _ping(self) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1) as raw:
+            s = raw
+            if self.tls is not None:  # up is all this asks: no check of who
+                context = ssl.create_default_context()
+                context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+                s = context.wrap_socket(raw)
+            s.sendall(b"PING\r\n")
+            return s.recv(16)
 
     def start(self) -> None:
         self._log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
-            [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [REDIS_BIN, *self._listening(), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir,
              *(() if self.password is None else ("--requirepass", self.password))],
             stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + REDIS_START_SECONDS
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up
-                        return
+                if self._ping().startswith((b"+PONG", b"-NOAUTH")):  # up
+                    return
             except OSError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:

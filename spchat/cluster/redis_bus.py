@@ -2,7 +2,8 @@
 
 ``--bus redis://[[user]:password@]host:port[/db]`` (``CHAT_BUS_URL``; with
 a password, each connection sends ``AUTH`` first, a Redis 6 ACL user's
-name too).  Two connections: one
+name too; ``rediss://`` for TLS, the server's certificate checked against
+``CHAT_BUS_CA`` or the system's certificates).  Two connections: one
 subscribed to the channel, one that publishes; each is made again after
 it is lost, with a backoff from ``RETRY_FIRST`` to ``RETRY_MOST`` seconds.
 A notice published while the bus is away is dropped (the bus is lossy by
@@ -22,10 +23,12 @@ commit that added it).
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from twisted.application.internet import ClientService, backoffPolicy
-from twisted.internet import defer, endpoints, error, protocol
+from twisted.internet import defer, endpoints, error, protocol, ssl
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -51,6 +54,35 @@ def parse_url(url: str) -> tuple[str, int, int]:
     if not parts.hostname:  # the configuration refuses it already
         raise BusError(f"no host in the bus URL {url!r}")
     return parts.hostname, parts.port or DEFAULT_PORT, int(db) if db else 0
+
+
+def tls_options(url: str, ca: Path | None):
+    """The TLS options of a ``rediss://`` URL (None for ``redis://``): the
+    server's certificate must name its host and be signed by ``ca`` (a PEM
+    file of one or more certificates), else by one the system trusts."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "rediss":
+        if ca is not None:
+            raise BusError("CHAT_BUS_CA (--bus-ca) is for a TLS bus: give a rediss:// URL")
+        return None
+    trust = None
+    if ca is not None:
+        try:
+            text = ca.read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise BusError(f"cannot read the bus's CA file {ca}: "
+                           f"{getattr(e, 'strerror', None) or e}") from None
+        ends = "-----END CERTIFICATE-----"
+        pems = [chunk + ends for chunk in text.split(ends) if "-----BEGIN CERTIFICATE" in chunk]
+        try:
+            trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(p.encode())
+                                                   for p in pems])
+        except Exception:  # OpenSSL's errors have no common base worth naming
+            pems = []
+        if not pems:
+            raise BusError(f"the bus's CA file {ca} holds no PEM certificate")
+    assert parts.hostname, "the configuration refuses a URL with no host"
+    return ssl.optionsForClientTLS(parts.hostname, trustRoot=trust)
 
 
 def credentials(url: str) -> tuple[str | None, str | None]:
@@ -92,7 +124,9 @@ def _usable(proto) -> defer.Deferred:
 
     def lost(_):
         if not d.called:
-            d.errback(error.ConnectionLost("lost the bus before it was ready"))
+            why = getattr(proto, "lost_why", None)  # a TLS handshake's error, say
+            d.errback(error.ConnectionLost("lost the bus before it was ready"
+                                           + (f": {why.getErrorMessage()}" if why else "")))
 
     proto.whenConnected().addCallback(fire)
     proto.whenDisconnected().addCallback(lost)
@@ -114,17 +148,33 @@ def _in_time(reactor, proto, preparing: defer.Deferred) -> defer.Deferred:
     return preparing.addTimeout(CONNECT_SECONDS, reactor).addErrback(too_slow)
 
 
+@implementer(IStreamClientEndpoint)
+class _Reporting:
+    """An endpoint whose failed connections are reported (the service that
+    uses it retries them without a word)."""
+
+    def __init__(self, endpoint, report):
+        self.endpoint, self.report = endpoint, report
+
+    def connect(self, factory):
+        return self.endpoint.connect(factory).addErrback(self.report)
+
+
 @implementer(IBus)
 class RedisBus:
-    def __init__(self, url: str, reactor):
+    def __init__(self, url: str, reactor, ca: Path | None = None):
         txredisapi = self._driver = _driver()
         host, port, db = parse_url(url)
         self.user, self.password = credentials(url)
-        self.where = f"redis://{host}:{port}/{db}"  # never the password
+        tls = tls_options(url, ca)
+        scheme = "redis" if tls is None else "rediss"
+        self.where = f"{scheme}://{host}:{port}/{db}"  # never the password
         self.channel = f"spchat.lines.{db}"
         self.reactor = reactor
-        self.endpoint = endpoints.HostnameEndpoint(reactor, host, port,
-                                                   timeout=CONNECT_SECONDS)
+        self.endpoint: IStreamClientEndpoint = endpoints.HostnameEndpoint(
+            reactor, host, port, timeout=CONNECT_SECONDS)
+        if tls is not None:
+            self.endpoint = endpoints.wrapClientTLS(tls, self.endpoint)
         self._heard = self._connected = None
         self.publisher = None  # the publishing connection, while there is one
         self.subscribed = False
@@ -132,32 +182,50 @@ class RedisBus:
         self.dropped = 0  # notices not published: the bus was away
         bus = self
 
+        # Each connection makes itself ready (signs in, subscribes or pings)
+        # once made, and is cut if it cannot: not in the service's
+        # prepareConnection, which cannot take a connection lost meanwhile.
         class Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[name-defined]  # imported at start
+            ready = False
+
+            def connectionMade(self):
+                made = super().connectionMade()
+                bus._prepare(self, lambda: self.subscribe(bus.channel), bus._subscribed)
+                return made
+
             def messageReceived(self, pattern, channel, message):
                 bus._heard(message)
 
             def connectionLost(self, why):
+                self.lost_why = why
                 super().connectionLost(why)
-                bus._lost("subscriber")
+                if self.ready:
+                    bus._lost("subscriber")
 
         class Publisher(txredisapi.RedisProtocol):  # type: ignore[name-defined]  # imported at start
+            def connectionMade(self):
+                made = super().connectionMade()
+                # A PING answered: it is Redis, and it answers.
+                bus._prepare(self, self.ping, bus._publishing)
+                return made
+
             def connectionLost(self, why):
+                self.lost_why = why
                 super().connectionLost(why)
                 if bus.publisher is self:
                     bus.publisher = None
                     bus._lost("publisher")
 
-        retry = backoffPolicy(RETRY_FIRST, RETRY_MOST)
+        backoff = backoffPolicy(RETRY_FIRST, RETRY_MOST)
+        self._failures = 0  # connections not made or not made ready, since last joined
         self._services = [
-            ClientService(self.endpoint, _Factory(Subscriber), retry, self.reactor,
-                          prepareConnection=self._subscribe),
-            ClientService(self.endpoint, _Factory(Publisher), retry, self.reactor,
-                          prepareConnection=self._publishing),
-        ]
+            ClientService(_Reporting(self.endpoint, self._unusable), _Factory(kind),
+                          lambda _: backoff(self._failures), self.reactor)
+            for kind in (Subscriber, Publisher)]
         self._away_told = False
         self.stopping = False
         self._preparing: set = set()  # connections made, not yet ready
-        self._refusal_told = False  # a wrong password is logged once, not each try
+        self._trouble_told = False  # why it cannot be used is logged once, not each try
 
     def listen(self, heard, connected) -> None:
         self._heard, self._connected = heard, connected
@@ -193,22 +261,33 @@ class RedisBus:
 
     # --- the connections --------------------------------------------------------
 
-    def _subscribe(self, proto) -> defer.Deferred:
-        def subscribed(_):
-            self.subscribed = True
-            self._maybe_joined()
+    def _subscribed(self, proto) -> None:
+        proto.ready = True
+        self.subscribed = True
+        self._maybe_joined()
 
-        return self._prepared(proto, self._signed_in(proto).addCallback(
-            lambda _: proto.subscribe(self.channel))).addCallback(subscribed)
+    def _publishing(self, proto) -> None:
+        self.publisher = proto
+        self._maybe_joined()
 
-    def _publishing(self, proto) -> defer.Deferred:
-        def ready(_):
-            self.publisher = proto
-            self._maybe_joined()
+    def _prepare(self, proto, then, ready) -> None:
+        """Make a new connection ready in time (signed in, then ``then()``),
+        then ``ready(proto)``; if it cannot be, it is cut (and made again)."""
+        self._preparing.add(proto)
 
-        # A PING answered: it is Redis, and it answers.
-        return self._prepared(proto, self._signed_in(proto).addCallback(
-            lambda _: proto.ping())).addCallback(ready)
+        def done(result):
+            self._preparing.discard(proto)
+            return result
+
+        def not_ready(failure):
+            # Lost meanwhile: why it was lost says more (a TLS handshake's
+            # error, say) than the command that was waiting.
+            self._unusable(getattr(proto, "lost_why", None) or failure)
+            if proto.transport is not None:
+                proto.transport.abortConnection()
+
+        _in_time(self.reactor, proto, self._signed_in(proto).addCallback(
+            lambda _: then())).addBoth(done).addCallbacks(lambda _: ready(proto), not_ready)
 
     def _signed_in(self, proto) -> defer.Deferred:
         """Usable, and signed in if the URL has a password."""
@@ -223,10 +302,8 @@ class RedisBus:
 
         def refused(failure):
             failure.trap(self._driver.ResponseError)
-            if proto.transport is not None:
-                proto.transport.abortConnection()
-            if not self._refusal_told:
-                self._refusal_told = True
+            if not self._trouble_told:
+                self._trouble_told = True
                 log.error("the bus {where} refused this node's sign-in: {error} (the "
                           "user and password of CHAT_BUS_URL); trying again",
                           where=self.where, error=failure.getErrorMessage())
@@ -235,20 +312,23 @@ class RedisBus:
         return usable.addCallback(lambda _: proto.auth(self.password, self.user)).addCallback(
             answered).addErrback(refused)
 
-    def _prepared(self, proto, preparing: defer.Deferred) -> defer.Deferred:
-        self._preparing.add(proto)
-
-        def done(result):
-            self._preparing.discard(proto)
-            return result
-
-        return _in_time(self.reactor, proto, preparing).addBoth(done)
+    def _unusable(self, failure):
+        """A connection not made, or not made ready: said once until the
+        bus is joined (the service tries again, later each time)."""
+        self._failures += 1
+        if not self._trouble_told and not self.stopping:
+            self._trouble_told = True
+            log.warn("cannot use the bus {where} yet: {error}; trying again (deliveries "
+                     "from other nodes wait until it is joined)", where=self.where,
+                     error=failure.getErrorMessage())
+        return failure
 
     def _maybe_joined(self) -> None:
         """Both connections up: the node may say where it is, and read
         what it missed while either was down."""
         if self.subscribed and self.publisher is not None and not self.joined:
             self.joined = True
+            self._failures = 0
             self._back()
             if self._connected is not None:
                 self._connected()
@@ -263,7 +343,7 @@ class RedisBus:
                      "wait until it is back)", where=self.where)
 
     def _back(self) -> None:
-        self._refusal_told = False
+        self._trouble_told = False
         if self._away_told:
             self._away_told = False
             log.info("the bus {where} is back", where=self.where)
