@@ -96,6 +96,19 @@ def test_a_resume_moves_the_claim_with_its_token_only(clock, book):
     assert fired(b.beat()) == {"s1": "alice"} and fired(a.beat()) == {}
 
 
+def test_a_claim_handed_back_goes_where_it_was_unless_it_moved_on(clock, book):
+    a, b, c = engines(clock, book, "a", "b", "c")
+    fired(a.claim(claim("alice", "s1", "a"), takeover=False))
+    was = fired(b.resume("s1", token_hash("token s1")))  # b's client went meanwhile
+    fired(b.hand_back(was))
+    assert book.claims["alice"] == claim("alice", "s1", "a")
+    was = fired(b.resume("s1", token_hash("token s1")))
+    assert fired(c.resume("s1", token_hash("token s1"))).node == "b"  # c's came too, later
+    fired(b.hand_back(was))  # not b's any more: it stays c's
+    fired(c.hand_back(claim("alice", "s2", "a")))  # nor another session's
+    assert (book.claims["alice"].node, book.claims["alice"].session) == ("c", "s1")
+
+
 def test_a_node_starting_drops_the_claims_it_left(clock, book):
     a, b = engines(clock, book, "a", "b")
     fired(a.claim(claim("alice", "s1", "a"), takeover=False))
