@@ -282,9 +282,10 @@ def only_on(nodes, node, name):
     return [n for n in "abc" if name in nodes[n].by_key] == [node]
 
 
+@pytest.mark.parametrize("handing", [0.0, 6.0], ids=["given-back-at-once", "over-a-beat"])
 @pytest.mark.parametrize("slow", ["a", "b"], ids=["from-elsewhere", "back-to-its-node"])
 def test_a_resume_whose_link_went_before_its_claim_came_leaves_the_live_one_alone(
-        nodes, four, clock, slow):
+        nodes, four, clock, slow, handing):
     # The client resumes on a slow node (its claim on its way there), is
     # cut, and resumes on c, welcomed at once.  When the slow node's claim
     # move comes back, its link is gone: it must not take the session from
@@ -300,6 +301,7 @@ def test_a_resume_whose_link_went_before_its_claim_came_leaves_the_live_one_alon
         nodes["bus"].up = True
     slow_node = nodes[slow]
     slow_node.names.delay = 2.0
+    slow_node.names.handing = handing  # longer than a beat: c's comes meanwhile
     cut = resume_on(slow_node, bob)
     slow_node.link_lost(link_of(slow_node, cut))
     live = resume_on(c, bob)
