@@ -346,3 +346,24 @@ def test_of_two_live_resumes_of_one_session_the_last_to_finish_has_it(nodes, fou
     assert first.closed == ("replaced", "this session continues on another node")
     assert nodes["book"].claims["bob"].node == "a"
     assert only_on(nodes, "a", "bob")
+
+
+def test_a_session_taken_while_it_arrived_is_not_left_live_in_two_places(nodes, four, clock):
+    # Two live resumes: a's claim move finishes first, but a looks for a
+    # ban meanwhile; c's move takes the claim from a and c tells a, which
+    # has no session yet.  When a's look-up ends, a must not keep a second
+    # live copy until its beats find out.
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    a.store.delay = 2.0  # a's look-up of bans only (c's starts after it is reset)
+    slow = resume_on(a, bob)
+    a.store.delay = 0.0
+    assert nodes["book"].claims["bob"].node == "a"
+    fast = resume_on(c, bob)
+    assert fast.of(wire.Welcome)[0].resumed and nodes["book"].claims["bob"].node == "c"
+    run_for(clock, 2.1)
+    assert only_on(nodes, "c", "bob")
+    assert slow.closed == ("replaced", "this session continues on another node")
+    assert fast.closed is None
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert only_on(nodes, "c", "bob") and fast.closed is None

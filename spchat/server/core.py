@@ -477,6 +477,7 @@ class ChatCore:
             session.id, token_hash(msg.token)).addCallback(self._kept_if_linked, link))
         d.addCallback(self._claimed_back, link, msg, session)
         d.addErrback(self.logins.refused, link)
+        d.addCallback(lambda _: self.moves.arrived(session.id))  # a move told meanwhile
 
     def _claimed_back(self, claim, link: Link, msg: wire.Resume, session: Session) -> None:
         if claim is not None and self.table.by_id.get(session.id) is not session:
@@ -524,6 +525,7 @@ class ChatCore:
             self._with_rooms).addCallback(self._kept_if_linked, link))
         d.addCallback(self._arrived, link, msg)
         d.addErrback(self.logins.refused, link)
+        d.addCallback(lambda _: self.moves.arrived(msg.session))  # a move told meanwhile
 
     def _moving_here(self, link: Link, session_id: str, work) -> defer.Deferred:
         """``work()``'s Deferred, while a session's claim moves here: no
