@@ -96,6 +96,19 @@ def test_a_resume_moves_the_claim_with_its_token_only(clock, book):
     assert fired(b.beat()) == {"s1": "alice"} and fired(a.beat()) == {}
 
 
+def test_a_claim_handed_back_goes_where_it_was_unless_it_moved_on(clock, book):
+    a, b, c = engines(clock, book, "a", "b", "c")
+    fired(a.claim(claim("alice", "s1", "a"), takeover=False))
+    was = fired(b.resume("s1", token_hash("token s1")))  # b's client went meanwhile
+    fired(b.hand_back(was))
+    assert book.claims["alice"] == claim("alice", "s1", "a")
+    was = fired(b.resume("s1", token_hash("token s1")))
+    assert fired(c.resume("s1", token_hash("token s1"))).node == "b"  # c's came too, later
+    fired(b.hand_back(was))  # not b's any more: it stays c's
+    fired(c.hand_back(claim("alice", "s2", "a")))  # nor another session's
+    assert (book.claims["alice"].node, book.claims["alice"].session) == ("c", "s1")
+
+
 def test_a_node_starting_drops_the_claims_it_left(clock, book):
     a, b = engines(clock, book, "a", "b")
     fired(a.claim(claim("alice", "s1", "a"), takeover=False))
@@ -175,7 +188,7 @@ def test_a_registered_name_logging_in_on_another_node_replaces_its_session(clust
     assert "alice" not in a.by_key and "alice" in b.by_key
 
 
-def test_a_session_whose_claim_went_while_the_bus_was_away_ends_at_the_next_beat(
+def test_a_session_whose_claim_went_while_the_bus_was_away_ends_when_two_beats_say_so(
         cluster, clock):
     a, b = cluster["a"], cluster["b"]
     _, first = login(a, "alice", password="correct horse", register=True)
@@ -184,6 +197,9 @@ def test_a_session_whose_claim_went_while_the_bus_was_away_ends_at_the_next_beat
     new = b.open_link(moved := type(first)(), "127.0.0.1:9")
     b.receive(new, wire.Resume(welcome.session, welcome.token, (), welcome.server_time))
     assert moved.of(wire.Welcome) and "alice" in a.by_key  # a did not hear
+    clock.advance(a.moves.beat_seconds)
+    # Its client is connected to a: the claim may be on its way back.
+    assert "alice" in a.by_key and first.closed is None
     clock.advance(a.moves.beat_seconds)
     assert "alice" not in a.by_key and first.closed[0] == "replaced"
     assert "alice" in b.by_key

@@ -50,15 +50,22 @@ class SlowBans(MemoryStore):
 
 class SlowClaims(LocalClaims):
     """Claims whose resume (a claim moving to this node) takes ``delay``
-    seconds of the clock (0: at once), as a busy database's may."""
+    seconds of the clock, and whose hand-back (a claim going back)
+    ``handing`` seconds (0: at once), as a busy database's may."""
 
     delay = 0.0
+    handing = 0.0
 
     def resume(self, session, token_hash):
-        if not self.delay:
-            return super().resume(session, token_hash)
-        return task.deferLater(self.clock, self.delay, lambda: fired(
-            super(SlowClaims, self).resume(session, token_hash)))
+        return self._after(self.delay, super().resume, session, token_hash)
+
+    def hand_back(self, claim):
+        return self._after(self.handing, super().hand_back, claim)
+
+    def _after(self, delay, call, *args):
+        if not delay:
+            return call(*args)
+        return task.deferLater(self.clock, delay, lambda: fired(call(*args)))
 
 
 @pytest.fixture
@@ -264,3 +271,99 @@ def test_a_session_cut_right_after_its_welcome_resumes_elsewhere_in_its_rooms(no
     moved = resume_on(nodes["b"], session)  # before a's clock turns again
     assert moved.of(wire.Welcome)[0].rooms == ("lobby",)
     assert "lobby" in nodes["b"].by_key["dana"].rooms
+
+
+def link_of(core, conn):
+    return next(link for link in core.links if link.conn is conn)
+
+
+def only_on(nodes, node, name):
+    """Whether ``name``'s session is on ``node`` and on no other."""
+    return [n for n in "abc" if name in nodes[n].by_key] == [node]
+
+
+@pytest.mark.parametrize("handing", [0.0, 6.0], ids=["given-back-at-once", "over-a-beat"])
+@pytest.mark.parametrize("slow", ["a", "b"], ids=["from-elsewhere", "back-to-its-node"])
+def test_a_resume_whose_link_went_before_its_claim_came_leaves_the_live_one_alone(
+        nodes, four, clock, slow, handing):
+    # The client resumes on a slow node (its claim on its way there), is
+    # cut, and resumes on c, welcomed at once.  When the slow node's claim
+    # move comes back, its link is gone: it must not take the session from
+    # c, whose client is live.  ("back-to-its-node": bob's claim went to c
+    # while b did not hear of it, so b still has his session and takes
+    # its claim back.)
+    b, c = nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    b.link_lost(bob.link)
+    if slow == "b":
+        nodes["bus"].up = False  # b does not hear that c took bob's claim
+        c.link_lost(link_of(c, resume_on(c, bob)))
+        nodes["bus"].up = True
+    slow_node = nodes[slow]
+    slow_node.names.delay = 2.0
+    slow_node.names.handing = handing  # longer than a beat: c's comes meanwhile
+    cut = resume_on(slow_node, bob)
+    slow_node.link_lost(link_of(slow_node, cut))
+    live = resume_on(c, bob)
+    assert live.of(wire.Welcome)[0].resumed
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert live.closed is None
+    assert nodes["book"].claims["bob"].node == "c"
+    assert only_on(nodes, "c", "bob")
+    assert news_of(four["alice"], "bob") == []
+
+
+def test_a_resume_whose_link_went_leaves_the_session_to_a_later_one(nodes, four, clock):
+    # The slow node's claim move comes back first, its link already gone:
+    # the session is where it was until the client resumes again.
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    b.link_lost(bob.link)
+    a.names.delay = 2.0
+    a.link_lost(link_of(a, resume_on(a, bob)))
+    run_for(clock, 3)
+    assert "bob" not in a.by_key
+    assert nodes["book"].claims["bob"].node == "b" and "bob" in b.by_key
+    live = resume_on(c, bob)
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert live.of(wire.Welcome)[0].resumed and live.closed is None
+    assert only_on(nodes, "c", "bob")
+    assert news_of(four["alice"], "bob") == []
+
+
+def test_of_two_live_resumes_of_one_session_the_last_to_finish_has_it(nodes, four, clock):
+    # Two clients with one token (or a cut the slow node has not seen):
+    # both links live, as on one node the newer one has the session, and
+    # there is one copy only.
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    a.names.delay = 2.0
+    slow = resume_on(a, bob)
+    first = resume_on(c, bob)
+    assert first.of(wire.Welcome)[0].resumed
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert slow.of(wire.Welcome)[0].resumed and slow.closed is None
+    assert first.closed == ("replaced", "this session continues on another node")
+    assert nodes["book"].claims["bob"].node == "a"
+    assert only_on(nodes, "a", "bob")
+
+
+def test_a_session_taken_while_it_arrived_is_not_left_live_in_two_places(nodes, four, clock):
+    # Two live resumes: a's claim move finishes first, but a looks for a
+    # ban meanwhile; c's move takes the claim from a and c tells a, which
+    # has no session yet.  When a's look-up ends, a must not keep a second
+    # live copy until its beats find out.
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    a.store.delay = 2.0  # a's look-up of bans only (c's starts after it is reset)
+    slow = resume_on(a, bob)
+    a.store.delay = 0.0
+    assert nodes["book"].claims["bob"].node == "a"
+    fast = resume_on(c, bob)
+    assert fast.of(wire.Welcome)[0].resumed and nodes["book"].claims["bob"].node == "c"
+    run_for(clock, 2.1)
+    assert only_on(nodes, "c", "bob")
+    assert slow.closed == ("replaced", "this session continues on another node")
+    assert fast.closed is None
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert only_on(nodes, "c", "bob") and fast.closed is None

@@ -1,6 +1,6 @@
 """Names claimed in PostgreSQL (spchat.server.pg_claims), on a real server:
 the schema's step to version 2, two nodes racing for a name, a dead
-node's names, a resume moving a claim."""
+node's names, a resume moving a claim and one handing it back."""
 
 from __future__ import annotations
 
@@ -122,6 +122,25 @@ def test_a_resume_moves_the_claim_only_with_its_token_and_release_is_conditional
     finally:
         a.close()
         b.close()
+
+
+def test_a_claim_handed_back_goes_where_it_was_unless_it_moved_on(pg_url):
+    migrated(pg_url)
+    a, b, c = tables(pg_url, "a"), tables(pg_url, "b"), tables(pg_url, "c")
+    try:
+        a.claim(claim("alice", "s1", "a"), takeover=False)
+        was = b.resume("s1", token_hash("token s1"))  # b's client went meanwhile
+        b.hand_back(was)
+        assert sql(pg_url, "SELECT node FROM claims") == [("a",)]
+        assert a.beat() == {"s1": "alice"} and b.beat() == {}
+        was = b.resume("s1", token_hash("token s1"))
+        assert c.resume("s1", token_hash("token s1")).node == "b"  # c's came too, later
+        b.hand_back(was)  # not b's any more: it stays c's
+        c.hand_back(claim("alice", "s2", "a"))  # nor another session's
+        assert sql(pg_url, "SELECT node, session FROM claims") == [("c", "s1")]
+    finally:
+        for node in (a, b, c):
+            node.close()
 
 
 def test_a_name_like_one_held_on_another_live_node_is_found(pg_url):

@@ -11,8 +11,14 @@ The bus is lossy, so every beat (``INameClaims.beat``, each
 ``node_timeout / BEATS_PER_TIMEOUT``) also says which claims this node
 still holds: a session whose claim is gone was taken, the notice lost;
 a claim with no session here (one not given back: the database was
-away) is given back.  Sans-IO: the clock, the claims and the session
-table are given.
+away) is given back.  A claim may also be gone for a moment only: a
+resume on another node whose client went while the claim moved there
+hands it back (``INameClaims.hand_back``), and says nothing.  So a beat
+alone ends a session whose client is connected here only if the next
+beat says so too; a notice says the move was kept.  A notice that comes
+while the session is arriving here is kept until it has arrived, then
+checked: the other node's move may have come after this one's.
+Sans-IO: the clock, the claims and the session table are given.
 """
 
 from __future__ import annotations
@@ -73,6 +79,12 @@ class SessionMoves:
         # When sessions here took their claims back (a resume here after
         # a move this node missed): a beat asked before says nothing of them.
         self._claimed_back: dict[str, float] = {}
+        # Sessions with a client here whose claim the last beat did not
+        # list: the next one says whether it came back.
+        self._missed: set[str] = set()
+        # Sessions another node said it took while they were arriving
+        # here, by id: why.
+        self._told_arriving: dict[str, str] = {}
         self.ignored = 0  # notices that did not parse
         self.beat_failures = 0
         if cluster is not None:
@@ -104,6 +116,9 @@ class SessionMoves:
                          "(counted, not logged again)")
             self.ignored += 1
             return
+        if notice.session in self.arriving:
+            self._told_arriving[notice.session] = notice.why
+            return
         session = self.table.by_id.get(notice.session)
         if session is not None and session.key == notice.key:
             # Late, maybe: the session may have come back here since.  The
@@ -111,6 +126,23 @@ class SessionMoves:
             asked = self.clock.seconds()
             self.names.beat().addCallbacks(self._still_taken, self._failed,
                                            (session, notice.why, asked))
+
+    def arrived(self, session_id: str) -> None:
+        """A session's resume here has ended (``arriving`` no longer has
+        it): if another node said meanwhile that it took the claim, the
+        claims say now whose it is."""
+        why = self._told_arriving.pop(session_id, None)
+        session = self.table.by_id.get(session_id)
+        if why is not None and session is not None:
+            self.names.beat().addCallbacks(self._taken_meanwhile, self._failed,
+                                           (session, why))
+
+    def _taken_meanwhile(self, held: dict[str, str], session: Session, why: str) -> None:
+        # Asked after the claim came here: if it is not here now, the other
+        # node's move came later (unless a resume here is bringing it back).
+        if (self.table.by_id.get(session.id) is session and session.id not in held
+                and session.id not in self.arriving):
+            self.on_taken(session, why)
 
     def _still_taken(self, held: dict[str, str], session: Session, why: str,
                      asked: float) -> None:
@@ -136,9 +168,14 @@ class SessionMoves:
     def _held(self, held: dict[str, str], asked: float) -> None:
         for session_id in [s for s in self._claimed_back if s not in self.table.by_id]:
             del self._claimed_back[session_id]
+        missed, self._missed = self._missed, set()
         for session in list(self.table.by_id.values()):
-            if self._gone_from(session, held, asked, session.first_connected_at):
+            if not self._gone_from(session, held, asked, session.first_connected_at):
+                continue
+            if session.link is None or session.id in missed:
                 self.on_taken(session, MOVED)
+            else:
+                self._missed.add(session.id)  # maybe on its way back
         for session_id, key in held.items():
             if (session_id not in self.table.by_id and key not in self.logging_in
                     and session_id not in self.arriving):

@@ -4,7 +4,7 @@ A node knows only its own sessions; the nodes sharing one database learn
 who holds a name from its *claims* (``INameClaims``), since the bus between
 them is lossy.  A login claims its name before it is welcomed, a session
 gives its claim back when it ends, and a resume on another node moves the
-claim there.  The rule of who may take a claimed name is ``may_take``, one
+claim there (and hands it back if its client went meanwhile).  The rule of who may take a claimed name is ``may_take``, one
 function for every engine: the one here, for a node alone (its sessions
 decide, as they always have), and the PostgreSQL one
 (``spchat.server.pg_claims``), where every node's claims meet.
@@ -136,6 +136,12 @@ class LocalClaims:
             if claim.session == session and claim.token_hash == token_hash:
                 self.book.claims[claim.key] = replace(claim, node=self.node)
                 return defer.succeed(claim)
+        return defer.succeed(None)
+
+    def hand_back(self, claim: Claim) -> defer.Deferred:
+        held = self._mine(claim.key, claim.session)
+        if held is not None:
+            self.book.claims[claim.key] = replace(held, node=claim.node)
         return defer.succeed(None)
 
     def lookalike(self, looks, key: str) -> defer.Deferred:

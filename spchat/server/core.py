@@ -473,10 +473,11 @@ class ChatCore:
         """With other nodes, the session may have gone on on another one
         without this node hearing of it: its claim comes back here first,
         and the node it was on is told."""
-        d = self._moving_here(link, session.id,
-                              lambda: self.names.resume(session.id, token_hash(msg.token)))
+        d = self._moving_here(link, session.id, lambda: self.names.resume(
+            session.id, token_hash(msg.token)).addCallback(self._kept_if_linked, link))
         d.addCallback(self._claimed_back, link, msg, session)
         d.addErrback(self.logins.refused, link)
+        d.addCallback(lambda _: self.moves.arrived(session.id))  # a move told meanwhile
 
     def _claimed_back(self, claim, link: Link, msg: wire.Resume, session: Session) -> None:
         if claim is not None and self.table.by_id.get(session.id) is not session:
@@ -487,7 +488,7 @@ class ChatCore:
         if claim.node != self.node:
             self.moves.tell(claim, MOVED)
         self.moves.claimed_back(session.id)
-        if link in self.links:  # else gone meanwhile: the session waits here
+        if link in self.links:  # else gone meanwhile (it was here): it waits here
             self._resume_here(link, msg, session)
 
     def _resume_here(self, link: Link, msg: wire.Resume, session: Session) -> None:
@@ -521,9 +522,10 @@ class ChatCore:
         here, if its claim has this token: the claim moves here first."""
         d = self._moving_here(link, msg.session, lambda: self.names.resume(
             msg.session, token_hash(msg.token)).addCallback(self._not_banned).addCallback(
-            self._with_rooms))
+            self._with_rooms).addCallback(self._kept_if_linked, link))
         d.addCallback(self._arrived, link, msg)
         d.addErrback(self.logins.refused, link)
+        d.addCallback(lambda _: self.moves.arrived(msg.session))  # a move told meanwhile
 
     def _moving_here(self, link: Link, session_id: str, work) -> defer.Deferred:
         """``work()``'s Deferred, while a session's claim moves here: no
@@ -537,6 +539,17 @@ class ChatCore:
             return result
 
         return work().addBoth(finished)
+
+    def _kept_if_linked(self, claim, link: Link):
+        """The claim moved here, if the client that resumed is still here;
+        else None, and the claim goes back where it was.  Its client, cut,
+        may have resumed on another node meanwhile, faster, and be live
+        there: the last move to finish must not end that session for one
+        whose connection is already gone.  Given back, the session is as if
+        this resume never came: where it was, waiting or live."""
+        if claim is None or link in self.links or claim.node == self.node:
+            return claim
+        return self.names.hand_back(claim).addCallback(lambda _: None)
 
     def _not_banned(self, claim):
         """The claim, if its name is not banned now: a ban made while the
@@ -582,7 +595,7 @@ class ChatCore:
         rooms = [room for room in map(self.directory.get, claim.rooms) if room is not None]
         for room in rooms:
             self.directory.arrive(room, session)
-        if link not in self.links:  # gone meanwhile: the session waits here
+        if link not in self.links:  # gone meanwhile (the claim was here): it waits here
             self.link_lost(link)
             return
         link.conn.started(session, resumed=True)

@@ -233,6 +233,12 @@ class INameClaims(Interface):
         """The claim of ``session`` with that token hash, moved to this node;
         fires with the claim as it was (its old node), or None."""
 
+    def hand_back(claim):
+        """A resume here whose client went while its claim moved: the claim
+        (as ``resume`` gave it) goes back to ``claim.node``, if it is still
+        this node's and that session's (it may have moved on since); fires
+        when done."""
+
     def lookalike(looks, key):
         """Fires with the name of a session of another live node (not
         ``key``'s) whose name has one of these looks, or None."""

@@ -96,6 +96,11 @@ class PgClaimTables:
                            "WHERE session = %s", (self.node, session))
             return _claim(row)
 
+    def hand_back(self, claim: Claim) -> None:
+        with self.link.transaction() as cursor:
+            cursor.execute("UPDATE claims SET node = %s WHERE key = %s AND session = %s "
+                           "AND node = %s", (claim.node, claim.key, claim.session, self.node))
+
     def lookalike(self, looks, key: str) -> str | None:
         with self.link.cursor() as cursor:
             cursor.execute(f"SELECT c.name FROM claims c JOIN nodes n ON n.name = c.node "
@@ -161,6 +166,9 @@ class PgClaims:
 
     def resume(self, session: str, token_hash: str) -> defer.Deferred:
         return self._run(PgClaimTables.resume, session, token_hash)
+
+    def hand_back(self, claim: Claim) -> defer.Deferred:
+        return self._run(PgClaimTables.hand_back, claim)
 
     def lookalike(self, looks, key: str) -> defer.Deferred:
         return self._run(PgClaimTables.lookalike, sorted(looks), key)
