@@ -167,7 +167,7 @@ class Messaging:
     def _direct_to_nobody(self, record, session: Session, msg: wire.Direct,
                           refusal: Refused) -> None:
         if record is not None:
-            self._send_now(session, record)  # its acknowledgement, again
+            self._acknowledge_again(session, record)
             return
         self._tell(session, wire.Error(refusal.code, refusal.text, msg.cid))
 
@@ -214,13 +214,13 @@ class Messaging:
         """Records are saved and numbered: now they go out, and the senders'
         copies acknowledge them.  ``again``: messages re-sent after a
         reconnect, each with its copy saved before, which acknowledges it
-        once more (with other nodes, in its room's order).  Consecutive
+        once more (with other nodes, in its conversation's order).  Consecutive
         lines of one room go out together."""
         for resent, old in again:
             self._unsaved.pop(resent.sent_as, None)
             session = self.sessions.by_key.get(old.sender_key)
-            if session is not None and not self._in_order_later(session, old):
-                self._send_now(session, old)  # again: whatever came since
+            if session is not None:
+                self._acknowledge_again(session, old)
         self.counts.received += len(saved)
         run: list[Record] = []
         for record in saved:
@@ -249,6 +249,16 @@ class Messaging:
             self._room_saved(run)
         if self._adopting:
             self._adoptions_due()
+
+    def _acknowledge_again(self, session: Session, record: Record) -> None:
+        """A line saved before, sent again by its client: its copy once
+        more, whatever came since, but never ahead of a line before it that
+        this node has not delivered yet (with other nodes): in its room's
+        order, or its direct conversation's (the carrier's)."""
+        if record.room is None and self.directs is not None:
+            self.directs.again(session, record)
+        elif not self._in_order_later(session, record):
+            self._send_now(session, record)
 
     def _in_order_later(self, session: Session, record: Record) -> bool:
         """Whether a room line saved before, sent again by its sender, is
