@@ -8,7 +8,7 @@ from spchat import wire
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 
-from helpers import Batching, InstantPasswords, MemoryClient, SharedBus, login, settle
+from helpers import Batching, InstantPasswords, MemoryClient, SharedBus, fired, login, settle
 
 
 @pytest.fixture
@@ -179,18 +179,17 @@ def test_a_line_replayed_at_a_resume_does_not_wait_for_the_next_login(core):
 
 
 def two_nodes(clock):
-    """Nodes a and b on one store and one bus."""
+    """Nodes a and b on one store, and their bus."""
     store, hub = MemoryStore(), SharedBus()
-    cores = {}
-    for name in ("a", "b"):
-        cores[name] = ChatCore(clock, Limits(), store=store, bus=hub.port(), bus_key=b"k" * 32,
-                               node=name, passwords=InstantPasswords())
-        cores[name].start()
-    return cores
+    cores = [ChatCore(clock, Limits(), store=store, bus=hub.port(), bus_key=b"k" * 32,
+                      node=name, passwords=InstantPasswords()) for name in ("a", "b")]
+    for core in cores:
+        core.start()
+    return cores[0], cores[1], hub
 
 
 def test_a_line_to_an_account_dropped_on_another_node_waits_if_it_does_not_resume(clock):
-    a, b = two_nodes(clock).values()
+    a, b, _ = two_nodes(clock)
     register(b, "bob")
     alice, sent = login(a, "alice")
     bob, _ = login(b, "bob", password="secret-words")
@@ -207,7 +206,7 @@ def test_a_line_to_an_account_dropped_on_another_node_waits_if_it_does_not_resum
 
 
 def test_a_line_to_an_account_dropped_on_another_node_is_had_when_it_resumes(clock):
-    a, b = two_nodes(clock).values()
+    a, b, _ = two_nodes(clock)
     register(b, "bob")
     alice, _ = login(a, "alice")
     bob, first = login(b, "bob", password="secret-words")
@@ -227,3 +226,43 @@ def test_a_line_to_an_account_dropped_on_another_node_is_had_when_it_resumes(clo
     _, again = login(a, "bob", password="secret-words")
     clock.advance(1)
     assert directs(again) == []  # had: it waits no more
+
+
+@pytest.mark.parametrize("heard", ["while-read", "after-read"])
+def test_a_line_kept_on_one_node_while_its_account_logs_in_on_another_comes_once(clock,
+                                                                                  heard):
+    # a has not heard that bob logged in on b (the bus was away): alice's
+    # line waits for him, saved after b began to read what waits for him
+    # and before that read answered, so the answer has it; and a's notice
+    # of it reaches b while that answer is on its way, or after it.
+    a, b, hub = two_nodes(clock)
+    hub.back()  # joined: a node back on the bus says again what it saved meanwhile
+    store = a.store
+    register(b, "bob")
+    alice, sent = login(a, "alice")
+    clock.advance(1)
+    waiting_directs, reading = store.waiting_directs, defer.Deferred()
+    store.waiting_directs = lambda *args: reading
+    hub.up = False
+    bob, got = login(b, "bob", password="secret-words")
+    a.receive(alice, wire.Direct("bob", "first", "d1"))
+    clock.advance(1)  # nobody of that name is known: it waits, saved
+    assert [n.kind for n in sent.of(wire.Notice)][-1] == "waiting"
+    answer = fired(waiting_directs("bob", 50))
+    assert [r.text for r in answer] == ["first"]
+    store.waiting_directs = waiting_directs
+    if heard == "while-read":
+        hub.back()
+        clock.advance(1)
+    reading.callback(answer)
+    hub.back()
+    clock.advance(1)
+    a.receive(alice, wire.Direct("bob", "second", "d2"))  # live: a knows of him now
+    clock.advance(1)
+    assert [m.text for m in got.of(wire.DirectMessage)] == ["first", "second"]
+    b.receive(bob, wire.Logout())
+    clock.advance(1)
+    _, again = login(a, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []  # had: it waits no more
+
