@@ -2,7 +2,7 @@
 at their next login, in order, once (the core on the memory store)."""
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
@@ -265,4 +265,44 @@ def test_a_line_kept_on_one_node_while_its_account_logs_in_on_another_comes_once
     _, again = login(a, "bob", password="secret-words")
     clock.advance(1)
     assert directs(again) == []  # had: it waits no more
+
+
+class LateMarks(MemoryStore):
+    """A store whose ``directs_had`` lands ``lag`` seconds of the clock
+    after it was asked for, as the writer thread's, busy with a commit,
+    may land after a read asked for later (the reader's thread)."""
+
+    lag = 0.05
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def directs_had(self, numbers):
+        return task.deferLater(self.clock, self.lag, lambda: fired(
+            super(LateMarks, self).directs_had(numbers)))
+
+
+def test_a_line_in_a_returning_logins_replay_does_not_come_again_as_waiting(clock):
+    # A client back after its session ended logs in with its positions:
+    # the replay sends the line that waited for it, and what waited is
+    # read after that, before the replay's mark that it was had landed.
+    core = ChatCore(clock, Limits(), store=LateMarks(clock), passwords=InstantPasswords())
+    core.start()
+    register(core, "bob")
+    _, first = login(core, "bob", password="secret-words")
+    view_began = first.of(wire.Welcome)[0].server_time
+    core.receive(first.session.link, wire.Logout())
+    clock.advance(1)
+    alice, _ = login(core, "alice")
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    clock.advance(1)
+    _, back = login(core, "bob", password="secret-words", positions=(), since=view_began)
+    clock.advance(1)
+    assert directs(back) == [("alice", "bob", "call me")]
+    core.receive(back.session.link, wire.Logout())
+    clock.advance(1)
+    _, again = login(core, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []
 

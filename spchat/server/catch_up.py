@@ -293,12 +293,17 @@ class Reader:
                 return
 
 
-    def waiting(self, key: str, since: int, hold: Hold, had: Callable[[list], object]) -> Job:
+    def waiting(self, key: str, since: int, hold: Hold, had: Callable[[list], object],
+                marked: Callable[[], object]) -> Job:
         """The direct messages that waited for the account ``key`` to log
         in (spchat.server.waiting), by conversation and number, each marked
         ``had`` (a store write: fires, or fails) once sent; then the live
-        ones held back meanwhile, from ``since`` (ms) on."""
+        ones held back meanwhile, from ``since`` (ms) on.  ``marked()``
+        fires once the marks of those that reached it otherwise before (a
+        returning login's replay) are written: the writes and the reads go
+        on separate threads, and a read before them would send those again."""
         sent: set[tuple[str, int]] = set()
+        yield marked()
         while True:
             yield DRAIN
             records = yield from self.read(partial(self.store.waiting_directs, key,

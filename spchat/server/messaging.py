@@ -332,9 +332,12 @@ class Messaging:
         for its login (live: it logged in meanwhile on a node that had not
         heard of it yet; or in a resume's replay): it waits no more."""
         if record.waiting and session.key == record.to_key and session.link is not None:
-            self.store.directs_had([(record.conversation, record.seq)]).addErrback(
+            marking = self.store.directs_had([(record.conversation, record.seq)]).addErrback(
                 lambda f: self.log.error("cannot mark a direct message had: {error}",
                                          error=f.getErrorMessage()))
+            if not marking.called:  # what waits for a login is read after it (deliver_waiting)
+                session.marking.add(marking)
+                marking.addBoth(lambda result: session.marking.discard(marking))
 
     def _send_now(self, session: Session, record: Record) -> None:
         if session.catching_up:
@@ -511,8 +514,8 @@ class Messaging:
         if session.link is None or not session.registered:
             return
         self._queue(session, self._reader(session, replay=False).waiting(
-            session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had),
-            holding=ANY_DIRECT)
+            session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had,
+            lambda: defer.DeferredList(list(session.marking))), holding=ANY_DIRECT)
 
     @staticmethod
     def room_positions(positions) -> dict[str, int]:
