@@ -306,3 +306,53 @@ def test_a_line_in_a_returning_logins_replay_does_not_come_again_as_waiting(cloc
     clock.advance(1)
     assert directs(again) == []
 
+
+def test_a_line_kept_before_a_login_and_saved_while_what_waits_is_read_comes_once(core,
+                                                                                clock):
+    # Kept for bob before he logged in, saved once the read of what waits
+    # for him had begun (without it): it comes live, held back behind that
+    # read, which must then send it, though older than the login.
+    register(core, "bob")
+    alice, _ = login(core, "alice")
+    committer = Batching(core)
+    core.receive(alice, wire.Direct("bob", "just before", "d1"))
+    clock.advance(1)
+    store, reading = core.store, defer.Deferred()
+    waiting_directs, store.waiting_directs = store.waiting_directs, lambda *args: reading
+    bob, b = login(core, "bob", password="secret-words")
+    committer.commit()
+    store.waiting_directs = waiting_directs
+    reading.callback([])  # read before it was saved
+    assert directs(b) == [("alice", "bob", "just before")]
+    core.receive(bob, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []
+
+
+def test_a_line_kept_on_one_node_and_saved_while_another_reads_what_waits_comes_once(clock):
+    # bob's client has connected to b, not logged in yet, when a keeps
+    # alice's line for him; a saves it once b began to read what waits for
+    # him (without it).  It comes to b on the bus, held back behind that
+    # read, which must then send it, though older than the login.
+    a, b, _ = two_nodes(clock)
+    register(b, "bob")
+    alice, _ = login(a, "alice")
+    clock.advance(1)
+    committer = Batching(a)
+    got = MemoryClient()
+    link = b.open_link(got, "127.0.0.1:2")
+    a.receive(alice, wire.Direct("bob", "just before", "d1"))
+    clock.advance(1)  # nobody of that name is known: it waits
+    store, reading = a.store, defer.Deferred()
+    waiting_directs, store.waiting_directs = store.waiting_directs, lambda *args: reading
+    b.receive(link, wire.Login("bob", password="secret-words"))
+    committer.commit()
+    store.waiting_directs = waiting_directs
+    reading.callback([])  # read before it was saved
+    clock.advance(1)
+    assert directs(got) == [("alice", "bob", "just before")]
+    b.receive(link, wire.Logout())
+    clock.advance(1)
+    _, again = login(a, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []

@@ -345,7 +345,7 @@ class Messaging:
             if hold is None and record.room is None:
                 hold = session.catching_up.get(ANY_DIRECT)
             if hold is not None:
-                hold.noted += 1
+                hold.note(record)
                 return
         if session.link is not None:
             self.counts.delivered += 1
