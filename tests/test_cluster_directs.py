@@ -106,6 +106,38 @@ def test_an_acknowledgement_waits_for_the_lines_from_the_bus_before_it(clock):
     assert here.got == [1, 2, 3] and not clock.getDelayedCalls()
 
 
+def slow_floor(here):
+    """The floor's read waits until the Deferred it returns (kept in
+    ``floors``) is fired with the newest number before the connection."""
+    here.floors = []
+    here.carrier.last_before_time = lambda conversation, ts_ms: here.floors.append(
+        d := defer.Deferred()) or d
+    return here
+
+
+def test_a_line_sent_again_at_or_below_the_floor_is_acknowledged_at_once(clock):
+    here = slow_floor(Here(clock))
+    mine = dm(2, sender="bob", to="alice")  # saved before this connection: its floor
+    here.save(dm(1), mine)
+    here.carrier.again(here.bob, mine)
+    assert here.got == []  # the floor is not known yet
+    here.floors[0].callback(2)
+    assert here.got == [2]
+    here.carrier.again(here.bob, mine)  # and again
+    assert here.got == [2, 2]
+
+
+def test_a_line_sent_again_above_the_floor_waits_for_those_before_it(clock):
+    here = slow_floor(Here(clock))
+    mine = dm(3, sender="bob", to="alice")
+    here.save(dm(1), dm(2), mine)
+    here.carrier.again(here.bob, mine)
+    here.floors[0].callback(1)  # 1 was the replay's; alice's 2 is on the bus
+    assert here.got == []
+    here.hear(dm(2))
+    assert here.got == [2, 3] and not clock.getDelayedCalls()
+
+
 def test_the_sessions_own_line_read_for_a_gap_is_its_acknowledgement_once(clock):
     here = Here(clock)
     mine = dm(2, sender="bob", to="alice")

@@ -2,13 +2,13 @@
 at their next login, in order, once (the core on the memory store)."""
 
 import pytest
-from twisted.internet import defer
+from twisted.internet import defer, task
 
 from spchat import wire
 from spchat.server.core import ChatCore, Limits
 from spchat.server.memory_store import MemoryStore
 
-from helpers import Batching, InstantPasswords, MemoryClient, SharedBus, login, settle
+from helpers import Batching, InstantPasswords, MemoryClient, SharedBus, fired, login, settle
 
 
 @pytest.fixture
@@ -179,18 +179,17 @@ def test_a_line_replayed_at_a_resume_does_not_wait_for_the_next_login(core):
 
 
 def two_nodes(clock):
-    """Nodes a and b on one store and one bus."""
+    """Nodes a and b on one store, and their bus."""
     store, hub = MemoryStore(), SharedBus()
-    cores = {}
-    for name in ("a", "b"):
-        cores[name] = ChatCore(clock, Limits(), store=store, bus=hub.port(), bus_key=b"k" * 32,
-                               node=name, passwords=InstantPasswords())
-        cores[name].start()
-    return cores
+    cores = [ChatCore(clock, Limits(), store=store, bus=hub.port(), bus_key=b"k" * 32,
+                      node=name, passwords=InstantPasswords()) for name in ("a", "b")]
+    for core in cores:
+        core.start()
+    return cores[0], cores[1], hub
 
 
 def test_a_line_to_an_account_dropped_on_another_node_waits_if_it_does_not_resume(clock):
-    a, b = two_nodes(clock).values()
+    a, b, _ = two_nodes(clock)
     register(b, "bob")
     alice, sent = login(a, "alice")
     bob, _ = login(b, "bob", password="secret-words")
@@ -207,7 +206,7 @@ def test_a_line_to_an_account_dropped_on_another_node_waits_if_it_does_not_resum
 
 
 def test_a_line_to_an_account_dropped_on_another_node_is_had_when_it_resumes(clock):
-    a, b = two_nodes(clock).values()
+    a, b, _ = two_nodes(clock)
     register(b, "bob")
     alice, _ = login(a, "alice")
     bob, first = login(b, "bob", password="secret-words")
@@ -227,3 +226,133 @@ def test_a_line_to_an_account_dropped_on_another_node_is_had_when_it_resumes(clo
     _, again = login(a, "bob", password="secret-words")
     clock.advance(1)
     assert directs(again) == []  # had: it waits no more
+
+
+@pytest.mark.parametrize("heard", ["while-read", "after-read"])
+def test_a_line_kept_on_one_node_while_its_account_logs_in_on_another_comes_once(clock,
+                                                                                  heard):
+    # a has not heard that bob logged in on b (the bus was away): alice's
+    # line waits for him, saved after b began to read what waits for him
+    # and before that read answered, so the answer has it; and a's notice
+    # of it reaches b while that answer is on its way, or after it.
+    a, b, hub = two_nodes(clock)
+    hub.back()  # joined: a node back on the bus says again what it saved meanwhile
+    store = a.store
+    register(b, "bob")
+    alice, sent = login(a, "alice")
+    clock.advance(1)
+    waiting_directs, reading = store.waiting_directs, defer.Deferred()
+    store.waiting_directs = lambda *args: reading
+    hub.up = False
+    bob, got = login(b, "bob", password="secret-words")
+    a.receive(alice, wire.Direct("bob", "first", "d1"))
+    clock.advance(1)  # nobody of that name is known: it waits, saved
+    assert [n.kind for n in sent.of(wire.Notice)][-1] == "waiting"
+    answer = fired(waiting_directs("bob", 50))
+    assert [r.text for r in answer] == ["first"]
+    store.waiting_directs = waiting_directs
+    if heard == "while-read":
+        hub.back()
+        clock.advance(1)
+    reading.callback(answer)
+    hub.back()
+    clock.advance(1)
+    a.receive(alice, wire.Direct("bob", "second", "d2"))  # live: a knows of him now
+    clock.advance(1)
+    assert [m.text for m in got.of(wire.DirectMessage)] == ["first", "second"]
+    b.receive(bob, wire.Logout())
+    clock.advance(1)
+    _, again = login(a, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []  # had: it waits no more
+
+
+class LateMarks(MemoryStore):
+    """A store whose ``directs_had`` lands ``lag`` seconds of the clock
+    after it was asked for, as the writer thread's, busy with a commit,
+    may land after a read asked for later (the reader's thread)."""
+
+    lag = 0.05
+
+    def __init__(self, clock):
+        super().__init__()
+        self.clock = clock
+
+    def directs_had(self, numbers):
+        return task.deferLater(self.clock, self.lag, lambda: fired(
+            super(LateMarks, self).directs_had(numbers)))
+
+
+def test_a_line_in_a_returning_logins_replay_does_not_come_again_as_waiting(clock):
+    # A client back after its session ended logs in with its positions:
+    # the replay sends the line that waited for it, and what waited is
+    # read after that, before the replay's mark that it was had landed.
+    core = ChatCore(clock, Limits(), store=LateMarks(clock), passwords=InstantPasswords())
+    core.start()
+    register(core, "bob")
+    _, first = login(core, "bob", password="secret-words")
+    view_began = first.of(wire.Welcome)[0].server_time
+    core.receive(first.session.link, wire.Logout())
+    clock.advance(1)
+    alice, _ = login(core, "alice")
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    clock.advance(1)
+    _, back = login(core, "bob", password="secret-words", positions=(), since=view_began)
+    clock.advance(1)
+    assert directs(back) == [("alice", "bob", "call me")]
+    core.receive(back.session.link, wire.Logout())
+    clock.advance(1)
+    _, again = login(core, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []
+
+
+def test_a_line_kept_before_a_login_and_saved_while_what_waits_is_read_comes_once(core,
+                                                                                clock):
+    # Kept for bob before he logged in, saved once the read of what waits
+    # for him had begun (without it): it comes live, held back behind that
+    # read, which must then send it, though older than the login.
+    register(core, "bob")
+    alice, _ = login(core, "alice")
+    committer = Batching(core)
+    core.receive(alice, wire.Direct("bob", "just before", "d1"))
+    clock.advance(1)
+    store, reading = core.store, defer.Deferred()
+    waiting_directs, store.waiting_directs = store.waiting_directs, lambda *args: reading
+    bob, b = login(core, "bob", password="secret-words")
+    committer.commit()
+    store.waiting_directs = waiting_directs
+    reading.callback([])  # read before it was saved
+    assert directs(b) == [("alice", "bob", "just before")]
+    core.receive(bob, wire.Logout())
+    _, again = login(core, "bob", password="secret-words")
+    assert directs(again) == []
+
+
+def test_a_line_kept_on_one_node_and_saved_while_another_reads_what_waits_comes_once(clock):
+    # bob's client has connected to b, not logged in yet, when a keeps
+    # alice's line for him; a saves it once b began to read what waits for
+    # him (without it).  It comes to b on the bus, held back behind that
+    # read, which must then send it, though older than the login.
+    a, b, _ = two_nodes(clock)
+    register(b, "bob")
+    alice, _ = login(a, "alice")
+    clock.advance(1)
+    committer = Batching(a)
+    got = MemoryClient()
+    link = b.open_link(got, "127.0.0.1:2")
+    a.receive(alice, wire.Direct("bob", "just before", "d1"))
+    clock.advance(1)  # nobody of that name is known: it waits
+    store, reading = a.store, defer.Deferred()
+    waiting_directs, store.waiting_directs = store.waiting_directs, lambda *args: reading
+    b.receive(link, wire.Login("bob", password="secret-words"))
+    committer.commit()
+    store.waiting_directs = waiting_directs
+    reading.callback([])  # read before it was saved
+    clock.advance(1)
+    assert directs(got) == [("alice", "bob", "just before")]
+    b.receive(link, wire.Logout())
+    clock.advance(1)
+    _, again = login(a, "bob", password="secret-words")
+    clock.advance(1)
+    assert directs(again) == []

@@ -19,6 +19,12 @@ each conversation).  A conversation's first line starts after its newest
 number when the session's connection was made (older ones are the
 replay's, which tells what it sent with ``reached``).
 
+A line the session's client sends again after a resume, saved before, is
+acknowledged once more (``again``): the client waits for it, so it is
+never dropped as reached.  At or below the floor nothing before it is
+missing and it goes at once; above, it takes its turn like any line, after
+the lines before it (another node's, maybe still on the bus).
+
 A notice is lost only while a node is cut from the bus: when it is back,
 it says again the lines it saved since it was last connected (the newest
 ``RESEND_MAX``, of the last ``RESEND_SECONDS``), and it reads those sent
@@ -52,12 +58,13 @@ log = Logger()
 class _Thread:
     """One direct conversation of one session here."""
 
-    __slots__ = ("floor", "above", "early", "timer", "reading")
+    __slots__ = ("floor", "above", "early", "acks", "timer", "reading")
 
     def __init__(self):
         self.floor: int | None = None  # every number up to here reached it (None: unknown yet)
         self.above: set[int] = set()  # numbers past the floor that reached it
         self.early: dict[int, Record] = {}  # lines from the bus that wait for a gap
+        self.acks: dict[int, Record] = {}  # sent again, while the floor is unknown
         self.timer = None
         self.reading = False
 
@@ -94,6 +101,11 @@ class DirectCarrier:
     def send(self, session: Session, record: Record) -> None:
         """A direct line saved here, to (or from) a session here: to it in order."""
         self._take(session, record)
+
+    def again(self, session: Session, record: Record) -> None:
+        """The session's own line, saved before, sent again by its client:
+        acknowledged once more, in order (see the module's docstring)."""
+        self._take(session, record, again=True)
 
     def reached(self, session: Session, record: Record) -> None:
         """A direct line reached a session here another way (a replay)."""
@@ -153,15 +165,20 @@ class DirectCarrier:
         if session is not None and record.readable_by(session.lineage):
             self._take(session, record)
 
-    def _take(self, session: Session, record: Record) -> None:
+    def _take(self, session: Session, record: Record, again: bool = False) -> None:
         if self.stopped:
             return
         thread = self._thread(session, record.conversation)
         if thread.floor is None and not thread.reading:
             self._start(session, thread, record.conversation)
+        if thread.floor is None and again:
+            thread.acks[record.seq] = record  # at once or in turn: the floor tells
+            return
         if thread.floor is not None and (record.seq <= thread.floor
                                          or record.seq in thread.above):
-            return  # heard twice, or read already
+            if again:  # nothing before it is missing
+                self.deliver(session, record)
+            return  # else heard twice, or read already
         if len(thread.early) < MAX_EARLY:
             thread.early[record.seq] = record
         self._release(session, thread, record.conversation)
@@ -184,6 +201,9 @@ class DirectCarrier:
             return
         thread.floor = max(newest, thread.floor or 0)
         self._mark(thread, thread.floor)
+        acks, thread.acks = thread.acks, {}
+        for record in acks.values():
+            self._take(session, record, again=True)
         self._release(session, thread, conversation)
 
     # --- in order ---------------------------------------------------------------------

@@ -55,13 +55,23 @@ def wire_size(record: Record) -> int:
 class Hold:
     """A conversation being caught up: its live lines only counted."""
 
-    __slots__ = ("jobs", "noted", "covered", "sent")
+    __slots__ = ("jobs", "noted", "covered", "sent", "oldest")
 
     def __init__(self):
         self.jobs = 0  # queued jobs that hold it
         self.noted = 0  # live lines not sent
         self.covered = 0  # ``noted`` when a read last reached the end
         self.sent = 0  # the highest number sent in it (history not counted)
+        # The oldest time (ms) of the direct lines noted: a line is saved
+        # (and comes live) a while after its time, which may be before the
+        # time a read by time starts from.
+        self.oldest: int | None = None
+
+    def note(self, record: Record) -> None:
+        """A live line not sent: a read sends it."""
+        self.noted += 1
+        if record.room is None and (self.oldest is None or record.ts < self.oldest):
+            self.oldest = record.ts
 
     @property
     def behind(self) -> bool:
@@ -266,12 +276,16 @@ class Reader:
 
     def directs(self, key: str, since: int, named: set[str], hold: Hold,
                 sent: Collection[tuple[str, int]] = ()) -> Job:
-        """Every direct message to or from ``key`` from ``since`` (ms) on,
-        but those of the ``named`` conversations (replayed on their own)
+        """Every direct message to or from ``key`` from ``since`` (ms) on (or
+        from the oldest held back, if older: saved late, it came live after
+        the read began), but those of the ``named`` conversations (replayed
+        on their own)
         and those ``sent`` already, by (conversation, number).  Pages
         follow the store's order, (time, conversation, number)."""
         last = None  # the order key of the last one sent
         limit = PAGE_RECORDS
+        if hold.oldest is not None:  # held back, and older than ``since``
+            since = min(since, hold.oldest)
         while True:
             yield DRAIN
             mark = hold.noted
@@ -293,12 +307,17 @@ class Reader:
                 return
 
 
-    def waiting(self, key: str, since: int, hold: Hold, had: Callable[[list], object]) -> Job:
+    def waiting(self, key: str, since: int, hold: Hold, had: Callable[[list], object],
+                marked: Callable[[], object]) -> Job:
         """The direct messages that waited for the account ``key`` to log
         in (spchat.server.waiting), by conversation and number, each marked
         ``had`` (a store write: fires, or fails) once sent; then the live
-        ones held back meanwhile, from ``since`` (ms) on."""
+        ones held back meanwhile, from ``since`` (ms) on.  ``marked()``
+        fires once the marks of those that reached it otherwise before (a
+        returning login's replay) are written: the writes and the reads go
+        on separate threads, and a read before them would send those again."""
         sent: set[tuple[str, int]] = set()
+        yield marked()
         while True:
             yield DRAIN
             records = yield from self.read(partial(self.store.waiting_directs, key,

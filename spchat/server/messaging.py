@@ -167,7 +167,7 @@ class Messaging:
     def _direct_to_nobody(self, record, session: Session, msg: wire.Direct,
                           refusal: Refused) -> None:
         if record is not None:
-            self._send_now(session, record)  # its acknowledgement, again
+            self._acknowledge_again(session, record)
             return
         self._tell(session, wire.Error(refusal.code, refusal.text, msg.cid))
 
@@ -214,13 +214,13 @@ class Messaging:
         """Records are saved and numbered: now they go out, and the senders'
         copies acknowledge them.  ``again``: messages re-sent after a
         reconnect, each with its copy saved before, which acknowledges it
-        once more (with other nodes, in its room's order).  Consecutive
+        once more (with other nodes, in its conversation's order).  Consecutive
         lines of one room go out together."""
         for resent, old in again:
             self._unsaved.pop(resent.sent_as, None)
             session = self.sessions.by_key.get(old.sender_key)
-            if session is not None and not self._in_order_later(session, old):
-                self._send_now(session, old)  # again: whatever came since
+            if session is not None:
+                self._acknowledge_again(session, old)
         self.counts.received += len(saved)
         run: list[Record] = []
         for record in saved:
@@ -249,6 +249,16 @@ class Messaging:
             self._room_saved(run)
         if self._adopting:
             self._adoptions_due()
+
+    def _acknowledge_again(self, session: Session, record: Record) -> None:
+        """A line saved before, sent again by its client: its copy once
+        more, whatever came since, but never ahead of a line before it that
+        this node has not delivered yet (with other nodes): in its room's
+        order, or its direct conversation's (the carrier's)."""
+        if record.room is None and self.directs is not None:
+            self.directs.again(session, record)
+        elif not self._in_order_later(session, record):
+            self._send_now(session, record)
 
     def _in_order_later(self, session: Session, record: Record) -> bool:
         """Whether a room line saved before, sent again by its sender, is
@@ -322,9 +332,12 @@ class Messaging:
         for its login (live: it logged in meanwhile on a node that had not
         heard of it yet; or in a resume's replay): it waits no more."""
         if record.waiting and session.key == record.to_key and session.link is not None:
-            self.store.directs_had([(record.conversation, record.seq)]).addErrback(
+            marking = self.store.directs_had([(record.conversation, record.seq)]).addErrback(
                 lambda f: self.log.error("cannot mark a direct message had: {error}",
                                          error=f.getErrorMessage()))
+            if not marking.called:  # what waits for a login is read after it (deliver_waiting)
+                session.marking.add(marking)
+                marking.addBoth(lambda result: session.marking.discard(marking))
 
     def _send_now(self, session: Session, record: Record) -> None:
         if session.catching_up:
@@ -332,7 +345,7 @@ class Messaging:
             if hold is None and record.room is None:
                 hold = session.catching_up.get(ANY_DIRECT)
             if hold is not None:
-                hold.noted += 1
+                hold.note(record)
                 return
         if session.link is not None:
             self.counts.delivered += 1
@@ -501,8 +514,8 @@ class Messaging:
         if session.link is None or not session.registered:
             return
         self._queue(session, self._reader(session, replay=False).waiting(
-            session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had),
-            holding=ANY_DIRECT)
+            session.key, self.now_ms(), self._held(session, ANY_DIRECT), self.store.directs_had,
+            lambda: defer.DeferredList(list(session.marking))), holding=ANY_DIRECT)
 
     @staticmethod
     def room_positions(positions) -> dict[str, int]:

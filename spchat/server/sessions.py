@@ -101,6 +101,9 @@ class Session:
     rooms: set[str] = field(default_factory=set)  # room keys
     # Names told to be offline when it messaged them (spchat.server.waiting).
     told_waiting: set[str] = field(default_factory=set)
+    # Its waiting lines' marks that they were had, still being written
+    # (Deferreds): what waits for its login is read once they are.
+    marking: set = field(default_factory=set)
     # Conversations whose history or replay is being read: their live lines
     # wait here, so they cannot overtake what came before them.
     catching_up: dict[str, Hold] = field(default_factory=dict)

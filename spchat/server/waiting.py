@@ -3,9 +3,10 @@
 Such a message is saved with ``Record.waiting`` set and acknowledged to its
 sender like any other; the account's next login (on any node: the nodes
 share one store) is sent what waits for it, conversation by conversation
-in their order, each message once: a message sent is marked had.  A
-guest's name is refused as before, since nobody can ever log in as that
-guest again.  At most ``Limits.max_waiting_directs`` messages wait for one
+in their order, each message once: a message sent is marked had (one that
+reached it otherwise first, live or in a returning login's replay, too;
+what waits is read once those marks are written).  A guest's name is
+refused as before, since nobody can ever log in as that guest again.  At most ``Limits.max_waiting_directs`` messages wait for one
 account, so that an inbox cannot be used to fill the disk, and at most
 ``Limits.max_waiting_from_one`` of those from one sender, so that one
 sender cannot fill it and keep everyone else's out.
