@@ -427,3 +427,39 @@ def test_a_direct_line_saved_before_the_connection_is_acknowledged_when_sent_aga
     a.receive(link_of(a, on_a), wire.Direct("bob", "carol's", "c1"))
     run_for(clock, 1)
     assert [(m.seq, m.cid) for m in on_a.of(wire.DirectMessage)] == [(1, "c1")]
+
+
+def carol_told_of_bobs_line_saved_after_her_replay(nodes, positions, since):
+    """bob's line to carol is accepted before her client resumes on a (with
+    ``positions``, ``since``), and saved (b's commit lags) once her replay
+    there has read the log: what carol's client on a is given of it."""
+    a, b, c, store = nodes["a"], nodes["b"], nodes["c"], nodes["a"].store
+    bob, carol = b.by_key["bob"], c.by_key["carol"]
+    store.slow.add("bob")
+    b.receive(bob.link, wire.Direct("carol", "before you moved", "b1"))
+    run_for(a.clock, 0.1)
+    c.link_lost(carol.link)
+    conn = MemoryClient()
+    a.receive(a.open_link(conn, "127.0.0.1:9"),
+              wire.Resume(carol.id, carol.token, positions, since))
+    run_for(a.clock, 0.1)  # her replay: nothing saved yet
+    store.save_held()  # bob's: 1, told on the bus
+    run_for(a.clock, 1)
+    return [(m.seq, m.text) for m in conn.of(wire.DirectMessage)]
+
+
+def test_a_direct_line_accepted_before_a_resume_and_saved_after_its_replay_reaches_it(
+        nodes, four):
+    # By its time it is older than her connection to a, but the replay
+    # never sent it: it must come live, not be taken for the replay's.
+    assert carol_told_of_bobs_line_saved_after_her_replay(
+        nodes, (("#lobby", 0), ("@bob", 0)), 0) == [(1, "before you moved")]
+
+
+def test_a_direct_line_of_a_conversation_not_named_saved_after_the_replay_reaches_it(
+        nodes, four):
+    # The same, in a conversation her client has no position for: the
+    # replay reads those from the time it names, and so does the carrier.
+    since = nodes["a"].now_ms()
+    assert carol_told_of_bobs_line_saved_after_her_replay(
+        nodes, (("#lobby", 0),), since) == [(1, "before you moved")]

@@ -184,13 +184,23 @@ class DirectCarrier:
         self._release(session, thread, record.conversation)
 
     def _start(self, session: Session, thread: _Thread, conversation: str) -> None:
-        """A conversation's first line from the bus: its floor is the newest
-        number when the session's connection was made."""
+        """A conversation's first line from the bus: its floor is where the
+        session's replay started it, the position its client named (it has
+        every line up to there); for one it named none, the newest number
+        before the time the replay started the others from, or, with no
+        replay, before the connection was made.  By time alone, a line
+        accepted before the connection and saved after the replay read the
+        log would be taken for the replay's, and never reach it."""
         thread.reading = True
+        named = session.replayed_from.get(conversation)
+        if named is not None:
+            self._floor_found(named, session, thread, conversation)
+            return
         link = session.link
-        since = link.opened_at if link is not None else session.state_since
+        opened = int((link.opened_at if link is not None else session.state_since) * 1000)
+        since = opened if session.replayed_since is None else min(session.replayed_since, opened)
         self.reads += 1
-        self.last_before_time(conversation, int(since * 1000)).addCallbacks(
+        self.last_before_time(conversation, since).addCallbacks(
             self._floor_found, self._read_failed, (session, thread, conversation), None,
             (session, thread, conversation))
 

@@ -491,6 +491,7 @@ class Messaging:
             except Refused:
                 continue  # a name that cannot exist: nothing to replay
             directs[key] = max(seq, directs.get(key, 0))
+        session.replayed_from, session.replayed_since = dict(directs), since
         for key in sorted(session.rooms):
             room = self.directory.get(key)
             if room is None:

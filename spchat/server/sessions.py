@@ -104,6 +104,11 @@ class Session:
     # Its waiting lines' marks that they were had, still being written
     # (Deferreds): what waits for its login is read once they are.
     marking: set = field(default_factory=set)
+    # What its last replay started from, for direct conversations: their
+    # positions (by conversation key), and the time (ms) the others were
+    # replayed from; None: no replay (spchat.cluster.directs' floors).
+    replayed_from: dict[str, int] = field(default_factory=dict)
+    replayed_since: int | None = None
     # Conversations whose history or replay is being read: their live lines
     # wait here, so they cannot overtake what came before them.
     catching_up: dict[str, Hold] = field(default_factory=dict)
