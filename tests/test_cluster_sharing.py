@@ -382,3 +382,21 @@ def test_a_relay_across_nodes_with_no_address_to_tell_is_refused_plainly(cluster
     assert bob.of(wire.RelayOpen) == []
     assert bob.of(wire.Error)[-1].code == "no_relay"
     assert [r.relay_port for r in alice.of(wire.PeerRequest)] == [0]  # the fetch's only
+
+
+def test_an_offer_withdrawn_and_made_again_is_news_to_who_came_meanwhile(cluster, manifest):
+    """Only an offer whose node was lost is the same offer made again: one
+    its sharer withdrew is gone, and made again it is told, as on a node
+    alone, to those who never saw it (carol came in between)."""
+    alice_link, alice, _, bob = shared_on_a(cluster, manifest)
+    cluster["a"].receive(alice_link, wire.Unshare(manifest.file_id))
+    cluster.settle()
+    _, carol = cluster.login("b", "carol", "198.51.100.10:4002")
+    _, dave = cluster.login("a", "dave", "198.51.100.11:4003")
+    cluster.settle()
+    assert offers_of(carol, manifest.file_id) == offers_of(dave, manifest.file_id) == []
+    cluster.clock.advance(10)
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s2"))
+    cluster.settle()
+    assert [sharer for sharer, _ in offers_of(dave, manifest.file_id)] == ["alice"]
+    assert [sharer for sharer, _ in offers_of(carol, manifest.file_id)] == ["alice"]

@@ -94,6 +94,8 @@ class Tracker:
         self.transfers: dict[str, dict[str, Transfer]] = {}
         # An offer or a holder came or went (the other nodes are told).
         self.on_change: Callable[[], None] = lambda: None
+        # An offer whose last holder here let it go.
+        self.on_gone: Callable[[SharedFile], None] = lambda shared: None
 
     # --- offers and holders ----------------------------------------------------
 
@@ -134,6 +136,7 @@ class Tracker:
             del self.held[session]
         if not shared.holders:
             del self.files[file_id]
+            self.on_gone(shared)
         self.on_change()
 
     def forget_session(self, session: str) -> None:
