@@ -236,6 +236,12 @@ def _check_url_port(parts: urllib.parse.SplitResult) -> None:
         raise ValueError("its port must be a number 1-65535")
 
 
+def _password_hidden(text: str) -> str:
+    """``text``, but for the password of a URL in it (scheme://user:password@...):
+    an error is printed, and logged by whatever runs the server."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#]*@", r"\1***@", text)
+
+
 def _database_url(text: str) -> str:
     """A PostgreSQL URL, or empty: whether the server can reach it is
     found at start."""
@@ -612,7 +618,8 @@ def load_config(
         try:
             values[s.field] = s.parse(raw)
         except ValueError as e:
-            raise ConfigError(f"invalid {shown}={raw!r}{where}: {e}", shown, raw) from None
+            told = _password_hidden(raw)
+            raise ConfigError(f"invalid {shown}={told!r}{where}: {e}", shown, told) from None
 
     warnings = []
     for name in OBSOLETE_ENV:

@@ -76,6 +76,19 @@ def test_a_bus_url_may_carry_a_password_and_a_user(tmp_path):
         assert load(tmp_path, environ={"CHAT_BUS_URL": url})[0].bus == url
 
 
+def test_a_bad_url_is_not_told_with_its_password(tmp_path):
+    """An error is printed, and logged by whatever runs the server: the
+    value it shows hides a password."""
+    for name, url, shown in (
+            ("CHAT_BUS_URL", "redis://chat:s3cr%40t@bus:99999/0", "redis://chat:***@bus:99999/0"),
+            ("CHAT_BUS_URL", "rediss://:s3cret@bus/x", "rediss://:***@bus/x"),
+            ("CHAT_DATABASE_URL", "postgresql://chat:s3cret@db:0/chat",
+             "postgresql://chat:***@db:0/chat")):
+        error = error_of(tmp_path, environ={name: url})
+        assert "s3cr" not in error
+        assert error.startswith(f"invalid {name}={shown!r}: ")
+
+
 def test_a_database_url_is_kept_as_given(tmp_path):
     url = "postgresql://chat:secret@db.example:5433/spchat?sslmode=require"
     cfg, _ = load(tmp_path, environ={"CHAT_DATABASE_URL": url})
