@@ -400,3 +400,19 @@ def test_an_offer_withdrawn_and_made_again_is_news_to_who_came_meanwhile(cluster
     cluster.settle()
     assert [sharer for sharer, _ in offers_of(dave, manifest.file_id)] == ["alice"]
     assert [sharer for sharer, _ in offers_of(carol, manifest.file_id)] == ["alice"]
+
+
+def test_an_offer_made_again_after_its_sharer_moved_is_no_news_where_it_was(cluster, manifest):
+    """alice's client, cut from a (still up), resumes on b and offers her
+    file again: those on a, shown it once, are not shown it again."""
+    alice_link, alice, _, bob = shared_on_a(cluster, manifest)
+    _, dave = cluster.login("a", "dave", "198.51.100.11:4003")
+    cluster.settle()
+    assert len(offers_of(dave, manifest.file_id)) == 1
+    session = cluster["a"].by_key["alice"]
+    link, again = cluster.resume("b", session, "192.0.2.7:4010")
+    cluster["b"].receive(link, wire.Share(manifest.canonical().decode(), 7000, "s2"))
+    cluster.settle()
+    cluster.clock.advance(RESEND_SECONDS)
+    for conn in (dave, bob):
+        assert len(offers_of(conn, manifest.file_id)) == 1

@@ -643,7 +643,7 @@ class ChatCore:
         if self.messaging.directs is not None:
             self.messaging.directs.forget(session)  # where it is now keeps its own
         self.table.remove(session, "moved to another node")
-        self.sharing.tracker.forget_session(session.id)
+        self.sharing.tracker.forget_session(session.id, withdrawn=False)  # offered there
         for key in sorted(session.rooms):
             self.directory.depart(self.directory.rooms[key], session)
         self._presence_changed()
