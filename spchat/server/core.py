@@ -568,10 +568,12 @@ class ChatCore:
         may have resumed on another node meanwhile, faster, and be live
         there: the last move to finish must not end that session for one
         whose connection is already gone.  Given back, the session is as if
-        this resume never came: where it was, waiting or live."""
+        this resume never came: where it was, waiting or live.  Not to a
+        dead node: there the name would be anyone's; the session waits
+        here instead."""
         if claim is None or link in self.links or claim.node == self.node:
             return claim
-        return self.names.hand_back(claim).addCallback(lambda _: None)
+        return self.names.hand_back(claim).addCallback(lambda gone: None if gone else claim)
 
     def _not_banned(self, claim):
         """The claim, if its name is not banned now: a ban made while the
