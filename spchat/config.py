@@ -23,6 +23,7 @@ Regenerate ``.env.example`` with ``python -m spchat.config > .env.example``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -207,6 +208,12 @@ def _optional_host(text: str) -> str:
     if text and not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", text):
         raise ValueError("must be a host name or an IP address (letters, digits, '.', "
                          "'-' and ':'), or empty")
+    if ":" in text:  # only an IPv6 address has one; a port is CHAT_RELAY_PORT's
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise ValueError("must be a host name or an IP address with no port (the port "
+                             "is CHAT_RELAY_PORT), or empty") from None
     return text
 
 

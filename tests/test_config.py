@@ -70,6 +70,13 @@ def test_a_relay_host_is_a_name_or_an_address(tmp_path):
     assert load(tmp_path, options={"relay-host": " chat.example "})[0].relay_host == "chat.example"
 
 
+def test_a_relay_host_with_a_port_is_refused_plainly(tmp_path):
+    """The port is CHAT_RELAY_PORT's: a host:port would be dialled as a
+    host name, and every relay across nodes would fail."""
+    for host in ("relay.example.org:5002", "203.0.113.5:5002", ":::"):
+        assert "CHAT_RELAY_PORT" in error_of(tmp_path, environ={"CHAT_RELAY_HOST": host})
+
+
 def test_a_bus_url_may_carry_a_password_and_a_user(tmp_path):
     for url in ("redis://:s3cret@bus:6379/0", "redis://chat:s3cret@bus/1",
                 "rediss://:s3cret@bus.example:6380/0"):
