@@ -211,10 +211,14 @@ class ClusterShares:
             self.holder_nodes.update(dict.fromkeys(shared.holders, node))
         self._forget_manifests()
         if before is not None and before[0] == heard.boot:
-            # Withdrawn there (the node is the same run, and says so).
+            # Withdrawn there: the node (the same run) has it no more, though
+            # its holder is still there (one that moved away offers it again
+            # where it went), and no other node has it.
             offered = self.files()
             for file_id, shared in before[1].items():
-                if file_id not in heard.files and file_id not in offered:
+                if (file_id not in heard.files and file_id not in offered
+                        and any(self.remote_session(node, sid) is not None
+                                for sid in shared.holders)):
                     self.recent.withdrawn(shared)
         news = self._news()
         if heard.ask or before is None or before[0] != heard.boot:
