@@ -23,6 +23,7 @@ Regenerate ``.env.example`` with ``python -m spchat.config > .env.example``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -207,6 +208,12 @@ def _optional_host(text: str) -> str:
     if text and not re.fullmatch(r"[A-Za-z0-9.:-]{1,253}", text):
         raise ValueError("must be a host name or an IP address (letters, digits, '.', "
                          "'-' and ':'), or empty")
+    if ":" in text:  # only an IPv6 address has one; a port is CHAT_RELAY_PORT's
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise ValueError("must be a host name or an IP address with no port (the port "
+                             "is CHAT_RELAY_PORT), or empty") from None
     return text
 
 
@@ -234,6 +241,12 @@ def _check_url_port(parts: urllib.parse.SplitResult) -> None:
         port = -1
     if port is not None and not 1 <= port <= 65535:
         raise ValueError("its port must be a number 1-65535")
+
+
+def _password_hidden(text: str) -> str:
+    """``text``, but for the password of a URL in it (scheme://user:password@...):
+    an error is printed, and logged by whatever runs the server."""
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:)[^/?#]*@", r"\1***@", text)
 
 
 def _database_url(text: str) -> str:
@@ -612,7 +625,8 @@ def load_config(
         try:
             values[s.field] = s.parse(raw)
         except ValueError as e:
-            raise ConfigError(f"invalid {shown}={raw!r}{where}: {e}", shown, raw) from None
+            told = _password_hidden(raw)
+            raise ConfigError(f"invalid {shown}={told!r}{where}: {e}", shown, told) from None
 
     warnings = []
     for name in OBSOLETE_ENV:

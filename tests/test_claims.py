@@ -230,3 +230,15 @@ def test_a_claim_left_with_no_session_behind_it_is_given_back_at_the_next_beat(
     clock.advance(a.moves.beat_seconds)
     assert sorted(book.claims) == ["alice"]
     assert "alice" in a.by_key
+
+
+def test_a_claim_is_not_handed_back_to_a_dead_node(clock, book):
+    # There any login could take the name: it stays where the session waits.
+    a, b = engines(clock, book, "a", "b")
+    fired(a.claim(claim("alice", "s1", "a"), takeover=False))
+    fired(a.beat())
+    clock.advance(a.node_timeout + 1)  # a is silent: dead
+    fired(b.beat())
+    was = fired(b.resume("s1", token_hash("token s1")))
+    assert fired(b.hand_back(was)) is False
+    assert book.claims["alice"].node == "b"

@@ -4,7 +4,7 @@ import time
 
 from spchat import wire
 from spchat.client.cli import render as render_on_any_day
-from spchat.client.days import local_day
+from spchat.client.days import day_break, local_day
 
 TS = 1_700_000_000_000
 
@@ -77,3 +77,14 @@ def test_continuation_lines_cannot_pass_for_other_lines():
     assert len(lines) == 3
     assert lines[0].endswith("] mallory: hi all")
     assert all(line.startswith("           | [") for line in lines[1:])
+
+
+def test_a_time_stamp_past_the_calendar_is_printed_not_a_traceback():
+    """The wire allows time stamps up to 2**53 ms (the year 287396): a
+    server that sends one gets a line, not a client that stops with an
+    error; so does a window (the days of its separators)."""
+    far = wire.MAX_INT
+    line = render_on_any_day(wire.RoomMessage(1, far, "lobby", "mallory", "hi"), "lobby",
+                             local_day(TS))
+    assert line is not None and line.endswith("] mallory: hi") and "9999" in line
+    assert day_break(None, local_day(far), local_day(TS)) is not None

@@ -463,3 +463,25 @@ def test_a_direct_line_of_a_conversation_not_named_saved_after_the_replay_reache
     since = nodes["a"].now_ms()
     assert carol_told_of_bobs_line_saved_after_her_replay(
         nodes, (("#lobby", 0),), since) == [(1, "before you moved")]
+
+
+def test_a_resume_whose_link_went_keeps_the_claim_of_a_dead_node(nodes, four, clock):
+    # b died; bob's client resumes on a, slowly, and is cut meanwhile.
+    # Given back to b, his claim would be a dead node's, which any login
+    # may take: his name, and his session, lost while his client comes
+    # back.  It stays on a, where his session waits for him.
+    a, b, c = nodes["a"], nodes["b"], nodes["c"]
+    bob = b.by_key["bob"]
+    nodes["bus"].deafen(b)
+    b.stop()  # no beat either
+    run_for(clock, a.names.node_timeout + 1)
+    a.names.delay = 2.0
+    a.link_lost(link_of(a, resume_on(a, bob)))
+    run_for(clock, 3)
+    assert nodes["book"].claims["bob"].node == "a" and "bob" in a.by_key
+    _, impostor = login(c, "bob")
+    assert not impostor.of(wire.Welcome)
+    live = resume_on(c, bob)
+    run_for(clock, 4 * c.moves.beat_seconds)
+    assert live.of(wire.Welcome)[0].resumed and live.closed is None
+    assert [n for n in "ac" if "bob" in nodes[n].by_key] == ["c"]

@@ -174,8 +174,9 @@ def offers_of(conn, file_id):
     return [(o.sharer, o.ts) for o in conn.of(wire.Offer) if o.file == file_id]
 
 
-def test_an_offer_made_again_after_its_node_died_is_no_news_but_a_new_one_is(
-        manifest, tmp_path):
+def shared_on_a_of_three(manifest):
+    """Nodes a, b and c: alice on a shares the file, bob on b and carol on
+    c see it offered."""
     cluster = Cluster(names=("a", "b", "c"))
     alice_link, alice = cluster.login("a", "alice", "192.0.2.7:4000")
     _, bob = cluster.login("b", "bob", "198.51.100.9:4001")
@@ -184,6 +185,12 @@ def test_an_offer_made_again_after_its_node_died_is_no_news_but_a_new_one_is(
     text = manifest.canonical().decode()
     cluster["a"].receive(alice_link, wire.Share(text, 7000, "s1"))
     cluster.settle()
+    return cluster, alice, bob, (carol_link, carol), text
+
+
+def test_an_offer_made_again_after_its_node_died_is_no_news_but_a_new_one_is(
+        manifest, tmp_path):
+    cluster, alice, bob, (carol_link, carol), text = shared_on_a_of_three(manifest)
     ((_, offered_at),) = offers_of(alice, manifest.file_id)
     for conn in (bob, carol):
         assert offers_of(conn, manifest.file_id) == [("alice", offered_at)]
@@ -382,3 +389,51 @@ def test_a_relay_across_nodes_with_no_address_to_tell_is_refused_plainly(cluster
     assert bob.of(wire.RelayOpen) == []
     assert bob.of(wire.Error)[-1].code == "no_relay"
     assert [r.relay_port for r in alice.of(wire.PeerRequest)] == [0]  # the fetch's only
+
+
+def test_an_offer_withdrawn_and_made_again_is_news_to_who_came_meanwhile(cluster, manifest):
+    """Only an offer whose node was lost is the same offer made again: one
+    its sharer withdrew is gone, and made again it is told, as on a node
+    alone, to those who never saw it (carol came in between)."""
+    alice_link, alice, _, bob = shared_on_a(cluster, manifest)
+    cluster["a"].receive(alice_link, wire.Unshare(manifest.file_id))
+    cluster.settle()
+    _, carol = cluster.login("b", "carol", "198.51.100.10:4002")
+    _, dave = cluster.login("a", "dave", "198.51.100.11:4003")
+    cluster.settle()
+    assert offers_of(carol, manifest.file_id) == offers_of(dave, manifest.file_id) == []
+    cluster.clock.advance(10)
+    cluster["a"].receive(alice_link, wire.Share(manifest.canonical().decode(), 7000, "s2"))
+    cluster.settle()
+    assert [sharer for sharer, _ in offers_of(dave, manifest.file_id)] == ["alice"]
+    assert [sharer for sharer, _ in offers_of(carol, manifest.file_id)] == ["alice"]
+
+
+def test_an_offer_made_again_after_its_sharer_moved_is_no_news_where_it_was(cluster, manifest):
+    """alice's client, cut from a (still up), resumes on b and offers her
+    file again: those on a, shown it once, are not shown it again."""
+    alice_link, alice, _, bob = shared_on_a(cluster, manifest)
+    _, dave = cluster.login("a", "dave", "198.51.100.11:4003")
+    cluster.settle()
+    assert len(offers_of(dave, manifest.file_id)) == 1
+    session = cluster["a"].by_key["alice"]
+    link, again = cluster.resume("b", session, "192.0.2.7:4010")
+    cluster["b"].receive(link, wire.Share(manifest.canonical().decode(), 7000, "s2"))
+    cluster.settle()
+    cluster.clock.advance(RESEND_SECONDS)
+    for conn in (dave, bob):
+        assert len(offers_of(conn, manifest.file_id)) == 1
+
+
+def test_an_offer_made_again_late_after_its_sharer_moved_is_no_news(manifest):
+    """As above, her client slow to offer again: the node she left says
+    it has the offer no more before her new node says it has it; it was
+    not withdrawn, and is no news anywhere."""
+    cluster, _, bob, (_, carol), text = shared_on_a_of_three(manifest)
+    session = cluster["a"].by_key["alice"]
+    link, _ = cluster.resume("b", session, "192.0.2.7:4010")
+    cluster.settle()
+    cluster["b"].receive(link, wire.Share(text, 7000, "s2"))
+    cluster.settle()
+    for conn in (bob, carol):
+        assert len(offers_of(conn, manifest.file_id)) == 1

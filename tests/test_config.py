@@ -70,10 +70,30 @@ def test_a_relay_host_is_a_name_or_an_address(tmp_path):
     assert load(tmp_path, options={"relay-host": " chat.example "})[0].relay_host == "chat.example"
 
 
+def test_a_relay_host_with_a_port_is_refused_plainly(tmp_path):
+    """The port is CHAT_RELAY_PORT's: a host:port would be dialled as a
+    host name, and every relay across nodes would fail."""
+    for host in ("relay.example.org:5002", "203.0.113.5:5002", ":::"):
+        assert "CHAT_RELAY_PORT" in error_of(tmp_path, environ={"CHAT_RELAY_HOST": host})
+
+
 def test_a_bus_url_may_carry_a_password_and_a_user(tmp_path):
     for url in ("redis://:s3cret@bus:6379/0", "redis://chat:s3cret@bus/1",
                 "rediss://:s3cret@bus.example:6380/0"):
         assert load(tmp_path, environ={"CHAT_BUS_URL": url})[0].bus == url
+
+
+def test_a_bad_url_is_not_told_with_its_password(tmp_path):
+    """An error is printed, and logged by whatever runs the server: the
+    value it shows hides a password."""
+    for name, url, shown in (
+            ("CHAT_BUS_URL", "redis://chat:s3cr%40t@bus:99999/0", "redis://chat:***@bus:99999/0"),
+            ("CHAT_BUS_URL", "rediss://:s3cret@bus/x", "rediss://:***@bus/x"),
+            ("CHAT_DATABASE_URL", "postgresql://chat:s3cret@db:0/chat",
+             "postgresql://chat:***@db:0/chat")):
+        error = error_of(tmp_path, environ={name: url})
+        assert "s3cr" not in error
+        assert error.startswith(f"invalid {name}={shown!r}: ")
 
 
 def test_a_database_url_is_kept_as_given(tmp_path):

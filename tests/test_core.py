@@ -2,10 +2,12 @@
 
 import pytest
 from hypothesis import given, strategies as st
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from spchat import wire
-from spchat.server.core import ChatCore, Limits, Refused, normalise_name
+from spchat.server.core import MAX_EARLY_MESSAGES, ChatCore, Limits, Refused, normalise_name
+from spchat.server.memory_store import MemoryStore
 
 from helpers import Batching, Deaf, MemoryClient, login, settle
 
@@ -312,3 +314,42 @@ def test_a_front_end_without_resume_ends_the_session_when_its_link_goes(core):
     assert (quit_notice.kind, quit_notice.name, quit_notice.reason) == (
         "quit", "bob", "Quit: see you")
     assert quit_notice.text == "bob left (Quit: see you)"
+
+
+class LoadingStore(MemoryStore):
+    """A store whose rooms come when the test says (the database is slow,
+    or away, and the start is tried again meanwhile)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loading = defer.Deferred()
+
+    def load(self):
+        loaded = super().load()
+        return self.loading.addCallback(lambda _: loaded)
+
+
+def test_what_waits_for_the_rooms_is_bounded(clock):
+    """Until the rooms are loaded (a start tried again every few seconds
+    while the database is away) what arrives waits: not without end.  A
+    connection gone meanwhile leaves nothing behind, a sign of life is
+    heard and not kept, and one that says too much before the server is
+    ready is cut."""
+    store = LoadingStore()
+    core = ChatCore(clock, Limits(), store=store)
+    core.start()
+    for i in range(50):  # clients trying again, each cut before an answer
+        gone, _ = login(core, f"user{i}")
+        core.link_lost(gone)
+    chatty = MemoryClient()
+    link = core.open_link(chatty, "192.0.2.9:1")
+    for _ in range(100):
+        core.receive(link, wire.Keepalive())
+    for _ in range(MAX_EARLY_MESSAGES + 1):
+        core.receive(link, wire.Who())
+    assert chatty.closed is not None and chatty.closed[0] == "starting"
+    core.link_lost(link)
+    _, waiting = login(core, "alice")
+    assert sum(map(len, core._early.values())) == 1  # alice's login, only
+    store.loading.callback(None)
+    assert waiting.of(wire.Welcome) and not chatty.of(wire.Welcome)

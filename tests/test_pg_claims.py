@@ -124,13 +124,31 @@ def test_a_resume_moves_the_claim_only_with_its_token_and_release_is_conditional
         b.close()
 
 
+def test_a_claim_is_not_handed_back_to_a_dead_node(pg_url):
+    # There any login could take the name: it stays where the session waits.
+    migrated(pg_url)
+    a, b = tables(pg_url, "a", timeout=1.0), tables(pg_url, "b", timeout=1.0)
+    try:
+        a.claim(claim("alice", "s1", "a"), takeover=False)
+        a.beat()
+        time.sleep(1.2)  # a is dead
+        b.beat()
+        was = b.resume("s1", token_hash("token s1"))
+        assert b.hand_back(was) is False
+        assert sql(pg_url, "SELECT node FROM claims") == [("b",)]
+    finally:
+        a.close()
+        b.close()
+
+
 def test_a_claim_handed_back_goes_where_it_was_unless_it_moved_on(pg_url):
     migrated(pg_url)
     a, b, c = tables(pg_url, "a"), tables(pg_url, "b"), tables(pg_url, "c")
     try:
         a.claim(claim("alice", "s1", "a"), takeover=False)
+        a.beat()  # alive (a dead node is not handed a claim back)
         was = b.resume("s1", token_hash("token s1"))  # b's client went meanwhile
-        b.hand_back(was)
+        assert b.hand_back(was) is True
         assert sql(pg_url, "SELECT node FROM claims") == [("a",)]
         assert a.beat() == {"s1": "alice"} and b.beat() == {}
         was = b.resume("s1", token_hash("token s1"))

@@ -356,3 +356,40 @@ def test_a_line_kept_on_one_node_and_saved_while_another_reads_what_waits_comes_
     _, again = login(a, "bob", password="secret-words")
     clock.advance(1)
     assert directs(again) == []
+
+
+def test_lines_to_a_dropped_account_wait_within_the_same_limits(clock):
+    """A line to an account whose connection dropped waits in case it
+    logs in afresh: as many as for one away, no more (its inbox is no
+    way to fill the disk, nor one sender's to fill it), and none where
+    none may wait.  All reach it if it resumes."""
+    core = ChatCore(clock, Limits(max_waiting_directs=5, max_waiting_from_one=2),
+                    passwords=InstantPasswords())
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, _ = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    for i in range(4):
+        core.receive(alice, wire.Direct("bob", f"line {i}", f"d{i}"))
+    settle(core)
+    assert [m.cid for m in a.of(wire.DirectMessage)] == ["d0", "d1", "d2", "d3"]  # saved
+    assert not a.of(wire.Error)
+    clock.advance(core.limits.resume_grace + 1)  # he does not resume: logs in afresh
+    _, b = login(core, "bob", password="secret-words")
+    settle(core)
+    assert directs(b) == [("alice", "bob", "line 0"), ("alice", "bob", "line 1")]
+
+
+def test_no_line_to_a_dropped_account_waits_where_none_may(clock):
+    core = ChatCore(clock, Limits(max_waiting_directs=0), passwords=InstantPasswords())
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, _ = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    core.receive(alice, wire.Direct("bob", "call me", "d1"))
+    settle(core)
+    assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1"]
+    clock.advance(core.limits.resume_grace + 1)
+    _, b = login(core, "bob", password="secret-words")
+    settle(core)
+    assert directs(b) == []

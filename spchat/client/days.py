@@ -10,10 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+# The last day a date can name (9999-12-31, UTC): the wire allows time
+# stamps far past it, which a server may send.
+LAST_SECONDS = 253_402_214_400
+
 
 def local_day(ts_ms: float) -> str:
-    """The local date of a server time stamp, as YYYY-MM-DD."""
-    return time.strftime("%Y-%m-%d", time.localtime(ts_ms / 1000))
+    """The local date of a server time stamp, as YYYY-MM-DD (at most the
+    last day of the year 9999)."""
+    return time.strftime("%Y-%m-%d", time.localtime(min(ts_ms / 1000, LAST_SECONDS)))
 
 
 def today() -> str:

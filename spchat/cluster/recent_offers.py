@@ -11,7 +11,10 @@ this node knew it offered (said by this node, or heard from the node that
 had it), is not told to its room again, here or on the other nodes (nor
 through the IRC gateway, which shows each offer it is given); and it
 keeps its first time, so that a client that knows an offer by its time
-(as the sharer's own does) shows it once.
+(as the sharer's own does) shows it once.  An offer withdrawn (its last
+holder unshared it or logged out, here or on a node still heard) is
+forgotten: made again, it is news, as on a node alone, to those who came
+meanwhile and were never shown it.
 
 ``REOFFER_SECONDS``: a node says its offers at least every
 ``RESEND_SECONDS`` (30 s); a dead node is known as such after the node
@@ -59,6 +62,10 @@ class RecentOffers:
         self._forget(self.clock.seconds())
         known = self._offers.get((room_key, file_id, sharer))
         return None if known is None else known[0]
+
+    def withdrawn(self, shared: SharedFile) -> None:
+        """``shared`` is offered no more: made again, it is news."""
+        self._offers.pop((shared.room_key, shared.file_id, shared.sharer), None)
 
     def _forget(self, now: float) -> None:
         while self._offers and next(iter(self._offers.values()))[1] <= now - self.seconds:

@@ -88,6 +88,7 @@ class ClusterShares:
         self._told_at = float("-inf")
         self._resend_call = clock.callLater(RESEND_SECONDS, self._resend)
         tracker.on_change = self.changed
+        tracker.on_gone = self._gone
         cluster.on(SHARES, self._parsed(read_shares, self._heard_shares))
         cluster.on(INTRODUCE, self._parsed(read_introduce, self._heard_introduce))
         cluster.on(INTRODUCED, self._parsed(read_introduced, self._heard_introduced))
@@ -122,6 +123,12 @@ class ClusterShares:
         for shared in self.tracker.files.values():
             self.recent.seen(shared)
         self.cluster.send(SHARES, shares(self.boot, ask, self.tracker.files.values()))
+
+    def _gone(self, shared: SharedFile) -> None:
+        """An offer here is withdrawn: unless another node has it too, made
+        again it is news."""
+        if shared.file_id not in self.files():
+            self.recent.withdrawn(shared)
 
     def made_at(self, file_id: str, room_key: str, sharer: str) -> int | None:
         """When an offer known lately on some node was first made (ms): made
@@ -203,6 +210,16 @@ class ClusterShares:
         for shared in heard.files.values():
             self.holder_nodes.update(dict.fromkeys(shared.holders, node))
         self._forget_manifests()
+        if before is not None and before[0] == heard.boot:
+            # Withdrawn there: the node (the same run) has it no more, though
+            # its holder is still there (one that moved away offers it again
+            # where it went), and no other node has it.
+            offered = self.files()
+            for file_id, shared in before[1].items():
+                if (file_id not in heard.files and file_id not in offered
+                        and any(self.remote_session(node, sid) is not None
+                                for sid in shared.holders)):
+                    self.recent.withdrawn(shared)
         news = self._news()
         if heard.ask or before is None or before[0] != heard.boot:
             self._tell()  # it did not know ours (its answer may come back at once)

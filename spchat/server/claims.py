@@ -140,9 +140,12 @@ class LocalClaims:
 
     def hand_back(self, claim: Claim) -> defer.Deferred:
         held = self._mine(claim.key, claim.session)
-        if held is not None:
-            self.book.claims[claim.key] = replace(held, node=claim.node)
-        return defer.succeed(None)
+        if held is None:
+            return defer.succeed(True)  # moved on since
+        if not self._alive(claim.node):
+            return defer.succeed(False)
+        self.book.claims[claim.key] = replace(held, node=claim.node)
+        return defer.succeed(True)
 
     def lookalike(self, looks, key: str) -> defer.Deferred:
         for claim in self.book.claims.values():

@@ -56,6 +56,11 @@ USER_ACTIONS = (wire.Say, wire.Direct, wire.Who, wire.Join, wire.Part, wire.List
                 wire.Topic, wire.Mode, wire.Moderate)
 # A quiet client sends a keepalive this many times per CHAT_IDLE_TIMEOUT.
 KEEPALIVES_PER_TIMEOUT = 3
+# Messages of one connection kept until the rooms are loaded (a hello, a
+# login or resume, and whatever a client sends before its welcome): more
+# is a client that does not wait, cut so that a slow start costs bounded
+# memory.
+MAX_EARLY_MESSAGES = 16
 # Requests that cost the server work count against the flood limit.
 FLOOD_LIMITED = USER_ACTIONS + (
     wire.PresenceRequest, wire.HistoryRequest, wire.Register, wire.ChangePassword,
@@ -116,9 +121,10 @@ class ChatCore:
         self.limits = limits or Limits()
         self.ports = ports or Ports()
         self.stopped = False  # stop() was called: the server is going down
-        # Until the rooms are loaded, what arrives waits here, in order.
+        # Until the rooms are loaded, what arrives waits here, in order, by
+        # connection (a start may be tried again for long: see ``receive``).
         self.ready = False
-        self._early: list[tuple[Link, wire.Message]] = []
+        self._early: dict[Link, list[wire.Message]] = {}
         self.links: set[Link] = set()
         self.presence_listeners: list[Callable[[], None]] = []
         self.roster: ClusterRoster | None = None  # the sessions of the other nodes
@@ -257,10 +263,11 @@ class ChatCore:
         def loaded(records) -> None:
             self.room_commands.loaded(records)
             self.ready = True
-            early, self._early = self._early, []
-            for link, msg in early:
-                if link in self.links:
-                    self.receive(link, msg)
+            early, self._early = self._early, {}
+            for link, messages in early.items():
+                for msg in messages:
+                    if link in self.links:
+                        self.receive(link, msg)
 
         # This node's claims left from before go first: it has no sessions yet.
         return self.names.open().addCallback(lambda _: self.store.load()).addCallback(loaded)
@@ -307,7 +314,7 @@ class ChatCore:
             return  # the server is stopping: its store is closed
         link.last_heard = self.now()  # whatever it says, it is alive
         if not self.ready:
-            self._early.append((link, msg))
+            self._wait_for_rooms(link, msg)
             return
         if link.admin or isinstance(msg, (wire.AdminLogin, wire.AdminRequest)):
             self.admin.receive(link, msg)
@@ -340,6 +347,20 @@ class ChatCore:
         except Refused as refusal:
             self._send(session, wire.Error(refusal.code, refusal.text, getattr(msg, "cid", None)))
 
+    def _wait_for_rooms(self, link: Link, msg: wire.Message) -> None:
+        """Keep ``msg`` until the rooms are loaded: at most
+        ``MAX_EARLY_MESSAGES`` of one connection (a client waits for its
+        welcome before it says more), nothing of one gone (see
+        ``link_lost``), no sign of life (heard already)."""
+        if isinstance(msg, wire.Keepalive):
+            return
+        held = self._early.setdefault(link, [])
+        if len(held) >= MAX_EARLY_MESSAGES:
+            del self._early[link]
+            link.conn.close("starting", "the server is starting: log in again in a moment")
+            return
+        held.append(msg)
+
     def link_lost(self, link: Link, resumable: bool = True,
                   reason: str = "connection lost") -> None:
         """The connection is gone, for whatever reason.  ``resumable``: its
@@ -347,6 +368,7 @@ class ChatCore:
         front-end whose clients cannot resume (IRC) ends it at once."""
         self.links.discard(link)
         self.admin.links.discard(link)
+        self._early.pop(link, None)
         session = link.session
         link.session = None
         if self.stopped:
@@ -546,10 +568,12 @@ class ChatCore:
         may have resumed on another node meanwhile, faster, and be live
         there: the last move to finish must not end that session for one
         whose connection is already gone.  Given back, the session is as if
-        this resume never came: where it was, waiting or live."""
+        this resume never came: where it was, waiting or live.  Not to a
+        dead node: there the name would be anyone's; the session waits
+        here instead."""
         if claim is None or link in self.links or claim.node == self.node:
             return claim
-        return self.names.hand_back(claim).addCallback(lambda _: None)
+        return self.names.hand_back(claim).addCallback(lambda gone: None if gone else claim)
 
     def _not_banned(self, claim):
         """The claim, if its name is not banned now: a ban made while the
@@ -621,7 +645,7 @@ class ChatCore:
         if self.messaging.directs is not None:
             self.messaging.directs.forget(session)  # where it is now keeps its own
         self.table.remove(session, "moved to another node")
-        self.sharing.tracker.forget_session(session.id)
+        self.sharing.tracker.forget_session(session.id, withdrawn=False)  # offered there
         for key in sorted(session.rooms):
             self.directory.depart(self.directory.rooms[key], session)
         self._presence_changed()

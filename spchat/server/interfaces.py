@@ -236,8 +236,9 @@ class INameClaims(Interface):
     def hand_back(claim):
         """A resume here whose client went while its claim moved: the claim
         (as ``resume`` gave it) goes back to ``claim.node``, if it is still
-        this node's and that session's (it may have moved on since); fires
-        when done."""
+        this node's and that session's (it may have moved on since) and its
+        old node is alive (a dead node's claim is any login's to take: it
+        stays here); fires with whether it is this node's no more."""
 
     def lookalike(looks, key):
         """Fires with the name of a session of another live node (not

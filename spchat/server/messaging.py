@@ -138,12 +138,30 @@ class Messaging:
         check_text(msg.text, self.limits.max_message_bytes)
         # An account whose connection dropped (here, or on another node as
         # its roster says) may not resume but log in afresh: then the line
-        # waits for it, as for one away.
+        # waits for it, as for one away, within the same limits.
         dropped = target.registered and (target.link is None if isinstance(target, Session)
                                          else target.state == "reconnecting")
+        if dropped:
+            looking = self.store.waiting_for(target.key,
+                                             direct_conversation(session.key, target.key))
+            self._answering(session, looking.addCallback(
+                self._to_dropped, session, msg, target).addErrback(self._read_failed, session))
+            return
+        self._to_session(session, msg, target, waiting=False)
+
+    def _to_dropped(self, account, session: Session, msg: wire.Direct,
+                    target: Session | RemoteSession) -> None:
+        if (session.lineage, msg.cid) in self._unsaved:
+            return  # a copy, re-sent while the store looked
+        # Over the limits it is saved all the same, for a resume to bring.
+        refusal = self.waiting.refusal(msg.to, target.key, account, session.key)
+        self._to_session(session, msg, target, waiting=refusal is None)
+
+    def _to_session(self, session: Session, msg: wire.Direct,
+                    target: Session | RemoteSession, waiting: bool) -> None:
         self._accept(Record(0, self.now_ms(), session.name, session.key, msg.text, msg.cid,
                             to=target.name, to_key=target.key, lineage=session.lineage,
-                            to_lineage=target.lineage, waiting=dropped))
+                            to_lineage=target.lineage, waiting=waiting))
 
     def _to_absent(self, account, session: Session, msg: wire.Direct, key: str | None) -> None:
         if (session.lineage, msg.cid) in self._unsaved:

@@ -96,10 +96,19 @@ class PgClaimTables:
                            "WHERE session = %s", (self.node, session))
             return _claim(row)
 
-    def hand_back(self, claim: Claim) -> None:
+    def hand_back(self, claim: Claim) -> bool:
         with self.link.transaction() as cursor:
-            cursor.execute("UPDATE claims SET node = %s WHERE key = %s AND session = %s "
-                           "AND node = %s", (claim.node, claim.key, claim.session, self.node))
+            cursor.execute(f"SELECT {_ALIVE} FROM claims c LEFT JOIN nodes n ON n.name = %s "
+                           "WHERE c.key = %s AND c.session = %s AND c.node = %s FOR UPDATE OF c",
+                           (self.node_timeout, claim.node, claim.key, claim.session, self.node))
+            row = cursor.fetchone()
+            if row is None:
+                return True  # moved on since
+            if not row[0]:
+                return False
+            cursor.execute("UPDATE claims SET node = %s WHERE key = %s AND session = %s",
+                           (claim.node, claim.key, claim.session))
+            return True
 
     def lookalike(self, looks, key: str) -> str | None:
         with self.link.cursor() as cursor:

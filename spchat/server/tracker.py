@@ -94,6 +94,8 @@ class Tracker:
         self.transfers: dict[str, dict[str, Transfer]] = {}
         # An offer or a holder came or went (the other nodes are told).
         self.on_change: Callable[[], None] = lambda: None
+        # An offer whose last holder here let it go (not one moved away).
+        self.on_gone: Callable[[SharedFile], None] = lambda shared: None
 
     # --- offers and holders ----------------------------------------------------
 
@@ -123,8 +125,9 @@ class Tracker:
     def holds(self, session: str, file_id: str) -> bool:
         return file_id in self.held.get(session, ())
 
-    def release(self, session: str, file_id: str) -> None:
-        """``session`` no longer serves the file; an offer nobody holds is gone."""
+    def release(self, session: str, file_id: str, withdrawn: bool = True) -> None:
+        """``session`` no longer serves the file; an offer nobody holds is gone
+        (``withdrawn`` False: it goes on elsewhere, its session moved)."""
         shared = self.files.get(file_id)
         if shared is None or shared.holders.pop(session, None) is None:
             return
@@ -134,12 +137,15 @@ class Tracker:
             del self.held[session]
         if not shared.holders:
             del self.files[file_id]
+            if withdrawn:
+                self.on_gone(shared)
         self.on_change()
 
-    def forget_session(self, session: str) -> None:
-        """The session went offline: out of every swarm, its introductions void."""
+    def forget_session(self, session: str, withdrawn: bool = True) -> None:
+        """The session went offline (or, ``withdrawn`` False, moved to
+        another node): out of every swarm, its introductions void."""
         for file_id in list(self.held.get(session, ())):
-            self.release(session, file_id)
+            self.release(session, file_id, withdrawn)
         self.transfers.pop(session, None)
 
     # --- finding and listing ----------------------------------------------------

@@ -9,7 +9,11 @@ what waits is read once those marks are written).  A guest's name is
 refused as before, since nobody can ever log in as that guest again.  At most ``Limits.max_waiting_directs`` messages wait for one
 account, so that an inbox cannot be used to fill the disk, and at most
 ``Limits.max_waiting_from_one`` of those from one sender, so that one
-sender cannot fill it and keep everyone else's out.
+sender cannot fill it and keep everyone else's out.  A message to an
+account whose connection dropped (here or on another node) waits too, in
+case it logs in afresh instead of resuming, within the same limits; over
+them it is saved and acknowledged all the same, for a resume to bring, and
+does not wait.
 """
 
 from __future__ import annotations
