@@ -42,3 +42,11 @@ def three_nodes(tmp_path, pg_url, redis_server):
     nodes = start_nodes(tmp_path, 3, database=pg_url, bus=redis_server.url)
     yield nodes
     stop_services(*nodes)
+
+
+def bus_state(servers):
+    """Each node's start and bus, for a test that timed out waiting on them."""
+    return "; ".join(
+        f"{s.core.node}: ready {s.core.ready}, subscribed {s.bus.subscribed}, publisher "
+        f"{s.bus.publisher is not None}, joined {s.bus.joined}, dropped {s.bus.dropped}"
+        for s in servers)

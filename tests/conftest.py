@@ -93,15 +93,18 @@ def pins(tmp_path):
     return PinStore(tmp_path / "client-config")
 
 
-def wait_until(predicate, timeout=10.0, interval=0.01):
-    """Poll ``predicate`` on the reactor; fail the test after ``timeout``."""
+def wait_until(predicate, timeout=10.0, interval=0.01, describe=None):
+    """Poll ``predicate`` on the reactor; fail the test after ``timeout``,
+    saying what ``describe()`` says of the state then, if given."""
 
     @defer.inlineCallbacks
     def poll():
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+                state = f": {describe()}" if describe is not None else ""
+                raise AssertionError(f"timed out after {timeout} s waiting for "
+                                     f"{predicate}{state}")
             yield task.deferLater(reactor, interval, lambda: None)
 
     return poll()

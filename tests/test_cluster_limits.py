@@ -27,6 +27,7 @@ from conftest import connect_client, server_config, start_service, stop_services
 from hostile import ATTACKERS, HostileClient, hostile_client
 from irc_peer import irc_peer
 from helpers import InstantPasswords, SharedBus, fired, login, node_dirs, run_for
+from cluster_nodes import bus_state
 
 KEY = b"k" * 32
 FAILURES = 5  # per name and per address, in a minute
@@ -377,7 +378,7 @@ def test_a_real_node_started_late_is_told_the_failures_before_it(
                      for i, data_dir in enumerate(node_dirs(tmp_path, 2)))
     servers = [start_service(first)]
     try:
-        yield wait_until(lambda: servers[0].bus.subscribed)
+        yield wait_until(lambda: servers[0].bus.joined)  # it can answer
         yield registered_alice(servers[0], pins)
         allowed = servers[0].cfg.login_failures
         for _ in range(allowed - 1):
@@ -385,7 +386,8 @@ def test_a_real_node_started_late_is_told_the_failures_before_it(
                 yield connect_client(servers[0], pins, "alice", password="wrong words")
         servers.append(start_service(second))
         late = servers[1].core.cluster_limits
-        yield wait_until(lambda: late.replayed >= allowed)  # the failures, alice's sign-up
+        yield wait_until(lambda: late.replayed >= allowed,  # the failures, alice's sign-up
+                         describe=lambda: bus_state(servers) + f"; replayed {late.replayed}")
         with pytest.raises(Exception, match="wrong name or password"):
             yield connect_client(servers[1], pins, "alice", password="wrong words")
         with pytest.raises(Exception, match="too many failed logins"):

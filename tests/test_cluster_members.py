@@ -18,6 +18,7 @@ from spchat import wire
 from spchat.cluster.roster import SILENT_SECONDS, SNAPSHOT_SECONDS
 
 from helpers import node_dirs
+from cluster_nodes import bus_state
 from irc_peer import irc_peer
 from conftest import ServerProcess, connect_client, server_config, start_service, \
     stop_services, subprocess_env, wait_until
@@ -73,7 +74,8 @@ def test_member_lists_and_comings_and_goings_span_three_nodes(tmp_path, pins, pg
     dirs = node_dirs(tmp_path, 3)
     servers = nodes(dirs, pg_url, redis_server)
     try:
-        yield wait_until(lambda: all(s.bus.joined for s in servers))
+        yield wait_until(lambda: all(s.bus.joined for s in servers),
+                         describe=lambda: bus_state(servers))
         clients = yield spread([s.address.port for s in servers], pins)
         yield wait_until(lambda: lists_complete(clients), timeout=20)
         # admin list on one node: every node's sessions, each with its node.
