@@ -393,3 +393,44 @@ def test_no_line_to_a_dropped_account_waits_where_none_may(clock):
     _, b = login(core, "bob", password="secret-words")
     settle(core)
     assert directs(b) == []
+
+
+def test_direct_lines_keep_their_order_while_the_store_is_asked_about_the_first(core, clock):
+    """The first line to a dropped account waits for the store (how many
+    wait for it); the account is back before the second is sent, which
+    needs no store: it must not be numbered first."""
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    bob, first = login(core, "bob", password="secret-words")
+    core.link_lost(bob)
+    store, asked = core.store, defer.Deferred()
+    waiting_for, store.waiting_for = store.waiting_for, lambda *args: asked
+    core.receive(alice, wire.Direct("bob", "one", "d1"))
+    welcome = first.of(wire.Welcome)[0]
+    back = MemoryClient()
+    core.receive(core.open_link(back, "127.0.0.1:2"),
+                 wire.Resume(welcome.session, welcome.token, (), welcome.server_time))
+    core.receive(alice, wire.Direct("bob", "two", "d2"))
+    store.waiting_for = waiting_for
+    waiting_for("bob", "@alice bob").chainDeferred(asked)
+    settle(core)
+    assert [(m.seq, m.cid) for m in a.of(wire.DirectMessage)] == [(1, "d1"), (2, "d2")]
+    assert [(m.seq, m.text) for m in back.of(wire.DirectMessage)] == [(1, "one"), (2, "two")]
+
+
+def test_a_logout_waits_for_the_direct_lines_held_behind_a_read(core):
+    register(core, "bob")
+    alice, a = login(core, "alice")
+    store, asked = core.store, defer.Deferred()
+    waiting_for, store.waiting_for = store.waiting_for, lambda *args: asked
+    core.receive(alice, wire.Direct("bob", "one", "d1"))  # bob is away: asked
+    core.receive(alice, wire.Direct("bob", "two", "d2"))  # behind it
+    core.receive(alice, wire.Logout())
+    assert a.closed is None  # the goodbye waits for both
+    store.waiting_for = waiting_for
+    waiting_for("bob", "@alice bob").chainDeferred(asked)
+    settle(core)
+    assert [m.cid for m in a.of(wire.DirectMessage)] == ["d1", "d2"]
+    assert a.closed is not None and a.closed[0] == "logout"
+    _, b = login(core, "bob", password="secret-words")
+    assert directs(b) == [("alice", "bob", "one"), ("alice", "bob", "two")]

@@ -101,6 +101,9 @@ class Messaging:
                                 msg.cid, room=room.key, lineage=session.lineage))
 
     def direct(self, session: Session, msg: wire.Direct) -> None:
+        if session.directs_queued is not None:  # after the earlier one, in order
+            session.directs_queued.append(msg)
+            return
         if (session.lineage, msg.cid) in self._unsaved:
             return  # its acknowledgement follows when it is saved
         try:
@@ -121,6 +124,31 @@ class Messaging:
             return
         self._direct_to(session, msg, key, target)
 
+    def _in_turn(self, session: Session, reading: defer.Deferred) -> None:
+        """A read one of the session's direct lines needs: its later direct
+        lines wait for it, and then go on in order (one needing no read
+        would otherwise be numbered before it).  They are taken before the
+        read is counted answered, so a logout waits for them too."""
+        if session.directs_queued is None:
+            session.directs_queued = []
+        session.direct_reads += 1
+
+        def done(result):
+            session.direct_reads -= 1
+            if session.direct_reads == 0:
+                queued, session.directs_queued = session.directs_queued or [], None
+                for later in queued:
+                    self._direct_in_turn(session, later)
+            return result
+
+        self._answering(session, reading.addBoth(done))
+
+    def _direct_in_turn(self, session: Session, msg: wire.Direct) -> None:
+        try:
+            self.direct(session, msg)
+        except Refused as refusal:
+            self._tell(session, wire.Error(refusal.code, refusal.text, msg.cid))
+
     def _recipient(self, key: str) -> Session | RemoteSession | None:
         return self.sessions.by_key.get(key) or self.elsewhere(key)
 
@@ -132,7 +160,7 @@ class Messaging:
             # Kept for an account, if it is one (spchat.server.waiting).
             looking = (self.store.waiting_for(key, direct_conversation(session.key, key))
                        if key is not None else defer.succeed(None))
-            self._answering(session, looking.addCallback(
+            self._in_turn(session, looking.addCallback(
                 self._to_absent, session, msg, key).addErrback(self._read_failed, session))
             return
         check_text(msg.text, self.limits.max_message_bytes)
@@ -144,7 +172,7 @@ class Messaging:
         if dropped:
             looking = self.store.waiting_for(target.key,
                                              direct_conversation(session.key, target.key))
-            self._answering(session, looking.addCallback(
+            self._in_turn(session, looking.addCallback(
                 self._to_dropped, session, msg, target).addErrback(self._read_failed, session))
             return
         self._to_session(session, msg, target, waiting=False)
@@ -171,7 +199,7 @@ class Messaging:
             # Sent before a drop, maybe, and saved then.
             since = self.now_ms() - RESEND_WINDOW_MS
             reading = self.store.find_cid(session.lineage, msg.cid, since)
-            self._answering(session, reading.addCallback(
+            self._in_turn(session, reading.addCallback(
                 self._direct_to_nobody, session, msg, refusal).addErrback(
                     self._read_failed, session))
             return

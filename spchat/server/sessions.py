@@ -117,6 +117,10 @@ class Session:
     # them to be answered (a logout right after /history).
     reads: int = 0
     after_reads: list = field(default_factory=list)
+    # Its direct lines that wait for a store read an earlier one of them
+    # needs (None: none does), so that they keep their order.
+    directs_queued: list | None = None
+    direct_reads: int = 0
     backlog: deque = field(default_factory=deque)  # flood-delayed messages
     drain_call: IDelayedCall | None = None
     grace_call: IDelayedCall | None = None
