@@ -283,8 +283,12 @@ class ChatService(service.MultiService):
         self._start_retry = None
         started = self.core.start()
         if self.bus is not None:  # once the rooms are there to deliver to
-            started.addCallback(lambda _: self.bus.start())
+            started.addCallback(self._join_bus)
         started.addErrback(self._not_started)
+
+    def _join_bus(self, _):
+        if not self._stopping:  # else stopped while the rooms were loading
+            self.bus.start()
 
     def _not_started(self, failure):
         if self._stopping:

@@ -10,13 +10,13 @@ import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task
 
 from spchat.server.records import Record
 from spchat.server.store import DB_FILE, SQLiteStore, StoreError
 
 from conftest import (ServerProcess, connect_client, server_config, stop_services,
-                      subprocess_env, twistd_command)
+                      subprocess_env, twistd_command, wait_until)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "unreadable"])
@@ -98,3 +98,25 @@ def test_a_start_that_cannot_load_the_rooms_is_tried_again(tmp_path, pins, monke
         assert [s.name for s in service.core.table.by_id.values()] == ["alice"]
     finally:
         yield stop_services(service)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_node_stopped_while_its_rooms_load_does_not_join_the_bus(tmp_path, pg_url,
+                                                                   redis_server):
+    from spchat.tap import ChatService
+
+    service = ChatService(server_config(tmp_path / "data", database=pg_url,
+                                        bus=redis_server.url), reactor)
+    loading: defer.Deferred = defer.Deferred()
+    asked = []
+    service.store.load = lambda: asked.append(1) or loading
+    service.address = service.listen()
+    service.startService()
+    yield wait_until(lambda: asked)  # the claims opened; the rooms are being read
+    yield stop_services(service)
+    loading.callback([])  # the rooms (none) come after the stop
+    try:
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        assert not service.bus.subscribed and service.bus.publisher is None
+    finally:
+        yield service.bus.stop()
