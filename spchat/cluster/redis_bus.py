@@ -237,8 +237,8 @@ class RedisBus:
     def stop(self) -> defer.Deferred:
         self.stopping = True
         # A connection still being made ready is cut first, and its loss
-        # waited for: stopped under it, the service would be told of the loss
-        # after it had stopped, which it cannot take.
+        # waited for: the service would close it politely, which a peer
+        # that never answers (or a TLS handshake under way) can hold up.
         cut = []
         for proto in list(self._preparing):
             cut.append(proto.whenDisconnected())
